@@ -1,0 +1,267 @@
+"""The `taskscope` command. Thin: parse options, call the store, print.
+
+Every command takes `--store` (default `taskscope.duckdb` here) and `--format`. Errors a user
+can fix (a missing path, an unreadable store, an unknown run) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from datetime import datetime, timezone
+from enum import Enum
+from functools import wraps
+from pathlib import Path
+from typing import Callable, Optional
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+import taskscope
+from taskscope.ingest import IngestReport, MissingInputError
+from taskscope.queries import RunNotFound, latest_run_with_task
+from taskscope.rules import RuleError
+from taskscope.store import DEFAULT_STORE, StoreError
+
+app = typer.Typer(
+    help="Observability for Python workflow systems: ingest Parsl runs, then ask what happened.\n\n"
+    "Example: taskscope ingest runinfo/ && taskscope runs && taskscope timeline --task 3",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+# a pipe gets wide lines rather than a table folded to 80 columns
+console = Console(width=None if sys.stdout.isatty() else 250)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 250)
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+StoreOption = typer.Option(DEFAULT_STORE, "--store", "-s", help="DuckDB store file.")
+FormatOption = typer.Option(OutputFormat.table, "--format", "-f", help="table, json or csv.")
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+def user_errors(command: Callable) -> Callable:
+    """Turn the errors a user can fix into one line on stderr and exit code 2."""
+
+    @wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (StoreError, MissingInputError, RunNotFound, RuleError) as exc:
+            _fail(str(exc))
+        except taskscope_sql_errors() as exc:
+            _fail(str(exc).splitlines()[0])
+
+    return wrapper
+
+
+def taskscope_sql_errors() -> tuple[type[BaseException], ...]:
+    import duckdb
+
+    return (duckdb.Error,)
+
+
+def _emit(frame: pd.DataFrame, fmt: OutputFormat, title: str | None = None) -> None:
+    if fmt is OutputFormat.json:
+        sys.stdout.write(frame.to_json(orient="records", date_format="iso", default_handler=str) + "\n")
+    elif fmt is OutputFormat.csv:
+        sys.stdout.write(frame.to_csv(index=False))
+    else:
+        console.print(_rich_table(frame, title))
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 1e9 else _clock(value)
+    return str(value)
+
+
+def _clock(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _rich_table(frame: pd.DataFrame, title: str | None) -> Table:
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for column in frame.columns:
+        table.add_column(str(column), overflow="fold")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(_cell(v) for v in row))
+    return table
+
+
+@app.command()
+@user_errors
+def ingest(
+    paths: list[Path] = typer.Argument(..., help="runinfo folders, run folders, log files or monitoring.db files."),
+    store: str = StoreOption,
+    rules: Optional[list[Path]] = typer.Option(None, "--rules", help="Extra rules TOML file (repeatable)."),
+    utc_offset_hours: Optional[float] = typer.Option(
+        None, "--utc-offset", help="Hours local time was ahead of UTC where the run logged naive local "
+        "times (default: learned from the run's own logs, else this machine's)."
+    ),
+    fmt: OutputFormat = FormatOption,
+) -> None:
+    """Read Parsl logs and monitoring.db under PATHS into the store (only what is new).
+
+    Example: taskscope ingest runinfo/ --store run.duckdb
+    """
+    with taskscope.open(store) as opened:
+        progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+            console=err_console, transient=True, disable=fmt is not OutputFormat.table,
+        )
+        bar = progress.add_task("ingesting", total=None)
+        done: dict[str, int] = {}
+
+        def on_progress(item, bytes_done: int, size: int) -> None:
+            done[item.path] = bytes_done
+            progress.update(bar, completed=sum(done.values()), description=f"ingesting {Path(item.rel).name}")
+
+        with progress:
+            report = opened.ingest(
+                *paths, rules_files=rules, on_progress=on_progress,
+                utc_offset_seconds=None if utc_offset_hours is None else utc_offset_hours * 3600,
+            )
+    _print_ingest_report(report, fmt)
+
+
+def _print_ingest_report(report: IngestReport, fmt: OutputFormat) -> None:
+    if fmt is not OutputFormat.table:
+        sys.stdout.write(json.dumps(report.as_dict(), default=str) + "\n")
+        return
+    share = report.relate.joined_share if report.relate else None
+    joined = "no executor-side task events" if share is None else f"{share:.1%} of executor-side task events joined to a task"
+    console.print(
+        f"ingested {report.files_read} files ({report.files_unchanged} unchanged, {report.files_skipped} "
+        f"skipped as not logs): {report.events:,} events from {report.lines:,} lines; {joined}",
+        highlight=False,
+    )
+    if report.bad_lines:
+        err_console.print(
+            f"[yellow]warning:[/yellow] {report.bad_lines:,} bad lines kept aside "
+            "(see: taskscope sql \"SELECT * FROM bad_lines\")",
+            highlight=False,
+        )
+    if report.partial_lines:
+        err_console.print(
+            f"note: {report.partial_lines} file(s) end in a partial line; it is read once it is complete",
+            highlight=False,
+        )
+    for note in report.notes:
+        err_console.print(f"note: {note}", highlight=False)
+
+
+@app.command()
+@user_errors
+def runs(store: str = StoreOption, fmt: OutputFormat = FormatOption) -> None:
+    """List the runs in the store.
+
+    Example: taskscope runs --format json
+    """
+    with taskscope.open(store, read_only=True) as opened:
+        frame = opened.runs()
+    if fmt is OutputFormat.table:
+        frame = frame.assign(run_id=frame.run_id.str[:8])[["run_id", "workflow_name", "user", "start", "duration_s", "status", "tasks",
+                       "tasks_done", "tasks_failed", "events", "sources"]]
+    _emit(frame, fmt, "runs")
+
+
+@app.command()
+@user_errors
+def tasks(
+    run: Optional[str] = typer.Option(None, "--run", "-r", help="Run id, unique prefix, or run folder name."),
+    state: Optional[str] = typer.Option(None, "--state", help="Only tasks whose final state is this."),
+    app_name: Optional[str] = typer.Option(None, "--app", help="Only tasks of this app."),
+    limit: int = typer.Option(0, "--limit", help="Show at most this many (0: all)."),
+    store: str = StoreOption,
+    fmt: OutputFormat = FormatOption,
+) -> None:
+    """List tasks with their app, final state, tries, stage times and where they ran.
+
+    Example: taskscope tasks --run 3f2a --state failed
+    """
+    with taskscope.open(store, read_only=True) as opened:
+        frame = opened.tasks(run)
+    if state:
+        frame = frame[frame.final_state == state]
+    if app_name:
+        frame = frame[frame.app_name == app_name]
+    if limit:
+        frame = frame.head(limit)
+    if fmt is OutputFormat.table:
+        frame = frame.drop(columns=["launch_ts", "worker_start_ts", "end_ts"]).rename(columns={"submit_ts": "submitted"})
+        frame = frame.assign(run_id=frame.run_id.str[:8])
+    _emit(frame, fmt, "tasks")
+
+
+@app.command()
+@user_errors
+def timeline(
+    task: int = typer.Option(..., "--task", "-t", help="Parsl (DFK) task id."),
+    run: Optional[str] = typer.Option(None, "--run", "-r", help="Run id, prefix or folder (default: latest run with the task)."),
+    store: str = StoreOption,
+    fmt: OutputFormat = FormatOption,
+) -> None:
+    """Show one task's journey across every log: DFK, interchange, manager, worker, monitoring.
+
+    Example: taskscope timeline --task 358
+    """
+    with taskscope.open(store, read_only=True) as opened:
+        run_id = opened.resolve_run(run)
+        note = None
+        if run_id is None:
+            run_id, count = latest_run_with_task(opened.con, task)
+            if count > 1:
+                note = f"({count} runs have a task {task}; showing the latest. Choose with --run)"
+        frame = opened.timeline(task, run_id)
+    if frame.empty:
+        _fail(f"no events for task {task}" + (f" in run {run_id}" if run_id else ""))
+    if fmt is not OutputFormat.table:
+        _emit(frame, fmt)
+        return
+    print(f"=== About task {task} ===")
+    print(f"run {run_id}" + (f"  {note}" if note else ""))
+    for row in frame.itertuples(index=False):
+        where = f"{_cell(row.process) or '-'}/{_cell(row.thread) or '-'}"
+        print(f"{_clock(row.ts)}  +{row.since_first_s:9.6f}  {where}  {row.message}  ({row.source})")
+
+
+@app.command()
+@user_errors
+def sql(
+    query: str = typer.Argument(..., help="SQL over the tables events, ingested_files, bad_lines, run_dirs."),
+    store: str = StoreOption,
+    fmt: OutputFormat = FormatOption,
+) -> None:
+    """Run SQL over the store (read-only).
+
+    Example: taskscope sql "SELECT source, count(*) FROM events GROUP BY 1"
+    """
+    with taskscope.open(store, read_only=True) as opened:
+        frame = opened.sql(query)
+    _emit(frame, fmt)
+
+
+def main() -> None:
+    """Entry point of the `taskscope` script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Ingest: files in, events out. Discover inputs, read only what is new, let each source
+stage its records, name them with the rules, move them to `events`, then relate ids.
+
+Everything one call does happens in one transaction, so an interrupted ingest leaves the
+store as it was (and the next ingest reads the same lines again).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import import_module
+from typing import Callable
+
+import duckdb
+
+from taskscope.ingest.discover import InputFile, discover
+from taskscope.ingest.lines import bad_lines_sql, file_size, read_new_lines
+from taskscope.ingest.staging import STAGED, create_staging
+from taskscope.relate import RelateReport, relate
+from taskscope.rules import Rule, apply_rules_sql, load_rules
+from taskscope.schema import EVENT_COLUMN_NAMES
+from taskscope.sources import StageContext, StageResult
+
+#: staged rows are moved to `events` once there are this many, to bound memory
+FLUSH_ROWS = 2_000_000
+
+ProgressCallback = Callable[[InputFile, int, int], None]
+
+
+@dataclass
+class IngestReport:
+    """What an ingest did: counts for the closing summary and for scripts."""
+
+    files_read: int = 0
+    files_unchanged: int = 0
+    files_skipped: int = 0
+    events: int = 0
+    lines: int = 0
+    bad_lines: int = 0
+    partial_lines: int = 0
+    notes: list[str] = field(default_factory=list)
+    relate: RelateReport | None = None
+
+    def as_dict(self) -> dict:
+        data = {k: v for k, v in self.__dict__.items() if k != "relate"}
+        data["relate"] = self.relate.__dict__ if self.relate else None
+        return data
+
+
+class MissingInputError(FileNotFoundError):
+    """A path given to ingest does not exist."""
+
+
+def local_utc_offset_seconds() -> float:
+    """This machine's current offset of local time from UTC, in seconds."""
+    offset = datetime.now().astimezone().utcoffset()
+    return offset.total_seconds() if offset else 0.0
+
+
+def ingest(
+    con: duckdb.DuckDBPyConnection,
+    paths: list[str],
+    rules: list[Rule] | None = None,
+    on_progress: ProgressCallback | None = None,
+    utc_offset_seconds: float | None = None,
+) -> IngestReport:
+    """Ingest everything new under `paths` into the store behind `con`.
+
+    `utc_offset_seconds` overrides the offset used for naive local timestamps (otherwise
+    learned from the run's logs, else this machine's).
+
+    >>> report = ingest(con, ["runinfo/"])  # doctest: +SKIP
+    """
+    inputs, missing = discover(paths)
+    if missing:
+        raise MissingInputError(f"no such file or folder: {', '.join(missing)}")
+    rules = load_rules() if rules is None else rules
+    report = IngestReport()
+    offsets = _Offsets(utc_offset_seconds)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        create_staging(con)
+        for item in inputs:
+            _ingest_one(con, item, report, offsets, rules, on_progress)
+        _flush(con, rules)
+        report.relate = relate(con)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return report
+
+
+class _Offsets:
+    """UTC offsets for naive local times: forced, learned per run folder, or the machine's."""
+
+    def __init__(self, forced: float | None):
+        self.forced = forced
+        self.by_run_dir: dict[str | None, float] = {}
+        self.last_learned: float | None = None
+
+    def for_item(self, item: InputFile) -> float:
+        if self.forced is not None:
+            return self.forced
+        if item.run_dir in self.by_run_dir:
+            return self.by_run_dir[item.run_dir]
+        return self.last_learned if self.last_learned is not None else local_utc_offset_seconds()
+
+    def learn(self, item: InputFile, offset: float) -> None:
+        self.by_run_dir[item.run_dir] = offset
+        self.last_learned = offset
+
+
+def _file_row(con: duckdb.DuckDBPyConnection, item: InputFile) -> tuple:
+    row = con.execute(
+        "SELECT file_id, size, bytes_read, lines_read, pending_bytes, note FROM ingested_files WHERE path = ?",
+        [item.path],
+    ).fetchone()
+    if row is None:
+        row = con.execute(
+            """INSERT INTO ingested_files (path, file, source, run_dir) VALUES (?, ?, ?, ?)
+               RETURNING file_id, size, bytes_read, lines_read, pending_bytes, note""",
+            [item.path, item.rel, item.source, item.run_dir],
+        ).fetchone()
+    return row
+
+
+def _ingest_one(con, item: InputFile, report: IngestReport, offsets: _Offsets, rules, on_progress) -> None:
+    file_id, old_size, bytes_read, lines_read, _, _ = _file_row(con, item)
+    size = file_size(item.path)
+    if item.source is None:
+        report.files_skipped += 1
+        con.execute("UPDATE ingested_files SET size = ?, note = ? WHERE file_id = ?", [size, item.note, file_id])
+        return
+    if size < 0:
+        report.notes.append(f"{item.rel}: cannot be read")
+        return
+    mtime_size = size if item.source != "monitoring_db" else _mtime_ns(item.path)
+    if mtime_size == old_size and (item.source == "monitoring_db" or size == bytes_read):
+        report.files_unchanged += 1
+        return
+    if item.source != "monitoring_db" and size < bytes_read:
+        report.notes.append(f"{item.rel}: file shrank (rotated or rewritten): read again from the start")
+        _forget_file(con, file_id)
+        bytes_read = lines_read = 0
+    context = StageContext(
+        file_id=file_id, file=item.rel, path=item.path, component=item.component, stamps=item.stamps,
+        lines_before=lines_read, utc_offset_seconds=offsets.for_item(item),
+    )
+    module = import_module(f"taskscope.sources.{item.source}")
+    events = bad = 0
+    note = None
+    if item.source == "monitoring_db":
+        _forget_file(con, file_id)
+        _flush(con, rules)
+        result = module.stage_file(con, context)
+        events, note = result.events, result.note
+        bytes_read = mtime_size
+    else:
+        for chunk in read_new_lines(item.path, bytes_read, lines_read):
+            result = _stage_chunk(con, module, chunk, context)
+            events += result.events
+            bad += result.bad_lines
+            note = result.note or note
+            if result.learned_utc_offset is not None:
+                offsets.learn(item, result.learned_utc_offset)
+                context.utc_offset_seconds = result.learned_utc_offset
+            lines_read += chunk.n_lines
+            context.lines_before = lines_read
+            bytes_read = chunk.end_offset
+            report.lines += chunk.n_lines
+            if on_progress:
+                on_progress(item, bytes_read, size)
+            if _staged_rows(con) >= FLUSH_ROWS:
+                _flush(con, rules)
+    pending = max(0, size - bytes_read) if item.source != "monitoring_db" else 0
+    report.partial_lines += 1 if pending else 0
+    report.files_read += 1
+    report.events += events
+    report.bad_lines += bad
+    if note:
+        report.notes.append(f"{item.rel}: {note}")
+    con.execute(
+        """UPDATE ingested_files SET size = ?, bytes_read = ?, lines_read = ?,
+                  events = events + ?, bad_lines = bad_lines + ?, pending_bytes = ?, note = ?,
+                  ingested_at = current_timestamp
+           WHERE file_id = ?""",
+        [mtime_size, bytes_read, lines_read, events, bad, pending, note, file_id],
+    )
+    if on_progress:
+        on_progress(item, size, size)
+
+
+def _stage_chunk(con, module, chunk, context: StageContext) -> StageResult:
+    con.register("chunk_lines", chunk.table)
+    try:
+        undecodable = con.execute(
+            f"INSERT INTO bad_lines SELECT ?, line, reason, head, ?::INTEGER FROM ({bad_lines_sql('chunk_lines')})",
+            [context.file, context.file_id],
+        ).fetchone()[0]
+        for line, head in chunk.overlong:
+            con.execute(
+                "INSERT INTO bad_lines VALUES (?, ?, ?, ?, ?)",
+                [context.file, line, "line longer than 1 MiB", head, context.file_id],
+            )
+        result = module.stage_lines(con, "chunk_lines", context)
+    finally:
+        con.unregister("chunk_lines")
+    result.bad_lines += int(undecodable) + len(chunk.overlong)
+    return result
+
+
+def _staged_rows(con) -> int:
+    return int(con.execute(f"SELECT count(*) FROM {STAGED}").fetchone()[0])
+
+
+def _flush(con, rules: list[Rule]) -> None:
+    """Name the staged records with the rules and move them to `events`."""
+    columns = ", ".join(EVENT_COLUMN_NAMES)
+    con.execute(f"INSERT INTO events ({columns}) {apply_rules_sql(rules, STAGED)}")
+    con.execute(f"DELETE FROM {STAGED}")
+
+
+def _forget_file(con, file_id: int) -> None:
+    for table in ("events", "bad_lines", "event_task_links"):
+        con.execute(f"DELETE FROM {table} WHERE file_id = ?", [file_id])
+
+
+def _mtime_ns(path: str) -> int:
+    """A monitoring.db's change marker: its mtime plus its size (any write changes it)."""
+    stat = os.stat(path)
+    return int(stat.st_mtime_ns // 1000) + stat.st_size

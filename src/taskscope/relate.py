@@ -1,0 +1,156 @@
+"""Relate: tie events to the runs, tasks, tries, blocks and hosts they belong to.
+
+Identity is a key sequence. Each step below copies a known id to events that lack it,
+through a relation learned from binding events:
+
+- run folder -> run id ("Run id is: ...", `parsl.dfk`), for every event of the folder;
+- (run, executor label, executor task id) -> (task, try), from Parsl's launch line
+  "Parsl task N try M launched on executor L with executor id K"; the label is part of
+  the key, so two HTEX executors whose ids both start at 1 are never confused;
+- events naming several executor tasks ("Sent tasks: [4, 5] to manager ...") -> one
+  `event_task_links` row per task;
+- a worker's events between "Received executor task K" and "All processing finished for
+  executor task K" -> executor task K;
+- (run, manager id) -> block and host, from the interchange's registration message, the
+  manager's folder, or monitoring.db's node table;
+- (run, task) -> app name.
+
+The steps repeat until none changes anything (a fixpoint), so an id learned late (a run id
+found after the executor logs were read) still reaches every event. All of it is SQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+MAX_ROUNDS = 10
+
+_RUN_DIRS = """
+INSERT OR REPLACE INTO run_dirs (run_dir, run_id)
+SELECT f.run_dir, arg_max(e.run_id, e.ts) FROM events e JOIN ingested_files f USING (file_id)
+WHERE e.run_id IS NOT NULL AND f.run_dir IS NOT NULL AND e.source <> 'monitoring'
+GROUP BY f.run_dir
+"""
+
+_STEPS: dict[str, str] = {
+    "run_id": """
+        UPDATE events SET run_id = r.run_id
+        FROM (SELECT f.file_id, d.run_id FROM ingested_files f JOIN run_dirs d USING (run_dir)) r
+        WHERE events.run_id IS NULL AND events.file_id = r.file_id""",
+    "single_task_lists": """
+        UPDATE events SET executor_task_id = CAST(attrs->>'$.executor_task_ids[0]' AS BIGINT)
+        WHERE executor_task_id IS NULL AND json_array_length(attrs->'$.executor_task_ids') = 1""",
+    "task_links": """
+        INSERT INTO event_task_links (file_id, line, run_id, executor_label, executor_task_id)
+        SELECT e.file_id, e.line, e.run_id, e.executor_label, CAST(id AS BIGINT)
+        FROM (SELECT file_id, line, run_id, executor_label,
+                     unnest(CAST(attrs->'$.executor_task_ids' AS BIGINT[])) AS id
+              FROM events
+              WHERE json_array_length(attrs->'$.executor_task_ids') > 1 AND run_id IS NOT NULL) e
+        ANTI JOIN event_task_links l
+            ON l.file_id = e.file_id AND l.line = e.line AND l.executor_task_id = e.id""",
+    "link_bindings": """
+        UPDATE event_task_links SET task_id = b.task_id, try_id = b.try_id
+        FROM bindings b
+        WHERE event_task_links.task_id IS NULL AND event_task_links.run_id = b.run_id
+          AND event_task_links.executor_label = b.executor_label
+          AND event_task_links.executor_task_id = b.executor_task_id""",
+    "worker_intervals": """
+        UPDATE events SET executor_task_id = w.executor_task_id
+        FROM (
+            SELECT r.file_id, r.line AS first_line, r.executor_task_id,
+                   coalesce(min(f.line), r.next_received - 1) AS last_line
+            FROM (SELECT file_id, line, executor_task_id,
+                         lead(line, 1, 9223372036854775807) OVER (PARTITION BY file_id ORDER BY line) AS next_received
+                  FROM events WHERE event = 'htex.worker.received') r
+            LEFT JOIN events f ON f.event = 'htex.worker.finished' AND f.file_id = r.file_id
+                 AND f.executor_task_id = r.executor_task_id AND f.line > r.line AND f.line < r.next_received
+            GROUP BY r.file_id, r.line, r.executor_task_id, r.next_received
+        ) w
+        WHERE events.executor_task_id IS NULL AND events.source = 'worker'
+          AND events.file_id = w.file_id AND events.line > w.first_line AND events.line <= w.last_line""",
+    "task_bindings": """
+        UPDATE events SET task_id = b.task_id, try_id = b.try_id
+        FROM bindings b
+        WHERE events.task_id IS NULL AND events.executor_task_id IS NOT NULL
+          AND events.run_id = b.run_id AND events.executor_label = b.executor_label
+          AND events.executor_task_id = b.executor_task_id""",
+    "manager_block": """
+        UPDATE events SET block_id = m.block_id
+        FROM (SELECT run_id, manager_id, any_value(block_id) AS block_id FROM events
+              WHERE manager_id IS NOT NULL AND block_id IS NOT NULL AND run_id IS NOT NULL
+              GROUP BY run_id, manager_id) m
+        WHERE events.block_id IS NULL AND events.manager_id = m.manager_id AND events.run_id = m.run_id""",
+    "manager_host": """
+        UPDATE events SET host = m.host
+        FROM (SELECT run_id, manager_id, any_value(host) AS host FROM events
+              WHERE manager_id IS NOT NULL AND host IS NOT NULL AND run_id IS NOT NULL
+              GROUP BY run_id, manager_id) m
+        WHERE events.host IS NULL AND events.manager_id = m.manager_id AND events.run_id = m.run_id""",
+    "app_name": """
+        UPDATE events SET app_name = a.app_name
+        FROM (SELECT run_id, task_id, any_value(app_name) AS app_name FROM events
+              WHERE app_name IS NOT NULL AND task_id IS NOT NULL AND run_id IS NOT NULL
+              GROUP BY run_id, task_id) a
+        WHERE events.app_name IS NULL AND events.task_id = a.task_id AND events.run_id = a.run_id""",
+}
+
+_BINDINGS = """
+CREATE OR REPLACE TEMP TABLE bindings AS
+SELECT DISTINCT run_id, executor_label, executor_task_id, task_id, try_id FROM events
+WHERE event = 'task.launched' AND executor_task_id IS NOT NULL AND run_id IS NOT NULL
+"""
+
+
+@dataclass
+class RelateReport:
+    """How many rows each step changed, rounds to reach the fixpoint, and join coverage."""
+
+    rounds: int = 0
+    changed: dict[str, int] | None = None
+    executor_events: int = 0
+    executor_events_joined: int = 0
+
+    @property
+    def joined_share(self) -> float | None:
+        """Share of executor-side task events tied to a DFK task (None if there are none)."""
+        if not self.executor_events:
+            return None
+        return self.executor_events_joined / self.executor_events
+
+
+def relate(con: duckdb.DuckDBPyConnection) -> RelateReport:
+    """Propagate identities over the whole store until nothing changes."""
+    report = RelateReport(changed={name: 0 for name in _STEPS})
+    for round_number in range(1, MAX_ROUNDS + 1):
+        con.execute(_RUN_DIRS)
+        con.execute(_BINDINGS)
+        changed = 0
+        for name, sql in _STEPS.items():
+            count = int(con.execute(sql).fetchone()[0])
+            report.changed[name] += count
+            changed += count
+        report.rounds = round_number
+        if not changed:
+            break
+    report.executor_events, report.executor_events_joined = coverage(con)
+    return report
+
+
+def coverage(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """(executor-side task events, how many of them carry task_id and try_id).
+
+    An executor-side task event is one from the interchange, a manager or a worker that names
+    an executor task (itself, or through `event_task_links` for multi-task messages).
+    """
+    single = con.execute(
+        """SELECT count(*), count(*) FILTER (WHERE task_id IS NOT NULL AND try_id IS NOT NULL)
+           FROM events WHERE executor_task_id IS NOT NULL AND source IN ('interchange', 'manager', 'worker')"""
+    ).fetchone()
+    multi = con.execute(
+        """SELECT count(*), count(*) FILTER (WHERE task_id IS NOT NULL AND try_id IS NOT NULL)
+           FROM event_task_links"""
+    ).fetchone()
+    return int(single[0] + multi[0]), int(single[1] + multi[1])

@@ -1,0 +1,150 @@
+"""Rules: a table (data, not code) that names known messages and pulls ids out of them.
+
+The built-in table is `parsl.toml` beside this file; users add their own TOML files with the
+same shape. Rules run as one SQL statement over the staging table (DuckDB's RE2), so a rule
+costs a regex test per un-named record, not a Python call.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from taskscope.schema import EVENT_COLUMNS
+from taskscope.templates import template_sql
+
+_COLUMN_TYPES = dict(EVENT_COLUMNS)
+# columns a rule may fill from a named group
+RULE_COLUMNS = {
+    "run_id", "task_id", "try_id", "app_name", "task_state", "executor_label", "executor_task_id",
+    "block_id", "job_id", "manager_id", "worker_id", "host",
+}
+
+
+class RuleError(ValueError):
+    """A rules file that cannot be used (bad TOML, bad regex, missing keys)."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One known message: its canonical event name and the regexes that read it."""
+
+    event: str
+    pattern: str
+    also: tuple[str, ...] = ()
+    logger: str | None = None
+    groups: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (regex index, group)
+
+
+def load_rules(extra_files: list[str | Path] | None = None) -> list[Rule]:
+    """The built-in Parsl rules followed by those of `extra_files` (first match wins,
+    so put more specific rules in your own files: they are tried first).
+
+    >>> rules = load_rules()
+    >>> any(rule.event == "task.launched" for rule in rules)
+    True
+    """
+    tables = [tomllib.loads(Path(f).read_text()) for f in extra_files or []]
+    tables.append(tomllib.loads(resources.files("taskscope.rules").joinpath("parsl.toml").read_text()))
+    rules: list[Rule] = []
+    for table in tables:
+        for entry in table.get("rule", []):
+            rules.append(_make_rule(entry))
+    return rules
+
+
+def _make_rule(entry: dict) -> Rule:
+    try:
+        event, pattern = entry["event"], entry["pattern"]
+    except KeyError as missing:
+        raise RuleError(f"rule {entry!r} lacks {missing}") from None
+    regexes = [pattern, *entry.get("also", [])]
+    groups: dict[str, tuple[int, int]] = {}
+    for index, regex in enumerate(regexes):
+        try:
+            compiled = re.compile(regex)
+        except re.error as exc:
+            raise RuleError(f"rule {event!r}: bad regex {regex!r}: {exc}") from None
+        for name, number in compiled.groupindex.items():
+            groups.setdefault(name, (index, number))
+    return Rule(event, pattern, tuple(entry.get("also", [])), entry.get("logger"), groups)
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _group_value(rule: Rule, name: str) -> str:
+    index, number = rule.groups[name]
+    regex = ([rule.pattern, *rule.also])[index]
+    return f"nullif(regexp_extract(first_line, {_quote(regex)}, {number}), '')"
+
+
+def _typed(name: str, value: str) -> str:
+    if _COLUMN_TYPES.get(name) == "BIGINT":
+        return f"try_cast({value} AS BIGINT)"
+    return value
+
+
+def _int_list(value: str) -> str:
+    return (
+        f"to_json(list_filter(list_transform(string_split(regexp_replace({value}, '\\s', '', 'g'), ','), "
+        "lambda v: try_cast(v AS BIGINT)), lambda v: v IS NOT NULL))"
+    )
+
+
+def apply_rules_sql(rules: list[Rule], staged: str = "staged") -> str:
+    """A SELECT over `staged` giving every event column, with rules and templates applied.
+
+    Columns a record already has are kept; rules fill only what is NULL.
+    """
+    conditions = []
+    for number, rule in enumerate(rules, start=1):
+        test = f"regexp_matches(first_line, {_quote(rule.pattern)})"
+        if rule.logger:
+            test = f"starts_with(logger, {_quote(rule.logger)}) AND {test}"
+        conditions.append(f"WHEN {test} THEN {number}")
+    rule_no = f"CASE WHEN event IS NOT NULL THEN 0 {' '.join(conditions)} ELSE 0 END" if rules else "0"
+
+    column_values: dict[str, list[str]] = {name: [] for name in RULE_COLUMNS}
+    attr_values: list[str] = []
+    for number, rule in enumerate(rules, start=1):
+        extras = []
+        for name in rule.groups:
+            value = _group_value(rule, name)
+            if name in RULE_COLUMNS:
+                column_values[name].append(f"WHEN {number} THEN {_typed(name, value)}")
+            elif name.endswith("_ids"):
+                extras.append(f"{_quote(name)}, json({_int_list(value)})")
+            else:
+                extras.append(f"{_quote(name)}, {value}")
+        if extras:
+            attr_values.append(f"WHEN {number} THEN json_object({', '.join(extras)})")
+
+    selected = []
+    for name, _ in EVENT_COLUMNS:
+        if name == "event":
+            names = " ".join(f"WHEN {n} THEN {_quote(r.event)}" for n, r in enumerate(rules, start=1))
+            selected.append(f"coalesce(event, CASE rule_no {names} END, template_text) AS event" if rules
+                            else "coalesce(event, template_text) AS event")
+        elif name == "template":
+            selected.append("coalesce(template, template_text) AS template")
+        elif name == "attrs" and attr_values:
+            extra = f"CASE rule_no {' '.join(attr_values)} END"
+            selected.append(
+                f"CASE WHEN rule_no = 0 OR {extra} IS NULL THEN attrs "
+                f"ELSE json_merge_patch(coalesce(attrs, '{{}}'), {extra}) END AS attrs"
+            )
+        elif name in RULE_COLUMNS and column_values[name]:
+            selected.append(f"coalesce({name}, CASE rule_no {' '.join(column_values[name])} END) AS {name}")
+        else:
+            selected.append(name)
+    return f"""
+        SELECT {', '.join(selected)} FROM (
+            SELECT *, {rule_no} AS rule_no, {template_sql('first_line')} AS template_text
+            FROM (SELECT *, split_part(coalesce(message, ''), chr(10), 1) AS first_line FROM {staged})
+        )
+    """

@@ -1,0 +1,83 @@
+"""The store's tables. The `events` columns are a public contract (see DESIGN.md).
+
+Besides `events` the store keeps:
+
+- `ingested_files`: every file (or monitoring.db table) seen, how far it was read, and what came of it;
+- `bad_lines`: lines that could not be parsed, kept with file, line, reason and their first 200 bytes;
+- `run_dirs`: which run folder belongs to which Parsl run id;
+- `event_task_links`: events that name several tasks at once (the interchange's
+  "Sent tasks: [4, 5] to manager ..."), one row per (event, task).
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+# (name, SQL type) in contract order. Internal columns come after the public ones.
+EVENT_COLUMNS: list[tuple[str, str]] = [
+    ("ts", "DOUBLE"),
+    ("source", "VARCHAR"),
+    ("file", "VARCHAR"),
+    ("line", "BIGINT"),
+    ("level", "VARCHAR"),
+    ("logger", "VARCHAR"),
+    ("event", "VARCHAR"),
+    ("template", "VARCHAR"),
+    ("message", "VARCHAR"),
+    ("host", "VARCHAR"),
+    ("pid", "BIGINT"),
+    ("thread", "VARCHAR"),
+    ("run_id", "VARCHAR"),
+    ("task_id", "BIGINT"),
+    ("try_id", "BIGINT"),
+    ("app_name", "VARCHAR"),
+    ("task_state", "VARCHAR"),
+    ("executor_label", "VARCHAR"),
+    ("executor_task_id", "BIGINT"),
+    ("block_id", "VARCHAR"),
+    ("job_id", "VARCHAR"),
+    ("manager_id", "VARCHAR"),
+    ("worker_id", "VARCHAR"),
+    ("attrs", "JSON"),
+    # internal: which ingested file the event came from (joins to ingested_files.file_id)
+    ("file_id", "INTEGER"),
+]
+
+EVENT_COLUMN_NAMES = [name for name, _ in EVENT_COLUMNS]
+
+_DDL = f"""
+CREATE TABLE IF NOT EXISTS events (
+    {", ".join(f"{name} {sql_type}" for name, sql_type in EVENT_COLUMNS)}
+);
+CREATE SEQUENCE IF NOT EXISTS file_id_seq START 1;
+CREATE TABLE IF NOT EXISTS ingested_files (
+    file_id INTEGER PRIMARY KEY DEFAULT nextval('file_id_seq'),
+    path VARCHAR UNIQUE,          -- absolute path (for monitoring.db tables: path#table)
+    file VARCHAR,                 -- path relative to what was ingested, as in events.file
+    source VARCHAR,               -- source module that read it; NULL when skipped
+    run_dir VARCHAR,              -- absolute path of the run folder it belongs to, if any
+    size BIGINT,                  -- bytes (rows for monitoring.db tables) when last read
+    bytes_read BIGINT DEFAULT 0,  -- offset of the first byte not yet ingested (max rowid for tables)
+    lines_read BIGINT DEFAULT 0,
+    events BIGINT DEFAULT 0,
+    bad_lines BIGINT DEFAULT 0,
+    pending_bytes BIGINT DEFAULT 0,  -- a partial last line waiting for its newline
+    note VARCHAR,                 -- why a file was skipped, or what was odd about it
+    ingested_at TIMESTAMP DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS bad_lines (
+    file VARCHAR, line BIGINT, reason VARCHAR, head BLOB, file_id INTEGER
+);
+CREATE TABLE IF NOT EXISTS run_dirs (
+    run_dir VARCHAR PRIMARY KEY, run_id VARCHAR, utc_offset_seconds DOUBLE
+);
+CREATE TABLE IF NOT EXISTS event_task_links (
+    file_id INTEGER, line BIGINT, run_id VARCHAR, executor_label VARCHAR,
+    executor_task_id BIGINT, task_id BIGINT, try_id BIGINT
+);
+"""
+
+
+def create_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create every table of the store if it does not exist yet (idempotent)."""
+    con.execute(_DDL)

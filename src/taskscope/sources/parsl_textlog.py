@@ -1,0 +1,215 @@
+"""Parsl text logs of every component and release: `parsl.log`, `interchange.log`,
+`manager.log`, `worker_N.log`, `database_manager.log`, monitoring router/radio logs.
+
+Each file's record format is recognised from its first lines (see `FORMATS`). A line that
+does not start a record continues the one before it (config dumps, tracebacks, the manager's
+start-up banner), so a multi-line record becomes one event. Formats that log naive local time
+are converted to UTC with the offset learned from a format that logs both (Parsl's
+`DEFAULT_FORMAT` writes `%(created)f` beside `%(asctime)s`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import duckdb
+
+from taskscope.ingest.lines import usable_lines_sql
+from taskscope.ingest.staging import insert_staged
+from taskscope.sources import StageContext, StageResult
+
+_LEVEL = r"(DEBUG|INFO|WARNING|ERROR|CRITICAL)"
+_DATE = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+
+
+@dataclass(frozen=True)
+class TextFormat:
+    """A log record header: a regex whose groups are named, in order, by `fields`."""
+
+    name: str
+    pattern: str
+    fields: tuple[str, ...]
+
+
+FORMATS: list[TextFormat] = [
+    # Parsl DEFAULT_FORMAT (log_utils.py), every component since 2026, parsl.log always:
+    # "%(created)f %(asctime)s %(processName)s-%(process)d %(threadName)s-%(thread)d
+    #  %(name)s:%(lineno)d %(funcName)s %(levelname)s: %(message)s"
+    TextFormat(
+        "parsl_default",
+        rf"^(\d+\.\d+) ({_DATE}) (.+?)-(\d+) (.+?)-(\d+) (\S+):(\d+) (\S+) {_LEVEL}: ?(.*)$",
+        ("created", "asctime", "process_name", "pid", "thread", "thread_ident", "logger", "lineno",
+         "func", "level", "message"),
+    ),
+    # interchange before 2026: "%(asctime)s.%(msecs)03d %(name)s:%(lineno)d
+    #  %(processName)s(%(process)d) %(threadName)s %(funcName)s [%(levelname)s] %(message)s"
+    TextFormat(
+        "interchange_2025",
+        rf"^({_DATE}[.,]\d{{3}}) (\S+):(\d+) (.+?)\((\d+)\) (.+?) (\S+) \[{_LEVEL}\] ?(.*)$",
+        ("asctime", "logger", "lineno", "process_name", "pid", "thread", "func", "level", "message"),
+    ),
+    # manager and workers before 2026: "%(asctime)s.%(msecs)03d %(name)s:%(lineno)d
+    #  %(process)d %(threadName)s [%(levelname)s]  %(message)s"
+    TextFormat(
+        "worker_pool_2025",
+        rf"^({_DATE}[.,]\d{{3}}) (\S+):(\d+) (\d+) (.+?) \[{_LEVEL}\] {{0,2}}(.*)$",
+        ("asctime", "logger", "lineno", "pid", "thread", "level", "message"),
+    ),
+    # database_manager.log: "%(asctime)s.%(msecs)03d %(name)s:%(lineno)d [%(levelname)s]
+    #  [%(threadName)s %(thread)d] %(message)s"
+    TextFormat(
+        "database_manager",
+        rf"^({_DATE}[.,]\d{{3}}) (\S+):(\d+) \[{_LEVEL}\] \[(.+) (\d+)\] ?(.*)$",
+        ("asctime", "logger", "lineno", "level", "thread", "thread_ident", "message"),
+    ),
+    # set_stream_logger: "%(asctime)s %(name)s:%(lineno)d [%(levelname)s]  %(message)s"
+    TextFormat(
+        "stream",
+        rf"^({_DATE}(?:[.,]\d{{3}})?) (\S+):(\d+) \[{_LEVEL}\] {{0,2}}(.*)$",
+        ("asctime", "logger", "lineno", "level", "message"),
+    ),
+]
+
+_ALL_FIELDS = ("created", "asctime", "process_name", "pid", "thread", "thread_ident", "logger",
+               "lineno", "func", "level", "message")
+
+
+def detect_format(sample_lines: list[str]) -> TextFormat | None:
+    """The format whose header matches most of `sample_lines`, or None if none matches."""
+    best, best_count = None, 0
+    for fmt in FORMATS:
+        regex = re.compile(fmt.pattern)
+        count = sum(1 for line in sample_lines if regex.match(line))
+        if count > best_count:
+            best, best_count = fmt, count
+    return best
+
+
+def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageContext) -> StageResult:
+    """Parse the text log lines of `table_name` into staging, joining multi-line records."""
+    sample = [
+        row[0]
+        for row in con.execute(
+            f"SELECT txt FROM ({usable_lines_sql(table_name)}) ORDER BY line LIMIT 200"
+        ).fetchall()
+    ]
+    fmt = context.progress.get("format")
+    fmt = next((f for f in FORMATS if f.name == fmt), None) or detect_format(sample)
+    if fmt is None:
+        bad = _all_lines_bad(con, table_name, context, "no Parsl log record header in this file")
+        return StageResult(bad_lines=bad, note="not a Parsl text log: no known record header")
+    context.progress["format"] = fmt.name
+
+    _split_records(con, table_name, fmt)
+    continued = _continue_previous_event(con, context)
+    orphans = con.execute(
+        """INSERT INTO bad_lines SELECT ?, line, 'continuation line before the first record',
+                  CAST(txt AS BLOB)[1:200], ?::INTEGER
+           FROM text_lines WHERE record = 0""",
+        [context.file, context.file_id],
+    ).fetchone()[0] if not continued else 0
+
+    learned = None
+    if "created" in fmt.fields:
+        learned = _learn_utc_offset(con)
+    offset = learned if learned is not None else context.utc_offset_seconds
+    staged = insert_staged(con, _records_sql(fmt, context), _record_params(context, offset))
+    return StageResult(events=staged, bad_lines=int(orphans), learned_utc_offset=learned)
+
+
+def _split_records(con: duckdb.DuckDBPyConnection, table_name: str, fmt: TextFormat) -> None:
+    """Number records: a header line starts one, other lines continue the current one."""
+    names = "[" + ", ".join(f"'{f}'" for f in fmt.fields) + "]"
+    pattern = fmt.pattern.replace("'", "''")
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE text_lines AS
+        SELECT line, txt, h, sum(is_header::INTEGER) OVER (ORDER BY line) AS record, is_header
+        FROM (
+            SELECT line, txt, regexp_matches(txt, '{pattern}') AS is_header,
+                   CASE WHEN regexp_matches(txt, '{pattern}')
+                        THEN regexp_extract(txt, '{pattern}', {names}) END AS h
+            FROM ({usable_lines_sql(table_name)})
+        )"""
+    )
+
+
+def _continue_previous_event(con: duckdb.DuckDBPyConnection, context: StageContext) -> bool:
+    """Append lines that continue a record from the previous ingest to that record's event."""
+    if context.lines_before == 0:
+        return False
+    tail = con.execute(
+        "SELECT string_agg(txt, chr(10) ORDER BY line) FROM text_lines WHERE record = 0"
+    ).fetchone()[0]
+    if tail is None:
+        return True
+    con.execute(
+        """UPDATE events SET message = message || chr(10) || ?
+           WHERE file_id = ? AND line = (SELECT max(line) FROM events WHERE file_id = ?)""",
+        [tail, context.file_id, context.file_id],
+    )
+    return True
+
+
+def _learn_utc_offset(con: duckdb.DuckDBPyConnection) -> float | None:
+    """asctime (local) minus created (UTC), rounded to a quarter hour, from header lines."""
+    value = con.execute(
+        """SELECT median(epoch(strptime(h.asctime, '%Y-%m-%d %H:%M:%S')) - h.created::DOUBLE)
+           FROM text_lines WHERE is_header"""
+    ).fetchone()[0]
+    return None if value is None else round(value / 900.0) * 900.0
+
+
+def _time_sql(fmt: TextFormat) -> str:
+    if "created" in fmt.fields:
+        return "first_h.created::DOUBLE + 0 * $4"  # $4 (the offset) is unused here
+    return (
+        "epoch(try_strptime(replace(first_h.asctime, ',', '.'), "
+        "['%Y-%m-%d %H:%M:%S.%g', '%Y-%m-%d %H:%M:%S'])) - $offset"
+    )
+
+
+def _records_sql(fmt: TextFormat, context: StageContext) -> str:
+    def field(name: str, cast: str = "") -> str:
+        if name not in fmt.fields:
+            return "NULL"
+        value = f"nullif(first_h.{name}, '')"
+        return f"try_cast({value} AS {cast})" if cast else value
+
+    stamps = "".join(f", ${5 + i}::VARCHAR AS {name}" for i, name in enumerate(sorted(context.stamps)))
+    attrs = ", ".join(
+        f"'{name}', {field(name, cast)}"
+        for name, cast in (("process_name", ""), ("thread_ident", "BIGINT"), ("lineno", "BIGINT"),
+                           ("func", ""))
+        if name in fmt.fields
+    )
+    time_sql = _time_sql(fmt).replace("$offset", "$4")
+    return f"""
+        SELECT {time_sql} AS ts, $1 AS source, $2 AS file, first_line AS line,
+               {field('level')} AS level, {field('logger')} AS logger,
+               CASE WHEN continuation IS NULL THEN first_h.message
+                    ELSE first_h.message || chr(10) || continuation END AS message,
+               {field('pid', 'BIGINT')} AS pid, {field('thread')} AS thread,
+               json_object({attrs}) AS attrs, $3::INTEGER AS file_id {stamps}
+        FROM (
+            SELECT record, min(line) AS first_line, arg_min(h, line) AS first_h,
+                   string_agg(CASE WHEN NOT is_header THEN txt END, chr(10) ORDER BY line) AS continuation
+            FROM text_lines WHERE record > 0 GROUP BY record
+        )
+    """
+
+
+def _record_params(context: StageContext, utc_offset: float) -> list:
+    """Parameters of `_records_sql`, in its $n order."""
+    stamps = [context.stamps[name] for name in sorted(context.stamps)]
+    return [context.component, context.file, context.file_id, utc_offset, *stamps]
+
+
+def _all_lines_bad(con: duckdb.DuckDBPyConnection, table_name: str, context: StageContext, reason: str) -> int:
+    return int(
+        con.execute(
+            f"""INSERT INTO bad_lines SELECT ?, line, ?, CAST(txt AS BLOB)[1:200], ?::INTEGER
+                FROM ({usable_lines_sql(table_name)})""",
+            [context.file, reason, context.file_id],
+        ).fetchone()[0]
+    )

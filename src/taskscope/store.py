@@ -1,0 +1,92 @@
+"""The store: one DuckDB file holding the events of every run ingested into it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from taskscope import queries
+from taskscope.ingest import IngestReport, ProgressCallback, ingest
+from taskscope.rules import load_rules
+from taskscope.schema import create_schema
+
+DEFAULT_STORE = "taskscope.duckdb"
+
+
+class StoreError(RuntimeError):
+    """The store file cannot be opened or is not a taskscope store."""
+
+
+class Store:
+    """A taskscope store. Open it with `taskscope.open`.
+
+    >>> store = taskscope.open("run.duckdb")          # doctest: +SKIP
+    >>> store.ingest("runinfo/")                      # doctest: +SKIP
+    >>> store.timeline(task_id=358)                   # doctest: +SKIP
+
+    `store.con` is the DuckDB connection, for any SQL over `events`.
+    """
+
+    def __init__(self, path: str | Path = DEFAULT_STORE, read_only: bool = False):
+        self.path = str(path)
+        if read_only and self.path != ":memory:" and not Path(self.path).exists():
+            raise StoreError(f"no store at {self.path} (run `taskscope ingest PATH --store {self.path}` first)")
+        try:
+            self.con = duckdb.connect(self.path, read_only=read_only)
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc}") from None
+        self.con.execute("SET TimeZone = 'UTC'")
+        if read_only:
+            missing = {"events", "ingested_files"} - {
+                row[0] for row in self.con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+            }
+            if missing:
+                raise StoreError(f"{self.path} is not a taskscope store (no {', '.join(sorted(missing))} table)")
+        else:
+            create_schema(self.con)
+
+    def ingest(
+        self,
+        *paths: str | Path,
+        rules_files: list[str | Path] | None = None,
+        on_progress: ProgressCallback | None = None,
+        utc_offset_seconds: float | None = None,
+    ) -> IngestReport:
+        """Read everything new under `paths` (folders or files) into the store.
+
+        Re-ingesting adds nothing; a grown file adds only its new complete lines.
+        """
+        return ingest(
+            self.con, [str(p) for p in paths], load_rules(rules_files), on_progress, utc_offset_seconds
+        )
+
+    def runs(self) -> pd.DataFrame:
+        """One row per run (see `taskscope.queries.runs`)."""
+        return queries.runs(self.con)
+
+    def tasks(self, run: str | None = None) -> pd.DataFrame:
+        """One row per task of `run` (id, prefix or folder name), or of every run."""
+        return queries.tasks(self.con, queries.resolve_run(self.con, run))
+
+    def timeline(self, task_id: int, run_id: str | None = None) -> pd.DataFrame:
+        """Every event of one task across all logs, in order (see `taskscope.queries.timeline`)."""
+        return queries.timeline(self.con, task_id, queries.resolve_run(self.con, run_id))
+
+    def resolve_run(self, text: str | None) -> str | None:
+        """A full run id from an id, a unique prefix or a run folder name."""
+        return queries.resolve_run(self.con, text)
+
+    def sql(self, query: str, params: list | dict | None = None) -> pd.DataFrame:
+        """Run any SQL over the store and return a DataFrame."""
+        return self.con.execute(query, params or []).df()
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
