@@ -45,7 +45,7 @@ def resolve_run(con: duckdb.DuckDBPyConnection, text: str | None) -> str | None:
 _TASK_STATES = f"""
     SELECT run_id, task_id,
            arg_max(task_state, ts) FILTER (WHERE task_state NOT IN {WORKER_STATES}) AS final_state
-    FROM events WHERE event = 'task.state' AND task_id IS NOT NULL AND run_id IS NOT NULL
+    FROM events WHERE task_state IS NOT NULL AND task_id IS NOT NULL AND run_id IS NOT NULL
     GROUP BY run_id, task_id
 """
 
@@ -108,7 +108,7 @@ def tasks(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> pd.DataF
                                    OR (event = 'task.state' AND task_state = 'launched')) AS launch_ts,
                    max(ts) FILTER (WHERE event = 'htex.worker.received'
                                    OR (event = 'task.state' AND task_state = 'running')) AS worker_start_ts,
-                   max(ts) FILTER (WHERE event = 'task.state' AND task_state IN {FINAL_STATES}) AS end_ts,
+                   max(ts) FILTER (WHERE task_state IN {FINAL_STATES}) AS end_ts,
                    arg_max(executor_label, coalesce(try_id, -1)) FILTER (WHERE executor_label IS NOT NULL) AS executor_label,
                    arg_max(block_id, coalesce(try_id, -1)) FILTER (WHERE block_id IS NOT NULL) AS block_id,
                    arg_max(manager_id, coalesce(try_id, -1)) FILTER (WHERE manager_id IS NOT NULL) AS manager_id,

@@ -37,6 +37,7 @@ class Rule:
     also: tuple[str, ...] = ()
     logger: str | None = None
     groups: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (regex index, group)
+    constants: dict[str, str] = field(default_factory=dict)  # column -> value, from `set`
 
 
 def load_rules(extra_files: list[str | Path] | None = None) -> list[Rule]:
@@ -70,7 +71,11 @@ def _make_rule(entry: dict) -> Rule:
             raise RuleError(f"rule {event!r}: bad regex {regex!r}: {exc}") from None
         for name, number in compiled.groupindex.items():
             groups.setdefault(name, (index, number))
-    return Rule(event, pattern, tuple(entry.get("also", [])), entry.get("logger"), groups)
+    constants = {str(k): str(v) for k, v in entry.get("set", {}).items()}
+    unknown = set(constants) - RULE_COLUMNS
+    if unknown:
+        raise RuleError(f"rule {event!r}: `set` names columns a rule cannot fill: {sorted(unknown)}")
+    return Rule(event, pattern, tuple(entry.get("also", [])), entry.get("logger"), groups, constants)
 
 
 def _quote(text: str) -> str:
@@ -113,6 +118,8 @@ def apply_rules_sql(rules: list[Rule], staged: str = "staged") -> str:
     attr_values: list[str] = []
     for number, rule in enumerate(rules, start=1):
         extras = []
+        for name, value in rule.constants.items():
+            column_values[name].append(f"WHEN {number} THEN {_typed(name, _quote(value))}")
         for name in rule.groups:
             value = _group_value(rule, name)
             if name in RULE_COLUMNS:

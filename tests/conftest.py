@@ -1,0 +1,74 @@
+"""Shared fixtures: the corpus runs in ../shared/corpus and fresh real Parsl runs.
+
+Fresh runs are made once per test session, each in its own Python process (Parsl's DFK is
+process-global), with taskscope's demo workflow (`taskscope.demo.workflow`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import taskscope
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = REPO.parent / "shared" / "corpus"
+CORPUS_RUNS = ["parsl-htex-jsonlog", "parsl-mixed-textlog", "parsl-2025-textlog"]
+
+
+def corpus_path(name: str) -> Path:
+    path = CORPUS / name
+    if not path.exists():
+        pytest.fail(f"corpus run {path} is missing: tests expect ../shared beside the repository")
+    return path
+
+
+@pytest.fixture(params=CORPUS_RUNS)
+def corpus_run(request) -> Path:
+    """Each corpus run folder (holding 000/ and monitoring.db)."""
+    return corpus_path(request.param)
+
+
+@pytest.fixture
+def store():
+    """A fresh in-memory store."""
+    opened = taskscope.open(":memory:")
+    yield opened
+    opened.close()
+
+
+def make_real_run(runinfo: Path, **options) -> Path:
+    """Run the demo workflow with `options` in a fresh Python process; return the run folder."""
+    code = (
+        "import json, sys\n"
+        "from taskscope.demo.workflow import run_workflow\n"
+        f"options = json.loads({json.dumps(json.dumps(options))})\n"
+        "if 'executor_labels' in options: options['executor_labels'] = tuple(options['executor_labels'])\n"
+        f"print(run_workflow({str(runinfo)!r}, **options))\n"
+    )
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    if done.returncode != 0:
+        pytest.fail(f"real Parsl run failed:\n{done.stdout}\n{done.stderr}")
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def text_run(tmp_path_factory) -> Path:
+    """A fresh real run: text logs, HTEX with worker_debug plus a ThreadPoolExecutor, monitoring."""
+    runinfo = tmp_path_factory.mktemp("text_run") / "runinfo"
+    make_real_run(runinfo, n_inputs=12, threads=True)
+    return runinfo
+
+
+@pytest.fixture(scope="session")
+def json_two_htex_run(tmp_path_factory) -> Path:
+    """A fresh real run: JSONLogging, two HTEX executors (both number their tasks from 1)."""
+    runinfo = tmp_path_factory.mktemp("json_run") / "runinfo"
+    make_real_run(runinfo, n_inputs=16, json_logs=True, executor_labels=["htex_a", "htex_b"])
+    return runinfo
