@@ -114,17 +114,18 @@ class _Offsets:
 
 
 def _file_row(con: duckdb.DuckDBPyConnection, item: InputFile) -> tuple:
-    row = con.execute(
+    # fetchall, not fetchone: DuckDB keeps a half-read result open, which blocks register()
+    rows = con.execute(
         "SELECT file_id, size, bytes_read, lines_read, pending_bytes, note FROM ingested_files WHERE path = ?",
         [item.path],
-    ).fetchone()
-    if row is None:
-        row = con.execute(
+    ).fetchall()
+    if not rows:
+        rows = con.execute(
             """INSERT INTO ingested_files (path, file, source, run_dir) VALUES (?, ?, ?, ?)
                RETURNING file_id, size, bytes_read, lines_read, pending_bytes, note""",
             [item.path, item.rel, item.source, item.run_dir],
-        ).fetchone()
-    return row
+        ).fetchall()
+    return rows[0]
 
 
 def _ingest_one(con, item: InputFile, report: IngestReport, offsets: _Offsets, rules, on_progress) -> None:

@@ -31,13 +31,8 @@ COLUMN_KEYS: dict[str, list[str]] = {
     "worker_id": ["worker_id"],
 }
 
-# what the stdlib logging record calls the thread id; kept in attrs, `thread` is the name
+# columns of type BIGINT (`thread` is the thread name; the numeric thread id stays in attrs)
 INTEGER_COLUMNS = {"pid", "task_id", "try_id", "executor_task_id"}
-
-# keys whose value is fully represented by a column, so they are not repeated in attrs
-# ("msg" stays in attrs: it is the %-template, which differs from the formatted message)
-CONSUMED_KEYS = sorted({key for keys in COLUMN_KEYS.values() for key in keys} - {"msg", "time", "t"})
-
 
 def _json_path(key: str) -> str:
     return '$."' + key.replace('"', '\\"') + '"'
@@ -60,7 +55,7 @@ def extract_columns_sql(text_column: str, values_alias: str = "v") -> tuple[str,
             continue
         value = f"coalesce({', '.join(f'{values_alias}[{p}]' for p in positions)})"
         columns[column] = f"try_cast({value} AS BIGINT)" if column in INTEGER_COLUMNS else value
-    path_list = "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+    path_list = "[" + ", ".join(_sql_string(p) for p in paths) + "]"
     return f"json_extract_string({text_column}, {path_list})", columns
 
 
@@ -69,16 +64,31 @@ def ts_candidates_sql(values_alias: str = "v") -> str:
     return f"coalesce({', '.join(f'{values_alias}[{i + 1}]' for i in range(len(COLUMN_KEYS['ts'])))})"
 
 
-def attrs_sql(text_column: str) -> str:
-    """SQL for a JSON object of the record's keys that no column consumed."""
-    consumed = "[" + ", ".join("'" + k.replace("'", "''") + "'" for k in CONSUMED_KEYS) + "]"
+def attrs_sql(text_column: str, values_alias: str = "v") -> str:
+    """SQL for a JSON object of the record's keys that no column took.
+
+    Only the key a column actually used is left out: a record with both `host` and
+    `hostname` keeps `hostname` in attrs. `msg` is kept only when it is a %-template.
+    """
+    used = []
+    position = 0
+    for keys in COLUMN_KEYS.values():
+        cases = []
+        for key in keys:
+            position += 1
+            cases.append(f"WHEN {values_alias}[{position}] IS NOT NULL THEN {_sql_string(key)}")
+        used.append(f"CASE {' '.join(cases)} END")
+    used_keys = f"list_value({', '.join(used)})"
     return (
         "to_json(map_from_entries(list_filter(map_entries("
         f"json_transform({text_column}, '\"MAP(VARCHAR, JSON)\"')), "
-        f"lambda e: NOT list_contains({consumed}, e.key) "
-        # keep `msg` only when it is a %-template; otherwise it repeats the message
+        f"lambda e: NOT list_contains({used_keys}, e.key) "
         "AND NOT (e.key = 'msg' AND strpos(e.value::VARCHAR, '%') = 0))))"
     )
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def parse_time_sql(raw: str) -> str:
