@@ -121,6 +121,9 @@ def ingest(
 
     Example: taskscope ingest runinfo/ --store run.duckdb
     """
+    missing = [str(path) for path in paths if not path.exists()]
+    if missing:
+        raise MissingInputError(f"no such file or folder: {', '.join(missing)}")
     with taskscope.open(store) as opened:
         progress = Progress(
             TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),

@@ -17,7 +17,7 @@ COLUMN_KEYS: dict[str, list[str]] = {
     "message": ["message", "formatted", "msg"],
     "host": ["host", "hostname", "parsl.workflow_info.host"],
     "pid": ["pid", "process"],
-    "thread": ["thread", "threadName"],
+    "thread": ["thread_name", "threadName", "thread"],
     "run_id": ["run_id", "parsl.dfk", "parsl.workflow_info.run_id", "parsl_dfk"],
     "task_id": ["task_id", "parsl.task", "parsl_task_id"],
     "try_id": ["try_id", "parsl.try", "parsl_try_id"],

@@ -1,0 +1,98 @@
+"""The `taskscope` command and the Python API, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+
+import taskscope
+from conftest import corpus_path
+
+JSON_RUN = corpus_path("parsl-htex-jsonlog")
+
+
+def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "taskscope.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_cli_ingest_runs_tasks_timeline_sql(tmp_path):
+    store = str(tmp_path / "run.duckdb")
+    done = run_cli("ingest", str(JSON_RUN), "--store", store)
+    assert done.returncode == 0, done.stderr
+    assert "100.0% of executor-side task events joined to a task" in done.stdout
+
+    runs = json.loads(run_cli("runs", "--store", store, "--format", "json").stdout)
+    assert [r["run_id"] for r in runs] == ["f8b4b588-852e-474f-b8d3-a08a9b790dad"]
+    assert runs[0]["tasks_done"] == 25 and runs[0]["tasks_failed"] == 2 and runs[0]["status"] == "completed"
+
+    tasks = json.loads(run_cli("tasks", "--run", "f8b4", "--store", store, "--format", "json").stdout)
+    assert len(tasks) == 27
+    assert {t["final_state"] for t in tasks if t["app_name"] == "boom"} == {"failed"}
+
+    failed = json.loads(run_cli("tasks", "--run", "000", "--state", "failed", "--store", store, "-f", "json").stdout)
+    assert len(failed) == 2
+
+    timeline = run_cli("timeline", "--task", "3", "--store", store)
+    assert timeline.returncode == 0, timeline.stderr
+    lines = timeline.stdout.splitlines()
+    assert lines[0] == "=== About task 3 ==="
+    assert any("HTEX-Worker-1/MainThread  Received executor task 4  (worker)" in line for line in lines)
+    assert any("launched on executor htex_local with executor id 4  (parsl)" in line for line in lines)
+
+    sql = run_cli("sql", "SELECT source, count(*) AS n FROM events GROUP BY 1 ORDER BY 1", "--store", store, "-f", "csv")
+    frame = pd.read_csv(pd.io.common.StringIO(sql.stdout))
+    assert set(frame.source) >= {"parsl", "interchange", "manager", "worker", "monitoring", "dbm"}
+
+
+def test_cli_user_errors_are_one_line_and_exit_2(tmp_path):
+    store = tmp_path / "s.duckdb"
+    not_a_store = tmp_path / "garbage.duckdb"
+    not_a_store.write_bytes(b"this is not a database" * 100)
+    run_cli("ingest", str(JSON_RUN), "--store", str(store))
+    cases = [
+        ("ingest", str(tmp_path / "missing"), "--store", str(store)),
+        ("runs", "--store", str(tmp_path / "nowhere.duckdb")),
+        ("runs", "--store", str(not_a_store)),
+        ("tasks", "--run", "nope", "--store", str(store)),
+        ("timeline", "--task", "99999", "--store", str(store)),
+        ("sql", "SELECT * FROM no_such_table", "--store", str(store)),
+    ]
+    for args in cases:
+        done = run_cli(*args)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert done.stderr.startswith("error:")
+
+
+def test_every_command_has_help_with_an_example():
+    for command in ("ingest", "runs", "tasks", "timeline", "sql"):
+        done = run_cli(command, "--help")
+        assert done.returncode == 0 and "Example: taskscope" in done.stdout, command
+
+
+def test_python_api(tmp_path):
+    store = taskscope.open(tmp_path / "run.duckdb")
+    store.ingest(JSON_RUN)
+    timeline = store.timeline(task_id=3)
+    assert isinstance(timeline, pd.DataFrame) and timeline.task_id.eq(3).all() | timeline.task_id.isna().any()
+    assert store.con.execute("SELECT count(*) FROM events").fetchone()[0] > 3000
+    assert list(store.runs().run_id) == ["f8b4b588-852e-474f-b8d3-a08a9b790dad"]
+    columns = store.sql("DESCRIBE events").column_name.tolist()
+    assert columns[:24] == [
+        "ts", "source", "file", "line", "level", "logger", "event", "template", "message", "host", "pid", "thread",
+        "run_id", "task_id", "try_id", "app_name", "task_state", "executor_label", "executor_task_id", "block_id",
+        "job_id", "manager_id", "worker_id", "attrs",
+    ]
+    store.close()
+    with taskscope.open(tmp_path / "run.duckdb", read_only=True) as again:
+        assert len(again.tasks("f8b4")) == 27
+
+
+def test_importing_taskscope_needs_neither_parsl_nor_dask():
+    code = "import sys, taskscope, taskscope.cli; print(any(m.split('.')[0] in ('parsl', 'dask') for m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr
