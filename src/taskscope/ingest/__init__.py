@@ -138,8 +138,9 @@ def _ingest_one(con, item: InputFile, report: IngestReport, offsets: _Offsets, r
     if size < 0:
         report.notes.append(f"{item.rel}: cannot be read")
         return
-    mtime_size = size if item.source != "monitoring_db" else _mtime_ns(item.path)
-    if mtime_size == old_size and (item.source == "monitoring_db" or size == bytes_read):
+    # what `ingested_files.size` records: bytes, or for a monitoring.db a marker of any change
+    seen_size = size if item.source != "monitoring_db" else _change_marker(item.path)
+    if seen_size == old_size and (item.source == "monitoring_db" or size == bytes_read):
         report.files_unchanged += 1
         return
     if item.source != "monitoring_db" and size < bytes_read:
@@ -158,7 +159,7 @@ def _ingest_one(con, item: InputFile, report: IngestReport, offsets: _Offsets, r
         _flush(con, rules)
         result = module.stage_file(con, context)
         events, note = result.events, result.note
-        bytes_read = mtime_size
+        bytes_read = seen_size
     else:
         for chunk in read_new_lines(item.path, bytes_read, lines_read):
             result = _stage_chunk(con, module, chunk, context)
@@ -188,7 +189,7 @@ def _ingest_one(con, item: InputFile, report: IngestReport, offsets: _Offsets, r
                   events = events + ?, bad_lines = bad_lines + ?, pending_bytes = ?, note = ?,
                   ingested_at = current_timestamp
            WHERE file_id = ?""",
-        [mtime_size, bytes_read, lines_read, events, bad, pending, note, file_id],
+        [seen_size, bytes_read, lines_read, events, bad, pending, note, file_id],
     )
     if on_progress:
         on_progress(item, size, size)
@@ -229,7 +230,7 @@ def _forget_file(con, file_id: int) -> None:
         con.execute(f"DELETE FROM {table} WHERE file_id = ?", [file_id])
 
 
-def _mtime_ns(path: str) -> int:
+def _change_marker(path: str) -> int:
     """A monitoring.db's change marker: its mtime plus its size (any write changes it)."""
     stat = os.stat(path)
     return int(stat.st_mtime_ns // 1000) + stat.st_size

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 RUN_DIR_MARKERS = ("parsl.log", "parsl.jsonlog")
@@ -21,8 +22,6 @@ _EXECUTOR_SIDE = re.compile(
     r"(?:manager|worker_(?P<worker>\d+))\.(?:log|jsonlog)$"
 )
 _INTERCHANGE = re.compile(r"(?:^|/)(?P<label>[^/]+)/(?:interchange|monitoring_zmq_router)\.(?:log|jsonlog)$")
-# LocalProvider's block scripts: parsl.<label>.block-<N>.<time>.sh.(out|err)
-_SUBMIT_SCRIPT_OUTPUT = re.compile(r"parsl\.(?P<label>.+)\.block-(?P<block>[^.]+)\.[\d.]+\.sh\.(?:out|err)$")
 
 
 @dataclass
@@ -46,6 +45,7 @@ def discover(paths: list[str]) -> tuple[list[InputFile], list[str]]:
 
     >>> inputs, missing = discover(["runinfo/"])
     """
+    _run_dir_of_folder.cache_clear()  # folders may have gained a parsl.log since the last call
     found: list[InputFile] = []
     missing: list[str] = []
     for given in paths:
@@ -121,10 +121,15 @@ def _component_and_stamps(path: str) -> tuple[str, dict[str, str]]:
 
 def find_run_dir(path: Path) -> str | None:
     """The nearest folder at or above `path` that holds a DFK log (parsl.log / parsl.jsonlog)."""
-    for folder in [path.parent, *path.parent.parents]:
-        if any((folder / marker).exists() for marker in RUN_DIR_MARKERS):
-            return str(folder)
-    return None
+    return _run_dir_of_folder(str(path.parent))
+
+
+@lru_cache(maxsize=4096)
+def _run_dir_of_folder(folder: str) -> str | None:
+    if any(os.path.exists(os.path.join(folder, marker)) for marker in RUN_DIR_MARKERS):
+        return folder
+    parent = os.path.dirname(folder)
+    return None if parent == folder else _run_dir_of_folder(parent)
 
 
 def _is_sqlite(path: Path) -> bool:
