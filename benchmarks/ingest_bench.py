@@ -349,13 +349,13 @@ def measure(json_run: Path, text_run: Path, repeat: int, warmup: int) -> list[Se
     ]
     for round_number in range(warmup + repeat):
         order = [(round_number + i) % len(actions) for i in range(len(actions))]
-        for index in order:
-            sample = actions[index]()
-            if round_number >= warmup:
+        this_round = {index: actions[index]() for index in order}
+        if round_number >= warmup:
+            for index, sample in this_round.items():
                 series[index].samples.append(sample)
         kind = "warm-up" if round_number < warmup else f"round {round_number - warmup + 1}/{repeat}"
-        print(f"  {kind}: " + ", ".join(f"{'abc'[i]} {s.samples[-1].seconds:.3f}s" if s.samples else ""
-                                          for i, s in enumerate(series)).strip(", "), flush=True)
+        times = ", ".join(f"{'abc'[i]} {this_round[i].seconds:.3f}s" for i in order)
+        print(f"  {kind}: {times}", flush=True)
     return series
 
 
@@ -385,6 +385,7 @@ class TimingConnection:
 
 # statements outside relate, named by a fragment of their text
 _STATEMENT_MARKERS: tuple[tuple[str, str], ...] = (
+    ("LIMIT 0", "staging: describe select"),
     ("template_text", "flush: rules + templates -> events"),
     ("json_parsed AS", "json: parse -> json_parsed"),
     ("json_valid(txt) OR", "json: bad_lines"),
@@ -392,7 +393,6 @@ _STATEMENT_MARKERS: tuple[tuple[str, str], ...] = (
     ("text_lines AS", "text: split records -> text_lines"),
     ("arg_min(h, line)", "text: records -> staged"),
     ("'invalid UTF-8'", "lines: undecodable -> bad_lines"),
-    ("LIMIT 0", "staging: describe select"),
     ("ORDER BY line LIMIT 200", "text: format sample"),
     ("median(epoch(strptime", "text: learn utc offset"),
 )
@@ -409,9 +409,16 @@ def statement_key(sql: str) -> str:
     return flat[:70]
 
 
-_RELATE_NAMES = {" ".join(sql.split()): f"relate: {name}" for name, sql in
-                 {**relate_module._STEPS, "run_dirs": relate_module._RUN_DIRS,
-                  "bindings": relate_module._BINDINGS}.items()}
+def _relate_statement_names() -> dict[str, str]:
+    """taskscope.relate's statements (private names; empty if they change) by their text."""
+    statements = dict(getattr(relate_module, "_STEPS", {}))
+    for name in ("_RUN_DIRS", "_BINDINGS"):
+        if isinstance(getattr(relate_module, name, None), str):
+            statements[name.strip("_").lower()] = getattr(relate_module, name)
+    return {" ".join(sql.split()): f"relate: {name}" for name, sql in statements.items()}
+
+
+_RELATE_NAMES = _relate_statement_names()
 
 
 def profile_ingest(folder: Path) -> None:
@@ -475,8 +482,22 @@ def print_environment(args: argparse.Namespace) -> None:
     threads = duckdb.connect().execute("SELECT current_setting('threads')").fetchone()[0]
     print(f"python {platform.python_version()}, duckdb {duckdb.__version__} ({threads} threads), "
           f"parsl {parsl.__version__}, taskscope {taskscope.__version__}, {os.cpu_count()} CPUs")
+    print(f"taskscope source: {source_version()}")
     print(f"repeat {args.repeat} (median reported), warm-up {args.warmup}, replicate {args.replicate}, "
           f"tasks per run {args.tasks}")
+
+
+def source_version() -> str:
+    """The commit of the taskscope being measured, and whether src/ has uncommitted edits."""
+    repo = Path(taskscope.__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "src"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return f"{repo} (not a git checkout)"
+    return f"{repo} at {head}" + (" + uncommitted edits in src/" if dirty else "")
 
 
 def main(argv: list[str] | None = None) -> int:

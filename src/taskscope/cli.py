@@ -18,6 +18,7 @@ from typing import Callable, Optional
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -50,7 +51,8 @@ FormatOption = typer.Option(OutputFormat.table, "--format", "-f", help="table, j
 
 
 def _fail(message: str) -> None:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    one_line = " ".join(message.split())
+    err_console.print(f"[red]error:[/red] {escape(one_line)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 

@@ -215,7 +215,7 @@ def _stage_chunk(con, module, chunk, context: StageContext) -> StageResult:
 
 
 def _staged_rows(con) -> int:
-    return int(con.execute(f"SELECT count(*) FROM {STAGED}").fetchone()[0])
+    return int(con.execute(f"SELECT count(*) FROM {STAGED}").fetchall()[0][0])
 
 
 def _flush(con, rules: list[Rule]) -> None:

@@ -108,7 +108,7 @@ def usable_lines_sql(table_name: str) -> str:
     that are not valid UTF-8 or contain NUL bytes (`bad_lines_sql` reports those).
     """
     return f"""
-        SELECT line, rtrim(txt, chr(13)) AS txt FROM (
+        SELECT line, CASE WHEN ends_with(txt, chr(13)) THEN txt[1:-2] ELSE txt END AS txt FROM (
             SELECT line, try(decode(raw[1:-2])) AS txt, octet_length(raw) AS n FROM {table_name}
         ) WHERE n - 1 <= {MAX_LINE_BYTES} AND txt IS NOT NULL AND strpos(txt, chr(0)) = 0
     """

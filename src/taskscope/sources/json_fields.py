@@ -69,22 +69,25 @@ def attrs_sql(text_column: str, values_alias: str = "v") -> str:
 
     Only the key a column actually used is left out: a record with both `host` and
     `hostname` keeps `hostname` in attrs. `msg` is kept only when it is a %-template.
+    Built as a JSON merge-patch that nulls the used keys: ~3x faster in DuckDB than
+    filtering the record's entries as a MAP (benchmarks/ingest_bench.py --profile).
     """
     used = []
     position = 0
+    msg_position = None
     for keys in COLUMN_KEYS.values():
         cases = []
         for key in keys:
             position += 1
+            msg_position = position if key == "msg" else msg_position
             cases.append(f"WHEN {values_alias}[{position}] IS NOT NULL THEN {_sql_string(key)}")
         used.append(f"CASE {' '.join(cases)} END")
-    used_keys = f"list_value({', '.join(used)})"
-    return (
-        "to_json(map_from_entries(list_filter(map_entries("
-        f"json_transform({text_column}, '\"MAP(VARCHAR, JSON)\"')), "
-        f"lambda e: NOT list_contains({used_keys}, e.key) "
-        "AND NOT (e.key = 'msg' AND strpos(e.value::VARCHAR, '%') = 0))))"
+    used.append(f"CASE WHEN strpos({values_alias}[{msg_position}], '%') = 0 THEN 'msg' END")
+    patch = (
+        f"to_json(map_from_entries(list_transform(list_distinct(list_filter(list_value({', '.join(used)}), "
+        "lambda k: k IS NOT NULL)), lambda k: struct_pack(k := k, v := NULL::JSON))))"
     )
+    return f"json_merge_patch({text_column}, {patch})"
 
 
 def _sql_string(text: str) -> str:

@@ -22,31 +22,30 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
         columns[name] = f"coalesce({columns[name]}, ?::VARCHAR)"
     stamp_params = [context.stamps[name] for name in columns if name in context.stamps]
     select_list = ", ".join(f"{expr} AS {name}" for name, expr in columns.items())
+    time_sql = parse_time_sql(ts_candidates_sql())
+    # one pass decodes, validates and extracts; good and bad lines are then taken from it
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE json_parsed AS
-        SELECT line, txt, {extraction} AS v
-        FROM ({usable_lines_sql(table_name)})
-        WHERE json_valid(txt) AND json_type(txt) = 'OBJECT'"""
+        SELECT line, txt, ok, v, CASE WHEN ok THEN {time_sql} END AS ts FROM (
+            SELECT line, txt, ok, CASE WHEN ok THEN {extraction} END AS v FROM (
+                SELECT line, txt, CASE WHEN json_valid(txt) THEN json_type(txt) = 'OBJECT' ELSE false END AS ok
+                FROM ({usable_lines_sql(table_name)})))"""
     )
     staged = insert_staged(
         con,
-        f"""SELECT {parse_time_sql(ts_candidates_sql())} AS ts, ? AS source, ? AS file, line,
-                   {select_list}, {attrs_sql('txt')} AS attrs, ?::INTEGER AS file_id
-            FROM json_parsed
-            WHERE {parse_time_sql(ts_candidates_sql())} IS NOT NULL""",
+        f"""SELECT ts, ? AS source, ? AS file, line, {select_list}, {attrs_sql('txt')} AS attrs,
+                   ?::INTEGER AS file_id
+            FROM json_parsed WHERE ok AND ts IS NOT NULL""",
         [context.component, context.file, *stamp_params, context.file_id],
     )
     bad = con.execute(
-        f"""INSERT INTO bad_lines
-        SELECT ?, line, reason, CAST(txt AS BLOB)[1:200], ?::INTEGER FROM (
-            SELECT line, txt,
-                   CASE WHEN NOT json_valid(txt) THEN 'invalid JSON'
-                        WHEN json_type(txt) <> 'OBJECT' THEN 'JSON value is not an object'
-                        ELSE 'no readable time field' END AS reason
-            FROM ({usable_lines_sql(table_name)}) u
-            WHERE NOT json_valid(txt) OR json_type(txt) <> 'OBJECT' OR line IN (
-                SELECT line FROM json_parsed WHERE {parse_time_sql(ts_candidates_sql())} IS NULL)
-        )""",
+        """INSERT INTO bad_lines
+        SELECT ?, line,
+               CASE WHEN NOT json_valid(txt) THEN 'invalid JSON'
+                    WHEN json_type(txt) <> 'OBJECT' THEN 'JSON value is not an object'
+                    ELSE 'no readable time field' END,
+               CAST(txt AS BLOB)[1:200], ?::INTEGER
+        FROM json_parsed WHERE NOT ok OR ts IS NULL""",
         [context.file, context.file_id],
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     return StageResult(events=staged, bad_lines=int(bad))
