@@ -104,7 +104,9 @@ def _int_list(value: str) -> str:
 def apply_rules_sql(rules: list[Rule], staged: str = "staged") -> str:
     """A SELECT over `staged` giving every event column, with rules and templates applied.
 
-    Columns a record already has are kept; rules fill only what is NULL.
+    Columns a record already has are kept; rules fill only what is NULL (and not at all for
+    records a source already named, such as monitoring.db rows). Rules and masks run once per
+    distinct (first line, logger), not once per record: a run repeats many lines verbatim.
     """
     conditions = []
     for number, rule in enumerate(rules, start=1):
@@ -112,7 +114,7 @@ def apply_rules_sql(rules: list[Rule], staged: str = "staged") -> str:
         if rule.logger:
             test = f"starts_with(logger, {_quote(rule.logger)}) AND {test}"
         conditions.append(f"WHEN {test} THEN {number}")
-    rule_no = f"CASE WHEN event IS NOT NULL THEN 0 {' '.join(conditions)} ELSE 0 END" if rules else "0"
+    rule_no = f"CASE {' '.join(conditions)} ELSE 0 END" if rules else "0"
 
     column_values: dict[str, list[str]] = {name: [] for name in RULE_COLUMNS}
     attr_values: list[str] = []
@@ -131,27 +133,37 @@ def apply_rules_sql(rules: list[Rule], staged: str = "staged") -> str:
         if extras:
             attr_values.append(f"WHEN {number} THEN json_object({', '.join(extras)})")
 
+    # per distinct line: the rule's event name, the columns it fills, its extra attrs
+    derived = [f"{rule_no} AS rule_no", f"{template_sql('first_line')} AS template_text"]
+    names = " ".join(f"WHEN {n} THEN {_quote(r.event)}" for n, r in enumerate(rules, start=1))
+    derived.append(f"CASE rule_no {names} END AS rule_event" if rules else "NULL AS rule_event")
+    derived.append(f"CASE rule_no {' '.join(attr_values)} END AS rule_attrs" if attr_values else "NULL AS rule_attrs")
+    filled = [name for name in RULE_COLUMNS if column_values[name]]
+    derived += [f"CASE rule_no {' '.join(column_values[name])} END AS rule_{name}" for name in filled]
+
     selected = []
     for name, _ in EVENT_COLUMNS:
         if name == "event":
-            names = " ".join(f"WHEN {n} THEN {_quote(r.event)}" for n, r in enumerate(rules, start=1))
-            selected.append(f"coalesce(event, CASE rule_no {names} END, template_text) AS event" if rules
-                            else "coalesce(event, template_text) AS event")
+            selected.append("coalesce(s.event, d.rule_event, d.template_text) AS event")
         elif name == "template":
-            selected.append("coalesce(template, template_text) AS template")
-        elif name == "attrs" and attr_values:
-            extra = f"CASE rule_no {' '.join(attr_values)} END"
+            selected.append("coalesce(s.template, d.template_text) AS template")
+        elif name == "attrs":
             selected.append(
-                f"CASE WHEN rule_no = 0 OR {extra} IS NULL THEN attrs "
-                f"ELSE json_merge_patch(coalesce(attrs, '{{}}'), {extra}) END AS attrs"
+                "CASE WHEN s.event IS NOT NULL OR d.rule_attrs IS NULL THEN s.attrs "
+                "ELSE json_merge_patch(coalesce(s.attrs, '{}'), d.rule_attrs) END AS attrs"
             )
-        elif name in RULE_COLUMNS and column_values[name]:
-            selected.append(f"coalesce({name}, CASE rule_no {' '.join(column_values[name])} END) AS {name}")
+        elif name in filled:
+            selected.append(f"coalesce(s.{name}, CASE WHEN s.event IS NULL THEN d.rule_{name} END) AS {name}")
         else:
-            selected.append(name)
+            selected.append(f"s.{name}")
+    # the lateral derivation needs rule_no first, so it is computed in two steps
+    first_step = ", ".join(derived[:2])
+    second_step = ", ".join(derived[2:])
     return f"""
-        SELECT {', '.join(selected)} FROM (
-            SELECT *, {rule_no} AS rule_no, {template_sql('first_line')} AS template_text
-            FROM (SELECT *, split_part(coalesce(message, ''), chr(10), 1) AS first_line FROM {staged})
-        )
+        WITH s AS (SELECT *, split_part(coalesce(message, ''), chr(10), 1) AS first_line FROM {staged}),
+        lines AS (SELECT DISTINCT first_line, logger FROM s),
+        numbered AS (SELECT first_line, logger, {first_step} FROM lines),
+        d AS (SELECT *, {second_step} FROM numbered)
+        SELECT {', '.join(selected)}
+        FROM s LEFT JOIN d ON d.first_line = s.first_line AND d.logger IS NOT DISTINCT FROM s.logger
     """

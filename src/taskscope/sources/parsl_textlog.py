@@ -91,7 +91,7 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
     sample = [
         row[0]
         for row in con.execute(
-            f"SELECT txt FROM ({usable_lines_sql(table_name)}) ORDER BY line LIMIT 200"
+            f"SELECT txt FROM ({usable_lines_sql(f'(SELECT * FROM {table_name} LIMIT 200)')}) ORDER BY line"
         ).fetchall()
     ]
     fmt = context.progress.get("format")
@@ -119,17 +119,20 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
 
 
 def _split_records(con: duckdb.DuckDBPyConnection, table_name: str, fmt: TextFormat) -> None:
-    """Number records: a header line starts one, other lines continue the current one."""
+    """Number records: a header line starts one, other lines continue the current one.
+
+    The header regex runs once per line; on a non-header line every group is '' (every
+    format has a non-empty level group, so that tells headers apart).
+    """
     names = "[" + ", ".join(f"'{f}'" for f in fmt.fields) + "]"
     pattern = fmt.pattern.replace("'", "''")
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE text_lines AS
-        SELECT line, txt, h, sum(is_header::INTEGER) OVER (ORDER BY line) AS record, is_header
+        SELECT line, txt, h, is_header, sum(is_header::INTEGER) OVER (ORDER BY line) AS record
         FROM (
-            SELECT line, txt, regexp_matches(txt, '{pattern}') AS is_header,
-                   CASE WHEN regexp_matches(txt, '{pattern}')
-                        THEN regexp_extract(txt, '{pattern}', {names}) END AS h
-            FROM ({usable_lines_sql(table_name)})
+            SELECT line, txt, h, h.level <> '' AS is_header
+            FROM (SELECT line, txt, regexp_extract(txt, '{pattern}', {names}) AS h
+                  FROM ({usable_lines_sql(table_name)}))
         )"""
     )
 
@@ -154,7 +157,7 @@ def _continue_previous_event(con: duckdb.DuckDBPyConnection, context: StageConte
 def _learn_utc_offset(con: duckdb.DuckDBPyConnection) -> float | None:
     """asctime (local) minus created (UTC), rounded to a quarter hour, from header lines."""
     value = con.execute(
-        """SELECT median(epoch(strptime(h.asctime, '%Y-%m-%d %H:%M:%S')) - h.created::DOUBLE)
+        """SELECT median(epoch(try_strptime(h.asctime, '%Y-%m-%d %H:%M:%S')) - try_cast(h.created AS DOUBLE))
            FROM text_lines WHERE is_header"""
     ).fetchone()[0]
     return None if value is None else round(value / 900.0) * 900.0
@@ -162,7 +165,7 @@ def _learn_utc_offset(con: duckdb.DuckDBPyConnection) -> float | None:
 
 def _time_sql(fmt: TextFormat) -> str:
     if "created" in fmt.fields:
-        return "first_h.created::DOUBLE + 0 * $4"  # $4 (the offset) is unused here
+        return "try_cast(first_h.created AS DOUBLE) + 0 * $4"  # $4 (the offset) is unused here
     return (
         "epoch(try_strptime(replace(first_h.asctime, ',', '.'), "
         "['%Y-%m-%d %H:%M:%S.%g', '%Y-%m-%d %H:%M:%S'])) - $offset"
@@ -192,9 +195,13 @@ def _records_sql(fmt: TextFormat, context: StageContext) -> str:
                {field('pid', 'BIGINT')} AS pid, {field('thread')} AS thread,
                json_object({attrs}) AS attrs, $3::INTEGER AS file_id {stamps}
         FROM (
-            SELECT record, min(line) AS first_line, arg_min(h, line) AS first_h,
-                   string_agg(CASE WHEN NOT is_header THEN txt END, chr(10) ORDER BY line) AS continuation
-            FROM text_lines WHERE record > 0 GROUP BY record
+            -- most records are one line: join the few continuation lines to their header
+            SELECT t.record, t.line AS first_line, t.h AS first_h, c.continuation
+            FROM text_lines t LEFT JOIN (
+                SELECT record, string_agg(txt, chr(10) ORDER BY line) AS continuation
+                FROM text_lines WHERE NOT is_header AND record > 0 GROUP BY record
+            ) c USING (record)
+            WHERE t.is_header
         )
     """
 
