@@ -15,6 +15,7 @@ from functools import wraps
 from pathlib import Path
 from typing import Callable, Optional
 
+import duckdb
 import pandas as pd
 import typer
 from rich.console import Console
@@ -65,16 +66,10 @@ def user_errors(command: Callable) -> Callable:
             return command(*args, **kwargs)
         except (StoreError, MissingInputError, RunNotFound, RuleError) as exc:
             _fail(str(exc))
-        except taskscope_sql_errors() as exc:
+        except duckdb.Error as exc:  # bad SQL from `taskscope sql`, a locked store, ...
             _fail(str(exc).splitlines()[0])
 
     return wrapper
-
-
-def taskscope_sql_errors() -> tuple[type[BaseException], ...]:
-    import duckdb
-
-    return (duckdb.Error,)
 
 
 def _emit(frame: pd.DataFrame, fmt: OutputFormat, title: str | None = None) -> None:

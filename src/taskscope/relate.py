@@ -34,6 +34,17 @@ WHERE e.run_id IS NOT NULL AND f.run_dir IS NOT NULL AND e.source <> 'monitoring
 GROUP BY f.run_dir
 """
 
+def _fill_from_manager(column: str) -> str:
+    """SQL giving events of a manager the `column` value known for that (run, manager)."""
+    return f"""
+        CREATE OR REPLACE TEMP TABLE manager_{column} AS
+            SELECT run_id, manager_id, any_value({column}) AS {column} FROM events
+            WHERE manager_id IS NOT NULL AND {column} IS NOT NULL AND run_id IS NOT NULL
+            GROUP BY run_id, manager_id;
+        UPDATE events SET {column} = m.{column} FROM manager_{column} m
+        WHERE events.{column} IS NULL AND events.manager_id = m.manager_id AND events.run_id = m.run_id"""
+
+
 _STEPS: dict[str, str] = {
     "run_id": """
         UPDATE events SET run_id = r.run_id
@@ -77,20 +88,8 @@ _STEPS: dict[str, str] = {
         WHERE events.task_id IS NULL AND events.executor_task_id IS NOT NULL
           AND events.run_id = b.run_id AND events.executor_label = b.executor_label
           AND events.executor_task_id = b.executor_task_id""",
-    "manager_block": """
-        CREATE OR REPLACE TEMP TABLE manager_blocks AS
-            SELECT run_id, manager_id, any_value(block_id) AS block_id FROM events
-            WHERE manager_id IS NOT NULL AND block_id IS NOT NULL AND run_id IS NOT NULL
-            GROUP BY run_id, manager_id;
-        UPDATE events SET block_id = m.block_id FROM manager_blocks m
-        WHERE events.block_id IS NULL AND events.manager_id = m.manager_id AND events.run_id = m.run_id""",
-    "manager_host": """
-        CREATE OR REPLACE TEMP TABLE manager_hosts AS
-            SELECT run_id, manager_id, any_value(host) AS host FROM events
-            WHERE manager_id IS NOT NULL AND host IS NOT NULL AND run_id IS NOT NULL
-            GROUP BY run_id, manager_id;
-        UPDATE events SET host = m.host FROM manager_hosts m
-        WHERE events.host IS NULL AND events.manager_id = m.manager_id AND events.run_id = m.run_id""",
+    "manager_block": _fill_from_manager("block_id"),
+    "manager_host": _fill_from_manager("host"),
     # the aggregate is materialised first: as a subquery, DuckDB mis-estimates its size and
     # builds the hash join on `events` instead (30x slower on a 3000-task text run)
     "app_name": """
