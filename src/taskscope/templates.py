@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import re
 
+from taskscope._sql import literal
+
 # (regex, placeholder), applied in this order; RE2 and Python `re` read them alike
 MASKS: list[tuple[str, str]] = [
     (r"\{.*\}", "{…}"),  # dict reprs: registration info, ManagerRecords, monitoring messages
@@ -35,9 +37,7 @@ def template_sql(column: str) -> str:
     """SQL expression masking `column` (a message's first line) into its template."""
     expr = column
     for regex, placeholder in MASKS:
-        regex_sql = regex.replace("'", "''")
-        placeholder_sql = placeholder.replace("'", "''")
-        expr = f"regexp_replace({expr}, '{regex_sql}', '{placeholder_sql}', 'g')"
+        expr = f"regexp_replace({expr}, {literal(regex)}, {literal(placeholder)}, 'g')"
     return expr
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from taskscope._sql import literal
 from taskscope.schema import EVENT_COLUMNS
 from taskscope.templates import template_sql
 
@@ -78,14 +79,10 @@ def _make_rule(entry: dict) -> Rule:
     return Rule(event, pattern, tuple(entry.get("also", [])), entry.get("logger"), groups, constants)
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _group_value(rule: Rule, name: str) -> str:
     index, number = rule.groups[name]
     regex = ([rule.pattern, *rule.also])[index]
-    return f"nullif(regexp_extract(first_line, {_quote(regex)}, {number}), '')"
+    return f"nullif(regexp_extract(first_line, {literal(regex)}, {number}), '')"
 
 
 def _typed(name: str, value: str) -> str:
@@ -110,9 +107,9 @@ def apply_rules_sql(rules: list[Rule], staged: str = "staged") -> str:
     """
     conditions = []
     for number, rule in enumerate(rules, start=1):
-        test = f"regexp_matches(first_line, {_quote(rule.pattern)})"
+        test = f"regexp_matches(first_line, {literal(rule.pattern)})"
         if rule.logger:
-            test = f"starts_with(logger, {_quote(rule.logger)}) AND {test}"
+            test = f"starts_with(logger, {literal(rule.logger)}) AND {test}"
         conditions.append(f"WHEN {test} THEN {number}")
     rule_no = f"CASE {' '.join(conditions)} ELSE 0 END" if rules else "0"
 
@@ -121,21 +118,21 @@ def apply_rules_sql(rules: list[Rule], staged: str = "staged") -> str:
     for number, rule in enumerate(rules, start=1):
         extras = []
         for name, value in rule.constants.items():
-            column_values[name].append(f"WHEN {number} THEN {_typed(name, _quote(value))}")
+            column_values[name].append(f"WHEN {number} THEN {_typed(name, literal(value))}")
         for name in rule.groups:
             value = _group_value(rule, name)
             if name in RULE_COLUMNS:
                 column_values[name].append(f"WHEN {number} THEN {_typed(name, value)}")
             elif name.endswith("_ids"):
-                extras.append(f"{_quote(name)}, json({_int_list(value)})")
+                extras.append(f"{literal(name)}, json({_int_list(value)})")
             else:
-                extras.append(f"{_quote(name)}, {value}")
+                extras.append(f"{literal(name)}, {value}")
         if extras:
             attr_values.append(f"WHEN {number} THEN json_object({', '.join(extras)})")
 
     # per distinct line: the rule's event name, the columns it fills, its extra attrs
     derived = [f"{rule_no} AS rule_no", f"{template_sql('first_line')} AS template_text"]
-    names = " ".join(f"WHEN {n} THEN {_quote(r.event)}" for n, r in enumerate(rules, start=1))
+    names = " ".join(f"WHEN {n} THEN {literal(r.event)}" for n, r in enumerate(rules, start=1))
     derived.append(f"CASE rule_no {names} END AS rule_event" if rules else "NULL AS rule_event")
     derived.append(f"CASE rule_no {' '.join(attr_values)} END AS rule_attrs" if attr_values else "NULL AS rule_attrs")
     filled = [name for name in RULE_COLUMNS if column_values[name]]

@@ -8,6 +8,8 @@ Every key not consumed here is kept in `attrs` under its own name.
 
 from __future__ import annotations
 
+from taskscope._sql import literal
+
 # column -> candidate keys, in priority order
 COLUMN_KEYS: dict[str, list[str]] = {
     "ts": ["ts", "created", "time", "timestamp", "@timestamp", "t"],
@@ -55,7 +57,7 @@ def extract_columns_sql(text_column: str, values_alias: str = "v") -> tuple[str,
             continue
         value = f"coalesce({', '.join(f'{values_alias}[{p}]' for p in positions)})"
         columns[column] = f"try_cast({value} AS BIGINT)" if column in INTEGER_COLUMNS else value
-    path_list = "[" + ", ".join(_sql_string(p) for p in paths) + "]"
+    path_list = "[" + ", ".join(literal(p) for p in paths) + "]"
     return f"json_extract_string({text_column}, {path_list})", columns
 
 
@@ -80,7 +82,7 @@ def attrs_sql(text_column: str, values_alias: str = "v") -> str:
         for key in keys:
             position += 1
             msg_position = position if key == "msg" else msg_position
-            cases.append(f"WHEN {values_alias}[{position}] IS NOT NULL THEN {_sql_string(key)}")
+            cases.append(f"WHEN {values_alias}[{position}] IS NOT NULL THEN {literal(key)}")
         used.append(f"CASE {' '.join(cases)} END")
     used.append(f"CASE WHEN strpos({values_alias}[{msg_position}], '%') = 0 THEN 'msg' END")
     patch = (
@@ -88,10 +90,6 @@ def attrs_sql(text_column: str, values_alias: str = "v") -> str:
         "lambda k: k IS NOT NULL)), lambda k: struct_pack(k := k, v := NULL::JSON))))"
     )
     return f"json_merge_patch({text_column}, {patch})"
-
-
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def parse_time_sql(raw: str) -> str:

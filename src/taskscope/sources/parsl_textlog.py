@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import duckdb
 
+from taskscope._sql import literal
 from taskscope.ingest.lines import usable_lines_sql
 from taskscope.ingest.staging import insert_staged
 from taskscope.sources import StageContext, StageResult
@@ -124,14 +125,14 @@ def _split_records(con: duckdb.DuckDBPyConnection, table_name: str, fmt: TextFor
     The header regex runs once per line; on a non-header line every group is '' (every
     format has a non-empty level group, so that tells headers apart).
     """
-    names = "[" + ", ".join(f"'{f}'" for f in fmt.fields) + "]"
-    pattern = fmt.pattern.replace("'", "''")
+    names = "[" + ", ".join(literal(f) for f in fmt.fields) + "]"
+    pattern = literal(fmt.pattern)
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE text_lines AS
         SELECT line, txt, h, is_header, sum(is_header::INTEGER) OVER (ORDER BY line) AS record
         FROM (
             SELECT line, txt, h, h.level <> '' AS is_header
-            FROM (SELECT line, txt, regexp_extract(txt, '{pattern}', {names}) AS h
+            FROM (SELECT line, txt, regexp_extract(txt, {pattern}, {names}) AS h
                   FROM ({usable_lines_sql(table_name)}))
         )"""
     )
