@@ -101,8 +101,9 @@ _STEPS: dict[str, str] = {
         WHERE events.app_name IS NULL AND events.task_id = a.task_id AND events.run_id = a.run_id""",
 }
 
+# a view, so every step sees the bindings as they are after the steps before it
 _BINDINGS = """
-CREATE OR REPLACE TEMP TABLE bindings AS
+CREATE OR REPLACE TEMP VIEW bindings AS
 SELECT DISTINCT run_id, executor_label, executor_task_id, task_id, try_id FROM events
 WHERE event = 'task.launched' AND executor_task_id IS NOT NULL AND run_id IS NOT NULL
 """
@@ -128,12 +129,11 @@ class RelateReport:
 def relate(con: duckdb.DuckDBPyConnection) -> RelateReport:
     """Propagate identities over the whole store until nothing changes."""
     report = RelateReport(changed={name: 0 for name in _STEPS})
+    con.execute(_BINDINGS)
     for round_number in range(1, MAX_ROUNDS + 1):
         con.execute(_RUN_DIRS)
         changed = 0
         for name, sql in _STEPS.items():
-            if name == "single_task_lists":  # bindings need the run ids the first step gave
-                con.execute(_BINDINGS)
             count = int(con.execute(sql).fetchall()[-1][0])
             report.changed[name] += count
             changed += count
