@@ -3,6 +3,11 @@ always bound as query parameters)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import duckdb
+
 
 def literal(text: str) -> str:
     """`text` as a SQL string literal.
@@ -11,3 +16,16 @@ def literal(text: str) -> str:
     "'it''s'"
     """
     return "'" + text.replace("'", "''") + "'"
+
+
+def scalar(con: "duckdb.DuckDBPyConnection", sql: str, params: list | dict | None = None):
+    """The single value a statement returns (a count, an aggregate, an INSERT's row count).
+
+    Reads the whole result: DuckDB keeps a half-read result open (after `fetchone`), and an
+    open result makes the next `register`/`unregister` on the connection fail.
+
+    >>> import duckdb; scalar(duckdb.connect(), "SELECT 40 + 2")
+    42
+    """
+    rows = con.execute(sql, params or []).fetchall()
+    return rows[-1][0] if rows else None

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import duckdb
 
+from taskscope._sql import scalar
+
 MAX_ROUNDS = 10
 
 _RUN_DIRS = """
@@ -134,7 +136,7 @@ def relate(con: duckdb.DuckDBPyConnection) -> RelateReport:
         con.execute(_RUN_DIRS)
         changed = 0
         for name, sql in _STEPS.items():
-            count = int(con.execute(sql).fetchall()[-1][0])
+            count = int(scalar(con, sql))
             report.changed[name] += count
             changed += count
         report.rounds = round_number
@@ -153,9 +155,9 @@ def coverage(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
     single = con.execute(
         """SELECT count(*), count(*) FILTER (WHERE task_id IS NOT NULL AND try_id IS NOT NULL)
            FROM events WHERE executor_task_id IS NOT NULL AND source IN ('interchange', 'manager', 'worker')"""
-    ).fetchone()
+    ).fetchall()[0]
     multi = con.execute(
         """SELECT count(*), count(*) FILTER (WHERE task_id IS NOT NULL AND try_id IS NOT NULL)
            FROM event_task_links"""
-    ).fetchone()
+    ).fetchall()[0]
     return int(single[0] + multi[0]), int(single[1] + multi[1])

@@ -16,6 +16,7 @@ import re
 
 from taskscope._sql import literal
 
+
 # (regex, placeholder), applied in this order; RE2 and Python `re` read them alike
 MASKS: list[tuple[str, str]] = [
     (r"\{.*\}", "{…}"),  # dict reprs: registration info, ManagerRecords, monitoring messages

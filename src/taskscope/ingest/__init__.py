@@ -15,6 +15,7 @@ from typing import Callable
 
 import duckdb
 
+from taskscope._sql import scalar
 from taskscope.ingest.discover import InputFile, discover
 from taskscope.ingest.lines import bad_lines_sql, file_size, read_new_lines
 from taskscope.ingest.staging import STAGED, create_staging
@@ -198,10 +199,11 @@ def _ingest_one(con, item: InputFile, report: IngestReport, offsets: _Offsets, r
 def _stage_chunk(con, module, chunk, context: StageContext) -> StageResult:
     con.register("chunk_lines", chunk.table)
     try:
-        undecodable = con.execute(
+        undecodable = scalar(
+            con,
             f"INSERT INTO bad_lines SELECT ?, line, reason, head, ?::INTEGER FROM ({bad_lines_sql('chunk_lines')})",
             [context.file, context.file_id],
-        ).fetchone()[0]
+        )
         for line, head in chunk.overlong:
             con.execute(
                 "INSERT INTO bad_lines VALUES (?, ?, ?, ?, ?)",
@@ -215,7 +217,7 @@ def _stage_chunk(con, module, chunk, context: StageContext) -> StageResult:
 
 
 def _staged_rows(con) -> int:
-    return int(con.execute(f"SELECT count(*) FROM {STAGED}").fetchall()[0][0])
+    return int(scalar(con, f"SELECT count(*) FROM {STAGED}"))
 
 
 def _flush(con, rules: list[Rule]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import duckdb
 
+from taskscope._sql import scalar
 from taskscope.schema import EVENT_COLUMNS, EVENT_COLUMN_NAMES
 
 STAGED = "staged"
@@ -31,5 +32,4 @@ def insert_staged(con: duckdb.DuckDBPyConnection, select_sql: str, params: list 
     if unknown:
         raise ValueError(f"staging select produces unknown columns {sorted(unknown)}")
     names = ", ".join(produced)
-    result = con.execute(f"INSERT INTO {STAGED} ({names}) SELECT {names} FROM ({select_sql})", params or [])
-    return int(result.fetchone()[0])
+    return int(scalar(con, f"INSERT INTO {STAGED} ({names}) SELECT {names} FROM ({select_sql})", params))

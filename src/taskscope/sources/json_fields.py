@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from taskscope._sql import literal
 
+
 # column -> candidate keys, in priority order
 COLUMN_KEYS: dict[str, list[str]] = {
     "ts": ["ts", "created", "time", "timestamp", "@timestamp", "t"],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import duckdb
 
+from taskscope._sql import scalar
 from taskscope.ingest.lines import usable_lines_sql
 from taskscope.ingest.staging import insert_staged
 from taskscope.sources import StageContext, StageResult
@@ -38,7 +39,8 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
             FROM json_parsed WHERE ok AND ts IS NOT NULL""",
         [context.component, context.file, *stamp_params, context.file_id],
     )
-    bad = con.execute(
+    bad = scalar(
+        con,
         """INSERT INTO bad_lines
         SELECT ?, line,
                CASE WHEN NOT json_valid(txt) THEN 'invalid JSON'
@@ -47,5 +49,5 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
                CAST(txt AS BLOB)[1:200], ?::INTEGER
         FROM json_parsed WHERE NOT ok OR ts IS NULL""",
         [context.file, context.file_id],
-    ).fetchall()[0][0]
+    )
     return StageResult(events=staged, bad_lines=int(bad))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from taskscope._sql import literal
+from taskscope._sql import literal, scalar
 from taskscope.ingest.lines import usable_lines_sql
 from taskscope.ingest.staging import insert_staged
 from taskscope.sources import StageContext, StageResult
@@ -104,12 +104,13 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
 
     _split_records(con, table_name, fmt)
     continued = _continue_previous_event(con, context)
-    orphans = con.execute(
+    orphans = scalar(
+        con,
         """INSERT INTO bad_lines SELECT ?, line, 'continuation line before the first record',
                   CAST(txt AS BLOB)[1:200], ?::INTEGER
            FROM text_lines WHERE record = 0""",
         [context.file, context.file_id],
-    ).fetchone()[0] if not continued else 0
+    ) if not continued else 0
 
     learned = None
     if "created" in fmt.fields:
@@ -142,9 +143,7 @@ def _continue_previous_event(con: duckdb.DuckDBPyConnection, context: StageConte
     """Append lines that continue a record from the previous ingest to that record's event."""
     if context.lines_before == 0:
         return False
-    tail = con.execute(
-        "SELECT string_agg(txt, chr(10) ORDER BY line) FROM text_lines WHERE record = 0"
-    ).fetchone()[0]
+    tail = scalar(con, "SELECT string_agg(txt, chr(10) ORDER BY line) FROM text_lines WHERE record = 0")
     if tail is None:
         return True
     con.execute(
@@ -157,10 +156,11 @@ def _continue_previous_event(con: duckdb.DuckDBPyConnection, context: StageConte
 
 def _learn_utc_offset(con: duckdb.DuckDBPyConnection) -> float | None:
     """asctime (local) minus created (UTC), rounded to a quarter hour, from header lines."""
-    value = con.execute(
+    value = scalar(
+        con,
         """SELECT median(epoch(try_strptime(h.asctime, '%Y-%m-%d %H:%M:%S')) - try_cast(h.created AS DOUBLE))
-           FROM text_lines WHERE is_header"""
-    ).fetchone()[0]
+           FROM text_lines WHERE is_header""",
+    )
     return None if value is None else round(value / 900.0) * 900.0
 
 
@@ -214,10 +214,9 @@ def _record_params(context: StageContext, utc_offset: float) -> list:
 
 
 def _all_lines_bad(con: duckdb.DuckDBPyConnection, table_name: str, context: StageContext, reason: str) -> int:
-    return int(
-        con.execute(
-            f"""INSERT INTO bad_lines SELECT ?, line, ?, CAST(txt AS BLOB)[1:200], ?::INTEGER
-                FROM ({usable_lines_sql(table_name)})""",
-            [context.file, reason, context.file_id],
-        ).fetchone()[0]
-    )
+    return int(scalar(
+        con,
+        f"""INSERT INTO bad_lines SELECT ?, line, ?, CAST(txt AS BLOB)[1:200], ?::INTEGER
+            FROM ({usable_lines_sql(table_name)})""",
+        [context.file, reason, context.file_id],
+    ))
