@@ -116,7 +116,7 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
     if "created" in fmt.fields:
         learned = _learn_utc_offset(con)
     offset = learned if learned is not None else context.utc_offset_seconds
-    staged = insert_staged(con, _records_sql(fmt, context), _record_params(context, offset))
+    staged = insert_staged(con, _records_sql(fmt, context, offset), _record_params(context))
     return StageResult(events=staged, bad_lines=int(orphans), learned_utc_offset=learned)
 
 
@@ -164,32 +164,32 @@ def _learn_utc_offset(con: duckdb.DuckDBPyConnection) -> float | None:
     return None if value is None else round(value / 900.0) * 900.0
 
 
-def _time_sql(fmt: TextFormat) -> str:
+def _time_sql(fmt: TextFormat, utc_offset: float) -> str:
     if "created" in fmt.fields:
-        return "try_cast(first_h.created AS DOUBLE) + 0 * $4"  # $4 (the offset) is unused here
+        return "try_cast(first_h.created AS DOUBLE)"
+    # the offset is a number taskscope computed, not input text, so it is written inline
     return (
         "epoch(try_strptime(replace(first_h.asctime, ',', '.'), "
-        "['%Y-%m-%d %H:%M:%S.%g', '%Y-%m-%d %H:%M:%S'])) - $offset"
+        f"['%Y-%m-%d %H:%M:%S.%g', '%Y-%m-%d %H:%M:%S'])) - {float(utc_offset)!r}"
     )
 
 
-def _records_sql(fmt: TextFormat, context: StageContext) -> str:
+def _records_sql(fmt: TextFormat, context: StageContext, utc_offset: float) -> str:
     def field(name: str, cast: str = "") -> str:
         if name not in fmt.fields:
             return "NULL"
         value = f"nullif(first_h.{name}, '')"
         return f"try_cast({value} AS {cast})" if cast else value
 
-    stamps = "".join(f", ${5 + i}::VARCHAR AS {name}" for i, name in enumerate(sorted(context.stamps)))
+    stamps = "".join(f", ${4 + i}::VARCHAR AS {name}" for i, name in enumerate(sorted(context.stamps)))
     attrs = ", ".join(
         f"'{name}', {field(name, cast)}"
         for name, cast in (("process_name", ""), ("thread_ident", "BIGINT"), ("lineno", "BIGINT"),
                            ("func", ""))
         if name in fmt.fields
     )
-    time_sql = _time_sql(fmt).replace("$offset", "$4")
     return f"""
-        SELECT {time_sql} AS ts, $1 AS source, $2 AS file, first_line AS line,
+        SELECT {_time_sql(fmt, utc_offset)} AS ts, $1 AS source, $2 AS file, first_line AS line,
                {field('level')} AS level, {field('logger')} AS logger,
                CASE WHEN continuation IS NULL THEN first_h.message
                     ELSE first_h.message || chr(10) || continuation END AS message,
@@ -207,10 +207,10 @@ def _records_sql(fmt: TextFormat, context: StageContext) -> str:
     """
 
 
-def _record_params(context: StageContext, utc_offset: float) -> list:
+def _record_params(context: StageContext) -> list:
     """Parameters of `_records_sql`, in its $n order."""
     stamps = [context.stamps[name] for name in sorted(context.stamps)]
-    return [context.component, context.file, context.file_id, utc_offset, *stamps]
+    return [context.component, context.file, context.file_id, *stamps]
 
 
 def _all_lines_bad(con: duckdb.DuckDBPyConnection, table_name: str, context: StageContext, reason: str) -> int:
