@@ -72,3 +72,31 @@ def json_two_htex_run(tmp_path_factory) -> Path:
     runinfo = tmp_path_factory.mktemp("json_run") / "runinfo"
     make_real_run(runinfo, n_inputs=16, json_logs=True, executor_labels=["htex_a", "htex_b"])
     return runinfo
+
+
+PERF_CONFIG = '''
+from parsl.config import Config
+from parsl.executors import HighThroughputExecutor
+from parsl.providers import LocalProvider
+config = Config(
+    executors=[HighThroughputExecutor(label="htex_local", worker_debug=True, cores_per_worker=1,
+                                      max_workers_per_node=2, provider=LocalProvider(init_blocks=1, max_blocks=1))],
+    strategy="none",
+    run_dir={run_dir!r},
+)
+'''
+
+
+@pytest.fixture(scope="session")
+def perf_run(tmp_path_factory) -> Path:
+    """A fresh real `parsl-perf --iterate 300` run (text logs, HTEX, worker_debug): one app, many alike tasks."""
+    base = tmp_path_factory.mktemp("perf_run")
+    runinfo = base / "runinfo"
+    config = base / "perf_config.py"
+    config.write_text(PERF_CONFIG.format(run_dir=str(runinfo)))
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    command = [sys.executable, "-m", "parsl.benchmark.perf", "--config", str(config), "--iterate", "300"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=base)
+    if done.returncode != 0:
+        pytest.fail(f"parsl-perf failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return runinfo

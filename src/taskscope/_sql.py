@@ -29,3 +29,11 @@ def scalar(con: "duckdb.DuckDBPyConnection", sql: str, params: list | dict | Non
     """
     rows = con.execute(sql, params or []).fetchall()
     return rows[-1][0] if rows else None
+
+
+def connection_of(store_or_con) -> duckdb.DuckDBPyConnection:
+    """The DuckDB connection of a `Store`, or the connection itself.
+
+    Analyses accept either, so notebooks can pass `store` and library code `store.con`.
+    """
+    return getattr(store_or_con, "con", store_or_con)

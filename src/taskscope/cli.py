@@ -7,27 +7,20 @@ can fix (a missing path, an unreadable store, an unknown run) print one line and
 from __future__ import annotations
 
 import json
-import math
 import sys
-from datetime import datetime, timezone
-from enum import Enum
-from functools import wraps
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
-import duckdb
-import pandas as pd
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 import taskscope
+from taskscope import commands
+from taskscope.commands.common import (
+    FormatOption, OutputFormat, StoreOption, cell, clock, console, emit, err_console, fail, user_errors,
+)
 from taskscope.ingest import IngestReport, MissingInputError
-from taskscope.queries import RunNotFound, latest_run_with_task
-from taskscope.rules import RuleError
-from taskscope.store import DEFAULT_STORE, StoreError
+from taskscope.queries import latest_run_with_task
 
 app = typer.Typer(
     help="Observability for Python workflow systems: ingest Parsl runs, then ask what happened.\n\n"
@@ -36,70 +29,6 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-# a pipe gets wide lines rather than a table folded to 80 columns
-console = Console(width=None if sys.stdout.isatty() else 250)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 250)
-
-
-class OutputFormat(str, Enum):
-    table = "table"
-    json = "json"
-    csv = "csv"
-
-
-StoreOption = typer.Option(DEFAULT_STORE, "--store", "-s", help="DuckDB store file.")
-FormatOption = typer.Option(OutputFormat.table, "--format", "-f", help="table, json or csv.")
-
-
-def _fail(message: str) -> None:
-    one_line = " ".join(message.split())
-    err_console.print(f"[red]error:[/red] {escape(one_line)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
-
-
-def user_errors(command: Callable) -> Callable:
-    """Turn the errors a user can fix into one line on stderr and exit code 2."""
-
-    @wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except (StoreError, MissingInputError, RunNotFound, RuleError) as exc:
-            _fail(str(exc))
-        except duckdb.Error as exc:  # bad SQL from `taskscope sql`, a locked store, ...
-            _fail(str(exc).splitlines()[0])
-
-    return wrapper
-
-
-def _emit(frame: pd.DataFrame, fmt: OutputFormat, title: str | None = None) -> None:
-    if fmt is OutputFormat.json:
-        sys.stdout.write(frame.to_json(orient="records", date_format="iso", default_handler=str) + "\n")
-    elif fmt is OutputFormat.csv:
-        sys.stdout.write(frame.to_csv(index=False))
-    else:
-        console.print(_rich_table(frame, title))
-
-
-def _cell(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.3f}" if abs(value) < 1e9 else _clock(value)
-    return str(value)
-
-
-def _clock(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-
-
-def _rich_table(frame: pd.DataFrame, title: str | None) -> Table:
-    table = Table(title=title, show_lines=False, header_style="bold")
-    for column in frame.columns:
-        table.add_column(str(column), overflow="fold")
-    for row in frame.itertuples(index=False):
-        table.add_row(*(_cell(v) for v in row))
-    return table
 
 
 @app.command()
@@ -179,7 +108,7 @@ def runs(store: str = StoreOption, fmt: OutputFormat = FormatOption) -> None:
     if fmt is OutputFormat.table:
         frame = frame.assign(run_id=frame.run_id.str[:8])[["run_id", "workflow_name", "user", "start", "duration_s", "status", "tasks",
                        "tasks_done", "tasks_failed", "events", "sources"]]
-    _emit(frame, fmt, "runs")
+    emit(frame, fmt, "runs")
 
 
 @app.command()
@@ -207,7 +136,7 @@ def tasks(
     if fmt is OutputFormat.table:
         frame = frame.drop(columns=["launch_ts", "worker_start_ts", "end_ts"]).rename(columns={"submit_ts": "submitted"})
         frame = frame.assign(run_id=frame.run_id.str[:8])
-    _emit(frame, fmt, "tasks")
+    emit(frame, fmt, "tasks")
 
 
 @app.command()
@@ -231,15 +160,15 @@ def timeline(
                 note = f"({count} runs have a task {task}; showing the latest. Choose with --run)"
         frame = opened.timeline(task, run_id)
     if frame.empty:
-        _fail(f"no events for task {task}" + (f" in run {run_id}" if run_id else ""))
+        fail(f"no events for task {task}" + (f" in run {run_id}" if run_id else ""))
     if fmt is not OutputFormat.table:
-        _emit(frame, fmt)
+        emit(frame, fmt)
         return
     print(f"=== About task {task} ===")
     print(f"run {run_id}" + (f"  {note}" if note else ""))
     for row in frame.itertuples(index=False):
-        where = f"{_cell(row.process) or '-'}/{_cell(row.thread) or '-'}"
-        print(f"{_clock(row.ts)}  +{row.since_first_s:9.6f}  {where}  {row.message}  ({row.source})")
+        where = f"{cell(row.process) or '-'}/{cell(row.thread) or '-'}"
+        print(f"{clock(row.ts)}  +{row.since_first_s:9.6f}  {where}  {row.message}  ({row.source})")
 
 
 @app.command()
@@ -255,7 +184,10 @@ def sql(
     """
     with taskscope.open(store, read_only=True) as opened:
         frame = opened.sql(query)
-    _emit(frame, fmt)
+    emit(frame, fmt)
+
+
+commands.register_all(app)
 
 
 def main() -> None:

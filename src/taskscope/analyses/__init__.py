@@ -1,0 +1,5 @@
+"""Analyses: where the time goes. Each is a function over a store (a `Store` or its DuckDB
+connection) returning a pandas DataFrame; the heavy work is SQL inside DuckDB.
+
+One module per analysis: common_path, states, between, series, latency, bottlenecks, summary, compare.
+"""
