@@ -67,10 +67,18 @@ def text_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def wide_run(tmp_path_factory) -> Path:
+    """A fresh real run with taskscope's WideEventLogging: HTEX + threads, monitoring, retries."""
+    runinfo = tmp_path_factory.mktemp("wide_run") / "runinfo"
+    make_real_run(runinfo, n_inputs=12, logs="wide", threads=True)
+    return runinfo
+
+
+@pytest.fixture(scope="session")
 def json_two_htex_run(tmp_path_factory) -> Path:
     """A fresh real run: JSONLogging, two HTEX executors (both number their tasks from 1)."""
     runinfo = tmp_path_factory.mktemp("json_run") / "runinfo"
-    make_real_run(runinfo, n_inputs=16, json_logs=True, executor_labels=["htex_a", "htex_b"])
+    make_real_run(runinfo, n_inputs=16, logs="json", executor_labels=["htex_a", "htex_b"])
     return runinfo
 
 

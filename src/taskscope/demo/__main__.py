@@ -22,6 +22,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default="demo-run", help="where the run and the store go (default: demo-run)")
     parser.add_argument("--inputs", type=int, default=20, help="number of square() tasks (default: 20)")
+    parser.add_argument("--logs", choices=["wide", "text", "json"], default="wide",
+                        help="how Parsl logs: taskscope WideEventLogging (default), Parsl text files, Parsl JSONLogging")
     options = parser.parse_args()
 
     from taskscope.demo.workflow import run_workflow
@@ -29,9 +31,10 @@ def main() -> None:
     workdir = Path(options.workdir)
     runinfo = workdir / "runinfo"
     store = str(workdir / "demo.duckdb")
-    print(f"running a real Parsl workflow (HTEX, {options.inputs + options.inputs // 4 + 2} tasks) in {runinfo}/ ...",
+    print(f"running a real Parsl workflow (HTEX, {options.inputs + options.inputs // 4 + 2} tasks, "
+          f"{options.logs} logs) in {runinfo}/ ...",
           flush=True)
-    run_folder = run_workflow(runinfo, n_inputs=options.inputs)
+    run_folder = run_workflow(runinfo, n_inputs=options.inputs, logs=options.logs)
     print(f"run finished: {run_folder}")
 
     _show(["ingest", str(runinfo), "--store", store])

@@ -55,20 +55,30 @@ def htex(label: str, worker_debug: bool = True) -> HighThroughputExecutor:
 def build_config(
     run_dir: str | Path,
     executor_labels: tuple[str, ...] = ("htex_local",),
-    json_logs: bool = False,
+    logs: str = "text",
     monitoring: bool = True,
     threads: bool = False,
     retries: int = 1,
 ) -> Config:
-    """The demo's Parsl config: one HTEX per label (plus a ThreadPoolExecutor if `threads`)."""
+    """The demo's Parsl config: one HTEX per label (plus a ThreadPoolExecutor if `threads`).
+
+    `logs` chooses how Parsl logs: "text" (Parsl's default files), "json" (Parsl's JSONLogging)
+    or "wide" (taskscope's WideEventLogging).
+    """
     executors = [htex(label) for label in executor_labels]
     if threads:
         executors.append(ThreadPoolExecutor(label="threads", max_threads=2))
     options: dict = {}
-    if json_logs:
+    if logs == "json":
         from parsl.logconfigs.json import JSONLogging
 
         options["initialize_logging"] = JSONLogging(level=logging.DEBUG)
+    elif logs == "wide":
+        from taskscope.parsl import WideEventLogging
+
+        options["initialize_logging"] = WideEventLogging(level=logging.DEBUG)
+    elif logs != "text":
+        raise ValueError(f"logs must be text, json or wide, not {logs!r}")
     if monitoring:
         options["monitoring"] = MonitoringHub(resource_monitoring_interval=1)
     return Config(executors=executors, run_dir=str(run_dir), retries=retries, strategy="none", **options)

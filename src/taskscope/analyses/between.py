@@ -1,0 +1,113 @@
+"""Between two events: how many tasks (or tries) have passed event A but not yet event B,
+at every moment. These are the implicit queues of a run, which no component logs as such:
+tasks waiting in the DFK for launch, tasks queued in the interchange, tasks running on workers.
+
+An entity enters the queue at an A and leaves it at the next B; a second A while it is inside
+changes nothing, and a B with no A before it is ignored, so counts are never negative and a
+task retried through the same stage enters it once per try.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from taskscope._sql import connection_of
+from taskscope.analyses.selectors import Selector, parse_selector, task_events_sql
+from taskscope.queries import resolve_run
+
+#: the queues a Parsl run with HTEX has: name -> (event entering it, event leaving it)
+STANDARD_QUEUES: dict[str, tuple[str, str]] = {
+    "waiting in DFK": ("state:pending", "task.launched"),
+    "queued in interchange": ("htex.interchange.queued", "htex.interchange.sent"),
+    "running on worker": ("htex.worker.received", "htex.worker.finished"),
+}
+
+
+def _selectors(event_a: str | Selector, event_b: str | Selector) -> dict[str, Selector]:
+    def parsed(selector: str | Selector, name: str) -> Selector:
+        return parse_selector(selector.text if isinstance(selector, Selector) else selector, name)
+
+    return {"a": parsed(event_a, "a"), "b": parsed(event_b, "b")}
+
+
+def crossings_sql(per: str = "task") -> str:
+    """SQL (over a CTE `tagged` holding `task_events_sql` rows tagged 'a' and 'b'): the events
+    where an entity enters (`change` +1) or leaves (-1) the stretch between A and B.
+
+    Shared with `latency`, which pairs each entry with the exit that follows it.
+    """
+    entity = "run_id, task_id" + (", try_id" if per == "try" else "")
+    return f"""
+    ordered AS (
+        SELECT *, lag(tag) OVER (PARTITION BY {entity} ORDER BY ts, file_id, line, tag) AS previous_tag
+        FROM tagged
+    ),
+    crossings AS (
+        SELECT *, CASE WHEN tag = 'a' THEN 1 ELSE -1 END AS change
+        FROM ordered
+        WHERE (tag = 'a' AND previous_tag IS DISTINCT FROM 'a') OR (tag = 'b' AND previous_tag = 'a')
+    )"""
+
+
+def between(store, event_a: str | Selector, event_b: str | Selector, run: str | None = None,
+            per: str = "task") -> pd.DataFrame:
+    """Number of tasks (`per="task"`) or tries (`per="try"`) that have passed `event_a` but not
+    yet `event_b`, after every change: columns `run_id`, `ts`, `count`.
+
+    Exact: one row per time at which the count changes (changes at the same instant are
+    summed). Events are selectors (see `taskscope.analyses.selectors`). An event matching both
+    selectors counts as A. Raises `SelectorError` if a selector matches no event.
+
+    >>> between(store, "htex.interchange.queued", "htex.interchange.sent", run="000")  # doctest: +SKIP
+    >>> between(store, "state:running@monitoring", "state:running_ended@monitoring", per="try")  # doctest: +SKIP
+    """
+    con = connection_of(store)
+    run_id = resolve_run(con, run)
+    selectors = _selectors(event_a, event_b)
+    for selector in selectors.values():
+        selector.require_matches(con, run_id)
+    tagged, params = task_events_sql(selectors, per)
+    return con.execute(
+        f"""
+        WITH tagged AS ({_a_wins(tagged)}), {crossings_sql(per)},
+        per_instant AS (SELECT run_id, ts, sum(change) AS change FROM crossings GROUP BY run_id, ts)
+        SELECT run_id, ts,
+               CAST(sum(change) OVER (PARTITION BY run_id ORDER BY ts
+                                      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS BIGINT) AS count
+        FROM per_instant
+        ORDER BY run_id, ts
+        """,
+        {**params, "run": run_id},
+    ).df()
+
+
+def _a_wins(tagged: str) -> str:
+    """Drop the 'b' copy of an event that both selectors match."""
+    return f"""
+        SELECT * FROM ({tagged}) t
+        QUALIFY NOT (tag = 'b' AND bool_or(tag = 'a') OVER (PARTITION BY run_id, task_id, try_id, file_id, line))"""
+
+
+def standard_queues(store, run: str | None = None, per: str = "task") -> pd.DataFrame:
+    """The three queues of a Parsl run with HTEX, in one long frame: `run_id`, `queue`, `ts`,
+    `count`. Queues whose events the run does not have (no HTEX, no interchange logs) are
+    left out rather than failing.
+
+    - waiting in DFK: `state:pending` to `task.launched`
+    - queued in interchange: `htex.interchange.queued` to `htex.interchange.sent`
+    - running on worker: `htex.worker.received` to `htex.worker.finished`
+
+    >>> standard_queues(store, run="000").groupby("queue")["count"].max()   # doctest: +SKIP
+    """
+    con = connection_of(store)
+    run_id = resolve_run(con, run)
+    frames = []
+    for queue, (event_a, event_b) in STANDARD_QUEUES.items():
+        selectors = _selectors(event_a, event_b)
+        if not all(selector.count(con, run_id) for selector in selectors.values()):
+            continue
+        frames.append(between(con, event_a, event_b, run_id, per).assign(queue=queue))
+    if not frames:
+        return pd.DataFrame({"run_id": pd.Series(dtype="str"), "queue": pd.Series(dtype="str"),
+                             "ts": pd.Series(dtype="float64"), "count": pd.Series(dtype="int64")})
+    return pd.concat(frames, ignore_index=True)[["run_id", "queue", "ts", "count"]]

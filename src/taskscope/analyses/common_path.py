@@ -1,0 +1,204 @@
+"""Common path: the sequence of steps tasks go through, grouped into variants.
+
+A *step* is one kind of event in a task's life: its source plus its message template
+(`parsl: Task <num> changing state from pending to launched`). The n-th time a task passes
+the same step (a retry, a second state change to `pending`) is a step of its own
+(`occurrence` 2, 3, ...), so retried tasks have more steps than tasks that ran once.
+
+A *variant* is the set of steps a task went through. Tasks with the same steps form one
+variant, however their events interleave: events logged by different processes within
+microseconds of each other (the interchange's "Sent tasks" and the manager's "Got executor
+tasks") come in either order, and a strict ordering would split one path into dozens of
+variants that differ only by those races. This is the prototype `findcommon`'s sorted-key
+comparison; each variant still reports how many distinct orderings its tasks had
+(`orderings`). Steps in a variant are listed in the order of their mean time since the task's
+first event, which gives the synthetic "average task" of the observability report.
+
+Left out as per-task noise: the `task.stdout` / `task.stderr` redirection lines and
+monitoring resource samples (`task.resource`). Events from `monitoring.db` repeat the DFK's
+state changes with the database's timestamps, so they are used only for runs whose logs were
+not ingested (pass `sources=` to choose explicitly).
+
+Events that name several tasks (`event_task_links`, the interchange's `Sent tasks: [4, 5]`)
+count for every task they name, as in `taskscope.queries.timeline`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from taskscope._sql import connection_of
+from taskscope.queries import resolve_run
+
+#: events that say nothing about where a task is (and vary in number from task to task)
+NOISE_EVENTS: tuple[str, ...] = ("task.stdout", "task.stderr", "task.resource")
+
+
+@dataclass(frozen=True)
+class CommonPath:
+    """What `common_path` returns.
+
+    `variants`: one row per variant, most common first (`variant` 1 is the common path):
+    tasks, share of tasks, steps, orderings (distinct time orders of those steps among its
+    tasks), runs, apps, duration (first to last step) mean/median/p95 in seconds, and an
+    example task (`example_run_id`, `example_task_id`) to look at with `taskscope timeline`.
+
+    `steps`: one row per (variant, step) in order of mean time since the task's first event:
+    `position`, `source`, `event`, `template`, `occurrence`, `label`, `tasks`, and in seconds
+    the mean/median/p95 of `since_first` (since the task's first step), `since_previous` (since
+    the task's own previous step, in time order) and `until_next` (to the task's next step:
+    the time tasks wait in this step), plus `until_next_p25`/`until_next_p75` and
+    `until_next_total` (the sum over the variant's tasks).
+    """
+
+    variants: pd.DataFrame
+    steps: pd.DataFrame
+
+    def variant_steps(self, variant: int = 1) -> pd.DataFrame:
+        """The steps of one variant (1 = the most common), in order."""
+        return self.steps[self.steps["variant"] == variant].reset_index(drop=True)
+
+    @property
+    def dominant(self) -> pd.DataFrame:
+        """The steps of the most common variant."""
+        return self.variant_steps(1)
+
+
+# Per task event: its step key, time since the task's first step, and times to its neighbours.
+_TASK_STEPS = """
+WITH direct AS (
+    SELECT run_id, task_id, ts, file_id, line, source, event, template FROM events
+    WHERE task_id IS NOT NULL AND run_id IS NOT NULL AND ($run IS NULL OR run_id = $run)
+      AND NOT list_contains($excluded, coalesce(event, ''))
+),
+linked AS (
+    SELECT l.run_id, l.task_id, e.ts, e.file_id, e.line, e.source, e.event, e.template
+    FROM event_task_links l JOIN events e ON e.file_id = l.file_id AND e.line = l.line
+    WHERE e.task_id IS NULL AND ($run IS NULL OR l.run_id = $run)
+      AND NOT list_contains($excluded, coalesce(e.event, ''))
+),
+runs_with_logs AS (
+    SELECT DISTINCT run_id FROM direct WHERE source <> 'monitoring'
+),
+kept AS (
+    SELECT *, source || ': ' || coalesce(template, event, '') AS step_key FROM (
+        SELECT * FROM direct UNION ALL SELECT * FROM linked
+    )
+    WHERE CASE WHEN $sources IS NULL
+               THEN source <> 'monitoring' OR run_id NOT IN (SELECT run_id FROM runs_with_logs)
+               ELSE list_contains($sources, source) END
+),
+step_ids AS (
+    SELECT step_key, row_number() OVER (ORDER BY step_key) AS step_id
+    FROM (SELECT DISTINCT step_key FROM kept)
+),
+task_steps AS (
+    SELECT k.run_id, k.task_id, k.ts, k.source, k.event, k.template, s.step_id,
+           row_number() OVER ordered AS position,
+           row_number() OVER (PARTITION BY k.run_id, k.task_id, s.step_id ORDER BY k.ts, k.file_id, k.line)
+               AS occurrence,
+           k.ts - min(k.ts) OVER (PARTITION BY k.run_id, k.task_id) AS since_first,
+           k.ts - lag(k.ts) OVER ordered AS since_previous,
+           lead(k.ts) OVER ordered - k.ts AS until_next
+    FROM kept k JOIN step_ids s USING (step_key)
+    WINDOW ordered AS (PARTITION BY k.run_id, k.task_id ORDER BY k.ts, k.file_id, k.line)
+),
+task_variants AS (
+    SELECT run_id, task_id,
+           hash(list(step_id ORDER BY step_id)) AS signature,
+           hash(list(step_id ORDER BY position)) AS ordering,
+           count(*) AS steps, max(since_first) AS duration
+    FROM task_steps GROUP BY run_id, task_id
+),
+variants AS (
+    SELECT signature, count(*) AS tasks, count(*) / sum(count(*)) OVER () AS share, any_value(steps) AS steps,
+           count(DISTINCT ordering) AS orderings, count(DISTINCT run_id) AS runs,
+           avg(duration) AS duration_mean, median(duration) AS duration_median,
+           quantile_cont(duration, 0.95) AS duration_p95,
+           arg_min(run_id, task_id) AS example_run_id, min(task_id) AS example_task_id,
+           row_number() OVER (ORDER BY count(*) DESC, min(run_id), min(task_id)) AS variant
+    FROM task_variants tv GROUP BY signature
+)
+"""
+
+_VARIANTS_AND_STEPS = (
+    _TASK_STEPS
+    + """,
+step_stats AS (
+    SELECT v.variant, ts.step_id, ts.occurrence,
+           any_value(ts.source) AS source, any_value(ts.event) AS event, any_value(ts.template) AS template,
+           count(*) AS tasks,
+           avg(ts.since_first) AS since_first_mean, median(ts.since_first) AS since_first_median,
+           quantile_cont(ts.since_first, 0.95) AS since_first_p95,
+           avg(ts.since_previous) AS since_previous_mean, median(ts.since_previous) AS since_previous_median,
+           quantile_cont(ts.since_previous, 0.95) AS since_previous_p95,
+           avg(ts.until_next) AS until_next_mean, median(ts.until_next) AS until_next_median,
+           quantile_cont(ts.until_next, [0.25, 0.75, 0.95]) AS until_next_quartiles,
+           sum(ts.until_next) AS until_next_total,
+           avg(ts.position) AS mean_position
+    FROM task_steps ts JOIN task_variants tv USING (run_id, task_id) JOIN variants v USING (signature)
+    GROUP BY v.variant, ts.step_id, ts.occurrence
+)
+SELECT s.variant,
+       row_number() OVER (PARTITION BY s.variant ORDER BY s.since_first_mean, s.mean_position) AS position,
+       s.source, s.event, s.template, s.occurrence,
+       s.source || ': ' || coalesce(s.template, s.event, '')
+           || CASE WHEN s.occurrence > 1 THEN ' (#' || s.occurrence || ')' ELSE '' END AS label,
+       s.tasks,
+       s.since_first_mean, s.since_first_median, s.since_first_p95,
+       s.since_previous_mean, s.since_previous_median, s.since_previous_p95,
+       s.until_next_mean, s.until_next_median,
+       s.until_next_quartiles[1] AS until_next_p25, s.until_next_quartiles[2] AS until_next_p75,
+       s.until_next_quartiles[3] AS until_next_p95, s.until_next_total,
+       v.tasks AS variant_tasks, v.share AS variant_share,
+       v.steps AS variant_steps, v.orderings, v.runs,
+       v.duration_mean, v.duration_median, v.duration_p95, v.example_run_id, v.example_task_id
+FROM step_stats s JOIN variants v USING (variant)
+ORDER BY s.variant, position
+"""
+)
+
+
+_VARIANT_COLUMNS = {
+    "variant_tasks": "tasks", "variant_share": "share", "variant_steps": "steps", "orderings": "orderings",
+    "runs": "runs", "duration_mean": "duration_mean", "duration_median": "duration_median",
+    "duration_p95": "duration_p95", "example_run_id": "example_run_id", "example_task_id": "example_task_id",
+}
+
+
+def common_path(
+    store,
+    run: str | None = None,
+    exclude_events: Sequence[str] = NOISE_EVENTS,
+    sources: Sequence[str] | None = None,
+) -> CommonPath:
+    """The variants of the task path and, per variant, the timing of every step.
+
+    Use it to see what a typical task goes through and where its time goes; `variants`
+    shows how many tasks took another path (retries, failures, another executor).
+    `run` is a run id, prefix or folder name; None pools the tasks of every run (the
+    steps are templates, so runs of the same workflow share variants). `exclude_events`
+    are canonical event names left out; `sources` (e.g. `["parsl", "interchange"]`)
+    keeps only those sources (default: every source, monitoring.db only where there are
+    no logs).
+
+    >>> path = common_path(store, run="000")                          # doctest: +SKIP
+    >>> path.variants[["variant", "tasks", "share", "steps"]]         # doctest: +SKIP
+    >>> path.dominant[["since_first_mean", "label"]]                  # doctest: +SKIP
+    """
+    con = connection_of(store)
+    params = {
+        "run": resolve_run(con, run),
+        "excluded": list(exclude_events),
+        "sources": None if sources is None else list(sources),
+    }
+    rows = con.execute(_VARIANTS_AND_STEPS, params).df()
+    variant_level = list(_VARIANT_COLUMNS)
+    variants = (
+        rows.groupby("variant", sort=True)[variant_level].first().rename(columns=_VARIANT_COLUMNS).reset_index()
+    )
+    steps = rows.drop(columns=variant_level)
+    return CommonPath(variants=variants, steps=steps.reset_index(drop=True))

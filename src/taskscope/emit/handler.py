@@ -1,0 +1,240 @@
+"""`WideEventHandler`: a logging handler that writes one JSON object per record, cheaply.
+
+The logging thread only queues the record (a deque append; arguments that could still change
+are snapshotted first). A background thread turns queued records into JSON with orjson and
+appends them to the file in one write per flush. Nothing here raises into the program that logs:
+an unserializable value becomes its repr, a bad `%` format becomes a note in the message, and a
+file that cannot be written gives one warning on stderr and a count of dropped records.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import sys
+import threading
+import weakref
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from taskscope.emit.records import IMMUTABLE_TYPES, dumps_event, event_of, formatted_message, freeze_args
+
+DEFAULT_FLUSH_INTERVAL = 0.5  # seconds; a SIGKILL loses at most this much
+
+_live_handlers: "weakref.WeakSet[WideEventHandler]" = weakref.WeakSet()
+
+
+class WideEventHandler(logging.Handler):
+    """Write each record as one JSON line to `path` (opened for append), flushed in the background.
+
+    `stamps` are fields added to every record (what the process knows: run, host, component...).
+    Records are written at most `flush_interval` seconds after they are logged, and always on
+    `flush()`/`close()`, at interpreter exit and before `os.fork()`.
+
+    >>> handler = WideEventHandler("run/app.jsonlog", stamps={"component": "app"})  # doctest: +SKIP
+    >>> logging.getLogger().addHandler(handler)                                       # doctest: +SKIP
+    >>> logging.getLogger("app").info("took %d s", 4, extra={"task_id": 7})           # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        level: int = logging.NOTSET,
+        *,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        stamps: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(level)
+        self.path = Path(path)
+        self.flush_interval = flush_interval
+        self.stamps: dict[str, Any] = dict(stamps or {})
+        self.dropped_records = 0
+        self.written_records = 0
+        self._queue: deque = deque()
+        self._write_lock = threading.Lock()  # one writer at a time: the flusher, flush(), close()
+        self._file = None
+        self._failed = False
+        self._closed = False
+        self._wake = threading.Event()
+        self._flusher: threading.Thread | None = None  # started by the first record (again after a fork)
+        _live_handlers.add(self)
+
+    # ---- logging thread --------------------------------------------------------------------
+
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        """Queue `record`. Overrides Handler.handle to skip its lock: deque.append is atomic."""
+        if self.filters and not self.filter(record):
+            return False
+        try:
+            args = record.args
+            message = None
+            if args and not _all_immutable(args):
+                # format now, as the value is now; the flusher might see it changed
+                message = formatted_message(record, args)
+                args = freeze_args(args)
+            self._queue.append((record, args, message))
+            if self._flusher is None:
+                self._start_flusher()
+        except Exception:  # noqa: BLE001 - never into the caller
+            self.dropped_records += 1
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Queue `record` (for code that calls emit directly)."""
+        self.handle(record)
+
+    # ---- flushing --------------------------------------------------------------------------
+
+    def flush(self, timeout: float = -1) -> None:
+        """Write every queued record now (waiting at most `timeout` seconds for a flush in progress)."""
+        if not self._write_lock.acquire(timeout=timeout):
+            return
+        try:
+            self._write_queued()
+        finally:
+            self._write_lock.release()
+
+    def close(self) -> None:
+        """Write what is queued, stop the flusher and close the file."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        self.flush()
+        with self._write_lock:
+            if self._file is not None:
+                try:
+                    self._file.close()
+                except OSError:
+                    pass
+                self._file = None
+        _live_handlers.discard(self)
+        super().close()
+
+    def _start_flusher(self) -> None:
+        with self._write_lock:
+            if self._flusher is not None or self._closed:
+                return
+            self._flusher = threading.Thread(target=self._flush_loop, name="taskscope-flusher", daemon=True)
+            self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.flush_interval)
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - the flusher must not die
+                pass
+
+    def _write_queued(self) -> None:
+        queue = self._queue
+        if not queue:
+            return
+        lines = []
+        popleft = queue.popleft
+        stamps = self.stamps
+        while True:
+            try:
+                record, args, message = popleft()
+            except IndexError:
+                break
+            try:
+                lines.append(dumps_event(event_of(record, args, stamps, message)))
+            except Exception:  # noqa: BLE001 - one odd record must not stop the others
+                self.dropped_records += 1
+        if lines:
+            self._write(b"".join(lines), len(lines))
+
+    def _write(self, data: bytes, records: int) -> None:
+        if self._failed:
+            self.dropped_records += records
+            return
+        try:
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open across flushes
+            view = memoryview(data)
+            while view:
+                written = self._file.write(view)
+                view = view[written:]
+            self.written_records += records
+        except OSError as exc:
+            self._failed = True
+            self.dropped_records += records
+            _warn(f"taskscope: cannot write {self.path} ({exc.strerror or exc}); "
+                  "further records to it are dropped and counted (handler.dropped_records)")
+
+    def _after_fork_in_child(self) -> None:
+        # the parent flushed before forking; whatever is still queued is the parent's to write
+        self._queue = deque()
+        self._write_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._flusher = None
+
+    def __repr__(self) -> str:
+        return f"<WideEventHandler {self.path} ({logging.getLevelName(self.level)})>"
+
+
+def _all_immutable(args: Any) -> bool:
+    if type(args) is tuple:
+        for value in args:
+            if type(value) not in IMMUTABLE_TYPES:
+                return False
+        return True
+    return False
+
+
+def _warn(message: str) -> None:
+    try:
+        sys.stderr.write(message + "\n")
+    except Exception:  # noqa: BLE001 - no stderr either: nothing more we can do
+        pass
+
+
+def flush_all(timeout: float = -1) -> None:
+    """Flush every live WideEventHandler (at exit and before fork)."""
+    for handler in list(_live_handlers):
+        try:
+            handler.flush(timeout)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def flush_on_sigterm() -> bool:
+    """Flush every WideEventHandler when SIGTERM arrives, then die of SIGTERM as before.
+
+    Python's default SIGTERM ends the process without running `atexit`, which would lose the
+    last flush interval of a process that is stopped with `terminate()` (Parsl stops its
+    interchange and workers that way). Installed only over the default action and only from the
+    main thread; returns whether it was installed.
+
+    >>> flush_on_sigterm()   # doctest: +SKIP
+    True
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return False  # the program handles SIGTERM itself: leave it
+        signal.signal(signal.SIGTERM, _flush_then_terminate)
+    except (ValueError, OSError, AttributeError):
+        return False
+    return True
+
+
+def _flush_then_terminate(signum: int, frame: Any) -> None:
+    flush_all(timeout=1.0)  # a flush already running on this thread must not deadlock us
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _after_fork_in_child() -> None:
+    for handler in list(_live_handlers):
+        handler._after_fork_in_child()  # noqa: SLF001
+
+
+atexit.register(flush_all)
+os.register_at_fork(before=flush_all, after_in_child=_after_fork_in_child)

@@ -1,0 +1,143 @@
+"""`WideEventLogging`: a Parsl `LogConfig` that writes taskscope wide events from every component.
+
+Parsl hands the config to the DFK, the HTEX interchange (pickled through its stdin), every
+manager (pickled to `<label>/log_config/log_config.pkl`), every worker (pickled again) and the
+monitoring database manager, and calls `initialize_logging(log_dir=..., log_name=...)` in each
+process. Each process then writes `<log_dir>/<log_name>.jsonlog` with a `WideEventHandler` on the
+root logger, and stamps every record with what its place in that layout tells: component,
+executor label, block, manager, worker, run folder, host, and the run id once the DFK knows it.
+
+The class must stay importable by module path and picklable (no locks, files or handlers as
+attributes): live handlers are kept in a module-level table keyed by the config's uuid.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import re
+import socket
+from typing import Any, Callable
+
+from parsl.logconfigs.base import LogConfig
+
+from taskscope.emit.handler import DEFAULT_FLUSH_INTERVAL, WideEventHandler, flush_on_sigterm
+from taskscope.emit.records import make_fast_record_factory
+
+_WORKER_NAME = re.compile(r"worker_(\d+)$")
+_BLOCK_DIR = re.compile(r"block-(.+)$")
+
+
+def process_stamps(log_dir: pathlib.Path, log_name: str, run_id: str | None = None) -> dict[str, Any]:
+    """What a Parsl process knows about itself from where Parsl asks it to log.
+
+    >>> process_stamps(pathlib.Path("/r/000/htex/block-0/ab12"), "worker_3", "run-1")["worker_id"]
+    '3'
+    >>> process_stamps(pathlib.Path("/r/000/htex"), "interchange")["executor_label"]
+    'htex'
+    """
+    stamps: dict[str, Any] = {"host": socket.gethostname()}
+    worker = _WORKER_NAME.match(log_name)
+    if log_name == "parsl":
+        stamps.update(component="parsl", run_dir=str(log_dir))
+    elif log_name == "interchange":
+        stamps.update(component="interchange", executor_label=log_dir.name, run_dir=str(log_dir.parent))
+    elif log_name == "database_manager":
+        stamps.update(component="dbm", run_dir=str(log_dir))
+    elif log_name == "manager" or worker:
+        stamps.update(component="worker" if worker else "manager", manager_id=log_dir.name)
+        block = _BLOCK_DIR.match(log_dir.parent.name)
+        if block:
+            stamps.update(block_id=block[1], executor_label=log_dir.parent.parent.name,
+                          run_dir=str(log_dir.parent.parent.parent))
+        if worker:
+            stamps["worker_id"] = worker[1]
+    else:
+        stamps["component"] = log_name
+    if run_id:
+        stamps["run_id"] = run_id
+    return stamps
+
+
+class WideEventLogging(LogConfig):
+    """Parsl log configuration: every component writes JSON-lines wide events (`*.jsonlog`).
+
+    One line in a Parsl config turns it on:
+
+    >>> Config(executors=[...], initialize_logging=WideEventLogging())   # doctest: +SKIP
+
+    `level` applies in every process (it replaces `worker_debug` / `monitoring_debug`);
+    `flush_interval` bounds what a killed process can lose; `fast_records` installs a cheaper
+    but equivalent LogRecord factory in each Parsl process.
+    """
+
+    def __init__(self, *, level: int = logging.DEBUG, flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+                 fast_records: bool = True) -> None:
+        super().__init__()
+        self.level = level
+        self.flush_interval = flush_interval
+        self.fast_records = fast_records
+        self.run_id: str | None = None  # learned in the DFK, then carried to other processes by pickling
+
+    def initialize_logging(self, *, log_dir: pathlib.Path, log_name: str) -> Callable[[], None]:
+        """Attach a WideEventHandler writing `<log_dir>/<log_name>.jsonlog` to the root logger."""
+        log_dir = pathlib.Path(log_dir)
+        if log_name == "parsl":
+            self.run_id = None  # a new DFK: its run id is learned from its first records
+        handler_class = _RunIdLearningHandler if log_name == "parsl" else WideEventHandler
+        handler = handler_class(
+            log_dir / f"{log_name}.jsonlog", self.level, flush_interval=self.flush_interval,
+            stamps=process_stamps(log_dir, log_name, self.run_id),
+        )
+        if isinstance(handler, _RunIdLearningHandler):
+            handler.config = self
+        root = logging.getLogger()
+        root.setLevel(self.level if root.level == logging.NOTSET else min(root.level, self.level))
+        root.addHandler(handler)
+        restore_factory = _install_fast_records() if self.fast_records else None
+        flush_on_sigterm()  # Parsl stops the interchange and workers with SIGTERM
+
+        def uninitialize() -> None:
+            root.removeHandler(handler)
+            handler.close()
+            if restore_factory:
+                restore_factory()
+
+        return uninitialize
+
+    def __repr__(self) -> str:
+        return f"WideEventLogging(level={logging.getLevelName(self.level)}, flush_interval={self.flush_interval})"
+
+
+class _RunIdLearningHandler(WideEventHandler):
+    """The DFK's handler: learns the run id from the DFK's first records that carry it, stamps it
+    on every record, and puts it on the config so that later pickles take it to the executors."""
+
+    config: WideEventLogging | None = None
+
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        run_id = record.__dict__.get("parsl.dfk")
+        if run_id is None and isinstance(record.msg, str) and record.msg.startswith("Run id is: "):
+            run_id = record.msg[len("Run id is: "):].strip()
+        if run_id:
+            self.stamps["run_id"] = str(run_id)
+            if self.config is not None:
+                self.config.run_id = str(run_id)
+            self.handle = super().handle  # type: ignore[method-assign] - learned: back to the plain path
+        return super().handle(record)
+
+
+def _install_fast_records() -> Callable[[], None] | None:
+    """Install the fast LogRecord factory if the stdlib one is in place; return how to undo it."""
+    if logging.getLogRecordFactory() is not logging.LogRecord:
+        return None  # someone else chose a factory: leave it
+    factory = make_fast_record_factory()
+    if factory is None:
+        return None
+    logging.setLogRecordFactory(factory)
+
+    def restore() -> None:
+        if logging.getLogRecordFactory() is factory:
+            logging.setLogRecordFactory(logging.LogRecord)
+
+    return restore
