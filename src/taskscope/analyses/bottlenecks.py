@@ -12,7 +12,9 @@ Idle workers: worker slots are the distinct (manager_id, worker_id) pairs seen i
 slot is busy from `htex.worker.received` to `htex.worker.finished` of a task. A try is waiting
 upstream from when it became ready (its latest entry into `pending`, or the end of its last
 dependency if later) until a worker received it. Whenever slots were idle while tries waited,
-`min(idle slots, waiting tries)` slot-seconds were lost.
+`min(idle slots, waiting tries)` slot-seconds were lost. Only the time from the first task a
+worker received to the last it finished counts: before that the workers were still starting
+(block start-up), which is not idleness.
 """
 
 from __future__ import annotations
@@ -175,11 +177,12 @@ busy_span AS (
 SELECT s.slots,
        sum(l.dt * l.busy) AS busy_slot_s,
        s.slots * (b.last_ts - b.first_ts) AS capacity_slot_s,
-       coalesce(sum(l.dt * least(s.slots - l.busy, l.waiting)) FILTER (WHERE l.busy < s.slots AND l.waiting > 0), 0)
+       coalesce(sum(l.dt * least(s.slots - l.busy, l.waiting)) FILTER (WHERE idle_while_waiting), 0)
            AS idle_while_waiting_slot_s,
-       coalesce(sum(l.dt) FILTER (WHERE l.busy < s.slots AND l.waiting > 0), 0) AS idle_while_waiting_s,
+       coalesce(sum(l.dt) FILTER (WHERE idle_while_waiting), 0) AS idle_while_waiting_s,
        max(l.waiting) AS max_waiting
-FROM levels l, slots s, busy_span b
+FROM (SELECT *, busy < s.slots AND waiting > 0 AND ts >= b.first_ts AND ts < b.last_ts AS idle_while_waiting
+      FROM levels, slots s, busy_span b) l, slots s, busy_span b
 WHERE l.dt IS NOT NULL
 GROUP BY s.slots, b.first_ts, b.last_ts
 """

@@ -97,14 +97,11 @@ step_ids AS (
 ),
 task_steps AS (
     SELECT k.run_id, k.task_id, k.ts, k.source, k.event, k.template, s.step_id,
-           row_number() OVER ordered AS position,
+           row_number() OVER (PARTITION BY k.run_id, k.task_id ORDER BY k.ts, k.file_id, k.line) AS position,
            row_number() OVER (PARTITION BY k.run_id, k.task_id, s.step_id ORDER BY k.ts, k.file_id, k.line)
                AS occurrence,
-           k.ts - min(k.ts) OVER (PARTITION BY k.run_id, k.task_id) AS since_first,
-           k.ts - lag(k.ts) OVER ordered AS since_previous,
-           lead(k.ts) OVER ordered - k.ts AS until_next
+           k.ts - min(k.ts) OVER (PARTITION BY k.run_id, k.task_id) AS since_first
     FROM kept k JOIN step_ids s USING (step_key)
-    WINDOW ordered AS (PARTITION BY k.run_id, k.task_id ORDER BY k.ts, k.file_id, k.line)
 ),
 task_variants AS (
     SELECT run_id, task_id,
@@ -127,23 +124,37 @@ variants AS (
 _VARIANTS_AND_STEPS = (
     _TASK_STEPS
     + """,
+variant_steps AS (
+    SELECT ts.*, v.variant FROM task_steps ts JOIN task_variants tv USING (run_id, task_id) JOIN variants v USING (signature)
+),
+step_order AS (
+    -- the variant's order of steps: by mean rank in the tasks' own time order (a Borda count)
+    SELECT variant, step_id, occurrence,
+           row_number() OVER (PARTITION BY variant ORDER BY avg(position), avg(since_first), step_id) AS canonical
+    FROM variant_steps GROUP BY variant, step_id, occurrence
+),
+canonical_steps AS (
+    SELECT vs.*, so.canonical,
+           vs.ts - lag(vs.ts) OVER in_order AS since_previous,
+           lead(vs.ts) OVER in_order - vs.ts AS until_next
+    FROM variant_steps vs JOIN step_order so USING (variant, step_id, occurrence)
+    WINDOW in_order AS (PARTITION BY vs.run_id, vs.task_id ORDER BY so.canonical)
+),
 step_stats AS (
-    SELECT v.variant, ts.step_id, ts.occurrence,
-           any_value(ts.source) AS source, any_value(ts.event) AS event, any_value(ts.template) AS template,
+    SELECT variant, step_id, occurrence, any_value(canonical) AS position,
+           any_value(source) AS source, any_value(event) AS event, any_value(template) AS template,
            count(*) AS tasks,
-           avg(ts.since_first) AS since_first_mean, median(ts.since_first) AS since_first_median,
-           quantile_cont(ts.since_first, 0.95) AS since_first_p95,
-           avg(ts.since_previous) AS since_previous_mean, median(ts.since_previous) AS since_previous_median,
-           quantile_cont(ts.since_previous, 0.95) AS since_previous_p95,
-           avg(ts.until_next) AS until_next_mean, median(ts.until_next) AS until_next_median,
-           quantile_cont(ts.until_next, [0.25, 0.75, 0.95]) AS until_next_quartiles,
-           sum(ts.until_next) AS until_next_total,
-           avg(ts.position) AS mean_position
-    FROM task_steps ts JOIN task_variants tv USING (run_id, task_id) JOIN variants v USING (signature)
-    GROUP BY v.variant, ts.step_id, ts.occurrence
+           avg(since_first) AS since_first_mean, median(since_first) AS since_first_median,
+           quantile_cont(since_first, 0.95) AS since_first_p95,
+           avg(since_previous) AS since_previous_mean, median(since_previous) AS since_previous_median,
+           quantile_cont(since_previous, 0.95) AS since_previous_p95,
+           avg(until_next) AS until_next_mean, median(until_next) AS until_next_median,
+           quantile_cont(until_next, [0.25, 0.75, 0.95]) AS until_next_quartiles,
+           sum(until_next) AS until_next_total
+    FROM canonical_steps
+    GROUP BY variant, step_id, occurrence
 )
-SELECT s.variant,
-       row_number() OVER (PARTITION BY s.variant ORDER BY s.since_first_mean, s.mean_position) AS position,
+SELECT s.variant, s.position,
        s.source, s.event, s.template, s.occurrence,
        s.source || ': ' || coalesce(s.template, s.event, '')
            || CASE WHEN s.occurrence > 1 THEN ' (#' || s.occurrence || ')' ELSE '' END AS label,

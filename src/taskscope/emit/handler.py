@@ -125,9 +125,14 @@ class WideEventHandler(logging.Handler):
         while not self._closed:
             self._wake.wait(self.flush_interval)
             try:
-                self.flush()
+                if self.ready_to_write():
+                    self.flush()
             except Exception:  # noqa: BLE001 - the flusher must not die
                 pass
+
+    def ready_to_write(self) -> bool:
+        """Whether the background flush may write now (subclasses may wait for something)."""
+        return True
 
     def _write_queued(self) -> None:
         queue = self._queue

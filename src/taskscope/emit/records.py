@@ -113,12 +113,18 @@ def dumps_event(event: dict[str, Any]) -> bytes:
     """One JSON line (with its newline). Unserializable values become their repr; never raises."""
     try:
         return orjson.dumps(event, default=_safe_repr, option=_JSON_OPTIONS)
-    except Exception:  # noqa: BLE001 - e.g. an int beyond 64 bits, a str subclass orjson refuses
-        safe = {str(key): value if type(value) in IMMUTABLE_TYPES else _safe_repr(value) for key, value in event.items()}
-        try:
-            return orjson.dumps(safe, default=_safe_repr, option=_JSON_OPTIONS)
-        except Exception:  # noqa: BLE001
-            return orjson.dumps({str(k): _safe_repr(v) for k, v in event.items()}, option=_JSON_OPTIONS)
+    except Exception:  # noqa: BLE001 - e.g. an int beyond 64 bits, a dict with odd keys: go value by value
+        safe = {str(key): _json_safe(value) for key, value in event.items()}
+        return orjson.dumps(safe, default=_safe_repr, option=_JSON_OPTIONS)
+
+
+def _json_safe(value: Any) -> Any:
+    if type(value) is int and not -(2**63) <= value < 2**64:
+        return str(value)
+    try:
+        return orjson.Fragment(orjson.dumps(value, default=_safe_repr, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS))
+    except Exception:  # noqa: BLE001
+        return _safe_repr(value)
 
 
 # ---- a faster LogRecord factory --------------------------------------------------------------

@@ -17,6 +17,8 @@ import logging
 import pathlib
 import re
 import socket
+import sys
+import time
 from typing import Any, Callable
 
 from parsl.logconfigs.base import LogConfig
@@ -105,15 +107,34 @@ class WideEventLogging(LogConfig):
 
         return uninitialize
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if state.get("run_id") is None:
+            state["run_id"] = _run_id_of_dfk_being_built()
+        return state
+
     def __repr__(self) -> str:
         return f"WideEventLogging(level={logging.getLevelName(self.level)}, flush_interval={self.flush_interval})"
 
 
 class _RunIdLearningHandler(WideEventHandler):
     """The DFK's handler: learns the run id from the DFK's first records that carry it, stamps it
-    on every record, and puts it on the config so that later pickles take it to the executors."""
+    on every record, and puts it on the config so that later pickles take it to the executors.
 
+    Stamps are applied when records are written, so the background flush waits (at most
+    `RUN_ID_WAIT` seconds) for the run id: the DFK's first lines get it too. Exit, fork and
+    explicit flushes write at once.
+    """
+
+    RUN_ID_WAIT = 10.0
     config: WideEventLogging | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._wait_until = time.monotonic() + self.RUN_ID_WAIT
+
+    def ready_to_write(self) -> bool:
+        return "run_id" in self.stamps or time.monotonic() > self._wait_until
 
     def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
         run_id = record.__dict__.get("parsl.dfk")
@@ -125,6 +146,25 @@ class _RunIdLearningHandler(WideEventHandler):
                 self.config.run_id = str(run_id)
             self.handle = super().handle  # type: ignore[method-assign] - learned: back to the plain path
         return super().handle(record)
+
+
+def _run_id_of_dfk_being_built() -> str | None:
+    """The run id of a DataFlowKernel whose __init__ is on the stack, if any.
+
+    The DFK pickles its log config for the monitoring database manager after it has made its run
+    id but before it logs it, so the DFK's handler cannot have learned it yet; the DFK object in
+    the calling frames has it. Pickling is rare (a few times per run), so walking frames is cheap.
+    """
+    frame = sys._getframe(1)  # noqa: SLF001
+    for _ in range(64):
+        if frame is None:
+            return None
+        candidate = frame.f_locals.get("self") if frame.f_code.co_name == "__init__" else None
+        if type(candidate).__name__ == "DataFlowKernel":
+            run_id = getattr(candidate, "run_id", None)
+            return str(run_id) if run_id else None
+        frame = frame.f_back
+    return None
 
 
 def _install_fast_records() -> Callable[[], None] | None:

@@ -1,0 +1,152 @@
+"""Compare two runs (before/after a code or config change): per step of the common path and
+overall, how latency and throughput changed, and whether the change is larger than run A's own
+spread.
+
+Rows:
+
+- one per step of run A's common path (its dominant variant), matched to the step of run B's
+  common path with the same source, template and occurrence: the *time in step* (from the
+  step to the task's next step, `until_next` of `common_path`), mean and median over tasks;
+  steps only one run has are kept with the other side empty;
+- `task duration`: first to last event of every task of the run (all variants);
+- `throughput`: tasks that reached a final state per second, from the first submission to
+  the last completion.
+
+Significance (the `significant` column): a change counts when run B's median lies outside
+run A's interquartile range (p25-p75 over A's tasks) *and* moves by at least `min_change_s`
+seconds. The IQR is the spread of A's own tasks, so a change must move the typical task of B
+to where only a quarter of A's tasks were; a bootstrap interval of A's median was the other
+candidate, but with thousands of tasks it is so narrow that any two runs of unchanged code
+differ "significantly" (runs differ from each other more than tasks within a run sample).
+`min_change_s` (default 1 ms) keeps microsecond jitter between two adjacent log lines from
+counting. For throughput (one number per run), A's band is its overall rate scaled by the
+relative IQR (p25/median, p75/median) of its rate over ten equal-count slices of its
+completions.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from taskscope._sql import connection_of
+from taskscope.analyses.common_path import common_path
+from taskscope.queries import FINAL_STATES, resolve_run
+
+_STEP_KEY = ["source", "template", "occurrence"]
+
+COLUMNS = [
+    "position", "step", "metric", "unit", "tasks_a", "tasks_b", "mean_a", "mean_b", "median_a", "median_b",
+    "p25_a", "p75_a", "change_median", "change_pct", "significant", "direction",
+]
+
+
+def compare(store, run_a: str, run_b: str, min_change_s: float = 0.001) -> pd.DataFrame:
+    """Per step of the common path and overall: latency and throughput of run B against run A.
+
+    `direction` is `slower` / `faster` (latency) or `lower` / `higher` (throughput) when the
+    change is significant, else `same`; `only in A` / `only in B` for steps one path lacks. See the module docstring for how significance is
+    decided.
+
+    >>> compare(store, "000", "001")[["step", "median_a", "median_b", "direction"]]  # doctest: +SKIP
+    """
+    con = connection_of(store)
+    ids = resolve_run(con, run_a), resolve_run(con, run_b)
+    steps = _step_rows(con, *ids, min_change_s)
+    overall = [_duration_row(con, *ids, min_change_s), _throughput_row(con, *ids)]
+    return pd.concat([steps, pd.DataFrame(overall)], ignore_index=True)[COLUMNS]
+
+
+def _step_rows(con, run_a: str, run_b: str, min_change_s: float) -> pd.DataFrame:
+    a = common_path(con, run=run_a).dominant
+    b = common_path(con, run=run_b).dominant
+    merged = a.merge(b, on=_STEP_KEY, how="outer", suffixes=("_a", "_b"))
+    merged = merged[merged["until_next_mean_a"].notna() | merged["until_next_mean_b"].notna()]
+    rows = pd.DataFrame({
+        "position": merged["position_a"].fillna(merged["position_b"] + 1000),
+        "step": merged["label_a"].fillna(merged["label_b"]),
+        "metric": "time in step",
+        "unit": "s",
+        "tasks_a": merged["tasks_a"], "tasks_b": merged["tasks_b"],
+        "mean_a": merged["until_next_mean_a"], "mean_b": merged["until_next_mean_b"],
+        "median_a": merged["until_next_median_a"], "median_b": merged["until_next_median_b"],
+        "p25_a": merged["until_next_p25_a"], "p75_a": merged["until_next_p75_a"],
+    })
+    rows = _judge(rows, min_change_s, ("slower", "faster"))
+    rows.loc[rows["mean_b"].isna(), "direction"] = "only in A"
+    rows.loc[rows["mean_a"].isna(), "direction"] = "only in B"
+    rows[["tasks_a", "tasks_b"]] = rows[["tasks_a", "tasks_b"]].astype("Int64")
+    rows = rows.sort_values("position").reset_index(drop=True)
+    rows["position"] = rows["position"].where(rows["position"] < 1000).astype("Int64")
+    return rows
+
+
+def _judge(rows: pd.DataFrame, min_change: float, words: tuple[str, str]) -> pd.DataFrame:
+    rows = rows.copy()
+    rows["change_median"] = rows["median_b"] - rows["median_a"]
+    rows["change_pct"] = 100 * rows["change_median"] / rows["median_a"].where(rows["median_a"] != 0)
+    outside = (rows["median_b"] < rows["p25_a"]) | (rows["median_b"] > rows["p75_a"])
+    rows["significant"] = (outside & (rows["change_median"].abs() >= min_change)).fillna(False).astype(bool)
+    up, down = words
+    rows["direction"] = "same"
+    rows.loc[rows["significant"] & (rows["change_median"] > 0), "direction"] = up
+    rows.loc[rows["significant"] & (rows["change_median"] < 0), "direction"] = down
+    return rows
+
+
+_DURATIONS = """
+SELECT run_id, task_id, max(ts) - min(ts) AS duration FROM events
+WHERE run_id = $run AND task_id IS NOT NULL AND source <> 'monitoring'
+GROUP BY run_id, task_id
+"""
+
+_DURATION_STATS = f"""
+SELECT count(*), avg(duration), median(duration), quantile_cont(duration, 0.25), quantile_cont(duration, 0.75)
+FROM ({_DURATIONS})
+"""
+
+
+def _duration_row(con, run_a: str, run_b: str, min_change_s: float) -> dict:
+    (n_a, mean_a, median_a, p25_a, p75_a), = con.execute(_DURATION_STATS, {"run": run_a}).fetchall()
+    (n_b, mean_b, median_b, _, _), = con.execute(_DURATION_STATS, {"run": run_b}).fetchall()
+    row = pd.DataFrame([{
+        "position": pd.NA, "step": "task duration (first to last event)", "metric": "latency", "unit": "s",
+        "tasks_a": n_a, "tasks_b": n_b, "mean_a": mean_a, "mean_b": mean_b, "median_a": median_a,
+        "median_b": median_b, "p25_a": p25_a, "p75_a": p75_a,
+    }])
+    return _judge(row, min_change_s, ("slower", "faster")).iloc[0].to_dict()
+
+
+_THROUGHPUT = f"""
+WITH ends AS (
+    SELECT task_id, max(ts) AS end_ts FROM events
+    WHERE run_id = $run AND event = 'task.state' AND task_state IN {FINAL_STATES} AND source <> 'monitoring'
+    GROUP BY task_id
+),
+span AS (
+    SELECT min(ts) AS first_ts FROM events
+    WHERE run_id = $run AND task_id IS NOT NULL AND source <> 'monitoring'
+),
+slices AS (
+    SELECT ntile(10) OVER (ORDER BY end_ts) AS slice, end_ts FROM ends
+),
+slice_rates AS (
+    SELECT count(*) / nullif(max(end_ts) - lag(max(end_ts)) OVER (ORDER BY slice), 0) AS rate
+    FROM slices GROUP BY slice
+)
+SELECT (SELECT count(*) FROM ends) AS tasks,
+       (SELECT count(*) FROM ends) / nullif((SELECT max(end_ts) FROM ends) - (SELECT first_ts FROM span), 0) AS rate,
+       (SELECT quantile_cont(rate, 0.25) / median(rate) FROM slice_rates) AS p25_relative,
+       (SELECT quantile_cont(rate, 0.75) / median(rate) FROM slice_rates) AS p75_relative
+"""
+
+
+def _throughput_row(con, run_a: str, run_b: str) -> dict:
+    (n_a, rate_a, p25_relative, p75_relative), = con.execute(_THROUGHPUT, {"run": run_a}).fetchall()
+    p25_a, p75_a = (None, None) if rate_a is None or p25_relative is None else (rate_a * p25_relative, rate_a * p75_relative)
+    (n_b, rate_b, _, _), = con.execute(_THROUGHPUT, {"run": run_b}).fetchall()
+    row = pd.DataFrame([{
+        "position": pd.NA, "step": "throughput (tasks done per second)", "metric": "throughput",
+        "unit": "tasks/s", "tasks_a": n_a, "tasks_b": n_b, "mean_a": rate_a, "mean_b": rate_b,
+        "median_a": rate_a, "median_b": rate_b, "p25_a": p25_a, "p75_a": p75_a,
+    }])
+    return _judge(row, 0.0, ("higher", "lower")).iloc[0].to_dict()

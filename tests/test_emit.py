@@ -1,0 +1,361 @@
+"""taskscope.emit: the handler's records, its robustness, what survives exits, kills and forks,
+and bind/span/get_logger. Processes that exit or are killed run as real subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import taskscope
+from taskscope.emit import WideEventHandler, bind, current_fields, get_logger, span
+from taskscope.emit.records import make_fast_record_factory
+
+
+def read_events(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture
+def logger_to(tmp_path):
+    """A fresh logger writing through a WideEventHandler to tmp_path/out.jsonlog (no propagation)."""
+    made = []
+
+    def make(path: Path | None = None, **options) -> tuple[logging.Logger, WideEventHandler]:
+        handler = WideEventHandler(path or tmp_path / "out.jsonlog", **options)
+        logger = logging.getLogger(f"test.emit.{len(made)}.{id(handler)}")
+        logger.propagate = False
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(handler)
+        made.append((logger, handler))
+        return logger, handler
+
+    yield make
+    for logger, handler in made:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def test_record_keeps_every_field_a_reader_needs(logger_to, tmp_path):
+    log, handler = logger_to(stamps={"component": "unit", "host": "h1"})
+    log.debug("task %d launched on %s", 7, "htex", extra={"task_id": 7, "parsl.executor": "htex", "ratio": 0.5})
+    try:
+        raise KeyError("missing")
+    except KeyError:
+        log.exception("lookup failed")
+    handler.flush()
+    first, second = read_events(tmp_path / "out.jsonlog")
+    assert first["message"] == "task 7 launched on htex"
+    assert first["msg"] == "task %d launched on %s" and first["args"] == [7, "htex"]
+    assert first["level"] == "DEBUG" and first["logger"] == log.name
+    assert first["function"] == "test_record_keeps_every_field_a_reader_needs"
+    assert first["lineno"] > 0 and first["pathname"] == __file__
+    assert first["pid"] == os.getpid() and first["thread"] == threading.get_ident()
+    assert first["thread_name"] == threading.current_thread().name
+    assert abs(first["created"] - time.time()) < 60
+    assert (first["task_id"], first["parsl.executor"], first["ratio"]) == (7, "htex", 0.5)
+    assert (first["component"], first["host"]) == ("unit", "h1")
+    assert second["level"] == "ERROR" and second["exc_type"] == "KeyError"
+    assert "Traceback" in second["exc_text"] and "KeyError: 'missing'" in second["exc_text"]
+
+
+def test_values_are_written_as_they_were_at_the_call(logger_to, tmp_path):
+    log, handler = logger_to(flush_interval=60)
+    tasks = [4, 5]
+    log.info("sent tasks %s", tasks, extra={"count": 2})
+    tasks.append(6)  # changed before the flush
+    handler.flush()
+    (event,) = read_events(tmp_path / "out.jsonlog")
+    assert event["message"] == "sent tasks [4, 5]" and event["args"] == [[4, 5]]
+
+
+def test_bad_arguments_never_reach_the_caller(logger_to, tmp_path):
+    log, handler = logger_to()
+
+    class Unprintable:
+        def __repr__(self):
+            raise RuntimeError("no repr")
+
+    log.info(object())
+    log.info("two %d %d", 1)
+    log.info("thing %s", object(), extra={"blob": {1, 2}, "when": Unprintable(), "big": 2**80})
+    log.info("%(a)s and %(b)s", {"a": 1, "b": [2]})
+    handler.flush()
+    events = read_events(tmp_path / "out.jsonlog")
+    assert len(events) == 4
+    assert events[0]["message"].startswith("<object object at")
+    assert "formatting failed: TypeError" in events[1]["message"] and events[1]["msg"] == "two %d %d"
+    assert events[2]["message"].startswith("thing <object object at")
+    assert "unrepresentable" in json.dumps(events[2]["when"]) or "Unprintable" in json.dumps(events[2])
+    assert events[3]["message"] == "1 and [2]"
+    assert handler.dropped_records == 0
+
+
+def test_unwritable_folder_warns_once_counts_drops_and_goes_on(logger_to, tmp_path, capfd):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    log, handler = logger_to(blocker / "sub" / "out.jsonlog")
+    for i in range(5):
+        log.info("record %d", i)
+        handler.flush()
+    log.info("still logging fine")
+    handler.flush()
+    warnings = [line for line in capfd.readouterr().err.splitlines() if "taskscope: cannot write" in line]
+    assert len(warnings) == 1 and str(blocker / "sub" / "out.jsonlog") in warnings[0]
+    assert handler.dropped_records == 6 and handler.written_records == 0
+
+
+def test_file_is_appended_to_never_truncated(logger_to, tmp_path):
+    path = tmp_path / "out.jsonlog"
+    path.write_text('{"created": 1, "message": "from before"}\n')
+    log, handler = logger_to(path)
+    log.info("new")
+    handler.flush()
+    assert [e["message"] for e in read_events(path)] == ["from before", "new"]
+
+
+def test_background_thread_flushes_without_being_asked(logger_to, tmp_path):
+    path = tmp_path / "out.jsonlog"
+    log, handler = logger_to(path, flush_interval=0.05)
+    log.info("written by the flusher")
+    deadline = time.monotonic() + 30  # a correctness wait, not a timing assertion
+    while not (path.exists() and path.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [e["message"] for e in read_events(path)] == ["written by the flusher"]
+
+
+WRITER = textwrap.dedent(
+    """
+    import logging, os, sys, time
+    from taskscope.emit import WideEventHandler
+    handler = WideEventHandler(sys.argv[1], flush_interval=float(sys.argv[3]))
+    root = logging.getLogger(); root.addHandler(handler); root.setLevel(logging.DEBUG)
+    log = logging.getLogger("writer")
+    mode = sys.argv[2]
+    for i in range(1000):
+        log.info("early %d", i)
+    if mode == "kill":
+        time.sleep(float(sys.argv[3]) * 4)          # several flush intervals pass
+        for i in range(100):
+            log.info("late %d", i)
+        print("ready", flush=True)
+        time.sleep(600)
+    for i in range(1000):
+        log.info("last %d", i)                     # logged just before the end: still in the buffer
+    if mode == "exit":
+        sys.exit(3)
+    if mode == "raise":
+        raise RuntimeError("unhandled")
+    if mode == "sigterm":
+        print("ready", flush=True)
+        time.sleep(600)
+    if mode == "fork":
+        pid = os.fork()
+        if pid == 0:
+            log.info("from the child")
+            sys.exit(0)
+        os.waitpid(pid, 0)
+        log.info("parent after fork")
+    """
+)
+
+
+def run_writer(tmp_path: Path, mode: str, interval: float = 0.5) -> tuple[subprocess.Popen, Path]:
+    path = tmp_path / f"{mode}.jsonlog"
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    process = subprocess.Popen([sys.executable, str(script), str(path), mode, str(interval)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return process, path
+
+
+@pytest.mark.parametrize("mode, returncode", [("normal", 0), ("exit", 3), ("raise", 1)])
+def test_exits_lose_nothing(tmp_path, mode, returncode):
+    process, path = run_writer(tmp_path, mode, interval=30)  # nothing is flushed by the timer
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == returncode, err
+    messages = [e["message"] for e in read_events(path)]
+    assert messages == [f"early {i}" for i in range(1000)] + [f"last {i}" for i in range(1000)]
+
+
+def test_sigterm_flushes_then_dies_of_sigterm(tmp_path):
+    script = tmp_path / "term.py"
+    script.write_text(WRITER.replace("handler = WideEventHandler", "from taskscope.emit import flush_on_sigterm\n"
+                                                                   "assert flush_on_sigterm()\nhandler = WideEventHandler"))
+    path = tmp_path / "sigterm.jsonlog"
+    process = subprocess.Popen([sys.executable, str(script), str(path), "sigterm", "30"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "ready"
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGTERM
+    assert len(read_events(path)) == 2000
+
+
+def test_sigkill_loses_at_most_the_last_flush_interval(tmp_path):
+    process, path = run_writer(tmp_path, "kill", interval=0.2)
+    assert process.stdout.readline().strip() == "ready"
+    time.sleep(0.0)  # kill at once: the 100 "late" records may still be in the buffer
+    process.kill()
+    process.communicate(timeout=60)
+    messages = [e["message"] for e in read_events(path)]
+    # everything logged more than a few flush intervals before the kill is on disk
+    assert messages[:1000] == [f"early {i}" for i in range(1000)]
+    assert set(messages[1000:]) <= {f"late {i}" for i in range(100)}
+
+
+def test_forked_child_does_not_rewrite_the_parents_lines(tmp_path):
+    process, path = run_writer(tmp_path, "fork", interval=30)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    messages = [e["message"] for e in read_events(path)]
+    parents = [f"early {i}" for i in range(1000)] + [f"last {i}" for i in range(1000)]
+    assert sorted(messages) == sorted(parents + ["from the child", "parent after fork"])
+    child = next(e for e in read_events(path) if e["message"] == "from the child")
+    parent = next(e for e in read_events(path) if e["message"] == "parent after fork")
+    assert child["pid"] != parent["pid"]
+
+
+def test_bind_adds_fields_to_every_record_and_nests(logger_to, tmp_path):
+    log, handler = logger_to()
+    with bind(run_id="r1", stage="a"):
+        log.info("one")
+        with bind(stage="b", task_id=3):
+            log.info("two", extra={"task_id": 4})  # the call's own extra wins, no KeyError
+        log.info("three")
+    log.info("outside")
+    handler.flush()
+    events = read_events(tmp_path / "out.jsonlog")
+    assert [(e.get("run_id"), e.get("stage"), e.get("task_id")) for e in events] == [
+        ("r1", "a", None), ("r1", "b", 4), ("r1", "a", None), (None, None, None)]
+    with pytest.raises(ValueError, match="LogRecord attributes"):
+        bind(message="clash")
+
+
+def test_bound_fields_reach_any_handler():
+    seen = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            seen.append(record)
+
+    logger = logging.getLogger("test.emit.any_handler")
+    logger.propagate = False
+    logger.addHandler(Collect())
+    logger.setLevel(logging.INFO)
+    with bind(experiment="e7"):
+        logger.info("plain stdlib handler")
+    assert seen[0].experiment == "e7"
+
+
+def test_context_is_separate_per_thread_and_asyncio_task(logger_to, tmp_path):
+    log, handler = logger_to()
+
+    def in_thread(name):
+        with bind(worker=name):
+            time.sleep(0.01)
+            log.info("thread %s", name)
+
+    threads = [threading.Thread(target=in_thread, args=(f"t{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    async def coroutine(name):
+        async with bind(worker=name):
+            await asyncio.sleep(0.01)
+            log.info("task %s", name)
+
+    async def main():
+        await asyncio.gather(*(coroutine(f"a{i}") for i in range(4)))
+
+    asyncio.run(main())
+    handler.flush()
+    for event in read_events(tmp_path / "out.jsonlog"):
+        assert event["message"].split()[-1] == event["worker"]
+    assert current_fields() == {}
+
+
+def test_spans_record_ids_parents_durations_and_exceptions(logger_to, tmp_path):
+    log, handler = logger_to()
+    span_logger = log.name
+    with span("outer", logger=span_logger, files=3) as outer_id:
+        log.info("inside outer")
+        with pytest.raises(ZeroDivisionError):
+            with span("inner", logger=span_logger):
+                time.sleep(0.01)
+                1 / 0  # noqa: B018
+
+    @span("decorated", logger=span_logger)
+    def work(x):
+        return x * 2
+
+    @span("coro", logger=span_logger)
+    async def awork(x):
+        return x + 1
+
+    assert work(2) == 4 and asyncio.run(awork(1)) == 2
+    handler.flush()
+    events = read_events(tmp_path / "out.jsonlog")
+    by_event = {e.get("event"): e for e in events if e.get("event")}
+    assert set(by_event) == {"outer.start", "outer.end", "inner.start", "inner.end",
+                             "decorated.start", "decorated.end", "coro.start", "coro.end"}
+    assert by_event["outer.start"]["span_id"] == outer_id == by_event["outer.end"]["span_id"]
+    assert by_event["outer.start"]["parent_span_id"] is None and by_event["outer.start"]["files"] == 3
+    assert by_event["inner.start"]["parent_span_id"] == outer_id
+    assert by_event["inner.end"]["outcome"] == "error" and by_event["inner.end"]["exception_type"] == "ZeroDivisionError"
+    assert by_event["inner.end"]["level"] == "ERROR" and by_event["inner.end"]["duration_s"] >= 0.01
+    assert by_event["outer.end"]["outcome"] == "ok" and by_event["outer.end"]["duration_s"] >= by_event["inner.end"]["duration_s"]
+    inside = next(e for e in events if e["message"] == "inside outer")
+    assert inside["span_id"] == outer_id and inside["files"] == 3
+    assert by_event["outer.start"]["function"] == "test_spans_record_ids_parents_durations_and_exceptions"
+
+
+def test_get_logger_carries_fields(logger_to, tmp_path):
+    log, handler = logger_to()
+    bound = get_logger(log.name, component="solver")
+    bound.info("a")
+    bound.bind(step=2).warning("b %d", 1, extra={"component": "override"})
+    handler.flush()
+    first, second = read_events(tmp_path / "out.jsonlog")
+    assert first["component"] == "solver" and "step" not in first
+    assert (second["component"], second["step"], second["level"]) == ("override", 2, "WARNING")
+
+
+def test_fast_record_factory_makes_the_same_records():
+    factory = make_fast_record_factory()
+    if sys.version_info[:2] == (3, 11):
+        assert factory is not None  # the version this suite runs on must get the fast path
+    if factory is None:
+        return
+    args = ("task %d on %s", (3, "h"), None, "fn", None)
+    fast = vars(factory("n", logging.INFO, "/a/b/mod.py", 12, *args))
+    slow = vars(logging.LogRecord("n", logging.INFO, "/a/b/mod.py", 12, *args))
+    timing = {"created", "msecs", "relativeCreated"}
+    assert list(fast) == list(slow)
+    assert {k: v for k, v in fast.items() if k not in timing} == {k: v for k, v in slow.items() if k not in timing}
+    assert abs(fast["created"] - slow["created"]) < 1 and 0 <= fast["msecs"] < 1000
+
+
+def test_handler_output_ingests_into_columns(logger_to, tmp_path):
+    log, handler = logger_to(stamps={"run_id": "run-x", "executor_label": "htex", "host": "node7"})
+    with bind(task_id=5, try_id=0):
+        log.warning("slow step %s", "stage_in", extra={"elapsed_s": 2.5})
+    handler.flush()
+    with taskscope.open(":memory:") as store:
+        store.ingest(tmp_path / "out.jsonlog")
+        row = store.sql("SELECT *, CAST(attrs->>'elapsed_s' AS DOUBLE) AS elapsed_s FROM events").iloc[0]
+    assert (row.run_id, row.task_id, row.try_id, row.executor_label, row.host) == ("run-x", 5, 0, "htex", "node7")
+    assert (row.level, row.logger, row.message) == ("WARNING", log.name, "slow step stage_in")
+    assert row.elapsed_s == 2.5

@@ -1,0 +1,87 @@
+"""A real Parsl run logging through taskscope.parsl.WideEventLogging (the `wide_run` fixture)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import taskscope
+from checks import assert_executor_events_joined, assert_tasks_match_monitoring
+
+STAMPS_BY_COMPONENT = {
+    "parsl": {"component", "host", "run_id", "run_dir"},
+    "dbm": {"component", "host", "run_id", "run_dir"},
+    "interchange": {"component", "host", "run_id", "run_dir", "executor_label"},
+    "manager": {"component", "host", "run_id", "run_dir", "executor_label", "block_id", "manager_id"},
+    "worker": {"component", "host", "run_id", "run_dir", "executor_label", "block_id", "manager_id", "worker_id"},
+}
+
+
+def run_ids(runinfo: Path) -> list[str]:
+    with sqlite3.connect(runinfo / "monitoring.db") as con:
+        return [row[0] for row in con.execute("SELECT run_id FROM workflow")]
+
+
+def test_every_component_writes_wide_events_with_its_stamps(wide_run):
+    (run_id,) = run_ids(wide_run)
+    files = sorted((wide_run / "000").rglob("*.jsonlog"))
+    components = set()
+    for path in files:
+        events = [json.loads(line) for line in path.read_text().splitlines()]
+        assert events, f"{path} is empty"
+        component = events[0]["component"]
+        components.add(component)
+        for event in events:
+            missing = STAMPS_BY_COMPONENT[component] - set(event)
+            assert not missing, f"{path}: a line lacks {missing}: {event['message'][:80]}"
+            assert event["run_id"] == run_id and event["component"] == component
+        if component in ("manager", "worker"):
+            assert events[0]["manager_id"] == path.parent.name and events[0]["block_id"] == path.parent.parent.name[6:]
+        if component == "worker":
+            assert path.name == f"worker_{events[0]['worker_id']}.jsonlog"
+    assert components == set(STAMPS_BY_COMPONENT)
+
+
+def test_wide_run_ingests_fully_joined_and_matches_monitoring(store, wide_run):
+    report = store.ingest(wide_run)
+    assert report.bad_lines == 0
+    assert assert_executor_events_joined(store) > 0
+    assert_tasks_match_monitoring(store, wide_run / "monitoring.db")
+    sources = set(store.sql("SELECT DISTINCT source FROM events").source)
+    assert {"parsl", "interchange", "manager", "worker", "dbm", "monitoring"} <= sources
+    task = int(store.sql("SELECT min(task_id) AS t FROM events WHERE source = 'worker'").t[0])
+    journey = store.timeline(task)
+    assert {"parsl", "interchange", "manager", "worker"} <= set(journey.source)
+
+
+def test_stamps_make_path_guessing_unnecessary(tmp_path, wide_run):
+    worker_log = next((wide_run / "000").rglob("worker_0.jsonlog"))
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    shutil.copy(worker_log, flat / "copied.jsonlog")  # a name and place that say nothing
+    with taskscope.open(":memory:") as store:
+        store.ingest(flat)
+        missing = store.sql(
+            """SELECT count(*) FILTER (WHERE run_id IS NULL OR executor_label IS NULL OR block_id IS NULL
+                                       OR manager_id IS NULL OR worker_id IS NULL OR host IS NULL) AS n,
+                      count(*) AS total FROM events"""
+        )
+    assert missing.total[0] > 0 and missing.n[0] == 0
+
+
+def test_log_config_pickle_loads_in_a_fresh_interpreter(wide_run):
+    pickled = next((wide_run / "000").rglob("log_config.pkl"))
+    code = ("import pickle, sys; c = pickle.load(open(sys.argv[1], 'rb')); "
+            "print(type(c).__module__, type(c).__name__, c.run_id)")
+    env = dict(os.environ, PYTHONPATH="")
+    done = subprocess.run([sys.executable, "-c", code, str(pickled)], capture_output=True, text=True, env=env,
+                          cwd=pickled.parent, timeout=60)
+    assert done.returncode == 0, done.stderr
+    module, name, run_id = done.stdout.split()
+    assert (module, name) == ("taskscope.parsl.logconfig", "WideEventLogging")
+    assert [run_id] == run_ids(wide_run)
