@@ -57,15 +57,15 @@ def test_record_keeps_every_field_a_reader_needs(logger_to, tmp_path):
     first, second = read_events(tmp_path / "out.jsonlog")
     assert first["message"] == "task 7 launched on htex"
     assert first["msg"] == "task %d launched on %s" and first["args"] == [7, "htex"]
-    assert first["level"] == "DEBUG" and first["logger"] == log.name
-    assert first["function"] == "test_record_keeps_every_field_a_reader_needs"
+    assert first["levelname"] == "DEBUG" and first["name"] == log.name
+    assert first["funcName"] == "test_record_keeps_every_field_a_reader_needs"
     assert first["lineno"] > 0 and first["pathname"] == __file__
-    assert first["pid"] == os.getpid() and first["thread"] == threading.get_ident()
-    assert first["thread_name"] == threading.current_thread().name
+    assert first["process"] == os.getpid() and first["thread"] == threading.get_ident()
+    assert first["threadName"] == threading.current_thread().name
     assert abs(first["created"] - time.time()) < 60
     assert (first["task_id"], first["parsl.executor"], first["ratio"]) == (7, "htex", 0.5)
     assert (first["component"], first["host"]) == ("unit", "h1")
-    assert second["level"] == "ERROR" and second["exc_type"] == "KeyError"
+    assert second["levelname"] == "ERROR" and second["exc_type"] == "KeyError"
     assert "Traceback" in second["exc_text"] and "KeyError: 'missing'" in second["exc_text"]
 
 
@@ -223,7 +223,7 @@ def test_forked_child_does_not_rewrite_the_parents_lines(tmp_path):
     assert sorted(messages) == sorted(parents + ["from the child", "parent after fork"])
     child = next(e for e in read_events(path) if e["message"] == "from the child")
     parent = next(e for e in read_events(path) if e["message"] == "parent after fork")
-    assert child["pid"] != parent["pid"]
+    assert child["process"] != parent["process"]
 
 
 def test_bind_adds_fields_to_every_record_and_nests(logger_to, tmp_path):
@@ -315,11 +315,11 @@ def test_spans_record_ids_parents_durations_and_exceptions(logger_to, tmp_path):
     assert by_event["outer.start"]["parent_span_id"] is None and by_event["outer.start"]["files"] == 3
     assert by_event["inner.start"]["parent_span_id"] == outer_id
     assert by_event["inner.end"]["outcome"] == "error" and by_event["inner.end"]["exception_type"] == "ZeroDivisionError"
-    assert by_event["inner.end"]["level"] == "ERROR" and by_event["inner.end"]["duration_s"] >= 0.01
+    assert by_event["inner.end"]["levelname"] == "ERROR" and by_event["inner.end"]["duration_s"] >= 0.01
     assert by_event["outer.end"]["outcome"] == "ok" and by_event["outer.end"]["duration_s"] >= by_event["inner.end"]["duration_s"]
     inside = next(e for e in events if e["message"] == "inside outer")
     assert inside["span_id"] == outer_id and inside["files"] == 3
-    assert by_event["outer.start"]["function"] == "test_spans_record_ids_parents_durations_and_exceptions"
+    assert by_event["outer.start"]["funcName"] == "test_spans_record_ids_parents_durations_and_exceptions"
 
 
 def test_get_logger_carries_fields(logger_to, tmp_path):
@@ -330,7 +330,7 @@ def test_get_logger_carries_fields(logger_to, tmp_path):
     handler.flush()
     first, second = read_events(tmp_path / "out.jsonlog")
     assert first["component"] == "solver" and "step" not in first
-    assert (second["component"], second["step"], second["level"]) == ("override", 2, "WARNING")
+    assert (second["component"], second["step"], second["levelname"]) == ("override", 2, "WARNING")
 
 
 def test_fast_record_factory_makes_the_same_records():

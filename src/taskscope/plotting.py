@@ -21,7 +21,30 @@ def save_figure(figure, path: str | Path) -> Path:
     if suffix in (".html", ".htm"):
         figure.write_html(path, include_plotlyjs=True, full_html=True)
     elif suffix == ".png":
+        _require_browser()
         figure.write_image(path, format="png", width=1200, height=600)
     else:
         raise PlotError(f"cannot write a plot to {path}: use a .html or .png file name")
     return path
+
+
+def _require_browser() -> None:
+    """Fail with a fix to type when kaleido (1.x renders PNG in a headless Chrome) has none.
+
+    kaleido finds a browser through choreographer: `$BROWSER_PATH` if set, else `chromium`,
+    `chromium-browser` or `google-chrome` on PATH or in their usual places (Debian's
+    `/usr/bin/chromium` is found), else a Chrome downloaded by `plotly_get_chrome`.
+    """
+    import os
+
+    if os.environ.get("BROWSER_PATH"):
+        return
+    try:
+        from choreographer.browsers.chromium import Chromium
+    except ImportError:  # a kaleido without choreographer finds its own renderer
+        return
+    if Chromium.find_browser(skip_local=False) is None:
+        raise PlotError(
+            "a PNG needs Chrome or Chromium and none was found: install one (Debian: apt-get install chromium; "
+            "or run plotly_get_chrome), set BROWSER_PATH to it, or write the plot to a .html file"
+        )

@@ -7,7 +7,7 @@ Syntax (an optional `@SOURCE` suffix restricts any kind to one `events.source`):
 | selector | selects |
 |---|---|
 | `task.launched` | events whose canonical `event` is exactly this (for messages without a canonical name, `event` is the template, so a template works too) |
-| `event:NAME` | the same, spelled out (use it when NAME itself contains `:` followed by a non-space) |
+| `event:NAME` | the same, spelled out (use it when NAME itself starts with `word:`) |
 | `state:NAME` | `task.state` events entering the DFK (or monitoring) state NAME, e.g. `state:launched` |
 | `template:PATTERN` | events whose `template` is SQL `LIKE` PATTERN (`%` any text, `_` one character) |
 | `message:PATTERN` | events whose `message` is `LIKE` PATTERN |
@@ -39,7 +39,7 @@ TASK_STATES = (
 )
 
 _KINDS = ("event", "state", "template", "message")
-_KIND_PREFIX = re.compile(r"^(?P<kind>[a-z_]+):(?P<value>\S.*)$", re.DOTALL)
+_KIND_PREFIX = re.compile(r"^(?P<kind>[a-z_]+):(?P<value>.*)$", re.DOTALL)
 _SOURCE_SUFFIX = re.compile(r"^(?P<body>.+)@(?P<source>[a-z_]+)$", re.DOTALL)
 
 
@@ -99,7 +99,8 @@ def parse_selector(text: str, name: str = "sel") -> Selector:
         body, source = suffix["body"].strip(), suffix["source"]
     kind, value = "event", body
     prefix = _KIND_PREFIX.match(body)
-    if prefix:
+    # `word:text` is a kind; `words: text` (a space after the colon) may be a message template
+    if prefix and (prefix["kind"] in _KINDS or prefix["value"][:1].strip()):
         kind, value = prefix["kind"], prefix["value"].strip()
         if kind not in _KINDS:
             raise SelectorError(
@@ -131,15 +132,19 @@ def _condition(kind: str, value: str, name: str, text: str) -> tuple[str, dict]:
 
 
 def _hint(con: duckdb.DuckDBPyConnection, selector: Selector) -> str:
+    if selector.source is not None:
+        sources = [row[0] for row in con.execute(
+            f"SELECT DISTINCT source FROM events WHERE {selector.sql.rsplit(' AND source = ', 1)[0]} ORDER BY 1",
+            {k: v for k, v in selector.params.items() if not k.endswith("_source")},
+        ).fetchall()]
+        if sources:
+            return f" (it comes from source {', '.join(sources)})"
     if selector.kind == "event":
         names = [row[0] for row in con.execute("SELECT DISTINCT event FROM events WHERE event IS NOT NULL").fetchall()]
         close = difflib.get_close_matches(selector.value, names, n=3, cutoff=0.6)
         if close:
             return " (did you mean " + " or ".join(close) + "?)"
         return " (see: taskscope sql \"SELECT event, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC\")"
-    if selector.source is not None:
-        sources = [row[0] for row in con.execute("SELECT DISTINCT source FROM events ORDER BY 1").fetchall()]
-        return f" (sources in the store: {', '.join(sources)})"
     return ""
 
 

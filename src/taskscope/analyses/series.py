@@ -40,7 +40,7 @@ def _value_sql(field: str, param: str) -> str:
 def _label_sql(field: str, param: str) -> str:
     """SQL for `field` as a text label (for grouping): any column, or an attrs key."""
     if field in _COLUMN_TYPES and field != "attrs":
-        return f"CAST({field} AS VARCHAR)"
+        return field
     return f"json_extract_string(attrs, ${param})"
 
 

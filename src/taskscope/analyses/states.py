@@ -84,8 +84,8 @@ def _curve_sql(changes: str) -> str:
         SELECT run_id, step, ts, task_id, previous, -1 FROM transitions WHERE previous IS NOT NULL
     )
     SELECT run_id, step, ts, task_id, state, change,
-           sum(change) OVER (PARTITION BY run_id, state ORDER BY step
-                             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS tasks
+           CAST(sum(change) OVER (PARTITION BY run_id, state ORDER BY step
+                                  ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS BIGINT) AS tasks
     FROM moves
     ORDER BY run_id, step, change
     """

@@ -1,9 +1,257 @@
-"""CLI commands: (being written)."""
+"""CLI commands about the path tasks take: common-path, bottlenecks, compare."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
 import typer
+
+import taskscope
+from taskscope.analyses.bottlenecks import Bottlenecks, bottlenecks
+from taskscope.analyses.common_path import CommonPath, common_path
+from taskscope.analyses.compare import compare
+from taskscope.commands.common import (
+    FormatOption,
+    OutputFormat,
+    PlotOption,
+    RunOption,
+    StoreOption,
+    emit,
+    fail,
+    save_plot,
+    user_errors,
+)
+
+#: colours of the stages in every plot of this module
+STAGE_COLOURS = {"parsl": "#1f77b4", "interchange": "#ff7f0e", "manager": "#2ca02c", "worker": "#d62728",
+                 "monitoring": "#9467bd"}
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
+    app.command("common-path")(user_errors(common_path_command))
+    app.command("bottlenecks")(user_errors(bottlenecks_command))
+    app.command("compare")(user_errors(compare_command))
+
+
+# ---------------------------------------------------------------------------------------------
+# common-path
+
+
+def common_path_command(
+    run: Optional[str] = RunOption,
+    variant: int = typer.Option(1, "--variant", "-v", help="Which variant to show (1: the most common)."),
+    top: int = typer.Option(10, "--top", help="Variants listed in the table (0: all)."),
+    store: str = StoreOption,
+    fmt: OutputFormat = FormatOption,
+    plot: Optional[Path] = PlotOption,
+) -> None:
+    """Show the common path of tasks as a synthetic average task, and the variants.
+
+    Each line is a step (source and message template) with the mean time since the task's first event; tasks whose steps differ (retries, failures, another executor) form other variants, listed below it. JSON gives {"variants": [...], "steps": [...]}; CSV the steps.
+
+    Example: taskscope common-path --run 000 --variant 2 --plot path.html
+    """
+    with taskscope.open(store, read_only=True) as opened:
+        path = common_path(opened, run=run)
+    if path.variants.empty:
+        fail("no task events" + (f" in run {run}" if run else "") + " (see `taskscope runs`)")
+    if variant not in set(path.variants["variant"]):
+        fail(f"no variant {variant}: there are {len(path.variants)} (see the variants table)")
+    steps = path.variant_steps(variant)
+    if plot is not None:
+        save_plot(path_figure(path, variant), plot)
+    if fmt is OutputFormat.json:
+        _write_json({"variants": _records(path.variants), "steps": _records(steps)})
+    elif fmt is OutputFormat.csv:
+        emit(steps, fmt)
+    else:
+        _print_average_task(path, variant)
+        shown = path.variants if top <= 0 else path.variants.head(top)
+        emit(_short_runs(_as_text(shown, ["duration_mean", "duration_median", "duration_p95"])), fmt,
+             f"variants ({len(path.variants)}; {len(shown)} shown)")
+
+
+def _print_average_task(path: CommonPath, variant: int) -> None:
+    info = path.variants[path.variants["variant"] == variant].iloc[0]
+    print(f"=== variant {variant} of {len(path.variants)}: {info.tasks} tasks ({100 * info.share:.1f}%), "
+          f"{info.steps} steps, {info.orderings} orderings; e.g. task {info.example_task_id} "
+          f"of run {str(info.example_run_id)[:8]} ===")
+    print("mean s since first event: step  (source; median / p95 s since previous step)")
+    for step in path.variant_steps(variant).itertuples(index=False):
+        previous = "" if pd.isna(step.since_previous_median) else (
+            f"; {step.since_previous_median:.6f} / {step.since_previous_p95:.6f}")
+        template = step.template if step.occurrence == 1 else f"{step.template} (#{step.occurrence})"
+        print(f"{step.since_first_mean:.6f}: {template}  ({step.source}{previous})")
+
+
+def path_figure(path: CommonPath, variant: int = 1):
+    """A Gantt-like chart of a variant's average task: one bar per step, from its mean time
+    since the first event to the next step's."""
+    import plotly.graph_objects as go
+
+    steps = path.variant_steps(variant)
+    starts = steps["since_first_mean"]
+    ends = starts.shift(-1).fillna(starts)
+    figure = go.Figure()
+    for source, group in steps.groupby("source", sort=False):
+        figure.add_trace(go.Bar(
+            y=group["label"], x=(ends - starts)[group.index], base=starts[group.index], orientation="h",
+            name=source, marker_color=STAGE_COLOURS.get(source),
+            hovertemplate="%{y}<br>from %{base:.6f} s for %{x:.6f} s<extra></extra>",
+        ))
+    figure.update_yaxes(categoryorder="array", categoryarray=list(steps["label"])[::-1], automargin=True)
+    figure.update_layout(title=f"Average task of variant {variant} ({int(steps['tasks'].max())} tasks)",
+                         xaxis_title="seconds since the task's first event", barmode="overlay",
+                         height=max(400, 28 * len(steps) + 150))
+    return figure
+
+
+# ---------------------------------------------------------------------------------------------
+# bottlenecks
+
+
+def bottlenecks_command(
+    run: Optional[str] = typer.Option(None, "--run", "-r", help="Run id, prefix or folder (default: the latest run)."),
+    store: str = StoreOption,
+    fmt: OutputFormat = FormatOption,
+    plot: Optional[Path] = PlotOption,
+) -> None:
+    """Rank the steps of the common path by the time tasks wait in them.
+
+    Names the stage (DFK, interchange, manager, worker) that holds tasks longest, and says whether worker slots sat idle while tasks waited upstream. JSON gives one object with steps, stages and workers; CSV the ranked steps.
+
+    Example: taskscope bottlenecks --run 000 --plot waits.png
+    """
+    with taskscope.open(store, read_only=True) as opened:
+        found = bottlenecks(opened, run=run)
+    if found.steps.empty:
+        fail("no task events" + (f" in run {run}" if run else "") + " (see `taskscope runs`)")
+    if plot is not None:
+        save_plot(bottlenecks_figure(found), plot)
+    if fmt is OutputFormat.json:
+        _write_json({
+            "run_id": found.run_id, "slowest_stage": found.slowest_stage,
+            "workers_idle_while_waiting": found.workers_idle_while_waiting,
+            "steps": _records(found.steps), "stages": _records(found.stages), "workers": _records(found.workers),
+        })
+        return
+    if fmt is OutputFormat.csv:
+        emit(found.steps, fmt)
+        return
+    shown = found.steps[["rank", "stage", "wait_total_s", "wait_share", "wait_mean_s", "wait_median_s",
+                         "wait_p95_s", "tasks", "label"]]
+    emit(_as_text(shown, ["wait_mean_s", "wait_median_s", "wait_p95_s"]), fmt,
+         f"time tasks wait in each step, run {found.run_id}")
+    emit(found.stages, fmt, "by stage")
+    print(_verdict(found))
+
+
+def _verdict(found: Bottlenecks) -> str:
+    stage = found.stages.iloc[0]
+    lines = [f"Tasks wait longest in the {stage.stage} ({100 * stage.wait_share:.1f}% of their waiting time)."]
+    if found.workers.empty:
+        lines.append("No HTEX worker events: worker idleness not measured.")
+    else:
+        w = found.workers.iloc[0]
+        if found.workers_idle_while_waiting:
+            lines.append(
+                f"Workers sat idle while tasks waited upstream: {w.idle_while_waiting_slot_s:.3f} slot-seconds "
+                f"over {w.idle_while_waiting_s:.3f} s ({int(w.slots)} slots, utilisation {100 * w.utilisation:.1f}%)."
+            )
+        else:
+            lines.append(f"No worker slot sat idle while tasks waited upstream ({int(w.slots)} slots, "
+                         f"utilisation {100 * w.utilisation:.1f}%).")
+    return "\n".join(lines)
+
+
+def bottlenecks_figure(found: Bottlenecks):
+    """Horizontal bars: total time tasks waited in each step, longest on top, coloured by stage."""
+    import plotly.graph_objects as go
+
+    steps = found.steps
+    figure = go.Figure()
+    for source, group in steps.groupby("source", sort=False):
+        figure.add_trace(go.Bar(y=group["label"], x=group["wait_total_s"], orientation="h",
+                                name=group["stage"].iloc[0], marker_color=STAGE_COLOURS.get(source)))
+    figure.update_yaxes(categoryorder="array", categoryarray=list(steps["label"])[::-1], automargin=True)
+    figure.update_layout(title=f"Time tasks wait in each step (run {found.run_id})",
+                         xaxis_title="seconds, summed over tasks", height=max(400, 28 * len(steps) + 150))
+    return figure
+
+
+# ---------------------------------------------------------------------------------------------
+# compare
+
+
+def compare_command(
+    run_a: str = typer.Argument(..., help="The run before (id, prefix or folder name)."),
+    run_b: str = typer.Argument(..., help="The run after."),
+    min_change: float = typer.Option(0.001, "--min-change", help="Smallest change in seconds that can count."),
+    store: str = StoreOption,
+    fmt: OutputFormat = FormatOption,
+    plot: Optional[Path] = PlotOption,
+) -> None:
+    """Compare two runs: time in each step of the common path, task duration and throughput.
+
+    A change is marked significant when run B's median is outside run A's interquartile range and moves by at least --min-change seconds.
+
+    Example: taskscope compare 000 001 --plot compare.html
+    """
+    with taskscope.open(store, read_only=True) as opened:
+        frame = compare(opened, run_a, run_b, min_change_s=min_change)
+    if plot is not None:
+        save_plot(compare_figure(frame, run_a, run_b), plot)
+    if fmt is not OutputFormat.table:
+        emit(frame, fmt)
+        return
+    shown = frame[["position", "step", "unit", "median_a", "median_b", "change_median", "change_pct",
+                   "p25_a", "p75_a", "direction"]]
+    emit(_as_text(shown, ["median_a", "median_b", "change_median", "p25_a", "p75_a"]), fmt,
+         f"{run_b} against {run_a} (medians)")
+    changed = frame[frame["significant"]]
+    print(f"{len(changed)} of {len(frame)} rows changed by more than run A's spread.")
+
+
+def compare_figure(frame: pd.DataFrame, run_a: str, run_b: str):
+    """Before/after bars of the median time in each step and of the task duration (log scale)."""
+    import plotly.graph_objects as go
+
+    latency = frame[frame["unit"] == "s"]
+    figure = go.Figure([
+        go.Bar(y=latency["step"], x=latency["median_a"], orientation="h", name=f"A: {run_a}"),
+        go.Bar(y=latency["step"], x=latency["median_b"], orientation="h", name=f"B: {run_b}"),
+    ])
+    figure.update_yaxes(categoryorder="array", categoryarray=list(latency["step"])[::-1], automargin=True)
+    figure.update_xaxes(type="log")
+    figure.update_layout(barmode="group", title="Median time in step, before (A) and after (B)",
+                         xaxis_title="seconds (log scale)", height=max(400, 40 * len(latency) + 150))
+    return figure
+
+
+# ---------------------------------------------------------------------------------------------
+# output helpers
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    return json.loads(frame.to_json(orient="records", date_format="iso", default_handler=str))
+
+
+def _write_json(document: dict) -> None:
+    sys.stdout.write(json.dumps(document) + "\n")
+
+
+def _as_text(frame: pd.DataFrame, seconds_columns: list[str]) -> pd.DataFrame:
+    """Seconds columns as text with microsecond digits (tables otherwise show 3 decimals)."""
+    frame = frame.copy()
+    for column in seconds_columns:
+        frame[column] = frame[column].map(lambda v: "" if pd.isna(v) else f"{v:.6f}")
+    return frame
+
+
+def _short_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(example_run_id=frame["example_run_id"].astype(str).str[:8])

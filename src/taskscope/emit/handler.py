@@ -20,7 +20,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from taskscope.emit.records import IMMUTABLE_TYPES, dumps_event, event_of, formatted_message, freeze_args
+from taskscope.emit.records import IMMUTABLE_TYPES, RecordEncoder, formatted_message, freeze_args
 
 DEFAULT_FLUSH_INTERVAL = 0.5  # seconds; a SIGKILL loses at most this much
 
@@ -50,7 +50,7 @@ class WideEventHandler(logging.Handler):
         super().__init__(level)
         self.path = Path(path)
         self.flush_interval = flush_interval
-        self.stamps: dict[str, Any] = dict(stamps or {})
+        self.stamps = dict(stamps or {})
         self.dropped_records = 0
         self.written_records = 0
         self._queue: deque = deque()
@@ -140,14 +140,14 @@ class WideEventHandler(logging.Handler):
             return
         lines = []
         popleft = queue.popleft
-        stamps = self.stamps
+        encoder = RecordEncoder(self.stamps)
         while True:
             try:
                 record, args, message = popleft()
             except IndexError:
                 break
             try:
-                lines.append(dumps_event(event_of(record, args, stamps, message)))
+                lines.append(encoder.line(record, args, message))
             except Exception:  # noqa: BLE001 - one odd record must not stop the others
                 self.dropped_records += 1
         if lines:

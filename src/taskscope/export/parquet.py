@@ -25,7 +25,7 @@ import shutil
 from pathlib import Path
 
 from taskscope._sql import connection_of, literal, scalar
-from taskscope.export.summary import ExportError, ExportSummary
+from taskscope.export.summary import ExportError, ExportSummary, ProgressCallback, report
 from taskscope.queries import resolve_run
 from taskscope.schema import EVENT_COLUMN_NAMES
 
@@ -33,7 +33,10 @@ from taskscope.schema import EVENT_COLUMN_NAMES
 EXPORT_ENTRIES = {"events", "event_task_links", "run_dirs.parquet"}
 
 
-def export_parquet(store, folder: str | Path, run: str | None = None, overwrite: bool = False) -> ExportSummary:
+def export_parquet(
+    store, folder: str | Path, run: str | None = None, overwrite: bool = False,
+    on_progress: ProgressCallback | None = None,
+) -> ExportSummary:
     """Write the events of `run` (id, prefix or folder name; None: every run, and the events with
     no run) to `folder` as Parquet partitioned by run, with the side tables that make it usable alone.
 
@@ -48,10 +51,12 @@ def export_parquet(store, folder: str | Path, run: str | None = None, overwrite:
     folder = Path(folder)
     _prepare_folder(folder, overwrite)
     where, params = ("WHERE run_id = ?", [run_id]) if run_id is not None else ("", [])
+    report(on_progress, "writing events")
     columns = ", ".join(f'"{name}"' for name in EVENT_COLUMN_NAMES)
     events = _copy_partitioned(
         con, f"SELECT {columns} FROM events {where} ORDER BY run_id, ts, file, line", params, folder / "events"
     )
+    report(on_progress, "writing side tables")
     links = _copy_partitioned(
         con, f"SELECT * FROM event_task_links {where} ORDER BY run_id, task_id, file_id, line", params,
         folder / "event_task_links",

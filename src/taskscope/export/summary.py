@@ -5,6 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Optional
+
+#: called as `on_progress(description, done, total)` while an export runs (total None: unknown)
+ProgressCallback = Callable[[str, int, Optional[int]], None]
+
+
+def report(on_progress: ProgressCallback | None, description: str, done: int = 0, total: int | None = None) -> None:
+    """Tell `on_progress`, if any, how far an export is."""
+    if on_progress is not None:
+        on_progress(description, done, total)
 
 
 class ExportError(RuntimeError):

@@ -34,6 +34,10 @@ COLUMN_KEYS: dict[str, list[str]] = {
     "worker_id": ["worker_id"],
 }
 
+# LogRecord attributes that only restate another one (levelno/levelname, filename/pathname,
+# msecs/created, ...) or are always empty in JSON (exc_info): left out of attrs
+REDUNDANT_KEYS = ("levelno", "filename", "module", "msecs", "relativeCreated", "exc_info")
+
 # columns of type BIGINT (`thread` is the thread name; the numeric thread id stays in attrs)
 INTEGER_COLUMNS = {"pid", "task_id", "try_id", "executor_task_id"}
 
@@ -86,6 +90,7 @@ def attrs_sql(text_column: str, values_alias: str = "v") -> str:
             cases.append(f"WHEN {values_alias}[{position}] IS NOT NULL THEN {literal(key)}")
         used.append(f"CASE {' '.join(cases)} END")
     used.append(f"CASE WHEN strpos({values_alias}[{msg_position}], '%') = 0 THEN 'msg' END")
+    used.extend(literal(key) for key in REDUNDANT_KEYS)
     patch = (
         f"to_json(map_from_entries(list_transform(list_distinct(list_filter(list_value({', '.join(used)}), "
         "lambda k: k IS NOT NULL)), lambda k: struct_pack(k := k, v := NULL::JSON))))"

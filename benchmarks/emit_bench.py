@@ -1,0 +1,134 @@
+"""Cost of one logging call through taskscope's WideEventHandler, against the usual JSON set-ups.
+
+Each configuration logs `--calls` times `logger.debug("task %d launched on %s", i, label,
+extra=<8 fields>)` to a real file in a temporary folder. Configurations run interleaved, several
+rounds, in this one process; the table shows the median µs per call on the calling thread
+("caller"), the µs per record until it is on disk ("end to end": includes the final flush), and
+each one's ratio to the anchor (stdlib logging + a json.dumps formatter on a FileHandler).
+
+    .venv/bin/python benchmarks/emit_bench.py [--calls 100000] [--rounds 5]
+
+Target (issue #3): ≤ 4 µs per call through the handler (anchor measured at 8-12 µs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from taskscope.emit import WideEventHandler
+from taskscope.emit.records import make_fast_record_factory
+
+TARGET_US = 4.0
+EXTRA = {"run_id": "6f1c2", "task_id": 7, "try_id": 0, "executor_label": "htex_local", "block_id": "0",
+         "manager_id": "36094ce03926", "worker_id": "1", "app_name": "inc"}
+
+
+class JsonFormatter(logging.Formatter):
+    """The anchor: a JSON formatter as commonly written (stdlib json, record fields + extras)."""
+
+    skip = set(vars(logging.LogRecord("n", 10, "p", 1, "m", None, None))) | {"message", "asctime"}
+
+    def __init__(self, dumps: Callable[[dict], str | bytes] = json.dumps):
+        super().__init__()
+        self.dumps = dumps
+
+    def format(self, record: logging.LogRecord) -> str:
+        data = {"created": record.created, "level": record.levelname, "logger": record.name,
+                "message": record.getMessage(), "lineno": record.lineno, "function": record.funcName,
+                "process": record.process, "thread": record.thread}
+        data.update((k, v) for k, v in record.__dict__.items() if k not in self.skip)
+        out = self.dumps(data)
+        return out.decode() if isinstance(out, bytes) else out
+
+
+@dataclass
+class Setup:
+    name: str
+    make_handler: Callable[[Path], logging.Handler]
+    fast_records: bool = False
+    caller_us: list[float] = field(default_factory=list)
+    e2e_us: list[float] = field(default_factory=list)
+
+
+def file_handler(formatter: logging.Formatter) -> Callable[[Path], logging.Handler]:
+    def make(path: Path) -> logging.Handler:
+        handler = logging.FileHandler(path)
+        handler.setFormatter(formatter)
+        return handler
+    return make
+
+
+SETUPS = [
+    Setup("stdlib + json.dumps formatter (anchor)", file_handler(JsonFormatter())),
+    Setup("stdlib + orjson formatter", file_handler(JsonFormatter(orjson.dumps))),
+    Setup("taskscope WideEventHandler", lambda path: WideEventHandler(path)),
+    Setup("taskscope WideEventHandler + fast records (as WideEventLogging)", lambda path: WideEventHandler(path),
+          fast_records=True),
+]
+
+
+def run_once(setup: Setup, folder: Path, calls: int, round_no: int) -> None:
+    path = folder / f"{round_no}-{setup.name.split()[0]}-{id(setup)}.log"
+    handler = setup.make_handler(path)
+    logger = logging.getLogger(f"bench.{id(setup)}.{round_no}")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    factory = make_fast_record_factory() if setup.fast_records else None
+    if factory:
+        logging.setLogRecordFactory(factory)
+    try:
+        debug = logger.debug
+        started = time.perf_counter()
+        for i in range(calls):
+            debug("task %d launched on %s", i, "htex_local", extra=EXTRA)
+        called = time.perf_counter()
+        handler.flush()
+        handler.close()
+        done = time.perf_counter()
+    finally:
+        logging.setLogRecordFactory(logging.LogRecord)
+        logger.removeHandler(handler)
+    lines = sum(1 for _ in path.open("rb"))
+    if lines != calls:
+        raise SystemExit(f"{setup.name}: wrote {lines} lines for {calls} calls")
+    setup.caller_us.append((called - started) / calls * 1e6)
+    setup.e2e_us.append((done - started) / calls * 1e6)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_no in range(options.rounds):
+            for setup in SETUPS:
+                run_once(setup, Path(tmp), options.calls, round_no)
+    anchor = statistics.median(SETUPS[0].caller_us)
+    table = Table(title=f"µs per logger.debug(..., extra=8 fields), median of {options.rounds} rounds × "
+                        f"{options.calls:,} calls, file sink")
+    for column in ("configuration", "caller µs", "end-to-end µs", "caller vs anchor", "target ≤ 4 µs"):
+        table.add_column(column)
+    for setup in SETUPS:
+        caller, e2e = statistics.median(setup.caller_us), statistics.median(setup.e2e_us)
+        met = "met" if caller <= TARGET_US else "missed"
+        table.add_row(setup.name, f"{caller:.2f}", f"{e2e:.2f}", f"{anchor / caller:.2f}× faster",
+                      met if "taskscope" in setup.name else "")
+    Console(width=150).print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""OTLP/JSON logs export: the store's events as OpenTelemetry log records, for any OTLP consumer
+(an OpenTelemetry Collector's `otlpjsonfile` receiver, Grafana Loki, Honeycomb, ...).
+
+The file is JSON Lines (the OTLP file-exporter format): each line one `LogsData` holding up to
+`batch` records. Encoding follows OTLP/JSON: lowerCamelCase keys, 64-bit integers as decimal
+strings, enums as integers, ids as hex. Mapping of an event:
+
+| event | log record |
+|---|---|
+| `ts` | `timeUnixNano`: the nearest nanosecond, so `timeUnixNano / 1e9` is `ts` again exactly |
+| `level` | `severityText` as logged; `severityNumber` TRACE 1, DEBUG 5, INFO 9, WARNING/WARN 13, ERROR 17, CRITICAL/FATAL 21 (other levels: unset) |
+| `message` | `body.stringValue` |
+| `event` | `eventName` where it is a canonical name (differs from the template), and an attribute |
+| `source`, `host`, `pid` | resource attributes `service.name`, `host.name`, `process.pid` (one resource per process) |
+| `logger` | the instrumentation scope name (as OpenTelemetry's Python logging bridge does) |
+| every other column (`file`, `line`, `thread`, `run_id`, `task_id`, ..., `worker_id`) | an attribute named after the column, when not null |
+| every member of `attrs` | an attribute under its own name (`attrs.NAME` if NAME is also a column), typed: strings `stringValue`, integers `intValue`, floats `doubleValue`, booleans `boolValue`, JSON null an empty value, arrays `arrayValue` and objects `kvlistValue` (values nested deeper than that as their JSON text in `stringValue`) |
+| `run_id` when it is a UUID (Parsl's run ids are) | `traceId` (its 32 hex digits): a run is one trace, so a backend groups a run's logs. `spanId` stays empty: taskscope exports no spans to point at |
+
+Records are ordered by resource, scope, time, so a batch holds few resources. Events with no
+run are exported too (with no `run_id` attribute and no `traceId`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from taskscope._sql import connection_of, scalar
+from taskscope.export.summary import ExportSummary, ProgressCallback, report, writable_file
+from taskscope.queries import resolve_run
+from taskscope.schema import EVENT_COLUMN_NAMES
+
+#: OpenTelemetry SeverityNumber of each Python/Parsl level name (logs data model, "SeverityNumber")
+SEVERITY_NUMBERS = {"TRACE": 1, "DEBUG": 5, "INFO": 9, "WARN": 13, "WARNING": 13, "ERROR": 17, "FATAL": 21, "CRITICAL": 21}
+#: columns that become attributes, and the AnyValue field for their type
+STRING_ATTRIBUTE_COLUMNS = (
+    "event", "template", "file", "thread", "run_id", "app_name", "task_state", "executor_label",
+    "block_id", "job_id", "manager_id", "worker_id",
+)
+INT_ATTRIBUTE_COLUMNS = ("line", "task_id", "try_id", "executor_task_id")
+#: rows fetched from DuckDB per write (each row is one LogsData line)
+BATCH_LINES = 64
+
+# AnyValue of a JSON scalar (arrays and objects as their JSON text). Integers outside int64 and
+# non-finite floats cannot be intValue/doubleValue in OTLP/JSON, so they stay text too.
+_MACROS = """
+CREATE OR REPLACE TEMP MACRO otlp_scalar(j) AS CASE json_type(j)
+    WHEN 'VARCHAR' THEN json_object('stringValue', j ->> '$')
+    WHEN 'BIGINT' THEN json_object('intValue', CAST(j AS VARCHAR))
+    WHEN 'UBIGINT' THEN CASE WHEN TRY_CAST(CAST(j AS VARCHAR) AS BIGINT) IS NOT NULL
+                             THEN json_object('intValue', CAST(j AS VARCHAR))
+                             ELSE json_object('stringValue', CAST(j AS VARCHAR)) END
+    WHEN 'DOUBLE' THEN CASE WHEN isfinite(CAST(j AS DOUBLE)) THEN json_object('doubleValue', CAST(j AS DOUBLE))
+                            ELSE json_object('stringValue', CAST(j AS VARCHAR)) END
+    WHEN 'BOOLEAN' THEN json_object('boolValue', CAST(j AS BOOLEAN))
+    WHEN 'NULL' THEN json('{}')
+    ELSE json_object('stringValue', CAST(j AS VARCHAR)) END;
+CREATE OR REPLACE TEMP MACRO otlp_pointer(k) AS '/' || replace(replace(k, '~', '~0'), '/', '~1');
+CREATE OR REPLACE TEMP MACRO otlp_any(j) AS CASE json_type(j)
+    WHEN 'ARRAY' THEN json_object('arrayValue', json_object('values',
+        list_transform(json_extract(j, '$[*]'), lambda x: otlp_scalar(x))))
+    WHEN 'OBJECT' THEN json_object('kvlistValue', json_object('values',
+        list_transform(json_keys(j), lambda k: {'key': k, 'value': otlp_scalar(json_extract(j, otlp_pointer(k)))})))
+    ELSE otlp_scalar(j) END;
+"""
+
+
+def export_otlp(
+    store, path: str | Path, run: str | None = None, batch: int = 1000, on_progress: ProgressCallback | None = None
+) -> ExportSummary:
+    """Write the events of `run` (id, prefix or folder name; None: every event) to `path` as
+    OTLP/JSON logs: JSON Lines, one `LogsData` of up to `batch` records per line.
+
+    Use it to load a run into an OpenTelemetry backend, e.g. with the Collector's
+    `otlpjsonfile` receiver.
+
+    >>> export_otlp(store, "run.otlp.jsonl", run="000").line()  # doctest: +SKIP
+    'wrote otlp to run.otlp.jsonl: 3,611 events of 1 run (lines: 4, resources: 9)'
+    """
+    if batch < 1:
+        raise ValueError("batch must be at least 1")
+    con = connection_of(store)
+    run_id = resolve_run(con, run)
+    path = writable_file(path)
+    cur = con.cursor()  # macros stay private to this export
+    try:
+        cur.execute(_MACROS)
+        where, params = _where(run_id)
+        events = scalar(cur, f"SELECT count(*) FROM events {where}", params)
+        total_lines = -(-events // batch)
+        report(on_progress, "building log records", 0, total_lines)
+        lines = 0
+        with open(path, "wb") as out:
+            query = cur.sql(_logs_data_sql(batch), params={"run": run_id})
+            for record_batch in query.to_arrow_reader(BATCH_LINES):
+                rows = record_batch.column(0).to_pylist()
+                if rows:
+                    out.write(("\n".join(rows) + "\n").encode())
+                    lines += len(rows)
+                    report(on_progress, "writing LogsData lines", lines, total_lines)
+        runs = scalar(cur, f"SELECT count(DISTINCT run_id) FROM events {where}", params)
+        resources = scalar(cur, f"SELECT count(*) FROM (SELECT DISTINCT source, host, pid FROM events {where})", params)
+    finally:
+        cur.close()
+    return ExportSummary("otlp", path, events, runs, {"lines": lines, "resources": resources})
+
+
+def _where(run_id: str | None) -> tuple[str, list]:
+    return ("WHERE run_id = ?", [run_id]) if run_id is not None else ("", [])
+
+
+def _attributes_sql() -> str:
+    """SQL for an event's attribute list (key/AnyValue structs), null columns left out."""
+    items = [
+        f"CASE WHEN {name} IS NOT NULL THEN {{'key': '{name}', 'value': json_object('stringValue', {name})}} END"
+        for name in STRING_ATTRIBUTE_COLUMNS
+    ] + [
+        f"CASE WHEN {name} IS NOT NULL THEN {{'key': '{name}', 'value': json_object('intValue', CAST({name} AS VARCHAR))}} END"
+        for name in INT_ATTRIBUTE_COLUMNS
+    ]
+    columns = ", ".join(f"'{name}'" for name in EVENT_COLUMN_NAMES)
+    from_attrs = f"""coalesce(list_transform(json_keys(attrs), lambda k: {{
+        'key': CASE WHEN k IN ({columns}) THEN 'attrs.' || k ELSE k END,
+        'value': otlp_any(json_extract(attrs, otlp_pointer(k)))}}), [])"""
+    return f"list_concat(list_filter([{', '.join(items)}], lambda a: a IS NOT NULL), {from_attrs})"
+
+
+def _logs_data_sql(batch: int) -> str:
+    """SQL returning one OTLP `LogsData` JSON text per row (parameter `$run`: a run id or NULL)."""
+    severity = " ".join(f"WHEN '{level}' THEN {number}" for level, number in SEVERITY_NUMBERS.items())
+    return f"""
+    WITH records AS (
+        SELECT source, host, pid, logger,
+               row_number() OVER (ORDER BY source, host, pid, logger, ts, file, line) - 1 AS position,
+               json_merge_patch('{{}}', json_object(
+                   -- whole seconds and fraction apart: ts * 1e9 as a DOUBLE would lose the last ~100 ns
+                   'timeUnixNano', CAST(CAST(floor(ts) AS BIGINT) * 1000000000
+                                        + CAST(round((ts - floor(ts)) * 1e9) AS BIGINT) AS VARCHAR),
+                   'severityNumber', CASE upper(level) {severity} END,
+                   'severityText', level,
+                   'body', CASE WHEN message IS NOT NULL THEN json_object('stringValue', message) END,
+                   'eventName', CASE WHEN event IS DISTINCT FROM template THEN event END,
+                   'traceId', CASE WHEN TRY_CAST(run_id AS UUID) IS NOT NULL
+                                   THEN replace(lower(CAST(TRY_CAST(run_id AS UUID) AS VARCHAR)), '-', '') END,
+                   'attributes', {_attributes_sql()})) AS record
+        FROM events WHERE $run IS NULL OR run_id = $run
+    ),
+    batched AS (SELECT *, position // {int(batch)} AS line_no FROM records),
+    scopes AS (
+        SELECT line_no, source, host, pid, logger, min(position) AS first,
+               json_object('scope', json_merge_patch('{{}}', json_object('name', logger)),
+                           'logRecords', to_json(list(record ORDER BY position))) AS scope_logs
+        FROM batched GROUP BY line_no, source, host, pid, logger
+    ),
+    resources AS (
+        SELECT line_no, min(first) AS first,
+               json_object('resource', json_object('attributes', list_filter([
+                   {{'key': 'service.name', 'value': json_object('stringValue', coalesce(source, 'unknown'))}},
+                   CASE WHEN host IS NOT NULL THEN {{'key': 'host.name', 'value': json_object('stringValue', host)}} END,
+                   CASE WHEN pid IS NOT NULL
+                        THEN {{'key': 'process.pid', 'value': json_object('intValue', CAST(pid AS VARCHAR))}} END
+               ], lambda a: a IS NOT NULL)),
+               'scopeLogs', to_json(list(scope_logs ORDER BY first))) AS resource_logs
+        FROM scopes GROUP BY line_no, source, host, pid
+    )
+    SELECT CAST(json_object('resourceLogs', to_json(list(resource_logs ORDER BY first))) AS VARCHAR)
+    FROM resources GROUP BY line_no ORDER BY line_no
+    """
+

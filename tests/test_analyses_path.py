@@ -1,0 +1,298 @@
+"""Common path, bottlenecks and compare on real Parsl runs (parsl-perf, the demo workflow with
+retries and an always-failing app, and a run of sleeping tasks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import taskscope
+from taskscope.analyses.bottlenecks import STAGES, bottlenecks
+from taskscope.analyses.common_path import NOISE_EVENTS, common_path
+from taskscope.analyses.compare import compare
+from conftest import PERF_CONFIG, make_real_run
+
+SLEEP_SECONDS = 0.1
+
+SLEEP_WORKFLOW = '''
+import parsl
+from parsl.config import Config
+from parsl.executors import HighThroughputExecutor
+from parsl.providers import LocalProvider
+
+@parsl.python_app
+def nap(seconds):
+    import time
+    time.sleep(seconds)
+    return seconds
+
+config = Config(
+    executors=[HighThroughputExecutor(label="htex_local", worker_debug=True, cores_per_worker=1,
+                                      max_workers_per_node=2, provider=LocalProvider(init_blocks=1, max_blocks=1))],
+    strategy="none",
+    run_dir={run_dir!r},
+)
+with parsl.load(config):
+    assert sum(f.result() for f in [nap({seconds}) for _ in range(40)]) > 0
+'''
+
+
+@pytest.fixture(scope="module")
+def perf_store(perf_run):
+    store = taskscope.open(":memory:")
+    store.ingest(perf_run)
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def retry_run(tmp_path_factory) -> Path:
+    """The demo workflow on HTEX only, retries=2: `always_fails` fails on all three tries."""
+    runinfo = tmp_path_factory.mktemp("retry_run") / "runinfo"
+    make_real_run(runinfo, n_inputs=8, retries=2)
+    return runinfo
+
+
+@pytest.fixture(scope="module")
+def sleep_run(tmp_path_factory) -> Path:
+    """A real HTEX run (same executor settings as perf_run) whose 40 tasks each sleep 0.1 s."""
+    base = tmp_path_factory.mktemp("sleep_run")
+    runinfo = base / "runinfo"
+    script = base / "sleep_workflow.py"
+    script.write_text(SLEEP_WORKFLOW.format(run_dir=str(runinfo), seconds=SLEEP_SECONDS))
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env, cwd=base)
+    if done.returncode != 0:
+        pytest.fail(f"sleep workflow failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return runinfo
+
+
+def raw_task_events(store, run_id: str, task_id: int) -> pd.DataFrame:
+    """One task's events straight from its timeline, without what common_path leaves out: the
+    noise events, and monitoring.db's copies (these runs have logs)."""
+    events = store.timeline(task_id, run_id)
+    events = events[~events["event"].isin(NOISE_EVENTS) & (events["source"] != "monitoring")]
+    templates = store.sql("SELECT file, line, template FROM events WHERE run_id = ?", [run_id])
+    return events.merge(templates, on=["file", "line"]).sort_values(["ts", "file", "line"]).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# common path
+
+
+def test_perf_run_has_one_dominant_variant_through_every_stage(perf_store):
+    path = common_path(perf_store)
+    submitted = perf_store.sql("SELECT count(DISTINCT task_id) AS n FROM events WHERE event = 'task.submitted'").n[0]
+    assert path.variants["tasks"].sum() == submitted
+    dominant = path.variants.iloc[0]
+    # parsl-perf tasks are all alike; on the runs we made every task took the same steps and
+    # only the interleaving of events logged by different processes differed (see `orderings`)
+    assert dominant.share >= 0.9, path.variants
+    assert dominant.orderings >= 1
+    assert {"parsl", "interchange", "manager", "worker"} <= set(path.dominant["source"])
+    events = set(path.dominant["event"])
+    assert {"task.launched", "htex.interchange.sent", "htex.manager.received", "htex.worker.received"} <= events
+    assert not events & set(NOISE_EVENTS)
+    # the average task runs forward in time
+    assert path.dominant["since_first_mean"].is_monotonic_increasing or \
+        (path.dominant["since_first_mean"].diff().dropna() > -1e-3).all()
+
+
+def test_multi_task_messages_count_for_every_task_they_name(perf_store):
+    linked = perf_store.sql("SELECT count(DISTINCT task_id) AS n FROM event_task_links").n[0]
+    if not linked:
+        pytest.skip("this run's interchange sent no task in a batch of several")
+    sent = common_path(perf_store).dominant.query("event == 'htex.interchange.sent'")
+    assert sent["tasks"].iloc[0] == common_path(perf_store).variants["tasks"].iloc[0]
+
+
+def test_step_times_agree_with_raw_timestamps(perf_store):
+    path = common_path(perf_store)
+    dominant = path.dominant
+    run_id = path.variants.example_run_id.iloc[0]
+    key = ["source", "template", "occurrence"]
+    per_task = []
+    for task_id in perf_store.tasks(run_id)["task_id"]:
+        events = raw_task_events(perf_store, run_id, int(task_id))
+        events["occurrence"] = events.groupby(["source", "template"]).cumcount() + 1
+        events["since_first"] = events["ts"] - events["ts"].min()
+        if len(events) == len(dominant) and sorted(map(tuple, events[key].values)) == sorted(map(tuple, dominant[key].values)):
+            per_task.append(events.assign(task_id=task_id))
+    assert len(per_task) == path.variants["tasks"].iloc[0]
+    raw = pd.concat(per_task).groupby(key)["since_first"].agg(["mean", "median"]).reset_index()
+    merged = dominant.merge(raw, on=key)
+    assert len(merged) == len(dominant)
+    assert (merged["since_first_mean"] - merged["mean"]).abs().max() < 1e-6
+    assert (merged["since_first_median"] - merged["median"]).abs().max() < 1e-6
+
+    # one sampled task, step by step: time since the previous step in the variant's order
+    task_id = random.Random(4).choice([int(t["task_id"].iloc[0]) for t in per_task])
+    sampled = next(t for t in per_task if int(t["task_id"].iloc[0]) == task_id).merge(dominant[key + ["position"]], on=key)
+    sampled = sampled.sort_values("position")
+    gaps = sampled["ts"].diff().iloc[1:]
+    assert gaps.min() > -0.05, "steps in the variant's order go back in time by more than a race"
+    assert sampled["ts"].iloc[-1] - sampled["ts"].iloc[0] == pytest.approx(gaps.sum())
+
+
+def test_retries_and_failures_are_separate_variants(retry_run):
+    store = taskscope.open(":memory:")
+    store.ingest(retry_run)
+    failed = store.sql("""SELECT task_id, count(*) FILTER (WHERE event = 'task.try_failed') AS failed_tries,
+                                 count(*) FILTER (WHERE event = 'task.launched') AS launches
+                          FROM events WHERE app_name = 'always_fails' AND source = 'parsl' GROUP BY task_id""")
+    assert len(failed) == 1 and failed.failed_tries[0] == 3 and failed.launches[0] == 3
+    failing_task = int(failed.task_id[0])
+
+    path = common_path(store)  # never raises on tasks that differ
+    assert len(path.variants) >= 2
+    assert path.variants.share.sum() == pytest.approx(1.0)
+    failing = path.variants[path.variants.example_task_id == failing_task]
+    assert len(failing) == 1 and failing.tasks.iloc[0] == 1 and failing.variant.iloc[0] != 1
+    steps = path.variant_steps(int(failing.variant.iloc[0]))
+    assert steps.query("event == 'task.try_failed'")["occurrence"].max() == 3
+    assert steps.query("event == 'task.launched'")["occurrence"].max() == 3
+    assert "(#3)" in " ".join(steps.label)
+    assert len(steps) > len(path.dominant)
+
+    # a variant of one task: its step times are exactly that task's raw times
+    raw = raw_task_events(store, str(failing.example_run_id.iloc[0]), failing_task)
+    raw["occurrence"] = raw.groupby(["source", "template"]).cumcount() + 1
+    merged = steps.merge(raw, on=["source", "template", "occurrence"])
+    assert len(merged) == len(steps) == len(raw)
+    assert (merged["since_first_mean"] - (merged["ts"] - raw["ts"].min())).abs().max() < 1e-6
+    in_order = merged.sort_values("position")
+    assert (in_order["since_previous_mean"].iloc[1:].to_numpy()
+            - in_order["ts"].diff().iloc[1:].to_numpy()).__abs__().max() < 1e-6
+
+
+# ---------------------------------------------------------------------------------------------
+# bottlenecks
+
+
+def test_bottlenecks_rank_waits_and_measure_idle_workers(perf_store):
+    found = bottlenecks(perf_store)
+    steps = found.steps
+    assert steps["wait_total_s"].is_monotonic_decreasing and list(steps["rank"]) == list(range(1, len(steps) + 1))
+    assert set(steps["stage"]) <= set(STAGES.values())
+    assert found.slowest_stage == found.stages.stage.iloc[0]
+    assert found.stages.wait_total_s.sum() == pytest.approx(steps.wait_total_s.sum())
+
+    # total wait is the summed span (first to last step) of the dominant variant's tasks, up to
+    # the races of events logged within a millisecond at either end of a task
+    path = common_path(perf_store, run=found.run_id)
+    info = path.variants.iloc[0]
+    assert steps.wait_total_s.sum() == pytest.approx(info.duration_mean * info.tasks, rel=1e-2)
+
+    # worker slots and busy time from the raw worker events
+    raw = perf_store.sql("""
+        SELECT (SELECT count(DISTINCT (manager_id, worker_id)) FROM events
+                WHERE run_id = $run AND worker_id IS NOT NULL) AS slots,
+               sum(finished - received) AS busy
+        FROM (SELECT executor_task_id,
+                     max(ts) FILTER (WHERE event = 'htex.worker.finished') AS finished,
+                     min(ts) FILTER (WHERE event = 'htex.worker.received') AS received
+              FROM events WHERE run_id = $run AND source = 'worker' GROUP BY executor_task_id)""",
+        {"run": found.run_id})
+    workers = found.workers.iloc[0]
+    assert workers.slots == raw.slots[0] == 2
+    assert workers.busy_slot_s == pytest.approx(raw.busy[0], rel=1e-6)
+    assert 0 < workers.utilisation <= 1
+    assert workers.idle_while_waiting_slot_s <= workers.slots * workers.idle_while_waiting_s + 1e-9
+    assert found.workers_idle_while_waiting == (workers.idle_while_waiting_slot_s > 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# compare
+
+
+def test_compare_a_run_with_itself_shows_no_change(perf_store):
+    frame = compare(perf_store, perf_store.runs().run_id[0], perf_store.runs().run_id[0])
+    assert not frame["significant"].any()
+    assert (frame["direction"] == "same").all()
+    assert {"task duration (first to last event)", "throughput (tasks done per second)"} <= set(frame["step"])
+
+
+def test_compare_against_sleeping_tasks_shows_the_worker_step_slower(perf_run, sleep_run):
+    store = taskscope.open(":memory:")
+    store.ingest(perf_run)
+    store.ingest(sleep_run)
+    runs = store.runs()
+    perf_id = store.resolve_run(str(perf_run / "000"))
+    sleep_id = next(r for r in runs.run_id if r != perf_id)
+    frame = compare(store, perf_id, sleep_id)
+    # the worker's "Received executor task" is followed by the app running: + SLEEP_SECONDS
+    received = frame[frame["step"] == "worker: Received executor task <num>"].iloc[0]
+    assert received.median_b - received.median_a >= SLEEP_SECONDS * 0.9
+    assert received.significant and received.direction == "slower"
+    backwards = compare(store, sleep_id, perf_id)
+    assert backwards[backwards["step"] == "worker: Received executor task <num>"].direction.iloc[0] == "faster"
+    # throughput: 2 workers, 0.1 s per task cannot exceed 20 tasks/s; parsl-perf's trivial tasks do more
+    throughput = frame[frame["metric"] == "throughput"].iloc[0]
+    assert throughput.mean_b < 2 / SLEEP_SECONDS < throughput.mean_a
+    assert throughput.direction == "lower"
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "taskscope.cli", *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def two_run_store(tmp_path_factory, perf_run, retry_run) -> str:
+    path = str(tmp_path_factory.mktemp("cli") / "store.duckdb")
+    with taskscope.open(path) as store:
+        store.ingest(perf_run)
+        store.ingest(retry_run)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".html", ".png"])
+def test_cli_commands_with_json_and_plots(two_run_store, perf_run, tmp_path, suffix):
+    with taskscope.open(two_run_store, read_only=True) as store:
+        run_ids = list(store.runs().run_id)
+        perf_id = store.resolve_run(str(perf_run / "000"))
+
+    done = run_cli("common-path", "--store", two_run_store, "--format", "json", "--plot", str(tmp_path / f"path{suffix}"))
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["variants"][0]["variant"] == 1 and document["steps"][0]["since_first_mean"] == 0.0
+    assert (tmp_path / f"path{suffix}").stat().st_size > 1000
+
+    done = run_cli("bottlenecks", "--store", two_run_store, "--run", perf_id, "--format", "json",
+                   "--plot", str(tmp_path / f"waits{suffix}"))
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["run_id"] == perf_id and document["slowest_stage"] in STAGES.values()
+    assert document["steps"][0]["rank"] == 1 and document["workers"][0]["slots"] == 2
+    assert (tmp_path / f"waits{suffix}").stat().st_size > 1000
+
+    done = run_cli("compare", run_ids[0][:8], run_ids[1][:8], "--store", two_run_store, "--format", "json",
+                   "--plot", str(tmp_path / f"compare{suffix}"))
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert rows[-1]["metric"] == "throughput" and all("significant" in row for row in rows)
+    assert (tmp_path / f"compare{suffix}").stat().st_size > 1000
+
+
+def test_cli_table_output_and_errors(two_run_store):
+    done = run_cli("common-path", "--store", two_run_store, "--variant", "2")
+    assert done.returncode == 0, done.stderr
+    assert "=== variant 2 of" in done.stdout and "0.000000: " in done.stdout
+    done = run_cli("common-path", "--store", two_run_store, "--variant", "999")
+    assert done.returncode == 2 and "no variant 999" in done.stderr
+    done = run_cli("bottlenecks", "--store", two_run_store)
+    assert done.returncode == 0 and "Tasks wait longest in the" in done.stdout
+    done = run_cli("compare", "nosuchrun", "000", "--store", two_run_store)
+    assert done.returncode == 2 and "error:" in done.stderr
+    for command in ("common-path", "bottlenecks", "compare"):
+        assert "Example: taskscope " + command in run_cli(command, "--help").stdout

@@ -1,0 +1,432 @@
+"""States over time, between, series, latency and summary, on real runs (the corpus and fresh
+Parsl runs), each checked against an independent derivation: monitoring.db against the logs,
+tasks() timestamps, pandas over raw events, the SQLite file itself, the log files themselves."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import taskscope
+from conftest import CORPUS_RUNS, corpus_path
+from taskscope.analyses.between import STANDARD_QUEUES, between, standard_queues
+from taskscope.analyses.latency import latency, latency_histogram, latency_stats
+from taskscope.analyses.selectors import SelectorError, parse_selector
+from taskscope.analyses.series import FieldError, series
+from taskscope.analyses.states import resample, states, states_from_monitoring, states_wide
+from taskscope.analyses.summary import summary
+from taskscope.queries import FINAL_STATES, WORKER_STATES
+
+#: tolerance between a log line's time and monitoring's separate clock read of the same change
+CLOCK_TOLERANCE_S = 1.0
+#: transitions this close together on different threads may be recorded in either order
+CONCURRENT_S = 0.005
+
+
+@pytest.fixture(scope="module", params=CORPUS_RUNS)
+def corpus_store(request, tmp_path_factory):
+    """A store file per corpus run: (store path, the run folder)."""
+    path = corpus_path(request.param)
+    store_file = tmp_path_factory.mktemp("time_store") / "store.duckdb"
+    with taskscope.open(store_file) as opened:
+        opened.ingest(path)
+    return store_file, path
+
+
+@pytest.fixture(scope="module")
+def text_store(text_run):
+    opened = taskscope.open(":memory:")
+    opened.ingest(text_run)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(scope="module")
+def json_store(json_two_htex_run):
+    opened = taskscope.open(":memory:")
+    opened.ingest(json_two_htex_run)
+    yield opened
+    opened.close()
+
+
+def opened(store_file: Path):
+    return taskscope.open(store_file, read_only=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# states: logs against monitoring.db
+
+
+def transition_keys(curve: pd.DataFrame) -> pd.DataFrame:
+    """The transitions of a `states` curve: step, ts, and a key (task, state entered, nth time)."""
+    entered = curve[curve.change == 1].sort_values("step").reset_index(drop=True)
+    entered["nth"] = entered.groupby(["task_id", "state"]).cumcount()
+    entered["key"] = list(zip(entered.task_id, entered.state, entered.nth))
+    return entered[["step", "ts", "key"]]
+
+
+def assert_same_curve(from_logs: pd.DataFrame, from_monitoring: pd.DataFrame) -> int:
+    """The two curves agree at every transition; returns how many steps needed the allowance for
+    concurrent transitions recorded in another order (see below)."""
+    logs_wide, monitoring_wide = states_wide(from_logs), states_wide(from_monitoring)
+    assert set(logs_wide.columns) == set(monitoring_wide.columns), "the same states are entered"
+    states_seen = [c for c in logs_wide.columns if c not in ("run_id", "step", "ts")]
+    assert len(logs_wide) == len(monitoring_wide), "the same number of transitions"
+    logs_keys, monitoring_keys = transition_keys(from_logs), transition_keys(from_monitoring)
+    assert sorted(logs_keys.key) == sorted(monitoring_keys.key), "the same transitions, task by task"
+
+    # each transition is seen at nearly the same time by both clocks
+    times = logs_keys.merge(monitoring_keys, on="key", suffixes=("_logs", "_monitoring"))
+    assert (times.ts_monitoring - times.ts_logs).abs().max() < CLOCK_TOLERANCE_S
+
+    # the same per-state counts after every transition. Two transitions made by different threads
+    # within microseconds may be logged in one order and reach monitoring in the other (the DFK
+    # logs under its state lock, monitoring's clock read is outside it); at such a step the counts
+    # may differ, but only by transitions that happened within CONCURRENT_S of that step.
+    log_time = dict(zip(logs_keys.key, logs_keys.ts))
+    logs_counts = logs_wide[states_seen].to_numpy()
+    monitoring_counts = monitoring_wide[states_seen].to_numpy()
+    excused = 0
+    for i in range(len(logs_wide)):
+        if (logs_counts[i] == monitoring_counts[i]).all():
+            continue
+        in_flight = set(logs_keys.key[: i + 1]) ^ set(monitoring_keys.key[: i + 1])
+        assert in_flight, f"step {i + 1}: counts differ with the same transitions applied"
+        assert all(abs(log_time[key] - logs_wide.ts[i]) < CONCURRENT_S for key in in_flight), (
+            f"step {i + 1}: logs {dict(zip(states_seen, logs_counts[i]))} != monitoring "
+            f"{dict(zip(states_seen, monitoring_counts[i]))}"
+        )
+        excused += 1
+    assert excused <= max(2, len(logs_wide) // 20), f"{excused} steps differ: more than concurrency explains"
+    return excused
+
+
+def test_states_from_logs_equal_monitoring_corpus(corpus_store):
+    store_file, _ = corpus_store
+    with opened(store_file) as store:
+        from_logs, from_monitoring = states(store), states_from_monitoring(store)
+    assert not from_logs.empty
+    assert_same_curve(from_logs, from_monitoring)
+
+
+def test_states_from_logs_equal_monitoring_fresh_runs(text_store, json_store):
+    for store in (text_store, json_store):
+        from_logs, from_monitoring = states(store), states_from_monitoring(store)
+        assert {"pending", "launched", "exec_done", "fail_retryable", "failed"} <= set(from_logs.state)
+        assert_same_curve(from_logs, from_monitoring)
+
+
+def test_states_curve_is_a_consistent_step_function(text_store):
+    curve = states(text_store)
+    tasks = text_store.tasks()
+    assert (curve.tasks >= 0).all()
+    assert curve.ts.is_monotonic_increasing
+    # every task is in exactly one state after every transition
+    wide = states_wide(curve)
+    state_columns = [c for c in wide.columns if c not in ("run_id", "step", "ts")]
+    started = curve[curve.change == 1].groupby("task_id").step.min().sort_values()
+    known = np.searchsorted(started.to_numpy(), wide.step.to_numpy(), side="right")
+    assert (wide[state_columns].sum(axis=1).to_numpy() == known).all()
+    # at the end, the counts are the tasks' final states
+    final = wide.iloc[-1]
+    expected = tasks.final_state.value_counts()
+    assert {s: final[s] for s in state_columns if final[s]} == expected.to_dict()
+    # resampling keeps the end state and never invents counts
+    sampled = resample(curve, points=25)
+    assert len(sampled) == 25
+    assert sampled.iloc[-1][state_columns].tolist() == final[state_columns].tolist()
+    assert (sampled[state_columns].max() <= wide[state_columns].max()).all()
+
+
+def test_states_of_pre_2026_logs_infer_the_unlogged_changes():
+    """Parsl 2025.1.13 logs neither `launched` nor retries as state changes; the curve has them."""
+    with taskscope.open(":memory:") as store:
+        store.ingest(corpus_path("parsl-2025-textlog"))
+        logged = store.sql("SELECT DISTINCT task_state FROM events WHERE event = 'task.state' AND source = 'parsl'")
+        assert "launched" not in set(logged.task_state)
+        curve = states(store)
+        assert {"launched", "fail_retryable", "failed"} <= set(curve.state)
+
+
+# ---------------------------------------------------------------------------------------------
+# between
+
+
+def test_between_standard_queues_never_negative_and_drain(corpus_store, text_store):
+    with opened(corpus_store[0]) as store:
+        corpus_curves = standard_queues(store)
+    for curves in (corpus_curves, standard_queues(text_store)):
+        assert {"waiting in DFK", "running on worker"} <= set(curves.queue)
+        assert (curves["count"] >= 0).all()
+        for _, curve in curves.groupby(["run_id", "queue"]):
+            assert curve.ts.is_monotonic_increasing
+            assert curve["count"].iloc[-1] == 0, "a completed run leaves nothing in any queue"
+            assert curve["count"].max() > 0
+
+
+def test_between_interchange_queue_uses_multi_task_messages():
+    """`Sent tasks: [1, 2] to manager` leaves two tasks at once (event_task_links)."""
+    with taskscope.open(":memory:") as store:
+        store.ingest(corpus_path("parsl-htex-jsonlog"))
+        curve = between(store, "htex.interchange.queued", "htex.interchange.sent")
+        multi = store.sql("""SELECT e.ts, count(*) AS tasks FROM events e JOIN event_task_links l USING (file_id, line)
+                             WHERE e.event = 'htex.interchange.sent' GROUP BY e.ts""")
+    assert (curve["count"] >= 0).all() and curve["count"].iloc[-1] == 0
+    assert (multi.tasks > 1).any()
+    drops = curve.assign(change=curve["count"].diff())
+    at_multi = drops[drops.ts.isin(multi.ts)]
+    assert (at_multi.change <= -2).any()
+
+
+def test_between_equals_a_count_from_task_timestamps(text_store, json_store):
+    """Tasks between their first pending and exec_done, counted from `tasks()` at quiet instants."""
+    for store in (text_store, json_store):
+        curve = between(store, "state:pending", "state:exec_done")
+        tasks = store.tasks()
+        boundaries = np.sort(np.concatenate([curve.ts, tasks.submit_ts.dropna(), tasks.end_ts.dropna()]))
+        gaps = np.diff(boundaries)
+        instants = (boundaries[:-1] + gaps / 2)[gaps > 0.05]
+        assert len(instants) >= 2
+        for instant in instants:
+            from_curve = curve[curve.ts <= instant]["count"].iloc[-1]
+            entered = tasks.submit_ts <= instant
+            left = (tasks.final_state == "exec_done") & (tasks.end_ts <= instant)
+            assert from_curve == (entered & ~left).sum(), f"at {instant}"
+
+
+def test_between_per_try_on_monitoring_worker_states(text_store):
+    curve = between(text_store, "state:running@monitoring", "state:running_ended@monitoring", per="try")
+    tries = text_store.sql("SELECT count(DISTINCT (task_id, try_id)) AS n FROM events "
+                           "WHERE source = 'monitoring' AND task_state = 'running'").n[0]
+    assert (curve["count"] >= 0).all() and curve["count"].iloc[-1] == 0
+    assert curve["count"].diff().fillna(curve["count"]).clip(lower=0).sum() == tries
+
+
+# ---------------------------------------------------------------------------------------------
+# latency
+
+
+def test_latency_agrees_with_pandas_over_raw_events():
+    """Launch to interchange dispatch, computed here from the raw messages: executor ids parsed out
+    of `Sent tasks: [...]`, bound to tasks by the launch lines, without taskscope's relate step."""
+    with taskscope.open(":memory:") as store:
+        store.ingest(corpus_path("parsl-htex-jsonlog"))
+        raw = store.sql("SELECT ts, event, message FROM events WHERE event IN ('task.launched', 'htex.interchange.sent')")
+        found = latency(store, "task.launched", "htex.interchange.sent")
+        stats = latency_stats(store, "task.launched", "htex.interchange.sent")
+    launches = raw[raw.event == "task.launched"].message.str.extract(
+        r"Parsl task (?P<task_id>\d+) try \d+ launched on executor \S+ with executor id (?P<executor_task_id>\d+)"
+    ).astype("int64").assign(a_ts=raw[raw.event == "task.launched"].ts)
+    sent = raw[raw.event == "htex.interchange.sent"]
+    dispatched = pd.DataFrame(
+        [(int(k), ts) for ts, message in zip(sent.ts, sent.message)
+         for k in re.match(r"Sent tasks: \[([\d, ]*)\]", message).group(1).split(",")],
+        columns=["executor_task_id", "b_ts"],
+    )
+    expected = launches.groupby("task_id").agg(a_ts=("a_ts", "min"), executor_task_id=("executor_task_id", "first"))
+    pairs = expected.reset_index().merge(dispatched, on="executor_task_id")
+    pairs = pairs[pairs.b_ts >= pairs.a_ts].groupby("task_id").agg(a_ts=("a_ts", "first"), b_ts=("b_ts", "min"))
+    seconds = (pairs.b_ts - pairs.a_ts).sort_index()
+
+    got = found.dropna(subset=["latency_s"]).set_index("task_id").latency_s.sort_index()
+    assert got.index.tolist() == seconds.index.tolist()
+    assert np.allclose(got.to_numpy(), seconds.to_numpy())
+    row = stats.iloc[0]
+    assert row["count"] == len(seconds)
+    assert row["mean"] == pytest.approx(seconds.mean())
+    assert row["p50"] == pytest.approx(np.percentile(seconds, 50))
+    assert row["p90"] == pytest.approx(np.percentile(seconds, 90))
+    assert row["p99"] == pytest.approx(np.percentile(seconds, 99))
+    assert row["max"] == pytest.approx(seconds.max())
+    histogram = latency_histogram(found, bins=7)
+    assert histogram["count"].sum() == len(seconds) and len(histogram) == 7
+
+
+def test_latency_keeps_tasks_that_never_reach_b(text_store):
+    found = latency(text_store, "state:pending", "state:exec_done", per="task")
+    tasks = text_store.tasks()
+    never_done = set(tasks[tasks.final_state != "exec_done"].task_id)
+    assert never_done and set(found[found.latency_s.isna()].task_id) == never_done
+    stats = latency_stats(text_store, "state:pending", "state:exec_done", by="app_name")
+    assert stats["count"].sum() + stats["without_b"].sum() == len(tasks)
+    assert set(stats.app_name) == set(tasks.app_name)
+
+
+# ---------------------------------------------------------------------------------------------
+# summary
+
+
+def test_summary_agrees_with_tasks_and_monitoring(corpus_store):
+    store_file, _ = corpus_store
+    with opened(store_file) as store:
+        result = summary(store)
+        tasks = store.tasks()
+        monitoring = store.sql(f"""
+            WITH app AS (SELECT task_id, any_value(app_name) AS app_name FROM events
+                         WHERE source = 'monitoring' AND event = 'task.info' GROUP BY task_id),
+                 last AS (SELECT task_id, arg_max(task_state, ts) AS final_state FROM events
+                          WHERE source = 'monitoring' AND event = 'task.state' AND task_state NOT IN {WORKER_STATES}
+                          GROUP BY task_id),
+                 tries AS (SELECT task_id, count(*) AS tries,
+                                  count(*) FILTER (WHERE attrs->>'task_fail_history' <> '') AS failed_tries
+                           FROM events WHERE source = 'monitoring' AND event = 'try.info' GROUP BY task_id)
+            SELECT app_name, final_state, tries, failed_tries FROM app JOIN last USING (task_id) JOIN tries USING (task_id)
+        """)
+    apps = result.apps.set_index("app_name")
+    from_tasks = pd.crosstab(tasks.app_name, tasks.final_state)
+    from_monitoring = pd.crosstab(monitoring.app_name, monitoring.final_state)
+    for state in FINAL_STATES:
+        for frame in (from_tasks, from_monitoring):
+            expected = frame[state] if state in frame else pd.Series(0, index=frame.index)
+            assert apps.loc[expected.index, state].tolist() == expected.tolist(), state
+    assert apps.tasks.sum() == len(tasks) == len(monitoring)
+    assert (apps.tries == monitoring.groupby("app_name").tries.sum().reindex(apps.index)).all()
+    assert (apps.failed_tries == monitoring.groupby("app_name").failed_tries.sum().reindex(apps.index)).all()
+    assert ((apps.badput_s > 0) == (apps.failed_tries > 0)).all()
+    run = result.runs.iloc[0]
+    assert run.tasks == len(tasks) and run.done + run.failed + run.unfinished == run.tasks
+    assert run.makespan_s == pytest.approx(tasks.end_ts.max() - tasks.submit_ts.min())
+    assert result.throughput.completed.sum() == run.done
+    assert result.failures.failed_tries.sum() == run.failed_tries > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# series
+
+
+def test_series_returns_the_monitoring_resource_values(corpus_store):
+    store_file, path = corpus_store
+    with opened(store_file) as store:
+        values = series(store, "psutil_process_memory_resident", group_by="task_id", where="task.resource")
+    with sqlite3.connect(path / "monitoring.db") as sqlite:
+        rows = pd.read_sql_query("SELECT task_id, psutil_process_memory_resident AS value FROM resource", sqlite)
+    assert sorted(values.value) == sorted(rows.value.astype(float))
+    assert values.groupby("task_id").size().to_dict() == rows.groupby("task_id").size().to_dict()
+    assert set(values.event) == {"task.resource"} and values.ts.is_monotonic_increasing
+
+
+def test_series_of_a_queue_length_a_component_logs(tmp_path):
+    """A rule names the numbers in the manager's `ready workers: N, pending tasks: M`."""
+    rules = tmp_path / "queue_rules.toml"
+    rules.write_text(
+        '[[rule]]\nevent = "htex.manager.queue"\n'
+        "pattern = '^ready workers: (?P<ready_workers>\\d+), pending tasks: (?P<pending_tasks>\\d+)'\n"
+    )
+    run = corpus_path("parsl-htex-jsonlog")
+    with taskscope.open(":memory:") as store:
+        store.ingest(run, rules_files=[rules])
+        values = series(store, "pending_tasks", group_by="manager_id")
+    logged = [
+        int(m.group(1))
+        for log in run.rglob("manager.jsonlog")
+        for line in log.read_text().splitlines()
+        if (m := re.match(r"ready workers: \d+, pending tasks: (\d+)$", json.loads(line).get("formatted", "")))
+    ]
+    assert logged and sorted(values.value.astype(int)) == sorted(logged)
+    assert values.manager_id.notna().all()
+
+
+def test_series_rejects_unknown_and_text_fields(text_store):
+    with pytest.raises(FieldError, match="did you mean"):
+        series(text_store, "psutil_process_memory_resdent")
+    with pytest.raises(FieldError, match="not numeric"):
+        series(text_store, "host")
+
+
+# ---------------------------------------------------------------------------------------------
+# selectors
+
+
+@pytest.mark.parametrize("junk", ["", "   ", "foo:bar", "state:", "state:lunched", "template:", "event: @parsl"])
+def test_selectors_reject_junk(junk):
+    with pytest.raises(SelectorError):
+        parse_selector(junk)
+
+
+def test_selectors_bind_values_and_name_typos(text_store):
+    injected = parse_selector("task.launched' OR 1=1 --")
+    assert injected.count(text_store.con) == 0
+    assert parse_selector("state:launched@parsl").count(text_store.con) == text_store.sql(
+        "SELECT count(*) AS n FROM events WHERE event = 'task.state' AND task_state = 'launched' AND source = 'parsl'").n[0]
+    assert parse_selector("template:Task <num> will not be memoized").count(text_store.con) > 0
+    with pytest.raises(SelectorError, match="did you mean task.launched"):
+        between(text_store, "task.lanched", "htex.worker.finished")
+    with pytest.raises(SelectorError, match="it comes from source parsl"):
+        latency(text_store, "task.launched@nowhere", "htex.worker.finished")
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "taskscope.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_json_output_and_plots(tmp_path):
+    store = str(tmp_path / "run.duckdb")
+    assert run_cli("ingest", str(corpus_path("parsl-htex-jsonlog")), "--store", store).returncode == 0
+    common = ["--store", store, "--run", "000", "--format", "json"]
+
+    done = run_cli("states", *common, "--plot", str(tmp_path / "states.png"))
+    assert done.returncode == 0, done.stderr
+    with taskscope.open(store, read_only=True) as opened_store:
+        expected_states = states(opened_store)
+    assert pd.DataFrame(json.loads(done.stdout))[["step", "state", "tasks"]].equals(
+        expected_states[["step", "state", "tasks"]])
+    assert (tmp_path / "states.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    done = run_cli("between", "htex.interchange.queued", "htex.interchange.sent", *common,
+                   "--plot", str(tmp_path / "between.html"))
+    assert done.returncode == 0, done.stderr
+    curve = json.loads(done.stdout)
+    assert curve[-1]["count"] == 0 and min(row["count"] for row in curve) >= 0
+    html = (tmp_path / "between.html").read_text()
+    assert html.startswith("<html>") and "Plotly.newPlot" in html
+
+    done = run_cli("queues", *common)
+    assert {row["queue"] for row in json.loads(done.stdout)} == set(STANDARD_QUEUES)
+
+    done = run_cli("latency", "task.launched", "htex.worker.received", *common, "--by", "app_name",
+                   "--plot", str(tmp_path / "latency.png"))
+    assert done.returncode == 0, done.stderr
+    parsed = json.loads(done.stdout)
+    assert set(parsed) == {"stats", "histogram", "latencies"}
+    assert sum(row["count"] for row in parsed["stats"]) == len([r for r in parsed["latencies"] if r["latency_s"] is not None])
+    assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    done = run_cli("series", "psutil_process_memory_resident", "--by", "task_id", *common)
+    assert done.returncode == 0, done.stderr
+    assert all(row["value"] > 0 for row in json.loads(done.stdout))
+
+    done = run_cli("summary", *common, "--plot", str(tmp_path / "summary.html"))
+    assert done.returncode == 0, done.stderr
+    parsed = json.loads(done.stdout)
+    assert {app["app_name"]: app["failed"] for app in parsed["apps"]} == {"boom": 2, "inc": 0}
+    assert parsed["failures"][0]["exception_type"] == "ValueError"
+    assert (tmp_path / "summary.html").stat().st_size > 100_000
+
+
+def test_cli_tables_and_errors(tmp_path):
+    store = str(tmp_path / "run.duckdb")
+    run_cli("ingest", str(corpus_path("parsl-mixed-textlog")), "--store", store)
+    table = run_cli("states", "--store", store, "--points", "12")
+    assert table.returncode == 0, table.stderr
+    assert "evenly spaced instants" in table.stderr and "exec_done" in table.stdout
+    assert run_cli("summary", "--store", store).returncode == 0
+    csv = run_cli("latency", "state:pending", "task.launched", "--store", store, "--format", "csv")
+    assert pd.read_csv(pd.io.common.StringIO(csv.stdout)).latency_s.notna().all()
+    for args in (["between", "task.lanched", "state:exec_done"], ["latency", "state:nope", "task.launched"],
+                 ["series", "no_such_field"], ["states", "--plot", str(tmp_path / "x.svg")],
+                 ["between", "a:b", "task.launched"]):
+        done = run_cli(*args, "--store", store)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert done.stderr.startswith("error:") and len(done.stderr.strip().splitlines()) == 1, done.stderr
