@@ -111,7 +111,8 @@ def replicate(store, copies: int) -> None:
     con.execute(
         """INSERT INTO event_task_links
            SELECT l.* REPLACE (c.new_run_id AS run_id, l.file_id + c.copy * $stride AS file_id)
-           FROM event_task_links l, copies c WHERE l.run_id = $base""", params)
+           FROM event_task_links l, copies c WHERE l.run_id = $base""",
+        {"base": base_run, "stride": FILE_ID_STRIDE})
     con.unregister("copies")
     con.execute("CHECKPOINT")
 

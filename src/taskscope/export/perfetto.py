@@ -11,7 +11,8 @@ What is drawn, per run:
   slice per DFK state it passed through (`pending`, `launched`, `fail_retryable`, ...), each
   with run/task/try/app in `args`. Perfetto packs the tasks of one app onto shared tracks.
   A task with no final state is drawn up to the run's last event, with `unfinished: true`.
-  States come from Parsl's own log where the run has it, else from monitoring.db.
+  States are those of `taskscope.analyses.states.states` (the DFK's log, with what releases
+  before 2026 did not log inferred), or monitoring.db's for a run whose logs have none.
 - **Counter tracks** ("C") on the DFK process for the implicit queues of
   `taskscope.analyses.between.standard_queues`: waiting in DFK, queued in interchange, running
   on worker.
@@ -115,28 +116,9 @@ def _build_tables(cur, run_id: str | None) -> dict[str, int]:
         """,
         params,
     )
-    # One source of DFK states per run: Parsl's log has every transition; monitoring.db repeats them.
-    cur.execute(
-        """
-        CREATE TEMP TABLE trace_states AS
-        WITH candidates AS (
-            SELECT * FROM events
-            WHERE event = 'task.state' AND task_state IS NOT NULL AND task_id IS NOT NULL
-              AND run_id IS NOT NULL AND ($run IS NULL OR run_id = $run)
-        ),
-        chosen AS (
-            SELECT run_id, CASE WHEN bool_or(source = 'parsl') THEN 'parsl'
-                                WHEN bool_or(source = 'monitoring') THEN 'monitoring'
-                                ELSE min(source) END AS source
-            FROM candidates GROUP BY run_id
-        )
-        SELECT c.run_id, c.task_id, c.ts, c.task_state AS state, c.file_id, c.line
-        FROM candidates c JOIN chosen USING (run_id, source)
-        QUALIFY c.task_state IS DISTINCT FROM
-                lag(c.task_state) OVER (PARTITION BY c.run_id, c.task_id ORDER BY c.ts, c.file_id, c.line)
-        """,
-        params,
-    )
+    cur.register("trace_state_changes", _state_changes(cur, run_id))
+    cur.execute("CREATE TEMP TABLE trace_states AS SELECT run_id, task_id, ts, state, step FROM trace_state_changes")
+    cur.unregister("trace_state_changes")
     cur.execute(
         """
         CREATE TEMP TABLE trace_apps AS
@@ -157,7 +139,7 @@ def _build_tables(cur, run_id: str | None) -> dict[str, int]:
                         OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS try_id,
                row_number() OVER w AS seq
         FROM trace_states s JOIN trace_runs r USING (run_id)
-        WINDOW w AS (PARTITION BY s.run_id, s.task_id ORDER BY s.ts, s.file_id, s.line)
+        WINDOW w AS (PARTITION BY s.run_id, s.task_id ORDER BY s.ts, s.step)
         """
     )
     cur.execute(
@@ -295,6 +277,20 @@ def _place_overlapping_tries(cur) -> None:
     cur.unregister("trace_lanes")
 
 
+def _state_changes(con, run_id: str | None) -> pd.DataFrame:
+    """Every DFK state each task entered (run_id, task_id, ts, state, step), as `states` finds
+    them in the logs (inferring what releases before 2026 did not log); for runs without state
+    changes in their logs, as monitoring.db recorded them."""
+    from taskscope.analyses.states import states, states_from_monitoring
+
+    columns = ["run_id", "task_id", "ts", "state", "step"]
+    logged = states(con, run_id)
+    logged = logged[logged.change > 0][columns]
+    monitored = states_from_monitoring(con, run_id)
+    monitored = monitored[(monitored.change > 0) & ~monitored.run_id.isin(set(logged.run_id))][columns]
+    return pd.concat([logged, monitored], ignore_index=True)
+
+
 def _counter_frame(con, run_id: str | None) -> pd.DataFrame:
     """The standard queue lengths (run_id, queue, ts, count) to draw as counter tracks."""
     from taskscope.analyses.between import standard_queues
@@ -345,17 +341,19 @@ def _event_queries() -> list[str]:
                                 'host', host, 'outcome', outcome, 'end', end_from)''')}) AS VARCHAR)
         FROM trace_tries ORDER BY pid, tid, start_us"""
     instants = f"""
-        WITH chosen AS (SELECT DISTINCT s.file_id, s.line FROM trace_states s WHERE s.state IN ('failed', 'dep_fail')),
-        notable AS (
-            SELECT e.* FROM events e
+        WITH notable AS (
+            SELECT e.ts, e.event, e.message, e.level, e.source, e.file, e.line, e.run_id, e.task_id, e.try_id,
+                   e.executor_label, e.block_id, e.manager_id, e.worker_id, e.attrs->>'exception_type' AS exception_type
+            FROM events e
             WHERE e.run_id IN (SELECT run_id FROM trace_runs)
-              AND (e.event IN ({notable}) OR e.level IN ('ERROR', 'CRITICAL')
-                   OR (e.event = 'task.state'
-                       AND EXISTS (SELECT 1 FROM chosen c WHERE c.file_id = e.file_id AND c.line = e.line)))
+              AND (e.event IN ({notable}) OR e.level IN ('ERROR', 'CRITICAL'))
+            UNION ALL
+            SELECT s.ts, 'task ' || s.state, NULL, NULL, NULL, NULL, NULL, s.run_id, s.task_id, NULL,
+                   NULL, NULL, NULL, NULL, NULL
+            FROM trace_states s WHERE s.state IN ('failed', 'dep_fail')
         )
         SELECT CAST(json_object(
-            'name', CASE WHEN n.event = 'task.state' THEN 'task ' || n.task_state
-                         WHEN n.event LIKE '% %' THEN left(n.event, 80) ELSE n.event END,
+            'name', CASE WHEN n.event LIKE '% %' AND n.event NOT LIKE 'task %' THEN left(n.event, 80) ELSE n.event END,
             'cat', 'notable', 'ph', 'i', 's', 't', 'ts', {_us('n.ts')},
             'pid', coalesce(m.pid, {dfk_pid.format('n')}),
             'tid', CASE WHEN m.pid IS NULL THEN {DFK_NOTABLE_TID} ELSE {MANAGER_EVENTS_TID} END,
@@ -363,7 +361,7 @@ def _event_queries() -> list[str]:
                                 'file', n.file, 'line', n.line, 'run_id', n.run_id, 'task_id', n.task_id,
                                 'try_id', n.try_id, 'executor_label', n.executor_label, 'block_id', n.block_id,
                                 'manager_id', n.manager_id, 'worker_id', n.worker_id,
-                                'exception_type', n.attrs->>'exception_type')''')}) AS VARCHAR)
+                                'exception_type', n.exception_type)''')}) AS VARCHAR)
         FROM notable n
         LEFT JOIN trace_processes m ON m.kind = 'manager' AND m.run_id = n.run_id AND m.manager_id = n.manager_id
              AND m.executor_label IS NOT DISTINCT FROM coalesce(n.executor_label, m.executor_label)
