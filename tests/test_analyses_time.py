@@ -114,7 +114,7 @@ def test_states_from_logs_equal_monitoring_corpus(corpus_store):
     with opened(store_file) as store:
         from_logs, from_monitoring = states(store), states_from_monitoring(store)
     assert not from_logs.empty
-    assert_same_curve(from_logs, from_monitoring)
+    assert assert_same_curve(from_logs, from_monitoring) == 0, "the corpus runs need no allowance for concurrency"
 
 
 def test_states_from_logs_equal_monitoring_fresh_runs(text_store, json_store):
@@ -390,7 +390,7 @@ def test_cli_json_output_and_plots(tmp_path):
     curve = json.loads(done.stdout)
     assert curve[-1]["count"] == 0 and min(row["count"] for row in curve) >= 0
     html = (tmp_path / "between.html").read_text()
-    assert html.startswith("<html>") and "Plotly.newPlot" in html
+    assert html.lower().startswith("<!doctype html>") and "Plotly.newPlot" in html
 
     done = run_cli("queues", *common)
     assert {row["queue"] for row in json.loads(done.stdout)} == set(STANDARD_QUEUES)

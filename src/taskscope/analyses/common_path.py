@@ -84,31 +84,37 @@ runs_with_logs AS (
     SELECT DISTINCT run_id FROM direct WHERE source <> 'monitoring'
 ),
 kept AS (
-    SELECT *, source || ': ' || coalesce(template, event, '') AS step_key FROM (
-        SELECT * FROM direct UNION ALL SELECT * FROM linked
-    )
+    SELECT * FROM (SELECT * FROM direct UNION ALL SELECT * FROM linked)
     WHERE CASE WHEN $sources IS NULL
                THEN source <> 'monitoring' OR run_id NOT IN (SELECT run_id FROM runs_with_logs)
                ELSE list_contains($sources, source) END
 ),
+run_numbers AS (
+    SELECT run_id, row_number() OVER (ORDER BY run_id) AS run_number FROM (SELECT DISTINCT run_id FROM kept)
+),
 step_ids AS (
-    SELECT step_key, row_number() OVER (ORDER BY step_key) AS step_id
-    FROM (SELECT DISTINCT step_key FROM kept)
+    SELECT source, step_text, any_value(event) AS event, any_value(template) AS template,
+           row_number() OVER (ORDER BY source, step_text) AS step_id
+    FROM (SELECT source, coalesce(template, event, '') AS step_text, event, template FROM kept)
+    GROUP BY source, step_text
 ),
 task_steps AS (
-    SELECT k.run_id, k.task_id, k.ts, k.source, k.event, k.template, s.step_id,
-           row_number() OVER (PARTITION BY k.run_id, k.task_id ORDER BY k.ts, k.file_id, k.line) AS position,
-           row_number() OVER (PARTITION BY k.run_id, k.task_id, s.step_id ORDER BY k.ts, k.file_id, k.line)
-               AS occurrence,
-           k.ts - min(k.ts) OVER (PARTITION BY k.run_id, k.task_id) AS since_first
-    FROM kept k JOIN step_ids s USING (step_key)
+    -- tasks keyed by one integer (run number, task id): sorting on it is much cheaper than on run_id text
+    SELECT (r.run_number << 32) + k.task_id AS task_key, k.run_id, k.task_id, k.ts, s.step_id,
+           row_number() OVER in_time AS position,
+           k.ts - first_value(k.ts) OVER in_time AS since_first,
+           row_number() OVER (PARTITION BY (r.run_number << 32) + k.task_id, s.step_id ORDER BY k.ts, k.file_id, k.line)
+               AS occurrence
+    FROM kept k JOIN run_numbers r USING (run_id)
+         JOIN step_ids s ON s.source = k.source AND s.step_text = coalesce(k.template, k.event, '')
+    WINDOW in_time AS (PARTITION BY (r.run_number << 32) + k.task_id ORDER BY k.ts, k.file_id, k.line)
 ),
 task_variants AS (
-    SELECT run_id, task_id,
+    SELECT task_key, any_value(run_id) AS run_id, any_value(task_id) AS task_id,
            hash(list(step_id ORDER BY step_id)) AS signature,
            hash(list(step_id ORDER BY position)) AS ordering,
            count(*) AS steps, max(since_first) AS duration
-    FROM task_steps GROUP BY run_id, task_id
+    FROM task_steps GROUP BY task_key
 ),
 variants AS (
     SELECT signature, count(*) AS tasks, count(*) / sum(count(*)) OVER () AS share, any_value(steps) AS steps,
@@ -125,7 +131,8 @@ _VARIANTS_AND_STEPS = (
     _TASK_STEPS
     + """,
 variant_steps AS (
-    SELECT ts.*, v.variant FROM task_steps ts JOIN task_variants tv USING (run_id, task_id) JOIN variants v USING (signature)
+    SELECT ts.task_key, ts.ts, ts.step_id, ts.position, ts.occurrence, ts.since_first, v.variant
+    FROM task_steps ts JOIN task_variants tv USING (task_key) JOIN variants v USING (signature)
 ),
 step_order AS (
     -- the variant's order of steps: by mean rank in the tasks' own time order (a Borda count)
@@ -138,12 +145,10 @@ canonical_steps AS (
            vs.ts - lag(vs.ts) OVER in_order AS since_previous,
            lead(vs.ts) OVER in_order - vs.ts AS until_next
     FROM variant_steps vs JOIN step_order so USING (variant, step_id, occurrence)
-    WINDOW in_order AS (PARTITION BY vs.run_id, vs.task_id ORDER BY so.canonical)
+    WINDOW in_order AS (PARTITION BY vs.task_key ORDER BY so.canonical)
 ),
 step_stats AS (
-    SELECT variant, step_id, occurrence, any_value(canonical) AS position,
-           any_value(source) AS source, any_value(event) AS event, any_value(template) AS template,
-           count(*) AS tasks,
+    SELECT variant, step_id, occurrence, any_value(canonical) AS position, count(*) AS tasks,
            avg(since_first) AS since_first_mean, median(since_first) AS since_first_median,
            quantile_cont(since_first, 0.95) AS since_first_p95,
            avg(since_previous) AS since_previous_mean, median(since_previous) AS since_previous_median,
@@ -153,6 +158,9 @@ step_stats AS (
            sum(until_next) AS until_next_total
     FROM canonical_steps
     GROUP BY variant, step_id, occurrence
+),
+named_stats AS (
+    SELECT st.*, si.source, si.event, si.template FROM step_stats st JOIN step_ids si USING (step_id)
 )
 SELECT s.variant, s.position,
        s.source, s.event, s.template, s.occurrence,
@@ -167,7 +175,7 @@ SELECT s.variant, s.position,
        v.tasks AS variant_tasks, v.share AS variant_share,
        v.steps AS variant_steps, v.orderings, v.runs,
        v.duration_mean, v.duration_median, v.duration_p95, v.example_run_id, v.example_task_id
-FROM step_stats s JOIN variants v USING (variant)
+FROM named_stats s JOIN variants v USING (variant)
 ORDER BY s.variant, position
 """
 )

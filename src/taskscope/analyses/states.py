@@ -147,17 +147,22 @@ def resample(curve: pd.DataFrame, points: int = 200) -> pd.DataFrame:
 
     >>> resample(states(store, run="000"), points=20)         # doctest: +SKIP
     """
-    wide = states_wide(curve)
-    if wide.empty:
-        return wide.drop(columns=["step"])
+    return sample_steps(states_wide(curve).drop(columns=["step"]), points)
+
+
+def sample_steps(steps: pd.DataFrame, points: int = 200) -> pd.DataFrame:
+    """Any step function in wide form (`run_id`, `ts`, value columns; a value holds until the
+    run's next row) at `points` evenly spaced instants from each run's first to last row.
+
+    >>> sample_steps(between(store, "task.launched", "htex.worker.received"), points=10)  # doctest: +SKIP
+    """
+    if steps.empty:
+        return steps
     frames = []
-    for run_id, rows in wide.groupby("run_id", sort=False):
-        rows = rows.drop(columns=["step"])
-        instants = pd.Series(pd.array(
-            [rows.ts.min() + (rows.ts.max() - rows.ts.min()) * i / max(points - 1, 1) for i in range(points)],
-            dtype="float64",
-        ))
-        picked = pd.merge_asof(pd.DataFrame({"ts": instants}), rows.drop(columns=["run_id"]), on="ts", direction="backward")
-        frames.append(picked.assign(run_id=run_id))
+    for run_id, rows in steps.groupby("run_id", sort=False):
+        start, end = rows.ts.min(), rows.ts.max()
+        instants = pd.DataFrame({"ts": [start + (end - start) * i / max(points - 1, 1) for i in range(points)]})
+        values = rows.drop(columns=["run_id"]).sort_values("ts", kind="stable")
+        frames.append(pd.merge_asof(instants, values, on="ts", direction="backward").assign(run_id=run_id))
     out = pd.concat(frames, ignore_index=True)
     return out[["run_id", "ts"] + [c for c in out.columns if c not in ("run_id", "ts")]]

@@ -21,7 +21,7 @@ from taskscope.analyses.between import STANDARD_QUEUES, between, standard_queues
 from taskscope.analyses.latency import latency, latency_histogram, stats_of
 from taskscope.analyses.selectors import SelectorError
 from taskscope.analyses.series import FieldError, series
-from taskscope.analyses.states import resample, states, states_from_monitoring, states_wide
+from taskscope.analyses.states import sample_steps, states, states_from_monitoring, states_wide
 from taskscope.analyses.summary import summary
 from taskscope.commands.common import (
     FormatOption, OutputFormat, PlotOption, RunOption, StoreOption, clock, emit, err_console, fail, save_plot,
@@ -92,22 +92,12 @@ def _readable_steps(wide: pd.DataFrame, points: int) -> tuple[pd.DataFrame, str 
     if len(wide) <= TABLE_ROWS:
         shown, note = wide, None
     else:
-        shown = _at_instants(wide, points)
+        shown = sample_steps(wide, points)
         note = (f"{len(wide):,} changes: showing the values in effect at {points} evenly spaced instants "
                 "(peaks between them can be missed; --format csv or json gives every change)")
     shown = shown.assign(elapsed_s=_elapsed(shown).round(6), ts=shown.ts.map(clock),
                          run_id=shown.run_id.str[:8])
     return shown[["run_id", "ts", "elapsed_s"] + [c for c in shown.columns if c not in ("run_id", "ts", "elapsed_s")]], note
-
-
-def _at_instants(wide: pd.DataFrame, points: int) -> pd.DataFrame:
-    frames = []
-    for run_id, rows in wide.groupby("run_id", sort=False):
-        start, end = rows.ts.min(), rows.ts.max()
-        instants = pd.DataFrame({"ts": [start + (end - start) * i / max(points - 1, 1) for i in range(points)]})
-        picked = pd.merge_asof(instants, rows.drop(columns=["run_id"]).sort_values("ts"), on="ts", direction="backward")
-        frames.append(picked.assign(run_id=run_id))
-    return pd.concat(frames, ignore_index=True)
 
 
 def _step_figure(frame: pd.DataFrame, y: str, color: str | None, title: str, y_title: str):
@@ -136,9 +126,7 @@ def states_command(
 ) -> None:
     """Tasks in each DFK state over time: an exact step function, one change per transition.
 
-    The table lists every transition (counts per state right after it), or, for long runs, the
-    counts at evenly spaced instants. JSON and CSV give the exact curve: one row per state whose
-    count changes (run_id, step, ts, task_id, state, change, tasks).
+    The table lists every transition (counts per state right after it), or, for long runs, the counts at evenly spaced instants. JSON and CSV give the exact curve: one row per state whose count changes (run_id, step, ts, task_id, state, change, tasks).
 
     Example: taskscope states --run 000 --plot states.html
     """
@@ -178,9 +166,7 @@ def between_command(
 ) -> None:
     """How many tasks have passed event A but not yet event B, over time (an implicit queue).
 
-    Selectors: an event name (task.launched, htex.worker.received), state:NAME (a task entering a
-    state), template:PATTERN or message:PATTERN (SQL LIKE), each optionally @SOURCE
-    (state:running@monitoring). JSON and CSV give every change (run_id, ts, count).
+    Selectors: an event name (task.launched, htex.worker.received), state:NAME (a task entering a state), template:PATTERN or message:PATTERN (SQL LIKE), each optionally @SOURCE (state:running@monitoring). JSON and CSV give every change (run_id, ts, count).
 
     Example: taskscope between htex.interchange.queued htex.interchange.sent --plot queue.png
     """
@@ -212,12 +198,9 @@ def queues_command(
     fmt: OutputFormat = FormatOption,
     plot: Optional[Path] = PlotOption,
 ) -> None:
-    """The implicit queues of a Parsl run with HTEX, over time: tasks waiting in the DFK
-    (state:pending to task.launched), queued in the interchange (htex.interchange.queued to
-    htex.interchange.sent) and running on workers (htex.worker.received to htex.worker.finished).
+    """The implicit queues of a Parsl run with HTEX, over time: tasks waiting in the DFK (state:pending to task.launched), queued in the interchange (htex.interchange.queued to htex.interchange.sent) and running on workers (htex.worker.received to htex.worker.finished).
 
-    Queues whose events the logs lack (no interchange debug lines, say) are left out. JSON and
-    CSV give every change (run_id, queue, ts, count).
+    Queues whose events the logs lack (no interchange debug lines, say) are left out. JSON and CSV give every change (run_id, queue, ts, count).
 
     Example: taskscope queues --run 000 --plot queues.html
     """
@@ -258,8 +241,7 @@ def series_command(
 ) -> None:
     """Any numeric field over time, from every event that carries it, optionally per group.
 
-    The table shows every value when there are few, else per group: count, min, mean, max and
-    the last value. JSON and CSV give every value (run_id, ts, [group], event, value).
+    The table shows every value when there are few, else per group: count, min, mean, max and the last value. JSON and CSV give every value (run_id, ts, [group], event, value).
 
     Example: taskscope series psutil_process_memory_resident --by task_id --plot memory.html
     """
@@ -311,9 +293,7 @@ def latency_command(
 ) -> None:
     """Time from event A to the following event B, per task (or try): statistics and histogram.
 
-    The table shows count, mean, p50/p90/p99 and max, and the histogram. JSON gives
-    {"stats": [...], "histogram": [...], "latencies": [...]} (one latency per task); CSV the
-    latencies.
+    The table shows count, mean, p50/p90/p99 and max, and the histogram. JSON gives {"stats": [...], "histogram": [...], "latencies": [...]} (one latency per task); CSV the latencies.
 
     Example: taskscope latency task.launched htex.worker.received --by app_name --plot latency.png
     """
@@ -364,8 +344,7 @@ def summary_command(
 ) -> None:
     """Per app: tasks by final state, tries, failure causes, badput, makespan and throughput.
 
-    The table shows runs, apps and failures. JSON gives {"runs", "apps", "failures",
-    "throughput"} (or one list with --part); CSV one table (--part, default apps).
+    The table shows runs, apps and failures. JSON gives {"runs", "apps", "failures", "throughput"} (or one list with --part); CSV one table (--part, default apps).
 
     Example: taskscope summary --run 000 --plot summary.html
     """

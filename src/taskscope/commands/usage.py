@@ -1,9 +1,164 @@
-"""CLI commands: (being written)."""
+"""CLI commands `usage collect` (the self-hosted usage collector) and `usage report` (its aggregates)."""
 
 from __future__ import annotations
 
+import json
+import signal
+import sys
+import threading
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+import taskscope
+from taskscope.commands.common import FormatOption, OutputFormat, StoreOption, console, emit, err_console, fail, user_errors
+from taskscope.usage import protocol
+
+usage_app = typer.Typer(
+    help="Opt-in usage tracking: collect Parsl's (or any UsageTracker's) UDP messages, then report on them.\n\n"
+    "Example: taskscope usage collect --port 50077 --store usage.duckdb",
+    no_args_is_help=True,
+)
+
+PROGRESS_SECONDS = 10.0
+
+
+class Report(str, Enum):
+    runs = "runs"
+    over_time = "over-time"
+    python = "python"
+    versions = "versions"
+    platforms = "platforms"
+    components = "components"
+    levels = "levels"
+    execution_times = "execution-times"
+    task_counts = "task-counts"
+    failures = "failures"
+    leaderboard = "leaderboard"
+    installation_age = "installation-age"
+    adoption = "adoption"
+
+
+_REPORT_FUNCTIONS = {
+    Report.runs: "usage_runs", Report.over_time: "runs_over_time", Report.python: "python_versions",
+    Report.versions: "product_versions", Report.platforms: "platforms", Report.components: "components",
+    Report.levels: "levels", Report.execution_times: "execution_times", Report.task_counts: "task_counts",
+    Report.failures: "failure_rates", Report.leaderboard: "leaderboard",
+    Report.installation_age: "installation_age", Report.adoption: "version_adoption",
+}
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
+    app.add_typer(usage_app, name="usage")
+
+
+@usage_app.command("collect")
+@user_errors
+def collect(
+    port: int = typer.Option(50077, "--port", "-p", help="UDP port to listen on (Parsl sends to 50077)."),
+    store: str = StoreOption,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; 0.0.0.0 to accept from other machines."),
+    retention_days: Optional[float] = typer.Option(
+        None, "--retention-days", min=0, help="Delete usage events, rejected datagrams and spool segments older than this."),
+    spool: Optional[Path] = typer.Option(None, "--spool", help="Spool folder (default: STORE.spool)."),
+    max_bytes: int = typer.Option(protocol.MAX_DATAGRAM_BYTES, "--max-bytes", min=1,
+                                  help="Datagrams larger than this are rejected as oversized."),
+    fmt: OutputFormat = FormatOption,
+) -> None:
+    """Receive usage datagrams until Ctrl-C or SIGTERM: spool each one, then store it (source 'usage').
+
+    Every datagram is appended to the spool before it is parsed; malformed ones are kept in the
+    table usage_rejected with the reason; no sender address is stored. Stopping stores everything
+    received; a restart stores whatever an earlier run spooled but did not store.
+
+    Example: taskscope usage collect --port 50077 --store usage.duckdb --host 0.0.0.0 --retention-days 730
+    """
+    from taskscope.usage.collector import Collector
+
+    # handlers first: a signal that comes while the store opens still stops the collector cleanly
+    stop_requested = threading.Event()
+    running: list[Collector] = []
+
+    def on_signal(*_) -> None:
+        stop_requested.set()
+        for collector in running:
+            collector.request_stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+    try:
+        collector = Collector(store, host=host, port=port, spool_dir=spool, retention_days=retention_days,
+                              max_bytes=max_bytes)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    running.append(collector)
+    if stop_requested.is_set():
+        collector.request_stop()
+    quiet = fmt is not OutputFormat.table
+    if not quiet:
+        err_console.print(f"collecting usage datagrams on {collector.address[0]}:{collector.address[1]} into "
+                          f"{store} (spool {collector.spool_dir}); Ctrl-C to stop", highlight=False)
+        threading.Thread(target=_report_progress, args=(collector,), daemon=True).start()
+    collector.serve_forever()
+    stats = collector.stats.as_dict()
+    if quiet:
+        sys.stdout.write(json.dumps(stats) + "\n")
+    else:
+        console.print(_stats_line(stats), highlight=False)
+
+
+def _stats_line(stats: dict) -> str:
+    reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(stats["reasons"].items()))
+    replayed = f", {stats['replayed']} replayed from the spool" if stats["replayed"] else ""
+    return (f"received {stats['received']}{replayed}: {stats['parsed']} stored, {stats['rejected']} rejected"
+            + (f" ({reasons})" if reasons else ""))
+
+
+def _report_progress(collector) -> None:
+    last = None
+    while not collector._done.wait(PROGRESS_SECONDS):
+        stats = collector.stats.as_dict()
+        if stats != last:
+            err_console.print(_stats_line(stats), highlight=False)
+            last = stats
+
+
+@usage_app.command("report")
+@user_errors
+def report(
+    what: Report = typer.Argument(..., help="Which aggregate: " + ", ".join(r.value for r in Report) + "."),
+    store: str = StoreOption,
+    product: Optional[str] = typer.Option(None, "--product", help="Only this product (e.g. parsl)."),
+    period: str = typer.Option("day", "--period", help="over-time: hour, day, week, month, quarter or year."),
+    weeks: int = typer.Option(12, "--weeks", min=1, help="adoption: weeks after each version first appeared."),
+    fmt: OutputFormat = FormatOption,
+) -> None:
+    """Aggregates of the usage messages in the store: runs, versions, platforms, leaderboard, ...
+
+    Examples:
+
+      taskscope usage report leaderboard --store usage.duckdb
+
+      taskscope usage report over-time --period week --product parsl --format csv
+    """
+    from taskscope.usage import queries
+
+    function = getattr(queries, _REPORT_FUNCTIONS[what])
+    options = {"period": period} if what is Report.over_time else {"weeks": weeks} if what is Report.adoption else {}
+    with taskscope.open(store, read_only=True) as opened:
+        if not _has_usage_events(opened):
+            fail(f"{store} holds no usage messages (collect them with `taskscope usage collect --store {store}`)")
+        try:
+            frame = function(opened, product=product, **options)
+        except ValueError as exc:
+            fail(str(exc))
+    emit(frame, fmt, f"usage: {what.value}")
+
+
+def _has_usage_events(store) -> bool:
+    from taskscope._sql import scalar
+
+    return bool(scalar(store.con, "SELECT count(*) FROM events WHERE source = 'usage'"))

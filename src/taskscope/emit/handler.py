@@ -1,8 +1,10 @@
 """`WideEventHandler`: a logging handler that writes one JSON object per record, cheaply.
 
-The logging thread only queues the record (a deque append; arguments that could still change
-are snapshotted first). A background thread turns queued records into JSON with orjson and
-appends them to the file in one write per flush. Nothing here raises into the program that logs:
+The logging thread turns the record into one JSON line with orjson (about a microsecond) and
+queues the bytes; a background thread appends queued lines to the file in one write per flush.
+Encoding at the call, rather than on the flush thread, keeps values as they were at the call and
+holds no LogRecords in memory (held records survive into older GC generations and make every
+collection slower). Nothing here raises into the program that logs:
 an unserializable value becomes its repr, a bad `%` format becomes a note in the message, and a
 file that cannot be written gives one warning on stderr and a count of dropped records.
 """
@@ -20,7 +22,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from taskscope.emit.records import IMMUTABLE_TYPES, RecordEncoder, formatted_message, freeze_args
+from taskscope.emit.records import RecordEncoder
 
 DEFAULT_FLUSH_INTERVAL = 0.5  # seconds; a SIGKILL loses at most this much
 
@@ -50,7 +52,7 @@ class WideEventHandler(logging.Handler):
         super().__init__(level)
         self.path = Path(path)
         self.flush_interval = flush_interval
-        self.stamps = dict(stamps or {})
+        self._encoder = RecordEncoder(stamps or {})
         self.dropped_records = 0
         self.written_records = 0
         self._queue: deque = deque()
@@ -62,20 +64,24 @@ class WideEventHandler(logging.Handler):
         self._flusher: threading.Thread | None = None  # started by the first record (again after a fork)
         _live_handlers.add(self)
 
+    @property
+    def stamps(self) -> dict[str, Any]:
+        """The fields added to every record (a copy; change them with `set_stamps`)."""
+        return dict(self._encoder.stamps)
+
+    def set_stamps(self, **stamps: Any) -> None:
+        """Add or change stamps for the records logged from now on."""
+        self._encoder = RecordEncoder({**self._encoder.stamps, **stamps})
+
     # ---- logging thread --------------------------------------------------------------------
 
     def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
-        """Queue `record`. Overrides Handler.handle to skip its lock: deque.append is atomic."""
+        """Encode `record` and queue the line. Overrides Handler.handle to skip its lock:
+        encoding needs none and deque.append is atomic."""
         if self.filters and not self.filter(record):
             return False
         try:
-            args = record.args
-            message = None
-            if args and not _all_immutable(args):
-                # format now, as the value is now; the flusher might see it changed
-                message = formatted_message(record, args)
-                args = freeze_args(args)
-            self._queue.append((record, args, message))
+            self._queue.append(self._encoder.line(record))
             if self._flusher is None:
                 self._start_flusher()
         except Exception:  # noqa: BLE001 - never into the caller
@@ -90,6 +96,9 @@ class WideEventHandler(logging.Handler):
 
     def flush(self, timeout: float = -1) -> None:
         """Write every queued record now (waiting at most `timeout` seconds for a flush in progress)."""
+        self._flush_queue(timeout)
+
+    def _flush_queue(self, timeout: float = -1) -> None:
         if not self._write_lock.acquire(timeout=timeout):
             return
         try:
@@ -125,31 +134,19 @@ class WideEventHandler(logging.Handler):
         while not self._closed:
             self._wake.wait(self.flush_interval)
             try:
-                if self.ready_to_write():
-                    self.flush()
+                self._flush_queue()
             except Exception:  # noqa: BLE001 - the flusher must not die
                 pass
 
-    def ready_to_write(self) -> bool:
-        """Whether the background flush may write now (subclasses may wait for something)."""
-        return True
-
     def _write_queued(self) -> None:
         queue = self._queue
-        if not queue:
-            return
         lines = []
         popleft = queue.popleft
-        encoder = RecordEncoder(self.stamps)
         while True:
             try:
-                record, args, message = popleft()
+                lines.append(popleft())
             except IndexError:
                 break
-            try:
-                lines.append(encoder.line(record, args, message))
-            except Exception:  # noqa: BLE001 - one odd record must not stop the others
-                self.dropped_records += 1
         if lines:
             self._write(b"".join(lines), len(lines))
 
@@ -181,15 +178,6 @@ class WideEventHandler(logging.Handler):
 
     def __repr__(self) -> str:
         return f"<WideEventHandler {self.path} ({logging.getLevelName(self.level)})>"
-
-
-def _all_immutable(args: Any) -> bool:
-    if type(args) is tuple:
-        for value in args:
-            if type(value) not in IMMUTABLE_TYPES:
-                return False
-        return True
-    return False
 
 
 def _warn(message: str) -> None:

@@ -21,30 +21,7 @@ STANDARD_ATTRIBUTES = frozenset(
     vars(logging.LogRecord("n", logging.INFO, "p", 1, "m", None, None, "f", None))
 ) | {"message", "asctime", "taskName"}
 
-#: values that cannot change after the logging call, so they can be serialized later on the flush thread
-IMMUTABLE_TYPES = frozenset({str, int, float, bool, type(None), bytes})
-
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
-
-
-def freeze_args(args: Any) -> Any:
-    """`args` with every mutable value replaced by a JSON-safe snapshot, taken now.
-
-    Called on the logging thread only when an argument is not a str/int/float/... (rare), so a
-    list that the caller changes after the call is written as it was at the call.
-    """
-    if isinstance(args, dict):
-        return {key: _snapshot(value) for key, value in args.items()}
-    return tuple(_snapshot(value) for value in args)
-
-
-def _snapshot(value: Any) -> Any:
-    if type(value) in IMMUTABLE_TYPES:
-        return value
-    try:
-        return orjson.Fragment(orjson.dumps(value, default=repr, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS))
-    except Exception:  # noqa: BLE001 - a value we cannot even repr must not reach the caller
-        return _safe_repr(value)
 
 
 def _safe_repr(value: Any) -> str:
@@ -75,7 +52,7 @@ class RecordEncoder:
 
     >>> encoder = RecordEncoder({"host": "h1"})
     >>> record = logging.LogRecord("app", logging.INFO, "/x.py", 3, "took %d s", (4,), None, "f")
-    >>> orjson.loads(encoder.line(record, record.args, None))["message"]
+    >>> orjson.loads(encoder.line(record))["message"]
     'took 4 s'
     """
 
@@ -85,13 +62,11 @@ class RecordEncoder:
         self.prefix = (orjson.dumps(self.stamps, default=_safe_repr, option=orjson.OPT_NON_STR_KEYS)[:-1] + b","
                        if self.stamps else b"{")
 
-    def line(self, record: logging.LogRecord, args: Any, message: str | None) -> bytes:
-        """One JSON line. `args` are the (possibly frozen) arguments; `message` the message if it
-        was formatted at the call. Never raises."""
+    def line(self, record: logging.LogRecord) -> bytes:
+        """One JSON line (with its newline). Never raises."""
         fields = record.__dict__
-        if message is None:
-            message = formatted_message(record, args)
-        if args is record.args and fields["exc_info"] is None and fields.keys().isdisjoint(self.keys):
+        message = formatted_message(record, record.args)
+        if fields["exc_info"] is None and fields.keys().isdisjoint(self.keys):
             # the common record, serialized straight from its __dict__ and joined to the
             # pre-serialized stamps: half the cost of building a new dict per record
             try:
@@ -99,15 +74,14 @@ class RecordEncoder:
                 return b"".join((self.prefix, b'"message":', orjson.dumps(message), b",", body[1:]))
             except Exception:  # noqa: BLE001 - an int beyond 64 bits, odd keys...: the careful path
                 pass
-        return dumps_event(event_of(record, args, message, self.stamps))
+        return dumps_event(event_of(record, message, self.stamps))
 
 
-def event_of(record: logging.LogRecord, args: Any, message: str, stamps: dict[str, Any]) -> dict[str, Any]:
+def event_of(record: logging.LogRecord, message: str, stamps: dict[str, Any]) -> dict[str, Any]:
     """The record as a dict with the same keys as `dumps_record` writes (the careful path)."""
     event = {**stamps, "message": message}
     for key, value in record.__dict__.items():
         event[key] = value
-    event["args"] = args
     event["msg"] = record.msg if type(record.msg) is str else _safe_repr(record.msg)
     exc_info = event.pop("exc_info", None)
     if exc_info and exc_info[0] is not None:

@@ -50,17 +50,17 @@ CREATE OR REPLACE TEMP MACRO otlp_scalar(j) AS CASE json_type(j)
     WHEN 'UBIGINT' THEN CASE WHEN TRY_CAST(CAST(j AS VARCHAR) AS BIGINT) IS NOT NULL
                              THEN json_object('intValue', CAST(j AS VARCHAR))
                              ELSE json_object('stringValue', CAST(j AS VARCHAR)) END
-    WHEN 'DOUBLE' THEN CASE WHEN isfinite(CAST(j AS DOUBLE)) THEN json_object('doubleValue', CAST(j AS DOUBLE))
+    WHEN 'DOUBLE' THEN CASE WHEN isfinite(TRY_CAST(j AS DOUBLE)) THEN json_object('doubleValue', TRY_CAST(j AS DOUBLE))
                             ELSE json_object('stringValue', CAST(j AS VARCHAR)) END
-    WHEN 'BOOLEAN' THEN json_object('boolValue', CAST(j AS BOOLEAN))
+    WHEN 'BOOLEAN' THEN json_object('boolValue', TRY_CAST(j AS BOOLEAN))
     WHEN 'NULL' THEN json('{}')
     ELSE json_object('stringValue', CAST(j AS VARCHAR)) END;
-CREATE OR REPLACE TEMP MACRO otlp_pointer(k) AS '/' || replace(replace(k, '~', '~0'), '/', '~1');
+CREATE OR REPLACE TEMP MACRO otlp_pointer(name) AS '/' || replace(replace(name, '~', '~0'), '/', '~1');
 CREATE OR REPLACE TEMP MACRO otlp_any(j) AS CASE json_type(j)
     WHEN 'ARRAY' THEN json_object('arrayValue', json_object('values',
-        list_transform(json_extract(j, '$[*]'), lambda x: otlp_scalar(x))))
+        list_transform(json_extract(j, '$[*]'), lambda element: otlp_scalar(element))))
     WHEN 'OBJECT' THEN json_object('kvlistValue', json_object('values',
-        list_transform(json_keys(j), lambda k: {'key': k, 'value': otlp_scalar(json_extract(j, otlp_pointer(k)))})))
+        list_transform(json_keys(j), lambda member: {'key': member, 'value': otlp_scalar(json_extract(j, otlp_pointer(member)))})))
     ELSE otlp_scalar(j) END;
 """
 
@@ -119,9 +119,10 @@ def _attributes_sql() -> str:
         for name in INT_ATTRIBUTE_COLUMNS
     ]
     columns = ", ".join(f"'{name}'" for name in EVENT_COLUMN_NAMES)
-    from_attrs = f"""coalesce(list_transform(json_keys(attrs), lambda k: {{
-        'key': CASE WHEN k IN ({columns}) THEN 'attrs.' || k ELSE k END,
-        'value': otlp_any(json_extract(attrs, otlp_pointer(k)))}}), [])"""
+    # (lambda parameters are named apart: a macro's body is pasted in, so a shared name would be captured)
+    from_attrs = f"""coalesce(list_transform(json_keys(attrs), lambda attr_key: {{
+        'key': CASE WHEN attr_key IN ({columns}) THEN 'attrs.' || attr_key ELSE attr_key END,
+        'value': otlp_any(json_extract(attrs, otlp_pointer(attr_key)))}}), [])"""
     return f"list_concat(list_filter([{', '.join(items)}], lambda a: a IS NOT NULL), {from_attrs})"
 
 

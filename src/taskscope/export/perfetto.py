@@ -302,7 +302,7 @@ def _event_queries() -> list[str]:
     """SQL for each kind of trace event, each row one JSON object as text."""
     final = ", ".join(f"'{state}'" for state in FINAL_STATES)
     notable = ", ".join(f"'{name}'" for name in NOTABLE_EVENTS)
-    dfk_pid = "(SELECT pid FROM trace_processes p WHERE p.kind = 'dfk' AND p.run_id = {}.run_id)"
+    dfk_pid = "(SELECT dfk.pid FROM trace_processes dfk WHERE dfk.kind = 'dfk' AND dfk.run_id = {}.run_id)"
     task_slices = f"""
         WITH slices AS (
             SELECT {dfk_pid.format('t')} AS pid, t.task_id, 0 AS seq, 'b' AS ph, {_us('t.start_ts')} AS ts_us,

@@ -18,6 +18,7 @@ import pathlib
 import re
 import socket
 import sys
+import threading
 import time
 from typing import Any, Callable
 
@@ -121,9 +122,8 @@ class _RunIdLearningHandler(WideEventHandler):
     """The DFK's handler: learns the run id from the DFK's first records that carry it, stamps it
     on every record, and puts it on the config so that later pickles take it to the executors.
 
-    Stamps are applied when records are written, so the background flush waits (at most
-    `RUN_ID_WAIT` seconds) for the run id: the DFK's first lines get it too. Exit, fork and
-    explicit flushes write at once.
+    Lines logged before the run id is known (the config dump, the version) are held back, at most
+    `RUN_ID_WAIT` seconds, and given the run id when it is learned; exit and fork write them at once.
     """
 
     RUN_ID_WAIT = 10.0
@@ -131,21 +131,48 @@ class _RunIdLearningHandler(WideEventHandler):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._held: list[bytes] | None = []
+        self._held_lock = threading.Lock()
+        self._held_prefix = self._encoder.prefix
         self._wait_until = time.monotonic() + self.RUN_ID_WAIT
-
-    def ready_to_write(self) -> bool:
-        return "run_id" in self.stamps or time.monotonic() > self._wait_until
 
     def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
         run_id = record.__dict__.get("parsl.dfk")
         if run_id is None and isinstance(record.msg, str) and record.msg.startswith("Run id is: "):
             run_id = record.msg[len("Run id is: "):].strip()
         if run_id:
-            self.stamps["run_id"] = str(run_id)
+            self.set_stamps(run_id=str(run_id))
             if self.config is not None:
                 self.config.run_id = str(run_id)
+            self._release()
             self.handle = super().handle  # type: ignore[method-assign] - learned: back to the plain path
+            return super().handle(record)
+        with self._held_lock:
+            if self._held is not None:
+                try:
+                    self._held.append(self._encoder.line(record))
+                except Exception:  # noqa: BLE001 - never into the caller
+                    self.dropped_records += 1
+                if time.monotonic() < self._wait_until:
+                    return True
+        self._release()
         return super().handle(record)
+
+    def flush(self, timeout: float = -1) -> None:
+        self._release()
+        super().flush(timeout)
+
+    def _release(self) -> None:
+        """Queue the held lines, re-stamped with what is known now."""
+        with self._held_lock:
+            held, self._held = self._held, None
+        if not held:
+            return
+        old, new = self._held_prefix, self._encoder.prefix
+        for line in held:
+            if old != new and line.startswith(old) and b'"run_id"' not in line:
+                line = new + line[len(old):]
+            self._queue.append(line)
 
 
 def _run_id_of_dfk_being_built() -> str | None:

@@ -1,0 +1,416 @@
+"""The self-hosted usage collector: UDP datagrams in, spooled, then parsed into the store.
+
+Two threads. The receiver (the thread that calls `serve_forever`) only receives, timestamps and
+appends datagrams to the append-only spool (`taskscope.usage.spool`), one write per batch, then
+hands the batch on. The writer owns the DuckDB store: it classifies each batch in SQL (size,
+protocol byte, UTF-8, JSON object, correlator), inserts good messages into `events`
+(`source = 'usage'`, `event = 'usage.start' | 'usage.end'`, `run_id` = correlator, `attrs` = the
+message) and the rest into `usage_rejected` with the reason, and records in `usage_spool` how far
+each spool segment has been parsed, all in one transaction. A restart replays whatever the spool
+holds beyond that point, so nothing received is lost and nothing is stored twice.
+
+The sender's address is never read (`recv`, not `recvfrom`) and so never stored.
+
+>>> collector = Collector("usage.duckdb", port=50077)       # doctest: +SKIP
+>>> collector.serve_forever()                              # until collector.stop() or a signal
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+import taskscope
+from taskscope._sql import scalar
+from taskscope.usage import protocol, spool
+
+logger = logging.getLogger("taskscope.usage.collector")
+
+RECEIVE_BUFFER = 65536  # larger than any UDP payload, so an oversized datagram is seen whole
+SOCKET_RECEIVE_BUFFER = 32 * 1024 * 1024  # asked of the kernel; it may grant less
+HAND_OFF_RECORDS = 4096
+HAND_OFF_SECONDS = 0.05
+RETENTION_CHECK_SECONDS = 3600.0
+REPLAY_CHUNK_RECORDS = 50_000
+HEAD_BYTES = 200
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS usage_spool (
+    segment VARCHAR PRIMARY KEY,   -- spool segment file name
+    bytes_parsed BIGINT,           -- offset of the first record not yet in the store
+    records_parsed BIGINT,         -- records before that offset
+    parsed BIGINT,                 -- of those, stored as events
+    rejected BIGINT,               -- of those, rejected (see usage_rejected)
+    updated_at DOUBLE
+);
+CREATE TABLE IF NOT EXISTS usage_rejected (
+    ts DOUBLE, segment VARCHAR, record BIGINT, size BIGINT, reason VARCHAR, head BLOB
+);
+"""
+
+# One row per datagram with the reason it is rejected (NULL when it is a usage message).
+# Checks run in the order of protocol.decode, each only on rows that passed the earlier ones.
+_CLASSIFY = f"""
+CREATE OR REPLACE TEMP TABLE usage_incoming AS
+WITH sized AS (
+    SELECT ts, record, payload, octet_length(payload) AS size, payload[1:1] AS version
+    FROM usage_batch
+), bodies AS (
+    SELECT *, CASE
+        WHEN size = 0 THEN '{protocol.EMPTY}'
+        WHEN size > $max_bytes THEN '{protocol.OVERSIZED}'
+        WHEN version NOT IN ('1'::BLOB, '{{'::BLOB) THEN '{protocol.UNKNOWN_VERSION}' END AS framing_reason,
+      CASE WHEN framing_reason IS NULL
+           THEN try(decode(CASE WHEN version = '1'::BLOB THEN payload[2:] ELSE payload END)) END AS body
+    FROM sized
+), checked AS (
+    SELECT *, CASE
+        WHEN framing_reason IS NOT NULL THEN framing_reason
+        WHEN body IS NULL THEN '{protocol.NOT_UTF8}'
+        WHEN NOT json_valid(body) THEN '{protocol.BAD_JSON}'
+        WHEN json_type(body) <> 'OBJECT' THEN '{protocol.NOT_OBJECT}' END AS shape_reason
+    FROM bodies
+)
+SELECT ts, record, size, payload, body,
+       CASE WHEN shape_reason IS NULL
+            THEN CASE WHEN json_type(body, '$.correlator') = 'VARCHAR' THEN body->>'correlator'
+                      WHEN json_type(body, '$.uuid') = 'VARCHAR' THEN body->>'uuid' END END AS correlator,
+       coalesce(shape_reason, CASE WHEN correlator IS NULL OR length(correlator) NOT BETWEEN 1 AND
+                                        {protocol.MAX_CORRELATOR_CHARS} THEN '{protocol.NO_CORRELATOR}' END) AS reason
+FROM checked
+"""
+
+_INSERT_EVENTS = """
+INSERT INTO events (ts, source, file, line, event, message, run_id, attrs)
+SELECT ts, 'usage', $segment, record,
+       CASE WHEN json_exists(body, '$.end') THEN 'usage.end' ELSE 'usage.start' END,
+       body, correlator, body::JSON
+FROM usage_incoming WHERE reason IS NULL ORDER BY record
+"""
+
+_INSERT_REJECTED = f"""
+INSERT INTO usage_rejected
+SELECT ts, $segment, record, size, reason, payload[1:{HEAD_BYTES}]
+FROM usage_incoming WHERE reason IS NOT NULL ORDER BY record
+"""
+
+_RECORD_PROGRESS = """
+INSERT INTO usage_spool VALUES ($segment, $end, $records, $parsed, $rejected, $now)
+ON CONFLICT (segment) DO UPDATE SET
+    bytes_parsed = excluded.bytes_parsed, records_parsed = excluded.records_parsed,
+    parsed = usage_spool.parsed + excluded.parsed, rejected = usage_spool.rejected + excluded.rejected,
+    updated_at = excluded.updated_at
+"""
+
+
+def create_usage_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the collector's tables (`usage_spool`, `usage_rejected`) if missing (idempotent)."""
+    con.execute(_DDL)
+
+
+@dataclass
+class CollectorStats:
+    """Counts since the collector started. Once stopped, received + replayed = parsed + rejected."""
+
+    received: int = 0     # datagrams read from the socket (and spooled)
+    replayed: int = 0     # datagrams found in the spool from earlier runs, not yet in the store
+    parsed: int = 0       # stored as events
+    rejected: int = 0     # stored in usage_rejected
+    reasons: dict[str, int] = field(default_factory=dict)
+    store_errors: int = 0  # commits that failed and were retried
+
+    def as_dict(self) -> dict:
+        return {"received": self.received, "replayed": self.replayed, "parsed": self.parsed,
+                "rejected": self.rejected, "reasons": dict(self.reasons), "store_errors": self.store_errors}
+
+
+@dataclass
+class _Batch:
+    segment: str
+    first_record: int
+    end_offset: int
+    times: list[float]
+    payloads: list[bytes]
+
+
+class Collector:
+    """Receives usage datagrams on `host:port` (port 0: any free port) into the store at `store`.
+
+    `spool` defaults to the folder `<store>.spool`. With `retention_days`, events, rejected
+    datagrams and fully parsed spool segments older than that are deleted (at start, then hourly).
+
+    >>> collector = Collector("usage.duckdb", host="0.0.0.0", port=50077, retention_days=400)  # doctest: +SKIP
+    >>> collector.start(); ...; collector.stop()                                                # doctest: +SKIP
+    """
+
+    def __init__(
+        self, store: str | Path, host: str = "127.0.0.1", port: int = 50077, spool_dir: str | Path | None = None,
+        retention_days: float | None = None, max_bytes: int = protocol.MAX_DATAGRAM_BYTES,
+        commit_interval: float = 0.5,
+    ):
+        self.store_path = str(store)
+        if self.store_path == ":memory:" and spool_dir is None:
+            raise ValueError("an in-memory store needs an explicit spool_dir")
+        self.spool_dir = Path(spool_dir if spool_dir is not None else self.store_path + ".spool")
+        self.retention_days = retention_days
+        self.max_bytes = max_bytes
+        self.commit_interval = commit_interval
+        self.stats = CollectorStats()
+        self._stopping = threading.Event()
+        self._batches: queue.SimpleQueue = queue.SimpleQueue()
+        self._store = taskscope.open(self.store_path)  # fails here, before binding, if the store is locked
+        create_usage_tables(self._store.con)
+        self.sock = _bind(host, port)
+        self.address: tuple[str, int] = self.sock.getsockname()[:2]
+        self.spool = spool.SpoolWriter(self.spool_dir)
+        self._writer = threading.Thread(target=self._write_loop, name="taskscope-usage-writer", daemon=True)
+        self._receiver: threading.Thread | None = None
+        self._done = threading.Event()
+
+    # -- running -----------------------------------------------------------------------------
+
+    def serve_forever(self) -> None:
+        """Receive in this thread until `stop()` (or `request_stop()`, e.g. from a signal handler)."""
+        self._writer.start()
+        try:
+            self._receive_loop()
+        finally:
+            self._finish()
+
+    def start(self) -> "Collector":
+        """Receive in a background thread (for tests and embedding); `stop()` ends it."""
+        self._receiver = threading.Thread(target=self.serve_forever, name="taskscope-usage-receiver", daemon=True)
+        self._receiver.start()
+        return self
+
+    def request_stop(self) -> None:
+        """Ask the receive loop to finish; safe from a signal handler."""
+        self._stopping.set()
+
+    def stop(self, timeout: float | None = None) -> CollectorStats:
+        """Stop receiving, spool and store everything received, close the store; return the counts."""
+        self.request_stop()
+        self._done.wait(timeout)
+        return self.stats
+
+    def __enter__(self) -> "Collector":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    # -- receiver ----------------------------------------------------------------------------
+
+    def _receive_loop(self) -> None:
+        recv, now, stopping = self.sock.recv, time.time, self._stopping.is_set
+        self.sock.settimeout(HAND_OFF_SECONDS)
+        times: list[float] = []
+        payloads: list[bytes] = []
+        hand_off_at = now() + HAND_OFF_SECONDS
+        while True:
+            try:
+                payloads.append(recv(RECEIVE_BUFFER))
+                stamp = now()
+                times.append(stamp)
+            except TimeoutError:
+                stamp = now()
+            except OSError as exc:  # e.g. ICMP-triggered errors on some platforms: keep going
+                logger.debug("recv failed: %s", exc)
+                stamp = now()
+            if len(payloads) >= HAND_OFF_RECORDS or stamp >= hand_off_at:
+                if payloads:
+                    self._hand_off(times, payloads)
+                    times, payloads = [], []
+                hand_off_at = stamp + HAND_OFF_SECONDS
+                if stopping():
+                    break
+        self._drain(times, payloads)
+
+    def _drain(self, times: list[float], payloads: list[bytes]) -> None:
+        """Take what the kernel still holds for us, so stopping loses nothing already received."""
+        self.sock.setblocking(False)
+        while True:
+            try:
+                payloads.append(self.sock.recv(RECEIVE_BUFFER))
+                times.append(time.time())
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue
+        if payloads:
+            self._hand_off(times, payloads)
+
+    def _hand_off(self, times: list[float], payloads: list[bytes]) -> None:
+        segment, first, end = self.spool.append(times, payloads)
+        self.stats.received += len(payloads)
+        self._batches.put(_Batch(segment, first, end, times, payloads))
+
+    def _finish(self) -> None:
+        self.sock.close()
+        self.spool.close()
+        self._batches.put(None)
+        self._writer.join()
+        self._store.close()
+        self._done.set()
+
+    # -- writer ------------------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        con = self._store.con
+        self._apply_retention(con)
+        self._replay(con)
+        retention_due = time.monotonic() + RETENTION_CHECK_SECONDS
+        pending: list[_Batch] = []
+        finished = False
+        while not finished:
+            deadline = time.monotonic() + self.commit_interval
+            while not finished:
+                try:
+                    batch = self._batches.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if batch is None:
+                    finished = True
+                else:
+                    pending.append(batch)
+            for group in _by_segment(pending):
+                self._commit_until_done(con, group)
+            pending = []
+            if self.retention_days is not None and time.monotonic() > retention_due:
+                self._apply_retention(con)
+                retention_due = time.monotonic() + RETENTION_CHECK_SECONDS
+
+    def _commit_until_done(self, con, batch: _Batch) -> None:
+        # the spool already holds these datagrams; a failing store is retried, never skipped, so
+        # usage_spool's offsets stay a true statement of what is in the store
+        delay = 0.5
+        while True:
+            try:
+                self._commit(con, batch)
+                return
+            except duckdb.Error as exc:
+                self.stats.store_errors += 1
+                logger.error("storing %d usage datagrams failed (retrying in %.1f s): %s",
+                             len(batch.payloads), delay, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _commit(self, con, batch: _Batch) -> None:
+        table = pa.table({
+            "ts": pa.array(batch.times, pa.float64()),
+            "record": pa.array(range(batch.first_record, batch.first_record + len(batch.payloads)), pa.int64()),
+            "payload": pa.array(batch.payloads, pa.binary()),
+        })
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.register("usage_batch", table)
+            con.execute(_CLASSIFY, {"max_bytes": self.max_bytes})
+            con.execute(_INSERT_EVENTS, {"segment": batch.segment})
+            con.execute(_INSERT_REJECTED, {"segment": batch.segment})
+            reasons = dict(con.execute(
+                "SELECT coalesce(reason, ''), count(*) FROM usage_incoming GROUP BY ALL").fetchall())
+            parsed = reasons.pop("", 0)
+            rejected = sum(reasons.values())
+            con.execute(_RECORD_PROGRESS, {
+                "segment": batch.segment, "end": batch.end_offset,
+                "records": batch.first_record + len(batch.payloads) - 1,
+                "parsed": parsed, "rejected": rejected, "now": time.time()})
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.unregister("usage_batch")
+        self.stats.parsed += parsed
+        self.stats.rejected += rejected
+        for reason, count in reasons.items():
+            self.stats.reasons[reason] = self.stats.reasons.get(reason, 0) + count
+
+    def _replay(self, con) -> None:
+        """Store what earlier runs spooled but did not get into the store (a crash, a kill -9)."""
+        progress = {row[0]: (row[1], row[2]) for row in con.execute(
+            "SELECT segment, bytes_parsed, records_parsed FROM usage_spool").fetchall()}
+        for path in spool.segments(self.spool_dir):
+            if path.name == self.spool.segment:
+                continue
+            offset, records = progress.get(path.name, (0, 0))
+            if path.stat().st_size <= max(offset, len(spool.MAGIC)):
+                continue
+            while True:
+                chunk = list(spool.read_segment(path, offset, records + 1, REPLAY_CHUNK_RECORDS))
+                if not chunk:
+                    break
+                batch = _Batch(path.name, chunk[0][0], chunk[-1][1], [r[2] for r in chunk], [r[3] for r in chunk])
+                self._commit_until_done(con, batch)
+                self.stats.replayed += len(chunk)
+                offset, records = chunk[-1][1], chunk[-1][0]
+            logger.info("replayed spool segment %s", path.name)
+
+    def _apply_retention(self, con) -> None:
+        if self.retention_days is None:
+            return
+        cutoff = time.time() - self.retention_days * 86400
+        con.execute("DELETE FROM events WHERE source = 'usage' AND ts < ?", [cutoff])
+        con.execute("DELETE FROM usage_rejected WHERE ts < ?", [cutoff])
+        parsed_to = dict(con.execute("SELECT segment, bytes_parsed FROM usage_spool").fetchall())
+        for path in spool.segments(self.spool_dir):
+            stat = path.stat()
+            fully_parsed = parsed_to.get(path.name, -1) >= stat.st_size
+            if path.name != self.spool.segment and fully_parsed and stat.st_mtime < cutoff:
+                path.unlink()
+
+
+def _by_segment(batches: list[_Batch]) -> list[_Batch]:
+    """Consecutive batches of one segment merged into one (fewer, larger transactions)."""
+    merged: list[_Batch] = []
+    for batch in batches:
+        last = merged[-1] if merged else None
+        if last is not None and last.segment == batch.segment:
+            last.times.extend(batch.times)
+            last.payloads.extend(batch.payloads)
+            last.end_offset = batch.end_offset
+        else:
+            merged.append(_Batch(batch.segment, batch.first_record, batch.end_offset,
+                                 list(batch.times), list(batch.payloads)))
+    return merged
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+        if option is None:
+            continue
+        try:  # SO_RCVBUFFORCE passes net.core.rmem_max but needs CAP_NET_ADMIN
+            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_RECEIVE_BUFFER)
+            break
+        except OSError:
+            continue
+    sock.bind((host, port))
+    return sock
+
+
+def stored_counts(store) -> dict[str, int]:
+    """How many usage events and rejected datagrams a store holds, and what its spool table says.
+
+    >>> stored_counts(taskscope.open("usage.duckdb"))          # doctest: +SKIP
+    {'events': 12, 'rejected': 3, 'spooled_parsed': 12, 'spooled_rejected': 3}
+    """
+    from taskscope._sql import connection_of
+
+    con = connection_of(store)
+    create_usage_tables(con)
+    return {
+        "events": scalar(con, "SELECT count(*) FROM events WHERE source = 'usage'"),
+        "rejected": scalar(con, "SELECT count(*) FROM usage_rejected"),
+        "spooled_parsed": scalar(con, "SELECT coalesce(sum(parsed), 0) FROM usage_spool"),
+        "spooled_rejected": scalar(con, "SELECT coalesce(sum(rejected), 0) FROM usage_spool"),
+    }

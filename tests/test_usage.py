@@ -1,0 +1,564 @@
+"""Usage tracking: the client, the Parsl adapter with real Parsl runs, the collector, the queries."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import pickle
+import platform
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import parsl
+import pytest
+
+import taskscope
+from taskscope.usage import UsageTracker, protocol, queries
+from taskscope.usage.collector import Collector, stored_counts
+from taskscope.usage.spool import SpoolWriter
+
+PROJECT = "taskscope-usage-test"
+
+PARSL_RUN = r"""
+import json, sys
+import parsl
+from parsl.config import Config
+from taskscope.parsl.usage import enable, messages
+
+endpoint, level, executor, run_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+enable(endpoint=endpoint)
+if executor == "htex":
+    from parsl.executors import HighThroughputExecutor
+    from parsl.providers import LocalProvider
+    executors = [HighThroughputExecutor(label="htex", max_workers_per_node=1, address="127.0.0.1",
+                                        provider=LocalProvider(init_blocks=1, max_blocks=1))]
+else:
+    from parsl.executors.threads import ThreadPoolExecutor
+    executors = [ThreadPoolExecutor(label="threads", max_threads=2)]
+
+@parsl.python_app
+def double(x):
+    return 2 * x
+
+@parsl.python_app
+def fails():
+    raise ValueError("meant to fail")
+
+with parsl.load(Config(executors=executors, usage_tracking=level, project_name=%(project)r, run_dir=run_dir)) as dfk:
+    futures = [double(i) for i in range(4)] + [fails()]
+    for future in futures:
+        try:
+            future.result()
+        except ValueError:
+            pass
+    correlator = dfk.usage_tracker.correlator_uuid
+print(json.dumps({"correlator": correlator, "messages": messages(), "apps": len(futures), "fails": 1,
+                  "executor": type(executors[0]).__module__ + "." + type(executors[0]).__name__}))
+""" % {"project": PROJECT}
+
+
+@pytest.fixture
+def collector(tmp_path):
+    running = Collector(tmp_path / "usage.duckdb", port=0, commit_interval=0.1).start()
+    yield running
+    running.stop()
+
+
+def endpoint_of(collector: Collector) -> str:
+    return "%s:%d" % collector.address
+
+
+def stop_and_open(collector: Collector):
+    collector.stop()
+    return taskscope.open(collector.store_path)
+
+
+def usage_events(store) -> list[dict]:
+    rows = store.con.execute(
+        "SELECT event, run_id, attrs FROM events WHERE source = 'usage' ORDER BY file, line").fetchall()
+    return [{"event": event, "run_id": run_id, "attrs": json.loads(attrs)} for event, run_id, attrs in rows]
+
+
+def wait_until(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def run_parsl(endpoint: str, level: int, executor: str, run_dir: Path) -> dict:
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    env.pop("DO_NOT_TRACK", None)
+    env.pop("TASKSCOPE_USAGE", None)
+    done = subprocess.run([sys.executable, "-c", PARSL_RUN, endpoint, str(level), executor, str(run_dir)],
+                          capture_output=True, text=True, timeout=240, env=env)
+    if done.returncode != 0:
+        pytest.fail(f"Parsl run failed:\n{done.stdout}\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# -- Parsl ------------------------------------------------------------------------------------
+
+def test_real_parsl_runs_at_levels_1_2_3_are_delivered_and_joined(collector, tmp_path):
+    runs = {level: run_parsl(endpoint_of(collector), level, executor, tmp_path / f"runinfo{level}")
+            for level, executor in [(1, "threads"), (2, "htex"), (3, "threads")]}
+    store = stop_and_open(collector)
+    stored = usage_events(store)
+    assert collector.stats.rejected == 0
+
+    for level, run in runs.items():
+        mine = [e for e in stored if e["run_id"] == run["correlator"]]
+        # every message Parsl built is stored, field for field, once
+        assert [e["attrs"] for e in mine] == run["messages"]
+        assert [e["event"] for e in mine] == ["usage.start"] + (["usage.end"] if level == 3 else [])
+        start = mine[0]["attrs"]
+        assert start["parsl_v"] == parsl.__version__
+        assert start["python_v"] == platform.python_version()
+        assert start["platform.system"] == platform.system()
+        assert start["tracking_level"] == level
+        assert start["project_name"] == PROJECT
+        assert ("components" in start) == (level >= 2)
+        assert ("start" in start) == (level == 3)
+        if level >= 2:
+            names = [c["c"] if isinstance(c, dict) else c for c in start["components"]]
+            assert run["executor"] in names
+        if level == 2:
+            assert "parsl.providers.local.local.LocalProvider" in names
+            assert "parsl.launchers.launchers.SingleNodeLauncher" in names
+
+    # start and end of the level-3 run are one run with the task counts of the end message
+    by_correlator = queries.usage_runs(store).set_index("correlator")
+    assert set(by_correlator.index) == {run["correlator"] for run in runs.values()}
+    level3 = by_correlator.loc[runs[3]["correlator"]]
+    assert bool(level3.has_start) and bool(level3.has_end)
+    assert (level3.task_count, level3.failures) == (runs[3]["apps"], runs[3]["fails"])
+    assert level3.version == parsl.__version__ and level3.tracking_level == 3
+    assert not by_correlator.loc[runs[1]["correlator"]].has_end
+
+    board = queries.leaderboard(store)
+    assert board.project_name.tolist() == [PROJECT]
+    assert int(board.points[0]) == sum(2 if level == 3 else 1 for level in runs)
+    assert int(board.runs[0]) == len(runs)
+    store.close()
+
+
+def test_parsl_sender_fails_to_pickle_and_the_adapter_delivers(collector):
+    """Parsl issue #4038 as it is in this Parsl, then the same call through the adapter."""
+    import parsl.usage_tracking.usage as parsl_usage
+
+    from taskscope.parsl import usage as adapter
+
+    host, port = collector.address
+    message = protocol.encode({"correlator": "pickle-check", "parsl_v": parsl.__version__, "tracking_level": 1})
+    with pytest.raises(pickle.PicklingError, match="not the same object"):
+        parsl_usage.udp_messenger(host, port, 1, message)
+    assert adapter.enable()  # no endpoint: send where Parsl asks
+    try:
+        handle = parsl_usage.udp_messenger(host, port, 1, message)
+        handle.join(5)
+        assert not handle.is_alive()
+    finally:
+        adapter.disable()
+    assert parsl_usage.udp_messenger.__qualname__.startswith("async_process")
+    store = stop_and_open(collector)
+    assert [(e["run_id"], e["attrs"]["parsl_v"]) for e in usage_events(store)] == [("pickle-check", parsl.__version__)]
+    store.close()
+
+
+# -- client -----------------------------------------------------------------------------------
+
+def test_client_levels_and_correlated_end(collector):
+    sent = {}
+    for level in (1, 2, 3):
+        with UsageTracker("mytool", "1.2", level=level, project_name="p", endpoint=endpoint_of(collector),
+                          components=["mytool.Pool"]) as tracker:
+            for failed in (False, False, True):
+                tracker.record_task(failed=failed)
+        sent[tracker.correlator] = tracker.messages
+    store = stop_and_open(collector)
+    runs = queries.usage_runs(store).set_index("correlator")
+    for correlator, messages in sent.items():
+        level = messages[0]["tracking_level"]
+        assert len(messages) == (2 if level == 3 else 1)
+        assert [e["attrs"] for e in usage_events(store) if e["run_id"] == correlator] == messages
+        run = runs.loc[correlator]
+        assert (run["product"], run["version"], run["tracking_level"]) == ("mytool", "1.2", level)
+        if level == 3:
+            assert (run.task_count, run.failures) == (3, 1)
+    assert int(queries.leaderboard(store).points[0]) == 1 + 1 + 2
+    store.close()
+
+
+@pytest.mark.parametrize("variable, value", [("DO_NOT_TRACK", "1"), ("TASKSCOPE_USAGE", "0")])
+def test_opt_out_variables_send_nothing(collector, monkeypatch, variable, value):
+    from taskscope.parsl import usage as adapter
+
+    monkeypatch.setenv(variable, value)
+    tracker = UsageTracker("mytool", "1.2", level=3, endpoint=endpoint_of(collector))
+    assert tracker.level == 0 and tracker.off_reason == f"{variable}={value}"
+    assert tracker.start() is None and tracker.end() is None and tracker.messages == []
+    adapter.enable(endpoint=endpoint_of(collector))
+    try:
+        import parsl.usage_tracking.usage as parsl_usage
+
+        handle = parsl_usage.udp_messenger("ignored", 1, 1, protocol.encode({"correlator": "x", "tracking_level": 1}))
+        handle.join(5)
+        assert "not sent" in handle.delivery.outcome
+    finally:
+        adapter.disable()
+    # a control datagram shows the collector was listening all along
+    monkeypatch.delenv(variable)
+    control = UsageTracker("mytool", "1.2", level=1, endpoint=endpoint_of(collector))
+    control.start()
+    assert control.close(5)
+    assert wait_until(lambda: collector.stats.parsed >= 1)
+    store = stop_and_open(collector)
+    assert [e["run_id"] for e in usage_events(store)] == [control.correlator]
+    store.close()
+
+
+def test_local_mode_records_and_logs_without_sending(collector, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="taskscope.usage")
+    local = UsageTracker("mytool", "1.2", level=3, endpoint="local")
+    with local:
+        local.record_task()
+    monkeypatch.setenv("TASKSCOPE_USAGE", "local")
+    forced = UsageTracker("mytool", "1.2", level=2, endpoint=endpoint_of(collector))
+    forced.start()
+    assert [m.get("tracking_level") for m in local.messages] == [3, None] and "end" in local.messages[1]
+    assert forced.local and forced.messages[0]["components"] == [] and forced.deliveries == []
+    logged = [r.getMessage() for r in caplog.records if "local mode, not sent" in r.getMessage()]
+    assert len(logged) == 3 and all(m["correlator"] in text for m, text in zip(local.messages, logged))
+    store = stop_and_open(collector)
+    assert collector.stats.received == 0 and usage_events(store) == []
+    store.close()
+
+
+def test_unresolvable_host_never_raises():
+    tracker = UsageTracker("mytool", "1.2", level=3, endpoint="no-such-host.invalid:50077", dns_timeout=0.5)
+    assert tracker.start() is not None
+    assert tracker.end(task_count=1) is not None
+    assert tracker.close(timeout=10)
+    assert all("did not resolve" in d.outcome for d in tracker.deliveries), [d.outcome for d in tracker.deliveries]
+
+
+def test_bad_level_or_endpoint_is_a_value_error():
+    with pytest.raises(ValueError):
+        UsageTracker("mytool", "1.2", level=4)
+    with pytest.raises(ValueError):
+        UsageTracker("mytool", "1.2", level=1, endpoint="host:99999")
+
+
+def _send_from_child(tracker: UsageTracker, results) -> None:
+    tracker.start()
+    results.put((os.getpid(), tracker.correlator, tracker.close(5)))
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_client_works_in_forked_and_spawned_children(collector, method):
+    parent = UsageTracker("mytool", "1.2", level=1, endpoint=endpoint_of(collector))
+    parent.start()  # the parent's sender thread exists before the child is made
+    assert parent.close(5)
+    context = multiprocessing.get_context(method)
+    results = context.Queue()
+    child_tracker = UsageTracker("mytool", "1.2", level=1, endpoint=endpoint_of(collector))
+    child = context.Process(target=_send_from_child, args=(child_tracker, results))
+    child.start()
+    pid, correlator, closed = results.get(timeout=60)
+    child.join(60)
+    assert child.exitcode == 0 and closed and pid != os.getpid()
+    assert correlator == child_tracker.correlator  # the tracker crossed over intact
+    assert wait_until(lambda: collector.stats.parsed >= 2)
+    store = stop_and_open(collector)
+    assert sorted(e["run_id"] for e in usage_events(store)) == sorted([parent.correlator, correlator])
+    store.close()
+
+
+def test_client_import_stays_light():
+    code = ("import sys, taskscope.usage; heavy = {'parsl', 'dask', 'duckdb', 'pandas', 'pyarrow'} & set(sys.modules); "
+            "print(sorted(heavy))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+# -- collector --------------------------------------------------------------------------------
+
+def fuzz_datagrams(seed: int = 7) -> list[bytes]:
+    rng = random.Random(seed)
+    valid = protocol.encode(protocol.start_message("fuzz-ok", "parsl", "2026.10.26", 3, "p", ["a.B"], 1))
+    datagrams = [rng.randbytes(rng.randrange(0, 1500)) for _ in range(300)]
+    datagrams += [valid[:cut] for cut in range(0, len(valid), 3)]                      # truncated JSON
+    datagrams += [b"1" + b"{" + rng.randbytes(65000) for _ in range(3)]                 # 64 KB payloads
+    datagrams += [b"1" + json.dumps({"correlator": "big", "pad": "x" * 64000}).encode()]
+    datagrams += [bytes([version]) + valid[1:] for version in b"0239\x00\xff"]          # wrong version byte
+    datagrams += [b"1[1, 2]", b"1{\"correlator\": 5}", b"1{\"a\": NaN}", b"1\xc3\x28{}", b"{\"uuid\": \"legacy\"}",
+                  b"1{\"correlator\": \"nan\", \"x\": NaN}"]
+    datagrams += [protocol.encode({"correlator": f"ok-{i}", "tracking_level": 1}) for i in range(50)]
+    rng.shuffle(datagrams)
+    return datagrams + [valid]
+
+
+def test_fuzzed_datagrams_are_all_accounted_for(collector):
+    datagrams = fuzz_datagrams()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for number, datagram in enumerate(datagrams):
+            sock.sendto(datagram, collector.address)
+            if number % 50 == 0:
+                time.sleep(0.005)
+    assert wait_until(lambda: collector.stats.parsed + collector.stats.rejected == len(datagrams))
+    store = stop_and_open(collector)
+    stats = collector.stats
+    assert stats.received == len(datagrams) == stats.parsed + stats.rejected
+    counts = stored_counts(store)
+    assert (counts["events"], counts["rejected"]) == (stats.parsed, stats.rejected)
+
+    # each datagram's fate, by its place in the spool, agrees with protocol.decode (the same rules in Python)
+    fate = dict(store.con.execute(
+        "SELECT line, NULL FROM events WHERE source = 'usage' UNION ALL SELECT record, reason FROM usage_rejected"
+    ).fetchall())
+    expected = {}
+    for record, datagram in enumerate(datagrams, start=1):
+        try:
+            protocol.decode(datagram)
+            expected[record] = None
+        except protocol.MalformedDatagram as exc:
+            expected[record] = exc.reason
+    assert fate == expected
+    reasons = Counter(reason for reason in expected.values() if reason)
+    assert {protocol.OVERSIZED, protocol.UNKNOWN_VERSION, protocol.BAD_JSON, protocol.NOT_UTF8} <= set(reasons)
+    assert stats.reasons == dict(reasons)
+    assert store.con.execute("SELECT count(*) FROM usage_rejected WHERE head IS NULL AND size > 0").fetchall() == [(0,)]
+    store.close()
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_cli_collector(store: Path, port: int, datagrams: list[bytes], stop_signal: int) -> dict:
+    spool_dir = Path(str(store) + ".spool")
+    segments_before = list(spool_dir.glob("*.spool"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "taskscope.cli", "usage", "collect", "--port", str(port), "--store", str(store),
+         "--format", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # the collector makes a new spool segment once it has bound the port
+        assert wait_until(lambda: len(list(spool_dir.glob("*.spool"))) > len(segments_before) or process.poll(), 60)
+        assert process.poll() is None
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for datagram in datagrams:
+                sock.sendto(datagram, ("127.0.0.1", port))
+        time.sleep(0.2)
+        process.send_signal(stop_signal)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_collector_restart_loses_nothing(tmp_path):
+    store_path = tmp_path / "usage.duckdb"
+    port = free_udp_port()
+    first = [protocol.encode({"correlator": f"first-{i}", "tracking_level": 1}) for i in range(200)] + [b"junk"]
+    stats = run_cli_collector(store_path, port, first, signal.SIGINT)
+    assert stats["received"] == len(first) and (stats["parsed"], stats["rejected"]) == (200, 1)
+
+    # a collector killed after spooling but before storing: its segment is on disk, not in the store
+    crashed = SpoolWriter(Path(str(store_path) + ".spool"))
+    orphans = [protocol.encode({"correlator": f"orphan-{i}", "tracking_level": 2}) for i in range(30)]
+    crashed.append([time.time()] * len(orphans), orphans)
+    crashed.file.write(b"\x00\x01")  # and the first bytes of a record it never finished
+    crashed.close()
+
+    second = [protocol.encode({"correlator": f"second-{i}", "tracking_level": 3, "end": 1}) for i in range(100)]
+    stats = run_cli_collector(store_path, port, second, signal.SIGTERM)
+    assert stats["received"] == len(second) and stats["replayed"] == len(orphans)
+    assert stats["parsed"] == len(second) + len(orphans)
+
+    with taskscope.open(store_path, read_only=True) as store:
+        correlators = [row[0] for row in store.con.execute(
+            "SELECT run_id FROM events WHERE source = 'usage'").fetchall()]
+        assert Counter(c.split("-")[0] for c in correlators) == {"first": 200, "orphan": 30, "second": 100}
+        assert len(set(correlators)) == len(correlators)  # nothing stored twice
+        assert store.con.execute("SELECT count(DISTINCT (file, line)) FROM events").fetchall() == [(330,)]
+
+
+def test_retention_deletes_old_usage_and_spool(tmp_path):
+    store_path = tmp_path / "usage.duckdb"
+    spool_dir = Path(str(store_path) + ".spool")
+    with Collector(store_path, port=0, commit_interval=0.05) as running:
+        UsageTracker("mytool", "1", level=1, endpoint=endpoint_of(running)).start()
+        assert wait_until(lambda: running.stats.parsed == 1)
+    old_segments = list(spool_dir.glob("*.spool"))
+    with taskscope.open(store_path) as store:  # make that run, and its spool segment, 40 days old
+        store.con.execute("UPDATE events SET ts = ts - 40 * 86400 WHERE source = 'usage'")
+    for path in old_segments:
+        os.utime(path, (time.time() - 40 * 86400,) * 2)
+    with Collector(store_path, port=0, retention_days=30, commit_interval=0.05) as running:
+        recent = UsageTracker("mytool", "1", level=1, endpoint=endpoint_of(running))
+        recent.start()
+        assert wait_until(lambda: running.stats.parsed == 1)
+    with taskscope.open(store_path, read_only=True) as store:
+        assert [e["run_id"] for e in usage_events(store)] == [recent.correlator]
+    assert not any(path.exists() for path in old_segments)
+
+
+# -- queries ----------------------------------------------------------------------------------
+
+def synthetic_runs(seed: int = 3) -> list[dict]:
+    """Runs with known fields and times: versions appear on different days, some datagrams lost."""
+    rng = random.Random(seed)
+    base = 1_780_000_000.0
+    versions = {"2026.1.1": 0, "2026.2.1": 30, "2026.3.1": 60}
+    runs = []
+    for number in range(80):
+        version = rng.choice([v for v, day in versions.items()])
+        day = versions[version] + rng.randrange(0, 50)
+        level = rng.choice([1, 2, 3])
+        tasks = rng.choice([0, 3, 40, 700, 12000])
+        runs.append({
+            "correlator": f"run-{number}", "ts": base + day * 86400 + rng.randrange(0, 86400),
+            "product": rng.choice(["parsl", "parsl", "mytool"]), "version": version,
+            "python_v": rng.choice(["3.10.4", "3.11.7", "3.12.1"]), "platform": rng.choice(["Linux", "Darwin"]),
+            "level": level, "project": rng.choice([None, "alpha", "beta"]),
+            "components": rng.sample(["x.executors.A", "x.providers.B", "x.launchers.C", "x.Config"], 2),
+            "tasks": tasks, "failures": rng.randrange(0, tasks + 1), "duration": rng.choice([0.5, 5, 100, 5000, 90000]),
+            "lose": rng.choice([None, None, None, "start", "end"]) if level == 3 else None,
+        })
+    return runs
+
+
+def store_synthetic(runs: list[dict]):
+    store = taskscope.open(":memory:")
+    rows = []
+    for run in runs:
+        product = run["product"]
+        start = protocol.start_message(run["correlator"], product, run["version"], run["level"], run["project"],
+                                       run["components"], int(run["ts"]))
+        start["python_v"], start["platform.system"] = run["python_v"], run["platform"]
+        if product == "parsl":  # Parsl's own shape: no product field, parsl_v
+            del start["product"]
+        if run["lose"] != "start":
+            rows.append((run["ts"], "usage.start", run["correlator"], json.dumps(start)))
+        if run["level"] == 3 and run["lose"] != "end":
+            end = protocol.end_message(run["correlator"], product, run["project"], run["components"], int(run["ts"]),
+                                       int(run["ts"] + run["duration"]), run["tasks"], run["failures"])
+            if product == "parsl":
+                del end["product"]
+                end["components"][0]["c"] = "parsl.dataflow.dflow.DataFlowKernel"
+            rows.append((run["ts"] + run["duration"], "usage.end", run["correlator"], json.dumps(end)))
+    store.con.executemany("INSERT INTO events (ts, source, event, run_id, attrs) VALUES (?, 'usage', ?, ?, ?)", rows)
+    return store
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    runs = synthetic_runs()
+    store = store_synthetic(runs)
+    yield runs, store
+    store.close()
+
+
+def test_queries_counts_shares_and_leaderboard(synthetic):
+    runs, store = synthetic
+    seen = [r for r in runs]  # every run has a start or an end
+    python = queries.python_versions(store).set_index("python_version").runs.to_dict()
+    assert python == Counter(r["python_v"].rsplit(".", 1)[0] for r in seen if r["lose"] != "start")
+    assert queries.platforms(store).set_index("platform").runs.to_dict() == Counter(
+        r["platform"] for r in seen if r["lose"] != "start")
+    assert queries.levels(store).set_index("tracking_level").runs.to_dict() == Counter(r["level"] for r in seen)
+    assert queries.levels(store).share.sum() == pytest.approx(1.0)
+    versions = queries.product_versions(store).set_index(["product", "version"]).runs.to_dict()
+    assert versions == Counter((r["product"], r["version"]) for r in seen if r["lose"] != "start")
+
+    points = Counter()
+    for r in seen:
+        if r["project"]:
+            points[r["project"]] += 2 if r["level"] == 3 else 1
+    board = queries.leaderboard(store)
+    assert board.set_index("project_name").points.to_dict() == points
+    assert board.points.is_monotonic_decreasing
+    assert queries.leaderboard(store, product="mytool").set_index("project_name").runs.to_dict() == Counter(
+        r["project"] for r in seen if r["project"] and r["product"] == "mytool")
+
+    used = Counter(c for r in seen if r["level"] >= 2 for c in r["components"])
+    table = queries.components(store).set_index("component")
+    assert table.runs.to_dict() == used
+    assert table.kind.to_dict()["x.executors.A"] == "executor" and table.kind.to_dict()["x.Config"] == "other"
+
+
+def test_queries_level3_distributions_and_failures(synthetic):
+    runs, store = synthetic
+    ended = [r for r in runs if r["level"] == 3 and r["lose"] != "end"]
+    times = queries.execution_times(store)
+    assert times.runs.sum() == len(ended)
+    assert times.set_index("bucket").runs.to_dict()[">= 1 day"] == sum(r["duration"] >= 86400 for r in ended)
+    assert times.set_index("bucket").runs.to_dict()["< 1 s"] == sum(r["duration"] < 1 for r in ended)
+    counts = queries.task_counts(store).set_index("lower_tasks").runs.to_dict()
+    assert counts == Counter(0 if r["tasks"] == 0 else 10 ** (len(str(r["tasks"])) - 1) for r in ended)
+    rates = queries.failure_rates(store)
+    assert rates.runs.sum() == len(ended)
+    for row in rates.dropna(subset=["version"]).itertuples():  # a run whose start was lost has no version
+        product, version = row.product, row.version
+        mine = [r for r in ended if (r["product"], r["version"]) == (product, version) and r["lose"] != "start"]
+        assert (row.runs, row.tasks, row.failures) == (len(mine), sum(r["tasks"] for r in mine),
+                                                      sum(r["failures"] for r in mine))
+        assert row.runs_with_failures == sum(r["failures"] > 0 for r in mine)
+
+
+def test_queries_over_time_age_and_adoption(synthetic):
+    runs, store = synthetic
+    started = [r for r in runs if r["lose"] != "start"]
+
+    def seen_at(r):  # a run whose start was lost is seen when its end arrives
+        return r["ts"] if r["lose"] != "start" else r["ts"] + r["duration"]
+
+    per_day = queries.runs_over_time(store, period="day")
+    assert per_day.runs.sum() == len(runs)
+    assert per_day.groupby("product").runs.sum().to_dict() == Counter(r["product"] for r in runs)
+    with pytest.raises(ValueError):
+        queries.runs_over_time(store, period="fortnight")
+
+    first_seen = {}
+    for r in started:
+        key = (r["product"], r["version"])
+        first_seen[key] = min(first_seen.get(key, r["ts"]), r["ts"])
+    ages = [(r["ts"] - first_seen[(r["product"], r["version"])]) / 86400 for r in started]
+    age = queries.installation_age(store).set_index("bucket").runs.to_dict()
+    assert sum(age.values()) == len(started)
+    assert age["< 1 week"] == sum(a < 7 for a in ages) and age["1-4 weeks"] == sum(7 <= a < 28 for a in ages)
+
+    adoption = queries.version_adoption(store, product="parsl", weeks=4)
+    row = adoption[(adoption.version == "2026.2.1") & (adoption.week == 1)].iloc[0]
+    start = first_seen[("parsl", "2026.2.1")] + 7 * 86400
+    window = [r for r in runs if r["product"] == "parsl" and start <= seen_at(r) < start + 7 * 86400]
+    assert row.product_runs == len(window)
+    assert row.runs == sum(r["version"] == "2026.2.1" and r["lose"] != "start" for r in window)
+
+
+def test_cli_report_matches_the_query(synthetic, tmp_path):
+    runs, store = synthetic
+    path = tmp_path / "usage.duckdb"
+    store.con.execute(f"ATTACH '{path}' AS copy")
+    store.con.execute("CREATE TABLE copy.events AS SELECT * FROM events")
+    store.con.execute("CREATE TABLE copy.ingested_files AS SELECT * FROM ingested_files")
+    store.con.execute("DETACH copy")
+    done = subprocess.run([sys.executable, "-m", "taskscope.cli", "usage", "report", "leaderboard", "--store", str(path),
+                           "--format", "json"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    printed = {row["project_name"]: row["points"] for row in json.loads(done.stdout)}
+    assert printed == queries.leaderboard(store).set_index("project_name").points.to_dict()
