@@ -78,6 +78,39 @@ class Store:
         """A full run id from an id, a unique prefix or a run folder name."""
         return queries.resolve_run(self.con, text)
 
+    # ---- analyses (see taskscope.analyses; each also takes a Store directly) ----------------
+
+    def states(self, run: str | None = None, source: str = "logs") -> pd.DataFrame:
+        """Tasks per DFK state over time (see `taskscope.analyses.states`); source "logs" or "monitoring"."""
+        from taskscope.analyses import states as module
+
+        return (module.states if source == "logs" else module.states_from_monitoring)(self.con, run)
+
+    def between(self, event_a: str, event_b: str, run: str | None = None, per: str = "task") -> pd.DataFrame:
+        """Tasks (or tries) past event A but not yet B, over time (see `taskscope.analyses.between`)."""
+        from taskscope.analyses.between import between
+
+        return between(self.con, event_a, event_b, run, per)
+
+    def series(self, field: str, run: str | None = None, group_by: str | None = None,
+               where: str | None = None) -> pd.DataFrame:
+        """Any numeric field over time (see `taskscope.analyses.series`)."""
+        from taskscope.analyses.series import series
+
+        return series(self.con, field, run, group_by, where)
+
+    def latency(self, event_a: str, event_b: str, run: str | None = None, per: str = "task") -> pd.DataFrame:
+        """Per-task time from A to the following B (see `taskscope.analyses.latency`)."""
+        from taskscope.analyses.latency import latency
+
+        return latency(self.con, event_a, event_b, run, per)
+
+    def summary(self, run: str | None = None):
+        """Per-app outcomes, tries, failures, badput, makespan, throughput (see `taskscope.analyses.summary`)."""
+        from taskscope.analyses.summary import summary
+
+        return summary(self.con, run)
+
     def sql(self, query: str, params: list | dict | None = None) -> pd.DataFrame:
         """Run any SQL over the store and return a DataFrame."""
         return self.con.execute(query, params or []).df()

@@ -20,7 +20,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from taskscope.analyses.selectors import SelectorError
+from taskscope.analyses.series import FieldError
 from taskscope.ingest import MissingInputError
+from taskscope.plotting import PlotError
 from taskscope.queries import RunNotFound
 from taskscope.rules import RuleError
 from taskscope.store import DEFAULT_STORE, StoreError
@@ -54,7 +57,7 @@ def user_errors(command: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (StoreError, MissingInputError, RunNotFound, RuleError) as exc:
+        except (StoreError, MissingInputError, RunNotFound, RuleError, SelectorError, FieldError, PlotError) as exc:
             fail(str(exc))
         except duckdb.Error as exc:  # bad SQL from `taskscope sql`, a locked store, ...
             fail(str(exc).splitlines()[0])
