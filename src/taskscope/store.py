@@ -111,6 +111,24 @@ class Store:
 
         return summary(self.con, run)
 
+    def common_path(self, run: str | None = None):
+        """Variants of the task path and per-step timing (see `taskscope.analyses.common_path`)."""
+        from taskscope.analyses.common_path import common_path
+
+        return common_path(self, run)
+
+    def bottlenecks(self, run: str | None = None):
+        """Steps ranked by waiting time, slowest stage, idle workers (see `taskscope.analyses.bottlenecks`)."""
+        from taskscope.analyses.bottlenecks import bottlenecks
+
+        return bottlenecks(self, run)
+
+    def compare(self, run_a: str, run_b: str, min_change_s: float = 0.001) -> pd.DataFrame:
+        """Latency per step and throughput of run B against run A (see `taskscope.analyses.compare`)."""
+        from taskscope.analyses.compare import compare
+
+        return compare(self, run_a, run_b, min_change_s)
+
     def sql(self, query: str, params: list | dict | None = None) -> pd.DataFrame:
         """Run any SQL over the store and return a DataFrame."""
         return self.con.execute(query, params or []).df()
