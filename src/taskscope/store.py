@@ -129,6 +129,26 @@ class Store:
 
         return compare(self, run_a, run_b, min_change_s)
 
+    # ---- exports (see taskscope.export) -----------------------------------------------------
+
+    def export_parquet(self, folder: str | Path, run: str | None = None, overwrite: bool = False):
+        """Events (and side tables) as Parquet partitioned by run; see `taskscope.export.parquet`."""
+        from taskscope.export.parquet import export_parquet
+
+        return export_parquet(self, folder, run, overwrite=overwrite)
+
+    def export_perfetto(self, path: str | Path, run: str | None = None):
+        """A Chrome/Perfetto trace JSON for ui.perfetto.dev; see `taskscope.export.perfetto`."""
+        from taskscope.export.perfetto import export_perfetto
+
+        return export_perfetto(self, path, run)
+
+    def export_otlp(self, path: str | Path, run: str | None = None, batch: int = 1000):
+        """OTLP/JSON logs (JSON Lines of LogsData); see `taskscope.export.otlp`."""
+        from taskscope.export.otlp import export_otlp
+
+        return export_otlp(self, path, run, batch=batch)
+
     def sql(self, query: str, params: list | dict | None = None) -> pd.DataFrame:
         """Run any SQL over the store and return a DataFrame."""
         return self.con.execute(query, params or []).df()

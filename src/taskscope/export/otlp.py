@@ -17,7 +17,8 @@ strings, enums as integers, ids as hex. Mapping of an event:
 | every member of `attrs` | an attribute under its own name (`attrs.NAME` if NAME is also a column), typed: strings `stringValue`, integers `intValue`, floats `doubleValue`, booleans `boolValue`, JSON null an empty value, arrays `arrayValue` and objects `kvlistValue` (values nested deeper than that as their JSON text in `stringValue`) |
 | `run_id` when it is a UUID (Parsl's run ids are) | `traceId` (its 32 hex digits): a run is one trace, so a backend groups a run's logs. `spanId` stays empty: taskscope exports no spans to point at |
 
-Records are ordered by resource, scope, time, so a batch holds few resources. Events with no
+Records keep the store's order (each file's events together), so a line holds few resources;
+consecutive records of one process and logger share one `resourceLogs`/`scopeLogs` entry. Events with no
 run are exported too (with no `run_id` attribute and no `traceId`).
 """
 
@@ -89,20 +90,60 @@ def export_otlp(
         events = scalar(cur, f"SELECT count(*) FROM events {where}", params)
         total_lines = -(-events // batch)
         report(on_progress, "building log records", 0, total_lines)
+        resources = dict(cur.execute(_RESOURCES_SQL, {"run": run_id}).fetchall())
         lines = 0
         with open(path, "wb") as out:
-            query = cur.sql(_logs_data_sql(batch), params={"run": run_id})
-            for record_batch in query.to_arrow_reader(BATCH_LINES):
-                rows = record_batch.column(0).to_pylist()
-                if rows:
-                    out.write(("\n".join(rows) + "\n").encode())
-                    lines += len(rows)
+            query = cur.sql(_records_sql(), params={"run": run_id})
+            for chunk in _chunks(query.to_arrow_reader(batch * BATCH_LINES), batch):
+                out.write(_logs_data_line(chunk, resources))
+                lines += 1
+                if lines % BATCH_LINES == 0 or lines == total_lines:
                     report(on_progress, "writing LogsData lines", lines, total_lines)
         runs = scalar(cur, f"SELECT count(DISTINCT run_id) FROM events {where}", params)
-        resources = scalar(cur, f"SELECT count(*) FROM (SELECT DISTINCT source, host, pid FROM events {where})", params)
     finally:
         cur.close()
-    return ExportSummary("otlp", path, events, runs, {"lines": lines, "resources": resources})
+    return ExportSummary("otlp", path, events, runs, {"lines": lines, "resources": len(resources)})
+
+
+def _chunks(reader, size: int):
+    """Arrow batches of any size re-cut into tables of `size` rows (the last may be shorter)."""
+    import pyarrow as pa
+
+    pending: list = []
+    pending_rows = 0
+    for record_batch in reader:
+        pending.append(record_batch)
+        pending_rows += record_batch.num_rows
+        while pending_rows >= size:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, size)
+            pending, pending_rows = table.slice(size).to_batches(), pending_rows - size
+    if pending_rows:
+        yield pa.Table.from_batches(pending)
+
+
+def _logs_data_line(chunk, resources: dict[int, str]) -> bytes:
+    """One `LogsData` JSON line from a table of (resource key, scope JSON, record JSON) rows.
+
+    Records stay in store order; each run of rows with the same resource and scope becomes one
+    `scopeLogs` entry of one `resourceLogs` entry (events of one file are stored together, so
+    runs are long). The cut points are found with numpy; Python only joins text.
+    """
+    import numpy as np
+
+    resource_keys = chunk.column("resource_key").to_numpy()
+    scopes = chunk.column("scope").to_pylist()
+    records = chunk.column("record").to_pylist()
+    scope_codes = chunk.column("scope").dictionary_encode().combine_chunks().indices.to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(np.r_[True, (resource_keys[1:] != resource_keys[:-1]) | (scope_codes[1:] != scope_codes[:-1])])
+    ends = np.r_[starts[1:], len(records)]
+    parts = []
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        parts.append(
+            f'{{"resource":{resources[int(resource_keys[start])]},"scopeLogs":[{{"scope":{scopes[start]},'
+            f'"logRecords":[{",".join(records[start:end])}]}}]}}'
+        )
+    return f'{{"resourceLogs":[{",".join(parts)}]}}\n'.encode()
 
 
 def _where(run_id: str | None) -> tuple[str, list]:
@@ -126,45 +167,38 @@ def _attributes_sql() -> str:
     return f"list_concat(list_filter([{', '.join(items)}], lambda a: a IS NOT NULL), {from_attrs})"
 
 
-def _logs_data_sql(batch: int) -> str:
-    """SQL returning one OTLP `LogsData` JSON text per row (parameter `$run`: a run id or NULL)."""
+_RESOURCE_KEY = "hash(source, host, pid)"
+
+#: resource key -> the OTLP `Resource` JSON of each process (source, host, pid) of the export
+_RESOURCES_SQL = f"""
+    SELECT DISTINCT {_RESOURCE_KEY},
+           CAST(json_object('attributes', list_filter([
+               {{'key': 'service.name', 'value': json_object('stringValue', coalesce(source, 'unknown'))}},
+               CASE WHEN host IS NOT NULL THEN {{'key': 'host.name', 'value': json_object('stringValue', host)}} END,
+               CASE WHEN pid IS NOT NULL
+                    THEN {{'key': 'process.pid', 'value': json_object('intValue', CAST(pid AS VARCHAR))}} END
+           ], lambda a: a IS NOT NULL)) AS VARCHAR)
+    FROM events WHERE $run IS NULL OR run_id = $run
+"""
+
+
+def _records_sql() -> str:
+    """SQL: per event (in store order) its resource key, scope JSON and OTLP `LogRecord` JSON
+    (parameter `$run`: a run id or NULL for every event)."""
     severity = " ".join(f"WHEN '{level}' THEN {number}" for level, number in SEVERITY_NUMBERS.items())
     return f"""
-    WITH records AS (
-        SELECT source, host, pid, logger,
-               row_number() OVER (ORDER BY source, host, pid, logger, ts, file, line) - 1 AS position,
-               json_merge_patch('{{}}', json_object(
-                   -- whole seconds and fraction apart: ts * 1e9 as a DOUBLE would lose the last ~100 ns
-                   'timeUnixNano', CAST(CAST(floor(ts) AS BIGINT) * 1000000000
-                                        + CAST(round((ts - floor(ts)) * 1e9) AS BIGINT) AS VARCHAR),
-                   'severityNumber', CASE upper(level) {severity} END,
-                   'severityText', level,
-                   'body', CASE WHEN message IS NOT NULL THEN json_object('stringValue', message) END,
-                   'eventName', CASE WHEN event IS DISTINCT FROM template THEN event END,
-                   'traceId', CASE WHEN TRY_CAST(run_id AS UUID) IS NOT NULL
-                                   THEN replace(lower(CAST(TRY_CAST(run_id AS UUID) AS VARCHAR)), '-', '') END,
-                   'attributes', {_attributes_sql()})) AS record
-        FROM events WHERE $run IS NULL OR run_id = $run
-    ),
-    batched AS (SELECT *, position // {int(batch)} AS line_no FROM records),
-    scopes AS (
-        SELECT line_no, source, host, pid, logger, min(position) AS first,
-               json_object('scope', json_merge_patch('{{}}', json_object('name', logger)),
-                           'logRecords', to_json(list(record ORDER BY position))) AS scope_logs
-        FROM batched GROUP BY line_no, source, host, pid, logger
-    ),
-    resources AS (
-        SELECT line_no, min(first) AS first,
-               json_object('resource', json_object('attributes', list_filter([
-                   {{'key': 'service.name', 'value': json_object('stringValue', coalesce(source, 'unknown'))}},
-                   CASE WHEN host IS NOT NULL THEN {{'key': 'host.name', 'value': json_object('stringValue', host)}} END,
-                   CASE WHEN pid IS NOT NULL
-                        THEN {{'key': 'process.pid', 'value': json_object('intValue', CAST(pid AS VARCHAR))}} END
-               ], lambda a: a IS NOT NULL)),
-               'scopeLogs', to_json(list(scope_logs ORDER BY first))) AS resource_logs
-        FROM scopes GROUP BY line_no, source, host, pid
-    )
-    SELECT CAST(json_object('resourceLogs', to_json(list(resource_logs ORDER BY first))) AS VARCHAR)
-    FROM resources GROUP BY line_no ORDER BY line_no
+    SELECT {_RESOURCE_KEY} AS resource_key,
+           CAST(json_merge_patch('{{}}', json_object('name', logger)) AS VARCHAR) AS scope,
+           CAST(json_merge_patch('{{}}', json_object(
+               -- whole seconds and fraction apart: ts * 1e9 as a DOUBLE would lose the last ~100 ns
+               'timeUnixNano', CAST(CAST(floor(ts) AS BIGINT) * 1000000000
+                                    + CAST(round((ts - floor(ts)) * 1e9) AS BIGINT) AS VARCHAR),
+               'severityNumber', CASE upper(level) {severity} END,
+               'severityText', level,
+               'body', CASE WHEN message IS NOT NULL THEN json_object('stringValue', message) END,
+               'eventName', CASE WHEN event IS DISTINCT FROM template THEN event END,
+               'traceId', CASE WHEN TRY_CAST(run_id AS UUID) IS NOT NULL
+                               THEN replace(lower(CAST(TRY_CAST(run_id AS UUID) AS VARCHAR)), '-', '') END,
+               'attributes', {_attributes_sql()})) AS VARCHAR) AS record
+    FROM events WHERE $run IS NULL OR run_id = $run
     """
-
