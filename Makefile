@@ -8,7 +8,13 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: setup demo test bench clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed /usr/bin/chromium
+
+# PNG plots (kaleido) and the web UI tests (Playwright) drive Debian's Chromium
+/usr/bin/chromium:
+	@echo "chromium missing: installing Debian's chromium"
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	 else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
