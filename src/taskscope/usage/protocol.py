@@ -77,10 +77,11 @@ def decode(datagram: bytes, max_bytes: int = MAX_DATAGRAM_BYTES) -> UsageMessage
 
     >>> decode(b'1{"correlator": "c1", "end": 5}').kind
     'end'
-    >>> decode(b'2{}')
-    Traceback (most recent call last):
-    ...
-    taskscope.usage.protocol.MalformedDatagram: unknown protocol version
+    >>> try:
+    ...     decode(b'2{}')
+    ... except MalformedDatagram as exc:
+    ...     print(exc.reason)
+    unknown protocol version
     """
     if not datagram:
         raise MalformedDatagram(EMPTY)

@@ -1,0 +1,155 @@
+"""Usage collector throughput: datagrams/s received, spooled and parsed into the store.
+
+Two measurements, each with a sender in a separate process blasting realistic Parsl level-3
+start messages (one of 1000 pre-built datagrams, ~470 bytes) at 127.0.0.1:
+
+* paced: `--paced-rate` datagrams/s for `--paced-seconds`; every one must be spooled and stored
+  (zero loss);
+* flat-out: `--count` datagrams as fast as the sender can, received by (a) a bare `recvfrom`
+  loop that only counts, and (b) the collector. Rate = datagrams handled / (last handled − first
+  received): for the bare loop the last `recvfrom`, for the collector the end of the commit that
+  stored the last one. Rounds alternate; the table shows each round and the median.
+
+    .venv/bin/python benchmarks/usage_bench.py [--count 200000] [--rounds 3]
+
+Target (issue #6): paced 20k/s with zero loss; flat-out ≥ 50 % of the bare loop's rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import socket
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+import taskscope
+from taskscope.usage import protocol
+from taskscope.usage.collector import Collector, _bind
+
+TARGET_SHARE = 0.5
+COMPONENTS = [{"c": "parsl.config.Config", "executors_len": 1, "dependency_resolver": False},
+              {"c": "parsl.executors.high_throughput.executor.HighThroughputExecutor", "mpi": False},
+              "parsl.providers.local.local.LocalProvider", "parsl.launchers.launchers.SingleNodeLauncher"]
+
+
+def datagrams(n: int = 1000) -> list[bytes]:
+    made = []
+    for _ in range(n):
+        message = protocol.start_message(str(uuid.uuid4()), "parsl", "2026.10.26", 3, "bench", COMPONENTS, 1795300000)
+        del message["product"]
+        made.append(protocol.encode(message))
+    return made
+
+
+def send(address: tuple[str, int], count: int, rate: float | None, ready) -> None:
+    """Send `count` datagrams, paced at `rate` per second (None: as fast as possible)."""
+    pool = datagrams()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ready.wait()
+    started = time.perf_counter()
+    for number in range(count):
+        if rate is not None and number % 100 == 0:
+            delay = started + number / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        try:
+            sock.sendto(pool[number % len(pool)], address)
+        except OSError:  # ENOBUFS on a full loopback queue: that datagram is lost, as UDP allows
+            pass
+
+
+def start_sender(address, count: int, rate: float | None):
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    sender = context.Process(target=send, args=(address, count, rate, ready))
+    sender.start()
+    return sender, ready
+
+
+def bare_loop(count: int) -> dict:
+    sock = _bind("127.0.0.1", 0)  # same receive buffer as the collector's socket
+    sender, ready = start_sender(sock.getsockname(), count, None)
+    sock.settimeout(1.0)
+    received, first, last = 0, None, None
+    ready.set()
+    while True:
+        try:
+            sock.recvfrom(65536)
+        except TimeoutError:
+            if not sender.is_alive():
+                break
+            continue
+        last = time.time()
+        if first is None:
+            first = last
+        received += 1
+    sender.join()
+    sock.close()
+    return {"received": received, "handled": received, "seconds": last - first}
+
+
+def collector_run(count: int, rate: float | None, folder: Path) -> dict:
+    store = folder / f"bench-{uuid.uuid4().hex[:8]}.duckdb"
+    collector = Collector(store, port=0).start()
+    sender, ready = start_sender(collector.address, count, rate)
+    ready.set()
+    sender.join()
+    stats = collector.stop()
+    with taskscope.open(store, read_only=True) as opened:
+        events = opened.con.execute("SELECT count(*) FROM events WHERE source = 'usage'").fetchall()[0][0]
+    handled = stats.parsed + stats.rejected
+    return {"received": stats.received, "handled": handled, "stored": events, "rejected": stats.rejected,
+            "seconds": stats.last_stored_at - stats.first_received_at, "spool_bytes": sum(
+                p.stat().st_size for p in Path(str(store) + ".spool").glob("*.spool"))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=200_000, help="datagrams per flat-out run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--paced-rate", type=float, default=20_000)
+    parser.add_argument("--paced-seconds", type=float, default=5)
+    args = parser.parse_args()
+    console = Console()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        paced_count = int(args.paced_rate * args.paced_seconds)
+        paced = collector_run(paced_count, args.paced_rate, folder)
+        lost = paced_count - paced["stored"]
+        console.print(f"paced {args.paced_rate:,.0f}/s for {args.paced_seconds:g} s: sent {paced_count:,}, "
+                      f"received {paced['received']:,}, stored {paced['stored']:,}, rejected {paced['rejected']}, "
+                      f"lost {lost:,} -> {'zero loss' if lost == 0 and paced['rejected'] == 0 else 'LOSS'}")
+
+        table = Table(title=f"flat-out, {args.count:,} datagrams sent per run (datagrams/s)")
+        for column in ("round", "bare recvfrom", "received", "collector", "received+stored", "ratio"):
+            table.add_column(column, justify="right")
+        ratios, bare_rates, collector_rates = [], [], []
+        for number in range(1, args.rounds + 1):
+            bare = bare_loop(args.count)
+            collected = collector_run(args.count, None, folder)
+            bare_rate = bare["handled"] / bare["seconds"]
+            collector_rate = collected["handled"] / collected["seconds"]
+            bare_rates.append(bare_rate)
+            collector_rates.append(collector_rate)
+            ratios.append(collector_rate / bare_rate)
+            assert collected["stored"] + collected["rejected"] == collected["received"], collected
+            table.add_row(str(number), f"{bare_rate:,.0f}", f"{bare['received']:,}", f"{collector_rate:,.0f}",
+                          f"{collected['handled']:,}", f"{ratios[-1]:.0%}")
+        table.add_row("median", f"{statistics.median(bare_rates):,.0f}", "", f"{statistics.median(collector_rates):,.0f}",
+                      "", f"{statistics.median(ratios):.0%}")
+        console.print(table)
+        verdict = "meets" if statistics.median(ratios) >= TARGET_SHARE else "misses"
+        console.print(f"target: collector >= {TARGET_SHARE:.0%} of the bare loop -> {verdict} "
+                      f"(median {statistics.median(ratios):.0%})")
+
+
+if __name__ == "__main__":
+    main()
