@@ -1,9 +1,44 @@
-"""CLI commands: (being written)."""
+"""CLI command: `taskscope ui`, the web dashboard."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from taskscope.commands.common import err_console, user_errors
+from taskscope.ingest import MissingInputError
+from taskscope.store import DEFAULT_STORE
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
+    app.command()(ui)
+
+
+@user_errors
+def ui(
+    path: Optional[Path] = typer.Argument(
+        None, help="A runinfo folder, a run folder or a monitoring.db to ingest first and keep ingesting "
+        "while the run is live. Without it, the store is only read."),
+    store: str = typer.Option(DEFAULT_STORE, "--store", "-s",
+                              help="DuckDB store file (created if PATH is given; default taskscope.duckdb here)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (a warning unless loopback)."),
+    port: int = typer.Option(8080, "--port", "-p", help="Port to listen on."),
+    interval: float = typer.Option(3.0, "--interval", help="Seconds between two ingests of PATH."),
+) -> None:
+    """Open the web dashboard: runs, tasks, a task's journey, DAG, resources, logs, compare.
+
+    Example: taskscope ui runinfo/ --port 8080   (then open http://127.0.0.1:8080)
+    """
+    from taskscope.web.app import open_dashboard, serve
+
+    if path is not None and not path.exists():
+        raise MissingInputError(f"no such file or folder: {path}")
+    if path is not None:
+        err_console.print(f"ingesting {path} into {store} ...", highlight=False)
+    dashboard = open_dashboard(store, [str(path)] if path else None, interval)
+    err_console.print(f"taskscope dashboard on http://{host}:{port}/  (store {store}"
+                      + (f", ingesting {path} every {interval:g} s" if path else ", read-only") + ")", highlight=False)
+    serve(dashboard, host, port)

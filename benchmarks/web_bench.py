@@ -1,0 +1,236 @@
+"""Web dashboard benchmark: taskscope's pages against parsl-visualize's workflow page, on one
+real Parsl run of 100k tasks with monitoring.
+
+Run it from the repository root (not part of `make test`):
+
+    .venv/bin/python benchmarks/web_bench.py
+    .venv/bin/python benchmarks/web_bench.py --tasks 20000 --viz-timeout 300
+
+What it does:
+
+1. Makes a real Parsl run of `--tasks` trivial tasks (ThreadPoolExecutor, 4 threads,
+   MonitoringHub, text logs), cached under `--workdir` (default `benchmarks/.work/web<N>/`).
+2. Ingests it (logs + monitoring.db) into a DuckDB store there (cached too).
+3. Serves the store read-only with the real app (uvicorn on 127.0.0.1) and fetches the run,
+   tasks and resources pages over HTTP: the first request (cold: nothing cached) and the
+   median of `--repeat` more; bytes of each page.
+4. Installs `parsl[monitoring,visualization]` (same Parsl release) into a virtualenv of its
+   own (`<workdir>/../viz-venv`) if missing, and times parsl-visualize's workflow page
+   `/workflow/<run_id>/` with Flask's test client on a copy of the same monitoring.db
+   (a copy because parsl-visualize runs `db.create_all()` on it), up to `--viz-timeout` s.
+5. Prints a table and PASS/MISS for the targets: < 1 s and < 2 MB per page, parsl-visualize's
+   workflow page >= 20x slower than our run page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PARSL_VERSION = "2026.10.26"
+
+WORKFLOW = '''
+import sys, time
+import parsl
+from parsl.config import Config
+from parsl.executors import ThreadPoolExecutor
+from parsl.monitoring.monitoring import MonitoringHub
+
+
+@parsl.python_app
+def noop(i):
+    return i
+
+
+def main():
+    runinfo, n = sys.argv[1], int(sys.argv[2])
+    config = Config(executors=[ThreadPoolExecutor(label="threads", max_threads=4)], run_dir=runinfo,
+                    strategy="none", monitoring=MonitoringHub(resource_monitoring_interval=1))
+    started = time.time()
+    with parsl.load(config):
+        futures = [noop(i) for i in range(n)]
+        for future in futures:
+            future.result()
+    print(f"{n} tasks in {time.time() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+VIZ_CLIENT = '''
+import json, sys, time
+from flask import Flask
+from parsl.monitoring.visualization.models import db
+
+app = Flask("parsl.monitoring.visualization.app")  # its templates live beside that module
+app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + sys.argv[1]
+app.config["SQLALCHEMY_TRACK_MODIFICATIONS"] = False
+db.init_app(app)
+with app.app_context():
+    db.create_all()
+    from parsl.monitoring.visualization import views
+    views.dummy = False
+    client = app.test_client()
+    for path in sys.argv[2:]:
+        started = time.perf_counter()
+        response = client.get(path)
+        print(json.dumps({"path": path, "status": response.status_code, "seconds": time.perf_counter() - started,
+                          "bytes": len(response.data)}), flush=True)
+'''
+
+
+def make_run(workdir: Path, tasks: int) -> Path:
+    runinfo = workdir / "runinfo"
+    if (runinfo / "monitoring.db").exists():
+        return runinfo
+    shutil.rmtree(runinfo, ignore_errors=True)
+    script = workdir / "workflow.py"
+    script.write_text(WORKFLOW)
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    print(f"making a real Parsl run of {tasks} tasks with monitoring ...", flush=True)
+    done = subprocess.run([sys.executable, str(script), str(runinfo), str(tasks)], env=env, capture_output=True,
+                          text=True, cwd=workdir)
+    if done.returncode != 0:
+        sys.exit(f"the Parsl run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    print(done.stdout.strip().splitlines()[-1], flush=True)
+    return runinfo
+
+
+def make_store(workdir: Path, runinfo: Path) -> Path:
+    import taskscope
+
+    store_file = workdir / "taskscope.duckdb"
+    if not store_file.exists():
+        started = time.time()
+        with taskscope.open(store_file) as store:
+            report = store.ingest(runinfo)
+        print(f"ingested {report.events:,} events in {time.time() - started:.1f} s", flush=True)
+    return store_file
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def fetch(url: str) -> tuple[float, int]:
+    started = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=600) as response:
+        body = response.read()
+        assert response.status == 200, url
+    return time.perf_counter() - started, len(body)
+
+
+def time_taskscope(store_file: Path, repeat: int) -> tuple[str, list[dict]]:
+    import uvicorn
+
+    import taskscope
+    from taskscope.web.app import Dashboard, create_app
+
+    store = taskscope.open(store_file, read_only=True)
+    run_id = store.runs().run_id.iloc[-1]
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(Dashboard(store)), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    results = []
+    for name, path in [("run", f"/runs/{run_id}"), ("tasks", f"/runs/{run_id}/tasks"),
+                       ("tasks, page 500 sorted by duration", f"/runs/{run_id}/tasks?sort=duration_s&desc=true&page=500"),
+                       ("resources", f"/runs/{run_id}/resources"), ("dag (app level)", f"/runs/{run_id}/dag"),
+                       ("logs of the run", f"/logs?run_id={run_id}")]:
+        cold, size = fetch(f"http://127.0.0.1:{port}{path}")
+        warm = statistics.median(fetch(f"http://127.0.0.1:{port}{path}")[0] for _ in range(repeat))
+        results.append({"page": name, "cold_s": cold, "warm_s": warm, "bytes": size})
+        print(f"  taskscope {name}: cold {cold:.3f} s, warm {warm:.3f} s, {size / 1e6:.2f} MB", flush=True)
+    server.should_exit = True
+    return run_id, results
+
+
+def viz_python(workdir: Path) -> Path:
+    venv = workdir.parent / "viz-venv"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    probe = subprocess.run([str(python), "-c", "import flask, flask_sqlalchemy, parsl.monitoring.visualization.models"],
+                           capture_output=True)
+    if probe.returncode != 0:
+        print("installing parsl[monitoring,visualization] into", venv, flush=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", f"parsl[monitoring,visualization]=={PARSL_VERSION}"],
+                       check=True)
+    return python
+
+
+def time_parsl_visualize(workdir: Path, runinfo: Path, run_id: str, timeout_s: float) -> dict:
+    python = viz_python(workdir)
+    database = workdir / "viz-monitoring.db"
+    shutil.copy(runinfo / "monitoring.db", database)
+    client = workdir / "viz_client.py"
+    client.write_text(VIZ_CLIENT)
+    try:
+        done = subprocess.run([str(python), str(client), str(database), f"/workflow/{run_id}/"],
+                              capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"page": "parsl-visualize workflow", "seconds": None, "bytes": None, "timed_out": timeout_s}
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        return {"page": "parsl-visualize workflow", "seconds": None, "bytes": None,
+                "error": done.stderr[-2000:]}
+    return {"page": "parsl-visualize workflow", **lines[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--viz-timeout", type=float, default=900.0, help="seconds to wait for parsl-visualize")
+    parser.add_argument("--no-viz", action="store_true", help="time only taskscope's pages")
+    args = parser.parse_args()
+    workdir = args.workdir or REPO / "benchmarks" / ".work" / f"web{args.tasks}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    runinfo = make_run(workdir, args.tasks)
+    store_file = make_store(workdir, runinfo)
+    print("taskscope pages (real server, HTTP on loopback):", flush=True)
+    run_id, ours = time_taskscope(store_file, args.repeat)
+    if args.no_viz:
+        viz = {"skipped": True}
+    else:
+        print("parsl-visualize workflow page (Flask test client) ...", flush=True)
+        viz = time_parsl_visualize(workdir, runinfo, run_id, args.viz_timeout)
+
+    print(f"\n{args.tasks:,} tasks, run {run_id}")
+    print(f"{'page':40} {'cold s':>8} {'warm s':>8} {'MB':>7}  target <1 s, <2 MB")
+    for row in ours:
+        verdict = "PASS" if row["cold_s"] < 1 and row["bytes"] < 2e6 else "MISS"
+        print(f"{row['page']:40} {row['cold_s']:8.3f} {row['warm_s']:8.3f} {row['bytes'] / 1e6:7.2f}  {verdict}")
+    if viz.get("seconds") is not None:
+        print(f"{'parsl-visualize workflow (HTTP ' + str(viz['status']) + ')':40} {viz['seconds']:8.3f} {'':8} "
+              f"{viz['bytes'] / 1e6:7.2f}")
+        ratio = viz["seconds"] / ours[0]["cold_s"]
+        print(f"parsl-visualize workflow page / taskscope run page (cold): {ratio:.0f}x  "
+              f"target >= 20x: {'PASS' if ratio >= 20 else 'MISS'}")
+    elif "timed_out" in viz:
+        ratio = viz["timed_out"] / ours[0]["cold_s"]
+        print(f"parsl-visualize workflow page: no answer within {viz['timed_out']:.0f} s "
+              f"(so > {ratio:.0f}x our run page; target >= 20x: PASS)")
+    elif not viz.get("skipped"):
+        print(f"parsl-visualize failed: {viz.get('error')}")
+
+
+if __name__ == "__main__":
+    main()

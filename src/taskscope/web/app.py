@@ -1,0 +1,180 @@
+"""The web app: one `Dashboard` (store, live ingest) shared by every page.
+
+Reads and the live ingest share one DuckDB database in this process (DuckDB allows one
+writing process per file): the ingest thread writes through the store's own connection, and
+every request reads through a `cursor()` of it, a connection of its own that sees the last
+committed ingest. Pages run only parameterised SELECTs. Without anything to ingest, the
+store is opened read-only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import duckdb
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+import taskscope
+from taskscope.queries import RunNotFound
+from taskscope.store import Store
+from taskscope.web.live import LiveIngest
+from taskscope.web.render import STATIC_DIR, render
+
+#: seconds between two live ingests
+DEFAULT_INGEST_INTERVAL_S = 3.0
+
+
+class Dashboard:
+    """What the pages share: the store, the live ingest (if any), and a read connection per request.
+
+    >>> dashboard = Dashboard(taskscope.open("run.duckdb", read_only=True))  # doctest: +SKIP
+    >>> with dashboard.reader() as con: con.execute("SELECT count(*) FROM events").fetchall()  # doctest: +SKIP
+    """
+
+    def __init__(self, store: Store, live: LiveIngest | None = None):
+        self.store = store
+        self.live = live
+        self._cursor_lock = threading.Lock()
+        self._cache: OrderedDict[tuple, object] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    @property
+    def watching(self) -> bool:
+        """True while new lines of the ingested folders are being read."""
+        return self.live is not None and self.live.is_alive()
+
+    @property
+    def generation(self) -> int:
+        """Grows whenever an ingest added events (a cache key for anything derived)."""
+        return self.live.generation if self.live else 0
+
+    def cached(self, key: tuple, compute: Callable[[], object], size: int = 16):
+        """`compute()`, remembered until an ingest adds events (the few last keys are kept)."""
+        key = (self.generation, *key)
+        with self._cache_lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        value = compute()
+        with self._cache_lock:
+            self._cache[key] = value
+            while len(self._cache) > size:
+                self._cache.popitem(last=False)
+        return value
+
+    def reader(self) -> "_Reader":
+        """A read connection of its own for one request (a context manager)."""
+        with self._cursor_lock:  # cursor() itself is not safe to call from two threads at once
+            con = self.store.con.cursor()
+        con.execute("SET TimeZone = 'UTC'")
+        return _Reader(con)
+
+
+class _Reader:
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con = con
+
+    def __enter__(self) -> duckdb.DuckDBPyConnection:
+        return self.con
+
+    def __exit__(self, *exc) -> None:
+        self.con.close()
+
+
+def read_connection(request: Request) -> Iterator[duckdb.DuckDBPyConnection]:
+    """FastAPI dependency: a read connection for this request."""
+    with request.app.state.dashboard.reader() as con:
+        yield con
+
+
+def create_app(dashboard: Dashboard) -> FastAPI:
+    """The FastAPI app over `dashboard`: every page and its `/api/...` JSON twin.
+
+    >>> app = create_app(Dashboard(taskscope.open("run.duckdb", read_only=True)))  # doctest: +SKIP
+    """
+    from taskscope.web.pages import ROUTERS
+
+    app = FastAPI(title="taskscope", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
+    app.state.dashboard = dashboard
+    for router in ROUTERS:
+        app.include_router(router)
+
+    @app.get("/static/plotly.min.js", include_in_schema=False)
+    def plotly_js() -> FileResponse:
+        # served straight from the installed plotly package: the same version the server uses
+        return FileResponse(_plotly_js_path(), media_type="text/javascript",
+                            headers={"Cache-Control": "public, max-age=86400"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.exception_handler(RunNotFound)
+    def run_not_found(request: Request, exc: RunNotFound):
+        return _not_found(request, str(exc))
+
+    @app.exception_handler(LookupError)
+    def lookup_error(request: Request, exc: LookupError):
+        return _not_found(request, str(exc))
+
+    return app
+
+
+def _not_found(request: Request, message: str):
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"error": message}, status_code=404)
+    return render(request, "error.html", {"message": message}, status_code=404)
+
+
+def _plotly_js_path() -> Path:
+    import plotly
+
+    return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+
+def open_dashboard(store_path: str, paths: list[str] | None = None,
+                   interval_s: float = DEFAULT_INGEST_INTERVAL_S, on_progress=None) -> Dashboard:
+    """Open the store; with `paths`, ingest them now and keep ingesting in the background.
+
+    >>> dashboard = open_dashboard("run.duckdb", ["runinfo/"])  # doctest: +SKIP
+    """
+    if not paths:
+        return Dashboard(taskscope.open(store_path, read_only=True))
+    store = taskscope.open(store_path)
+    store.ingest(*paths, on_progress=on_progress)
+    live = LiveIngest(store, paths, interval_s)
+    live.start()
+    return Dashboard(store, live)
+
+
+def is_loopback(host: str) -> bool:
+    """True if `host` (a name or an address) only ever resolves to loopback addresses."""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except socket.gaierror:
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+
+
+def serve(dashboard: Dashboard, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Run the dashboard with uvicorn until interrupted (warns when `host` is not loopback).
+
+    >>> serve(open_dashboard("run.duckdb"), port=8080)  # doctest: +SKIP
+    """
+    import uvicorn
+
+    if not is_loopback(host):
+        print(f"warning: listening on {host}, not a loopback address: anyone who can reach this "
+              "machine can read these logs (taskscope ui has no login)", file=sys.stderr)
+    try:
+        uvicorn.run(create_app(dashboard), host=host, port=port, log_level="warning")
+    finally:
+        if dashboard.live:
+            dashboard.live.stop()
+        dashboard.store.close()

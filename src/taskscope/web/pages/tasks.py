@@ -1,0 +1,89 @@
+"""Tasks: one row per task of a run, paginated, sorted and filtered on the server."""
+
+from __future__ import annotations
+
+import math
+
+import duckdb
+import pandas as pd
+from fastapi import APIRouter, Depends, Query, Request
+
+from taskscope import queries
+from taskscope.queries import resolve_run
+from taskscope.web.app import Dashboard, read_connection
+from taskscope.web.pages.runs import run_row
+from taskscope.web.render import json_response, records, render
+
+router = APIRouter()
+
+#: query parameter -> column of `taskscope.queries.tasks` it filters (exact match)
+FILTERS = {"app": "app_name", "state": "final_state", "executor": "executor_label", "host": "host",
+           "manager": "manager_id", "block": "block_id", "exception": "exception_type"}
+SORTABLE = ["task_id", "app_name", "final_state", "tries", "exception_type", "submit_ts", "launch_ts",
+            "worker_start_ts", "end_ts", "duration_s", "executor_label", "block_id", "manager_id", "worker_id", "host"]
+MAX_PER_PAGE = 1000
+
+
+def all_tasks(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str) -> pd.DataFrame:
+    """`taskscope.queries.tasks` of one run, computed once per ingest (`unfinished` as the
+    final state of tasks that have none yet)."""
+    def compute() -> pd.DataFrame:
+        frame = queries.tasks(con, run_id)
+        frame["final_state"] = frame["final_state"].fillna("unfinished")
+        return frame
+
+    return dashboard.cached(("tasks", run_id), compute)
+
+
+def task_page(frame: pd.DataFrame, filters: dict[str, str | None], sort: str = "task_id", descending: bool = False,
+              page: int = 1, per_page: int = 100) -> dict:
+    """One page of `frame` after `filters` (parameter -> value) and sorting: `rows`, `total`
+    (after filtering), `page`, `pages`, and the values each filter can take."""
+    options = {name: sorted(frame[column].dropna().astype(str).unique().tolist())[:500]
+               for name, column in FILTERS.items()}
+    for name, value in filters.items():
+        if value not in (None, ""):
+            frame = frame[frame[FILTERS[name]].astype(str) == value]
+    sort = sort if sort in SORTABLE else "task_id"
+    frame = frame.sort_values([sort, "task_id"], ascending=[not descending, True], kind="stable", na_position="last")
+    per_page = max(1, min(per_page, MAX_PER_PAGE))
+    pages = max(1, math.ceil(len(frame) / per_page))
+    page = max(1, min(page, pages))
+    rows = frame.iloc[(page - 1) * per_page: page * per_page]
+    return {"rows": rows, "total": len(frame), "page": page, "pages": pages, "per_page": per_page,
+            "sort": sort, "descending": descending, "options": options}
+
+
+def _filters(app, state, executor, host, manager, block, exception) -> dict:
+    return {"app": app, "state": state, "executor": executor, "host": host, "manager": manager,
+            "block": block, "exception": exception}
+
+
+@router.get("/api/runs/{run}/tasks")
+def tasks_json(request: Request, run: str, app: str | None = None, state: str | None = None,
+               executor: str | None = None, host: str | None = None, manager: str | None = None,
+               block: str | None = None, exception: str | None = None, sort: str = "task_id",
+               desc: bool = False, page: int = Query(1, ge=1), per_page: int = Query(100, ge=1, le=MAX_PER_PAGE),
+               con=Depends(read_connection)):
+    """A page of a run's tasks. Filters: app, state (a final state or `unfinished`), executor,
+    host, manager, block, exception; `sort` (a column), `desc`, `page`, `per_page` (≤ 1000)."""
+    run_id = resolve_run(con, run)
+    result = task_page(all_tasks(con, request.app.state.dashboard, run_id),
+                       _filters(app, state, executor, host, manager, block, exception), sort, desc, page, per_page)
+    return json_response({**result, "rows": records(result["rows"]), "run_id": run_id})
+
+
+@router.get("/runs/{run}/tasks")
+def tasks_page(request: Request, run: str, app: str | None = None, state: str | None = None,
+               executor: str | None = None, host: str | None = None, manager: str | None = None,
+               block: str | None = None, exception: str | None = None, sort: str = "task_id",
+               desc: bool = False, page: int = Query(1, ge=1), per_page: int = Query(100, ge=1, le=MAX_PER_PAGE),
+               con=Depends(read_connection)):
+    run_id = resolve_run(con, run)
+    dashboard = request.app.state.dashboard
+    filters = _filters(app, state, executor, host, manager, block, exception)
+    result = task_page(all_tasks(con, dashboard, run_id), filters, sort, desc, page, per_page)
+    return render(request, "tasks.html", {
+        "title": "Tasks", "run": run_row(con, dashboard, run_id), "result": result,
+        "rows": result["rows"].to_dict("records"), "filters": filters, "sortable": SORTABLE,
+    })

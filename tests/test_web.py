@@ -1,0 +1,438 @@
+"""The web dashboard in real headless Chromium (Playwright), served by the real app over HTTP
+on loopback, over the corpus runs and fresh real Parsl runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+import taskscope
+from taskscope.web.app import Dashboard, create_app, is_loopback, open_dashboard
+
+pytest.importorskip("playwright")
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+SCRIPT = "<script>alert(1)</script>"
+IMG = "<img src=x onerror=alert(1)>"
+
+# A real Parsl workflow (threads) whose app logs both payloads and raises with them.
+HOSTILE_WORKFLOW = '''
+import logging, sys
+import parsl
+from parsl.config import Config
+from parsl.executors import ThreadPoolExecutor
+
+SCRIPT = "<script>alert(1)</script>"
+IMG = "<img src=x onerror=alert(1)>"
+
+@parsl.python_app
+def shout(i, pause):
+    import logging, time
+    time.sleep(pause)
+    logging.getLogger("parsl.app.shout").warning("task says %s and %s", SCRIPT, IMG)
+    if i % 3 == 0:
+        raise ValueError(f"bad input {IMG} {SCRIPT}")
+    return i
+
+runinfo, n, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+config = Config(executors=[ThreadPoolExecutor(label="threads", max_threads=2)], run_dir=runinfo, strategy="none")
+with parsl.load(config):
+    futures = [shout(i, pause) for i in range(n)]
+    for future in futures:
+        try:
+            future.result()
+        except ValueError:
+            pass
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """The real app under uvicorn in a background thread, on a free loopback port."""
+
+    def __init__(self, dashboard: Dashboard):
+        self.dashboard = dashboard
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(create_app(dashboard), host="127.0.0.1", port=self.port,
+                                                    log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            assert time.time() < deadline, "server did not start"
+            time.sleep(0.05)
+
+    def json(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=60) as response:
+            return json.loads(response.read())
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+        if self.dashboard.live:
+            self.dashboard.live.stop()
+
+
+def run_parsl_script(script: Path, runinfo: Path, n: int, pause: float, wait: bool = True):
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    command = [sys.executable, str(script), str(runinfo), str(n), str(pause)]
+    if not wait:
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        pytest.fail(f"Parsl run failed:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM,
+                                              args=["--headless", "--no-sandbox", "--disable-gpu"])
+        yield launched
+        launched.close()
+
+
+class Watched:
+    """A browser page that records console errors, page errors, failed requests and dialogs."""
+
+    def __init__(self, browser):
+        self.page = browser.new_page()
+        self.problems: list[str] = []
+        self.dialogs: list[str] = []
+        self.page.on("console", lambda m: m.type == "error" and self.problems.append(f"console: {m.text}"))
+        self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+        self.page.on("requestfailed", lambda r: self.problems.append(f"request failed: {r.url}"))
+        self.page.on("response", lambda r: r.status >= 400 and self.problems.append(f"HTTP {r.status}: {r.url}"))
+        self.page.on("dialog", self._dialog)
+
+    def _dialog(self, dialog) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def visit(self, url: str) -> None:
+        self.page.goto(url, wait_until="load")
+        self.page.wait_for_load_state("networkidle")
+        assert not self.problems, f"{url}: {self.problems}"
+
+    def close(self) -> None:
+        self.page.close()
+
+
+_servers: dict[str, Server] = {}
+
+
+def corpus_server(corpus_run: Path, only_monitoring: bool = False) -> Server:
+    """One server per corpus run (and kind), shared by the tests of this module."""
+    key = f"{corpus_run}:{only_monitoring}"
+    if key not in _servers:
+        store = taskscope.open(":memory:")
+        store.ingest(corpus_run / "monitoring.db" if only_monitoring else corpus_run)
+        _servers[key] = Server(Dashboard(store))
+    return _servers[key]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_servers():
+    yield
+    for server in _servers.values():
+        server.stop()
+    _servers.clear()
+
+
+def page_urls(server: Server, store) -> list[str]:
+    """Every page of every run in `store`, including a failed task where there is one."""
+    urls = ["/", "/logs", "/compare"]
+    runs = store.runs().run_id.tolist()
+    if len(runs) >= 1:
+        urls.append(f"/compare?a={runs[0]}&b={runs[-1]}")
+    for run_id in runs:
+        tasks = store.tasks(run=run_id)
+        chosen = {int(tasks.task_id.iloc[0]), int(tasks.task_id.iloc[-1])}
+        failed = tasks[tasks.final_state == "failed"]
+        if not failed.empty:
+            chosen.add(int(failed.task_id.iloc[0]))
+        urls += [f"/runs/{run_id}", f"/runs/{run_id}/tasks", f"/runs/{run_id}/tasks?sort=duration_s&desc=true",
+                 f"/runs/{run_id}/dag", f"/runs/{run_id}/dag?level=app", f"/runs/{run_id}/resources",
+                 f"/logs?run_id={run_id}", f"/logs?run_id={run_id}&q=task&page=2"]
+        urls += [f"/runs/{run_id}/tasks/{task_id}" for task_id in sorted(chosen)]
+    return urls
+
+
+def check_every_page(browser, server: Server) -> None:
+    watched = Watched(browser)
+    try:
+        for url in page_urls(server, server.dashboard.store):
+            watched.visit(server.url + url)
+            charts = watched.page.locator("div.chart")
+            # every embedded figure was drawn by Plotly (served from the package)
+            assert charts.count() == watched.page.locator("div.chart.js-plotly-plot").count(), url
+    finally:
+        watched.close()
+
+
+def test_every_page_loads_without_console_errors(corpus_run, browser):
+    check_every_page(browser, corpus_server(corpus_run))
+
+
+def test_every_page_loads_from_monitoring_db_alone(corpus_run, browser):
+    check_every_page(browser, corpus_server(corpus_run, only_monitoring=True))
+
+
+def test_dag_draws_every_task_and_dependency(corpus_run, browser):
+    server = corpus_server(corpus_run)
+    run_id = server.dashboard.store.runs().run_id.iloc[0]
+    tasks = server.dashboard.store.tasks(run=run_id)
+    dependency_lines = server.dashboard.store.sql(
+        "SELECT count(DISTINCT (task_id, attrs->>'dependency_task_id')) AS n FROM events "
+        "WHERE run_id = ? AND event = 'task.dependency'", [run_id]).n.iloc[0]
+    watched = Watched(browser)
+    try:
+        watched.visit(f"{server.url}/runs/{run_id}/dag")
+        assert watched.page.locator("#dag svg circle").count() == len(tasks)
+        assert watched.page.locator("#dag svg path").count() >= dependency_lines
+    finally:
+        watched.close()
+
+
+def test_click_path_runs_run_task_manager_logs(browser):
+    corpus = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "parsl-htex-jsonlog"
+    server = corpus_server(corpus)
+    store = server.dashboard.store
+    watched = Watched(browser)
+    page = watched.page
+    try:
+        watched.visit(server.url + "/")
+        page.locator("a.run-link").first.click()
+        page.wait_for_load_state("networkidle")
+        run_id = page.url.rstrip("/").split("/")[-1]
+        assert run_id in store.runs().run_id.tolist()
+        page.locator("header nav a", has_text="Tasks").click()
+        page.wait_for_load_state("networkidle")
+        page.locator("a.task-link").first.click()
+        page.wait_for_load_state("networkidle")
+        assert "/tasks/" in page.url
+        manager_link = page.locator("#tries a.filter[href*='manager_id=']").first
+        manager_id = manager_link.inner_text()
+        manager_link.click()
+        page.wait_for_load_state("networkidle")
+        assert "/logs?" in page.url and f"manager_id={manager_id}" in page.url
+        expected = store.sql("SELECT count(*) AS n FROM events WHERE run_id = ? AND manager_id = ?",
+                             [run_id, manager_id]).n.iloc[0]
+        assert expected > 0
+        assert page.locator("#event-count").inner_text() == f"{expected} events"
+        column = [h.inner_text() for h in page.locator("#events thead th").all()].index("manager_id")
+        cells = page.locator(f"#events tbody tr td:nth-child({column + 1})").all_inner_texts()
+        assert cells and set(cells) == {manager_id}
+        assert not watched.problems
+    finally:
+        watched.close()
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("hostile")
+    script = base / "hostile.py"
+    script.write_text(HOSTILE_WORKFLOW)
+    run_parsl_script(script, base / "runinfo", 6, 0.05)
+    return base / "runinfo"
+
+
+def test_log_text_is_shown_as_text_and_never_runs(hostile_run, browser):
+    store = taskscope.open(":memory:")
+    store.ingest(hostile_run)
+    hostile = store.sql("SELECT run_id, task_id FROM events WHERE message LIKE '%<script>alert(1)</script>%' "
+                        "AND task_id IS NOT NULL ORDER BY ts")
+    assert not hostile.empty, "the run did not log the payloads"
+    run_id, task_id = hostile.run_id.iloc[0], int(hostile.task_id.iloc[0])
+    server = Server(Dashboard(store))
+    watched = Watched(browser)
+    page = watched.page
+    try:
+        urls = [f"/logs?q={urllib.request.quote('alert(1)')}", f"/logs?run_id={run_id}",
+                f"/runs/{run_id}/tasks/{task_id}", f"/runs/{run_id}", f"/runs/{run_id}/tasks?state=failed",
+                "/logs?" + urllib.parse.urlencode({"source": IMG, "q": SCRIPT}),
+                f"/api/logs?q={urllib.request.quote(SCRIPT)}"]
+        for index, url in enumerate(urls[:5]):
+            watched.visit(server.url + url)
+            if index < 3:  # the pages that show log messages
+                text = page.locator("body").inner_text()
+                assert SCRIPT in text and IMG in text, url
+            assert page.locator("img[src='x']").count() == 0
+            scripts = page.locator("script").all_text_contents()
+            assert not any("alert(1)" in s for s in scripts if "application/json" not in s), url
+        watched.visit(server.url + urls[5])  # the payload as a filter value and a search
+        assert page.locator("#q").input_value() == SCRIPT
+        assert IMG in page.locator("#active-filters").inner_text()
+        assert page.locator("img[src='x']").count() == 0
+        page.goto(server.url + urls[6])
+        assert watched.dialogs == []
+    finally:
+        watched.close()
+        server.stop()
+
+
+def test_monitoring_db_totals_are_per_manager_not_per_row(corpus_run, browser):
+    server = corpus_server(corpus_run, only_monitoring=True)
+    with sqlite3.connect(corpus_run / "monitoring.db") as db:
+        last = db.execute("""SELECT uid, worker_count, cpu_count FROM node
+                             WHERE rowid IN (SELECT max(rowid) FROM node GROUP BY uid)""").fetchall()
+        summed_rows = db.execute("SELECT sum(worker_count) FROM node").fetchall()[0][0]
+    workers, cpus = sum(r[1] for r in last), sum(r[2] for r in last)
+    run_id = server.dashboard.store.runs().run_id.iloc[0]
+    watched = Watched(browser)
+    try:
+        watched.visit(f"{server.url}/runs/{run_id}/resources")
+        assert watched.page.locator("#total-workers").inner_text() == str(workers)
+        assert watched.page.locator("#total-cpus").inner_text() == str(cpus)
+        assert watched.page.locator("#total-managers").inner_text() == str(len(last))
+        if len(last) == 1 and summed_rows != workers:
+            # the row sum is what parsl-visualize shows
+            assert watched.page.locator("#total-workers").inner_text() != str(summed_rows)
+    finally:
+        watched.close()
+    assert server.json(f"/api/runs/{run_id}/resources")["capacity"]["workers"] == workers
+
+
+def test_tasks_page_paginates_sorts_and_filters_on_the_server(browser):
+    corpus = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "parsl-mixed-textlog"
+    server = corpus_server(corpus)
+    store = server.dashboard.store
+    run_id = store.runs().run_id.iloc[0]
+    tasks = store.tasks(run=run_id)
+    page_one = server.json(f"/api/runs/{run_id}/tasks?per_page=7&sort=task_id&desc=true")
+    assert page_one["total"] == len(tasks) and page_one["pages"] == -(-len(tasks) // 7)
+    assert [r["task_id"] for r in page_one["rows"]] == sorted(tasks.task_id, reverse=True)[:7]
+    app = tasks.app_name.mode().iloc[0]
+    filtered = server.json(f"/api/runs/{run_id}/tasks?app={app}&per_page=1000")
+    assert filtered["total"] == int((tasks.app_name == app).sum())
+    watched = Watched(browser)
+    try:
+        watched.visit(f"{server.url}/runs/{run_id}/tasks?per_page=7")
+        assert watched.page.locator("#tasks tbody tr").count() == 7
+        watched.page.locator("#next-page").click()
+        watched.page.wait_for_load_state("networkidle")
+        first = watched.page.locator("#tasks tbody tr td a.task-link").first.inner_text()
+        assert int(first) == sorted(tasks.task_id)[7]
+    finally:
+        watched.close()
+
+
+def test_live_run_is_shown_live_then_finished(tmp_path, browser):
+    script = tmp_path / "hostile.py"
+    script.write_text(HOSTILE_WORKFLOW)
+    runinfo = tmp_path / "runinfo"
+    running = run_parsl_script(script, runinfo, 24, 0.5, wait=False)
+    try:
+        deadline = time.time() + 60
+        while not (runinfo / "000" / "parsl.log").exists():
+            assert time.time() < deadline and running.poll() is None, "the run did not start"
+            time.sleep(0.2)
+        dashboard = open_dashboard(str(tmp_path / "live.duckdb"), [str(runinfo)], interval_s=0.5)
+        server = Server(dashboard)
+        seen_live, tasks_seen = False, set()
+        while running.poll() is None:
+            runs = server.json("/api/runs")["runs"]
+            if runs:
+                seen_live |= runs[0]["status"] == "live"
+                tasks_seen.add(runs[0]["tasks_done"])
+            time.sleep(0.3)
+        assert running.returncode == 0, running.stderr.read()
+        assert seen_live, "the run was never shown live"
+        assert len(tasks_seen) > 1, "the done count never grew while the run went on"
+        deadline = time.time() + 30
+        while server.json("/api/runs")["runs"][0]["status"] == "live":
+            assert time.time() < deadline, "the finished run is still shown live"
+            time.sleep(0.3)
+        run = server.json("/api/runs")["runs"][0]
+        assert run["status"] == "failed" and run["tasks"] == 24 and run["tasks_failed"] == 8
+        watched = Watched(browser)
+        try:
+            watched.visit(server.url + "/")
+            assert "ingesting every" in watched.page.locator("header").inner_text()
+        finally:
+            watched.close()
+        server.stop()
+        dashboard.store.close()
+    finally:
+        if running.poll() is None:
+            running.kill()
+
+
+def test_store_is_read_only_without_a_path_to_ingest(tmp_path):
+    store_file = tmp_path / "ro.duckdb"
+    corpus = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "parsl-2025-textlog"
+    with taskscope.open(store_file) as store:
+        store.ingest(corpus)
+    dashboard = open_dashboard(str(store_file))
+    try:
+        with dashboard.reader() as con:
+            with pytest.raises(Exception, match="read-only"):
+                con.execute("DELETE FROM events")
+    finally:
+        dashboard.store.close()
+
+
+def test_only_loopback_counts_as_loopback():
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("::")
+
+
+def test_cli_serves_a_monitoring_db(tmp_path):
+    corpus = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "parsl-2025-textlog"
+    database = tmp_path / "monitoring.db"
+    shutil.copy(corpus / "monitoring.db", database)
+    port = free_port()
+    command = [sys.executable, "-m", "taskscope.cli", "ui", str(database), "--store", str(tmp_path / "ui.duckdb"),
+               "--port", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, runs = time.time() + 60, None
+        while runs is None:
+            assert time.time() < deadline and server.poll() is None, server.stderr.read() if server.poll() else "no answer"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/runs", timeout=5) as response:
+                    runs = json.loads(response.read())["runs"]
+            except OSError:
+                time.sleep(0.3)
+        with sqlite3.connect(database) as db:
+            expected = db.execute("SELECT run_id FROM workflow").fetchall()
+        assert [r["run_id"] for r in runs] == [row[0] for row in expected]
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+
+
+def test_cli_warns_before_listening_on_a_non_loopback_address(tmp_path):
+    corpus = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "parsl-2025-textlog"
+    store_file = tmp_path / "w.duckdb"
+    with taskscope.open(store_file) as store:
+        store.ingest(corpus / "monitoring.db")
+    # 192.0.2.1 (TEST-NET-1) is no address of this machine: the bind fails after the warning,
+    # so the test never exposes anything
+    command = [sys.executable, "-m", "taskscope.cli", "ui", "--store", str(store_file), "--host", "192.0.2.1",
+               "--port", str(free_port())]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert "warning: listening on 192.0.2.1, not a loopback address" in done.stderr
