@@ -43,6 +43,8 @@ def main() -> None:
     # the grand total: it waited on the subtotals, which waited on the squares
     grand_total_task = options.inputs + options.inputs // 4
     _show(["timeline", "--task", str(grand_total_task), "--run", run_folder.name, "--store", store])
+    _show(["summary", "--run", run_folder.name, "--store", store])
+    _show(["common-path", "--run", run_folder.name, "--store", store])
     _show(["sql", "SELECT source, count(*) AS events, count(task_id) AS with_task FROM events GROUP BY 1 ORDER BY 2 DESC",
            "--store", store])
 
