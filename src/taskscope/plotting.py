@@ -9,6 +9,21 @@ class PlotError(ValueError):
     """The plot cannot be written (unknown suffix, no PNG renderer)."""
 
 
+PLOT_SUFFIXES = (".html", ".htm", ".png")
+
+
+def check_plot_path(path: str | Path) -> None:
+    """Raise PlotError unless `path` names a format `save_figure` writes (before slow work starts).
+
+    >>> check_plot_path("states.svg")
+    Traceback (most recent call last):
+    ...
+    taskscope.plotting.PlotError: cannot write a plot to states.svg: use a .html or .png file name
+    """
+    if Path(path).suffix.lower() not in PLOT_SUFFIXES:
+        raise PlotError(f"cannot write a plot to {path}: use a .html or .png file name")
+
+
 def save_figure(figure, path: str | Path) -> Path:
     """Write `figure` to `path`; the suffix picks the format (.html or .png).
 
@@ -17,14 +32,12 @@ def save_figure(figure, path: str | Path) -> Path:
     >>> save_figure(plotly.express.line(x=[0, 1], y=[1, 2]), "states.html")  # doctest: +SKIP
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in (".html", ".htm"):
-        figure.write_html(path, include_plotlyjs=True, full_html=True)
-    elif suffix == ".png":
+    check_plot_path(path)
+    if path.suffix.lower() == ".png":
         _require_browser()
         figure.write_image(path, format="png", width=1200, height=600)
     else:
-        raise PlotError(f"cannot write a plot to {path}: use a .html or .png file name")
+        figure.write_html(path, include_plotlyjs=True, full_html=True)
     return path
 
 

@@ -27,7 +27,7 @@ from taskscope.commands.common import (
     FormatOption, OutputFormat, PlotOption, RunOption, StoreOption, clock, emit, err_console, fail, save_plot,
     user_errors,
 )
-from taskscope.plotting import PlotError
+from taskscope.plotting import PlotError, check_plot_path
 
 #: a step function with more rows than this is shown resampled in a table
 TABLE_ROWS = 40
@@ -59,8 +59,8 @@ def _errors(command: Callable) -> Callable:
 
 
 def _check_plot_path(plot: Optional[Path]) -> None:
-    if plot is not None and plot.suffix.lower() not in (".html", ".htm", ".png"):
-        raise PlotError(f"cannot write a plot to {plot}: use a .html or .png file name")
+    if plot is not None:
+        check_plot_path(plot)
 
 
 def _check_per(per: str) -> None:
