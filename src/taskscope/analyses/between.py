@@ -30,6 +30,20 @@ def _selectors(event_a: str | Selector, event_b: str | Selector) -> dict[str, Se
     return {"a": parsed(event_a, "a"), "b": parsed(event_b, "b")}
 
 
+def tagged_events_sql(con, event_a: str | Selector, event_b: str | Selector, run_id: str | None,
+                      per: str) -> tuple[str, dict]:
+    """SQL (and its parameters) for the task events matching A (tag 'a') or B (tag 'b'), an event
+    matching both counted as A; raises `SelectorError` if a selector matches no event of the run.
+
+    The common first step of `between` and `latency.latency`.
+    """
+    selectors = _selectors(event_a, event_b)
+    for selector in selectors.values():
+        selector.require_matches(con, run_id)
+    tagged, params = task_events_sql(selectors, per)
+    return _a_wins(tagged), params
+
+
 def crossings_sql(per: str = "task") -> str:
     """SQL (over a CTE `tagged` holding `task_events_sql` rows tagged 'a' and 'b'): the events
     where an entity enters (`change` +1) or leaves (-1) the stretch between A and B.
@@ -63,13 +77,10 @@ def between(store, event_a: str | Selector, event_b: str | Selector, run: str | 
     """
     con = connection_of(store)
     run_id = resolve_run(con, run)
-    selectors = _selectors(event_a, event_b)
-    for selector in selectors.values():
-        selector.require_matches(con, run_id)
-    tagged, params = task_events_sql(selectors, per)
+    tagged, params = tagged_events_sql(con, event_a, event_b, run_id, per)
     return con.execute(
         f"""
-        WITH tagged AS ({_a_wins(tagged)}), {crossings_sql(per)},
+        WITH tagged AS ({tagged}), {crossings_sql(per)},
         per_instant AS (SELECT run_id, ts, sum(change) AS change FROM crossings GROUP BY run_id, ts)
         SELECT run_id, ts,
                CAST(sum(change) OVER (PARTITION BY run_id ORDER BY ts

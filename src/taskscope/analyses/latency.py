@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from taskscope._sql import connection_of
-from taskscope.analyses.between import _a_wins, _selectors
-from taskscope.analyses.selectors import Selector, task_events_sql
+from taskscope.analyses.between import tagged_events_sql
+from taskscope.analyses.selectors import Selector
 from taskscope.queries import resolve_run
 
 #: the quantiles `latency_stats` reports
@@ -30,16 +30,13 @@ def latency(store, event_a: str | Selector, event_b: str | Selector, run: str | 
     """
     con = connection_of(store)
     run_id = resolve_run(con, run)
-    selectors = _selectors(event_a, event_b)
-    for selector in selectors.values():
-        selector.require_matches(con, run_id)
-    tagged, params = task_events_sql(selectors, per)
+    tagged, params = tagged_events_sql(con, event_a, event_b, run_id, per)
     entity = ["run_id", "task_id"] + (["try_id"] if per == "try" else [])
     keys = ", ".join(entity)
     join_keys = " AND ".join(f"b.{key} = a.{key}" for key in entity)
     return con.execute(
         f"""
-        WITH tagged AS ({_a_wins(tagged)}),
+        WITH tagged AS ({tagged}),
         first_a AS (SELECT {keys}, min(ts) AS a_ts FROM tagged WHERE tag = 'a' GROUP BY {keys}),
         paired AS (
             SELECT a.*, min(b.ts) AS b_ts
