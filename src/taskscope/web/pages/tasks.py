@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import duckdb
 import pandas as pd
@@ -54,35 +55,47 @@ def task_page(frame: pd.DataFrame, filters: dict[str, str | None], sort: str = "
             "sort": sort, "descending": descending, "options": options}
 
 
-def _filters(app, state, executor, host, manager, block, exception) -> dict:
-    return {"app": app, "state": state, "executor": executor, "host": host, "manager": manager,
-            "block": block, "exception": exception}
+@dataclass
+class TaskQuery:
+    """The query parameters both the page and its JSON endpoint take."""
+
+    filters: dict[str, str | None]
+    sort: str
+    desc: bool
+    page: int
+    per_page: int
+
+    def of(self, tasks: pd.DataFrame) -> dict:
+        """This query's page of `tasks` (see `task_page`)."""
+        return task_page(tasks, self.filters, self.sort, self.desc, self.page, self.per_page)
+
+
+def task_query(app: str | None = None, state: str | None = None, executor: str | None = None,
+               host: str | None = None, manager: str | None = None, block: str | None = None,
+               exception: str | None = None, sort: str = "task_id", desc: bool = False,
+               page: int = Query(1, ge=1), per_page: int = Query(100, ge=1, le=MAX_PER_PAGE)) -> TaskQuery:
+    """FastAPI dependency: filters app, state (a final state or `unfinished`), executor, host,
+    manager, block, exception; `sort` (a column), `desc`, `page`, `per_page` (≤ 1000)."""
+    filters = {"app": app, "state": state, "executor": executor, "host": host, "manager": manager,
+               "block": block, "exception": exception}
+    return TaskQuery(filters, sort, desc, page, per_page)
 
 
 @router.get("/api/runs/{run}/tasks")
-def tasks_json(request: Request, run: str, app: str | None = None, state: str | None = None,
-               executor: str | None = None, host: str | None = None, manager: str | None = None,
-               block: str | None = None, exception: str | None = None, sort: str = "task_id",
-               desc: bool = False, page: int = Query(1, ge=1), per_page: int = Query(100, ge=1, le=MAX_PER_PAGE),
-               con=Depends(read_connection)):
+def tasks_json(request: Request, run: str, query: TaskQuery = Depends(task_query), con=Depends(read_connection)):
     """A page of a run's tasks. Filters: app, state (a final state or `unfinished`), executor,
     host, manager, block, exception; `sort` (a column), `desc`, `page`, `per_page` (≤ 1000)."""
     run_id = resolve_run(con, run)
-    result = task_page(all_tasks(con, request.app.state.dashboard, run_id),
-                       _filters(app, state, executor, host, manager, block, exception), sort, desc, page, per_page)
+    result = query.of(all_tasks(con, request.app.state.dashboard, run_id))
     return json_response({**result, "rows": records(result["rows"]), "run_id": run_id})
 
 
 @router.get("/runs/{run}/tasks")
-def tasks_page(request: Request, run: str, app: str | None = None, state: str | None = None,
-               executor: str | None = None, host: str | None = None, manager: str | None = None,
-               block: str | None = None, exception: str | None = None, sort: str = "task_id",
-               desc: bool = False, page: int = Query(1, ge=1), per_page: int = Query(100, ge=1, le=MAX_PER_PAGE),
-               con=Depends(read_connection)):
+def tasks_page(request: Request, run: str, query: TaskQuery = Depends(task_query), con=Depends(read_connection)):
     run_id = resolve_run(con, run)
     dashboard = request.app.state.dashboard
-    filters = _filters(app, state, executor, host, manager, block, exception)
-    result = task_page(all_tasks(con, dashboard, run_id), filters, sort, desc, page, per_page)
+    filters = query.filters
+    result = query.of(all_tasks(con, dashboard, run_id))
     return render(request, "tasks.html", {
         "title": "Tasks", "run": run_row(con, dashboard, run_id), "result": result,
         "rows": result["rows"].to_dict("records"), "filters": filters, "sortable": SORTABLE,
