@@ -18,10 +18,12 @@ if TYPE_CHECKING:
     from taskscope.store import Store
 
 __version__ = "0.1.0"
+#: the store file commands use when not given --store (here so `open` needs no store import)
+DEFAULT_STORE = "taskscope.duckdb"
 __all__ = ["open", "Store", "StoreError", "DEFAULT_STORE", "__version__"]
 
 
-def open(path: str | Path = "taskscope.duckdb", read_only: bool = False) -> "Store":  # noqa: A001 - mirrors duckdb.connect
+def open(path: str | Path = DEFAULT_STORE, read_only: bool = False) -> "Store":  # noqa: A001 - mirrors duckdb.connect
     """Open (creating if needed) the store at `path`; `":memory:"` for a throw-away one."""
     from taskscope.store import Store
 
@@ -29,7 +31,7 @@ def open(path: str | Path = "taskscope.duckdb", read_only: bool = False) -> "Sto
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Store", "StoreError", "DEFAULT_STORE"):
+    if name in ("Store", "StoreError"):
         from taskscope import store
 
         return getattr(store, name)

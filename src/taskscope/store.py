@@ -7,12 +7,12 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from taskscope import queries
+from taskscope import DEFAULT_STORE, queries
 from taskscope.ingest import IngestReport, ProgressCallback, ingest
 from taskscope.rules import load_rules
 from taskscope.schema import create_schema
 
-DEFAULT_STORE = "taskscope.duckdb"
+__all__ = ["DEFAULT_STORE", "Store", "StoreError"]
 
 
 class StoreError(RuntimeError):
