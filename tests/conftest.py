@@ -42,6 +42,12 @@ def store():
     opened.close()
 
 
+def parsl_env() -> dict[str, str]:
+    """This environment with the interpreter's scripts first on PATH: HTEX starts
+    `interchange.py` and `process_worker_pool.py` by name."""
+    return dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+
+
 def make_real_run(runinfo: Path, **options) -> Path:
     """Run the demo workflow with `options` in a fresh Python process; return the run folder."""
     code = (
@@ -51,7 +57,7 @@ def make_real_run(runinfo: Path, **options) -> Path:
         "if 'executor_labels' in options: options['executor_labels'] = tuple(options['executor_labels'])\n"
         f"print(run_workflow({str(runinfo)!r}, **options))\n"
     )
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    env = parsl_env()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     if done.returncode != 0:
         pytest.fail(f"real Parsl run failed:\n{done.stdout}\n{done.stderr}")
@@ -102,7 +108,7 @@ def perf_run(tmp_path_factory) -> Path:
     runinfo = base / "runinfo"
     config = base / "perf_config.py"
     config.write_text(PERF_CONFIG.format(run_dir=str(runinfo)))
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    env = parsl_env()
     command = [sys.executable, "-m", "parsl.benchmark.perf", "--config", str(config), "--iterate", "300"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=base)
     if done.returncode != 0:

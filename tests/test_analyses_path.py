@@ -4,7 +4,6 @@ retries and an always-failing app, and a run of sleeping tasks)."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import taskscope
 from taskscope.analyses.bottlenecks import STAGES, bottlenecks
 from taskscope.analyses.common_path import NOISE_EVENTS, common_path
 from taskscope.analyses.compare import compare
-from conftest import PERF_CONFIG, make_real_run
+from conftest import make_real_run, parsl_env
 
 SLEEP_SECONDS = 0.1
 
@@ -67,7 +66,7 @@ def sleep_run(tmp_path_factory) -> Path:
     runinfo = base / "runinfo"
     script = base / "sleep_workflow.py"
     script.write_text(SLEEP_WORKFLOW.format(run_dir=str(runinfo), seconds=SLEEP_SECONDS))
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    env = parsl_env()
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env, cwd=base)
     if done.returncode != 0:
         pytest.fail(f"sleep workflow failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")

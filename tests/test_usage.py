@@ -20,6 +20,7 @@ from pathlib import Path
 import parsl
 import pytest
 
+from conftest import parsl_env
 import taskscope
 from taskscope.usage import UsageTracker, protocol, queries
 from taskscope.usage.collector import Collector, stored_counts
@@ -97,7 +98,7 @@ def wait_until(condition, timeout: float = 10.0) -> bool:
 
 
 def run_parsl(endpoint: str, level: int, executor: str, run_dir: Path) -> dict:
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    env = parsl_env()
     env.pop("DO_NOT_TRACK", None)
     env.pop("TASKSCOPE_USAGE", None)
     done = subprocess.run([sys.executable, "-c", PARSL_RUN, endpoint, str(level), executor, str(run_dir)],

@@ -4,7 +4,6 @@ on loopback, over the corpus runs and fresh real Parsl runs."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import sqlite3
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 
+from conftest import parsl_env
 import taskscope
 from taskscope.web.app import Dashboard, create_app, is_loopback, open_dashboard
 
@@ -94,7 +94,7 @@ class Server:
 
 
 def run_parsl_script(script: Path, runinfo: Path, n: int, pause: float, wait: bool = True):
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    env = parsl_env()
     command = [sys.executable, str(script), str(runinfo), str(n), str(pause)]
     if not wait:
         return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

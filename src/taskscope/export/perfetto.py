@@ -143,7 +143,7 @@ def _build_tables(cur, run_id: str | None) -> dict[str, int]:
         """
     )
     cur.execute(
-        f"""
+        """
         CREATE TEMP TABLE trace_tasks AS
         SELECT p.run_id, p.task_id, a.app_name, min(p.start_ts) AS start_ts,
                max(coalesce(p.end_ts, p.start_ts)) AS end_ts,
