@@ -1,0 +1,13 @@
+"""Fleet analytics: a self-hosted, auditable Coiled Analytics for Dask, with Parsl runs alongside.
+
+Parts (one module each):
+
+- `taskscope.fleet.protocol`: the wire format between plugin/uploader and server (the contract).
+- `taskscope.fleet.dask`: the Dask scheduler plugin (`register()`, `dask_setup` for `--preload`).
+- `taskscope.fleet.sender`: batching HTTP sender with a local spool (used by the plugin).
+- `taskscope.fleet.server`: the FastAPI server (`taskscope fleet serve`), accounts and tokens.
+- `taskscope.fleet.db`: the server's DuckDB store.
+- `taskscope.fleet.api`: `list_clusters`, `list_computations`, `list_events`, `list_exceptions`.
+
+Importing this package needs neither Dask nor the server's dependencies.
+"""
