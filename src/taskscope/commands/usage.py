@@ -41,15 +41,6 @@ class Report(str, Enum):
     adoption = "adoption"
 
 
-_REPORT_FUNCTIONS = {
-    Report.runs: "usage_runs", Report.over_time: "runs_over_time", Report.python: "python_versions",
-    Report.versions: "product_versions", Report.platforms: "platforms", Report.components: "components",
-    Report.levels: "levels", Report.execution_times: "execution_times", Report.task_counts: "task_counts",
-    Report.failures: "failure_rates", Report.leaderboard: "leaderboard",
-    Report.installation_age: "installation_age", Report.adoption: "version_adoption",
-}
-
-
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
     app.add_typer(usage_app, name="usage")
@@ -134,6 +125,7 @@ def report(
     product: Optional[str] = typer.Option(None, "--product", help="Only this product (e.g. parsl)."),
     period: str = typer.Option("day", "--period", help="over-time: hour, day, week, month, quarter or year."),
     weeks: int = typer.Option(12, "--weeks", min=1, help="adoption: weeks after each version first appeared."),
+    since: Optional[str] = typer.Option(None, "--since", help="Only runs seen from this UTC date (2026-01-31) on."),
     fmt: OutputFormat = FormatOption,
 ) -> None:
     """Aggregates of the usage messages in the store: runs, versions, platforms, leaderboard, ...
@@ -146,13 +138,12 @@ def report(
     """
     from taskscope.usage import queries
 
-    function = getattr(queries, _REPORT_FUNCTIONS[what])
-    options = {"period": period} if what is Report.over_time else {"weeks": weeks} if what is Report.adoption else {}
     with taskscope.open(store, read_only=True) as opened:
         if not _has_usage_events(opened):
             fail(f"{store} holds no usage messages (collect them with `taskscope usage collect --store {store}`)")
         try:
-            frame = function(opened, product=product, **options)
+            frame = queries.report(opened, what.value, product=product, period=period, weeks=weeks,
+                                   since=queries.parse_since(since) if since else None)
         except ValueError as exc:
             fail(str(exc))
     emit(frame, fmt, f"usage: {what.value}")

@@ -1,10 +1,12 @@
 """Aggregates over usage messages in a store, for the usage dashboard, reports and notebooks.
 
 Every function takes a `taskscope.Store` or a DuckDB connection (filled by `taskscope usage
-collect`) and an optional `product` ("parsl", or the `product` a `UsageTracker` names), and
-returns a pandas DataFrame. A *run* is one correlator: its start message (levels 1-3) and, at
-level 3, its end message; either may be missing (UDP loses datagrams). Parsl's messages have no
-`product` field: a `parsl_v` field (or any `<name>_v` besides `python_v`) names it.
+collect`), an optional `product` ("parsl", or the `product` a `UsageTracker` names) and an
+optional `since` (epoch seconds: only runs seen from then on; a version's "first seen" still
+counts every run), and returns a pandas DataFrame. A *run* is one correlator: its start message
+(levels 1-3) and, at level 3, its end message; either may be missing (UDP loses datagrams).
+Parsl's messages have no `product` field: a `parsl_v` field (or any `<name>_v` besides
+`python_v`) names it.
 
 >>> import taskscope
 >>> from taskscope.usage import queries
@@ -13,11 +15,14 @@ level 3, its end message; either may be missing (UDP loses datagrams). Parsl's m
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import pandas as pd
 
 from taskscope._sql import connection_of
 
-_PERIODS = ("hour", "day", "week", "month", "quarter", "year")
+#: the periods `runs_over_time` counts by
+PERIODS = ("hour", "day", "week", "month", "quarter", "year")
 
 # One row per run (correlator). Later queries select from `usage_runs`.
 _RUNS = r"""
@@ -64,69 +69,88 @@ FROM described
 """
 
 
-def _query(store, sql: str, product: str | None, **params) -> pd.DataFrame:
+def _query(store, sql: str, product: str | None, since: float | None = None, **params) -> pd.DataFrame:
     con = connection_of(store)
-    runs_cte = f"WITH usage_runs AS (SELECT * FROM ({_RUNS}) WHERE $product IS NULL OR product = $product)"
+    # product_runs: every run of the product (for "first seen"); usage_runs: those seen since `since`
+    runs_cte = (f"WITH product_runs AS (SELECT * FROM ({_RUNS}) WHERE $product IS NULL OR product = $product), "
+                "usage_runs AS (SELECT * FROM product_runs WHERE $since IS NULL OR ts >= $since)")
     sql = sql.strip()
     # a query with its own CTEs continues the WITH list
     text = f"{runs_cte}, {sql[5:]}" if sql.startswith("WITH ") else f"{runs_cte} {sql}"
-    return con.execute(text, {"product": product, **params}).df()
+    return con.execute(text, {"product": product, "since": since, **params}).df()
 
 
-def usage_runs(store, product: str | None = None) -> pd.DataFrame:
+def parse_since(text: str) -> float:
+    """A `since` filter as epoch seconds, from a UTC date, an ISO date and time, or epoch seconds.
+
+    >>> parse_since("2026-01-01")
+    1767225600.0
+    """
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"since must be a date (2026-01-31), a date and time or epoch seconds, not {text!r}") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def usage_runs(store, product: str | None = None, since: float | None = None) -> pd.DataFrame:
     """One row per run: correlator, when seen, product, version, Python, platform, level,
     project_name, components, execution_time, task_count, failures, has_start, has_end.
 
     >>> usage_runs(store, product="parsl")[["version", "tracking_level"]]   # doctest: +SKIP
     """
-    return _query(store, "SELECT * FROM usage_runs ORDER BY ts, correlator", product)
+    return _query(store, "SELECT * FROM usage_runs ORDER BY ts, correlator", product, since)
 
 
-def runs_over_time(store, product: str | None = None, period: str = "day") -> pd.DataFrame:
+def runs_over_time(store, product: str | None = None, period: str = "day", since: float | None = None) -> pd.DataFrame:
     """Runs per `period` (hour, day, week, month, quarter, year) and product, oldest first.
 
     >>> runs_over_time(store, period="week")                   # doctest: +SKIP
     """
-    if period not in _PERIODS:
-        raise ValueError(f"period must be one of {', '.join(_PERIODS)}, not {period!r}")
+    if period not in PERIODS:
+        raise ValueError(f"period must be one of {', '.join(PERIODS)}, not {period!r}")
     return _query(store, """
         SELECT date_trunc($period, to_timestamp(ts)) AS period, product, count(*) AS runs
-        FROM usage_runs GROUP BY ALL ORDER BY period, product""", product, period=period)
+        FROM usage_runs GROUP BY ALL ORDER BY period, product""", product, since, period=period)
 
 
-def _shares(store, column: str, product: str | None, name: str) -> pd.DataFrame:
+def _shares(store, column: str, product: str | None, name: str, since: float | None) -> pd.DataFrame:
     # `column` is one of this module's fixed expressions, never user text
     return _query(store, f"""
         SELECT {column} AS {name}, count(*) AS runs, count(*) / sum(count(*)) OVER () AS share
-        FROM usage_runs WHERE {column} IS NOT NULL GROUP BY ALL ORDER BY runs DESC, {name}""", product)
+        FROM usage_runs WHERE {column} IS NOT NULL GROUP BY ALL ORDER BY runs DESC, {name}""", product, since)
 
 
-def python_versions(store, product: str | None = None) -> pd.DataFrame:
+def python_versions(store, product: str | None = None, since: float | None = None) -> pd.DataFrame:
     """Runs per Python version (major.minor), most used first, with their share (of runs whose
     start message arrived: the same holds for platforms).
 
     >>> python_versions(store)                                 # doctest: +SKIP
     """
-    return _shares(store, "python_minor", product, "python_version")
+    return _shares(store, "python_minor", product, "python_version", since)
 
 
-def platforms(store, product: str | None = None) -> pd.DataFrame:
+def platforms(store, product: str | None = None, since: float | None = None) -> pd.DataFrame:
     """Runs per platform (`platform.system()`: Linux, Darwin, Windows), with their share.
 
     >>> platforms(store)                                       # doctest: +SKIP
     """
-    return _shares(store, "platform", product, "platform")
+    return _shares(store, "platform", product, "platform", since)
 
 
-def levels(store, product: str | None = None) -> pd.DataFrame:
+def levels(store, product: str | None = None, since: float | None = None) -> pd.DataFrame:
     """Runs per tracking level (an end message without its start counts as level 3).
 
     >>> levels(store)                                          # doctest: +SKIP
     """
-    return _shares(store, "tracking_level", product, "tracking_level")
+    return _shares(store, "tracking_level", product, "tracking_level", since)
 
 
-def product_versions(store, product: str | None = None) -> pd.DataFrame:
+def product_versions(store, product: str | None = None, since: float | None = None) -> pd.DataFrame:
     """Runs per product version, with its share of that product's runs and when first/last seen
     (runs whose start message was lost have no version and are left out).
 
@@ -137,10 +161,10 @@ def product_versions(store, product: str | None = None) -> pd.DataFrame:
                count(*) / sum(count(*)) OVER (PARTITION BY product) AS share,
                to_timestamp(min(ts)) AS first_seen, to_timestamp(max(ts)) AS last_seen
         FROM usage_runs WHERE version IS NOT NULL GROUP BY product, version ORDER BY product, runs DESC, version""",
-        product)
+        product, since)
 
 
-def components(store, product: str | None = None) -> pd.DataFrame:
+def components(store, product: str | None = None, since: float | None = None) -> pd.DataFrame:
     """Runs using each component (executor, provider, launcher, ...), from level 2 and 3 messages.
 
     `kind` comes from the class's module path (`parsl.executors.*` is an executor); `share` is
@@ -163,14 +187,14 @@ def components(store, product: str | None = None) -> pd.DataFrame:
                     ELSE 'other' END AS kind,
                count(*) AS runs, count(*) / any_value(reporting.n) AS share
         FROM used, reporting WHERE component IS NOT NULL
-        GROUP BY ALL ORDER BY runs DESC, component""", product)
+        GROUP BY ALL ORDER BY runs DESC, component""", product, since)
 
 
 _EXECUTION_BUCKETS = [(0, "< 1 s"), (1, "1-10 s"), (10, "10 s-1 min"), (60, "1-10 min"), (600, "10 min-1 h"),
                       (3600, "1-6 h"), (6 * 3600, "6-24 h"), (86400, ">= 1 day")]
 
 
-def execution_times(store, product: str | None = None) -> pd.DataFrame:
+def execution_times(store, product: str | None = None, since: float | None = None) -> pd.DataFrame:
     """How many level-3 runs took how long (execution_time of the end message), in fixed buckets.
 
     Every bucket is listed, empty ones with 0 runs.
@@ -187,10 +211,10 @@ def execution_times(store, product: str | None = None) -> pd.DataFrame:
                (SELECT count(*) FROM timed WHERE execution_time >= b.lower_seconds
                   AND (next_lower IS NULL OR execution_time < next_lower)) AS runs
         FROM (SELECT *, lead(lower_seconds) OVER (ORDER BY position) AS next_lower FROM buckets) b
-        ORDER BY position""", product, bounds=bounds, labels=labels)
+        ORDER BY position""", product, since, bounds=bounds, labels=labels)
 
 
-def task_counts(store, product: str | None = None) -> pd.DataFrame:
+def task_counts(store, product: str | None = None, since: float | None = None) -> pd.DataFrame:
     """How many level-3 runs ran how many tasks, in powers of ten (0, 1-9, 10-99, ...).
 
     >>> task_counts(store)                                     # doctest: +SKIP
@@ -205,10 +229,10 @@ def task_counts(store, product: str | None = None) -> pd.DataFrame:
                    AS bucket,
                CASE WHEN magnitude < 0 THEN 0 ELSE (10 ** magnitude)::BIGINT END AS lower_tasks,
                count(*) AS runs
-        FROM counted GROUP BY ALL ORDER BY lower_tasks""", product)
+        FROM counted GROUP BY ALL ORDER BY lower_tasks""", product, since)
 
 
-def failure_rates(store, product: str | None = None) -> pd.DataFrame:
+def failure_rates(store, product: str | None = None, since: float | None = None) -> pd.DataFrame:
     """Per product version, over level-3 runs: tasks, failed tasks, their rate, and runs with any failure.
 
     >>> failure_rates(store, product="parsl")                  # doctest: +SKIP
@@ -219,10 +243,10 @@ def failure_rates(store, product: str | None = None) -> pd.DataFrame:
                count(*) FILTER (WHERE failures > 0) AS runs_with_failures,
                count(*) FILTER (WHERE failures > 0) / count(*) AS share_runs_with_failures
         FROM usage_runs WHERE task_count IS NOT NULL
-        GROUP BY ALL ORDER BY product, version""", product)
+        GROUP BY ALL ORDER BY product, version""", product, since)
 
 
-def leaderboard(store, product: str | None = None) -> pd.DataFrame:
+def leaderboard(store, product: str | None = None, since: float | None = None) -> pd.DataFrame:
     """Projects (`project_name`) by points: 1 per level 1 or 2 run, 2 per level 3 run (Parsl's rule).
 
     Runs without a project name are anonymous and not listed.
@@ -235,14 +259,14 @@ def leaderboard(store, product: str | None = None) -> pd.DataFrame:
                    sum(CASE WHEN tracking_level = 3 THEN 2 ELSE 1 END)::BIGINT AS points
             FROM usage_runs WHERE project_name IS NOT NULL AND tracking_level BETWEEN 1 AND 3
             GROUP BY project_name)
-        ORDER BY rank, project_name""", product)
+        ORDER BY rank, project_name""", product, since)
 
 
 _AGE_BUCKETS = [(0, "< 1 week"), (7, "1-4 weeks"), (28, "1-3 months"), (91, "3-6 months"), (182, "6-12 months"),
                 (365, "1-2 years"), (730, ">= 2 years")]
 
 
-def installation_age(store, product: str | None = None) -> pd.DataFrame:
+def installation_age(store, product: str | None = None, since: float | None = None) -> pd.DataFrame:
     """How old installations are: per run, days since its version was first seen by any run, bucketed.
 
     (First seen in this store: retention moves it later.) Every bucket is listed.
@@ -251,8 +275,9 @@ def installation_age(store, product: str | None = None) -> pd.DataFrame:
     """
     return _query(store, """
         WITH aged AS (
-            SELECT (ts - min(ts) OVER (PARTITION BY product, version)) / 86400 AS age_days
-            FROM usage_runs WHERE version IS NOT NULL
+            SELECT (ts - first_seen) / 86400 AS age_days
+            FROM usage_runs JOIN (SELECT product, version, min(ts) AS first_seen FROM product_runs GROUP BY ALL)
+                 USING (product, version)
         ), buckets AS (SELECT unnest($bounds) AS lower_days, unnest($labels) AS bucket,
                               generate_subscripts($bounds, 1) AS position),
         ranged AS (SELECT *, lead(lower_days) OVER (ORDER BY position) AS next_lower FROM buckets)
@@ -261,11 +286,11 @@ def installation_age(store, product: str | None = None) -> pd.DataFrame:
                    (SELECT count(*) FROM aged WHERE age_days >= r.lower_days
                       AND (next_lower IS NULL OR age_days < next_lower)) AS runs
             FROM ranged r)
-        ORDER BY position""", product,
+        ORDER BY position""", product, since,
         bounds=[low for low, _ in _AGE_BUCKETS], labels=[label for _, label in _AGE_BUCKETS])
 
 
-def version_adoption(store, product: str | None = None, weeks: int = 12) -> pd.DataFrame:
+def version_adoption(store, product: str | None = None, weeks: int = 12, since: float | None = None) -> pd.DataFrame:
     """How fast each version is taken up: for each of the first `weeks` weeks after a version was
     first seen, its share of all that product's runs in that week.
 
@@ -273,8 +298,8 @@ def version_adoption(store, product: str | None = None, weeks: int = 12) -> pd.D
     """
     return _query(store, """
         WITH versions AS (
-            SELECT product, version, min(ts) AS first_seen FROM usage_runs
-            WHERE version IS NOT NULL GROUP BY ALL
+            SELECT product, version, min(ts) AS first_seen FROM product_runs
+            WHERE version IS NOT NULL GROUP BY ALL HAVING $since IS NULL OR min(ts) >= $since
         ), windows AS (
             SELECT v.product, v.version, v.first_seen, week,
                    v.first_seen + week * 604800 AS week_start, v.first_seen + (week + 1) * 604800 AS week_end
@@ -284,12 +309,34 @@ def version_adoption(store, product: str | None = None, weeks: int = 12) -> pd.D
                count(r.correlator) FILTER (WHERE r.version = w.version) AS runs,
                count(r.correlator) AS product_runs,
                count(r.correlator) FILTER (WHERE r.version = w.version) / nullif(count(r.correlator), 0) AS share
-        FROM windows w LEFT JOIN usage_runs r
+        FROM windows w LEFT JOIN product_runs r
           ON r.product = w.product AND r.ts >= w.week_start AND r.ts < w.week_end
-        WHERE w.week_start <= (SELECT max(ts) FROM usage_runs)
-        GROUP BY ALL ORDER BY w.product, first_seen, w.version, w.week""", product, weeks=weeks)
+        WHERE w.week_start <= (SELECT max(ts) FROM product_runs)
+        GROUP BY ALL ORDER BY w.product, first_seen, w.version, w.week""", product, since, weeks=weeks)
 
 
-__all__ = ["usage_runs", "runs_over_time", "python_versions", "product_versions", "platforms", "components",
+#: report name (as `taskscope usage report` and the `/api/usage/{name}` endpoints call it) -> function
+REPORTS = {
+    "runs": usage_runs, "over-time": runs_over_time, "python": python_versions, "versions": product_versions,
+    "platforms": platforms, "components": components, "levels": levels, "execution-times": execution_times,
+    "task-counts": task_counts, "failures": failure_rates, "leaderboard": leaderboard,
+    "installation-age": installation_age, "adoption": version_adoption,
+}
+
+
+
+def report(store, name: str, product: str | None = None, since: float | None = None, period: str = "day",
+           weeks: int = 12) -> pd.DataFrame:
+    """The report `name` of `REPORTS` (`period` is for over-time, `weeks` for adoption).
+
+    >>> report(store, "over-time", product="parsl", period="week")   # doctest: +SKIP
+    """
+    if name not in REPORTS:
+        raise LookupError(f"no usage report {name!r}: one of {', '.join(REPORTS)}")
+    options = {"period": period} if name == "over-time" else {"weeks": weeks} if name == "adoption" else {}
+    return REPORTS[name](store, product=product, since=since, **options)
+
+
+__all__ = ["REPORTS", "PERIODS", "report", "parse_since", "usage_runs", "runs_over_time", "python_versions", "product_versions", "platforms", "components",
            "levels", "execution_times", "task_counts", "failure_rates", "leaderboard", "installation_age",
            "version_adoption"]
