@@ -87,3 +87,11 @@ def gantt_figure(stages: pd.DataFrame, title: str) -> dict:
               "xaxis": {"type": "date", "title": {"text": "time (UTC)"}},
               "yaxis": {"autorange": "reversed", "automargin": True}}
     return {"data": data, "layout": layout}
+
+
+def lines_figure(lines: dict[str, tuple[list, list]], title: str, x_title: str, y_title: str) -> dict:
+    """One line per name (`name -> (x values, y values)`), with markers."""
+    data = [{"type": "scatter", "mode": "lines+markers", "name": plot_text(name), "x": x, "y": y}
+            for name, (x, y) in lines.items()]
+    return {"data": data, "layout": {"title": {"text": title}, "xaxis": {"title": {"text": x_title}},
+                                     "yaxis": {"title": {"text": y_title}, "rangemode": "tozero"}}}

@@ -1,0 +1,159 @@
+"""Usage: who runs which versions where, from the messages `taskscope usage collect` stored
+(events with `source = 'usage'`).
+
+Every number on the page comes from a `taskscope.usage.queries` report; `/api/usage` returns
+them all and `/api/usage/{report}` one of them (the names of `queries.REPORTS`), with the same
+query parameters as the page: `product`, `since` (a UTC date), `period` (of runs over time),
+`weeks` (of adoption).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import duckdb
+import pandas as pd
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+
+from taskscope._sql import scalar
+from taskscope.usage import queries
+from taskscope.web.app import Dashboard, read_connection
+from taskscope.web.figures import bar_figure, lines_figure
+from taskscope.web.render import json_response, records, render
+
+router = APIRouter()
+
+#: the reports the page shows (every one but the list of runs, which `/api/usage/runs` gives)
+PAGE_REPORTS = [name for name in queries.REPORTS if name != "runs"]
+
+
+@dataclass(frozen=True)
+class UsageSelection:
+    """The query parameters of the page and its JSON endpoints, checked."""
+
+    product: str | None
+    since: str | None
+    period: str
+    weeks: int
+
+    @property
+    def since_ts(self) -> float | None:
+        """`since` as epoch seconds."""
+        return queries.parse_since(self.since) if self.since else None
+
+
+def usage_selection(product: str | None = None, since: str | None = None, period: str = "week",
+                    weeks: int = Query(12, ge=1, le=104)) -> UsageSelection:
+    """FastAPI dependency: `product` (e.g. parsl), `since` (2026-01-31), `period` of runs over
+    time (hour, day, week, month, quarter, year), `weeks` of adoption (1-104); 400 when invalid."""
+    selection = UsageSelection(product or None, since or None, period, weeks)
+    if period not in queries.PERIODS:
+        raise HTTPException(400, f"period must be one of {', '.join(queries.PERIODS)}, not {period!r}")
+    try:
+        selection.since_ts
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from None
+    return selection
+
+
+def report(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, name: str, selection: UsageSelection) -> pd.DataFrame:
+    """`queries.report` under `selection`, computed once per store state.
+
+    >>> report(con, dashboard, "leaderboard", UsageSelection("parsl", None, "week", 12))  # doctest: +SKIP
+    """
+    key = ("usage", name, selection)
+    return dashboard.cached(key, lambda: queries.report(
+        con, name, product=selection.product, since=selection.since_ts, period=selection.period,
+        weeks=selection.weeks), size=64)
+
+
+def collected(con: duckdb.DuckDBPyConnection, dashboard: Dashboard) -> dict:
+    """What the store holds overall: usage `messages`, `rejected` datagrams (when the collector
+    wrote the store), and the `products` seen."""
+    has_rejected = scalar(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'usage_rejected'")
+    every_run = report(con, dashboard, "over-time", UsageSelection(None, None, "year", 12))
+    return {"messages": scalar(con, "SELECT count(*) FROM events WHERE source = 'usage'"),
+            "rejected": scalar(con, "SELECT count(*) FROM usage_rejected") if has_rejected else None,
+            "products": sorted(every_run["product"].dropna().unique().tolist())}
+
+
+def usage_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, selection: UsageSelection) -> dict:
+    """Everything the page shows (and `/api/usage` returns): `collected`, `summary`, `reports`."""
+    reports = {name: report(con, dashboard, name, selection) for name in PAGE_REPORTS}
+    over_time = reports["over-time"]
+    summary = {"runs": int(over_time.runs.sum()) if not over_time.empty else 0,
+               "projects": len(reports["leaderboard"]),
+               "points": int(reports["leaderboard"].points.sum()) if not reports["leaderboard"].empty else 0,
+               "level3_runs": int(reports["failures"].runs.sum()) if not reports["failures"].empty else 0}
+    return {"collected": collected(con, dashboard), "summary": summary, "reports": reports}
+
+
+def _bars(frame: pd.DataFrame, x: str, title: str, y: str = "runs") -> dict:
+    return bar_figure(frame[x].astype(str).tolist(), {y: frame[y].tolist()}, title, y)
+
+
+def _over_time(frame: pd.DataFrame, period: str) -> dict:
+    if frame.empty:
+        return bar_figure([], {}, f"runs per {period}", "runs")
+    wide = frame.pivot_table(index="period", columns="product", values="runs", aggfunc="sum", fill_value=0)
+    x = [stamp.strftime("%Y-%m-%d %H:%M") for stamp in wide.index]
+    figure = bar_figure(x, {str(product): wide[product].tolist() for product in wide.columns}, f"runs per {period}",
+                        "runs")
+    figure["layout"]["xaxis"] = {"type": "date", "title": {"text": f"{period} starting (UTC)"}}
+    return figure
+
+
+def _adoption(frame: pd.DataFrame) -> dict:
+    lines = {f"{row_product} {version}": (rows.week.tolist(), rows.share.fillna(0).tolist())
+             for (row_product, version), rows in frame.groupby(["product", "version"], sort=False)}
+    return lines_figure(lines, "share of the product's runs, by week since the version was first seen",
+                        "weeks since first seen", "share of runs")
+
+
+def charts(reports: dict[str, pd.DataFrame], selection: UsageSelection) -> dict:
+    """The page's Plotly figures, from `usage_data`'s reports."""
+    components = reports["components"].head(30)
+    return {
+        "over_time": _over_time(reports["over-time"], selection.period),
+        "python": _bars(reports["python"], "python_version", "Python versions"),
+        "versions": bar_figure((reports["versions"]["product"] + " " + reports["versions"]["version"]).tolist(),
+                               {"runs": reports["versions"].runs.tolist()}, "product versions", "runs"),
+        "platforms": _bars(reports["platforms"], "platform", "platforms"),
+        "levels": _bars(reports["levels"], "tracking_level", "tracking levels"),
+        "components": bar_figure(components.component.tolist(), {"runs": components.runs.tolist()},
+                                 "components (executors, providers, launchers, ...)", "runs"),
+        "execution_times": _bars(reports["execution-times"], "bucket", "execution time of level-3 runs"),
+        "task_counts": _bars(reports["task-counts"], "bucket", "tasks per level-3 run"),
+        "installation_age": _bars(reports["installation-age"], "bucket",
+                                  "age of installations: time since the run's version was first seen"),
+        "adoption": _adoption(reports["adoption"]),
+    }
+
+
+@router.get("/api/usage")
+def usage_json(request: Request, selection: UsageSelection = Depends(usage_selection), con=Depends(read_connection)):
+    """Every usage report (all of `queries.REPORTS` but the run list), with the overall counts."""
+    data = usage_data(con, request.app.state.dashboard, selection)
+    return json_response({"filters": asdict(selection), "collected": data["collected"], "summary": data["summary"],
+                          "reports": {name: records(frame) for name, frame in data["reports"].items()}})
+
+
+@router.get("/api/usage/{name}")
+def usage_report_json(request: Request, name: str, selection: UsageSelection = Depends(usage_selection),
+                      con=Depends(read_connection)):
+    """One usage report by name (runs, over-time, python, versions, platforms, components, levels,
+    execution-times, task-counts, failures, leaderboard, installation-age, adoption)."""
+    frame = report(con, request.app.state.dashboard, name, selection)
+    return json_response({"filters": asdict(selection), "report": name, "rows": records(frame)})
+
+
+@router.get("/usage")
+def usage_page(request: Request, selection: UsageSelection = Depends(usage_selection), con=Depends(read_connection)):
+    data = usage_data(con, request.app.state.dashboard, selection)
+    reports = data["reports"]
+    return render(request, "usage.html", {
+        "title": "Usage", "selection": selection, "periods": queries.PERIODS, "collected": data["collected"],
+        "summary": data["summary"], "charts": charts(reports, selection) if data["collected"]["messages"] else {},
+        "tables": {name: frame.to_dict("records") for name, frame in reports.items()},
+        "api_url": "/api/usage" + (f"?{request.url.query}" if request.url.query else ""),
+    })
