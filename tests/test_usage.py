@@ -342,6 +342,26 @@ def test_fuzzed_datagrams_are_all_accounted_for(collector):
     store.close()
 
 
+@pytest.mark.parametrize("compress_bursts", [False, True])
+def test_a_burst_is_stored_whole_compressed_or_not(tmp_path, compress_bursts):
+    """Full commits (datagrams arriving faster than the writer stores them) skip compression
+    unless asked; either way every datagram received is stored, fields intact."""
+    burst = Collector(tmp_path / "usage.duckdb", port=0, commit_rows=300, commit_interval=5.0,
+                      compress_bursts=compress_bursts).start()
+    messages = [protocol.start_message(f"burst-{n}", "mytool", "1.0", 2, "p", ["mytool.executors.X"], 1795300000 + n)
+                for n in range(3000)]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for message in messages:
+            sock.sendto(protocol.encode(message), burst.address)
+    store = stop_and_open(burst)
+    stats = burst.stats
+    assert stats.received > 300 and stats.rejected == 0 and stats.parsed == stats.received
+    assert (stats.burst_commits > 0) != compress_bursts
+    stored = {e["run_id"]: e["attrs"] for e in usage_events(store)}
+    assert len(stored) == stats.received and all(stored[m["correlator"]] == m for m in messages if m["correlator"] in stored)
+    store.close()
+
+
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -549,6 +569,33 @@ def test_queries_over_time_age_and_adoption(synthetic):
     window = [r for r in runs if r["product"] == "parsl" and start <= seen_at(r) < start + 7 * 86400]
     assert row.product_runs == len(window)
     assert row.runs == sum(r["version"] == "2026.2.1" and r["lose"] != "start" for r in window)
+
+
+def test_queries_since_keeps_later_runs_but_first_seen_counts_all(synthetic):
+    runs, store = synthetic
+    since = 1_780_000_000.0 + 45 * 86400
+
+    def seen_at(r):
+        return r["ts"] if r["lose"] != "start" else r["ts"] + r["duration"]
+
+    later = [r for r in runs if seen_at(r) >= since]
+    assert 0 < len(later) < len(runs)
+    assert queries.runs_over_time(store, since=since).runs.sum() == len(later)
+    assert queries.leaderboard(store, since=since).set_index("project_name").runs.to_dict() == Counter(
+        r["project"] for r in later if r["project"])
+    first_seen = {}
+    for r in runs:
+        if r["lose"] != "start":
+            key = (r["product"], r["version"])
+            first_seen[key] = min(first_seen.get(key, r["ts"]), r["ts"])
+    ages = [(r["ts"] - first_seen[(r["product"], r["version"])]) / 86400 for r in later if r["lose"] != "start"]
+    age = queries.installation_age(store, since=since).set_index("bucket").runs.to_dict()
+    assert age["< 1 week"] == sum(a < 7 for a in ages) and sum(age.values()) == len(ages)
+    adopted = set(map(tuple, queries.version_adoption(store, since=since)[["product", "version"]].values))
+    assert adopted == {key for key, first in first_seen.items() if first >= since}
+    assert queries.parse_since("2026-06-01") == queries.parse_since("2026-06-01T00:00:00+00:00") == 1780272000.0
+    with pytest.raises(ValueError, match="since must be"):
+        queries.parse_since("last tuesday")
 
 
 def test_cli_report_matches_the_query(synthetic, tmp_path):

@@ -57,6 +57,9 @@ def collect(
     spool: Optional[Path] = typer.Option(None, "--spool", help="Spool folder (default: STORE.spool)."),
     max_bytes: int = typer.Option(protocol.MAX_DATAGRAM_BYTES, "--max-bytes", min=1,
                                   help="Datagrams larger than this are rejected as oversized."),
+    compress_bursts: bool = typer.Option(
+        False, "--compress-bursts", help="Compress what is stored during a burst too (slower: by default a "
+        "burst that keeps the writer busy is stored uncompressed, about 3.4x the disk space)."),
     fmt: OutputFormat = FormatOption,
 ) -> None:
     """Receive usage datagrams until Ctrl-C or SIGTERM: spool each one, then store it (source 'usage').
@@ -82,7 +85,7 @@ def collect(
         signal.signal(signum, on_signal)
     try:
         collector = Collector(store, host=host, port=port, spool_dir=spool, retention_days=retention_days,
-                              max_bytes=max_bytes)
+                              max_bytes=max_bytes, compress_bursts=compress_bursts)
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
     running.append(collector)
