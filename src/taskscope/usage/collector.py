@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import logging
 import queue
-from collections import Counter
+import select
 import socket
+from collections import Counter
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 import taskscope
@@ -241,8 +243,10 @@ class Collector:
     # -- receiver ----------------------------------------------------------------------------
 
     def _receive_loop(self) -> None:
-        recv, now, stopping = self.sock.recv, time.time, self._stopping.is_set
-        self.sock.settimeout(HAND_OFF_SECONDS)
+        # non-blocking reads while datagrams wait, and select() only when none does: one system
+        # call per datagram in a burst (with a socket timeout, Python polls before every read)
+        self.sock.setblocking(False)
+        recv, now, stopping, sock = self.sock.recv, time.time, self._stopping.is_set, [self.sock]
         times: list[float] = []
         payloads: list[bytes] = []
         hand_off_at = now() + HAND_OFF_SECONDS
@@ -252,9 +256,9 @@ class Collector:
                 payloads.append(recv(RECEIVE_BUFFER))
                 stamp = now()
                 times.append(stamp)
-            except TimeoutError:
+            except BlockingIOError:
+                quiet = not select.select(sock, [], [], HAND_OFF_SECONDS)[0]
                 stamp = now()
-                quiet = True
             except OSError as exc:  # e.g. ICMP-triggered errors on some platforms: keep going
                 logger.debug("recv failed: %s", exc)
                 stamp = now()
@@ -385,7 +389,7 @@ class Collector:
     def _commit(self, con, batch: _Batch) -> None:
         table = pa.table({
             "ts": pa.array(batch.times, pa.float64()),
-            "record": pa.array(range(batch.first_record, batch.first_record + len(batch.payloads)), pa.int64()),
+            "record": pa.array(np.arange(batch.first_record, batch.first_record + len(batch.payloads), dtype=np.int64)),
             "payload": pa.array(batch.payloads, pa.binary()),
         })
         con.execute("BEGIN TRANSACTION")
