@@ -146,7 +146,7 @@ class CollectorStats:
     rejected: int = 0     # stored in usage_rejected
     reasons: dict[str, int] = field(default_factory=dict)
     store_errors: int = 0  # commits that failed and were retried
-    burst_commits: int = 0  # full commits stored uncompressed (see Collector._set_compression)
+    burst_commits: int = 0  # commits stored uncompressed, the writer being behind (Collector._set_compression)
     first_received_at: float | None = None  # epoch seconds of the first datagram received
     last_received_at: float | None = None   # epoch seconds of the last datagram received
     last_stored_at: float | None = None     # epoch seconds when the last commit finished
@@ -172,8 +172,8 @@ class Collector:
     """Receives usage datagrams on `host:port` (port 0: any free port) into the store at `store`.
 
     `spool` defaults to the folder `<store>.spool`. The writer commits every `commit_interval`
-    seconds, or sooner once `commit_rows` datagrams wait; such full commits (a burst) are stored
-    uncompressed unless `compress_bursts`. With `retention_days`, events, rejected
+    seconds, or sooner once `commit_rows` datagrams wait; while it is behind (a burst), it
+    stores them uncompressed unless `compress_bursts`. With `retention_days`, events, rejected
     datagrams and fully parsed spool segments older than that are deleted (at start, then hourly).
 
     >>> collector = Collector("usage.duckdb", host="0.0.0.0", port=50077, retention_days=400)  # doctest: +SKIP
@@ -311,7 +311,8 @@ class Collector:
         finished = False
         while not finished:
             pending, finished = self._next_batches()
-            self._set_compression(con, sum(len(batch.payloads) for batch in pending) < self.commit_rows)
+            behind = sum(len(batch.payloads) for batch in pending) >= self.commit_rows or not self._batches.empty()
+            self._set_compression(con, not behind)
             for group in _by_segment(pending):
                 self._commit_until_done(con, group)
             if self.retention_days is not None and time.monotonic() > retention_due:
@@ -319,12 +320,13 @@ class Collector:
                 retention_due = time.monotonic() + RETENTION_CHECK_SECONDS
 
     def _set_compression(self, con, compress: bool) -> None:
-        """Compress what the next commit writes, or not while a burst keeps commits full.
+        """Compress what the next commit writes, or not while the writer is behind (a burst:
+        a full commit, or more batches already waiting).
 
         Compressing the messages' text is half the writer's work per datagram (measured: 8-9 µs
-        with, 4.6-5 µs without, per 470-byte message); a full commit means datagrams arrive
-        faster than that, so during a burst they are stored uncompressed (about 3.4x the disk
-        space for those rows) rather than queued. `compress_bursts=True` always compresses.
+        with, 4.6-5 µs without, per 470-byte message), so during a burst they are stored
+        uncompressed (about 3.4x the disk space for those rows) rather than queued.
+        `compress_bursts=True` always compresses.
         """
         compress = compress or self.compress_bursts
         if not compress:
