@@ -56,10 +56,11 @@ def usage_selection(product: str | None = None, since: str | None = None, period
     return selection
 
 
-def report(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, name: str, selection: UsageSelection) -> pd.DataFrame:
+def cached_report(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, name: str,
+                  selection: UsageSelection) -> pd.DataFrame:
     """`queries.report` under `selection`, computed once per store state.
 
-    >>> report(con, dashboard, "leaderboard", UsageSelection("parsl", None, "week", 12))  # doctest: +SKIP
+    >>> cached_report(con, dashboard, "leaderboard", UsageSelection("parsl", None, "week", 12))  # doctest: +SKIP
     """
     key = ("usage", name, selection)
     return dashboard.cached(key, lambda: queries.report(
@@ -71,7 +72,7 @@ def collected(con: duckdb.DuckDBPyConnection, dashboard: Dashboard) -> dict:
     """What the store holds overall: usage `messages`, `rejected` datagrams (when the collector
     wrote the store), and the `products` seen."""
     has_rejected = scalar(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'usage_rejected'")
-    every_run = report(con, dashboard, "over-time", UsageSelection(None, None, "year", 12))
+    every_run = cached_report(con, dashboard, "over-time", UsageSelection(None, None, "year", 12))
     return {"messages": scalar(con, "SELECT count(*) FROM events WHERE source = 'usage'"),
             "rejected": scalar(con, "SELECT count(*) FROM usage_rejected") if has_rejected else None,
             "products": sorted(every_run["product"].dropna().unique().tolist())}
@@ -79,7 +80,7 @@ def collected(con: duckdb.DuckDBPyConnection, dashboard: Dashboard) -> dict:
 
 def usage_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, selection: UsageSelection) -> dict:
     """Everything the page shows (and `/api/usage` returns): `collected`, `summary`, `reports`."""
-    reports = {name: report(con, dashboard, name, selection) for name in PAGE_REPORTS}
+    reports = {name: cached_report(con, dashboard, name, selection) for name in PAGE_REPORTS}
     over_time = reports["over-time"]
     summary = {"runs": int(over_time.runs.sum()) if not over_time.empty else 0,
                "projects": len(reports["leaderboard"]),
@@ -143,7 +144,7 @@ def usage_report_json(request: Request, name: str, selection: UsageSelection = D
                       con=Depends(read_connection)):
     """One usage report by name (runs, over-time, python, versions, platforms, components, levels,
     execution-times, task-counts, failures, leaderboard, installation-age, adoption)."""
-    frame = report(con, request.app.state.dashboard, name, selection)
+    frame = cached_report(con, request.app.state.dashboard, name, selection)
     return json_response({"filters": asdict(selection), "report": name, "rows": records(frame)})
 
 
