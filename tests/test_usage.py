@@ -344,8 +344,9 @@ def test_fuzzed_datagrams_are_all_accounted_for(collector):
 
 @pytest.mark.parametrize("compress_bursts", [False, True])
 def test_a_burst_is_stored_whole_compressed_or_not(tmp_path, compress_bursts):
-    """Full commits (datagrams arriving faster than the writer stores them) skip compression
-    unless asked; either way every datagram received is stored, fields intact."""
+    """While the writer is behind (datagrams arriving faster than it stores them), its commits
+    skip compression with compress_bursts=False; either way every datagram received is stored,
+    fields intact."""
     burst = Collector(tmp_path / "usage.duckdb", port=0, commit_rows=300, commit_interval=5.0,
                       compress_bursts=compress_bursts).start()
     messages = [protocol.start_message(f"burst-{n}", "mytool", "1.0", 2, "p", ["mytool.executors.X"], 1795300000 + n)

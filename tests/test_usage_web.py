@@ -85,6 +85,7 @@ def test_usage_page_shows_what_the_queries_compute(server, watched):
     store = server.dashboard.store
     page = watched.page
     watched.visit(server.url + "/")
+    assert page.locator("a.run-link").count() == 0  # usage correlators are not workflow runs
     page.locator("header nav a", has_text="Usage").click()
     page.wait_for_load_state("networkidle")
     assert page.url.endswith("/usage") and not watched.problems, watched.problems

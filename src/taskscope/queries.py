@@ -68,7 +68,8 @@ def runs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
                    any_value(host) FILTER (WHERE event IN ('workflow.start', 'workflow.startup')) AS host,
                    bool_or(event IN ('workflow.end', 'workflow.shutdown')) AS ended,
                    string_agg(DISTINCT source, ',' ORDER BY source) AS sources
-            FROM events WHERE run_id IS NOT NULL GROUP BY run_id
+            -- usage messages carry their correlator as run_id: they are not workflow runs here
+            FROM events WHERE run_id IS NOT NULL AND source IS DISTINCT FROM 'usage' GROUP BY run_id
         ),
         outcome AS (
             SELECT run_id, count(*) AS tasks,

@@ -58,8 +58,8 @@ def collect(
     max_bytes: int = typer.Option(protocol.MAX_DATAGRAM_BYTES, "--max-bytes", min=1,
                                   help="Datagrams larger than this are rejected as oversized."),
     compress_bursts: bool = typer.Option(
-        False, "--compress-bursts", help="Compress what is stored during a burst too (slower: by default a "
-        "burst that keeps the writer busy is stored uncompressed, about 3.4x the disk space)."),
+        True, "--compress-bursts/--fast-bursts", help="--fast-bursts: while the writer is behind, store "
+        "uncompressed (about 3.4x the disk space for those rows, half the storing work)."),
     fmt: OutputFormat = FormatOption,
 ) -> None:
     """Receive usage datagrams until Ctrl-C or SIGTERM: spool each one, then store it (source 'usage').
