@@ -90,7 +90,9 @@ def usage_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, selection: 
 
 
 def _bars(frame: pd.DataFrame, x: str, title: str, y: str = "runs") -> dict:
-    return bar_figure(frame[x].astype(str).tolist(), {y: frame[y].tolist()}, title, y)
+    figure = bar_figure(frame[x].astype(str).tolist(), {y: frame[y].tolist()}, title, y)
+    figure["layout"]["xaxis"] = {"type": "category"}  # "3.10" and level "1" are labels, not numbers
+    return figure
 
 
 def _over_time(frame: pd.DataFrame, period: str) -> dict:
