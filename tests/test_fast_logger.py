@@ -25,9 +25,10 @@ class CountingHandler(WideEventHandler):
 
     fast_lines = 0
 
-    def handle_body(self, body: bytes) -> None:
-        self.fast_lines += 1
-        super().handle_body(body)
+    def handle_body(self, body: bytes, extra=None) -> bool:
+        queued = super().handle_body(body, extra)
+        self.fast_lines += queued
+        return queued
 
 
 class Collect(logging.Handler):

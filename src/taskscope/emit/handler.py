@@ -20,7 +20,7 @@ import threading
 import weakref
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from taskscope.emit.records import RecordEncoder, formatted_message
 
@@ -93,19 +93,20 @@ class WideEventHandler(logging.Handler):
         except Exception:  # noqa: BLE001 - never into the caller
             self.dropped_records += 1
 
-    def handle_body(self, body: bytes) -> None:
-        """Queue one line given without its stamps (see `records.encode_body`)."""
+    def handle_body(self, body: bytes, extra: Mapping[str, Any] | None = None) -> bool:
+        """Queue one line given without its stamps (see `records.encode_body`); return False,
+        queueing nothing, when a field of `extra` has a stamp's name (the record's value wins
+        over the stamp: the caller then uses `handle_fields`, which writes it so)."""
+        encoder = self._encoder
+        if extra and encoder.keys and not encoder.keys.isdisjoint(extra):
+            return False
         try:
-            self._queue.append(self._encoder.prefix + body)
+            self._queue.append(encoder.prefix + body)
             if self._flusher is None:
                 self._start_flusher()
         except Exception:  # noqa: BLE001 - never into the caller
             self.dropped_records += 1
-
-    @property
-    def stamp_names(self) -> frozenset[str]:
-        """The names of the stamps (a record field with one of these names wins over the stamp)."""
-        return self._encoder.keys
+        return True
 
     def emit(self, record: logging.LogRecord) -> None:
         """Queue `record` (for code that calls emit directly)."""
