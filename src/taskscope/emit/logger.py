@@ -29,7 +29,7 @@ from typing import Any, Mapping
 from taskscope.emit import context
 from taskscope.emit.handler import WideEventHandler
 from taskscope.emit.records import (
-    FAST_RECORDS_MATCH, STANDARD_ATTRIBUTES, encode_body, formatted_message, make_fast_record_factory, moment_fields,
+    FAST_RECORDS_MATCH, STANDARD_ATTRIBUTES, encode_body, make_fast_record_factory, moment_fields,
     record_fields, site_json,
 )
 
@@ -153,17 +153,16 @@ class WideEventLogger:
             else:
                 fn, lno, func = _UNKNOWN_CALLER
             site = site_json(self.logger.name, level, fn, lno, func)
-            moment = moment_fields(msg, args)
-            message = formatted_message(msg, moment["args"])
+            moment = moment_fields(msg, args, extra)
         except Exception:  # noqa: BLE001 - an odd frame or args: stdlib decides, the caller sees what it would
             return self._stdlib_log(level, msg, args, kwargs)
-        body = encode_body(site, moment, extra, message)
+        body = encode_body(site, moment)
         for handler in receivers:
             if body is None or not handler.handle_body(body, extra):
                 # the careful path: a value orjson refuses, or a field that overrides a stamp
                 fields = record_fields(self.logger.name, level, fn, lno, msg, args, None, func, None)
                 fields.update(extra or _NO_FIELDS)
-                handler.handle_fields(fields, message)
+                handler.handle_fields(fields, moment["message"])
         return None
 
     def _stdlib_log(self, level: int, msg: Any, args: tuple, kwargs: dict[str, Any]) -> None:

@@ -220,38 +220,42 @@ def site_json(name: str, level: int, fn: str, lno: int, func: str) -> bytes:
         return encoded
 
 
-def moment_fields(msg: Any, args: Any) -> dict[str, Any]:
-    """The record attributes that change per call (message, time, thread, process), as LogRecord has them.
+def moment_fields(msg: Any, args: Any, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What changes per call: the formatted `message`, the record attributes LogRecord would
+    give (message template and arguments, time, thread, process) and the `extra` fields (which
+    must not name a LogRecord attribute). One dict, started from `extra`: merging later costs a resize.
 
-    >>> moment_fields("took %(s)d s", ({"s": 4},))["args"]
-    {'s': 4}
+    >>> moment = moment_fields("took %(s)d s", ({"s": 4},), {"task_id": 7})
+    >>> moment["message"], moment["args"], moment["task_id"]
+    ('took 4 s', {'s': 4}, 7)
     """
     ct = time_ns()
     if args and len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
         args = args[0]
     thread = _current_thread()
-    return {
-        "msg": msg, "args": args, "created": ct / 1e9, "msecs": float(ct % 1_000_000_000 // 1_000_000) + 0.0,
-        "relativeCreated": (ct - _start_ns) / 1e6, "thread": thread.ident, "threadName": thread.name,
-        "processName": _process_name(), "process": _pid,
-    }
+    moment = dict(extra) if extra else {}
+    moment["message"] = formatted_message(msg, args)
+    moment["msg"] = msg
+    moment["args"] = args
+    moment["created"] = ct / 1e9
+    moment["msecs"] = float(ct % 1_000_000_000 // 1_000_000) + 0.0
+    moment["relativeCreated"] = (ct - _start_ns) / 1e6
+    moment["thread"] = thread.ident
+    moment["threadName"] = thread.name
+    moment["processName"] = _process_name()
+    moment["process"] = _pid
+    return moment
 
 
-def encode_body(site: bytes, moment: dict[str, Any], extra: Mapping[str, Any] | None, message: str) -> bytes | None:
-    """A line without its stamps (`RecordEncoder.prefix + body` is the line): the message, the
-    site, the moment and the `extra` fields, or None when a value needs the careful path
-    (`RecordEncoder.encode`). `extra` is encoded on its own: merging it into `moment` would
-    cost a dict resize per call.
+def encode_body(site: bytes, moment: dict[str, Any]) -> bytes | None:
+    """A line without its stamps (`RecordEncoder.prefix + body` is the line), or None when a
+    value needs the careful path (`RecordEncoder.encode`).
 
-    >>> encode_body(b'"name":"app",', {"process": 1}, {"task_id": 7}, "hi")
-    b'"message":"hi","name":"app","process":1,"task_id":7}\\n'
+    >>> encode_body(b'"name":"app",', {"message": "hi", "process": 1})
+    b'"name":"app","message":"hi","process":1}\\n'
     """
     try:
-        head = b"".join((b'"message":', orjson.dumps(message), b",", site,
-                         orjson.dumps(moment, default=_safe_repr, option=_JSON_OPTIONS)[1:-2]))
-        if not extra:
-            return head + b"}\n"
-        return b"".join((head, b",", orjson.dumps(extra, default=_safe_repr, option=_JSON_OPTIONS)[1:]))
+        return site + orjson.dumps(moment, default=_safe_repr, option=_JSON_OPTIONS)[1:]
     except Exception:  # noqa: BLE001 - an int beyond 64 bits, a lone surrogate...
         return None
 
