@@ -30,7 +30,7 @@ from taskscope.emit import context
 from taskscope.emit.handler import WideEventHandler
 from taskscope.emit.records import (
     FAST_RECORDS_MATCH, STANDARD_ATTRIBUTES, encode_body, make_fast_record_factory, moment_fields,
-    record_fields, site_json,
+    SITE_CACHE, record_fields, site_json,
 )
 
 _WIDE_HANDLE = WideEventHandler.handle
@@ -78,6 +78,7 @@ class WideEventLogger:
     __slots__ = ("logger", "fields")
 
     def __init__(self, logger: logging.Logger, fields: Mapping[str, Any] | None = None) -> None:
+        context._install_make_record()  # noqa: SLF001 - bound fields must reach stdlib-path records too
         self.logger = logger
         self.fields = dict(fields or {})
 
@@ -93,50 +94,57 @@ class WideEventLogger:
     def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - the stdlib name
         return self.logger.isEnabledFor(level)
 
-    def debug(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+    def debug(self, msg: Any, *args: Any, exc_info: Any = None, stack_info: bool = False, stacklevel: int = 1,
+              extra: Mapping[str, Any] | None = None) -> None:
         if self.logger.isEnabledFor(logging.DEBUG):
-            self._log(logging.DEBUG, msg, args, kwargs)
+            self._log(logging.DEBUG, msg, args, exc_info, stack_info, stacklevel, extra)
 
-    def info(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+    def info(self, msg: Any, *args: Any, exc_info: Any = None, stack_info: bool = False, stacklevel: int = 1,
+              extra: Mapping[str, Any] | None = None) -> None:
         if self.logger.isEnabledFor(logging.INFO):
-            self._log(logging.INFO, msg, args, kwargs)
+            self._log(logging.INFO, msg, args, exc_info, stack_info, stacklevel, extra)
 
-    def warning(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+    def warning(self, msg: Any, *args: Any, exc_info: Any = None, stack_info: bool = False, stacklevel: int = 1,
+              extra: Mapping[str, Any] | None = None) -> None:
         if self.logger.isEnabledFor(logging.WARNING):
-            self._log(logging.WARNING, msg, args, kwargs)
+            self._log(logging.WARNING, msg, args, exc_info, stack_info, stacklevel, extra)
 
-    def error(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+    def error(self, msg: Any, *args: Any, exc_info: Any = None, stack_info: bool = False, stacklevel: int = 1,
+              extra: Mapping[str, Any] | None = None) -> None:
         if self.logger.isEnabledFor(logging.ERROR):
-            self._log(logging.ERROR, msg, args, kwargs)
+            self._log(logging.ERROR, msg, args, exc_info, stack_info, stacklevel, extra)
 
-    def exception(self, msg: Any, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:
+    def exception(self, msg: Any, *args: Any, exc_info: Any = True, stack_info: bool = False, stacklevel: int = 1,
+                  extra: Mapping[str, Any] | None = None) -> None:
         if self.logger.isEnabledFor(logging.ERROR):
-            self._log(logging.ERROR, msg, args, {**kwargs, "exc_info": exc_info})
+            self._log(logging.ERROR, msg, args, exc_info, stack_info, stacklevel, extra)
 
-    def critical(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+    def critical(self, msg: Any, *args: Any, exc_info: Any = None, stack_info: bool = False, stacklevel: int = 1,
+                 extra: Mapping[str, Any] | None = None) -> None:
         if self.logger.isEnabledFor(logging.CRITICAL):
-            self._log(logging.CRITICAL, msg, args, kwargs)
+            self._log(logging.CRITICAL, msg, args, exc_info, stack_info, stacklevel, extra)
 
     fatal = critical
 
-    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+    def log(self, level: int, msg: Any, *args: Any, exc_info: Any = None, stack_info: bool = False, stacklevel: int = 1,
+            extra: Mapping[str, Any] | None = None) -> None:
         if not isinstance(level, int):
-            self.logger.log(level, msg, *args, **kwargs)  # raises TypeError as stdlib does
+            self.logger.log(level, msg, *args)  # raises TypeError as stdlib does
         elif self.logger.isEnabledFor(level):
-            self._log(level, msg, args, kwargs)
+            self._log(level, msg, args, exc_info, stack_info, stacklevel, extra)
 
-    def _log(self, level: int, msg: Any, args: tuple, kwargs: dict[str, Any]) -> None:
+    def _log(self, level: int, msg: Any, args: tuple, exc_info: Any, stack_info: bool, stacklevel: int,
+             extra: Mapping[str, Any] | None) -> None:
         # the hot path, in one function on purpose: a Python call costs ~0.1 µs, the whole path ~3 µs
-        extra = kwargs.get("extra")
-        if (len(kwargs) > ("extra" in kwargs) or not FAST_RECORDS_MATCH
+        if (exc_info is not None or stack_info or stacklevel != 1 or not FAST_RECORDS_MATCH
                 or logging._logRecordFactory not in _FACTORIES  # noqa: SLF001 - getLogRecordFactory() is a call
                 or logging.Logger.makeRecord not in context.STOCK_MAKE_RECORDS
                 or not (logging.logThreads and logging.logProcesses and logging.logMultiprocessing)):
             # only stdlib's own record making can be reproduced without a LogRecord
-            return self._stdlib_log(level, msg, args, kwargs)
+            return self._stdlib_log(level, msg, args, exc_info, stack_info, stacklevel, extra)
         receivers = wide_receivers(self.logger, level)
         if receivers is None:
-            return self._stdlib_log(level, msg, args, kwargs)
+            return self._stdlib_log(level, msg, args, exc_info, stack_info, stacklevel, extra)
         if not receivers:
             return None
         bound = context._fields.get()  # noqa: SLF001 - the same ContextVar bind() sets
@@ -144,7 +152,7 @@ class WideEventLogger:
             # the order stdlib gives: bound fields, then the logger's, then the call's (each wins over the previous)
             extra = {**(bound or _NO_FIELDS), **self.fields, **(extra or _NO_FIELDS)}
         if extra and not STANDARD_ATTRIBUTES.isdisjoint(extra):
-            return self._stdlib_log(level, msg, args, kwargs)  # stdlib raises its KeyError to the caller
+            return self._stdlib_log(level, msg, args, exc_info, stack_info, stacklevel, extra)  # stdlib raises its KeyError to the caller
         try:
             if logging._srcfile:  # noqa: SLF001 - stdlib's switch for caller lookup
                 frame = sys._getframe(2)  # noqa: SLF001 - 0 this, 1 debug/info/..., 2 the caller
@@ -152,26 +160,27 @@ class WideEventLogger:
                 fn, lno, func = code.co_filename, frame.f_lineno, code.co_name
             else:
                 fn, lno, func = _UNKNOWN_CALLER
-            site = site_json(self.logger.name, level, fn, lno, func)
+            name = self.logger.name
+            site = SITE_CACHE.get((name, level, fn, lno, func)) or site_json(name, level, fn, lno, func)
             moment = moment_fields(msg, args, extra)
         except Exception:  # noqa: BLE001 - an odd frame or args: stdlib decides, the caller sees what it would
-            return self._stdlib_log(level, msg, args, kwargs)
+            return self._stdlib_log(level, msg, args, exc_info, stack_info, stacklevel, extra)
         body = encode_body(site, moment)
         for handler in receivers:
             if body is None or not handler.handle_body(body, extra):
                 # the careful path: a value orjson refuses, or a field that overrides a stamp
-                fields = record_fields(self.logger.name, level, fn, lno, msg, args, None, func, None)
+                fields = record_fields(name, level, fn, lno, msg, args, None, func, None)
                 fields.update(extra or _NO_FIELDS)
                 handler.handle_fields(fields, moment["message"])
         return None
 
-    def _stdlib_log(self, level: int, msg: Any, args: tuple, kwargs: dict[str, Any]) -> None:
-        extra = kwargs.get("extra")
+    def _stdlib_log(self, level: int, msg: Any, args: tuple, exc_info: Any, stack_info: bool, stacklevel: int,
+                    extra: Mapping[str, Any] | None) -> None:
         if self.fields:
             extra = {**self.fields, **extra} if extra else self.fields
         # findCaller counts frames outside logging: this one, _log and debug/info/... are ours
-        stacklevel = kwargs.pop("stacklevel", 1) + 3
-        self.logger._log(level, msg, args, **{**kwargs, "extra": extra, "stacklevel": stacklevel})  # noqa: SLF001
+        self.logger._log(level, msg, args, exc_info=exc_info, extra=extra, stack_info=stack_info,  # noqa: SLF001
+                         stacklevel=stacklevel + 3)
 
     def __repr__(self) -> str:
         return f"<WideEventLogger {self.logger.name} ({logging.getLevelName(self.logger.getEffectiveLevel())})>"
@@ -187,5 +196,4 @@ def get_logger(name: str | None = None, **fields: Any) -> WideEventLogger:
     >>> log.info("staged %d files", 3)                    # doctest: +SKIP
     """
     context.check_names(fields)
-    context._install_make_record()  # noqa: SLF001 - bound fields must reach stdlib-path records too
     return WideEventLogger(logging.getLogger(name), fields)

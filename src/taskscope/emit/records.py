@@ -187,7 +187,7 @@ def record_fields(name: str, level: int, fn: str, lno: int, msg: Any, args: Any,
 # and only what changes per call goes through a dict and orjson.
 
 _pid = os.getpid()
-_site_cache: dict[tuple, bytes] = {}
+SITE_CACHE: dict[tuple, bytes] = {}  # (logger, level, file, line, function) -> site_json
 _SITE_CACHE_LIMIT = 50_000  # call sites; a program making more (generated code) re-encodes
 
 
@@ -207,16 +207,16 @@ def site_json(name: str, level: int, fn: str, lno: int, func: str) -> bytes:
     """
     key = (name, level, fn, lno, func)
     try:
-        return _site_cache[key]
+        return SITE_CACHE[key]
     except KeyError:
         filename, module = _split_path(fn)
         site = {"name": name, "levelname": _level_names.get(level) or f"Level {level}", "levelno": level,
                 "pathname": fn, "filename": filename, "module": module, "exc_info": None, "exc_text": None,
                 "stack_info": None, "lineno": lno, "funcName": func}
         encoded = orjson.dumps(site, default=_safe_repr)[1:-1] + b","
-        if len(_site_cache) >= _SITE_CACHE_LIMIT:
-            _site_cache.clear()
-        _site_cache[key] = encoded
+        if len(SITE_CACHE) >= _SITE_CACHE_LIMIT:
+            SITE_CACHE.clear()
+        SITE_CACHE[key] = encoded
         return encoded
 
 
