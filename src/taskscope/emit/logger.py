@@ -69,7 +69,8 @@ class WideEventLogger:
     with the stdlib Logger API (`debug` ... `critical`, `exception`, `log`, `isEnabledFor`).
 
     Use it on hot paths: when only WideEventHandlers would receive a record, a call costs about
-    a third of a stdlib call; otherwise it is a stdlib call. Get one with `get_logger`.
+    half of a stdlib call through the same handler (less than stdlib logging's own cost);
+    otherwise it is a stdlib call. Get one with `get_logger`.
 
     >>> log = get_logger("sim", component="solver")
     >>> log.bind(step=3).debug("converged after %d iterations", 12)   # doctest: +SKIP
