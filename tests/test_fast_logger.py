@@ -267,3 +267,33 @@ def test_a_record_factory_or_a_reserved_extra_name_is_handled_by_stdlib(wide_log
     wide.flush()
     (event,) = comparable(tmp_path / "out.jsonlog")
     assert event["tagged"] is True and wide.fast_lines == 0
+
+
+def test_the_dfk_handler_takes_the_fast_path_once_it_knows_the_run_id(tmp_path):
+    from taskscope.parsl.logconfig import _RunIdLearningHandler
+
+    class CountingDfkHandler(_RunIdLearningHandler):
+        fast_lines = 0
+
+        def handle_body(self, body: bytes, extra=None) -> bool:
+            queued = super().handle_body(body, extra)
+            self.fast_lines += queued
+            return queued
+
+    logger = logging.getLogger(f"test.fast.{next(LOGGER_NUMBERS)}")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    handler = CountingDfkHandler(tmp_path / "parsl.jsonlog", flush_interval=60, stamps={"component": "parsl"})
+    logger.addHandler(handler)
+    log = get_logger(logger.name)
+    try:
+        log.info("before the run id")           # held back by the DFK handler: the stdlib path
+        logger.info("Run id is: run-42")
+        log.info("after the run id")
+        handler.flush()
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    events = comparable(tmp_path / "parsl.jsonlog")
+    assert [e["message"] for e in events] == ["before the run id", "Run id is: run-42", "after the run id"]
+    assert {e["run_id"] for e in events} == {"run-42"} and handler.fast_lines == 1

@@ -57,11 +57,18 @@ def wide_receivers(logger: logging.Logger, level: int) -> list[WideEventHandler]
         for handler in current.handlers:
             found = True
             if level >= handler.level:
-                if handler.filters or type(handler).handle is not _WIDE_HANDLE:
+                if handler.filters or (type(handler).handle is not _WIDE_HANDLE and not _switched_to_plain(handler)):
                     return None
                 receivers.append(handler)
         current = current.parent if current.propagate else None
     return receivers if found else None
+
+
+def _switched_to_plain(handler: logging.Handler) -> bool:
+    """Whether a WideEventHandler subclass has put the plain `handle` on the instance (as the
+    DFK's handler does once it knows the run id: from then on it needs no LogRecord)."""
+    bound = handler.__dict__.get("handle")
+    return getattr(bound, "__func__", None) is _WIDE_HANDLE
 
 
 class WideEventLogger:
