@@ -20,8 +20,8 @@ EXTRA = {"run_id": "r-1", "task_id": 7, "try_id": 0, "executor_label": "htex", "
          "manager_id": "ab12", "worker_id": "3", "app_name": "inc"}
 
 
-class CountingHandler(WideEventHandler):
-    """A WideEventHandler that counts lines that came by the fast path (handle_body: no LogRecord)."""
+class CountsFastLines:
+    """Mixed into a WideEventHandler: counts lines that came by the fast path (handle_body: no LogRecord)."""
 
     fast_lines = 0
 
@@ -29,6 +29,10 @@ class CountingHandler(WideEventHandler):
         queued = super().handle_body(body, extra)
         self.fast_lines += queued
         return queued
+
+
+class CountingHandler(CountsFastLines, WideEventHandler):
+    pass
 
 
 class Collect(logging.Handler):
@@ -272,13 +276,8 @@ def test_a_record_factory_or_a_reserved_extra_name_is_handled_by_stdlib(wide_log
 def test_the_dfk_handler_takes_the_fast_path_once_it_knows_the_run_id(tmp_path):
     from taskscope.parsl.logconfig import _RunIdLearningHandler
 
-    class CountingDfkHandler(_RunIdLearningHandler):
-        fast_lines = 0
-
-        def handle_body(self, body: bytes, extra=None) -> bool:
-            queued = super().handle_body(body, extra)
-            self.fast_lines += queued
-            return queued
+    class CountingDfkHandler(CountsFastLines, _RunIdLearningHandler):
+        pass
 
     logger = logging.getLogger(f"test.fast.{next(LOGGER_NUMBERS)}")
     logger.propagate = False
