@@ -9,8 +9,10 @@ machinery; this logger does so when it can prove the result is the same:
 - the level check is the stdlib logger's own cached `isEnabledFor`;
 - the caller is one `sys._getframe` (file, line, function), skipped as stdlib skips it when
   `logging._srcfile` is None;
-- the record's attributes are made as a dict in LogRecord's order (`records.record_fields`) and
-  encoded straight to bytes by each receiving `WideEventHandler` (`handle_fields`): no LogRecord.
+- a call site's constant attributes (logger, level, file, line, function) are encoded once and
+  cached (`records.site_json`); the rest (message, time, thread, process, fields) is one dict
+  (`records.moment_fields`) and one orjson call (`records.encode_body`), and each receiving
+  `WideEventHandler` queues the bytes behind its stamps (`handle_body`): no LogRecord.
 
 It takes that path only when every handler that would receive the record (walking the logger
 and its parents as `Logger.callHandlers` does) is a plain WideEventHandler without filters, the
