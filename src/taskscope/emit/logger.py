@@ -161,8 +161,8 @@ class WideEventLogger:
         if bound or self.fields:
             # the order stdlib gives: bound fields, then the logger's, then the call's (each wins over the previous)
             extra = {**(bound or _NO_FIELDS), **self.fields, **(extra or _NO_FIELDS)}
-        if extra and not STANDARD_ATTRIBUTES.isdisjoint(extra):
-            return self._stdlib_log(level, msg, args, exc_info, stack_info, stacklevel, extra)  # stdlib raises its KeyError to the caller
+        if extra and not STANDARD_ATTRIBUTES.isdisjoint(extra):  # stdlib raises its KeyError to the caller
+            return self._stdlib_log(level, msg, args, exc_info, stack_info, stacklevel, extra)
         try:
             if logging._srcfile:  # noqa: SLF001 - stdlib's switch for caller lookup
                 frame = sys._getframe(2)  # noqa: SLF001 - 0 this, 1 debug/info/..., 2 the caller
