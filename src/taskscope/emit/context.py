@@ -137,6 +137,13 @@ class span:  # noqa: N801 - used like a function: `with span("stage"):`
 
 
 def check_names(fields: Mapping[str, Any]) -> None:
+    """Refuse field names a LogRecord already has (stdlib would raise at the logging call instead).
+
+    >>> check_names({"message": "x"})
+    Traceback (most recent call last):
+    ...
+    ValueError: field names ['message'] are LogRecord attributes; choose other names
+    """
     reserved = sorted(set(fields) & STANDARD_ATTRIBUTES)
     if reserved:
         raise ValueError(f"field names {reserved} are LogRecord attributes; choose other names")
