@@ -296,3 +296,17 @@ def test_the_dfk_handler_takes_the_fast_path_once_it_knows_the_run_id(tmp_path):
     events = comparable(tmp_path / "parsl.jsonlog")
     assert [e["message"] for e in events] == ["before the run id", "Run id is: run-42", "after the run id"]
     assert {e["run_id"] for e in events} == {"run-42"} and handler.fast_lines == 1
+
+
+def test_caller_lookup_switched_off_as_stdlib_does(wide_logger, tmp_path, monkeypatch):
+    logger, wide = wide_logger(tmp_path / "out.jsonlog")
+    monkeypatch.setattr(logging, "_srcfile", None)
+    get_logger(logger.name).info("fast, no caller")
+    logger.info("stdlib, no caller")
+    wide.flush()
+    fast, slow = comparable(tmp_path / "out.jsonlog")
+    for event in (fast, slow):
+        assert (event["pathname"], event["lineno"], event["funcName"]) == ("(unknown file)", 0, "(unknown function)")
+    assert {k: v for k, v in fast.items() if k not in ("message", "msg")} == {
+        k: v for k, v in slow.items() if k not in ("message", "msg")}
+    assert wide.fast_lines == 1

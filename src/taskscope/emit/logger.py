@@ -10,7 +10,8 @@ machinery; this logger does so when it can prove the result is the same:
 - the caller is one `sys._getframe` (file, line, function), skipped as stdlib skips it when
   `logging._srcfile` is None;
 - a call site's constant attributes (logger, level, file, line, function) are encoded once and
-  cached (`records.site_json`); the rest (message, time, thread, process, fields) is one dict
+  cached by code object and instruction offset (`records.site_json`; even reading `f_lineno`
+  costs ~2 µs in a long function); the rest (message, time, thread, process, fields) is one dict
   (`records.moment_fields`) and one orjson call (`records.encode_body`), and each receiving
   `WideEventHandler` queues the bytes behind its stamps (`handle_body`): no LogRecord.
 
@@ -31,14 +32,13 @@ from typing import Any, Mapping
 from taskscope.emit import context
 from taskscope.emit.handler import WideEventHandler
 from taskscope.emit.records import (
-    FAST_RECORDS_MATCH, STANDARD_ATTRIBUTES, encode_body, make_fast_record_factory, moment_fields,
-    SITE_CACHE, record_fields, site_json,
+    FAST_RECORDS_MATCH, STANDARD_ATTRIBUTES, caller_of, encode_body, make_fast_record_factory, moment_fields,
+    record_fields, site_json,
 )
 
 _WIDE_HANDLE = WideEventHandler.handle
 _STOCK_LOGGERS = (logging.Logger, logging.RootLogger)
 _FACTORIES = (logging.LogRecord, make_fast_record_factory())
-_UNKNOWN_CALLER = ("(unknown file)", 0, "(unknown function)")
 _NO_FIELDS: Mapping[str, Any] = {}
 
 
@@ -164,14 +164,10 @@ class WideEventLogger:
         if extra and not STANDARD_ATTRIBUTES.isdisjoint(extra):  # stdlib raises its KeyError to the caller
             return self._stdlib_log(level, msg, args, exc_info, stack_info, stacklevel, extra)
         try:
-            if logging._srcfile:  # noqa: SLF001 - stdlib's switch for caller lookup
-                frame = sys._getframe(2)  # noqa: SLF001 - 0 this, 1 debug/info/..., 2 the caller
-                code = frame.f_code
-                fn, lno, func = code.co_filename, frame.f_lineno, code.co_name
-            else:
-                fn, lno, func = _UNKNOWN_CALLER
+            # the caller: frame 0 is this, 1 debug/info/..., 2 the caller; stdlib's switch turns it off
+            frame = sys._getframe(2) if logging._srcfile else None  # noqa: SLF001
             name = self.logger.name
-            site = SITE_CACHE.get((name, level, fn, lno, func)) or site_json(name, level, fn, lno, func)
+            site = site_json(name, level, frame)
             moment = moment_fields(msg, args, extra)
         except Exception:  # noqa: BLE001 - an odd frame or args: stdlib decides, the caller sees what it would
             return self._stdlib_log(level, msg, args, exc_info, stack_info, stacklevel, extra)
@@ -179,6 +175,7 @@ class WideEventLogger:
         for handler in receivers:
             if body is None or not handler.handle_body(body, extra):
                 # the careful path: a value orjson refuses, or a field that overrides a stamp
+                fn, lno, func = caller_of(frame)
                 fields = record_fields(name, level, fn, lno, msg, args, None, func, None)
                 fields.update(extra or _NO_FIELDS)
                 handler.handle_fields(fields, moment["message"])

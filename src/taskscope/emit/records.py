@@ -15,6 +15,7 @@ import threading
 import traceback
 from collections.abc import Mapping
 from time import time_ns
+from types import FrameType
 from typing import Any, Callable
 
 import orjson
@@ -187,7 +188,7 @@ def record_fields(name: str, level: int, fn: str, lno: int, msg: Any, args: Any,
 # and only what changes per call goes through a dict and orjson.
 
 _pid = os.getpid()
-SITE_CACHE: dict[tuple, bytes] = {}  # (logger, level, file, line, function) -> site_json
+SITE_CACHE: dict[tuple, tuple[Any, bytes]] = {}  # (logger, level, id(code), offset) -> (code, site_json)
 _SITE_CACHE_LIMIT = 50_000  # call sites; a program making more (generated code) re-encodes
 
 
@@ -199,25 +200,42 @@ def _new_pid_after_fork() -> None:
 os.register_at_fork(after_in_child=_new_pid_after_fork)
 
 
-def site_json(name: str, level: int, fn: str, lno: int, func: str) -> bytes:
-    """The record attributes fixed by the call site, as JSON object members with a trailing comma.
+def site_json(name: str, level: int, frame: FrameType | None) -> bytes:
+    """The record attributes fixed by the call site (`frame` is the caller's; None: unknown, as
+    stdlib writes when `logging._srcfile` is None), as JSON object members with a trailing comma.
 
-    >>> site_json("app", 20, "/src/app.py", 3, "main")[:40]
+    Cached by (logger, level, code object, instruction offset): `frame.f_lineno` scans the code's
+    line table, which costs ~2 µs in a long function, so it is read only when a site is new.
+
+    >>> site_json("app", 20, None)[:40]
     b'"name":"app","levelname":"INFO","levelno'
     """
-    key = (name, level, fn, lno, func)
-    try:
-        return SITE_CACHE[key]
-    except KeyError:
-        filename, module = _split_path(fn)
-        site = {"name": name, "levelname": _level_names.get(level) or f"Level {level}", "levelno": level,
-                "pathname": fn, "filename": filename, "module": module, "exc_info": None, "exc_text": None,
-                "stack_info": None, "lineno": lno, "funcName": func}
-        encoded = orjson.dumps(site, default=_safe_repr)[1:-1] + b","
-        if len(SITE_CACHE) >= _SITE_CACHE_LIMIT:
-            SITE_CACHE.clear()
-        SITE_CACHE[key] = encoded
-        return encoded
+    code = frame.f_code if frame is not None else None
+    key = (name, level, id(code), frame.f_lasti if frame is not None else -1)
+    entry = SITE_CACHE.get(key)
+    if entry is not None and entry[0] is code:  # the entry holds `code`, so its id cannot be reused meanwhile
+        return entry[1]
+    fn, lno, func = caller_of(frame)
+    filename, module = _split_path(fn)
+    site = {"name": name, "levelname": _level_names.get(level) or f"Level {level}", "levelno": level,
+            "pathname": fn, "filename": filename, "module": module, "exc_info": None, "exc_text": None,
+            "stack_info": None, "lineno": lno, "funcName": func}
+    encoded = orjson.dumps(site, default=_safe_repr)[1:-1] + b","
+    if len(SITE_CACHE) >= _SITE_CACHE_LIMIT:
+        SITE_CACHE.clear()
+    SITE_CACHE[key] = (code, encoded)
+    return encoded
+
+
+def caller_of(frame: FrameType | None) -> tuple[str, int, str]:
+    """(file, line, function) of `frame` as stdlib's findCaller gives them; None: stdlib's unknown caller.
+
+    >>> caller_of(None)
+    ('(unknown file)', 0, '(unknown function)')
+    """
+    if frame is None:
+        return "(unknown file)", 0, "(unknown function)"
+    return frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name
 
 
 def moment_fields(msg: Any, args: Any, extra: Mapping[str, Any] | None) -> dict[str, Any]:
