@@ -1,5 +1,8 @@
 """taskscope.emit: the handler's records, its robustness, what survives exits, kills and forks,
-and bind/span/get_logger. Processes that exit or are killed run as real subprocesses."""
+and bind/span/get_logger. Processes that exit or are killed run as real subprocesses.
+
+Tests that log run twice: through a stdlib logger and through get_logger's fast logger
+(WideEventLogger, which makes no LogRecord when only WideEventHandlers listen)."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import taskscope
-from taskscope.emit import WideEventHandler, bind, current_fields, get_logger, span
+from taskscope.emit import WideEventHandler, WideEventLogger, bind, current_fields, get_logger, span
 from taskscope.emit.records import make_fast_record_factory
 
 
@@ -26,19 +29,20 @@ def read_events(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-@pytest.fixture
-def logger_to(tmp_path):
-    """A fresh logger writing through a WideEventHandler to tmp_path/out.jsonlog (no propagation)."""
+@pytest.fixture(params=["stdlib logger", "fast logger"])
+def logger_to(request, tmp_path):
+    """A fresh logger writing through a WideEventHandler to tmp_path/out.jsonlog (no propagation):
+    a stdlib Logger, or the WideEventLogger get_logger makes for it."""
     made = []
 
-    def make(path: Path | None = None, **options) -> tuple[logging.Logger, WideEventHandler]:
+    def make(path: Path | None = None, **options) -> tuple[logging.Logger | WideEventLogger, WideEventHandler]:
         handler = WideEventHandler(path or tmp_path / "out.jsonlog", **options)
         logger = logging.getLogger(f"test.emit.{len(made)}.{id(handler)}")
         logger.propagate = False
         logger.setLevel(logging.DEBUG)
         logger.addHandler(handler)
         made.append((logger, handler))
-        return logger, handler
+        return (get_logger(logger.name) if request.param == "fast logger" else logger), handler
 
     yield make
     for logger, handler in made:
@@ -124,6 +128,16 @@ def test_file_is_appended_to_never_truncated(logger_to, tmp_path):
     assert [e["message"] for e in read_events(path)] == ["from before", "new"]
 
 
+def test_a_line_cut_by_a_kill_is_not_glued_to_the_next_writers_line(logger_to, tmp_path):
+    path = tmp_path / "out.jsonlog"
+    path.write_text('{"created": 1, "message": "complete"}\n{"created": 2, "mess')  # a killed writer's last write
+    log, handler = logger_to(path)
+    log.info("next writer")
+    handler.flush()
+    lines = path.read_text().splitlines()
+    assert lines[1] == '{"created": 2, "mess' and json.loads(lines[2])["message"] == "next writer"
+
+
 def test_background_thread_flushes_without_being_asked(logger_to, tmp_path):
     path = tmp_path / "out.jsonlog"
     log, handler = logger_to(path, flush_interval=0.05)
@@ -137,10 +151,10 @@ def test_background_thread_flushes_without_being_asked(logger_to, tmp_path):
 WRITER = textwrap.dedent(
     """
     import logging, os, sys, time
-    from taskscope.emit import WideEventHandler
+    from taskscope.emit import WideEventHandler, get_logger
     handler = WideEventHandler(sys.argv[1], flush_interval=float(sys.argv[3]))
     root = logging.getLogger(); root.addHandler(handler); root.setLevel(logging.DEBUG)
-    log = logging.getLogger("writer")
+    log = logging.getLogger("writer") if sys.argv[4] == "stdlib" else get_logger("writer")
     mode = sys.argv[2]
     for i in range(1000):
         log.info("early %d", i)
@@ -170,30 +184,35 @@ WRITER = textwrap.dedent(
 )
 
 
-def run_writer(tmp_path: Path, mode: str, interval: float = 0.5) -> tuple[subprocess.Popen, Path]:
+LOGGERS = ["stdlib", "fast"]
+
+
+def run_writer(tmp_path: Path, mode: str, interval: float = 0.5, logger: str = "stdlib") -> tuple[subprocess.Popen, Path]:
     path = tmp_path / f"{mode}.jsonlog"
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
-    process = subprocess.Popen([sys.executable, str(script), str(path), mode, str(interval)],
+    process = subprocess.Popen([sys.executable, str(script), str(path), mode, str(interval), logger],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return process, path
 
 
+@pytest.mark.parametrize("logger", LOGGERS)
 @pytest.mark.parametrize("mode, returncode", [("normal", 0), ("exit", 3), ("raise", 1)])
-def test_exits_lose_nothing(tmp_path, mode, returncode):
-    process, path = run_writer(tmp_path, mode, interval=30)  # nothing is flushed by the timer
+def test_exits_lose_nothing(tmp_path, mode, returncode, logger):
+    process, path = run_writer(tmp_path, mode, interval=30, logger=logger)  # nothing is flushed by the timer
     _, err = process.communicate(timeout=60)
     assert process.returncode == returncode, err
     messages = [e["message"] for e in read_events(path)]
     assert messages == [f"early {i}" for i in range(1000)] + [f"last {i}" for i in range(1000)]
 
 
-def test_sigterm_flushes_then_dies_of_sigterm(tmp_path):
+@pytest.mark.parametrize("logger", LOGGERS)
+def test_sigterm_flushes_then_dies_of_sigterm(tmp_path, logger):
     script = tmp_path / "term.py"
     script.write_text(WRITER.replace("handler = WideEventHandler", "from taskscope.emit import flush_on_sigterm\n"
                                                                    "assert flush_on_sigterm()\nhandler = WideEventHandler"))
     path = tmp_path / "sigterm.jsonlog"
-    process = subprocess.Popen([sys.executable, str(script), str(path), "sigterm", "30"],
+    process = subprocess.Popen([sys.executable, str(script), str(path), "sigterm", "30", logger],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stdout.readline().strip() == "ready"
     process.send_signal(signal.SIGTERM)
@@ -202,20 +221,25 @@ def test_sigterm_flushes_then_dies_of_sigterm(tmp_path):
     assert len(read_events(path)) == 2000
 
 
-def test_sigkill_loses_at_most_the_last_flush_interval(tmp_path):
-    process, path = run_writer(tmp_path, "kill", interval=0.2)
+@pytest.mark.parametrize("logger", LOGGERS)
+def test_sigkill_loses_at_most_the_last_flush_interval(tmp_path, logger):
+    process, path = run_writer(tmp_path, "kill", interval=0.2, logger=logger)
     assert process.stdout.readline().strip() == "ready"
     time.sleep(0.0)  # kill at once: the 100 "late" records may still be in the buffer
     process.kill()
     process.communicate(timeout=60)
-    messages = [e["message"] for e in read_events(path)]
+    lines = path.read_text().splitlines(keepends=True)
+    # a kill during a flush's write can cut that write short: only the last line may be incomplete
+    assert all(line.endswith("\n") for line in lines[:-1])
+    messages = [json.loads(line)["message"] for line in lines if line.endswith("\n")]
     # everything logged more than a few flush intervals before the kill is on disk
     assert messages[:1000] == [f"early {i}" for i in range(1000)]
     assert set(messages[1000:]) <= {f"late {i}" for i in range(100)}
 
 
-def test_forked_child_does_not_rewrite_the_parents_lines(tmp_path):
-    process, path = run_writer(tmp_path, "fork", interval=30)
+@pytest.mark.parametrize("logger", LOGGERS)
+def test_forked_child_does_not_rewrite_the_parents_lines(tmp_path, logger):
+    process, path = run_writer(tmp_path, "fork", interval=30, logger=logger)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     messages = [e["message"] for e in read_events(path)]

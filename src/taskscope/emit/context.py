@@ -1,4 +1,4 @@
-"""Context for any Python code: fields bound for a block, spans, loggers that carry fields.
+"""Context for any Python code: fields bound for a block, and spans.
 
 Fields live in a `contextvars.ContextVar`, so each thread and each asyncio task sees its own.
 They reach every record logged inside `bind()`/`span()` as ordinary `extra` fields, whatever
@@ -43,7 +43,7 @@ class bind:  # noqa: N801 - used like a function: `with bind(task_id=3):`
     """
 
     def __init__(self, **fields: Any) -> None:
-        _check_names(fields)
+        check_names(fields)
         _install_make_record()
         self.fields = fields
         self._tokens: list[contextvars.Token] = []
@@ -77,7 +77,7 @@ class span:  # noqa: N801 - used like a function: `with span("stage"):`
     """
 
     def __init__(self, name: str, *, logger: logging.Logger | str | None = None, level: int = logging.INFO, **fields: Any):
-        _check_names(fields)
+        check_names(fields)
         _install_make_record()
         self.name = name
         self.logger = logger if isinstance(logger, logging.Logger) else logging.getLogger(logger or _SPAN_LOGGER)
@@ -136,57 +136,41 @@ class span:  # noqa: N801 - used like a function: `with span("stage"):`
         return wrapper  # type: ignore[return-value]
 
 
-class BoundLogger(logging.LoggerAdapter):
-    """A logger whose records carry fixed fields (and whatever `bind()` adds around the call).
+def check_names(fields: Mapping[str, Any]) -> None:
+    """Refuse field names a LogRecord already has (stdlib would raise at the logging call instead).
 
-    >>> log = get_logger("sim", component="solver")
-    >>> log.bind(step=3).debug("converged after %d iterations", 12)   # doctest: +SKIP
+    >>> check_names({"message": "x"})
+    Traceback (most recent call last):
+    ...
+    ValueError: field names ['message'] are LogRecord attributes; choose other names
     """
-
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        extra = kwargs.get("extra")
-        kwargs["extra"] = self.extra if not extra else {**self.extra, **extra}
-        return msg, kwargs
-
-    def bind(self, **fields: Any) -> "BoundLogger":
-        """A new logger with `fields` added to this one's."""
-        _check_names(fields)
-        return BoundLogger(self.logger, {**self.extra, **fields})
-
-
-def get_logger(name: str | None = None, **fields: Any) -> BoundLogger:
-    """A logger (stdlib underneath, so any handler works) whose records carry `fields`.
-
-    >>> log = get_logger("myworkflow.stage", run_id="r1")
-    >>> log.info("staged %d files", 3)                    # doctest: +SKIP
-    """
-    _check_names(fields)
-    _install_make_record()
-    return BoundLogger(logging.getLogger(name), fields)
-
-
-def _check_names(fields: Mapping[str, Any]) -> None:
     reserved = sorted(set(fields) & STANDARD_ATTRIBUTES)
     if reserved:
         raise ValueError(f"field names {reserved} are LogRecord attributes; choose other names")
 
 
-_installed = False
+_stdlib_make_record = logging.Logger.makeRecord
+_make_record_below = _stdlib_make_record  # what the wrapper calls: whatever makeRecord was installed before it
+
+#: the `Logger.makeRecord`s whose records the fast logger (taskscope.emit.logger) reproduces exactly
+STOCK_MAKE_RECORDS: set[Callable[..., logging.LogRecord]] = {_stdlib_make_record}
+
+
+def _make_record_with_context(self, name, level, fn, lno, msg, args, exc_info, func=None, extra=None, sinfo=None):
+    fields = _fields.get()
+    if fields:
+        extra = fields if not extra else {**fields, **extra}
+    return _make_record_below(self, name, level, fn, lno, msg, args, exc_info, func, extra, sinfo)
 
 
 def _install_make_record() -> None:
     """Make `Logger.makeRecord` add the bound fields (once per interpreter)."""
-    global _installed
-    if _installed:
+    global _make_record_below
+    current = logging.Logger.makeRecord
+    if current is _make_record_with_context:
         return
-    _installed = True
-    original = logging.Logger.makeRecord
-
-    @functools.wraps(original)
-    def make_record_with_context(self, name, level, fn, lno, msg, args, exc_info, func=None, extra=None, sinfo=None):
-        fields = _fields.get()
-        if fields:
-            extra = fields if not extra else {**fields, **extra}
-        return original(self, name, level, fn, lno, msg, args, exc_info, func, extra, sinfo)
-
-    logging.Logger.makeRecord = make_record_with_context  # type: ignore[method-assign]
+    _make_record_below = current
+    functools.update_wrapper(_make_record_with_context, current)
+    if current is _stdlib_make_record:
+        STOCK_MAKE_RECORDS.add(_make_record_with_context)
+    logging.Logger.makeRecord = _make_record_with_context  # type: ignore[method-assign]

@@ -20,9 +20,9 @@ import threading
 import weakref
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from taskscope.emit.records import RecordEncoder
+from taskscope.emit.records import RecordEncoder, formatted_message
 
 DEFAULT_FLUSH_INTERVAL = 0.5  # seconds; a SIGKILL loses at most this much
 
@@ -80,8 +80,28 @@ class WideEventHandler(logging.Handler):
         encoding needs none and deque.append is atomic."""
         if self.filters and not self.filter(record):
             return False
+        self.handle_fields(record.__dict__, formatted_message(record.msg, record.args))
+        return True
+
+    def handle_fields(self, fields: dict[str, Any], message: str) -> None:
+        """Encode and queue one record given as its attributes and formatted message (the fast
+        logger's path, which makes no LogRecord; see taskscope.emit.logger)."""
         try:
-            self._queue.append(self._encoder.line(record))
+            self._queue.append(self._encoder.encode(fields, message))
+            if self._flusher is None:
+                self._start_flusher()
+        except Exception:  # noqa: BLE001 - never into the caller
+            self.dropped_records += 1
+
+    def handle_body(self, body: bytes, extra: Mapping[str, Any] | None = None) -> bool:
+        """Queue one line given without its stamps (see `records.encode_body`); return False,
+        queueing nothing, when a field of `extra` has a stamp's name (the record's value wins
+        over the stamp: the caller then uses `handle_fields`, which writes it so)."""
+        encoder = self._encoder
+        if extra and encoder.keys and not encoder.keys.isdisjoint(extra):
+            return False
+        try:
+            self._queue.append(encoder.prefix + body)
             if self._flusher is None:
                 self._start_flusher()
         except Exception:  # noqa: BLE001 - never into the caller
@@ -157,6 +177,8 @@ class WideEventHandler(logging.Handler):
         try:
             if self._file is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                if _ends_inside_a_line(self.path):
+                    data = b"\n" + data  # a killed writer's cut last line stays alone on its line
                 self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open across flushes
             view = memoryview(data)
             while view:
@@ -178,6 +200,18 @@ class WideEventHandler(logging.Handler):
 
     def __repr__(self) -> str:
         return f"<WideEventHandler {self.path} ({logging.getLevelName(self.level)})>"
+
+
+def _ends_inside_a_line(path: Path) -> bool:
+    """Whether an existing file ends without a newline (a writer was killed mid-write)."""
+    try:
+        with open(path, "rb") as file:
+            if file.seek(0, os.SEEK_END) == 0:
+                return False
+            file.seek(-1, os.SEEK_END)
+            return file.read(1) != b"\n"
+    except OSError:  # missing, or not readable: nothing to repair
+        return False
 
 
 def _warn(message: str) -> None:

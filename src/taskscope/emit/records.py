@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import traceback
+from collections.abc import Mapping
+from time import time_ns
+from types import FrameType
 from typing import Any, Callable
 
 import orjson
@@ -31,9 +35,13 @@ def _safe_repr(value: Any) -> str:
         return f"<unrepresentable {type(value).__name__}: {exc!r}>"
 
 
-def formatted_message(record: logging.LogRecord, args: Any) -> str:
-    """The record's message with `args` applied; a bad `%` format gives a note, never an exception."""
-    msg = record.msg if type(record.msg) is str else _safe_repr(record.msg)
+def formatted_message(msg: Any, args: Any) -> str:
+    """`msg % args` as a LogRecord's getMessage makes it; a bad `%` format gives a note, never an exception.
+
+    >>> formatted_message("two %d %d", (1,))
+    'two %d %d [taskscope: formatting failed: TypeError: not enough arguments for format string; args=(1,)]'
+    """
+    msg = msg if type(msg) is str else _safe_repr(msg)
     if not args:
         return msg
     try:
@@ -63,26 +71,30 @@ class RecordEncoder:
                        if self.stamps else b"{")
 
     def line(self, record: logging.LogRecord) -> bytes:
-        """One JSON line (with its newline). Never raises."""
-        fields = record.__dict__
-        message = formatted_message(record, record.args)
+        """One JSON line (with its newline) for a LogRecord. Never raises."""
+        return self.encode(record.__dict__, formatted_message(record.msg, record.args))
+
+    def encode(self, fields: dict[str, Any], message: str) -> bytes:
+        """One JSON line for a record's attributes `fields` (a LogRecord's `__dict__`, or the same
+        keys made without a LogRecord) and its formatted `message`. Never raises."""
         if fields["exc_info"] is None and fields.keys().isdisjoint(self.keys):
-            # the common record, serialized straight from its __dict__ and joined to the
+            # the common record, serialized straight from its attributes and joined to the
             # pre-serialized stamps: half the cost of building a new dict per record
             try:
                 body = orjson.dumps(fields, default=_safe_repr, option=_JSON_OPTIONS)
                 return b"".join((self.prefix, b'"message":', orjson.dumps(message), b",", body[1:]))
             except Exception:  # noqa: BLE001 - an int beyond 64 bits, odd keys...: the careful path
                 pass
-        return dumps_event(event_of(record, message, self.stamps))
+        return dumps_event(event_of(fields, message, self.stamps))
 
 
-def event_of(record: logging.LogRecord, message: str, stamps: dict[str, Any]) -> dict[str, Any]:
-    """The record as a dict with the same keys as `dumps_record` writes (the careful path)."""
+def event_of(fields: dict[str, Any], message: str, stamps: dict[str, Any]) -> dict[str, Any]:
+    """A record's attributes as one event dict with the same keys as `RecordEncoder.encode` writes
+    (the careful path)."""
     event = {**stamps, "message": message}
-    for key, value in record.__dict__.items():
-        event[key] = value
-    event["msg"] = record.msg if type(record.msg) is str else _safe_repr(record.msg)
+    event.update(fields)
+    msg = fields["msg"]
+    event["msg"] = msg if type(msg) is str else _safe_repr(msg)
     exc_info = event.pop("exc_info", None)
     if exc_info and exc_info[0] is not None:
         event["exc_type"] = exc_info[0].__name__
@@ -108,15 +120,20 @@ def _json_safe(value: Any) -> Any:
         return _safe_repr(value)
 
 
-# ---- a faster LogRecord factory --------------------------------------------------------------
+# ---- LogRecord attributes, made fast -------------------------------------------------------
 # LogRecord.__init__ costs ~2.5 µs: it splits the path on every call, looks up the thread and
-# the multiprocessing process name, and computes msecs/relativeCreated with float maths. The
-# factory below makes the same attributes (checked against a real LogRecord before it is
-# installed) with the path split cached per file, in about a third of the time. It is written by
-# hand because the stdlib offers no cheaper constructor.
+# the multiprocessing process name, and computes msecs/relativeCreated with float maths.
+# `record_fields` makes the same attributes, in the same order, with the path split cached per
+# file, in about a third of the time. It serves the fast LogRecord factory and the fast logger
+# (taskscope.emit.logger), which encodes these attributes without making a LogRecord at all.
+# It is written by hand because the stdlib offers no cheaper constructor.
 
 _new_record = logging.LogRecord.__new__
 _split_cache: dict[str, tuple[str, str]] = {}
+_level_names = logging._levelToName  # noqa: SLF001 - the table getLevelName reads
+_start_ns = int(logging._startTime * 1e9)  # noqa: SLF001
+_current_thread = threading.current_thread
+_getpid = os.getpid
 
 
 def _split_path(pathname: str) -> tuple[str, str]:
@@ -133,8 +150,6 @@ def _split_path(pathname: str) -> tuple[str, str]:
 
 
 def _process_name() -> str | None:
-    import sys
-
     mp = sys.modules.get("multiprocessing")
     if mp is None:
         return "MainProcess"
@@ -144,6 +159,146 @@ def _process_name() -> str | None:
         return None
 
 
+def record_fields(name: str, level: int, fn: str, lno: int, msg: Any, args: Any, exc_info: Any,
+                  func: str | None = None, sinfo: str | None = None) -> dict[str, Any]:
+    """The attributes a `logging.LogRecord(...)` with these arguments would have, in its order.
+
+    Only valid where `FAST_RECORDS_MATCH` is true (checked at import against a real LogRecord).
+
+    >>> record_fields("app", 20, "/src/app.py", 3, "took %d s", (4,), None, "main")["module"]
+    'app'
+    """
+    ct = time_ns()
+    if args and len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+        args = args[0]
+    filename, module = _split_path(fn)
+    thread = _current_thread()
+    return {
+        "name": name, "msg": msg, "args": args, "levelname": _level_names.get(level) or f"Level {level}",
+        "levelno": level, "pathname": fn, "filename": filename, "module": module, "exc_info": exc_info,
+        "exc_text": None, "stack_info": sinfo, "lineno": lno, "funcName": func, "created": ct / 1e9,
+        "msecs": float(ct % 1_000_000_000 // 1_000_000) + 0.0, "relativeCreated": (ct - _start_ns) / 1e6,
+        "thread": thread.ident, "threadName": thread.name, "processName": _process_name(), "process": _getpid(),
+    }
+
+
+# ---- the fast logger's records: a call site's constant part, pre-encoded, and the moment's part --
+# taskscope.emit.logger writes the same keys and values as `record_fields` + `RecordEncoder.encode`,
+# but a call site's constant attributes (logger, level, file, line, function) are encoded once,
+# and only what changes per call goes through a dict and orjson.
+
+_pid = os.getpid()
+SITE_CACHE: dict[tuple, tuple[Any, bytes]] = {}  # (logger, level, id(code), offset) -> (code, site_json)
+_SITE_CACHE_LIMIT = 50_000  # call sites; a program making more (generated code) re-encodes
+
+
+def _new_pid_after_fork() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_new_pid_after_fork)
+
+
+def site_json(name: str, level: int, frame: FrameType | None) -> bytes:
+    """The record attributes fixed by the call site (`frame` is the caller's; None: unknown, as
+    stdlib writes when `logging._srcfile` is None), as JSON object members with a trailing comma.
+
+    Cached by (logger, level, code object, instruction offset): `frame.f_lineno` scans the code's
+    line table, which costs ~2 µs in a long function, so it is read only when a site is new.
+
+    >>> site_json("app", 20, None)[:40]
+    b'"name":"app","levelname":"INFO","levelno'
+    """
+    code = frame.f_code if frame is not None else None
+    key = (name, level, id(code), frame.f_lasti if frame is not None else -1)
+    entry = SITE_CACHE.get(key)
+    if entry is not None and entry[0] is code:  # the entry holds `code`, so its id cannot be reused meanwhile
+        return entry[1]
+    fn, lno, func = caller_of(frame)
+    filename, module = _split_path(fn)
+    site = {"name": name, "levelname": _level_names.get(level) or f"Level {level}", "levelno": level,
+            "pathname": fn, "filename": filename, "module": module, "exc_info": None, "exc_text": None,
+            "stack_info": None, "lineno": lno, "funcName": func}
+    encoded = orjson.dumps(site, default=_safe_repr)[1:-1] + b","
+    if len(SITE_CACHE) >= _SITE_CACHE_LIMIT:
+        SITE_CACHE.clear()
+    SITE_CACHE[key] = (code, encoded)
+    return encoded
+
+
+def caller_of(frame: FrameType | None) -> tuple[str, int, str]:
+    """(file, line, function) of `frame` as stdlib's findCaller gives them; None: stdlib's unknown caller.
+
+    >>> caller_of(None)
+    ('(unknown file)', 0, '(unknown function)')
+    """
+    if frame is None:
+        return "(unknown file)", 0, "(unknown function)"
+    return frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name
+
+
+def moment_fields(msg: Any, args: Any, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What changes per call: the formatted `message`, the record attributes LogRecord would
+    give (message template and arguments, time, thread, process) and the `extra` fields (which
+    must not name a LogRecord attribute). One dict, started from `extra`: merging later costs a resize.
+
+    >>> moment = moment_fields("took %(s)d s", ({"s": 4},), {"task_id": 7})
+    >>> moment["message"], moment["args"], moment["task_id"]
+    ('took 4 s', {'s': 4}, 7)
+    """
+    ct = time_ns()
+    if args and len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+        args = args[0]
+    thread = _current_thread()
+    moment = dict(extra) if extra else {}
+    moment["message"] = formatted_message(msg, args)
+    moment["msg"] = msg
+    moment["args"] = args
+    moment["created"] = ct / 1e9
+    moment["msecs"] = float(ct % 1_000_000_000 // 1_000_000) + 0.0
+    moment["relativeCreated"] = (ct - _start_ns) / 1e6
+    moment["thread"] = thread.ident
+    moment["threadName"] = thread.name
+    moment["processName"] = _process_name()
+    moment["process"] = _pid
+    return moment
+
+
+def encode_body(site: bytes, moment: dict[str, Any]) -> bytes | None:
+    """A line without its stamps (`RecordEncoder.prefix + body` is the line), or None when a
+    value needs the careful path (`RecordEncoder.encode`).
+
+    >>> encode_body(b'"name":"app",', {"message": "hi", "process": 1})
+    b'"name":"app","message":"hi","process":1}\\n'
+    """
+    try:
+        return site + orjson.dumps(moment, default=_safe_repr, option=_JSON_OPTIONS)[1:]
+    except Exception:  # noqa: BLE001 - an int beyond 64 bits, a lone surrogate...
+        return None
+
+
+def _fast_record(name, level, fn, lno, msg, args, exc_info, func=None, sinfo=None, **kwargs):
+    if kwargs or not (logging.logThreads and logging.logProcesses and logging.logMultiprocessing):
+        return logging.LogRecord(name, level, fn, lno, msg, args, exc_info, func, sinfo, **kwargs)
+    record = _new_record(logging.LogRecord)
+    record.__dict__ = record_fields(name, level, fn, lno, msg, args, exc_info, func, sinfo)
+    return record
+
+
+def _fields_match_stdlib() -> bool:
+    reference = vars(logging.LogRecord("n", logging.INFO, "/p/x.py", 1, "m %(a)s", ({"a": 1},), None, "f", None))
+    candidate = record_fields("n", logging.INFO, "/p/x.py", 1, "m %(a)s", ({"a": 1},), None, "f", None)
+    timing = ("created", "msecs", "relativeCreated")
+    # a Python version whose LogRecord has other attributes (3.12 adds taskName) keeps the stdlib path
+    return list(reference) == list(candidate) and all(
+        reference[key] == candidate[key] for key in reference if key not in timing)
+
+
+#: whether `record_fields` makes exactly what LogRecord makes on this Python
+FAST_RECORDS_MATCH = _fields_match_stdlib()
+
+
 def make_fast_record_factory() -> Callable[..., logging.LogRecord] | None:
     """A LogRecord factory equivalent to the stdlib one but faster, or None where it would differ.
 
@@ -151,33 +306,4 @@ def make_fast_record_factory() -> Callable[..., logging.LogRecord] | None:
     >>> factory("app", 20, "/x.py", 1, "hi", (), None).getMessage()  # doctest: +SKIP
     'hi'
     """
-    from time import time_ns
-
-    level_names = logging._levelToName  # noqa: SLF001 - the table getLevelName reads
-    start_ns = int(logging._startTime * 1e9)  # noqa: SLF001
-    current_thread = threading.current_thread
-    getpid = os.getpid
-    log_threads, log_processes, log_mp = logging.logThreads, logging.logProcesses, logging.logMultiprocessing
-
-    def fast_record(name, level, fn, lno, msg, args, exc_info, func=None, sinfo=None, **kwargs):
-        if kwargs or not (log_threads and log_processes and log_mp):
-            return logging.LogRecord(name, level, fn, lno, msg, args, exc_info, func, sinfo, **kwargs)
-        record = _new_record(logging.LogRecord)
-        ct = time_ns()
-        if args and len(args) == 1 and isinstance(args[0], dict) and args[0]:
-            args = args[0]
-        filename, module = _split_path(fn)
-        thread = current_thread()
-        record.__dict__.update(
-            name=name, msg=msg, args=args, levelname=level_names.get(level) or f"Level {level}", levelno=level,
-            pathname=fn, filename=filename, module=module, exc_info=exc_info, exc_text=None, stack_info=sinfo,
-            lineno=lno, funcName=func, created=ct / 1e9,
-            msecs=float(ct % 1_000_000_000 // 1_000_000) + 0.0, relativeCreated=(ct - start_ns) / 1e6,
-            thread=thread.ident, threadName=thread.name, processName=_process_name(), process=getpid(),
-        )
-        return record
-
-    reference = vars(logging.LogRecord("n", logging.INFO, "/p/x.py", 1, "m", (), None, "f", None))
-    candidate = vars(fast_record("n", logging.INFO, "/p/x.py", 1, "m", (), None, "f", None))
-    # a Python version whose LogRecord has other attributes (3.12 adds taskName) keeps the stdlib one
-    return fast_record if list(reference) == list(candidate) else None
+    return _fast_record if FAST_RECORDS_MATCH else None

@@ -1,0 +1,312 @@
+"""taskscope.emit.get_logger's fast logger (WideEventLogger): it writes exactly what the stdlib
+path writes, takes the fast path only when WideEventHandlers alone would receive the record,
+and otherwise is a stdlib call (other handlers, filters, levels, exceptions, lastResort)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import threading
+from pathlib import Path
+
+import pytest
+
+import taskscope
+from taskscope.emit import WideEventHandler, WideEventLogger, bind, get_logger, span
+
+TIMING = {"created", "msecs", "relativeCreated"}
+EXTRA = {"run_id": "r-1", "task_id": 7, "try_id": 0, "executor_label": "htex", "block_id": "0",
+         "manager_id": "ab12", "worker_id": "3", "app_name": "inc"}
+
+
+class CountsFastLines:
+    """Mixed into a WideEventHandler: counts lines that came by the fast path (handle_body: no LogRecord)."""
+
+    fast_lines = 0
+
+    def handle_body(self, body: bytes, extra=None) -> bool:
+        queued = super().handle_body(body, extra)
+        self.fast_lines += queued
+        return queued
+
+
+class CountingHandler(CountsFastLines, WideEventHandler):
+    pass
+
+
+class Collect(logging.Handler):
+    def __init__(self, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+class Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+LOGGER_NUMBERS = itertools.count()  # a fresh logger name per use: loggers live as long as the interpreter
+AN_OBJECT = object()  # one object, so that both paths write the same repr
+
+
+@pytest.fixture
+def wide_logger(tmp_path):
+    """A logger named test.fast.<n> (no propagation) with a CountingHandler per call; removed after."""
+    made: list[tuple[logging.Logger, logging.Handler]] = []
+
+    def make(path: Path, **options) -> tuple[logging.Logger, CountingHandler]:
+        logger = logging.getLogger(f"test.fast.{next(LOGGER_NUMBERS)}")
+        logger.propagate = False
+        logger.setLevel(logging.DEBUG)
+        handler = CountingHandler(path, flush_interval=60, **options)
+        logger.addHandler(handler)
+        made.append((logger, handler))
+        return logger, handler
+
+    yield make
+    for logger, handler in made:
+        for attached in list(logger.handlers):
+            logger.removeHandler(attached)
+        logger.filters.clear()
+        handler.close()
+
+
+def log_everything(log: WideEventLogger) -> None:
+    """The same calls, from the same lines, for both paths (so lineno and funcName match)."""
+    log.debug("task %d launched on %s", 7, "htex", extra=EXTRA)
+    log.info("no arguments")
+    log.warning("%(a)s and %(b)s", {"a": 1, "b": [2]})
+    log.info(AN_OBJECT)
+    log.info("two %d %d", 1)
+    log.error("thing %s", Unprintable(), extra={"blob": {1, 2}, "big": 2**80, "host": "from the call"})
+    log.log(25, "custom level %s", "x")
+    with bind(stage="a", task_id=1):
+        log.bind(step=2).info("bound %s", "here", extra={"task_id": 4})
+        with span("inner", logger=log.name):
+            log.critical("in a span")
+
+
+def comparable(path: Path) -> list[dict]:
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    return [{k: v for k, v in e.items() if k not in TIMING and k not in ("span_id", "parent_span_id", "duration_s")}
+            for e in events]
+
+
+def write_both_ways(wide_logger, tmp_path: Path) -> tuple[Path, Path, CountingHandler, CountingHandler]:
+    fast_path, slow_path = tmp_path / "fast" / "out.jsonlog", tmp_path / "stdlib" / "out.jsonlog"
+    logger, fast = wide_logger(fast_path, stamps={"host": "h1", "component": "unit"})
+    log_everything(get_logger(logger.name, experiment="e7"))
+    fast.flush()
+    logger.removeHandler(fast)
+    slow = CountingHandler(slow_path, flush_interval=60, stamps={"host": "h1", "component": "unit"})
+    logger.addHandler(slow)
+    logger.addFilter(lambda record: True)  # a logger filter: every call takes the stdlib path
+    log_everything(get_logger(logger.name, experiment="e7"))
+    slow.flush()
+    slow.close()
+    return fast_path, slow_path, fast, slow
+
+
+def test_fast_path_writes_what_the_stdlib_path_writes(wide_logger, tmp_path):
+    fast_path, slow_path, fast, slow = write_both_ways(wide_logger, tmp_path)
+    fast_events, slow_events = comparable(fast_path), comparable(slow_path)
+    assert fast.fast_lines >= 8 and slow.fast_lines == 0  # the paths really differed
+    assert len(fast_events) == len(slow_events) == 11
+    for fast_event, slow_event in zip(fast_events, slow_events):
+        assert fast_event == slow_event
+    first = fast_events[0]
+    assert first["funcName"] == "log_everything" and first["pathname"] == __file__
+    assert first["message"] == "task 7 launched on htex" and first["experiment"] == "e7"
+    error = next(e for e in fast_events if e["levelname"] == "ERROR")
+    assert error["host"] == "from the call" and error["big"] == str(2**80)  # the careful path, as stdlib
+
+
+def test_records_from_another_thread_carry_that_thread(wide_logger, tmp_path):
+    logger, wide = wide_logger(tmp_path / "out.jsonlog")
+    log = get_logger(logger.name)
+    idents = []
+
+    def work() -> None:
+        idents.append(threading.get_ident())
+        log.info("from thread %s", "t1")
+
+    worker = threading.Thread(target=work, name="worker-1")
+    worker.start()
+    worker.join()
+    wide.flush()
+    (event,) = comparable(tmp_path / "out.jsonlog")
+    assert (event["threadName"], event["thread"], event["funcName"]) == ("worker-1", idents[0], "work")
+    assert wide.fast_lines == 1
+
+
+def test_fast_and_stdlib_files_ingest_to_the_same_events(wide_logger, tmp_path):
+    fast_path, slow_path, _, _ = write_both_ways(wide_logger, tmp_path)
+    columns = []
+    for folder in (fast_path.parent, slow_path.parent):
+        with taskscope.open(":memory:") as store:
+            store.ingest(folder)
+            frame = store.sql("SELECT * EXCLUDE (ts, attrs) FROM events ORDER BY line")
+            attrs = [{k: v for k, v in json.loads(a or "{}").items() if k not in TIMING and "span" not in k
+                      and k != "duration_s"} for a in store.sql("SELECT attrs FROM events ORDER BY line").attrs]
+        columns.append((frame.to_dict("records"), attrs))
+    (fast_rows, fast_attrs), (slow_rows, slow_attrs) = columns
+    assert len(fast_rows) == 11
+    assert [{k: v for k, v in r.items() if k != "span_id"} for r in fast_rows] == [
+        {k: v for k, v in r.items() if k != "span_id"} for r in slow_rows]
+    assert fast_attrs == slow_attrs
+    assert fast_rows[0]["task_id"] == 7 and fast_rows[0]["executor_label"] == "htex"
+
+
+def test_another_receiving_handler_gets_a_stdlib_record_with_the_callers_place(wide_logger, tmp_path):
+    logger, wide = wide_logger(tmp_path / "out.jsonlog")
+    collect = Collect()
+    logger.addHandler(collect)
+    log = get_logger(logger.name, component="solver")
+    log.info("seen by both %d", 1, extra={"task_id": 3})
+    wide.flush()
+    (record,) = collect.records
+    (event,) = comparable(tmp_path / "out.jsonlog")
+    assert wide.fast_lines == 0
+    assert (record.funcName, record.lineno, record.pathname) == (event["funcName"], event["lineno"], __file__)
+    assert record.funcName == "test_another_receiving_handler_gets_a_stdlib_record_with_the_callers_place"
+    assert (record.task_id, record.component, record.getMessage()) == (3, "solver", "seen by both 1")
+
+
+def test_a_handler_above_the_records_level_does_not_stop_the_fast_path(wide_logger, tmp_path):
+    logger, wide = wide_logger(tmp_path / "out.jsonlog")
+    errors_only = Collect(logging.ERROR)
+    logger.addHandler(errors_only)
+    log = get_logger(logger.name)
+    log.info("only the wide handler")
+    log.error("both")
+    assert wide.fast_lines == 1 and [r.getMessage() for r in errors_only.records] == ["both"]
+
+
+def test_filters_propagation_and_parents_are_respected(wide_logger, tmp_path):
+    parent, parent_wide = wide_logger(tmp_path / "parent.jsonlog")
+    child = logging.getLogger(parent.name + ".child")
+    child_wide = CountingHandler(tmp_path / "child.jsonlog", flush_interval=60)
+    child.addHandler(child_wide)
+    log = get_logger(child.name)
+    try:
+        log.info("to child and parent")                # propagates: two wide handlers, both fast
+        parent_wide.addFilter(lambda record: record.getMessage() != "dropped")
+        log.info("dropped")                            # a handler filter: stdlib, which drops it there
+        log.info("kept")
+        child.propagate = False
+        log.info("child only")
+        for handler in (child_wide, parent_wide):
+            handler.flush()
+    finally:
+        child.removeHandler(child_wide)
+        child_wide.close()
+        child.propagate = True
+    assert [e["message"] for e in comparable(tmp_path / "child.jsonlog")] == [
+        "to child and parent", "dropped", "kept", "child only"]
+    assert [e["message"] for e in comparable(tmp_path / "parent.jsonlog")] == ["to child and parent", "kept"]
+    assert child_wide.fast_lines == 2 and parent_wide.fast_lines == 1
+
+
+def test_levels_disable_and_no_handler_behave_as_stdlib(wide_logger, tmp_path, capsys):
+    logger, wide = wide_logger(tmp_path / "out.jsonlog")
+    log = get_logger(logger.name)
+    logger.setLevel(logging.INFO)
+    log.debug("below the level")
+    logging.disable(logging.INFO)
+    try:
+        log.info("disabled")
+    finally:
+        logging.disable(logging.NOTSET)
+    logger.disabled = True
+    log.warning("logger disabled")
+    logger.disabled = False
+    log.info("logged")
+    wide.flush()
+    assert [e["message"] for e in comparable(tmp_path / "out.jsonlog")] == ["logged"]
+    lonely = get_logger("test.fast.nobody.listens")
+    logging.getLogger("test.fast.nobody.listens").propagate = False
+    lonely.warning("to stderr through logging.lastResort")
+    assert "to stderr through logging.lastResort" in capsys.readouterr().err
+
+
+def test_exceptions_and_stack_info_take_the_stdlib_path(wide_logger, tmp_path):
+    logger, wide = wide_logger(tmp_path / "out.jsonlog")
+    log = get_logger(logger.name)
+    try:
+        raise KeyError("missing")
+    except KeyError:
+        log.exception("lookup failed")
+    log.info("with stack", stack_info=True)
+    wide.flush()
+    failed, stacked = comparable(tmp_path / "out.jsonlog")
+    assert failed["exc_type"] == "KeyError" and "KeyError: 'missing'" in failed["exc_text"]
+    assert failed["funcName"] == stacked["funcName"] == "test_exceptions_and_stack_info_take_the_stdlib_path"
+    assert "Stack (most recent call last)" in stacked["stack_info"]
+    assert wide.fast_lines == 0
+
+
+def test_a_record_factory_or_a_reserved_extra_name_is_handled_by_stdlib(wide_logger, tmp_path):
+    logger, wide = wide_logger(tmp_path / "out.jsonlog")
+    log = get_logger(logger.name)
+    stdlib_factory = logging.getLogRecordFactory()
+
+    def tagging_factory(*args, **kwargs):
+        record = stdlib_factory(*args, **kwargs)
+        record.tagged = True
+        return record
+
+    logging.setLogRecordFactory(tagging_factory)
+    try:
+        log.info("made by a custom factory")
+    finally:
+        logging.setLogRecordFactory(stdlib_factory)
+    with pytest.raises(KeyError, match="Attempt to overwrite 'message'"):
+        logger.info("stdlib refuses this", extra={"message": "clash"})
+    with pytest.raises(KeyError, match="Attempt to overwrite 'message'"):
+        log.info("and so does the fast logger", extra={"message": "clash"})
+    wide.flush()
+    (event,) = comparable(tmp_path / "out.jsonlog")
+    assert event["tagged"] is True and wide.fast_lines == 0
+
+
+def test_the_dfk_handler_takes_the_fast_path_once_it_knows_the_run_id(tmp_path):
+    from taskscope.parsl.logconfig import _RunIdLearningHandler
+
+    class CountingDfkHandler(CountsFastLines, _RunIdLearningHandler):
+        pass
+
+    logger = logging.getLogger(f"test.fast.{next(LOGGER_NUMBERS)}")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    handler = CountingDfkHandler(tmp_path / "parsl.jsonlog", flush_interval=60, stamps={"component": "parsl"})
+    logger.addHandler(handler)
+    log = get_logger(logger.name)
+    try:
+        log.info("before the run id")           # held back by the DFK handler: the stdlib path
+        logger.info("Run id is: run-42")
+        log.info("after the run id")
+        handler.flush()
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    events = comparable(tmp_path / "parsl.jsonlog")
+    assert [e["message"] for e in events] == ["before the run id", "Run id is: run-42", "after the run id"]
+    assert {e["run_id"] for e in events} == {"run-42"} and handler.fast_lines == 1
+
+
+def test_caller_lookup_switched_off_as_stdlib_does(wide_logger, tmp_path, monkeypatch):
+    logger, wide = wide_logger(tmp_path / "out.jsonlog")
+    monkeypatch.setattr(logging, "_srcfile", None)
+    get_logger(logger.name).info("fast, no caller")
+    logger.info("stdlib, no caller")
+    wide.flush()
+    fast, slow = comparable(tmp_path / "out.jsonlog")
+    for event in (fast, slow):
+        assert (event["pathname"], event["lineno"], event["funcName"]) == ("(unknown file)", 0, "(unknown function)")
+    assert {k: v for k, v in fast.items() if k not in ("message", "msg")} == {
+        k: v for k, v in slow.items() if k not in ("message", "msg")}
+    assert wide.fast_lines == 1
