@@ -9,7 +9,6 @@ from __future__ import annotations
 import duckdb
 
 from taskscope._sql import scalar
-from taskscope.ingest.lines import usable_lines_sql
 from taskscope.ingest.staging import insert_staged
 from taskscope.sources import StageContext, StageResult
 from taskscope.sources.json_fields import (
@@ -42,7 +41,7 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
             SELECT line, txt, ok, CASE WHEN ok THEN {extraction} END AS v FROM (
                 -- valid JSON whose first character is `{{` is an object (cheaper than json_type)
                 SELECT line, txt, json_valid(txt) AND left(ltrim(txt, {_JSON_SPACE}), 1) = '{{' AS ok
-                FROM ({usable_lines_sql(table_name)})))""",
+                FROM {table_name}))""",
         stamp_params,
     )
     # records that give the same keys to columns share one attrs patch, built once

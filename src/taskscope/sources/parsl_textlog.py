@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import duckdb
 
 from taskscope._sql import literal, scalar
-from taskscope.ingest.lines import usable_lines_sql
 from taskscope.ingest.staging import insert_staged
 from taskscope.sources import StageContext, StageResult
 
@@ -116,7 +115,7 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
     sample = [
         row[0]
         for row in con.execute(
-            f"SELECT txt FROM ({usable_lines_sql(f'(SELECT * FROM {table_name} LIMIT 200)')}) ORDER BY line"
+            f"SELECT txt FROM {table_name} ORDER BY line LIMIT 200"
         ).fetchall()
     ]
     fmt = context.progress.get("format")
@@ -156,7 +155,7 @@ def _split_records(con: duckdb.DuckDBPyConnection, table_name: str, fmt: TextFor
         f"""CREATE OR REPLACE TEMP TABLE text_lines AS
         SELECT line, txt, h, is_header, sum(is_header::INTEGER) OVER (ORDER BY line) AS record
         FROM ({_headers_sql(fmt, f"SELECT line, txt, regexp_matches(txt, {pattern}) AS is_header "
-                                  f"FROM ({usable_lines_sql(table_name)})")})"""
+                                  f"FROM {table_name}")})"""
     )
 
 
@@ -271,6 +270,6 @@ def _all_lines_bad(con: duckdb.DuckDBPyConnection, table_name: str, context: Sta
     return int(scalar(
         con,
         f"""INSERT INTO bad_lines SELECT ?, line, ?, CAST(txt AS BLOB)[1:200], ?::INTEGER
-            FROM ({usable_lines_sql(table_name)})""",
+            FROM {table_name}""",
         [context.file, reason, context.file_id],
     ))
