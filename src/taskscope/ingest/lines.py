@@ -19,6 +19,8 @@ import pyarrow as pa
 MAX_LINE_BYTES = 1 << 20
 #: how much of a file is read at once; a chunk always ends at a newline
 CHUNK_BYTES = 64 << 20
+#: rows per Arrow record batch of decoded lines: DuckDB scans batches in parallel, one per thread
+BATCH_ROWS = 16_384
 
 
 @dataclass
@@ -124,7 +126,8 @@ def _decoded_lines(data: bytes, newlines: np.ndarray, offsets: np.ndarray, numbe
         txt.validate(full=True)
     except pa.ArrowInvalid:
         return None
-    return pa.table({"line": pa.array(numbers), "txt": txt})
+    table = pa.table({"line": pa.array(numbers), "txt": txt})
+    return pa.Table.from_batches(table.to_batches(max_chunksize=BATCH_ROWS))  # zero-copy slices
 
 
 def file_size(path: str) -> int:
