@@ -17,7 +17,7 @@ import duckdb
 
 from taskscope._sql import scalar
 from taskscope.ingest.discover import InputFile, discover
-from taskscope.ingest.lines import bad_lines_sql, file_size, read_new_lines
+from taskscope.ingest.lines import bad_lines_sql, file_size, read_new_lines, usable_lines_sql
 from taskscope.ingest.staging import STAGED, create_staging
 from taskscope.relate import RelateReport, relate
 from taskscope.rules import Rule, apply_rules_sql, load_rules
@@ -197,6 +197,14 @@ def _ingest_one(con, item: InputFile, report: IngestReport, offsets: _Offsets, r
 
 
 def _stage_chunk(con, module, chunk, context: StageContext) -> StageResult:
+    """Hand the chunk's usable lines to the source as the relation `chunk_text` (line, txt);
+    keep the others aside in bad_lines."""
+    if chunk.text is not None:
+        con.register("chunk_text", chunk.text)
+        try:
+            return module.stage_lines(con, "chunk_text", context)
+        finally:
+            con.unregister("chunk_text")
     con.register("chunk_lines", chunk.table)
     try:
         undecodable = scalar(
@@ -209,9 +217,13 @@ def _stage_chunk(con, module, chunk, context: StageContext) -> StageResult:
                 "INSERT INTO bad_lines VALUES (?, ?, ?, ?, ?)",
                 [context.file, line, "line longer than 1 MiB", head, context.file_id],
             )
-        result = module.stage_lines(con, "chunk_lines", context)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE chunk_text AS {usable_lines_sql('chunk_lines')}")
     finally:
         con.unregister("chunk_lines")
+    try:
+        result = module.stage_lines(con, "chunk_text", context)
+    finally:
+        con.execute("DROP TABLE chunk_text")
     result.bad_lines += int(undecodable) + len(chunk.overlong)
     return result
 

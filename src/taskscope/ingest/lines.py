@@ -19,6 +19,8 @@ import pyarrow as pa
 MAX_LINE_BYTES = 1 << 20
 #: how much of a file is read at once; a chunk always ends at a newline
 CHUNK_BYTES = 64 << 20
+#: rows per Arrow record batch of decoded lines: DuckDB scans batches in parallel, one per thread
+BATCH_ROWS = 16_384
 
 
 @dataclass
@@ -28,12 +30,16 @@ class LineChunk:
     `table` has columns `line` (1-based line number in the file) and `raw` (the bytes of
     the line including its newline). `overlong` lists (line, first bytes) of lines over
     MAX_LINE_BYTES, which the parsers must leave out (see `usable_lines_sql`).
+    `text`, when every line of the chunk is usable (valid UTF-8, no NUL byte, none
+    overlong: the usual case), is the same lines already decoded, as columns `line` and
+    `txt` without the line ending, so that no SQL has to decode or check them.
     """
 
     table: pa.Table
     first_line: int
     end_offset: int
     overlong: list[tuple[int, bytes]] = field(default_factory=list)
+    text: pa.Table | None = None
 
     @property
     def n_lines(self) -> int:
@@ -90,7 +96,38 @@ def _split_lines(data: bytes, first_line: int) -> LineChunk:
         for i in np.flatnonzero(np.diff(offsets) - 1 > MAX_LINE_BYTES)
     ]
     table = pa.table({"line": pa.array(numbers), "raw": raw})
-    return LineChunk(table=table, first_line=first_line, end_offset=0, overlong=overlong)
+    text = None if overlong else _decoded_lines(data, newlines, offsets, numbers)
+    return LineChunk(table=table, first_line=first_line, end_offset=0, overlong=overlong, text=text)
+
+
+def _decoded_lines(data: bytes, newlines: np.ndarray, offsets: np.ndarray, numbers: np.ndarray) -> pa.Table | None:
+    """(line, txt) of `data` with each line's ending (LF or CRLF) removed, or None if a line
+    is not valid UTF-8 or holds a NUL byte (those take the checked path in SQL).
+
+    The line endings are cut out in one numpy copy, so the strings are contiguous and
+    Arrow can hold them as an ordinary string column; Arrow checks the UTF-8.
+    """
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    if len(newlines) == 0 or (buffer == 0).any():
+        return None
+    before = newlines - 1
+    has_cr = np.zeros(len(newlines), dtype=bool)
+    has_cr[before >= 0] = buffer[before[before >= 0]] == 13
+    keep = np.ones(len(buffer), dtype=bool)
+    keep[newlines] = False
+    keep[before[has_cr]] = False
+    lengths = np.diff(offsets) - 1 - has_cr
+    text_offsets = np.zeros(len(newlines) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=text_offsets[1:])
+    txt = pa.Array.from_buffers(
+        pa.large_string(), len(newlines), [None, pa.py_buffer(text_offsets), pa.py_buffer(buffer[keep])]
+    )
+    try:
+        txt.validate(full=True)
+    except pa.ArrowInvalid:
+        return None
+    table = pa.table({"line": pa.array(numbers), "txt": txt})
+    return pa.Table.from_batches(table.to_batches(max_chunksize=BATCH_ROWS))  # zero-copy slices
 
 
 def file_size(path: str) -> int:
@@ -102,7 +139,8 @@ def file_size(path: str) -> int:
 
 
 def usable_lines_sql(table_name: str) -> str:
-    """SQL selecting (line, text) of the lines of an Arrow table from `read_new_lines`.
+    """SQL selecting (line, txt) of the lines of an Arrow table from `read_new_lines`
+    (what `LineChunk.text` holds directly when the chunk has no bad line).
 
     Strips the newline (and a CR), decodes UTF-8, and leaves out overlong lines and lines
     that are not valid UTF-8 or contain NUL bytes (`bad_lines_sql` reports those).

@@ -1,8 +1,10 @@
 """Input formats. One module per format, each with the same small interface.
 
 A line-oriented source exposes ``stage_lines(con, table_name, context) -> StageResult``,
-which reads the Arrow table of new lines registered under `table_name` (columns `line`,
-`raw`; see `taskscope.ingest.lines`) and inserts its records into the staging table.
+which reads the new lines of a file from the relation `table_name` (columns `line`, the
+1-based line number, and `txt`, the decoded line without its ending; lines that cannot be
+decoded are already in bad_lines, see `taskscope.ingest.lines`) and inserts its records
+into the staging table.
 A whole-file source (monitoring.db) exposes ``stage_file(con, context) -> StageResult``.
 """
 

@@ -9,10 +9,19 @@ from __future__ import annotations
 import duckdb
 
 from taskscope._sql import scalar
-from taskscope.ingest.lines import usable_lines_sql
 from taskscope.ingest.staging import insert_staged
 from taskscope.sources import StageContext, StageResult
-from taskscope.sources.json_fields import attrs_sql, extract_columns_sql, parse_time_sql, ts_candidates_sql
+from taskscope.sources.json_fields import (
+    attrs_patch_sql,
+    extract_columns_sql,
+    parse_time_sql,
+    ts_candidates_sql,
+    used_keys_mask_sql,
+)
+
+
+# the whitespace JSON allows before a value
+_JSON_SPACE = "' ' || chr(9) || chr(10) || chr(13)"
 
 
 def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageContext) -> StageResult:
@@ -27,17 +36,29 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
     # one pass decodes, validates and extracts; good and bad lines are then taken from it
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE json_parsed AS
-        SELECT line, txt, ok, v, CASE WHEN ok THEN {time_sql} END AS ts FROM (
+        SELECT line, txt, ok, CASE WHEN ok THEN {time_sql} END AS ts,
+               CASE WHEN ok THEN {used_keys_mask_sql()} END AS used_keys, {select_list} FROM (
             SELECT line, txt, ok, CASE WHEN ok THEN {extraction} END AS v FROM (
-                SELECT line, txt, CASE WHEN json_valid(txt) THEN json_type(txt) = 'OBJECT' ELSE false END AS ok
-                FROM ({usable_lines_sql(table_name)})))"""
+                -- valid JSON whose first character is `{{` is an object (cheaper than json_type)
+                SELECT line, txt, json_valid(txt) AND left(ltrim(txt, {_JSON_SPACE}), 1) = '{{' AS ok
+                FROM {table_name}))""",
+        stamp_params,
     )
+    # records that give the same keys to columns share one attrs patch, built once
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE json_patches AS
+        SELECT used_keys, {attrs_patch_sql()} AS patch FROM (
+            SELECT sample.used_keys, {extraction} AS v
+            FROM (SELECT used_keys, min(line) AS line FROM json_parsed WHERE ok AND ts IS NOT NULL GROUP BY used_keys) sample
+            JOIN json_parsed USING (line))"""
+    )
+    names = ", ".join(columns)
     staged = insert_staged(
         con,
-        f"""SELECT ts, ? AS source, ? AS file, line, {select_list}, {attrs_sql('txt')} AS attrs,
+        f"""SELECT ts, ? AS source, ? AS file, line, {names}, json_merge_patch(txt, patch) AS attrs,
                    ?::INTEGER AS file_id
-            FROM json_parsed WHERE ok AND ts IS NOT NULL""",
-        [context.component, context.file, *stamp_params, context.file_id],
+            FROM json_parsed JOIN json_patches USING (used_keys) WHERE ok AND ts IS NOT NULL""",
+        [context.component, context.file, context.file_id],
     )
     bad = scalar(
         con,

@@ -16,12 +16,27 @@ from dataclasses import dataclass
 import duckdb
 
 from taskscope._sql import literal, scalar
-from taskscope.ingest.lines import usable_lines_sql
 from taskscope.ingest.staging import insert_staged
 from taskscope.sources import StageContext, StageResult
 
 _LEVEL = r"(DEBUG|INFO|WARNING|ERROR|CRITICAL)"
 _DATE = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+
+
+@dataclass(frozen=True)
+class HeaderSplit:
+    """A cheaper way to read a format's header than one regex with captures per line.
+
+    `stamps` (field -> SQL over `txt`) read the leading time fields by position. What follows,
+    up to and including the first `marker`, repeats from line to line (process, thread,
+    logger, line number, level), so `middle_pattern` parses it once per distinct value; the
+    message is the rest. Lines where this does not fit fall back to the format's `pattern`.
+    """
+
+    stamps: dict[str, str]
+    middle_start: str  # SQL: the character position where the repeating middle begins
+    marker: str
+    middle_pattern: str
 
 
 @dataclass(frozen=True)
@@ -31,6 +46,7 @@ class TextFormat:
     name: str
     pattern: str
     fields: tuple[str, ...]
+    split: HeaderSplit | None = None
 
 
 FORMATS: list[TextFormat] = [
@@ -42,6 +58,13 @@ FORMATS: list[TextFormat] = [
         rf"^(\d+\.\d+) ({_DATE}) (.+?)-(\d+) (.+?)-(\d+) (\S+):(\d+) (\S+) {_LEVEL}: ?(.*)$",
         ("created", "asctime", "process_name", "pid", "thread", "thread_ident", "logger", "lineno",
          "func", "level", "message"),
+        HeaderSplit(
+            stamps={"created": "split_part(txt, ' ', 1)",
+                    "asctime": "substr(txt, length(split_part(txt, ' ', 1)) + 2, 19)"},
+            middle_start="length(split_part(txt, ' ', 1)) + 22",
+            marker=": ",
+            middle_pattern=rf"^(.+?)-(\d+) (.+?)-(\d+) (\S+):(\d+) (\S+) {_LEVEL}:$",
+        ),
     ),
     # interchange before 2026: "%(asctime)s.%(msecs)03d %(name)s:%(lineno)d
     #  %(processName)s(%(process)d) %(threadName)s %(funcName)s [%(levelname)s] %(message)s"
@@ -92,7 +115,7 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
     sample = [
         row[0]
         for row in con.execute(
-            f"SELECT txt FROM ({usable_lines_sql(f'(SELECT * FROM {table_name} LIMIT 200)')}) ORDER BY line"
+            f"SELECT txt FROM {table_name} ORDER BY line LIMIT 200"
         ).fetchall()
     ]
     fmt = context.progress.get("format")
@@ -123,20 +146,50 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
 def _split_records(con: duckdb.DuckDBPyConnection, table_name: str, fmt: TextFormat) -> None:
     """Number records: a header line starts one, other lines continue the current one.
 
-    The header regex runs once per line; on a non-header line every group is '' (every
-    format has a non-empty level group, so that tells headers apart).
+    `h` is the header's fields as a struct (NULL on continuation lines). A header is found
+    with a regex match without captures (RE2's fast DFA); its fields come from the format's
+    `HeaderSplit` where it has one, else from one regex with captures per line.
     """
-    names = "[" + ", ".join(literal(f) for f in fmt.fields) + "]"
     pattern = literal(fmt.pattern)
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE text_lines AS
         SELECT line, txt, h, is_header, sum(is_header::INTEGER) OVER (ORDER BY line) AS record
-        FROM (
-            SELECT line, txt, h, h.level <> '' AS is_header
-            FROM (SELECT line, txt, regexp_extract(txt, {pattern}, {names}) AS h
-                  FROM ({usable_lines_sql(table_name)}))
-        )"""
+        FROM ({_headers_sql(fmt, f"SELECT line, txt, regexp_matches(txt, {pattern}) AS is_header "
+                                  f"FROM {table_name}")})"""
     )
+
+
+def _headers_sql(fmt: TextFormat, lines_sql: str) -> str:
+    """SELECT line, txt, is_header, h over `lines_sql` (which gives line, txt, is_header)."""
+    names = "[" + ", ".join(literal(f) for f in fmt.fields) + "]"
+    by_regex = f"regexp_extract(txt, {literal(fmt.pattern)}, {names})"
+    split = fmt.split
+    if split is None:
+        return f"SELECT line, txt, is_header, CASE WHEN is_header THEN {by_regex} END AS h FROM ({lines_sql})"
+    middle_fields = [f for f in fmt.fields if f not in split.stamps and f != "message"]
+    middle_names = "[" + ", ".join(literal(f) for f in middle_fields) + "]"
+    fields = ", ".join(
+        f"{name} := {split.stamps[name]}" if name in split.stamps
+        else f"{name} := rest[{len(split.marker) + 1}:]" if name == "message"
+        else f"{name} := m.{name}"
+        for name in fmt.fields
+    )
+    return f"""
+        WITH cut AS (
+            SELECT line, txt, is_header, substr(txt, start, cut_at) AS middle, substr(txt, start + cut_at - 1) AS rest
+            FROM (SELECT *, {split.middle_start} AS start,
+                         strpos(substr(txt, {split.middle_start}), {literal(split.marker)}) AS cut_at
+                  FROM ({lines_sql}))
+        ),
+        middles AS (
+            SELECT middle, regexp_extract(middle, {literal(split.middle_pattern)}, {middle_names}) AS m
+            FROM (SELECT DISTINCT middle FROM cut WHERE is_header)
+        )
+        SELECT line, txt, is_header,
+               CASE WHEN NOT is_header THEN NULL
+                    WHEN m.level <> '' THEN struct_pack({fields})
+                    ELSE {by_regex} END AS h
+        FROM cut LEFT JOIN middles USING (middle)"""
 
 
 def _continue_previous_event(con: duckdb.DuckDBPyConnection, context: StageContext) -> bool:
@@ -217,6 +270,6 @@ def _all_lines_bad(con: duckdb.DuckDBPyConnection, table_name: str, context: Sta
     return int(scalar(
         con,
         f"""INSERT INTO bad_lines SELECT ?, line, ?, CAST(txt AS BLOB)[1:200], ?::INTEGER
-            FROM ({usable_lines_sql(table_name)})""",
+            FROM {table_name}""",
         [context.file, reason, context.file_id],
     ))

@@ -1,0 +1,119 @@
+"""The ingest fast paths give exactly what the general (slower) paths give.
+
+Each fast path has a general twin kept for input it does not fit: lines decoded in
+numpy/Arrow vs decoded in SQL, Parsl DEFAULT_FORMAT headers split once per distinct middle
+vs one regex per line, JSON attrs patched once per used-key mask vs per record.
+"""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import pytest
+
+import taskscope
+from taskscope._sql import literal
+from taskscope.ingest.lines import read_new_lines, usable_lines_sql
+from taskscope.sources.json_fields import COLUMN_KEYS, REDUNDANT_KEYS
+from taskscope.sources.parsl_textlog import FORMATS, _headers_sql
+
+DEFAULT_FORMAT = next(fmt for fmt in FORMATS if fmt.name == "parsl_default")
+
+
+def _chunk(tmp_path, data: bytes):
+    path = tmp_path / "lines.log"
+    path.write_bytes(data)
+    chunks = list(read_new_lines(str(path), 0, 0))
+    assert len(chunks) == 1
+    return chunks[0]
+
+
+def test_decoded_chunk_equals_the_sql_decoding(tmp_path):
+    data = "ab\r\ncd\n\r\n\nx\r\r\nmid\rdle\né ünïcødé 日本\n  lead and trail  \n".encode()
+    chunk = _chunk(tmp_path, data)
+    assert chunk.text is not None
+    con = duckdb.connect()
+    con.register("chunk_lines", chunk.table)
+    by_sql = con.execute(f"SELECT line, txt FROM ({usable_lines_sql('chunk_lines')}) ORDER BY line").fetchall()
+    assert list(zip(chunk.text.column("line").to_pylist(), chunk.text.column("txt").to_pylist())) == by_sql
+    assert [txt for _, txt in by_sql] == ["ab", "cd", "", "", "x\r", "mid\rdle", "é ünïcødé 日本", "  lead and trail  "]
+
+
+@pytest.mark.parametrize("bad", [b"\xff\xfe not utf-8\n", b"nul \x00 byte\n", b"\xed\xa0\x80 surrogate\n"])
+def test_a_chunk_with_a_bad_line_takes_the_checked_path(tmp_path, bad):
+    chunk = _chunk(tmp_path, b"good line\n" + bad + b"another good line\n")
+    assert chunk.text is None
+
+
+HEADER_LINES = [
+    "1795294503.123456 2026-11-16 10:15:03 MainProcess-2841 MainThread-140527446391680 parsl.dataflow.dflow:1146 launch_if_ready DEBUG: Task 7 launched",
+    # thread names with spaces and dashes, process names with dashes and digits
+    "1795294503.123456 2026-11-16 10:15:03 ForkProcess-1-2841 Thread-3 (_run)-1405 parsl.x:12 f INFO: hello: world",
+    "1795294503.123456 2026-11-16 10:15:03 Fork-1-2-3 Task-Launch_0-1405 parsl.x:12 f WARNING:   three leading spaces",
+    # nothing after the level: the fast split does not fit, the regex still reads it
+    "1795294503.123456 2026-11-16 10:15:03 MainProcess-2841 MainThread-1 parsl.x:12 f ERROR:",
+    "1795294503.123456 2026-11-16 10:15:03 MainProcess-2841 MainThread-1 parsl.x:12 f CRITICAL:no space",
+    # ': ' inside a thread name, before the level
+    "1795294503.123456 2026-11-16 10:15:03 MainProcess-2841 odd: name-1 parsl.x:12 f DEBUG: msg",
+    # not headers: continuation lines
+    "Traceback (most recent call last):",
+    "  File \"x.py\", line 3, in <module>",
+    "",
+]
+
+
+def test_default_format_split_equals_the_header_regex():
+    con = duckdb.connect()
+    con.execute("CREATE TABLE lines AS SELECT * FROM (SELECT unnest(range(1, ?)) AS line, unnest(?) AS txt)",
+                [len(HEADER_LINES) + 1, HEADER_LINES])
+    names = "[" + ", ".join(literal(f) for f in DEFAULT_FORMAT.fields) + "]"
+    pattern = literal(DEFAULT_FORMAT.pattern)
+    expected = con.execute(
+        f"""SELECT line, CASE WHEN regexp_matches(txt, {pattern}) THEN regexp_extract(txt, {pattern}, {names}) END
+            FROM lines ORDER BY line"""
+    ).fetchall()
+    lines_sql = f"SELECT line, txt, regexp_matches(txt, {pattern}) AS is_header FROM lines"
+    got = con.execute(f"SELECT line, h FROM ({_headers_sql(DEFAULT_FORMAT, lines_sql)}) ORDER BY line").fetchall()
+    assert got == expected
+    assert [h is not None for _, h in got] == [True] * 6 + [False] * 3
+    assert got[1][1]["thread"] == "Thread-3 (_run)" and got[1][1]["message"] == "hello: world"
+
+
+JSON_RECORDS = [
+    # Parsl JSONLogging: msg is a %-template (kept in attrs) or not (dropped)
+    {"created": 1795294503.5, "process": 1, "processName": "MainProcess", "threadName": "MainThread", "thread": 14,
+     "name": "parsl", "lineno": 3, "funcname": "f", "levelname": "DEBUG", "msg": "Task %s done", "formatted": "Task 1 done",
+     "parsl.task": 1},
+    {"created": 1795294503.6, "process": 1, "processName": "MainProcess", "threadName": "MainThread", "thread": 14,
+     "name": "parsl", "lineno": 3, "funcname": "f", "levelname": "DEBUG", "msg": "plain", "formatted": "plain"},
+    # both host and hostname: only the key the column used leaves attrs
+    {"ts": 1795294503.7, "host": "a", "hostname": "b", "message": "m", "levelno": 10, "extra": {"k": [1, 2]}},
+    {"ts": 1795294503.8, "hostname": "b", "message": "m", "nested.key": "v"},
+    # a key present with a JSON null does not fill its column, so the next candidate does
+    {"time": "2026-11-16T10:15:03Z", "host": None, "hostname": "c", "msg": "only msg", "task_id": "12"},
+    {"timestamp": 1795294503900, "level": "INFO", "event": "custom.thing", "worker_id": 3, "x": None},
+]
+
+
+def _expected_attrs(record: dict) -> dict:
+    """The record's keys that no column took (the Python statement of the rule)."""
+    used = {next((key for key in keys if record.get(key) is not None), None) for keys in COLUMN_KEYS.values()}
+    msg = record.get("msg")
+    if isinstance(msg, str) and "%" not in msg:
+        used.add("msg")
+    used.update(REDUNDANT_KEYS)
+    return {key: value for key, value in record.items() if key not in used}
+
+
+def test_json_attrs_hold_exactly_the_keys_no_column_took(tmp_path):
+    lines = [json.dumps(record) for record in JSON_RECORDS]
+    # each shape repeated, so records share a patch
+    (tmp_path / "wide.jsonl").write_text("\n".join(lines + lines) + "\n")
+    store = taskscope.open(":memory:")
+    store.ingest(tmp_path / "wide.jsonl")
+    rows = store.con.execute("SELECT line, attrs FROM events ORDER BY line").fetchall()
+    assert [line for line, _ in rows] == list(range(1, 2 * len(JSON_RECORDS) + 1))
+    for line, attrs in rows:
+        record = JSON_RECORDS[(line - 1) % len(JSON_RECORDS)]
+        assert json.loads(attrs) == _expected_attrs(record), record
