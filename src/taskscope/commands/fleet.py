@@ -1,0 +1,147 @@
+"""CLI commands `fleet serve`, `fleet account create`, `fleet token create|revoke` and `fleet upload`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from taskscope.commands.common import FormatOption, OutputFormat, console, err_console, fail, user_errors
+
+DEFAULT_FLEET_STORE = "fleet.duckdb"
+
+fleet_app = typer.Typer(
+    help="Fleet analytics: a self-hosted server for Dask clusters and Parsl runs, its accounts and tokens.\n\n"
+    "Example: taskscope fleet serve --store fleet.duckdb --port 8090",
+    no_args_is_help=True,
+)
+account_app = typer.Typer(help="Accounts (teams): every read is scoped to one.\n\n"
+                          "Example: taskscope fleet account create physics --store fleet.duckdb",
+                          no_args_is_help=True)
+token_app = typer.Typer(help="API tokens: create one per user (shown once, stored hashed) or revoke one.\n\n"
+                        "Example: taskscope fleet token create --account physics --user alice",
+                        no_args_is_help=True)
+fleet_app.add_typer(account_app, name="account")
+fleet_app.add_typer(token_app, name="token")
+
+FleetStoreOption = typer.Option(DEFAULT_FLEET_STORE, "--store", "-s", help="The fleet server's DuckDB file.")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to `app`."""
+    app.add_typer(fleet_app, name="fleet")
+
+
+def _open_db(store: str):
+    import duckdb
+
+    from taskscope.fleet.db import FleetDB
+
+    try:
+        return FleetDB(store)
+    except duckdb.Error as exc:
+        fail(f"cannot open {store}: {str(exc).splitlines()[0]}")
+
+
+@fleet_app.command("serve")
+@user_errors
+def serve(
+    store: str = FleetStoreOption,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; 0.0.0.0 to accept from other machines."),
+    port: int = typer.Option(8090, "--port", "-p", help="TCP port."),
+    tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", help="PEM certificate: serve HTTPS."),
+    tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert."),
+) -> None:
+    """Run the fleet server: ingest from Dask plugins and `fleet upload`, the read API and the pages.
+
+    Example: taskscope fleet serve --store fleet.duckdb --host 0.0.0.0 --port 8443 --tls-cert cert.pem --tls-key key.pem
+    """
+    from taskscope.fleet import server
+
+    if (tls_cert is None) != (tls_key is None):
+        fail("give both --tls-cert and --tls-key, or neither")
+    for path in (tls_cert, tls_key):
+        if path is not None and not path.is_file():
+            fail(f"no such file: {path}")
+    _open_db(store).close()  # a locked or broken store fails here, in one line
+    scheme = "https" if tls_cert else "http"
+    err_console.print(f"fleet server on {scheme}://{host}:{port} storing into {store}; Ctrl-C to stop", highlight=False)
+    server.serve(store, host=host, port=port, tls_cert=str(tls_cert) if tls_cert else None,
+                 tls_key=str(tls_key) if tls_key else None)
+
+
+@account_app.command("create")
+@user_errors
+def account_create(
+    account: str = typer.Argument(..., help="Account (team) name."),
+    store: str = FleetStoreOption,
+    fmt: OutputFormat = FormatOption,
+) -> None:
+    """Create an account; saying so if it already existed.
+
+    Example: taskscope fleet account create physics --store fleet.duckdb
+    """
+    from taskscope.fleet.db import AccountError
+
+    db = _open_db(store)
+    try:
+        created = db.create_account(account)
+    except AccountError as exc:
+        fail(str(exc))
+    finally:
+        db.close()
+    if fmt is OutputFormat.json:
+        sys.stdout.write(json.dumps({"account": account, "created": created}) + "\n")
+    else:
+        console.print(f"account {account} {'created' if created else 'already exists'}", highlight=False)
+
+
+@token_app.command("create")
+@user_errors
+def token_create(
+    account: str = typer.Option(..., "--account", "-a", help="The account the token reads and writes."),
+    user: str = typer.Option(..., "--user", "-u", help="Who the token is for."),
+    store: str = FleetStoreOption,
+    fmt: OutputFormat = FormatOption,
+) -> None:
+    """Create an API token and print it once (only its SHA-256 hash is stored).
+
+    Example: taskscope fleet token create --account physics --user alice --store fleet.duckdb
+    """
+    from taskscope.fleet.db import AccountError
+
+    db = _open_db(store)
+    try:
+        token = db.create_token(account, user)
+    except AccountError as exc:
+        fail(str(exc))
+    finally:
+        db.close()
+    if fmt is OutputFormat.json:
+        sys.stdout.write(json.dumps({"account": account, "user": user, "token": token}) + "\n")
+    else:
+        sys.stdout.write(token + "\n")
+        err_console.print("store it now: it is not kept and cannot be shown again", highlight=False)
+
+
+@token_app.command("revoke")
+@user_errors
+def token_revoke(
+    token: str = typer.Argument(..., help="The token to revoke (in full)."),
+    store: str = FleetStoreOption,
+) -> None:
+    """Revoke a token: requests with it are refused from now on.
+
+    Example: taskscope fleet token revoke tsf_abc... --store fleet.duckdb
+    """
+    db = _open_db(store)
+    try:
+        revoked = db.revoke_token(token)
+    finally:
+        db.close()
+    if not revoked:
+        fail("no such live token")
+    console.print("token revoked", highlight=False)

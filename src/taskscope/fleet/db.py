@@ -1,0 +1,325 @@
+"""The fleet server's DuckDB store: accounts, tokens (hashed), batches and what they say.
+
+Every batch is kept whole in `batches` (keyed by account and batch_id, so a resend stores
+nothing new) and projected into one table per message kind in the same transaction. Every
+read takes the caller's account and filters by it; every statement is parameterised.
+
+>>> db = FleetDB(":memory:")
+>>> token = db.create_token("physics", "alice")
+>>> db.account_for_token(token)
+('physics', 'alice')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import duckdb
+import pandas as pd
+
+from taskscope.fleet.protocol import DEFAULT_PRICE_PER_CORE_HOUR, DEFAULT_PRICE_PER_GB_HOUR
+
+#: every token starts with this, so a leaked one is recognisable in logs and secret scanners
+TOKEN_PREFIX = "tsf_"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (account VARCHAR PRIMARY KEY, created DOUBLE);
+CREATE TABLE IF NOT EXISTS users (account VARCHAR, user_name VARCHAR, created DOUBLE, PRIMARY KEY (account, user_name));
+CREATE TABLE IF NOT EXISTS tokens (
+    token_sha256 VARCHAR PRIMARY KEY, token_start VARCHAR, account VARCHAR, user_name VARCHAR,
+    created DOUBLE, revoked DOUBLE);
+CREATE TABLE IF NOT EXISTS batches (
+    account VARCHAR, batch_id VARCHAR, cluster_id VARCHAR, token_user VARCHAR, received DOUBLE,
+    sent_at DOUBLE, n_messages BIGINT, body JSON, PRIMARY KEY (account, batch_id));
+CREATE TABLE IF NOT EXISTS clusters (
+    account VARCHAR, cluster_id VARCHAR, kind VARCHAR, name VARCHAR, user_name VARCHAR, host VARCHAR,
+    address VARCHAR, scheduler_id VARCHAR, dashboard_link VARCHAR, started DOUBLE, stopped DOUBLE,
+    first_seen DOUBLE, last_seen DOUBLE, python VARCHAR, platform VARCHAR, versions JSON, config JSON,
+    price_per_core_hour DOUBLE, price_per_gb_hour DOUBLE, PRIMARY KEY (account, cluster_id));
+CREATE TABLE IF NOT EXISTS computations (
+    account VARCHAR, cluster_id VARCHAR, computation_id VARCHAR, ts DOUBLE, start DOUBLE, stop DOUBLE,
+    code JSON, span_name JSON, PRIMARY KEY (account, cluster_id, computation_id));
+CREATE TABLE IF NOT EXISTS task_groups (
+    account VARCHAR, cluster_id VARCHAR, computation_id VARCHAR, name VARCHAR, prefix VARCHAR,
+    states JSON, n_tasks BIGINT, compute_s DOUBLE, transfer_s DOUBLE, disk_s DOUBLE, nbytes BIGINT,
+    start DOUBLE, stop DOUBLE, dependencies JSON);
+CREATE TABLE IF NOT EXISTS exceptions (
+    account VARCHAR, cluster_id VARCHAR, ts DOUBLE, key VARCHAR, task_group VARCHAR,
+    exception_text VARCHAR, traceback_text VARCHAR, worker VARCHAR, computation_id VARCHAR);
+CREATE TABLE IF NOT EXISTS cluster_events (account VARCHAR, cluster_id VARCHAR, ts DOUBLE, topic VARCHAR, msg JSON);
+CREATE TABLE IF NOT EXISTS worker_samples (
+    account VARCHAR, cluster_id VARCHAR, ts DOUBLE, n_workers BIGINT, n_threads BIGINT,
+    memory_used BIGINT, memory_total BIGINT, tasks_processing BIGINT, tasks_ready BIGINT);
+CREATE TABLE IF NOT EXISTS worker_changes (
+    account VARCHAR, cluster_id VARCHAR, ts DOUBLE, change VARCHAR, worker VARCHAR, name VARCHAR,
+    host VARCHAR, nthreads BIGINT, memory_limit BIGINT, versions JSON, reason VARCHAR);
+CREATE TABLE IF NOT EXISTS version_mismatches (
+    account VARCHAR, cluster_id VARCHAR, ts DOUBLE, package VARCHAR, versions JSON);
+CREATE TABLE IF NOT EXISTS idle_intervals (
+    account VARCHAR, cluster_id VARCHAR, start DOUBLE, stop DOUBLE, PRIMARY KEY (account, cluster_id, start));
+CREATE TABLE IF NOT EXISTS profiles (
+    account VARCHAR, cluster_id VARCHAR, computation_id VARCHAR, start DOUBLE, stop DOUBLE, data JSON);
+CREATE TABLE IF NOT EXISTS parsl_runs (
+    account VARCHAR, cluster_id VARCHAR, run_id VARCHAR, workflow_name VARCHAR, start DOUBLE, stop DOUBLE,
+    tasks BIGINT, tasks_failed BIGINT, apps JSON, failures JSON, workers BIGINT, cores BIGINT,
+    wall_s DOUBLE, core_seconds DOUBLE, cost DOUBLE, PRIMARY KEY (account, cluster_id));
+CREATE TABLE IF NOT EXISTS unknown_messages (account VARCHAR, cluster_id VARCHAR, ts DOUBLE, kind VARCHAR, body JSON);
+"""
+
+
+class AccountError(ValueError):
+    """An account, user or token operation that cannot be done (unknown account, empty name...)."""
+
+
+def hash_token(token: str) -> str:
+    """The SHA-256 hex digest under which a token is stored (tokens are random, so no salt is needed).
+
+    >>> hash_token("tsf_x")[:12]
+    'd99ba3da6df4'
+    """
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _json(value) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _integer(value) -> int | None:
+    number = _number(value)
+    return int(number) if number is not None else None
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(value)
+
+
+class FleetDB:
+    """The server's store in one DuckDB file; safe to share between request threads.
+
+    >>> db = FleetDB("fleet.duckdb")  # doctest: +SKIP
+    >>> db.store_batch(token_account="physics", token_user="alice", batch=batch)  # doctest: +SKIP
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self.con = duckdb.connect(path)
+        self._lock = threading.Lock()
+        self.con.execute(SCHEMA)
+
+    def close(self) -> None:
+        """Checkpoint and close the file."""
+        with self._lock:
+            self.con.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._lock:
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                yield self.con
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+            self.con.execute("COMMIT")
+
+    def query(self, sql: str, params: list | tuple = ()) -> pd.DataFrame:
+        """Run one parameterised SELECT and return its rows as a DataFrame."""
+        with self._lock:
+            return self.con.execute(sql, list(params)).df()
+
+    # accounts, users, tokens -------------------------------------------------------------
+
+    def create_account(self, account: str) -> bool:
+        """Create `account` (a team); False if it already existed."""
+        if not account or not account.strip():
+            raise AccountError("an account name must not be empty")
+        with self._transaction() as con:
+            if con.execute("SELECT 1 FROM accounts WHERE account = ?", [account]).fetchone():
+                return False
+            con.execute("INSERT INTO accounts VALUES (?, ?)", [account, time.time()])
+            return True
+
+    def create_token(self, account: str, user: str) -> str:
+        """A new API token for `user` of `account` (which must exist); only its hash is stored.
+
+        The token is returned once: nothing can show it again.
+        """
+        if not user or not user.strip():
+            raise AccountError("a user name must not be empty")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        now = time.time()
+        with self._transaction() as con:
+            if not con.execute("SELECT 1 FROM accounts WHERE account = ?", [account]).fetchone():
+                raise AccountError(f"no account {account!r} (create it with `taskscope fleet account create {account}`)")
+            con.execute("INSERT INTO users SELECT ?, ?, ? WHERE NOT EXISTS "
+                        "(SELECT 1 FROM users WHERE account = ? AND user_name = ?)", [account, user, now, account, user])
+            con.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, ?, NULL)",
+                        [hash_token(token), token[:len(TOKEN_PREFIX) + 4], account, user, now])
+        return token
+
+    def revoke_token(self, token: str) -> bool:
+        """Revoke a token given in full; False if no such live token."""
+        with self._transaction() as con:
+            found = con.execute("SELECT 1 FROM tokens WHERE token_sha256 = ? AND revoked IS NULL",
+                                [hash_token(token)]).fetchone()
+            if found:
+                con.execute("UPDATE tokens SET revoked = ? WHERE token_sha256 = ?", [time.time(), hash_token(token)])
+            return bool(found)
+
+    def account_for_token(self, token: str | None) -> tuple[str, str] | None:
+        """(account, user) of a live token, else None."""
+        if not token:
+            return None
+        with self._lock:
+            row = self.con.execute("SELECT account, user_name FROM tokens WHERE token_sha256 = ? AND revoked IS NULL",
+                                   [hash_token(token)]).fetchone()
+        return (row[0], row[1]) if row else None
+
+    # ingest ------------------------------------------------------------------------------
+
+    def store_batch(self, account: str, token_user: str, batch: dict) -> bool:
+        """Store a validated batch for `account`, committed before this returns; False for a resend."""
+        cluster = batch["cluster"]
+        cluster_id = cluster["cluster_id"]
+        now = time.time()
+        with self._transaction() as con:
+            if con.execute("SELECT 1 FROM batches WHERE account = ? AND batch_id = ?",
+                           [account, batch["batch_id"]]).fetchone():
+                return False
+            con.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        [account, batch["batch_id"], cluster_id, token_user, now, _number(batch.get("sent_at")),
+                         len(batch["messages"]), json.dumps(batch)])
+            _upsert_cluster(con, account, cluster, token_user, now)
+            for message in batch["messages"]:
+                _PROJECTIONS.get(message["kind"], _store_unknown)(con, account, cluster_id, message)
+        return True
+
+
+def _upsert_cluster(con: duckdb.DuckDBPyConnection, account: str, cluster: dict, token_user: str, now: float) -> None:
+    identity = [_text(cluster.get("kind")), _text(cluster.get("name")), _text(cluster.get("user")) or token_user,
+                _text(cluster.get("host")), _text(cluster.get("address"))]
+    if con.execute("SELECT 1 FROM clusters WHERE account = ? AND cluster_id = ?",
+                   [account, cluster["cluster_id"]]).fetchone():
+        con.execute("UPDATE clusters SET kind = ?, name = coalesce(?, name), user_name = ?, host = coalesce(?, host), "
+                    "address = coalesce(?, address), last_seen = greatest(last_seen, ?) "
+                    "WHERE account = ? AND cluster_id = ?", [*identity, now, account, cluster["cluster_id"]])
+    else:
+        con.execute("INSERT INTO clusters (account, cluster_id, kind, name, user_name, host, address, first_seen, "
+                    "last_seen, price_per_core_hour, price_per_gb_hour) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [account, cluster["cluster_id"], *identity, now, now,
+                     DEFAULT_PRICE_PER_CORE_HOUR, DEFAULT_PRICE_PER_GB_HOUR])
+
+
+def _store_cluster_start(con, account: str, cluster_id: str, m: dict) -> None:
+    con.execute(
+        "UPDATE clusters SET scheduler_id = coalesce(?, scheduler_id), address = coalesce(?, address), "
+        "dashboard_link = coalesce(?, dashboard_link), started = ?, python = ?, platform = ?, versions = ?, "
+        "config = ?, price_per_core_hour = coalesce(?, price_per_core_hour), "
+        "price_per_gb_hour = coalesce(?, price_per_gb_hour) WHERE account = ? AND cluster_id = ?",
+        [_text(m.get("scheduler_id")), _text(m.get("address")), _text(m.get("dashboard_link")),
+         _number(m.get("started")) or m["ts"], _text(m.get("python")), _text(m.get("platform")),
+         _json(m.get("versions")), _json(m.get("config")), _number(m.get("price_per_core_hour")),
+         _number(m.get("price_per_gb_hour")), account, cluster_id])
+
+
+def _store_cluster_stop(con, account: str, cluster_id: str, m: dict) -> None:
+    con.execute("UPDATE clusters SET stopped = ? WHERE account = ? AND cluster_id = ?",
+                [_number(m.get("stopped")) or m["ts"], account, cluster_id])
+
+
+def _store_workers(con, account: str, cluster_id: str, m: dict) -> None:
+    con.execute("INSERT INTO worker_samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [account, cluster_id, m["ts"], *(_integer(m.get(k)) for k in (
+                    "n_workers", "n_threads", "memory_used", "memory_total", "tasks_processing", "tasks_ready"))])
+
+
+def _store_worker_change(con, account: str, cluster_id: str, m: dict) -> None:
+    con.execute("INSERT INTO worker_changes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [account, cluster_id, m["ts"], m["kind"].removeprefix("worker."), _text(m.get("worker")),
+                 _text(m.get("name")), _text(m.get("host")), _integer(m.get("nthreads")),
+                 _integer(m.get("memory_limit")), _json(m.get("versions")), _text(m.get("reason"))])
+
+
+def _store_mismatch(con, account: str, cluster_id: str, m: dict) -> None:
+    con.execute("INSERT INTO version_mismatches VALUES (?, ?, ?, ?, ?)",
+                [account, cluster_id, m["ts"], _text(m.get("package")), _json(m.get("versions"))])
+
+
+def _store_computation(con, account: str, cluster_id: str, m: dict) -> None:
+    computation_id = _text(m.get("computation_id")) or f"at-{m['ts']}"
+    key = [account, cluster_id, computation_id]
+    # a resend of a running computation replaces what was known of it
+    con.execute("DELETE FROM computations WHERE account = ? AND cluster_id = ? AND computation_id = ?", key)
+    con.execute("DELETE FROM task_groups WHERE account = ? AND cluster_id = ? AND computation_id = ?", key)
+    con.execute("INSERT INTO computations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [*key, m["ts"], _number(m.get("start")), _number(m.get("stop")), _json(m.get("code") or []),
+                 _json(m.get("span_name"))])
+    groups = [g for g in (m.get("groups") or []) if isinstance(g, dict)]
+    if groups:
+        con.executemany("INSERT INTO task_groups VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            [*key, _text(g.get("name")), _text(g.get("prefix")), _json(g.get("states") or {}),
+             _integer(g.get("n_tasks")), _number(g.get("compute_s")), _number(g.get("transfer_s")),
+             _number(g.get("disk_s")), _integer(g.get("nbytes")), _number(g.get("start")), _number(g.get("stop")),
+             _json(g.get("dependencies") or [])] for g in groups])
+
+
+def _store_exception(con, account: str, cluster_id: str, m: dict) -> None:
+    con.execute("INSERT INTO exceptions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [account, cluster_id, m["ts"], *(_text(m.get(k)) for k in (
+                    "key", "task_group", "exception_text", "traceback_text", "worker", "computation_id"))])
+
+
+def _store_event(con, account: str, cluster_id: str, m: dict) -> None:
+    con.execute("INSERT INTO cluster_events VALUES (?, ?, ?, ?, ?)",
+                [account, cluster_id, m["ts"], _text(m.get("topic")), _json(m.get("msg"))])
+
+
+def _store_idle(con, account: str, cluster_id: str, m: dict) -> None:
+    start = _number(m.get("start")) or m["ts"]
+    # an open interval is sent again once it closes: same start, now with a stop
+    con.execute("DELETE FROM idle_intervals WHERE account = ? AND cluster_id = ? AND start = ?",
+                [account, cluster_id, start])
+    con.execute("INSERT INTO idle_intervals VALUES (?, ?, ?, ?)", [account, cluster_id, start, _number(m.get("stop"))])
+
+
+def _store_profile(con, account: str, cluster_id: str, m: dict) -> None:
+    con.execute("INSERT INTO profiles VALUES (?, ?, ?, ?, ?, ?)",
+                [account, cluster_id, _text(m.get("computation_id")), _number(m.get("start")),
+                 _number(m.get("stop")), _json(m.get("data"))])
+
+
+def _store_parsl_run(con, account: str, cluster_id: str, m: dict) -> None:
+    start, stop = _number(m.get("start")), _number(m.get("stop"))
+    con.execute("DELETE FROM parsl_runs WHERE account = ? AND cluster_id = ?", [account, cluster_id])
+    con.execute("INSERT INTO parsl_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [account, cluster_id, _text(m.get("run_id")), _text(m.get("workflow_name")), start, stop,
+                 _integer(m.get("tasks")), _integer(m.get("tasks_failed")), _json(m.get("apps") or []),
+                 _json(m.get("failures") or []), _integer(m.get("workers")), _integer(m.get("cores")),
+                 _number(m.get("wall_s")), _number(m.get("core_seconds")), _number(m.get("cost"))])
+    # a Parsl run is its own cluster: its start and stop are the run's
+    con.execute("UPDATE clusters SET started = coalesce(?, started), stopped = coalesce(?, stopped) "
+                "WHERE account = ? AND cluster_id = ?", [start, stop, account, cluster_id])
+
+
+def _store_unknown(con, account: str, cluster_id: str, m: dict) -> None:
+    # a newer sender's message kind: kept aside whole, never dropped
+    con.execute("INSERT INTO unknown_messages VALUES (?, ?, ?, ?, ?)",
+                [account, cluster_id, m["ts"], m["kind"], json.dumps(m)])
+
+
+_PROJECTIONS: dict[str, Callable] = {
+    "cluster.start": _store_cluster_start, "cluster.stop": _store_cluster_stop, "workers": _store_workers,
+    "worker.add": _store_worker_change, "worker.remove": _store_worker_change,
+    "versions.mismatch": _store_mismatch, "computation": _store_computation, "exception": _store_exception,
+    "event": _store_event, "idle": _store_idle, "profile": _store_profile, "parsl.run": _store_parsl_run,
+}
