@@ -43,6 +43,10 @@ def _open_db(store: str):
     try:
         return FleetDB(store)
     except duckdb.Error as exc:
+        if "lock" in str(exc).lower():
+            # DuckDB allows one writing process per file: the server's
+            fail(f"{store} is in use by another process (a running `taskscope fleet serve`?): stop it, run this "
+                 "command, start it again")
         fail(f"cannot open {store}: {str(exc).splitlines()[0]}")
 
 
@@ -145,3 +149,37 @@ def token_revoke(
     if not revoked:
         fail("no such live token")
     console.print("token revoked", highlight=False)
+
+
+@fleet_app.command("upload")
+@user_errors
+def upload(
+    runinfo: Path = typer.Argument(..., help="A Parsl runinfo folder (or one run's folder)."),
+    server: Optional[str] = typer.Option(None, "--server", envvar="TASKSCOPE_FLEET_SERVER",
+                                         help="Fleet server URL (default: $TASKSCOPE_FLEET_SERVER)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="TASKSCOPE_FLEET_TOKEN",
+                                        help="API token (default: $TASKSCOPE_FLEET_TOKEN)."),
+    store: Optional[str] = typer.Option(None, "--store", "-s", help="Event store to ingest into (default: a temporary one)."),
+    price_per_core_hour: float = typer.Option(0.05, "--price-per-core-hour", min=0, help="For the cost estimate."),
+    ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle", help="CA certificate(s) to trust for an HTTPS server."),
+    fmt: OutputFormat = FormatOption,
+) -> None:
+    """Send each Parsl run's summary (tasks, apps, failures, workers, wall time, cost) to a fleet server.
+
+    Example: taskscope fleet upload runinfo/ --server https://fleet.example.org:8443 --token tsf_...
+    """
+    from taskscope.fleet.api import FleetAPIError
+    from taskscope.fleet.upload import UploadError, upload_runs
+
+    if not runinfo.exists():
+        fail(f"no such folder: {runinfo}")
+    try:
+        sent = upload_runs(runinfo, server=server, token=token, store=store, price_per_core_hour=price_per_core_hour,
+                           verify=str(ca_bundle) if ca_bundle else True)
+    except (UploadError, FleetAPIError) as exc:
+        fail(str(exc))
+    import pandas as pd
+
+    from taskscope.commands.common import emit
+
+    emit(pd.DataFrame(sent), fmt, "uploaded runs")

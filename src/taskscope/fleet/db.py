@@ -115,6 +115,7 @@ class FleetDB:
         self.con = duckdb.connect(path)
         self._lock = threading.Lock()
         self.con.execute(SCHEMA)
+        self.con.execute("SET TimeZone = 'UTC'")
 
     def close(self) -> None:
         """Checkpoint and close the file."""
@@ -132,10 +133,10 @@ class FleetDB:
                 raise
             self.con.execute("COMMIT")
 
-    def query(self, sql: str, params: list | tuple = ()) -> pd.DataFrame:
-        """Run one parameterised SELECT and return its rows as a DataFrame."""
+    def query(self, sql: str, params: list | dict = ()) -> pd.DataFrame:
+        """Run one parameterised SELECT (`?` with a list, `$name` with a dict) and return its rows."""
         with self._lock:
-            return self.con.execute(sql, list(params)).df()
+            return self.con.execute(sql, params if isinstance(params, dict) else list(params)).df()
 
     # accounts, users, tokens -------------------------------------------------------------
 
