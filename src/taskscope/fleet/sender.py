@@ -271,6 +271,7 @@ class Sender:
         self._spool = Spool(Path(spool_dir) if spool_dir else DEFAULT_SPOOL_DIR, self.server, token, max_spool_bytes)
         self._queue: queue.Queue = queue.Queue()
         self._idle = threading.Event()
+        self._delivered = False
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="taskscope-fleet-sender", daemon=True)
         self._thread.start()
@@ -281,10 +282,11 @@ class Sender:
             self._queue.put(list(messages))
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait up to `timeout` seconds until everything submitted so far is spooled and sent."""
+        """Spool everything submitted so far and make one send attempt, waiting at most `timeout`
+        seconds; True when nothing is left to send (False: kept in the spool, resent later)."""
         self._idle.clear()
         self._queue.put(_FLUSH)
-        return self._idle.wait(timeout)
+        return self._idle.wait(timeout) and self._delivered
 
     def close(self, timeout: float = 5.0) -> bool:
         """Flush for at most `timeout` seconds, then stop; what is unsent stays in the spool."""
@@ -300,7 +302,6 @@ class Sender:
 
     def _loop(self, http: httpx.Client) -> None:
         delay = min(RETRY_MIN_S, self._retry_max_s)
-        flush_waiting = False
         while True:
             try:
                 item = self._queue.get(timeout=delay if self._spool.pending() else None)
@@ -319,10 +320,9 @@ class Sender:
                 logger.exception("taskscope fleet: sender error")
                 delivered = False
             delay = min(RETRY_MIN_S, self._retry_max_s) if delivered else min(delay * 2, self._retry_max_s)
-            flush_waiting |= flush_requested
-            if flush_waiting and (delivered or self._stopping.is_set()):
+            if flush_requested:
+                self._delivered = delivered
                 self._idle.set()
-                flush_waiting = False
             if self._stopping.is_set():
                 self._spool.close()
                 return
