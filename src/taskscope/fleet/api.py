@@ -74,6 +74,15 @@ def connection(server: str | None, token: str | None) -> tuple[str, str]:
     return server.rstrip("/"), token
 
 
+def tls_verification(verify: bool | str):
+    """What httpx takes as `verify`: True/False, or a CA bundle path turned into an SSL context."""
+    if isinstance(verify, str):
+        import ssl
+
+        return ssl.create_default_context(cafile=verify)
+    return verify
+
+
 def _get(path: str, params: dict, server: str | None, token: str | None, verify: bool | str) -> dict:
     import httpx
 
@@ -81,7 +90,7 @@ def _get(path: str, params: dict, server: str | None, token: str | None, verify:
     kept = {key: value for key, value in params.items() if value is not None}
     try:
         reply = httpx.get(base + path, params=kept, headers={"Authorization": f"Bearer {token}"},
-                          timeout=TIMEOUT_S, verify=verify)
+                          timeout=TIMEOUT_S, verify=tls_verification(verify))
     except httpx.HTTPError as exc:
         raise FleetAPIError(f"cannot reach {base}: {exc}") from exc
     if reply.status_code != 200:

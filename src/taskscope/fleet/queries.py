@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 import pandas as pd
 
 from taskscope.fleet.db import FleetDB
+from taskscope.web.render import records
 
 _SINCE_UNITS = {"s": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400,
                 "w": 604800, "week": 604800}
@@ -102,15 +103,15 @@ def cluster(db: FleetDB, account: str, cluster_id: str) -> dict:
         raise LookupError(f"no cluster {cluster_id}")
     extra = db.query("SELECT python, platform, versions, config FROM clusters WHERE account = ? AND cluster_id = ?",
                      [account, cluster_id]).iloc[0].to_dict()
-    return {**_records(table)[0], **_decoded(extra, ("versions", "config"))}
+    return {**records(table)[0], **_decoded(extra, ("versions", "config"))}
 
 
 def computations(db: FleetDB, account: str, cluster_id: str) -> list[dict]:
     """The cluster's computations, oldest first, each with its code and task groups."""
-    found = _records(db.query("SELECT computation_id, start, stop, stop - start AS duration_s, code, span_name "
+    found = records(db.query("SELECT computation_id, start, stop, stop - start AS duration_s, code, span_name "
                               "FROM computations WHERE account = ? AND cluster_id = ? ORDER BY start NULLS LAST, ts",
                               [account, cluster_id]))
-    groups = _records(db.query("SELECT * EXCLUDE (account, cluster_id) FROM task_groups "
+    groups = records(db.query("SELECT * EXCLUDE (account, cluster_id) FROM task_groups "
                                "WHERE account = ? AND cluster_id = ? ORDER BY start NULLS LAST, name",
                                [account, cluster_id]))
     by_computation: dict[str, list[dict]] = {}
@@ -124,7 +125,7 @@ def computations(db: FleetDB, account: str, cluster_id: str) -> list[dict]:
 
 def events(db: FleetDB, account: str, cluster_id: str) -> list[dict]:
     """The cluster's events (allow-listed topics), oldest first."""
-    rows = _records(db.query("SELECT ts, topic, msg FROM cluster_events WHERE account = ? AND cluster_id = ? ORDER BY ts",
+    rows = records(db.query("SELECT ts, topic, msg FROM cluster_events WHERE account = ? AND cluster_id = ? ORDER BY ts",
                              [account, cluster_id]))
     return [_decoded(row, ("msg",)) for row in rows]
 
@@ -137,7 +138,7 @@ def exceptions(db: FleetDB, account: str, since: float | None = None, user: str 
            "AND c.cluster_id = x.cluster_id WHERE x.account = $account AND ($since IS NULL OR x.ts >= $since) "
            "AND ($user IS NULL OR c.user_name = $user) AND ($cluster_id IS NULL OR x.cluster_id = $cluster_id) "
            "ORDER BY x.ts DESC")
-    return _records(db.query(sql, {"account": account, "since": since, "user": user, "cluster_id": cluster_id}))
+    return records(db.query(sql, {"account": account, "since": since, "user": user, "cluster_id": cluster_id}))
 
 
 def worker_samples(db: FleetDB, account: str, cluster_id: str) -> pd.DataFrame:
@@ -148,27 +149,27 @@ def worker_samples(db: FleetDB, account: str, cluster_id: str) -> pd.DataFrame:
 
 def worker_changes(db: FleetDB, account: str, cluster_id: str) -> list[dict]:
     """Workers added and removed, with their versions."""
-    rows = _records(db.query("SELECT * EXCLUDE (account, cluster_id) FROM worker_changes WHERE account = ? "
+    rows = records(db.query("SELECT * EXCLUDE (account, cluster_id) FROM worker_changes WHERE account = ? "
                              "AND cluster_id = ? ORDER BY ts", [account, cluster_id]))
     return [_decoded(row, ("versions",)) for row in rows]
 
 
 def version_mismatches(db: FleetDB, account: str, cluster_id: str) -> list[dict]:
     """Packages whose versions differ between scheduler, workers and client."""
-    rows = _records(db.query("SELECT ts, package, versions FROM version_mismatches WHERE account = ? AND cluster_id = ? "
+    rows = records(db.query("SELECT ts, package, versions FROM version_mismatches WHERE account = ? AND cluster_id = ? "
                              "ORDER BY package, ts", [account, cluster_id]))
     return [_decoded(row, ("versions",)) for row in rows]
 
 
 def idle_intervals(db: FleetDB, account: str, cluster_id: str) -> list[dict]:
     """Intervals with no task processing (stop None while still idle)."""
-    return _records(db.query("SELECT start, stop, stop - start AS duration_s FROM idle_intervals WHERE account = ? "
+    return records(db.query("SELECT start, stop, stop - start AS duration_s FROM idle_intervals WHERE account = ? "
                              "AND cluster_id = ? ORDER BY start", [account, cluster_id]))
 
 
 def parsl_run(db: FleetDB, account: str, cluster_id: str) -> dict | None:
     """The Parsl run summary of a `kind: parsl` cluster, else None."""
-    rows = _records(db.query("SELECT * EXCLUDE (account, cluster_id) FROM parsl_runs WHERE account = ? "
+    rows = records(db.query("SELECT * EXCLUDE (account, cluster_id) FROM parsl_runs WHERE account = ? "
                              "AND cluster_id = ?", [account, cluster_id]))
     return _decoded(rows[0], ("apps", "failures")) if rows else None
 
@@ -180,12 +181,6 @@ def team_weeks(db: FleetDB, account: str, since: float | None = None) -> pd.Data
            f"sum(cost) AS cost FROM ({CLUSTER_TABLE_SQL}) WHERE $since IS NULL OR started >= $since "
            f"GROUP BY ALL ORDER BY week, user_name")
     return db.query(sql, {"account": account, "since": since})
-
-
-def _records(frame: pd.DataFrame) -> list[dict]:
-    if frame.empty:
-        return []
-    return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
 
 def _decoded(row: dict, columns: tuple[str, ...]) -> dict:

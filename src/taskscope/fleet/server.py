@@ -33,7 +33,7 @@ class Caller:
 
 
 class NotAuthenticated(Exception):
-    """A request without a valid token (401 for the API, the login form for pages)."""
+    """A request without a valid token (401: JSON for the API, the login form for pages)."""
 
 
 def bearer_token(request: Request) -> str | None:
@@ -132,7 +132,7 @@ def _refuse(request: Request):
     if request.url.path.startswith("/api/"):
         return JSONResponse({"error": "a valid token is required (Authorization: Bearer <token>)"},
                             status_code=401, headers={"WWW-Authenticate": "Bearer"})
-    return pages.login_redirect(request)
+    return pages.login_refusal(request)
 
 
 def serve(store: str, host: str = "127.0.0.1", port: int = 8090,

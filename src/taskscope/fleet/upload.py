@@ -105,9 +105,11 @@ def upload_runs(runinfo: str | Path, server: str | None = None, token: str | Non
 def _post(base: str, token: str, batch: dict, verify: bool | str) -> None:
     import httpx
 
+    from taskscope.fleet.api import tls_verification
+
     try:
         reply = httpx.post(base + INGEST_PATH, json=batch, headers={"Authorization": f"Bearer {token}"},
-                           timeout=60.0, verify=verify)
+                           timeout=60.0, verify=tls_verification(verify))
     except httpx.HTTPError as exc:
         raise UploadError(f"cannot reach {base}: {exc}") from exc
     if reply.status_code != 200:
