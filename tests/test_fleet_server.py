@@ -382,6 +382,8 @@ def test_fleet_upload_shows_a_parsl_run_with_its_counts(fleet, run_name, has_fai
                 if c["kind"] == "parsl"}
     for run_id, run in expected.iterrows():
         assert (clusters[run_id]["tasks"], clusters[run_id]["tasks_failed"]) == (run.tasks, run.tasks_failed)
+        assert clusters[run_id]["user_name"] == (run.user or "bob")  # no user in the run: the token's
+        assert clusters[run_id]["compute_s"] > 0 and clusters[run_id]["cost"] > 0
     assert expected.tasks.sum() > 0 and (expected.tasks_failed.sum() > 0) == has_failures
     # uploading again replaces the summary: still one cluster per run
     cli("fleet", "upload", str(runinfo), "--server", server.url, "--token", tokens["bob"], "--store", str(event_store))

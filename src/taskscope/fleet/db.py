@@ -68,7 +68,7 @@ CREATE TABLE IF NOT EXISTS profiles (
 CREATE TABLE IF NOT EXISTS parsl_runs (
     account VARCHAR, cluster_id VARCHAR, run_id VARCHAR, workflow_name VARCHAR, start DOUBLE, stop DOUBLE,
     tasks BIGINT, tasks_failed BIGINT, apps JSON, failures JSON, workers BIGINT, cores BIGINT,
-    wall_s DOUBLE, core_seconds DOUBLE, cost DOUBLE, PRIMARY KEY (account, cluster_id));
+    wall_s DOUBLE, core_seconds DOUBLE, compute_s DOUBLE, cost DOUBLE, PRIMARY KEY (account, cluster_id));
 CREATE TABLE IF NOT EXISTS unknown_messages (account VARCHAR, cluster_id VARCHAR, ts DOUBLE, kind VARCHAR, body JSON);
 """
 
@@ -302,11 +302,12 @@ def _store_profile(con, account: str, cluster_id: str, m: dict) -> None:
 def _store_parsl_run(con, account: str, cluster_id: str, m: dict) -> None:
     start, stop = _number(m.get("start")), _number(m.get("stop"))
     con.execute("DELETE FROM parsl_runs WHERE account = ? AND cluster_id = ?", [account, cluster_id])
-    con.execute("INSERT INTO parsl_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    con.execute("INSERT INTO parsl_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [account, cluster_id, _text(m.get("run_id")), _text(m.get("workflow_name")), start, stop,
                  _integer(m.get("tasks")), _integer(m.get("tasks_failed")), _json(m.get("apps") or []),
                  _json(m.get("failures") or []), _integer(m.get("workers")), _integer(m.get("cores")),
-                 _number(m.get("wall_s")), _number(m.get("core_seconds")), _number(m.get("cost"))])
+                 _number(m.get("wall_s")), _number(m.get("core_seconds")), _number(m.get("compute_s")),
+                 _number(m.get("cost"))])
     # a Parsl run is its own cluster: its start and stop are the run's
     con.execute("UPDATE clusters SET started = coalesce(?, started), stopped = coalesce(?, stopped) "
                 "WHERE account = ? AND cluster_id = ?", [start, stop, account, cluster_id])

@@ -8,6 +8,7 @@ event messages) reaches a page only through Jinja2 autoescaping; chart labels th
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -31,7 +32,7 @@ _environment = jinja2.Environment(
     loader=jinja2.ChoiceLoader([jinja2.FileSystemLoader(TEMPLATES_DIR), jinja2.FileSystemLoader(WEB_DIR / "templates")]),
     autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
 )
-_environment.filters.update(clock=clock, seconds=seconds, cell=cell)
+_environment.filters.update(clock=clock, seconds=seconds, cell=cell, json_text=lambda value: json.dumps(value))
 _environment.globals.update(missing=missing)
 
 router = APIRouter()
@@ -117,6 +118,7 @@ def cluster_page(request: Request, cluster_id: str, caller: Caller = Depends(pag
     computations = queries.computations(db, account, cluster_id)
     idle = queries.idle_intervals(db, account, cluster_id)
     samples = queries.worker_samples(db, account, cluster_id)
+    samples = held_until(samples, found["stopped"])
     charts = {
         "workers": steps_figure(samples[["ts", "n_workers", "n_threads"]], "workers and threads", "count"),
         "memory": steps_figure((samples[["ts", "memory_used", "memory_total"]].set_index("ts") / 2**30).reset_index(),
@@ -134,16 +136,25 @@ def cluster_page(request: Request, cluster_id: str, caller: Caller = Depends(pag
     })
 
 
+def held_until(samples: pd.DataFrame, stopped: float | None) -> pd.DataFrame:
+    """The worker samples with the last one repeated at the cluster's stop, so the steps reach it."""
+    if samples.empty or stopped is None or stopped <= samples.ts.iloc[-1]:
+        return samples
+    return pd.concat([samples, samples.tail(1).assign(ts=stopped)], ignore_index=True)
+
+
 def cost_heatmap(weeks: pd.DataFrame) -> dict:
     """Cost per member (rows) per week (columns) as a Plotly heat map."""
-    layout = {"title": {"text": "estimated cost per member per week"}, "xaxis": {"title": {"text": "week (UTC)"}},
+    layout = {"title": {"text": "estimated cost per member per week"},
+              "xaxis": {"title": {"text": "week starting (UTC)"}, "type": "category"},
               "yaxis": {"automargin": True}}
     if weeks.empty:
         return {"data": [], "layout": layout}
     grid = weeks.pivot_table(index="user_name", columns="week", values="cost", aggfunc="sum").fillna(0.0)
     return {"data": [{"type": "heatmap", "x": [str(w) for w in grid.columns],
                       "y": [plot_text(u) for u in grid.index], "z": grid.round(4).values.tolist(),
-                      "colorscale": "Blues", "hovertemplate": "%{y}, week of %{x}: %{z}<extra></extra>"}],
+                      "colorscale": "Blues", "reversescale": True,  # plotly.js's Blues runs dark to light
+                      "hovertemplate": "%{y}, week of %{x}: %{z}<extra></extra>"}],
             "layout": layout}
 
 

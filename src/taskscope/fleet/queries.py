@@ -49,7 +49,7 @@ SELECT m.cluster_id, m.kind, m.name, m.user_name, m.host, m.address, m.dashboard
        coalesce(w.computations, 0) AS computations,
        coalesce(g.tasks, p.tasks) AS tasks, p.tasks_failed,
        coalesce(e.exceptions, 0) + coalesce(p.tasks_failed, 0) AS exceptions,
-       coalesce(g.compute_s, p.core_seconds) AS compute_s,
+       coalesce(g.compute_s, p.compute_s) AS compute_s,
        coalesce(u.core_seconds, p.core_seconds) AS core_seconds,
        coalesce(p.cost, coalesce(u.core_seconds, p.core_seconds, 0) / 3600 * m.price_per_core_hour
                         + coalesce(u.gb_seconds, 0) / 3600 * m.price_per_gb_hour) AS cost,

@@ -10,7 +10,6 @@ so uploading a run again replaces its summary instead of adding a second cluster
 
 from __future__ import annotations
 
-import getpass
 import socket
 import tempfile
 import time
@@ -34,7 +33,8 @@ def run_messages(store, price_per_core_hour: float = DEFAULT_PRICE_PER_CORE_HOUR
     """One `parsl.run` message per run in `store` (tasks, apps, failures, workers, wall time, cost).
 
     Cores are the run's CPU cores where monitoring or the interchange reported them, else its worker
-    slots; core-seconds are those cores held for the run's wall time (first to last event).
+    slots; core-seconds are those cores held for the run's wall time (first to last event);
+    compute_s is the tasks' run times (on a worker, else from launch, to their end) summed.
 
     >>> [m["tasks"] for m in run_messages(taskscope.open("run.duckdb"))]  # doctest: +SKIP
     [12]
@@ -48,6 +48,8 @@ def run_messages(store, price_per_core_hour: float = DEFAULT_PRICE_PER_CORE_HOUR
     for run in runs.to_dict("records"):
         run_id = run["run_id"]
         result = summary(store, run=run_id)
+        task_rows = queries.tasks(store.con, run_id)
+        task_run_s = task_rows.end_ts - task_rows.worker_start_ts.fillna(task_rows.launch_ts)
         held = capacity(store.con, run_id)
         cores = held["cpu_cores"] or held["workers"]
         wall_s = _float(run["duration_s"])
@@ -59,6 +61,7 @@ def run_messages(store, price_per_core_hour: float = DEFAULT_PRICE_PER_CORE_HOUR
             "start": start, "stop": stop, "tasks": int(run["tasks"]), "tasks_failed": int(run["tasks_failed"]),
             "apps": _apps(result.apps), "failures": _failures(result.failures),
             "workers": held["workers"], "cores": cores, "wall_s": wall_s, "core_seconds": core_seconds,
+            "compute_s": _float(task_run_s.sum()) if task_run_s.notna().any() else None,
             "cost": core_seconds / 3600 * price_per_core_hour if core_seconds is not None else None,
         })
     return messages
@@ -68,8 +71,9 @@ def batch_for(message: dict) -> dict:
     """The protocol batch carrying one `parsl.run` message, under its run's cluster."""
     return {
         "protocol": PROTOCOL_VERSION, "batch_id": uuid.uuid4().hex, "sent_at": time.time(),
+        # no user recorded in the run: the server takes the token's user
         "cluster": {"cluster_id": uuid.uuid5(RUN_NAMESPACE, message["run_id"]).hex, "kind": "parsl",
-                    "name": message["run_id"], "user": message["user"] or getpass.getuser(),
+                    "name": message["run_id"], "user": message["user"],
                     "host": message["host"] or socket.gethostname()},
         "messages": [message],
     }
