@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,9 @@ import httpx  # noqa: E402
 from distributed import Client, LocalCluster, get_worker, span  # noqa: E402
 
 from conftest import REPO  # noqa: E402
-from taskscope.fleet import api  # noqa: E402
+from taskscope.fleet import api, protocol  # noqa: E402
 from taskscope.fleet.dask import PLUGIN_NAME, register  # noqa: E402
+from taskscope.fleet.sender import TRUNCATION_MARK, Sender  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -151,7 +153,7 @@ def check_everything_arrived(server: FleetServer, scheduler_id: str, code_file: 
     added = [change for change in workers["changes"] if change["change"] == "add"]
     assert len(added) == 2 and all(change["versions"]["distributed"] for change in added)
     closed = [interval for interval in workers["idle"] if interval["stop"] is not None]
-    assert any(interval["stop"] - interval["start"] >= 1.0 for interval in closed), workers["idle"]
+    assert any(interval["stop"] - interval["start"] >= 0.5 for interval in closed), workers["idle"]
 
     computations = api.list_computations(cluster["cluster_id"], server=server.url, token=server.token)
     assert len(computations) >= 4
@@ -300,3 +302,41 @@ def test_server_down_spools_then_a_later_process_delivers_everything_once(tmp_pa
         assert spooled_messages(spool) == [] and not list(spool.rglob("*.jsonl"))
     finally:
         down.stop()
+
+
+# ---- the sender alone: bounded payloads, resend in the same process ----------------------------
+def test_sender_cuts_big_messages_and_splits_batches_under_the_limits(server, tmp_path):
+    cluster = {"cluster_id": uuid.uuid4().hex, "kind": "dask", "name": "bounds", "user": "alice"}
+    now = time.time()
+    sender = Sender(server.url, server.token, cluster, spool_dir=tmp_path)
+    events = [{"kind": "event", "ts": now, "topic": ALLOWED_TOPIC, "msg": {"n": n, "blob": "x" * 200_000}}
+              for n in range(30)]  # 6 MB in all: more than one batch
+    huge = {"kind": "exception", "ts": now, "key": "k", "task_group": "g", "exception_text": "ValueError()",
+            "traceback_text": "y" * (2 * protocol.MAX_MESSAGE_BYTES)}
+    sender.submit([{"kind": "cluster.start", "ts": now}, huge, *events])
+    assert sender.close(timeout=60)
+    assert sender.stats.batches_sent >= 2 and sender.stats.messages_truncated == 1
+    assert sender.stats.messages_sent == 32 and sender.stats.batches_rejected == 0
+
+    received = api.list_events(cluster["cluster_id"], server=server.url, token=server.token)
+    assert sorted(event["msg"]["n"] for event in received) == list(range(30))
+    [exception] = api.list_exceptions(since=None, cluster_id=cluster["cluster_id"], server=server.url, token=server.token)
+    assert exception["traceback_text"].endswith(TRUNCATION_MARK)
+    assert len(exception["traceback_text"]) < protocol.MAX_MESSAGE_BYTES
+
+
+def test_sender_resends_once_the_server_is_back(server, tmp_path):
+    known = {c["cluster_id"] for c in api.list_clusters(since=None, server=server.url, token=server.token)}
+    server.stop()
+    try:
+        cluster = {"cluster_id": uuid.uuid4().hex, "kind": "dask", "name": "patient", "user": "alice"}
+        sender = Sender(server.url, server.token, cluster, spool_dir=tmp_path, retry_max_s=0.2)
+        sender.submit([{"kind": "cluster.start", "ts": time.time()}, {"kind": "cluster.stop", "ts": time.time()}])
+        assert not sender.flush(timeout=5)  # refused: kept in the spool
+        assert sender.stats.send_failures >= 1 and sender.stats.batches_sent == 0
+    finally:
+        server.start()
+    assert sender.close(timeout=30) and sender.stats.batches_sent == 1
+    assert server.cluster_named("patient")["stopped"] is not None
+    # the restarted server kept everything it had acknowledged
+    assert known < {c["cluster_id"] for c in api.list_clusters(since=None, server=server.url, token=server.token)}
