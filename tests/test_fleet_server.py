@@ -401,3 +401,22 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path):
     assert done.returncode == 2 and "no such folder" in done.stderr
     done = cli("fleet", "serve", "--store", str(store), "--tls-cert", str(tmp_path / "c.pem"), check=False)
     assert done.returncode == 2 and "--tls-key" in done.stderr
+
+
+def test_oddly_typed_fields_are_stored_without_breaking_the_pages(fleet):
+    server, tokens, _ = fleet
+    batch = dask_batch(uuid.uuid4().hex, "alice")
+    odd = {"versions": "dask 1.0", "config": [1], "states": ["memory"], "dependencies": "x", "code": "print()",
+           "groups": [{"name": {"a": 1}, "states": 3, "n_tasks": "ten", "dependencies": [1, None]}, "group"],
+           "span_name": "s", "apps": [{"tasks": "x"}, 1], "failures": "none", "msg": ["a", {"b": None}]}
+    for message in batch["messages"]:
+        message.update({key: value for key, value in odd.items() if key in message or key in ("msg", "apps")})
+    batch["messages"].append({"kind": "parsl.run", "ts": 1.0, "apps": odd["apps"], "failures": odd["failures"],
+                              "tasks": "many"})
+    assert server.post(tokens["alice"], batch).status_code == 200
+    cluster_id = batch["cluster"]["cluster_id"]
+    for path in (f"/clusters/{cluster_id}", "/clusters?since=", "/"):
+        shown = httpx.get(server.url + path, cookies={"taskscope_fleet_token": tokens["alice"]}, timeout=60)
+        assert shown.status_code == 200, path
+    computation, = api.list_computations(cluster_id, server=server.url, token=tokens["alice"])
+    assert computation["code"] == [] and computation["groups"][0]["dependencies"] == ["1", "None"]

@@ -73,6 +73,11 @@ CREATE TABLE IF NOT EXISTS unknown_messages (account VARCHAR, cluster_id VARCHAR
 """
 
 
+#: the fields kept of a parsl.run message's apps and failures (what the pages show)
+_APP_FIELDS = ("app_name", "tasks", "failed", "mean_duration_s")
+_FAILURE_FIELDS = ("exception_type", "count", "tasks")
+
+
 class AccountError(ValueError):
     """An account, user or token operation that cannot be done (unknown account, empty name...)."""
 
@@ -101,6 +106,29 @@ def _integer(value) -> int | None:
 
 def _text(value) -> str | None:
     return None if value is None else str(value)
+
+
+def _mapping(value) -> str | None:
+    """A JSON object field as JSON text; anything else (a sender's bug) as NULL, so pages can rely on it."""
+    return json.dumps(value) if isinstance(value, dict) else None
+
+
+def _names(value) -> str:
+    """A list-of-names field as a JSON list of strings (empty when it is not a list)."""
+    return json.dumps([str(item) for item in value] if isinstance(value, list) else [])
+
+
+def _records_of(value, fields: tuple[str, ...]) -> str:
+    """A list-of-objects field as a JSON list of objects with exactly `fields` (missing ones null)."""
+    items = value if isinstance(value, list) else []
+    return json.dumps([{field: item.get(field) for field in fields} for item in items if isinstance(item, dict)])
+
+
+def _code_frames(value) -> str:
+    """Calling-code frames as a JSON list of {filename, lineno, code}; anything else dropped."""
+    frames = value if isinstance(value, list) else []
+    return json.dumps([{"filename": _text(f.get("filename")), "lineno": _integer(f.get("lineno")),
+                        "code": _text(f.get("code"))} for f in frames if isinstance(f, dict)])
 
 
 class FleetDB:
@@ -229,7 +257,7 @@ def _store_cluster_start(con, account: str, cluster_id: str, m: dict) -> None:
         "price_per_gb_hour = coalesce(?, price_per_gb_hour) WHERE account = ? AND cluster_id = ?",
         [_text(m.get("scheduler_id")), _text(m.get("address")), _text(m.get("dashboard_link")),
          _number(m.get("started")) or m["ts"], _text(m.get("python")), _text(m.get("platform")),
-         _json(m.get("versions")), _json(m.get("config")), _number(m.get("price_per_core_hour")),
+         _mapping(m.get("versions")), _mapping(m.get("config")), _number(m.get("price_per_core_hour")),
          _number(m.get("price_per_gb_hour")), account, cluster_id])
 
 
@@ -248,12 +276,12 @@ def _store_worker_change(con, account: str, cluster_id: str, m: dict) -> None:
     con.execute("INSERT INTO worker_changes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [account, cluster_id, m["ts"], m["kind"].removeprefix("worker."), _text(m.get("worker")),
                  _text(m.get("name")), _text(m.get("host")), _integer(m.get("nthreads")),
-                 _integer(m.get("memory_limit")), _json(m.get("versions")), _text(m.get("reason"))])
+                 _integer(m.get("memory_limit")), _mapping(m.get("versions")), _text(m.get("reason"))])
 
 
 def _store_mismatch(con, account: str, cluster_id: str, m: dict) -> None:
     con.execute("INSERT INTO version_mismatches VALUES (?, ?, ?, ?, ?)",
-                [account, cluster_id, m["ts"], _text(m.get("package")), _json(m.get("versions"))])
+                [account, cluster_id, m["ts"], _text(m.get("package")), _mapping(m.get("versions")) or "{}"])
 
 
 def _store_computation(con, account: str, cluster_id: str, m: dict) -> None:
@@ -263,15 +291,15 @@ def _store_computation(con, account: str, cluster_id: str, m: dict) -> None:
     con.execute("DELETE FROM computations WHERE account = ? AND cluster_id = ? AND computation_id = ?", key)
     con.execute("DELETE FROM task_groups WHERE account = ? AND cluster_id = ? AND computation_id = ?", key)
     con.execute("INSERT INTO computations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [*key, m["ts"], _number(m.get("start")), _number(m.get("stop")), _json(m.get("code") or []),
-                 _json(m.get("span_name"))])
+                [*key, m["ts"], _number(m.get("start")), _number(m.get("stop")), _code_frames(m.get("code")),
+                 _names(m.get("span_name")) if m.get("span_name") is not None else None])
     groups = [g for g in (m.get("groups") or []) if isinstance(g, dict)]
     if groups:
         con.executemany("INSERT INTO task_groups VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-            [*key, _text(g.get("name")), _text(g.get("prefix")), _json(g.get("states") or {}),
+            [*key, _text(g.get("name")), _text(g.get("prefix")), _mapping(g.get("states")) or "{}",
              _integer(g.get("n_tasks")), _number(g.get("compute_s")), _number(g.get("transfer_s")),
              _number(g.get("disk_s")), _integer(g.get("nbytes")), _number(g.get("start")), _number(g.get("stop")),
-             _json(g.get("dependencies") or [])] for g in groups])
+             _names(g.get("dependencies"))] for g in groups])
 
 
 def _store_exception(con, account: str, cluster_id: str, m: dict) -> None:
@@ -304,8 +332,8 @@ def _store_parsl_run(con, account: str, cluster_id: str, m: dict) -> None:
     con.execute("DELETE FROM parsl_runs WHERE account = ? AND cluster_id = ?", [account, cluster_id])
     con.execute("INSERT INTO parsl_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [account, cluster_id, _text(m.get("run_id")), _text(m.get("workflow_name")), start, stop,
-                 _integer(m.get("tasks")), _integer(m.get("tasks_failed")), _json(m.get("apps") or []),
-                 _json(m.get("failures") or []), _integer(m.get("workers")), _integer(m.get("cores")),
+                 _integer(m.get("tasks")), _integer(m.get("tasks_failed")), _records_of(m.get("apps"), _APP_FIELDS),
+                 _records_of(m.get("failures"), _FAILURE_FIELDS), _integer(m.get("workers")), _integer(m.get("cores")),
                  _number(m.get("wall_s")), _number(m.get("core_seconds")), _number(m.get("compute_s")),
                  _number(m.get("cost"))])
     # a Parsl run is its own cluster: its start and stop are the run's
