@@ -44,10 +44,10 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return done
 
 
-def make_token(store: Path, account: str, user: str) -> str:
+def make_token(store: Path, account: str, user: str, *options: str) -> str:
     cli("fleet", "account", "create", account, "--store", str(store))
     return json.loads(cli("fleet", "token", "create", "--account", account, "--user", user, "--store", str(store),
-                          "--format", "json").stdout)["token"]
+                          "--format", "json", *options).stdout)["token"]
 
 
 class FleetServer:
@@ -150,7 +150,8 @@ def dask_batch(cluster_id: str, user: str, *, exception_text: str = "ZeroDivisio
 def fleet(tmp_path_factory):
     """A server with accounts A (alice) and B (bob), each with one Dask cluster."""
     store = tmp_path_factory.mktemp("fleet") / "fleet.duckdb"
-    tokens = {"alice": make_token(store, "team-a", "alice"), "bob": make_token(store, "team-b", "bob")}
+    tokens = {"alice": make_token(store, "team-a", "alice"), "bob": make_token(store, "team-b", "bob"),
+              "lead": make_token(store, "team-a", "lead", "--admin")}
     server = FleetServer(store)
     clusters = {"alice": uuid.uuid4().hex, "bob": uuid.uuid4().hex}
     for user, cluster_id in clusters.items():
@@ -420,3 +421,25 @@ def test_oddly_typed_fields_are_stored_without_breaking_the_pages(fleet):
         assert shown.status_code == 200, path
     computation, = api.list_computations(cluster_id, server=server.url, token=tokens["alice"])
     assert computation["code"] == [] and computation["groups"][0]["dependencies"] == ["1", "None"]
+
+
+def test_an_admin_token_manages_its_own_accounts_tokens_while_the_server_runs(fleet):
+    server, tokens, clusters = fleet
+    created = cli("fleet", "token", "create", "--user", "carol", "--server", server.url, "--token", tokens["lead"],
+                  "--format", "json")
+    carol = json.loads(created.stdout)["token"]
+    assert [c["cluster_id"] for c in api.list_clusters(since=None, server=server.url, token=carol)
+            if c["cluster_id"] in clusters.values()] == [clusters["alice"]]  # team-a's, not team-b's
+    refused = cli("fleet", "token", "create", "--user", "eve", "--server", server.url, "--token", tokens["alice"],
+                  check=False)
+    assert refused.returncode == 2 and "403" in refused.stderr and "admin" in refused.stderr
+    other_account = cli("fleet", "token", "revoke", tokens["bob"], "--server", server.url, "--token", tokens["lead"],
+                        check=False)
+    assert other_account.returncode == 2 and "404" in other_account.stderr
+    assert api.list_clusters(since=None, server=server.url, token=tokens["bob"])  # bob's token still works
+    cli("fleet", "token", "revoke", carol, "--server", server.url, "--token", tokens["lead"])
+    with pytest.raises(api.FleetAPIError, match="401"):
+        api.list_clusters(server=server.url, token=carol)
+    locked = cli("fleet", "token", "create", "--account", "team-a", "--user", "x", "--store", str(server.store),
+                 check=False)
+    assert locked.returncode == 2 and "in use by another process" in locked.stderr

@@ -88,77 +88,107 @@ def account_create(
 
     Example: taskscope fleet account create physics --store fleet.duckdb
     """
-    from taskscope.fleet.db import AccountError
-
-    db = _open_db(store)
-    try:
-        created = db.create_account(account)
-    except AccountError as exc:
-        fail(str(exc))
-    finally:
-        db.close()
+    created = _in_store(store, lambda db: db.create_account(account))
     if fmt is OutputFormat.json:
         sys.stdout.write(json.dumps({"account": account, "created": created}) + "\n")
     else:
         console.print(f"account {account} {'created' if created else 'already exists'}", highlight=False)
 
 
+ServerOption = typer.Option(None, "--server", envvar="TASKSCOPE_FLEET_SERVER",
+                            help="Fleet server URL (default: $TASKSCOPE_FLEET_SERVER).")
+TokenOption = typer.Option(None, "--token", envvar="TASKSCOPE_FLEET_TOKEN",
+                           help="API token (default: $TASKSCOPE_FLEET_TOKEN).")
+
+
 @token_app.command("create")
 @user_errors
 def token_create(
-    account: str = typer.Option(..., "--account", "-a", help="The account the token reads and writes."),
     user: str = typer.Option(..., "--user", "-u", help="Who the token is for."),
+    account: Optional[str] = typer.Option(None, "--account", "-a", help="The account the token reads and writes "
+                                          "(with --store; through a server it is the admin token's)."),
+    admin: bool = typer.Option(False, "--admin", help="The token may also create and revoke tokens of its account."),
     store: str = FleetStoreOption,
+    server: Optional[str] = typer.Option(None, "--server", help="Create it through this running server instead of "
+                                         "in --store (needs an admin --token)."),
+    token: Optional[str] = typer.Option(None, "--token", help="With --server: an admin token of the account."),
     fmt: OutputFormat = FormatOption,
 ) -> None:
     """Create an API token and print it once (only its SHA-256 hash is stored).
 
-    Example: taskscope fleet token create --account physics --user alice --store fleet.duckdb
-    """
-    from taskscope.fleet.db import AccountError
+    In the store (server stopped), or through a running server with an admin token of the account.
 
-    db = _open_db(store)
-    try:
-        token = db.create_token(account, user)
-    except AccountError as exc:
-        fail(str(exc))
-    finally:
-        db.close()
-    if fmt is OutputFormat.json:
-        sys.stdout.write(json.dumps({"account": account, "user": user, "token": token}) + "\n")
+    Examples:
+
+      taskscope fleet token create --account physics --user lead --admin --store fleet.duckdb
+
+      taskscope fleet token create --user carol --server http://127.0.0.1:8090 --token tsf_<admin token>
+    """
+    if server:
+        created = _through_server(lambda api: api.create_token(user, admin, server=server, token=token))
+        account = "(the admin token's)"
     else:
-        sys.stdout.write(token + "\n")
+        if not account:
+            fail("give --account (or --server and an admin --token)")
+        created = _in_store(store, lambda db: db.create_token(account, user, admin=admin))
+    if fmt is OutputFormat.json:
+        sys.stdout.write(json.dumps({"account": account, "user": user, "admin": admin, "token": created}) + "\n")
+    else:
+        sys.stdout.write(created + "\n")
         err_console.print("store it now: it is not kept and cannot be shown again", highlight=False)
 
 
 @token_app.command("revoke")
 @user_errors
 def token_revoke(
-    token: str = typer.Argument(..., help="The token to revoke (in full)."),
+    revoked: str = typer.Argument(..., help="The token to revoke (in full)."),
     store: str = FleetStoreOption,
+    server: Optional[str] = typer.Option(None, "--server", help="Revoke it through this running server (needs an "
+                                         "admin --token of the same account)."),
+    token: Optional[str] = typer.Option(None, "--token", help="With --server: an admin token of the account."),
 ) -> None:
     """Revoke a token: requests with it are refused from now on.
 
-    Example: taskscope fleet token revoke tsf_abc... --store fleet.duckdb
+    Examples:
+
+      taskscope fleet token revoke tsf_abc... --store fleet.duckdb
+
+      taskscope fleet token revoke tsf_abc... --server http://127.0.0.1:8090 --token tsf_<admin token>
     """
-    db = _open_db(store)
-    try:
-        revoked = db.revoke_token(token)
-    finally:
-        db.close()
-    if not revoked:
+    if server:
+        _through_server(lambda api: api.revoke_token(revoked, server=server, token=token))
+    elif not _in_store(store, lambda db: db.revoke_token(revoked)):
         fail("no such live token")
     console.print("token revoked", highlight=False)
+
+
+def _in_store(store: str, change):
+    from taskscope.fleet.db import AccountError
+
+    db = _open_db(store)
+    try:
+        return change(db)
+    except AccountError as exc:
+        fail(str(exc))
+    finally:
+        db.close()
+
+
+def _through_server(request):
+    from taskscope.fleet import api
+
+    try:
+        return request(api)
+    except api.FleetAPIError as exc:
+        fail(str(exc))
 
 
 @fleet_app.command("upload")
 @user_errors
 def upload(
     runinfo: Path = typer.Argument(..., help="A Parsl runinfo folder (or one run's folder)."),
-    server: Optional[str] = typer.Option(None, "--server", envvar="TASKSCOPE_FLEET_SERVER",
-                                         help="Fleet server URL (default: $TASKSCOPE_FLEET_SERVER)."),
-    token: Optional[str] = typer.Option(None, "--token", envvar="TASKSCOPE_FLEET_TOKEN",
-                                        help="API token (default: $TASKSCOPE_FLEET_TOKEN)."),
+    server: Optional[str] = ServerOption,
+    token: Optional[str] = TokenOption,
     store: Optional[str] = typer.Option(None, "--store", "-s", help="Event store to ingest into (default: a temporary one)."),
     price_per_core_hour: float = typer.Option(0.05, "--price-per-core-hour", min=0, help="For the cost estimate."),
     ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle", help="CA certificate(s) to trust for an HTTPS server."),

@@ -84,18 +84,43 @@ def tls_verification(verify: bool | str):
 
 
 def _get(path: str, params: dict, server: str | None, token: str | None, verify: bool | str) -> dict:
+    kept = {key: value for key, value in params.items() if value is not None}
+    return call("GET", path, server=server, token=token, verify=verify, params=kept)
+
+
+def call(method: str, path: str, *, server: str | None = None, token: str | None = None, verify: bool | str = True,
+         timeout_s: float = TIMEOUT_S, **request) -> dict:
+    """One request to the server with the bearer token; its JSON reply, or FleetAPIError with the reason.
+
+    >>> call("POST", "/api/v1/tokens", json={"user": "carol"}, token=admin_token)["token"]  # doctest: +SKIP
+    """
     import httpx
 
     base, token = connection(server, token)
-    kept = {key: value for key, value in params.items() if value is not None}
     try:
-        reply = httpx.get(base + path, params=kept, headers={"Authorization": f"Bearer {token}"},
-                          timeout=TIMEOUT_S, verify=tls_verification(verify))
+        reply = httpx.request(method, base + path, headers={"Authorization": f"Bearer {token}"},
+                              timeout=timeout_s, verify=tls_verification(verify), **request)
     except httpx.HTTPError as exc:
         raise FleetAPIError(f"cannot reach {base}: {exc}") from exc
     if reply.status_code != 200:
         raise FleetAPIError(f"{base}{path}: HTTP {reply.status_code}: {_error_text(reply)}")
     return reply.json()
+
+
+def create_token(user: str, admin: bool = False, *, server: str | None = None, token: str | None = None,
+                 verify: bool | str = True) -> str:
+    """A new token for `user` of the account of `token`, which must be an admin token (the server may be running).
+
+    >>> create_token("carol", server="http://127.0.0.1:8090", token=admin_token)  # doctest: +SKIP
+    'tsf_...'
+    """
+    return call("POST", "/api/v1/tokens", json={"user": user, "admin": admin}, server=server, token=token,
+                verify=verify)["token"]
+
+
+def revoke_token(revoked: str, *, server: str | None = None, token: str | None = None, verify: bool | str = True) -> None:
+    """Revoke a token of the account of `token` (an admin token) on a running server."""
+    call("POST", "/api/v1/tokens/revoke", json={"token": revoked}, server=server, token=token, verify=verify)
 
 
 def _error_text(reply) -> str:

@@ -7,7 +7,7 @@ read takes the caller's account and filters by it; every statement is parameteri
 >>> db = FleetDB(":memory:")
 >>> token = db.create_token("physics", "alice")
 >>> db.account_for_token(token)
-('physics', 'alice')
+('physics', 'alice', False)
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS accounts (account VARCHAR PRIMARY KEY, created DOUBLE
 CREATE TABLE IF NOT EXISTS users (account VARCHAR, user_name VARCHAR, created DOUBLE, PRIMARY KEY (account, user_name));
 CREATE TABLE IF NOT EXISTS tokens (
     token_sha256 VARCHAR PRIMARY KEY, token_start VARCHAR, account VARCHAR, user_name VARCHAR,
-    created DOUBLE, revoked DOUBLE);
+    created DOUBLE, revoked DOUBLE, admin BOOLEAN DEFAULT false);
 CREATE TABLE IF NOT EXISTS batches (
     account VARCHAR, batch_id VARCHAR, cluster_id VARCHAR, token_user VARCHAR, received DOUBLE,
     sent_at DOUBLE, n_messages BIGINT, body JSON, PRIMARY KEY (account, batch_id));
@@ -178,10 +178,11 @@ class FleetDB:
             con.execute("INSERT INTO accounts VALUES (?, ?)", [account, time.time()])
             return True
 
-    def create_token(self, account: str, user: str) -> str:
+    def create_token(self, account: str, user: str, admin: bool = False) -> str:
         """A new API token for `user` of `account` (which must exist); only its hash is stored.
 
-        The token is returned once: nothing can show it again.
+        The token is returned once: nothing can show it again. An `admin` token may also create
+        and revoke tokens of its own account through the server (`POST /api/v1/tokens`).
         """
         if not user or not user.strip():
             raise AccountError("a user name must not be empty")
@@ -192,27 +193,27 @@ class FleetDB:
                 raise AccountError(f"no account {account!r} (create it with `taskscope fleet account create {account}`)")
             con.execute("INSERT INTO users SELECT ?, ?, ? WHERE NOT EXISTS "
                         "(SELECT 1 FROM users WHERE account = ? AND user_name = ?)", [account, user, now, account, user])
-            con.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, ?, NULL)",
-                        [hash_token(token), token[:len(TOKEN_PREFIX) + 4], account, user, now])
+            con.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, ?, NULL, ?)",
+                        [hash_token(token), token[:len(TOKEN_PREFIX) + 4], account, user, now, admin])
         return token
 
-    def revoke_token(self, token: str) -> bool:
-        """Revoke a token given in full; False if no such live token."""
+    def revoke_token(self, token: str, account: str | None = None) -> bool:
+        """Revoke a token given in full (only one of `account`, if given); False if no such live token."""
         with self._transaction() as con:
-            found = con.execute("SELECT 1 FROM tokens WHERE token_sha256 = ? AND revoked IS NULL",
-                                [hash_token(token)]).fetchone()
+            found = con.execute("SELECT 1 FROM tokens WHERE token_sha256 = ? AND revoked IS NULL "
+                                "AND (? IS NULL OR account = ?)", [hash_token(token), account, account]).fetchone()
             if found:
                 con.execute("UPDATE tokens SET revoked = ? WHERE token_sha256 = ?", [time.time(), hash_token(token)])
             return bool(found)
 
-    def account_for_token(self, token: str | None) -> tuple[str, str] | None:
-        """(account, user) of a live token, else None."""
+    def account_for_token(self, token: str | None) -> tuple[str, str, bool] | None:
+        """(account, user, admin) of a live token, else None."""
         if not token:
             return None
         with self._lock:
-            row = self.con.execute("SELECT account, user_name FROM tokens WHERE token_sha256 = ? AND revoked IS NULL",
-                                   [hash_token(token)]).fetchone()
-        return (row[0], row[1]) if row else None
+            row = self.con.execute("SELECT account, user_name, admin FROM tokens WHERE token_sha256 = ? "
+                                   "AND revoked IS NULL", [hash_token(token)]).fetchone()
+        return (row[0], row[1], bool(row[2])) if row else None
 
     # ingest ------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Optional
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import BaseModel
 
 from taskscope.fleet import queries
 from taskscope.fleet.server import Caller, api_caller
@@ -31,10 +32,45 @@ def _known_cluster(request: Request, caller: Caller, cluster_id: str) -> dict:
         raise HTTPException(404, str(exc))
 
 
+class NewToken(BaseModel):
+    user: str
+    admin: bool = False
+
+
+class TokenToRevoke(BaseModel):
+    token: str
+
+
+def _admin(caller: Caller = Depends(api_caller)) -> Caller:
+    if not caller.admin:
+        raise HTTPException(403, "only an admin token may manage tokens (taskscope fleet token create --admin)")
+    return caller
+
+
+@router.post("/tokens")
+def create_token(request: Request, new: NewToken, caller: Caller = Depends(_admin)):
+    """A new token for a user of the caller's account (admin tokens only); shown in this reply only."""
+    from taskscope.fleet.db import AccountError
+
+    try:
+        token = request.app.state.db.create_token(caller.account, new.user, admin=new.admin)
+    except AccountError as exc:
+        raise HTTPException(400, str(exc))
+    return {"account": caller.account, "user": new.user, "admin": new.admin, "token": token}
+
+
+@router.post("/tokens/revoke")
+def revoke_token(request: Request, revoked: TokenToRevoke, caller: Caller = Depends(_admin)):
+    """Revoke a token of the caller's account (admin tokens only); 404 for any other token."""
+    if not request.app.state.db.revoke_token(revoked.token, account=caller.account):
+        raise HTTPException(404, "no such live token in this account")
+    return {"revoked": True}
+
+
 @router.get("/whoami")
 def whoami(caller: Caller = Depends(api_caller)):
     """The token's account and user."""
-    return {"account": caller.account, "user": caller.user}
+    return {"account": caller.account, "user": caller.user, "admin": caller.admin}
 
 
 @router.get("/clusters")

@@ -26,10 +26,11 @@ SESSION_COOKIE = "taskscope_fleet_token"
 
 @dataclass(frozen=True)
 class Caller:
-    """Who a request is from: the account its token belongs to, and the token's user."""
+    """Who a request is from: the account its token belongs to, the token's user, whether it is an admin token."""
 
     account: str
     user: str
+    admin: bool = False
 
 
 class NotAuthenticated(Exception):

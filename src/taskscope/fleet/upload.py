@@ -26,7 +26,7 @@ RUN_NAMESPACE = uuid.UUID("4b0b1a5e-6f0c-4d39-9a57-7a1f0e5d2c11")
 
 
 class UploadError(RuntimeError):
-    """The runinfo held no run, or the server refused the upload."""
+    """The runinfo held no run (a refused upload is a `taskscope.fleet.api.FleetAPIError`)."""
 
 
 def run_messages(store, price_per_core_hour: float = DEFAULT_PRICE_PER_CORE_HOUR) -> list[dict]:
@@ -85,9 +85,9 @@ def upload_runs(runinfo: str | Path, server: str | None = None, token: str | Non
 
     Returns one dict per run: run_id, cluster_id, tasks, tasks_failed, cost.
     """
-    from taskscope.fleet.api import connection
+    from taskscope.fleet.api import call, connection
 
-    base, token = connection(server, token)
+    connection(server, token)  # no server or token: say so before ingesting
     with tempfile.TemporaryDirectory(prefix="taskscope-upload-") as scratch:
         opened = taskscope.open(store or str(Path(scratch) / "upload.duckdb"))
         try:
@@ -100,24 +100,10 @@ def upload_runs(runinfo: str | Path, server: str | None = None, token: str | Non
     sent = []
     for message in messages:
         batch = batch_for(message)
-        _post(base, token, batch, verify)
+        call("POST", INGEST_PATH, json=batch, server=server, token=token, verify=verify, timeout_s=60.0)
         sent.append({"run_id": message["run_id"], "cluster_id": batch["cluster"]["cluster_id"],
                      "tasks": message["tasks"], "tasks_failed": message["tasks_failed"], "cost": message["cost"]})
     return sent
-
-
-def _post(base: str, token: str, batch: dict, verify: bool | str) -> None:
-    import httpx
-
-    from taskscope.fleet.api import tls_verification
-
-    try:
-        reply = httpx.post(base + INGEST_PATH, json=batch, headers={"Authorization": f"Bearer {token}"},
-                           timeout=60.0, verify=tls_verification(verify))
-    except httpx.HTTPError as exc:
-        raise UploadError(f"cannot reach {base}: {exc}") from exc
-    if reply.status_code != 200:
-        raise UploadError(f"{base} refused the upload: HTTP {reply.status_code} {reply.text[:200]}")
 
 
 def _apps(apps: pd.DataFrame) -> list[dict]:
