@@ -402,6 +402,27 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path):
     assert done.returncode == 2 and "no such folder" in done.stderr
     done = cli("fleet", "serve", "--store", str(store), "--tls-cert", str(tmp_path / "c.pem"), check=False)
     assert done.returncode == 2 and "--tls-key" in done.stderr
+    done = cli("fleet", "token", "revoke", "tsf_nothing", "--store", str(store), check=False)
+    assert done.returncode == 2 and done.stderr.strip() == "error: no such live token"
+
+
+def test_every_fleet_command_has_help_with_an_example():
+    for command in (["serve"], ["account", "create"], ["token", "create"], ["token", "revoke"], ["upload"]):
+        done = cli("fleet", *command, "--help")
+        assert "taskscope fleet " + " ".join(command) in done.stdout, command
+
+
+def test_serving_beyond_loopback_warns(tmp_path):
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "taskscope.cli", "fleet", "serve", "--store",
+                                str(tmp_path / "fleet.duckdb"), "--host", "0.0.0.0", "--port", str(port)],
+                               env=dict(os.environ, PYTHONPATH=str(REPO / "src")), stderr=subprocess.PIPE, text=True)
+    try:
+        warning = process.stderr.readline() + process.stderr.readline()  # "fleet server on ...", then the warning
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert "warning: listening on 0.0.0.0, not a loopback address" in warning and "--tls-cert" in warning
 
 
 def test_oddly_typed_fields_are_stored_without_breaking_the_pages(fleet):
