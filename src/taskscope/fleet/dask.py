@@ -83,21 +83,19 @@ class FleetPlugin(SchedulerPlugin):
         self._started = True
         if self.settings.disabled:
             return
+        try:
+            self._begin(scheduler)
+        except Exception:  # e.g. an unwritable spool folder: the scheduler must start anyway
+            logger.exception("taskscope fleet: the plugin could not start; nothing will be sent")
+            self._closed = True
+
+    def _begin(self, scheduler) -> None:
         self.scheduler = scheduler
         self.cluster_id = uuid.uuid4().hex
         self.sender = Sender(self.settings.server, self.settings.token, self._cluster_identity(),
                              spool_dir=self.settings.spool_directory, max_spool_bytes=self.settings.spool_max_bytes,
                              retry_max_s=self.settings.retry_max)
-        self._outbox: list[dict] = []
-        self._scheduler_versions = get_versions()["packages"]
-        self._mismatches_sent: set[tuple[str, str]] = set()
-        self._group_snapshots: dict = {}
-        self._computations_sent: dict[str, tuple] = {}
-        self._exceptions_per_group: Counter = Counter()
-        self._exceptions_dropped = 0
-        self._idle_start: float | None = None
-        self._last_idle_start: float | None = None
-        self._allow = frozenset(self.settings.events_allow)
+        self._reset_state()
         self._queue("cluster.start", **self._start_record())
         self._seed()
         self._tick()
@@ -108,9 +106,21 @@ class FleetPlugin(SchedulerPlugin):
         for callback in self._callbacks:
             callback.start()
 
+    def _reset_state(self) -> None:
+        self._outbox: list[dict] = []
+        self._scheduler_versions = get_versions()["packages"]
+        self._mismatches_sent: set[tuple[str, str]] = set()
+        self._group_snapshots: dict = {}
+        self._computations_sent: dict[str, tuple] = {}
+        self._exceptions_per_group: Counter = Counter()
+        self._exceptions_dropped = 0
+        self._idle_start: float | None = None
+        self._last_idle_start: float | None = None
+        self._allow = frozenset(self.settings.events_allow)
+
     async def before_close(self) -> None:
         """Last snapshot, ``cluster.stop``, then deliver (waiting at most `CLOSE_FLUSH_TIMEOUT_S`)."""
-        if not self._started or self.settings.disabled or self._closed:
+        if not self._active():
             return
         self._closed = True
         for callback in self._callbacks:
@@ -218,6 +228,8 @@ class FleetPlugin(SchedulerPlugin):
                         **({"client": client} if client else {}))
 
     def _record_exception(self, key, kwargs: dict) -> None:
+        if not self._active():
+            return
         ts = self.scheduler.tasks.get(key)
         group = ts.group.name if ts is not None else None
         self._exceptions_per_group[group] += 1
@@ -230,6 +242,8 @@ class FleetPlugin(SchedulerPlugin):
                     computation_id=str(computations[-1].id) if computations else None)
 
     def _snapshot_before_forgetting(self, key, start: str) -> None:
+        if not self._active():
+            return
         ts = self.scheduler.tasks.get(key)
         if ts is None or ts.group in self._group_snapshots:
             return
