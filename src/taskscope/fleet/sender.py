@@ -19,6 +19,7 @@ file while alive, which is how a later sender knows the file is free to adopt.
 from __future__ import annotations
 
 import fcntl
+import gzip
 import hashlib
 import json
 import logging
@@ -45,6 +46,8 @@ RETRY_MAX_S = 60.0
 ENVELOPE_ROOM_BYTES = 16 * 1024
 #: a message bigger than this is cut down field by field until it fits `protocol.MAX_MESSAGE_BYTES`
 TRUNCATION_MARK = "... [truncated by taskscope]"
+#: bodies above this are sent gzipped (the server bounds the decompressed size)
+GZIP_ABOVE_BYTES = 64 * 1024
 
 _FLUSH = object()
 
@@ -135,6 +138,20 @@ def split_into_batches(messages: list[dict], limit: int = protocol.MAX_BATCH_BYT
     if current:
         batches.append(current)
     return batches
+
+
+def encoded_body(batch: dict) -> dict:
+    """The httpx keyword arguments for POSTing `batch`: JSON, gzipped above `GZIP_ABOVE_BYTES`.
+
+    >>> encoded_body({"messages": ["x" * 100_000]})["headers"]["Content-Encoding"]
+    'gzip'
+    """
+    body = json.dumps(batch, separators=(",", ":"), default=str).encode()
+    headers = {"Content-Type": "application/json"}
+    if len(body) > GZIP_ABOVE_BYTES:
+        body = gzip.compress(body, compresslevel=5)
+        headers["Content-Encoding"] = "gzip"
+    return {"content": body, "headers": headers}
 
 
 class Spool:
@@ -345,7 +362,7 @@ class Sender:
         """POST every pending batch in order; True when none is left."""
         for batch in self._spool.pending():
             try:
-                response = http.post(self.server + protocol.INGEST_PATH, json={**batch, "sent_at": time.time()})
+                response = http.post(self.server + protocol.INGEST_PATH, **encoded_body({**batch, "sent_at": time.time()}))
             except httpx.HTTPError as error:
                 self.stats.send_failures += 1
                 logger.info("taskscope fleet: %s unreachable (%s); batch kept in the spool", self.server, error)
