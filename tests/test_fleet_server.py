@@ -245,8 +245,11 @@ def test_a_resent_batch_is_stored_once(fleet):
 ])
 def test_malformed_bodies_are_refused_with_400(fleet, body, reason):
     server, tokens, _ = fleet
-    reply = server.post(tokens["alice"], body)
+    reply = server.post(tokens["bob"], body)
     assert reply.status_code == 400 and reason in reply.json()["error"]
+    kept = server.get("/api/v1/rejected", tokens["bob"]).json()["rejected"][0]  # counted and kept aside
+    assert (kept["status"], kept["reason"], kept["body"]) == (400, reply.json()["error"], body.decode())
+    assert all(r["token_user"] == "alice" for r in server.get("/api/v1/rejected", tokens["alice"]).json()["rejected"])
 
 
 def test_oversized_bodies_are_refused_with_413(fleet):
@@ -254,6 +257,8 @@ def test_oversized_bodies_are_refused_with_413(fleet):
     batch = dask_batch(uuid.uuid4().hex, "alice")
     batch["messages"][0]["padding"] = "x" * (MAX_BATCH_BYTES + 10)
     assert server.post(tokens["alice"], batch).status_code == 413
+    kept = server.get("/api/v1/rejected", tokens["alice"]).json()["rejected"][0]
+    assert kept["status"] == 413 and kept["size"] > MAX_BATCH_BYTES and kept["body"] is None
     # small on the wire, too large once decompressed
     assert server.post(tokens["alice"], gzip.compress(json.dumps(batch).encode()),
                        **{"Content-Encoding": "gzip"}).status_code == 413

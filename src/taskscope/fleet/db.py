@@ -71,9 +71,14 @@ CREATE TABLE IF NOT EXISTS parsl_runs (
     account VARCHAR, cluster_id VARCHAR, run_id VARCHAR, workflow_name VARCHAR, start DOUBLE, stop DOUBLE,
     tasks BIGINT, tasks_failed BIGINT, apps JSON, failures JSON, workers BIGINT, cores BIGINT,
     wall_s DOUBLE, core_seconds DOUBLE, compute_s DOUBLE, cost DOUBLE, PRIMARY KEY (account, cluster_id));
+CREATE TABLE IF NOT EXISTS rejected_batches (
+    account VARCHAR, token_user VARCHAR, received DOUBLE, status INTEGER, reason VARCHAR, size BIGINT, body BLOB);
 CREATE TABLE IF NOT EXISTS unknown_messages (account VARCHAR, cluster_id VARCHAR, ts DOUBLE, kind VARCHAR, body JSON);
 """
 
+
+#: how much of a refused body is kept aside (enough to see what a broken sender sent)
+MAX_REJECTED_BYTES = 64 * 1024
 
 #: the fields kept of a parsl.run message's apps and failures (what the pages show)
 _APP_FIELDS = ("app_name", "tasks", "failed", "mean_duration_s")
@@ -218,6 +223,14 @@ class FleetDB:
         return (row[0], row[1], bool(row[2])) if row else None
 
     # ingest ------------------------------------------------------------------------------
+
+    def store_rejected(self, account: str, token_user: str, status: int, reason: str, size: int,
+                       body: bytes | None) -> None:
+        """Keep aside a refused body (its first `MAX_REJECTED_BYTES`; none when it was too large)."""
+        with self._transaction() as con:
+            con.execute("INSERT INTO rejected_batches VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [account, token_user, time.time(), status, reason, size,
+                         None if body is None else body[:MAX_REJECTED_BYTES]])
 
     def store_batch(self, account: str, token_user: str, batch: dict) -> bool:
         """Store a validated batch for `account`, committed before this returns; False for a resend."""

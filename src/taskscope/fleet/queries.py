@@ -174,6 +174,15 @@ def parsl_run(db: FleetDB, account: str, cluster_id: str) -> dict | None:
     return _decoded(rows[0], ("apps", "failures")) if rows else None
 
 
+def rejected(db: FleetDB, account: str, limit: int = 100) -> list[dict]:
+    """The account's refused batches, newest first: when, status, reason, size and the start of the body."""
+    rows = records(db.query("SELECT received, token_user, status, reason, size, body FROM rejected_batches "
+                            "WHERE account = ? ORDER BY received DESC LIMIT ?", [account, limit]))
+    for row in rows:
+        row["body"] = None if row["body"] is None else bytes(row["body"])[:1024].decode("utf-8", "replace")
+    return rows
+
+
 def team_weeks(db: FleetDB, account: str, since: float | None = None) -> pd.DataFrame:
     """Per member and week (of each cluster's start, UTC): cluster hours, compute hours, cost, clusters."""
     sql = (f"SELECT user_name, strftime(date_trunc('week', to_timestamp(started)), '%Y-%m-%d') AS week, "

@@ -114,6 +114,12 @@ def list_workers(request: Request, cluster_id: str, caller: Caller = Depends(api
                           "idle": queries.idle_intervals(db, account, cluster_id)})
 
 
+@router.get("/rejected")
+def list_rejected(request: Request, caller: Caller = Depends(api_caller)):
+    """Batches of this account the server refused (400, 413), newest first, with the start of each body."""
+    return json_response({"rejected": queries.rejected(request.app.state.db, caller.account)})
+
+
 @router.get("/exceptions")
 def list_exceptions(request: Request, since: Optional[str] = "7 days", user: Optional[str] = None,
                     cluster_id: Optional[str] = None, caller: Caller = Depends(api_caller)):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from taskscope.fleet.db import FleetDB
 from taskscope.fleet.protocol import INGEST_PATH, MAX_BATCH_BYTES, ProtocolError, validate_batch
@@ -60,22 +61,34 @@ def page_caller(request: Request) -> Caller:
     return Caller(*found)
 
 
+class RejectedBatch(Exception):
+    """A body refused with `status` (400 or 413); `kept` is what is kept aside of it (None above the limit)."""
+
+    def __init__(self, status: int, reason: str, kept: bytes | None, size: int):
+        super().__init__(reason)
+        self.status, self.reason, self.kept, self.size = status, reason, kept, size
+
+
 async def read_batch(request: Request) -> dict:
-    """The request's JSON batch, decompressed and validated (413 above `MAX_BATCH_BYTES`, 400 if malformed)."""
+    """The request's JSON batch, decompressed and validated; `RejectedBatch` (413 above
+    `MAX_BATCH_BYTES`, before or after decompression; 400 if it is not the protocol) otherwise."""
+    too_large = f"a batch may be at most {MAX_BATCH_BYTES} bytes"
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > MAX_BATCH_BYTES:
-        raise HTTPException(413, f"a batch may be at most {MAX_BATCH_BYTES} bytes")
+        raise RejectedBatch(413, too_large, None, int(declared))
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BATCH_BYTES:
-            raise HTTPException(413, f"a batch may be at most {MAX_BATCH_BYTES} bytes")
+            raise RejectedBatch(413, too_large, None, len(body))
+    plain = bytes(body)
     if request.headers.get("content-encoding", "").lower() == "gzip":
-        body = _gunzip_bounded(bytes(body))
+        plain = _gunzip_bounded(plain)
     try:
-        return validate_batch(json.loads(body))
+        return validate_batch(json.loads(plain))
     except (ValueError, UnicodeDecodeError) as exc:  # ProtocolError and JSONDecodeError are ValueErrors
-        raise HTTPException(400, str(exc) if isinstance(exc, ProtocolError) else f"the body is not JSON: {exc}")
+        reason = str(exc) if isinstance(exc, ProtocolError) else f"the body is not JSON: {exc}"
+        raise RejectedBatch(400, reason, plain, len(plain))
 
 
 def _gunzip_bounded(body: bytes) -> bytes:
@@ -84,9 +97,10 @@ def _gunzip_bounded(body: bytes) -> bytes:
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
         plain = inflater.decompress(body, MAX_BATCH_BYTES + 1)
     except zlib.error as exc:
-        raise HTTPException(400, f"the body is not gzip: {exc}")
+        raise RejectedBatch(400, f"the body is not gzip: {exc}", body, len(body))
     if len(plain) > MAX_BATCH_BYTES:
-        raise HTTPException(413, f"a batch may be at most {MAX_BATCH_BYTES} bytes after decompression")
+        raise RejectedBatch(413, f"a batch may be at most {MAX_BATCH_BYTES} bytes after decompression", None,
+                            len(plain))
     return plain
 
 
@@ -108,10 +122,16 @@ def create_app(db: FleetDB) -> FastAPI:
 
     @app.post(INGEST_PATH)
     async def ingest(request: Request, caller: Caller = Depends(api_caller)):
-        """Store one batch (idempotent by batch_id); 200 only once it is committed."""
-        batch = await read_batch(request)
-        from starlette.concurrency import run_in_threadpool
+        """Store one batch (idempotent by batch_id); 200 only once it is committed.
 
+        A refused body (400, 413) is counted and kept aside for the account (`/api/v1/rejected`).
+        """
+        try:
+            batch = await read_batch(request)
+        except RejectedBatch as rejected:
+            await run_in_threadpool(db.store_rejected, caller.account, caller.user, rejected.status,
+                                    rejected.reason, rejected.size, rejected.kept)
+            return JSONResponse({"error": rejected.reason}, status_code=rejected.status)
         stored = await run_in_threadpool(db.store_batch, caller.account, caller.user, batch)
         return {"accepted": len(batch["messages"]), "batch_id": batch["batch_id"], "duplicate": not stored}
 
