@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -104,6 +105,10 @@ class FleetServer:
     def get(self, path: str, token: str | None) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.get(self.url + path, headers=headers, timeout=60)
+
+
+def refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
 
 
 def dask_batch(cluster_id: str, user: str, *, exception_text: str = "ZeroDivisionError: division by zero",
@@ -440,13 +445,25 @@ def test_oddly_typed_fields_are_stored_without_breaking_the_pages(fleet):
         message.update({key: value for key, value in odd.items() if key in message or key in ("msg", "apps")})
     batch["messages"].append({"kind": "parsl.run", "ts": 1.0, "apps": odd["apps"], "failures": odd["failures"],
                               "tasks": "many"})
-    assert server.post(tokens["alice"], batch).status_code == 200
+    batch["messages"].append({"kind": "workers", "ts": 2.0, "n_workers": 10**30})  # beyond BIGINT
+    body = json.dumps(batch).encode().replace(b'"ts": 2.0', b'"ts": 2.0, "note": "\\ud800 lone"')
+    lone = json.dumps({"kind": "exception", "ts": 3.0, "exception_text": "x"}).replace('"x"', '"\\ud800 lone"')
+    body = body.replace(b'"messages": [', b'"messages": [' + lone.encode() + b", ")
+    assert server.post(tokens["alice"], body).status_code == 200
     cluster_id = batch["cluster"]["cluster_id"]
-    for path in (f"/clusters/{cluster_id}", "/clusters?since=", "/"):
+    idle_only = dask_batch(uuid.uuid4().hex, "alice")  # no computation: no compute time at all
+    idle_only["messages"] = [m for m in idle_only["messages"] if m["kind"] != "computation"]
+    assert server.post(tokens["alice"], idle_only).status_code == 200
+    for path in (f"/clusters/{cluster_id}", f"/clusters/{idle_only['cluster']['cluster_id']}", "/clusters?since=", "/"):
         shown = httpx.get(server.url + path, cookies={"taskscope_fleet_token": tokens["alice"]}, timeout=60)
         assert shown.status_code == 200, path
+        for figure in re.findall(r'class="figure" data-target="[^"]+">(.*?)</script>', shown.text, re.S):
+            json.loads(figure, parse_constant=refuse_constant)  # what the browser's JSON.parse accepts: no NaN
     computation, = api.list_computations(cluster_id, server=server.url, token=tokens["alice"])
     assert computation["code"] == [] and computation["groups"][0]["dependencies"] == ["1", "None"]
+    texts = [x["exception_text"] for x in api.list_exceptions(since=None, cluster_id=cluster_id, server=server.url,
+                                                              token=tokens["alice"])]
+    assert "? lone" in texts  # a lone surrogate (valid JSON, invalid UTF-8) stored as "?"
 
 
 def test_an_admin_token_manages_its_own_accounts_tokens_while_the_server_runs(fleet):

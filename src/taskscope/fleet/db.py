@@ -108,7 +108,18 @@ def _number(value) -> float | None:
 
 def _integer(value) -> int | None:
     number = _number(value)
-    return int(number) if number is not None else None
+    # beyond BIGINT (or inf/nan) is a sender's bug: stored as unknown rather than refusing the batch
+    return int(number) if number is not None and abs(number) < 2**63 else None
+
+
+def _valid_unicode(batch: dict) -> dict:
+    """`batch` with lone surrogates (valid JSON escapes, invalid UTF-8) replaced by "?", which DuckDB requires."""
+    text = json.dumps(batch, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+        return batch
+    except UnicodeEncodeError:
+        return json.loads(text.encode("utf-8", "replace").decode("utf-8"))
 
 
 def _text(value) -> str | None:
@@ -234,6 +245,7 @@ class FleetDB:
 
     def store_batch(self, account: str, token_user: str, batch: dict) -> bool:
         """Store a validated batch for `account`, committed before this returns; False for a resend."""
+        batch = _valid_unicode(batch)
         cluster = batch["cluster"]
         cluster_id = cluster["cluster_id"]
         now = time.time()

@@ -118,11 +118,12 @@ def cluster_page(request: Request, cluster_id: str, caller: Caller = Depends(pag
     computations = queries.computations(db, account, cluster_id)
     idle = queries.idle_intervals(db, account, cluster_id)
     samples = queries.worker_samples(db, account, cluster_id)
-    samples = held_until(samples, found["stopped"])
+    samples = held_until(samples, found["stopped"]).astype("float64")
+    samples[["memory_used", "memory_total"]] /= 2**30
+    samples = samples.astype(object).where(samples.notna(), None)  # a missing value is a gap, never NaN in JSON
     charts = {
         "workers": steps_figure(samples[["ts", "n_workers", "n_threads"]], "workers and threads", "count"),
-        "memory": steps_figure((samples[["ts", "memory_used", "memory_total"]].set_index("ts") / 2**30).reset_index(),
-                               "memory", "GiB"),
+        "memory": steps_figure(samples[["ts", "memory_used", "memory_total"]], "memory", "GiB"),
         "timeline": timeline_figure(computations, idle, found),
     } if not samples.empty or computations or idle else {}
     return page("fleet_cluster.html", {
@@ -176,4 +177,4 @@ def _since_or_none(since: str) -> float | None:
 
 
 def _values(frame: pd.DataFrame, column: str) -> list:
-    return [] if frame.empty else frame[column].round(4).tolist()
+    return [] if frame.empty else frame[column].fillna(0.0).round(4).tolist()

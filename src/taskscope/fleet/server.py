@@ -14,6 +14,7 @@ import sys
 import zlib
 from dataclasses import dataclass
 
+import duckdb
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -132,7 +133,13 @@ def create_app(db: FleetDB) -> FastAPI:
             await run_in_threadpool(db.store_rejected, caller.account, caller.user, rejected.status,
                                     rejected.reason, rejected.size, rejected.kept)
             return JSONResponse({"error": rejected.reason}, status_code=rejected.status)
-        stored = await run_in_threadpool(db.store_batch, caller.account, caller.user, batch)
+        try:
+            stored = await run_in_threadpool(db.store_batch, caller.account, caller.user, batch)
+        except duckdb.ConversionException as exc:  # a value the store cannot hold: the body's fault, not the server's
+            reason = f"a value could not be stored: {str(exc).splitlines()[0][:300]}"
+            body = json.dumps(batch).encode()
+            await run_in_threadpool(db.store_rejected, caller.account, caller.user, 400, reason, len(body), body)
+            return JSONResponse({"error": reason}, status_code=400)
         return {"accepted": len(batch["messages"]), "batch_id": batch["batch_id"], "duplicate": not stored}
 
     _add_routes(app)
