@@ -168,6 +168,8 @@ def check_everything_arrived(server: FleetServer, scheduler_id: str, code_file: 
     exceptions = api.list_exceptions(since=None, cluster_id=cluster["cluster_id"], server=server.url, token=server.token)
     assert [e["exception_text"] for e in exceptions] == ["ValueError('boom on 3')"]
     assert "fails_on_three" in exceptions[0]["traceback_text"]
+    [owner] = [c for c in computations if c["computation_id"] == exceptions[0]["computation_id"]]
+    assert exceptions[0]["task_group"] in [group["name"] for group in owner["groups"]]
 
     events = api.list_events(cluster["cluster_id"], server=server.url, token=server.token)
     assert [e["msg"]["score"] for e in events if e["topic"] == ALLOWED_TOPIC] == [7]

@@ -236,10 +236,10 @@ class FleetPlugin(SchedulerPlugin):
         if self._exceptions_per_group[group] > MAX_EXCEPTIONS_PER_GROUP:
             self._exceptions_dropped += 1
             return
-        computations = self.scheduler.computations
+        owner = next((c for c in reversed(self.scheduler.computations) if ts is not None and ts.group in c.groups), None)
         self._queue("exception", key=str(key), task_group=group, exception_text=kwargs.get("exception_text"),
                     traceback_text=kwargs.get("traceback_text"), worker=kwargs.get("worker"),
-                    computation_id=str(computations[-1].id) if computations else None)
+                    computation_id=str(owner.id) if owner is not None else None)
 
     def _snapshot_before_forgetting(self, key, start: str) -> None:
         if not self._active():
