@@ -7,7 +7,7 @@ Run it from the repository root (not part of `make test`):
 
 What it does, side by side in this one script:
 
-1. Builds `--batches` Dask-like batches (the test suite's `dask_batch`: 11 messages each, a
+1. Builds `--batches` Dask-like batches (the test suite's `dask_batch`: 10 messages each, a
    computation with two task groups, an exception, worker samples...), each for a new cluster.
 2. Anchor: stores them with `FleetDB.store_batch` in this process into a fresh DuckDB file (no HTTP,
    no JSON parsing, no auth): the cost of the storage alone.
