@@ -10,7 +10,7 @@ import importlib
 import typer
 
 #: command modules under taskscope.commands, registered in this order
-MODULES: list[str] = ["analyses_time", "analyses_path", "export", "usage", "ui"]
+MODULES: list[str] = ["analyses_time", "analyses_path", "export", "usage", "ui", "fleet"]
 
 
 def register_all(app: typer.Typer) -> None:

@@ -11,3 +11,12 @@ Parts (one module each):
 
 Importing this package needs neither Dask nor the server's dependencies.
 """
+
+
+def __getattr__(name: str):
+    # the Python API at package level (taskscope.fleet.list_clusters), imported on first use
+    if name in ("list_clusters", "list_computations", "list_events", "list_exceptions"):
+        from taskscope.fleet import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'taskscope.fleet' has no attribute {name!r}")

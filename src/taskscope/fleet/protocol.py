@@ -52,7 +52,9 @@ Message kinds (every message has ``kind`` and ``ts``; other fields may be absent
 ``profile``            computation_id (optional), start, stop, data (Dask profile tree, bounded)
 ``parsl.run``          (kind "parsl" clusters) run_id, workflow_name, start, stop, tasks, tasks_failed,
                        apps: [{app_name, tasks, failed, mean_duration_s}], failures: [{exception_type, count}],
-                       workers, cores, wall_s, core_seconds, cost
+                       workers, cores, wall_s, core_seconds, cost,
+                       compute_s (added by the server side: the tasks' run times summed, like a Dask
+                       cluster's task-group compute_s)
 
 Cost: the server estimates cluster cost as
 ``core_seconds/3600 * price_per_core_hour + gb_seconds/3600 * price_per_gb_hour``, integrating the

@@ -107,13 +107,7 @@ def create_app(dashboard: Dashboard) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
 
-    @app.get("/static/plotly.min.js", include_in_schema=False)
-    def plotly_js() -> FileResponse:
-        # served straight from the installed plotly package: the same version the server uses
-        return FileResponse(_plotly_js_path(), media_type="text/javascript",
-                            headers={"Cache-Control": "public, max-age=86400"})
-
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    mount_static(app)
 
     @app.exception_handler(RunNotFound)
     def run_not_found(request: Request, exc: RunNotFound):
@@ -124,6 +118,18 @@ def create_app(dashboard: Dashboard) -> FastAPI:
         return _not_found(request, str(exc))
 
     return app
+
+
+def mount_static(app: FastAPI) -> None:
+    """Serve /static (style, scripts) and /static/plotly.min.js on `app` (also used by the fleet server)."""
+
+    @app.get("/static/plotly.min.js", include_in_schema=False)
+    def plotly_js() -> FileResponse:
+        # served straight from the installed plotly package: the same version the server uses
+        return FileResponse(_plotly_js_path(), media_type="text/javascript",
+                            headers={"Cache-Control": "public, max-age=86400"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
 
 def _not_found(request: Request, message: str):

@@ -1,0 +1,415 @@
+"""The Dask scheduler plugin: records a cluster's life and sends it to a taskscope fleet server.
+
+Install it on a running cluster from a client::
+
+    from taskscope.fleet.dask import register
+    register(client, server="http://fleet.example.org:8090", token="...")
+
+or when starting a scheduler::
+
+    dask scheduler --preload taskscope.fleet.dask --fleet-server http://... --fleet-token ...
+    # or DASK_TASKSCOPE__FLEET__SERVER / DASK_TASKSCOPE__FLEET__TOKEN in the environment
+
+What it sends (message kinds of `taskscope.fleet.protocol`): ``cluster.start``/``cluster.stop``,
+``workers`` samples, ``worker.add``/``worker.remove`` with versions, ``versions.mismatch``,
+``computation`` (task groups, code when ``taskscope.fleet.code.transmit``), ``exception``,
+``event`` (allow-listed topics), ``idle`` intervals and, when ``taskscope.fleet.profile.transmit``,
+``profile``. Never a task's input or result: only keys, group names, counts, durations and sizes.
+
+The hot path is `FleetPlugin.transition`: it returns after one comparison except on the
+``processing -> erred`` edge (an exception) and the ``-> forgotten`` edge (a group's states are
+snapshot once, before Dask forgets them). Everything else is read every ``interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import platform
+import socket
+import sys
+import time
+import uuid
+from collections import Counter
+
+import click
+import dask.config
+from distributed import get_client
+from distributed.diagnostics.plugin import SchedulerPlugin
+from distributed.versions import get_versions
+from tornado.ioloop import PeriodicCallback
+
+from taskscope.fleet.sender import Sender, encoded_size
+from taskscope.fleet.settings import DEFAULTS, FleetSettings
+
+logger = logging.getLogger(__name__)
+dask.config.update_defaults(DEFAULTS)
+
+PLUGIN_NAME = "taskscope-fleet"
+#: seconds the scheduler's shutdown waits for the last batch to be delivered (it stays spooled otherwise)
+CLOSE_FLUSH_TIMEOUT_S = 5.0
+#: exceptions sent per task group; more are counted in ``cluster.stop`` (one failing map could send 100k)
+MAX_EXCEPTIONS_PER_GROUP = 100
+#: scheduler actions (published on topic "all") that an allow-list entry may name instead of a topic
+ACTION_TOPIC = "all"
+#: what a ``nframes`` of 0 becomes on the client when code is transmitted (Coiled uses 2 as well)
+CODE_FRAMES = 2
+
+
+class FleetPlugin(SchedulerPlugin):
+    """Scheduler plugin sending a cluster's analytics to a fleet server (see the module docstring).
+
+    Build it with `register()` or `dask_setup`; both read the ``taskscope.fleet`` Dask config.
+
+    >>> plugin = FleetPlugin(FleetSettings(server="http://127.0.0.1:8090", token="t"))
+    >>> plugin.name, plugin.idempotent
+    ('taskscope-fleet', True)
+    """
+
+    name = PLUGIN_NAME
+    idempotent = True
+
+    def __init__(self, settings: FleetSettings):
+        self.settings = settings
+        self._started = False
+        self._closed = False
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    async def start(self, scheduler) -> None:
+        """Seed state from what the scheduler holds already (hooks are not replayed), then send."""
+        if self._started:  # `dask_setup` starts the plugin and the scheduler starts it again
+            return
+        self._started = True
+        if self.settings.disabled:
+            return
+        try:
+            self._begin(scheduler)
+        except Exception:  # e.g. an unwritable spool folder: the scheduler must start anyway
+            logger.exception("taskscope fleet: the plugin could not start; nothing will be sent")
+            self._closed = True
+
+    def _begin(self, scheduler) -> None:
+        self.scheduler = scheduler
+        self.cluster_id = uuid.uuid4().hex
+        self.sender = Sender(self.settings.server, self.settings.token, self._cluster_identity(),
+                             spool_dir=self.settings.spool_directory, max_spool_bytes=self.settings.spool_max_bytes,
+                             retry_max_s=self.settings.retry_max)
+        self._reset_state()
+        self._queue("cluster.start", **self._start_record())
+        self._seed()
+        self._tick()
+        self._callbacks = [PeriodicCallback(self._tick, self.settings.interval * 1000)]
+        if self.settings.profile_transmit:
+            self._profile_since = time.time()
+            self._callbacks.append(PeriodicCallback(self._send_profile, self.settings.profile_interval * 1000))
+        for callback in self._callbacks:
+            callback.start()
+
+    def _reset_state(self) -> None:
+        self._outbox: list[dict] = []
+        self._scheduler_versions = get_versions()["packages"]
+        self._mismatches_sent: set[tuple[str, str]] = set()
+        self._group_snapshots: dict = {}
+        self._computations_sent: dict[str, tuple] = {}
+        self._exceptions_per_group: Counter = Counter()
+        self._exceptions_dropped = 0
+        self._idle_start: float | None = None
+        self._last_idle_start: float | None = None
+        self._allow = frozenset(self.settings.events_allow)
+
+    async def before_close(self) -> None:
+        """Last snapshot, ``cluster.stop``, then deliver (waiting at most `CLOSE_FLUSH_TIMEOUT_S`)."""
+        if not self._active():
+            return
+        self._closed = True
+        for callback in self._callbacks:
+            callback.stop()
+        if self.settings.profile_transmit:
+            await self._send_profile()
+        now = time.time()
+        self._tick(now=now, closing=True)
+        stats = self.sender.stats
+        self._queue("cluster.stop", stopped=now, exceptions_not_sent=self._exceptions_dropped,
+                    messages_dropped=stats.messages_dropped, messages_truncated=stats.messages_truncated)
+        self.sender.submit(self._take_outbox())
+        await asyncio.to_thread(self.sender.close, CLOSE_FLUSH_TIMEOUT_S)
+
+    async def close(self) -> None:
+        """Same as `before_close` when the scheduler skipped it (it does nothing the second time)."""
+        await self.before_close()
+
+    # ---- hooks -----------------------------------------------------------------------------
+    def transition(self, key, start, finish, *args, **kwargs) -> None:
+        """Hot path: only the erred and forgotten edges do any work."""
+        if finish == "erred":
+            if start == "processing":
+                self._record_exception(key, kwargs)
+        elif finish == "forgotten":
+            self._snapshot_before_forgetting(key, start)
+
+    def add_worker(self, scheduler, worker: str) -> None:
+        if self._active():
+            self._record_worker(scheduler.workers[worker])
+            self._sample_workers(time.time())
+
+    def remove_worker(self, scheduler, worker: str, *, stimulus_id: str = "", **kwargs) -> None:
+        if self._active():
+            self._queue("worker.remove", worker=worker, reason=stimulus_id)
+            self._sample_workers(time.time())
+
+    def add_client(self, scheduler, client: str) -> None:
+        if self._active() and client in scheduler.clients:
+            self._check_versions("client", getattr(scheduler.clients[client], "versions", None), client=client)
+
+    def update_graph(self, scheduler, **kwargs) -> None:
+        if self._active() and self._idle_start is not None:
+            self._close_idle(time.time())
+
+    def log_event(self, topic: str, msg) -> None:
+        """Forward allow-listed topics, and scheduler actions named in the allow-list."""
+        if not self._active():
+            return
+        action = msg.get("action") if topic == ACTION_TOPIC and isinstance(msg, dict) else None
+        if topic in self._allow or action in self._allow:
+            self._queue("event", topic=action or topic, msg=json.loads(json.dumps(msg, default=str)))
+
+    # ---- recording -------------------------------------------------------------------------
+    def _active(self) -> bool:
+        return self._started and not self.settings.disabled and not self._closed
+
+    def _queue(self, kind: str, ts: float | None = None, **fields) -> None:
+        self._outbox.append({"kind": kind, "ts": time.time() if ts is None else ts, **fields})
+
+    def _take_outbox(self) -> list[dict]:
+        messages, self._outbox = self._outbox, []
+        return messages
+
+    def _cluster_identity(self) -> dict:
+        return {"cluster_id": self.cluster_id, "kind": "dask", "name": self.scheduler.id,
+                "user": self.settings.user, "host": socket.gethostname(), "address": self.scheduler.address}
+
+    def _start_record(self) -> dict:
+        scheduler = self.scheduler
+        http = getattr(scheduler, "http_server", None)
+        dashboard = f"http://{socket.gethostname()}:{http.port}/status" if http is not None and http.port else None
+        return {"scheduler_id": scheduler.id, "address": scheduler.address, "dashboard_link": dashboard,
+                "started": scheduler.time_started, "python": sys.executable,
+                "platform": f"{platform.system()} {platform.release()} {platform.machine()}",
+                "versions": self._scheduler_versions, "config": self.settings.privacy(),
+                "price_per_core_hour": self.settings.price_per_core_hour,
+                "price_per_gb_hour": self.settings.price_per_gb_hour}
+
+    def _seed(self) -> None:
+        """Workers, clients and exceptions that were there before the plugin."""
+        for ws in list(self.scheduler.workers.values()):
+            self._record_worker(ws)
+        for client, state in list(self.scheduler.clients.items()):
+            self._check_versions("client", getattr(state, "versions", None), client=client)
+        for erred in reversed(self.scheduler.erred_tasks):
+            self._queue("exception", ts=erred.timestamp, key=str(erred.key), task_group=None,
+                        exception_text=erred.exception_text, traceback_text=erred.traceback_text,
+                        worker=",".join(sorted(erred.erred_on)), computation_id=None)
+
+    def _record_worker(self, ws) -> None:
+        versions = (ws.versions or {}).get("packages", {})
+        self._queue("worker.add", worker=ws.address, name=str(ws.name), host=ws.host, nthreads=ws.nthreads,
+                    memory_limit=ws.memory_limit, versions=versions)
+        self._check_versions(ws.address, ws.versions)
+
+    def _check_versions(self, who: str, versions: dict | None, client: str | None = None) -> None:
+        """Queue one ``versions.mismatch`` per package whose version differs from the scheduler's."""
+        for package, version in ((versions or {}).get("packages") or {}).items():
+            expected = self._scheduler_versions.get(package)
+            if version == expected or (package, client or who) in self._mismatches_sent:
+                continue
+            self._mismatches_sent.add((package, client or who))
+            self._queue("versions.mismatch", package=package, versions={"scheduler": expected, who: version},
+                        **({"client": client} if client else {}))
+
+    def _record_exception(self, key, kwargs: dict) -> None:
+        if not self._active():
+            return
+        ts = self.scheduler.tasks.get(key)
+        group = ts.group.name if ts is not None else None
+        self._exceptions_per_group[group] += 1
+        if self._exceptions_per_group[group] > MAX_EXCEPTIONS_PER_GROUP:
+            self._exceptions_dropped += 1
+            return
+        owner = next((c for c in reversed(self.scheduler.computations) if ts is not None and ts.group in c.groups), None)
+        self._queue("exception", key=str(key), task_group=group, exception_text=kwargs.get("exception_text"),
+                    traceback_text=kwargs.get("traceback_text"), worker=kwargs.get("worker"),
+                    computation_id=str(owner.id) if owner is not None else None)
+
+    def _snapshot_before_forgetting(self, key, start: str) -> None:
+        if not self._active():
+            return
+        ts = self.scheduler.tasks.get(key)
+        if ts is None or ts.group in self._group_snapshots:
+            return
+        states = dict(ts.group.states)
+        # this task is already counted as forgotten: count it where it was
+        states["forgotten"] -= 1
+        states[start] = states.get(start, 0) + 1
+        self._group_snapshots[ts.group] = states
+
+    # ---- periodic --------------------------------------------------------------------------
+    def _tick(self, now: float | None = None, closing: bool = False) -> None:
+        """Sample workers, follow idleness, snapshot computations, hand everything to the sender."""
+        now = time.time() if now is None else now
+        try:
+            self._sample_workers(now)
+            self._follow_idleness(now, closing)
+            self._snapshot_computations()
+        except Exception:  # a scheduler internal changed: keep the plugin (and the scheduler) alive
+            logger.exception("taskscope fleet: snapshot failed")
+        if not closing:
+            self.sender.submit(self._take_outbox())
+
+    def _sample_workers(self, now: float) -> None:
+        scheduler = self.scheduler
+        workers = list(scheduler.workers.values())
+        self._queue("workers", ts=now, n_workers=len(workers), n_threads=scheduler.total_nthreads,
+                    memory_used=sum(ws.memory.process for ws in workers), memory_total=scheduler.total_memory,
+                    tasks_processing=sum(len(ws.processing) for ws in workers),
+                    tasks_ready=len(scheduler.queued) + len(scheduler.unrunnable))
+
+    def _follow_idleness(self, now: float, closing: bool) -> None:
+        """Idle intervals from the scheduler's own ``idle_since`` (kept by its 250 ms check)."""
+        idle_since = self.scheduler.idle_since
+        if self._idle_start is not None and (closing or idle_since is None or idle_since > self._idle_start):
+            self._close_idle(now if closing else idle_since or now)
+        # idle_since lags by up to 250 ms: an interval closed by update_graph must not reopen
+        reopened = idle_since is not None and idle_since == self._last_idle_start
+        if idle_since is not None and self._idle_start is None and not closing and not reopened:
+            self._idle_start = self._last_idle_start = idle_since
+            self._queue("idle", start=idle_since, stop=None)
+
+    def _close_idle(self, fallback_stop: float) -> None:
+        """Close the open idle interval where work began: the first computation after it started."""
+        starts = [c.start for c in self.scheduler.computations if c.start >= self._idle_start]
+        stop = min(starts) if starts else fallback_stop
+        self._queue("idle", start=self._idle_start, stop=max(stop, self._idle_start))
+        self._idle_start = None
+
+    def _snapshot_computations(self) -> None:
+        """Queue each computation whose groups changed since it was last sent (a resend replaces it)."""
+        live_groups = set()
+        for computation in list(self.scheduler.computations):
+            groups = [self._group_record(group) for group in computation.groups]
+            live_groups.update(computation.groups)
+            done = computation.stop > 0 and all(group.done for group in computation.groups)
+            signature = (done, len(computation.code), json.dumps(groups, sort_keys=True, default=str))
+            computation_id = str(computation.id)
+            if self._computations_sent.get(computation_id) == signature:
+                continue
+            self._computations_sent[computation_id] = signature
+            self._queue("computation", computation_id=computation_id, start=computation.start,
+                        stop=computation.stop if done else None, code=self._code(computation),
+                        span_name=self._span_name(computation), groups=groups)
+        for group in set(self._group_snapshots) - live_groups:
+            del self._group_snapshots[group]
+
+    def _group_record(self, group) -> dict:
+        durations = group.all_durations
+        snapshot = self._group_snapshots.get(group)
+        states = snapshot if snapshot is not None and group.done else group.states
+        return {"name": group.name, "prefix": group.prefix.name,
+                "states": {state: count for state, count in states.items() if count},
+                "n_tasks": sum(states.values()), "compute_s": durations.get("compute", 0.0),
+                "transfer_s": durations.get("transfer", 0.0),
+                "disk_s": durations.get("disk-read", 0.0) + durations.get("disk-write", 0.0),
+                "nbytes": group.nbytes_total, "start": group.start or None, "stop": group.stop or None,
+                "dependencies": sorted(dependency.name for dependency in group.dependencies)}
+
+    def _code(self, computation) -> list[dict]:
+        if not self.settings.code_transmit:
+            return []
+        return [{"filename": frame.filename, "lineno": frame.lineno_frame, "code": frame.code}
+                for frames in computation.code for frame in frames]
+
+    def _span_name(self, computation) -> list[str] | None:
+        spans = getattr(self.scheduler, "extensions", {}).get("spans")
+        for group in computation.groups:
+            span = spans.spans.get(group.span_id) if spans is not None and group.span_id else None
+            if span is not None:
+                return list(span.name)
+        return None
+
+    async def _send_profile(self) -> None:
+        """The statistical profile since the last one, cut to ``profile.max-bytes``."""
+        start, stop = self._profile_since, time.time()
+        self._profile_since = stop
+        try:
+            tree = await self.scheduler.get_profile(start=start, stop=stop)
+        except Exception:
+            logger.info("taskscope fleet: no profile from the workers", exc_info=True)
+            return
+        if tree.get("count"):
+            self._queue("profile", start=start, stop=stop, data=prune_profile(tree, self.settings.profile_max_bytes))
+
+
+def prune_profile(tree: dict, max_bytes: int) -> dict:
+    """Cut a Dask profile tree to at most `max_bytes` of JSON by dropping its least-sampled branches
+    (a branch is kept when it holds at least a growing share of the root's samples).
+
+    >>> leaf = {"count": 1, "children": {}, "identifier": "f", "description": {"line": "x = 1"}}
+    >>> tree = {"count": 10, "identifier": "root", "description": {}, "children": {
+    ...     "a": {**leaf, "count": 9, "identifier": "a"}, "b": {**leaf, "identifier": "b"}}}
+    >>> sorted(prune_profile(tree, 10_000)["children"]), sorted(prune_profile(tree, 200)["children"])
+    (['a', 'b'], ['a'])
+    """
+    share = 0.0
+    while True:
+        pruned = _prune_below(tree, share * tree.get("count", 0))
+        if encoded_size(pruned) <= max_bytes or share >= 1.0:
+            return pruned
+        share = max(share * 2, 0.001)
+
+
+def _prune_below(node: dict, min_count: float) -> dict:
+    children = {name: _prune_below(child, min_count) for name, child in node.get("children", {}).items()
+                if child.get("count", 0) >= min_count and child.get("count", 0) > 0}
+    return {**node, "children": children}
+
+
+def register(client=None, server: str | None = None, token: str | None = None, user: str | None = None,
+             **options) -> str | None:
+    """Install the fleet plugin on the scheduler of `client` (default: the current client).
+
+    Settings come from the ``taskscope.fleet`` Dask config *here*, overridden by the arguments
+    (`options` are `FleetSettings` fields, e.g. ``interval=2``, ``code_transmit=False``). With code
+    transmission on, this also sets ``distributed.diagnostics.computations.nframes`` so that this
+    client captures the calling code. Returns the plugin name, or None when
+    ``taskscope.fleet.disabled`` is set. Registering twice keeps the first plugin.
+
+    >>> register(server="http://127.0.0.1:8090", token="t", disabled=True) is None
+    True
+    """
+    settings = FleetSettings.from_config(server=server, token=token, user=user, **options)
+    if settings.disabled:
+        return None
+    if not settings.server or not settings.token:
+        raise ValueError("taskscope fleet: give server= and token= (or set taskscope.fleet.server and .token)")
+    client = client or get_client()
+    if settings.code_transmit and not dask.config.get("distributed.diagnostics.computations.nframes", 0):
+        dask.config.set({"distributed.diagnostics.computations.nframes": CODE_FRAMES})
+    client.register_plugin(FleetPlugin(settings), name=PLUGIN_NAME)
+    return PLUGIN_NAME
+
+
+@click.command()
+@click.option("--fleet-server", default=None, help="fleet server URL (else taskscope.fleet.server)")
+@click.option("--fleet-token", default=None, help="API token (else taskscope.fleet.token)")
+@click.option("--fleet-user", default=None, help="who runs this cluster (else taskscope.fleet.user, else the login)")
+async def dask_setup(scheduler, fleet_server: str | None, fleet_token: str | None, fleet_user: str | None) -> None:
+    """``dask scheduler --preload taskscope.fleet.dask [--fleet-server URL --fleet-token T]``."""
+    settings = FleetSettings.from_config(server=fleet_server, token=fleet_token, user=fleet_user)
+    if settings.disabled or PLUGIN_NAME in scheduler.plugins:
+        return
+    if not settings.server or not settings.token:
+        logger.warning("taskscope fleet: no server or token configured; the plugin is not installed")
+        return
+    plugin = FleetPlugin(settings)
+    scheduler.add_plugin(plugin, name=PLUGIN_NAME, idempotent=True)
+    await plugin.start(scheduler)

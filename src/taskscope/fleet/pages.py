@@ -1,0 +1,180 @@
+"""The fleet pages: login, team overview, clusters, one cluster (Dask or Parsl).
+
+A visitor logs in with an API token; the token goes into an HttpOnly, SameSite=Strict cookie and is
+hashed and looked up again on every request (the server never stores it in clear). Every page reads
+only the logged-in account, through `taskscope.fleet.queries`. Text from clusters (code, tracebacks,
+event messages) reaches a page only through Jinja2 autoescaping; chart labels through `plot_text`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import jinja2
+import pandas as pd
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from taskscope.fleet import queries
+from taskscope.fleet.server import SESSION_COOKIE, Caller, page_caller
+from taskscope.web.figures import bar_figure, gantt_figure, plot_text, steps_figure
+from taskscope.web.render import WEB_DIR, cell, clock, missing, records, seconds
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+#: how far back the overview and the clusters list look unless asked otherwise
+DEFAULT_SINCE = "90 days"
+#: a login form posts a token and nothing else: anything longer is not one
+MAX_LOGIN_BYTES = 4096
+
+_environment = jinja2.Environment(
+    loader=jinja2.ChoiceLoader([jinja2.FileSystemLoader(TEMPLATES_DIR), jinja2.FileSystemLoader(WEB_DIR / "templates")]),
+    autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+)
+_environment.filters.update(clock=clock, seconds=seconds, cell=cell, json_text=lambda value: json.dumps(value))
+_environment.globals.update(missing=missing)
+
+router = APIRouter()
+
+
+def page(template: str, context: dict, status_code: int = 200) -> HTMLResponse:
+    """An HTML page from a fleet template."""
+    return HTMLResponse(_environment.get_template(template).render(**context), status_code=status_code)
+
+
+def install(app: FastAPI) -> None:
+    """Add the pages, the login form and the shared static files (style, Plotly) to `app`."""
+    from taskscope.web.app import mount_static
+
+    app.include_router(router)
+    mount_static(app)
+
+
+def login_refusal(request: Request) -> HTMLResponse:
+    """What a visitor without a valid session gets instead of a page: the login form, status 401."""
+    return page("fleet_login.html", {"title": "Log in", "caller": None, "error": None}, status_code=401)
+
+
+@router.get("/login", include_in_schema=False)
+def login_form():
+    return page("fleet_login.html", {"title": "Log in", "caller": None, "error": None})
+
+
+@router.post("/login", include_in_schema=False)
+async def login(request: Request):
+    body = await request.body()
+    token = (parse_qs(body[:MAX_LOGIN_BYTES].decode("utf-8", "replace")).get("token") or [""])[0].strip()
+    if request.app.state.db.account_for_token(token) is None:
+        return page("fleet_login.html", {"title": "Log in", "caller": None, "error": "unknown or revoked token"},
+                    status_code=401)
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", max_age=30 * 86400)
+    return response
+
+
+@router.post("/logout", include_in_schema=False)
+def logout():
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE)
+    return response
+
+
+@router.get("/", include_in_schema=False)
+def overview(request: Request, since: str = DEFAULT_SINCE, caller: Caller = Depends(page_caller)):
+    db = request.app.state.db
+    since_ts = _since_or_none(since)
+    weeks = queries.team_weeks(db, caller.account, since=since_ts)
+    members = weeks.groupby("user_name", as_index=False)[["clusters", "cluster_hours", "compute_hours", "cost"]].sum() \
+        if not weeks.empty else weeks
+    charts = {
+        "time": bar_figure(members.user_name.tolist() if not members.empty else [],
+                           {"cluster hours": _values(members, "cluster_hours"),
+                            "compute hours": _values(members, "compute_hours")},
+                           "cluster time against compute time, per member", "hours", stacked=False),
+        "cost": cost_heatmap(weeks),
+    }
+    return page("fleet_overview.html", {"title": f"Team overview ({caller.account})", "caller": caller,
+                                        "since": since, "members": records(members), "weeks": records(weeks),
+                                        "charts": charts})
+
+
+@router.get("/clusters", include_in_schema=False)
+def clusters_page(request: Request, since: str = DEFAULT_SINCE, user: str | None = None,
+                  caller: Caller = Depends(page_caller)):
+    table = queries.clusters(request.app.state.db, caller.account, since=_since_or_none(since), user=user or None)
+    return page("fleet_clusters.html", {"title": "Clusters", "caller": caller, "since": since, "user": user or "",
+                                        "clusters": records(table), "charts": None})
+
+
+@router.get("/clusters/{cluster_id}", include_in_schema=False)
+def cluster_page(request: Request, cluster_id: str, caller: Caller = Depends(page_caller)):
+    db, account = request.app.state.db, caller.account
+    try:
+        found = queries.cluster(db, account, cluster_id)
+    except LookupError as exc:
+        return page("fleet_error.html", {"title": "Not found", "caller": caller, "message": str(exc)}, 404)
+    computations = queries.computations(db, account, cluster_id)
+    idle = queries.idle_intervals(db, account, cluster_id)
+    samples = queries.worker_samples(db, account, cluster_id)
+    samples = held_until(samples, found["stopped"]).astype("float64")
+    samples[["memory_used", "memory_total"]] /= 2**30
+    samples = samples.astype(object).where(samples.notna(), None)  # a missing value is a gap, never NaN in JSON
+    charts = {
+        "workers": steps_figure(samples[["ts", "n_workers", "n_threads"]], "workers and threads", "count"),
+        "memory": steps_figure(samples[["ts", "memory_used", "memory_total"]], "memory", "GiB"),
+        "timeline": timeline_figure(computations, idle, found),
+    } if not samples.empty or computations or idle else {}
+    return page("fleet_cluster.html", {
+        "title": f"{found['kind']} cluster {found['name'] or cluster_id}", "caller": caller, "cluster": found,
+        "computations": computations, "idle": idle, "charts": charts,
+        "exceptions": queries.exceptions(db, account, cluster_id=cluster_id),
+        "events": queries.events(db, account, cluster_id),
+        "changes": queries.worker_changes(db, account, cluster_id),
+        "mismatches": queries.version_mismatches(db, account, cluster_id),
+        "parsl_run": queries.parsl_run(db, account, cluster_id),
+    })
+
+
+def held_until(samples: pd.DataFrame, stopped: float | None) -> pd.DataFrame:
+    """The worker samples with the last one repeated at the cluster's stop, so the steps reach it."""
+    if samples.empty or stopped is None or stopped <= samples.ts.iloc[-1]:
+        return samples
+    return pd.concat([samples, samples.tail(1).assign(ts=stopped)], ignore_index=True)
+
+
+def cost_heatmap(weeks: pd.DataFrame) -> dict:
+    """Cost per member (rows) per week (columns) as a Plotly heat map."""
+    layout = {"title": {"text": "estimated cost per member per week"},
+              "xaxis": {"title": {"text": "week starting (UTC)"}, "type": "category"},
+              "yaxis": {"automargin": True}}
+    if weeks.empty:
+        return {"data": [], "layout": layout}
+    grid = weeks.pivot_table(index="user_name", columns="week", values="cost", aggfunc="sum").fillna(0.0)
+    return {"data": [{"type": "heatmap", "x": [str(w) for w in grid.columns],
+                      "y": [plot_text(u) for u in grid.index], "z": grid.round(4).values.tolist(),
+                      "colorscale": "Blues", "reversescale": True,  # plotly.js's Blues runs dark to light
+                      "hovertemplate": "%{y}, week of %{x}: %{z}<extra></extra>"}],
+            "layout": layout}
+
+
+def timeline_figure(computations: list[dict], idle: list[dict], found: dict) -> dict:
+    """Computations and idle intervals on one time axis (an idle interval still open ends now)."""
+    end = found["stopped"] or (found["started"] or 0) + (found["duration_s"] or 0)
+    rows = [{"label": "computation " + str(c["computation_id"])[:12], "start_ts": c["start"],
+             "end_ts": c["stop"] or end, "group": "computation"} for c in computations if c["start"] is not None]
+    rows += [{"label": "idle", "start_ts": i["start"], "end_ts": i["stop"] or end, "group": "idle"} for i in idle]
+    stages = pd.DataFrame(rows, columns=["label", "start_ts", "end_ts", "group"])
+    return gantt_figure(stages.astype({"start_ts": "float64", "end_ts": "float64"}), "computations and idle time")
+
+
+def _since_or_none(since: str) -> float | None:
+    try:
+        return queries.parse_since(since)
+    except ValueError:
+        return queries.parse_since(DEFAULT_SINCE)
+
+
+def _values(frame: pd.DataFrame, column: str) -> list:
+    return [] if frame.empty else frame[column].fillna(0.0).round(4).tolist()

@@ -1,0 +1,199 @@
+"""Reads over the fleet store, each scoped to one account: clusters, computations, events, cost.
+
+Every function takes the caller's `account` and filters every table by it; the API routes and the
+pages call these and nothing else.
+
+>>> clusters(db, "physics", since=parse_since("7 days"))[["cluster_id", "user_name", "cost"]]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import datetime, timezone
+
+import pandas as pd
+
+from taskscope.fleet.db import FleetDB
+from taskscope.web.render import records
+
+_SINCE_UNITS = {"s": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400,
+                "w": 604800, "week": 604800}
+_BYTES_PER_GB = 2**30
+
+#: one row per cluster of the account with its cost (workers samples integrated as a step function)
+CLUSTER_TABLE_SQL = f"""
+WITH mine AS (SELECT * FROM clusters WHERE account = $account),
+held AS (
+    SELECT s.cluster_id, s.n_workers, s.n_threads,
+           coalesce(lead(s.ts) OVER (PARTITION BY s.cluster_id ORDER BY s.ts),
+                    greatest(coalesce(m.stopped, s.ts), s.ts)) - s.ts AS held_s,
+           s.memory_total
+    FROM worker_samples s JOIN mine m USING (cluster_id) WHERE s.account = $account),
+usage AS (
+    SELECT cluster_id, max(n_workers) AS max_workers, max(n_threads) AS max_threads,
+           sum(n_threads * held_s) AS core_seconds, sum(memory_total / {_BYTES_PER_GB} * held_s) AS gb_seconds
+    FROM held GROUP BY cluster_id),
+work AS (
+    SELECT cluster_id, count(DISTINCT computation_id) AS computations FROM computations
+    WHERE account = $account GROUP BY cluster_id),
+groups AS (
+    SELECT cluster_id, sum(n_tasks) AS tasks, sum(compute_s) AS compute_s FROM task_groups
+    WHERE account = $account GROUP BY cluster_id),
+errors AS (SELECT cluster_id, count(*) AS exceptions FROM exceptions WHERE account = $account GROUP BY cluster_id)
+SELECT m.cluster_id, m.kind, m.name, m.user_name, m.host, m.address, m.dashboard_link,
+       coalesce(m.started, m.first_seen) AS started, m.stopped,
+       coalesce(m.stopped, m.last_seen) - coalesce(m.started, m.first_seen) AS duration_s,
+       coalesce(u.max_workers, p.workers) AS workers, coalesce(u.max_threads, p.cores) AS threads,
+       coalesce(w.computations, 0) AS computations,
+       coalesce(g.tasks, p.tasks) AS tasks, p.tasks_failed,
+       coalesce(e.exceptions, 0) + coalesce(p.tasks_failed, 0) AS exceptions,
+       coalesce(g.compute_s, p.compute_s) AS compute_s,
+       coalesce(u.core_seconds, p.core_seconds) AS core_seconds,
+       coalesce(p.cost, coalesce(u.core_seconds, p.core_seconds, 0) / 3600 * m.price_per_core_hour
+                        + coalesce(u.gb_seconds, 0) / 3600 * m.price_per_gb_hour) AS cost,
+       m.price_per_core_hour, m.price_per_gb_hour, p.run_id, p.workflow_name
+FROM mine m LEFT JOIN usage u USING (cluster_id) LEFT JOIN work w USING (cluster_id)
+LEFT JOIN groups g USING (cluster_id) LEFT JOIN errors e USING (cluster_id)
+LEFT JOIN parsl_runs p ON p.account = $account AND p.cluster_id = m.cluster_id
+"""
+
+
+def parse_since(text: str | float | None, now: float | None = None) -> float | None:
+    """`"7 days"`, `"12h"`, `"2 weeks"`, an ISO date/time (UTC) or epoch seconds, as epoch seconds.
+
+    >>> parse_since("2 days", now=200000.0)
+    27200.0
+    >>> parse_since("1970-01-02")
+    86400.0
+    """
+    if text is None or text == "":
+        return None
+    if isinstance(text, (int, float)):
+        return float(text)
+    now = time.time() if now is None else now
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+?)s?\s*", text.lower())
+    if match and match.group(2) in _SINCE_UNITS:
+        return now - float(match.group(1)) * _SINCE_UNITS[match.group(2)]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"since must be like '7 days', '12 hours', '2026-01-31' or epoch seconds, not {text!r}")
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def clusters(db: FleetDB, account: str, since: float | None = None, user: str | None = None,
+             cluster_id: str | None = None) -> pd.DataFrame:
+    """The account's clusters (Dask and Parsl), newest first, active at or after `since`."""
+    sql = (f"SELECT * FROM ({CLUSTER_TABLE_SQL}) WHERE ($since IS NULL OR coalesce(stopped, started + duration_s) >= $since)"
+           " AND ($user IS NULL OR user_name = $user) AND ($cluster_id IS NULL OR cluster_id = $cluster_id)"
+           " ORDER BY started DESC")
+    return db.query(sql, {"account": account, "since": since, "user": user, "cluster_id": cluster_id})
+
+
+def cluster(db: FleetDB, account: str, cluster_id: str) -> dict:
+    """One cluster of the account (a row of `clusters` plus versions and config); LookupError if none."""
+    table = clusters(db, account, cluster_id=cluster_id)
+    if table.empty:
+        raise LookupError(f"no cluster {cluster_id}")
+    extra = db.query("SELECT python, platform, versions, config FROM clusters WHERE account = ? AND cluster_id = ?",
+                     [account, cluster_id]).iloc[0].to_dict()
+    return {**records(table)[0], **_decoded(extra, ("versions", "config"))}
+
+
+def computations(db: FleetDB, account: str, cluster_id: str) -> list[dict]:
+    """The cluster's computations, oldest first, each with its code and task groups."""
+    found = records(db.query("SELECT computation_id, start, stop, stop - start AS duration_s, code, span_name "
+                              "FROM computations WHERE account = ? AND cluster_id = ? ORDER BY start NULLS LAST, ts",
+                              [account, cluster_id]))
+    groups = records(db.query("SELECT * EXCLUDE (account, cluster_id) FROM task_groups "
+                               "WHERE account = ? AND cluster_id = ? ORDER BY start NULLS LAST, name",
+                               [account, cluster_id]))
+    by_computation: dict[str, list[dict]] = {}
+    for group in groups:
+        by_computation.setdefault(group.pop("computation_id"), []).append(_decoded(group, ("states", "dependencies")))
+    for computation in found:
+        _decoded(computation, ("code", "span_name"))
+        computation["groups"] = by_computation.get(computation["computation_id"], [])
+    return found
+
+
+def events(db: FleetDB, account: str, cluster_id: str) -> list[dict]:
+    """The cluster's events (allow-listed topics), oldest first."""
+    rows = records(db.query("SELECT ts, topic, msg FROM cluster_events WHERE account = ? AND cluster_id = ? ORDER BY ts",
+                             [account, cluster_id]))
+    return [_decoded(row, ("msg",)) for row in rows]
+
+
+def exceptions(db: FleetDB, account: str, since: float | None = None, user: str | None = None,
+               cluster_id: str | None = None) -> list[dict]:
+    """The account's task exceptions with tracebacks, newest first (filters optional)."""
+    sql = ("SELECT x.cluster_id, c.user_name, x.ts, x.key, x.task_group, x.exception_text, x.traceback_text, "
+           "x.worker, x.computation_id FROM exceptions x JOIN clusters c ON c.account = x.account "
+           "AND c.cluster_id = x.cluster_id WHERE x.account = $account AND ($since IS NULL OR x.ts >= $since) "
+           "AND ($user IS NULL OR c.user_name = $user) AND ($cluster_id IS NULL OR x.cluster_id = $cluster_id) "
+           "ORDER BY x.ts DESC")
+    return records(db.query(sql, {"account": account, "since": since, "user": user, "cluster_id": cluster_id}))
+
+
+def worker_samples(db: FleetDB, account: str, cluster_id: str) -> pd.DataFrame:
+    """Workers, threads, memory and task counts over time."""
+    return db.query("SELECT * EXCLUDE (account, cluster_id) FROM worker_samples WHERE account = ? AND cluster_id = ? "
+                    "ORDER BY ts", [account, cluster_id])
+
+
+def worker_changes(db: FleetDB, account: str, cluster_id: str) -> list[dict]:
+    """Workers added and removed, with their versions."""
+    rows = records(db.query("SELECT * EXCLUDE (account, cluster_id) FROM worker_changes WHERE account = ? "
+                             "AND cluster_id = ? ORDER BY ts", [account, cluster_id]))
+    return [_decoded(row, ("versions",)) for row in rows]
+
+
+def version_mismatches(db: FleetDB, account: str, cluster_id: str) -> list[dict]:
+    """Packages whose versions differ between scheduler, workers and client."""
+    rows = records(db.query("SELECT ts, package, versions FROM version_mismatches WHERE account = ? AND cluster_id = ? "
+                             "ORDER BY package, ts", [account, cluster_id]))
+    return [_decoded(row, ("versions",)) for row in rows]
+
+
+def idle_intervals(db: FleetDB, account: str, cluster_id: str) -> list[dict]:
+    """Intervals with no task processing (stop None while still idle)."""
+    return records(db.query("SELECT start, stop, stop - start AS duration_s FROM idle_intervals WHERE account = ? "
+                             "AND cluster_id = ? ORDER BY start", [account, cluster_id]))
+
+
+def parsl_run(db: FleetDB, account: str, cluster_id: str) -> dict | None:
+    """The Parsl run summary of a `kind: parsl` cluster, else None."""
+    rows = records(db.query("SELECT * EXCLUDE (account, cluster_id) FROM parsl_runs WHERE account = ? "
+                             "AND cluster_id = ?", [account, cluster_id]))
+    return _decoded(rows[0], ("apps", "failures")) if rows else None
+
+
+def rejected(db: FleetDB, account: str, limit: int = 100) -> list[dict]:
+    """The account's refused batches, newest first: when, status, reason, size and the start of the body."""
+    rows = records(db.query("SELECT received, token_user, status, reason, size, body FROM rejected_batches "
+                            "WHERE account = ? ORDER BY received DESC LIMIT ?", [account, limit]))
+    for row in rows:
+        row["body"] = None if row["body"] is None else bytes(row["body"])[:1024].decode("utf-8", "replace")
+    return rows
+
+
+def team_weeks(db: FleetDB, account: str, since: float | None = None) -> pd.DataFrame:
+    """Per member and week (of each cluster's start, UTC): cluster hours, compute hours, cost, clusters."""
+    sql = (f"SELECT user_name, strftime(date_trunc('week', to_timestamp(started)), '%Y-%m-%d') AS week, "
+           f"count(*) AS clusters, sum(duration_s) / 3600 AS cluster_hours, sum(compute_s) / 3600 AS compute_hours, "
+           f"sum(cost) AS cost FROM ({CLUSTER_TABLE_SQL}) WHERE $since IS NULL OR started >= $since "
+           f"GROUP BY ALL ORDER BY week, user_name")
+    return db.query(sql, {"account": account, "since": since})
+
+
+def _decoded(row: dict, columns: tuple[str, ...]) -> dict:
+    for column in columns:
+        if isinstance(row.get(column), str):
+            row[column] = json.loads(row[column])
+    return row

@@ -1,0 +1,184 @@
+"""The fleet server: the ingest endpoint, the read API and the pages, over one `FleetDB`.
+
+Every request names its account only through its token (``Authorization: Bearer`` for the API
+and ingest, an HttpOnly cookie for the pages); nothing a sender or reader says can reach
+another account's rows. A batch is answered 200 only once it is committed.
+
+>>> serve("fleet.duckdb", port=8090)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import zlib
+from dataclasses import dataclass
+
+import duckdb
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from taskscope.fleet.db import FleetDB
+from taskscope.fleet.protocol import INGEST_PATH, MAX_BATCH_BYTES, ProtocolError, validate_batch
+
+#: the cookie that carries a page visitor's token (re-hashed and looked up on every request)
+SESSION_COOKIE = "taskscope_fleet_token"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a request is from: the account its token belongs to, the token's user, whether it is an admin token."""
+
+    account: str
+    user: str
+    admin: bool = False
+
+
+class NotAuthenticated(Exception):
+    """A request without a valid token (401: JSON for the API, the login form for pages)."""
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, if any."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def api_caller(request: Request) -> Caller:
+    """FastAPI dependency: the caller of an API request, from its bearer token (else 401)."""
+    found = request.app.state.db.account_for_token(bearer_token(request))
+    if found is None:
+        raise NotAuthenticated()
+    return Caller(*found)
+
+
+def page_caller(request: Request) -> Caller:
+    """FastAPI dependency: the caller of a page, from the session cookie or a bearer token."""
+    token = request.cookies.get(SESSION_COOKIE) or bearer_token(request)
+    found = request.app.state.db.account_for_token(token)
+    if found is None:
+        raise NotAuthenticated()
+    return Caller(*found)
+
+
+class RejectedBatch(Exception):
+    """A body refused with `status` (400 or 413); `kept` is what is kept aside of it (None above the limit)."""
+
+    def __init__(self, status: int, reason: str, kept: bytes | None, size: int):
+        super().__init__(reason)
+        self.status, self.reason, self.kept, self.size = status, reason, kept, size
+
+
+async def read_batch(request: Request) -> dict:
+    """The request's JSON batch, decompressed and validated; `RejectedBatch` (413 above
+    `MAX_BATCH_BYTES`, before or after decompression; 400 if it is not the protocol) otherwise."""
+    too_large = f"a batch may be at most {MAX_BATCH_BYTES} bytes"
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BATCH_BYTES:
+        raise RejectedBatch(413, too_large, None, int(declared))
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BATCH_BYTES:
+            raise RejectedBatch(413, too_large, None, len(body))
+    plain = bytes(body)
+    if request.headers.get("content-encoding", "").lower() == "gzip":
+        plain = _gunzip_bounded(plain)
+    try:
+        return validate_batch(json.loads(plain))
+    except (ValueError, UnicodeDecodeError) as exc:  # ProtocolError and JSONDecodeError are ValueErrors
+        reason = str(exc) if isinstance(exc, ProtocolError) else f"the body is not JSON: {exc}"
+        raise RejectedBatch(400, reason, plain, len(plain))
+
+
+def _gunzip_bounded(body: bytes) -> bytes:
+    # decompress at most one byte past the limit, so a small "gzip bomb" cannot fill the memory
+    try:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        plain = inflater.decompress(body, MAX_BATCH_BYTES + 1)
+    except zlib.error as exc:
+        raise RejectedBatch(400, f"the body is not gzip: {exc}", body, len(body))
+    if len(plain) > MAX_BATCH_BYTES:
+        raise RejectedBatch(413, f"a batch may be at most {MAX_BATCH_BYTES} bytes after decompression", None,
+                            len(plain))
+    return plain
+
+
+def create_app(db: FleetDB) -> FastAPI:
+    """The FastAPI app over `db`: ingest, the `/api/v1/...` reads and the pages.
+
+    >>> app = create_app(FleetDB("fleet.duckdb"))  # doctest: +SKIP
+    """
+    app = FastAPI(title="taskscope fleet", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
+    app.state.db = db
+
+    @app.exception_handler(NotAuthenticated)
+    def not_authenticated(request: Request, exc: NotAuthenticated):
+        return _refuse(request)
+
+    @app.exception_handler(HTTPException)
+    def http_error(request: Request, exc: HTTPException):
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    @app.post(INGEST_PATH)
+    async def ingest(request: Request, caller: Caller = Depends(api_caller)):
+        """Store one batch (idempotent by batch_id); 200 only once it is committed.
+
+        A refused body (400, 413) is counted and kept aside for the account (`/api/v1/rejected`).
+        """
+        try:
+            batch = await read_batch(request)
+        except RejectedBatch as rejected:
+            await run_in_threadpool(db.store_rejected, caller.account, caller.user, rejected.status,
+                                    rejected.reason, rejected.size, rejected.kept)
+            return JSONResponse({"error": rejected.reason}, status_code=rejected.status)
+        try:
+            stored = await run_in_threadpool(db.store_batch, caller.account, caller.user, batch)
+        except duckdb.ConversionException as exc:  # a value the store cannot hold: the body's fault, not the server's
+            reason = f"a value could not be stored: {str(exc).splitlines()[0][:300]}"
+            body = json.dumps(batch).encode()
+            await run_in_threadpool(db.store_rejected, caller.account, caller.user, 400, reason, len(body), body)
+            return JSONResponse({"error": reason}, status_code=400)
+        return {"accepted": len(batch["messages"]), "batch_id": batch["batch_id"], "duplicate": not stored}
+
+    _add_routes(app)
+    return app
+
+
+def _add_routes(app: FastAPI) -> None:
+    # the read API and the pages live in their own modules; imported here so ingest alone stays light
+    from taskscope.fleet import pages, routes
+
+    app.include_router(routes.router)
+    pages.install(app)
+
+
+def _refuse(request: Request):
+    from taskscope.fleet import pages
+
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"error": "a valid token is required (Authorization: Bearer <token>)"},
+                            status_code=401, headers={"WWW-Authenticate": "Bearer"})
+    return pages.login_refusal(request)
+
+
+def serve(store: str, host: str = "127.0.0.1", port: int = 8090,
+          tls_cert: str | None = None, tls_key: str | None = None) -> None:
+    """Run the fleet server with uvicorn until interrupted (warns when `host` is not loopback).
+
+    >>> serve("fleet.duckdb", host="0.0.0.0", port=8443, tls_cert="cert.pem", tls_key="key.pem")  # doctest: +SKIP
+    """
+    import uvicorn
+
+    from taskscope.web.app import is_loopback
+
+    if not is_loopback(host):
+        plain = "" if tls_cert else " over plain HTTP (tokens travel in clear: give --tls-cert/--tls-key)"
+        print(f"warning: listening on {host}, not a loopback address{plain}", file=sys.stderr)
+    db = FleetDB(store)
+    try:
+        uvicorn.run(create_app(db), host=host, port=port, log_level="warning",
+                    ssl_certfile=tls_cert, ssl_keyfile=tls_key)
+    finally:
+        db.close()

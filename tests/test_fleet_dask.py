@@ -1,0 +1,344 @@
+"""The fleet Dask plugin against a real `taskscope fleet serve` process.
+
+Real clusters: a `LocalCluster` with worker processes and the plugin installed by `register()`,
+and a `dask scheduler --preload taskscope.fleet.dask` subprocess with a `dask worker` subprocess.
+Everything is read back through the server's Python API (`taskscope.fleet.api`) and HTTP API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("distributed")
+import dask  # noqa: E402
+import dask.bag  # noqa: E402
+import httpx  # noqa: E402
+from distributed import Client, LocalCluster, get_worker, span  # noqa: E402
+
+from conftest import REPO  # noqa: E402
+from taskscope.fleet import api, protocol  # noqa: E402
+from taskscope.fleet.dask import PLUGIN_NAME, register  # noqa: E402
+from taskscope.fleet.sender import TRUNCATION_MARK, Sender  # noqa: E402
+
+pytestmark = pytest.mark.timeout(300)
+
+FAST = {"interval": 0.5, "retry_max": 0.5}
+ALLOWED_TOPIC = "scores"
+FORBIDDEN_TOPIC = "private-notes"
+#: a package the scheduler's environment lacks but the `dask worker` subprocess's has (metadata only)
+ODD_PACKAGE, ODD_VERSION = "lz4", "0.0.1"
+
+
+# ---- a real server ---------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cli(*args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "taskscope.cli", *args], capture_output=True, text=True,
+                          timeout=120, env=_env())
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def _env(**extra: str) -> dict[str, str]:
+    # tests/ too: a `dask worker` subprocess unpickles this module's workload functions by reference
+    path = os.pathsep.join([str(REPO / "src"), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])
+    bin_dir = os.path.dirname(sys.executable)
+    return {**os.environ, "PYTHONPATH": path, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), **extra}
+
+
+class FleetServer:
+    """A `taskscope fleet serve` subprocess on loopback, with one account and one token."""
+
+    def __init__(self, store: Path, port: int | None = None):
+        self.store, self.port = store, port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cli("fleet", "account", "create", "team", "--store", str(store))
+        self.token = cli("fleet", "token", "create", "--account", "team", "--user", "alice", "--store", str(store))
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> FleetServer:
+        self.process = subprocess.Popen([sys.executable, "-m", "taskscope.cli", "fleet", "serve", "--store",
+                                         str(self.store), "--port", str(self.port)], env=_env(),
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(300):
+            if self.process.poll() is not None:
+                pytest.fail(f"fleet serve exited: {self.process.stderr.read().decode()}")
+            try:
+                if httpx.get(self.url + "/api/v1/whoami", headers=self.headers, timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        pytest.fail("fleet serve did not answer")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+            self.process = None
+
+    @property
+    def headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def get(self, path: str) -> dict:
+        reply = httpx.get(self.url + path, headers=self.headers, timeout=30)
+        assert reply.status_code == 200, reply.text
+        return reply.json()
+
+    def cluster_named(self, scheduler_id: str) -> dict | None:
+        found = [c for c in api.list_clusters(since=None, server=self.url, token=self.token) if c["name"] == scheduler_id]
+        assert len(found) <= 1, found
+        return found[0] if found else None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    running = FleetServer(tmp_path_factory.mktemp("fleet") / "fleet.duckdb").start()
+    yield running
+    running.stop()
+
+
+# ---- the workload, the same on both kinds of cluster -----------------------------------------
+def fails_on_three(x):
+    if x == 3:
+        raise ValueError(f"boom on {x}")
+    return x
+
+
+def log_two_events(x):
+    get_worker().log_event(ALLOWED_TOPIC, {"score": x})
+    get_worker().log_event(FORBIDDEN_TOPIC, {"secret": x})
+    return x
+
+
+def run_workload(client: Client) -> None:
+    """Several computations (one in a span, one failing), two worker events, an idle pause."""
+    assert dask.bag.from_sequence(range(100), npartitions=8).map(lambda x: x + 1).sum().compute() == 5050
+    with span("etl"):
+        assert sum(dask.bag.from_sequence(range(40), npartitions=4).map(lambda x: x * 2).compute()) == 1560
+    time.sleep(1.5)  # idle: longer than three plugin intervals
+    with pytest.raises(ValueError, match="boom on 3"):
+        dask.bag.from_sequence(range(8), npartitions=8).map(fails_on_three).compute()
+    assert client.submit(log_two_events, 7).result() == 7
+    time.sleep(1.0)
+
+
+def check_everything_arrived(server: FleetServer, scheduler_id: str, code_file: str) -> dict:
+    """Every kind of record of the workload is on the server; returns the cluster row."""
+    cluster = server.cluster_named(scheduler_id)
+    assert cluster is not None, "the cluster never reached the server"
+    assert cluster["stopped"] is not None and cluster["stopped"] >= cluster["started"]
+    assert cluster["cost"] > 0 and cluster["core_seconds"] > 0
+    detail = server.get(f"/api/v1/clusters/{cluster['cluster_id']}")
+    assert detail["versions"]["distributed"] and detail["versions"]["dask"] == dask.__version__
+    assert detail["config"]["code.transmit"] is True and detail["config"]["profile.transmit"] is False
+
+    workers = server.get(f"/api/v1/clusters/{cluster['cluster_id']}/workers")
+    assert max(sample["n_workers"] for sample in workers["samples"]) == 2
+    assert all(sample["memory_total"] >= 0 for sample in workers["samples"])
+    assert any(sample["memory_used"] > 0 for sample in workers["samples"])
+    added = [change for change in workers["changes"] if change["change"] == "add"]
+    assert len(added) == 2 and all(change["versions"]["distributed"] for change in added)
+    closed = [interval for interval in workers["idle"] if interval["stop"] is not None]
+    assert any(interval["stop"] - interval["start"] >= 0.5 for interval in closed), workers["idle"]
+
+    computations = api.list_computations(cluster["cluster_id"], server=server.url, token=server.token)
+    assert len(computations) >= 4
+    groups = [group for computation in computations for group in computation["groups"]]
+    assert any(group["compute_s"] > 0 for group in groups)
+    assert any(group["dependencies"] for group in groups)
+    assert any(group["states"].get("erred") for group in groups), groups
+    assert all(group["n_tasks"] == sum(group["states"].values()) for group in groups)
+    assert any(frame["filename"] == code_file for c in computations for frame in c["code"])
+    assert any(c["span_name"] == ["etl"] for c in computations)
+
+    exceptions = api.list_exceptions(since=None, cluster_id=cluster["cluster_id"], server=server.url, token=server.token)
+    assert [e["exception_text"] for e in exceptions] == ["ValueError('boom on 3')"]
+    assert "fails_on_three" in exceptions[0]["traceback_text"]
+    [owner] = [c for c in computations if c["computation_id"] == exceptions[0]["computation_id"]]
+    assert exceptions[0]["task_group"] in [group["name"] for group in owner["groups"]]
+
+    events = api.list_events(cluster["cluster_id"], server=server.url, token=server.token)
+    assert [e["msg"]["score"] for e in events if e["topic"] == ALLOWED_TOPIC] == [7]
+    assert not [e for e in events if e["topic"] == FORBIDDEN_TOPIC or "secret" in json.dumps(e["msg"])]
+    return cluster
+
+
+# ---- register() on a LocalCluster with worker processes --------------------------------------
+def test_register_sends_everything_from_a_local_cluster(server, tmp_path):
+    with LocalCluster(processes=True, n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        assert register(client, server=server.url, token=server.token, spool_directory=str(tmp_path),
+                        events_allow=[ALLOWED_TOPIC], **FAST) == PLUGIN_NAME
+        # a second registration keeps the first plugin: one cluster on the server, started once
+        assert register(client, server=server.url, token=server.token, spool_directory=str(tmp_path), **FAST)
+        scheduler_id = client.scheduler_info()["id"]
+        run_workload(client)
+    check_everything_arrived(server, scheduler_id, code_file=__file__)
+    assert not list(tmp_path.rglob("*.jsonl")), "delivered batches must leave the spool"
+
+
+# ---- dask scheduler --preload taskscope.fleet.dask + dask worker subprocesses -----------------
+@pytest.fixture
+def odd_environment(tmp_path) -> Path:
+    """A folder that, on a worker's PYTHONPATH, makes it report another version of a package."""
+    folder = tmp_path / "odd-site"
+    info = folder / f"{ODD_PACKAGE}-{ODD_VERSION}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {ODD_PACKAGE}\nVersion: {ODD_VERSION}\n")
+    return folder
+
+
+def test_preload_scheduler_sends_everything_and_flags_version_mismatch(server, tmp_path, odd_environment):
+    port = free_port()
+    config = {"DASK_TASKSCOPE__FLEET__INTERVAL": "0.5s",
+              "DASK_TASKSCOPE__FLEET__EVENTS__ALLOW": json.dumps([ALLOWED_TOPIC]),
+              "DASK_TASKSCOPE__FLEET__SPOOL__DIRECTORY": str(tmp_path / "spool")}
+    scheduler = subprocess.Popen(
+        ["dask", "scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0",
+         "--preload", "taskscope.fleet.dask", "--fleet-server", server.url, "--fleet-token", server.token],
+        env=_env(**config), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    workers = []
+    try:
+        for name, extra_path in [("plain", None), ("odd", odd_environment)]:
+            env = _env() if extra_path is None else _env(PYTHONPATH=os.pathsep.join([str(extra_path), str(REPO / "src"), str(REPO / "tests")]))
+            workers.append(subprocess.Popen(
+                ["dask", "worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1", "--name", name, "--no-dashboard"],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        with dask.config.set({"distributed.diagnostics.computations.nframes": 2}), \
+                Client(f"tcp://127.0.0.1:{port}", timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+            scheduler_id = client.scheduler_info()["id"]
+            assert PLUGIN_NAME in client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.plugins))
+            run_workload(client)
+            client.shutdown()
+        assert scheduler.wait(timeout=60) == 0, scheduler.stderr.read().decode()[-3000:]
+    finally:
+        for process in [*workers, scheduler]:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    cluster = check_everything_arrived(server, scheduler_id, code_file=__file__)
+    mismatches = server.get(f"/api/v1/clusters/{cluster['cluster_id']}/workers")["version_mismatches"]
+    assert [(m["package"], sorted(v for v in m["versions"].values() if v)) for m in mismatches] == \
+        [(ODD_PACKAGE, [ODD_VERSION])]
+
+
+# ---- privacy settings ---------------------------------------------------------------------------
+def test_disabled_sends_nothing(server, tmp_path):
+    with LocalCluster(processes=True, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \
+            Client(cluster) as client, dask.config.set({"taskscope.fleet.disabled": True}):
+        assert register(client, server=server.url, token=server.token, spool_directory=str(tmp_path), **FAST) is None
+        assert PLUGIN_NAME not in client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.plugins))
+        scheduler_id = client.scheduler_info()["id"]
+        assert dask.bag.from_sequence(range(10), npartitions=2).sum().compute() == 45
+    assert server.cluster_named(scheduler_id) is None
+    assert not list(tmp_path.rglob("*.jsonl"))
+
+
+def test_code_transmit_false_sends_no_code(server, tmp_path):
+    with LocalCluster(processes=True, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \
+            Client(cluster) as client, \
+            dask.config.set({"taskscope.fleet.code.transmit": False,
+                             "distributed.diagnostics.computations.nframes": 2}):  # the client captures code
+        register(client, server=server.url, token=server.token, spool_directory=str(tmp_path), **FAST)
+        scheduler_id = client.scheduler_info()["id"]
+        assert dask.bag.from_sequence(range(10), npartitions=2).sum().compute() == 45
+        assert client.run_on_scheduler(lambda dask_scheduler: any(c.code for c in dask_scheduler.computations))
+    cluster = server.cluster_named(scheduler_id)
+    assert server.get(f"/api/v1/clusters/{cluster['cluster_id']}")["config"]["code.transmit"] is False
+    computations = api.list_computations(cluster["cluster_id"], server=server.url, token=server.token)
+    assert computations and all(c["code"] == [] for c in computations)
+
+
+# ---- the server is down: spool, then deliver everything once ---------------------------------
+def spooled_messages(spool: Path) -> list[dict]:
+    batches: dict[str, dict] = {}
+    for path in spool.rglob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if "batch" in record:
+                batches[record["batch"]["batch_id"]] = record["batch"]
+            else:
+                batches.pop(record["sent"], None)
+    return [message for batch in batches.values() for message in batch["messages"]]
+
+
+def test_server_down_spools_then_a_later_process_delivers_everything_once(tmp_path):
+    down = FleetServer(tmp_path / "fleet.duckdb")  # token made, server not started yet
+    spool = tmp_path / "spool"
+    with LocalCluster(processes=True, n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        register(client, server=down.url, token=down.token, spool_directory=str(spool),
+                 events_allow=[ALLOWED_TOPIC], **FAST)
+        first_id = client.scheduler_info()["id"]
+        run_workload(client)
+    waiting = spooled_messages(spool)
+    kinds = {message["kind"] for message in waiting}
+    assert {"cluster.start", "cluster.stop", "workers", "computation", "exception", "event", "idle"} <= kinds
+
+    down.start()
+    try:
+        # a later scheduler with the same server and token adopts the spool and sends it first
+        with LocalCluster(processes=True, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \
+                Client(cluster) as client:
+            register(client, server=down.url, token=down.token, spool_directory=str(spool), **FAST)
+        cluster = check_everything_arrived(down, first_id, code_file=__file__)
+        workers = down.get(f"/api/v1/clusters/{cluster['cluster_id']}/workers")
+        assert len(workers["samples"]) == sum(1 for m in waiting if m["kind"] == "workers")  # nothing twice
+        exceptions = api.list_exceptions(since=None, server=down.url, token=down.token)
+        assert len(exceptions) == sum(1 for m in waiting if m["kind"] == "exception") == 1
+        assert spooled_messages(spool) == [] and not list(spool.rglob("*.jsonl"))
+    finally:
+        down.stop()
+
+
+# ---- the sender alone: bounded payloads, resend in the same process ----------------------------
+def test_sender_cuts_big_messages_and_splits_batches_under_the_limits(server, tmp_path):
+    cluster = {"cluster_id": uuid.uuid4().hex, "kind": "dask", "name": "bounds", "user": "alice"}
+    now = time.time()
+    sender = Sender(server.url, server.token, cluster, spool_dir=tmp_path)
+    events = [{"kind": "event", "ts": now, "topic": ALLOWED_TOPIC, "msg": {"n": n, "blob": "x" * 200_000}}
+              for n in range(30)]  # 6 MB in all: more than one batch
+    huge = {"kind": "exception", "ts": now, "key": "k", "task_group": "g", "exception_text": "ValueError()",
+            "traceback_text": "y" * (2 * protocol.MAX_MESSAGE_BYTES)}
+    sender.submit([{"kind": "cluster.start", "ts": now}, huge, *events])
+    assert sender.close(timeout=60)
+    assert sender.stats.batches_sent >= 2 and sender.stats.messages_truncated == 1
+    assert sender.stats.messages_sent == 32 and sender.stats.batches_rejected == 0
+
+    received = api.list_events(cluster["cluster_id"], server=server.url, token=server.token)
+    assert sorted(event["msg"]["n"] for event in received) == list(range(30))
+    [exception] = api.list_exceptions(since=None, cluster_id=cluster["cluster_id"], server=server.url, token=server.token)
+    assert exception["traceback_text"].endswith(TRUNCATION_MARK)
+    assert len(exception["traceback_text"]) < protocol.MAX_MESSAGE_BYTES
+
+
+def test_sender_resends_once_the_server_is_back(server, tmp_path):
+    known = {c["cluster_id"] for c in api.list_clusters(since=None, server=server.url, token=server.token)}
+    server.stop()
+    try:
+        cluster = {"cluster_id": uuid.uuid4().hex, "kind": "dask", "name": "patient", "user": "alice"}
+        sender = Sender(server.url, server.token, cluster, spool_dir=tmp_path, retry_max_s=0.2)
+        sender.submit([{"kind": "cluster.start", "ts": time.time()}, {"kind": "cluster.stop", "ts": time.time()}])
+        assert not sender.flush(timeout=5)  # refused: kept in the spool
+        assert sender.stats.send_failures >= 1 and sender.stats.batches_sent == 0
+    finally:
+        server.start()
+    assert sender.close(timeout=30) and sender.stats.batches_sent == 1
+    assert server.cluster_named("patient")["stopped"] is not None
+    # the restarted server kept everything it had acknowledged
+    assert known < {c["cluster_id"] for c in api.list_clusters(since=None, server=server.url, token=server.token)}

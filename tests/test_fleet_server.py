@@ -1,0 +1,488 @@
+"""The fleet server as a user runs it: `taskscope fleet serve` in its own process on 127.0.0.1, a
+real DuckDB file, real HTTP(S) with httpx, the pages in headless Chromium, `fleet upload` of corpus runs.
+
+Batches here are built by hand to the protocol (`taskscope.fleet.protocol`); the Dask plugin's own
+tests (tests/test_fleet_dask.py) send real ones to this same server.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import duckdb
+import httpx
+import pytest
+
+import taskscope
+from taskscope import queries
+from taskscope.fleet import api
+from taskscope.fleet.protocol import INGEST_PATH, MAX_BATCH_BYTES, PROTOCOL_VERSION
+
+from conftest import corpus_path
+from test_web import browser, free_port  # noqa: F401 - browser is a fixture
+
+REPO = Path(__file__).resolve().parent.parent
+HOSTILE = "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\">"
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run `taskscope ARGS` in a fresh process with this worktree's sources first."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    done = subprocess.run([sys.executable, "-m", "taskscope.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=180)
+    if check and done.returncode != 0:
+        pytest.fail(f"taskscope {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def make_token(store: Path, account: str, user: str, *options: str) -> str:
+    cli("fleet", "account", "create", account, "--store", str(store))
+    return json.loads(cli("fleet", "token", "create", "--account", account, "--user", user, "--store", str(store),
+                          "--format", "json", *options).stdout)["token"]
+
+
+class FleetServer:
+    """`taskscope fleet serve` in a child process; `restart()` kills it hard (SIGKILL) and starts it again."""
+
+    def __init__(self, store: Path, tls: tuple[Path, Path] | None = None):
+        self.store, self.tls = store, tls
+        self.port = free_port()
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        args = [sys.executable, "-m", "taskscope.cli", "fleet", "serve", "--store", str(self.store),
+                "--port", str(self.port)]
+        if self.tls:
+            args += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
+        self.process = subprocess.Popen(args, env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"fleet serve exited: {self.process.stderr.read()}")
+            try:
+                httpx.get(self.url + "/login", timeout=2, verify=False)  # only: is it up?
+                return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        pytest.fail("fleet serve did not answer within 60 s")
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def post(self, token: str | None, body, **headers) -> httpx.Response:
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return httpx.post(self.url + INGEST_PATH, content=content, timeout=60,
+                          headers={"Content-Type": "application/json", **headers})
+
+    def get(self, path: str, token: str | None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.get(self.url + path, headers=headers, timeout=60)
+
+
+def refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def dask_batch(cluster_id: str, user: str, *, exception_text: str = "ZeroDivisionError: division by zero",
+               started: float | None = None) -> dict:
+    """A batch as the Dask plugin sends it: start, two worker samples, a computation with two task
+    groups, an exception, an event, an idle interval, a version mismatch, a stop."""
+    t0 = started if started is not None else time.time() - 600
+    return {
+        "protocol": PROTOCOL_VERSION, "batch_id": uuid.uuid4().hex, "sent_at": t0 + 100,
+        "cluster": {"cluster_id": cluster_id, "kind": "dask", "name": f"Scheduler-{cluster_id[:6]}", "user": user,
+                    "host": "node01", "address": "tcp://127.0.0.1:8786"},
+        "messages": [
+            {"kind": "cluster.start", "ts": t0, "started": t0, "scheduler_id": f"Scheduler-{cluster_id[:6]}",
+             "python": "3.11.7", "platform": "linux", "versions": {"dask": "2025.1.0", "numpy": "2.1.0"},
+             "config": {"code.transmit": True}, "price_per_core_hour": 0.1, "price_per_gb_hour": 0.01},
+            {"kind": "workers", "ts": t0, "n_workers": 2, "n_threads": 4, "memory_used": 2**30,
+             "memory_total": 4 * 2**30, "tasks_processing": 0, "tasks_ready": 0},
+            {"kind": "workers", "ts": t0 + 60, "n_workers": 1, "n_threads": 2, "memory_used": 2**30,
+             "memory_total": 2 * 2**30, "tasks_processing": 3, "tasks_ready": 1},
+            {"kind": "worker.add", "ts": t0, "worker": "tcp://127.0.0.1:4001", "name": "w0", "host": "node01",
+             "nthreads": 2, "memory_limit": 2 * 2**30, "versions": {"dask": "2025.1.0", "numpy": "2.0.0"}},
+            {"kind": "versions.mismatch", "ts": t0 + 1, "package": "numpy",
+             "versions": {"scheduler": "2.1.0", "tcp://127.0.0.1:4001": "2.0.0"}},
+            {"kind": "computation", "ts": t0 + 10, "computation_id": "comp-1", "start": t0 + 10, "stop": t0 + 40,
+             "code": [{"filename": "analysis.py", "lineno": 12, "code": "total = (x / y).sum().compute()"}],
+             "groups": [
+                 {"name": "truediv-abc", "prefix": "truediv", "states": {"memory": 9, "erred": 1}, "n_tasks": 10,
+                  "compute_s": 12.5, "transfer_s": 0.5, "disk_s": 0.0, "nbytes": 4096, "start": t0 + 10,
+                  "stop": t0 + 38, "dependencies": ["from-array-def"]},
+                 {"name": "from-array-def", "prefix": "from-array", "states": {"memory": 10}, "n_tasks": 10,
+                  "compute_s": 2.5, "transfer_s": 0.0, "disk_s": 0.0, "nbytes": 8192, "start": t0 + 10,
+                  "stop": t0 + 12, "dependencies": []}]},
+            {"kind": "exception", "ts": t0 + 30, "key": "('truediv-abc', 3)", "task_group": "truediv-abc",
+             "exception_text": exception_text, "traceback_text": f'File "analysis.py", line 12\n{exception_text}',
+             "worker": "tcp://127.0.0.1:4001", "computation_id": "comp-1"},
+            {"kind": "event", "ts": t0 + 31, "topic": "worker-lifecycle", "msg": {"action": "add", "note": exception_text}},
+            {"kind": "idle", "ts": t0 + 40, "start": t0 + 40, "stop": t0 + 90},
+            {"kind": "cluster.stop", "ts": t0 + 120, "stopped": t0 + 120},
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    """A server with accounts A (alice) and B (bob), each with one Dask cluster."""
+    store = tmp_path_factory.mktemp("fleet") / "fleet.duckdb"
+    tokens = {"alice": make_token(store, "team-a", "alice"), "bob": make_token(store, "team-b", "bob"),
+              "lead": make_token(store, "team-a", "lead", "--admin")}
+    server = FleetServer(store)
+    clusters = {"alice": uuid.uuid4().hex, "bob": uuid.uuid4().hex}
+    for user, cluster_id in clusters.items():
+        reply = server.post(tokens[user], dask_batch(cluster_id, user, exception_text=f"{user} failed {HOSTILE}"))
+        assert reply.status_code == 200, reply.text
+    yield server, tokens, clusters
+    server.stop()
+
+
+def test_requests_without_a_valid_token_are_refused(fleet):
+    server, tokens, clusters = fleet
+    batch = dask_batch(uuid.uuid4().hex, "mallory")
+    for token in (None, "tsf_not-a-token", tokens["alice"] + "x"):
+        assert server.post(token, batch).status_code == 401
+        assert server.get("/api/v1/clusters?since=", token).status_code == 401
+        assert server.get(f"/api/v1/clusters/{clusters['alice']}/computations", token).status_code == 401
+        assert server.get("/api/v1/exceptions", token).status_code == 401
+        for path in ("/", "/clusters", f"/clusters/{clusters['alice']}"):
+            refused = server.get(path, token)
+            assert refused.status_code == 401 and 'name="token"' in refused.text and "alice" not in refused.text
+    assert api.list_clusters(since=None, server=server.url, token=tokens["alice"])  # the batch was never stored
+    assert "mallory" not in {c["user_name"] for c in api.list_clusters(since=None, server=server.url, token=tokens["alice"])}
+
+
+def test_account_b_sees_none_of_account_a_through_the_api(fleet):
+    server, tokens, clusters = fleet
+    seen_by_bob = api.list_clusters(since=None, server=server.url, token=tokens["bob"])
+    assert [c["cluster_id"] for c in seen_by_bob] == [clusters["bob"]]
+    with pytest.raises(api.FleetAPIError, match="404"):
+        api.list_computations(clusters["alice"], server=server.url, token=tokens["bob"])
+    with pytest.raises(api.FleetAPIError, match="404"):
+        api.list_events(clusters["alice"], server=server.url, token=tokens["bob"])
+    assert api.list_exceptions(since=None, cluster_id=clusters["alice"], server=server.url, token=tokens["bob"]) == []
+    assert {x["user_name"] for x in api.list_exceptions(since=None, server=server.url, token=tokens["bob"])} == {"bob"}
+    assert server.get(f"/api/v1/clusters/{clusters['alice']}", tokens["bob"]).status_code == 404
+
+
+def test_what_a_batch_says_reaches_the_api(fleet):
+    server, tokens, clusters = fleet
+    found = api.list_clusters(since="1 day", user="alice", server=server.url, token=tokens["alice"], as_frame=True)
+    row = found.iloc[0]
+    assert (row.cluster_id, row.workers, row.threads, row.computations, row.exceptions) == (clusters["alice"], 2, 4, 1, 1)
+    # 4 threads for 60 s, then 2 threads until the stop at 120 s; 4 GiB then 2 GiB likewise
+    assert row.core_seconds == pytest.approx(4 * 60 + 2 * 60)
+    assert row.cost == pytest.approx((4 * 60 + 2 * 60) / 3600 * 0.1 + (4 * 60 + 2 * 60) / 3600 * 0.01)
+    computation, = api.list_computations(clusters["alice"], server=server.url, token=tokens["alice"])
+    assert computation["code"][0]["lineno"] == 12
+    assert {g["name"]: g["states"] for g in computation["groups"]}["truediv-abc"] == {"memory": 9, "erred": 1}
+    event, = api.list_events(clusters["alice"], server=server.url, token=tokens["alice"])
+    assert event["topic"] == "worker-lifecycle" and event["msg"]["action"] == "add"
+    exception, = api.list_exceptions(since="1 day", user="alice", server=server.url, token=tokens["alice"])
+    assert exception["traceback_text"].startswith('File "analysis.py"')
+    assert api.list_clusters(since="1 day", user="nobody", server=server.url, token=tokens["alice"]) == []
+
+
+def test_api_reads_server_and_token_from_the_environment(fleet, monkeypatch):
+    server, tokens, clusters = fleet
+    monkeypatch.setenv(api.SERVER_ENV, server.url)
+    monkeypatch.setenv(api.TOKEN_ENV, tokens["bob"])
+    assert [c["cluster_id"] for c in taskscope.fleet.list_clusters(since=None)] == [clusters["bob"]]
+    monkeypatch.delenv(api.TOKEN_ENV)
+    with pytest.raises(api.FleetAPIError, match=api.TOKEN_ENV):
+        api.list_clusters()
+
+
+def test_a_resent_batch_is_stored_once(fleet):
+    server, tokens, _ = fleet
+    batch = dask_batch(uuid.uuid4().hex, "alice")
+    first, again = server.post(tokens["alice"], batch), server.post(tokens["alice"], batch)
+    assert first.status_code == again.status_code == 200
+    assert (first.json()["duplicate"], again.json()["duplicate"]) == (False, True)
+    exceptions = api.list_exceptions(since=None, cluster_id=batch["cluster"]["cluster_id"], server=server.url,
+                                     token=tokens["alice"])
+    assert len(exceptions) == 1
+    # a computation sent again (still running, then finished) is replaced, not doubled
+    update = {**batch, "batch_id": uuid.uuid4().hex, "messages": [
+        {**batch["messages"][5], "stop": batch["messages"][5]["stop"] + 5, "groups": batch["messages"][5]["groups"][:1]}]}
+    assert server.post(tokens["alice"], update).status_code == 200
+    computation, = api.list_computations(batch["cluster"]["cluster_id"], server=server.url, token=tokens["alice"])
+    assert len(computation["groups"]) == 1 and computation["stop"] == batch["messages"][5]["stop"] + 5
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"not json", "not JSON"),
+    (b"[1, 2]", "JSON object"),
+    (json.dumps({"protocol": 99, "batch_id": "x", "cluster": {}, "messages": []}).encode(), "unsupported protocol"),
+    (json.dumps({"protocol": 1, "batch_id": "x", "cluster": {"cluster_id": "c", "kind": "spark"}, "messages": []}).encode(),
+     "cluster.kind"),
+    (json.dumps({"protocol": 1, "batch_id": "x", "cluster": {"cluster_id": "c", "kind": "dask"},
+                 "messages": [{"kind": "workers"}]}).encode(), "numeric ts"),
+])
+def test_malformed_bodies_are_refused_with_400(fleet, body, reason):
+    server, tokens, _ = fleet
+    reply = server.post(tokens["bob"], body)
+    assert reply.status_code == 400 and reason in reply.json()["error"]
+    kept = server.get("/api/v1/rejected", tokens["bob"]).json()["rejected"][0]  # counted and kept aside
+    assert (kept["status"], kept["reason"], kept["body"]) == (400, reply.json()["error"], body.decode())
+    assert all(r["token_user"] == "alice" for r in server.get("/api/v1/rejected", tokens["alice"]).json()["rejected"])
+
+
+def test_oversized_bodies_are_refused_with_413(fleet):
+    server, tokens, _ = fleet
+    batch = dask_batch(uuid.uuid4().hex, "alice")
+    batch["messages"][0]["padding"] = "x" * (MAX_BATCH_BYTES + 10)
+    assert server.post(tokens["alice"], batch).status_code == 413
+    kept = server.get("/api/v1/rejected", tokens["alice"]).json()["rejected"][0]
+    assert kept["status"] == 413 and kept["size"] > MAX_BATCH_BYTES and kept["body"] is None
+    # small on the wire, too large once decompressed
+    assert server.post(tokens["alice"], gzip.compress(json.dumps(batch).encode()),
+                       **{"Content-Encoding": "gzip"}).status_code == 413
+    assert batch["cluster"]["cluster_id"] not in {
+        c["cluster_id"] for c in api.list_clusters(since=None, server=server.url, token=tokens["alice"])}
+    batch["messages"][0].pop("padding")
+    assert server.post(tokens["alice"], gzip.compress(json.dumps(batch).encode()),
+                       **{"Content-Encoding": "gzip"}).status_code == 200
+
+
+def test_pages_show_only_the_logged_in_account_and_text_stays_text(fleet, browser):
+    server, tokens, clusters = fleet
+    for user, other in (("alice", "bob"), ("bob", "alice")):
+        context = browser.new_context()
+        page = context.new_page()
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(server.url + "/clusters")
+        page.fill("input[name=token]", tokens[user])
+        page.click("button[type=submit]")
+        page.wait_for_load_state()
+        page.goto(server.url + "/clusters?since=")
+        shown = {href.rsplit("/", 1)[1] for href in page.eval_on_selector_all(
+            "a.cluster-link", "links => links.map(a => a.getAttribute('href'))")}
+        expected = {c["cluster_id"] for c in api.list_clusters(since=None, server=server.url, token=tokens[user])}
+        assert clusters[user] in shown and shown == expected and clusters[other] not in shown
+        page.click(f"a.cluster-link[href='/clusters/{clusters[user]}']")
+        page.wait_for_load_state()
+        assert clusters[user] in page.url
+        assert page.locator("#exceptions").inner_text().count(f"{user} failed <script>") == 2  # text and traceback
+        assert page.evaluate("window.__pwned") is None
+        assert "truediv-abc" in page.content() and "total = (x / y).sum().compute()" in page.locator("pre").first.inner_text()
+        page.wait_for_selector("#chart-workers .main-svg")
+        page.goto(server.url + f"/clusters/{clusters[other]}")
+        assert "no cluster" in page.inner_text("main") and other + " failed" not in page.content()
+        page.goto(server.url + "/")
+        page.wait_for_selector("#chart-cost .main-svg")
+        body = page.inner_text("main")
+        assert user in body and other not in body
+        cookie, = [c for c in context.cookies() if c["name"] == "taskscope_fleet_token"]
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert page.evaluate("document.cookie") == ""
+        assert errors == []
+        context.close()
+
+
+def test_login_with_a_bad_token_is_refused(fleet, browser):
+    server, _, _ = fleet
+    page = browser.new_page()
+    page.goto(server.url + "/login")
+    page.fill("input[name=token]", "tsf_wrong")
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+    assert "unknown or revoked token" in page.inner_text("main")
+    assert page.context.cookies() == []
+    page.close()
+
+
+def test_a_restart_loses_nothing_acknowledged_and_tokens_are_stored_hashed(tmp_path):
+    store = tmp_path / "fleet.duckdb"
+    token = make_token(store, "team-a", "alice")
+    server = FleetServer(store)
+    try:
+        acknowledged = []
+        for _ in range(5):
+            batch = dask_batch(uuid.uuid4().hex, "alice")
+            assert server.post(token, batch).status_code == 200
+            acknowledged.append(batch["cluster"]["cluster_id"])
+        server.restart()  # SIGKILL: no clean shutdown, no checkpoint
+        seen = {c["cluster_id"] for c in api.list_clusters(since=None, server=server.url, token=token)}
+        assert seen == set(acknowledged)
+    finally:
+        server.stop()
+    with duckdb.connect(str(store), read_only=True) as con:
+        stored = con.execute("SELECT token_sha256, token_start FROM tokens").fetchall()
+        texts = [str(v) for table, in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+                 for row in con.execute(f'SELECT * FROM "{table}"').fetchall() for v in row]
+    assert len(stored) == 1 and len(stored[0][0]) == 64 and token not in stored[0][0]
+    assert not any(token in text for text in texts)
+    assert token.encode() not in store.read_bytes()
+
+
+def test_a_revoked_token_is_refused(tmp_path):
+    store = tmp_path / "fleet.duckdb"
+    token = make_token(store, "team-a", "alice")
+    assert "revoked" in cli("fleet", "token", "revoke", token, "--store", str(store)).stdout
+    server = FleetServer(store)
+    try:
+        assert server.post(token, dask_batch(uuid.uuid4().hex, "alice")).status_code == 401
+    finally:
+        server.stop()
+
+
+def test_https_with_a_self_signed_certificate(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    store = tmp_path / "fleet.duckdb"
+    token = make_token(store, "team-a", "alice")
+    server = FleetServer(store, tls=(cert, key))
+    try:
+        batch = dask_batch(uuid.uuid4().hex, "alice")
+        reply = httpx.post(server.url + INGEST_PATH, json=batch, headers={"Authorization": f"Bearer {token}"},
+                           verify=ssl.create_default_context(cafile=str(cert)), timeout=60)
+        assert reply.status_code == 200
+        seen = api.list_clusters(since=None, server=server.url, token=token, verify=str(cert))
+        assert [c["cluster_id"] for c in seen] == [batch["cluster"]["cluster_id"]]
+        with pytest.raises(api.FleetAPIError, match="cannot reach"):  # an unknown certificate is not trusted
+            api.list_clusters(server=server.url, token=token)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("run_name, has_failures", [("parsl-htex-jsonlog", True), ("parsl-mixed-textlog", False)])
+def test_fleet_upload_shows_a_parsl_run_with_its_counts(fleet, run_name, has_failures, tmp_path):
+    server, tokens, _ = fleet
+    runinfo = corpus_path(run_name)
+    event_store = tmp_path / "events.duckdb"
+    done = cli("fleet", "upload", str(runinfo), "--server", server.url, "--token", tokens["bob"],
+               "--store", str(event_store), "--format", "json")
+    uploaded = json.loads(done.stdout)
+    with taskscope.open(str(event_store), read_only=True) as opened:
+        expected = queries.runs(opened.con).set_index("run_id")
+    assert {u["run_id"] for u in uploaded} == set(expected.index)
+    clusters = {c["name"]: c for c in api.list_clusters(since=None, user=None, server=server.url, token=tokens["bob"])
+                if c["kind"] == "parsl"}
+    for run_id, run in expected.iterrows():
+        assert (clusters[run_id]["tasks"], clusters[run_id]["tasks_failed"]) == (run.tasks, run.tasks_failed)
+        assert clusters[run_id]["user_name"] == (run.user or "bob")  # no user in the run: the token's
+        assert clusters[run_id]["compute_s"] > 0 and clusters[run_id]["cost"] > 0
+    assert expected.tasks.sum() > 0 and (expected.tasks_failed.sum() > 0) == has_failures
+    # uploading again replaces the summary: still one cluster per run
+    cli("fleet", "upload", str(runinfo), "--server", server.url, "--token", tokens["bob"], "--store", str(event_store))
+    names = [c["name"] for c in api.list_clusters(since=None, server=server.url, token=tokens["bob"])]
+    assert sorted(n for n in names if n in expected.index) == sorted(expected.index)
+    assert not any(c["name"] in expected.index for c in api.list_clusters(since=None, server=server.url,
+                                                                          token=tokens["alice"]))
+
+
+def test_cli_errors_are_one_line_with_exit_2(tmp_path):
+    store = tmp_path / "fleet.duckdb"
+    done = cli("fleet", "token", "create", "--account", "nope", "--user", "u", "--store", str(store), check=False)
+    assert done.returncode == 2 and "no account 'nope'" in done.stderr and "Traceback" not in done.stderr
+    done = cli("fleet", "upload", str(tmp_path / "missing"), "--server", "http://127.0.0.1:9", "--token", "t", check=False)
+    assert done.returncode == 2 and "no such folder" in done.stderr
+    done = cli("fleet", "serve", "--store", str(store), "--tls-cert", str(tmp_path / "c.pem"), check=False)
+    assert done.returncode == 2 and "--tls-key" in done.stderr
+    done = cli("fleet", "token", "revoke", "tsf_nothing", "--store", str(store), check=False)
+    assert done.returncode == 2 and done.stderr.strip() == "error: no such live token"
+
+
+def test_every_fleet_command_has_help_with_an_example():
+    for command in (["serve"], ["account", "create"], ["token", "create"], ["token", "revoke"], ["upload"]):
+        done = cli("fleet", *command, "--help")
+        assert "taskscope fleet " + " ".join(command) in done.stdout, command
+
+
+def test_serving_beyond_loopback_warns(tmp_path):
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "taskscope.cli", "fleet", "serve", "--store",
+                                str(tmp_path / "fleet.duckdb"), "--host", "0.0.0.0", "--port", str(port)],
+                               env=dict(os.environ, PYTHONPATH=str(REPO / "src")), stderr=subprocess.PIPE, text=True)
+    try:
+        warning = process.stderr.readline() + process.stderr.readline()  # "fleet server on ...", then the warning
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert "warning: listening on 0.0.0.0, not a loopback address" in warning and "--tls-cert" in warning
+
+
+def test_oddly_typed_fields_are_stored_without_breaking_the_pages(fleet):
+    server, tokens, _ = fleet
+    batch = dask_batch(uuid.uuid4().hex, "alice")
+    odd = {"versions": "dask 1.0", "config": [1], "states": ["memory"], "dependencies": "x", "code": "print()",
+           "groups": [{"name": {"a": 1}, "states": 3, "n_tasks": "ten", "dependencies": [1, None]}, "group"],
+           "span_name": "s", "apps": [{"tasks": "x"}, 1], "failures": "none", "msg": ["a", {"b": None}]}
+    for message in batch["messages"]:
+        message.update({key: value for key, value in odd.items() if key in message or key in ("msg", "apps")})
+    batch["messages"].append({"kind": "parsl.run", "ts": 1.0, "apps": odd["apps"], "failures": odd["failures"],
+                              "tasks": "many"})
+    batch["messages"].append({"kind": "workers", "ts": 2.0, "n_workers": 10**30})  # beyond BIGINT
+    body = json.dumps(batch).encode().replace(b'"ts": 2.0', b'"ts": 2.0, "note": "\\ud800 lone"')
+    lone = json.dumps({"kind": "exception", "ts": 3.0, "exception_text": "x"}).replace('"x"', '"\\ud800 lone"')
+    body = body.replace(b'"messages": [', b'"messages": [' + lone.encode() + b", ")
+    assert server.post(tokens["alice"], body).status_code == 200
+    cluster_id = batch["cluster"]["cluster_id"]
+    idle_only = dask_batch(uuid.uuid4().hex, "alice")  # no computation: no compute time at all
+    idle_only["messages"] = [m for m in idle_only["messages"] if m["kind"] != "computation"]
+    assert server.post(tokens["alice"], idle_only).status_code == 200
+    for path in (f"/clusters/{cluster_id}", f"/clusters/{idle_only['cluster']['cluster_id']}", "/clusters?since=", "/"):
+        shown = httpx.get(server.url + path, cookies={"taskscope_fleet_token": tokens["alice"]}, timeout=60)
+        assert shown.status_code == 200, path
+        for figure in re.findall(r'class="figure" data-target="[^"]+">(.*?)</script>', shown.text, re.S):
+            json.loads(figure, parse_constant=refuse_constant)  # what the browser's JSON.parse accepts: no NaN
+    computation, = api.list_computations(cluster_id, server=server.url, token=tokens["alice"])
+    assert computation["code"] == [] and computation["groups"][0]["dependencies"] == ["1", "None"]
+    texts = [x["exception_text"] for x in api.list_exceptions(since=None, cluster_id=cluster_id, server=server.url,
+                                                              token=tokens["alice"])]
+    assert "? lone" in texts  # a lone surrogate (valid JSON, invalid UTF-8) stored as "?"
+
+
+def test_an_admin_token_manages_its_own_accounts_tokens_while_the_server_runs(fleet):
+    server, tokens, clusters = fleet
+    created = cli("fleet", "token", "create", "--user", "carol", "--server", server.url, "--token", tokens["lead"],
+                  "--format", "json")
+    carol = json.loads(created.stdout)["token"]
+    assert [c["cluster_id"] for c in api.list_clusters(since=None, server=server.url, token=carol)
+            if c["cluster_id"] in clusters.values()] == [clusters["alice"]]  # team-a's, not team-b's
+    refused = cli("fleet", "token", "create", "--user", "eve", "--server", server.url, "--token", tokens["alice"],
+                  check=False)
+    assert refused.returncode == 2 and "403" in refused.stderr and "admin" in refused.stderr
+    other_account = cli("fleet", "token", "revoke", tokens["bob"], "--server", server.url, "--token", tokens["lead"],
+                        check=False)
+    assert other_account.returncode == 2 and "404" in other_account.stderr
+    assert api.list_clusters(since=None, server=server.url, token=tokens["bob"])  # bob's token still works
+    cli("fleet", "token", "revoke", carol, "--server", server.url, "--token", tokens["lead"])
+    with pytest.raises(api.FleetAPIError, match="401"):
+        api.list_clusters(server=server.url, token=carol)
+    locked = cli("fleet", "token", "create", "--account", "team-a", "--user", "x", "--store", str(server.store),
+                 check=False)
+    assert locked.returncode == 2 and "in use by another process" in locked.stderr
