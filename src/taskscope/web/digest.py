@@ -1,0 +1,169 @@
+"""Run digests: the run page's analyses, computed once per ingest and kept in the store.
+
+At 100k tasks the summary, states over time, queues and common path of one run take seconds
+together, too slow to redo on every request. `Store.ingest` calls `refresh_digests`, which
+computes them for every *ended* run whose events changed and stores each DataFrame as
+Parquet in the `run_digests` table, keyed by run and a fingerprint of the run's events
+(`fingerprint`). `run_analyses` returns the stored digest when its fingerprint still
+matches, else computes it (a live run, a store written by an older taskscope, a read-only
+store): the result is the same either way.
+
+A run still going is not digested: its events change with every live ingest, and a
+digest written every few seconds would only slow the ingest down.
+"""
+
+from __future__ import annotations
+
+import io
+
+import duckdb
+import pandas as pd
+
+from taskscope._sql import scalar
+from taskscope.analyses import states as states_module
+from taskscope.analyses.between import standard_queues
+from taskscope.analyses.common_path import common_path
+from taskscope.analyses.summary import summary
+from taskscope.web.pages.resources import capacity
+
+_TABLE_DDL = """
+CREATE TABLE IF NOT EXISTS run_digests (
+    run_id VARCHAR, fingerprint VARCHAR, part VARCHAR, frame BLOB, PRIMARY KEY (run_id, part)
+)
+"""
+
+# what changes whenever an ingest adds or relates events of the run
+_FINGERPRINT = """
+    SELECT concat_ws(':', count(*), count(task_id), count(manager_id), max(ts),
+                     (SELECT count(*) FROM event_task_links WHERE run_id = $run))
+    FROM events WHERE run_id = $run
+"""
+
+_INFRASTRUCTURE = """
+    SELECT count(DISTINCT executor_label) AS executors,
+           count(DISTINCT (executor_label, block_id)) FILTER (WHERE block_id IS NOT NULL) AS blocks,
+           count(DISTINCT manager_id) AS managers_seen,
+           count(DISTINCT (manager_id, worker_id)) FILTER (WHERE worker_id IS NOT NULL) AS workers_seen,
+           count(DISTINCT host) FILTER (WHERE source <> 'parsl') AS hosts,
+           string_agg(DISTINCT executor_label, ', ' ORDER BY executor_label) AS executor_labels
+    FROM events WHERE run_id = $run
+"""
+
+_ENDED_RUNS = """
+    SELECT DISTINCT run_id FROM events
+    WHERE run_id IS NOT NULL AND event IN ('workflow.end', 'workflow.shutdown')
+"""
+
+
+def infrastructure(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
+    """Executors, blocks, managers, worker slots and hosts of a run, each counted once.
+
+    `workers_seen` counts the distinct (manager, worker) slots that logged anything;
+    `workers` is the managers' reported capacity (see `resources.capacity`).
+
+    >>> infrastructure(con, run_id)["workers"]  # doctest: +SKIP
+    2
+    """
+    row = con.execute(_INFRASTRUCTURE, {"run": run_id}).df().iloc[0].to_dict()
+    totals = capacity(con, run_id)
+    return {**row, "managers": max(totals["managers"], int(row["managers_seen"])),
+            "workers": totals["workers"], "cpu_cores": totals["cpu_cores"]}
+
+
+def _states_wide(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    curve = states_module.states(con, run_id)
+    if curve.empty:  # no DFK logs: monitoring.db only
+        curve = states_module.states_from_monitoring(con, run_id)
+    return states_module.states_wide(curve).drop(columns=["run_id", "step"], errors="ignore")
+
+
+def _queues_wide(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    long = standard_queues(con, run_id)
+    if long.empty:
+        return pd.DataFrame({"ts": pd.Series(dtype="float64")})
+    wide = long.pivot_table(index="ts", columns="queue", values="count", aggfunc="last").sort_index()
+    wide.columns.name = None
+    return wide.ffill().fillna(0).reset_index()
+
+
+def compute_analyses(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pd.DataFrame]:
+    """The run page's analyses of `run_id`, computed now: `infrastructure` (one row),
+    `totals`, `apps`, `failures`, `throughput` (see `taskscope.analyses.summary`), `states`
+    and `queues` (wide step functions), `variants` (the 10 most common) and `common_path`.
+
+    >>> compute_analyses(con, run_id)["apps"][["app_name", "tasks"]]  # doctest: +SKIP
+    """
+    result = summary(con, run_id)
+    path = common_path(con, run_id)
+    return {
+        "infrastructure": pd.DataFrame([infrastructure(con, run_id)]),
+        "totals": result.runs,
+        "apps": result.apps,
+        "failures": result.failures,
+        "throughput": result.throughput,
+        "states": _states_wide(con, run_id),
+        "queues": _queues_wide(con, run_id),
+        "variants": path.variants.head(10),
+        "common_path": path.dominant,
+    }
+
+
+def fingerprint(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
+    """A short text that changes whenever an ingest adds or relates events of `run_id`.
+
+    >>> fingerprint(con, run_id)  # doctest: +SKIP
+    '2107735:1900012:300010:1764547200.5:0'
+    """
+    return str(scalar(con, _FINGERPRINT, {"run": run_id}))
+
+
+def stored_analyses(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pd.DataFrame] | None:
+    """The digest stored for `run_id` if it is still current, else None."""
+    if not _has_table(con):
+        return None
+    rows = con.execute("SELECT fingerprint, part, frame FROM run_digests WHERE run_id = ?", [run_id]).fetchall()
+    if not rows or {row[0] for row in rows} != {fingerprint(con, run_id)}:
+        return None
+    return {part: pd.read_parquet(io.BytesIO(frame)) for _, part, frame in rows}
+
+
+def run_analyses(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pd.DataFrame]:
+    """The run page's analyses of `run_id`: the stored digest when current, else computed.
+
+    >>> run_analyses(con, run_id)["totals"].tasks.iloc[0]  # doctest: +SKIP
+    100000
+    """
+    return stored_analyses(con, run_id) or compute_analyses(con, run_id)
+
+
+def refresh_digests(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Compute and store the digest of every ended run whose events changed since its last
+    digest; returns those runs. Called at the end of `Store.ingest`, on a writable store.
+
+    >>> refresh_digests(store.con)  # doctest: +SKIP
+    ['0a1b...']
+    """
+    con.execute(_TABLE_DDL)
+    refreshed = []
+    for (run_id,) in con.execute(_ENDED_RUNS).fetchall():
+        current = fingerprint(con, run_id)
+        stored = {row[0] for row in con.execute("SELECT DISTINCT fingerprint FROM run_digests WHERE run_id = ?",
+                                                [run_id]).fetchall()}
+        if stored == {current}:
+            continue
+        parts = compute_analyses(con, run_id)
+        con.execute("DELETE FROM run_digests WHERE run_id = ?", [run_id])
+        con.executemany("INSERT INTO run_digests VALUES (?, ?, ?, ?)",
+                        [[run_id, current, part, _parquet(frame)] for part, frame in parts.items()])
+        refreshed.append(run_id)
+    return refreshed
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def _has_table(con: duckdb.DuckDBPyConnection) -> bool:
+    return bool(scalar(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'run_digests'"))

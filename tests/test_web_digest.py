@@ -1,0 +1,75 @@
+"""Run digests: the run page's analyses stored at ingest equal the ones computed on demand,
+are recomputed when the run's events change, and are never written for a run still going."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas.testing as pdt
+
+import taskscope
+from conftest import corpus_path
+from taskscope.web import digest
+
+
+def assert_same_analyses(stored: dict, computed: dict) -> None:
+    assert set(stored) == set(computed)
+    for part in computed:
+        pdt.assert_frame_equal(stored[part], computed[part], obj=part)
+
+
+def test_stored_digest_equals_the_analyses_computed_now(corpus_run):
+    store = taskscope.open(":memory:")
+    store.ingest(corpus_run)
+    (run_id,) = store.runs().run_id
+    stored = digest.stored_analyses(store.con, run_id)
+    assert stored is not None, "ingest did not store the digest of an ended run"
+    computed = digest.compute_analyses(store.con, run_id)
+    assert_same_analyses(stored, computed)
+    assert computed["totals"].tasks.iloc[0] == len(store.tasks(run_id)) > 0
+
+
+def test_digest_is_recomputed_when_an_ingest_adds_events_to_the_run(tmp_path):
+    corpus = corpus_path("parsl-2025-textlog")
+    store = taskscope.open(tmp_path / "s.duckdb")
+    store.ingest(corpus / "000")  # the logs first: monitoring.db adds events to the same run later
+    (run_id,) = store.runs().run_id
+    first_fingerprint = digest.fingerprint(store.con, run_id)
+    assert digest.stored_analyses(store.con, run_id) is not None
+    store.ingest(corpus / "monitoring.db")
+    assert digest.fingerprint(store.con, run_id) != first_fingerprint
+    assert store.sql("SELECT DISTINCT fingerprint FROM run_digests").fingerprint.tolist() == [
+        digest.fingerprint(store.con, run_id)]
+    after = digest.stored_analyses(store.con, run_id)
+    assert after is not None
+    assert_same_analyses(after, digest.compute_analyses(store.con, run_id))
+    store.close()
+    # a stale digest is not used: the read-only dashboard computes instead
+    with taskscope.open(tmp_path / "s.duckdb") as writable:
+        writable.con.execute("UPDATE run_digests SET fingerprint = 'stale'")
+    with taskscope.open(tmp_path / "s.duckdb", read_only=True) as read_only:
+        assert digest.stored_analyses(read_only.con, run_id) is None
+        assert_same_analyses(digest.run_analyses(read_only.con, run_id), after)
+
+
+def test_a_run_still_going_gets_no_digest_until_it_ends(tmp_path):
+    corpus = corpus_path("parsl-2025-textlog")
+    run_folder = tmp_path / "runinfo" / "000"
+    shutil.copytree(corpus / "000", run_folder)
+    log = run_folder / "parsl.log"
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[: len(lines) // 2]))  # the run as it was half way through
+    store = taskscope.open(":memory:")
+    store.ingest(tmp_path / "runinfo")
+    (run_id,) = store.runs().run_id
+    assert store.runs().status.iloc[0] == "unfinished"
+    assert digest.stored_analyses(store.con, run_id) is None
+    half = digest.run_analyses(store.con, run_id)  # computed on demand
+    with log.open("a") as appended:
+        appended.write("".join(lines[len(lines) // 2:]))
+    store.ingest(tmp_path / "runinfo")
+    assert store.runs().status.iloc[0] == "completed"
+    stored = digest.stored_analyses(store.con, run_id)
+    assert stored is not None
+    assert_same_analyses(stored, digest.compute_analyses(store.con, run_id))
+    assert stored["totals"].done.iloc[0] > half["totals"].done.iloc[0]
