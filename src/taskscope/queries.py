@@ -58,18 +58,23 @@ def runs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """
     return con.execute(
         f"""
-        WITH info AS (
-            SELECT run_id,
-                   min(ts) AS start_ts, max(ts) AS end_ts, count(*) AS events,
-                   any_value(coalesce(attrs->>'workflow_name', attrs->>'$."parsl.workflow_info.workflow_name"'))
-                       FILTER (WHERE event IN ('workflow.start', 'workflow.startup')) AS workflow_name,
-                   any_value(coalesce(attrs->>'user', attrs->>'$."parsl.workflow_info.user"'))
-                       FILTER (WHERE event IN ('workflow.start', 'workflow.startup')) AS "user",
-                   any_value(host) FILTER (WHERE event IN ('workflow.start', 'workflow.startup')) AS host,
+        WITH extent AS (
+            SELECT run_id, min(ts) AS start_ts, max(ts) AS end_ts, count(*) AS events,
                    bool_or(event IN ('workflow.end', 'workflow.shutdown')) AS ended,
                    string_agg(DISTINCT source, ',' ORDER BY source) AS sources
             FROM events WHERE run_id IS NOT NULL GROUP BY run_id
         ),
+        startup AS (
+            -- JSON read from the few start events only (a FILTER clause would parse every event's attrs)
+            SELECT run_id,
+                   any_value(coalesce(attrs->>'workflow_name', attrs->>'$."parsl.workflow_info.workflow_name"'))
+                       AS workflow_name,
+                   any_value(coalesce(attrs->>'user', attrs->>'$."parsl.workflow_info.user"')) AS "user",
+                   any_value(host) AS host
+            FROM events WHERE run_id IS NOT NULL AND event IN ('workflow.start', 'workflow.startup')
+            GROUP BY run_id
+        ),
+        info AS (SELECT * FROM extent LEFT JOIN startup USING (run_id)),
         outcome AS (
             SELECT run_id, count(*) AS tasks,
                    count(*) FILTER (WHERE final_state IN ('exec_done', 'memo_done')) AS tasks_done,
