@@ -439,13 +439,14 @@ def test_cli_warns_before_listening_on_a_non_loopback_address(tmp_path):
     assert "warning: listening on 192.0.2.1, not a loopback address" in done.stderr
 
 
-def test_run_page_is_the_same_from_the_stored_digest_and_without_it(tmp_path, browser):
+def test_pages_are_the_same_from_the_stored_digest_and_without_it(tmp_path, browser):
     store_file = tmp_path / "digest.duckdb"
     with taskscope.open(store_file) as store:
         store.ingest(Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "parsl-htex-jsonlog")
         run_id = store.runs().run_id.iloc[0]
         assert store.sql("SELECT count(*) AS n FROM run_digests WHERE run_id = ?", [run_id]).n.iloc[0] > 0
-    bodies, texts = [], []
+    paths = [f"/runs/{run_id}", f"/runs/{run_id}/tasks?sort=duration_s&desc=true", f"/runs/{run_id}/resources"]
+    seen = []
     for drop_digest in (False, True):
         if drop_digest:
             with taskscope.open(store_file) as store:
@@ -453,16 +454,19 @@ def test_run_page_is_the_same_from_the_stored_digest_and_without_it(tmp_path, br
         server = Server(Dashboard(taskscope.open(store_file, read_only=True)))
         watched = Watched(browser)
         try:
-            bodies.append(server.json(f"/api/runs/{run_id}"))
-            watched.visit(f"{server.url}/runs/{run_id}")
-            texts.append(watched.page.locator("main").inner_text())
+            bodies = [server.json("/api" + path) for path in paths]
+            texts = []
+            for path in paths:
+                watched.visit(server.url + path)
+                texts.append(watched.page.locator("main").inner_text())
+            seen.append((bodies, texts))
         finally:
             watched.close()
             server.stop()
             server.dashboard.store.close()
-    assert bodies[0]["totals"][0]["tasks"] > 0 and bodies[0]["common_path"]
-    assert bodies[0] == bodies[1]
-    assert texts[0] == texts[1]
+    (run, tasks, resources), _ = seen[0]
+    assert run["totals"][0]["tasks"] > 0 and run["common_path"] and tasks["rows"] and resources["capacity"]["workers"]
+    assert seen[0] == seen[1]
 
 
 def test_dag_of_a_big_app_pages_through_its_tasks(corpus_run, browser, monkeypatch):

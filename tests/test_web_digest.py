@@ -12,21 +12,33 @@ from conftest import corpus_path
 from taskscope.web import digest
 
 
+def stored(con, run_id: str) -> dict | None:
+    """Every section stored for `run_id`, or None if any is missing or stale."""
+    sections = {name: digest.stored_section(con, run_id, name) for name in digest.SECTIONS}
+    return None if any(parts is None for parts in sections.values()) else sections
+
+
+def computed(con, run_id: str) -> dict:
+    return {name: compute(con, run_id) for name, compute in digest.SECTIONS.items()}
+
+
 def assert_same_analyses(stored: dict, computed: dict) -> None:
-    assert set(stored) == set(computed)
-    for part in computed:
-        pdt.assert_frame_equal(stored[part], computed[part], obj=part)
+    assert set(stored) == set(computed) == set(digest.SECTIONS)
+    for name in computed:
+        assert set(stored[name]) == set(computed[name])
+        for part in computed[name]:
+            pdt.assert_frame_equal(stored[name][part], computed[name][part], obj=f"{name}.{part}")
 
 
 def test_stored_digest_equals_the_analyses_computed_now(corpus_run):
     store = taskscope.open(":memory:")
     store.ingest(corpus_run)
     (run_id,) = store.runs().run_id
-    stored = digest.stored_analyses(store.con, run_id)
-    assert stored is not None, "ingest did not store the digest of an ended run"
-    computed = digest.compute_analyses(store.con, run_id)
-    assert_same_analyses(stored, computed)
-    assert computed["totals"].tasks.iloc[0] == len(store.tasks(run_id)) > 0
+    kept = stored(store.con, run_id)
+    assert kept is not None, "ingest did not store the digest of an ended run"
+    now = computed(store.con, run_id)
+    assert_same_analyses(kept, now)
+    assert now["run"]["totals"].tasks.iloc[0] == len(now["tasks"]["tasks"]) == len(store.tasks(run_id)) > 0
 
 
 def test_digest_is_recomputed_when_an_ingest_adds_events_to_the_run(tmp_path):
@@ -35,21 +47,22 @@ def test_digest_is_recomputed_when_an_ingest_adds_events_to_the_run(tmp_path):
     store.ingest(corpus / "000")  # the logs first: monitoring.db adds events to the same run later
     (run_id,) = store.runs().run_id
     first_fingerprint = digest.fingerprint(store.con, run_id)
-    assert digest.stored_analyses(store.con, run_id) is not None
+    assert stored(store.con, run_id) is not None
     store.ingest(corpus / "monitoring.db")
     assert digest.fingerprint(store.con, run_id) != first_fingerprint
     assert store.sql("SELECT DISTINCT fingerprint FROM run_digests").fingerprint.tolist() == [
         digest.fingerprint(store.con, run_id)]
-    after = digest.stored_analyses(store.con, run_id)
+    after = stored(store.con, run_id)
     assert after is not None
-    assert_same_analyses(after, digest.compute_analyses(store.con, run_id))
+    assert_same_analyses(after, computed(store.con, run_id))
     store.close()
     # a stale digest is not used: the read-only dashboard computes instead
     with taskscope.open(tmp_path / "s.duckdb") as writable:
         writable.con.execute("UPDATE run_digests SET fingerprint = 'stale'")
     with taskscope.open(tmp_path / "s.duckdb", read_only=True) as read_only:
-        assert digest.stored_analyses(read_only.con, run_id) is None
-        assert_same_analyses(digest.run_analyses(read_only.con, run_id), after)
+        assert stored(read_only.con, run_id) is None
+        on_demand = {name: digest.section(read_only.con, run_id, name) for name in digest.SECTIONS}
+        assert_same_analyses(on_demand, after)
 
 
 def test_a_run_still_going_gets_no_digest_until_it_ends(tmp_path):
@@ -63,13 +76,13 @@ def test_a_run_still_going_gets_no_digest_until_it_ends(tmp_path):
     store.ingest(tmp_path / "runinfo")
     (run_id,) = store.runs().run_id
     assert store.runs().status.iloc[0] == "unfinished"
-    assert digest.stored_analyses(store.con, run_id) is None
-    half = digest.run_analyses(store.con, run_id)  # computed on demand
+    assert stored(store.con, run_id) is None
+    half = digest.section(store.con, run_id, "run")  # computed on demand
     with log.open("a") as appended:
         appended.write("".join(lines[len(lines) // 2:]))
     store.ingest(tmp_path / "runinfo")
     assert store.runs().status.iloc[0] == "completed"
-    stored = digest.stored_analyses(store.con, run_id)
-    assert stored is not None
-    assert_same_analyses(stored, digest.compute_analyses(store.con, run_id))
-    assert stored["totals"].done.iloc[0] > half["totals"].done.iloc[0]
+    kept = stored(store.con, run_id)
+    assert kept is not None
+    assert_same_analyses(kept, computed(store.con, run_id))
+    assert kept["run"]["totals"].done.iloc[0] > half["totals"].done.iloc[0]

@@ -1,12 +1,14 @@
-"""Run digests: the run page's analyses, computed once per ingest and kept in the store.
+"""Run digests: what the run, tasks and resources pages show, computed once per ingest and
+kept in the store.
 
-At 100k tasks the summary, states over time, queues and common path of one run take seconds
-together, too slow to redo on every request. `Store.ingest` calls `refresh_digests`, which
-computes them for every *ended* run whose events changed and stores each DataFrame as
-Parquet in the `run_digests` table, keyed by run and a fingerprint of the run's events
-(`fingerprint`). `run_analyses` returns the stored digest when its fingerprint still
-matches, else computes it (a live run, a store written by an older taskscope, a read-only
-store): the result is the same either way.
+At 100k tasks the summary, states over time, queues and common path of one run, its task
+table and its resources take seconds, too slow to redo on the first request of every page.
+`Store.ingest` calls `refresh_digests`, which computes every section (`SECTIONS`) for every
+*ended* run whose events changed and stores each DataFrame as Parquet in the `run_digests`
+table, keyed by run, section, part and a fingerprint of the run's events (`fingerprint`).
+`section` returns the stored parts when their fingerprint still matches, else computes them
+(a live run, a store written by an older taskscope, a read-only store): the result is the
+same either way.
 
 A run still going is not digested: its events change with every live ingest, and a
 digest written every few seconds would only slow the ingest down.
@@ -15,20 +17,22 @@ digest written every few seconds would only slow the ingest down.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 
 import duckdb
 import pandas as pd
 
+from taskscope import queries
 from taskscope._sql import scalar
 from taskscope.analyses import states as states_module
 from taskscope.analyses.between import standard_queues
 from taskscope.analyses.common_path import common_path
 from taskscope.analyses.summary import summary
-from taskscope.web.pages.resources import capacity
 
 _TABLE_DDL = """
 CREATE TABLE IF NOT EXISTS run_digests (
-    run_id VARCHAR, fingerprint VARCHAR, part VARCHAR, frame BLOB, PRIMARY KEY (run_id, part)
+    run_id VARCHAR, section VARCHAR, part VARCHAR, fingerprint VARCHAR, frame BLOB,
+    PRIMARY KEY (run_id, section, part)
 )
 """
 
@@ -64,6 +68,8 @@ def infrastructure(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
     >>> infrastructure(con, run_id)["workers"]  # doctest: +SKIP
     2
     """
+    from taskscope.web.pages.resources import capacity  # the pages package imports this module
+
     row = con.execute(_INFRASTRUCTURE, {"run": run_id}).df().iloc[0].to_dict()
     totals = capacity(con, run_id)
     return {**row, "managers": max(totals["managers"], int(row["managers_seen"])),
@@ -86,12 +92,12 @@ def _queues_wide(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
     return wide.ffill().fillna(0).reset_index()
 
 
-def compute_analyses(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pd.DataFrame]:
+def run_page_analyses(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pd.DataFrame]:
     """The run page's analyses of `run_id`, computed now: `infrastructure` (one row),
     `totals`, `apps`, `failures`, `throughput` (see `taskscope.analyses.summary`), `states`
     and `queues` (wide step functions), `variants` (the 10 most common) and `common_path`.
 
-    >>> compute_analyses(con, run_id)["apps"][["app_name", "tasks"]]  # doctest: +SKIP
+    >>> run_page_analyses(con, run_id)["apps"][["app_name", "tasks"]]  # doctest: +SKIP
     """
     result = summary(con, run_id)
     path = common_path(con, run_id)
@@ -108,6 +114,22 @@ def compute_analyses(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, p
     }
 
 
+def _task_table(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pd.DataFrame]:
+    return {"tasks": queries.tasks(con, run_id)}
+
+
+def _resources(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pd.DataFrame]:
+    from taskscope.web.pages.resources import resources_parts
+
+    return resources_parts(con, run_id)
+
+
+#: section name -> the function computing its DataFrames (part name -> frame)
+SECTIONS: dict[str, Callable[[duckdb.DuckDBPyConnection, str], dict[str, pd.DataFrame]]] = {
+    "run": run_page_analyses, "tasks": _task_table, "resources": _resources,
+}
+
+
 def fingerprint(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
     """A short text that changes whenever an ingest adds or relates events of `run_id`.
 
@@ -117,27 +139,28 @@ def fingerprint(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
     return str(scalar(con, _FINGERPRINT, {"run": run_id}))
 
 
-def stored_analyses(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pd.DataFrame] | None:
-    """The digest stored for `run_id` if it is still current, else None."""
+def stored_section(con: duckdb.DuckDBPyConnection, run_id: str, name: str) -> dict[str, pd.DataFrame] | None:
+    """The parts of section `name` stored for `run_id` if they are still current, else None."""
     if not _has_table(con):
         return None
-    rows = con.execute("SELECT fingerprint, part, frame FROM run_digests WHERE run_id = ?", [run_id]).fetchall()
+    rows = con.execute("SELECT fingerprint, part, frame FROM run_digests WHERE run_id = ? AND section = ?",
+                       [run_id, name]).fetchall()
     if not rows or {row[0] for row in rows} != {fingerprint(con, run_id)}:
         return None
     return {part: pd.read_parquet(io.BytesIO(frame)) for _, part, frame in rows}
 
 
-def run_analyses(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pd.DataFrame]:
-    """The run page's analyses of `run_id`: the stored digest when current, else computed.
+def section(con: duckdb.DuckDBPyConnection, run_id: str, name: str) -> dict[str, pd.DataFrame]:
+    """Section `name` (see `SECTIONS`) of `run_id`: the stored parts when current, else computed.
 
-    >>> run_analyses(con, run_id)["totals"].tasks.iloc[0]  # doctest: +SKIP
+    >>> section(con, run_id, "run")["totals"].tasks.iloc[0]  # doctest: +SKIP
     100000
     """
-    return stored_analyses(con, run_id) or compute_analyses(con, run_id)
+    return stored_section(con, run_id, name) or SECTIONS[name](con, run_id)
 
 
 def refresh_digests(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Compute and store the digest of every ended run whose events changed since its last
+    """Compute and store every section of every ended run whose events changed since its last
     digest; returns those runs. Called at the end of `Store.ingest`, on a writable store.
 
     >>> refresh_digests(store.con)  # doctest: +SKIP
@@ -147,14 +170,14 @@ def refresh_digests(con: duckdb.DuckDBPyConnection) -> list[str]:
     refreshed = []
     for (run_id,) in con.execute(_ENDED_RUNS).fetchall():
         current = fingerprint(con, run_id)
-        stored = {row[0] for row in con.execute("SELECT DISTINCT fingerprint FROM run_digests WHERE run_id = ?",
-                                                [run_id]).fetchall()}
-        if stored == {current}:
+        stored = con.execute("SELECT DISTINCT section, fingerprint FROM run_digests WHERE run_id = ?",
+                             [run_id]).fetchall()
+        if set(stored) == {(name, current) for name in SECTIONS}:
             continue
-        parts = compute_analyses(con, run_id)
+        rows = [[run_id, name, part, current, _parquet(frame)]
+                for name, compute in SECTIONS.items() for part, frame in compute(con, run_id).items()]
         con.execute("DELETE FROM run_digests WHERE run_id = ?", [run_id])
-        con.executemany("INSERT INTO run_digests VALUES (?, ?, ?, ?)",
-                        [[run_id, current, part, _parquet(frame)] for part, frame in parts.items()])
+        con.executemany("INSERT INTO run_digests VALUES (?, ?, ?, ?, ?)", rows)
         refreshed.append(run_id)
     return refreshed
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 
 from taskscope.queries import resolve_run
 from taskscope.web.app import Dashboard, read_connection
-from taskscope.web import digest  # a module: digest imports the pages package
+from taskscope.web.digest import section
 from taskscope.web.figures import bar_figure, iso, steps_figure, time_layout, waterfall_figure
 from taskscope.web.pages.runs import run_row
 from taskscope.web.render import json_response, render
@@ -30,7 +30,7 @@ def run_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str) 
     The analyses come from the run's stored digest when it is current (see
     `taskscope.web.digest`), and are kept in memory until an ingest adds events.
     """
-    parts = dashboard.cached(("run", run_id), lambda: digest.run_analyses(con, run_id))
+    parts = dashboard.cached(("run", run_id), lambda: section(con, run_id, "run"))
     return {
         "run": run_row(con, dashboard, run_id),
         "infrastructure": parts["infrastructure"].iloc[0].to_dict(),
