@@ -10,6 +10,9 @@ What it does:
 
 1. Makes a real Parsl run of `--tasks` trivial tasks (ThreadPoolExecutor, 4 threads,
    MonitoringHub, text logs), cached under `--workdir` (default `benchmarks/.work/web<N>/`).
+   At 25k and 100k tasks Parsl 2026.10.26 hung at exit after its last log line ("Closing
+   monitoring multiprocessing queues", monitoring.db complete): kill that process, the run
+   folder is reused.
 2. Ingests it (logs + monitoring.db) into a DuckDB store there (cached too).
 3. Serves the store read-only with the real app (uvicorn on 127.0.0.1) and fetches each page
    (run, its JSON, tasks, resources, DAG, logs, runs) over HTTP: cold (the first request to a

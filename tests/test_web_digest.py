@@ -39,6 +39,7 @@ def test_stored_digest_equals_the_analyses_computed_now(corpus_run):
     now = computed(store.con, run_id)
     assert_same_analyses(kept, now)
     assert now["run"]["totals"].tasks.iloc[0] == len(now["tasks"]["tasks"]) == len(store.tasks(run_id)) > 0
+    pdt.assert_frame_equal(kept["row"]["row"], store.runs())  # the run's row of the runs table
 
 
 def test_digest_is_recomputed_when_an_ingest_adds_events_to_the_run(tmp_path):
@@ -58,7 +59,7 @@ def test_digest_is_recomputed_when_an_ingest_adds_events_to_the_run(tmp_path):
     store.close()
     # a stale digest is not used: the read-only dashboard computes instead
     with taskscope.open(tmp_path / "s.duckdb") as writable:
-        writable.con.execute("UPDATE run_digests SET fingerprint = 'stale'")
+        writable.con.execute("UPDATE run_digests SET fingerprint = 'stale', store_fingerprint = 'stale'")
     with taskscope.open(tmp_path / "s.duckdb", read_only=True) as read_only:
         assert stored(read_only.con, run_id) is None
         on_demand = {name: digest.section(read_only.con, run_id, name) for name in digest.SECTIONS}
@@ -86,3 +87,20 @@ def test_a_run_still_going_gets_no_digest_until_it_ends(tmp_path):
     assert kept is not None
     assert_same_analyses(kept, computed(store.con, run_id))
     assert kept["run"]["totals"].done.iloc[0] > half["totals"].done.iloc[0]
+
+
+def test_ingesting_another_run_keeps_the_digest_of_the_first(tmp_path):
+    store = taskscope.open(tmp_path / "s.duckdb")
+    store.ingest(corpus_path("parsl-htex-jsonlog"))
+    (first,) = store.runs().run_id
+    frames_before = store.sql("SELECT section, part, frame FROM run_digests ORDER BY ALL")
+    store.ingest(corpus_path("parsl-mixed-textlog"))
+    assert len(store.runs()) == 2
+    stamps = store.sql("SELECT DISTINCT fingerprint, store_fingerprint FROM run_digests WHERE run_id = ?", [first])
+    # restamped with the store's new state, without recomputing: the run's own events did not change
+    assert stamps.store_fingerprint.tolist() == [digest.store_fingerprint(store.con)]
+    assert stamps.fingerprint.tolist() == [digest.fingerprint(store.con, first)]
+    frames_after = store.sql("SELECT section, part, frame FROM run_digests WHERE run_id = ? ORDER BY ALL", [first])
+    assert frames_after[["section", "part"]].equals(frames_before[["section", "part"]])
+    assert_same_analyses(stored(store.con, first), computed(store.con, first))
+    store.close()

@@ -2,11 +2,13 @@
 kept in the store.
 
 At 100k tasks the summary, states over time, queues and common path of one run, its task
-table and its resources take seconds, too slow to redo on the first request of every page.
+table, its resources and even its row of the runs table take seconds, too slow to redo on the first request of every page.
 `Store.ingest` calls `refresh_digests`, which computes every section (`SECTIONS`) for every
 *ended* run whose events changed and stores each DataFrame as Parquet in the `run_digests`
-table, keyed by run, section, part and a fingerprint of the run's events (`fingerprint`).
-`section` returns the stored parts when their fingerprint still matches, else computes them
+table, keyed by run, section and part, with a fingerprint of the run's events
+(`fingerprint`) and one of the store's ingest state (`store_fingerprint`, free to read: while
+it matches nothing was ingested since, and the run's events need no scan). `section`
+returns the stored parts when a fingerprint still matches, else computes them
 (a live run, a store written by an older taskscope, a read-only store): the result is the
 same either way.
 
@@ -31,7 +33,7 @@ from taskscope.analyses.summary import summary
 
 _TABLE_DDL = """
 CREATE TABLE IF NOT EXISTS run_digests (
-    run_id VARCHAR, section VARCHAR, part VARCHAR, fingerprint VARCHAR, frame BLOB,
+    run_id VARCHAR, section VARCHAR, part VARCHAR, fingerprint VARCHAR, store_fingerprint VARCHAR, frame BLOB,
     PRIMARY KEY (run_id, section, part)
 )
 """
@@ -41,6 +43,12 @@ _FINGERPRINT = """
     SELECT concat_ws(':', count(*), count(task_id), count(manager_id), max(ts),
                      (SELECT count(*) FROM event_task_links WHERE run_id = $run))
     FROM events WHERE run_id = $run
+"""
+
+# what changes whenever an ingest reads anything (ingested_files is small; count(*) is metadata)
+_STORE_FINGERPRINT = """
+    SELECT concat_ws(':', count(*), sum(bytes_read), sum(lines_read), sum(events), (SELECT count(*) FROM events))
+    FROM ingested_files
 """
 
 _INFRASTRUCTURE = """
@@ -114,6 +122,10 @@ def run_page_analyses(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, 
     }
 
 
+def _run_row(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pd.DataFrame]:
+    return {"row": queries.runs(con, run_id)}
+
+
 def _task_table(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pd.DataFrame]:
     return {"tasks": queries.tasks(con, run_id)}
 
@@ -126,7 +138,7 @@ def _resources(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pd.Data
 
 #: section name -> the function computing its DataFrames (part name -> frame)
 SECTIONS: dict[str, Callable[[duckdb.DuckDBPyConnection, str], dict[str, pd.DataFrame]]] = {
-    "run": run_page_analyses, "tasks": _task_table, "resources": _resources,
+    "row": _run_row, "run": run_page_analyses, "tasks": _task_table, "resources": _resources,
 }
 
 
@@ -139,15 +151,32 @@ def fingerprint(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
     return str(scalar(con, _FINGERPRINT, {"run": run_id}))
 
 
+def store_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
+    """A short text that changes whenever an ingest reads anything into the store.
+
+    >>> store_fingerprint(con)  # doctest: +SKIP
+    '9:396563968:2567141:2567141:2567141'
+    """
+    return str(scalar(con, _STORE_FINGERPRINT))
+
+
+def _is_current(con: duckdb.DuckDBPyConnection, run_id: str, stamps: set[tuple[str, str]]) -> bool:
+    """True if every stored (run fingerprint, store fingerprint) in `stamps` is still current."""
+    run_prints, store_prints = {s[0] for s in stamps}, {s[1] for s in stamps}
+    if store_prints == {store_fingerprint(con)}:
+        return True
+    return run_prints == {fingerprint(con, run_id)}
+
+
 def stored_section(con: duckdb.DuckDBPyConnection, run_id: str, name: str) -> dict[str, pd.DataFrame] | None:
     """The parts of section `name` stored for `run_id` if they are still current, else None."""
     if not _has_table(con):
         return None
-    rows = con.execute("SELECT fingerprint, part, frame FROM run_digests WHERE run_id = ? AND section = ?",
-                       [run_id, name]).fetchall()
-    if not rows or {row[0] for row in rows} != {fingerprint(con, run_id)}:
+    rows = con.execute("SELECT fingerprint, store_fingerprint, part, frame FROM run_digests "
+                       "WHERE run_id = ? AND section = ?", [run_id, name]).fetchall()
+    if not rows or not _is_current(con, run_id, {(row[0], row[1]) for row in rows}):
         return None
-    return {part: pd.read_parquet(io.BytesIO(frame)) for _, part, frame in rows}
+    return {part: pd.read_parquet(io.BytesIO(frame)) for _, _, part, frame in rows}
 
 
 def section(con: duckdb.DuckDBPyConnection, run_id: str, name: str) -> dict[str, pd.DataFrame]:
@@ -166,18 +195,25 @@ def refresh_digests(con: duckdb.DuckDBPyConnection) -> list[str]:
     >>> refresh_digests(store.con)  # doctest: +SKIP
     ['0a1b...']
     """
-    con.execute(_TABLE_DDL)
-    refreshed = []
+    if not _has_table(con):
+        # derived data only: a table of another layout (an older taskscope) is rebuilt
+        con.execute("DROP TABLE IF EXISTS run_digests")
+        con.execute(_TABLE_DDL)
+    refreshed, store_print = [], store_fingerprint(con)
     for (run_id,) in con.execute(_ENDED_RUNS).fetchall():
-        current = fingerprint(con, run_id)
-        stored = con.execute("SELECT DISTINCT section, fingerprint FROM run_digests WHERE run_id = ?",
+        stored = con.execute("SELECT section, fingerprint, store_fingerprint FROM run_digests WHERE run_id = ?",
                              [run_id]).fetchall()
-        if set(stored) == {(name, current) for name in SECTIONS}:
+        complete = {row[0] for row in stored} == set(SECTIONS)
+        if complete and {row[2] for row in stored} == {store_print}:
             continue
-        rows = [[run_id, name, part, current, _parquet(frame)]
+        current = fingerprint(con, run_id)
+        if complete and {row[1] for row in stored} == {current}:  # the ingest added nothing to this run
+            con.execute("UPDATE run_digests SET store_fingerprint = ? WHERE run_id = ?", [store_print, run_id])
+            continue
+        rows = [[run_id, name, part, current, store_print, _parquet(frame)]
                 for name, compute in SECTIONS.items() for part, frame in compute(con, run_id).items()]
         con.execute("DELETE FROM run_digests WHERE run_id = ?", [run_id])
-        con.executemany("INSERT INTO run_digests VALUES (?, ?, ?, ?, ?)", rows)
+        con.executemany("INSERT INTO run_digests VALUES (?, ?, ?, ?, ?, ?)", rows)
         refreshed.append(run_id)
     return refreshed
 
@@ -189,4 +225,6 @@ def _parquet(frame: pd.DataFrame) -> bytes:
 
 
 def _has_table(con: duckdb.DuckDBPyConnection) -> bool:
-    return bool(scalar(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'run_digests'"))
+    """True if the store has a `run_digests` table of this layout."""
+    return bool(scalar(con, "SELECT count(*) FROM information_schema.columns "
+                            "WHERE table_name = 'run_digests' AND column_name = 'store_fingerprint'"))
