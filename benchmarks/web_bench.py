@@ -151,7 +151,7 @@ def fetch(url: str) -> tuple[float, int]:
 
 PAGES = [("run", "/runs/{run}"), ("run JSON (/api/runs/RUN)", "/api/runs/{run}"), ("tasks", "/runs/{run}/tasks"),
          ("tasks, page 500 sorted by duration", "/runs/{run}/tasks?sort=duration_s&desc=true&page=500"),
-         ("resources", "/runs/{run}/resources"), ("dag (app level)", "/runs/{run}/dag"),
+         ("task (one in the middle)", "/runs/{run}/tasks/{middle}"), ("resources", "/runs/{run}/resources"), ("dag (app level)", "/runs/{run}/dag"),
          ("dag, app page 1", "/runs/{run}/dag?app=noop"), ("logs of the run", "/logs?run_id={run}"),
          ("runs", "/")]
 
@@ -180,24 +180,32 @@ class _Server:
         self.store.close()
 
 
-def time_taskscope(store_file: Path, repeat: int) -> tuple[str, list[dict]]:
-    """Each page cold (the first request to a server just started on the store, nothing of
-    the store in the process yet) and warm (median of `repeat` more)."""
+def time_taskscope(store_file: Path, repeat: int, cold_repeat: int) -> tuple[str, list[dict]]:
+    """Each page cold (the first request to a server just started on the store opened anew;
+    median of `cold_repeat` such servers, and the fastest) and warm (median of `repeat` more)."""
     import taskscope
 
     with taskscope.open(store_file, read_only=True) as store:
         run_id = store.runs().run_id.iloc[-1]
+        middle = int(store.runs().tasks.iloc[-1]) // 2
     results = []
     for name, path in PAGES:
-        server = _Server(store_file)
-        url = f"http://127.0.0.1:{server.port}{path.format(run=run_id)}"
-        try:
-            cold, size = fetch(url)
-            warm = statistics.median(fetch(url)[0] for _ in range(repeat))
-        finally:
-            server.stop()
-        results.append({"page": name, "cold_s": cold, "warm_s": warm, "bytes": size})
-        print(f"  taskscope {name}: cold {cold:.3f} s, warm {warm:.3f} s, {size / 1e6:.2f} MB", flush=True)
+        colds, warm = [], None
+        for attempt in range(cold_repeat):
+            server = _Server(store_file)
+            url = f"http://127.0.0.1:{server.port}{path.format(run=run_id, middle=middle)}"
+            try:
+                cold, size = fetch(url)
+                colds.append(cold)
+                if attempt == cold_repeat - 1:
+                    warm = statistics.median(fetch(url)[0] for _ in range(repeat))
+            finally:
+                server.stop()
+        row = {"page": name, "cold_s": statistics.median(colds), "cold_min_s": min(colds), "warm_s": warm,
+               "bytes": size}
+        results.append(row)
+        print(f"  taskscope {name}: cold {row['cold_s']:.3f} s (fastest {row['cold_min_s']:.3f}), "
+              f"warm {warm:.3f} s, {size / 1e6:.2f} MB", flush=True)
     return run_id, results
 
 
@@ -233,11 +241,16 @@ def time_parsl_visualize(workdir: Path, runinfo: Path, run_id: str, timeout_s: f
     return {"page": "parsl-visualize workflow", **lines[0]}
 
 
+def _load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--workdir", type=Path, default=None)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=3, help="warm requests per page (median)")
+    parser.add_argument("--cold-repeat", type=int, default=3, help="fresh servers per page for the cold time (median)")
     parser.add_argument("--viz-timeout", type=float, default=900.0, help="seconds to wait for parsl-visualize")
     parser.add_argument("--no-viz", action="store_true", help="time only taskscope's pages")
     parser.add_argument("--no-digest", action="store_true", help="delete the stored run digest first")
@@ -246,22 +259,23 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     runinfo = make_run(workdir, args.tasks)
     store_file = make_store(workdir, runinfo, not args.no_digest)
-    print("taskscope pages (real server, HTTP on loopback):", flush=True)
-    run_id, ours = time_taskscope(store_file, args.repeat)
+    print(f"taskscope pages (real server, HTTP on loopback); load average {_load()}", flush=True)
+    run_id, ours = time_taskscope(store_file, args.repeat, args.cold_repeat)
     if args.no_viz:
         viz = {"skipped": True}
     else:
         print("parsl-visualize workflow page (Flask test client) ...", flush=True)
         viz = time_parsl_visualize(workdir, runinfo, run_id, args.viz_timeout)
 
-    print(f"\n{args.tasks:,} tasks, run {run_id}")
-    print(f"{'page':40} {'cold s':>8} {'warm s':>8} {'MB':>7}  target <1 s, <2 MB")
+    print(f"\n{args.tasks:,} tasks, run {run_id}; load average now {_load()}")
+    print(f"{'page':40} {'cold s':>8} {'fastest':>8} {'warm s':>8} {'MB':>7}  target <1 s, <2 MB (median cold)")
     for row in ours:
         verdict = "PASS" if row["cold_s"] < 1 and row["bytes"] < 2e6 else "MISS"
         verdict = verdict if "JSON" not in row["page"] else f"({verdict} if it were a page)"
-        print(f"{row['page']:40} {row['cold_s']:8.3f} {row['warm_s']:8.3f} {row['bytes'] / 1e6:7.2f}  {verdict}")
+        print(f"{row['page']:40} {row['cold_s']:8.3f} {row['cold_min_s']:8.3f} {row['warm_s']:8.3f} "
+              f"{row['bytes'] / 1e6:7.2f}  {verdict}")
     if viz.get("seconds") is not None:
-        print(f"{'parsl-visualize workflow (HTTP ' + str(viz['status']) + ')':40} {viz['seconds']:8.3f} {'':8} "
+        print(f"{'parsl-visualize workflow (HTTP ' + str(viz['status']) + ')':40} {viz['seconds']:8.3f} {'':17} "
               f"{viz['bytes'] / 1e6:7.2f}")
         ratio = viz["seconds"] / ours[0]["cold_s"]
         print(f"parsl-visualize workflow page / taskscope run page (cold): {ratio:.0f}x  "

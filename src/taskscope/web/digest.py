@@ -1,8 +1,8 @@
-"""Run digests: what the run, tasks and resources pages show, computed once per ingest and
+"""Run digests: what the run, tasks, DAG and resources pages show, computed once per ingest and
 kept in the store.
 
 At 100k tasks the summary, states over time, queues and common path of one run, its task
-table, its resources and even its row of the runs table take seconds, too slow to redo on the first request of every page.
+table, its resources and even its dependencies and even its row of the runs table take seconds, too slow to redo on the first request of every page.
 `Store.ingest` calls `refresh_digests`, which computes every section (`SECTIONS`) for every
 *ended* run whose events changed and stores each DataFrame as Parquet in the `run_digests`
 table, keyed by run, section and part, with a fingerprint of the run's events
@@ -130,6 +130,12 @@ def _task_table(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pd.Dat
     return {"tasks": queries.tasks(con, run_id)}
 
 
+def _dependencies(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pd.DataFrame]:
+    from taskscope.web.pages.task import _DEPENDENCIES
+
+    return {"edges": con.execute(_DEPENDENCIES, {"run": run_id}).df()}
+
+
 def _resources(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pd.DataFrame]:
     from taskscope.web.pages.resources import resources_parts
 
@@ -138,7 +144,8 @@ def _resources(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pd.Data
 
 #: section name -> the function computing its DataFrames (part name -> frame)
 SECTIONS: dict[str, Callable[[duckdb.DuckDBPyConnection, str], dict[str, pd.DataFrame]]] = {
-    "row": _run_row, "run": run_page_analyses, "tasks": _task_table, "resources": _resources,
+    "row": _run_row, "run": run_page_analyses, "tasks": _task_table, "dag": _dependencies,
+    "resources": _resources,
 }
 
 
