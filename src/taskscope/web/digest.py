@@ -19,7 +19,7 @@ digest written every few seconds would only slow the ingest down.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import duckdb
 import pandas as pd
@@ -30,6 +30,7 @@ from taskscope.analyses import states as states_module
 from taskscope.analyses.between import standard_queues
 from taskscope.analyses.common_path import common_path
 from taskscope.analyses.summary import summary
+from taskscope.web.figures import sampled_steps
 
 _TABLE_DDL = """
 CREATE TABLE IF NOT EXISTS run_digests (
@@ -103,20 +104,24 @@ def _queues_wide(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
 def run_page_analyses(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pd.DataFrame]:
     """The run page's analyses of `run_id`, computed now: `infrastructure` (one row),
     `totals`, `apps`, `failures`, `throughput` (see `taskscope.analyses.summary`), `states`
-    and `queues` (wide step functions), `variants` (the 10 most common) and `common_path`.
+    and `queues` (wide step functions, and `..._sampled` at the instants the page draws),
+    `variants` (the 10 most common) and `common_path`.
 
     >>> run_page_analyses(con, run_id)["apps"][["app_name", "tasks"]]  # doctest: +SKIP
     """
     result = summary(con, run_id)
     path = common_path(con, run_id)
+    states, queues = _states_wide(con, run_id), _queues_wide(con, run_id)
     return {
         "infrastructure": pd.DataFrame([infrastructure(con, run_id)]),
         "totals": result.runs,
         "apps": result.apps,
         "failures": result.failures,
         "throughput": result.throughput,
-        "states": _states_wide(con, run_id),
-        "queues": _queues_wide(con, run_id),
+        "states": states,
+        "queues": queues,
+        "states_sampled": sampled_steps(states),
+        "queues_sampled": sampled_steps(queues),
         "variants": path.variants.head(10),
         "common_path": path.dominant,
     }
@@ -175,24 +180,35 @@ def _is_current(con: duckdb.DuckDBPyConnection, run_id: str, stamps: set[tuple[s
     return run_prints == {fingerprint(con, run_id)}
 
 
-def stored_section(con: duckdb.DuckDBPyConnection, run_id: str, name: str) -> dict[str, pd.DataFrame] | None:
-    """The parts of section `name` stored for `run_id` if they are still current, else None."""
+def stored_section(con: duckdb.DuckDBPyConnection, run_id: str, name: str,
+                   parts: Sequence[str] | None = None) -> dict[str, pd.DataFrame] | None:
+    """The parts of section `name` (or only `parts` of it) stored for `run_id` if they are
+    still current, else None."""
     if not _has_table(con):
         return None
     rows = con.execute("SELECT fingerprint, store_fingerprint, part, frame FROM run_digests "
-                       "WHERE run_id = ? AND section = ?", [run_id, name]).fetchall()
+                       "WHERE run_id = ? AND section = ? AND (? OR list_contains(?::VARCHAR[], part))",
+                       [run_id, name, parts is None, list(parts or [])]).fetchall()
     if not rows or not _is_current(con, run_id, {(row[0], row[1]) for row in rows}):
+        return None
+    if parts is not None and {row[2] for row in rows} != set(parts):
         return None
     return {part: pd.read_parquet(io.BytesIO(frame)) for _, _, part, frame in rows}
 
 
-def section(con: duckdb.DuckDBPyConnection, run_id: str, name: str) -> dict[str, pd.DataFrame]:
-    """Section `name` (see `SECTIONS`) of `run_id`: the stored parts when current, else computed.
+def section(con: duckdb.DuckDBPyConnection, run_id: str, name: str,
+            parts: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
+    """Section `name` (see `SECTIONS`) of `run_id`, or only `parts` of it: the stored parts
+    when current, else computed.
 
-    >>> section(con, run_id, "run")["totals"].tasks.iloc[0]  # doctest: +SKIP
+    >>> section(con, run_id, "run", ["totals"])["totals"].tasks.iloc[0]  # doctest: +SKIP
     100000
     """
-    return stored_section(con, run_id, name) or SECTIONS[name](con, run_id)
+    stored = stored_section(con, run_id, name, parts)
+    if stored is not None:
+        return stored
+    computed = SECTIONS[name](con, run_id)
+    return computed if parts is None else {part: computed[part] for part in parts}
 
 
 def refresh_digests(con: duckdb.DuckDBPyConnection) -> list[str]:

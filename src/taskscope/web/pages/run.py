@@ -24,17 +24,25 @@ def _throughput_figure(throughput: pd.DataFrame) -> dict:
                                                 barmode="stack", bargap=0)}
 
 
-def run_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str) -> dict:
+#: the parts of the digest's "run" section the page draws (the exact curves only go to the JSON)
+PAGE_PARTS = ("infrastructure", "totals", "apps", "failures", "throughput", "states_sampled", "queues_sampled",
+              "variants", "common_path")
+JSON_PARTS = ("infrastructure", "totals", "apps", "failures", "throughput", "states", "queues", "variants",
+              "common_path")
+
+
+def run_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str,
+             parts: tuple[str, ...] = JSON_PARTS) -> dict:
     """Everything the run page shows (and `/api/runs/{run}` returns), as DataFrames and dicts.
 
     The analyses come from the run's stored digest when it is current (see
     `taskscope.web.digest`), and are kept in memory until an ingest adds events.
     """
-    parts = dashboard.cached(("run", run_id), lambda: section(con, run_id, "run"))
+    frames = dashboard.cached(("run", run_id, parts), lambda: section(con, run_id, "run", parts))
     return {
         "run": run_row(con, dashboard, run_id),
-        "infrastructure": parts["infrastructure"].iloc[0].to_dict(),
-        **{name: frame for name, frame in parts.items() if name != "infrastructure"},
+        "infrastructure": frames["infrastructure"].iloc[0].to_dict(),
+        **{name: frame for name, frame in frames.items() if name != "infrastructure"},
     }
 
 
@@ -48,14 +56,14 @@ def run_json(request: Request, run: str, con=Depends(read_connection)):
 @router.get("/runs/{run}")
 def run_page(request: Request, run: str, con=Depends(read_connection)):
     run_id = resolve_run(con, run)
-    data = run_data(con, request.app.state.dashboard, run_id)
+    data = run_data(con, request.app.state.dashboard, run_id, PAGE_PARTS)
     apps = data["apps"]
     state_columns = [c for c in ("exec_done", "memo_done", "failed", "dep_fail", "unfinished") if c in apps]
     charts = {
         "apps": bar_figure(apps.app_name.tolist(), {c: apps[c].tolist() for c in state_columns},
                            "tasks per app by final state", "tasks"),
-        "states": steps_figure(data["states"], "tasks in each state", "tasks"),
-        "queues": steps_figure(data["queues"], "queues: tasks waiting, queued, running", "tasks"),
+        "states": steps_figure(data["states_sampled"], "tasks in each state", "tasks"),
+        "queues": steps_figure(data["queues_sampled"], "queues: tasks waiting, queued, running", "tasks"),
         "throughput": _throughput_figure(data["throughput"]),
         "common_path": waterfall_figure(data["common_path"]),
     }
