@@ -40,6 +40,11 @@ def test_stored_digest_equals_the_analyses_computed_now(corpus_run):
     assert_same_analyses(kept, now)
     assert now["run"]["totals"].tasks.iloc[0] == len(now["tasks"]["tasks"]) == len(store.tasks(run_id)) > 0
     pdt.assert_frame_equal(kept["row"]["row"], store.runs())  # the run's row of the runs table
+    # the parts each page reads are stored (a page missing one would compute them all per ingest)
+    from taskscope.web.pages.run import JSON_PARTS, PAGE_PARTS
+
+    for parts in (PAGE_PARTS, JSON_PARTS):
+        assert digest.stored_section(store.con, run_id, "run", parts) is not None
 
 
 def test_digest_is_recomputed_when_an_ingest_adds_events_to_the_run(tmp_path):

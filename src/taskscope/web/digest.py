@@ -32,6 +32,9 @@ from taskscope.analyses.common_path import common_path
 from taskscope.analyses.summary import summary
 from taskscope.web.figures import sampled_steps
 
+#: grows whenever what a section holds changes: digests of another version are stale
+DIGEST_VERSION = 2
+
 _TABLE_DDL = """
 CREATE TABLE IF NOT EXISTS run_digests (
     run_id VARCHAR, section VARCHAR, part VARCHAR, fingerprint VARCHAR, store_fingerprint VARCHAR, frame BLOB,
@@ -158,18 +161,18 @@ def fingerprint(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
     """A short text that changes whenever an ingest adds or relates events of `run_id`.
 
     >>> fingerprint(con, run_id)  # doctest: +SKIP
-    '2107735:1900012:300010:1764547200.5:0'
+    'v2:2107735:1900012:300010:1764547200.5:0'
     """
-    return str(scalar(con, _FINGERPRINT, {"run": run_id}))
+    return f"v{DIGEST_VERSION}:{scalar(con, _FINGERPRINT, {'run': run_id})}"
 
 
 def store_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
     """A short text that changes whenever an ingest reads anything into the store.
 
     >>> store_fingerprint(con)  # doctest: +SKIP
-    '9:396563968:2567141:2567141:2567141'
+    'v2:9:396563968:2567141:2567141:2567141'
     """
-    return str(scalar(con, _STORE_FINGERPRINT))
+    return f"v{DIGEST_VERSION}:{scalar(con, _STORE_FINGERPRINT)}"
 
 
 def _is_current(con: duckdb.DuckDBPyConnection, run_id: str, stamps: set[tuple[str, str]]) -> bool:

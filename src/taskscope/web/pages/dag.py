@@ -16,8 +16,8 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from taskscope.queries import resolve_run
 from taskscope.web.app import Dashboard, read_connection
-from taskscope.web.digest import section
 from taskscope.web.pages.runs import run_row
+from taskscope.web.pages.task import run_dependencies
 from taskscope.web.pages.tasks import all_tasks
 from taskscope.web.render import json_response, render
 
@@ -39,7 +39,7 @@ def dag_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str, 
     'task'
     """
     tasks = all_tasks(con, dashboard, run_id)[["task_id", "app_name", "final_state"]]
-    edges = dashboard.cached(("dag", run_id), lambda: section(con, run_id, "dag")["edges"])
+    edges = run_dependencies(con, dashboard, run_id)
     paging = {"page": 1, "pages": 1, "app_tasks": None}
     if app:
         of_app = tasks.task_id[tasks.app_name == app].sort_values()
