@@ -60,7 +60,7 @@ def dag_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str, 
 def _app_level(tasks: pd.DataFrame, edges: pd.DataFrame, app: str | None) -> dict:
     apps = tasks.assign(app_name=tasks.app_name.fillna("?"))
     counts = apps.groupby(["app_name", "final_state"]).size().unstack(fill_value=0)
-    app_of = dict(zip(apps.task_id, apps.app_name))
+    app_of = apps.set_index("task_id").app_name  # a Series: map() looks up vectorised
     pairs = pd.DataFrame({"source": edges.depends_on.map(app_of), "target": edges.task_id.map(app_of)}).dropna()
     pair_counts = pairs.groupby(["source", "target"]).size()
     return {"level": "app", "tasks": len(tasks), "app": app,
