@@ -2,8 +2,8 @@
 kept in the store.
 
 At 100k tasks the summary, states over time, queues and common path of one run, its task
-table, its resources and even its dependencies and even its row of the runs table take seconds, too slow to redo on the first request of every page.
-`Store.ingest` calls `refresh_digests`, which computes every section (`SECTIONS`) for every
+table, dependencies, resources and even its row of the runs table take seconds: too slow to
+redo on the first request of every page. `Store.ingest` calls `refresh_digests`, which computes every section (`SECTIONS`) for every
 *ended* run whose events changed and stores each DataFrame as Parquet in the `run_digests`
 table, keyed by run, section and part, with a fingerprint of the run's events
 (`fingerprint`) and one of the store's ingest state (`store_fingerprint`, free to read: while
