@@ -3,14 +3,14 @@ kept in the store.
 
 At 100k tasks the summary, states over time, queues and common path of one run, its task
 table, dependencies, resources and even its row of the runs table take seconds: too slow to
-redo on the first request of every page. `Store.ingest` calls `refresh_digests`, which computes every section (`SECTIONS`) for every
-*ended* run whose events changed and stores each DataFrame as Parquet in the `run_digests`
-table, keyed by run, section and part, with a fingerprint of the run's events
-(`fingerprint`) and one of the store's ingest state (`store_fingerprint`, free to read: while
-it matches nothing was ingested since, and the run's events need no scan). `section`
-returns the stored parts when a fingerprint still matches, else computes them
-(a live run, a store written by an older taskscope, a read-only store): the result is the
-same either way.
+redo on the first request of every page. `Store.ingest` calls `refresh_digests`, which
+computes every section (`SECTIONS`) for every *ended* run whose events changed and stores
+each DataFrame as Parquet in the `run_digests` table, keyed by run, section and part, with a
+fingerprint of the run's events (`fingerprint`) and one of the store's ingest state
+(`store_fingerprint`, free to read: while it matches nothing was ingested since, and the
+run's events need no scan). `section` returns the stored parts when a fingerprint still
+matches, else computes them (a live run, a store written by an older taskscope, a read-only
+store): the result is the same either way.
 
 A run still going is not digested: its events change with every live ingest, and a
 digest written every few seconds would only slow the ingest down.
