@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -436,3 +437,74 @@ def test_cli_warns_before_listening_on_a_non_loopback_address(tmp_path):
                "--port", str(free_port())]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert "warning: listening on 192.0.2.1, not a loopback address" in done.stderr
+
+
+def test_pages_are_the_same_from_the_stored_digest_and_without_it(tmp_path, browser):
+    store_file = tmp_path / "digest.duckdb"
+    with taskscope.open(store_file) as store:
+        store.ingest(Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "parsl-htex-jsonlog")
+        run_id = store.runs().run_id.iloc[0]
+        assert store.sql("SELECT count(*) AS n FROM run_digests WHERE run_id = ?", [run_id]).n.iloc[0] > 0
+    paths = [f"/runs/{run_id}", f"/runs/{run_id}/tasks?sort=duration_s&desc=true", f"/runs/{run_id}/resources"]
+    seen = []
+    for drop_digest in (False, True):
+        if drop_digest:
+            with taskscope.open(store_file) as store:
+                store.con.execute("DELETE FROM run_digests")
+        server = Server(Dashboard(taskscope.open(store_file, read_only=True)))
+        watched = Watched(browser)
+        try:
+            bodies = [server.json("/api" + path) for path in paths]
+            texts = []
+            for path in paths:
+                watched.visit(server.url + path)
+                texts.append(watched.page.locator("main").inner_text())
+            seen.append((bodies, texts))
+        finally:
+            watched.close()
+            server.stop()
+            server.dashboard.store.close()
+    (run, tasks, resources), _ = seen[0]
+    assert run["totals"][0]["tasks"] > 0 and run["common_path"] and tasks["rows"] and resources["capacity"]["workers"]
+    assert seen[0] == seen[1]
+
+
+def test_dag_of_a_big_app_pages_through_its_tasks(corpus_run, browser, monkeypatch):
+    from taskscope.web.pages import dag
+
+    server = corpus_server(corpus_run)
+    store = server.dashboard.store
+    run_id = store.runs().run_id.iloc[0]
+    tasks = store.tasks(run=run_id)
+    app = tasks.app_name.mode().iloc[0]
+    of_app = sorted(tasks.task_id[tasks.app_name == app])
+    limit = max(1, len(of_app) // 3)  # stands for the 2,000 of a real big run: three pages or more
+    monkeypatch.setattr(dag, "TASK_LEVEL_LIMIT", limit)
+    whole = server.json(f"/api/runs/{run_id}/dag")
+    assert whole["level"] == "app" and sum(n["tasks"] for n in whole["nodes"]) == len(tasks)
+    watched = Watched(browser)
+    try:
+        watched.visit(f"{server.url}/runs/{run_id}/dag")
+        watched.page.locator(f"#dag svg a[href$='/dag?app={app}']").click()
+        watched.page.wait_for_load_state("networkidle")
+        shown = watched.page.locator("#dag svg circle").count()
+        first = server.json(f"/api/runs/{run_id}/dag?app={urllib.parse.quote(app)}")
+        assert first["level"] == "task" and first["pages"] == -(-len(of_app) // limit)
+        assert shown == len(first["nodes"])
+        assert {n["id"] for n in first["nodes"] if n["app"] == app} >= set(of_app[:limit])
+        watched.page.locator("#dag-next").click()
+        watched.page.wait_for_load_state("networkidle")
+        assert "page 2 of" in watched.page.locator("#dag-pages").inner_text()
+        assert not watched.problems
+    finally:
+        watched.close()
+    second = server.json(f"/api/runs/{run_id}/dag?app={urllib.parse.quote(app)}&page=2")
+    assert {n["id"] for n in second["nodes"] if n["app"] == app} >= set(of_app[limit:2 * limit])
+
+
+def test_logs_api_rejects_an_unknown_column_with_400(corpus_run):
+    server = corpus_server(corpus_run)
+    with pytest.raises(urllib.error.HTTPError) as error:
+        server.json("/api/logs?no_such_column=1")
+    assert error.value.code == 400
+    assert "no_such_column" in json.loads(error.value.read())["error"]

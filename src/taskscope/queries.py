@@ -50,32 +50,41 @@ _TASK_STATES = f"""
 """
 
 
-def runs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """One row per run: name, user, host, folder, start, end, duration, tasks by outcome.
+def runs(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> pd.DataFrame:
+    """One row per run (or only the row of `run_id`, a full id): name, user, host, folder,
+    start, end, duration, tasks by outcome.
 
     >>> runs(con).columns[:3].tolist()  # doctest: +SKIP
     ['run_id', 'workflow_name', 'user']
     """
     return con.execute(
         f"""
-        WITH info AS (
-            SELECT run_id,
-                   min(ts) AS start_ts, max(ts) AS end_ts, count(*) AS events,
-                   any_value(coalesce(attrs->>'workflow_name', attrs->>'$."parsl.workflow_info.workflow_name"'))
-                       FILTER (WHERE event IN ('workflow.start', 'workflow.startup')) AS workflow_name,
-                   any_value(coalesce(attrs->>'user', attrs->>'$."parsl.workflow_info.user"'))
-                       FILTER (WHERE event IN ('workflow.start', 'workflow.startup')) AS "user",
-                   any_value(host) FILTER (WHERE event IN ('workflow.start', 'workflow.startup')) AS host,
+        WITH extent AS (
+            SELECT run_id, min(ts) AS start_ts, max(ts) AS end_ts, count(*) AS events,
                    bool_or(event IN ('workflow.end', 'workflow.shutdown')) AS ended,
                    string_agg(DISTINCT source, ',' ORDER BY source) AS sources
             -- usage messages carry their correlator as run_id: they are not workflow runs here
-            FROM events WHERE run_id IS NOT NULL AND source IS DISTINCT FROM 'usage' GROUP BY run_id
+            FROM events WHERE run_id IS NOT NULL AND source IS DISTINCT FROM 'usage'
+                              AND ($run IS NULL OR run_id = $run)
+            GROUP BY run_id
         ),
+        startup AS (
+            -- JSON read from the few start events only (a FILTER clause would parse every event's attrs)
+            SELECT run_id,
+                   any_value(coalesce(attrs->>'workflow_name', attrs->>'$."parsl.workflow_info.workflow_name"'))
+                       AS workflow_name,
+                   any_value(coalesce(attrs->>'user', attrs->>'$."parsl.workflow_info.user"')) AS "user",
+                   any_value(host) AS host
+            FROM events WHERE run_id IS NOT NULL AND ($run IS NULL OR run_id = $run)
+                              AND event IN ('workflow.start', 'workflow.startup')
+            GROUP BY run_id
+        ),
+        info AS (SELECT * FROM extent LEFT JOIN startup USING (run_id)),
         outcome AS (
             SELECT run_id, count(*) AS tasks,
                    count(*) FILTER (WHERE final_state IN ('exec_done', 'memo_done')) AS tasks_done,
                    count(*) FILTER (WHERE final_state IN ('failed', 'dep_fail')) AS tasks_failed
-            FROM ({_TASK_STATES}) GROUP BY run_id
+            FROM ({_TASK_STATES}) WHERE $run IS NULL OR run_id = $run GROUP BY run_id
         )
         SELECT i.run_id, i.workflow_name, i."user", i.host,
                (SELECT any_value(run_dir) FROM run_dirs d WHERE d.run_id = i.run_id) AS run_dir,
@@ -86,7 +95,8 @@ def runs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
                coalesce(o.tasks_failed, 0) AS tasks_failed, i.events, i.sources
         FROM info i LEFT JOIN outcome o USING (run_id)
         ORDER BY i.start_ts
-        """
+        """,
+        {"run": run_id},
     ).df()
 
 

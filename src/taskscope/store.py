@@ -56,11 +56,18 @@ class Store:
     ) -> IngestReport:
         """Read everything new under `paths` (folders or files) into the store.
 
-        Re-ingesting adds nothing; a grown file adds only its new complete lines.
+        Re-ingesting adds nothing; a grown file adds only its new complete lines. Runs that
+        ended and changed get their dashboard digest recomputed (see `taskscope.web.digest`).
         """
-        return ingest(
+        report = ingest(
             self.con, [str(p) for p in paths], load_rules(rules_files), on_progress, utc_offset_seconds
         )
+        if report.events:
+            # the run page's analyses take seconds at 100k tasks: done once here, not per request
+            from taskscope.web.digest import refresh_digests
+
+            refresh_digests(self.con)
+        return report
 
     def runs(self) -> pd.DataFrame:
         """One row per run (see `taskscope.queries.runs`)."""

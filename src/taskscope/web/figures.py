@@ -30,13 +30,20 @@ def time_layout(title: str, y_title: str, **extra) -> dict:
             "yaxis": {"title": {"text": y_title}, "rangemode": "tozero"}, **extra}
 
 
+def sampled_steps(wide: pd.DataFrame) -> pd.DataFrame:
+    """A wide step function (`ts` and one column per line) at `MAX_POINTS` evenly spaced
+    instants when it has more rows, else itself: what `steps_figure` draws."""
+    if len(wide) <= MAX_POINTS:
+        return wide
+    return sample_steps(wide.assign(run_id="run"), MAX_POINTS).drop(columns=["run_id"]).reset_index(drop=True)
+
+
 def steps_figure(wide: pd.DataFrame, title: str, y_title: str) -> dict:
     """Step lines from a wide step function (`ts` and one column per line, the value holding
     until the next row), sampled to `MAX_POINTS` instants when longer."""
     if wide.empty:
         return {"data": [], "layout": time_layout(title, y_title)}
-    if len(wide) > MAX_POINTS:
-        wide = sample_steps(wide.assign(run_id="run"), MAX_POINTS).drop(columns=["run_id"])
+    wide = sampled_steps(wide)
     x = iso(wide.ts)
     data = [{"type": "scatter", "mode": "lines", "line": {"shape": "hv"}, "name": plot_text(column),
              "x": x, "y": wide[column].tolist()}

@@ -121,7 +121,7 @@ def _default(value):
     return str(value)
 
 
-def json_response(data) -> Response:
+def json_response(data, status_code: int = 200) -> Response:
     """`data` (dicts, lists, DataFrames, numpy values) as a JSON response."""
     body = orjson.dumps(data, default=_default, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
-    return Response(body, media_type="application/json")
+    return Response(body, status_code=status_code, media_type="application/json")

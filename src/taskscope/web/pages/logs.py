@@ -77,7 +77,7 @@ def logs_json(request: Request, con=Depends(read_connection)):
     try:
         result = search(con, filters, text, page, per_page, newest_first)
     except ValueError as exc:
-        return json_response({"error": str(exc)})
+        return json_response({"error": str(exc)}, status_code=400)
     return json_response({**result, "rows": records(result["rows"]), "filters": filters, "q": text})
 
 

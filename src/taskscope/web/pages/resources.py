@@ -15,7 +15,8 @@ from fastapi import APIRouter, Depends, Request
 from taskscope.analyses.between import between
 from taskscope.analyses.selectors import SelectorError
 from taskscope.queries import resolve_run
-from taskscope.web.app import read_connection
+from taskscope.web.app import Dashboard, read_connection
+from taskscope.web.digest import section
 from taskscope.web.figures import histogram_figure, steps_figure
 from taskscope.web.pages.runs import run_row
 from taskscope.web.render import json_response, render
@@ -119,7 +120,7 @@ def slots(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
         return pd.DataFrame({"ts": pd.Series(dtype="float64")})
     merged = pd.concat([total.assign(busy=None), busy.rename(columns={"count": "busy"}).assign(total=None)])
     merged = merged.sort_values("ts", kind="stable").groupby("ts", as_index=False).last()
-    return merged[["ts", "total", "busy"]].ffill().fillna(0)
+    return merged[["ts", "total", "busy"]].ffill().fillna(0).infer_objects()  # numbers, not objects
 
 
 def _busy(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
@@ -150,29 +151,40 @@ def bins(con: duckdb.DuckDBPyConnection, run_id: str, column: str, count: int = 
     ).df()
 
 
-def resources_data(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
-    """Everything the resources page shows (and `/api/runs/{run}/resources` returns)."""
+def resources_parts(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pd.DataFrame]:
+    """What the resources page shows, computed now, as DataFrames (`capacity` is one row,
+    with `monitored_tries`): the digest's "resources" section (see `taskscope.web.digest`)."""
+    monitored = int(con.execute(f"SELECT count(*) FROM ({_PER_TRY})", {"run": run_id}).fetchall()[0][0])
     return {
-        "capacity": capacity(con, run_id),
+        "capacity": pd.DataFrame([{**capacity(con, run_id), "monitored_tries": monitored}]),
         "managers": managers(con, run_id),
         "slots": slots(con, run_id),
         "cpu_bins": bins(con, run_id, "cpu_s"),
         "memory_mean_bins": bins(con, run_id, "memory_mean_mib"),
         "memory_max_bins": bins(con, run_id, "memory_max_mib"),
-        "monitored_tries": int(con.execute(f"SELECT count(*) FROM ({_PER_TRY})", {"run": run_id}).fetchall()[0][0]),
     }
 
 
+def resources_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str) -> dict:
+    """Everything the resources page shows (and `/api/runs/{run}/resources` returns), from the
+    run's digest or computed, kept until an ingest adds events."""
+    parts = dashboard.cached(("resources", run_id), lambda: section(con, run_id, "resources"))
+    totals = parts["capacity"].iloc[0].to_dict()
+    monitored = int(totals.pop("monitored_tries"))
+    return {"capacity": totals, **{name: frame for name, frame in parts.items() if name != "capacity"},
+            "monitored_tries": monitored}
+
+
 @router.get("/api/runs/{run}/resources")
-def resources_json(run: str, con=Depends(read_connection)):
+def resources_json(request: Request, run: str, con=Depends(read_connection)):
     """Capacity totals, managers, slots over time, CPU / memory histograms of one run."""
-    return json_response(resources_data(con, resolve_run(con, run)))
+    return json_response(resources_data(con, request.app.state.dashboard, resolve_run(con, run)))
 
 
 @router.get("/runs/{run}/resources")
 def resources_page(request: Request, run: str, con=Depends(read_connection)):
     run_id = resolve_run(con, run)
-    data = resources_data(con, run_id)
+    data = resources_data(con, request.app.state.dashboard, run_id)
     charts = {
         "slots": steps_figure(data["slots"], "worker slots: total (from managers) and busy", "slots"),
         "cpu": histogram_figure(data["cpu_bins"], "CPU time per task try (user + system, peak)", "seconds"),

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 
 from taskscope import queries
 from taskscope.web.app import Dashboard, read_connection
+from taskscope.web.digest import section
 from taskscope.web.render import json_response, render
 
 router = APIRouter()
@@ -27,7 +28,19 @@ def run_table(con: duckdb.DuckDBPyConnection, dashboard: Dashboard) -> pd.DataFr
     """
     # the per-run aggregate is cached until an ingest adds events; the status (which depends
     # on the clock for `live`) is computed on every call
-    table = dashboard.cached(("runs",), lambda: queries.runs(con)).copy()
+    return _with_status(dashboard.cached(("runs",), lambda: queries.runs(con)), dashboard)
+
+
+def run_row(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str) -> dict:
+    """The `run_table` row of one run (a full id) as a dict, from the run's digest when current."""
+    rows = _with_status(dashboard.cached(("run row", run_id), lambda: section(con, run_id, "row")["row"]), dashboard)
+    if rows.empty:
+        raise LookupError(f"no run {run_id}")
+    return rows.iloc[0].to_dict()
+
+
+def _with_status(runs: pd.DataFrame, dashboard: Dashboard) -> pd.DataFrame:
+    table = runs.copy()
     if table.empty:
         return table.assign(end_ts=pd.Series(dtype="float64"))
     end_ts = table["end"].map(lambda t: t.timestamp() if not pd.isna(t) else None).astype("float64")
@@ -41,15 +54,6 @@ def run_table(con: duckdb.DuckDBPyConnection, dashboard: Dashboard) -> pd.DataFr
     table["start_ts"] = table["start"].map(lambda t: t.timestamp() if not pd.isna(t) else None).astype("float64")
     table["end_ts"] = end_ts
     return table.drop(columns=["start", "end"])
-
-
-def run_row(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str) -> dict:
-    """The `run_table` row of one run (a full id) as a dict."""
-    table = run_table(con, dashboard)
-    rows = table[table.run_id == run_id]
-    if rows.empty:
-        raise LookupError(f"no run {run_id}")
-    return rows.iloc[0].to_dict()
 
 
 @router.get("/api/runs")

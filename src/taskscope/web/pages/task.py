@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Request
 
 from taskscope import queries
 from taskscope.queries import FINAL_STATES, WORKER_STATES, resolve_run
-from taskscope.web.app import read_connection
+from taskscope.web.app import Dashboard, read_connection
+from taskscope.web.digest import section
 from taskscope.web.figures import gantt_figure, iso, time_layout
 from taskscope.web.pages.runs import run_row
 from taskscope.web.render import json_response, render
@@ -101,17 +102,20 @@ _STREAMS = r"""
 """
 
 
-def dependencies(con: duckdb.DuckDBPyConnection, run_id: str, task_id: int) -> dict[str, list[int]]:
-    """`depends_on` (tasks this one waited for) and `dependents` (tasks that waited for it)."""
-    edges = con.execute(
-        f"SELECT * FROM ({_DEPENDENCIES}) WHERE task_id = $task OR depends_on = $task ORDER BY ALL",
-        {"run": run_id, "task": task_id},
-    ).fetchall()
-    return {"depends_on": sorted({d for t, d in edges if t == task_id}),
-            "dependents": sorted({t for t, d in edges if d == task_id})}
+def run_dependencies(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str) -> pd.DataFrame:
+    """Every dependency of the run (`task_id` waited for `depends_on`), from its digest or
+    computed, kept until an ingest adds events."""
+    return dashboard.cached(("dag", run_id), lambda: section(con, run_id, "dag")["edges"])
 
 
-def task_data(con: duckdb.DuckDBPyConnection, run_id: str, task_id: int) -> dict:
+def dependencies(edges: pd.DataFrame, task_id: int) -> dict[str, list[int]]:
+    """`depends_on` (tasks this one waited for) and `dependents` (tasks that waited for it),
+    from the run's `edges` (see `run_dependencies`)."""
+    return {"depends_on": sorted(int(d) for d in set(edges.depends_on[edges.task_id == task_id])),
+            "dependents": sorted(int(t) for t in set(edges.task_id[edges.depends_on == task_id]))}
+
+
+def task_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str, task_id: int) -> dict:
     """Everything the task page shows (and `/api/runs/{run}/tasks/{task_id}` returns)."""
     params = {"run": run_id, "task": task_id}
     timeline = queries.timeline(con, task_id, run_id)
@@ -123,7 +127,7 @@ def task_data(con: duckdb.DuckDBPyConnection, run_id: str, task_id: int) -> dict
         "app_name": _app_name(con, run_id, task_id),
         "final_state": _final_state(con, run_id, task_id),
         "tries": con.execute(_TRIES, params).df(),
-        "dependencies": dependencies(con, run_id, task_id),
+        "dependencies": dependencies(run_dependencies(con, dashboard, run_id), task_id),
         "stages": con.execute(_STAGES, params).df(),
         "resources": con.execute(_RESOURCES, params).df(),
         "streams": streams,
@@ -157,16 +161,16 @@ def _resource_figure(samples: pd.DataFrame) -> dict:
 
 
 @router.get("/api/runs/{run}/tasks/{task_id}")
-def task_json(run: str, task_id: int, con=Depends(read_connection)):
+def task_json(request: Request, run: str, task_id: int, con=Depends(read_connection)):
     """One task: tries, dependencies, stages (intervals), resource samples, stdout/stderr
     paths and its whole cross-log timeline."""
-    return json_response(task_data(con, resolve_run(con, run), task_id))
+    return json_response(task_data(con, request.app.state.dashboard, resolve_run(con, run), task_id))
 
 
 @router.get("/runs/{run}/tasks/{task_id}")
 def task_page(request: Request, run: str, task_id: int, con=Depends(read_connection)):
     run_id = resolve_run(con, run)
-    data = task_data(con, run_id, task_id)
+    data = task_data(con, request.app.state.dashboard, run_id, task_id)
     stages = data["stages"].copy()
     if not stages.empty:
         stages["end_ts"] = stages["end_ts"].fillna(stages["start_ts"])

@@ -9,9 +9,9 @@ import duckdb
 import pandas as pd
 from fastapi import APIRouter, Depends, Query, Request
 
-from taskscope import queries
 from taskscope.queries import resolve_run
 from taskscope.web.app import Dashboard, read_connection
+from taskscope.web.digest import section
 from taskscope.web.pages.runs import run_row
 from taskscope.web.render import json_response, records, render
 
@@ -26,10 +26,10 @@ MAX_PER_PAGE = 1000
 
 
 def all_tasks(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str) -> pd.DataFrame:
-    """`taskscope.queries.tasks` of one run, computed once per ingest (`unfinished` as the
-    final state of tasks that have none yet)."""
+    """`taskscope.queries.tasks` of one run, from its digest or computed, kept until an ingest
+    adds events (`unfinished` as the final state of tasks that have none yet)."""
     def compute() -> pd.DataFrame:
-        frame = queries.tasks(con, run_id)
+        frame = section(con, run_id, "tasks")["tasks"]
         frame["final_state"] = frame["final_state"].fillna("unfinished")
         return frame
 
