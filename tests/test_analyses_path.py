@@ -99,9 +99,9 @@ def test_perf_run_has_one_dominant_variant_through_every_stage(perf_store):
     events = set(path.dominant["event"])
     assert {"task.launched", "htex.interchange.sent", "htex.manager.received", "htex.worker.received"} <= events
     assert not events & set(NOISE_EVENTS)
-    # the average task runs forward in time
-    assert path.dominant["since_first_mean"].is_monotonic_increasing or \
-        (path.dominant["since_first_mean"].diff().dropna() > -1e-3).all()
+    # the average task runs forward in time, up to the interleaving of steps that different
+    # processes log within a few milliseconds of each other (wider on a loaded machine)
+    assert (path.dominant["since_first_mean"].diff().dropna() > -0.01).all()
 
 
 def test_multi_task_messages_count_for_every_task_they_name(perf_store):
