@@ -127,16 +127,10 @@ def _listen_for_dashboard(host: str, port: int):
 
 
 def _serve_dashboard(collector, sock) -> str:
-    """Serve the web app over the collector's store from this process; return its /usage URL.
+    """Serve the web app from this process over the collector's store; return its /usage URL."""
+    from taskscope.web.app import serve_beside_collector
 
-    Pages read through cursors of the collector's connection and are cached until its next
-    commit. The receiving thread never touches the store, so pages never hold up a datagram."""
-    from taskscope.web.app import BackgroundServer, Dashboard
-
-    dashboard = Dashboard(collector.store, committed=lambda: collector.stats.commits)
-    server = BackgroundServer(dashboard, sock).start()
-    collector.before_close(server.stop)
-    host, port = server.address
+    host, port = serve_beside_collector(collector, sock).address
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/usage"
 
 

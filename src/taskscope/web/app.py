@@ -246,3 +246,18 @@ class BackgroundServer:
         self.server.should_exit = True
         self.thread.join(timeout_s)
         self.sock.close()
+
+
+def serve_beside_collector(collector, sock: socket.socket) -> BackgroundServer:
+    """Serve the web app over a running `taskscope.usage.collector.Collector`'s store, from its process.
+
+    Pages read through cursors of the collector's connection and are cached until its next
+    commit; the collector stops the server after its last commit. Its receiving thread never
+    touches the store, so page queries never hold up a datagram.
+
+    >>> server = serve_beside_collector(collector, listen_tcp("127.0.0.1", 8080))  # doctest: +SKIP
+    """
+    dashboard = Dashboard(collector.store, committed=lambda: collector.stats.commits)
+    server = BackgroundServer(dashboard, sock).start()
+    collector.before_close(server.stop)
+    return server
