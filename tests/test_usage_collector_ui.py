@@ -122,7 +122,7 @@ def test_dashboard_follows_the_running_collector(collector, watched, tmp_path):
     shown_board = table_rows(page, "#leaderboard")
     assert [[str(r[c]) for c in ("rank", "project_name", "runs", "level3_runs", "points")]
             for r in data["reports"]["leaderboard"]] == shown_board
-    assert collector.json("/api/usage/runs")["rows"].__len__() == len(CLIENT_RUNS)
+    assert len(collector.json("/api/usage/runs")["rows"]) == len(CLIENT_RUNS)
 
     # the runs pages work on this store too (usage correlators are not workflow runs)
     watched.visit(collector.url + "/")
