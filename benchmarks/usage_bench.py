@@ -12,7 +12,10 @@ start messages (one of 1000 pre-built datagrams, ~470 bytes) at 127.0.0.1:
   CPU time per datagram of the receiving process (all its threads; not the sender's), which
   depends less on what else the machine runs than the rates do.
 
-    .venv/bin/python benchmarks/usage_bench.py [--count 200000] [--rounds 3]
+    .venv/bin/python benchmarks/usage_bench.py [--count 200000] [--rounds 3] [--ui]
+
+With `--ui`, one more paced run with the dashboard served by the collector (as `usage collect
+--ui-port` does) while another process loads /usage and /api/usage over and over.
 
 Target (issue #6): paced 20k/s with zero loss; flat-out ≥ 50 % of the bare loop's rate.
 """
@@ -34,6 +37,7 @@ from rich.table import Table
 import taskscope
 from taskscope.usage import protocol
 from taskscope.usage.collector import Collector, _bind
+from taskscope.web.app import listen_tcp, serve_beside_collector
 
 TARGET_SHARE = 0.5
 COMPONENTS = [{"c": "parsl.config.Config", "executors_len": 1, "dependency_resolver": False},
@@ -99,20 +103,41 @@ def bare_loop(count: int) -> dict:
     return {"received": received, "handled": received, "seconds": last - first, "cpu": cpu}
 
 
-def collector_run(count: int, rate: float | None, folder: Path, compress_bursts: bool = True) -> dict:
+def query_pages(url: str, stop, loads) -> None:
+    """Load the /usage page and its JSON in turn until `stop` is set (a dashboard user, another process)."""
+    import urllib.request
+
+    while not stop.is_set():
+        for path in ("/usage", "/api/usage"):
+            with urllib.request.urlopen(url + path, timeout=60) as response:
+                response.read()
+            loads.value += 1
+
+
+def collector_run(count: int, rate: float | None, folder: Path, compress_bursts: bool = True,
+                  ui: bool = False) -> dict:
     store = folder / f"bench-{uuid.uuid4().hex[:8]}.duckdb"
     collector = Collector(store, port=0, compress_bursts=compress_bursts)
     cpu_started = time.process_time()  # every thread of this process: receiver, writer, DuckDB's
     collector.start()
+    if ui:  # `usage collect --ui-port`: the dashboard in the collector's process, queried throughout
+        host, port = serve_beside_collector(collector, listen_tcp("127.0.0.1", 0)).address
+        stop_pages, loads = multiprocessing.Event(), multiprocessing.Value("i", 0)
+        pages = multiprocessing.Process(target=query_pages, args=(f"http://{host}:{port}", stop_pages, loads))
+        pages.start()
     sender, ready = start_sender(collector.address, count, rate)
     ready.set()
     sender.join()
+    if ui:
+        time.sleep(1.0)  # pages over the last commit too
+        stop_pages.set()
+        pages.join()
     stats = collector.stop()
     cpu = time.process_time() - cpu_started
     with taskscope.open(store, read_only=True) as opened:
         events = opened.con.execute("SELECT count(*) FROM events WHERE source = 'usage'").fetchall()[0][0]
     handled = stats.parsed + stats.rejected
-    return {"received": stats.received, "handled": handled, "stored": events, "rejected": stats.rejected,
+    return {"received": stats.received, "handled": handled, "page_loads": loads.value if ui else 0, "stored": events, "rejected": stats.rejected,
             "seconds": stats.last_stored_at - stats.first_received_at, "cpu": cpu,
             "receiving": stats.last_received_at - stats.first_received_at, "store_bytes": store.stat().st_size,
             "spool_bytes": sum(
@@ -126,6 +151,8 @@ def main() -> None:
     parser.add_argument("--paced-rate", type=float, default=20_000)
     parser.add_argument("--paced-seconds", type=float, default=5)
     parser.add_argument("--fast-bursts", action="store_true", help="the collector stores bursts uncompressed")
+    parser.add_argument("--ui", action="store_true", help="also a paced run with the dashboard served by the "
+                        "collector (--ui-port) and loaded over and over by another process")
     args = parser.parse_args()
     console = Console(width=150)  # the table stays whole when written to a file
 
@@ -137,6 +164,13 @@ def main() -> None:
         console.print(f"paced {args.paced_rate:,.0f}/s for {args.paced_seconds:g} s: sent {paced_count:,}, "
                       f"received {paced['received']:,}, stored {paced['stored']:,}, rejected {paced['rejected']}, "
                       f"lost {lost:,} -> {'zero loss' if lost == 0 and paced['rejected'] == 0 else 'LOSS'}")
+        if args.ui:
+            viewed = collector_run(paced_count, args.paced_rate, folder, ui=True)
+            lost = paced_count - viewed["stored"]
+            console.print(f"paced {args.paced_rate:,.0f}/s for {args.paced_seconds:g} s with the dashboard served by "
+                          f"the collector and loaded {viewed['page_loads']:,} times meanwhile: received {viewed['received']:,}, stored "
+                          f"{viewed['stored']:,} of {paced_count:,}, lost {lost:,} -> "
+                          f"{'zero loss' if lost == 0 and viewed['rejected'] == 0 else 'LOSS'}")
 
         table = Table(title=f"flat-out, {args.count:,} datagrams sent per run (datagrams/s)")
         for column in ("round", "bare recvfrom", "received", "collector", "received+stored", "storing after the last",

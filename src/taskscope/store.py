@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import duckdb
@@ -12,11 +13,21 @@ from taskscope.ingest import IngestReport, ProgressCallback, ingest
 from taskscope.rules import load_rules
 from taskscope.schema import create_schema
 
-__all__ = ["DEFAULT_STORE", "Store", "StoreError"]
+__all__ = ["DEFAULT_STORE", "Store", "StoreError", "StoreLocked"]
 
 
 class StoreError(RuntimeError):
     """The store file cannot be opened or is not a taskscope store."""
+
+
+class StoreLocked(StoreError):
+    """Another process has the store open for writing (DuckDB allows one writing process per file)."""
+
+    def __init__(self, path: str, detail: str):
+        holder = re.search(r"PID (\d+)", detail)
+        self.pid = int(holder.group(1)) if holder else None
+        by = f" (PID {self.pid})" if self.pid else ""
+        super().__init__(f"{path} is open in another process{by}, which DuckDB lets no other process open")
 
 
 class Store:
@@ -36,6 +47,8 @@ class Store:
         try:
             self.con = duckdb.connect(self.path, read_only=read_only)
         except duckdb.Error as exc:
+            if "Could not set lock" in str(exc):
+                raise StoreLocked(self.path, str(exc)) from None
             raise StoreError(f"cannot open store {self.path}: {exc}") from None
         self.con.execute("SET TimeZone = 'UTC'")
         if read_only:

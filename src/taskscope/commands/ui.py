@@ -7,9 +7,9 @@ from typing import Optional
 
 import typer
 
-from taskscope.commands.common import err_console, user_errors
+from taskscope.commands.common import err_console, fail, user_errors
 from taskscope.ingest import MissingInputError
-from taskscope.store import DEFAULT_STORE
+from taskscope.store import DEFAULT_STORE, StoreLocked
 
 
 def register(app: typer.Typer) -> None:
@@ -38,7 +38,11 @@ def ui(
         raise MissingInputError(f"no such file or folder: {path}")
     if path is not None:
         err_console.print(f"ingesting {path} into {store} ...", highlight=False)
-    dashboard = open_dashboard(store, [str(path)] if path else None, interval)
+    try:
+        dashboard = open_dashboard(store, [str(path)] if path else None, interval)
+    except StoreLocked as exc:
+        fail(f"{exc}. If it is `taskscope usage collect`, serve the dashboard from the collector instead: "
+             f"restart it with --ui-port {port}.")
     err_console.print(f"taskscope dashboard on http://{host}:{port}/  (store {store}"
                       + (f", ingesting {path} every {interval:g} s" if path else ", read-only") + ")", highlight=False)
     serve(dashboard, host, port)

@@ -60,6 +60,11 @@ def collect(
     compress_bursts: bool = typer.Option(
         True, "--compress-bursts/--fast-bursts", help="--fast-bursts: while the writer is behind, store "
         "uncompressed (about 3.4x the disk space for those rows, half the storing work)."),
+    ui_port: Optional[int] = typer.Option(
+        None, "--ui-port", min=0, max=65535, help="Also serve the web dashboard (/usage) on this TCP port, from "
+        "this process: the store cannot be opened by `taskscope ui` while the collector writes it."),
+    ui_host: str = typer.Option("127.0.0.1", "--ui-host", help="Address the dashboard listens on (a warning "
+                                "unless loopback: the dashboard has no login)."),
     fmt: OutputFormat = FormatOption,
 ) -> None:
     """Receive usage datagrams until Ctrl-C or SIGTERM: spool each one, then store it (source 'usage').
@@ -68,7 +73,11 @@ def collect(
     table usage_rejected with the reason; no sender address is stored. Stopping stores everything
     received; a restart stores whatever an earlier run spooled but did not store.
 
+    With --ui-port, the dashboard is served by the collector itself and its pages follow each commit.
+
     Example: taskscope usage collect --port 50077 --store usage.duckdb --host 0.0.0.0 --retention-days 730
+
+    Example: taskscope usage collect --store usage.duckdb --ui-port 8080   (then http://127.0.0.1:8080/usage)
     """
     from taskscope.usage.collector import Collector
 
@@ -83,6 +92,7 @@ def collect(
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
+    ui_socket = _listen_for_dashboard(ui_host, ui_port) if ui_port is not None else None
     try:
         collector = Collector(store, host=host, port=port, spool_dir=spool, retention_days=retention_days,
                               max_bytes=max_bytes, compress_bursts=compress_bursts)
@@ -95,6 +105,9 @@ def collect(
     if not quiet:
         err_console.print(f"collecting usage datagrams on {collector.address[0]}:{collector.address[1]} into "
                           f"{store} (spool {collector.spool_dir}); Ctrl-C to stop", highlight=False)
+    if ui_socket is not None:
+        url = _serve_dashboard(collector, ui_socket)
+        err_console.print(f"usage dashboard on {url}", highlight=False)
         threading.Thread(target=_report_progress, args=(collector,), daemon=True).start()
     collector.serve_forever()
     stats = collector.stats.as_dict()
@@ -102,6 +115,23 @@ def collect(
         sys.stdout.write(json.dumps(stats) + "\n")
     else:
         console.print(_stats_line(stats), highlight=False)
+
+
+def _listen_for_dashboard(host: str, port: int):
+    from taskscope.web.app import listen_tcp
+
+    try:
+        return listen_tcp(host, port)
+    except OSError as exc:
+        fail(f"cannot serve the dashboard on {host}:{port}: {exc.strerror or exc}")
+
+
+def _serve_dashboard(collector, sock) -> str:
+    """Serve the web app from this process over the collector's store; return its /usage URL."""
+    from taskscope.web.app import serve_beside_collector
+
+    host, port = serve_beside_collector(collector, sock).address
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/usage"
 
 
 def _stats_line(stats: dict) -> str:

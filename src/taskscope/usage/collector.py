@@ -150,6 +150,7 @@ class CollectorStats:
     first_received_at: float | None = None  # epoch seconds of the first datagram received
     last_received_at: float | None = None   # epoch seconds of the last datagram received
     last_stored_at: float | None = None     # epoch seconds when the last commit finished
+    commits: int = 0  # transactions committed to the store (a dashboard's cache key)
 
     def as_dict(self) -> dict:
         return {"received": self.received, "replayed": self.replayed, "parsed": self.parsed,
@@ -207,6 +208,18 @@ class Collector:
         self._receiver: threading.Thread | None = None
         self._done = threading.Event()
         self._store_gave_up = False
+        self._before_close: list = []
+
+    @property
+    def store(self) -> taskscope.Store:
+        """The store the writer commits to. Read it only through `store.con.cursor()` (a connection
+        of its own, seeing the last commit), e.g. with `taskscope.web.app.Dashboard`."""
+        return self._store
+
+    def before_close(self, callback) -> None:
+        """Call `callback()` once everything received is stored, just before the store closes
+        (e.g. to stop a dashboard reading it)."""
+        self._before_close.append(callback)
 
     # -- running -----------------------------------------------------------------------------
 
@@ -298,6 +311,11 @@ class Collector:
         self.spool.close()
         self._batches.put(None)
         self._writer.join()
+        for callback in self._before_close:
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - the store must still close, and stopping must finish
+                logger.exception("stopping %r failed", callback)
         self._store.close()
         self._done.set()
 
@@ -419,6 +437,7 @@ class Collector:
         self.stats.parsed += parsed
         self.stats.rejected += rejected
         self.stats.last_stored_at = time.time()
+        self.stats.commits += 1
         for reason, count in reasons.items():
             self.stats.reasons[reason] = self.stats.reasons.get(reason, 0) + count
 

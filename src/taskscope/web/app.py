@@ -3,8 +3,9 @@
 Reads and the live ingest share one DuckDB database in this process (DuckDB allows one
 writing process per file): the ingest thread writes through the store's own connection, and
 every request reads through a `cursor()` of it, a connection of its own that sees the last
-committed ingest. Pages run only parameterised SELECTs. Without anything to ingest, the
-store is opened read-only.
+committed ingest. The usage collector shares its connection the same way
+(`taskscope usage collect --ui-port`, `BackgroundServer`). Pages run only parameterised SELECTs.
+Without anything to ingest, the store is opened read-only.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import ipaddress
 import socket
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -39,9 +41,12 @@ class Dashboard:
     >>> with dashboard.reader() as con: con.execute("SELECT count(*) FROM events").fetchall()  # doctest: +SKIP
     """
 
-    def __init__(self, store: Store, live: LiveIngest | None = None):
+    def __init__(self, store: Store, live: LiveIngest | None = None, committed: Callable[[], int] | None = None):
+        """`committed`, when another writer of this process (the usage collector) shares `store`:
+        a count that grows with each of its commits, so cached pages follow what it stored."""
         self.store = store
         self.live = live
+        self._committed = committed
         self._cursor_lock = threading.Lock()
         self._cache: OrderedDict[tuple, object] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -53,8 +58,11 @@ class Dashboard:
 
     @property
     def generation(self) -> int:
-        """Grows whenever an ingest added events (a cache key for anything derived)."""
-        return self.live.generation if self.live else 0
+        """Grows whenever an ingest (or the writer sharing the store) added events (a cache key for
+        anything derived)."""
+        if self.live:
+            return self.live.generation
+        return self._committed() if self._committed else 0
 
     def cached(self, key: tuple, compute: Callable[[], object], size: int = 16):
         """`compute()`, remembered until an ingest adds events (the few last keys are kept)."""
@@ -175,12 +183,81 @@ def serve(dashboard: Dashboard, host: str = "127.0.0.1", port: int = 8080) -> No
     """
     import uvicorn
 
-    if not is_loopback(host):
-        print(f"warning: listening on {host}, not a loopback address: anyone who can reach this "
-              "machine can read these logs (taskscope ui has no login)", file=sys.stderr)
+    warn_unless_loopback(host)
     try:
         uvicorn.run(create_app(dashboard), host=host, port=port, log_level="warning")
     finally:
         if dashboard.live:
             dashboard.live.stop()
         dashboard.store.close()
+
+
+def warn_unless_loopback(host: str) -> None:
+    """Warn on stderr that the dashboard (which has no login) is reachable from other machines."""
+    if not is_loopback(host):
+        print(f"warning: listening on {host}, not a loopback address: anyone who can reach this "
+              "machine can read these logs (taskscope ui has no login)", file=sys.stderr)
+
+
+def listen_tcp(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to `host:port` (port 0: any free port), for `BackgroundServer`; raises
+    OSError at once when the port is taken, before anything else has started."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class BackgroundServer:
+    """The dashboard under uvicorn in a daemon thread of this process, e.g. next to the usage
+    collector, whose store it then reads through cursors of the collector's own connection.
+
+    >>> server = BackgroundServer(dashboard, listen_tcp("127.0.0.1", 8080)).start()  # doctest: +SKIP
+    >>> server.stop()                                                               # doctest: +SKIP
+    """
+
+    def __init__(self, dashboard: Dashboard, sock: socket.socket):
+        import uvicorn
+
+        self.sock = sock
+        self.address: tuple[str, int] = sock.getsockname()[:2]
+        warn_unless_loopback(self.address[0])
+        self.server = uvicorn.Server(uvicorn.Config(create_app(dashboard), log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
+                                       name="taskscope-dashboard", daemon=True)
+
+    def start(self, timeout_s: float = 30.0) -> "BackgroundServer":
+        """Start serving; return once the server accepts connections."""
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the dashboard did not start on {self.address[0]}:{self.address[1]}")
+            time.sleep(0.02)
+        return self
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Finish the requests in progress, then stop serving."""
+        self.server.should_exit = True
+        self.thread.join(timeout_s)
+        self.sock.close()
+
+
+def serve_beside_collector(collector, sock: socket.socket) -> BackgroundServer:
+    """Serve the web app over a running `taskscope.usage.collector.Collector`'s store, from its process.
+
+    Pages read through cursors of the collector's connection and are cached until its next
+    commit; the collector stops the server after its last commit. Its receiving thread never
+    touches the store, so page queries never hold up a datagram.
+
+    >>> server = serve_beside_collector(collector, listen_tcp("127.0.0.1", 8080))  # doctest: +SKIP
+    """
+    dashboard = Dashboard(collector.store, committed=lambda: collector.stats.commits)
+    server = BackgroundServer(dashboard, sock).start()
+    collector.before_close(server.stop)
+    return server

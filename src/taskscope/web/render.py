@@ -67,6 +67,13 @@ def cell(value) -> str:
     return str(value)
 
 
+def percent(fraction) -> str:
+    """A fraction as a percentage with 3 significant digits: `0.307692` -> `30.8 %`; empty when missing."""
+    if missing(fraction):
+        return ""
+    return f"{float(fraction) * 100:.3g} %"
+
+
 def logs_url(**filters) -> str:
     """The log explorer's URL filtered by `filters` (missing values left out)."""
     kept = {k: cell(v) for k, v in filters.items() if not missing(v) and cell(v) != ""}
@@ -89,7 +96,7 @@ def url_with(request: Request, **changes) -> str:
     return request.url.path + ("?" + urlencode(params) if params else "")
 
 
-_environment.filters.update(clock=clock, seconds=seconds, cell=cell)
+_environment.filters.update(clock=clock, seconds=seconds, cell=cell, percent=percent)
 _environment.globals.update(logs_url=logs_url, filter_url=filter_url, url_with=url_with, missing=missing)
 
 
