@@ -13,7 +13,7 @@ What it does:
    starts a fresh `LocalCluster(processes=True, n_workers=2, threads_per_worker=1)`, with the plugin
    installed by `register()` (send interval `--interval`) or not, warms it up with a small map, then
    times `client.map` of `--tasks` tiny tasks, `gather`, releasing the futures and waiting until
-   the scheduler has forgotten every task (so the plugin's forgotten-edge work is inside the time).
+   the scheduler has forgotten every task (so all the plugin's per-task work is inside the time).
    Cluster start and stop are outside the time.
 3. Prints tasks/s for every run and the ratio with/without of the medians; target >= 0.97.
    Checks the server received the plugged runs' computations (the plugin was really working).

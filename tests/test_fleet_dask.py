@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ import dask  # noqa: E402
 import dask.bag  # noqa: E402
 import httpx  # noqa: E402
 from distributed import Client, LocalCluster, get_worker, span  # noqa: E402
+from distributed.scheduler import key_split_group  # noqa: E402
 
 from conftest import REPO  # noqa: E402
 from taskscope.fleet import api, protocol  # noqa: E402
@@ -124,19 +126,51 @@ def log_two_events(x):
     return x
 
 
-def run_workload(client: Client) -> None:
-    """Several computations (one in a span, one failing), two worker events, an idle pause."""
-    assert dask.bag.from_sequence(range(100), npartitions=8).map(lambda x: x + 1).sum().compute() == 5050
+def graph_groups(collection) -> Counter:
+    """Tasks per task group of `collection` as the scheduler receives it (optimised, as compute does)."""
+    (optimized,) = dask.optimize(collection)
+    return Counter(key_split_group(key) for key in dict(optimized.__dask_graph__()))
+
+
+def run_workload(client: Client) -> tuple[Counter, Counter]:
+    """Several computations (one in a span, one failing), two worker events, an idle pause.
+
+    Returns the tasks per group of the successful bag computations and of the failing one.
+    """
+    total = dask.bag.from_sequence(range(100), npartitions=8).map(lambda x: x + 1).sum()
+    assert total.compute() == 5050
     with span("etl"):
-        assert sum(dask.bag.from_sequence(range(40), npartitions=4).map(lambda x: x * 2).compute()) == 1560
+        doubled = dask.bag.from_sequence(range(40), npartitions=4).map(lambda x: x * 2)
+        assert sum(doubled.compute()) == 1560
     time.sleep(1.5)  # idle: longer than three plugin intervals
+    failing = dask.bag.from_sequence(range(8), npartitions=8).map(fails_on_three)
     with pytest.raises(ValueError, match="boom on 3"):
-        dask.bag.from_sequence(range(8), npartitions=8).map(fails_on_three).compute()
+        failing.compute()
     assert client.submit(log_two_events, 7).result() == 7
     time.sleep(1.0)
+    return graph_groups(total) + graph_groups(doubled), graph_groups(failing)
 
 
-def check_everything_arrived(server: FleetServer, scheduler_id: str, code_file: str) -> dict:
+def check_group_outcomes(computations: list[dict], succeeded: Counter, failed: Counter) -> None:
+    """Each group's states say how its tasks ended: all in memory, or (the failing one) some erred."""
+    groups = [group for computation in computations for group in computation["groups"]]
+    assert all(group["n_tasks"] == sum(group["states"].values()) for group in groups), groups
+    by_name = {group["name"]: group for group in groups}
+    assert set(succeeded) | set(failed) <= set(by_name), (sorted(by_name), succeeded, failed)
+    for name, n_tasks in (succeeded + failed).items():
+        assert by_name[name]["n_tasks"] == n_tasks, by_name[name]
+    for computation in computations:
+        if {group["name"] for group in computation["groups"]} & set(failed):
+            assert sum(group["states"].get("erred", 0) for group in computation["groups"]) >= 1, computation
+            assert all(set(group["states"]) <= {"memory", "erred", "released"} for group in computation["groups"])
+        else:  # finished without error: every task of every group reached memory
+            assert all(group["states"] == {"memory": group["n_tasks"]} for group in computation["groups"]), computation
+    assert all(by_name[name]["states"] == {"memory": n_tasks} for name, n_tasks in succeeded.items())
+    assert any(by_name[name]["states"].get("erred", 0) >= 1 for name in failed), [by_name[name] for name in failed]
+
+
+def check_everything_arrived(server: FleetServer, scheduler_id: str, code_file: str,
+                             workload: tuple[Counter, Counter]) -> dict:
     """Every kind of record of the workload is on the server; returns the cluster row."""
     cluster = server.cluster_named(scheduler_id)
     assert cluster is not None, "the cluster never reached the server"
@@ -160,8 +194,7 @@ def check_everything_arrived(server: FleetServer, scheduler_id: str, code_file: 
     groups = [group for computation in computations for group in computation["groups"]]
     assert any(group["compute_s"] > 0 for group in groups)
     assert any(group["dependencies"] for group in groups)
-    assert any(group["states"].get("erred") for group in groups), groups
-    assert all(group["n_tasks"] == sum(group["states"].values()) for group in groups)
+    check_group_outcomes(computations, *workload)
     assert any(frame["filename"] == code_file for c in computations for frame in c["code"])
     assert any(c["span_name"] == ["etl"] for c in computations)
 
@@ -186,8 +219,8 @@ def test_register_sends_everything_from_a_local_cluster(server, tmp_path):
         # a second registration keeps the first plugin: one cluster on the server, started once
         assert register(client, server=server.url, token=server.token, spool_directory=str(tmp_path), **FAST)
         scheduler_id = client.scheduler_info()["id"]
-        run_workload(client)
-    check_everything_arrived(server, scheduler_id, code_file=__file__)
+        workload = run_workload(client)
+    check_everything_arrived(server, scheduler_id, code_file=__file__, workload=workload)
     assert not list(tmp_path.rglob("*.jsonl")), "delivered batches must leave the spool"
 
 
@@ -223,7 +256,7 @@ def test_preload_scheduler_sends_everything_and_flags_version_mismatch(server, t
             client.wait_for_workers(2, timeout=120)
             scheduler_id = client.scheduler_info()["id"]
             assert PLUGIN_NAME in client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.plugins))
-            run_workload(client)
+            workload = run_workload(client)
             client.shutdown()
         assert scheduler.wait(timeout=60) == 0, scheduler.stderr.read().decode()[-3000:]
     finally:
@@ -231,7 +264,7 @@ def test_preload_scheduler_sends_everything_and_flags_version_mismatch(server, t
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    cluster = check_everything_arrived(server, scheduler_id, code_file=__file__)
+    cluster = check_everything_arrived(server, scheduler_id, code_file=__file__, workload=workload)
     mismatches = server.get(f"/api/v1/clusters/{cluster['cluster_id']}/workers")["version_mismatches"]
     assert [(m["package"], sorted(v for v in m["versions"].values() if v)) for m in mismatches] == \
         [(ODD_PACKAGE, [ODD_VERSION])]
@@ -285,7 +318,7 @@ def test_server_down_spools_then_a_later_process_delivers_everything_once(tmp_pa
         register(client, server=down.url, token=down.token, spool_directory=str(spool),
                  events_allow=[ALLOWED_TOPIC], **FAST)
         first_id = client.scheduler_info()["id"]
-        run_workload(client)
+        workload = run_workload(client)
     waiting = spooled_messages(spool)
     kinds = {message["kind"] for message in waiting}
     assert {"cluster.start", "cluster.stop", "workers", "computation", "exception", "event", "idle"} <= kinds
@@ -296,7 +329,7 @@ def test_server_down_spools_then_a_later_process_delivers_everything_once(tmp_pa
         with LocalCluster(processes=True, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \
                 Client(cluster) as client:
             register(client, server=down.url, token=down.token, spool_directory=str(spool), **FAST)
-        cluster = check_everything_arrived(down, first_id, code_file=__file__)
+        cluster = check_everything_arrived(down, first_id, code_file=__file__, workload=workload)
         workers = down.get(f"/api/v1/clusters/{cluster['cluster_id']}/workers")
         assert len(workers["samples"]) == sum(1 for m in waiting if m["kind"] == "workers")  # nothing twice
         exceptions = api.list_exceptions(since=None, server=down.url, token=down.token)

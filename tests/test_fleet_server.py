@@ -296,6 +296,11 @@ def test_pages_show_only_the_logged_in_account_and_text_stays_text(fleet, browse
         assert page.locator("#exceptions").inner_text().count(f"{user} failed <script>") == 2  # text and traceback
         assert page.evaluate("window.__pwned") is None
         assert "truediv-abc" in page.content() and "total = (x / y).sum().compute()" in page.locator("pre").first.inner_text()
+        rows = {cells[0]: cells[1:5] for cells in page.eval_on_selector_all(
+            "section.computation tbody tr", "rows => rows.map(r => Array.from(r.cells, c => c.innerText.trim()))")}
+        sent = [g for m in dask_batch("any", user)["messages"] if m["kind"] == "computation" for g in m["groups"]]
+        assert {g["name"]: [str(g["n_tasks"]), str(g["states"].get("memory", 0)), str(g["states"].get("erred", 0)), ""]
+                for g in sent} == rows  # tasks, done, erred, other (nothing else)
         page.wait_for_selector("#chart-workers .main-svg")
         page.goto(server.url + f"/clusters/{clusters[other]}")
         assert "no cluster" in page.inner_text("main") and other + " failed" not in page.content()

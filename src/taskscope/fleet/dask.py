@@ -16,9 +16,11 @@ What it sends (message kinds of `taskscope.fleet.protocol`): ``cluster.start``/`
 ``event`` (allow-listed topics), ``idle`` intervals and, when ``taskscope.fleet.profile.transmit``,
 ``profile``. Never a task's input or result: only keys, group names, counts, durations and sizes.
 
-The hot path is `FleetPlugin.transition`: it returns after one comparison except on the
-``processing -> erred`` edge (an exception) and the ``-> forgotten`` edge (a group's states are
-snapshot once, before Dask forgets them). Everything else is read every ``interval`` seconds.
+The hot path is `FleetPlugin.transition`: it returns after two comparisons except on the ``-> memory``
+and ``-> erred`` edges, where it adds one to its group's count of finished or erred tasks (Dask's
+own ``TaskGroup.states`` says ``released``/``forgotten`` once results are gathered, not how the
+tasks ended), and on ``processing -> erred``, which also records the exception. Everything else is
+read every ``interval`` seconds (see `outcome_states` for what a group's ``states`` then say).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import socket
 import sys
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 
 import click
 import dask.config
@@ -55,6 +57,8 @@ MAX_EXCEPTIONS_PER_GROUP = 100
 ACTION_TOPIC = "all"
 #: what a ``nframes`` of 0 becomes on the client when code is transmitted (Coiled uses 2 as well)
 CODE_FRAMES = 2
+#: task states that are neither an outcome nor released: reported as Dask has them
+ACTIVE_STATES = ("waiting", "queued", "processing", "no-worker")
 
 
 class FleetPlugin(SchedulerPlugin):
@@ -74,6 +78,9 @@ class FleetPlugin(SchedulerPlugin):
         self.settings = settings
         self._started = False
         self._closed = False
+        # read by the hot path before `start` (it finds no task there until the plugin runs)
+        self._tasks: dict = {}
+        self._reached: dict[str, defaultdict] = {"memory": defaultdict(int), "erred": defaultdict(int)}
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self, scheduler) -> None:
@@ -91,6 +98,7 @@ class FleetPlugin(SchedulerPlugin):
 
     def _begin(self, scheduler) -> None:
         self.scheduler = scheduler
+        self._tasks = scheduler.tasks
         self.cluster_id = uuid.uuid4().hex
         self.sender = Sender(self.settings.server, self.settings.token, self._cluster_identity(),
                              spool_dir=self.settings.spool_directory, max_spool_bytes=self.settings.spool_max_bytes,
@@ -110,7 +118,6 @@ class FleetPlugin(SchedulerPlugin):
         self._outbox: list[dict] = []
         self._scheduler_versions = get_versions()["packages"]
         self._mismatches_sent: set[tuple[str, str]] = set()
-        self._group_snapshots: dict = {}
         self._computations_sent: dict[str, tuple] = {}
         self._exceptions_per_group: Counter = Counter()
         self._exceptions_dropped = 0
@@ -141,12 +148,13 @@ class FleetPlugin(SchedulerPlugin):
 
     # ---- hooks -----------------------------------------------------------------------------
     def transition(self, key, start, finish, *args, **kwargs) -> None:
-        """Hot path: only the erred and forgotten edges do any work."""
-        if finish == "erred":
-            if start == "processing":
+        """Hot path: count tasks reaching memory or erred per group (one increment), record exceptions."""
+        if finish == "memory" or finish == "erred":
+            task = self._tasks.get(key)
+            if task is not None:
+                self._reached[finish][task.group] += 1
+            if finish == "erred" and start == "processing":
                 self._record_exception(key, kwargs)
-        elif finish == "forgotten":
-            self._snapshot_before_forgetting(key, start)
 
     def add_worker(self, scheduler, worker: str) -> None:
         if self._active():
@@ -241,18 +249,6 @@ class FleetPlugin(SchedulerPlugin):
                     traceback_text=kwargs.get("traceback_text"), worker=kwargs.get("worker"),
                     computation_id=str(owner.id) if owner is not None else None)
 
-    def _snapshot_before_forgetting(self, key, start: str) -> None:
-        if not self._active():
-            return
-        ts = self.scheduler.tasks.get(key)
-        if ts is None or ts.group in self._group_snapshots:
-            return
-        states = dict(ts.group.states)
-        # this task is already counted as forgotten: count it where it was
-        states["forgotten"] -= 1
-        states[start] = states.get(start, 0) + 1
-        self._group_snapshots[ts.group] = states
-
     # ---- periodic --------------------------------------------------------------------------
     def _tick(self, now: float | None = None, closing: bool = False) -> None:
         """Sample workers, follow idleness, snapshot computations, hand everything to the sender."""
@@ -307,15 +303,15 @@ class FleetPlugin(SchedulerPlugin):
             self._queue("computation", computation_id=computation_id, start=computation.start,
                         stop=computation.stop if done else None, code=self._code(computation),
                         span_name=self._span_name(computation), groups=groups)
-        for group in set(self._group_snapshots) - live_groups:
-            del self._group_snapshots[group]
+        for counts in self._reached.values():  # groups of computations Dask no longer keeps
+            for group in set(counts) - live_groups:
+                del counts[group]
 
     def _group_record(self, group) -> dict:
         durations = group.all_durations
-        snapshot = self._group_snapshots.get(group)
-        states = snapshot if snapshot is not None and group.done else group.states
-        return {"name": group.name, "prefix": group.prefix.name,
-                "states": {state: count for state, count in states.items() if count},
+        states = outcome_states(group.states, self._reached["memory"].get(group, 0),
+                                self._reached["erred"].get(group, 0))
+        return {"name": group.name, "prefix": group.prefix.name, "states": states,
                 "n_tasks": sum(states.values()), "compute_s": durations.get("compute", 0.0),
                 "transfer_s": durations.get("transfer", 0.0),
                 "disk_s": durations.get("disk-read", 0.0) + durations.get("disk-write", 0.0),
@@ -347,6 +343,29 @@ class FleetPlugin(SchedulerPlugin):
             return
         if tree.get("count"):
             self._queue("profile", start=start, stop=stop, data=prune_profile(tree, self.settings.profile_max_bytes))
+
+
+def outcome_states(dask_states: dict[str, int], reached_memory: int, reached_erred: int) -> dict[str, int]:
+    """A task group's ``states`` as the protocol means them: how its tasks ended, or where they are.
+
+    ``memory``: tasks that finished (their result may since have been released), ``erred``: tasks
+    that failed or depended on a failure, the `ACTIVE_STATES` as Dask has them, and ``released``: the
+    rest (released before they ran, e.g. cancelled, or finished before the plugin started).
+    `dask_states` is Dask's ``TaskGroup.states`` (it counts forgotten tasks too); `reached_*` are
+    the plugin's counts of transitions into memory and erred. The counts sum to the group's tasks.
+
+    >>> outcome_states({"released": 8, "forgotten": 2, "memory": 0}, reached_memory=9, reached_erred=1)
+    {'memory': 9, 'erred': 1}
+    >>> outcome_states({"processing": 2, "memory": 3, "waiting": 5}, reached_memory=3, reached_erred=0)
+    {'memory': 3, 'waiting': 5, 'processing': 2}
+    """
+    active = {state: dask_states.get(state, 0) for state in ACTIVE_STATES}
+    left = sum(dask_states.values()) - sum(active.values())
+    # a task recomputed (lost worker) or retried reaches an outcome twice: never count more than is left
+    erred = min(max(reached_erred, dask_states.get("erred", 0)), left)
+    memory = min(max(reached_memory, dask_states.get("memory", 0)), left - erred)
+    states = {"memory": memory, "erred": erred, **active, "released": left - erred - memory}
+    return {state: count for state, count in states.items() if count > 0}
 
 
 def prune_profile(tree: dict, max_bytes: int) -> dict:

@@ -27,12 +27,15 @@ TEMPLATES_DIR = Path(__file__).parent / "templates"
 DEFAULT_SINCE = "90 days"
 #: a login form posts a token and nothing else: anything longer is not one
 MAX_LOGIN_BYTES = 4096
+#: task-group states (see `taskscope.fleet.protocol`) shown as "done" and "erred"; the rest is "other"
+DONE_STATE, ERRED_STATE = "memory", "erred"
 
 _environment = jinja2.Environment(
     loader=jinja2.ChoiceLoader([jinja2.FileSystemLoader(TEMPLATES_DIR), jinja2.FileSystemLoader(WEB_DIR / "templates")]),
     autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
 )
-_environment.filters.update(clock=clock, seconds=seconds, cell=cell, json_text=lambda value: json.dumps(value))
+_environment.filters.update(clock=clock, seconds=seconds, cell=cell, json_text=lambda value: json.dumps(value),
+                            outcomes=lambda states: group_outcomes(states))
 _environment.globals.update(missing=missing)
 
 router = APIRouter()
@@ -135,6 +138,16 @@ def cluster_page(request: Request, cluster_id: str, caller: Caller = Depends(pag
         "mismatches": queries.version_mismatches(db, account, cluster_id),
         "parsl_run": queries.parsl_run(db, account, cluster_id),
     })
+
+
+def group_outcomes(states: dict[str, int] | None) -> dict:
+    """A task group's ``states`` as the cluster page shows them: tasks done, erred, and the others by state.
+
+    >>> group_outcomes({"memory": 7, "erred": 1, "processing": 2})
+    {'done': 7, 'erred': 1, 'other': {'processing': 2}}
+    """
+    other = dict(states or {})
+    return {"done": other.pop(DONE_STATE, 0), "erred": other.pop(ERRED_STATE, 0), "other": other}
 
 
 def held_until(samples: pd.DataFrame, stopped: float | None) -> pd.DataFrame:

@@ -46,6 +46,13 @@ Message kinds (every message has ``kind`` and ``ts``; other fields may be absent
                        span_name (list of str, optional),
                        groups: [ {name, prefix, states: {state: n}, n_tasks, compute_s, transfer_s,
                                   disk_s, nbytes, start, stop, dependencies: [group names]} ]
+                       ``states`` count each of the group's tasks once (they sum to n_tasks), by
+                       outcome, also after Dask has released or forgotten the tasks:
+                       ``memory`` finished (its result may have been released since), ``erred``
+                       failed or depended on a failure, ``waiting``/``queued``/``processing``/
+                       ``no-worker`` not finished yet (as Dask has them), ``released`` ended without
+                       running (cancelled, or finished before the plugin was installed). States with
+                       0 tasks are left out. A finished computation's group is ``{"memory": n_tasks}``.
 ``exception``          key, task_group, exception_text, traceback_text, worker, computation_id
 ``event``              topic, msg (JSON-safe; only topics allowed by events.allow)
 ``idle``               start, stop (an interval with no task processing; stop null while idle)
