@@ -195,6 +195,8 @@ def check_everything_arrived(server: FleetServer, scheduler_id: str, code_file: 
     assert any(group["compute_s"] > 0 for group in groups)
     assert any(group["dependencies"] for group in groups)
     check_group_outcomes(computations, *workload)
+    assert cluster["tasks"] == sum(group["n_tasks"] for group in groups)
+    assert cluster["tasks_failed"] == sum(group["states"].get("erred", 0) for group in groups) >= 1
     assert any(frame["filename"] == code_file for c in computations for frame in c["code"])
     assert any(c["span_name"] == ["etl"] for c in computations)
 

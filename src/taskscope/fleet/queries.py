@@ -39,15 +39,17 @@ work AS (
     SELECT cluster_id, count(DISTINCT computation_id) AS computations FROM computations
     WHERE account = $account GROUP BY cluster_id),
 groups AS (
-    SELECT cluster_id, sum(n_tasks) AS tasks, sum(compute_s) AS compute_s FROM task_groups
-    WHERE account = $account GROUP BY cluster_id),
+    SELECT cluster_id, sum(n_tasks)::BIGINT AS tasks,
+           sum(coalesce(TRY_CAST(states->>'erred' AS BIGINT), 0))::BIGINT AS tasks_failed,
+           sum(compute_s) AS compute_s
+    FROM task_groups WHERE account = $account GROUP BY cluster_id),
 errors AS (SELECT cluster_id, count(*) AS exceptions FROM exceptions WHERE account = $account GROUP BY cluster_id)
 SELECT m.cluster_id, m.kind, m.name, m.user_name, m.host, m.address, m.dashboard_link,
        coalesce(m.started, m.first_seen) AS started, m.stopped,
        coalesce(m.stopped, m.last_seen) - coalesce(m.started, m.first_seen) AS duration_s,
        coalesce(u.max_workers, p.workers) AS workers, coalesce(u.max_threads, p.cores) AS threads,
        coalesce(w.computations, 0) AS computations,
-       coalesce(g.tasks, p.tasks) AS tasks, p.tasks_failed,
+       coalesce(g.tasks, p.tasks) AS tasks, coalesce(g.tasks_failed, p.tasks_failed) AS tasks_failed,
        coalesce(e.exceptions, 0) + coalesce(p.tasks_failed, 0) AS exceptions,
        coalesce(g.compute_s, p.compute_s) AS compute_s,
        coalesce(u.core_seconds, p.core_seconds) AS core_seconds,
