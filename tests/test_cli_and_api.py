@@ -96,3 +96,24 @@ def test_importing_taskscope_needs_neither_parsl_nor_dask():
     code = "import sys, taskscope, taskscope.cli; print(any(m.split('.')[0] in ('parsl', 'dask') for m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_final_state_does_not_depend_on_ties_in_time(tmp_path):
+    """Logs with millisecond times give a task's last two states one timestamp: the final state wins
+    the tie, whatever the line order, and the same input gives the same answer every time."""
+    header = "1795294615.285000 2026-11-21 20:56:55 MainProcess-4245 Task-Launch_0-1 parsl.dataflow.dflow:565 _update_task_state INFO: "
+    lines = ["1795294613.964624 2026-11-21 20:56:53 MainProcess-4245 MainThread-1 parsl.dataflow.dflow:147 __init__ "
+             "INFO: Run id is: eb1db099-75d2-4b5e-a434-372918121189"]
+    for task_id in range(60):
+        first, second = ("launched", "exec_done"), ("pending", "launched")
+        if task_id % 2:  # half of them in the order Parsl logs them
+            first, second = second, first
+        lines += [f"{header}Task {task_id} changing state from {first[0]} to {first[1]}",
+                  f"{header}Task {task_id} changing state from {second[0]} to {second[1]}"]
+    (tmp_path / "run" / "000").mkdir(parents=True)
+    (tmp_path / "run" / "000" / "parsl.log").write_text("\n".join(lines) + "\n")
+    store = taskscope.open(":memory:")
+    store.ingest(tmp_path / "run")
+    tasks = store.tasks()
+    assert len(tasks) == 60
+    assert (tasks.final_state == "exec_done").all(), tasks.final_state.value_counts()

@@ -42,9 +42,13 @@ def resolve_run(con: duckdb.DuckDBPyConnection, text: str | None) -> str | None:
     raise RunNotFound(f"{text!r} matches {len(matches)} runs: {', '.join(sorted(matches)[:5])}; give more of the id")
 
 
+#: the order of a task's states: by time; within one timestamp (text logs have milliseconds) a
+#: final state comes last, then the line order, so the final state never depends on a tie
+STATE_ORDER = f"(ts, task_state IN {FINAL_STATES}, line)"
+
 _TASK_STATES = f"""
     SELECT run_id, task_id,
-           arg_max(task_state, ts) FILTER (WHERE task_state NOT IN {WORKER_STATES}) AS final_state
+           arg_max(task_state, {STATE_ORDER}) FILTER (WHERE task_state NOT IN {WORKER_STATES}) AS final_state
     FROM events WHERE task_state IS NOT NULL AND task_id IS NOT NULL AND run_id IS NOT NULL
     GROUP BY run_id, task_id
 """

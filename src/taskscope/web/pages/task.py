@@ -8,7 +8,7 @@ import pandas as pd
 from fastapi import APIRouter, Depends, Request
 
 from taskscope import queries
-from taskscope.queries import FINAL_STATES, WORKER_STATES, resolve_run
+from taskscope.queries import FINAL_STATES, STATE_ORDER, WORKER_STATES, resolve_run
 from taskscope.web.app import Dashboard, read_connection
 from taskscope.web.digest import section
 from taskscope.web.figures import gantt_figure, iso, time_layout
@@ -143,7 +143,7 @@ def _app_name(con, run_id: str, task_id: int) -> str | None:
 
 def _final_state(con, run_id: str, task_id: int) -> str:
     rows = con.execute(
-        f"""SELECT arg_max(task_state, ts) FROM events WHERE run_id = ? AND task_id = ?
+        f"""SELECT arg_max(task_state, {STATE_ORDER}) FROM events WHERE run_id = ? AND task_id = ?
             AND task_state IS NOT NULL AND task_state NOT IN {WORKER_STATES}""",
         [run_id, task_id]).fetchall()
     return (rows[0][0] if rows else None) or "unfinished"
