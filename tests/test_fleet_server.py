@@ -308,6 +308,8 @@ def test_pages_show_only_the_logged_in_account_and_text_stays_text(fleet, browse
         assert {g["name"]: [str(g["n_tasks"]), str(g["states"].get("memory", 0)), str(g["states"].get("erred", 0)), ""]
                 for g in sent} == rows  # tasks, done, erred, other (nothing else)
         page.wait_for_selector("#chart-workers .main-svg")
+        legends = [page.locator(f"{chart} .legend").text_content() for chart in ("#chart-workers", "#chart-memory")]
+        assert all(legends) and not [text for text in legends if "_" in text]  # named for people too
         page.goto(server.url + f"/clusters/{clusters[other]}")
         assert "no cluster" in page.inner_text("main") and other + " failed" not in page.content()
         page.goto(server.url + "/")

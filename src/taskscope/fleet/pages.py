@@ -27,6 +27,9 @@ TEMPLATES_DIR = Path(__file__).parent / "templates"
 DEFAULT_SINCE = "90 days"
 #: a login form posts a token and nothing else: anything longer is not one
 MAX_LOGIN_BYTES = 4096
+#: the worker samples' columns as the charts' legends name them
+SAMPLE_LEGENDS = {"n_workers": "workers", "n_threads": "threads", "memory_used": "memory used",
+                  "memory_total": "memory total"}
 #: task-group states (see `taskscope.fleet.protocol`) shown as "done" and "erred"; the rest is "other"
 DONE_STATE, ERRED_STATE = "memory", "erred"
 
@@ -126,9 +129,10 @@ def cluster_page(request: Request, cluster_id: str, caller: Caller = Depends(pag
     samples = held_until(samples, found["stopped"]).astype("float64")
     samples[["memory_used", "memory_total"]] /= 2**30
     samples = samples.astype(object).where(samples.notna(), None)  # a missing value is a gap, never NaN in JSON
+    samples = samples.rename(columns=SAMPLE_LEGENDS)
     charts = {
-        "workers": steps_figure(samples[["ts", "n_workers", "n_threads"]], "workers and threads", "count"),
-        "memory": steps_figure(samples[["ts", "memory_used", "memory_total"]], "memory", "GiB"),
+        "workers": steps_figure(samples[["ts", "workers", "threads"]], "workers and threads", "count"),
+        "memory": steps_figure(samples[["ts", "memory used", "memory total"]], "memory", "GiB"),
         "timeline": timeline_figure(computations, idle, found),
     } if not samples.empty or computations or idle else {}
     return page("fleet_cluster.html", {
