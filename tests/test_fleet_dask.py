@@ -197,7 +197,10 @@ def check_everything_arrived(server: FleetServer, scheduler_id: str, code_file: 
     check_group_outcomes(computations, *workload)
     assert cluster["tasks"] == sum(group["n_tasks"] for group in groups)
     assert cluster["tasks_failed"] == sum(group["states"].get("erred", 0) for group in groups) >= 1
-    assert any(frame["filename"] == code_file for c in computations for frame in c["code"])
+    ours = [frame for c in computations for frame in c["code"] if frame["filename"] == code_file]
+    source = Path(code_file).read_text().splitlines()
+    assert ours and all(frame["code"].splitlines()[frame["code_lineno"] - 1] == source[frame["lineno"] - 1]
+                        for frame in ours)  # the line the page marks is the line that called compute
     assert any(c["span_name"] == ["etl"] for c in computations)
 
     exceptions = api.list_exceptions(since=None, cluster_id=cluster["cluster_id"], server=server.url, token=server.token)

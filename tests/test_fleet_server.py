@@ -133,7 +133,10 @@ def dask_batch(cluster_id: str, user: str, *, exception_text: str = "ZeroDivisio
             {"kind": "versions.mismatch", "ts": t0 + 1, "package": "numpy",
              "versions": {"scheduler": "2.1.0", "tcp://127.0.0.1:4001": "2.0.0"}},
             {"kind": "computation", "ts": t0 + 10, "computation_id": "comp-1", "start": t0 + 10, "stop": t0 + 40,
-             "code": [{"filename": "analysis.py", "lineno": 12, "code": "total = (x / y).sum().compute()"}],
+             "code": [{"filename": "analysis.py", "lineno": 12, "code_lineno": 3,
+                       "code": 'def divide(x, y):\n    """<b>ratio</b>"""\n    total = (x / y).sum().compute()\n'
+                               '    return total\n'}],
+             "span_name": ["default"],  # Dask's name for "in no span": the page shows none
              "groups": [
                  {"name": "truediv-abc", "prefix": "truediv", "states": {"memory": 9, "erred": 1}, "n_tasks": 10,
                   "compute_s": 12.5, "transfer_s": 0.5, "disk_s": 0.0, "nbytes": 4096, "start": t0 + 10,
@@ -293,26 +296,48 @@ def test_pages_show_only_the_logged_in_account_and_text_stays_text(fleet, browse
         page.click(f"a.cluster-link[href='/clusters/{clusters[user]}']")
         page.wait_for_load_state()
         assert clusters[user] in page.url
-        assert page.locator("#exceptions").inner_text().count(f"{user} failed <script>") == 2  # text and traceback
+        exceptions = page.locator("#exceptions")
+        assert exceptions.inner_text().count(f"{user} failed <script>") == 1  # the traceback is folded
+        exceptions.locator("details summary").click()
+        assert exceptions.inner_text().count(f"{user} failed <script>") == 2  # text and traceback
         assert page.evaluate("window.__pwned") is None
-        assert "truediv-abc" in page.content() and "total = (x / y).sum().compute()" in page.locator("pre").first.inner_text()
+        check_cluster_page_reads(page, dask_batch("any", user))
         rows = {cells[0]: cells[1:5] for cells in page.eval_on_selector_all(
             "section.computation tbody tr", "rows => rows.map(r => Array.from(r.cells, c => c.innerText.trim()))")}
         sent = [g for m in dask_batch("any", user)["messages"] if m["kind"] == "computation" for g in m["groups"]]
         assert {g["name"]: [str(g["n_tasks"]), str(g["states"].get("memory", 0)), str(g["states"].get("erred", 0)), ""]
                 for g in sent} == rows  # tasks, done, erred, other (nothing else)
         page.wait_for_selector("#chart-workers .main-svg")
+        legends = [page.locator(f"{chart} .legend").text_content() for chart in ("#chart-workers", "#chart-memory")]
+        assert all(legends) and not [text for text in legends if "_" in text]  # named for people too
         page.goto(server.url + f"/clusters/{clusters[other]}")
         assert "no cluster" in page.inner_text("main") and other + " failed" not in page.content()
         page.goto(server.url + "/")
         page.wait_for_selector("#chart-cost .main-svg")
         body = page.inner_text("main")
+        assert not [h for h in page.eval_on_selector_all("main th", "cells => cells.map(c => c.innerText)") if "_" in h]
         assert user in body and other not in body
         cookie, = [c for c in context.cookies() if c["name"] == "taskscope_fleet_token"]
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         assert page.evaluate("document.cookie") == ""
         assert errors == []
         context.close()
+
+
+def check_cluster_page_reads(page, batch: dict) -> None:
+    """The cluster page marks the line that called compute, names columns for people and shows sizes in GiB."""
+    sent = {m["kind"]: m for m in batch["messages"]}
+    frame, = sent["computation"]["code"]
+    calling = page.locator("pre.code .calling")
+    assert calling.count() == 1
+    assert calling.inner_text() == frame["code"].splitlines()[frame["code_lineno"] - 1]
+    assert calling.get_attribute("data-lineno") == str(frame["lineno"])
+    assert page.locator("pre.code").inner_text().splitlines() == frame["code"].splitlines()  # <b> stays text
+    assert " span " not in page.locator("section.computation h3").inner_text()
+    headers = page.eval_on_selector_all("main th", "cells => cells.map(c => c.innerText.trim())")
+    assert headers and not [h for h in headers if "_" in h]  # no raw column names
+    limit = page.locator("#worker-changes tbody td").nth(6).inner_text()
+    assert limit == f"{sent['worker.add']['memory_limit'] / 2**30:.2f} GiB"
 
 
 def test_login_with_a_bad_token_is_refused(fleet, browser):

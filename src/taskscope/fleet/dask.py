@@ -321,8 +321,9 @@ class FleetPlugin(SchedulerPlugin):
     def _code(self, computation) -> list[dict]:
         if not self.settings.code_transmit:
             return []
-        return [{"filename": frame.filename, "lineno": frame.lineno_frame, "code": frame.code}
-                for frames in computation.code for frame in frames]
+        # lineno_relative counts from the function's first line (0), so the page can mark the calling line
+        return [{"filename": frame.filename, "lineno": frame.lineno_frame, "code": frame.code,
+                 "code_lineno": frame.lineno_relative + 1} for frames in computation.code for frame in frames]
 
     def _span_name(self, computation) -> list[str] | None:
         spans = getattr(self.scheduler, "extensions", {}).get("spans")

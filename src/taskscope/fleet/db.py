@@ -143,10 +143,11 @@ def _records_of(value, fields: tuple[str, ...]) -> str:
 
 
 def _code_frames(value) -> str:
-    """Calling-code frames as a JSON list of {filename, lineno, code}; anything else dropped."""
+    """Calling-code frames as a JSON list of {filename, lineno, code, code_lineno}; anything else dropped."""
     frames = value if isinstance(value, list) else []
     return json.dumps([{"filename": _text(f.get("filename")), "lineno": _integer(f.get("lineno")),
-                        "code": _text(f.get("code"))} for f in frames if isinstance(f, dict)])
+                        "code": _text(f.get("code")), "code_lineno": _integer(f.get("code_lineno"))}
+                       for f in frames if isinstance(f, dict)])
 
 
 class FleetDB:

@@ -27,6 +27,9 @@ TEMPLATES_DIR = Path(__file__).parent / "templates"
 DEFAULT_SINCE = "90 days"
 #: a login form posts a token and nothing else: anything longer is not one
 MAX_LOGIN_BYTES = 4096
+#: the worker samples' columns as the charts' legends name them
+SAMPLE_LEGENDS = {"n_workers": "workers", "n_threads": "threads", "memory_used": "memory used",
+                  "memory_total": "memory total"}
 #: task-group states (see `taskscope.fleet.protocol`) shown as "done" and "erred"; the rest is "other"
 DONE_STATE, ERRED_STATE = "memory", "erred"
 
@@ -35,7 +38,8 @@ _environment = jinja2.Environment(
     autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
 )
 _environment.filters.update(clock=clock, seconds=seconds, cell=cell, json_text=lambda value: json.dumps(value),
-                            outcomes=lambda states: group_outcomes(states))
+                            outcomes=lambda states: group_outcomes(states), size=lambda n: byte_size(n),
+                            code_lines=lambda frame: code_lines(frame))
 _environment.globals.update(missing=missing)
 
 router = APIRouter()
@@ -91,6 +95,7 @@ def overview(request: Request, since: str = DEFAULT_SINCE, caller: Caller = Depe
     weeks = queries.team_weeks(db, caller.account, since=since_ts)
     members = weeks.groupby("user_name", as_index=False)[["clusters", "cluster_hours", "compute_hours", "cost"]].sum() \
         if not weeks.empty else weeks
+    weeks, members = with_durations(weeks), with_durations(members)
     charts = {
         "time": bar_figure(members.user_name.tolist() if not members.empty else [],
                            {"cluster hours": _values(members, "cluster_hours"),
@@ -124,14 +129,15 @@ def cluster_page(request: Request, cluster_id: str, caller: Caller = Depends(pag
     samples = held_until(samples, found["stopped"]).astype("float64")
     samples[["memory_used", "memory_total"]] /= 2**30
     samples = samples.astype(object).where(samples.notna(), None)  # a missing value is a gap, never NaN in JSON
+    samples = samples.rename(columns=SAMPLE_LEGENDS)
     charts = {
-        "workers": steps_figure(samples[["ts", "n_workers", "n_threads"]], "workers and threads", "count"),
-        "memory": steps_figure(samples[["ts", "memory_used", "memory_total"]], "memory", "GiB"),
+        "workers": steps_figure(samples[["ts", "workers", "threads"]], "workers and threads", "count"),
+        "memory": steps_figure(samples[["ts", "memory used", "memory total"]], "memory", "GiB"),
         "timeline": timeline_figure(computations, idle, found),
     } if not samples.empty or computations or idle else {}
     return page("fleet_cluster.html", {
         "title": f"{found['kind']} cluster {found['name'] or cluster_id}", "caller": caller, "cluster": found,
-        "computations": computations, "idle": idle, "charts": charts,
+        "computations": computations, "shared_groups": shared_groups(computations), "idle": idle, "charts": charts,
         "exceptions": queries.exceptions(db, account, cluster_id=cluster_id),
         "events": queries.events(db, account, cluster_id),
         "changes": queries.worker_changes(db, account, cluster_id),
@@ -148,6 +154,58 @@ def group_outcomes(states: dict[str, int] | None) -> dict:
     """
     other = dict(states or {})
     return {"done": other.pop(DONE_STATE, 0), "erred": other.pop(ERRED_STATE, 0), "other": other}
+
+
+def byte_size(count) -> str:
+    """A byte count in binary units: bytes below 1 KiB, else KiB, MiB, GiB or TiB; empty when missing.
+
+    >>> byte_size(2 * 2**30), byte_size(1856), byte_size(28)
+    ('2.00 GiB', '1.81 KiB', '28 B')
+    """
+    if missing(count):
+        return ""
+    value, unit = float(count), "B"
+    for bigger in ("KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.0f} B" if unit == "B" else f"{value:.2f} {unit}"
+
+
+def code_lines(frame: dict) -> list[tuple[int, str, bool]]:
+    """A calling-code frame's lines as (line number in the file, text, is the calling line).
+
+    The plugin sends the calling line's place within ``code`` (``code_lineno``, from 1) and in the
+    file (``lineno``); frames from older plugins lack the first and get no mark.
+
+    >>> code_lines({"code": "def f():\\n    x.compute()\\n", "lineno": 11, "code_lineno": 2})
+    [(10, 'def f():', False), (11, '    x.compute()', True)]
+    """
+    marked, lineno = frame.get("code_lineno"), frame.get("lineno")
+    first = lineno - marked + 1 if marked is not None and lineno is not None else None
+    return [(first + index if first is not None else index + 1, text, index + 1 == marked)
+            for index, text in enumerate((frame.get("code") or "").splitlines())]
+
+
+def shared_groups(computations: list[dict]) -> set[str]:
+    """Task-group names that appear in more than one computation (Dask reuses names such as
+    ``finalize-hlgfinalizecompute`` across overlapping computations, so the counts mix them).
+
+    >>> sorted(shared_groups([{"groups": [{"name": "a"}, {"name": "f"}]}, {"groups": [{"name": "f"}]}]))
+    ['f']
+    """
+    seen: dict[str, int] = {}
+    for computation in computations:
+        for name in {group["name"] for group in computation["groups"]}:
+            seen[name] = seen.get(name, 0) + 1
+    return {name for name, count in seen.items() if count > 1}
+
+
+def with_durations(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` as the overview's tables show it: hours also in seconds (``cluster_s``, ``compute_s``) for
+    the `seconds` filter, the cost to 4 decimals as on the clusters page."""
+    return frame.assign(cluster_s=frame.get("cluster_hours", 0.0) * 3600.0,
+                        compute_s=frame.get("compute_hours", 0.0) * 3600.0, cost=frame.get("cost", 0.0).round(4))
 
 
 def held_until(samples: pd.DataFrame, stopped: float | None) -> pd.DataFrame:
@@ -168,6 +226,7 @@ def cost_heatmap(weeks: pd.DataFrame) -> dict:
     return {"data": [{"type": "heatmap", "x": [str(w) for w in grid.columns],
                       "y": [plot_text(u) for u in grid.index], "z": grid.round(4).values.tolist(),
                       "colorscale": "Blues", "reversescale": True,  # plotly.js's Blues runs dark to light
+                      "zmin": 0,  # a cost is never negative, also when every cell holds the same value
                       "hovertemplate": "%{y}, week of %{x}: %{z}<extra></extra>"}],
             "layout": layout}
 

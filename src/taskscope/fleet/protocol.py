@@ -42,7 +42,8 @@ Message kinds (every message has ``kind`` and ``ts``; other fields may be absent
 ``worker.remove``      worker, reason
 ``versions.mismatch``  package, versions: {"scheduler": v, "<worker addr>": v, "client": v}
 ``computation``        computation_id (stable; resend replaces), start, stop (or null while running),
-                       code: [{"filename", "lineno", "code"}] (empty unless code.transmit),
+                       code: [{"filename", "lineno", "code", "code_lineno"}] (empty unless
+                       code.transmit; code_lineno: the calling line within code, from 1, optional),
                        span_name (list of str, optional),
                        groups: [ {name, prefix, states: {state: n}, n_tasks, compute_s, transfer_s,
                                   disk_s, nbytes, start, stop, dependencies: [group names]} ]
