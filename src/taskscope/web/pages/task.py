@@ -43,6 +43,7 @@ _DEPENDENCIES = """
             FROM events WHERE run_id = $run AND event = 'task.info' AND coalesce(attrs->>'task_depends', '') <> '')
     )
     SELECT DISTINCT task_id, depends_on FROM edges WHERE depends_on IS NOT NULL
+    ORDER BY task_id, depends_on  -- the same order every time: the digest stores it, pages compare it
 """
 
 # DFK states (logs, else monitoring) and executor-side stages of one task, as intervals
