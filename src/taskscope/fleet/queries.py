@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import re
 import time
-from datetime import datetime, timezone
 
 import pandas as pd
 
 from taskscope.fleet.db import FleetDB
+from taskscope.since import epoch_since
 from taskscope.web.render import records
 
 _SINCE_UNITS = {"s": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400,
@@ -78,15 +78,7 @@ def parse_since(text: str | float | None, now: float | None = None) -> float | N
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+?)s?\s*", text.lower())
     if match and match.group(2) in _SINCE_UNITS:
         return now - float(match.group(1)) * _SINCE_UNITS[match.group(2)]
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(f"since must be like '7 days', '12 hours', '2026-01-31' or epoch seconds, not {text!r}")
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+    return epoch_since(text.strip(), "like '7 days', '12 hours', '2026-01-31' or epoch seconds")
 
 
 def clusters(db: FleetDB, account: str, since: float | None = None, user: str | None = None,

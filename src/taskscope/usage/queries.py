@@ -15,11 +15,10 @@ Parsl's messages have no `product` field: a `parsl_v` field (or any `<name>_v` b
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import pandas as pd
 
 from taskscope._sql import connection_of
+from taskscope.since import epoch_since
 
 #: the periods `runs_over_time` counts by
 PERIODS = ("hour", "day", "week", "month", "quarter", "year")
@@ -86,15 +85,7 @@ def parse_since(text: str) -> float:
     >>> parse_since("2026-01-01")
     1767225600.0
     """
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"since must be a date (2026-01-31), a date and time or epoch seconds, not {text!r}") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+    return epoch_since(text, "a date (2026-01-31), a date and time or epoch seconds")
 
 
 def usage_runs(store, product: str | None = None, since: float | None = None) -> pd.DataFrame:

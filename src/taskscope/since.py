@@ -1,0 +1,29 @@
+"""A `since` filter given as text (a date, a date and time, or epoch seconds) as epoch seconds.
+
+The usage dashboard and the fleet server both filter by it; the fleet also takes durations
+("7 days") on top (`taskscope.fleet.queries.parse_since`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+
+def epoch_since(text: str, expected: str) -> float:
+    """`text` as epoch seconds: a number, or an ISO date or date and time (UTC unless it says
+    otherwise); anything else raises ValueError("since must be {expected}, not ...").
+
+    >>> epoch_since("2026-01-01", "a date")
+    1767225600.0
+    >>> epoch_since("86400", "a date")
+    86400.0
+    """
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"since must be {expected}, not {text!r}") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
