@@ -94,7 +94,7 @@ class WideEventHandler(logging.Handler):
             self.dropped_records += 1
 
     def handle_body(self, body: bytes, extra: Mapping[str, Any] | None = None) -> bool:
-        """Queue one line given without its stamps (see `records.encode_body`); return False,
+        """Queue one line given without its stamps (see `records.encode_moment`); return False,
         queueing nothing, when a field of `extra` has a stamp's name (the record's value wins
         over the stamp: the caller then uses `handle_fields`, which writes it so)."""
         encoder = self._encoder
