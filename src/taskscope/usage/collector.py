@@ -34,10 +34,10 @@ import pyarrow as pa
 import taskscope
 from taskscope._sql import scalar
 from taskscope.usage import protocol, spool
+from taskscope.usage.receive import batch_receiver
 
 logger = logging.getLogger("taskscope.usage.collector")
 
-RECEIVE_BUFFER = 65536  # larger than any UDP payload, so an oversized datagram is seen whole
 SOCKET_RECEIVE_BUFFER = 32 * 1024 * 1024  # asked of the kernel; it may grant less
 HAND_OFF_RECORDS = 4096
 HAND_OFF_SECONDS = 0.05
@@ -63,9 +63,11 @@ CREATE TABLE IF NOT EXISTS usage_rejected (
 
 # One row per datagram of `{source}` with the reason it is rejected (NULL when it is a usage
 # message). Checks run in the order of protocol.decode, each only on rows that passed the earlier ones.
-# The body is parsed once here (json_extract of the three fields needed; NULL when not JSON) and
-# once more by the cast into `attrs`: every other test works on those small extracts, because a
-# filter gets the expressions it tests inlined, and a full parse inlined there runs again.
+# The body is parsed once, here: json_extract of the three fields needed and of the whole message
+# ('$', which becomes `attrs`: already JSON, so the insert does not parse it again as a cast of the
+# text would; it is the message minified, keys and values unchanged). Every other test works on
+# the small extracts, because a filter gets the expressions it tests inlined, and a full parse
+# inlined there runs again.
 _CLASSIFY = f"""
 WITH sized AS (
     SELECT ts, record, payload, octet_length(payload) AS size, payload[1:1] AS version FROM {{source}}
@@ -78,8 +80,8 @@ WITH sized AS (
            THEN try(decode(CASE WHEN version = '1'::BLOB THEN payload[2:] ELSE payload END)) END AS body
     FROM sized
 ), extracted AS (
-    -- JSON values (SQL NULL when absent) of correlator, uuid (pre-2024 Parsl) and end
-    SELECT *, try(json_extract(body, ['$.correlator', '$.uuid', '$.end'])) AS fields FROM bodies
+    -- JSON values (SQL NULL when absent) of correlator, uuid (pre-2024 Parsl), end, the whole message
+    SELECT *, try(json_extract(body, ['$.correlator', '$.uuid', '$.end', '$'])) AS fields FROM bodies
 ), checked AS (
     SELECT *, CASE
         WHEN framing_reason IS NOT NULL THEN framing_reason
@@ -97,7 +99,7 @@ WITH sized AS (
                    THEN json_extract_string(correlator_json, '$') END AS correlator
     FROM checked
 )
-SELECT ts, record, size, payload, body, correlator, fields[3] IS NOT NULL AS is_end,
+SELECT ts, record, size, payload, fields[4] AS message, correlator, fields[3] IS NOT NULL AS is_end,
        coalesce(shape_reason, CASE WHEN correlator IS NULL OR length(correlator) NOT BETWEEN 1 AND
                                         {protocol.MAX_CORRELATOR_CHARS} THEN '{protocol.NO_CORRELATOR}' END) AS reason
 FROM named
@@ -107,7 +109,7 @@ FROM named
 # message is `attrs` itself, and a second copy would double the store.
 _INSERT_EVENTS = f"""
 INSERT INTO events (ts, source, file, line, event, run_id, attrs)
-SELECT ts, 'usage', $segment, record, CASE WHEN is_end THEN 'usage.end' ELSE 'usage.start' END, correlator, body
+SELECT ts, 'usage', $segment, record, CASE WHEN is_end THEN 'usage.end' ELSE 'usage.start' END, correlator, message
 FROM ({_CLASSIFY.format(source="usage_batch")}) WHERE reason IS NULL
 """
 
@@ -185,6 +187,7 @@ class Collector:
         self, store: str | Path, host: str = "127.0.0.1", port: int = 50077, spool_dir: str | Path | None = None,
         retention_days: float | None = None, max_bytes: int = protocol.MAX_DATAGRAM_BYTES,
         commit_interval: float = 1.0, compress_bursts: bool = True, commit_rows: int = COMMIT_ROWS,
+        use_recvmmsg: bool = True,
     ):
         self.store_path = str(store)
         if self.store_path == ":memory:" and spool_dir is None:
@@ -202,6 +205,7 @@ class Collector:
         self._store = taskscope.open(self.store_path)  # fails here, before binding, if the store is locked
         create_usage_tables(self._store.con)
         self.sock = _bind(host, port)
+        self._receive = batch_receiver(self.sock, use_recvmmsg=use_recvmmsg)
         self.address: tuple[str, int] = self.sock.getsockname()[:2]
         self.spool = spool.SpoolWriter(self.spool_dir)
         self._writer = threading.Thread(target=self._write_loop, name="taskscope-usage-writer", daemon=True)
@@ -257,18 +261,19 @@ class Collector:
 
     def _receive_loop(self) -> None:
         # non-blocking reads while datagrams wait, and select() only when none does: one system
-        # call per datagram in a burst (with a socket timeout, Python polls before every read)
+        # call per batch of datagrams in a burst (with a socket timeout, Python polls before every read)
         self.sock.setblocking(False)
-        recv, now, stopping, sock = self.sock.recv, time.time, self._stopping.is_set, [self.sock]
+        receive, now, stopping, sock = self._receive, time.time, self._stopping.is_set, [self.sock]
         times: list[float] = []
         payloads: list[bytes] = []
         hand_off_at = now() + HAND_OFF_SECONDS
         while True:
             quiet = False
             try:
-                payloads.append(recv(RECEIVE_BUFFER))
+                received = receive()
                 stamp = now()
-                times.append(stamp)
+                payloads += received
+                times += [stamp] * len(received)
             except BlockingIOError:
                 quiet = not select.select(sock, [], [], HAND_OFF_SECONDS)[0]
                 stamp = now()
@@ -289,12 +294,13 @@ class Collector:
         self.sock.setblocking(False)
         while True:
             try:
-                payloads.append(self.sock.recv(RECEIVE_BUFFER))
-                times.append(time.time())
+                received = self._receive()
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
                 continue
+            payloads += received
+            times += [time.time()] * len(received)
         if payloads:
             self._hand_off(times, payloads)
 
