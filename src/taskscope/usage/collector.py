@@ -34,7 +34,7 @@ import pyarrow as pa
 import taskscope
 from taskscope._sql import scalar
 from taskscope.usage import protocol, spool
-from taskscope.usage.receive import batch_receiver
+from taskscope.usage.receive import batch_receiver, pause_after_partial_batch
 
 logger = logging.getLogger("taskscope.usage.collector")
 
@@ -206,6 +206,7 @@ class Collector:
         create_usage_tables(self._store.con)
         self.sock = _bind(host, port)
         self._receive = batch_receiver(self.sock, use_recvmmsg=use_recvmmsg)
+        self._pause = pause_after_partial_batch(self.sock)
         self.address: tuple[str, int] = self.sock.getsockname()[:2]
         self.spool = spool.SpoolWriter(self.spool_dir)
         self._writer = threading.Thread(target=self._write_loop, name="taskscope-usage-writer", daemon=True)
@@ -264,6 +265,7 @@ class Collector:
         # call per batch of datagrams in a burst (with a socket timeout, Python polls before every read)
         self.sock.setblocking(False)
         receive, now, stopping, sock = self._receive, time.time, self._stopping.is_set, [self.sock]
+        full, pause = self._receive.batch, self._pause
         times: list[float] = []
         payloads: list[bytes] = []
         hand_off_at = now() + HAND_OFF_SECONDS
@@ -274,6 +276,8 @@ class Collector:
                 stamp = now()
                 payloads += received
                 times += [stamp] * len(received)
+                if len(received) < full:  # let the next batch gather (receive.pause_after_partial_batch)
+                    time.sleep(pause)
             except BlockingIOError:
                 quiet = not select.select(sock, [], [], HAND_OFF_SECONDS)[0]
                 stamp = now()

@@ -25,6 +25,11 @@ RECEIVE_BUFFER = 65536
 #: datagrams read by one recvmmsg call at most
 BATCH = 256
 _MSG_DONTWAIT = 0x40
+#: what a ~500-byte datagram takes of a socket's receive buffer on Linux (its skb's truesize)
+KERNEL_BYTES_PER_DATAGRAM = 2304
+#: datagrams/s a bare Python recv loop reads on loopback (the rate a pause must allow for)
+FLAT_OUT_RATE = 200_000
+MAX_PAUSE = 0.005
 
 
 class _IoVec(ctypes.Structure):
@@ -62,8 +67,8 @@ def batch_receiver(sock: socket.socket, batch: int = BATCH, use_recvmmsg: bool =
     """A function returning the datagrams waiting on `sock` (at least one), payloads only.
 
     It raises `BlockingIOError` when none waits: put `sock` in non-blocking mode and wait with
-    `select` between calls. Without recvmmsg (not Linux, or `use_recvmmsg=False`) each call
-    returns one datagram.
+    `select` between calls. Its `batch` is the most one call returns: without recvmmsg (not
+    Linux, or `use_recvmmsg=False`), 1.
 
     >>> sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); sock.bind(("127.0.0.1", 0))
     >>> sock.setblocking(False); _ = sock.sendto(b"1{}", sock.getsockname())
@@ -72,9 +77,35 @@ def batch_receiver(sock: socket.socket, batch: int = BATCH, use_recvmmsg: bool =
     >>> sock.close()
     """
     if not (use_recvmmsg and _RECVMMSG is not None):
-        recv = sock.recv
-        return lambda: [recv(RECEIVE_BUFFER)]
+        return _OneByOne(sock)
     return _MMsgReceiver(sock, batch)
+
+
+def pause_after_partial_batch(sock: socket.socket) -> float:
+    """Seconds a receiver may sleep after a call that returned less than a full batch.
+
+    Sleeping lets a batch gather in the kernel, so a steady stream costs one wake-up (and one
+    GIL acquisition) per batch rather than per datagram; the pause is what fills at most a quarter
+    of the socket's receive buffer at `FLAT_OUT_RATE` datagrams/s, capped at `MAX_PAUSE`.
+
+    >>> sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    >>> 0 < pause_after_partial_batch(sock) <= MAX_PAUSE
+    True
+    """
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    return min(MAX_PAUSE, granted / 4 / KERNEL_BYTES_PER_DATAGRAM / FLAT_OUT_RATE)
+
+
+class _OneByOne:
+    """One `recv` per call, where recvmmsg is missing."""
+
+    batch = 1
+
+    def __init__(self, sock: socket.socket):
+        self.recv = sock.recv
+
+    def __call__(self) -> list[bytes]:
+        return [self.recv(RECEIVE_BUFFER)]
 
 
 class _MMsgReceiver:
