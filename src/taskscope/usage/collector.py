@@ -1,7 +1,7 @@
 """The self-hosted usage collector: UDP datagrams in, spooled, then parsed into the store.
 
-Two threads. The receiver (the thread that calls `serve_forever`) only receives, timestamps and
-appends datagrams to the append-only spool (`taskscope.usage.spool`), one write per batch, then
+Two threads. The receiver (the thread that calls `serve_forever`) only receives (in batches,
+`taskscope.usage.receive`), timestamps and appends datagrams to the append-only spool (`taskscope.usage.spool`), one write per batch, then
 hands the batch on. The writer owns the DuckDB store: it classifies each batch in SQL (size,
 protocol byte, UTF-8, JSON object, correlator), inserts good messages into `events`
 (`source = 'usage'`, `event = 'usage.start' | 'usage.end'`, `run_id` = correlator, `attrs` = the
@@ -9,7 +9,7 @@ message) and the rest into `usage_rejected` with the reason, and records in `usa
 each spool segment has been parsed, all in one transaction. A restart replays whatever the spool
 holds beyond that point, so nothing received is lost and nothing is stored twice.
 
-The sender's address is never read (`recv`, not `recvfrom`) and so never stored.
+The sender's address is never read (`recvmmsg` without a name buffer, or `recv`) and so never stored.
 
 >>> collector = Collector("usage.duckdb", port=50077)       # doctest: +SKIP
 >>> collector.serve_forever()                              # until collector.stop() or a signal
@@ -177,8 +177,9 @@ class Collector:
     `spool` defaults to the folder `<store>.spool`. The writer commits every `commit_interval`
     seconds, or sooner once `commit_rows` datagrams wait; what it stores while it is behind (a
     burst) is not compressed (faster, about 3.4x the disk space for those rows) unless
-    `compress_bursts=True`. With `retention_days`, events, rejected
-    datagrams and fully parsed spool segments older than that are deleted (at start, then hourly).
+    `compress_bursts=True`. With `retention_days`, events, rejected datagrams and fully parsed
+    spool segments older than that are deleted (at start, then hourly). `use_recvmmsg=False`
+    reads one datagram per system call even where recvmmsg exists (for comparison and tests).
 
     >>> collector = Collector("usage.duckdb", host="0.0.0.0", port=50077, retention_days=400)  # doctest: +SKIP
     >>> collector.start(); ...; collector.stop()                                                # doctest: +SKIP
