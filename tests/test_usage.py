@@ -309,7 +309,9 @@ def fuzz_datagrams(seed: int = 7) -> list[bytes]:
     return datagrams + [valid]
 
 
-def test_fuzzed_datagrams_are_all_accounted_for(collector):
+@pytest.mark.parametrize("use_recvmmsg", [True, False], ids=["recvmmsg", "recv"])
+def test_fuzzed_datagrams_are_all_accounted_for(tmp_path, use_recvmmsg):
+    collector = Collector(tmp_path / "usage.duckdb", port=0, commit_interval=0.1, use_recvmmsg=use_recvmmsg).start()
     datagrams = fuzz_datagrams()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for number, datagram in enumerate(datagrams):
