@@ -58,8 +58,8 @@ def collect(
     max_bytes: int = typer.Option(protocol.MAX_DATAGRAM_BYTES, "--max-bytes", min=1,
                                   help="Datagrams larger than this are rejected as oversized."),
     compress_bursts: bool = typer.Option(
-        False, "--compress-bursts/--fast-bursts", help="--fast-bursts (the default): while the writer is behind, "
-        "store uncompressed (about 3.4x the disk space for those rows, a third less storing work)."),
+        True, "--compress-bursts/--fast-bursts", help="--fast-bursts: while the writer is behind, store "
+        "uncompressed (about 3.4x the disk space for those rows, a third less storing work)."),
     ui_port: Optional[int] = typer.Option(
         None, "--ui-port", min=0, max=65535, help="Also serve the web dashboard (/usage) on this TCP port, from "
         "this process: the store cannot be opened by `taskscope ui` while the collector writes it."),
