@@ -17,6 +17,8 @@ through a relation learned from binding events:
 
 The steps repeat until none changes anything (a fixpoint), so an id learned late (a run id
 found after the executor logs were read) still reaches every event. All of it is SQL.
+Steps that read a key of `attrs` first test its text for the key's name (a substring test
+is far cheaper than parsing the JSON of every event, and a key is never written escaped).
 """
 
 from __future__ import annotations
@@ -54,14 +56,16 @@ _STEPS: dict[str, str] = {
         WHERE events.run_id IS NULL AND events.file_id = r.file_id""",
     "single_task_lists": """
         UPDATE events SET executor_task_id = CAST(attrs->>'$.executor_task_ids[0]' AS BIGINT)
-        WHERE executor_task_id IS NULL AND json_array_length(attrs->'$.executor_task_ids') = 1""",
+        WHERE executor_task_id IS NULL AND contains(attrs::VARCHAR, 'executor_task_ids')
+          AND json_array_length(attrs->'$.executor_task_ids') = 1""",
     "task_links": """
         INSERT INTO event_task_links (file_id, line, run_id, executor_label, executor_task_id)
         SELECT e.file_id, e.line, e.run_id, e.executor_label, CAST(id AS BIGINT)
         FROM (SELECT file_id, line, run_id, executor_label,
                      unnest(CAST(attrs->'$.executor_task_ids' AS BIGINT[])) AS id
               FROM events
-              WHERE json_array_length(attrs->'$.executor_task_ids') > 1 AND run_id IS NOT NULL) e
+              WHERE contains(attrs::VARCHAR, 'executor_task_ids')
+                AND json_array_length(attrs->'$.executor_task_ids') > 1 AND run_id IS NOT NULL) e
         ANTI JOIN event_task_links l
             ON l.file_id = e.file_id AND l.line = e.line AND l.executor_task_id = e.id""",
     "link_bindings": """
