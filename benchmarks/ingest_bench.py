@@ -17,7 +17,11 @@ What it does:
    a. `taskscope.open(":memory:").ingest(json_run)` (ingest + relate): events/s;
    b. the anchor, `for line in open(f): json.loads(line)` over the same *.jsonlog files
       (what the prototype's loader does): events/s;
-   c. `taskscope.open(":memory:").ingest(text_run)`: lines/s (`IngestReport.lines`).
+   c. `taskscope.open(":memory:").ingest(text_run)`: lines/s (`IngestReport.lines`);
+   d. the engine's floor: DuckDB's own `read_json` of the same *.jsonlog files (explicit
+      columns) straight into a fresh store's `events` table, with no line numbers, bad-line
+      accounting, attrs, rules, templates or relate: how far (a) is from what DuckDB alone
+      does on this machine.
 3. Prints a table and checks the targets: JSON >= 5x the anchor and >= 400k events/s;
    text >= 200k lines/s. PASS/MISS is printed as measured.
 
@@ -326,6 +330,35 @@ def taskscope_ingest(folder: Path, count: str) -> Sample:
         store.close()
 
 
+# Parsl JSONLogging keys -> events columns, for the floor (d)
+_FLOOR_COLUMNS = {
+    "created": ("DOUBLE", "ts"), "levelname": ("VARCHAR", "level"), "name": ("VARCHAR", "logger"),
+    "formatted": ("VARCHAR", "message"), "process": ("BIGINT", "pid"), "threadName": ("VARCHAR", "thread"),
+    "parsl.dfk": ("VARCHAR", "run_id"), "parsl.task": ("BIGINT", "task_id"), "parsl.try": ("BIGINT", "try_id"),
+    "parsl.app_name": ("VARCHAR", "app_name"), "parsl.task_state": ("VARCHAR", "task_state"),
+    "parsl.executor": ("VARCHAR", "executor_label"), "parsl.executor_task": ("BIGINT", "executor_task_id"),
+}
+
+
+def duckdb_floor(files: list[Path]) -> Sample:
+    """(d): DuckDB alone, `read_json` of the *.jsonlog files INSERTed into `events`."""
+    store = taskscope.open(":memory:")
+    columns = "{" + ", ".join(f"'{key}': '{sql_type}'" for key, (sql_type, _) in _FLOOR_COLUMNS.items()) + "}"
+    targets = ", ".join(column for _, column in _FLOOR_COLUMNS.values())
+    values = ", ".join(f'"{key}"' for key in _FLOOR_COLUMNS)
+    sql = f"""INSERT INTO events (source, file, {targets})
+              SELECT 'json', filename, {values}
+              FROM read_json(?, format='newline_delimited', filename=true, columns={columns})"""
+    try:
+        def run() -> tuple[int, None]:
+            store.con.execute(sql, [[str(f) for f in files]])
+            return int(store.con.execute("SELECT count(*) FROM events").fetchone()[0]), None
+
+        return timed(run)
+    finally:
+        store.close()
+
+
 def json_loads_loop(files: list[Path]) -> Sample:
     """(b): the prototype's loader, one `json.loads` per line of every *.jsonlog file."""
 
@@ -347,11 +380,13 @@ def measure(json_run: Path, text_run: Path, repeat: int, warmup: int) -> list[Se
         Series("a  taskscope ingest+relate, JSON run", "events"),
         Series("b  json.loads loop, same *.jsonlog", "events"),
         Series("c  taskscope ingest+relate, text run", "lines"),
+        Series("d  floor: DuckDB read_json -> events", "events"),
     ]
     actions = [
         lambda: taskscope_ingest(json_run, "events"),
         lambda: json_loads_loop(files),
         lambda: taskscope_ingest(text_run, "lines"),
+        lambda: duckdb_floor(files),
     ]
     for round_number in range(warmup + repeat):
         order = [(round_number + i) % len(actions) for i in range(len(actions))]
@@ -360,7 +395,7 @@ def measure(json_run: Path, text_run: Path, repeat: int, warmup: int) -> list[Se
             for index, sample in this_round.items():
                 series[index].samples.append(sample)
         kind = "warm-up" if round_number < warmup else f"round {round_number - warmup + 1}/{repeat}"
-        times = ", ".join(f"{'abc'[i]} {this_round[i].seconds:.3f}s" for i in order)
+        times = ", ".join(f"{'abcd'[i]} {this_round[i].seconds:.3f}s" for i in order)
         print(f"  {kind}: {times}", flush=True)
     return series
 
@@ -452,7 +487,7 @@ def verdict(ok: bool) -> str:
 
 
 def print_results(series: list[Series], json_events_anchor: int) -> None:
-    a, b, c = series
+    a, b, c, d = series
     print()
     print(f"{'measurement':40} {'items':>18} {'median s':>9} {'min s':>8} {'max s':>8} {'rate (median)':>22}")
     for s in series:
@@ -460,7 +495,9 @@ def print_results(series: list[Series], json_events_anchor: int) -> None:
         print(f"{s.label:40} {s.items:>11,} {s.unit:6} {s.median_seconds:9.3f} {min(times):8.3f} "
               f"{max(times):8.3f} {s.rate:>13,.0f} {s.unit}/s")
     ratio = a.rate / b.rate
-    print(f"\nratio a/b (taskscope JSON events/s over json.loads loop events/s): {ratio:.2f}x")
+    print(f"\nratio d/b (DuckDB's floor over the json.loads loop): {d.rate / b.rate:.2f}x; "
+          f"a is {a.rate / d.rate:.2f} of the floor")
+    print(f"ratio a/b (taskscope JSON events/s over json.loads loop events/s): {ratio:.2f}x")
     print(f"per CPU second (all threads; steadier when the machine is shared): a {a.cpu_rate:,.0f} events/s, "
           f"b {b.cpu_rate:,.0f} events/s, c {c.cpu_rate:,.0f} lines/s; ratio a/b {a.cpu_rate / b.cpu_rate:.2f}x")
     print("\ntargets:")
@@ -518,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, folder in (("JSON", json_run), ("text", runs["text"])):
         print(f"\n{name} run {folder}:")
         describe_run(folder)
-    print("\ntiming (alternating a, b, c; each round starts one later):")
+    print("\ntiming (alternating a, b, c, d; each round starts one later):")
     series = measure(json_run, runs["text"], args.repeat, args.warmup)
     print_results(series, series[1].items)
     if args.profile:
