@@ -79,24 +79,10 @@ def _make_rule(entry: dict) -> Rule:
     return Rule(event, pattern, tuple(entry.get("also", [])), entry.get("logger"), groups, constants)
 
 
-def _matches_sql(rule: Rule) -> tuple[str, dict[str, str]]:
-    """Select-list entries extracting every group of `rule` with one regex run per regex,
-    and SQL for each named group's value over them.
-
-    `regexp_extract` with a list of names maps them to the groups by position, so groups
-    that are not named (or named in an earlier regex) get placeholder names.
-    """
-    regexes = [rule.pattern, *rule.also]
-    entries, values = [], {}
-    for index in sorted({index for index, _ in rule.groups.values()}):
-        by_number = {number: name for name, (i, number) in rule.groups.items() if i == index}
-        names = [by_number.get(number, f"_unnamed_{number}") for number in range(1, max(by_number) + 1)]
-        entries.append(
-            f"regexp_extract(first_line, {literal(regexes[index])}, [{', '.join(map(literal, names))}]) AS m{index}"
-        )
-        for name in by_number.values():
-            values[name] = f"nullif(m{index}.\"{name}\", '')"
-    return ", ".join(entries), values
+def _group_value(rule: Rule, name: str) -> str:
+    index, number = rule.groups[name]
+    regex = ([rule.pattern, *rule.also])[index]
+    return f"nullif(regexp_extract(first_line, {literal(regex)}, {number}), '')"
 
 
 def _typed(name: str, value: str) -> str:
@@ -112,32 +98,8 @@ def _int_list(value: str) -> str:
     )
 
 
-def _rule_branch_sql(number: int, rule: Rule | None) -> str:
-    """The rule-derived columns of the distinct lines that rule `number` named (0: none did)."""
-    matches, values = _matches_sql(rule) if rule else ("", {})
-    columns = {"rule_event": literal(rule.event) if rule else "NULL::VARCHAR"}
-    extras = []
-    for name, value in values.items():
-        if name in RULE_COLUMNS:
-            columns[f"rule_{name}"] = _typed(name, value)
-        elif name.endswith("_ids"):
-            extras.append(f"{literal(name)}, json({_int_list(value)})")
-        else:
-            extras.append(f"{literal(name)}, {value}")
-    # a constant (`set`) wins over a group of the same name
-    for name, value in (rule.constants if rule else {}).items():
-        columns[f"rule_{name}"] = _typed(name, literal(value))
-    columns["rule_attrs"] = f"json_object({', '.join(extras)})" if extras else "NULL::JSON"
-    select = ", ".join(f"{value} AS {name}" for name, value in columns.items())
-    source = f"SELECT *, {matches} FROM numbered" if matches else "SELECT * FROM numbered"
-    return f"SELECT first_line, logger, rule_no, template_text, {select} FROM ({source} WHERE rule_no = {number})"
-
-
 def apply_rules_sql(rules: list[Rule], staged: str = "staged") -> str:
     """A SELECT over `staged` giving every event column, with rules and templates applied.
-
-    Each distinct line is numbered with the first rule it matches; then one branch per rule
-    reads that rule's lines, running each of its regexes once for all its groups.
 
     Columns a record already has are kept; rules fill only what is NULL (and not at all for
     records a source already named, such as monitoring.db rows). Rules and masks run once per
@@ -151,9 +113,30 @@ def apply_rules_sql(rules: list[Rule], staged: str = "staged") -> str:
         conditions.append(f"WHEN {test} THEN {number}")
     rule_no = f"CASE {' '.join(conditions)} ELSE 0 END" if rules else "0"
 
-    branches = [_rule_branch_sql(number, rule) for number, rule in enumerate(rules, start=1)]
-    branches.append(_rule_branch_sql(0, None))
-    filled = sorted({name for rule in rules for name in [*rule.constants, *rule.groups] if name in RULE_COLUMNS})
+    column_values: dict[str, list[str]] = {name: [] for name in RULE_COLUMNS}
+    attr_values: list[str] = []
+    for number, rule in enumerate(rules, start=1):
+        extras = []
+        for name, value in rule.constants.items():
+            column_values[name].append(f"WHEN {number} THEN {_typed(name, literal(value))}")
+        for name in rule.groups:
+            value = _group_value(rule, name)
+            if name in RULE_COLUMNS:
+                column_values[name].append(f"WHEN {number} THEN {_typed(name, value)}")
+            elif name.endswith("_ids"):
+                extras.append(f"{literal(name)}, json({_int_list(value)})")
+            else:
+                extras.append(f"{literal(name)}, {value}")
+        if extras:
+            attr_values.append(f"WHEN {number} THEN json_object({', '.join(extras)})")
+
+    # per distinct line: the rule's event name, the columns it fills, its extra attrs
+    derived = []
+    names = " ".join(f"WHEN {n} THEN {literal(r.event)}" for n, r in enumerate(rules, start=1))
+    derived.append(f"CASE rule_no {names} END AS rule_event" if rules else "NULL AS rule_event")
+    derived.append(f"CASE rule_no {' '.join(attr_values)} END AS rule_attrs" if attr_values else "NULL AS rule_attrs")
+    filled = [name for name in RULE_COLUMNS if column_values[name]]
+    derived += [f"CASE rule_no {' '.join(column_values[name])} END AS rule_{name}" for name in filled]
 
     selected = []
     for name, _ in EVENT_COLUMNS:
@@ -167,16 +150,17 @@ def apply_rules_sql(rules: list[Rule], staged: str = "staged") -> str:
                 "ELSE json_merge_patch(coalesce(s.attrs, '{}'), d.rule_attrs) END AS attrs"
             )
         elif name in filled:
-            selected.append(f"coalesce(s.{name}, CASE WHEN s.event IS NULL THEN d.rule_{name}::{_COLUMN_TYPES[name]} END) AS {name}")
+            selected.append(f"coalesce(s.{name}, CASE WHEN s.event IS NULL THEN d.rule_{name} END) AS {name}")
         else:
             selected.append(f"s.{name}")
+    # the lateral derivation needs rule_no first, so it is computed in two steps
     numbered = with_template_sql(f"SELECT first_line, logger, {rule_no} AS rule_no FROM lines", "first_line",
                                  "template_text")
     return f"""
         WITH s AS (SELECT *, split_part(coalesce(message, ''), chr(10), 1) AS first_line FROM {staged}),
         lines AS (SELECT DISTINCT first_line, logger FROM s),
-        numbered AS MATERIALIZED ({numbered}),
-        d AS ({' UNION ALL BY NAME '.join(branches)})
+        numbered AS ({numbered}),
+        d AS (SELECT *, {', '.join(derived)} FROM numbered)
         SELECT {', '.join(selected)}
         FROM s LEFT JOIN d ON d.first_line = s.first_line AND d.logger IS NOT DISTINCT FROM s.logger
     """
