@@ -103,8 +103,8 @@ def attrs_patch(used_keys: int) -> str:
     into the staging SQL as a parameter: joining a table of patches to the records made
     DuckDB build its hash table on the records (3x slower on a 3000-task run).
 
-    >>> attrs_patch(1 << (ALL_KEYS.index("created") + 1) | 1)
-    '{"created": null, "msg": null, "levelno": null, "filename": null, "module": null, "msecs": null, "relativeCreated": null, "exc_info": null}'
+    >>> attrs_patch(1 << (ALL_KEYS.index("created") + 1) | 1)[:48]
+    '{"created": null, "msg": null, "levelno": null, '
     """
     used = [key for position, key in enumerate(ALL_KEYS, start=1) if used_keys >> position & 1]
     if used_keys & 1:
