@@ -14,10 +14,16 @@ What it does:
    runs; `--remake` makes them again. Making each run takes a minute or so.
 2. Times, alternating and in the same process, `--repeat` times each (after one untimed
    warm-up round), and reports the median:
-   a. `taskscope.open(":memory:").ingest(json_run)` (ingest + relate): events/s;
+   a. `taskscope.ingest.ingest` of json_run into a fresh in-memory store (ingest + relate):
+      events/s. `Store.ingest` (what the CLI runs) then computes the dashboard digests of
+      ended runs (`taskscope.web.digest`): timed apart and printed after the table;
    b. the anchor, `for line in open(f): json.loads(line)` over the same *.jsonlog files
       (what the prototype's loader does): events/s;
-   c. `taskscope.open(":memory:").ingest(text_run)`: lines/s (`IngestReport.lines`).
+   c. the same for text_run: lines/s (`IngestReport.lines`);
+   d. the engine's floor: DuckDB's own `read_json` of the same *.jsonlog files (explicit
+      columns) straight into a fresh store's `events` table, with no line numbers, bad-line
+      accounting, attrs, rules, templates or relate: how far (a) is from what DuckDB alone
+      does on this machine.
 3. Prints a table and checks the targets: JSON >= 5x the anchor and >= 400k events/s;
    text >= 200k lines/s. PASS/MISS is printed as measured.
 
@@ -50,6 +56,7 @@ from taskscope.ingest import IngestReport
 from taskscope.ingest import ingest as ingest_paths
 from taskscope import relate as relate_module
 from taskscope.rules import load_rules
+from taskscope.web.digest import refresh_digests
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_WORKDIR = BENCH_DIR / ".work"
@@ -107,6 +114,7 @@ class Sample:
     report: IngestReport | None = None
     cpu_seconds: float = 0.0  # CPU time of this process (all threads): less sensitive to other load
     store_events: int = 0  # rows in `events` after a taskscope ingest
+    digest_seconds: float = 0.0  # what `Store.ingest` adds after ingest + relate: the dashboard digests
 
     @property
     def rate(self) -> float:
@@ -313,15 +321,49 @@ def timed(action: Callable[[], tuple[int, IngestReport | None]]) -> Sample:
 def taskscope_ingest(folder: Path, count: str) -> Sample:
     """(a)/(c): ingest + relate `folder` into a fresh in-memory store.
 
-    Only the `ingest` call is timed; `count` is "events" (rows in the store) or "lines".
+    What is timed is `taskscope.ingest.ingest` (ingest + relate); `Store.ingest` then also
+    computes the dashboard digests of ended runs, timed apart as `digest_seconds`.
+    `count` is "events" (rows in the store) or "lines".
     """
     store = taskscope.open(":memory:")
     try:
-        sample = timed(lambda: (0, store.ingest(folder)))
+        sample = timed(lambda: (0, ingest_paths(store.con, [str(folder)], load_rules())))
         assert sample.report is not None
+        started = time.perf_counter()
+        refresh_digests(store.con)
+        sample.digest_seconds = time.perf_counter() - started
         sample.store_events = int(store.con.execute("SELECT count(*) FROM events").fetchone()[0])
         sample.items = sample.store_events if count == "events" else sample.report.lines
         return sample
+    finally:
+        store.close()
+
+
+# Parsl JSONLogging keys -> events columns, for the floor (d)
+_FLOOR_COLUMNS = {
+    "created": ("DOUBLE", "ts"), "levelname": ("VARCHAR", "level"), "name": ("VARCHAR", "logger"),
+    "formatted": ("VARCHAR", "message"), "process": ("BIGINT", "pid"), "threadName": ("VARCHAR", "thread"),
+    "parsl.dfk": ("VARCHAR", "run_id"), "parsl.task": ("BIGINT", "task_id"), "parsl.try": ("BIGINT", "try_id"),
+    "parsl.app_name": ("VARCHAR", "app_name"), "parsl.task_state": ("VARCHAR", "task_state"),
+    "parsl.executor": ("VARCHAR", "executor_label"), "parsl.executor_task": ("BIGINT", "executor_task_id"),
+}
+
+
+def duckdb_floor(files: list[Path]) -> Sample:
+    """(d): DuckDB alone, `read_json` of the *.jsonlog files INSERTed into `events`."""
+    store = taskscope.open(":memory:")
+    columns = "{" + ", ".join(f"'{key}': '{sql_type}'" for key, (sql_type, _) in _FLOOR_COLUMNS.items()) + "}"
+    targets = ", ".join(column for _, column in _FLOOR_COLUMNS.values())
+    values = ", ".join(f'"{key}"' for key in _FLOOR_COLUMNS)
+    sql = f"""INSERT INTO events (source, file, {targets})
+              SELECT 'json', filename, {values}
+              FROM read_json(?, format='newline_delimited', filename=true, columns={columns})"""
+    try:
+        def run() -> tuple[int, None]:
+            store.con.execute(sql, [[str(f) for f in files]])
+            return int(store.con.execute("SELECT count(*) FROM events").fetchone()[0]), None
+
+        return timed(run)
     finally:
         store.close()
 
@@ -347,11 +389,13 @@ def measure(json_run: Path, text_run: Path, repeat: int, warmup: int) -> list[Se
         Series("a  taskscope ingest+relate, JSON run", "events"),
         Series("b  json.loads loop, same *.jsonlog", "events"),
         Series("c  taskscope ingest+relate, text run", "lines"),
+        Series("d  floor: DuckDB read_json -> events", "events"),
     ]
     actions = [
         lambda: taskscope_ingest(json_run, "events"),
         lambda: json_loads_loop(files),
         lambda: taskscope_ingest(text_run, "lines"),
+        lambda: duckdb_floor(files),
     ]
     for round_number in range(warmup + repeat):
         order = [(round_number + i) % len(actions) for i in range(len(actions))]
@@ -360,7 +404,7 @@ def measure(json_run: Path, text_run: Path, repeat: int, warmup: int) -> list[Se
             for index, sample in this_round.items():
                 series[index].samples.append(sample)
         kind = "warm-up" if round_number < warmup else f"round {round_number - warmup + 1}/{repeat}"
-        times = ", ".join(f"{'abc'[i]} {this_round[i].seconds:.3f}s" for i in order)
+        times = ", ".join(f"{'abcd'[i]} {this_round[i].seconds:.3f}s" for i in order)
         print(f"  {kind}: {times}", flush=True)
     return series
 
@@ -452,7 +496,7 @@ def verdict(ok: bool) -> str:
 
 
 def print_results(series: list[Series], json_events_anchor: int) -> None:
-    a, b, c = series
+    a, b, c, d = series
     print()
     print(f"{'measurement':40} {'items':>18} {'median s':>9} {'min s':>8} {'max s':>8} {'rate (median)':>22}")
     for s in series:
@@ -460,13 +504,22 @@ def print_results(series: list[Series], json_events_anchor: int) -> None:
         print(f"{s.label:40} {s.items:>11,} {s.unit:6} {s.median_seconds:9.3f} {min(times):8.3f} "
               f"{max(times):8.3f} {s.rate:>13,.0f} {s.unit}/s")
     ratio = a.rate / b.rate
-    print(f"\nratio a/b (taskscope JSON events/s over json.loads loop events/s): {ratio:.2f}x")
+    print(f"\nratio d/b (DuckDB's floor over the json.loads loop): {d.rate / b.rate:.2f}x; "
+          f"a is {a.rate / d.rate:.2f} of the floor")
+    print(f"ratio a/b (taskscope JSON events/s over json.loads loop events/s): {ratio:.2f}x")
     print(f"per CPU second (all threads; steadier when the machine is shared): a {a.cpu_rate:,.0f} events/s, "
           f"b {b.cpu_rate:,.0f} events/s, c {c.cpu_rate:,.0f} lines/s; ratio a/b {a.cpu_rate / b.cpu_rate:.2f}x")
     print("\ntargets:")
     print(f"  JSON  >= {TARGET_JSON_RATIO:.0f}x json.loads loop   {ratio:>10.2f}x          {verdict(ratio >= TARGET_JSON_RATIO)}")
     print(f"  JSON  >= {TARGET_JSON_RATE:,.0f} events/s  {a.rate:>10,.0f} events/s  {verdict(a.rate >= TARGET_JSON_RATE)}")
     print(f"  text  >= {TARGET_TEXT_RATE:,.0f} lines/s   {c.rate:>10,.0f} lines/s   {verdict(c.rate >= TARGET_TEXT_RATE)}")
+    print("\nStore.ingest (the CLI and Python API) also computes the dashboard digests of ended runs, "
+          "not timed above:")
+    for name, series_ in (("JSON", a), ("text", c)):
+        digest = statistics.median(x.digest_seconds for x in series_.samples)
+        total = series_.median_seconds + digest
+        print(f"  {name} run: digests {digest:.3f} s; ingest + relate + digests {total:.3f} s = "
+              f"{series_.items / total:,.0f} {series_.unit}/s")
     print_counts(a, c, json_events_anchor)
 
 
@@ -518,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, folder in (("JSON", json_run), ("text", runs["text"])):
         print(f"\n{name} run {folder}:")
         describe_run(folder)
-    print("\ntiming (alternating a, b, c; each round starts one later):")
+    print("\ntiming (alternating a, b, c, d; each round starts one later):")
     series = measure(json_run, runs["text"], args.repeat, args.warmup)
     print_results(series, series[1].items)
     if args.profile:

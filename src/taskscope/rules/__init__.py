@@ -15,7 +15,7 @@ from pathlib import Path
 
 from taskscope._sql import literal
 from taskscope.schema import EVENT_COLUMNS
-from taskscope.templates import template_sql
+from taskscope.templates import with_template_sql
 
 _COLUMN_TYPES = dict(EVENT_COLUMNS)
 # columns a rule may fill from a named group
@@ -131,10 +131,11 @@ def apply_rules_sql(rules: list[Rule], staged: str = "staged") -> str:
             attr_values.append(f"WHEN {number} THEN json_object({', '.join(extras)})")
 
     # per distinct line: the rule's event name, the columns it fills, its extra attrs
-    derived = [f"{rule_no} AS rule_no", f"{template_sql('first_line')} AS template_text"]
     names = " ".join(f"WHEN {n} THEN {literal(r.event)}" for n, r in enumerate(rules, start=1))
-    derived.append(f"CASE rule_no {names} END AS rule_event" if rules else "NULL AS rule_event")
-    derived.append(f"CASE rule_no {' '.join(attr_values)} END AS rule_attrs" if attr_values else "NULL AS rule_attrs")
+    derived = [
+        f"CASE rule_no {names} END AS rule_event" if rules else "NULL AS rule_event",
+        f"CASE rule_no {' '.join(attr_values)} END AS rule_attrs" if attr_values else "NULL AS rule_attrs",
+    ]
     filled = [name for name in RULE_COLUMNS if column_values[name]]
     derived += [f"CASE rule_no {' '.join(column_values[name])} END AS rule_{name}" for name in filled]
 
@@ -153,14 +154,14 @@ def apply_rules_sql(rules: list[Rule], staged: str = "staged") -> str:
             selected.append(f"coalesce(s.{name}, CASE WHEN s.event IS NULL THEN d.rule_{name} END) AS {name}")
         else:
             selected.append(f"s.{name}")
-    # the lateral derivation needs rule_no first, so it is computed in two steps
-    first_step = ", ".join(derived[:2])
-    second_step = ", ".join(derived[2:])
+    # the derivation needs rule_no first, so it is computed in two steps
+    numbered = with_template_sql(f"SELECT first_line, logger, {rule_no} AS rule_no FROM lines", "first_line",
+                                 "template_text")
     return f"""
         WITH s AS (SELECT *, split_part(coalesce(message, ''), chr(10), 1) AS first_line FROM {staged}),
         lines AS (SELECT DISTINCT first_line, logger FROM s),
-        numbered AS (SELECT first_line, logger, {first_step} FROM lines),
-        d AS (SELECT *, {second_step} FROM numbered)
+        numbered AS ({numbered}),
+        d AS (SELECT *, {', '.join(derived)} FROM numbered)
         SELECT {', '.join(selected)}
         FROM s LEFT JOIN d ON d.first_line = s.first_line AND d.logger IS NOT DISTINCT FROM s.logger
     """

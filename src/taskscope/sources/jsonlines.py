@@ -12,7 +12,7 @@ from taskscope._sql import scalar
 from taskscope.ingest.staging import insert_staged
 from taskscope.sources import StageContext, StageResult
 from taskscope.sources.json_fields import (
-    attrs_patch_sql,
+    attrs_patch,
     extract_columns_sql,
     parse_time_sql,
     ts_candidates_sql,
@@ -45,20 +45,17 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
         stamp_params,
     )
     # records that give the same keys to columns share one attrs patch, built once
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE json_patches AS
-        SELECT used_keys, {attrs_patch_sql()} AS patch FROM (
-            SELECT sample.used_keys, {extraction} AS v
-            FROM (SELECT used_keys, min(line) AS line FROM json_parsed WHERE ok AND ts IS NOT NULL GROUP BY used_keys) sample
-            JOIN json_parsed USING (line))"""
-    )
+    masks = [row[0] for row in con.execute(
+        "SELECT DISTINCT used_keys FROM json_parsed WHERE ok AND ts IS NOT NULL ORDER BY 1").fetchall()]
+    patch = f"CASE used_keys {' '.join('WHEN ? THEN ?' for _ in masks)} END" if masks else "NULL"
+    patch_params = [value for mask in masks for value in (mask, attrs_patch(mask))]
     names = ", ".join(columns)
     staged = insert_staged(
         con,
-        f"""SELECT ts, ? AS source, ? AS file, line, {names}, json_merge_patch(txt, patch) AS attrs,
+        f"""SELECT ts, ? AS source, ? AS file, line, {names}, json_merge_patch(txt, {patch}) AS attrs,
                    ?::INTEGER AS file_id
-            FROM json_parsed JOIN json_patches USING (used_keys) WHERE ok AND ts IS NOT NULL""",
-        [context.component, context.file, context.file_id],
+            FROM json_parsed WHERE ok AND ts IS NOT NULL""",
+        [context.component, context.file, *patch_params, context.file_id],
     )
     bad = scalar(
         con,
