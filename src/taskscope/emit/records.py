@@ -83,11 +83,21 @@ class RecordEncoder:
             # the common record, serialized straight from its attributes and joined to the
             # pre-serialized stamps: half the cost of building a new dict per record
             try:
-                body = orjson.dumps(fields, default=_safe_repr, option=_JSON_OPTIONS)
+                body = _dumps_plain_first(fields)
                 return b"".join((self.prefix, b'"message":', orjson.dumps(message), b",", body[1:]))
             except Exception:  # noqa: BLE001 - an int beyond 64 bits, odd keys...: the careful path
                 pass
         return dumps_event(event_of(fields, message, self.stamps))
+
+
+def _dumps_plain_first(fields: dict[str, Any]) -> bytes:
+    # orjson's options for keys that are not strings and for numpy values, and a `default`,
+    # cost ~0.5 µs a call: most records need none of them, so they are used only when the plain
+    # encoding refuses (orjson's error is a TypeError); raises what the careful encoding raises
+    try:
+        return _dumps(fields, option=_OPT_APPEND_NEWLINE)
+    except TypeError:
+        return _dumps(fields, default=_safe_repr, option=_JSON_OPTIONS)
 
 
 def event_of(fields: dict[str, Any], message: str, stamps: dict[str, Any]) -> dict[str, Any]:
@@ -297,14 +307,9 @@ def encode_moment(site: bytes, thread: bytes, msg: Any, args: Any,
     moment["msecs"] = float(ct % 1_000_000_000 // 1_000_000) + 0.0
     moment["relativeCreated"] = (ct - _start_ns) / 1e6
     try:
-        # orjson's options for keys that are not strings and numpy values cost ~0.5 µs a call:
-        # most records need neither, so they are used only when the plain encoding refuses
-        encoded = _dumps(moment, option=_OPT_APPEND_NEWLINE)
-    except TypeError:
-        try:
-            encoded = _dumps(moment, default=_safe_repr, option=_JSON_OPTIONS)
-        except Exception:  # noqa: BLE001 - an int beyond 64 bits, a lone surrogate...
-            return None, message
+        encoded = _dumps_plain_first(moment)
+    except Exception:  # noqa: BLE001 - an int beyond 64 bits, a lone surrogate...
+        return None, message
     return site + thread + encoded[1:], message
 
 
