@@ -12,7 +12,7 @@ start messages (one of 1000 pre-built datagrams, ~470 bytes) at 127.0.0.1:
   CPU time per datagram of the receiving process (all its threads; not the sender's), which
   depends less on what else the machine runs than the rates do.
 
-    .venv/bin/python benchmarks/usage_bench.py [--count 200000] [--rounds 3] [--ui] [--fast-bursts]
+    .venv/bin/python benchmarks/usage_bench.py [--count 200000] [--rounds 3] [--ui]
 
 With `--ui`, one more paced run with the dashboard served by the collector (as `usage collect
 --ui-port` does) while another process loads /usage and /api/usage over and over.
@@ -114,10 +114,10 @@ def query_pages(url: str, stop, loads) -> None:
             loads.value += 1
 
 
-def collector_run(count: int, rate: float | None, folder: Path, compress_bursts: bool = True,
+def collector_run(count: int, rate: float | None, folder: Path,
                   ui: bool = False) -> dict:
     store = folder / f"bench-{uuid.uuid4().hex[:8]}.duckdb"
-    collector = Collector(store, port=0, compress_bursts=compress_bursts)
+    collector = Collector(store, port=0)
     cpu_started = time.process_time()  # every thread of this process: receiver, writer, DuckDB's
     collector.start()
     if ui:  # `usage collect --ui-port`: the dashboard in the collector's process, queried throughout
@@ -150,8 +150,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--paced-rate", type=float, default=20_000)
     parser.add_argument("--paced-seconds", type=float, default=5)
-    parser.add_argument("--fast-bursts", action="store_true", help="the collector stores bursts uncompressed "
-                        "(`usage collect --fast-bursts`; by default it compresses them)")
     parser.add_argument("--ui", action="store_true", help="also a paced run with the dashboard served by the "
                         "collector (--ui-port) and loaded over and over by another process")
     args = parser.parse_args()
@@ -180,7 +178,7 @@ def main() -> None:
         ratios, bare_rates, collector_rates, cpu_ratios = [], [], [], []
         for number in range(1, args.rounds + 1):
             bare = bare_loop(args.count)
-            collected = collector_run(args.count, None, folder, not args.fast_bursts)
+            collected = collector_run(args.count, None, folder)
             bare_rate = bare["handled"] / bare["seconds"]
             collector_rate = collected["handled"] / collected["seconds"]
             bare_rates.append(bare_rate)

@@ -344,13 +344,10 @@ def test_fuzzed_datagrams_are_all_accounted_for(tmp_path, use_recvmmsg):
     store.close()
 
 
-@pytest.mark.parametrize("compress_bursts", [False, True])
-def test_a_burst_is_stored_whole_compressed_or_not(tmp_path, compress_bursts):
-    """While the writer is behind (datagrams arriving faster than it stores them), its commits
-    skip compression with compress_bursts=False; either way every datagram received is stored,
-    fields intact."""
-    burst = Collector(tmp_path / "usage.duckdb", port=0, commit_rows=300, commit_interval=5.0,
-                      compress_bursts=compress_bursts).start()
+def test_a_burst_is_stored_whole_with_its_text_compressed(tmp_path):
+    """While the writer is behind (datagrams arriving faster than it stores them) every datagram
+    received is stored, fields intact, and the messages' text is ZSTD-compressed on disk."""
+    burst = Collector(tmp_path / "usage.duckdb", port=0, commit_rows=300, commit_interval=5.0).start()
     messages = [protocol.start_message(f"burst-{n}", "mytool", "1.0", 2, "p", ["mytool.executors.X"], 1795300000 + n)
                 for n in range(3000)]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -359,10 +356,26 @@ def test_a_burst_is_stored_whole_compressed_or_not(tmp_path, compress_bursts):
     store = stop_and_open(burst)
     stats = burst.stats
     assert stats.received > 300 and stats.rejected == 0 and stats.parsed == stats.received
-    assert (stats.burst_commits > 0) != compress_bursts
     stored = {e["run_id"]: e["attrs"] for e in usage_events(store)}
     assert len(stored) == stats.received and all(stored[m["correlator"]] == m for m in messages if m["correlator"] in stored)
+    store.con.execute("CHECKPOINT")
+    methods = {row[0] for row in store.con.execute(
+        "SELECT compression FROM pragma_storage_info('events') WHERE column_name = 'attrs' AND segment_type <> 'VALIDITY'"
+    ).fetchall()}
+    assert methods == {"ZSTD"}
     store.close()
+
+
+def test_an_older_store_format_keeps_duckdbs_own_compression(tmp_path):
+    """ZSTD for text needs storage v1.2: on an older file forcing it would store text uncompressed."""
+    import duckdb
+    from taskscope.usage.collector import storage_compression
+
+    con = duckdb.connect()
+    con.execute(f"ATTACH '{tmp_path / 'old.duckdb'}' AS old (STORAGE_VERSION 'v0.10.2')")
+    con.execute("USE old")
+    assert storage_compression(con) == "auto"
+    assert storage_compression(duckdb.connect(str(tmp_path / "new.duckdb"))) == "zstd"
 
 
 def free_udp_port() -> int:

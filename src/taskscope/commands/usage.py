@@ -57,9 +57,6 @@ def collect(
     spool: Optional[Path] = typer.Option(None, "--spool", help="Spool folder (default: STORE.spool)."),
     max_bytes: int = typer.Option(protocol.MAX_DATAGRAM_BYTES, "--max-bytes", min=1,
                                   help="Datagrams larger than this are rejected as oversized."),
-    compress_bursts: bool = typer.Option(
-        True, "--compress-bursts/--fast-bursts", help="--fast-bursts: while the writer is behind, store "
-        "uncompressed (about 3.4x the disk space for those rows, a third less storing work)."),
     ui_port: Optional[int] = typer.Option(
         None, "--ui-port", min=0, max=65535, help="Also serve the web dashboard (/usage) on this TCP port, from "
         "this process: the store cannot be opened by `taskscope ui` while the collector writes it."),
@@ -95,7 +92,7 @@ def collect(
     ui_socket = _listen_for_dashboard(ui_host, ui_port) if ui_port is not None else None
     try:
         collector = Collector(store, host=host, port=port, spool_dir=spool, retention_days=retention_days,
-                              max_bytes=max_bytes, compress_bursts=compress_bursts)
+                              max_bytes=max_bytes)
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
     running.append(collector)
