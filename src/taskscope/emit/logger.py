@@ -34,7 +34,7 @@ from taskscope.emit import context
 from taskscope.emit.handler import WideEventHandler
 from taskscope.emit.records import (
     FAST_RECORDS_MATCH, STANDARD_ATTRIBUTES, caller_of, encode_moment, make_fast_record_factory,
-    record_fields, site_json, thread_json, SITE_CACHE, THREAD_CACHE, _process_name,
+    record_fields, site_json, thread_json,
 )
 
 _WIDE_HANDLE = WideEventHandler.handle
@@ -169,15 +169,8 @@ class WideEventLogger:
             # the caller: frame 0 is this, 1 debug/info/..., 2 the caller; stdlib's switch turns it off
             frame = sys._getframe(2) if logging._srcfile else None  # noqa: SLF001
             name = self.logger.name
-            # the cache hits of site_json and thread_json, inlined: a call costs ~0.1 µs, a tenth of the budget
-            code = frame.f_code if frame is not None else None
-            cached = SITE_CACHE.get((name, level, id(code), frame.f_lasti if frame is not None else -1))
-            site = cached[1] if cached is not None and cached[0] is code else site_json(name, level, frame)
-            thread = _current_thread()
-            cached = THREAD_CACHE.get(thread.ident)
-            if cached is None or cached[0] != thread.name or cached[1] != _process_name():
-                cached = (None, None, thread_json(thread))
-            body, message = encode_moment(site, cached[2], msg, args, extra)
+            thread = thread_json(_current_thread())
+            body, message = encode_moment(site_json(name, level, frame), thread, msg, args, extra)
         except Exception:  # noqa: BLE001 - an odd frame or args: stdlib decides, the caller sees what it would
             return self._stdlib_log(level, msg, args, exc_info, stack_info, stacklevel, extra)
         for handler in receivers:

@@ -296,11 +296,7 @@ def encode_moment(site: bytes, thread: bytes, msg: Any, args: Any,
     if args and len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
         args = args[0]
     moment = dict(extra) if extra else {}
-    try:  # formatted_message's common case, inlined
-        message = msg % args if args and type(msg) is str else formatted_message(msg, args)
-    except Exception:  # noqa: BLE001 - a bad format: formatted_message writes the note
-        message = formatted_message(msg, args)
-    moment["message"] = message
+    moment["message"] = message = formatted_message(msg, args)
     moment["msg"] = msg
     moment["args"] = args
     moment["created"] = ct / 1e9
