@@ -1,9 +1,10 @@
 """The self-hosted usage collector: UDP datagrams in, spooled, then parsed into the store.
 
 Two threads. The receiver (the thread that calls `serve_forever`) only receives (in batches,
-`taskscope.usage.receive`), timestamps and appends datagrams to the append-only spool (`taskscope.usage.spool`), one write per batch, then
-hands the batch on. The writer owns the DuckDB store: it classifies each batch in SQL (size,
-protocol byte, UTF-8, JSON object, correlator), inserts good messages into `events`
+`taskscope.usage.receive`), timestamps and appends datagrams to the append-only spool
+(`taskscope.usage.spool`), one write per batch, then hands the batch on. The writer owns the
+DuckDB store: it classifies each batch in SQL (size, protocol byte, UTF-8, JSON object,
+correlator), inserts good messages into `events`
 (`source = 'usage'`, `event = 'usage.start' | 'usage.end'`, `run_id` = correlator, `attrs` = the
 message) and the rest into `usage_rejected` with the reason, and records in `usage_spool` how far
 each spool segment has been parsed, all in one transaction. A restart replays whatever the spool
