@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import duckdb
 
 from taskscope._sql import literal, scalar
-from taskscope.ingest.staging import insert_staged
+from taskscope.ingest.insert import insert_events
 from taskscope.sources import StageContext, StageResult
 
 _LEVEL = r"(DEBUG|INFO|WARNING|ERROR|CRITICAL)"
@@ -139,7 +139,7 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
     if "created" in fmt.fields:
         learned = _learn_utc_offset(con)
     offset = learned if learned is not None else context.utc_offset_seconds
-    staged = insert_staged(con, _records_sql(fmt, context, offset), _record_params(context))
+    staged = insert_events(con, _records_sql(fmt, context, offset), _record_params(context), context.rules)
     return StageResult(events=staged, bad_lines=int(orphans), learned_utc_offset=learned)
 
 
