@@ -87,3 +87,28 @@ def test_a_file_read_in_many_chunks_gives_the_same_events(store, monkeypatch):
     multi_line = whole[whole.message.str.contains("\n", regex=False, na=False)]
     assert len(multi_line) > 0
     assert chunked.equals(whole), chunked.compare(whole).head()
+
+
+def test_files_ingested_one_at_a_time_get_the_same_ids_as_one_ingest(store, corpus_run):
+    """An ingest relates only the runs of the files it read. Read the executor logs first, the
+    DFK log (which names the run) last and monitoring.db after: every id must still arrive."""
+    import taskscope
+
+    store.ingest(corpus_run)
+    logs = sorted(
+        (path for path in (corpus_run / "000").rglob("*") if path.suffix in (".log", ".jsonlog")),
+        key=lambda path: (path.name.startswith("parsl."), str(path)),
+    )
+    assert logs[-1].name.startswith("parsl.") and len(logs) >= 5
+    columns = ("regexp_extract(file, '[^/]+$') AS base, line, run_id, task_id, try_id, app_name, executor_label, "
+               "executor_task_id, block_id, manager_id, worker_id, host, event")
+    query = f"SELECT {columns} FROM events WHERE source <> 'monitoring' ORDER BY base, line"
+    with taskscope.open(":memory:") as piecewise:
+        for path in logs:
+            piecewise.ingest(path)
+        before_monitoring = piecewise.sql("SELECT count(*) AS n FROM events WHERE task_id IS NOT NULL").n[0]
+        piecewise.ingest(corpus_run)  # the logs are unchanged: this reads monitoring.db
+        assert piecewise.sql(query).equals(store.sql(query))
+        links = "SELECT file_id IS NOT NULL AS f, line, run_id, executor_task_id, task_id, try_id FROM event_task_links ORDER BY line, executor_task_id"
+        assert piecewise.sql(links).equals(store.sql(links))
+    assert before_monitoring > 100

@@ -77,9 +77,8 @@ def ingest(
     offsets = _Offsets(utc_offset_seconds)
     con.execute("BEGIN TRANSACTION")
     try:
-        for item in inputs:
-            _ingest_one(con, item, report, offsets, rules, on_progress)
-        report.relate = relate(con)
+        read = [_ingest_one(con, item, report, offsets, rules, on_progress) for item in inputs]
+        report.relate = relate(con, [file_id for file_id in read if file_id is not None])
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -122,21 +121,22 @@ def _file_row(con: duckdb.DuckDBPyConnection, item: InputFile) -> tuple:
     return rows[0]
 
 
-def _ingest_one(con, item: InputFile, report: IngestReport, offsets: _Offsets, rules, on_progress) -> None:
+def _ingest_one(con, item: InputFile, report: IngestReport, offsets: _Offsets, rules, on_progress) -> int | None:
+    """Read what is new in `item`; returns its file_id if anything was read, else None."""
     file_id, old_size, bytes_read, lines_read, _, _ = _file_row(con, item)
     size = file_size(item.path)
     if item.source is None:
         report.files_skipped += 1
         con.execute("UPDATE ingested_files SET size = ?, note = ? WHERE file_id = ?", [size, item.note, file_id])
-        return
+        return None
     if size < 0:
         report.notes.append(f"{item.rel}: cannot be read")
-        return
+        return None
     # what `ingested_files.size` records: bytes, or for a monitoring.db a marker of any change
     seen_size = size if item.source != "monitoring_db" else _change_marker(item.path)
     if seen_size == old_size and (item.source == "monitoring_db" or size == bytes_read):
         report.files_unchanged += 1
-        return
+        return None
     if item.source != "monitoring_db" and size < bytes_read:
         report.notes.append(f"{item.rel}: file shrank (rotated or rewritten): read again from the start")
         _forget_file(con, file_id)
@@ -184,6 +184,7 @@ def _ingest_one(con, item: InputFile, report: IngestReport, offsets: _Offsets, r
     )
     if on_progress:
         on_progress(item, size, size)
+    return file_id
 
 
 def _stage_chunk(con, module, chunk, context: StageContext) -> StageResult:
