@@ -434,6 +434,58 @@ def test_collector_restart_loses_nothing(tmp_path):
         assert store.con.execute("SELECT count(DISTINCT (file, line)) FROM events").fetchall() == [(330,)]
 
 
+def test_a_store_with_the_older_progress_table_keeps_its_progress(tmp_path):
+    """Stores written before commits were recorded one row each had `usage_spool` as a table
+    (one row per segment, updated in place). The collector moves it to `usage_spool_commits`,
+    so it replays only what that table said was not yet stored."""
+    import duckdb
+
+    store_path = tmp_path / "usage.duckdb"
+    spool_dir = Path(str(store_path) + ".spool")
+    segment = SpoolWriter(spool_dir)
+    messages = [protocol.encode({"correlator": f"old-{i}", "tracking_level": 1}) for i in range(15)]
+    _, _, end_of_ten = segment.append([time.time()] * 10, messages[:10])
+    segment.append([time.time()] * 5, messages[10:])
+    segment.close()
+    with duckdb.connect(str(store_path)) as old:  # the older layout, as an older taskscope made it
+        old.execute("""CREATE TABLE usage_spool (segment VARCHAR PRIMARY KEY, bytes_parsed BIGINT,
+                       records_parsed BIGINT, parsed BIGINT, rejected BIGINT, updated_at DOUBLE)""")
+        old.execute("INSERT INTO usage_spool VALUES (?, ?, 10, 10, 0, 0)", [segment.segment, end_of_ten])
+
+    stats = Collector(store_path, port=0).start().stop()
+    assert stats.replayed == 5 and stats.parsed == 5
+    with taskscope.open(store_path, read_only=True) as store:
+        stored = sorted(row[0] for row in store.con.execute("SELECT run_id FROM events WHERE source = 'usage'").fetchall())
+        assert stored == [f"old-{i}" for i in range(10, 15)]
+        kind = store.con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = 'usage_spool'").fetchall()
+        assert kind == [("VIEW",)]
+        progress = store.con.execute(
+            "SELECT records_parsed, parsed FROM usage_spool WHERE segment = ?", [segment.segment]).fetchall()
+        assert progress == [(15, 15)]
+
+
+def test_two_writers_commit_in_spool_order(tmp_path):
+    """Writers insert side by side but commit in the order the batches were received: every
+    commit's records follow the previous commit's, with no gap, whatever finished first."""
+    collector = Collector(tmp_path / "usage.duckdb", port=0, commit_interval=0.05, writers=2).start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        # a big burst, a quiet spell (the receiver hands it off), a small one: one writer takes
+        # each, and the small one is inserted first
+        for burst in range(12):
+            for i in range(20000 if burst % 2 == 0 else 10):
+                sock.sendto(protocol.encode({"correlator": f"w-{burst}-{i}", "tracking_level": 1}), collector.address)
+            time.sleep(0.07 if burst % 2 == 0 else 0.5)
+    store = stop_and_open(collector)
+    commits = store.con.execute(
+        "SELECT segment, first_record, last_record, end_offset, parsed + rejected FROM usage_spool_commits "
+        "ORDER BY rowid").fetchall()
+    store.close()
+    assert len(commits) > 5  # several commits, so the order could have gone wrong
+    for (segment, first, last, end, count), (next_segment, next_first, _, next_end, _) in zip(commits, commits[1:]):
+        assert next_segment == segment and next_first == last + 1 and next_end > end
+    assert commits[0][1] == 1 and sum(c[4] for c in commits) == collector.stats.received > 0
+
+
 def test_retention_deletes_old_usage_and_spool(tmp_path):
     store_path = tmp_path / "usage.duckdb"
     spool_dir = Path(str(store_path) + ".spool")
