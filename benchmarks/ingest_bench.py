@@ -435,16 +435,16 @@ class TimingConnection:
 
 # statements outside relate, named by a fragment of their text
 _STATEMENT_MARKERS: tuple[tuple[str, str], ...] = (
-    ("LIMIT 0", "insert_events: describe select"),
+    ("LIMIT 0", "staging: describe select"),
+    ("template_text", "flush: rules + templates -> events"),
     ("json_parsed AS", "json: parse -> json_parsed"),
     ("json_valid(txt) OR", "json: bad_lines"),
-    ("FROM json_parsed", "json: json_parsed -> events (rules, templates)"),
+    ("FROM json_parsed", "json: json_parsed -> staged"),
     ("text_lines AS", "text: split records -> text_lines"),
-    ("FROM text_lines t LEFT JOIN", "text: text_lines -> events (rules, templates)"),
-    ("FROM mon_rows", "monitoring.db: rows -> events (rules, templates)"),
+    ("arg_min(h, line)", "text: records -> staged"),
     ("'invalid UTF-8'", "lines: undecodable -> bad_lines"),
     ("ORDER BY line LIMIT 200", "text: format sample"),
-    ("median(epoch(", "text: learn utc offset"),
+    ("median(epoch(strptime", "text: learn utc offset"),
 )
 
 

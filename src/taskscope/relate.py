@@ -179,6 +179,8 @@ def relate(con: duckdb.DuckDBPyConnection, files: list[int] | None = None) -> Re
     """
     report = RelateReport(changed={name: 0 for name in _STEPS})
     scope = None if files is None else _file_ids(con, _FILES_OF_DIRS, set(files))
+    if scope is not None and len(scope) >= int(scalar(con, "SELECT count(*) FROM ingested_files")):
+        scope = None  # every file (a first ingest): the filters would only cost
     for round_number in range(1, MAX_ROUNDS + 1):
         where = _scope_sql(scope)
         con.execute(_RUN_DIRS.format(**where))

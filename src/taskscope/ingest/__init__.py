@@ -1,5 +1,5 @@
 """Ingest: files in, events out. Discover inputs, read only what is new, let each source
-turn its records into events (named by the rules on the way in), then relate ids.
+stage its records, name them with the rules, move them to `events`, then relate ids.
 
 Everything one call does happens in one transaction, so an interrupted ingest leaves the
 store as it was (and the next ingest reads the same lines again).
@@ -18,9 +18,14 @@ import duckdb
 from taskscope._sql import scalar
 from taskscope.ingest.discover import InputFile, discover
 from taskscope.ingest.lines import bad_lines_sql, file_size, read_new_lines, usable_lines_sql
+from taskscope.ingest.staging import STAGED, create_staging
 from taskscope.relate import RelateReport, relate
-from taskscope.rules import Rule, load_rules
+from taskscope.rules import Rule, apply_rules_sql, load_rules
+from taskscope.schema import EVENT_COLUMN_NAMES
 from taskscope.sources import StageContext, StageResult
+
+#: staged rows are moved to `events` once there are this many, to bound memory
+FLUSH_ROWS = 2_000_000
 
 ProgressCallback = Callable[[InputFile, int, int], None]
 
@@ -77,7 +82,9 @@ def ingest(
     offsets = _Offsets(utc_offset_seconds)
     con.execute("BEGIN TRANSACTION")
     try:
+        create_staging(con)
         read = [_ingest_one(con, item, report, offsets, rules, on_progress) for item in inputs]
+        _flush(con, rules)
         report.relate = relate(con, [file_id for file_id in read if file_id is not None])
         con.execute("COMMIT")
     except BaseException:
@@ -143,13 +150,14 @@ def _ingest_one(con, item: InputFile, report: IngestReport, offsets: _Offsets, r
         bytes_read = lines_read = 0
     context = StageContext(
         file_id=file_id, file=item.rel, path=item.path, component=item.component, stamps=item.stamps,
-        lines_before=lines_read, utc_offset_seconds=offsets.for_item(item), rules=rules,
+        lines_before=lines_read, utc_offset_seconds=offsets.for_item(item),
     )
     module = import_module(f"taskscope.sources.{item.source}")
     events = bad = 0
     note = None
     if item.source == "monitoring_db":
         _forget_file(con, file_id)
+        _flush(con, rules)
         result = module.stage_file(con, context)
         events, note = result.events, result.note
         bytes_read = seen_size
@@ -168,6 +176,8 @@ def _ingest_one(con, item: InputFile, report: IngestReport, offsets: _Offsets, r
             report.lines += chunk.n_lines
             if on_progress:
                 on_progress(item, bytes_read, size)
+            if _staged_rows(con) >= FLUSH_ROWS:
+                _flush(con, rules)
     pending = max(0, size - bytes_read) if item.source != "monitoring_db" else 0
     report.partial_lines += 1 if pending else 0
     report.files_read += 1
@@ -217,6 +227,17 @@ def _stage_chunk(con, module, chunk, context: StageContext) -> StageResult:
         con.execute("DROP TABLE chunk_text")
     result.bad_lines += int(undecodable) + len(chunk.overlong)
     return result
+
+
+def _staged_rows(con) -> int:
+    return int(scalar(con, f"SELECT count(*) FROM {STAGED}"))
+
+
+def _flush(con, rules: list[Rule]) -> None:
+    """Name the staged records with the rules and move them to `events`."""
+    columns = ", ".join(EVENT_COLUMN_NAMES)
+    con.execute(f"INSERT INTO events ({columns}) {apply_rules_sql(rules, STAGED)}")
+    con.execute(f"DELETE FROM {STAGED}")
 
 
 def _forget_file(con, file_id: int) -> None:

@@ -4,7 +4,7 @@ A line-oriented source exposes ``stage_lines(con, table_name, context) -> StageR
 which reads the new lines of a file from the relation `table_name` (columns `line`, the
 1-based line number, and `txt`, the decoded line without its ending; lines that cannot be
 decoded are already in bad_lines, see `taskscope.ingest.lines`) and inserts its records
-into `events` with `taskscope.ingest.insert.insert_events` (which applies the rules).
+into the staging table.
 A whole-file source (monitoring.db) exposes ``stage_file(con, context) -> StageResult``.
 """
 
@@ -25,7 +25,6 @@ class StageContext:
     lines_before: int = 0  # lines of this file already ingested
     utc_offset_seconds: float = 0.0  # for formats that log naive local time
     progress: dict = field(default_factory=dict)  # per-source resume state (monitoring.db rowids)
-    rules: list = field(default_factory=list)  # taskscope.rules.Rule: what names the records
 
 
 @dataclass

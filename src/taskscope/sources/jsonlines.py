@@ -9,7 +9,7 @@ from __future__ import annotations
 import duckdb
 
 from taskscope._sql import scalar
-from taskscope.ingest.insert import insert_events
+from taskscope.ingest.staging import insert_staged
 from taskscope.sources import StageContext, StageResult
 from taskscope.sources.json_fields import (
     attrs_patch,
@@ -50,13 +50,12 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
     patch = f"CASE used_keys {' '.join('WHEN ? THEN ?' for _ in masks)} END" if masks else "NULL"
     patch_params = [value for mask in masks for value in (mask, attrs_patch(mask))]
     names = ", ".join(columns)
-    staged = insert_events(
+    staged = insert_staged(
         con,
         f"""SELECT ts, ? AS source, ? AS file, line, {names}, json_merge_patch(txt, {patch}) AS attrs,
                    ?::INTEGER AS file_id
             FROM json_parsed WHERE ok AND ts IS NOT NULL""",
         [context.component, context.file, *patch_params, context.file_id],
-        context.rules,
     )
     bad = scalar(
         con,

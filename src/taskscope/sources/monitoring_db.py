@@ -16,7 +16,7 @@ import sqlite3
 import duckdb
 import pandas as pd
 
-from taskscope.ingest.insert import insert_events
+from taskscope.ingest.staging import insert_staged
 from taskscope.sources import StageContext, StageResult
 
 TABLES = ("workflow", "task", "try", "status", "resource", "node", "block")
@@ -123,12 +123,11 @@ def _stage_table(con: duckdb.DuckDBPyConnection, table: str, rows: pd.DataFrame,
         psutil = [c for c in rows.columns if c.startswith("psutil_") or c == "resource_monitoring_interval"]
         psutil_attrs = "json_object(" + ", ".join(f"'{c}', \"{c}\"" for c in psutil) + ")"
         select = _SELECTS[table].replace("$offset", "$3").replace("$psutil_attrs", psutil_attrs)
-        return insert_events(
+        return insert_staged(
             con,
             f"""SELECT *, 'monitoring' AS source, $1 || '#{table}' AS file, $2::INTEGER AS file_id
                 FROM ({select}) WHERE ts IS NOT NULL""",
             [context.file, context.file_id, context.utc_offset_seconds],
-            context.rules,
         )
     finally:
         con.unregister("mon_rows")

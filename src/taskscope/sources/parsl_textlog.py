@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import duckdb
 
 from taskscope._sql import literal, scalar
-from taskscope.ingest.insert import insert_events
+from taskscope.ingest.staging import STAGED, insert_staged
 from taskscope.sources import StageContext, StageResult
 
 _LEVEL = r"(DEBUG|INFO|WARNING|ERROR|CRITICAL)"
@@ -139,7 +139,7 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
     if "created" in fmt.fields:
         learned = _learn_utc_offset(con)
     offset = learned if learned is not None else context.utc_offset_seconds
-    staged = insert_events(con, _records_sql(fmt, context, offset), _record_params(context), context.rules)
+    staged = insert_staged(con, _records_sql(fmt, context, offset), _record_params(context))
     return StageResult(events=staged, bad_lines=int(orphans), learned_utc_offset=learned)
 
 
@@ -193,17 +193,23 @@ def _headers_sql(fmt: TextFormat, lines_sql: str) -> str:
 
 
 def _continue_previous_event(con: duckdb.DuckDBPyConnection, context: StageContext) -> bool:
-    """Append lines that continue a record from the previous ingest to that record's event."""
+    """Append lines that continue a record read before (an earlier ingest, or the previous
+    chunk of a big file) to that record's event."""
     if context.lines_before == 0:
         return False
     tail = scalar(con, "SELECT string_agg(txt, chr(10) ORDER BY line) FROM text_lines WHERE record = 0")
     if tail is None:
         return True
-    con.execute(
-        """UPDATE events SET message = message || chr(10) || ?
-           WHERE file_id = ? AND line = (SELECT max(line) FROM events WHERE file_id = ?)""",
-        [tail, context.file_id, context.file_id],
-    )
+    # the previous chunk's records are still staged; an earlier ingest's are in events
+    for table in (STAGED, "events"):
+        updated = scalar(
+            con,
+            f"""UPDATE {table} SET message = message || chr(10) || ?
+                WHERE file_id = ? AND line = (SELECT max(line) FROM {table} WHERE file_id = ?)""",
+            [tail, context.file_id, context.file_id],
+        )
+        if updated:
+            break
     return True
 
 

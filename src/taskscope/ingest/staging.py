@@ -1,0 +1,35 @@
+"""The staging table: where sources put parsed records before rules and templates run.
+
+Every source turns its input into rows of `staged` (the `events` columns, with `event` and
+`template` usually still empty); `taskscope.rules` then names the events and fills ids
+from message text, and the rows move to `events` in one INSERT.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from taskscope._sql import scalar
+from taskscope.schema import EVENT_COLUMNS, EVENT_COLUMN_NAMES
+
+STAGED = "staged"
+
+
+def create_staging(con: duckdb.DuckDBPyConnection) -> None:
+    """(Re)create the empty temporary staging table."""
+    columns = ", ".join(f"{name} {sql_type}" for name, sql_type in EVENT_COLUMNS)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {STAGED} ({columns})")
+
+
+def insert_staged(con: duckdb.DuckDBPyConnection, select_sql: str, params: list | None = None) -> int:
+    """Insert the rows of `select_sql` (which names some of the event columns) into staging.
+
+    Columns the SELECT does not produce stay NULL. Returns the number of rows inserted.
+    """
+    cursor = con.execute(f"SELECT * FROM ({select_sql}) LIMIT 0", params or [])
+    produced = [d[0] for d in cursor.description]
+    unknown = set(produced) - set(EVENT_COLUMN_NAMES)
+    if unknown:
+        raise ValueError(f"staging select produces unknown columns {sorted(unknown)}")
+    names = ", ".join(produced)
+    return int(scalar(con, f"INSERT INTO {STAGED} ({names}) SELECT {names} FROM ({select_sql})", params))
