@@ -126,8 +126,9 @@ WHERE event = 'task.launched' AND executor_task_id IS NOT NULL AND run_id IS NOT
 # A scoped relate (see `relate`) works on the files of the run folders read (and on files read
 # outside any run folder), then also on every file holding events of the runs those files' events
 # belong to (a monitoring.db holds rows of many runs; a run's logs may have come in an earlier
-# ingest). The scope is written into the SQL as a list of integer file ids: DuckDB applies such a
-# filter during the scan and skips the row groups of other files; as a join it read every event.
+# ingest). The scope is written into the SQL as a list of integer file ids (numbers taskscope
+# made, not input text), a filter DuckDB can apply while it scans, skipping row groups whose
+# file ids are all outside it; a semi-join to a table of ids gives it no such chance.
 _FILES_OF_DIRS = """
 SELECT file_id FROM ingested_files
 WHERE list_contains($files, file_id)
