@@ -209,8 +209,9 @@ class _Batch:
 class Collector:
     """Receives usage datagrams on `host:port` (port 0: any free port) into the store at `store`.
 
-    `spool` defaults to the folder `<store>.spool`. The writer commits every `commit_interval`
-    seconds, or sooner once `commit_rows` datagrams wait; what it stores is compressed with ZSTD
+    `spool` defaults to the folder `<store>.spool`. `writers` threads (two by default) store what
+    arrives, committing in the order received, at least every `commit_interval` seconds or once
+    `commit_rows` datagrams wait; what they store is compressed with ZSTD
     where the store's format has it (`storage_compression`). With `retention_days`, events,
     rejected datagrams and fully parsed spool segments older than that are deleted (at start,
     then hourly). `use_recvmmsg=False` reads one datagram per system call even where recvmmsg
