@@ -83,7 +83,8 @@ def ingest(
     con.execute("BEGIN TRANSACTION")
     try:
         create_staging(con)
-        read = [_ingest_one(con, item, report, offsets, rules, on_progress) for item in inputs]
+        known = _known_files(con)
+        read = [_ingest_one(con, item, known, report, offsets, rules, on_progress) for item in inputs]
         _flush(con, rules)
         report.relate = relate(con, [file_id for file_id in read if file_id is not None])
         con.execute("COMMIT")
@@ -113,28 +114,36 @@ class _Offsets:
         self.last_learned = offset
 
 
-def _file_row(con: duckdb.DuckDBPyConnection, item: InputFile) -> tuple:
+_FILE_COLUMNS = "file_id, size, bytes_read, lines_read, pending_bytes, note"
+
+
+def _known_files(con: duckdb.DuckDBPyConnection) -> dict[str, tuple]:
+    """path -> (file_id, size, bytes_read, lines_read, pending_bytes, note) of every file seen
+    before: read in one query, since a live folder is ingested every few seconds and one query
+    per file cost ~1 ms each (0.29 s for the 237 files of 17 runs)."""
+    return {row[0]: row[1:] for row in con.execute(f"SELECT path, {_FILE_COLUMNS} FROM ingested_files").fetchall()}
+
+
+def _file_row(con: duckdb.DuckDBPyConnection, item: InputFile, known: dict[str, tuple]) -> tuple:
+    if item.path in known:
+        return known[item.path]
     # fetchall, not fetchone: DuckDB keeps a half-read result open, which blocks register()
-    rows = con.execute(
-        "SELECT file_id, size, bytes_read, lines_read, pending_bytes, note FROM ingested_files WHERE path = ?",
-        [item.path],
-    ).fetchall()
-    if not rows:
-        rows = con.execute(
-            """INSERT INTO ingested_files (path, file, source, run_dir) VALUES (?, ?, ?, ?)
-               RETURNING file_id, size, bytes_read, lines_read, pending_bytes, note""",
-            [item.path, item.rel, item.source, item.run_dir],
-        ).fetchall()
-    return rows[0]
+    return con.execute(
+        f"""INSERT INTO ingested_files (path, file, source, run_dir) VALUES (?, ?, ?, ?)
+            RETURNING {_FILE_COLUMNS}""",
+        [item.path, item.rel, item.source, item.run_dir],
+    ).fetchall()[0]
 
 
-def _ingest_one(con, item: InputFile, report: IngestReport, offsets: _Offsets, rules, on_progress) -> int | None:
+def _ingest_one(con, item: InputFile, known: dict[str, tuple], report: IngestReport, offsets: _Offsets, rules,
+                on_progress) -> int | None:
     """Read what is new in `item`; returns its file_id if anything was read, else None."""
-    file_id, old_size, bytes_read, lines_read, _, _ = _file_row(con, item)
+    file_id, old_size, bytes_read, lines_read, _, old_note = _file_row(con, item, known)
     size = file_size(item.path)
     if item.source is None:
         report.files_skipped += 1
-        con.execute("UPDATE ingested_files SET size = ?, note = ? WHERE file_id = ?", [size, item.note, file_id])
+        if (size, item.note) != (old_size, old_note):
+            con.execute("UPDATE ingested_files SET size = ?, note = ? WHERE file_id = ?", [size, item.note, file_id])
         return None
     if size < 0:
         report.notes.append(f"{item.rel}: cannot be read")
