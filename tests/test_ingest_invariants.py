@@ -112,3 +112,18 @@ def test_files_ingested_one_at_a_time_get_the_same_ids_as_one_ingest(store, corp
         links = "SELECT file_id IS NOT NULL AS f, line, run_id, executor_task_id, task_id, try_id FROM event_task_links ORDER BY line, executor_task_id"
         assert piecewise.sql(links).equals(store.sql(links))
     assert before_monitoring > 100
+
+
+def test_overlapping_paths_read_each_file_once(store):
+    """`taskscope ingest runinfo/ runinfo/000 runinfo/000/parsl.log`: each file once, named as the
+    first path given names it."""
+    import taskscope
+
+    run = corpus_path("parsl-mixed-textlog")
+    report = store.ingest(run, run / "000", run / "000" / "parsl.log")
+    query = "SELECT file, line, event, task_id FROM events ORDER BY file, line"
+    with taskscope.open(":memory:") as once:
+        once.ingest(run)
+        assert store.sql(query).equals(once.sql(query))
+    assert report.files_unchanged == 0 and report.files_read == store.sql(
+        "SELECT count(*) AS n FROM ingested_files WHERE source IS NOT NULL").n[0]
