@@ -75,7 +75,6 @@ def ingest(
     >>> report = ingest(con, ["runinfo/"])  # doctest: +SKIP
     """
     inputs, missing = discover(paths)
-    inputs = list({item.path: item for item in reversed(inputs)}.values())[::-1]  # overlapping paths: once each
     if missing:
         raise MissingInputError(f"no such file or folder: {', '.join(missing)}")
     rules = load_rules() if rules is None else rules

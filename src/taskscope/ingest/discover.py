@@ -41,7 +41,8 @@ def discover(paths: list[str]) -> tuple[list[InputFile], list[str]]:
     """Classify every file under `paths`. Returns (inputs, missing paths).
 
     Inputs come in the order they should be read: logs with epoch timestamps first (they
-    teach the run's UTC offset to the formats with local times), monitoring.db last.
+    teach the run's UTC offset to the formats with local times), monitoring.db last. A file
+    under two of the paths (a folder and a file in it) comes once, named as the first names it.
 
     >>> inputs, missing = discover(["runinfo/"])
     """
@@ -61,8 +62,9 @@ def discover(paths: list[str]) -> tuple[list[InputFile], list[str]]:
             for name in sorted(filenames):
                 full = Path(dirpath, name)
                 found.append(classify(full.resolve(), str(full.relative_to(root))))
-    found.sort(key=_read_order)
-    return found, missing
+    once = list({item.path: item for item in reversed(found)}.values())  # the first of each path wins
+    once.sort(key=_read_order)
+    return once, missing
 
 
 def _read_order(item: InputFile) -> tuple[int, str]:
