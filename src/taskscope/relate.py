@@ -35,7 +35,7 @@ MAX_ROUNDS = 10
 _RUN_DIRS = """
 INSERT OR REPLACE INTO run_dirs (run_dir, run_id)
 SELECT f.run_dir, arg_max(e.run_id, e.ts) FROM events e JOIN ingested_files f USING (file_id)
-WHERE e.run_id IS NOT NULL AND f.run_dir IS NOT NULL AND e.source <> 'monitoring' AND {dirs}
+WHERE e.run_id IS NOT NULL AND f.run_dir IS NOT NULL AND e.source <> 'monitoring' AND {files}
 GROUP BY f.run_dir
 """
 
@@ -57,7 +57,7 @@ def _fill_from_manager(column: str) -> str:
 _SNAPSHOT_BINDINGS = "CREATE OR REPLACE TEMP TABLE bindings_now AS SELECT * FROM bindings;"
 
 # Each step is a template: {scope} is a condition on the columns of `events` (unaliased) that
-# keeps the step to the events in scope (see `relate`); {files} does the same for ingested files.
+# keeps the step to the events in scope (see `relate`); {files} does the same for `ingested_files f`.
 _STEPS: dict[str, str] = {
     "run_id": """
         UPDATE events SET run_id = r.run_id
@@ -141,12 +141,11 @@ SELECT DISTINCT file_id FROM events WHERE run_id IN (
 
 
 def _scope_sql(file_ids: set[int] | None) -> dict[str, str]:
-    """The conditions the steps' {scope}, {files} and {dirs} placeholders take."""
+    """The conditions the steps' {scope} and {files} placeholders take."""
     if file_ids is None:
-        return {"scope": "TRUE", "files": "TRUE", "dirs": "TRUE"}
+        return {"scope": "TRUE", "files": "TRUE"}
     listed = ", ".join(str(int(file_id)) for file_id in sorted(file_ids)) or "NULL"
-    return {"scope": f"events.file_id IN ({listed})", "files": f"f.file_id IN ({listed})",
-            "dirs": f"f.file_id IN ({listed})"}
+    return {"scope": f"events.file_id IN ({listed})", "files": f"f.file_id IN ({listed})"}
 
 
 def _file_ids(con: duckdb.DuckDBPyConnection, sql: str, file_ids: set[int]) -> set[int]:
