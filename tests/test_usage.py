@@ -25,6 +25,7 @@ import taskscope
 from taskscope.usage import UsageTracker, protocol, queries
 from taskscope.usage.collector import Collector, stored_counts
 from taskscope.usage.spool import SpoolWriter
+from taskscope.usage.spool import record as spool_record
 
 PROJECT = "taskscope-usage-test"
 
@@ -417,7 +418,7 @@ def test_collector_restart_loses_nothing(tmp_path):
     # a collector killed after spooling but before storing: its segment is on disk, not in the store
     crashed = SpoolWriter(Path(str(store_path) + ".spool"))
     orphans = [protocol.encode({"correlator": f"orphan-{i}", "tracking_level": 2}) for i in range(30)]
-    crashed.append([time.time()] * len(orphans), orphans)
+    crashed.write([spool_record(time.time(), orphan) for orphan in orphans])
     crashed.file.write(b"\x00\x01")  # and the first bytes of a record it never finished
     crashed.close()
 
@@ -444,8 +445,8 @@ def test_a_store_with_the_older_progress_table_keeps_its_progress(tmp_path):
     spool_dir = Path(str(store_path) + ".spool")
     segment = SpoolWriter(spool_dir)
     messages = [protocol.encode({"correlator": f"old-{i}", "tracking_level": 1}) for i in range(15)]
-    _, _, end_of_ten = segment.append([time.time()] * 10, messages[:10])
-    segment.append([time.time()] * 5, messages[10:])
+    _, _, _, end_of_ten = segment.write([spool_record(time.time(), message) for message in messages[:10]])
+    segment.write([spool_record(time.time(), message) for message in messages[10:]])
     segment.close()
     with duckdb.connect(str(store_path)) as old:  # the older layout, as an older taskscope made it
         old.execute("""CREATE TABLE usage_spool (segment VARCHAR PRIMARY KEY, bytes_parsed BIGINT,
@@ -484,6 +485,79 @@ def test_two_writers_commit_in_spool_order(tmp_path):
     for (segment, first, last, end, count), (next_segment, next_first, _, next_end, _) in zip(commits, commits[1:]):
         assert next_segment == segment and next_first == last + 1 and next_end > end
     assert commits[0][1] == 1 and sum(c[4] for c in commits) == collector.stats.received > 0
+
+
+def test_a_burst_across_many_spool_segments_is_stored_whole(tmp_path):
+    """Segments roll over past ~20 KB (checked before each write) during a burst: each batch the receiver hands on lies in one
+    segment, every datagram is stored once, and each segment is recorded as stored to its end."""
+    collector = Collector(tmp_path / "usage.duckdb", port=0, commit_interval=0.05)
+    collector.spool = SpoolWriter(collector.spool_dir, max_bytes=20_000)  # before anything is received
+    collector.start()
+    sent = [protocol.encode({"correlator": f"seg-{i}", "tracking_level": 1, "pad": "x" * 300}) for i in range(3000)]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for number, datagram in enumerate(sent):
+            sock.sendto(datagram, collector.address)
+            if number % 100 == 0:  # ~100 per receive call: each call's write (~37 KB) starts a new segment
+                time.sleep(0.01)
+    store = stop_and_open(collector)
+    stats = collector.stats
+    stored = [row[0] for row in store.con.execute(
+        "SELECT run_id FROM events WHERE source = 'usage' ORDER BY file, line").fetchall()]
+    progress = store.con.execute("SELECT segment, bytes_parsed, records_parsed FROM usage_spool").fetchall()
+    store.close()
+    assert stats.received == len(stored) == len(set(stored)) == stats.parsed > 1000 and stats.rejected == 0
+    assert set(stored) <= {f"seg-{i}" for i in range(3000)}
+    segment_files = {path.name: path.stat().st_size for path in collector.spool_dir.glob("*.spool")}
+    assert len(progress) > 10  # the burst did span many segments
+    for segment, bytes_parsed, records in progress:
+        assert bytes_parsed == segment_files[segment] and records > 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="niceness per thread is Linux's")
+def test_storing_yields_the_cpu_to_receiving(tmp_path):
+    """The writers and DuckDB's threads run at a lower priority than the receiver, which keeps the
+    niceness of the thread that started the collector."""
+    from taskscope.usage.collector import WRITER_NICENESS
+
+    started_at = os.getpriority(os.PRIO_PROCESS, 0)
+    collector = Collector(tmp_path / "usage.duckdb", port=0).start()
+    try:
+        assert wait_until(lambda: all(writer.native_id for writer in collector._writers))
+        time.sleep(0.2)  # each writer lowers its own priority as it starts
+        niceness = {int(task): os.getpriority(os.PRIO_PROCESS, int(task)) for task in os.listdir("/proc/self/task")}
+        writers = {writer.native_id for writer in collector._writers}
+        assert {niceness[thread] for thread in writers} == {max(started_at, WRITER_NICENESS)}
+        assert niceness[collector._receiver.native_id] == started_at
+        assert os.getpriority(os.PRIO_PROCESS, 0) == started_at  # this thread is untouched
+        # DuckDB's worker threads, started when the store was opened, took the lower priority too
+        duckdb_workers = [task for task, nice in niceness.items()
+                          if task not in writers and task != collector._receiver.native_id and nice != started_at]
+        assert duckdb_workers
+    finally:
+        collector.stop()
+
+
+def test_spool_records_read_back_whole_and_checked(tmp_path):
+    """What the writers read back from the spool is what was written; lengths that disagree with
+    the records' headers are an error, not silently shifted payloads."""
+    import numpy as np
+    from taskscope.usage.spool import read_records
+
+    rng = random.Random(11)
+    payloads = [b"", b"1{}", rng.randbytes(65507)] + [rng.randbytes(rng.randrange(0, 2000)) for _ in range(2000)]
+    writer = SpoolWriter(tmp_path)
+    times = [1_700_000_000.0 + number / 7 for number in range(len(payloads))]
+    segment, first, start, end = writer.write([spool_record(ts, payload) for ts, payload in zip(times, payloads)])
+    assert (first, start) == (1, len(b"TSUSPOOL1\n"))
+    lengths = np.array([len(payload) for payload in payloads], dtype=np.uint32)
+    read_times, read_payloads = read_records(tmp_path / segment, start, end, lengths)
+    assert read_times.tolist() == times and read_payloads.to_pylist() == payloads
+    wrong = lengths.copy()
+    wrong[[1, 2]] = wrong[[2, 1]]  # same total, shifted boundaries
+    with pytest.raises(ValueError, match="do not match"):
+        read_records(tmp_path / segment, start, end, wrong)
+    with pytest.raises(ValueError, match="records need"):
+        read_records(tmp_path / segment, start, end - 1, lengths)
 
 
 def test_retention_deletes_old_usage_and_spool(tmp_path):

@@ -12,17 +12,24 @@ import time
 import pytest
 
 from taskscope.usage.collector import Collector
+from taskscope.usage import spool
 from taskscope.usage.receive import batch_receiver
 
 
 def read_all(receive) -> list[list[bytes]]:
-    """Every batch `receive` returns until nothing waits."""
+    """The payloads of every batch `receive` returns until nothing waits; each record's header
+    must hold its payload's length and a receive time of this second."""
     batches = []
     while True:
         try:
-            batches.append(receive())
+            received = receive()
         except BlockingIOError:
             return batches
+        payloads = received.payloads()
+        headers = [spool.HEADER.unpack(bytes(record[:spool.HEADER.size])) for record in received.records]
+        assert [length for _, length in headers] == [len(payload) for payload in payloads] == received.lengths.tolist()
+        assert all(abs(ts - time.time()) < 60 and ts == received.stamp for ts, _ in headers)
+        batches.append(payloads)
 
 
 @pytest.mark.parametrize("use_recvmmsg", [True, False], ids=["recvmmsg", "recv"])

@@ -1,9 +1,12 @@
 """The self-hosted usage collector: UDP datagrams in, spooled, then parsed into the store.
 
 The receiver (the thread that calls `serve_forever`) only receives (in batches,
-`taskscope.usage.receive`), timestamps and appends datagrams to the append-only spool
-(`taskscope.usage.spool`), one write per batch, then hands the batch on. Writers (two threads by
-default, each with its own DuckDB connection) store them: each classifies a batch in SQL (size,
+`taskscope.usage.receive`, which lays datagrams out as spool records with their receive time)
+and appends them to the append-only spool (`taskscope.usage.spool`), one `writev` per batch,
+then hands on where they lie in it. It keeps the caller's scheduling priority while everything
+else runs at a lower one (`WRITER_NICENESS`): a datagram not read in time is lost, storing can
+wait. Writers (two threads by default, each with its own DuckDB connection) read the records
+back from the spool, as a restart does, and store them: each classifies a batch in SQL (size,
 protocol byte, UTF-8, JSON object, correlator), inserts good messages into `events`
 (`source = 'usage'`, `event = 'usage.start' | 'usage.end'`, `run_id` = correlator, `attrs` = the
 message) and the rest into `usage_rejected` with the reason, and records the batch in
@@ -21,10 +24,12 @@ The sender's address is never read (`recvmmsg` without a name buffer, or `recv`)
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import re
 import select
 import socket
+import sys
 from collections import Counter
 import threading
 import time
@@ -85,6 +90,8 @@ DROP TABLE usage_spool;
 #: threads storing batches, each with its own connection: inserting is most of the collector's
 #: work, and two inserts run side by side at twice the rate of one on two cores
 WRITERS = 2
+#: niceness of the writers and of DuckDB's threads (the receiver keeps the caller's)
+WRITER_NICENESS = 10
 
 # One row per datagram of `{source}` with the reason it is rejected (NULL when it is a usage
 # message). Checks run in the order of protocol.decode, each only on rows that passed the earlier ones.
@@ -197,13 +204,45 @@ class CollectorStats:
 
 @dataclass
 class _Batch:
+    """Records `first_record`.. of a spool segment, lying between byte offsets `start_offset`
+    and `end_offset`; `lengths` are their payloads' lengths. The writers read them from the
+    spool (`spool.read_records`), as a restart replays them."""
+
     segment: str
     first_record: int
+    start_offset: int
     end_offset: int
-    times: list[float]
-    payloads: list[bytes]
+    lengths: np.ndarray
     #: handed off because nothing more arrived for HAND_OFF_SECONDS: commit without waiting for more
     quiet: bool = True
+    first_received_at: float = 0.0
+    last_received_at: float = 0.0
+
+    @property
+    def count(self) -> int:
+        return len(self.lengths)
+
+
+class _Spooled:
+    """What the receiver has spooled since its last hand-off: contiguous records of one segment."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.segment = ""
+        self._lengths: list[np.ndarray] = []
+
+    def add(self, segment: str, first: int, start: int, end: int, received) -> None:
+        if not self.count:
+            self.segment, self.first, self.start, self.first_at = segment, first, start, received.stamp
+        self.end, self.last_at = end, received.stamp
+        self._lengths.append(received.lengths)
+        self.count += len(received)
+
+    def take(self, quiet: bool) -> _Batch:
+        lengths = np.concatenate(self._lengths)
+        batch = _Batch(self.segment, self.first, self.start, self.end, lengths, quiet, self.first_at, self.last_at)
+        self.count, self._lengths = 0, []
+        return batch
 
 
 class Collector:
@@ -238,7 +277,8 @@ class Collector:
         self.stats = CollectorStats()
         self._stopping = threading.Event()
         self._batches: queue.SimpleQueue = queue.SimpleQueue()
-        self._store = taskscope.open(self.store_path)  # fails here, before binding, if the store is locked
+        # fails here, before binding, if the store is locked
+        self._store = _in_yielding_thread(lambda: taskscope.open(self.store_path))
         create_usage_tables(self._store.con)
         self.sock = _bind(host, port)
         self._receive = batch_receiver(self.sock, use_recvmmsg=use_recvmmsg)
@@ -308,16 +348,14 @@ class Collector:
         self.sock.setblocking(False)
         receive, now, stopping, sock = self._receive, time.time, self._stopping.is_set, [self.sock]
         full, pause = self._receive.batch, self._pause
-        times: list[float] = []
-        payloads: list[bytes] = []
+        pending = _Spooled()
         hand_off_at = now() + HAND_OFF_SECONDS
         while True:
             quiet = False
             try:
                 received = receive()
-                stamp = now()
-                payloads += received
-                times += [stamp] * len(received)
+                self._spool(received, pending)
+                stamp = received.stamp
                 if len(received) < full:  # let the next batch gather (receive.pause_after_partial_batch)
                     time.sleep(pause)
             except BlockingIOError:
@@ -326,37 +364,41 @@ class Collector:
             except OSError as exc:  # e.g. ICMP-triggered errors on some platforms: keep going
                 logger.debug("recv failed: %s", exc)
                 stamp = now()
-            if len(payloads) >= HAND_OFF_RECORDS or stamp >= hand_off_at or (quiet and payloads):
-                if payloads:
-                    self._hand_off(times, payloads, quiet)
-                    times, payloads = [], []
+            if pending.count >= HAND_OFF_RECORDS or stamp >= hand_off_at or (quiet and pending.count):
+                self._hand_off(pending, quiet)
                 hand_off_at = stamp + HAND_OFF_SECONDS
                 if stopping():
                     break
-        self._drain(times, payloads)
+        self._drain(pending)
 
-    def _drain(self, times: list[float], payloads: list[bytes]) -> None:
+    def _spool(self, received, pending: "_Spooled") -> None:
+        """Append what one call received to the spool (before the receiver's buffer is reused)."""
+        segment, first, start, end = self.spool.write(received.records)
+        if pending.count and segment != pending.segment:  # a new segment: hand off the old one's records
+            self._hand_off(pending, quiet=False)
+        pending.add(segment, first, start, end, received)
+
+    def _drain(self, pending: "_Spooled") -> None:
         """Take what the kernel still holds for us, so stopping loses nothing already received."""
         self.sock.setblocking(False)
         while True:
             try:
-                received = self._receive()
+                self._spool(self._receive(), pending)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
                 continue
-            payloads += received
-            times += [time.time()] * len(received)
-        if payloads:
-            self._hand_off(times, payloads)
+        self._hand_off(pending)
 
-    def _hand_off(self, times: list[float], payloads: list[bytes], quiet: bool = True) -> None:
-        segment, first, end = self.spool.append(times, payloads)
+    def _hand_off(self, pending: "_Spooled", quiet: bool = True) -> None:
+        if not pending.count:
+            return
+        batch = pending.take(quiet)
         if self.stats.first_received_at is None:
-            self.stats.first_received_at = times[0]
-        self.stats.received += len(payloads)
-        self.stats.last_received_at = times[-1]
-        self._batches.put(_Batch(segment, first, end, times, payloads, quiet))
+            self.stats.first_received_at = batch.first_received_at
+        self.stats.received += batch.count
+        self.stats.last_received_at = batch.last_received_at
+        self._batches.put(batch)
 
     def _finish(self) -> None:
         self.sock.close()
@@ -375,6 +417,7 @@ class Collector:
     # -- writer ------------------------------------------------------------------------------
 
     def _write_loop(self, number: int) -> None:
+        _yield_to_receiver()
         con = self._store.con.cursor()  # a connection of this writer's own, to the same database
         try:
             con.execute(f"SET force_compression = '{storage_compression(con)}'")
@@ -425,7 +468,7 @@ class Collector:
         if first is None:
             return pending, True
         pending.append(first)
-        rows = len(first.payloads)
+        rows = first.count
         deadline = time.monotonic() + self.commit_interval
         while rows < self.commit_rows and not pending[-1].quiet:
             try:
@@ -435,7 +478,7 @@ class Collector:
             if batch is None:
                 return pending, True
             pending.append(batch)
-            rows += len(batch.payloads)
+            rows += batch.count
         return pending, False
 
     def _commit_until_done(self, con, batch: _Batch, ticket: int | None = None) -> None:
@@ -448,16 +491,16 @@ class Collector:
                 try:
                     self._commit(con, batch, ticket)
                     return
-                except duckdb.Error as exc:
+                except (duckdb.Error, OSError, spool.CorruptSpool) as exc:  # the store, or reading the spool
                     self.stats.store_errors += 1
                     if self._stopping.is_set() and self.stats.store_errors >= 3:
                         # stopping: leave the batch in the spool; the next start replays it
                         logger.error("giving up storing %d usage datagrams until the next start: %s",
-                                     len(batch.payloads), exc)
+                                     batch.count, exc)
                         self._store_gave_up = True
                         return
                     logger.error("storing %d usage datagrams failed (retrying in %.1f s): %s",
-                                 len(batch.payloads), delay, exc)
+                                 batch.count, delay, exc)
                     time.sleep(delay)
                     delay = min(delay * 2, 30.0)
         finally:
@@ -466,18 +509,20 @@ class Collector:
                 self._order.done(ticket)
 
     def _commit(self, con, batch: _Batch, ticket: int | None = None) -> None:
+        times, payloads = spool.read_records(self.spool_dir / batch.segment, batch.start_offset, batch.end_offset,
+                                             batch.lengths)
         table = pa.table({
-            "ts": pa.array(batch.times, pa.float64()),
-            "record": pa.array(np.arange(batch.first_record, batch.first_record + len(batch.payloads), dtype=np.int64)),
-            "payload": pa.array(batch.payloads, pa.binary()),
+            "ts": times,
+            "record": np.arange(batch.first_record, batch.first_record + batch.count, dtype=np.int64),
+            "payload": payloads,
         })
         con.execute("BEGIN TRANSACTION")
         try:
             con.register("usage_batch", table)
-            last = batch.first_record + len(batch.payloads) - 1
+            last = batch.first_record + batch.count - 1
             parsed = scalar(con, _INSERT_EVENTS, {"max_bytes": self.max_bytes, "segment": batch.segment})
             reasons = {}
-            if parsed < len(batch.payloads):
+            if parsed < batch.count:
                 returned = con.execute(
                     f"{_INSERT_REJECTED} RETURNING reason",
                     {"max_bytes": self.max_bytes, "segment": batch.segment, "first": batch.first_record, "last": last},
@@ -521,7 +566,8 @@ class Collector:
                 chunk = list(spool.read_segment(path, offset, records + 1, REPLAY_CHUNK_RECORDS))
                 if not chunk:
                     break
-                batch = _Batch(path.name, chunk[0][0], chunk[-1][1], [r[2] for r in chunk], [r[3] for r in chunk])
+                lengths = np.array([len(record[3]) for record in chunk], dtype=np.uint32)
+                batch = _Batch(path.name, chunk[0][0], max(offset, len(spool.MAGIC)), chunk[-1][1], lengths)
                 self._commit_until_done(con, batch)
                 self.stats.replayed += len(chunk)
                 offset, records = chunk[-1][1], chunk[-1][0]
@@ -591,18 +637,52 @@ def storage_compression(con: duckdb.DuckDBPyConnection) -> str:
     return "zstd" if newest else "auto"
 
 
+def _yield_to_receiver() -> None:
+    """Lower this thread's scheduling priority (Linux: niceness is per thread) to
+    `WRITER_NICENESS`, so that under a burst the receiver gets the CPU first: a datagram not read
+    before the socket's buffer fills is lost, while storing can wait (the spool holds everything)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, max(os.getpriority(os.PRIO_PROCESS, thread), WRITER_NICENESS))
+    except OSError:  # not permitted (a seccomp sandbox): run at the same priority
+        pass
+
+
+def _in_yielding_thread(make):
+    """`make()` run in a short-lived thread at `WRITER_NICENESS`, its exception re-raised here.
+
+    Used to open the store: DuckDB starts its worker threads when a database is opened, and a
+    thread takes its niceness from the thread that starts it, so the work DuckDB spreads over
+    them (parsing, compressing) yields to the receiver as the writers do."""
+    outcome: dict = {}
+
+    def run() -> None:
+        _yield_to_receiver()
+        try:
+            outcome["value"] = make()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="taskscope-usage-open")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def _by_segment(batches: list[_Batch]) -> list[_Batch]:
     """Consecutive batches of one segment merged into one (fewer, larger transactions)."""
     merged: list[_Batch] = []
     for batch in batches:
         last = merged[-1] if merged else None
-        if last is not None and last.segment == batch.segment:
-            last.times.extend(batch.times)
-            last.payloads.extend(batch.payloads)
-            last.end_offset = batch.end_offset
+        if last is not None and last.segment == batch.segment and last.end_offset == batch.start_offset:
+            merged[-1] = _Batch(last.segment, last.first_record, last.start_offset, batch.end_offset,
+                                np.concatenate([last.lengths, batch.lengths]))
         else:
-            merged.append(_Batch(batch.segment, batch.first_record, batch.end_offset,
-                                 list(batch.times), list(batch.payloads)))
+            merged.append(batch)
     return merged
 
 
