@@ -537,6 +537,32 @@ def test_storing_yields_the_cpu_to_receiving(tmp_path):
         collector.stop()
 
 
+def test_the_write_ahead_log_is_folded_in_between_bursts(tmp_path):
+    """Commits smaller than a row group go to DuckDB's WAL. The collector raises DuckDB's own
+    checkpoint threshold (which would stall a commit mid-burst) and checkpoints once the writers
+    are idle: after a burst of small commits the WAL is folded into the file, collector running."""
+    from taskscope.usage.collector import QUIET_CHECKPOINT_WAL_BYTES
+
+    store_path = tmp_path / "usage.duckdb"
+    collector = Collector(store_path, port=0, commit_rows=4000, commit_interval=0.05).start()
+    try:
+        setting = collector.store.con.cursor().execute("SELECT current_setting('checkpoint_threshold')").fetchall()
+        assert setting[0][0].replace(" ", "") in {"1GB", "1.0GB", "1000.0MB", "953.6MiB"}
+        sent = 40_000  # ~26 MB of WAL: past the quiet threshold, far below DuckDB's raised one
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for number in range(sent):
+                sock.sendto(protocol.encode({"correlator": f"wal-{number}", "tracking_level": 1, "pad": "y" * 400}),
+                            collector.address)
+                if number % 200 == 0:
+                    time.sleep(0.002)
+        assert wait_until(lambda: collector.stats.parsed == collector.stats.received > 30_000, timeout=60)
+        assert collector.stats.commits > 5  # many small commits: WAL-bound
+        wal = Path(str(store_path) + ".wal")
+        assert wait_until(lambda: not wal.exists() or wal.stat().st_size < QUIET_CHECKPOINT_WAL_BYTES, timeout=30)
+    finally:
+        collector.stop()
+
+
 def test_spool_records_read_back_whole_and_checked(tmp_path):
     """What the writers read back from the spool is what was written; lengths that disagree with
     the records' headers are an error, not silently shifted payloads."""
