@@ -294,6 +294,7 @@ class Collector:
                                           name=f"taskscope-usage-writer-{number}") for number in range(max(1, writers))]
         self._order = _CommitOrder()
         self._gathering = threading.Lock()  # one writer at a time takes batches off the queue
+        self._storing = _BusyCount()  # writers storing batches right now
         self._input_done = False
         self._replayed = threading.Event()
         self._receiver: threading.Thread | None = None
@@ -438,8 +439,9 @@ class Collector:
                 jobs = self._take_jobs()
                 if jobs is None:
                     return
-                for ticket, batch in jobs:
-                    self._commit_until_done(con, batch, ticket)
+                with self._storing:
+                    for ticket, batch in jobs:
+                        self._commit_until_done(con, batch, ticket)
                 self._checkpoint_if_quiet(con)
                 if number == 0 and self.retention_days is not None and time.monotonic() > retention_due:
                     self._apply_retention(con)
@@ -448,8 +450,8 @@ class Collector:
             con.close()
 
     def _checkpoint_if_quiet(self, con) -> None:
-        """Fold the write-ahead log into the database file, once it holds `QUIET_CHECKPOINT_WAL_BYTES`
-        and no batch waits to be stored.
+        """Fold the write-ahead log into the database file, once it holds `QUIET_CHECKPOINT_WAL_BYTES`,
+        no batch waits to be stored and no writer is storing one.
 
         Commits smaller than a row group (the end of every burst, everything at low rates) go to
         the WAL. DuckDB would checkpoint inside whichever commit takes the WAL past its
@@ -457,8 +459,8 @@ class Collector:
         burst took 3.3 s instead of ~0.8. The store's threshold is raised (`BURST_CHECKPOINT_THRESHOLD`,
         still a bound under endless load) and the checkpoint is made here, between bursts.
         """
-        if not self._batches.empty() or _wal_bytes(self.store_path) < QUIET_CHECKPOINT_WAL_BYTES:
-            return
+        if self._storing.busy or not self._batches.empty() or _wal_bytes(self.store_path) < QUIET_CHECKPOINT_WAL_BYTES:
+            return  # (a writer storing now would wait for the checkpoint to commit)
         try:
             con.execute("CHECKPOINT")
         except duckdb.Error as exc:  # another checkpoint or transaction in the way: the next quiet spell
@@ -608,6 +610,22 @@ class Collector:
             fully_parsed = parsed_to.get(path.name, -1) >= stat.st_size
             if path.name != self.spool.segment and fully_parsed and stat.st_mtime < cutoff:
                 path.unlink()
+
+
+class _BusyCount:
+    """How many threads are inside `with` blocks of it right now."""
+
+    def __init__(self) -> None:
+        self.busy = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self.busy += 1
+
+    def __exit__(self, *exc_info) -> None:
+        with self._lock:
+            self.busy -= 1
 
 
 class _GaveUp(Exception):
