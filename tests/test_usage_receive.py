@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import subprocess
@@ -26,10 +27,23 @@ def read_all(receive) -> list[list[bytes]]:
         except BlockingIOError:
             return batches
         payloads = received.payloads()
-        headers = [spool.HEADER.unpack(bytes(record[:spool.HEADER.size])) for record in received.records]
+        headers = [spool.HEADER.unpack(bytes(record[:spool.HEADER.size])) for record in received.buffers()]
         assert [length for _, length in headers] == [len(payload) for payload in payloads] == received.lengths.tolist()
         assert all(abs(ts - time.time()) < 60 and ts == received.stamp for ts, _ in headers)
         batches.append(payloads)
+
+
+@contextlib.contextmanager
+def receiving(batch: int, use_recvmmsg: bool):
+    """(receive, send): a batch receiver on a non-blocking socket of 127.0.0.1, and a function
+    sending it one datagram."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+        receiver.bind(("127.0.0.1", 0))
+        receiver.setblocking(False)
+        yield (batch_receiver(receiver, batch=batch, use_recvmmsg=use_recvmmsg),
+               lambda datagram: sender.sendto(datagram, receiver.getsockname()))
 
 
 @pytest.mark.parametrize("use_recvmmsg", [True, False], ids=["recvmmsg", "recv"])
@@ -37,16 +51,11 @@ def test_every_datagram_whole_and_in_order(use_recvmmsg):
     rng = random.Random(6)
     # empty, the largest UDP payload, and a spread between; more than one batch of them
     sent = [b"", b"1" + b"x" * 65506] + [rng.randbytes(rng.randrange(1, 3000)) for _ in range(598)]
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver, \
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
-        receiver.bind(("127.0.0.1", 0))
-        receiver.setblocking(False)
-        receive = batch_receiver(receiver, batch=64, use_recvmmsg=use_recvmmsg)
+    with receiving(batch=64, use_recvmmsg=use_recvmmsg) as (receive, send):
         batches = []
         for start in range(0, len(sent), 100):  # in chunks, so the socket buffer never overflows
             for datagram in sent[start:start + 100]:
-                sender.sendto(datagram, receiver.getsockname())
+                send(datagram)
             batches += read_all(receive)
     assert [datagram for batch in batches for datagram in batch] == sent
     largest = max(len(batch) for batch in batches)
@@ -54,6 +63,31 @@ def test_every_datagram_whole_and_in_order(use_recvmmsg):
         assert 1 < largest <= 64  # several datagrams per call, never more than the batch
     else:
         assert largest == 1
+
+
+@pytest.mark.parametrize("use_recvmmsg", [True, False], ids=["recvmmsg", "recv"])
+def test_received_batches_written_to_the_spool_read_back_whole(tmp_path, use_recvmmsg):
+    rng = random.Random(7)
+    sent = [b"", b"1{}"] + [rng.randbytes(rng.randrange(1, 2000)) for _ in range(200)]
+    writer = spool.SpoolWriter(tmp_path)
+    with receiving(batch=32, use_recvmmsg=use_recvmmsg) as (receive, send):
+        for datagram in sent:
+            send(datagram)
+        written, calls = [], 0
+        while True:
+            try:
+                received = receive()
+            except BlockingIOError:
+                break
+            segment, first, start, end = writer.write(received.records)  # before the next call reuses the slots
+            assert first == len(written) + 1 and end - start == sum(received.lengths.tolist()) + spool.HEADER.size * len(received)
+            written += received.payloads()
+            calls += 1
+    writer.close()
+    assert written == sent
+    if use_recvmmsg and sys.platform.startswith("linux"):
+        assert calls < len(sent)  # batches, each written with one writev of its slots
+    assert [payload for *_, payload in spool.read_segment(tmp_path / segment)] == sent
 
 
 def test_nothing_waiting_is_blocking_io_error():

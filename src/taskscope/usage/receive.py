@@ -7,7 +7,7 @@ GIL once per batch: it keeps up even while other threads (the writer, a served d
 No sender address is asked for (`msg_name` is NULL), so none is ever read.
 
 Datagrams come back already laid out as records of the collector's spool (`taskscope.usage.spool`:
-a header, then the payload), ready to be written with one `writev`.
+a header, then the payload), ready to be written with one `writev`, with no Python object per datagram.
 
 >>> receive = batch_receiver(sock)                          # doctest: +SKIP
 >>> received = receive()  # BlockingIOError when nothing waits (non-blocking socket)  # doctest: +SKIP
@@ -47,8 +47,7 @@ _HEADER_DTYPE = np.dtype([("ts", "<f8"), ("length", "<u4")])
 assert _HEADER_DTYPE.itemsize == spool.HEADER.size
 
 
-class _IoVec(ctypes.Structure):
-    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+_IoVec = spool.IoVec
 
 
 class _MsgHdr(ctypes.Structure):
@@ -81,9 +80,10 @@ _RECVMMSG = _libc_recvmmsg()
 class Received:
     """The datagrams one call read, each already laid out as a spool record.
 
-    `records[i]` is the spool header (`stamp`, the payload's length) followed by the payload:
-    what `SpoolWriter.write` puts in the spool as is. It may be a view of the receiver's buffer,
-    valid only until its next call. `lengths` holds the payload lengths.
+    `records` is what `SpoolWriter.write` puts in the spool as is: for each datagram the spool
+    header (`stamp`, the payload's length) followed by the payload, as a list of buffers or as
+    `spool.Scattered` iovecs into the receiver's memory, valid only until its next call.
+    `lengths` holds the payload lengths.
     """
 
     __slots__ = ("records", "lengths", "stamp")
@@ -94,9 +94,13 @@ class Received:
     def __len__(self) -> int:
         return len(self.records)
 
+    def buffers(self) -> list:
+        """The records as Python buffers (header, then payload), in the order received."""
+        return self.records.buffers() if isinstance(self.records, spool.Scattered) else self.records
+
     def payloads(self) -> list[bytes]:
         """The payloads as bytes (copies), in the order received."""
-        return [bytes(record[spool.HEADER.size:]) for record in self.records]
+        return [bytes(record[spool.HEADER.size:]) for record in self.buffers()]
 
 
 def batch_receiver(sock: socket.socket, batch: int = BATCH, use_recvmmsg: bool = True) -> Callable[[], Received]:
@@ -152,9 +156,10 @@ class _MMsgReceiver:
     by one recvmmsg call.
 
     The kernel writes each payload just after its slot's header room; the headers are then
-    filled for the whole batch at once (numpy, over a strided view of the slots), so a datagram
-    costs no Python work beyond one slice to hand to the spool's writev. Building each record
-    in Python (a header `pack`, a bytes copy, a join) cost ~0.9 µs per datagram, as much as
+    filled for the whole batch at once (numpy, over a strided view of the slots), as are the
+    lengths of the iovecs handed to the spool's writev (`spool.Scattered`), so a datagram costs
+    no Python work at all. Building each record in Python (a header `pack`, a bytes copy, a
+    join) cost ~0.9 µs per datagram, and even a memoryview slice per record ~1 µs, as much as
     receiving it.
     """
 
@@ -178,6 +183,12 @@ class _MMsgReceiver:
             self.iovecs[number].iov_len = RECEIVE_BUFFER
             self.messages[number].msg_hdr.msg_iov = ctypes.pointer(self.iovecs[number])
             self.messages[number].msg_hdr.msg_iovlen = 1
+        # each slot's record (header room, then payload) for writev; only the lengths change per call
+        self.record_iovecs = (_IoVec * batch)()
+        for number in range(batch):
+            self.record_iovecs[number].iov_base = base + number * self.stride
+        self.record_lengths = np.ndarray((batch,), dtype=np.uint64, buffer=self.record_iovecs,
+                                         offset=_IoVec.iov_len.offset, strides=(ctypes.sizeof(_IoVec),))
         # msg_len of every message, as an array (a strided view: no ctypes attribute access per datagram)
         self.lengths = np.ndarray((batch,), dtype=np.uint32, buffer=self.messages,
                                   offset=_MMsgHdr.msg_len.offset, strides=(ctypes.sizeof(_MMsgHdr),))
@@ -193,7 +204,12 @@ class _MMsgReceiver:
         lengths = self.lengths[:count].copy()
         self.headers["ts"][:count] = stamp
         self.headers["length"][:count] = lengths
+        self.record_lengths[:count] = lengths
+        self.record_lengths[:count] += self.room
+        total = int(lengths.sum(dtype=np.int64)) + self.room * count
+        return Received(spool.Scattered(self.record_iovecs, count, total, lambda: self._slices(lengths)), lengths, stamp)
+
+    def _slices(self, lengths: np.ndarray) -> list[memoryview]:
         view, size = self.view, self.room
-        records = [view[start:start + size + length]
-                   for start, length in zip(range(0, count * self.stride, self.stride), lengths.tolist())]
-        return Received(records, lengths, stamp)
+        return [view[start:start + size + length]
+                for start, length in zip(range(0, len(lengths) * self.stride, self.stride), lengths.tolist())]

@@ -10,8 +10,11 @@ segment on every start, so a cut tail is never appended to.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import struct
+import sys
 import tempfile  # noqa: F401 - used by the doctests
 import time
 from datetime import datetime, timezone
@@ -39,6 +42,45 @@ def _iov_max() -> int:
 
 
 _IOV_MAX = _iov_max()
+
+
+class IoVec(ctypes.Structure):
+    """One buffer of a `writev` (C's `struct iovec`)."""
+
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+def _libc_writev():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).writev
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+    function.restype = ctypes.c_ssize_t
+    return function
+
+
+_WRITEV = _libc_writev()
+
+
+class Scattered:
+    """Records lying apart in memory (e.g. in a receiver's slots), given as `count` iovecs of
+    `iovecs` whose lengths sum to `total`; `buffers()` makes them Python buffers.
+
+    `SpoolWriter.write` hands the iovecs to libc's `writev` as they are: a Python buffer per
+    record (a memoryview slice, then `os.writev` asking each for its buffer) cost ~1.2 µs per
+    datagram, as much as receiving it.
+    """
+
+    __slots__ = ("iovecs", "count", "total", "buffers")
+
+    def __init__(self, iovecs: ctypes.Array, count: int, total: int, buffers):
+        self.iovecs, self.count, self.total, self.buffers = iovecs, count, total, buffers
+
+    def __len__(self) -> int:
+        return self.count
 
 
 class CorruptSpool(ValueError):
@@ -79,9 +121,9 @@ class SpoolWriter:
         self.records = 0
         self.opened_at = time.monotonic()
 
-    def write(self, records: list) -> tuple[str, int, int, int]:
-        """Append `records` (buffers, each a header and its payload, as `Received.records` holds
-        them) with as few system calls as `writev` allows.
+    def write(self, records: "list | Scattered") -> tuple[str, int, int, int]:
+        """Append `records` (buffers, each a header and its payload, or the same as `Scattered`
+        iovecs, as `Received.records` holds them) with as few system calls as `writev` allows.
 
         Returns (segment, index of the first record, offset where the first starts, end offset);
         record indexes count from 1 within a segment.
@@ -93,6 +135,15 @@ class SpoolWriter:
         if self.size > self.max_bytes or time.monotonic() - self.opened_at > self.max_seconds:
             self._open_segment()
         start = self.size
+        if isinstance(records, Scattered):
+            self._write_scattered(records)
+        else:
+            self._write_buffers(records)
+        index = self.records + 1
+        self.records += len(records)
+        return self.segment, index, start, self.size
+
+    def _write_buffers(self, records: list) -> None:
         fd = self.file.fileno()
         for first in range(0, len(records), _IOV_MAX):
             part = records[first:first + _IOV_MAX]
@@ -103,9 +154,20 @@ class SpoolWriter:
                 while rest:
                     rest = rest[os.write(fd, rest):]
             self.size += expected
-        index = self.records + 1
-        self.records += len(records)
-        return self.segment, index, start, self.size
+
+    def _write_scattered(self, records: Scattered) -> None:
+        if _WRITEV is None or records.count > _IOV_MAX:
+            self._write_buffers(records.buffers())
+            return
+        written = _WRITEV(self.file.fileno(), ctypes.addressof(records.iovecs), records.count)
+        if written < 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+        if written < records.total:  # cut short (disk full, a signal): the rest as _write_buffers does
+            rest = memoryview(b"".join(records.buffers()))[written:]
+            while rest:
+                rest = rest[os.write(self.file.fileno(), rest):]
+        self.size += records.total
 
     def sync(self) -> None:
         """Ask the OS to put what was written on disk (fsync)."""
