@@ -17,18 +17,15 @@ a header, then the payload), ready to be written with one `writev`, with no Pyth
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import errno
 import mmap
-import os
 import socket
-import sys
 import time
 from typing import Callable
 
 import numpy as np
 
 from taskscope.usage import spool
+from taskscope.usage._libc import IoVec, last_error, libc_function
 
 #: larger than any UDP payload, so an oversized datagram is seen (and spooled) whole
 RECEIVE_BUFFER = 65536
@@ -47,12 +44,9 @@ _HEADER_DTYPE = np.dtype([("ts", "<f8"), ("length", "<u4")])
 assert _HEADER_DTYPE.itemsize == spool.HEADER.size
 
 
-_IoVec = spool.IoVec
-
-
 class _MsgHdr(ctypes.Structure):
     _fields_ = [("msg_name", ctypes.c_void_p), ("msg_namelen", ctypes.c_uint32),
-                ("msg_iov", ctypes.POINTER(_IoVec)), ("msg_iovlen", ctypes.c_size_t),
+                ("msg_iov", ctypes.POINTER(IoVec)), ("msg_iovlen", ctypes.c_size_t),
                 ("msg_control", ctypes.c_void_p), ("msg_controllen", ctypes.c_size_t),
                 ("msg_flags", ctypes.c_int)]
 
@@ -61,20 +55,8 @@ class _MMsgHdr(ctypes.Structure):
     _fields_ = [("msg_hdr", _MsgHdr), ("msg_len", ctypes.c_uint)]
 
 
-def _libc_recvmmsg():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        function = libc.recvmmsg
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.POINTER(_MMsgHdr), ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
-    function.restype = ctypes.c_int
-    return function
-
-
-_RECVMMSG = _libc_recvmmsg()
+_RECVMMSG = libc_function("recvmmsg", [ctypes.c_int, ctypes.POINTER(_MMsgHdr), ctypes.c_uint, ctypes.c_int,
+                                       ctypes.c_void_p], ctypes.c_int)
 
 
 class Received:
@@ -175,38 +157,33 @@ class _MMsgReceiver:
         self.buffer = (ctypes.c_char * (self.stride * batch)).from_buffer(self.memory)
         self.view = memoryview(self.memory)
         self.headers = np.ndarray((batch,), dtype=_HEADER_DTYPE, buffer=self.memory, strides=(self.stride,))
-        self.iovecs = (_IoVec * batch)()
+        self.iovecs = (IoVec * batch)()  # where recvmmsg puts each payload
         self.messages = (_MMsgHdr * batch)()
+        # each slot's record (header room, then payload) for the spool's writev; only the lengths change per call
+        self.record_iovecs = (IoVec * batch)()
         base = ctypes.addressof(self.buffer)
         for number in range(batch):
             self.iovecs[number].iov_base = base + number * self.stride + self.room
             self.iovecs[number].iov_len = RECEIVE_BUFFER
             self.messages[number].msg_hdr.msg_iov = ctypes.pointer(self.iovecs[number])
             self.messages[number].msg_hdr.msg_iovlen = 1
-        # each slot's record (header room, then payload) for writev; only the lengths change per call
-        self.record_iovecs = (_IoVec * batch)()
-        for number in range(batch):
             self.record_iovecs[number].iov_base = base + number * self.stride
         self.record_lengths = np.ndarray((batch,), dtype=np.uint64, buffer=self.record_iovecs,
-                                         offset=_IoVec.iov_len.offset, strides=(ctypes.sizeof(_IoVec),))
+                                         offset=IoVec.iov_len.offset, strides=(ctypes.sizeof(IoVec),))
         # msg_len of every message, as an array (a strided view: no ctypes attribute access per datagram)
         self.lengths = np.ndarray((batch,), dtype=np.uint32, buffer=self.messages,
                                   offset=_MMsgHdr.msg_len.offset, strides=(ctypes.sizeof(_MMsgHdr),))
 
     def __call__(self) -> Received:
         count = _RECVMMSG(self.fd, self.messages, self.batch, _MSG_DONTWAIT, None)
-        if count < 0:
-            code = ctypes.get_errno()
-            if code in (errno.EAGAIN, errno.EWOULDBLOCK):
-                raise BlockingIOError(code, os.strerror(code))
-            raise OSError(code, os.strerror(code))
+        if count < 0:  # BlockingIOError when nothing waits
+            raise last_error()
         stamp = time.time()
         lengths = self.lengths[:count].copy()
         self.headers["ts"][:count] = stamp
         self.headers["length"][:count] = lengths
-        self.record_lengths[:count] = lengths
-        self.record_lengths[:count] += self.room
-        total = int(lengths.sum(dtype=np.int64)) + self.room * count
+        self.record_lengths[:count] = lengths + self.room
+        total = int(self.record_lengths[:count].sum())
         return Received(spool.Scattered(self.record_iovecs, count, total, lambda: self._slices(lengths)), lengths, stamp)
 
     def _slices(self, lengths: np.ndarray) -> list[memoryview]:

@@ -11,10 +11,8 @@ segment on every start, so a cut tail is never appended to.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import struct
-import sys
 import tempfile  # noqa: F401 - used by the doctests
 import time
 from datetime import datetime, timezone
@@ -23,6 +21,8 @@ from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+
+from taskscope.usage._libc import last_error, libc_function
 
 MAGIC = b"TSUSPOOL1\n"
 HEADER = struct.Struct("<dI")
@@ -44,25 +44,7 @@ def _iov_max() -> int:
 _IOV_MAX = _iov_max()
 
 
-class IoVec(ctypes.Structure):
-    """One buffer of a `writev` (C's `struct iovec`)."""
-
-    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
-
-
-def _libc_writev():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        function = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).writev
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
-    function.restype = ctypes.c_ssize_t
-    return function
-
-
-_WRITEV = _libc_writev()
+_WRITEV = libc_function("writev", [ctypes.c_int, ctypes.c_void_p, ctypes.c_int], ctypes.c_ssize_t)
 
 
 class Scattered:
@@ -150,9 +132,7 @@ class SpoolWriter:
             expected = sum(map(len, part))
             written = os.writev(fd, part)
             if written < expected:  # a regular file writes all unless interrupted or full
-                rest = memoryview(b"".join(part))[written:]
-                while rest:
-                    rest = rest[os.write(fd, rest):]
+                _write_rest(fd, part, written)
             self.size += expected
 
     def _write_scattered(self, records: Scattered) -> None:
@@ -161,12 +141,9 @@ class SpoolWriter:
             return
         written = _WRITEV(self.file.fileno(), ctypes.addressof(records.iovecs), records.count)
         if written < 0:
-            code = ctypes.get_errno()
-            raise OSError(code, os.strerror(code))
-        if written < records.total:  # cut short (disk full, a signal): the rest as _write_buffers does
-            rest = memoryview(b"".join(records.buffers()))[written:]
-            while rest:
-                rest = rest[os.write(self.file.fileno(), rest):]
+            raise last_error()
+        if written < records.total:  # cut short (disk full, a signal)
+            _write_rest(self.file.fileno(), records.buffers(), written)
         self.size += records.total
 
     def sync(self) -> None:
@@ -178,6 +155,13 @@ class SpoolWriter:
             self.sync()
             self.file.close()
             self.file = None
+
+
+def _write_rest(fd: int, buffers: list, written: int) -> None:
+    """Write what a `writev` of `buffers` left unwritten after its first `written` bytes."""
+    rest = memoryview(b"".join(buffers))[written:]
+    while rest:
+        rest = rest[os.write(fd, rest):]
 
 
 def segments(directory: str | Path) -> list[Path]:
