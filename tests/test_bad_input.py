@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 
@@ -32,12 +34,23 @@ def messy_run(tmp_path):
         + b'{"created": 1795294503.1, "msg": "' + b"x" * (10 << 20) + b'"}\n'
         + b"\x00\x01\x02 binary junk\n"
     )
-    parsl_log.write_bytes(junk_lines + good + b'{"created": 1795294600.0, "msg": "trunc')
+    # ... and after the good lines, a time no timestamp can hold
+    out_of_range = b'{"created": 1e300, "msg": "far future", "formatted": "far future"}\n'
+    parsl_log.write_bytes(junk_lines + good + out_of_range + b'{"created": 1795294600.0, "msg": "trunc')
     (folder / "random_binary.log").write_bytes(bytes(range(256)) * 40)
     (folder / "empty.log").write_bytes(b"")
     (folder / "empty.jsonlog").write_bytes(b"")
     (folder / "notes.txt").write_text("not a log at all\n")
     (folder / "results.csv").write_text("a,b\n1,2\n")
+    # valid UTF-8 beyond ASCII in lines that are not records (their head is kept as UTF-8 bytes)
+    (folder / "résumé.log").write_text("Résumé of the run ✓\n")
+    (folder / "extra.jsonlog").write_text('{"bad json é\n')
+    # an application's SQLite file whose `node` table is not Parsl's
+    app_db = sqlite3.connect(folder / "results.db")
+    app_db.execute("CREATE TABLE node (id INTEGER, name TEXT)")
+    app_db.execute("INSERT INTO node VALUES (1, 'a')")
+    app_db.commit()
+    app_db.close()
     return run
 
 
@@ -50,11 +63,18 @@ def test_bad_lines_are_kept_aside_and_good_ones_read(messy_run):
     assert store.sql("SELECT count(*) AS n FROM events").n[0] == clean.sql("SELECT count(*) AS n FROM events").n[0]
     bad = store.sql("SELECT file, line, reason, head FROM bad_lines ORDER BY file, line")
     parsl_bad = bad[bad.file == "000/parsl.jsonlog"]
-    assert parsl_bad.line.tolist() == [1, 2, 3, 4, 5]
+    n_good = len(CLEAN.joinpath("000", "parsl.jsonlog").read_bytes().splitlines())
+    assert parsl_bad.line.tolist() == [1, 2, 3, 4, 5, 5 + n_good + 1]
     assert parsl_bad.reason.tolist() == [
         "invalid UTF-8", "JSON value is not an object", "invalid JSON", "line longer than 1 MiB",
-        "binary data (NUL byte)",
+        "binary data (NUL byte)", "time outside years 1-9999",
     ]
+    # line numbers count the 10 MB line once: the good lines are lines 6 to 5 + n_good
+    lines = store.sql("SELECT min(line) AS lo, max(line) AS hi FROM events WHERE file = '000/parsl.jsonlog'")
+    assert (lines.lo[0], lines.hi[0]) == (6, 5 + n_good)
+    assert store.runs().tasks.sum() == clean.runs().tasks.sum()  # the far-future line broke nothing
+    unicode_bad = bad[bad.file.isin(["000/résumé.log", "000/extra.jsonlog"])]
+    assert [bytes(head) for head in unicode_bad["head"]] == ['{"bad json é'.encode(), "Résumé of the run ✓".encode()]
     assert all(len(head) <= 200 for head in bad["head"])
     assert report.bad_lines == len(bad)
     # the random binary file: every line of it is kept aside, none becomes an event
@@ -67,6 +87,7 @@ def test_bad_lines_are_kept_aside_and_good_ones_read(messy_run):
     assert files.loc["000/parsl.jsonlog", "pending_bytes"] == len(b'{"created": 1795294600.0, "msg": "trunc')
     assert pd.isna(files.loc["000/notes.txt", "source"]) and files.loc["000/notes.txt", "note"]
     assert "000/results.csv" in files.index and "000/empty.log" in files.index
+    assert "not in Parsl's layout" in files.loc["000/results.db", "note"]
     assert report.files_skipped >= 2 + 4  # notes.txt, results.csv, submit scripts, log_config.pkl
 
 
@@ -77,8 +98,16 @@ def test_cli_warns_once_and_exits_zero_on_bad_input(messy_run, tmp_path):
         capture_output=True, text=True,
     )
     assert done.returncode == 0, done.stderr
-    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1 and "bad lines kept aside" in warnings[0]
+    assert done.stderr.count("\n") == 1, done.stderr  # one line: no per-file notes, no empty progress line
+    assert done.stderr.startswith("warning:") and "bad lines kept aside" in done.stderr
+    assert "files with a note" in done.stderr and "partial line" in done.stderr
+    verbose = subprocess.run(
+        [sys.executable, "-m", "taskscope.cli", "ingest", str(messy_run), "--store", str(tmp_path / "v.duckdb"),
+         "--verbose"],
+        capture_output=True, text=True,
+    )
+    notes = [line for line in verbose.stderr.splitlines() if line.startswith("note: ")]
+    assert any("000/results.db" in note for note in notes) and any("résumé.log" in note for note in notes)
 
 
 def test_growing_file_adds_only_new_complete_lines(tmp_path):
@@ -136,3 +165,75 @@ def test_generic_json_lines_with_any_time_field(tmp_path):
     assert json.loads(events["attrs"][2]) == {"nested": {"a": [1, 2]}}
     bad = store.sql("SELECT line, reason FROM bad_lines")
     assert bad.line.tolist() == [4] and bad.reason[0] == "no readable time field"
+
+
+def _without_root_powers(command: list[str]) -> list[str]:
+    """`command` so that permission bits apply to it: as root (which no bit stops), through
+    `setpriv` with the capabilities that bypass them dropped."""
+    if os.geteuid() != 0:
+        return command
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *command]
+
+
+def test_unreadable_file_and_folder_are_reported_and_the_rest_read(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(CLEAN, run)
+    worker_log = next(run.rglob("worker_0.jsonlog"))
+    os.chmod(worker_log, 0)
+    os.chmod(run / "000" / "submit_scripts", 0)
+    store = tmp_path / "s.duckdb"
+    try:
+        done = subprocess.run(
+            _without_root_powers([sys.executable, "-m", "taskscope.cli", "ingest", str(run), "--store", str(store),
+                                  "--format", "json"]),
+            capture_output=True, text=True,
+        )
+    finally:
+        os.chmod(worker_log, 0o644)
+        os.chmod(run / "000" / "submit_scripts", 0o755)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["files_unreadable"] == 2
+    notes = " | ".join(report["notes"])
+    assert "worker_0.jsonlog: cannot be read: Permission denied" in notes
+    assert "submit_scripts: folder cannot be read: Permission denied" in notes
+    with taskscope.open(str(store), read_only=True) as opened, taskscope.open(":memory:") as clean:
+        clean.ingest(run)
+        expected = clean.sql("SELECT count(*) AS n FROM events WHERE file NOT LIKE '%worker_0.jsonlog'").n[0]
+        assert opened.sql("SELECT count(*) AS n FROM events").n[0] == expected
+
+
+@pytest.mark.timeout(120)  # opening the FIFO would block forever: fail instead of stalling the suite
+def test_linked_run_folders_are_followed_and_odd_entries_skipped(tmp_path):
+    runinfo = tmp_path / "runinfo"
+    runinfo.mkdir()
+    (runinfo / "000").symlink_to(CLEAN / "000")  # a run kept on scratch space, linked in
+    (runinfo / "loop").symlink_to(runinfo)  # a link back up: must not be walked forever
+    (runinfo / "again").symlink_to(CLEAN / "000")  # the same folder twice: read once
+    (runinfo / "dangling.log").symlink_to(tmp_path / "gone.log")
+    os.mkfifo(runinfo / "pipe.log")  # opening it would block the ingest
+    with taskscope.open(":memory:") as store, taskscope.open(":memory:") as clean:
+        report = store.ingest(runinfo)
+        clean.ingest(CLEAN / "000")
+        assert store.sql("SELECT count(*) AS n FROM events").n[0] == clean.sql("SELECT count(*) AS n FROM events").n[0]
+        assert report.files_unreadable == 1 and "dangling.log: cannot be read" in " ".join(report.notes)
+        notes = dict(store.sql("SELECT file, note FROM ingested_files WHERE source IS NULL").values)
+        assert notes["pipe.log"].startswith("not a regular file")
+
+
+def test_file_replaced_by_another_is_read_again(tmp_path):
+    folder = tmp_path / "000" / "htex_local" / "block-0" / "m1"
+    folder.mkdir(parents=True)
+    workers = sorted((CLEAN / "000").rglob("worker_*.jsonlog"))
+    first, second = workers[0].read_bytes(), workers[1].read_bytes()
+    log = folder / "worker_0.jsonlog"
+    log.write_bytes(first)
+    with taskscope.open(str(tmp_path / "s.duckdb")) as store:
+        store.ingest(tmp_path)
+        log.write_bytes(second + first)  # another file, at least as large, under the same name
+        report = store.ingest(tmp_path)
+        assert any("file was replaced" in note for note in report.notes)
+        stored = store.sql("SELECT count(*) AS n, max(line) AS last FROM events")
+        assert (stored.n[0], stored.last[0]) == (len((second + first).splitlines()),) * 2
+        assert store.sql("SELECT count(*) AS n FROM bad_lines").n[0] == 0
+        assert store.sql("SELECT events FROM ingested_files WHERE file LIKE '%worker_0.jsonlog'").events[0] == stored.n[0]

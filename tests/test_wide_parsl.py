@@ -63,15 +63,25 @@ def test_stamps_make_path_guessing_unnecessary(tmp_path, wide_run):
     worker_log = next((wide_run / "000").rglob("worker_0.jsonlog"))
     flat = tmp_path / "flat"
     flat.mkdir()
-    shutil.copy(worker_log, flat / "copied.jsonlog")  # a name and place that say nothing
+    # names and places that say nothing: the records' own stamps, `component` included, must do
+    shutil.copy(worker_log, flat / "copied.jsonlog")
+    shutil.copy(wide_run / "000" / "parsl.jsonlog", flat / "dfk.jsonlog")
+    joined_sql = "SELECT count(task_id) AS n FROM events WHERE file LIKE ? AND message LIKE '%task%'"
+    with taskscope.open(":memory:") as in_place:
+        in_place.ingest(wide_run)
+        joined_in_place = in_place.sql(joined_sql, ["%worker_0.jsonlog"]).n[0]
     with taskscope.open(":memory:") as store:
         store.ingest(flat)
         missing = store.sql(
             """SELECT count(*) FILTER (WHERE run_id IS NULL OR executor_label IS NULL OR block_id IS NULL
                                        OR manager_id IS NULL OR worker_id IS NULL OR host IS NULL) AS n,
-                      count(*) AS total FROM events"""
+                      count(*) AS total FROM events WHERE file = 'copied.jsonlog'"""
         )
+        sources = dict(store.sql("SELECT file, any_value(source) AS source FROM events GROUP BY 1").values)
+        joined_flat = store.sql(joined_sql, ["copied.jsonlog"]).n[0]
     assert missing.total[0] > 0 and missing.n[0] == 0
+    assert sources == {"copied.jsonlog": "worker", "dfk.jsonlog": "parsl"}
+    assert joined_in_place > 0 and joined_flat == joined_in_place
 
 
 def test_log_config_pickle_loads_in_a_fresh_interpreter(wide_run):

@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS ingested_files (
     bad_lines BIGINT DEFAULT 0,
     pending_bytes BIGINT DEFAULT 0,  -- a partial last line waiting for its newline
     note VARCHAR,                 -- why a file was skipped, or what was odd about it
-    ingested_at TIMESTAMP DEFAULT current_timestamp
+    ingested_at TIMESTAMP DEFAULT current_timestamp,
+    head BLOB                     -- its first bytes, to tell a grown file from a replaced one
 );
 CREATE TABLE IF NOT EXISTS bad_lines (
     file VARCHAR, line BIGINT, reason VARCHAR, head BLOB, file_id INTEGER
@@ -81,3 +82,5 @@ CREATE TABLE IF NOT EXISTS event_task_links (
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create every table of the store if it does not exist yet (idempotent)."""
     con.execute(_DDL)
+    # stores made before `head` existed gain it (NULL: those files are not checked until read again)
+    con.execute("ALTER TABLE ingested_files ADD COLUMN IF NOT EXISTS head BLOB")

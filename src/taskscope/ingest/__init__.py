@@ -8,10 +8,11 @@ store as it was (and the next ingest reads the same lines again).
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import import_module
-from typing import Callable
+from typing import Callable, Iterator
 
 import duckdb
 
@@ -37,6 +38,7 @@ class IngestReport:
     files_read: int = 0
     files_unchanged: int = 0
     files_skipped: int = 0
+    files_unreadable: int = 0
     events: int = 0
     lines: int = 0
     bad_lines: int = 0
@@ -114,68 +116,89 @@ class _Offsets:
         self.last_learned = offset
 
 
-_FILE_COLUMNS = "file_id, size, bytes_read, lines_read, pending_bytes, note"
+_FILE_COLUMNS = "file_id, size, bytes_read, lines_read, pending_bytes, note, head"
+
+#: how much of a file's start is kept to recognise it: a file that grew keeps its first bytes,
+#: one replaced by another (a rotated log, a copy over it) almost never does
+HEAD_BYTES = 256
 
 
-def _known_files(con: duckdb.DuckDBPyConnection) -> dict[str, tuple]:
-    """path -> (file_id, size, bytes_read, lines_read, pending_bytes, note) of every file seen
-    before: read in one query, since a live folder is ingested every few seconds and one query
-    per file cost ~1 ms each (0.29 s for the 237 files of 17 runs)."""
-    return {row[0]: row[1:] for row in con.execute(f"SELECT path, {_FILE_COLUMNS} FROM ingested_files").fetchall()}
+@dataclass
+class _KnownFile:
+    """What `ingested_files` says about a file seen before (or just registered)."""
+
+    file_id: int
+    size: int | None
+    bytes_read: int
+    lines_read: int
+    pending_bytes: int
+    note: str | None
+    head: bytes | None
 
 
-def _file_row(con: duckdb.DuckDBPyConnection, item: InputFile, known: dict[str, tuple]) -> tuple:
+def _known_files(con: duckdb.DuckDBPyConnection) -> dict[str, _KnownFile]:
+    """path -> what is known of every file seen before: read in one query, since a live folder
+    is ingested every few seconds and one query per file cost ~1 ms each (0.29 s for the 237
+    files of 17 runs)."""
+    rows = con.execute(f"SELECT path, {_FILE_COLUMNS} FROM ingested_files").fetchall()
+    return {row[0]: _KnownFile(*row[1:]) for row in rows}
+
+
+def _file_row(con: duckdb.DuckDBPyConnection, item: InputFile, known: dict[str, _KnownFile]) -> _KnownFile:
     if item.path in known:
         return known[item.path]
     # fetchall, not fetchone: DuckDB keeps a half-read result open, which blocks register()
-    return con.execute(
+    return _KnownFile(*con.execute(
         f"""INSERT INTO ingested_files (path, file, source, run_dir) VALUES (?, ?, ?, ?)
             RETURNING {_FILE_COLUMNS}""",
         [item.path, item.rel, item.source, item.run_dir],
-    ).fetchall()[0]
+    ).fetchall()[0])
 
 
-def _ingest_one(con, item: InputFile, known: dict[str, tuple], report: IngestReport, offsets: _Offsets, rules,
-                on_progress) -> int | None:
+def _ingest_one(con, item: InputFile, known: dict[str, _KnownFile], report: IngestReport, offsets: _Offsets,
+                rules, on_progress) -> int | None:
     """Read what is new in `item`; returns its file_id if anything was read, else None."""
-    file_id, old_size, bytes_read, lines_read, _, old_note = _file_row(con, item, known)
+    seen = _file_row(con, item, known)
     size = file_size(item.path)
-    if item.source is None:
-        report.files_skipped += 1
-        if (size, item.note) != (old_size, old_note):
-            con.execute("UPDATE ingested_files SET size = ?, note = ? WHERE file_id = ?", [size, item.note, file_id])
-        return None
-    if size < 0:
-        report.notes.append(f"{item.rel}: cannot be read")
+    if item.source is None or size < 0:
+        _skip(con, item, seen, size, report)
         return None
     # what `ingested_files.size` records: bytes, or for a monitoring.db a marker of any change
     seen_size = size if item.source != "monitoring_db" else _change_marker(item.path)
-    if seen_size == old_size and (item.source == "monitoring_db" or size == bytes_read):
+    if seen_size == seen.size and (item.source == "monitoring_db" or size == seen.bytes_read):
         report.files_unchanged += 1
         return None
-    if item.source != "monitoring_db" and size < bytes_read:
-        report.notes.append(f"{item.rel}: file shrank (rotated or rewritten): read again from the start")
-        _forget_file(con, file_id)
+    notes: list[str] = []
+    bytes_read, lines_read = seen.bytes_read, seen.lines_read
+    restart = _why_read_again(item.path, size, seen) if item.source != "monitoring_db" and bytes_read else None
+    if restart:
+        notes.append(f"{restart}: read again from the start")
+        _forget_file(con, seen.file_id)
         bytes_read = lines_read = 0
     context = StageContext(
-        file_id=file_id, file=item.rel, path=item.path, component=item.component, stamps=item.stamps,
+        file_id=seen.file_id, file=item.rel, path=item.path, component=item.component, stamps=item.stamps,
         lines_before=lines_read, utc_offset_seconds=offsets.for_item(item),
     )
     module = import_module(f"taskscope.sources.{item.source}")
     events = bad = 0
-    note = None
     if item.source == "monitoring_db":
-        _forget_file(con, file_id)
+        _forget_file(con, seen.file_id)
         _flush(con, rules)
         result = module.stage_file(con, context)
-        events, note = result.events, result.note
-        bytes_read = seen_size
+        events, bytes_read = result.events, seen_size
+        notes += [result.note] if result.note else []
     else:
-        for chunk in read_new_lines(item.path, bytes_read, lines_read):
+        try:
+            chunks = read_new_lines(item.path, bytes_read, lines_read)
+        except OSError as exc:  # readable by stat, not by open (permissions, a vanished file)
+            _skip(con, item, seen, size, report, f"cannot be read: {exc.strerror or exc}")
+            return None
+        for chunk in chunks:
             result = _stage_chunk(con, module, chunk, context)
             events += result.events
             bad += result.bad_lines
-            note = result.note or note
+            if result.note and result.note not in notes:
+                notes.append(result.note)
             if result.learned_utc_offset is not None:
                 offsets.learn(item, result.learned_utc_offset)
                 context.utc_offset_seconds = result.learned_utc_offset
@@ -192,31 +215,62 @@ def _ingest_one(con, item: InputFile, known: dict[str, tuple], report: IngestRep
     report.files_read += 1
     report.events += events
     report.bad_lines += bad
+    note = "; ".join(notes) or None
     if note:
         report.notes.append(f"{item.rel}: {note}")
+    keep_head = seen.head is not None and len(seen.head) == HEAD_BYTES and not restart
+    head = seen.head if keep_head or item.source == "monitoring_db" else _read_head(item.path)
     con.execute(
         """UPDATE ingested_files SET size = ?, bytes_read = ?, lines_read = ?,
-                  events = events + ?, bad_lines = bad_lines + ?, pending_bytes = ?, note = ?,
+                  events = events + ?, bad_lines = bad_lines + ?, pending_bytes = ?, note = ?, head = ?,
                   ingested_at = current_timestamp
            WHERE file_id = ?""",
-        [seen_size, bytes_read, lines_read, events, bad, pending, note, file_id],
+        [seen_size, bytes_read, lines_read, events, bad, pending, note, head, seen.file_id],
     )
     if on_progress:
         on_progress(item, size, size)
-    return file_id
+    return seen.file_id
+
+
+def _skip(con, item: InputFile, seen: _KnownFile, size: int, report: IngestReport, note: str | None = None) -> None:
+    """Count a file that is not read: unrelated to taskscope (quietly) or unreadable (the user
+    is told); its note is kept in `ingested_files`."""
+    unreadable = item.unreadable or size < 0 or note is not None
+    note = note or (item.note if item.source is None else "cannot be read")
+    if unreadable:
+        report.files_unreadable += 1
+        report.notes.append(f"{item.rel}: {note}")
+    else:
+        report.files_skipped += 1
+    if (size, note) != (seen.size, seen.note):
+        con.execute("UPDATE ingested_files SET size = ?, note = ? WHERE file_id = ?", [size, note, seen.file_id])
+
+
+def _why_read_again(path: str, size: int, seen: _KnownFile) -> str | None:
+    """Why a file read before must be read again from its start (it shrank, or its first
+    bytes changed: another file took its name), or None if it only grew."""
+    if size < seen.bytes_read:
+        return "file shrank (rotated or rewritten)"
+    if seen.head is not None and _read_head(path, len(seen.head)) != seen.head:
+        return "file was replaced (its first bytes changed)"
+    return None
+
+
+def _read_head(path: str, length: int = HEAD_BYTES) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(length)
+    except OSError:
+        return None
 
 
 def _stage_chunk(con, module, chunk, context: StageContext) -> StageResult:
     """Hand the chunk's usable lines to the source as the relation `chunk_text` (line, txt);
     keep the others aside in bad_lines."""
     if chunk.text is not None:
-        con.register("chunk_text", chunk.text)
-        try:
+        with _registered(con, "chunk_text", chunk.text):
             return module.stage_lines(con, "chunk_text", context)
-        finally:
-            con.unregister("chunk_text")
-    con.register("chunk_lines", chunk.table)
-    try:
+    with _registered(con, "chunk_lines", chunk.table):
         undecodable = scalar(
             con,
             f"INSERT INTO bad_lines SELECT ?, line, reason, head, ?::INTEGER FROM ({bad_lines_sql('chunk_lines')})",
@@ -228,14 +282,35 @@ def _stage_chunk(con, module, chunk, context: StageContext) -> StageResult:
                 [context.file, line, "line longer than 1 MiB", head, context.file_id],
             )
         con.execute(f"CREATE OR REPLACE TEMP TABLE chunk_text AS {usable_lines_sql('chunk_lines')}")
-    finally:
-        con.unregister("chunk_lines")
     try:
         result = module.stage_lines(con, "chunk_text", context)
-    finally:
-        con.execute("DROP TABLE chunk_text")
+    except BaseException:
+        _quietly(con, "DROP TABLE IF EXISTS chunk_text")
+        raise
+    con.execute("DROP TABLE chunk_text")
     result.bad_lines += int(undecodable) + len(chunk.overlong)
     return result
+
+
+@contextmanager
+def _registered(con: duckdb.DuckDBPyConnection, name: str, table) -> Iterator[None]:
+    """`table` registered as `name` for the block. When the block fails, the clean-up may
+    fail too (DuckDB refuses statements in an aborted transaction): the block's own error
+    is the one raised."""
+    con.register(name, table)
+    try:
+        yield
+    except BaseException:
+        with suppress(duckdb.Error):
+            con.unregister(name)
+        raise
+    con.unregister(name)
+
+
+def _quietly(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Run a clean-up statement while another error propagates (see `_registered`)."""
+    with suppress(duckdb.Error):
+        con.execute(sql)
 
 
 def _staged_rows(con) -> int:
@@ -250,8 +325,10 @@ def _flush(con, rules: list[Rule]) -> None:
 
 
 def _forget_file(con, file_id: int) -> None:
+    """Drop what a file gave before it is read again from its start."""
     for table in ("events", "bad_lines", "event_task_links"):
         con.execute(f"DELETE FROM {table} WHERE file_id = ?", [file_id])
+    con.execute("UPDATE ingested_files SET events = 0, bad_lines = 0 WHERE file_id = ?", [file_id])
 
 
 def _change_marker(path: str) -> int:

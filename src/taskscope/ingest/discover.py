@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -35,6 +37,7 @@ class InputFile:
     run_dir: str | None = None
     stamps: dict[str, str] = field(default_factory=dict)  # executor_label, block_id, ...
     note: str | None = None  # why it is skipped
+    unreadable: bool = False  # skipped because it cannot be read (the user is told), not as unrelated
 
 
 def discover(paths: list[str]) -> tuple[list[InputFile], list[str]]:
@@ -53,18 +56,51 @@ def discover(paths: list[str]) -> tuple[list[InputFile], list[str]]:
         root = Path(given)
         if not root.exists():
             missing.append(given)
-            continue
-        if root.is_file():
-            found.append(classify(root.resolve(), root.name))
-            continue
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            for name in sorted(filenames):
-                full = Path(dirpath, name)
-                found.append(classify(full.resolve(), str(full.relative_to(root))))
+        elif root.is_dir():
+            found.extend(_walk(root))
+        else:
+            found.append(_classify_entry(root, root.name))
     once = list({item.path: item for item in reversed(found)}.values())  # the first of each path wins
     once.sort(key=_read_order)
     return once, missing
+
+
+def _walk(root: Path) -> Iterator[InputFile]:
+    """Every file below `root`, following symbolic links to folders (a runinfo on scratch
+    space is often linked in) but never into a folder twice; unreadable folders are
+    reported as inputs that cannot be read rather than left out in silence."""
+    unreadable: list[OSError] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable.append, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a link loop, or a second link to the same folder
+            dirnames.clear()
+            continue
+        seen.add(real)
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = Path(dirpath, name)
+            yield _classify_entry(full, str(full.relative_to(root)))
+    for error in unreadable:
+        folder = Path(error.filename or root)
+        rel = str(folder.relative_to(root)) if folder != root else folder.name
+        yield InputFile(path=str(folder.resolve()), rel=rel, source=None, unreadable=True,
+                        note=f"folder cannot be read: {error.strerror or error}")
+
+
+def _classify_entry(path: Path, rel: str) -> InputFile:
+    """`classify` for a regular file; anything else (a broken link, a FIFO, a socket, a device)
+    is skipped with a note, since opening it could fail or block."""
+    try:
+        mode = path.stat().st_mode
+    except (OSError, RuntimeError) as exc:  # a dangling link or a link loop
+        reason = getattr(exc, "strerror", None) or str(exc)
+        return InputFile(path=str(path.absolute()), rel=rel, source=None, unreadable=True,
+                         note=f"cannot be read: {reason}")
+    if not stat.S_ISREG(mode):
+        return InputFile(path=str(path.absolute()), rel=rel, source=None,
+                         note="not a regular file (a pipe, socket or device): not read")
+    return classify(path.resolve(), rel)
 
 
 def _read_order(item: InputFile) -> tuple[int, str]:

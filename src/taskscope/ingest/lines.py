@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -43,21 +43,28 @@ class LineChunk:
 
     @property
     def n_lines(self) -> int:
-        return self.table.num_rows + len(self.overlong)
+        return self.table.num_rows  # overlong lines are rows of `table` too
 
 
 def read_new_lines(
     path: str, offset: int, lines_before: int, chunk_bytes: int = CHUNK_BYTES
 ) -> Iterator[LineChunk]:
-    """Yield chunks of the complete lines of `path` after byte `offset`.
+    """Chunks of the complete lines of `path` after byte `offset`.
 
-    A partial last line (no newline yet) is not yielded: it waits for the next ingest.
+    The file is opened now, so a file that cannot be read raises OSError here rather than
+    at the first chunk. A partial last line (no newline yet) is not yielded: it waits for
+    the next ingest.
 
     >>> chunks = list(read_new_lines("/etc/hostname", 0, 0))
     """
+    handle = open(path, "rb")
+    handle.seek(offset)
+    return _chunks(handle, offset, lines_before, chunk_bytes)
+
+
+def _chunks(handle: BinaryIO, offset: int, lines_before: int, chunk_bytes: int) -> Iterator[LineChunk]:
     line_no = lines_before
-    with open(path, "rb") as handle:
-        handle.seek(offset)
+    with handle:
         carry = b""
         while True:
             block = handle.read(chunk_bytes)

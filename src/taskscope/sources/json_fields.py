@@ -52,11 +52,13 @@ def _value(values_alias: str, key: str) -> str:
     return values_alias + '."' + key.replace('"', '""') + '"'
 
 
-def extract_columns_sql(text_column: str, values_alias: str = "v") -> tuple[str, dict[str, str]]:
+def extract_columns_sql(text_column: str, values_alias: str = "v",
+                        extra_keys: tuple[str, ...] = ()) -> tuple[str, dict[str, str]]:
     """SQL to pull every column's candidate keys out of a JSON text in one parse.
 
     Returns (`extraction`, `columns`): select `extraction AS v` in an inner query, then
     `columns[name]` over it gives each column (all but `ts`, whose parsing is the caller's).
+    `extra_keys` are extracted too, for the caller to read as `values_alias."key"`.
     The extraction is one `json_transform` to a STRUCT of VARCHARs (values as
     `json_extract_string` gives them), ~2x faster than extracting the keys as a list of paths.
     """
@@ -66,7 +68,7 @@ def extract_columns_sql(text_column: str, values_alias: str = "v") -> tuple[str,
             continue
         value = f"coalesce({', '.join(_value(values_alias, key) for key in keys)})"
         columns[column] = f"try_cast({value} AS BIGINT)" if column in INTEGER_COLUMNS else value
-    structure = json.dumps({key: "VARCHAR" for key in ALL_KEYS})
+    structure = json.dumps({key: "VARCHAR" for key in [*ALL_KEYS, *extra_keys]})
     return f"json_transform({text_column}, {literal(structure)})", columns
 
 
@@ -125,3 +127,13 @@ def parse_time_sql(raw: str) -> str:
                  ELSE try_cast({raw} AS DOUBLE) END
         ELSE epoch(try_cast({raw} AS TIMESTAMPTZ))
     END"""
+
+
+#: the times a TIMESTAMPTZ can hold and a person can mean: years 1 to 9999, as epoch seconds
+EARLIEST_TIME, LATEST_TIME = -62135596800, 253402300799
+
+
+def time_in_range_sql(ts: str) -> str:
+    """SQL: true when epoch seconds `ts` fall in years 1-9999. A record with a time outside
+    (1e300, inf) is a bad line: kept, it would break every query that makes `ts` a timestamp."""
+    return f"{ts} BETWEEN {EARLIEST_TIME} AND {LATEST_TIME}"

@@ -15,6 +15,7 @@ from taskscope.sources.json_fields import (
     attrs_patch,
     extract_columns_sql,
     parse_time_sql,
+    time_in_range_sql,
     ts_candidates_sql,
     used_keys_mask_sql,
 )
@@ -24,9 +25,16 @@ from taskscope.sources.json_fields import (
 _JSON_SPACE = "' ' || chr(9) || chr(10) || chr(13)"
 
 
+# `source` values a file's path gives when it says nothing about the writer: a log copied
+# anywhere (`w.jsonlog`) or generic JSON lines. Their records' own `component` (taskscope's
+# WideEventLogging writes it on every line) names the source instead.
+GENERIC_SOURCES = ("log", "jsonl")
+
+
 def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageContext) -> StageResult:
     """Parse the JSON lines of `table_name` into staging; report unparseable ones."""
-    extraction, columns = extract_columns_sql("txt")
+    generic = context.component in GENERIC_SOURCES
+    extraction, columns = extract_columns_sql("txt", extra_keys=("component",) if generic else ())
     # a path stamp fills a column only where the record itself says nothing
     for name, value in context.stamps.items():
         columns[name] = f"coalesce({columns[name]}, ?::VARCHAR)"
@@ -37,35 +45,38 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE json_parsed AS
         SELECT line, txt, ok, CASE WHEN ok THEN {time_sql} END AS ts,
-               CASE WHEN ok THEN {used_keys_mask_sql()} END AS used_keys, {select_list} FROM (
+               CASE WHEN ok THEN {used_keys_mask_sql()} END AS used_keys, {select_list},
+               {'v."component"' if generic else 'NULL::VARCHAR'} AS record_source FROM (
             SELECT line, txt, ok, CASE WHEN ok THEN {extraction} END AS v FROM (
                 -- valid JSON whose first character is `{{` is an object (cheaper than json_type)
                 SELECT line, txt, json_valid(txt) AND left(ltrim(txt, {_JSON_SPACE}), 1) = '{{' AS ok
                 FROM {table_name}))""",
         stamp_params,
     )
+    good_time = time_in_range_sql("ts")
     # records that give the same keys to columns share one attrs patch, built once
     masks = [row[0] for row in con.execute(
-        "SELECT DISTINCT used_keys FROM json_parsed WHERE ok AND ts IS NOT NULL ORDER BY 1").fetchall()]
+        f"SELECT DISTINCT used_keys FROM json_parsed WHERE ok AND {good_time} ORDER BY 1").fetchall()]
     patch = f"CASE used_keys {' '.join('WHEN ? THEN ?' for _ in masks)} END" if masks else "NULL"
     patch_params = [value for mask in masks for value in (mask, attrs_patch(mask))]
     names = ", ".join(columns)
     staged = insert_staged(
         con,
-        f"""SELECT ts, ? AS source, ? AS file, line, {names}, json_merge_patch(txt, {patch}) AS attrs,
-                   ?::INTEGER AS file_id
-            FROM json_parsed WHERE ok AND ts IS NOT NULL""",
+        f"""SELECT ts, coalesce(record_source, ?) AS source, ? AS file, line, {names},
+                   json_merge_patch(txt, {patch}) AS attrs, ?::INTEGER AS file_id
+            FROM json_parsed WHERE ok AND {good_time}""",
         [context.component, context.file, *patch_params, context.file_id],
     )
     bad = scalar(
         con,
-        """INSERT INTO bad_lines
+        f"""INSERT INTO bad_lines
         SELECT ?, line,
                CASE WHEN NOT json_valid(txt) THEN 'invalid JSON'
                     WHEN json_type(txt) <> 'OBJECT' THEN 'JSON value is not an object'
-                    ELSE 'no readable time field' END,
-               CAST(txt AS BLOB)[1:200], ?::INTEGER
-        FROM json_parsed WHERE NOT ok OR ts IS NULL""",
+                    WHEN ts IS NULL THEN 'no readable time field'
+                    ELSE 'time outside years 1-9999' END,
+               encode(txt)[1:200], ?::INTEGER
+        FROM json_parsed WHERE NOT ok OR ts IS NULL OR NOT {good_time}""",
         [context.file, context.file_id],
     )
     return StageResult(events=staged, bad_lines=int(bad))

@@ -98,21 +98,55 @@ def stage_file(con: duckdb.DuckDBPyConnection, context: StageContext) -> StageRe
     except sqlite3.Error as exc:
         return StageResult(note=f"cannot open as SQLite: {exc}")
     total = 0
-    missing = []
+    missing, foreign = [], []
     try:
         present = {row[0] for row in sqlite.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not present & set(TABLES):
+            return StageResult(note="not a Parsl monitoring database (none of its tables)")
         for table in TABLES:
             if table not in present:
                 missing.append(table)
                 continue
             rows = pd.read_sql_query(f'SELECT rowid AS rowid, * FROM "{table}"', sqlite)
+            problem = _foreign_columns(con, table, rows)
+            if problem:
+                foreign.append(f"{table} ({problem})")
+                continue
             total += _stage_table(con, table, rows, context)
     except (sqlite3.Error, pd.errors.DatabaseError) as exc:
         return StageResult(events=total, note=f"monitoring.db read stopped: {exc}")
     finally:
         sqlite.close()
-    note = f"tables missing: {', '.join(missing)}" if missing else None
-    return StageResult(events=total, note=note)
+    notes = [f"tables missing: {', '.join(missing)}"] if missing else []
+    notes += [f"tables not in Parsl's layout, not read: {', '.join(foreign)}"] if foreign else []
+    return StageResult(events=total, note="; ".join(notes) or None)
+
+
+def _foreign_columns(con: duckdb.DuckDBPyConnection, table: str, rows: pd.DataFrame) -> str | None:
+    """Why `rows` cannot be read as Parsl's `table` (a column the SELECT needs is missing,
+    or of a type it cannot use), or None if they can.
+
+    The SELECT is bound on a cursor of its own: an error in the ingest's transaction would
+    abort the whole ingest, here it only leaves this table out.
+    """
+    probe = con.cursor()
+    try:
+        probe.register("mon_rows", rows.head(0))
+        probe.execute(f"DESCRIBE {_select(table, rows)}", [None, None, 0.0])
+    except duckdb.Error as exc:
+        return str(exc).splitlines()[0]
+    finally:
+        probe.close()
+    return None
+
+
+def _select(table: str, rows: pd.DataFrame) -> str:
+    """The staging SELECT of `table` over `mon_rows` (parameters: file, file_id, utc offset)."""
+    psutil = [c for c in rows.columns if c.startswith("psutil_") or c == "resource_monitoring_interval"]
+    psutil_attrs = "json_object(" + ", ".join(f"'{c}', \"{c}\"" for c in psutil) + ")"
+    select = _SELECTS[table].replace("$offset", "$3").replace("$psutil_attrs", psutil_attrs)
+    return f"""SELECT *, 'monitoring' AS source, $1 || '#{table}' AS file, $2::INTEGER AS file_id
+               FROM ({select}) WHERE ts IS NOT NULL"""
 
 
 def _stage_table(con: duckdb.DuckDBPyConnection, table: str, rows: pd.DataFrame, context: StageContext) -> int:
@@ -120,14 +154,6 @@ def _stage_table(con: duckdb.DuckDBPyConnection, table: str, rows: pd.DataFrame,
         return 0
     con.register("mon_rows", rows)
     try:
-        psutil = [c for c in rows.columns if c.startswith("psutil_") or c == "resource_monitoring_interval"]
-        psutil_attrs = "json_object(" + ", ".join(f"'{c}', \"{c}\"" for c in psutil) + ")"
-        select = _SELECTS[table].replace("$offset", "$3").replace("$psutil_attrs", psutil_attrs)
-        return insert_staged(
-            con,
-            f"""SELECT *, 'monitoring' AS source, $1 || '#{table}' AS file, $2::INTEGER AS file_id
-                FROM ({select}) WHERE ts IS NOT NULL""",
-            [context.file, context.file_id, context.utc_offset_seconds],
-        )
+        return insert_staged(con, _select(table, rows), [context.file, context.file_id, context.utc_offset_seconds])
     finally:
         con.unregister("mon_rows")

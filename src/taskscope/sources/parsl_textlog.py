@@ -130,7 +130,7 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
     orphans = scalar(
         con,
         """INSERT INTO bad_lines SELECT ?, line, 'continuation line before the first record',
-                  CAST(txt AS BLOB)[1:200], ?::INTEGER
+                  encode(txt)[1:200], ?::INTEGER
            FROM text_lines WHERE record = 0""",
         [context.file, context.file_id],
     ) if not continued else 0
@@ -275,7 +275,7 @@ def _record_params(context: StageContext) -> list:
 def _all_lines_bad(con: duckdb.DuckDBPyConnection, table_name: str, context: StageContext, reason: str) -> int:
     return int(scalar(
         con,
-        f"""INSERT INTO bad_lines SELECT ?, line, ?, CAST(txt AS BLOB)[1:200], ?::INTEGER
+        f"""INSERT INTO bad_lines SELECT ?, line, ?, encode(txt)[1:200], ?::INTEGER
             FROM {table_name}""",
         [context.file, reason, context.file_id],
     ))
