@@ -51,6 +51,8 @@ def test_cli_user_errors_are_one_line_and_exit_2(tmp_path):
     store = tmp_path / "s.duckdb"
     not_a_store = tmp_path / "garbage.duckdb"
     not_a_store.write_bytes(b"this is not a database" * 100)
+    bad_rules = tmp_path / "bad.toml"
+    bad_rules.write_text("[[rule]\nevent = ")
     run_cli("ingest", str(JSON_RUN), "--store", str(store))
     cases = [
         ("ingest", str(tmp_path / "missing"), "--store", str(store)),
@@ -59,6 +61,10 @@ def test_cli_user_errors_are_one_line_and_exit_2(tmp_path):
         ("tasks", "--run", "nope", "--store", str(store)),
         ("timeline", "--task", "99999", "--store", str(store)),
         ("sql", "SELECT * FROM no_such_table", "--store", str(store)),
+        ("sql", "  ", "--store", str(store)),
+        ("tasks", "--run", "%", "--store", str(store)),  # a LIKE wildcard is no run prefix
+        ("ingest", str(JSON_RUN), "--store", str(tmp_path / "new.duckdb"), "--rules", str(tmp_path / "none.toml")),
+        ("ingest", str(JSON_RUN), "--store", str(tmp_path / "new.duckdb"), "--rules", str(bad_rules)),
     ]
     for args in cases:
         done = run_cli(*args)
@@ -66,6 +72,17 @@ def test_cli_user_errors_are_one_line_and_exit_2(tmp_path):
         assert "Traceback" not in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
         assert done.stderr.startswith("error:")
+    assert not (tmp_path / "new.duckdb").exists()  # a bad rules file stops the ingest before the store
+    assert run_cli("tasks", "--limit", "-1", "--store", str(store)).returncode == 2
+
+
+def test_cli_shows_any_number_sql_returns(tmp_path):
+    store = str(tmp_path / "s.duckdb")
+    run_cli("ingest", str(JSON_RUN), "--store", store)
+    done = run_cli("sql", "SELECT 1e300 AS big, 'inf'::DOUBLE AS endless, 1.7e9 AS epoch, 12.5 AS small",
+                   "--store", store)
+    assert done.returncode == 0, done.stderr
+    assert "1e+300" in done.stdout and "inf" in done.stdout and "2023-11-14 22:13:20.000" in done.stdout
 
 
 def test_every_command_has_help_with_an_example():

@@ -21,6 +21,7 @@ from taskscope.commands.common import (
 )
 from taskscope.ingest import IngestReport, MissingInputError
 from taskscope.queries import latest_run_with_task
+from taskscope.rules import load_rules
 
 app = typer.Typer(
     help="Observability for Python workflow systems: ingest Parsl runs, then ask what happened.\n\n"
@@ -41,6 +42,7 @@ def ingest(
         None, "--utc-offset", help="Hours local time was ahead of UTC where the run logged naive local "
         "times (default: learned from the run's own logs, else this machine's)."
     ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="List every file's note (why it was skipped, what was odd)."),
     fmt: OutputFormat = FormatOption,
 ) -> None:
     """Read Parsl logs and monitoring.db under PATHS into the store (only what is new).
@@ -50,10 +52,13 @@ def ingest(
     missing = [str(path) for path in paths if not path.exists()]
     if missing:
         raise MissingInputError(f"no such file or folder: {', '.join(missing)}")
+    load_rules(rules)  # a bad rules file is an error before the store is created
     with taskscope.open(store) as opened:
         progress = Progress(
             TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-            console=err_console, transient=True, disable=fmt is not OutputFormat.table,
+            console=err_console, transient=True,
+            # off the terminal, a transient bar would leave only an empty line in the output
+            disable=fmt is not OutputFormat.table or not err_console.is_terminal,
         )
         bar = progress.add_task("ingesting", total=None)
         done: dict[str, int] = {}
@@ -67,10 +72,12 @@ def ingest(
                 *paths, rules_files=rules, on_progress=on_progress,
                 utc_offset_seconds=None if utc_offset_hours is None else utc_offset_hours * 3600,
             )
-    _print_ingest_report(report, fmt)
+    _print_ingest_report(report, fmt, verbose)
 
 
-def _print_ingest_report(report: IngestReport, fmt: OutputFormat) -> None:
+def _print_ingest_report(report: IngestReport, fmt: OutputFormat, verbose: bool = False) -> None:
+    """The summary on stdout; on stderr at most one line for everything that needs a look
+    (bad lines, unreadable files, odd files), and with --verbose each note."""
     if fmt is not OutputFormat.table:
         sys.stdout.write(json.dumps(report.as_dict(), default=str) + "\n")
         return
@@ -81,19 +88,35 @@ def _print_ingest_report(report: IngestReport, fmt: OutputFormat) -> None:
         f"skipped as not logs): {report.events:,} events from {report.lines:,} lines; {joined}",
         highlight=False,
     )
+    attention = ingest_attention(report)
+    if attention:
+        err_console.print(attention, highlight=False)
+    if verbose:
+        for note in report.notes:
+            err_console.print(f"note: {note}", highlight=False)
+
+
+def ingest_attention(report: IngestReport) -> str | None:
+    """The one line an ingest prints on stderr: a warning when something was kept aside or
+    could not be read, else a note about partial lines, else None.
+
+    >>> ingest_attention(IngestReport(bad_lines=3))
+    'warning: 3 bad lines kept aside (taskscope sql "SELECT * FROM bad_lines")'
+    """
+    problems = []
     if report.bad_lines:
-        err_console.print(
-            f"[yellow]warning:[/yellow] {report.bad_lines:,} bad lines kept aside "
-            "(see: taskscope sql \"SELECT * FROM bad_lines\")",
-            highlight=False,
-        )
-    if report.partial_lines:
-        err_console.print(
-            f"note: {report.partial_lines} file(s) end in a partial line; it is read once it is complete",
-            highlight=False,
-        )
-    for note in report.notes:
-        err_console.print(f"note: {note}", highlight=False)
+        problems.append(f'{report.bad_lines:,} bad lines kept aside (taskscope sql "SELECT * FROM bad_lines")')
+    if report.files_unreadable:
+        problems.append(f"{report.files_unreadable} files or folders could not be read")
+    odd = len(report.notes) - report.files_unreadable
+    if odd > 0:
+        problems.append(f"{odd} files with a note")
+    partial = (f"{report.partial_lines} files end in a partial line, read once complete"
+               if report.partial_lines else None)
+    if problems:
+        hint = "; --verbose lists the notes" if report.notes else ""
+        return "warning: " + "; ".join(problems + ([partial] if partial else [])) + hint
+    return f"note: {partial}" if partial else None
 
 
 @app.command()
@@ -117,7 +140,7 @@ def tasks(
     run: Optional[str] = typer.Option(None, "--run", "-r", help="Run id, unique prefix, or run folder name."),
     state: Optional[str] = typer.Option(None, "--state", help="Only tasks whose final state is this."),
     app_name: Optional[str] = typer.Option(None, "--app", help="Only tasks of this app."),
-    limit: int = typer.Option(0, "--limit", help="Show at most this many (0: all)."),
+    limit: int = typer.Option(0, "--limit", min=0, help="Show at most this many (0: all)."),
     store: str = StoreOption,
     fmt: OutputFormat = FormatOption,
 ) -> None:
@@ -182,6 +205,8 @@ def sql(
 
     Example: taskscope sql "SELECT source, count(*) FROM events GROUP BY 1"
     """
+    if not query.strip():
+        fail("the query is empty")
     with taskscope.open(store, read_only=True) as opened:
         frame = opened.sql(query)
     emit(frame, fmt)

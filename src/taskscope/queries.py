@@ -29,9 +29,10 @@ def resolve_run(con: duckdb.DuckDBPyConnection, text: str | None) -> str | None:
     matches = [
         row[0]
         for row in con.execute(
-            """SELECT DISTINCT run_id FROM events WHERE run_id LIKE ? || '%'
+            # starts_with / ends_with, not LIKE: `_` and `%` in what the user typed are literal
+            """SELECT DISTINCT run_id FROM events WHERE starts_with(run_id, ?)
                UNION SELECT run_id FROM run_dirs WHERE run_id IS NOT NULL
-                     AND (run_dir = ? OR run_dir LIKE '%/' || ?)""",
+                     AND (run_dir = ? OR ends_with(run_dir, '/' || ?))""",
             [text, text, text],
         ).fetchall()
     ]

@@ -170,8 +170,10 @@ class Store:
         return export_otlp(self, path, run, batch=batch)
 
     def sql(self, query: str, params: list | dict | None = None) -> pd.DataFrame:
-        """Run any SQL over the store and return a DataFrame."""
-        return self.con.execute(query, params or []).df()
+        """Run any SQL over the store and return a DataFrame (empty for a statement that
+        returns no rows, such as an empty query)."""
+        result = self.con.execute(query, params or [])
+        return result.df() if result is not None and result.description is not None else pd.DataFrame()
 
     def close(self) -> None:
         self.con.close()

@@ -79,7 +79,10 @@ def cell(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
         return ""
     if isinstance(value, float):
-        return f"{value:.3f}" if abs(value) < 1e9 else clock(value)
+        if abs(value) < 1e9:
+            return f"{value:.3f}"
+        # epoch seconds of 2001-2099 read as times; anything larger (1e300, inf) stays a number
+        return clock(value) if value < 4.1e9 else f"{value:g}"
     return str(value)
 
 

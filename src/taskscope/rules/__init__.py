@@ -49,13 +49,22 @@ def load_rules(extra_files: list[str | Path] | None = None) -> list[Rule]:
     >>> any(rule.event == "task.launched" for rule in rules)
     True
     """
-    tables = [tomllib.loads(Path(f).read_text()) for f in extra_files or []]
+    tables = [_read_rules_file(Path(f)) for f in extra_files or []]
     tables.append(tomllib.loads(resources.files("taskscope.rules").joinpath("parsl.toml").read_text()))
     rules: list[Rule] = []
     for table in tables:
         for entry in table.get("rule", []):
             rules.append(_make_rule(entry))
     return rules
+
+
+def _read_rules_file(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise RuleError(f"rules file {path}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise RuleError(f"rules file {path} is not valid TOML: {exc}") from None
 
 
 def _make_rule(entry: dict) -> Rule:
