@@ -215,7 +215,7 @@ def test_compare_a_run_with_itself_shows_no_change(perf_store):
     frame = compare(perf_store, perf_store.runs().run_id[0], perf_store.runs().run_id[0])
     assert not frame["significant"].any()
     assert (frame["direction"] == "same").all()
-    assert {"task duration (first to last event)", "throughput (tasks done per second)"} <= set(frame["step"])
+    assert {"task duration (first to last event)", "throughput (tasks ended per second: done or failed)"} <= set(frame["step"])
 
 
 def test_compare_against_sleeping_tasks_shows_the_worker_step_slower(perf_run, sleep_run):

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 import taskscope
-from conftest import CORPUS_RUNS, corpus_path
+from conftest import CORPUS_RUNS, corpus_path, make_real_run
 from taskscope.analyses.between import STANDARD_QUEUES, between, standard_queues
 from taskscope.analyses.latency import latency, latency_histogram, latency_stats
 from taskscope.analyses.selectors import SelectorError, parse_selector
@@ -170,6 +170,26 @@ def test_between_standard_queues_never_negative_and_drain(corpus_store, text_sto
             assert curve.ts.is_monotonic_increasing
             assert curve["count"].iloc[-1] == 0, "a completed run leaves nothing in any queue"
             assert curve["count"].max() > 0
+
+
+@pytest.fixture(scope="module")
+def dep_fail_store(tmp_path_factory):
+    """A fresh real run in which one task is never launched: its dependency failed."""
+    runinfo = tmp_path_factory.mktemp("dep_fail_run") / "runinfo"
+    make_real_run(runinfo, n_inputs=4, dependent_of_failure=True)
+    path = tmp_path_factory.mktemp("dep_fail_store") / "s.duckdb"
+    with taskscope.open(str(path)) as store:
+        store.ingest(runinfo)
+    return path
+
+
+def test_a_task_that_never_launches_leaves_the_dfk_queue(dep_fail_store):
+    with opened(dep_fail_store) as store:
+        states = store.tasks().final_state.value_counts().to_dict()
+        curves = standard_queues(store)
+    assert states.get("dep_fail") == 1
+    dfk = curves[curves.queue == "waiting in DFK"]
+    assert dfk["count"].iloc[-1] == 0 and (dfk["count"] >= 0).all()
 
 
 def test_between_interchange_queue_uses_multi_task_messages():
@@ -416,6 +436,21 @@ def test_cli_json_output_and_plots(tmp_path):
     assert {app["app_name"]: app["failed"] for app in parsed["apps"]} == {"boom": 2, "inc": 0}
     assert parsed["failures"][0]["exception_type"] == "ValueError"
     assert (tmp_path / "summary.html").stat().st_size > 100_000
+
+
+def test_step_plots_span_the_whole_run(corpus_store):
+    from taskscope.commands.analyses_time import _step_figure
+
+    with opened(corpus_store[0]) as store:
+        curve = states(store)
+    span = curve.ts.max() - curve.ts.min()
+    figure = _step_figure(curve, "tasks", "state", "tasks per state", "tasks")
+    lines = {trace.name: (list(trace.x), list(trace.y)) for trace in figure.data}
+    assert {"pending", "exec_done"} <= set(lines)
+    for name, (x, y) in lines.items():
+        assert x[0] == 0 and x[-1] == pytest.approx(span), name  # from the run's start to its end
+    assert lines["exec_done"][1][0] == 0  # nothing was done before the first task finished
+    assert lines["exec_done"][1][-1] == curve[curve.state == "exec_done"].tasks.iloc[-1]
 
 
 def test_cli_tables_and_errors(tmp_path):

@@ -22,6 +22,8 @@ def check_plot_path(path: str | Path) -> None:
     """
     if Path(path).suffix.lower() not in PLOT_SUFFIXES:
         raise PlotError(f"cannot write a plot to {path}: use a .html or .png file name")
+    if not Path(path).absolute().parent.is_dir():
+        raise PlotError(f"cannot write a plot to {path}: folder {Path(path).absolute().parent} does not exist")
 
 
 def save_figure(figure, path: str | Path) -> Path:

@@ -15,9 +15,11 @@ from taskscope._sql import connection_of
 from taskscope.analyses.selectors import Selector, parse_selector, task_events_sql
 from taskscope.queries import resolve_run
 
-#: the queues a Parsl run with HTEX has: name -> (event entering it, event leaving it)
+#: the queues a Parsl run with HTEX has: name -> (event entering it, event leaving it).
+#: A task leaves the DFK's queue when launched, or when it ends there without a launch (its
+#: dependency failed, its result was memoized).
 STANDARD_QUEUES: dict[str, tuple[str, str]] = {
-    "waiting in DFK": ("state:pending", "task.launched"),
+    "waiting in DFK": ("state:pending", "task.launched | state:dep_fail | state:failed | state:memo_done"),
     "queued in interchange": ("htex.interchange.queued", "htex.interchange.sent"),
     "running on worker": ("htex.worker.received", "htex.worker.finished"),
 }
@@ -104,7 +106,7 @@ def standard_queues(store, run: str | None = None, per: str = "task") -> pd.Data
     `count`. Queues whose events the run does not have (no HTEX, no interchange logs) are
     left out rather than failing.
 
-    - waiting in DFK: `state:pending` to `task.launched`
+    - waiting in DFK: `state:pending` to `task.launched` (or a final state reached unlaunched)
     - queued in interchange: `htex.interchange.queued` to `htex.interchange.sent`
     - running on worker: `htex.worker.received` to `htex.worker.finished`
 

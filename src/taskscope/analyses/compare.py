@@ -145,7 +145,7 @@ def _throughput_row(con, run_a: str, run_b: str) -> dict:
     p25_a, p75_a = (None, None) if rate_a is None or p25_relative is None else (rate_a * p25_relative, rate_a * p75_relative)
     (n_b, rate_b, _, _), = con.execute(_THROUGHPUT, {"run": run_b}).fetchall()
     row = pd.DataFrame([{
-        "position": pd.NA, "step": "throughput (tasks done per second)", "metric": "throughput",
+        "position": pd.NA, "step": "throughput (tasks ended per second: done or failed)", "metric": "throughput",
         "unit": "tasks/s", "tasks_a": n_a, "tasks_b": n_b, "mean_a": rate_a, "mean_b": rate_b,
         "median_a": rate_a, "median_b": rate_b, "p25_a": p25_a, "p75_a": p75_a,
     }])

@@ -1,4 +1,4 @@
-"""Event selectors: the short text a user types to name a kind of event (`task.launched`,
+r"""Event selectors: the short text a user types to name a kind of event (`task.launched`,
 `state:pending`, `template:Sent tasks%`), turned into a SQL condition over `events` with bound
 parameters.
 
@@ -12,6 +12,7 @@ Syntax (an optional `@SOURCE` suffix restricts any kind to one `events.source`):
 | `template:PATTERN` | events whose `template` is SQL `LIKE` PATTERN (`%` any text, `_` one character) |
 | `message:PATTERN` | events whose `message` is `LIKE` PATTERN |
 | `...@SOURCE` | only events of that source: `state:running@monitoring`, `task.state@parsl` |
+| `A \| B` | events either selector picks: `task.launched \| state:dep_fail` (spaces around the bar) |
 
 Analyses (between, latency, series) use selectors so that the CLI and Python read alike:
 
@@ -90,6 +91,8 @@ def parse_selector(text: str, name: str = "sel") -> Selector:
     """
     if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
         raise ValueError(f"selector parameter name {name!r} must be a lowercase identifier")
+    if _ALTERNATIVES in (text or ""):
+        return _any_of(text, name)
     stripped = (text or "").strip()
     if not stripped:
         raise SelectorError("empty event selector: give an event name (task.launched), state:NAME or template:PATTERN")
@@ -114,6 +117,18 @@ def parse_selector(text: str, name: str = "sel") -> Selector:
         sql = f"({sql}) AND source = ${name}_source"
         params[f"{name}_source"] = source
     return Selector(text=stripped, kind=kind, value=value, source=source, sql=sql, params=params)
+
+
+#: what separates alternatives in a selector (spaced, so that a `|` inside a pattern stays literal)
+_ALTERNATIVES = " | "
+
+
+def _any_of(text: str, name: str) -> Selector:
+    """A selector picking the events any of the alternatives in `text` picks."""
+    parts = [parse_selector(part, f"{name}_{number}") for number, part in enumerate(text.split(_ALTERNATIVES))]
+    params = {key: value for part in parts for key, value in part.params.items()}
+    sql = " OR ".join(f"({part.sql})" for part in parts)
+    return Selector(text=text.strip(), kind="any", value=text.strip(), source=None, sql=sql, params=params)
 
 
 def _condition(kind: str, value: str, name: str, text: str) -> tuple[str, dict]:

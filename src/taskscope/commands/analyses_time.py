@@ -68,6 +68,11 @@ def _check_per(per: str) -> None:
         fail(f"--per must be task or try, not {per!r}")
 
 
+def _plural(per: str) -> str:
+    """"tasks" or "tries" for a `--per` value."""
+    return {"try": "tries"}.get(per, f"{per}s")
+
+
 def _write_json(parts: dict[str, pd.DataFrame]) -> None:
     """One JSON object whose values are the record lists of `parts`."""
     sys.stdout.write(json.dumps({name: _records(frame) for name, frame in parts.items()}) + "\n")
@@ -104,12 +109,28 @@ def _step_figure(frame: pd.DataFrame, y: str, color: str | None, title: str, y_t
     """Step lines (the value holds until the next change) over seconds since each run's start."""
     import plotly.express as px
 
-    data = frame.assign(elapsed_s=_elapsed(frame), run=frame.run_id.str[:8])
+    whole = _whole_run_steps(frame[["run_id", "ts", y] + ([color] if color else [])], y, color)
+    data = whole.assign(elapsed_s=_elapsed(whole), run=whole.run_id.str[:8])
     several_runs = data.run.nunique() > 1
     figure = px.line(data, x="elapsed_s", y=y, color=color, line_dash="run" if several_runs else None,
                      line_shape="hv", title=title)
     figure.update_layout(xaxis_title="seconds since the run's first change", yaxis_title=y_title)
     return figure
+
+
+def _whole_run_steps(frame: pd.DataFrame, y: str, color: str | None) -> pd.DataFrame:
+    """The change rows of each line, plus a 0 at its run's first change (before its own first
+    change nothing was in it) and its last value held to the run's last change, so that every
+    line spans the run instead of starting and stopping at its own changes."""
+    keys = ["run_id"] + ([color] if color else [])
+    ordered = frame.sort_values("ts", kind="stable")
+    span = ordered.groupby("run_id").ts.agg(["min", "max"])
+    starts = ordered.groupby(keys, sort=False).head(1)
+    starts = starts[starts.ts > starts.run_id.map(span["min"])]
+    starts = starts.assign(ts=starts.run_id.map(span["min"]), **{y: 0})
+    ends = ordered.groupby(keys, sort=False).tail(1)
+    ends = ends.assign(ts=ends.run_id.map(span["max"]))
+    return pd.concat([starts, ordered, ends], ignore_index=True).sort_values("ts", kind="stable")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,7 +140,7 @@ def _step_figure(frame: pd.DataFrame, y: str, color: str | None, title: str, y_t
 def states_command(
     run: Optional[str] = RunOption,
     source: str = typer.Option("logs", "--from", help="logs (the DFK's state changes) or monitoring (monitoring.db)."),
-    points: int = typer.Option(30, "--points", help="Instants shown in the table when there are many changes."),
+    points: int = typer.Option(30, "--points", min=1, help="Instants shown in the table when there are many changes."),
     store: str = StoreOption,
     fmt: OutputFormat = FormatOption,
     plot: Optional[Path] = PlotOption,
@@ -159,14 +180,14 @@ def between_command(
     event_b: str = typer.Argument(..., help="Selector of the event that leaves."),
     run: Optional[str] = RunOption,
     per: str = PerOption,
-    points: int = typer.Option(30, "--points", help="Instants shown in the table when there are many changes."),
+    points: int = typer.Option(30, "--points", min=1, help="Instants shown in the table when there are many changes."),
     store: str = StoreOption,
     fmt: OutputFormat = FormatOption,
     plot: Optional[Path] = PlotOption,
 ) -> None:
     """How many tasks have passed event A but not yet event B, over time (an implicit queue).
 
-    Selectors: an event name (task.launched, htex.worker.received), state:NAME (a task entering a state), template:PATTERN or message:PATTERN (SQL LIKE), each optionally @SOURCE (state:running@monitoring). JSON and CSV give every change (run_id, ts, count).
+    Selectors: an event name (task.launched, htex.worker.received), state:NAME (a task entering a state), template:PATTERN or message:PATTERN (SQL LIKE), each optionally @SOURCE (state:running@monitoring), and "A | B" for either. JSON and CSV give every change (run_id, ts, count).
 
     Example: taskscope between htex.interchange.queued htex.interchange.sent --plot queue.png
     """
@@ -176,9 +197,9 @@ def between_command(
         curve = between(opened, event_a, event_b, run, per)
     if curve.empty:
         fail(f"no {per} passes {event_a!r} and then {event_b!r}" + (f" in run {run}" if run else ""))
-    title = f"{per}s between {event_a} and {event_b}"
+    title = f"{_plural(per)} between {event_a} and {event_b}"
     if plot is not None:
-        save_plot(_step_figure(curve, "count", None, title, f"{per}s"), plot)
+        save_plot(_step_figure(curve, "count", None, title, _plural(per)), plot)
     if fmt is not OutputFormat.table:
         emit(curve, fmt)
         return
@@ -193,7 +214,7 @@ def between_command(
 def queues_command(
     run: Optional[str] = RunOption,
     per: str = PerOption,
-    points: int = typer.Option(30, "--points", help="Instants shown in the table when there are many changes."),
+    points: int = typer.Option(30, "--points", min=1, help="Instants shown in the table when there are many changes."),
     store: str = StoreOption,
     fmt: OutputFormat = FormatOption,
     plot: Optional[Path] = PlotOption,
@@ -212,7 +233,7 @@ def queues_command(
         fail("none of the standard queues' events are in the store: " + "; ".join(
             f"{name}: {a} to {b}" for name, (a, b) in STANDARD_QUEUES.items()))
     if plot is not None:
-        save_plot(_step_figure(curves, "count", "queue", f"{per}s in each queue", f"{per}s"), plot)
+        save_plot(_step_figure(curves, "count", "queue", f"{_plural(per)} in each queue", _plural(per)), plot)
     if fmt is not OutputFormat.table:
         emit(curves, fmt)
         return
@@ -220,7 +241,7 @@ def queues_command(
             .groupby(level="run_id").ffill().fillna(0).astype("int64"))
     wide.columns.name = None
     shown, note = _readable_steps(wide.reset_index(), points)
-    emit(shown, fmt, f"{per}s in each queue")
+    emit(shown, fmt, f"{_plural(per)} in each queue")
     _note("peak: " + ", ".join(f"{queue} {count}" for queue, count in curves.groupby("queue")["count"].max().items()))
     if note:
         _note(note)
@@ -241,7 +262,7 @@ def series_command(
 ) -> None:
     """Any numeric field over time, from every event that carries it, optionally per group.
 
-    The table shows every value when there are few, else per group: count, min, mean, max and the last value. JSON and CSV give every value (run_id, ts, [group], event, value).
+    The table shows every value when there are few, else per group: count, min, mean, max and the last value. JSON and CSV give every value (run_id, ts, the --by column if given, event, value).
 
     Example: taskscope series psutil_process_memory_resident --by task_id --plot memory.html
     """
@@ -286,7 +307,7 @@ def latency_command(
     run: Optional[str] = RunOption,
     per: str = PerOption,
     by: Optional[str] = typer.Option(None, "--by", help="Statistics per value of this column of the latency table (app_name)."),
-    bins: int = typer.Option(20, "--bins", help="Histogram bins."),
+    bins: int = typer.Option(20, "--bins", min=1, help="Histogram bins."),
     store: str = StoreOption,
     fmt: OutputFormat = FormatOption,
     plot: Optional[Path] = PlotOption,
@@ -337,7 +358,7 @@ SUMMARY_PARTS = ("runs", "apps", "failures", "throughput")
 def summary_command(
     run: Optional[str] = RunOption,
     part: Optional[str] = typer.Option(None, "--part", help="Only this table: runs, apps, failures or throughput."),
-    bin_s: Optional[float] = typer.Option(None, "--bin", help="Throughput bin width in seconds (default: about 50 bins)."),
+    bin_s: Optional[float] = typer.Option(None, "--bin", min=0.001, help="Throughput bin width in seconds (default: about 50 bins)."),
     store: str = StoreOption,
     fmt: OutputFormat = FormatOption,
     plot: Optional[Path] = PlotOption,

@@ -84,11 +84,14 @@ def build_config(
     return Config(executors=executors, run_dir=str(run_dir), retries=retries, strategy="none", **options)
 
 
-def run_workflow(run_dir: str | Path, n_inputs: int = 20, **config_options) -> Path:
+def run_workflow(run_dir: str | Path, n_inputs: int = 20, dependent_of_failure: bool = False,
+                 **config_options) -> Path:
     """Run the demo workflow under `run_dir` (a runinfo folder); return the new run folder.
 
     `n_inputs` squares feed `n_inputs // 4` totals of four each, plus a grand total and one
-    task that fails on every try: 2 + n_inputs + n_inputs // 4 tasks in all.
+    task that fails on every try: 2 + n_inputs + n_inputs // 4 tasks in all. With
+    `dependent_of_failure`, one more task takes the failing one's result, so Parsl never
+    launches it (`dep_fail`).
     """
     _put_interpreter_scripts_on_path()
     config = build_config(run_dir, **config_options)
@@ -97,11 +100,13 @@ def run_workflow(run_dir: str | Path, n_inputs: int = 20, **config_options) -> P
         subtotals = [total(*squares[i : i + 4]) for i in range(0, n_inputs - n_inputs % 4, 4)]
         grand_total = total(*subtotals)
         failing = always_fails(7)
+        blocked = [total(failing)] if dependent_of_failure else []
         grand_total.result()
-        try:
-            failing.result()
-        except ValueError:
-            pass
+        for future in [failing, *blocked]:
+            try:
+                future.result()
+            except Exception:  # the failure (ValueError) and the dependency error it causes
+                pass
         run_folder = Path(dfk.run_dir)
     parsl.clear()
     return run_folder
