@@ -61,6 +61,37 @@ with parsl.load(config):
 '''
 
 
+# A real Parsl workflow (threads): three tasks fail, one depends on a failed one (dep_fail).
+FAILING_WORKFLOW = '''
+import sys
+import parsl
+from parsl.config import Config
+from parsl.executors import ThreadPoolExecutor
+
+@parsl.python_app
+def step(i, pause):
+    import time
+    time.sleep(pause)
+    if i in (1, 2, 3):
+        raise ValueError(f"step {i} fails")
+    return i
+
+@parsl.python_app
+def after(value):
+    return value
+
+runinfo, n, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+config = Config(executors=[ThreadPoolExecutor(label="threads", max_threads=2)], run_dir=runinfo, strategy="none")
+with parsl.load(config):
+    steps = [step(i, pause) for i in range(n)]
+    for future in steps + [after(steps[1])]:
+        try:
+            future.result()
+        except Exception:
+            pass
+'''
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -119,8 +150,8 @@ def browser():
 class Watched:
     """A browser page that records console errors, page errors, failed requests and dialogs."""
 
-    def __init__(self, browser):
-        self.page = browser.new_page()
+    def __init__(self, browser, viewport: dict | None = None):
+        self.page = browser.new_page(viewport=viewport)
         self.problems: list[str] = []
         self.dialogs: list[str] = []
         self.page.on("console", lambda m: m.type == "error" and self.problems.append(f"console: {m.text}"))
@@ -508,3 +539,133 @@ def test_logs_api_rejects_an_unknown_column_with_400(corpus_run):
         server.json("/api/logs?no_such_column=1")
     assert error.value.code == 400
     assert "no_such_column" in json.loads(error.value.read())["error"]
+
+
+def fetch(url: str) -> tuple[int, str, str]:
+    """Status, content type and body of a GET, errors included."""
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return response.status, response.headers.get_content_type(), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get_content_type(), error.read().decode()
+
+
+def test_run_page_counts_a_block_logged_without_its_executor_once(corpus_run, browser):
+    server = corpus_server(corpus_run)
+    store = server.dashboard.store
+    run_id = store.runs().run_id.iloc[0]
+    # block.scaled_in and manager.status name block 0 without an executor label
+    unlabelled = store.sql("SELECT count(*) AS n FROM events WHERE run_id = ? AND block_id IS NOT NULL "
+                           "AND executor_label IS NULL", [run_id]).n.iloc[0]
+    assert unlabelled > 0
+    blocks = store.sql("SELECT count(DISTINCT (executor_label, block_id)) AS n FROM events WHERE run_id = ? "
+                       "AND block_id IS NOT NULL AND executor_label IS NOT NULL", [run_id]).n.iloc[0]
+    assert server.json(f"/api/runs/{run_id}")["infrastructure"]["blocks"] == blocks
+    watched = Watched(browser)
+    try:
+        watched.visit(f"{server.url}/runs/{run_id}")
+        assert watched.page.locator("#run-blocks .value").inner_text() == str(blocks)
+    finally:
+        watched.close()
+
+
+@pytest.fixture(scope="module")
+def failing_run(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("failing")
+    script = base / "failing.py"
+    script.write_text(FAILING_WORKFLOW)
+    run_parsl_script(script, base / "runinfo", 6, 0.01)
+    return base / "runinfo"
+
+
+def test_run_page_failure_counts_match_the_task_lists_they_link_to(failing_run, browser):
+    store = taskscope.open(":memory:")
+    store.ingest(failing_run)
+    run_id = store.runs().run_id.iloc[0]
+    final_states = store.tasks(run=run_id).final_state.value_counts()
+    assert final_states["failed"] == 3 and final_states["dep_fail"] == 1
+    server = Server(Dashboard(store))
+    watched = Watched(browser)
+    page = watched.page
+    try:
+        for state in ("failed", "dep_fail"):
+            watched.visit(f"{server.url}/runs/{run_id}")
+            shown = int(page.locator(f"#run-{state} .value").inner_text())
+            assert shown == final_states[state]
+            page.locator(f"#run-{state} a").click()
+            page.wait_for_load_state("networkidle")
+            assert f"state={state}" in page.url
+            assert page.locator("#tasks tbody tr").count() == shown
+        assert not watched.problems
+    finally:
+        watched.close()
+        server.stop()
+
+
+def test_bad_urls_get_the_html_error_page_and_api_urls_json(browser):
+    server = corpus_server(Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "parsl-htex-jsonlog")
+    run_id = server.dashboard.store.runs().run_id.iloc[0]
+    pages = {f"/runs/{run_id}/tasks/abc": 400, "/tasks/1.5": 404, f"/runs/{run_id}/tasks?page=0": 400,
+             f"/runs/{run_id}/tasks?page=-1": 400, f"/runs/{run_id}/tasks?page=abc": 400,
+             f"/runs/{run_id}/tasks?desc=maybe": 400, f"/runs/{run_id}/dag?page=abc": 400,
+             "/runs": 404, "/runs/": 404, "/nope": 404, "/usage/nope": 404, "/runs/no-such-run": 404}
+    for path, expected in pages.items():
+        status, content_type, body = fetch(server.url + path)
+        assert (status, content_type) == (expected, "text/html"), path
+        assert '<p class="error">' in body and "detail" not in body, path
+    apis = {"/api/nope": 404, f"/api/runs/{run_id}/tasks?page=0": 422, f"/api/runs/{run_id}/tasks/abc": 422}
+    for path, expected in apis.items():
+        status, content_type, body = fetch(server.url + path)
+        assert (status, content_type) == (expected, "application/json"), path
+        assert json.loads(body)["detail"], path
+    status, content_type, _ = fetch(server.url + "/favicon.ico")
+    assert status == 200 and content_type.startswith("image/")
+    watched = Watched(browser)
+    try:  # the bad value is shown as text in one sentence, never run
+        response = watched.page.goto(f"{server.url}/runs/{run_id}/tasks?page={urllib.parse.quote(SCRIPT)}")
+        assert response.status == 400
+        message = watched.page.locator("p.error").inner_text()
+        assert message.startswith("The query parameter page=" + SCRIPT) and message.endswith(".")
+        assert watched.dialogs == [] and watched.page.locator("script", has_text="alert(1)").count() == 0
+    finally:
+        watched.close()
+
+
+def test_log_messages_keep_a_readable_width_and_the_page_fits_the_window(corpus_run, browser):
+    server = corpus_server(corpus_run)
+    run_id = server.dashboard.store.runs().run_id.iloc[0]
+    task_id = int(server.dashboard.store.sql(
+        "SELECT task_id FROM events WHERE run_id = ? AND task_id IS NOT NULL "
+        "ORDER BY length(message) DESC, task_id LIMIT 1", [run_id]).task_id.iloc[0])
+    watched = Watched(browser, viewport={"width": 1400, "height": 900})
+    try:
+        for path in (f"/runs/{run_id}/tasks/{task_id}", f"/logs?run_id={run_id}&task_id={task_id}", "/logs"):
+            watched.visit(server.url + path)
+            layout = watched.page.evaluate("""() => ({
+                page: document.documentElement.scrollWidth,
+                widths: [...document.querySelectorAll("td.msg")].map(td => td.getBoundingClientRect().width),
+                overflowing: [...document.querySelectorAll("td.msg")].filter(td => td.scrollWidth > td.clientWidth).length,
+            })""")
+            assert layout["widths"], path
+            assert layout["page"] <= 1400, path
+            assert min(layout["widths"]) >= 300, path  # about 40 characters a line at least
+            assert layout["overflowing"] == 0, path  # long unbroken tokens wrap
+    finally:
+        watched.close()
+
+
+def test_cli_reports_a_port_in_use_in_one_line(tmp_path):
+    corpus = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "parsl-2025-textlog"
+    store_file = tmp_path / "busy.duckdb"
+    with taskscope.open(store_file) as store:
+        store.ingest(corpus / "monitoring.db")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-m", "taskscope.cli", "ui", "--store", str(store_file), "--port", str(port)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (f"error: port {port} on 127.0.0.1 is in use: stop what listens there "
+                                   "or choose another port with --port")
+    assert "http://" not in done.stdout + done.stderr

@@ -32,10 +32,14 @@ def ui(
 
     Example: taskscope ui runinfo/ --port 8080   (then open http://127.0.0.1:8080)
     """
-    from taskscope.web.app import open_dashboard, serve
+    from taskscope.web.app import CannotListen, listen, open_dashboard, serve
 
     if path is not None and not path.exists():
         raise MissingInputError(f"no such file or folder: {path}")
+    try:
+        sock = listen(host, port)  # a taken port is reported before the ingest and the URL line
+    except CannotListen as exc:
+        fail(str(exc))
     if path is not None:
         err_console.print(f"ingesting {path} into {store} ...", highlight=False)
     try:
@@ -45,4 +49,4 @@ def ui(
              f"restart it with --ui-port {port}.")
     err_console.print(f"taskscope dashboard on http://{host}:{port}/  (store {store}"
                       + (f", ingesting {path} every {interval:g} s" if path else ", read-only") + ")", highlight=False)
-    serve(dashboard, host, port)
+    serve(dashboard, sock=sock)

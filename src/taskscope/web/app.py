@@ -10,6 +10,7 @@ Without anything to ingest, the store is opened read-only.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 import sys
@@ -17,12 +18,16 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from http import HTTPStatus
 from pathlib import Path
 
 import duckdb
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import taskscope
 from taskscope.queries import RunNotFound
@@ -117,6 +122,11 @@ def create_app(dashboard: Dashboard) -> FastAPI:
 
     mount_static(app)
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        # browsers ask for it even though every page links /static/favicon.svg
+        return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
+
     @app.exception_handler(RunNotFound)
     def run_not_found(request: Request, exc: RunNotFound):
         return _not_found(request, str(exc))
@@ -125,6 +135,8 @@ def create_app(dashboard: Dashboard) -> FastAPI:
     def lookup_error(request: Request, exc: LookupError):
         return _not_found(request, str(exc))
 
+    app.add_exception_handler(RequestValidationError, _bad_parameter)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     return app
 
 
@@ -140,10 +152,59 @@ def mount_static(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
 
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
 def _not_found(request: Request, message: str):
-    if request.url.path.startswith("/api/"):
+    if _is_api(request):
         return JSONResponse({"error": message}, status_code=404)
-    return render(request, "error.html", {"message": message}, status_code=404)
+    return _error_page(request, 404, message)
+
+
+def _error_page(request: Request, status_code: int, message: str) -> HTMLResponse:
+    """The HTML error page: `message` (one sentence, escaped by the template) under the status's name."""
+    return render(request, "error.html", {"title": _status_name(status_code), "message": message},
+                  status_code=status_code)
+
+
+def _status_name(status_code: int) -> str:
+    try:
+        return HTTPStatus(status_code).phrase
+    except ValueError:
+        return "Error"
+
+
+async def _bad_parameter(request: Request, exc: RequestValidationError):
+    """A path or query parameter of the wrong type or range: JSON 422 under /api/, else the error page (400)."""
+    if _is_api(request):
+        return await request_validation_exception_handler(request, exc)
+    return _error_page(request, 400, explain_invalid(exc.errors()))
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException):
+    """An unknown path (404) or another HTTP error: JSON under /api/, else the error page."""
+    if _is_api(request):
+        return await http_exception_handler(request, exc)
+    message = f"There is no page at {request.url.path}." if exc.status_code == 404 else f"{exc.detail}."
+    response = _error_page(request, exc.status_code, message)
+    response.headers.update(exc.headers or {})  # e.g. Allow on 405
+    return response
+
+
+def explain_invalid(errors: list[dict]) -> str:
+    """The first of FastAPI's validation `errors` as one sentence for people.
+
+    >>> explain_invalid([{"type": "int_parsing", "loc": ("query", "page"), "input": "abc",
+    ...                   "msg": "Input should be a valid integer"}])
+    'The query parameter page=abc is not valid: input should be a valid integer.'
+    """
+    first = errors[0] if errors else {}
+    where, name = (tuple(first.get("loc", ())) + ("", ""))[:2]
+    if first.get("type") == "missing":
+        return f"The {where} parameter {name} is required."
+    reason = str(first.get("msg", "invalid value"))
+    return f"The {where} parameter {name}={first.get('input')} is not valid: {reason[:1].lower()}{reason[1:]}."
 
 
 def _plotly_js_path() -> Path:
@@ -176,17 +237,43 @@ def is_loopback(host: str) -> bool:
     return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
 
 
-def serve(dashboard: Dashboard, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Run the dashboard with uvicorn until interrupted (warns when `host` is not loopback).
+class CannotListen(Exception):
+    """The dashboard cannot listen where asked (the port is taken, the address is not this machine's)."""
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The dashboard's listening socket: bind it first, so that a taken port is reported before
+    anything is ingested or announced (warns when `host` is not loopback; raises `CannotListen`).
+
+    >>> serve(open_dashboard("run.duckdb"), sock=listen("127.0.0.1", 8080))  # doctest: +SKIP
+    """
+    warn_unless_loopback(host)
+    try:
+        return listen_tcp(host, port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise CannotListen(f"port {port} on {host} is in use: stop what listens there "
+                               "or choose another port with --port") from exc
+        raise CannotListen(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+def serve(dashboard: Dashboard, host: str = "127.0.0.1", port: int = 8080, sock: socket.socket | None = None) -> None:
+    """Run the dashboard with uvicorn until interrupted, on `sock` (from `listen`) or else on
+    `host:port` (warns when `host` is not loopback; raises `CannotListen`).
 
     >>> serve(open_dashboard("run.duckdb"), port=8080)  # doctest: +SKIP
     """
     import uvicorn
 
-    warn_unless_loopback(host)
     try:
-        uvicorn.run(create_app(dashboard), host=host, port=port, log_level="warning")
+        sock = sock if sock is not None else listen(host, port)
+        server = uvicorn.Server(uvicorn.Config(create_app(dashboard), log_level="warning"))
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
     finally:
+        if sock is not None:
+            sock.close()
         if dashboard.live:
             dashboard.live.stop()
         dashboard.store.close()

@@ -33,7 +33,7 @@ from taskscope.analyses.summary import summary
 from taskscope.web.figures import sampled_steps
 
 #: grows whenever what a section holds changes: digests of another version are stale
-DIGEST_VERSION = 2
+DIGEST_VERSION = 3
 
 _TABLE_DDL = """
 CREATE TABLE IF NOT EXISTS run_digests (
@@ -56,8 +56,18 @@ _STORE_FINGERPRINT = """
 """
 
 _INFRASTRUCTURE = """
+    WITH block_ids AS (
+        SELECT DISTINCT executor_label, block_id FROM events WHERE run_id = $run AND block_id IS NOT NULL
+    ),
+    -- some events (block.scaled_in, manager.status) name a block without its executor: such a
+    -- block is a block of its own only when no executor logged a block with that id
+    blocks AS (
+        SELECT count(*) AS blocks FROM block_ids b
+        WHERE executor_label IS NOT NULL
+           OR NOT EXISTS (SELECT 1 FROM block_ids l WHERE l.block_id = b.block_id AND l.executor_label IS NOT NULL)
+    )
     SELECT count(DISTINCT executor_label) AS executors,
-           count(DISTINCT (executor_label, block_id)) FILTER (WHERE block_id IS NOT NULL) AS blocks,
+           (SELECT blocks FROM blocks) AS blocks,
            count(DISTINCT manager_id) AS managers_seen,
            count(DISTINCT (manager_id, worker_id)) FILTER (WHERE worker_id IS NOT NULL) AS workers_seen,
            count(DISTINCT host) FILTER (WHERE source <> 'parsl') AS hosts,

@@ -53,6 +53,12 @@ def run_json(request: Request, run: str, con=Depends(read_connection)):
     return json_response(run_data(con, request.app.state.dashboard, resolve_run(con, run)))
 
 
+def ended_counts(apps: pd.DataFrame) -> dict[str, int]:
+    """Tasks per final state that the run page links to the task list filtered by that state
+    (the same counts as the list: both come from `taskscope.queries.tasks`)."""
+    return {state: int(apps[state].sum()) if state in apps else 0 for state in ("failed", "dep_fail")}
+
+
 @router.get("/runs/{run}")
 def run_page(request: Request, run: str, con=Depends(read_connection)):
     run_id = resolve_run(con, run)
@@ -73,5 +79,6 @@ def run_page(request: Request, run: str, con=Depends(read_connection)):
         "run": data["run"], "infra": data["infrastructure"],
         "totals": data["totals"].to_dict("records")[0] if not data["totals"].empty else {},
         "apps": apps.to_dict("records"), "failures": data["failures"].to_dict("records"),
+        "ended": ended_counts(apps),
         "variants": data["variants"].to_dict("records"), "charts": charts, "path_height": path_height,
     })
