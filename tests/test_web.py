@@ -283,13 +283,18 @@ def test_click_path_runs_run_task_manager_logs(browser):
         watched.close()
 
 
+def script_run(tmp_path_factory, name: str, workflow: str, seconds: float) -> Path:
+    """The runinfo folder of a real Parsl run of `workflow` (a script template for `run_parsl_script`)."""
+    base = tmp_path_factory.mktemp(name)
+    script = base / f"{name}.py"
+    script.write_text(workflow)
+    run_parsl_script(script, base / "runinfo", 6, seconds)
+    return base / "runinfo"
+
+
 @pytest.fixture(scope="module")
 def hostile_run(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("hostile")
-    script = base / "hostile.py"
-    script.write_text(HOSTILE_WORKFLOW)
-    run_parsl_script(script, base / "runinfo", 6, 0.05)
-    return base / "runinfo"
+    return script_run(tmp_path_factory, "hostile", HOSTILE_WORKFLOW, 0.05)
 
 
 def test_log_text_is_shown_as_text_and_never_runs(hostile_run, browser):
@@ -571,11 +576,7 @@ def test_run_page_counts_a_block_logged_without_its_executor_once(corpus_run, br
 
 @pytest.fixture(scope="module")
 def failing_run(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("failing")
-    script = base / "failing.py"
-    script.write_text(FAILING_WORKFLOW)
-    run_parsl_script(script, base / "runinfo", 6, 0.01)
-    return base / "runinfo"
+    return script_run(tmp_path_factory, "failing", FAILING_WORKFLOW, 0.01)
 
 
 def test_run_page_failure_counts_match_the_task_lists_they_link_to(failing_run, browser):
