@@ -30,6 +30,9 @@ What it does:
 `--replicate N` concatenates every log of the JSON run N times into a bigger copy (for a
 steadier figure); (a) and (b) then read that copy. `--profile` adds one more ingest of
 each run through a connection wrapper that times every SQL statement taskscope issues.
+`--breakdown` times, alternating with the `json.loads` loop, what DuckDB alone takes for each
+piece a JSON ingest cannot skip (read the lines, parse the keys, build `attrs`, rules and
+templates): any piece slower than 1/5 of the loop puts the 5x target out of reach by itself.
 """
 
 from __future__ import annotations
@@ -169,6 +172,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds to allow one parsl-perf run (default: 900)")
     parser.add_argument("--profile", action="store_true",
                         help="also time each SQL statement of one extra ingest of each run")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time the engine's own pieces of a JSON ingest, each against the loop")
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.replicate < 1 or args.tasks < 1 or args.warmup < 0:
         parser.error("--repeat, --replicate and --tasks must be >= 1, --warmup >= 0")
@@ -488,6 +493,77 @@ def profile_ingest(folder: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# optional breakdown: the engine's own pieces of a JSON ingest, each against the loop
+
+
+def engine_pieces(files: list[Path], json_run: Path) -> dict[str, Callable[[], None]]:
+    """Bare DuckDB statements for each piece of a JSON ingest, on the JSON run's files.
+
+    The rules piece runs taskscope's rules + templates SQL over the records as an ingest
+    stages them (captured once from a real ingest), without moving them to `events`.
+    """
+    from taskscope import ingest as ingest_module
+    from taskscope.rules import apply_rules_sql
+    from taskscope.sources.json_fields import extract_columns_sql
+
+    con = duckdb.connect()
+    paths = [str(f) for f in files]
+    con.execute("CREATE TABLE lines AS SELECT * FROM read_csv(?, columns={'txt': 'VARCHAR'}, delim=chr(1), "
+                "quote='', escape='', header=false)", [paths])
+    store = taskscope.open(":memory:")
+    flush = ingest_module._flush
+
+    def keep_staged(con_: duckdb.DuckDBPyConnection, rules_: list) -> None:
+        con_.execute("CREATE TABLE IF NOT EXISTS kept AS SELECT * FROM staged LIMIT 0")
+        con_.execute("INSERT INTO kept SELECT * FROM staged")
+        flush(con_, rules_)
+
+    ingest_module._flush = keep_staged
+    try:
+        ingest_paths(store.con, [str(json_run)], load_rules())
+    finally:
+        ingest_module._flush = flush
+    rules_sql = apply_rules_sql(load_rules(), "kept")
+    floor_columns = "{" + ", ".join(f"'{key}': '{t}'" for key, (t, _) in _FLOOR_COLUMNS.items()) + "}"
+    extraction, _ = extract_columns_sql("txt")
+    statements = {
+        "read the lines (read_csv, one column)": (con, "SELECT * FROM read_csv(?, columns={'txt': 'VARCHAR'}, "
+                                                       "delim=chr(1), quote='', escape='', header=false)", [paths]),
+        "read_json of 13 keys (the floor d)": (con, "SELECT * FROM read_json(?, format='newline_delimited', "
+                                                    f"columns={floor_columns})", [paths]),
+        "json_transform of the 50 candidate keys": (con, f"SELECT {extraction} AS v FROM lines", None),
+        "json_merge_patch for attrs": (con, "SELECT json_merge_patch(txt, '{\"created\": null}') FROM lines", None),
+        "rules + templates (taskscope's SQL)": (store.con, rules_sql, None),
+    }
+
+    def run(con_: duckdb.DuckDBPyConnection, sql: str, params: list | None) -> Callable[[], None]:
+        return lambda: con_.execute(f"CREATE OR REPLACE TEMP TABLE piece AS {sql}", params or []).fetchall()
+
+    return {name: run(*statement) for name, statement in statements.items()}
+
+
+def breakdown(files: list[Path], json_run: Path, repeat: int) -> None:
+    """Time each engine piece and the json.loads loop alternately; print each as a share of the loop."""
+    pieces = engine_pieces(files, json_run)
+    loop_times: list[float] = []
+    piece_times: dict[str, list[float]] = defaultdict(list)
+    for _ in range(repeat):
+        loop_times.append(json_loads_loop(files).seconds)
+        for name, action in pieces.items():
+            started = time.perf_counter()
+            action()
+            piece_times[name].append(time.perf_counter() - started)
+    loop = statistics.median(loop_times)
+    print(f"  json.loads loop: {loop:.3f} s (median of {repeat}); 5x the loop leaves {loop / TARGET_JSON_RATIO:.3f} s")
+    for name, times in piece_times.items():
+        seconds = statistics.median(times)
+        print(f"  {name:42} {seconds:7.3f} s = {seconds / loop:5.2f} of the loop")
+    needed = sum(statistics.median(times) for name, times in piece_times.items() if "floor" not in name)
+    print(f"  read + parse + attrs + rules alone: {needed:.3f} s = {loop / needed:.2f}x the loop "
+          f"(before line numbers, bad lines, staging and relate)")
+
+
+# ---------------------------------------------------------------------------------------------
 # report
 
 
@@ -578,6 +654,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\nSQL profile (one extra ingest each; statements by total time):")
         profile_ingest(json_run)
         profile_ingest(runs["text"])
+    if args.breakdown:
+        print("\nengine pieces of a JSON ingest (bare DuckDB; medians, alternating with the loop):")
+        breakdown(sorted(json_run.rglob("*.jsonlog")), json_run, args.repeat)
     return 0
 
 
