@@ -237,3 +237,27 @@ def test_file_replaced_by_another_is_read_again(tmp_path):
         assert (stored.n[0], stored.last[0]) == (len((second + first).splitlines()),) * 2
         assert store.sql("SELECT count(*) AS n FROM bad_lines").n[0] == 0
         assert store.sql("SELECT events FROM ingested_files WHERE file LIKE '%worker_0.jsonlog'").events[0] == stored.n[0]
+
+
+def test_a_file_that_becomes_unreadable_loses_nothing(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(CLEAN, run)
+    worker_log = next(run.rglob("worker_0.jsonlog"))
+    lines = worker_log.read_bytes().splitlines(keepends=True)
+    store = tmp_path / "s.duckdb"
+    ingest = [sys.executable, "-m", "taskscope.cli", "ingest", str(run), "--store", str(store)]
+    count = "SELECT count(*) AS n FROM events WHERE file LIKE '%worker_0.jsonlog'"
+    assert subprocess.run(ingest, capture_output=True).returncode == 0
+    with open(worker_log, "ab") as handle:  # the worker goes on logging...
+        handle.writelines(lines[:10])
+    os.chmod(worker_log, 0)  # ...and the file's permissions change
+    try:
+        done = subprocess.run(_without_root_powers(ingest), capture_output=True, text=True)
+    finally:
+        os.chmod(worker_log, 0o644)
+    assert done.returncode == 0 and "could not be read" in done.stderr, done.stderr
+    with taskscope.open(str(store), read_only=True) as opened:
+        assert opened.sql(count).n[0] == len(lines)  # what was read before is still there
+    assert subprocess.run(ingest, capture_output=True).returncode == 0
+    with taskscope.open(str(store), read_only=True) as opened:
+        assert opened.sql(count).n[0] == len(lines) + 10

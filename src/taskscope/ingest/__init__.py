@@ -251,7 +251,9 @@ def _why_read_again(path: str, size: int, seen: _KnownFile) -> str | None:
     bytes changed: another file took its name), or None if it only grew."""
     if size < seen.bytes_read:
         return "file shrank (rotated or rewritten)"
-    if seen.head is not None and _read_head(path, len(seen.head)) != seen.head:
+    head = _read_head(path, len(seen.head)) if seen.head is not None else None
+    # an unreadable head says nothing: the open that follows reports the file as unreadable
+    if head is not None and head != seen.head:
         return "file was replaced (its first bytes changed)"
     return None
 
