@@ -12,6 +12,7 @@ file that cannot be written gives one warning on stderr and a count of dropped r
 from __future__ import annotations
 
 import atexit
+import fcntl
 import logging
 import os
 import signal
@@ -22,9 +23,13 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Mapping
 
-from taskscope.emit.records import RecordEncoder, formatted_message
+from taskscope.emit.records import MAX_LINE_BYTES, RecordEncoder, formatted_message
 
 DEFAULT_FLUSH_INTERVAL = 0.5  # seconds; a SIGKILL loses at most this much
+#: how long exit and fork wait for a flush in progress: a write stuck on a hung filesystem must
+#: not hang the program (what is still queued then is lost, and was never going to be written)
+EXIT_FLUSH_TIMEOUT = 10.0
+FORK_FLUSH_TIMEOUT = 5.0
 
 _live_handlers: "weakref.WeakSet[WideEventHandler]" = weakref.WeakSet()
 
@@ -50,7 +55,7 @@ class WideEventHandler(logging.Handler):
         stamps: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(level)
-        self.path = Path(path)
+        self.path = Path(path).absolute()  # as FileHandler: a later chdir does not move the file
         self.flush_interval = flush_interval
         self._encoder = RecordEncoder(stamps or {})
         self.dropped_records = 0
@@ -58,7 +63,7 @@ class WideEventHandler(logging.Handler):
         self._queue: deque = deque()
         self._write_lock = threading.Lock()  # one writer at a time: the flusher, flush(), close()
         self._file = None
-        self._failed = False
+        self._warned = False
         self._closed = False
         self._wake = threading.Event()
         self._flusher: threading.Thread | None = None  # started by the first record (again after a fork)
@@ -86,6 +91,9 @@ class WideEventHandler(logging.Handler):
     def handle_fields(self, fields: dict[str, Any], message: str) -> None:
         """Encode and queue one record given as its attributes and formatted message (the fast
         logger's path, which makes no LogRecord; see taskscope.emit.logger)."""
+        if self._closed:
+            self._drop_after_close()
+            return
         try:
             self._queue.append(self._encoder.encode(fields, message))
             if self._flusher is None:
@@ -100,6 +108,11 @@ class WideEventHandler(logging.Handler):
         encoder = self._encoder
         if extra and encoder.keys and not encoder.keys.isdisjoint(extra):
             return False
+        if len(body) + len(encoder.prefix) > MAX_LINE_BYTES:
+            return False  # `handle_fields` cuts it to fit
+        if self._closed:
+            self._drop_after_close()
+            return True
         try:
             self._queue.append(encoder.prefix + body)
             if self._flusher is None:
@@ -107,6 +120,17 @@ class WideEventHandler(logging.Handler):
         except Exception:  # noqa: BLE001 - never into the caller
             self.dropped_records += 1
         return True
+
+    def _drop_after_close(self) -> None:
+        # a closed handler still attached to a logger: queued records would never be written
+        self.dropped_records += 1
+        self._warn_once(f"taskscope: records logged to {self.path} after its handler was closed are "
+                        "dropped and counted (handler.dropped_records)")
+
+    def _warn_once(self, message: str) -> None:
+        if not self._warned:
+            self._warned = True
+            _warn(message)
 
     def emit(self, record: logging.LogRecord) -> None:
         """Queue `record` (for code that calls emit directly)."""
@@ -132,14 +156,12 @@ class WideEventHandler(logging.Handler):
             return
         self._closed = True
         self._wake.set()
-        self.flush()
-        with self._write_lock:
-            if self._file is not None:
-                try:
-                    self._file.close()
-                except OSError:
-                    pass
-                self._file = None
+        self.flush(EXIT_FLUSH_TIMEOUT)
+        if self._write_lock.acquire(timeout=EXIT_FLUSH_TIMEOUT):
+            try:
+                self._close_file()
+            finally:
+                self._write_lock.release()
         _live_handlers.discard(self)
         super().close()
 
@@ -171,25 +193,40 @@ class WideEventHandler(logging.Handler):
             self._write(b"".join(lines), len(lines))
 
     def _write(self, data: bytes, records: int) -> None:
-        if self._failed:
-            self.dropped_records += records
-            return
+        # every flush tries again after a failure (space freed, folder made): a failed open or
+        # write every flush interval costs nothing next to the records it saves
+        view, done = memoryview(data), 0
         try:
             if self._file is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = self._open()
                 if _ends_inside_a_line(self.path):
-                    data = b"\n" + data  # a killed writer's cut last line stays alone on its line
-                self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open across flushes
-            view = memoryview(data)
-            while view:
-                written = self._file.write(view)
-                view = view[written:]
+                    self._file.write(b"\n")  # a cut last line (a killed writer, a full disk) stays alone on its line
+            while done < len(data):
+                done += self._file.write(view[done:])
             self.written_records += records
         except OSError as exc:
-            self._failed = True
-            self.dropped_records += records
-            _warn(f"taskscope: cannot write {self.path} ({exc.strerror or exc}); "
-                  "further records to it are dropped and counted (handler.dropped_records)")
+            written = data.count(b"\n", 0, done)  # whole lines that reached the file before the error
+            self.written_records += written
+            self.dropped_records += records - written
+            self._close_file()  # reopened (and its cut line ended) at the next try
+            self._warn_once(f"taskscope: cannot write {self.path} ({exc.strerror or exc}); records are "
+                            "dropped and counted (handler.dropped_records) until a write succeeds")
+
+    def _open(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # O_NONBLOCK: a FIFO with no reader fails at once (ENXIO) rather than blocking the flush,
+        # which exit and fork wait for; it is cleared again for the writes
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return open(fd, "ab", buffering=0)  # noqa: SIM115 - kept open across flushes
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
 
     def _after_fork_in_child(self) -> None:
         # the parent flushed before forking; whatever is still queued is the parent's to write
@@ -258,10 +295,42 @@ def _flush_then_terminate(signum: int, frame: Any) -> None:
     os.kill(os.getpid(), signum)
 
 
+def _before_fork() -> None:
+    flush_all(FORK_FLUSH_TIMEOUT)
+    _flush_when_multiprocessing_children_exit()
+
+
 def _after_fork_in_child() -> None:
     for handler in list(_live_handlers):
         handler._after_fork_in_child()  # noqa: SLF001
 
 
-atexit.register(flush_all)
-os.register_at_fork(before=flush_all, after_in_child=_after_fork_in_child)
+class _ExitFlush:
+    """Registered with multiprocessing so that its forked children flush when they end."""
+
+
+_EXIT_FLUSH = _ExitFlush()
+_registered_with_multiprocessing = False
+
+
+def _flush_when_multiprocessing_children_exit() -> None:
+    """A child that multiprocessing forks (Process, ProcessPoolExecutor, Pool) ends with
+    `os._exit`, after multiprocessing's own finalizers but without `atexit`: without one of
+    those finalizers it would lose its last flush interval. multiprocessing clears inherited
+    finalizers when a child starts, so the finalizer is registered from an after-fork hook it
+    runs in the child. Nothing is done for a program that does not use multiprocessing."""
+    global _registered_with_multiprocessing
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None and not _registered_with_multiprocessing:
+        util.register_after_fork(_EXIT_FLUSH, _register_exit_flush)
+        _registered_with_multiprocessing = True  # the registry, and this flag, pass on to children
+
+
+def _register_exit_flush(_: _ExitFlush) -> None:
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(None, flush_all, args=(EXIT_FLUSH_TIMEOUT,), exitpriority=0)
+
+
+atexit.register(flush_all, EXIT_FLUSH_TIMEOUT)
+os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)

@@ -25,6 +25,11 @@ STANDARD_ATTRIBUTES = frozenset(
     vars(logging.LogRecord("n", logging.INFO, "p", 1, "m", None, None, "f", None))
 ) | {"message", "asctime", "taskName"}
 
+#: taskscope ingest keeps lines over 1 MiB aside as bad lines (`ingest.lines.MAX_LINE_BYTES`),
+#: so a record is cut to stay under it; texts longer than CUT_CHARS are cut first
+MAX_LINE_BYTES = 1 << 20
+CUT_CHARS = 64 * 1024
+
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
 _OPT_APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
 _dumps = orjson.dumps
@@ -37,13 +42,24 @@ def _safe_repr(value: Any) -> str:
         return f"<unrepresentable {type(value).__name__}: {exc!r}>"
 
 
+def _safe_str(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001
+        return _safe_repr(value)
+
+
 def formatted_message(msg: Any, args: Any) -> str:
-    """`msg % args` as a LogRecord's getMessage makes it; a bad `%` format gives a note, never an exception.
+    """`msg % args` as a LogRecord's getMessage makes it (`str(msg)` for a message that is not a
+    string, so `log.error(exc)` reads as the exception's text); a bad `%` format gives a note,
+    never an exception.
 
     >>> formatted_message("two %d %d", (1,))
     'two %d %d [taskscope: formatting failed: TypeError: not enough arguments for format string; args=(1,)]'
+    >>> formatted_message(ValueError("bad thing"), ())
+    'bad thing'
     """
-    msg = msg if type(msg) is str else _safe_repr(msg)
+    msg = msg if type(msg) is str else _safe_str(msg)
     if not args:
         return msg
     try:
@@ -78,7 +94,27 @@ class RecordEncoder:
 
     def encode(self, fields: dict[str, Any], message: str) -> bytes:
         """One JSON line for a record's attributes `fields` (a LogRecord's `__dict__`, or the same
-        keys made without a LogRecord) and its formatted `message`. Never raises."""
+        keys made without a LogRecord) and its formatted `message`, cut to MAX_LINE_BYTES.
+        Never raises."""
+        line = self._encode(fields, message)
+        return line if len(line) <= MAX_LINE_BYTES else self._cut(fields, message, len(line))
+
+    def _cut(self, fields: dict[str, Any], message: str, size: int) -> bytes:
+        """The record with its long texts (message, template, traceback) cut, or if its other
+        fields are too long still, only its time, level, logger and cut message."""
+        note = f" [taskscope: cut to fit a line; the record was {size:,} bytes]"
+        event = event_of(fields, message, self.stamps)
+        for key in ("message", "msg", "exc_text"):
+            if isinstance(event.get(key), str) and len(event[key]) > CUT_CHARS:
+                event[key] = event[key][:CUT_CHARS] + note
+        event.pop("args", None)
+        line = dumps_event(event)
+        if len(line) <= MAX_LINE_BYTES:
+            return line
+        kept = {key: event.get(key) for key in ("created", "levelname", "name", "process", "threadName")}
+        return dumps_event({**self.stamps, **kept, "message": event["message"][:CUT_CHARS] + note})
+
+    def _encode(self, fields: dict[str, Any], message: str) -> bytes:
         if fields["exc_info"] is None and fields.keys().isdisjoint(self.keys):
             # the common record, serialized straight from its attributes and joined to the
             # pre-serialized stamps: half the cost of building a new dict per record

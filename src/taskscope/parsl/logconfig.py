@@ -159,13 +159,18 @@ class _RunIdLearningHandler(WideEventHandler):
         return super().handle(record)
 
     def flush(self, timeout: float = -1) -> None:
-        self._release()
+        self._release(timeout)
         super().flush(timeout)
 
-    def _release(self) -> None:
-        """Queue the held lines, re-stamped with what is known now."""
-        with self._held_lock:
+    def _release(self, timeout: float = -1) -> None:
+        """Queue the held lines, re-stamped with what is known now (waiting at most `timeout`
+        seconds for the lock: SIGTERM's flush can interrupt `handle` on the thread that holds it)."""
+        if not self._held_lock.acquire(timeout=timeout):
+            return
+        try:
             held, self._held = self._held, None
+        finally:
+            self._held_lock.release()
         if not held:
             return
         old, new = self._held_prefix, self._encoder.prefix
