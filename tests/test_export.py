@@ -5,8 +5,10 @@ records; and the `taskscope export` command."""
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import math
+import os
 from fractions import Fraction
 import subprocess
 import sys
@@ -461,3 +463,65 @@ def test_cli_export_errors_are_clean(store_file, tmp_path):
     assert again.returncode == 2 and "--overwrite" in again.stderr
     unknown_run = run_cli("export", "-f", "otlp", "-o", str(tmp_path / "l.jsonl"), "--run", "nope", "-s", store_file)
     assert unknown_run.returncode == 2 and "no run matches" in unknown_run.stderr
+
+
+# ---------------------------------------------------------------- a full disk
+
+#: what the full filesystem has left: less than either export of the corpus run needs
+FREE_BYTES = 12 * 1024
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A folder on a real, nearly full filesystem (a 64 KiB tmpfs with FREE_BYTES left), so a
+    write fails with ENOSPC part-way. Mounting needs root: without it the test fails, never
+    skips (a skipped check would hide the defect)."""
+    folder = tmp_path / "full"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.fail(f"cannot mount a tmpfs at {folder} (the full-disk tests need root): {mounted.stderr.strip()}")
+    try:
+        space = os.statvfs(folder)
+        (folder / "filler").write_bytes(b"\0" * (space.f_bavail * space.f_frsize - FREE_BYTES))
+        space = os.statvfs(folder)
+        assert space.f_bavail * space.f_frsize == FREE_BYTES
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_cli_export_to_a_full_disk_leaves_no_file(store_file, full_disk):
+    for fmt, name in (("perfetto", "t.json"), ("otlp", "o.jsonl")):
+        done = run_cli("export", "--format", fmt, "--out", str(full_disk / name), "--store", store_file)
+        assert done.returncode == 2, done.stdout
+        assert done.stderr == f"error: cannot write {full_disk / name}: No space left on device\n"
+        assert sorted(os.listdir(full_disk)) == ["filler"]  # neither the output nor its temporary file
+
+
+def test_export_to_a_full_disk_keeps_the_previous_file(store_file, full_disk):
+    store = taskscope.open(store_file, read_only=True)
+    try:
+        for export, name in ((export_perfetto, "t.json"), (export_otlp, "o.jsonl")):
+            (full_disk / name).write_bytes(b"previous export\n")
+            with pytest.raises(OSError) as failed:
+                export(store, full_disk / name)
+            assert failed.value.errno == errno.ENOSPC
+            assert (full_disk / name).read_bytes() == b"previous export\n"
+        assert sorted(os.listdir(full_disk)) == ["filler", "o.jsonl", "t.json"]
+    finally:
+        store.close()
+
+
+def test_export_replaces_a_file_whole(store_file, tmp_path):
+    store = taskscope.open(store_file, read_only=True)
+    try:
+        for export, name in ((export_perfetto, "t.json"), (export_otlp, "o.jsonl")):
+            (tmp_path / name).write_bytes(b"previous export\n")
+            export(store, tmp_path / name)
+            assert (tmp_path / name).read_bytes().startswith(b'{"')
+        assert sorted(os.listdir(tmp_path)) == ["o.jsonl", "t.json"]
+        load_trace(tmp_path / "t.json")
+    finally:
+        store.close()

@@ -27,6 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from taskscope._sql import connection_of, scalar
+from taskscope.export._atomic import write_atomically
 from taskscope.export.summary import ExportSummary, ProgressCallback, report, writable_file
 from taskscope.queries import resolve_run
 from taskscope.schema import EVENT_COLUMN_NAMES
@@ -73,7 +74,8 @@ def export_otlp(
     OTLP/JSON logs: JSON Lines, one `LogsData` of up to `batch` records per line.
 
     Use it to load a run into an OpenTelemetry backend, e.g. with the Collector's
-    `otlpjsonfile` receiver.
+    `otlpjsonfile` receiver. The file appears only once complete: when writing fails (a full
+    disk), `path` is left as it was.
 
     >>> export_otlp(store, "run.otlp.jsonl", run="000").line()  # doctest: +SKIP
     'wrote otlp to run.otlp.jsonl: 3,611 events of 1 run (lines: 4, resources: 9)'
@@ -92,7 +94,7 @@ def export_otlp(
         report(on_progress, "building log records", 0, total_lines)
         resources = dict(cur.execute(_RESOURCES_SQL, {"run": run_id}).fetchall())
         lines = 0
-        with open(path, "wb") as out:
+        with write_atomically(path) as out:
             query = cur.sql(_records_sql(), params={"run": run_id})
             for chunk in _chunks(query.to_arrow_reader(batch * BATCH_LINES), batch):
                 out.write(_logs_data_line(chunk, resources))

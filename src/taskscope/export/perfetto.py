@@ -40,6 +40,7 @@ import pandas as pd
 
 from taskscope import __version__
 from taskscope._sql import connection_of, scalar
+from taskscope.export._atomic import write_atomically
 from taskscope.export.summary import ExportSummary, ProgressCallback, report, writable_file
 from taskscope.queries import FINAL_STATES, resolve_run
 
@@ -75,7 +76,8 @@ def export_perfetto(
     """Write `run` (id, prefix or folder name; None: every run) as a Chrome/Perfetto trace JSON.
 
     Open the file in https://ui.perfetto.dev (drag and drop; it stays in the browser) or
-    chrome://tracing to see tasks, tries on worker slots and queue lengths on one timeline.
+    chrome://tracing to see tasks, tries on worker slots and queue lengths on one timeline. The file
+    appears only once complete: when writing fails (a full disk), `path` is left as it was.
 
     >>> export_perfetto(store, "run.trace.json", run="000").line()  # doctest: +SKIP
     'wrote perfetto to run.trace.json: 3,611 events of 1 run (trace events: 400, ...)'
@@ -394,7 +396,7 @@ def _metadata_events(cur) -> list[dict]:
 
 
 def _write_trace(cur, path: Path, run_id: str | None, on_progress: ProgressCallback | None = None) -> int:
-    """Stream the trace to `path`; the number of trace events written."""
+    """Stream the trace to `path` (it appears only once complete); the number of trace events written."""
     queries = _event_queries()
     total = sum(scalar(cur, f"SELECT count(*) FROM ({sql})") for sql in queries)
     other = {
@@ -403,7 +405,7 @@ def _write_trace(cur, path: Path, run_id: str | None, on_progress: ProgressCallb
         "run_id": run_id,
     }
     written = 0
-    with open(path, "wb") as out:
+    with write_atomically(path) as out:
         out.write(b'{"displayTimeUnit":"ms","otherData":' + orjson.dumps(other) + b',\n"traceEvents":[\n')
         metadata = _metadata_events(cur)
         total += len(metadata)
