@@ -17,8 +17,8 @@ import duckdb
 import pandas as pd
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from taskscope.analyses.selectors import SelectorError
 from taskscope.analyses.series import FieldError
@@ -29,8 +29,10 @@ from taskscope.rules import RuleError
 from taskscope.store import DEFAULT_STORE, StoreError
 
 # a pipe gets wide lines rather than a table folded to 80 columns
-console = Console(width=None if sys.stdout.isatty() else 250)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 250)
+# markup off: what these print is data (file names, log text, app names) in which `[/tmp]` or
+# `[red]` is text, not a style; colour is given as Text styles instead
+console = Console(width=None if sys.stdout.isatty() else 250, markup=False)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 250, markup=False)
 
 
 class OutputFormat(str, Enum):
@@ -46,7 +48,7 @@ FormatOption = typer.Option(OutputFormat.table, "--format", "-f", help="table, j
 def fail(message: str) -> None:
     """Print `message` as one red line on stderr and exit with status 2."""
     one_line = " ".join(message.split())
-    err_console.print(f"[red]error:[/red] {escape(one_line)}", highlight=False, soft_wrap=True)
+    err_console.print(Text.assemble(("error:", "red"), f" {one_line}"), highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
