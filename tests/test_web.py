@@ -156,9 +156,15 @@ class Watched:
         self.dialogs: list[str] = []
         self.page.on("console", lambda m: m.type == "error" and self.problems.append(f"console: {m.text}"))
         self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
-        self.page.on("requestfailed", lambda r: self.problems.append(f"request failed: {r.url}"))
+        self.page.on("requestfailed", self._request_failed)
         self.page.on("response", lambda r: r.status >= 400 and self.problems.append(f"HTTP {r.status}: {r.url}"))
         self.page.on("dialog", self._dialog)
+
+    def _request_failed(self, request) -> None:
+        # ERR_ABORTED: the browser dropped a request itself, as when the next page is opened while
+        # the last one's favicon is still loading; a server failing shows as a status or another error
+        if request.failure != "net::ERR_ABORTED":
+            self.problems.append(f"request failed: {request.url} ({request.failure})")
 
     def _dialog(self, dialog) -> None:
         self.dialogs.append(dialog.message)
