@@ -83,6 +83,17 @@ def test_cli_shows_any_number_sql_returns(tmp_path):
                    "--store", store)
     assert done.returncode == 0, done.stderr
     assert "1e+300" in done.stdout and "inf" in done.stdout and "2023-11-14 22:13:20.000" in done.stdout
+    # text is data, not Rich markup: it is shown as it is and never crashes the table
+    done = run_cli("sql", "SELECT 'x [/]' AS a, 'done [/tmp]' AS b, '[red]kept[/red] [true]' AS c", "--store", store)
+    assert done.returncode == 0, done.stderr
+    assert all(text in done.stdout for text in ("x [/]", "done [/tmp]", "[red]kept[/red] [true]"))
+
+
+def test_port_options_refuse_ports_that_do_not_exist(tmp_path):
+    for args in (("ui", "--store", str(tmp_path / "s.duckdb"), "--port", "70000"),
+                 ("usage", "collect", "--store", str(tmp_path / "u.duckdb"), "--port", "70000")):
+        done = run_cli(*args)
+        assert done.returncode == 2 and "Traceback" not in done.stderr and "65535" in done.stderr, done.stderr
 
 
 def test_every_command_has_help_with_an_example():

@@ -25,7 +25,7 @@ def ui(
     store: str = typer.Option(DEFAULT_STORE, "--store", "-s",
                               help="DuckDB store file (created if PATH is given; default taskscope.duckdb here)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (a warning unless loopback)."),
-    port: int = typer.Option(8080, "--port", "-p", help="Port to listen on."),
+    port: int = typer.Option(8080, "--port", "-p", min=0, max=65535, help="Port to listen on."),
     interval: float = typer.Option(3.0, "--interval", help="Seconds between two ingests of PATH."),
 ) -> None:
     """Open the web dashboard: runs, tasks, a task's journey, DAG, resources, logs, compare.

@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
 @usage_app.command("collect")
 @user_errors
 def collect(
-    port: int = typer.Option(50077, "--port", "-p", help="UDP port to listen on (Parsl sends to 50077)."),
+    port: int = typer.Option(50077, "--port", "-p", min=0, max=65535, help="UDP port to listen on (Parsl sends to 50077)."),
     store: str = StoreOption,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; 0.0.0.0 to accept from other machines."),
     retention_days: Optional[float] = typer.Option(
