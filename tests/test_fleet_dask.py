@@ -28,7 +28,7 @@ from distributed.scheduler import key_split_group  # noqa: E402
 
 from conftest import REPO  # noqa: E402
 from taskscope.fleet import api, protocol  # noqa: E402
-from taskscope.fleet.dask import PLUGIN_NAME, register  # noqa: E402
+from taskscope.fleet.dask import PLUGIN_NAME, prune_profile, register  # noqa: E402
 from taskscope.fleet.sender import TRUNCATION_MARK, Sender  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
@@ -118,6 +118,10 @@ def fails_on_three(x):
     if x == 3:
         raise ValueError(f"boom on {x}")
     return x
+
+
+def always_fails(x):
+    raise ValueError(f"always fails on {x}")
 
 
 def log_two_events(x):
@@ -300,6 +304,38 @@ def test_code_transmit_false_sends_no_code(server, tmp_path):
     assert server.get(f"/api/v1/clusters/{cluster['cluster_id']}")["config"]["code.transmit"] is False
     computations = api.list_computations(cluster["cluster_id"], server=server.url, token=server.token)
     assert computations and all(c["code"] == [] for c in computations)
+
+
+# ---- a computation whose tasks all failed ----------------------------------------------------------
+def test_a_computation_whose_tasks_all_failed_gets_a_stop(server, tmp_path):
+    with LocalCluster(processes=True, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        register(client, server=server.url, token=server.token, spool_directory=str(tmp_path), **FAST)
+        scheduler_id = client.scheduler_info()["id"]
+        with pytest.raises(ValueError, match="always fails on 1"):
+            client.submit(always_fails, 1).result()
+    cluster = server.cluster_named(scheduler_id)
+    computations = api.list_computations(cluster["cluster_id"], server=server.url, token=server.token)
+    [exception] = api.list_exceptions(since=None, cluster_id=cluster["cluster_id"], server=server.url,
+                                      token=server.token)
+    [failed] = [c for c in computations if c["computation_id"] == exception["computation_id"]]
+    assert [group["states"] for group in failed["groups"]] == [{"erred": 1}]
+    # Dask gives such a computation no stop: the plugin takes the failure's time
+    assert failed["stop"] is not None and failed["start"] <= failed["stop"] <= cluster["stopped"]
+    assert all(c["stop"] is not None for c in computations)  # the cluster stopped: nothing is running
+
+
+def test_a_deep_profile_is_cut_to_the_nesting_the_server_accepts(server, tmp_path):
+    tree = {"count": 1, "children": {}, "identifier": "leaf", "description": {"line": "return f(n - 1)"}}
+    for frame in range(300):  # deep recursion in a task: 600 levels of nesting
+        tree = {"count": 1, "children": {f"f{frame}": tree}, "identifier": f"f{frame}", "description": {}}
+    now = time.time()
+    cluster = {"cluster_id": uuid.uuid4().hex, "kind": "dask", "name": "deep-profile", "user": "alice"}
+    sender = Sender(server.url, server.token, cluster, spool_dir=tmp_path)
+    sender.submit([{"kind": "profile", "ts": now, "start": now - 60, "stop": now,
+                    "data": prune_profile(tree, 10_000_000)}])
+    assert sender.close(timeout=60)
+    assert (sender.stats.batches_sent, sender.stats.batches_rejected) == (1, 0)
 
 
 # ---- the server is down: spool, then deliver everything once ---------------------------------

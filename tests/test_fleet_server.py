@@ -260,6 +260,73 @@ def test_malformed_bodies_are_refused_with_400(fleet, body, reason):
     assert all(r["token_user"] == "alice" for r in server.get("/api/v1/rejected", tokens["alice"]).json()["rejected"])
 
 
+def impossible_time_batch(cluster_id: str, message: str, sent_at: str = "1764547200.0") -> bytes:
+    """A batch whose one message is given as raw JSON text (for Infinity, NaN and big integers)."""
+    return (f'{{"protocol": 1, "batch_id": "{uuid.uuid4().hex}", "sent_at": {sent_at}, '
+            f'"cluster": {{"cluster_id": "{cluster_id}", "kind": "dask"}}, "messages": [{message}]}}').encode()
+
+
+@pytest.mark.parametrize("message, sent_at", [
+    ('{"kind": "cluster.start", "ts": 1764547200, "started": 1e20}', "1764547200.0"),
+    ('{"kind": "workers", "ts": 1e21, "n_workers": 1, "n_threads": 1}', "1764547200.0"),
+    ('{"kind": "workers", "ts": 10000000000000000000000000000000000000000, "n_workers": 1}', "1764547200.0"),
+    ('{"kind": "idle", "ts": 1764547200, "start": 1e30, "stop": null}', "1764547200.0"),
+    ('{"kind": "computation", "ts": 1764547200, "computation_id": "c", "start": 1e20, "stop": null}', "1764547200.0"),
+    ('{"kind": "computation", "ts": 1764547200, "computation_id": "c", "start": 1764547200, "stop": null, '
+     '"groups": [{"name": "g", "start": -1e12, "stop": NaN}]}', "1764547200.0"),
+    ('{"kind": "cluster.stop", "ts": Infinity}', "1764547200.0"),
+    ('{"kind": "cluster.stop", "ts": 1764547200, "stopped": -Infinity}', "1764547200.0"),
+    ('{"kind": "parsl.run", "ts": 1764547200, "start": NaN}', "1764547200.0"),
+    ('{"kind": "profile", "ts": 1764547200, "start": 1764547200, "stop": 3e11}', "1764547200.0"),
+    ('{"kind": "workers", "ts": 1764547200}', "1e300"),
+])
+def test_a_time_outside_years_1_to_9999_is_refused_and_kept_aside(fleet, message, sent_at):
+    server, tokens, clusters = fleet
+    cluster_id = uuid.uuid4().hex
+    body = impossible_time_batch(cluster_id, message, sent_at)
+    reply = server.post(tokens["alice"], body)
+    assert reply.status_code == 400 and "must be epoch seconds within years 1-9999" in reply.json()["error"]
+    kept = server.get("/api/v1/rejected", tokens["alice"]).json()["rejected"][0]
+    assert (kept["status"], kept["reason"], kept["body"]) == (400, reply.json()["error"], body.decode())
+    assert server.get(f"/api/v1/clusters/{cluster_id}", tokens["alice"]).status_code == 404
+    for path in ("/", "/?since=", "/clusters?since=", f"/clusters/{clusters['alice']}"):  # the account's pages
+        assert server.get(path, tokens["alice"]).status_code == 200, path
+
+
+def test_the_first_and_last_second_of_years_1_to_9999_are_accepted(fleet):
+    server, tokens, _ = fleet
+    batch = dask_batch(uuid.uuid4().hex, "alice", started=-62135596800)
+    batch["messages"][-1].update(ts=253402300799, stopped=253402300799)
+    assert server.post(tokens["alice"], batch).status_code == 200
+    for path in ("/?since=", "/clusters?since=", f"/clusters/{batch['cluster']['cluster_id']}"):
+        assert server.get(path, tokens["alice"]).status_code == 200, path
+
+
+@pytest.mark.parametrize("depth", [300, 5000])
+def test_a_deeply_nested_body_is_refused_and_kept_aside(fleet, depth):
+    server, tokens, _ = fleet
+    cluster_id = uuid.uuid4().hex
+    nested = "[" * depth + "]" * depth  # 300: Python parses it, the read API's encoder would not
+    body = impossible_time_batch(cluster_id, f'{{"kind": "event", "ts": 1764547200, "topic": "t", "msg": {nested}}}')
+    reply = server.post(tokens["alice"], body)
+    assert reply.status_code == 400 and "nest at most 200 levels" in reply.json()["error"]
+    kept = server.get("/api/v1/rejected", tokens["alice"]).json()["rejected"][0]
+    assert (kept["status"], kept["reason"], kept["size"]) == (400, reply.json()["error"], len(body))
+    assert kept["body"] == body[:1024].decode()  # the API shows the first KiB of what is kept
+    assert server.get(f"/api/v1/clusters/{cluster_id}", tokens["alice"]).status_code == 404
+
+
+def test_numbers_no_float_holds_are_stored_as_unknown(fleet):
+    server, tokens, _ = fleet
+    cluster_id = uuid.uuid4().hex
+    body = impossible_time_batch(cluster_id, '{"kind": "cluster.start", "ts": 1764547200, "price_per_core_hour": 1'
+                                 + "0" * 400 + ', "price_per_gb_hour": Infinity}')
+    assert server.post(tokens["alice"], body).status_code == 200
+    found = server.get(f"/api/v1/clusters/{cluster_id}", tokens["alice"]).json()
+    assert (found["price_per_core_hour"], found["price_per_gb_hour"]) == (0.05, 0.005)  # the defaults
+    assert server.get(f"/clusters/{cluster_id}", tokens["alice"]).status_code == 200
+
+
 def test_oversized_bodies_are_refused_with_413(fleet):
     server, tokens, _ = fleet
     batch = dask_batch(uuid.uuid4().hex, "alice")
@@ -444,6 +511,27 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path):
     assert done.returncode == 2 and "--tls-key" in done.stderr
     done = cli("fleet", "token", "revoke", "tsf_nothing", "--store", str(store), check=False)
     assert done.returncode == 2 and done.stderr.strip() == "error: no such live token"
+
+
+def test_a_port_outside_1_to_65535_is_a_usage_error(tmp_path):
+    for port in ("70000", "0", "-1"):
+        done = cli("fleet", "serve", "--store", str(tmp_path / "fleet.duckdb"), "--port", port, check=False)
+        assert done.returncode == 2 and "Invalid value for '--port'" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr and "fleet server on" not in done.stderr
+    assert not (tmp_path / "fleet.duckdb").exists()
+
+
+def test_an_unusable_ca_bundle_is_one_line_with_exit_2(fleet, tmp_path):
+    server, tokens, _ = fleet
+    missing = tmp_path / "missing.pem"
+    done = cli("fleet", "upload", str(corpus_path("parsl-htex-jsonlog")), "--server", server.url, "--token",
+               tokens["bob"], "--ca-bundle", str(missing), check=False)
+    assert done.returncode == 2 and done.stderr.strip() == f"error: no such file: {missing} (--ca-bundle)"
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("not a certificate\n")
+    for bundle in (missing, not_pem):  # the Python API says so too, as its own error
+        with pytest.raises(api.FleetAPIError, match="as a CA bundle"):
+            api.list_clusters(server=server.url, token=tokens["bob"], verify=str(bundle))
 
 
 def test_every_fleet_command_has_help_with_an_example():

@@ -55,7 +55,7 @@ def _open_db(store: str):
 def serve(
     store: str = FleetStoreOption,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; 0.0.0.0 to accept from other machines."),
-    port: int = typer.Option(8090, "--port", "-p", help="TCP port."),
+    port: int = typer.Option(8090, "--port", "-p", min=1, max=65535, help="TCP port (1-65535)."),
     tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", help="PEM certificate: serve HTTPS."),
     tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert."),
 ) -> None:
@@ -203,6 +203,8 @@ def upload(
 
     if not runinfo.exists():
         fail(f"no such folder: {runinfo}")
+    if ca_bundle is not None and not ca_bundle.is_file():
+        fail(f"no such file: {ca_bundle} (--ca-bundle)")
     try:
         sent = upload_runs(runinfo, server=server, token=token, store=store, price_per_core_hour=price_per_core_hour,
                            verify=str(ca_bundle) if ca_bundle else True)

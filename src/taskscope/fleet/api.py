@@ -79,7 +79,10 @@ def tls_verification(verify: bool | str):
     if isinstance(verify, str):
         import ssl
 
-        return ssl.create_default_context(cafile=verify)
+        try:
+            return ssl.create_default_context(cafile=verify)
+        except OSError as exc:  # no such file, or no certificate in it (ssl.SSLError is an OSError)
+            raise FleetAPIError(f"cannot use {verify} as a CA bundle: {exc}") from exc
     return verify
 
 

@@ -42,6 +42,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.versions import get_versions
 from tornado.ioloop import PeriodicCallback
 
+from taskscope.fleet.protocol import MAX_NESTING
 from taskscope.fleet.sender import Sender, encoded_size
 from taskscope.fleet.settings import DEFAULTS, FleetSettings
 
@@ -53,6 +54,9 @@ PLUGIN_NAME = "taskscope-fleet"
 CLOSE_FLUSH_TIMEOUT_S = 5.0
 #: exceptions sent per task group; more are counted in ``cluster.stop`` (one failing map could send 100k)
 MAX_EXCEPTIONS_PER_GROUP = 100
+#: call-stack frames kept of a profile tree: each takes two levels of nesting (node, children), and
+#: the server refuses a batch nested deeper than `MAX_NESTING` (the message around it takes ~6)
+MAX_PROFILE_FRAMES = (MAX_NESTING - 10) // 2
 #: scheduler actions (published on topic "all") that an allow-list entry may name instead of a topic
 ACTION_TOPIC = "all"
 #: what a ``nframes`` of 0 becomes on the client when code is transmitted (Coiled uses 2 as well)
@@ -119,6 +123,10 @@ class FleetPlugin(SchedulerPlugin):
         self._scheduler_versions = get_versions()["packages"]
         self._mismatches_sent: set[tuple[str, str]] = set()
         self._computations_sent: dict[str, tuple] = {}
+        # when a group's last task failed, and when each computation was first seen ended: Dask sets
+        # no stop for a computation whose tasks all failed (its groups' stops come from successes only)
+        self._failed_at: dict = {}
+        self._ended_at: dict[str, float] = {}
         self._exceptions_per_group: Counter = Counter()
         self._exceptions_dropped = 0
         self._idle_start: float | None = None
@@ -240,6 +248,8 @@ class FleetPlugin(SchedulerPlugin):
             return
         ts = self.scheduler.tasks.get(key)
         group = ts.group.name if ts is not None else None
+        if ts is not None:
+            self._failed_at[ts.group] = time.time()
         self._exceptions_per_group[group] += 1
         if self._exceptions_per_group[group] > MAX_EXCEPTIONS_PER_GROUP:
             self._exceptions_dropped += 1
@@ -256,7 +266,7 @@ class FleetPlugin(SchedulerPlugin):
         try:
             self._sample_workers(now)
             self._follow_idleness(now, closing)
-            self._snapshot_computations()
+            self._snapshot_computations(now)
         except Exception:  # a scheduler internal changed: keep the plugin (and the scheduler) alive
             logger.exception("taskscope fleet: snapshot failed")
         if not closing:
@@ -288,24 +298,37 @@ class FleetPlugin(SchedulerPlugin):
         self._queue("idle", start=self._idle_start, stop=max(stop, self._idle_start))
         self._idle_start = None
 
-    def _snapshot_computations(self) -> None:
+    def _snapshot_computations(self, now: float) -> None:
         """Queue each computation whose groups changed since it was last sent (a resend replaces it)."""
         live_groups = set()
         for computation in list(self.scheduler.computations):
             groups = [self._group_record(group) for group in computation.groups]
             live_groups.update(computation.groups)
-            done = computation.stop > 0 and all(group.done for group in computation.groups)
-            signature = (done, len(computation.code), json.dumps(groups, sort_keys=True, default=str))
+            stop = self._stop(computation, now)
+            signature = (stop, len(computation.code), json.dumps(groups, sort_keys=True, default=str))
             computation_id = str(computation.id)
             if self._computations_sent.get(computation_id) == signature:
                 continue
             self._computations_sent[computation_id] = signature
-            self._queue("computation", computation_id=computation_id, start=computation.start,
-                        stop=computation.stop if done else None, code=self._code(computation),
-                        span_name=self._span_name(computation), groups=groups)
-        for counts in self._reached.values():  # groups of computations Dask no longer keeps
+            self._queue("computation", computation_id=computation_id, start=computation.start, stop=stop,
+                        code=self._code(computation), span_name=self._span_name(computation), groups=groups)
+        for counts in (*self._reached.values(), self._failed_at):  # groups of computations Dask no longer keeps
             for group in set(counts) - live_groups:
                 del counts[group]
+
+    def _stop(self, computation, now: float) -> float | None:
+        """When `computation` ended, or None while a task of it is not finished (waiting, queued, processing).
+
+        Its last success (Dask's ``stop``) or last failure, whichever is later; without either (every
+        task released before it ran) the first time the plugin saw it ended.
+        """
+        computation_id = str(computation.id)
+        if not computation.groups or not all(group.done for group in computation.groups):
+            self._ended_at.pop(computation_id, None)  # a lost worker's task to recompute: not ended after all
+            return None
+        failed = [self._failed_at[group] for group in computation.groups if group in self._failed_at]
+        ended = max([computation.stop, *failed])
+        return ended if ended > 0 else self._ended_at.setdefault(computation_id, now)
 
     def _group_record(self, group) -> dict:
         durations = group.all_durations
@@ -371,7 +394,8 @@ def outcome_states(dask_states: dict[str, int], reached_memory: int, reached_err
 
 def prune_profile(tree: dict, max_bytes: int) -> dict:
     """Cut a Dask profile tree to at most `max_bytes` of JSON by dropping its least-sampled branches
-    (a branch is kept when it holds at least a growing share of the root's samples).
+    (a branch is kept when it holds at least a growing share of the root's samples), and the frames
+    below `MAX_PROFILE_FRAMES` (deep recursion).
 
     >>> leaf = {"count": 1, "children": {}, "identifier": "f", "description": {"line": "x = 1"}}
     >>> tree = {"count": 10, "identifier": "root", "description": {}, "children": {
@@ -381,14 +405,17 @@ def prune_profile(tree: dict, max_bytes: int) -> dict:
     """
     share = 0.0
     while True:
-        pruned = _prune_below(tree, share * tree.get("count", 0))
+        pruned = _prune_below(tree, share * tree.get("count", 0), MAX_PROFILE_FRAMES)
         if encoded_size(pruned) <= max_bytes or share >= 1.0:
             return pruned
         share = max(share * 2, 0.001)
 
 
-def _prune_below(node: dict, min_count: float) -> dict:
-    children = {name: _prune_below(child, min_count) for name, child in node.get("children", {}).items()
+def _prune_below(node: dict, min_count: float, frames_left: int) -> dict:
+    if frames_left <= 0:
+        return {**node, "children": {}}
+    children = {name: _prune_below(child, min_count, frames_left - 1)
+                for name, child in node.get("children", {}).items()
                 if child.get("count", 0) >= min_count and child.get("count", 0) > 0}
     return {**node, "children": children}
 

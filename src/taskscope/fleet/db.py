@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import secrets
 import threading
 import time
@@ -103,12 +104,20 @@ def _json(value) -> str | None:
 
 
 def _number(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    """A numeric field as a float; anything else, and a number no finite float holds (inf, NaN,
+    10**400), as NULL. Times are checked by the protocol before they get here."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _integer(value) -> int | None:
     number = _number(value)
-    # beyond BIGINT (or inf/nan) is a sender's bug: stored as unknown rather than refusing the batch
+    # beyond BIGINT is a sender's bug: stored as unknown rather than refusing the batch
     return int(number) if number is not None and abs(number) < 2**63 else None
 
 

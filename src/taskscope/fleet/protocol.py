@@ -64,6 +64,11 @@ Message kinds (every message has ``kind`` and ``ts``; other fields may be absent
                        compute_s (added by the server side: the tasks' run times summed, like a Dask
                        cluster's task-group compute_s)
 
+Times (``ts``, ``sent_at``, a cluster's ``started``/``stopped``, the ``start``/``stop`` of computations,
+their groups, idle intervals, profiles and Parsl runs) are epoch seconds within years 1-9999
+(`EARLIEST_TIME` to `LATEST_TIME`): a batch with a time outside, infinite or NaN is refused (400), as
+is one nesting objects and lists more than `MAX_NESTING` levels deep (the envelope takes three).
+
 Cost: the server estimates cluster cost as
 ``core_seconds/3600 * price_per_core_hour + gb_seconds/3600 * price_per_gb_hour``, integrating the
 ``workers`` samples over time (step function), with the prices from ``cluster.start``
@@ -83,6 +88,18 @@ DEFAULT_SEND_INTERVAL_S = 10.0
 DEFAULT_PRICE_PER_CORE_HOUR = 0.05
 DEFAULT_PRICE_PER_GB_HOUR = 0.005
 
+#: the times a message may give, as epoch seconds: years 1 to 9999 (what a date can show)
+EARLIEST_TIME, LATEST_TIME = -62135596800, 253402300799
+#: at most this many levels of nested objects and lists in a batch: the read API's JSON encoder
+#: stops at 255, and Python's decoder at its recursion limit (5,000 ``[`` would end as a 500)
+MAX_NESTING = 200
+#: the time fields of each message kind besides ``ts`` (a computation's groups have ``start``/``stop`` too)
+TIME_FIELDS = {"cluster.start": ("started",), "cluster.stop": ("stopped",), "computation": ("start", "stop"),
+               "idle": ("start", "stop"), "profile": ("start", "stop"), "parsl.run": ("start", "stop")}
+TOO_DEEP = f"objects and lists may nest at most {MAX_NESTING} levels deep"
+#: what JSON numbers decode to (bool, a subclass of int, is not one)
+_NUMBER_TYPES = (int, float)
+
 MESSAGE_KINDS = frozenset({
     "cluster.start", "cluster.stop", "workers", "worker.add", "worker.remove", "versions.mismatch",
     "computation", "exception", "event", "idle", "profile", "parsl.run",
@@ -95,17 +112,33 @@ class ProtocolError(ValueError):
 
 
 def validate_batch(batch: object) -> dict:
-    """Check the envelope of a decoded batch and return it; raise `ProtocolError` if it is not one.
+    """Check a decoded batch and return it; raise `ProtocolError` if it is not one.
 
     Messages of an unknown kind are kept (a newer plugin may send them); a message without
-    ``kind`` or a numeric ``ts`` is an error.
+    ``kind`` or a numeric ``ts``, a time outside years 1-9999 (`TIME_FIELDS`) or a body nested
+    deeper than `MAX_NESTING` is an error.
 
     >>> validate_batch({"protocol": 1, "batch_id": "ab", "cluster": {"cluster_id": "c1", "kind": "dask"},
     ...                 "messages": [{"kind": "workers", "ts": 1.0, "n_workers": 2}]})["batch_id"]
     'ab'
+    >>> try:
+    ...     validate_batch({"protocol": 1, "batch_id": "ab", "cluster": {"cluster_id": "c1", "kind": "dask"},
+    ...                     "messages": [{"kind": "idle", "ts": 1.0, "start": 1e20}]})
+    ... except ProtocolError as exc:
+    ...     print(exc)
+    messages[0].start must be epoch seconds within years 1-9999, not 1e+20
     """
     if not isinstance(batch, dict):
         raise ProtocolError("the body must be a JSON object")
+    _check_envelope(batch)
+    for position, message in enumerate(batch["messages"]):
+        _check_message(message, position)
+    if nesting_depth(batch) > MAX_NESTING:
+        raise ProtocolError(TOO_DEEP)
+    return batch
+
+
+def _check_envelope(batch: dict) -> None:
     if batch.get("protocol") != PROTOCOL_VERSION:
         raise ProtocolError(f"unsupported protocol {batch.get('protocol')!r} (this server speaks {PROTOCOL_VERSION})")
     if not isinstance(batch.get("batch_id"), str) or not batch["batch_id"]:
@@ -115,12 +148,44 @@ def validate_batch(batch: object) -> dict:
         raise ProtocolError("cluster.cluster_id must be a non-empty string")
     if cluster.get("kind") not in CLUSTER_KINDS:
         raise ProtocolError(f"cluster.kind must be one of {sorted(CLUSTER_KINDS)}")
-    messages = batch.get("messages")
-    if not isinstance(messages, list):
+    if not isinstance(batch.get("messages"), list):
         raise ProtocolError("messages must be a list")
-    for position, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("kind"), str):
-            raise ProtocolError(f"messages[{position}] has no kind")
-        if not isinstance(message.get("ts"), (int, float)) or isinstance(message.get("ts"), bool):
-            raise ProtocolError(f"messages[{position}] has no numeric ts")
-    return batch
+    _check_time(batch.get("sent_at"), "sent_at")
+
+
+def _check_message(message: object, position: int) -> None:
+    if not isinstance(message, dict) or not isinstance(message.get("kind"), str):
+        raise ProtocolError(f"messages[{position}] has no kind")
+    if type(message.get("ts")) not in _NUMBER_TYPES:
+        raise ProtocolError(f"messages[{position}] has no numeric ts")
+    for field in ("ts", *TIME_FIELDS.get(message["kind"], ())):
+        _check_time(message.get(field), "messages[{}].{}", position, field)
+    groups = message.get("groups") if message["kind"] == "computation" else None
+    for index, group in enumerate(groups if isinstance(groups, list) else []):
+        if isinstance(group, dict):
+            _check_time(group.get("start"), "messages[{}].groups[{}].start", position, index)
+            _check_time(group.get("stop"), "messages[{}].groups[{}].stop", position, index)
+
+
+def _check_time(value: object, where: str, *place: object) -> None:
+    # `where` is formatted only on an error: a big batch has tens of thousands of times to check.
+    # Comparing keeps Python's big integers exact (float(10**400) would raise); NaN compares false.
+    # A time that is not a number is left to the store, which keeps it as unknown.
+    if type(value) in _NUMBER_TYPES and not EARLIEST_TIME <= value <= LATEST_TIME:
+        shown = repr(value)[:40]
+        raise ProtocolError(f"{where.format(*place)} must be epoch seconds within years 1-9999, not {shown}")
+
+
+def nesting_depth(value: object) -> int:
+    """How many levels of objects and lists `value` nests (0 for a scalar), without recursing,
+    and counting at most one level past `MAX_NESTING`.
+
+    >>> nesting_depth({"a": [1, {"b": []}]}), nesting_depth("x")
+    (4, 0)
+    """
+    depth, level = 0, [value] if isinstance(value, (dict, list)) else []
+    while level and depth <= MAX_NESTING:
+        depth += 1
+        level = [child for node in level for child in (node.values() if isinstance(node, dict) else node)
+                 if isinstance(child, (dict, list))]
+    return depth

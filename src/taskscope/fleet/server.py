@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from taskscope.fleet.db import FleetDB
-from taskscope.fleet.protocol import INGEST_PATH, MAX_BATCH_BYTES, ProtocolError, validate_batch
+from taskscope.fleet.protocol import INGEST_PATH, MAX_BATCH_BYTES, TOO_DEEP, ProtocolError, validate_batch
 
 #: the cookie that carries a page visitor's token (re-hashed and looked up on every request)
 SESSION_COOKIE = "taskscope_fleet_token"
@@ -87,6 +87,8 @@ async def read_batch(request: Request) -> dict:
         plain = _gunzip_bounded(plain)
     try:
         return validate_batch(json.loads(plain))
+    except RecursionError:  # Python's decoder gives up before `validate_batch` can count the levels
+        raise RejectedBatch(400, TOO_DEEP, plain, len(plain))
     except (ValueError, UnicodeDecodeError) as exc:  # ProtocolError and JSONDecodeError are ValueErrors
         reason = str(exc) if isinstance(exc, ProtocolError) else f"the body is not JSON: {exc}"
         raise RejectedBatch(400, reason, plain, len(plain))
@@ -135,7 +137,8 @@ def create_app(db: FleetDB) -> FastAPI:
             return JSONResponse({"error": rejected.reason}, status_code=rejected.status)
         try:
             stored = await run_in_threadpool(db.store_batch, caller.account, caller.user, batch)
-        except duckdb.ConversionException as exc:  # a value the store cannot hold: the body's fault, not the server's
+        # a value the store cannot hold: the body's fault, not the server's
+        except (duckdb.ConversionException, duckdb.InvalidInputException) as exc:
             reason = f"a value could not be stored: {str(exc).splitlines()[0][:300]}"
             body = json.dumps(batch).encode()
             await run_in_threadpool(db.store_rejected, caller.account, caller.user, 400, reason, len(body), body)
