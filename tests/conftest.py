@@ -10,6 +10,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,21 @@ import taskscope
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpus"
 CORPUS_RUNS = ["parsl-htex-jsonlog", "parsl-mixed-textlog", "parsl-2025-textlog"]
+
+
+@contextmanager
+def tiny_filesystem(folder: Path, size: str = "64k") -> Iterator[Path]:
+    """`folder` (made here) as a real tmpfs of `size`, for tests of a full disk. Mounting needs
+    root, as CI has: without it the test fails, never skips (a skipped check would hide the defect)."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.fail(f"cannot mount a tmpfs at {folder} (the full-disk tests need root): {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
 
 
 def corpus_path(name: str) -> Path:

@@ -11,12 +11,12 @@ import os
 import subprocess
 import sys
 import textwrap
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 import taskscope
+from conftest import tiny_filesystem
 from taskscope.emit import WideEventHandler, get_logger
 from taskscope.emit.records import MAX_LINE_BYTES
 
@@ -71,17 +71,6 @@ def test_a_pipe_without_reader_neither_blocks_exit_nor_fork(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.split() == ["done", "1"], done.stderr
     assert done.stderr.count("taskscope: cannot write") == 1
-
-
-@contextmanager
-def tiny_filesystem(path: Path, size: str = "64k"):
-    """A real tmpfs of `size` at `path` (the tests run as root, as CI does)."""
-    path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def test_a_full_disk_counts_what_was_written_and_writing_resumes_when_space_is_freed(tmp_path, capfd):

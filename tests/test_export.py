@@ -19,7 +19,7 @@ from urllib.parse import quote
 import pytest
 
 import taskscope
-from conftest import CORPUS_RUNS, corpus_path
+from conftest import CORPUS_RUNS, corpus_path, tiny_filesystem
 from taskscope.export.otlp import export_otlp
 from taskscope.export.parquet import export_parquet
 from taskscope.export.perfetto import export_perfetto
@@ -474,22 +474,13 @@ FREE_BYTES = 12 * 1024
 @pytest.fixture
 def full_disk(tmp_path):
     """A folder on a real, nearly full filesystem (a 64 KiB tmpfs with FREE_BYTES left), so a
-    write fails with ENOSPC part-way. Mounting needs root: without it the test fails, never
-    skips (a skipped check would hide the defect)."""
-    folder = tmp_path / "full"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
-                             capture_output=True, text=True)
-    if mounted.returncode:
-        pytest.fail(f"cannot mount a tmpfs at {folder} (the full-disk tests need root): {mounted.stderr.strip()}")
-    try:
+    write fails with ENOSPC part-way."""
+    with tiny_filesystem(tmp_path / "full") as folder:
         space = os.statvfs(folder)
         (folder / "filler").write_bytes(b"\0" * (space.f_bavail * space.f_frsize - FREE_BYTES))
         space = os.statvfs(folder)
         assert space.f_bavail * space.f_frsize == FREE_BYTES
         yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 def test_cli_export_to_a_full_disk_leaves_no_file(store_file, full_disk):
