@@ -1,12 +1,18 @@
-"""A `since` filter given as text (a date, a date and time, or epoch seconds) as epoch seconds.
+"""Times as epoch seconds: the range taskscope accepts, and a `since` filter given as text (a
+date, a date and time, or epoch seconds).
 
-The usage dashboard and the fleet server both filter by it; the fleet also takes durations
+The usage dashboard and the fleet server both filter by `since`; the fleet also takes durations
 ("7 days") on top (`taskscope.fleet.queries.parse_since`).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
+
+#: the times taskscope stores, as epoch seconds: years 1 to 9999, what a TIMESTAMPTZ and a date
+#: can show. Ingest keeps a record with a time outside as a bad line and the fleet server refuses a
+#: batch with one: stored, it would break every query and page that makes the time a date.
+EARLIEST_TIME, LATEST_TIME = -62135596800, 253402300799
 
 
 def epoch_since(text: str, expected: str) -> float:

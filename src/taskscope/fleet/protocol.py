@@ -77,6 +77,8 @@ Cost: the server estimates cluster cost as
 
 from __future__ import annotations
 
+from taskscope.since import EARLIEST_TIME, LATEST_TIME
+
 PROTOCOL_VERSION = 1
 INGEST_PATH = "/api/v1/ingest"
 #: the server refuses bodies above this (after decompression); senders split batches below it
@@ -88,8 +90,6 @@ DEFAULT_SEND_INTERVAL_S = 10.0
 DEFAULT_PRICE_PER_CORE_HOUR = 0.05
 DEFAULT_PRICE_PER_GB_HOUR = 0.005
 
-#: the times a message may give, as epoch seconds: years 1 to 9999 (what a date can show)
-EARLIEST_TIME, LATEST_TIME = -62135596800, 253402300799
 #: at most this many levels of nested objects and lists in a batch: the read API's JSON encoder
 #: stops at 255, and Python's decoder at its recursion limit (5,000 ``[`` would end as a 500)
 MAX_NESTING = 200

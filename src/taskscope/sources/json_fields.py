@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from taskscope._sql import literal
+from taskscope.since import EARLIEST_TIME, LATEST_TIME
 
 
 # column -> candidate keys, in priority order
@@ -127,10 +128,6 @@ def parse_time_sql(raw: str) -> str:
                  ELSE try_cast({raw} AS DOUBLE) END
         ELSE epoch(try_cast({raw} AS TIMESTAMPTZ))
     END"""
-
-
-#: the times a TIMESTAMPTZ can hold and a person can mean: years 1 to 9999, as epoch seconds
-EARLIEST_TIME, LATEST_TIME = -62135596800, 253402300799
 
 
 def time_in_range_sql(ts: str) -> str:
