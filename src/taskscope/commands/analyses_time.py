@@ -33,6 +33,7 @@ from taskscope.plotting import PlotError, check_plot_path
 TABLE_ROWS = 40
 
 PerOption = typer.Option("task", "--per", help="Count tasks or tries (try: only events that carry a try id).")
+PointsOption = typer.Option(30, "--points", min=1, help="Instants shown in the table when there are many changes.")
 
 
 def register(app: typer.Typer) -> None:
@@ -140,7 +141,7 @@ def _whole_run_steps(frame: pd.DataFrame, y: str, color: str | None) -> pd.DataF
 def states_command(
     run: Optional[str] = RunOption,
     source: str = typer.Option("logs", "--from", help="logs (the DFK's state changes) or monitoring (monitoring.db)."),
-    points: int = typer.Option(30, "--points", min=1, help="Instants shown in the table when there are many changes."),
+    points: int = PointsOption,
     store: str = StoreOption,
     fmt: OutputFormat = FormatOption,
     plot: Optional[Path] = PlotOption,
@@ -180,7 +181,7 @@ def between_command(
     event_b: str = typer.Argument(..., help="Selector of the event that leaves."),
     run: Optional[str] = RunOption,
     per: str = PerOption,
-    points: int = typer.Option(30, "--points", min=1, help="Instants shown in the table when there are many changes."),
+    points: int = PointsOption,
     store: str = StoreOption,
     fmt: OutputFormat = FormatOption,
     plot: Optional[Path] = PlotOption,
@@ -214,7 +215,7 @@ def between_command(
 def queues_command(
     run: Optional[str] = RunOption,
     per: str = PerOption,
-    points: int = typer.Option(30, "--points", min=1, help="Instants shown in the table when there are many changes."),
+    points: int = PointsOption,
     store: str = StoreOption,
     fmt: OutputFormat = FormatOption,
     plot: Optional[Path] = PlotOption,
