@@ -3,7 +3,9 @@ always bound as query parameters)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import duckdb
@@ -16,6 +18,31 @@ def literal(text: str) -> str:
     "'it''s'"
     """
     return "'" + text.replace("'", "''") + "'"
+
+
+@contextmanager
+def registered(con: "duckdb.DuckDBPyConnection", name: str, table: Any) -> Iterator[None]:
+    """`table` (a DataFrame or an Arrow table) registered on `con` as `name` for the block.
+
+    When the block fails inside a transaction, DuckDB refuses every later statement, the
+    clean-up's `unregister` included: the block's own error is the one raised, not that one.
+
+    >>> import duckdb, pandas as pd
+    >>> con = duckdb.connect()
+    >>> with registered(con, "t", pd.DataFrame({"x": [1, 2]})):
+    ...     scalar(con, "SELECT sum(x) FROM t")
+    3
+    """
+    import duckdb
+
+    con.register(name, table)
+    try:
+        yield
+    except BaseException:
+        with suppress(duckdb.Error):
+            con.unregister(name)
+        raise
+    con.unregister(name)
 
 
 def scalar(con: "duckdb.DuckDBPyConnection", sql: str, params: list | dict | None = None):

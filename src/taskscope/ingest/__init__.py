@@ -8,15 +8,15 @@ store as it was (and the next ingest reads the same lines again).
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import import_module
-from typing import Callable, Iterator
+from typing import Callable
 
 import duckdb
 
-from taskscope._sql import scalar
+from taskscope._sql import registered, scalar
 from taskscope.ingest.discover import InputFile, discover
 from taskscope.ingest.lines import bad_lines_sql, file_size, read_new_lines, usable_lines_sql
 from taskscope.ingest.staging import STAGED, create_staging
@@ -270,9 +270,9 @@ def _stage_chunk(con, module, chunk, context: StageContext) -> StageResult:
     """Hand the chunk's usable lines to the source as the relation `chunk_text` (line, txt);
     keep the others aside in bad_lines."""
     if chunk.text is not None:
-        with _registered(con, "chunk_text", chunk.text):
+        with registered(con, "chunk_text", chunk.text):
             return module.stage_lines(con, "chunk_text", context)
-    with _registered(con, "chunk_lines", chunk.table):
+    with registered(con, "chunk_lines", chunk.table):
         undecodable = scalar(
             con,
             f"INSERT INTO bad_lines SELECT ?, line, reason, head, ?::INTEGER FROM ({bad_lines_sql('chunk_lines')})",
@@ -294,23 +294,8 @@ def _stage_chunk(con, module, chunk, context: StageContext) -> StageResult:
     return result
 
 
-@contextmanager
-def _registered(con: duckdb.DuckDBPyConnection, name: str, table) -> Iterator[None]:
-    """`table` registered as `name` for the block. When the block fails, the clean-up may
-    fail too (DuckDB refuses statements in an aborted transaction): the block's own error
-    is the one raised."""
-    con.register(name, table)
-    try:
-        yield
-    except BaseException:
-        with suppress(duckdb.Error):
-            con.unregister(name)
-        raise
-    con.unregister(name)
-
-
 def _quietly(con: duckdb.DuckDBPyConnection, sql: str) -> None:
-    """Run a clean-up statement while another error propagates (see `_registered`)."""
+    """Run a clean-up statement while another error propagates (see `taskscope._sql.registered`)."""
     with suppress(duckdb.Error):
         con.execute(sql)
 

@@ -16,6 +16,7 @@ import sqlite3
 import duckdb
 import pandas as pd
 
+from taskscope._sql import registered
 from taskscope.ingest.staging import insert_staged
 from taskscope.sources import StageContext, StageResult
 
@@ -152,8 +153,5 @@ def _select(table: str, rows: pd.DataFrame) -> str:
 def _stage_table(con: duckdb.DuckDBPyConnection, table: str, rows: pd.DataFrame, context: StageContext) -> int:
     if rows.empty:
         return 0
-    con.register("mon_rows", rows)
-    try:
+    with registered(con, "mon_rows", rows):
         return insert_staged(con, _select(table, rows), [context.file, context.file_id, context.utc_offset_seconds])
-    finally:
-        con.unregister("mon_rows")
