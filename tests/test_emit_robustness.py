@@ -17,8 +17,8 @@ import pytest
 
 import taskscope
 from conftest import tiny_filesystem
+from taskscope import MAX_LINE_BYTES
 from taskscope.emit import WideEventHandler, get_logger
-from taskscope.emit.records import MAX_LINE_BYTES
 
 
 def attached(path: Path, name: str) -> tuple[logging.Logger, WideEventHandler]:

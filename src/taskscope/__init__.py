@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 #: the store file commands use when not given --store (here so `open` needs no store import)
 DEFAULT_STORE = "taskscope.duckdb"
+#: the longest log line taskscope reads (ingest keeps longer ones aside as bad lines) and so the
+#: longest its emitter writes (it cuts a record to fit); here so the light emitter needs no ingest import
+MAX_LINE_BYTES = 1 << 20
 __all__ = ["open", "Store", "StoreError", "DEFAULT_STORE", "__version__"]
 
 

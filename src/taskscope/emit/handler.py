@@ -23,7 +23,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Mapping
 
-from taskscope.emit.records import MAX_LINE_BYTES, RecordEncoder, formatted_message
+from taskscope import MAX_LINE_BYTES
+from taskscope.emit.records import RecordEncoder, formatted_message
 
 DEFAULT_FLUSH_INTERVAL = 0.5  # seconds; a SIGKILL loses at most this much
 #: how long exit and fork wait for a flush in progress: a write stuck on a hung filesystem must

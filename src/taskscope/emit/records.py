@@ -20,14 +20,14 @@ from typing import Any, Callable
 
 import orjson
 
+from taskscope import MAX_LINE_BYTES
+
 #: attributes every LogRecord has (and `message`/`asctime`, which formatters add); anything else is an `extra`
 STANDARD_ATTRIBUTES = frozenset(
     vars(logging.LogRecord("n", logging.INFO, "p", 1, "m", None, None, "f", None))
 ) | {"message", "asctime", "taskName"}
 
-#: taskscope ingest keeps lines over 1 MiB aside as bad lines (`ingest.lines.MAX_LINE_BYTES`),
-#: so a record is cut to stay under it; texts longer than CUT_CHARS are cut first
-MAX_LINE_BYTES = 1 << 20
+#: a record longer than MAX_LINE_BYTES (ingest would keep it aside) has its texts longer than this cut
 CUT_CHARS = 64 * 1024
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE

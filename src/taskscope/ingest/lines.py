@@ -15,8 +15,8 @@ from typing import BinaryIO, Iterator
 import numpy as np
 import pyarrow as pa
 
-#: lines longer than this are kept aside in bad_lines rather than parsed
-MAX_LINE_BYTES = 1 << 20
+from taskscope import MAX_LINE_BYTES  # lines longer than this are kept aside in bad_lines
+
 #: how much of a file is read at once; a chunk always ends at a newline
 CHUNK_BYTES = 64 << 20
 #: rows per Arrow record batch of decoded lines: DuckDB scans batches in parallel, one per thread
