@@ -1,4 +1,4 @@
-"""Shared fixtures: the corpus runs in ../shared/corpus and fresh real Parsl runs.
+"""Shared fixtures: the corpus runs in tests/corpus and fresh real Parsl runs.
 
 Fresh runs are made once per test session, each in its own Python process (Parsl's DFK is
 process-global), with taskscope's demo workflow (`taskscope.demo.workflow`).
@@ -19,7 +19,7 @@ import pytest
 import taskscope
 
 REPO = Path(__file__).resolve().parent.parent
-CORPUS = REPO.parent / "shared" / "corpus"
+CORPUS = REPO / "tests" / "corpus"
 CORPUS_RUNS = ["parsl-htex-jsonlog", "parsl-mixed-textlog", "parsl-2025-textlog"]
 
 
@@ -41,7 +41,7 @@ def tiny_filesystem(folder: Path, size: str = "64k") -> Iterator[Path]:
 def corpus_path(name: str) -> Path:
     path = CORPUS / name
     if not path.exists():
-        pytest.fail(f"corpus run {path} is missing: tests expect ../shared beside the repository")
+        pytest.fail(f"corpus run {path} is missing from the repository")
     return path
 
 

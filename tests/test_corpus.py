@@ -1,4 +1,4 @@
-"""Ingest of the real Parsl runs in ../shared/corpus (three releases' log formats)."""
+"""Ingest of the real Parsl runs in tests/corpus (three releases' log formats)."""
 
 from __future__ import annotations
 

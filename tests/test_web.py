@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from conftest import parsl_env
+from conftest import CORPUS, parsl_env
 import taskscope
 from taskscope.web.app import Dashboard, create_app, is_loopback, open_dashboard
 
@@ -256,7 +256,7 @@ def test_dag_draws_every_task_and_dependency(corpus_run, browser):
 
 
 def test_click_path_runs_run_task_manager_logs(browser):
-    corpus = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "parsl-htex-jsonlog"
+    corpus = CORPUS / "parsl-htex-jsonlog"
     server = corpus_server(corpus)
     store = server.dashboard.store
     watched = Watched(browser)
@@ -360,7 +360,7 @@ def test_monitoring_db_totals_are_per_manager_not_per_row(corpus_run, browser):
 
 
 def test_tasks_page_paginates_sorts_and_filters_on_the_server(browser):
-    corpus = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "parsl-mixed-textlog"
+    corpus = CORPUS / "parsl-mixed-textlog"
     server = corpus_server(corpus)
     store = server.dashboard.store
     run_id = store.runs().run_id.iloc[0]
@@ -426,7 +426,7 @@ def test_live_run_is_shown_live_then_finished(tmp_path, browser):
 
 def test_store_is_read_only_without_a_path_to_ingest(tmp_path):
     store_file = tmp_path / "ro.duckdb"
-    corpus = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "parsl-2025-textlog"
+    corpus = CORPUS / "parsl-2025-textlog"
     with taskscope.open(store_file) as store:
         store.ingest(corpus)
     dashboard = open_dashboard(str(store_file))
@@ -444,7 +444,7 @@ def test_only_loopback_counts_as_loopback():
 
 
 def test_cli_serves_a_monitoring_db(tmp_path):
-    corpus = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "parsl-2025-textlog"
+    corpus = CORPUS / "parsl-2025-textlog"
     database = tmp_path / "monitoring.db"
     shutil.copy(corpus / "monitoring.db", database)
     port = free_port()
@@ -469,7 +469,7 @@ def test_cli_serves_a_monitoring_db(tmp_path):
 
 
 def test_cli_warns_before_listening_on_a_non_loopback_address(tmp_path):
-    corpus = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "parsl-2025-textlog"
+    corpus = CORPUS / "parsl-2025-textlog"
     store_file = tmp_path / "w.duckdb"
     with taskscope.open(store_file) as store:
         store.ingest(corpus / "monitoring.db")
@@ -484,7 +484,7 @@ def test_cli_warns_before_listening_on_a_non_loopback_address(tmp_path):
 def test_pages_are_the_same_from_the_stored_digest_and_without_it(tmp_path, browser):
     store_file = tmp_path / "digest.duckdb"
     with taskscope.open(store_file) as store:
-        store.ingest(Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "parsl-htex-jsonlog")
+        store.ingest(CORPUS / "parsl-htex-jsonlog")
         run_id = store.runs().run_id.iloc[0]
         assert store.sql("SELECT count(*) AS n FROM run_digests WHERE run_id = ?", [run_id]).n.iloc[0] > 0
     paths = [f"/runs/{run_id}", f"/runs/{run_id}/tasks?sort=duration_s&desc=true", f"/runs/{run_id}/resources"]
@@ -610,7 +610,7 @@ def test_run_page_failure_counts_match_the_task_lists_they_link_to(failing_run, 
 
 
 def test_bad_urls_get_the_html_error_page_and_api_urls_json(browser):
-    server = corpus_server(Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "parsl-htex-jsonlog")
+    server = corpus_server(CORPUS / "parsl-htex-jsonlog")
     run_id = server.dashboard.store.runs().run_id.iloc[0]
     pages = {f"/runs/{run_id}/tasks/abc": 400, "/tasks/1.5": 404, f"/runs/{run_id}/tasks?page=0": 400,
              f"/runs/{run_id}/tasks?page=-1": 400, f"/runs/{run_id}/tasks?page=abc": 400,
@@ -662,7 +662,7 @@ def test_log_messages_keep_a_readable_width_and_the_page_fits_the_window(corpus_
 
 
 def test_cli_reports_a_port_in_use_in_one_line(tmp_path):
-    corpus = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "parsl-2025-textlog"
+    corpus = CORPUS / "parsl-2025-textlog"
     store_file = tmp_path / "busy.duckdb"
     with taskscope.open(store_file) as store:
         store.ingest(corpus / "monitoring.db")
