@@ -1,37 +1,62 @@
-# `make demo` and `make test` work on a fresh machine with only Python: they create the
-# virtualenv and install everything first.
+# `make demo` and `make test` work on a fresh machine with only Python and the package
+# registries: they create the virtualenv and install what each needs first.
+#   make demo       what the demo needs (taskscope + Parsl), then the demo
+#   make test       everything the suite needs (test tools, docs tools, Chromium), the docs
+#                   build, the whole suite, then the Python 3.12/3.13 checks
+#   make test-fast  the suite without the tests marked slow (the inner loop)
+#   make docs       the documentation site, built strictly into site/
 VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip install -q --disable-pip-version-check
 # Parsl starts interchange.py / process_worker_pool.py by name: use the virtualenv's
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test bench clean
+# the tests that also run on every other supported Python (see tests/pythons.sh)
+PYTHONS_TESTS ?= tests/test_emit.py tests/test_emit_robustness.py tests/test_emit_spans.py \
+                 tests/test_fast_logger.py tests/test_corpus.py tests/test_cli_and_api.py
 
-setup: $(VENV)/.installed /usr/bin/chromium
+.PHONY: demo test test-fast test-pythons docs bench clean
 
-# PNG plots (kaleido) and the web UI tests (Playwright) drive Debian's Chromium
-/usr/bin/chromium:
-	@echo "chromium missing: installing Debian's chromium"
-	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
-	 else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi
-
-$(VENV)/.installed: pyproject.toml
+$(VENV)/bin/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
 	    echo "python venv module missing: installing python3-venv"; \
 	    apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[all]"
+
+# what the demo needs: the package and Parsl, no browser, no test tools
+$(VENV)/.installed-demo: pyproject.toml | $(VENV)/bin/python
+	$(PIP) -e ".[parsl]"
 	@touch $@
 
-demo: setup
+# what the suite needs on top: test tools, docs tools, PNG export, fleet
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-demo
+	$(PIP) -e ".[all]"
+	@touch $@
+
+# Playwright (web UI tests) and kaleido (PNG plots) drive Debian's Chromium; only `make test` installs it
+/usr/bin/chromium:
+	@echo "chromium missing: installing Debian's chromium (for the web UI tests)"
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	 else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi
+
+demo: $(VENV)/.installed-demo
 	$(PY) -m taskscope.demo --workdir demo-run
 
-test: setup
-	$(PY) -m pytest -q
+docs: $(VENV)/.installed-test
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 
-bench: setup
+test: $(VENV)/.installed-test /usr/bin/chromium docs
+	$(PY) -m pytest -q
+	@$(MAKE) --no-print-directory test-pythons
+
+test-fast: $(VENV)/.installed-test /usr/bin/chromium
+	$(PY) -m pytest -q -m "not slow"
+
+test-pythons: $(VENV)/.installed-test
+	@bash tests/pythons.sh $(PYTHONS_TESTS)
+
+bench: $(VENV)/.installed-test
 	$(PY) benchmarks/ingest_bench.py
 
 clean:
-	rm -rf demo-run .pytest_cache
+	rm -rf demo-run site .pytest_cache .venv-py*
