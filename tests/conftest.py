@@ -59,6 +59,14 @@ def store():
     opened.close()
 
 
+def run_cli(*args: str, cwd: str | Path | None = None, env: dict[str, str] | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """`taskscope ARGS` in a fresh Python process (for the tests where the process boundary is the
+    point: exit codes, stderr, signals, a store another process holds); the rest use `cli_runner`."""
+    return subprocess.run([sys.executable, "-m", "taskscope.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=timeout)
+
+
 def parsl_env() -> dict[str, str]:
     """This environment with the interpreter's scripts first on PATH: HTEX starts
     `interchange.py` and `process_worker_pool.py` by name."""

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,7 @@ import pandas as pd
 import pytest
 
 import taskscope
-from conftest import CORPUS_RUNS, corpus_path, make_real_run
+from conftest import CORPUS_RUNS, corpus_path, make_real_run, run_cli
 from taskscope.analyses.between import STANDARD_QUEUES, between, standard_queues
 from taskscope.analyses.latency import latency, latency_histogram, latency_stats
 from taskscope.analyses.selectors import SelectorError, parse_selector
@@ -388,10 +386,6 @@ def test_selectors_bind_values_and_name_typos(text_store):
 
 # ---------------------------------------------------------------------------------------------
 # the command line
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "taskscope.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_cli_json_output_and_plots(tmp_path):

@@ -9,13 +9,9 @@ import sys
 import pandas as pd
 
 import taskscope
-from conftest import corpus_path
+from conftest import corpus_path, run_cli
 
 JSON_RUN = corpus_path("parsl-htex-jsonlog")
-
-
-def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "taskscope.cli", *args], capture_output=True, text=True, cwd=cwd)
 
 
 def test_cli_ingest_runs_tasks_timeline_sql(tmp_path):

@@ -10,8 +10,6 @@ import json
 import math
 import os
 from fractions import Fraction
-import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 from urllib.parse import quote
@@ -19,7 +17,7 @@ from urllib.parse import quote
 import pytest
 
 import taskscope
-from conftest import CORPUS_RUNS, corpus_path, tiny_filesystem
+from conftest import CORPUS_RUNS, corpus_path, run_cli, tiny_filesystem
 from taskscope.export.otlp import export_otlp
 from taskscope.export.parquet import export_parquet
 from taskscope.export.perfetto import export_perfetto
@@ -422,10 +420,6 @@ def test_otlp_types_the_attrs_of_a_generic_app(mixed_store, tmp_path):
 
 
 # ---------------------------------------------------------------- CLI
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "taskscope.cli", *args], capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")

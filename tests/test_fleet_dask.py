@@ -26,7 +26,7 @@ import httpx  # noqa: E402
 from distributed import Client, LocalCluster, get_worker, span  # noqa: E402
 from distributed.scheduler import key_split_group  # noqa: E402
 
-from conftest import REPO  # noqa: E402
+from conftest import REPO, run_cli  # noqa: E402
 from taskscope.fleet import api, protocol  # noqa: E402
 from taskscope.fleet.dask import PLUGIN_NAME, prune_profile, register  # noqa: E402
 from taskscope.fleet.sender import TRUNCATION_MARK, Sender  # noqa: E402
@@ -48,8 +48,7 @@ def free_port() -> int:
 
 
 def cli(*args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "taskscope.cli", *args], capture_output=True, text=True,
-                          timeout=120, env=_env())
+    done = run_cli(*args, env=_env(), timeout=120)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 

@@ -28,7 +28,7 @@ from taskscope import queries
 from taskscope.fleet import api
 from taskscope.fleet.protocol import INGEST_PATH, MAX_BATCH_BYTES, PROTOCOL_VERSION
 
-from conftest import corpus_path
+from conftest import corpus_path, run_cli
 from test_web import browser, free_port  # noqa: F401 - browser is a fixture
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,9 +37,7 @@ HOSTILE = "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwne
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run `taskscope ARGS` in a fresh process with this worktree's sources first."""
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    done = subprocess.run([sys.executable, "-m", "taskscope.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=180)
+    done = run_cli(*args, env=dict(os.environ, PYTHONPATH=str(REPO / "src")), timeout=180)
     if check and done.returncode != 0:
         pytest.fail(f"taskscope {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return done
