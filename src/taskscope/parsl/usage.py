@@ -16,9 +16,11 @@ Parsl's `UsageTracker` built it (`b"1"` + JSON), to taskscope's per-process send
 (`taskscope.usage.client`): no process, no pickling, a DNS timeout, and a handle that Parsl's
 `UsageTracker.close()` can join, so the end message is out before the DFK finishes cleanup.
 
+To Parsl's server (tracking.parsl-project.org:50077), or to your own `taskscope usage collect`:
+
 >>> from taskscope.parsl.usage import enable
->>> enable()                                   # to Parsl's server (tracking.parsl-project.org:50077)
->>> enable(endpoint="usage.example.org:50077") # or to your own `taskscope usage collect`
+>>> enable()                                     # doctest: +SKIP
+>>> enable(endpoint="usage.example.org:50077")   # doctest: +SKIP
 
 Then set `Config(usage_tracking=1|2|3, project_name=...)` as usual. `DO_NOT_TRACK=1` or
 `TASKSCOPE_USAGE=0` stop every message; `endpoint="local"` or `TASKSCOPE_USAGE=local` keeps them
