@@ -16,7 +16,7 @@ What it does:
    warm-up round), and reports the median:
    a. `taskscope.ingest.ingest` of json_run into a fresh in-memory store (ingest + relate):
       events/s. `Store.ingest` (what the CLI runs) then computes the dashboard digests of
-      ended runs (`taskscope.web.digest`): timed apart and printed after the table;
+      ended runs (`taskscope.digests`): timed apart and printed after the table;
    b. the anchor, `for line in open(f): json.loads(line)` over the same *.jsonlog files
       (what the prototype's loader does): events/s;
    c. the same for text_run: lines/s (`IngestReport.lines`);
@@ -59,7 +59,7 @@ from taskscope.ingest import IngestReport
 from taskscope.ingest import ingest as ingest_paths
 from taskscope import relate as relate_module
 from taskscope.rules import load_rules
-from taskscope.web.digest import refresh_digests
+from taskscope.digests import refresh_digests
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_WORKDIR = BENCH_DIR / ".work"

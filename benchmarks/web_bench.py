@@ -18,7 +18,7 @@ What it does:
    (run, its JSON, tasks, resources, DAG, logs, runs) over HTTP: cold (the first request to a
    server just started for that page alone, on a store opened anew) and the median of
    `--repeat` more; bytes of each page. The run page reads the digest the ingest stored
-   (`taskscope.web.digest`); `--no-digest` deletes it first, to time computing it per request.
+   (`taskscope.digests`); `--no-digest` deletes it first, to time computing it per request.
 4. Installs `parsl[monitoring,visualization]` (same Parsl release) into a virtualenv of its
    own (`<workdir>/../viz-venv`) if missing, and times parsl-visualize's workflow page
    `/workflow/<run_id>/` with Flask's test client on a copy of the same monitoring.db
@@ -115,7 +115,7 @@ def make_run(workdir: Path, tasks: int) -> Path:
 
 def make_store(workdir: Path, runinfo: Path, digest: bool) -> Path:
     import taskscope
-    from taskscope.web.digest import refresh_digests
+    from taskscope.digests import refresh_digests
 
     store_file = workdir / "taskscope.duckdb"
     if not store_file.exists():

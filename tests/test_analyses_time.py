@@ -21,7 +21,7 @@ from taskscope.analyses.selectors import SelectorError, parse_selector
 from taskscope.analyses.series import FieldError, series
 from taskscope.analyses.states import resample, states, states_from_monitoring, states_wide
 from taskscope.analyses.summary import summary
-from taskscope.queries import FINAL_STATES, WORKER_STATES
+from taskscope.analyses.runs import FINAL_STATES, WORKER_STATES
 
 #: tolerance between a log line's time and monitoring's separate clock read of the same change
 CLOCK_TOLERANCE_S = 1.0

@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 import taskscope
-from taskscope import queries
+from taskscope.analyses.runs import runs
 from taskscope.fleet import api
 from taskscope.fleet.protocol import INGEST_PATH, MAX_BATCH_BYTES, PROTOCOL_VERSION
 
@@ -482,7 +482,7 @@ def test_fleet_upload_shows_a_parsl_run_with_its_counts(fleet, run_name, has_fai
                "--store", str(event_store), "--format", "json")
     uploaded = json.loads(done.stdout)
     with taskscope.open(str(event_store), read_only=True) as opened:
-        expected = queries.runs(opened.con).set_index("run_id")
+        expected = runs(opened.con).set_index("run_id")
     assert {u["run_id"] for u in uploaded} == set(expected.index)
     clusters = {c["name"]: c for c in api.list_clusters(since=None, user=None, server=server.url, token=tokens["bob"])
                 if c["kind"] == "parsl"}

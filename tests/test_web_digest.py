@@ -9,21 +9,21 @@ import pandas.testing as pdt
 
 import taskscope
 from conftest import corpus_path
-from taskscope.web import digest
+from taskscope import digests
 
 
 def stored(con, run_id: str) -> dict | None:
     """Every section stored for `run_id`, or None if any is missing or stale."""
-    sections = {name: digest.stored_section(con, run_id, name) for name in digest.SECTIONS}
+    sections = {name: digests.stored_section(con, run_id, name) for name in digests.SECTIONS}
     return None if any(parts is None for parts in sections.values()) else sections
 
 
 def computed(con, run_id: str) -> dict:
-    return {name: compute(con, run_id) for name, compute in digest.SECTIONS.items()}
+    return {name: compute(con, run_id) for name, compute in digests.SECTIONS.items()}
 
 
 def assert_same_analyses(stored: dict, computed: dict) -> None:
-    assert set(stored) == set(computed) == set(digest.SECTIONS)
+    assert set(stored) == set(computed) == set(digests.SECTIONS)
     for name in computed:
         assert set(stored[name]) == set(computed[name])
         for part in computed[name]:
@@ -44,7 +44,7 @@ def test_stored_digest_equals_the_analyses_computed_now(corpus_run):
     from taskscope.web.pages.run import JSON_PARTS, PAGE_PARTS
 
     for parts in (PAGE_PARTS, JSON_PARTS):
-        assert digest.stored_section(store.con, run_id, "run", parts) is not None
+        assert digests.stored_section(store.con, run_id, "run", parts) is not None
 
 
 def test_digest_is_recomputed_when_an_ingest_adds_events_to_the_run(tmp_path):
@@ -52,12 +52,12 @@ def test_digest_is_recomputed_when_an_ingest_adds_events_to_the_run(tmp_path):
     store = taskscope.open(tmp_path / "s.duckdb")
     store.ingest(corpus / "000")  # the logs first: monitoring.db adds events to the same run later
     (run_id,) = store.runs().run_id
-    first_fingerprint = digest.fingerprint(store.con, run_id)
+    first_fingerprint = digests.fingerprint(store.con, run_id)
     assert stored(store.con, run_id) is not None
     store.ingest(corpus / "monitoring.db")
-    assert digest.fingerprint(store.con, run_id) != first_fingerprint
+    assert digests.fingerprint(store.con, run_id) != first_fingerprint
     assert store.sql("SELECT DISTINCT fingerprint FROM run_digests").fingerprint.tolist() == [
-        digest.fingerprint(store.con, run_id)]
+        digests.fingerprint(store.con, run_id)]
     after = stored(store.con, run_id)
     assert after is not None
     assert_same_analyses(after, computed(store.con, run_id))
@@ -67,7 +67,7 @@ def test_digest_is_recomputed_when_an_ingest_adds_events_to_the_run(tmp_path):
         writable.con.execute("UPDATE run_digests SET fingerprint = 'stale', store_fingerprint = 'stale'")
     with taskscope.open(tmp_path / "s.duckdb", read_only=True) as read_only:
         assert stored(read_only.con, run_id) is None
-        on_demand = {name: digest.section(read_only.con, run_id, name) for name in digest.SECTIONS}
+        on_demand = {name: digests.section(read_only.con, run_id, name) for name in digests.SECTIONS}
         assert_same_analyses(on_demand, after)
 
 
@@ -83,7 +83,7 @@ def test_a_run_still_going_gets_no_digest_until_it_ends(tmp_path):
     (run_id,) = store.runs().run_id
     assert store.runs().status.iloc[0] == "unfinished"
     assert stored(store.con, run_id) is None
-    half = digest.section(store.con, run_id, "run")  # computed on demand
+    half = digests.section(store.con, run_id, "run")  # computed on demand
     with log.open("a") as appended:
         appended.write("".join(lines[len(lines) // 2:]))
     store.ingest(tmp_path / "runinfo")
@@ -103,8 +103,8 @@ def test_ingesting_another_run_keeps_the_digest_of_the_first(tmp_path):
     assert len(store.runs()) == 2
     stamps = store.sql("SELECT DISTINCT fingerprint, store_fingerprint FROM run_digests WHERE run_id = ?", [first])
     # restamped with the store's new state, without recomputing: the run's own events did not change
-    assert stamps.store_fingerprint.tolist() == [digest.store_fingerprint(store.con)]
-    assert stamps.fingerprint.tolist() == [digest.fingerprint(store.con, first)]
+    assert stamps.store_fingerprint.tolist() == [digests.store_fingerprint(store.con)]
+    assert stamps.fingerprint.tolist() == [digests.fingerprint(store.con, first)]
     frames_after = store.sql("SELECT section, part, frame FROM run_digests WHERE run_id = ? ORDER BY ALL", [first])
     assert frames_after[["section", "part"]].equals(frames_before[["section", "part"]])
     assert_same_analyses(stored(store.con, first), computed(store.con, first))

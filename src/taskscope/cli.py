@@ -20,7 +20,7 @@ from taskscope.commands.common import (
     FormatOption, OutputFormat, StoreOption, cell, clock, console, emit, err_console, fail, user_errors,
 )
 from taskscope.ingest import IngestReport, MissingInputError
-from taskscope.queries import latest_run_with_task
+from taskscope.analyses.tasks import latest_run_with_task
 from taskscope.rules import load_rules
 
 app = typer.Typer(

@@ -8,7 +8,10 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from taskscope import DEFAULT_STORE, queries
+from taskscope import DEFAULT_STORE
+from taskscope.analyses import runs as run_analyses
+from taskscope.analyses import tasks as task_analyses
+from taskscope.digests import refresh_digests
 from taskscope.ingest import IngestReport, ProgressCallback, ingest
 from taskscope.rules import load_rules
 from taskscope.schema import create_schema
@@ -70,33 +73,31 @@ class Store:
         """Read everything new under `paths` (folders or files) into the store.
 
         Re-ingesting adds nothing; a grown file adds only its new complete lines. Runs that
-        ended and changed get their dashboard digest recomputed (see `taskscope.web.digest`).
+        ended and changed get their dashboard digest recomputed (see `taskscope.digests`).
         """
         report = ingest(
             self.con, [str(p) for p in paths], load_rules(rules_files), on_progress, utc_offset_seconds
         )
         if report.events:
             # the run page's analyses take seconds at 100k tasks: done once here, not per request
-            from taskscope.web.digest import refresh_digests
-
             refresh_digests(self.con)
         return report
 
     def runs(self) -> pd.DataFrame:
-        """One row per run (see `taskscope.queries.runs`)."""
-        return queries.runs(self.con)
+        """One row per run (see `taskscope.analyses.runs.runs`)."""
+        return run_analyses.runs(self.con)
 
     def tasks(self, run: str | None = None) -> pd.DataFrame:
         """One row per task of `run` (id, prefix or folder name), or of every run."""
-        return queries.tasks(self.con, queries.resolve_run(self.con, run))
+        return task_analyses.tasks(self.con, run_analyses.resolve_run(self.con, run))
 
     def timeline(self, task_id: int, run_id: str | None = None) -> pd.DataFrame:
-        """Every event of one task across all logs, in order (see `taskscope.queries.timeline`)."""
-        return queries.timeline(self.con, task_id, queries.resolve_run(self.con, run_id))
+        """Every event of one task across all logs, in order (see `taskscope.analyses.tasks.timeline`)."""
+        return task_analyses.timeline(self.con, task_id, run_analyses.resolve_run(self.con, run_id))
 
     def resolve_run(self, text: str | None) -> str | None:
         """A full run id from an id, a unique prefix or a run folder name."""
-        return queries.resolve_run(self.con, text)
+        return run_analyses.resolve_run(self.con, text)
 
     # ---- analyses (see taskscope.analyses; each also takes a Store directly) ----------------
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import pandas as pd
 
 from taskscope._sql import connection_of
+from taskscope.analyses.runs import resolve_run
 from taskscope.analyses.selectors import Selector, parse_selector, task_events_sql
-from taskscope.queries import resolve_run
 
 #: the queues a Parsl run with HTEX has: name -> (event entering it, event leaving it).
 #: A task leaves the DFK's queue when launched, or when it ends there without a launch (its

@@ -25,7 +25,7 @@ import pandas as pd
 
 from taskscope._sql import connection_of
 from taskscope.analyses.common_path import common_path
-from taskscope.queries import FINAL_STATES, resolve_run
+from taskscope.analyses.runs import FINAL_STATES, resolve_run
 
 #: the stage of the workflow system that logs each source
 STAGES: dict[str, str] = {

@@ -20,7 +20,7 @@ state changes with the database's timestamps, so they are used only for runs who
 not ingested (pass `sources=` to choose explicitly).
 
 Events that name several tasks (`event_task_links`, the interchange's `Sent tasks: [4, 5]`)
-count for every task they name, as in `taskscope.queries.timeline`.
+count for every task they name, as in `taskscope.analyses.tasks.timeline`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from taskscope._sql import connection_of
-from taskscope.queries import resolve_run
+from taskscope.analyses.runs import resolve_run
 
 #: events that say nothing about where a task is (and vary in number from task to task)
 NOISE_EVENTS: tuple[str, ...] = ("task.stdout", "task.stderr", "task.resource")

@@ -30,7 +30,7 @@ import pandas as pd
 
 from taskscope._sql import connection_of
 from taskscope.analyses.common_path import common_path
-from taskscope.queries import FINAL_STATES, resolve_run
+from taskscope.analyses.runs import FINAL_STATES, resolve_run
 
 _STEP_KEY = ["source", "template", "occurrence"]
 

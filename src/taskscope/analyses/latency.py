@@ -10,8 +10,8 @@ import pandas as pd
 
 from taskscope._sql import connection_of
 from taskscope.analyses.between import tagged_events_sql
+from taskscope.analyses.runs import resolve_run
 from taskscope.analyses.selectors import Selector
-from taskscope.queries import resolve_run
 
 #: the quantiles `latency_stats` reports
 QUANTILES = {"p50": 0.50, "p90": 0.90, "p99": 0.99}

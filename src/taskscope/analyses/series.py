@@ -15,8 +15,8 @@ import duckdb
 import pandas as pd
 
 from taskscope._sql import connection_of
+from taskscope.analyses.runs import resolve_run
 from taskscope.analyses.selectors import parse_selector
-from taskscope.queries import resolve_run
 from taskscope.schema import EVENT_COLUMNS
 
 _COLUMN_TYPES = dict(EVENT_COLUMNS)

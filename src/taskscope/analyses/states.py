@@ -27,7 +27,11 @@ from __future__ import annotations
 import pandas as pd
 
 from taskscope._sql import connection_of, frame
-from taskscope.queries import WORKER_STATES, resolve_run
+from taskscope.analyses.runs import WORKER_STATES, resolve_run
+
+#: at most this many points per line of a chart: a curve of 100k transitions is drawn from
+#: evenly spaced samples (see `sampled_steps`)
+MAX_POINTS = 400
 
 _LOG_STATE_CHANGES = f"""
     SELECT run_id, task_id, ts, file_id, line, 0 AS sub, task_state AS state
@@ -176,3 +180,15 @@ def sample_steps(steps: pd.DataFrame, points: int = 200) -> pd.DataFrame:
         frames.append(pd.merge_asof(instants, values, on="ts", direction="backward").assign(run_id=run_id))
     out = pd.concat(frames, ignore_index=True)
     return out[["run_id", "ts"] + [c for c in out.columns if c not in ("run_id", "ts")]]
+
+
+def sampled_steps(wide: pd.DataFrame, points: int = MAX_POINTS) -> pd.DataFrame:
+    """A wide step function (`ts` and one column per line) at `points` evenly spaced instants
+    when it has more rows, else itself: what a chart of it draws.
+
+    >>> len(sampled_steps(pd.DataFrame({"ts": range(1000), "n": range(1000)}), points=10))
+    10
+    """
+    if len(wide) <= points:
+        return wide
+    return sample_steps(wide.assign(run_id="run"), points).drop(columns=["run_id"]).reset_index(drop=True)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from taskscope._sql import connection_of
-from taskscope.queries import FINAL_STATES, resolve_run, tasks
+from taskscope.analyses.runs import FINAL_STATES, resolve_run
+from taskscope.analyses.tasks import tasks
 
 #: final-state columns of `Summary.apps`, in this order, plus `unfinished`
 STATE_COLUMNS = ("exec_done", "memo_done", "failed", "dep_fail")
@@ -71,7 +72,7 @@ def summary(store, run: str | None = None, bin_s: float | None = None) -> Summar
     """Per run and per app: outcomes, tries, failure causes, badput, makespan and throughput.
 
     `bin_s` is the width of the throughput bins (default: a 1-2-5 step giving about 50 bins
-    over the run). The task counts are those of `taskscope.queries.tasks`.
+    over the run). The task counts are those of `taskscope.analyses.tasks.tasks`.
 
     >>> result = summary(store, run="000")                          # doctest: +SKIP
     >>> result.apps[["app_name", "tasks", "exec_done", "failed", "badput_s"]]  # doctest: +SKIP

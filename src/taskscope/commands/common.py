@@ -24,7 +24,7 @@ from taskscope.analyses.selectors import SelectorError
 from taskscope.analyses.series import FieldError
 from taskscope.ingest import MissingInputError
 from taskscope.plotting import PlotError
-from taskscope.queries import RunNotFound
+from taskscope.analyses.runs import RunNotFound
 from taskscope.rules import RuleError
 from taskscope.store import DEFAULT_STORE, StoreError
 

@@ -27,9 +27,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from taskscope._sql import connection_of, scalar
+from taskscope.analyses.runs import resolve_run
 from taskscope.export._atomic import write_atomically
 from taskscope.export.summary import ExportSummary, ProgressCallback, report, writable_file
-from taskscope.queries import resolve_run
 from taskscope.schema import EVENT_COLUMN_NAMES
 
 #: OpenTelemetry SeverityNumber of each Python/Parsl level name (logs data model, "SeverityNumber")

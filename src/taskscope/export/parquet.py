@@ -25,8 +25,8 @@ import shutil
 from pathlib import Path
 
 from taskscope._sql import connection_of, literal, scalar
+from taskscope.analyses.runs import resolve_run
 from taskscope.export.summary import ExportError, ExportSummary, ProgressCallback, report
-from taskscope.queries import resolve_run
 from taskscope.schema import EVENT_COLUMN_NAMES
 
 #: what an export folder holds; anything else in it means it is not (only) ours

@@ -40,9 +40,9 @@ import pandas as pd
 
 from taskscope import __version__
 from taskscope._sql import connection_of, scalar
+from taskscope.analyses.runs import FINAL_STATES, resolve_run
 from taskscope.export._atomic import write_atomically
 from taskscope.export.summary import ExportSummary, ProgressCallback, report, writable_file
-from taskscope.queries import FINAL_STATES, resolve_run
 
 #: events drawn as instants, besides ERROR/CRITICAL records and failed/dep_fail DFK states
 NOTABLE_EVENTS = (

@@ -19,6 +19,10 @@ from pathlib import Path
 import pandas as pd
 
 import taskscope
+from taskscope.analyses.resources import capacity
+from taskscope.analyses.runs import runs as run_table
+from taskscope.analyses.summary import summary
+from taskscope.analyses.tasks import tasks
 from taskscope.fleet.protocol import DEFAULT_PRICE_PER_CORE_HOUR, INGEST_PATH, PROTOCOL_VERSION
 
 #: cluster ids of uploaded runs are uuid5(this, run_id): stable across uploads of the same run
@@ -39,16 +43,12 @@ def run_messages(store, price_per_core_hour: float = DEFAULT_PRICE_PER_CORE_HOUR
     >>> [m["tasks"] for m in run_messages(taskscope.open("run.duckdb"))]  # doctest: +SKIP
     [12]
     """
-    from taskscope import queries
-    from taskscope.analyses.summary import summary
-    from taskscope.web.pages.resources import capacity
-
-    runs = queries.runs(store.con)
+    runs = run_table(store.con)
     messages = []
     for run in runs.to_dict("records"):
         run_id = run["run_id"]
         result = summary(store, run=run_id)
-        task_rows = queries.tasks(store.con, run_id)
+        task_rows = tasks(store.con, run_id)
         task_run_s = task_rows.end_ts - task_rows.worker_start_ts.fillna(task_rows.launch_ts)
         held = capacity(store.con, run_id)
         cores = held["cpu_cores"] or held["workers"]

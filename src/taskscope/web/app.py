@@ -30,7 +30,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import taskscope
-from taskscope.queries import RunNotFound
+from taskscope.analyses.runs import RunNotFound
 from taskscope.store import Store
 from taskscope.web.live import LiveIngest
 from taskscope.web.render import STATIC_DIR, render

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from taskscope.analyses.compare import compare
-from taskscope.queries import resolve_run
+from taskscope.analyses.runs import resolve_run
 from taskscope.web.app import read_connection
 from taskscope.web.pages.runs import run_table
 from taskscope.web.render import json_response, render

@@ -14,7 +14,7 @@ import duckdb
 import pandas as pd
 from fastapi import APIRouter, Depends, Query, Request
 
-from taskscope.queries import resolve_run
+from taskscope.analyses.runs import resolve_run
 from taskscope.web.app import Dashboard, read_connection
 from taskscope.web.pages.runs import run_row
 from taskscope.web.pages.task import run_dependencies

@@ -1,168 +1,19 @@
-"""Resources: worker slots (total and busy) over time, counted per manager, and CPU / memory
-per task where monitoring sampled it.
-
-Totals count each manager once, with its last known worker count, CPU count and memory:
-parsl-visualize sums `node.worker_count` over every row of the node table, and monitoring
-writes a node row per manager status message, so 2 workers show as 110 (Parsl #4050).
-"""
+"""Resources: worker slots (total and busy) over time and CPU / memory per task try (the
+numbers come from `taskscope.analyses.resources`, through the run's digest)."""
 
 from __future__ import annotations
 
 import duckdb
-import pandas as pd
 from fastapi import APIRouter, Depends, Request
 
-from taskscope.analyses.between import between
-from taskscope.analyses.selectors import SelectorError
-from taskscope.queries import resolve_run
+from taskscope.analyses.runs import resolve_run
+from taskscope.digests import section
 from taskscope.web.app import Dashboard, read_connection
-from taskscope.web.digest import section
-from taskscope.web.figures import histogram_figure, steps_figure
+from taskscope.presenters.figures import histogram_figure, steps_figure
 from taskscope.web.pages.runs import run_row
 from taskscope.web.render import json_response, render
 
 router = APIRouter()
-
-# one row per manager: its last reported capacity (monitoring's node rows, else the
-# interchange's registration line, whose text carries cpu_count in releases that send it)
-_MANAGERS = r"""
-    WITH monitoring AS (
-        SELECT manager_id, arg_max(host, ts) AS host, arg_max(block_id, ts) AS block_id,
-               arg_max(TRY_CAST(attrs->>'worker_count' AS BIGINT), ts) AS workers,
-               arg_max(TRY_CAST(attrs->>'cpu_count' AS BIGINT), ts) AS cpu_cores,
-               arg_max(TRY_CAST(attrs->>'total_memory' AS BIGINT), ts) AS memory_bytes,
-               min(ts) AS first_ts, max(ts) AS last_ts, 'monitoring' AS origin
-        FROM events WHERE run_id = $run AND event = 'manager.status' AND manager_id IS NOT NULL
-        GROUP BY manager_id
-    ),
-    logs AS (
-        SELECT manager_id, arg_max(host, ts) AS host, arg_max(block_id, ts) AS block_id,
-               arg_max(TRY_CAST(attrs->>'worker_count' AS BIGINT), ts) AS workers,
-               arg_max(TRY_CAST(nullif(regexp_extract(message, '''cpu_count'': (\d+)', 1), '') AS BIGINT), ts)
-                   AS cpu_cores,
-               arg_max(TRY_CAST(nullif(regexp_extract(message, '''total_memory'': (\d+)', 1), '') AS BIGINT), ts)
-                   AS memory_bytes,
-               min(ts) AS first_ts, max(ts) AS last_ts, 'logs' AS origin
-        FROM events WHERE run_id = $run AND event = 'htex.interchange.manager_registration'
-              AND manager_id IS NOT NULL
-        GROUP BY manager_id
-    )
-    SELECT * FROM monitoring
-    UNION ALL
-    SELECT * FROM logs WHERE manager_id NOT IN (SELECT manager_id FROM monitoring)
-    ORDER BY first_ts
-"""
-
-# total worker slots over time: each manager contributes its worker count while active
-_SLOTS = """
-    WITH reports AS (
-        SELECT manager_id, ts,
-               CASE WHEN coalesce(TRY_CAST(attrs->>'active' AS BOOLEAN), true)
-                    THEN coalesce(TRY_CAST(attrs->>'worker_count' AS BIGINT), 0) ELSE 0 END AS slots
-        FROM events WHERE run_id = $run AND manager_id IS NOT NULL AND (
-              (event = 'manager.status' AND $origin = 'monitoring')
-           OR (event = 'htex.interchange.manager_registration' AND $origin = 'logs'))
-        UNION ALL
-        SELECT manager_id, ts, 0 FROM events
-        WHERE run_id = $run AND $origin = 'logs' AND event = 'htex.interchange.manager_lost'
-    ),
-    changes AS (
-        SELECT ts, slots - coalesce(lag(slots) OVER (PARTITION BY manager_id ORDER BY ts), 0) AS change
-        FROM reports
-    )
-    SELECT ts, CAST(sum(sum(change)) OVER (ORDER BY ts) AS BIGINT) AS total
-    FROM changes GROUP BY ts ORDER BY ts
-"""
-
-# per task try: peak CPU time and mean / peak resident memory of its monitored process
-_PER_TRY = """
-    SELECT task_id, try_id,
-           max(TRY_CAST(attrs->>'psutil_process_time_user' AS DOUBLE)
-               + coalesce(TRY_CAST(attrs->>'psutil_process_time_system' AS DOUBLE), 0)) AS cpu_s,
-           avg(TRY_CAST(attrs->>'psutil_process_memory_resident' AS DOUBLE)) / 1048576 AS memory_mean_mib,
-           max(TRY_CAST(attrs->>'psutil_process_memory_resident' AS DOUBLE)) / 1048576 AS memory_max_mib
-    FROM events WHERE run_id = $run AND event = 'task.resource'
-    GROUP BY task_id, try_id
-"""
-
-#: how busy slots are counted: (entering, leaving) selectors, first available wins
-BUSY_EVENTS = [("htex.worker.received", "htex.worker.finished"),
-               ("state:running@monitoring", "state:running_ended@monitoring")]
-
-
-def managers(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
-    """One row per manager: host, block, workers, CPU cores, memory, first/last seen, origin."""
-    return con.execute(_MANAGERS, {"run": run_id}).df()
-
-
-def capacity(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
-    """Run totals, each manager counted once: `managers`, `workers`, `cpu_cores`, `memory_bytes`.
-
-    >>> capacity(con, run_id)["workers"]  # doctest: +SKIP
-    2
-    """
-    rows = managers(con, run_id)
-
-    def total(column: str):
-        return int(rows[column].sum()) if rows[column].notna().any() else None
-
-    return {"managers": len(rows), "workers": total("workers"), "cpu_cores": total("cpu_cores"),
-            "memory_bytes": total("memory_bytes"), "origin": ",".join(sorted(set(rows.origin)))}
-
-
-def slots(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
-    """Worker slots over time: `ts`, `total` (from managers), `busy` (tries running on a worker)."""
-    origins = set(managers(con, run_id).origin)
-    origin = "monitoring" if "monitoring" in origins else "logs"
-    total = con.execute(_SLOTS, {"run": run_id, "origin": origin}).df()
-    busy = _busy(con, run_id)
-    if total.empty and busy.empty:
-        return pd.DataFrame({"ts": pd.Series(dtype="float64")})
-    merged = pd.concat([total.assign(busy=None), busy.rename(columns={"count": "busy"}).assign(total=None)])
-    merged = merged.sort_values("ts", kind="stable").groupby("ts", as_index=False).last()
-    return merged[["ts", "total", "busy"]].ffill().fillna(0).infer_objects()  # numbers, not objects
-
-
-def _busy(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
-    for event_a, event_b in BUSY_EVENTS:
-        try:
-            return between(con, event_a, event_b, run_id, per="try")[["ts", "count"]]
-        except SelectorError:
-            continue
-    return pd.DataFrame({"ts": pd.Series(dtype="float64"), "count": pd.Series(dtype="int64")})
-
-
-def per_task(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
-    """Per monitored try: `cpu_s` (user + system), `memory_mean_mib`, `memory_max_mib`."""
-    return con.execute(_PER_TRY, {"run": run_id}).df()
-
-
-def bins(con: duckdb.DuckDBPyConnection, run_id: str, column: str, count: int = 30) -> pd.DataFrame:
-    """`per_task`'s `column` in `count` equal-width bins: `low`, `high`, `count`."""
-    if column not in ("cpu_s", "memory_mean_mib", "memory_max_mib"):
-        raise ValueError(column)
-    return con.execute(
-        f"""WITH v AS (SELECT {column} AS value FROM ({_PER_TRY}) WHERE {column} IS NOT NULL),
-                 r AS (SELECT min(value) AS lo, greatest(max(value) - min(value), 1e-9) / $bins AS width FROM v)
-            SELECT lo + b * width AS low, lo + (b + 1) * width AS high, count(*) AS count
-            FROM (SELECT least(CAST(floor((value - lo) / width) AS BIGINT), $bins - 1) AS b, lo, width FROM v, r)
-            GROUP BY b, lo, width ORDER BY b""",
-        {"run": run_id, "bins": count},
-    ).df()
-
-
-def resources_parts(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pd.DataFrame]:
-    """What the resources page shows, computed now, as DataFrames (`capacity` is one row,
-    with `monitored_tries`): the digest's "resources" section (see `taskscope.web.digest`)."""
-    monitored = int(con.execute(f"SELECT count(*) FROM ({_PER_TRY})", {"run": run_id}).fetchall()[0][0])
-    return {
-        "capacity": pd.DataFrame([{**capacity(con, run_id), "monitored_tries": monitored}]),
-        "managers": managers(con, run_id),
-        "slots": slots(con, run_id),
-        "cpu_bins": bins(con, run_id, "cpu_s"),
-        "memory_mean_bins": bins(con, run_id, "memory_mean_mib"),
-        "memory_max_bins": bins(con, run_id, "memory_max_mib"),
-    }
 
 
 def resources_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str) -> dict:

@@ -7,10 +7,10 @@ import duckdb
 import pandas as pd
 from fastapi import APIRouter, Depends, Request
 
-from taskscope.queries import resolve_run
+from taskscope.analyses.runs import resolve_run
+from taskscope.digests import section
 from taskscope.web.app import Dashboard, read_connection
-from taskscope.web.digest import section
-from taskscope.web.figures import bar_figure, iso, steps_figure, time_layout, waterfall_figure
+from taskscope.presenters.figures import bar_figure, iso, steps_figure, time_layout, waterfall_figure
 from taskscope.web.pages.runs import run_row
 from taskscope.web.render import json_response, render
 
@@ -36,7 +36,7 @@ def run_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str,
     """Everything the run page shows (and `/api/runs/{run}` returns), as DataFrames and dicts.
 
     The analyses come from the run's stored digest when it is current (see
-    `taskscope.web.digest`), and are kept in memory until an ingest adds events.
+    `taskscope.digests`), and are kept in memory until an ingest adds events.
     """
     frames = dashboard.cached(("run", run_id, parts), lambda: section(con, run_id, "run", parts))
     return {
@@ -55,7 +55,7 @@ def run_json(request: Request, run: str, con=Depends(read_connection)):
 
 def ended_counts(apps: pd.DataFrame) -> dict[str, int]:
     """Tasks per final state that the run page links to the task list filtered by that state
-    (the same counts as the list: both come from `taskscope.queries.tasks`)."""
+    (the same counts as the list: both come from `taskscope.analyses.tasks.tasks`)."""
     return {state: int(apps[state].sum()) if state in apps else 0 for state in ("failed", "dep_fail")}
 
 

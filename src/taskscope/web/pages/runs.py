@@ -8,9 +8,9 @@ import duckdb
 import pandas as pd
 from fastapi import APIRouter, Depends, Request
 
-from taskscope import queries
+from taskscope.analyses.runs import runs
+from taskscope.digests import section
 from taskscope.web.app import Dashboard, read_connection
-from taskscope.web.digest import section
 from taskscope.web.render import json_response, render
 
 router = APIRouter()
@@ -20,7 +20,7 @@ LIVE_QUIET_S = 120.0
 
 
 def run_table(con: duckdb.DuckDBPyConnection, dashboard: Dashboard) -> pd.DataFrame:
-    """`taskscope.queries.runs` with `status`: `completed` (ended, no failed task), `failed`
+    """`taskscope.analyses.runs.runs` with `status`: `completed` (ended, no failed task), `failed`
     (ended with failed tasks), `live` (not ended, still logging while the dashboard ingests) or
     `unfinished` (not ended: still running elsewhere, killed or abandoned).
 
@@ -28,7 +28,7 @@ def run_table(con: duckdb.DuckDBPyConnection, dashboard: Dashboard) -> pd.DataFr
     """
     # the per-run aggregate is cached until an ingest adds events; the status (which depends
     # on the clock for `live`) is computed on every call
-    return _with_status(dashboard.cached(("runs",), lambda: queries.runs(con)), dashboard)
+    return _with_status(dashboard.cached(("runs",), lambda: runs(con)), dashboard)
 
 
 def run_row(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str) -> dict:

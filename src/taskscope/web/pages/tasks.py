@@ -9,15 +9,16 @@ import duckdb
 import pandas as pd
 from fastapi import APIRouter, Depends, Query, Request
 
-from taskscope.queries import resolve_run
+from taskscope.analyses.runs import resolve_run
+from taskscope.digests import section
 from taskscope.web.app import Dashboard, read_connection
-from taskscope.web.digest import section
 from taskscope.web.pages.runs import run_row
-from taskscope.web.render import json_response, records, render
+from taskscope.presenters.format import records
+from taskscope.web.render import json_response, render
 
 router = APIRouter()
 
-#: query parameter -> column of `taskscope.queries.tasks` it filters (exact match)
+#: query parameter -> column of `taskscope.analyses.tasks.tasks` it filters (exact match)
 FILTERS = {"app": "app_name", "state": "final_state", "executor": "executor_label", "host": "host",
            "manager": "manager_id", "block": "block_id", "exception": "exception_type"}
 SORTABLE = ["task_id", "app_name", "final_state", "tries", "exception_type", "submit_ts", "launch_ts",
@@ -26,7 +27,7 @@ MAX_PER_PAGE = 1000
 
 
 def all_tasks(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str) -> pd.DataFrame:
-    """`taskscope.queries.tasks` of one run, from its digest or computed, kept until an ingest
+    """`taskscope.analyses.tasks.tasks` of one run, from its digest or computed, kept until an ingest
     adds events (`unfinished` as the final state of tasks that have none yet)."""
     def compute() -> pd.DataFrame:
         frame = section(con, run_id, "tasks")["tasks"]

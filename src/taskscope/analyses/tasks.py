@@ -1,0 +1,238 @@
+"""Tasks: one row per task of a run, and what happened to one task (its cross-log timeline,
+tries, stages, dependencies, resource samples and output files).
+
+Each is a function of a DuckDB connection; the work is SQL, Python only picks parameters.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+
+from taskscope.analyses.runs import FINAL_STATES, STATE_ORDER, TASK_STATES, WORKER_STATES
+
+_TRIES = """
+    SELECT try_id,
+           min(ts) FILTER (WHERE event IN ('task.launched', 'try.info')) AS launch_ts,
+           min(ts) FILTER (WHERE event = 'htex.worker.received' OR task_state = 'running') AS worker_start_ts,
+           max(ts) FILTER (WHERE event IN ('htex.worker.finished', 'task.try_failed')
+                           OR task_state IN ('running_ended', 'exec_done', 'failed')) AS end_ts,
+           any_value(executor_label) AS executor_label, any_value(executor_task_id) AS executor_task_id,
+           any_value(block_id) AS block_id, any_value(manager_id) AS manager_id,
+           any_value(worker_id) AS worker_id, any_value(host) FILTER (WHERE source <> 'parsl') AS host,
+           any_value(attrs->>'exception_type') FILTER (WHERE event = 'task.try_failed') AS exception_type,
+           any_value(nullif(attrs->>'task_fail_history', '')) FILTER (WHERE event = 'try.info') AS fail_history
+    FROM events WHERE run_id = $run AND task_id = $task AND try_id IS NOT NULL
+    GROUP BY try_id ORDER BY try_id
+"""
+
+# dependencies from the DFK's "Task N has dependency task M" lines and monitoring's task_depends
+_DEPENDENCIES = """
+    WITH edges AS (
+        SELECT task_id, TRY_CAST(attrs->>'dependency_task_id' AS BIGINT) AS depends_on
+        FROM events WHERE run_id = $run AND event = 'task.dependency'
+        UNION
+        SELECT task_id, TRY_CAST(trim(d) AS BIGINT) FROM (
+            SELECT task_id, unnest(string_split(attrs->>'task_depends', ',')) AS d
+            FROM events WHERE run_id = $run AND event = 'task.info' AND coalesce(attrs->>'task_depends', '') <> '')
+    )
+    SELECT DISTINCT task_id, depends_on FROM edges WHERE depends_on IS NOT NULL
+    ORDER BY task_id, depends_on  -- the same order every time: the digest stores it, pages compare it
+"""
+
+# DFK states (logs, else monitoring) and executor-side stages of one task, as intervals
+_STAGES = f"""
+    WITH has_logs AS (
+        SELECT count(*) > 0 AS yes FROM events
+        WHERE run_id = $run AND task_id = $task AND event = 'task.state' AND source <> 'monitoring'
+    ),
+    states AS (
+        SELECT ts, task_state, try_id, file_id, line FROM events, has_logs
+        WHERE run_id = $run AND task_id = $task AND event = 'task.state' AND task_state NOT IN {WORKER_STATES}
+          AND (source <> 'monitoring') = has_logs.yes
+    ),
+    state_intervals AS (
+        SELECT 'DFK state' AS "group", task_state AS label, ts AS start_ts,
+               lead(ts) OVER (ORDER BY ts, file_id, line) AS end_ts
+        FROM states
+    ),
+    executor_marks AS (
+        SELECT try_id,
+               min(ts) FILTER (WHERE event = 'htex.interchange.queued') AS queued_ts,
+               min(ts) FILTER (WHERE event = 'htex.interchange.sent') AS sent_ts,
+               min(ts) FILTER (WHERE event = 'htex.worker.received' OR task_state = 'running') AS run_ts,
+               max(ts) FILTER (WHERE event = 'htex.worker.finished' OR task_state = 'running_ended') AS done_ts
+        FROM events WHERE run_id = $run AND task_id = $task GROUP BY try_id
+    )
+    SELECT "group", label, start_ts, end_ts FROM state_intervals
+    WHERE end_ts IS NOT NULL OR label NOT IN {FINAL_STATES}
+    UNION ALL
+    SELECT 'executor', 'try ' || coalesce(CAST(try_id AS VARCHAR), '?') || ': queued in interchange', queued_ts, sent_ts
+    FROM executor_marks WHERE queued_ts IS NOT NULL AND sent_ts IS NOT NULL
+    UNION ALL
+    SELECT 'executor', 'try ' || coalesce(CAST(try_id AS VARCHAR), '?') || ': running on worker', run_ts, done_ts
+    FROM executor_marks WHERE run_ts IS NOT NULL AND done_ts IS NOT NULL
+    ORDER BY start_ts
+"""
+
+_RESOURCES = """
+    SELECT ts, try_id,
+           TRY_CAST(attrs->>'psutil_process_memory_resident' AS DOUBLE) / 1048576 AS memory_resident_mib,
+           TRY_CAST(attrs->>'psutil_process_time_user' AS DOUBLE) AS cpu_user_s,
+           TRY_CAST(attrs->>'psutil_process_time_system' AS DOUBLE) AS cpu_system_s,
+           TRY_CAST(attrs->>'psutil_process_cpu_percent' AS DOUBLE) AS cpu_percent
+    FROM events WHERE run_id = $run AND task_id = $task AND event = 'task.resource' ORDER BY ts
+"""
+
+_STREAMS = r"""
+    SELECT 'stdout' AS stream, nullif(attrs->>'task_stdout', '') AS path FROM events
+    WHERE run_id = $run AND task_id = $task AND event = 'task.info'
+    UNION ALL
+    SELECT 'stderr', nullif(attrs->>'task_stderr', '') FROM events
+    WHERE run_id = $run AND task_id = $task AND event = 'task.info'
+    UNION ALL
+    SELECT CASE event WHEN 'task.stdout' THEN 'stdout' ELSE 'stderr' END,
+           nullif(regexp_extract(message, 'redirected to (.+)$', 1), '')
+    FROM events WHERE run_id = $run AND task_id = $task AND event IN ('task.stdout', 'task.stderr')
+"""
+
+
+def tasks(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> pd.DataFrame:
+    """One row per task: app, final state, tries, the times of its stages, where it ran.
+
+    Times are seconds since the epoch (UTC); `duration_s` is submit to end. `executor_label`,
+    `block_id`, `manager_id`, `worker_id` and `host` are those of its last try.
+    """
+    return con.execute(
+        f"""
+        WITH states AS ({TASK_STATES}),
+        per_task AS (
+            SELECT run_id, task_id,
+                   any_value(app_name) AS app_name,
+                   greatest(max(try_id) + 1, 1) AS tries,
+                   min(ts) FILTER (WHERE event IN ('task.submitted', 'task.info')
+                                   OR task_state IN ('unsched', 'pending')) AS submit_ts,
+                   max(ts) FILTER (WHERE event IN ('task.launched', 'try.info')
+                                   OR (event = 'task.state' AND task_state = 'launched')) AS launch_ts,
+                   max(ts) FILTER (WHERE event = 'htex.worker.received'
+                                   OR (event = 'task.state' AND task_state = 'running')) AS worker_start_ts,
+                   max(ts) FILTER (WHERE task_state IN {FINAL_STATES}) AS end_ts,
+                   arg_max(executor_label, coalesce(try_id, -1)) FILTER (WHERE executor_label IS NOT NULL) AS executor_label,
+                   arg_max(block_id, coalesce(try_id, -1)) FILTER (WHERE block_id IS NOT NULL) AS block_id,
+                   arg_max(manager_id, coalesce(try_id, -1)) FILTER (WHERE manager_id IS NOT NULL) AS manager_id,
+                   arg_max(worker_id, coalesce(try_id, -1)) FILTER (WHERE worker_id IS NOT NULL) AS worker_id,
+                   arg_max(host, coalesce(try_id, -1)) FILTER (WHERE host IS NOT NULL AND source <> 'parsl') AS host,
+                   any_value(attrs->>'exception_type') FILTER (WHERE event = 'task.try_failed') AS exception_type
+            FROM events
+            WHERE task_id IS NOT NULL AND run_id IS NOT NULL AND ($run IS NULL OR run_id = $run)
+            GROUP BY run_id, task_id
+        )
+        SELECT p.run_id, p.task_id, p.app_name, s.final_state, p.tries, p.exception_type,
+               p.submit_ts, p.launch_ts, p.worker_start_ts, p.end_ts,
+               round(p.end_ts - p.submit_ts, 6) AS duration_s,
+               p.executor_label, p.block_id, p.manager_id, p.worker_id, p.host
+        FROM per_task p LEFT JOIN states s USING (run_id, task_id)
+        ORDER BY p.run_id, p.task_id
+        """,
+        {"run": run_id},
+    ).df()
+
+
+def latest_run_with_task(con: duckdb.DuckDBPyConnection, task_id: int) -> tuple[str | None, int]:
+    """(the most recent run that has `task_id`, how many runs have it)."""
+    rows = con.execute(
+        """SELECT run_id FROM events WHERE task_id = ? AND run_id IS NOT NULL
+           GROUP BY run_id ORDER BY max(ts) DESC""",
+        [task_id],
+    ).fetchall()
+    return (rows[0][0] if rows else None), len(rows)
+
+
+def timeline(con: duckdb.DuckDBPyConnection, task_id: int, run_id: str | None = None) -> pd.DataFrame:
+    """Every event of one task across all sources, in time order, with time since the first.
+
+    Without `run_id`, the most recent run that has the task is used.
+
+    >>> timeline(con, task_id=358)[["since_first_s", "source", "message"]]  # doctest: +SKIP
+    """
+    if run_id is None:
+        run_id, _ = latest_run_with_task(con, task_id)
+    return con.execute(
+        """
+        WITH hits AS (
+            SELECT * FROM events WHERE run_id = $run AND task_id = $task
+            UNION ALL
+            SELECT e.* FROM event_task_links l JOIN events e ON e.file_id = l.file_id AND e.line = l.line
+            WHERE l.run_id = $run AND l.task_id = $task AND e.task_id IS NULL
+        )
+        SELECT ts, ts - min(ts) OVER () AS since_first_s, source, file, line, level, event, message,
+               coalesce(attrs->>'process_name', attrs->>'processName', CAST(pid AS VARCHAR)) AS process,
+               pid, thread, host, run_id, task_id, try_id, executor_label, executor_task_id,
+               block_id, manager_id, worker_id
+        FROM hits ORDER BY ts, file, line
+        """,
+        {"run": run_id, "task": task_id},
+    ).df()
+
+
+def dependency_edges(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    """Every dependency of a run: `task_id` waited for `depends_on` (from the DFK's "Task N has
+    dependency task M" lines and monitoring's `task_depends`), in a stable order.
+
+    >>> dependency_edges(con, run_id).head(2)  # doctest: +SKIP
+    """
+    return con.execute(_DEPENDENCIES, {"run": run_id}).df()
+
+
+def dependencies(edges: pd.DataFrame, task_id: int) -> dict[str, list[int]]:
+    """`depends_on` (tasks this one waited for) and `dependents` (tasks that waited for it),
+    from the run's `edges` (see `dependency_edges`).
+
+    >>> dependencies(pd.DataFrame({"task_id": [2, 3], "depends_on": [1, 2]}), 2)
+    {'depends_on': [1], 'dependents': [3]}
+    """
+    return {"depends_on": sorted(int(d) for d in set(edges.depends_on[edges.task_id == task_id])),
+            "dependents": sorted(int(t) for t in set(edges.task_id[edges.depends_on == task_id]))}
+
+
+def task_detail(con: duckdb.DuckDBPyConnection, run_id: str, task_id: int,
+                edges: pd.DataFrame | None = None) -> dict:
+    """Everything known about one task of `run_id` (a full id): `app_name`, `final_state`,
+    `tries`, `dependencies`, `stages` (intervals), `resources` (monitoring's samples), `streams`
+    (stdout/stderr paths) and its `timeline`. `edges`: the run's `dependency_edges` when the
+    caller already has them. Raises LookupError when the run has no such task.
+
+    >>> task_detail(con, run_id, 3)["final_state"]  # doctest: +SKIP
+    'exec_done'
+    """
+    task_id = str(task_id)
+    params = {"run": run_id, "task": task_id}
+    events = timeline(con, task_id, run_id)
+    if events.empty:
+        raise LookupError(f"run {run_id} has no task {task_id}")
+    streams = con.execute(_STREAMS, params).df().dropna().drop_duplicates()
+    return {
+        "run_id": run_id, "task_id": task_id,
+        "app_name": _app_name(con, run_id, task_id),
+        "final_state": _final_state(con, run_id, task_id),
+        "tries": con.execute(_TRIES, params).df(),
+        "dependencies": dependencies(dependency_edges(con, run_id) if edges is None else edges, task_id),
+        "stages": con.execute(_STAGES, params).df(),
+        "resources": con.execute(_RESOURCES, params).df(),
+        "streams": streams,
+        "timeline": events,
+    }
+
+
+def _app_name(con: duckdb.DuckDBPyConnection, run_id: str, task_id: int) -> str | None:
+    rows = con.execute("SELECT any_value(app_name) FROM events WHERE run_id = ? AND task_id = ?",
+                       [run_id, task_id]).fetchall()
+    return rows[0][0] if rows else None
+
+
+def _final_state(con: duckdb.DuckDBPyConnection, run_id: str, task_id: int) -> str:
+    rows = con.execute(
+        f"""SELECT arg_max(task_state, {STATE_ORDER}) FROM events WHERE run_id = ? AND task_id = ?
+            AND task_state IS NOT NULL AND task_state NOT IN {WORKER_STATES}""",
+        [run_id, task_id]).fetchall()
+    return (rows[0][0] if rows else None) or "unfinished"
