@@ -6,7 +6,11 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 status=0
 for version in 3.12 3.13; do
-    python=$(command -v "python$version" || ls -1 "$HOME"/.pyenv/versions/"$version".*/bin/"python$version" 2>/dev/null | tail -1)
+    # the first candidate that runs: a pyenv shim is on PATH even where that version is not selected
+    python=""
+    for candidate in $(command -v "python$version") $(ls -1d "$HOME"/.pyenv/versions/"$version".*/bin/"python$version" 2>/dev/null | sort -V -r); do
+        if "$candidate" -c "" 2>/dev/null; then python=$candidate; break; fi
+    done
     if [ -z "$python" ]; then
         echo "python$version not found (install it, e.g. with pyenv): its checks did not run"
         continue
