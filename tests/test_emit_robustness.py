@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -30,25 +29,82 @@ def attached(path: Path, name: str) -> tuple[logging.Logger, WideEventHandler]:
     return logger, handler
 
 
-def log_and_return(name: str, count: int) -> None:
-    log = logging.getLogger(name)
-    for i in range(count):
-        log.info("child record %d", i)
+def run_clean(script: str, *args: str) -> subprocess.CompletedProcess:
+    """Run a forking script in a new interpreter (with warnings shown): in this test process,
+    threads of other libraries (DuckDB's, after an ingest test) would make Python 3.12+ warn
+    about any fork, whoever else runs threads."""
+    return subprocess.run([sys.executable, "-W", "always::DeprecationWarning", "-c", script, *args],
+                          capture_output=True, text=True, timeout=120)
 
 
-def test_children_forked_by_multiprocessing_write_their_last_records(tmp_path):
-    log, handler = attached(tmp_path / "mp.jsonlog", "mp")
-    log.info("parent before the fork")
-    children = [multiprocessing.get_context("fork").Process(target=log_and_return, args=(log.name, 25))
-                for _ in range(3)]
+def assert_no_fork_warning(stderr: str) -> None:
+    assert "multi-threaded" not in stderr and "DeprecationWarning" not in stderr, stderr
+
+
+MULTIPROCESSING_CHILDREN = textwrap.dedent("""
+    import logging, multiprocessing, sys
+    from taskscope.emit import WideEventHandler
+    handler = WideEventHandler(sys.argv[1], flush_interval=60)  # only the exit flushes write
+    log = logging.getLogger("mp"); log.addHandler(handler); log.setLevel(logging.INFO)
+
+    def log_and_return(count):
+        for i in range(count):
+            log.info("child record %d", i)
+
+    log.info("parent before the fork")  # starts the flusher: it runs when the children are forked
+    children = [multiprocessing.get_context("fork").Process(target=log_and_return, args=(25,)) for _ in range(3)]
     for child in children:
         child.start()
     for child in children:
         child.join(60)
-        assert child.exitcode == 0
-    handler.close()
+    print(*[child.exitcode for child in children])
+""")
+
+
+def test_children_forked_by_multiprocessing_write_their_last_records(tmp_path):
+    done = run_clean(MULTIPROCESSING_CHILDREN, str(tmp_path / "mp.jsonlog"))
+    assert done.stdout.split() == ["0", "0", "0"], done.stderr
+    assert_no_fork_warning(done.stderr)
     messages = [json.loads(line)["message"] for line in (tmp_path / "mp.jsonlog").read_text().splitlines()]
     assert messages.count("child record 24") == 3 and len(messages) == 1 + 3 * 25
+
+
+FORKER = textwrap.dedent("""
+    import logging, os, sys, threading, time
+    from taskscope.emit import WideEventHandler, get_logger
+    handler = WideEventHandler(sys.argv[1], flush_interval=0.02)
+    root = logging.getLogger(); root.addHandler(handler); root.setLevel(logging.INFO)
+    log = get_logger("forker") if sys.argv[2] == "fast" else logging.getLogger("forker")
+
+    def flushed(count):  # written by the background thread, not by an explicit flush
+        deadline = time.monotonic() + 30
+        while handler.written_records < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return handler.written_records >= count
+
+    log.info("before the forks")
+    assert flushed(1) and any(t.name == "taskscope-flusher" for t in threading.enumerate())
+    pid = os.fork()
+    if pid == 0:
+        log.info("from the os.fork child")
+        os._exit(0 if flushed(handler.written_records + 1) else 1)  # by the child's own flusher
+    assert os.waitpid(pid, 0)[1] == 0
+    log.info("parent after the forks")
+    print("flushed" if flushed(2) else "not flushed", handler.fast_path_records)
+""")
+
+
+@pytest.mark.parametrize("logger_kind", ["stdlib", "fast"])
+def test_forking_with_the_flusher_running_warns_of_no_thread_and_flushing_goes_on(tmp_path, logger_kind):
+    """The flusher is ended before a fork (Python 3.12+ warns that forking a process that runs
+    threads may deadlock the child) and the next record starts it again, in parent and child."""
+    path = tmp_path / "fork.jsonlog"
+    done = run_clean(FORKER, str(path), logger_kind)
+    assert done.returncode == 0, done.stderr
+    assert_no_fork_warning(done.stderr)
+    assert done.stdout.split() == ["flushed", "2" if logger_kind == "fast" else "0"]
+    messages = sorted(json.loads(line)["message"] for line in path.read_text().splitlines())
+    assert messages == sorted(["before the forks", "from the os.fork child", "parent after the forks"])
 
 
 @pytest.mark.timeout(120)  # the bug was a hang: fail rather than stall the suite

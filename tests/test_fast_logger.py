@@ -1,38 +1,29 @@
 """taskscope.emit.get_logger's fast logger (WideEventLogger): it writes exactly what the stdlib
 path writes, takes the fast path only when WideEventHandlers alone would receive the record,
-and otherwise is a stdlib call (other handlers, filters, levels, exceptions, lastResort)."""
+and otherwise is a stdlib call (other handlers, filters, levels, exceptions, lastResort).
+Every supported Python (3.11, 3.12, 3.13: tests/pythons.sh) must take the fast path: each test
+counts the lines that came by it (`WideEventHandler.fast_path_records`)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
+import sys
 import threading
+import types
 from pathlib import Path
 
 import pytest
 
 import taskscope
-from taskscope.emit import WideEventHandler, WideEventLogger, bind, get_logger, span
+from taskscope.emit import WideEventHandler, WideEventLogger, bind, get_logger, make_fast_record_factory, span
+from taskscope.emit import records
 
 TIMING = {"created", "msecs", "relativeCreated"}
 EXTRA = {"run_id": "r-1", "task_id": 7, "try_id": 0, "executor_label": "htex", "block_id": "0",
          "manager_id": "ab12", "worker_id": "3", "app_name": "inc"}
-
-
-class CountsFastLines:
-    """Mixed into a WideEventHandler: counts lines that came by the fast path (handle_body: no LogRecord)."""
-
-    fast_lines = 0
-
-    def handle_body(self, body: bytes, extra=None) -> bool:
-        queued = super().handle_body(body, extra)
-        self.fast_lines += queued
-        return queued
-
-
-class CountingHandler(CountsFastLines, WideEventHandler):
-    pass
 
 
 class Collect(logging.Handler):
@@ -55,14 +46,14 @@ AN_OBJECT = object()  # one object, so that both paths write the same repr
 
 @pytest.fixture
 def wide_logger(tmp_path):
-    """A logger named test.fast.<n> (no propagation) with a CountingHandler per call; removed after."""
+    """A logger named test.fast.<n> (no propagation) with a WideEventHandler per call; removed after."""
     made: list[tuple[logging.Logger, logging.Handler]] = []
 
-    def make(path: Path, **options) -> tuple[logging.Logger, CountingHandler]:
+    def make(path: Path, **options) -> tuple[logging.Logger, WideEventHandler]:
         logger = logging.getLogger(f"test.fast.{next(LOGGER_NUMBERS)}")
         logger.propagate = False
         logger.setLevel(logging.DEBUG)
-        handler = CountingHandler(path, flush_interval=60, **options)
+        handler = WideEventHandler(path, flush_interval=60, **options)
         logger.addHandler(handler)
         made.append((logger, handler))
         return logger, handler
@@ -96,13 +87,13 @@ def comparable(path: Path) -> list[dict]:
             for e in events]
 
 
-def write_both_ways(wide_logger, tmp_path: Path) -> tuple[Path, Path, CountingHandler, CountingHandler]:
+def write_both_ways(wide_logger, tmp_path: Path) -> tuple[Path, Path, WideEventHandler, WideEventHandler]:
     fast_path, slow_path = tmp_path / "fast" / "out.jsonlog", tmp_path / "stdlib" / "out.jsonlog"
     logger, fast = wide_logger(fast_path, stamps={"host": "h1", "component": "unit"})
     log_everything(get_logger(logger.name, experiment="e7"))
     fast.flush()
     logger.removeHandler(fast)
-    slow = CountingHandler(slow_path, flush_interval=60, stamps={"host": "h1", "component": "unit"})
+    slow = WideEventHandler(slow_path, flush_interval=60, stamps={"host": "h1", "component": "unit"})
     logger.addHandler(slow)
     logger.addFilter(lambda record: True)  # a logger filter: every call takes the stdlib path
     log_everything(get_logger(logger.name, experiment="e7"))
@@ -114,7 +105,7 @@ def write_both_ways(wide_logger, tmp_path: Path) -> tuple[Path, Path, CountingHa
 def test_fast_path_writes_what_the_stdlib_path_writes(wide_logger, tmp_path):
     fast_path, slow_path, fast, slow = write_both_ways(wide_logger, tmp_path)
     fast_events, slow_events = comparable(fast_path), comparable(slow_path)
-    assert fast.fast_lines >= 8 and slow.fast_lines == 0  # the paths really differed
+    assert fast.fast_path_records >= 8 and slow.fast_path_records == 0  # the paths really differed
     assert len(fast_events) == len(slow_events) == 11
     for fast_event, slow_event in zip(fast_events, slow_events):
         assert fast_event == slow_event
@@ -140,7 +131,7 @@ def test_records_from_another_thread_carry_that_thread(wide_logger, tmp_path):
     wide.flush()
     (event,) = comparable(tmp_path / "out.jsonlog")
     assert (event["threadName"], event["thread"], event["funcName"]) == ("worker-1", idents[0], "work")
-    assert wide.fast_lines == 1
+    assert wide.fast_path_records == 1
 
 
 def test_fast_and_stdlib_files_ingest_to_the_same_events(wide_logger, tmp_path):
@@ -170,7 +161,7 @@ def test_another_receiving_handler_gets_a_stdlib_record_with_the_callers_place(w
     wide.flush()
     (record,) = collect.records
     (event,) = comparable(tmp_path / "out.jsonlog")
-    assert wide.fast_lines == 0
+    assert wide.fast_path_records == 0
     assert (record.funcName, record.lineno, record.pathname) == (event["funcName"], event["lineno"], __file__)
     assert record.funcName == "test_another_receiving_handler_gets_a_stdlib_record_with_the_callers_place"
     assert (record.task_id, record.component, record.getMessage()) == (3, "solver", "seen by both 1")
@@ -183,13 +174,13 @@ def test_a_handler_above_the_records_level_does_not_stop_the_fast_path(wide_logg
     log = get_logger(logger.name)
     log.info("only the wide handler")
     log.error("both")
-    assert wide.fast_lines == 1 and [r.getMessage() for r in errors_only.records] == ["both"]
+    assert wide.fast_path_records == 1 and [r.getMessage() for r in errors_only.records] == ["both"]
 
 
 def test_filters_propagation_and_parents_are_respected(wide_logger, tmp_path):
     parent, parent_wide = wide_logger(tmp_path / "parent.jsonlog")
     child = logging.getLogger(parent.name + ".child")
-    child_wide = CountingHandler(tmp_path / "child.jsonlog", flush_interval=60)
+    child_wide = WideEventHandler(tmp_path / "child.jsonlog", flush_interval=60)
     child.addHandler(child_wide)
     log = get_logger(child.name)
     try:
@@ -208,7 +199,7 @@ def test_filters_propagation_and_parents_are_respected(wide_logger, tmp_path):
     assert [e["message"] for e in comparable(tmp_path / "child.jsonlog")] == [
         "to child and parent", "dropped", "kept", "child only"]
     assert [e["message"] for e in comparable(tmp_path / "parent.jsonlog")] == ["to child and parent", "kept"]
-    assert child_wide.fast_lines == 2 and parent_wide.fast_lines == 1
+    assert child_wide.fast_path_records == 2 and parent_wide.fast_path_records == 1
 
 
 def test_levels_disable_and_no_handler_behave_as_stdlib(wide_logger, tmp_path, capsys):
@@ -246,7 +237,7 @@ def test_exceptions_and_stack_info_take_the_stdlib_path(wide_logger, tmp_path):
     assert failed["exc_type"] == "KeyError" and "KeyError: 'missing'" in failed["exc_text"]
     assert failed["funcName"] == stacked["funcName"] == "test_exceptions_and_stack_info_take_the_stdlib_path"
     assert "Stack (most recent call last)" in stacked["stack_info"]
-    assert wide.fast_lines == 0
+    assert wide.fast_path_records == 0
 
 
 def test_a_record_factory_or_a_reserved_extra_name_is_handled_by_stdlib(wide_logger, tmp_path):
@@ -270,19 +261,16 @@ def test_a_record_factory_or_a_reserved_extra_name_is_handled_by_stdlib(wide_log
         log.info("and so does the fast logger", extra={"message": "clash"})
     wide.flush()
     (event,) = comparable(tmp_path / "out.jsonlog")
-    assert event["tagged"] is True and wide.fast_lines == 0
+    assert event["tagged"] is True and wide.fast_path_records == 0
 
 
 def test_the_dfk_handler_takes_the_fast_path_once_it_knows_the_run_id(tmp_path):
     from taskscope.parsl.logconfig import _RunIdLearningHandler
 
-    class CountingDfkHandler(CountsFastLines, _RunIdLearningHandler):
-        pass
-
     logger = logging.getLogger(f"test.fast.{next(LOGGER_NUMBERS)}")
     logger.propagate = False
     logger.setLevel(logging.DEBUG)
-    handler = CountingDfkHandler(tmp_path / "parsl.jsonlog", flush_interval=60, stamps={"component": "parsl"})
+    handler = _RunIdLearningHandler(tmp_path / "parsl.jsonlog", flush_interval=60, stamps={"component": "parsl"})
     logger.addHandler(handler)
     log = get_logger(logger.name)
     try:
@@ -295,7 +283,7 @@ def test_the_dfk_handler_takes_the_fast_path_once_it_knows_the_run_id(tmp_path):
         handler.close()
     events = comparable(tmp_path / "parsl.jsonlog")
     assert [e["message"] for e in events] == ["before the run id", "Run id is: run-42", "after the run id"]
-    assert {e["run_id"] for e in events} == {"run-42"} and handler.fast_lines == 1
+    assert {e["run_id"] for e in events} == {"run-42"} and handler.fast_path_records == 1
 
 
 def test_caller_lookup_switched_off_as_stdlib_does(wide_logger, tmp_path, monkeypatch):
@@ -309,4 +297,64 @@ def test_caller_lookup_switched_off_as_stdlib_does(wide_logger, tmp_path, monkey
         assert (event["pathname"], event["lineno"], event["funcName"]) == ("(unknown file)", 0, "(unknown function)")
     assert {k: v for k, v in fast.items() if k not in ("message", "msg")} == {
         k: v for k, v in slow.items() if k not in ("message", "msg")}
-    assert wide.fast_lines == 1
+    assert wide.fast_path_records == 1
+
+
+def test_this_python_builds_the_records_its_logrecord_builds():
+    # False would silently turn the fast path off: a new Python whose LogRecord changed must fail here
+    assert records.FAST_RECORDS_MATCH and make_fast_record_factory() is not None
+    assert records.HAS_TASK_NAME == (sys.version_info >= (3, 12))
+    assert records.CLOCK_IN_NS == (sys.version_info >= (3, 13))
+
+
+@pytest.mark.parametrize("offset", [0, 123_456_789, 999_000_000, 999_999_999, 999_999_900, 500_000_001])
+def test_record_times_are_the_ones_logrecord_computes(monkeypatch, offset):
+    # one clock reading given to both: LogRecord reads logging.time, record_times is given it
+    reading_ns = 1_677_903_920_000_000_000 + offset
+    reading = reading_ns if records.CLOCK_IN_NS else reading_ns / 1e9
+    fixed_clock = types.SimpleNamespace(time=lambda: reading, time_ns=lambda: reading)
+    monkeypatch.setattr(logging, "time", fixed_clock)
+    record = logging.LogRecord("n", logging.INFO, "/x.py", 1, "m", (), None)
+    assert records.record_times(reading) == (record.created, record.msecs, record.relativeCreated)
+
+
+def test_asyncio_task_names_are_written_as_stdlib_writes_them(wide_logger, tmp_path, monkeypatch):
+    logger, wide = wide_logger(tmp_path / "out.jsonlog", stamps={"host": "h1"})
+    log = get_logger(logger.name)
+
+    async def stage(name: str) -> None:
+        log.info("in %s", name)
+        log.info("careful in %s", name, extra={"host": "h2"})  # a field over a stamp: record_fields' path
+        logger.info("stdlib in %s", name)
+
+    async def main() -> None:
+        await asyncio.gather(asyncio.create_task(stage("a"), name="fetch-1"),
+                             asyncio.create_task(stage("b"), name="fetch-2"))
+
+    asyncio.run(main())
+    log.info("outside any task")
+    if records.HAS_TASK_NAME:
+        monkeypatch.setattr(logging, "logAsyncioTasks", False)
+        asyncio.run(stage("c"))
+    wide.flush()
+    events = comparable(tmp_path / "out.jsonlog")
+    assert wide.fast_path_records == 3 + records.HAS_TASK_NAME
+    if not records.HAS_TASK_NAME:  # 3.11: LogRecord has no taskName, and neither has either line
+        assert all("taskName" not in event for event in events)
+        return
+    names = {event["message"]: event["taskName"] for event in events}
+    assert names == {"in a": "fetch-1", "careful in a": "fetch-1", "stdlib in a": "fetch-1",
+                     "in b": "fetch-2", "careful in b": "fetch-2", "stdlib in b": "fetch-2",
+                     "outside any task": None, "in c": None, "careful in c": None, "stdlib in c": None}
+
+
+def test_the_benchmarks_fast_logger_row_takes_the_fast_path(tmp_path):
+    # benchmarks/emit_bench.py reports this path's cost on each Python: it must be the fast path
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    try:
+        import emit_bench
+    finally:
+        sys.path.pop(0)
+    (setup,) = [s for s in emit_bench.SETUPS if s.fast_logger]
+    emit_bench.run_once(setup, tmp_path, calls=50, round_no=0)
+    assert setup.fast_path_records == [50]

@@ -4,7 +4,9 @@ The logging thread turns the record into one JSON line with orjson (about a micr
 queues the bytes; a background thread appends queued lines to the file in one write per flush.
 Encoding at the call, rather than on the flush thread, keeps values as they were at the call and
 holds no LogRecords in memory (held records survive into older GC generations and make every
-collection slower). Nothing here raises into the program that logs:
+collection slower). The background thread is ended before `os.fork()` (after a last flush) and
+started again by the next record: forking a process that runs threads can deadlock the child,
+and Python 3.12+ warns about it. Nothing here raises into the program that logs:
 an unserializable value becomes its repr, a bad `%` format becomes a note in the message, and a
 file that cannot be written gives one warning on stderr and a count of dropped records.
 """
@@ -18,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import weakref
 from collections import deque
 from pathlib import Path
@@ -61,13 +64,18 @@ class WideEventHandler(logging.Handler):
         self._encoder = RecordEncoder(stamps or {})
         self.dropped_records = 0
         self.written_records = 0
+        #: records that came by the fast logger's path (`handle_body`: no LogRecord was made)
+        self.fast_path_records = 0
         self._queue: deque = deque()
         self._write_lock = threading.Lock()  # one writer at a time: the flusher, flush(), close()
         self._file = None
         self._warned = False
         self._closed = False
-        self._wake = threading.Event()
-        self._flusher: threading.Thread | None = None  # started by the first record (again after a fork)
+        # the flusher is started by the first record (again after a fork) and ends when its
+        # event is set; this lock guards starting and stopping it and is never held during I/O
+        self._flusher_lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
+        self._stop_flusher = threading.Event()
         _live_handlers.add(self)
 
     @property
@@ -116,6 +124,7 @@ class WideEventHandler(logging.Handler):
             return True
         try:
             self._queue.append(encoder.prefix + body)
+            self.fast_path_records += 1
             if self._flusher is None:
                 self._start_flusher()
         except Exception:  # noqa: BLE001 - never into the caller
@@ -143,20 +152,22 @@ class WideEventHandler(logging.Handler):
         """Write every queued record now (waiting at most `timeout` seconds for a flush in progress)."""
         self._flush_queue(timeout)
 
-    def _flush_queue(self, timeout: float = -1) -> None:
+    def _flush_queue(self, timeout: float = -1) -> bool:
+        """Write what is queued; False if a flush in progress did not end within `timeout`."""
         if not self._write_lock.acquire(timeout=timeout):
-            return
+            return False
         try:
             self._write_queued()
         finally:
             self._write_lock.release()
+        return True
 
     def close(self) -> None:
         """Write what is queued, stop the flusher and close the file."""
         if self._closed:
             return
         self._closed = True
-        self._wake.set()
+        self._end_flusher()
         self.flush(EXIT_FLUSH_TIMEOUT)
         if self._write_lock.acquire(timeout=EXIT_FLUSH_TIMEOUT):
             try:
@@ -167,19 +178,37 @@ class WideEventHandler(logging.Handler):
         super().close()
 
     def _start_flusher(self) -> None:
-        with self._write_lock:
-            if self._flusher is not None or self._closed:
-                return
-            self._flusher = threading.Thread(target=self._flush_loop, name="taskscope-flusher", daemon=True)
+        with self._flusher_lock:
+            if self._flusher is not None or self._closed or _forking:
+                return  # a fork in progress: the parent starts it again after (`_after_fork_in_parent`)
+            self._stop_flusher = stop = threading.Event()
+            self._flusher = threading.Thread(target=self._flush_loop, args=(stop,), name="taskscope-flusher",
+                                             daemon=True)
             self._flusher.start()
 
-    def _flush_loop(self) -> None:
-        while not self._closed:
-            self._wake.wait(self.flush_interval)
+    def _flush_loop(self, stop: threading.Event) -> None:
+        while not stop.wait(self.flush_interval):
             try:
                 self._flush_queue()
             except Exception:  # noqa: BLE001 - the flusher must not die
                 pass
+
+    def _end_flusher(self) -> threading.Thread | None:
+        """Ask the flusher to end (after the write it may be doing); return it, to join."""
+        with self._flusher_lock:
+            flusher, self._flusher = self._flusher, None
+            self._stop_flusher.set()
+        return flusher
+
+    def _before_fork(self) -> None:
+        """Write what is queued and end the flusher, so that the process forks without a thread
+        of ours. Bounded: a write stuck on a hung filesystem is waited for FORK_FLUSH_TIMEOUT,
+        and its thread then left running."""
+        flusher = self._end_flusher()
+        if self._flush_queue(FORK_FLUSH_TIMEOUT) and flusher is not None:
+            flusher.join(FORK_FLUSH_TIMEOUT)
+            if not flusher.is_alive():
+                _wait_until_thread_is_gone(flusher)
 
     def _write_queued(self) -> None:
         queue = self._queue
@@ -233,7 +262,8 @@ class WideEventHandler(logging.Handler):
         # the parent flushed before forking; whatever is still queued is the parent's to write
         self._queue = deque()
         self._write_lock = threading.Lock()
-        self._wake = threading.Event()
+        self._flusher_lock = threading.Lock()
+        self._stop_flusher = threading.Event()
         self._flusher = None
 
     def __repr__(self) -> str:
@@ -260,7 +290,10 @@ def _warn(message: str) -> None:
 
 
 def flush_all(timeout: float = -1) -> None:
-    """Flush every live WideEventHandler (at exit and before fork)."""
+    """Flush every live WideEventHandler (as at exit).
+
+    >>> flush_all(timeout=1.0)
+    """
     for handler in list(_live_handlers):
         try:
             handler.flush(timeout)
@@ -296,14 +329,46 @@ def _flush_then_terminate(signum: int, frame: Any) -> None:
     os.kill(os.getpid(), signum)
 
 
+_forking = False  # between the before-fork and after-fork hooks: no flusher is started
+
+
 def _before_fork() -> None:
-    flush_all(FORK_FLUSH_TIMEOUT)
+    global _forking
+    _forking = True
+    for handler in list(_live_handlers):
+        try:
+            handler._before_fork()  # noqa: SLF001
+        except Exception:  # noqa: BLE001 - a fork must not fail because of us
+            pass
     _flush_when_multiprocessing_children_exit()
 
 
+def _after_fork_in_parent() -> None:
+    global _forking
+    _forking = False
+    for handler in list(_live_handlers):
+        # records another thread logged while the process forked (the next record starts the others)
+        if handler._queue:  # noqa: SLF001
+            handler._start_flusher()  # noqa: SLF001
+
+
 def _after_fork_in_child() -> None:
+    global _forking
+    _forking = False
     for handler in list(_live_handlers):
         handler._after_fork_in_child()  # noqa: SLF001
+
+
+def _wait_until_thread_is_gone(thread: threading.Thread, timeout: float = 0.5) -> None:
+    """Wait (at most `timeout` s) until a joined thread has left the OS's list of the process's threads.
+
+    On Python 3.12, join() returns while the OS thread is still ending, and os.fork() counts the
+    OS threads (on Linux, /proc) to decide whether to warn. Where /proc is missing, join() is all.
+    """
+    task = f"/proc/self/task/{thread.native_id}"
+    deadline = time.monotonic() + timeout
+    while os.path.exists(task) and time.monotonic() < deadline:
+        time.sleep(0.0001)
 
 
 class _ExitFlush:
@@ -334,4 +399,4 @@ def _register_exit_flush(_: _ExitFlush) -> None:
 
 
 atexit.register(flush_all, EXIT_FLUSH_TIMEOUT)
-os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)

@@ -14,7 +14,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Mapping
-from time import time_ns
+from time import time, time_ns
 from types import FrameType
 from typing import Any, Callable
 
@@ -174,14 +174,65 @@ def _json_safe(value: Any) -> Any:
 # `record_fields` makes the same attributes, in the same order, with the path split cached per
 # file, in about a third of the time. It serves the fast LogRecord factory and the fast logger
 # (taskscope.emit.logger), which encodes these attributes without making a LogRecord at all.
-# It is written by hand because the stdlib offers no cheaper constructor.
+# It is written by hand because the stdlib offers no cheaper constructor; what differs between
+# Python versions is followed here, each checked against the running interpreter's LogRecord
+# (`FAST_RECORDS_MATCH` at import, and tests/test_fast_logger.py for the times):
+# - the clock: up to 3.12 `time.time()` seconds, from 3.13 `time.time_ns()` (`logging._startTime`
+#   is then an int of nanoseconds), with msecs computed from the integer (`record_times`);
+# - 3.12 added `taskName`, the running asyncio task's name (`task_name`).
 
 _new_record = logging.LogRecord.__new__
 _split_cache: dict[str, tuple[str, str]] = {}
 _level_names = logging._levelToName  # noqa: SLF001 - the table getLevelName reads
-_start_ns = int(logging._startTime * 1e9)  # noqa: SLF001
+_start_time = logging._startTime  # noqa: SLF001 - relativeCreated counts from it
 _current_thread = threading.current_thread
 _getpid = os.getpid
+
+#: whether this Python's LogRecord reads the clock in integer nanoseconds (3.13 and later)
+CLOCK_IN_NS = type(_start_time) is int
+#: the clock LogRecord reads
+clock: Callable[[], int | float] = time_ns if CLOCK_IN_NS else time
+#: whether this Python's LogRecord has `taskName` (3.12 and later)
+HAS_TASK_NAME = hasattr(logging, "logAsyncioTasks")
+
+
+def record_times(ct: int | float) -> tuple[float, float, float]:
+    """(`created`, `msecs`, `relativeCreated`) as this Python's LogRecord computes them from a
+    reading `ct` of `clock`.
+
+    >>> created, msecs, _ = record_times(clock())
+    >>> 0 <= msecs < 1000 and created > 1.6e9
+    True
+    """
+    if CLOCK_IN_NS:
+        created = ct / 1e9
+        msecs = (ct % 1_000_000_000) // 1_000_000 + 0.0
+        if msecs == 999.0 and int(created) != ct // 1_000_000_000:
+            msecs = 0.0  # the float seconds rounded up to the next second (as 3.13 corrects it)
+        return created, msecs, (ct - _start_time) / 1e6
+    return ct, int((ct - int(ct)) * 1000) + 0.0, (ct - _start_time) * 1000
+
+
+def task_name() -> str | None:
+    """The running asyncio task's name, as LogRecord's `taskName` (3.12+): None outside a task,
+    where `logging.logAsyncioTasks` is false, or where asyncio was never imported.
+
+    >>> task_name() is None
+    True
+    """
+    if not HAS_TASK_NAME or not logging.logAsyncioTasks:
+        return None
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return None
+    try:
+        # without a running loop current_task() raises (stdlib then writes None): asking
+        # first costs ~70 ns where raising and catching costs ~300 ns
+        if asyncio._get_running_loop() is None:  # noqa: SLF001 - asyncio's public low-level API
+            return None
+        return asyncio.current_task().get_name()
+    except Exception:  # noqa: BLE001 - as LogRecord.__init__ does
+        return None
 
 
 def _split_path(pathname: str) -> tuple[str, str]:
@@ -216,18 +267,21 @@ def record_fields(name: str, level: int, fn: str, lno: int, msg: Any, args: Any,
     >>> record_fields("app", 20, "/src/app.py", 3, "took %d s", (4,), None, "main")["module"]
     'app'
     """
-    ct = time_ns()
+    created, msecs, relative = record_times(clock())
     if args and len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
         args = args[0]
     filename, module = _split_path(fn)
     thread = _current_thread()
-    return {
+    fields = {
         "name": name, "msg": msg, "args": args, "levelname": _level_names.get(level) or f"Level {level}",
         "levelno": level, "pathname": fn, "filename": filename, "module": module, "exc_info": exc_info,
-        "exc_text": None, "stack_info": sinfo, "lineno": lno, "funcName": func, "created": ct / 1e9,
-        "msecs": float(ct % 1_000_000_000 // 1_000_000) + 0.0, "relativeCreated": (ct - _start_ns) / 1e6,
+        "exc_text": None, "stack_info": sinfo, "lineno": lno, "funcName": func, "created": created,
+        "msecs": msecs, "relativeCreated": relative,
         "thread": thread.ident, "threadName": thread.name, "processName": _process_name(), "process": _getpid(),
     }
+    if HAS_TASK_NAME:
+        fields["taskName"] = task_name()
+    return fields
 
 
 # ---- the fast logger's records: a call site's constant part, pre-encoded, and the moment's part --
@@ -320,24 +374,26 @@ def encode_moment(site: bytes, thread: bytes, msg: Any, args: Any,
     message. The line is None when a value needs the careful path (`RecordEncoder.encode`).
 
     `site` and `thread` are `site_json`'s and `thread_json`'s; what changes per call (the
-    formatted `message`, the template and arguments, the time: the attributes LogRecord would
-    give) and the `extra` fields (which must not name a LogRecord attribute) go through one
+    formatted `message`, the template and arguments, the time and, from 3.12, the asyncio task:
+    the attributes LogRecord would give) and the `extra` fields (which must not name a LogRecord attribute) go through one
     dict, started from `extra` (merging later costs a resize), and one orjson call.
 
     >>> line, message = encode_moment(b'"name":"app",', b'"process":1,', "took %(s)d s", ({"s": 4},), {"task_id": 7})
     >>> message, orjson.loads(b"{" + line)["args"]
     ('took 4 s', {'s': 4})
     """
-    ct = time_ns()
+    created, msecs, relative = record_times(clock())
     if args and len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
         args = args[0]
     moment = dict(extra) if extra else {}
     moment["message"] = message = formatted_message(msg, args)
     moment["msg"] = msg
     moment["args"] = args
-    moment["created"] = ct / 1e9
-    moment["msecs"] = float(ct % 1_000_000_000 // 1_000_000) + 0.0
-    moment["relativeCreated"] = (ct - _start_ns) / 1e6
+    moment["created"] = created
+    moment["msecs"] = msecs
+    moment["relativeCreated"] = relative
+    if HAS_TASK_NAME:
+        moment["taskName"] = task_name()
     try:
         encoded = _dumps_plain_first(moment)
     except Exception:  # noqa: BLE001 - an int beyond 64 bits, a lone surrogate...
@@ -357,7 +413,7 @@ def _fields_match_stdlib() -> bool:
     reference = vars(logging.LogRecord("n", logging.INFO, "/p/x.py", 1, "m %(a)s", ({"a": 1},), None, "f", None))
     candidate = record_fields("n", logging.INFO, "/p/x.py", 1, "m %(a)s", ({"a": 1},), None, "f", None)
     timing = ("created", "msecs", "relativeCreated")
-    # a Python version whose LogRecord has other attributes (3.12 adds taskName) keeps the stdlib path
+    # a Python version whose LogRecord has other attributes keeps the stdlib path
     return list(reference) == list(candidate) and all(
         reference[key] == candidate[key] for key in reference if key not in timing)
 
