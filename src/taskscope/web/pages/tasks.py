@@ -13,8 +13,7 @@ from taskscope.analyses.runs import resolve_run
 from taskscope.digests import section
 from taskscope.web.app import Dashboard, read_connection
 from taskscope.web.pages.runs import run_row
-from taskscope.presenters.format import records
-from taskscope.web.render import json_response, render
+from taskscope.web.render import json_response, records, render
 
 router = APIRouter()
 
