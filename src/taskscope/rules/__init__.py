@@ -1,8 +1,8 @@
 """Rules: a table (data, not code) that names known messages and pulls ids out of them.
 
-The built-in table is `parsl.toml` beside this file; users add their own TOML files with the
-same shape. Rules run as one SQL statement over the staging table (DuckDB's RE2), so a rule
-costs a regex test per un-named record, not a Python call.
+The built-in tables are the `*.toml` files beside this file (`parsl.toml`, `academy.toml`);
+users add their own TOML files with the same shape. Rules run as one SQL statement over the
+staging table (DuckDB's RE2), so a rule costs a regex test per un-named record, not a Python call.
 """
 
 from __future__ import annotations
@@ -42,15 +42,19 @@ class Rule:
 
 
 def load_rules(extra_files: list[str | Path] | None = None) -> list[Rule]:
-    """The built-in Parsl rules followed by those of `extra_files` (first match wins,
-    so put more specific rules in your own files: they are tried first).
+    """The rules of `extra_files` followed by the built-in ones (every `*.toml` of this package,
+    `parsl.toml` first). The first match wins, so put more specific rules in your own files:
+    they are tried first.
 
     >>> rules = load_rules()
     >>> any(rule.event == "task.launched" for rule in rules)
     True
     """
     tables = [_read_rules_file(Path(f)) for f in extra_files or []]
-    tables.append(tomllib.loads(resources.files("taskscope.rules").joinpath("parsl.toml").read_text()))
+    package = resources.files("taskscope.rules")
+    shipped = sorted((entry for entry in package.iterdir() if entry.name.endswith(".toml")),
+                     key=lambda entry: (entry.name != "parsl.toml", entry.name))
+    tables += [tomllib.loads(entry.read_text()) for entry in shipped]
     rules: list[Rule] = []
     for table in tables:
         for entry in table.get("rule", []):

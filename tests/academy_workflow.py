@@ -1,0 +1,82 @@
+"""A small real Academy program whose JSON logs the Academy tests ingest.
+
+Two agents, each in its own process, talk through a local HTTP exchange: `Coordinator.total`
+calls `Square.square` once per number (an action calling another agent's action), and the
+user calls both agents directly too, once with an action that raises. Academy's own
+`JSONPoolLogging` writes one `.jsonlog` per process under `$ACADEMY_HOME/logs/<pool uuid>/`.
+
+    ACADEMY_HOME=/tmp/academy python tests/academy_workflow.py PORT
+
+prints one JSON line: the pool folder and the results, for the test to check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from academy.agent import Agent, action
+from academy.exchange.cloud.client import spawn_http_exchange
+from academy.handle import Handle
+from academy.home import get_academy_home
+from academy.logging.configs.jsonpool import JSONPoolLogging
+from academy.manager import Manager
+
+
+class Square(Agent):
+    """Squares numbers; refuses negative ones."""
+
+    @action
+    async def square(self, number: int) -> int:
+        if number < 0:
+            raise ValueError(f"no square for negative {number}")
+        return number * number
+
+
+class Coordinator(Agent):
+    """Sums squares by asking the Square agent for each one."""
+
+    def __init__(self, squarer: Handle[Square]) -> None:
+        super().__init__()
+        self.squarer = squarer
+
+    @action
+    async def total(self, numbers: list[int]) -> int:
+        squares = [await self.squarer.square(number) for number in numbers]
+        return sum(squares)
+
+
+async def run(port: int) -> dict[str, Any]:
+    """Launch both agents in a process pool, call their actions, return what happened."""
+    log_config = JSONPoolLogging()
+    spawn = multiprocessing.get_context("spawn")
+    with spawn_http_exchange("127.0.0.1", port) as factory, \
+            ProcessPoolExecutor(max_workers=2, mp_context=spawn) as pool:
+        async with await Manager.from_exchange_factory(
+            factory=factory, executors=pool, log_config=log_config,
+        ) as manager:
+            squarer = await manager.launch(Square)
+            coordinator = await manager.launch(Coordinator, args=(squarer,))
+            totals = [await coordinator.total([1, 2, 3]), await coordinator.total([4])]
+            direct = await squarer.square(5)
+            try:
+                await squarer.square(-1)
+                refused = False
+            except ValueError:
+                refused = True
+            agents = {"Square": str(squarer.agent_id), "Coordinator": str(coordinator.agent_id)}
+    return {
+        "pool": str(get_academy_home() / "logs" / log_config.uuid),
+        "agents": agents,
+        "totals": totals,
+        "direct": direct,
+        "refused": refused,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(run(int(sys.argv[1])))))

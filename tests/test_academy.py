@@ -1,0 +1,175 @@
+"""Academy (academy-py): a real two-agent program's JSON logs, ingested with the shipped
+`academy` source, rules and relations, give every action a run, a task, a timeline that spans
+both agents' processes, and a common path.
+
+The truth every test checks against is read from the raw `.jsonlog` files here, with `json`,
+independently of taskscope.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import taskscope
+from taskscope.analyses.common_path import common_path
+
+from conftest import REPO, run_cli
+
+WORKFLOW = REPO / "tests" / "academy_workflow.py"
+
+
+@dataclass(frozen=True)
+class AcademyRun:
+    """A finished run of tests/academy_workflow.py and its store."""
+
+    logs: Path  # $ACADEMY_HOME/logs, what was ingested
+    pool: str  # the JSONPoolLogging uuid: the run
+    result: dict  # what the program printed
+    records: dict[str, list[dict]]  # events.file -> the file's records, line 1 first
+    store: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def academy_run(tmp_path_factory) -> AcademyRun:
+    """Run the two-agent Academy program once (agents in their own processes, an HTTP exchange
+    on loopback), with Academy's JSONPoolLogging on, and ingest its logs into a store file."""
+    home = tmp_path_factory.mktemp("academy-home")
+    done = subprocess.run([sys.executable, str(WORKFLOW), str(_free_port())], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, ACADEMY_HOME=str(home)))
+    if done.returncode != 0:
+        pytest.fail(f"the Academy program failed:\n{done.stdout}\n{done.stderr}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    logs = home / "logs"
+    records = {
+        str(path.relative_to(logs)): [json.loads(line) for line in path.read_text().splitlines()]
+        for path in sorted(logs.rglob("*.jsonlog"))
+    }
+    store_path = tmp_path_factory.mktemp("academy-store") / "academy.duckdb"
+    with taskscope.open(store_path) as store:
+        report = store.ingest(logs)
+    assert report.bad_lines == 0 and report.files_read == len(records)
+    return AcademyRun(logs, Path(result["pool"]).name, result, records, store_path)
+
+
+# ---- the truth, from the raw records ---------------------------------------------------------
+
+def _actions(run: AcademyRun) -> dict[str, str]:
+    """tag -> action name of every action requested (its requester logs state `start` once)."""
+    return {r["academy.action_tag"]: r["academy.action"] for rs in run.records.values() for r in rs
+            if r.get("academy.action_state") == "start"}
+
+
+def _lines_of(run: AcademyRun, tag: str) -> set[tuple[str, int]]:
+    """(file, line) of every record about action `tag`: those naming it as the action's tag or
+    as the tag of the request or response message, and the runtime's "Started action with tag"."""
+    return {(file, number) for file, rs in run.records.items() for number, r in enumerate(rs, start=1)
+            if tag in (r.get("academy.action_tag"), r.get("academy.message_tag"))
+            or r["message"] == f"Started action with tag {tag}"}
+
+
+def _file_with_state(run: AcademyRun, tag: str, state: str) -> str:
+    [file] = {file for file, rs in run.records.items() for r in rs
+              if r.get("academy.action_tag") == tag and r.get("academy.action_state") == state}
+    return file
+
+
+# ---- the program itself ----------------------------------------------------------------------
+
+def test_the_program_ran_two_agents_in_their_own_processes(academy_run):
+    assert academy_run.result["totals"] == [14, 16] and academy_run.result["direct"] == 25
+    assert academy_run.result["refused"] is True
+    # one file per process: the manager's and each agent's
+    assert len(academy_run.records) == 3
+    # 2 calls of total, which call square 3 + 1 times, and 2 direct calls of square
+    assert Counter(_actions(academy_run).values()) == {"total": 2, "square": 6}
+
+
+# ---- ingest ----------------------------------------------------------------------------------
+
+def test_every_action_is_a_task_with_its_tag_as_text_and_the_pool_as_its_run(academy_run):
+    actions = _actions(academy_run)
+    with taskscope.open(academy_run.store, read_only=True) as store:
+        rows = store.sql("""SELECT task_id, list(DISTINCT run_id) AS runs, list(DISTINCT app_name) AS apps,
+                                   count(*) FILTER (WHERE run_id IS NULL) AS without_run
+                            FROM events WHERE task_id IS NOT NULL GROUP BY task_id""")
+        sources = store.sql("SELECT DISTINCT source FROM events")["source"].tolist()
+    assert sources == ["academy"]
+    assert set(rows["task_id"]) == set(actions)
+    assert all(isinstance(task_id, str) for task_id in rows["task_id"])
+    for row in rows.itertuples():
+        assert list(row.runs) == [academy_run.pool], row.task_id
+        assert list(row.apps) == [actions[row.task_id]], row.task_id
+        assert row.without_run == 0
+
+
+def test_each_action_timeline_has_both_sides_and_every_record_of_it(academy_run):
+    actions = _actions(academy_run)
+    with taskscope.open(academy_run.store, read_only=True) as store:
+        for tag in actions:
+            timeline = store.timeline(tag)
+            got = set(zip(timeline["file"], timeline["line"].astype(int)))
+            assert got == _lines_of(academy_run, tag), tag
+            requester = _file_with_state(academy_run, tag, "start")
+            handler = _file_with_state(academy_run, tag, "execute_start")
+            assert requester != handler
+            assert set(timeline["file"]) == {requester, handler}
+            assert (timeline["run_id"] == academy_run.pool).all()
+            assert list(timeline["ts"]) == sorted(timeline["ts"])
+
+
+def test_states_follow_the_action_lifecycle(academy_run):
+    """Academy's action states map to the task states the analyses know, and the raw
+    `academy.action_state` stays in attrs."""
+    raw = Counter(r["academy.action_state"] for rs in academy_run.records.values() for r in rs
+                  if "academy.action_state" in r)
+    with taskscope.open(academy_run.store, read_only=True) as store:
+        states = dict(store.sql("""SELECT task_state, count(*) FROM events WHERE event = 'task.state'
+                                    GROUP BY 1""").values.tolist())
+        kept = store.sql("""SELECT count(*) FROM events WHERE attrs->>'academy.action_state' IS NOT NULL""")
+    assert states == {
+        "pending": raw["start"], "launched": raw["waiting"], "running": raw["execute_start"],
+        "running_ended": raw["execute_success"] + raw["execute_exception"],
+        "exec_done": raw["success"], "failed": raw["exception"],
+    }
+    assert int(kept.iloc[0, 0]) == sum(raw.values())
+
+
+def test_common_path_covers_every_action(academy_run):
+    actions = _actions(academy_run)
+    failed = {r["academy.action_tag"] for rs in academy_run.records.values() for r in rs
+              if r.get("academy.action_state") == "exception"}
+    with taskscope.open(academy_run.store, read_only=True) as store:
+        path = common_path(store, run=academy_run.pool)
+    assert int(path.variants["tasks"].sum()) == len(actions)
+    # the successful actions share one path; the one that raised took another
+    assert len(failed) == 1
+    assert list(path.variants["tasks"]) == [len(actions) - 1, 1]
+    assert path.variants.iloc[1]["example_task_id"] in failed
+    dominant = path.dominant
+    assert {"academy"} == set(dominant["source"])
+    assert "Invoking action %s with tag id %s" in set(dominant["template"])
+
+
+def test_cli_timeline_and_common_path(academy_run):
+    tag = next(iter(_actions(academy_run)))
+    shown = run_cli("timeline", "--task", tag, "--store", str(academy_run.store), "--format", "json")
+    assert shown.returncode == 0, shown.stderr
+    assert len(json.loads(shown.stdout)) == len(_lines_of(academy_run, tag))
+    path = run_cli("common-path", "--store", str(academy_run.store), "--format", "json")
+    assert path.returncode == 0, path.stderr
+    assert sum(variant["tasks"] for variant in json.loads(path.stdout)["variants"]) == len(_actions(academy_run))
