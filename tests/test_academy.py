@@ -173,3 +173,53 @@ def test_cli_timeline_and_common_path(academy_run):
     path = run_cli("common-path", "--store", str(academy_run.store), "--format", "json")
     assert path.returncode == 0, path.stderr
     assert sum(variant["tasks"] for variant in json.loads(path.stdout)["variants"]) == len(_actions(academy_run))
+
+
+def test_unnamed_records_are_named_by_their_template(academy_run):
+    """A record no rule names keeps its template as its name (Academy's %-template here), so a
+    rule given later finds it as unnamed."""
+    with taskscope.open(academy_run.store, read_only=True) as store:
+        unnamed = store.sql("""SELECT event, template FROM events
+                               WHERE event <> 'task.state' AND NOT starts_with(event, 'academy.')""")
+    raw = {r["msg"] for rs in academy_run.records.values() for r in rs if not r["name"].startswith("academy")}
+    assert set(unnamed["template"]) == raw == {"Using selector: %s"}
+    assert (unnamed["event"] == unnamed["template"]).all()
+
+
+def test_a_rule_given_later_names_stored_academy_records(academy_run, tmp_path):
+    mine = tmp_path / "mine.toml"
+    mine.write_text("[[rule]]\nevent = \"asyncio.selector\"\nlogger = \"asyncio\"\n"
+                    "pattern = '^Using selector: (?P<selector>\\w+)$'\n")
+    selectors = [r["message"].split(": ")[1] for rs in academy_run.records.values() for r in rs
+                 if r["msg"] == "Using selector: %s"]
+    with taskscope.open(tmp_path / "later.duckdb") as store:
+        store.ingest(academy_run.logs)
+        report = store.ingest(academy_run.logs, rules_files=[mine])
+        named = store.sql("SELECT attrs->>'selector' AS selector FROM events WHERE event = 'asyncio.selector'")
+    assert report.reapplied
+    assert sorted(named["selector"]) == sorted(selectors) and selectors
+
+
+def test_a_log_read_in_parts_away_from_its_pool_folder_gives_the_same_events(academy_run, tmp_path):
+    """Files copied flat (their folder no longer names the pool) and read while they grow: each
+    part's records get the run from the file's first record, as a whole read does."""
+    columns = "line, event, task_id, run_id, app_name, task_state"
+    copies = tmp_path / "copied"
+    copies.mkdir()
+    texts = {}
+    for file in academy_run.records:
+        texts[file] = (academy_run.logs / file).read_text()
+        half = texts[file].splitlines(keepends=True)[: len(academy_run.records[file]) // 2]
+        (copies / Path(file).name).write_text("".join(half))
+    with taskscope.open(tmp_path / "parts.duckdb") as store:
+        store.ingest(copies)
+        for file, text in texts.items():
+            (copies / Path(file).name).write_text(text)
+        store.ingest(copies)
+        parts = store.sql(f"SELECT file, {columns} FROM events ORDER BY file, line")
+    with taskscope.open(academy_run.store, read_only=True) as store:
+        whole = store.sql(f"SELECT file, {columns} FROM events ORDER BY file, line")
+    whole["file"] = [Path(file).name for file in whole["file"]]
+    whole = whole.sort_values(["file", "line"]).reset_index(drop=True)
+    assert len(parts) == sum(len(records) for records in academy_run.records.values())
+    assert parts.equals(whole)

@@ -155,7 +155,8 @@ def apply_rules_sql(rules: list[Rule], staged: str = "staged") -> str:
     selected = []
     for name, _ in EVENT_COLUMNS:
         if name == "event":
-            selected.append("coalesce(s.event, d.rule_event, d.template_text) AS event")
+            # an unnamed event's name is its template: the source's own (a %-template) or the mined one
+            selected.append("coalesce(s.event, d.rule_event, s.template, d.template_text) AS event")
         elif name == "template":
             selected.append("coalesce(s.template, d.template_text) AS template")
         elif name == "attrs":
