@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import tarfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,3 +224,19 @@ def test_a_log_read_in_parts_away_from_its_pool_folder_gives_the_same_events(aca
     whole = whole.sort_values(["file", "line"]).reset_index(drop=True)
     assert len(parts) == sum(len(records) for records in academy_run.records.values())
     assert parts.equals(whole)
+
+
+def test_a_tarball_of_the_logs_gives_the_same_events(academy_run, tmp_path):
+    columns = "line, event, task_id, run_id, app_name, task_state"
+    tarball = tmp_path / "academy-logs.tar.gz"
+    with tarfile.open(tarball, "w:gz") as archive:
+        archive.add(academy_run.logs, arcname="logs")
+    with taskscope.open(tmp_path / "tarball.duckdb") as store:
+        store.ingest(tarball)
+        packed = store.sql(f"SELECT file, {columns} FROM events")
+    with taskscope.open(academy_run.store, read_only=True) as store:
+        whole = store.sql(f"SELECT file, {columns} FROM events")
+    packed["file"] = [file.removeprefix("academy-logs.tar.gz!logs/") for file in packed["file"]]
+    order = ["file", "line"]
+    assert packed.sort_values(order).reset_index(drop=True).equals(whole.sort_values(order).reset_index(drop=True))
+    assert packed["task_id"].nunique() == len(_actions(academy_run))
