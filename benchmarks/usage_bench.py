@@ -37,7 +37,7 @@ from rich.table import Table
 import taskscope
 from taskscope.usage import protocol
 from taskscope.usage.collector import Collector, _bind
-from taskscope.web.app import listen_tcp, serve_beside_collector
+from taskscope.web.server import listen_tcp, serve_beside_collector
 
 TARGET_SHARE = 0.5
 COMPONENTS = [{"c": "parsl.config.Config", "executors_len": 1, "dependency_resolver": False},

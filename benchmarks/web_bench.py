@@ -163,7 +163,8 @@ class _Server:
         import uvicorn
 
         import taskscope
-        from taskscope.web.app import Dashboard, create_app
+        from taskscope.web.app import create_app
+        from taskscope.web.dashboard import Dashboard
 
         self.store = taskscope.open(store_file, read_only=True)
         self.port = free_port()

@@ -18,7 +18,7 @@ import pytest
 import taskscope
 from taskscope.usage import UsageTracker, queries
 from taskscope.usage.collector import Collector
-from taskscope.web.app import Dashboard, open_dashboard
+from taskscope.web.dashboard import Dashboard, open_dashboard
 from test_usage import PROJECT, endpoint_of, run_parsl
 from test_web import IMG, SCRIPT, Server, Watched, browser, free_port  # noqa: F401 (browser is a fixture)
 

@@ -21,7 +21,9 @@ import uvicorn
 
 from conftest import CORPUS, parsl_env
 import taskscope
-from taskscope.web.app import Dashboard, create_app, is_loopback, open_dashboard
+from taskscope.web.app import create_app
+from taskscope.web.dashboard import Dashboard, open_dashboard
+from taskscope.web.server import is_loopback
 
 pytest.importorskip("playwright")
 from playwright.sync_api import sync_playwright  # noqa: E402

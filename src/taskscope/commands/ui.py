@@ -32,7 +32,8 @@ def ui(
 
     Example: taskscope ui runinfo/ --port 8080   (then open http://127.0.0.1:8080)
     """
-    from taskscope.web.app import CannotListen, listen, open_dashboard, serve
+    from taskscope.web.dashboard import open_dashboard
+    from taskscope.web.server import CannotListen, listen, serve
 
     if path is not None and not path.exists():
         raise MissingInputError(f"no such file or folder: {path}")

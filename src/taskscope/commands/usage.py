@@ -115,7 +115,7 @@ def collect(
 
 
 def _listen_for_dashboard(host: str, port: int):
-    from taskscope.web.app import listen_tcp
+    from taskscope.web.server import listen_tcp
 
     try:
         return listen_tcp(host, port)
@@ -125,7 +125,7 @@ def _listen_for_dashboard(host: str, port: int):
 
 def _serve_dashboard(collector, sock) -> str:
     """Serve the web app from this process over the collector's store; return its /usage URL."""
-    from taskscope.web.app import serve_beside_collector
+    from taskscope.web.server import serve_beside_collector
 
     host, port = serve_beside_collector(collector, sock).address
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/usage"

@@ -18,7 +18,8 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from taskscope.fleet import queries
-from taskscope.fleet.server import SESSION_COOKIE, Caller, page_caller
+from taskscope.fleet.auth import SESSION_COOKIE, Caller, page_caller
+from taskscope.web.app import mount_static
 from taskscope.web.figures import bar_figure, gantt_figure, plot_text, steps_figure
 from taskscope.web.render import WEB_DIR, cell, clock, missing, records, seconds
 
@@ -52,8 +53,6 @@ def page(template: str, context: dict, status_code: int = 200) -> HTMLResponse:
 
 def install(app: FastAPI) -> None:
     """Add the pages, the login form and the shared static files (style, Plotly) to `app`."""
-    from taskscope.web.app import mount_static
-
     app.include_router(router)
     mount_static(app)
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel
 
 from taskscope.fleet import queries
-from taskscope.fleet.server import Caller, api_caller
+from taskscope.fleet.auth import Caller, api_caller
 from taskscope.web.render import json_response
 
 router = APIRouter(prefix="/api/v1")

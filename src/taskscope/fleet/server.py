@@ -12,54 +12,18 @@ from __future__ import annotations
 import json
 import sys
 import zlib
-from dataclasses import dataclass
 
 import duckdb
+import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from taskscope.fleet import pages, routes
+from taskscope.fleet.auth import Caller, NotAuthenticated, api_caller
 from taskscope.fleet.db import FleetDB
 from taskscope.fleet.protocol import INGEST_PATH, MAX_BATCH_BYTES, TOO_DEEP, ProtocolError, validate_batch
-
-#: the cookie that carries a page visitor's token (re-hashed and looked up on every request)
-SESSION_COOKIE = "taskscope_fleet_token"
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who a request is from: the account its token belongs to, the token's user, whether it is an admin token."""
-
-    account: str
-    user: str
-    admin: bool = False
-
-
-class NotAuthenticated(Exception):
-    """A request without a valid token (401: JSON for the API, the login form for pages)."""
-
-
-def bearer_token(request: Request) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header, if any."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
-def api_caller(request: Request) -> Caller:
-    """FastAPI dependency: the caller of an API request, from its bearer token (else 401)."""
-    found = request.app.state.db.account_for_token(bearer_token(request))
-    if found is None:
-        raise NotAuthenticated()
-    return Caller(*found)
-
-
-def page_caller(request: Request) -> Caller:
-    """FastAPI dependency: the caller of a page, from the session cookie or a bearer token."""
-    token = request.cookies.get(SESSION_COOKIE) or bearer_token(request)
-    found = request.app.state.db.account_for_token(token)
-    if found is None:
-        raise NotAuthenticated()
-    return Caller(*found)
+from taskscope.web.server import is_loopback
 
 
 class RejectedBatch(Exception):
@@ -150,16 +114,11 @@ def create_app(db: FleetDB) -> FastAPI:
 
 
 def _add_routes(app: FastAPI) -> None:
-    # the read API and the pages live in their own modules; imported here so ingest alone stays light
-    from taskscope.fleet import pages, routes
-
     app.include_router(routes.router)
     pages.install(app)
 
 
 def _refuse(request: Request):
-    from taskscope.fleet import pages
-
     if request.url.path.startswith("/api/"):
         return JSONResponse({"error": "a valid token is required (Authorization: Bearer <token>)"},
                             status_code=401, headers={"WWW-Authenticate": "Bearer"})
@@ -172,10 +131,6 @@ def serve(store: str, host: str = "127.0.0.1", port: int = 8090,
 
     >>> serve("fleet.duckdb", host="0.0.0.0", port=8443, tls_cert="cert.pem", tls_key="key.pem")  # doctest: +SKIP
     """
-    import uvicorn
-
-    from taskscope.web.app import is_loopback
-
     if not is_loopback(host):
         plain = "" if tls_cert else " over plain HTTP (tokens travel in clear: give --tls-cert/--tls-key)"
         print(f"warning: listening on {host}, not a loopback address{plain}", file=sys.stderr)

@@ -305,7 +305,7 @@ class Collector:
     @property
     def store(self) -> taskscope.Store:
         """The store the writer commits to. Read it only through `store.con.cursor()` (a connection
-        of its own, seeing the last commit), e.g. with `taskscope.web.app.Dashboard`."""
+        of its own, seeing the last commit), e.g. with `taskscope.web.dashboard.Dashboard`."""
         return self._store
 
     def before_close(self, callback) -> None:

@@ -12,7 +12,7 @@ class LiveIngest(threading.Thread):
     """A daemon thread calling `store.ingest(*paths)` every `interval_s` seconds.
 
     It writes through `store.con`; readers use cursors of that connection (see
-    `taskscope.web.app`). `generation` grows whenever an ingest added events, `last_ingest_ts`
+    `taskscope.web.dashboard`). `generation` grows whenever an ingest added events, `last_ingest_ts`
     is the time of the last finished ingest and `last_error` the last failure (the thread keeps
     going: a log rotated mid-read is read again next time).
 

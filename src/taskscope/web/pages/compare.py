@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 
 from taskscope.analyses.compare import compare
 from taskscope.analyses.runs import resolve_run
-from taskscope.web.app import read_connection
+from taskscope.web.dashboard import read_connection
 from taskscope.web.pages.runs import run_table
 from taskscope.web.render import json_response, render
 

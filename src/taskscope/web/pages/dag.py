@@ -15,7 +15,7 @@ import pandas as pd
 from fastapi import APIRouter, Depends, Query, Request
 
 from taskscope.analyses.runs import resolve_run
-from taskscope.web.app import Dashboard, read_connection
+from taskscope.web.dashboard import Dashboard, read_connection
 from taskscope.web.pages.runs import run_row
 from taskscope.web.pages.task import run_dependencies
 from taskscope.web.pages.tasks import all_tasks

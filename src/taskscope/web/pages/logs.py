@@ -9,7 +9,7 @@ import duckdb
 from fastapi import APIRouter, Depends, Request
 
 from taskscope.schema import EVENT_COLUMNS
-from taskscope.web.app import read_connection
+from taskscope.web.dashboard import read_connection
 from taskscope.web.render import json_response, records, render
 
 router = APIRouter()

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 
 from taskscope.analyses.runs import runs
 from taskscope.digests import section
-from taskscope.web.app import Dashboard, read_connection
+from taskscope.web.dashboard import Dashboard, read_connection
 from taskscope.web.render import json_response, render
 
 router = APIRouter()

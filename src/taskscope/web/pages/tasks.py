@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from taskscope.analyses.runs import resolve_run
 from taskscope.digests import section
-from taskscope.web.app import Dashboard, read_connection
+from taskscope.web.dashboard import Dashboard, read_connection
 from taskscope.web.pages.runs import run_row
 from taskscope.web.render import json_response, records, render
 

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from taskscope._sql import scalar
 from taskscope.usage import queries
-from taskscope.web.app import Dashboard, read_connection
+from taskscope.web.dashboard import Dashboard, read_connection
 from taskscope.web.figures import bar_figure, lines_figure
 from taskscope.web.render import json_response, records, render
 
