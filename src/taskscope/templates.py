@@ -16,21 +16,22 @@ import re
 
 from taskscope._sql import literal
 
-
 # (regex, placeholder, guard), applied in this order; RE2 and Python `re` read them alike.
 # The guard is a substring every match contains: a line without it skips that regex in SQL,
 # which halves the cost of templates (a `contains` is much cheaper than an RE2 scan).
 MASKS: list[tuple[str, str, str | None]] = [
     (r"\{.*\}", "{…}", "{"),  # dict reprs: registration info, ManagerRecords, monitoring messages
     (r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", "<uuid>", "-"),
-    (r"b'[^']*'", "<bytes>", "b'"),
+    # bytes reprs only as a whole token: the b of 'inc-c9b', 'x' starts no bytes
+    (r"\bb'[^']*'", "<bytes>", "b'"),
     (r"0x[0-9a-fA-F]+", "<hex>", "0x"),
     (r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?", "<time>", ":"),
     (r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?::\d+)?", "<ip>", "."),
     (r"(?:/[\w.@+=-]+){2,}/?", "<path>", "/"),
     (r"\b[0-9a-f]{12,}\b", "<id>", None),
     (r"\[[-\d., ]*\]", "[<nums>]", "["),
-    (r"-?\b\d+(?:\.\d+)?(?:e[+-]?\d+)?\b", "<num>", None),
+    # a minus sign only where no word comes before it: 'inc-902' keeps its hyphen
+    (r"(?:\B-)?\b\d+(?:\.\d+)?(?:e[+-]?\d+)?\b", "<num>", None),
 ]
 
 _COMPILED = [(re.compile(regex), placeholder) for regex, placeholder, _ in MASKS]
@@ -61,6 +62,8 @@ def template_of(message: str) -> str:
 
     >>> template_of("Standard out for task 7 will not be redirected.")
     'Standard out for task <num> will not be redirected.'
+    >>> template_of("tags 'inc-c9b', 'inc-902' at -3")
+    "tags 'inc-c9b', 'inc-<num>' at <num>"
     """
     text = message.split("\n", 1)[0]
     for regex, placeholder in _COMPILED:

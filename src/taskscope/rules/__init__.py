@@ -8,14 +8,17 @@ staging table (DuckDB's RE2), so a rule costs a regex test per un-named record, 
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from taskscope._sql import literal
-from taskscope.schema import EVENT_COLUMNS
+from taskscope._toml import read_user_table, shipped_tables
+from taskscope.schema import EVENT_COLUMN_NAMES, EVENT_COLUMNS
 from taskscope.templates import with_template_sql
+
+if TYPE_CHECKING:
+    import duckdb
 
 _COLUMN_TYPES = dict(EVENT_COLUMNS)
 # columns a rule may fill from a named group
@@ -31,9 +34,10 @@ class RuleError(ValueError):
 
 @dataclass(frozen=True)
 class Rule:
-    """One known message: its canonical event name and the regexes that read it."""
+    """One known message: its canonical event name and the regexes that read it. A rule
+    without an event name only pulls ids out: its messages keep their template as name."""
 
-    event: str
+    event: str | None
     pattern: str
     also: tuple[str, ...] = ()
     logger: str | None = None
@@ -50,11 +54,8 @@ def load_rules(extra_files: list[str | Path] | None = None) -> list[Rule]:
     >>> any(rule.event == "task.launched" for rule in rules)
     True
     """
-    tables = [_read_rules_file(Path(f)) for f in extra_files or []]
-    package = resources.files("taskscope.rules")
-    shipped = sorted((entry for entry in package.iterdir() if entry.name.endswith(".toml")),
-                     key=lambda entry: (entry.name != "parsl.toml", entry.name))
-    tables += [tomllib.loads(entry.read_text()) for entry in shipped]
+    tables = [read_user_table(Path(f), "rules", RuleError) for f in extra_files or []]
+    tables += [table for _, table in shipped_tables("taskscope.rules")]
     rules: list[Rule] = []
     for table in tables:
         for entry in table.get("rule", []):
@@ -62,33 +63,27 @@ def load_rules(extra_files: list[str | Path] | None = None) -> list[Rule]:
     return rules
 
 
-def _read_rules_file(path: Path) -> dict:
-    try:
-        return tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise RuleError(f"rules file {path}: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise RuleError(f"rules file {path} is not valid TOML: {exc}") from None
-
-
 def _make_rule(entry: dict) -> Rule:
     try:
-        event, pattern = entry["event"], entry["pattern"]
+        pattern = entry["pattern"]
     except KeyError as missing:
         raise RuleError(f"rule {entry!r} lacks {missing}") from None
+    event = entry.get("event")
+    if event is not None and not isinstance(event, str):
+        raise RuleError(f"rule {entry!r}: `event` must be a name (a string)")
     regexes = [pattern, *entry.get("also", [])]
     groups: dict[str, tuple[int, int]] = {}
     for index, regex in enumerate(regexes):
         try:
             compiled = re.compile(regex)
         except re.error as exc:
-            raise RuleError(f"rule {event!r}: bad regex {regex!r}: {exc}") from None
+            raise RuleError(f"rule {event or pattern!r}: bad regex {regex!r}: {exc}") from None
         for name, number in compiled.groupindex.items():
             groups.setdefault(name, (index, number))
     constants = {str(k): str(v) for k, v in entry.get("set", {}).items()}
     unknown = set(constants) - RULE_COLUMNS
     if unknown:
-        raise RuleError(f"rule {event!r}: `set` names columns a rule cannot fill: {sorted(unknown)}")
+        raise RuleError(f"rule {event or pattern!r}: `set` names columns a rule cannot fill: {sorted(unknown)}")
     return Rule(event, pattern, tuple(entry.get("also", [])), entry.get("logger"), groups, constants)
 
 
@@ -111,8 +106,10 @@ def _int_list(value: str) -> str:
     )
 
 
-def apply_rules_sql(rules: list[Rule], staged: str = "staged") -> str:
-    """A SELECT over `staged` giving every event column, with rules and templates applied.
+def apply_rules_sql(rules: list[Rule], staged: str = "staged", extra: tuple[str, ...] = ()) -> str:
+    """A SELECT over `staged` giving every event column, with rules and templates applied,
+    then the `extra` expressions (over `s`, the staged row, and `d`, its rule: `d.rule_no` is
+    the number of the rule that matched, 0 for none).
 
     Columns a record already has are kept; rules fill only what is NULL (and not at all for
     records a source already named, such as monitoring.db rows). Rules and masks run once per
@@ -144,9 +141,9 @@ def apply_rules_sql(rules: list[Rule], staged: str = "staged") -> str:
             attr_values.append(f"WHEN {number} THEN json_object({', '.join(extras)})")
 
     # per distinct line: the rule's event name, the columns it fills, its extra attrs
-    names = " ".join(f"WHEN {n} THEN {literal(r.event)}" for n, r in enumerate(rules, start=1))
+    names = " ".join(f"WHEN {n} THEN {literal(r.event)}" for n, r in enumerate(rules, start=1) if r.event)
     derived = [
-        f"CASE rule_no {names} END AS rule_event" if rules else "NULL AS rule_event",
+        f"CASE rule_no {names} END AS rule_event" if names else "NULL AS rule_event",
         f"CASE rule_no {' '.join(attr_values)} END AS rule_attrs" if attr_values else "NULL AS rule_attrs",
     ]
     filled = [name for name in RULE_COLUMNS if column_values[name]]
@@ -176,6 +173,28 @@ def apply_rules_sql(rules: list[Rule], staged: str = "staged") -> str:
         lines AS (SELECT DISTINCT first_line, logger FROM s),
         numbered AS ({numbered}),
         d AS (SELECT *, {', '.join(derived)} FROM numbered)
-        SELECT {', '.join(selected)}
+        SELECT {', '.join([*selected, *extra])}
         FROM s LEFT JOIN d ON d.first_line = s.first_line AND d.logger IS NOT DISTINCT FROM s.logger
     """
+
+
+def reapply_rules(con: duckdb.DuckDBPyConnection, rules: list[Rule]) -> int:
+    """Apply `rules` to the stored events no rule or source has named yet (their name is still
+    their template), as an ingest would have; return how many events a rule named or gave ids.
+
+    Events already named keep their name: the rules fill what is missing, they never rename.
+
+    >>> reapply_rules(store.con, load_rules(["mine.toml"]))  # doctest: +SKIP
+    12
+    """
+    unnamed = "(SELECT * REPLACE (NULL::VARCHAR AS event), rowid AS event_rowid FROM events WHERE event = template)"
+    named = apply_rules_sql(rules, unnamed, ("s.event_rowid", "d.rule_no"))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE reapplied_rules AS SELECT * FROM ({named}) WHERE rule_no > 0")
+    columns = [name for name in EVENT_COLUMN_NAMES if name != "file_id"]
+    changed = " OR ".join(f"events.{name} IS DISTINCT FROM r.{name}" for name in columns)
+    count = con.execute(
+        f"""UPDATE events SET {', '.join(f'{name} = r.{name}' for name in columns)}
+            FROM reapplied_rules r WHERE events.rowid = r.event_rowid AND ({changed})"""
+    ).fetchall()[0][0]
+    con.execute("DROP TABLE reapplied_rules")
+    return int(count)

@@ -1,0 +1,314 @@
+"""Relations as data: each kind, declared in a user's TOML file, changes the events it should and
+no other; conflicts are counted, not raised; bad files are one-line errors.
+
+Each test ingests the same input twice into real DuckDB stores, with and without the user's
+relations, and compares every stored column of every event.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import corpus_path, run_cli
+
+import taskscope
+from taskscope.relations import RelationError, load_relations
+
+COLUMNS = ["run_id", "task_id", "try_id", "app_name", "executor_label", "executor_task_id", "block_id",
+           "manager_id", "worker_id", "host", "pid", "event", "template", "message", "attrs"]
+
+
+# a generic stream's work intervals: its start and end are messages no rule names (their template)
+WORK_ENCLOSES = """
+[[relation]]
+kind = "encloses"
+start = "start work"
+end = "end work"
+key = ["task_id"]
+within = ["host", "pid"]
+"""
+
+
+def write_stream(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return path
+
+
+def write_relations(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def stored(tmp_path: Path, name: str, source: Path, relations: list[Path] | None = None):
+    """(events by (file, line), ingest report) of `source` ingested into a new store file."""
+    with taskscope.open(tmp_path / f"{name}.duckdb") as store:
+        report = store.ingest(source, relations_files=relations)
+        frame = store.sql(f"SELECT file, line, ts, {', '.join(COLUMNS)} FROM events")
+    frame = frame.astype(object).where(frame.notna(), None)
+    frame["attrs"] = frame["attrs"].map(lambda text: json.loads(text) if isinstance(text, str) else text)
+    return {(row["file"], row["line"]): row for row in frame.to_dict("records")}, report
+
+
+def differences(before: dict, after: dict) -> dict:
+    """(file, line) -> {column: (before, after)} for every event that differs."""
+    assert before.keys() == after.keys(), "relations must never add or drop events"
+    changed = {}
+    for key, row in before.items():
+        columns = {name: (row[name], after[key][name]) for name in COLUMNS if not _same(row[name], after[key][name])}
+        if columns:
+            changed[key] = columns
+    return changed
+
+
+def _same(a, b) -> bool:
+    if a is None or (isinstance(a, float) and pd.isna(a)):
+        return b is None or (isinstance(b, float) and pd.isna(b))
+    return a == b
+
+
+def by_line(changes: dict) -> dict[int, dict]:
+    return {line: columns for (_, line), columns in changes.items()}
+
+
+# ---- hand-made streams -----------------------------------------------------------------------
+
+
+def test_implies_copies_a_field_within_its_key_and_nowhere_else(tmp_path):
+    stream = write_stream(tmp_path / "jobs.jsonl", [
+        {"ts": 1, "message": "job queued", "run_id": "r1", "task_id": "sample-A"},
+        {"ts": 2, "message": "job running", "run_id": "r1", "task_id": "sample-A", "queue": "gpu", "host": "n1"},
+        {"ts": 3, "message": "job done", "run_id": "r1", "task_id": "sample-A"},
+        {"ts": 4, "message": "job queued", "run_id": "r1", "task_id": "sample-B"},
+        {"ts": 5, "message": "job done", "run_id": "r1", "task_id": "sample-B", "queue": "cpu"},
+        {"ts": 6, "message": "unrelated", "run_id": "r1"},
+        {"ts": 7, "message": "job done", "run_id": "r2", "task_id": "sample-A"},
+    ])
+    relations = write_relations(tmp_path / "mine.toml", """
+[[relation]]
+kind = "implies"
+key = ["run_id", "task_id"]
+fields = ["queue", "host"]
+""")
+    before, _ = stored(tmp_path, "before", stream)
+    after, report = stored(tmp_path, "after", stream, [relations])
+    assert by_line(differences(before, after)) == {
+        1: {"host": (None, "n1"), "attrs": ({}, {"queue": "gpu"})},
+        3: {"host": (None, "n1"), "attrs": ({}, {"queue": "gpu"})},
+        4: {"attrs": ({}, {"queue": "cpu"})},
+    }
+    assert report.relate.conflicts == {}
+
+
+def test_binds_gives_the_bound_fields_to_events_with_the_from_key_only(tmp_path):
+    stream = write_stream(tmp_path / "sessions.jsonl", [
+        {"ts": 1, "message": "session opened", "session": "s1"},
+        {"ts": 2, "message": "session assigned", "session": "s1", "task_id": "sample-A", "try_id": 1},
+        {"ts": 3, "message": "session heartbeat", "session": "s1"},
+        {"ts": 4, "message": "session heartbeat", "session": "s2"},
+        # carries both, but is not the binding event: binds nothing
+        {"ts": 5, "message": "session note", "session": "s2", "task_id": "sample-C"},
+        # says another task: contradicts the binding, so it is left as it is
+        {"ts": 6, "message": "session heartbeat", "session": "s1", "task_id": "sample-Z"},
+        {"ts": 7, "message": "no session here"},
+    ])
+    relations = write_relations(tmp_path / "mine.toml", """
+[[relation]]
+kind = "binds"
+from = ["session"]
+to = ["task_id", "try_id"]
+on = "session assigned"
+""")
+    before, _ = stored(tmp_path, "before", stream)
+    after, _ = stored(tmp_path, "after", stream, [relations])
+    assert by_line(differences(before, after)) == {
+        1: {"task_id": (None, "sample-A"), "try_id": (None, 1)},
+        3: {"task_id": (None, "sample-A"), "try_id": (None, 1)},
+    }
+
+
+def test_encloses_ties_the_events_between_start_and_end_of_the_same_process(tmp_path):
+    # the start and end are messages no rule names: matched by their template
+    line = {"host": "h", "pid": 10}
+    stream = write_stream(tmp_path / "work.jsonl", [
+        {"ts": 1, "message": "start work", "task_id": "a", **line},
+        {"ts": 2, "message": "step one", **line},
+        {"ts": 3, "message": "step one", "host": "h", "pid": 11},  # another process
+        {"ts": 4, "message": "end work", "task_id": "a", **line},
+        {"ts": 5, "message": "idle", **line},  # after the end
+        {"ts": 6, "message": "start work", "task_id": "b", **line},
+        {"ts": 7, "message": "step two", **line},
+        {"ts": 8, "message": "end work", "task_id": "a", **line},  # another key's end closes nothing
+        {"ts": 9, "message": "step two", **line},
+        {"ts": 10, "message": "start work", "task_id": "c", **line},  # a start ends b's interval
+        {"ts": 11, "message": "step three", "task_id": "x", **line},  # has its own key
+        {"ts": 12, "message": "step four", **line},  # c has no end: open to the last line
+        {"ts": 13, "message": "step five"},  # no process
+    ])
+    relations = write_relations(tmp_path / "mine.toml", WORK_ENCLOSES)
+    before, _ = stored(tmp_path, "before", stream)
+    after, _ = stored(tmp_path, "after", stream, [relations])
+    assert by_line(differences(before, after)) == {
+        2: {"task_id": (None, "a")},
+        7: {"task_id": (None, "b")},
+        9: {"task_id": (None, "b")},
+        12: {"task_id": (None, "c")},
+    }
+
+
+def test_conflicts_are_counted_and_leave_their_group_unchanged(tmp_path):
+    stream = write_stream(tmp_path / "conflicts.jsonl", [
+        {"ts": 1, "message": "job queued", "run_id": "r1", "task_id": "A", "queue": "gpu"},
+        {"ts": 2, "message": "job moved", "run_id": "r1", "task_id": "A", "queue": "cpu"},
+        {"ts": 3, "message": "job done", "run_id": "r1", "task_id": "A"},
+        {"ts": 4, "message": "job done", "run_id": "r1", "task_id": "B"},
+        {"ts": 5, "message": "job queued", "run_id": "r1", "task_id": "B", "queue": "cpu"},
+        {"ts": 6, "message": "session assigned", "session": "s1", "task_id": "A"},
+        {"ts": 7, "message": "session assigned", "session": "s1", "task_id": "B"},
+        {"ts": 8, "message": "session heartbeat", "session": "s1"},
+    ])
+    relations = write_relations(tmp_path / "mine.toml", """
+[[relation]]
+name = "queue of a job"
+kind = "implies"
+key = ["run_id", "task_id"]
+fields = ["queue"]
+
+[[relation]]
+name = "session to task"
+kind = "binds"
+from = ["session"]
+to = ["task_id"]
+on = "session assigned"
+""")
+    before, _ = stored(tmp_path, "before", stream)
+    after, report = stored(tmp_path, "after", stream, [relations])
+    assert by_line(differences(before, after)) == {4: {"attrs": ({}, {"queue": "cpu"})}}
+    assert report.relate.conflicts == {"queue of a job": 1, "session to task": 1}
+
+
+def test_a_relations_file_given_to_the_cli_is_used_and_a_bad_one_is_one_line(tmp_path):
+    stream = write_stream(tmp_path / "work.jsonl", [
+        {"ts": 1, "message": "start work", "task_id": "a", "host": "h", "pid": 1},
+        {"ts": 2, "message": "step", "host": "h", "pid": 1},
+    ])
+    good = write_relations(tmp_path / "good.toml", WORK_ENCLOSES)
+    store = tmp_path / "s.duckdb"
+    done = run_cli("ingest", str(stream), "--relations", str(good), "--store", str(store))
+    assert done.returncode == 0, done.stderr
+    with taskscope.open(store, read_only=True) as opened:
+        assert opened.sql("SELECT task_id FROM events ORDER BY line")["task_id"].tolist() == ["a", "a"]
+
+    for text, words in [
+        ('[[relation]]\nkind = "widens"\nkey = ["a"]\n', "`kind` must be one of implies, binds, encloses"),
+        ('[[relation]]\nkind = "implies"\nkey = ["run_id"]\n', "lacks ['fields']"),
+        ('[[relation]]\nkind = "binds"\nfrom = ["a"]\nto = ["b"]\nwhen = "x"\n', "unknown keys ['when']"),
+        ("[[relation]\n", "is not valid TOML"),
+    ]:
+        bad = write_relations(tmp_path / "bad.toml", text)
+        with pytest.raises(RelationError, match=words.replace("[", r"\[").replace("]", r"\]")):
+            load_relations([bad])
+        done = run_cli("ingest", str(stream), "--relations", str(bad), "--store", str(tmp_path / "other.duckdb"))
+        assert done.returncode == 2
+        assert "Traceback" not in done.stderr and words in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "other.duckdb").exists()
+
+
+# ---- a real run ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def json_run_baseline(tmp_path_factory):
+    """The corpus JSON-log run as the shipped relations relate it (events by (file, line))."""
+    folder = tmp_path_factory.mktemp("baseline")
+    return stored(folder, "before", corpus_path("parsl-htex-jsonlog"))[0]
+
+
+def test_implies_on_a_real_run(tmp_path, json_run_baseline):
+    relations = write_relations(tmp_path / "mine.toml", """
+[[relation]]
+kind = "implies"
+key = ["run_id", "task_id"]
+fields = ["executor_label"]
+""")
+    after, report = stored(tmp_path, "after", corpus_path("parsl-htex-jsonlog"), [relations])
+    labels: dict[tuple, set] = {}
+    for row in json_run_baseline.values():
+        if row["run_id"] and row["task_id"] and row["executor_label"]:
+            labels.setdefault((row["run_id"], row["task_id"]), set()).add(row["executor_label"])
+    expected = {
+        key: {"executor_label": (None, next(iter(labels[(row["run_id"], row["task_id"])])))}
+        for key, row in json_run_baseline.items()
+        if row["executor_label"] is None and len(labels.get((row["run_id"], row["task_id"]), ())) == 1
+    }
+    assert len(expected) > 100  # the DFK's own lines about a task name no executor
+    assert differences(json_run_baseline, after) == expected
+    assert report.relate.joined_share == 1.0
+
+
+def test_binds_into_attrs_on_a_real_run(tmp_path, json_run_baseline):
+    relations = write_relations(tmp_path / "mine.toml", """
+[[relation]]
+kind = "binds"
+from = ["run_id", "task_id"]
+to = ["dependencies"]
+on = "task.submitted"
+""")
+    after, _ = stored(tmp_path, "after", corpus_path("parsl-htex-jsonlog"), [relations])
+    bound = {(row["run_id"], row["task_id"]): row["attrs"]["dependencies"]
+             for row in json_run_baseline.values() if row["event"] == "task.submitted"}
+    expected = {
+        key: {"attrs": (row["attrs"], {**(row["attrs"] or {}), "dependencies": bound[(row["run_id"], row["task_id"])]})}
+        for key, row in json_run_baseline.items()
+        if (row["run_id"], row["task_id"]) in bound and "dependencies" not in (row["attrs"] or {})
+    }
+    assert len(expected) > 100
+    assert differences(json_run_baseline, after) == expected
+
+
+def test_encloses_on_a_real_run(tmp_path, json_run_baseline):
+    # the interchange's lines after it removes a task from a manager, up to the next such line
+    # (an end that names another task closes nothing; one that names none is enclosed itself)
+    relations = write_relations(tmp_path / "mine.toml", """
+[[relation]]
+kind = "encloses"
+start = "htex.interchange.removed"
+end = "Sent result on results_outgoing"
+key = ["executor_task_id"]
+within = ["run_id", "file"]
+""")
+    after, _ = stored(tmp_path, "after", corpus_path("parsl-htex-jsonlog"), [relations])
+    enclosed = reference_encloses(json_run_baseline, "htex.interchange.removed", "Sent result on results_outgoing")
+    assert len(enclosed) > 20
+    changes = differences(json_run_baseline, after)
+    assert changes.keys() == enclosed.keys()
+    launched = {(row["run_id"], row["executor_label"], row["executor_task_id"]): (row["task_id"], row["try_id"])
+                for row in json_run_baseline.values() if row["event"] == "task.launched"}
+    for key, executor_task_id in enclosed.items():
+        row = after[key]
+        assert row["executor_task_id"] == executor_task_id
+        # ... and, through the shipped binding, the task and try that executor task ran
+        assert (row["task_id"], row["try_id"]) == launched[(row["run_id"], row["executor_label"], executor_task_id)]
+
+
+def reference_encloses(events: dict, start: str, end: str) -> dict:
+    """(file, line) -> executor task id, by the definition, in Python: within one (run, file),
+    in time order, an event lacking the key after a start, up to the first end with its key."""
+    groups: dict[tuple, list] = {}
+    for key, row in events.items():
+        if row["run_id"] is not None:
+            groups.setdefault((row["run_id"], key[0]), []).append(((row["ts"], key[1]), key, row))
+    enclosed = {}
+    for members in groups.values():
+        open_key, closed = None, False
+        for _, key, row in sorted(members, key=lambda member: member[0]):
+            if row["event"] == start:
+                open_key, closed = row["executor_task_id"], False
+                continue
+            if open_key is not None and not closed and row["executor_task_id"] is None:
+                enclosed[key] = open_key
+            if row["event"] == end and row["executor_task_id"] == open_key:
+                closed = True
+    return enclosed
