@@ -2,7 +2,8 @@
 
 Two agents, each in its own process, talk through a local HTTP exchange: `Coordinator.total`
 calls `Square.square` once per number (an action calling another agent's action), and the
-user calls both agents directly too, once with an action that raises. Academy's own
+user calls both agents directly too, once with an action that raises and once with one it
+cancels. Academy's own
 `JSONPoolLogging` writes one `.jsonlog` per process under `$ACADEMY_HOME/logs/<pool uuid>/`.
 
     ACADEMY_HOME=/tmp/academy python tests/academy_workflow.py PORT
@@ -28,13 +29,17 @@ from academy.manager import Manager
 
 
 class Square(Agent):
-    """Squares numbers; refuses negative ones."""
+    """Squares numbers; refuses negative ones; waits when asked to."""
 
     @action
     async def square(self, number: int) -> int:
         if number < 0:
             raise ValueError(f"no square for negative {number}")
         return number * number
+
+    @action
+    async def wait(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
 
 
 class Coordinator(Agent):
@@ -68,6 +73,11 @@ async def run(port: int) -> dict[str, Any]:
                 refused = False
             except ValueError:
                 refused = True
+            try:  # cancelled by the requester: Academy sends the agent a cancel request
+                await asyncio.wait_for(squarer.wait(600), timeout=1)
+                cancelled = False
+            except TimeoutError:
+                cancelled = True
             agents = {"Square": str(squarer.agent_id), "Coordinator": str(coordinator.agent_id)}
     return {
         "pool": str(get_academy_home() / "logs" / log_config.uuid),
@@ -75,6 +85,7 @@ async def run(port: int) -> dict[str, Any]:
         "totals": totals,
         "direct": direct,
         "refused": refused,
+        "cancelled": cancelled,
     }
 
 

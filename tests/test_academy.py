@@ -76,11 +76,15 @@ def _actions(run: AcademyRun) -> dict[str, str]:
 
 
 def _lines_of(run: AcademyRun, tag: str) -> set[tuple[str, int]]:
-    """(file, line) of every record about action `tag`: those naming it as the action's tag or
-    as the tag of the request or response message, and the runtime's "Started action with tag"."""
-    return {(file, number) for file, rs in run.records.items() for number, r in enumerate(rs, start=1)
-            if tag in (r.get("academy.action_tag"), r.get("academy.message_tag"))
-            or r["message"] == f"Started action with tag {tag}"}
+    """(file, line) of every record about action `tag`: those naming it as the action's tag,
+    those of the messages its records name (the request and its response, a cancel request and
+    its response), and the runtime's "Started action with tag" and "Cancelled action with tag"."""
+    everything = [(file, number, r) for file, rs in run.records.items() for number, r in enumerate(rs, start=1)]
+    messages = {r["academy.message_tag"] for _, _, r in everything
+                if r.get("academy.action_tag") == tag and "academy.message_tag" in r}
+    return {(file, number) for file, number, r in everything
+            if r.get("academy.action_tag") == tag or r.get("academy.message_tag") in messages
+            or r["message"] in (f"Started action with tag {tag}", f"Cancelled action with tag {tag}")}
 
 
 def _file_with_state(run: AcademyRun, tag: str, state: str) -> str:
@@ -93,11 +97,11 @@ def _file_with_state(run: AcademyRun, tag: str, state: str) -> str:
 
 def test_the_program_ran_two_agents_in_their_own_processes(academy_run):
     assert academy_run.result["totals"] == [14, 16] and academy_run.result["direct"] == 25
-    assert academy_run.result["refused"] is True
+    assert academy_run.result["refused"] is True and academy_run.result["cancelled"] is True
     # one file per process: the manager's and each agent's
     assert len(academy_run.records) == 3
-    # 2 calls of total, which call square 3 + 1 times, and 2 direct calls of square
-    assert Counter(_actions(academy_run).values()) == {"total": 2, "square": 6}
+    # 2 calls of total, which call square 3 + 1 times, 2 direct calls of square, 1 of wait
+    assert Counter(_actions(academy_run).values()) == {"total": 2, "square": 6, "wait": 1}
 
 
 # ---- ingest ----------------------------------------------------------------------------------
@@ -144,23 +148,24 @@ def test_states_follow_the_action_lifecycle(academy_run):
         kept = store.sql("""SELECT count(*) FROM events WHERE attrs->>'academy.action_state' IS NOT NULL""")
     assert states == {
         "pending": raw["start"], "launched": raw["waiting"], "running": raw["execute_start"],
-        "running_ended": raw["execute_success"] + raw["execute_exception"],
-        "exec_done": raw["success"], "failed": raw["exception"],
+        "running_ended": raw["execute_success"] + raw["execute_exception"] + raw["execute_cancelled"],
+        "exec_done": raw["success"], "failed": raw["exception"], "cancelled": raw["cancelled"],
     }
     assert int(kept.iloc[0, 0]) == sum(raw.values())
 
 
 def test_common_path_covers_every_action(academy_run):
     actions = _actions(academy_run)
-    failed = {r["academy.action_tag"] for rs in academy_run.records.values() for r in rs
-              if r.get("academy.action_state") == "exception"}
+    ended = {state: {r["academy.action_tag"] for rs in academy_run.records.values() for r in rs
+                     if r.get("academy.action_state") == state} for state in ("success", "exception", "cancelled")}
     with taskscope.open(academy_run.store, read_only=True) as store:
         path = common_path(store, run=academy_run.pool)
     assert int(path.variants["tasks"].sum()) == len(actions)
-    # the successful actions share one path; the one that raised took another
-    assert len(failed) == 1
-    assert list(path.variants["tasks"]) == [len(actions) - 1, 1]
-    assert path.variants.iloc[1]["example_task_id"] in failed
+    # the successful actions share one path; the one that raised and the one cancelled took others
+    assert [len(ended["exception"]), len(ended["cancelled"])] == [1, 1]
+    assert list(path.variants["tasks"]) == [len(ended["success"]), 1, 1]
+    assert path.variants.iloc[0]["example_task_id"] in ended["success"]
+    assert set(path.variants.iloc[1:]["example_task_id"]) == ended["exception"] | ended["cancelled"]
     dominant = path.dominant
     assert {"academy"} == set(dominant["source"])
     assert "Invoking action %s with tag id %s" in set(dominant["template"])

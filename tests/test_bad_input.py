@@ -74,16 +74,19 @@ def test_bad_lines_are_kept_aside_and_good_ones_read(messy_run):
     assert (lines.lo[0], lines.hi[0]) == (6, 5 + n_good)
     assert store.runs().tasks.sum() == clean.runs().tasks.sum()  # the far-future line broke nothing
     unicode_bad = bad[bad.file.isin(["000/résumé.log", "000/extra.jsonlog"])]
-    assert [bytes(head) for head in unicode_bad["head"]] == ['{"bad json é'.encode(), "Résumé of the run ✓".encode()]
+    assert [bytes(head) for head in unicode_bad["head"]] == ['{"bad json é'.encode()]
     assert all(len(head) <= 200 for head in bad["head"])
     assert report.bad_lines == len(bad)
-    # the random binary file: every line of it is kept aside, none becomes an event
-    binary = bad[bad.file == "000/random_binary.log"]
-    assert len(binary) > 0
-    assert store.sql("SELECT count(*) AS n FROM events WHERE file = '000/random_binary.log'").n[0] == 0
-    # the truncated last lines (parsl.jsonlog's, and the binary file's tail) wait; unrelated files are skipped
-    assert report.partial_lines == 2
+    # `.log` files that are no log taskscope knows (a line of prose, random bytes) are listed
+    # with a note, and make neither events nor bad lines
     files = store.sql("SELECT file, source, note, pending_bytes FROM ingested_files").set_index("file")
+    for unknown in ("000/random_binary.log", "000/résumé.log"):
+        assert unknown not in set(bad.file)
+        assert pd.isna(files.loc[unknown, "source"]) and "unknown format" in files.loc[unknown, "note"]
+        assert any(note.startswith(f"{unknown}: unknown format") for note in report.notes)
+        assert store.sql("SELECT count(*) AS n FROM events WHERE file = ?", [unknown]).n[0] == 0
+    # the truncated last line of parsl.jsonlog waits; unrelated files are skipped
+    assert report.partial_lines == 1
     assert files.loc["000/parsl.jsonlog", "pending_bytes"] == len(b'{"created": 1795294600.0, "msg": "trunc')
     assert pd.isna(files.loc["000/notes.txt", "source"]) and files.loc["000/notes.txt", "note"]
     assert "000/results.csv" in files.index and "000/empty.log" in files.index

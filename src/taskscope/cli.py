@@ -19,7 +19,7 @@ from taskscope import commands
 from taskscope.commands.common import (
     FormatOption, OutputFormat, StoreOption, cell, clock, console, emit, err_console, fail, user_errors,
 )
-from taskscope.ingest import IngestReport, MissingInputError
+from taskscope.ingest import IngestReport, MissingInputError, interrupt_message
 from taskscope.analyses.tasks import latest_run_with_task
 from taskscope.rules import load_rules
 
@@ -53,6 +53,20 @@ def ingest(
     if missing:
         raise MissingInputError(f"no such file or folder: {', '.join(missing)}")
     load_rules(rules)  # a bad rules file is an error before the store is created
+    try:
+        report = _ingest_with_progress(store, paths, rules, utc_offset_hours, fmt)
+    except BaseException as exc:  # Ctrl-C: one line and 130 (what was committed is kept), never a traceback
+        message = interrupt_message(exc)
+        if message is None:
+            raise
+        err_console.print(message, highlight=False)
+        raise typer.Exit(130) from None
+    _print_ingest_report(report, fmt, verbose)
+
+
+def _ingest_with_progress(store: str, paths: list[Path], rules: Optional[list[Path]],
+                          utc_offset_hours: Optional[float], fmt: OutputFormat) -> IngestReport:
+    """Ingest with a progress bar on a terminal."""
     with taskscope.open(store) as opened:
         progress = Progress(
             TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
@@ -68,11 +82,10 @@ def ingest(
             progress.update(bar, completed=sum(done.values()), description=f"ingesting {Path(item.rel).name}")
 
         with progress:
-            report = opened.ingest(
+            return opened.ingest(
                 *paths, rules_files=rules, on_progress=on_progress,
                 utc_offset_seconds=None if utc_offset_hours is None else utc_offset_hours * 3600,
             )
-    _print_ingest_report(report, fmt, verbose)
 
 
 def _print_ingest_report(report: IngestReport, fmt: OutputFormat, verbose: bool = False) -> None:
@@ -103,6 +116,8 @@ def ingest_attention(report: IngestReport) -> str | None:
     >>> ingest_attention(IngestReport(bad_lines=3))
     'warning: 3 bad lines kept aside (taskscope sql "SELECT * FROM bad_lines")'
     """
+    if report.nothing_readable:
+        return f"warning: {report.nothing_readable}"
     problems = []
     if report.bad_lines:
         problems.append(f'{report.bad_lines:,} bad lines kept aside (taskscope sql "SELECT * FROM bad_lines")')

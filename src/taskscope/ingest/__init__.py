@@ -1,32 +1,39 @@
-"""Ingest: files in, events out. Discover inputs, read only what is new, let each source
-stage its records, name them with the rules, move them to `events`, then relate ids.
+"""Ingest: files in, events out. Discover inputs and recognise each (see `taskscope.sources`),
+read only what is new, let its source stage its records, name them with the rules, move them
+to `events`, then relate ids.
 
-Everything one call does happens in one transaction, so an interrupted ingest leaves the
-store as it was (and the next ingest reads the same lines again).
+Work is committed in batches: after a file once a batch has run about a second or holds
+`FLUSH_ROWS` staged rows, and inside a big file every `FLUSH_ROWS` rows. A file's events and
+its offsets in `ingested_files` are always committed together, so an interrupted ingest keeps
+every file (or part of a big file) it committed, exactly, and the next ingest goes on from
+there. Files whose events are stored but not yet related (the relating comes last) are listed
+in `files_to_relate` until a relating succeeds.
 """
 
 from __future__ import annotations
 
-import os
+import time
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib import import_module
 from typing import Callable
 
 import duckdb
 
 from taskscope._sql import registered, scalar
-from taskscope.ingest.discover import InputFile, discover
+from taskscope.ingest.archives import as_local_file, change_marker
+from taskscope.ingest.discover import InputFile, KnownSource, discover
 from taskscope.ingest.lines import bad_lines_sql, file_size, read_new_lines, usable_lines_sql
 from taskscope.ingest.staging import STAGED, create_staging
-from taskscope.relate import RelateReport, relate
-from taskscope.rules import Rule, apply_rules_sql, load_rules
+from taskscope.relate import RelateReport, Relation, relate
+from taskscope.rules import Rule, apply_rules_sql, load_rules, reapply_rules
 from taskscope.schema import EVENT_COLUMN_NAMES
-from taskscope.sources import StageContext, StageResult
+from taskscope.sources import Source, StageContext, StageResult, source_named
 
-#: staged rows are moved to `events` once there are this many, to bound memory
+#: staged rows are moved to `events` (and committed) once there are this many, to bound memory
 FLUSH_ROWS = 2_000_000
+#: a batch of small files is committed once it has been open this long
+COMMIT_SECONDS = 1.0
 
 ProgressCallback = Callable[[InputFile, int, int], None]
 
@@ -43,8 +50,14 @@ class IngestReport:
     lines: int = 0
     bad_lines: int = 0
     partial_lines: int = 0
+    values_in_attrs: int = 0  # values that did not fit their typed column, kept in attrs
     notes: list[str] = field(default_factory=list)
     relate: RelateReport | None = None
+    #: rules and relations given to this ingest were applied again to every stored event
+    reapplied: bool = False
+    reapplied_events: int = 0  # stored events the re-applied rules named or gave ids
+    #: when nothing under the paths can be read: one line saying what was found there
+    nothing_readable: str | None = None
 
     def as_dict(self) -> dict:
         data = {k: v for k, v in self.__dict__.items() if k != "relate"}
@@ -54,6 +67,28 @@ class IngestReport:
 
 class MissingInputError(FileNotFoundError):
     """A path given to ingest does not exist."""
+
+
+class IngestInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or a DuckDB interrupt) stopped an ingest. What was committed before is kept,
+    whole; the batch under way was rolled back.
+
+    >>> print(IngestInterrupted(files_kept=3, events_kept=1200, related=False))
+    interrupted: kept 3 files (1,200 events) read before; nothing partial was stored; ids of the kept events are related at the next ingest
+    """
+
+    def __init__(self, files_kept: int, events_kept: int, related: bool):
+        self.files_kept, self.events_kept, self.related = files_kept, events_kept, related
+        super().__init__(self.summary())
+
+    def summary(self) -> str:
+        kept = (f"kept {self.files_kept} files ({self.events_kept:,} events) read before"
+                if self.files_kept else "kept nothing of this ingest")
+        tail = "" if self.related or not self.files_kept else "; ids of the kept events are related at the next ingest"
+        return f"interrupted: {kept}; nothing partial was stored{tail}"
+
+    def __str__(self) -> str:
+        return self.summary()
 
 
 def local_utc_offset_seconds() -> float:
@@ -68,32 +103,135 @@ def ingest(
     rules: list[Rule] | None = None,
     on_progress: ProgressCallback | None = None,
     utc_offset_seconds: float | None = None,
+    relations: list[Relation] | None = None,
+    reapply: bool = False,
 ) -> IngestReport:
     """Ingest everything new under `paths` into the store behind `con`.
 
+    `relations` default to the shipped ones; with `reapply` the rules are applied again to the
+    stored events no rule named yet and the whole store is related again (for rules or
+    relations given to an existing store).
+
     `utc_offset_seconds` overrides the offset used for naive local timestamps (otherwise
-    learned from the run's logs, else this machine's).
+    learned from the run's logs, else this machine's). Raises `IngestInterrupted` on Ctrl-C
+    (what was committed stays, see the module docstring).
 
     >>> report = ingest(con, ["runinfo/"])  # doctest: +SKIP
     """
-    inputs, missing = discover(paths)
-    if missing:
-        raise MissingInputError(f"no such file or folder: {', '.join(missing)}")
     rules = load_rules() if rules is None else rules
     report = IngestReport()
-    offsets = _Offsets(utc_offset_seconds)
+    reapply = reapply and bool(scalar(con, "SELECT EXISTS (SELECT 1 FROM events)"))  # a new store: nothing to redo
+    con.execute("CREATE TABLE IF NOT EXISTS files_to_relate (file_id INTEGER)")
+    known = _known_files(con)
+    with discover(paths, {path: KnownSource(k.source, k.size, k.note) for path, k in known.items()}) as found:
+        if found.missing:
+            raise MissingInputError(f"no such file or folder: {', '.join(found.missing)}")
+        batch = _Batch(con, rules, report)
+        try:
+            batch.begin()
+            create_staging(con)
+            offsets = _Offsets(utc_offset_seconds)
+            for item in found.inputs:
+                _ingest_one(con, item, known, report, offsets, batch, on_progress)
+                batch.commit_if_due()
+            batch.commit()
+            report.relate = _relate_stored(con, batch.read, relations, rules if reapply else None, report)
+        except BaseException as exc:
+            batch.rollback()
+            if _is_interrupt(exc):
+                raise IngestInterrupted(batch.files_kept, batch.events_kept, related=False) from None
+            raise
+    report.nothing_readable = _nothing_readable(paths, found.inputs, report)
+    return report
+
+
+class _Batch:
+    """The transaction under way, and what the committed ones kept."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, rules: list[Rule], report: IngestReport):
+        self.con, self.rules, self.report = con, rules, report
+        self.read: set[int] = set()  # file_ids read by this ingest
+        self.files_kept = self.events_kept = 0
+        self._opened_at = 0.0
+        self._open = False
+
+    def begin(self) -> None:
+        self.con.execute("BEGIN TRANSACTION")
+        self._open, self._opened_at = True, time.monotonic()
+
+    def flush(self) -> None:
+        _flush(self.con, self.rules)
+
+    def commit(self) -> None:
+        """Name the staged records, move them to `events` and commit."""
+        self.flush()
+        self.con.execute("COMMIT")
+        self._open = False
+        self.files_kept, self.events_kept = self.report.files_read, self.report.events
+
+    def commit_if_due(self) -> None:
+        if time.monotonic() - self._opened_at >= COMMIT_SECONDS or _staged_rows(self.con) >= FLUSH_ROWS:
+            self.commit()
+            self.begin()
+
+    def rollback(self) -> None:
+        if self._open:
+            self._open = False
+            _quietly(self.con, "ROLLBACK")
+
+
+def _relate_stored(con: duckdb.DuckDBPyConnection, read: set[int], relations: list[Relation] | None = None,
+                   reapply: list[Rule] | None = None, ingest_report: IngestReport | None = None) -> RelateReport:
+    """Relate the files this ingest read and any an interrupted one stored but did not relate;
+    with `reapply` (rules), apply those to every stored event first and relate the whole store."""
     con.execute("BEGIN TRANSACTION")
     try:
-        create_staging(con)
-        known = _known_files(con)
-        read = [_ingest_one(con, item, known, report, offsets, rules, on_progress) for item in inputs]
-        _flush(con, rules)
-        report.relate = relate(con, [file_id for file_id in read if file_id is not None])
+        pending = {row[0] for row in con.execute("SELECT DISTINCT file_id FROM files_to_relate").fetchall()}
+        if reapply is not None and ingest_report is not None:
+            ingest_report.reapplied = True
+            ingest_report.reapplied_events = reapply_rules(con, reapply)
+        report = relate(con, None if reapply is not None else sorted(read | pending), relations)
+        con.execute("DELETE FROM files_to_relate")
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        _quietly(con, "ROLLBACK")
         raise
     return report
+
+
+def _is_interrupt(exc: BaseException) -> bool:
+    """Ctrl-C, as Python raises it or as DuckDB does when it arrives inside a query."""
+    return isinstance(exc, (KeyboardInterrupt, duckdb.InterruptException)) or (
+        isinstance(exc, RuntimeError) and "interrupted" in str(exc).lower()
+    )
+
+
+def interrupt_message(exc: BaseException) -> str | None:
+    """The one line to print when `exc` is a Ctrl-C that stopped an ingest (None if it is not
+    an interrupt): what was kept, and that nothing partial was stored.
+
+    >>> interrupt_message(KeyboardInterrupt())
+    'interrupted: the ingest under way was rolled back; nothing partial was stored'
+    >>> interrupt_message(ValueError("x")) is None
+    True
+    """
+    if isinstance(exc, IngestInterrupted):
+        return exc.summary()
+    if _is_interrupt(exc):
+        return "interrupted: the ingest under way was rolled back; nothing partial was stored"
+    return None
+
+
+def _nothing_readable(paths: list[str], inputs: list[InputFile], report: IngestReport) -> str | None:
+    """One line naming what was found under `paths` when none of it is read by any source."""
+    if any(item.source is not None for item in inputs):
+        return None
+    where = ", ".join(paths)
+    if not inputs:
+        return f"nothing taskscope can read in {where}: no files found"
+    listed = ", ".join(f"{item.rel} ({item.note or 'not read'})" for item in inputs[:5])
+    more = f" and {len(inputs) - 5} more" if len(inputs) > 5 else ""
+    return f"nothing taskscope can read in {where}: {len(inputs)} files: {listed}{more}"
 
 
 class _Offsets:
@@ -116,7 +254,7 @@ class _Offsets:
         self.last_learned = offset
 
 
-_FILE_COLUMNS = "file_id, size, bytes_read, lines_read, pending_bytes, note, head"
+_FILE_COLUMNS = "file_id, source, size, bytes_read, lines_read, pending_bytes, note, head"
 
 #: how much of a file's start is kept to recognise it: a file that grew keeps its first bytes,
 #: one replaced by another (a rotated log, a copy over it) almost never does
@@ -128,6 +266,7 @@ class _KnownFile:
     """What `ingested_files` says about a file seen before (or just registered)."""
 
     file_id: int
+    source: str | None
     size: int | None
     bytes_read: int
     lines_read: int
@@ -155,103 +294,147 @@ def _file_row(con: duckdb.DuckDBPyConnection, item: InputFile, known: dict[str, 
     ).fetchall()[0])
 
 
+@dataclass
+class _Reading:
+    """How far a file has been read, as the read goes on."""
+
+    bytes_read: int
+    lines_read: int
+    events: int = 0
+    bad: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
 def _ingest_one(con, item: InputFile, known: dict[str, _KnownFile], report: IngestReport, offsets: _Offsets,
-                rules, on_progress) -> int | None:
-    """Read what is new in `item`; returns its file_id if anything was read, else None."""
+                batch: _Batch, on_progress: ProgressCallback | None) -> None:
+    """Read what is new in `item` with its source and record how far it was read."""
     seen = _file_row(con, item, known)
-    size = file_size(item.path)
-    if item.source is None or size < 0:
-        _skip(con, item, seen, size, report)
-        return None
-    # what `ingested_files.size` records: bytes, or for a monitoring.db a marker of any change
-    seen_size = size if item.source != "monitoring_db" else _change_marker(item.path)
-    if seen_size == seen.size and (item.source == "monitoring_db" or size == seen.bytes_read):
+    source = source_named(item.source) if item.source else None
+    size = -1 if item.packed else file_size(item.path)
+    if source is None or (size < 0 and not item.packed):
+        _skip(con, item, seen, size, report, None if source is None else "cannot be read")
+        return
+    whole = item.packed or source.reads_whole_file
+    # what `ingested_files.size` records: a plain log's bytes, else a marker of any change
+    seen_size = item.marker if item.packed else change_marker(item.path) if source.reads_whole_file else size
+    if seen.source == source.name and seen_size == seen.size and (whole or size == seen.bytes_read):
         report.files_unchanged += 1
-        return None
-    notes: list[str] = []
-    bytes_read, lines_read = seen.bytes_read, seen.lines_read
-    restart = _why_read_again(item.path, size, seen) if item.source != "monitoring_db" and bytes_read else None
+        return
+    reading = _Reading(seen.bytes_read, seen.lines_read)
+    restart = _why_read_again(item, size, seen, source, whole)
     if restart:
-        notes.append(f"{restart}: read again from the start")
+        reading.notes.append(f"{restart}: read again from the start")
+    if whole or restart:
         _forget_file(con, seen.file_id)
-        bytes_read = lines_read = 0
+        reading.bytes_read = reading.lines_read = 0
     context = StageContext(
         file_id=seen.file_id, file=item.rel, path=item.path, component=item.component, stamps=item.stamps,
-        lines_before=lines_read, utc_offset_seconds=offsets.for_item(item),
+        lines_before=reading.lines_read, utc_offset_seconds=offsets.for_item(item),
     )
-    module = import_module(f"taskscope.sources.{item.source}")
-    events = bad = 0
-    if item.source == "monitoring_db":
-        _forget_file(con, seen.file_id)
-        _flush(con, rules)
-        result = module.stage_file(con, context)
-        events, bytes_read = result.events, seen_size
-        notes += [result.note] if result.note else []
+    if source.stage_file is not None:
+        batch.flush()
+        with as_local_file(item.open, item.path) as local:
+            context.path = local
+            _count(reading, source.stage_file(con, context), report)
     else:
         try:
-            chunks = read_new_lines(item.path, bytes_read, lines_read)
+            chunks = read_new_lines(item.path, reading.bytes_read, reading.lines_read,
+                                    opener=item.opener, final=item.packed)
         except OSError as exc:  # readable by stat, not by open (permissions, a vanished file)
             _skip(con, item, seen, size, report, f"cannot be read: {exc.strerror or exc}")
-            return None
+            return
         for chunk in chunks:
-            result = _stage_chunk(con, module, chunk, context)
-            events += result.events
-            bad += result.bad_lines
-            if result.note and result.note not in notes:
-                notes.append(result.note)
-            if result.learned_utc_offset is not None:
-                offsets.learn(item, result.learned_utc_offset)
-                context.utc_offset_seconds = result.learned_utc_offset
-            lines_read += chunk.n_lines
-            context.lines_before = lines_read
-            bytes_read = chunk.end_offset
+            learned = _count(reading, _stage_chunk(con, source, chunk, context), report)
+            if learned is not None:
+                offsets.learn(item, learned)
+                context.utc_offset_seconds = learned
+            reading.lines_read += chunk.n_lines
+            context.lines_before = reading.lines_read
+            reading.bytes_read = chunk.end_offset
             report.lines += chunk.n_lines
             if on_progress:
-                on_progress(item, bytes_read, size)
-            if _staged_rows(con) >= FLUSH_ROWS:
-                _flush(con, rules)
-    pending = max(0, size - bytes_read) if item.source != "monitoring_db" else 0
+                on_progress(item, reading.bytes_read, max(size, reading.bytes_read))
+            if not whole and _staged_rows(con) >= FLUSH_ROWS:  # a big file: keep what is read so far
+                _record(con, item, seen, source, reading, size, restart, partial=True)
+                reading.events = reading.bad = 0
+                batch.commit()
+                batch.begin()
+    pending = 0 if whole else max(0, size - reading.bytes_read)
     report.partial_lines += 1 if pending else 0
     report.files_read += 1
-    report.events += events
-    report.bad_lines += bad
-    note = "; ".join(notes) or None
+    note = "; ".join(reading.notes) or None
     if note:
         report.notes.append(f"{item.rel}: {note}")
+    _record(con, item, seen, source, reading, seen_size, restart, pending=pending)
+    batch.read.add(seen.file_id)
+    if on_progress:
+        on_progress(item, max(size, reading.bytes_read), max(size, reading.bytes_read))
+
+
+def _count(reading: _Reading, result: StageResult, report: IngestReport) -> float | None:
+    """Add a source's result to the file's and the ingest's counts; returns the UTC offset it
+    learned, if any."""
+    reading.events += result.events
+    reading.bad += result.bad_lines
+    report.events += result.events
+    report.bad_lines += result.bad_lines
+    report.values_in_attrs += result.values_in_attrs
+    if result.note and result.note not in reading.notes:
+        reading.notes.append(result.note)
+    return result.learned_utc_offset
+
+
+def _record(con, item: InputFile, seen: _KnownFile, source: Source, reading: _Reading, size: int,
+            restart: str | None, pending: int = 0, partial: bool = False) -> None:
+    """Write how far `item` was read, in the transaction that holds its events."""
     keep_head = seen.head is not None and len(seen.head) == HEAD_BYTES and not restart
-    head = seen.head if keep_head or item.source == "monitoring_db" else _read_head(item.path)
+    whole = item.packed or source.reads_whole_file
+    head = None if whole else seen.head if keep_head else _read_head(item.path)
+    note = None if partial else "; ".join(reading.notes) or None
     con.execute(
-        """UPDATE ingested_files SET size = ?, bytes_read = ?, lines_read = ?,
+        """UPDATE ingested_files SET source = ?, run_dir = ?, size = ?, bytes_read = ?, lines_read = ?,
                   events = events + ?, bad_lines = bad_lines + ?, pending_bytes = ?, note = ?, head = ?,
                   ingested_at = current_timestamp
            WHERE file_id = ?""",
-        [seen_size, bytes_read, lines_read, events, bad, pending, note, head, seen.file_id],
+        [source.name, item.run_dir, size, reading.bytes_read, reading.lines_read, reading.events, reading.bad,
+         pending, note, head, seen.file_id],
     )
-    if on_progress:
-        on_progress(item, size, size)
-    return seen.file_id
+    con.execute("INSERT INTO files_to_relate VALUES (?)", [seen.file_id])
 
 
 def _skip(con, item: InputFile, seen: _KnownFile, size: int, report: IngestReport, note: str | None = None) -> None:
-    """Count a file that is not read: unrelated to taskscope (quietly) or unreadable (the user
-    is told); its note is kept in `ingested_files`."""
-    unreadable = item.unreadable or size < 0 or note is not None
-    note = note or (item.note if item.source is None else "cannot be read")
+    """Count a file that is not read: unrelated to taskscope (quietly), named like a log but
+    of no known format (a note), or unreadable (the user is told); its note is kept in
+    `ingested_files`."""
+    unreadable = item.unreadable or note is not None
+    note = note or item.note
     if unreadable:
         report.files_unreadable += 1
         report.notes.append(f"{item.rel}: {note}")
     else:
         report.files_skipped += 1
+        if item.unexpected:
+            report.notes.append(f"{item.rel}: {note}")
+    size = item.marker if item.packed else size
     if (size, note) != (seen.size, seen.note):
         con.execute("UPDATE ingested_files SET size = ?, note = ? WHERE file_id = ?", [size, note, seen.file_id])
 
 
-def _why_read_again(path: str, size: int, seen: _KnownFile) -> str | None:
-    """Why a file read before must be read again from its start (it shrank, or its first
-    bytes changed: another file took its name), or None if it only grew."""
+def _why_read_again(item: InputFile, size: int, seen: _KnownFile, source: Source, whole: bool) -> str | None:
+    """Why a file read before must be read again from its start, or None if it only grew:
+    another source reads it now; a compressed file or an archive changed; a log shrank, or its
+    first bytes changed (another file took its name)."""
+    if not seen.bytes_read and not seen.lines_read and seen.size is None:
+        return None
+    if seen.source is not None and seen.source != source.name:
+        return f"now read as {source.name} (was {seen.source})"
+    if item.packed:
+        return "changed since it was read" if seen.source is not None else None
+    if whole or not seen.bytes_read:
+        return None
     if size < seen.bytes_read:
         return "file shrank (rotated or rewritten)"
-    head = _read_head(path, len(seen.head)) if seen.head is not None else None
+    head = _read_head(item.path, len(seen.head)) if seen.head is not None else None
     # an unreadable head says nothing: the open that follows reports the file as unreadable
     if head is not None and head != seen.head:
         return "file was replaced (its first bytes changed)"
@@ -266,12 +449,12 @@ def _read_head(path: str, length: int = HEAD_BYTES) -> bytes | None:
         return None
 
 
-def _stage_chunk(con, module, chunk, context: StageContext) -> StageResult:
+def _stage_chunk(con, source: Source, chunk, context: StageContext) -> StageResult:
     """Hand the chunk's usable lines to the source as the relation `chunk_text` (line, txt);
     keep the others aside in bad_lines."""
     if chunk.text is not None:
         with registered(con, "chunk_text", chunk.text):
-            return module.stage_lines(con, "chunk_text", context)
+            return source.stage_lines(con, "chunk_text", context)
     with registered(con, "chunk_lines", chunk.table):
         undecodable = scalar(
             con,
@@ -285,7 +468,7 @@ def _stage_chunk(con, module, chunk, context: StageContext) -> StageResult:
             )
         con.execute(f"CREATE OR REPLACE TEMP TABLE chunk_text AS {usable_lines_sql('chunk_lines')}")
     try:
-        result = module.stage_lines(con, "chunk_text", context)
+        result = source.stage_lines(con, "chunk_text", context)
     except BaseException:
         _quietly(con, "DROP TABLE IF EXISTS chunk_text")
         raise
@@ -316,9 +499,3 @@ def _forget_file(con, file_id: int) -> None:
     for table in ("events", "bad_lines", "event_task_links"):
         con.execute(f"DELETE FROM {table} WHERE file_id = ?", [file_id])
     con.execute("UPDATE ingested_files SET events = 0, bad_lines = 0 WHERE file_id = ?", [file_id])
-
-
-def _change_marker(path: str) -> int:
-    """A monitoring.db's change marker: its mtime plus its size (any write changes it)."""
-    stat = os.stat(path)
-    return int(stat.st_mtime_ns // 1000) + stat.st_size

@@ -1,55 +1,104 @@
-"""Find the inputs under the paths a user gives, and what each file's location tells.
+"""Find the inputs under the paths a user gives, and what each one is.
 
-A runinfo folder with many runs, one run folder, or single files: every file below is
-classified by name into a source (see `taskscope.sources`), and its path is read for the
-ids Parsl encodes in it: the run folder, the executor label, `block-N`, the manager id and
-the worker number.
+A runinfo folder with many runs, one run folder, single files, `.gz` files or archives of
+any of these: every file is recognised by its content (its name and first bytes, see
+`taskscope.sources.recognising_source`), and its location is read for what it says (the
+run folder; for Parsl's logs the executor label, block, manager and worker). Archive members
+are inputs of their own (see `taskscope.ingest.archives`).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import stat
-from collections.abc import Iterator
+import tarfile
+import zipfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, NamedTuple
 
-RUN_DIR_MARKERS = ("parsl.log", "parsl.jsonlog")
-
-# <label>/block-<N>/<manager uid>/(manager|worker_<M>).(log|jsonlog)
-_EXECUTOR_SIDE = re.compile(
-    r"(?:^|/)(?P<label>[^/]+)/block-(?P<block>[^/]+)/(?P<manager>[^/]+)/"
-    r"(?:manager|worker_(?P<worker>\d+))\.(?:log|jsonlog)$"
+from taskscope.ingest.archives import (
+    MEMBER_SEPARATOR, Archive, Opener, change_marker, file_opener, packing_of, read_head,
 )
-_INTERCHANGE = re.compile(r"(?:^|/)(?P<label>[^/]+)/(?:interchange|monitoring_zmq_router)\.(?:log|jsonlog)$")
+from taskscope.sources import SAMPLE_BYTES, Sample, Source, recognising_source, source_named
+
+#: a folder holding one of these is a Parsl run folder (a run's other files belong to its run)
+RUN_DIR_MARKERS = ("parsl.log", "parsl.jsonlog", "parsl.log.gz", "parsl.jsonlog.gz")
+
+#: the reading order of files no source recognises (they are only listed)
+_UNREAD_ORDER = 1_000
 
 
 @dataclass
 class InputFile:
-    """One input: a file (or a monitoring.db) and what its path says about it."""
+    """One input: a file, a compressed file or an archive member, and what is known of it."""
 
-    path: str  # absolute
+    path: str  # absolute; an archive member's is `<archive>!<member>`
     rel: str  # relative to the path the user gave (what events.file shows)
-    source: str | None  # name of the source module that reads it; None = skipped
-    component: str | None = None  # parsl, interchange, manager, worker, dbm, router, ...
+    source: str | None  # name of the source that reads it; None = not read
+    component: str | None = None  # the events' `source`: parsl, interchange, worker, jsonl, text, ...
     run_dir: str | None = None
     stamps: dict[str, str] = field(default_factory=dict)  # executor_label, block_id, ...
-    note: str | None = None  # why it is skipped
-    unreadable: bool = False  # skipped because it cannot be read (the user is told), not as unrelated
+    note: str | None = None  # why it is not read
+    unreadable: bool = False  # not read because it cannot be read (the user is told)
+    unexpected: bool = False  # not read though its name says log (the user is told, as a note)
+    opener: Opener | None = None  # how to read its content (None: the plain file at `path`)
+    marker: int | None = None  # a compressed file's or member's change marker (its archive's)
+    order: int = _UNREAD_ORDER
+
+    @property
+    def packed(self) -> bool:
+        """Compressed or inside an archive: read whole from its start when it changes."""
+        return self.marker is not None
+
+    def open(self) -> BinaryIO:
+        return self.opener() if self.opener else open(self.path, "rb")
 
 
-def discover(paths: list[str]) -> tuple[list[InputFile], list[str]]:
-    """Classify every file under `paths`. Returns (inputs, missing paths).
+class KnownSource(NamedTuple):
+    """What an earlier ingest learned of a path: its source, size (or change marker), note."""
 
-    Inputs come in the order they should be read: logs with epoch timestamps first (they
-    teach the run's UTC offset to the formats with local times), monitoring.db last. A file
-    under two of the paths (a folder and a file in it) comes once, named as the first names it.
+    source: str | None
+    size: int | None
+    note: str | None
 
-    >>> inputs, missing = discover(["runinfo/"])
+
+@dataclass
+class Discovery:
+    """The inputs found (in reading order) and the paths that do not exist. Archives stay
+    open until `close` (or the end of a `with` block)."""
+
+    inputs: list[InputFile]
+    missing: list[str]
+    archives: list[Archive] = field(default_factory=list)
+
+    def __enter__(self) -> Discovery:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for archive in self.archives:
+            archive.close()
+        self.archives.clear()
+
+
+def discover(paths: list[str], known: Mapping[str, KnownSource] | None = None) -> Discovery:
+    """Find and recognise every input under `paths`.
+
+    Inputs come in reading order (each source's `order`, a run's DFK log first among equals),
+    then the files nothing reads. A file under two of the paths (a folder and a file in it)
+    comes once, named as the first names it. `known` (path -> what an earlier ingest learned)
+    spares reading the start of files already recognised.
+
+    >>> discover(["no/such/folder"]).missing
+    ['no/such/folder']
     """
     _run_dir_of_folder.cache_clear()  # folders may have gained a parsl.log since the last call
+    finder = _Finder(known or {})
     found: list[InputFile] = []
     missing: list[str] = []
     for given in paths:
@@ -57,104 +106,156 @@ def discover(paths: list[str]) -> tuple[list[InputFile], list[str]]:
         if not root.exists():
             missing.append(given)
         elif root.is_dir():
-            found.extend(_walk(root))
+            found.extend(finder.walk(root))
         else:
-            found.append(_classify_entry(root, root.name))
+            found.extend(finder.entry(root, root.name))
     once = list({item.path: item for item in reversed(found)}.values())  # the first of each path wins
-    once.sort(key=_read_order)
-    return once, missing
+    once.sort(key=lambda item: (item.order, item.component != "parsl", item.path))
+    return Discovery(once, missing, finder.archives)
 
 
-def _walk(root: Path) -> Iterator[InputFile]:
-    """Every file below `root`, following symbolic links to folders (a runinfo on scratch
-    space is often linked in) but never into a folder twice; unreadable folders are
-    reported as inputs that cannot be read rather than left out in silence."""
-    unreadable: list[OSError] = []
-    seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable.append, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:  # a link loop, or a second link to the same folder
-            dirnames.clear()
-            continue
-        seen.add(real)
-        dirnames.sort()
-        for name in sorted(filenames):
-            full = Path(dirpath, name)
-            yield _classify_entry(full, str(full.relative_to(root)))
-    for error in unreadable:
-        folder = Path(error.filename or root)
-        rel = str(folder.relative_to(root)) if folder != root else folder.name
-        yield InputFile(path=str(folder.resolve()), rel=rel, source=None, unreadable=True,
-                        note=f"folder cannot be read: {error.strerror or error}")
+class _Finder:
+    """Walks folders and recognises what it finds; keeps the archives it opened."""
+
+    def __init__(self, known: Mapping[str, KnownSource]):
+        self.known = known
+        self.archives: list[Archive] = []
+
+    def walk(self, root: Path) -> Iterator[InputFile]:
+        """Every file below `root`, following symbolic links to folders (a runinfo on scratch
+        space is often linked in) but never into a folder twice; unreadable folders are
+        reported as inputs that cannot be read rather than left out in silence."""
+        unreadable: list[OSError] = []
+        seen: set[str] = set()
+        for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable.append, followlinks=True):
+            real = os.path.realpath(dirpath)
+            if real in seen:  # a link loop, or a second link to the same folder
+                dirnames.clear()
+                continue
+            seen.add(real)
+            dirnames.sort()
+            for name in sorted(filenames):
+                full = Path(dirpath, name)
+                yield from self.entry(full, str(full.relative_to(root)))
+        for error in unreadable:
+            folder = Path(error.filename or root)
+            rel = str(folder.relative_to(root)) if folder != root else folder.name
+            yield InputFile(path=str(folder.resolve()), rel=rel, source=None, unreadable=True,
+                            note=f"folder cannot be read: {error.strerror or error}")
+
+    def entry(self, path: Path, rel: str) -> Iterator[InputFile]:
+        """The input(s) of one directory entry: a regular file, or each member of an archive.
+        Anything else (a broken link, a FIFO, a socket, a device) is skipped with a note, since
+        opening it could fail or block."""
+        try:
+            mode = path.stat().st_mode
+        except (OSError, RuntimeError) as exc:  # a dangling link or a link loop
+            reason = getattr(exc, "strerror", None) or str(exc)
+            yield InputFile(path=str(path.absolute()), rel=rel, source=None, unreadable=True,
+                            note=f"cannot be read: {reason}")
+            return
+        if not stat.S_ISREG(mode):
+            yield InputFile(path=str(path.absolute()), rel=rel, source=None,
+                            note="not a regular file (a pipe, socket or device): not read")
+            return
+        yield from self.file(path.resolve(), rel)
+
+    def file(self, path: Path, rel: str) -> Iterator[InputFile]:
+        item = InputFile(path=str(path), rel=rel, source=None, run_dir=find_run_dir(path))
+        known = self.known.get(item.path)
+        if known is not None and not path.name.endswith(".gz") and _still_known(known, path):
+            yield _recognised(item, source_named(known.source) if known.source else None, known.note)
+            return
+        try:
+            with item.open() as handle:
+                head = handle.read(max(SAMPLE_BYTES, 512))
+        except OSError as exc:  # readable by stat, not by open (permissions)
+            item.unreadable, item.note = True, f"cannot be read: {exc.strerror or exc}"
+            yield item
+            return
+        packing = packing_of(head)
+        if packing in ("tar", "tar.gz", "zip"):
+            yield from self.archive(item, packing)
+            return
+        if packing == "gz":
+            item.opener, item.marker = file_opener(item.path, "gz"), change_marker(item.path)
+            head = read_head(item.open, SAMPLE_BYTES)
+        yield _sniffed(item, head)
+
+    def archive(self, item: InputFile, packing: str) -> Iterator[InputFile]:
+        """Each member of the archive at `item.path` as an input of its own."""
+        try:
+            archive = Archive(item.path, packing)
+        except (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile) as exc:
+            item.unreadable, item.note = True, f"cannot be read as a {packing} archive: {exc}"
+            yield item
+            return
+        self.archives.append(archive)
+        marker = change_marker(item.path)
+        members = archive.members()
+        names = {member.name for member in members}
+        for member in members:
+            path = f"{item.path}{MEMBER_SEPARATOR}{member.name}"
+            run_folder = _run_folder_in(member.name, names)
+            child = InputFile(
+                path=path, rel=f"{item.rel}{MEMBER_SEPARATOR}{member.name}", source=None,
+                run_dir=None if run_folder is None else f"{item.path}{MEMBER_SEPARATOR}{run_folder}",
+                opener=archive.opener(member.name), marker=marker,
+            )
+            known = self.known.get(path)
+            if known is not None and known.size == marker:
+                yield _recognised(child, source_named(known.source) if known.source else None, known.note)
+                continue
+            head = read_head(child.open, max(SAMPLE_BYTES, 512))
+            if head is not None and packing_of(head) in ("tar", "tar.gz", "zip"):
+                child.note = "an archive inside an archive: not read"
+                yield child
+                continue
+            yield _sniffed(child, head)
 
 
-def _classify_entry(path: Path, rel: str) -> InputFile:
-    """`classify` for a regular file; anything else (a broken link, a FIFO, a socket, a device)
-    is skipped with a note, since opening it could fail or block."""
+def _still_known(known: KnownSource, path: Path) -> bool:
+    """Whether what an earlier ingest recognised still holds without reading the file again:
+    a recognised file stays what it was (one replaced by another is found out when read); an
+    unrecognised one, as long as its size is the same."""
+    if known.source is not None:
+        return source_named(known.source) is not None  # a plug-in may have been uninstalled
     try:
-        mode = path.stat().st_mode
-    except (OSError, RuntimeError) as exc:  # a dangling link or a link loop
-        reason = getattr(exc, "strerror", None) or str(exc)
-        return InputFile(path=str(path.absolute()), rel=rel, source=None, unreadable=True,
-                         note=f"cannot be read: {reason}")
-    if not stat.S_ISREG(mode):
-        return InputFile(path=str(path.absolute()), rel=rel, source=None,
-                         note="not a regular file (a pipe, socket or device): not read")
-    return classify(path.resolve(), rel)
+        return known.size == path.stat().st_size
+    except OSError:
+        return False
 
 
-def _read_order(item: InputFile) -> tuple[int, str]:
-    rank = {"parsl_jsonlog": 0, "parsl_textlog": 1, "jsonlines": 2, "monitoring_db": 3}
-    first = 0 if item.component == "parsl" else 1
-    return (rank.get(item.source or "", 4) * 2 + first, item.path)
-
-
-def classify(path: Path, rel: str) -> InputFile:
-    """Decide which source reads `path` and what its location stamps on its events."""
-    name = path.name
-    run_dir = find_run_dir(path)
-    item = InputFile(path=str(path), rel=rel, source=None, run_dir=run_dir)
-    if name == "monitoring.db" or (name.endswith(".db") and _is_sqlite(path)):
-        item.source, item.component = "monitoring_db", "monitoring"
+def _sniffed(item: InputFile, head: bytes | None) -> InputFile:
+    """`item` recognised from its first bytes (`head`, None if it could not be read)."""
+    if head is None:
+        item.unreadable, item.note = True, "cannot be read"
         return item
-    if name.endswith(".jsonlog"):
-        item.source = "parsl_jsonlog"
-    elif name.endswith(".log"):
-        item.source = "parsl_textlog"
-    elif name.endswith((".jsonl", ".ndjson")):
-        item.source, item.component = "jsonlines", "jsonl"
-        return item
+    name = PurePosixPath(item.path.replace(MEMBER_SEPARATOR, "/")).name
+    sample = Sample(name.removesuffix(".gz") if item.packed else name, head, item.rel)
+    source = recognising_source(sample)
+    if source is not None:
+        return _recognised(item, source, None)
+    if not head:
+        note = "empty"
+    elif not sample.lines:
+        note = "unknown format (no complete line yet)" if b"\x00" not in head else "unknown format (binary)"
     else:
-        item.note = "not a log format taskscope reads"
-        return item
-    item.component, item.stamps = _component_and_stamps(str(path))
+        note = "unknown format" if sample.is_text else "unknown format (binary)"
+    item.note = note
+    # a file named like a log that is not one is worth a word; a script or a CSV is not
+    item.unexpected = head != b"" and sample.name.endswith((".log", ".jsonlog", ".jsonl"))
     return item
 
 
-def _component_and_stamps(path: str) -> tuple[str, dict[str, str]]:
-    stem = Path(path).name.rsplit(".", 1)[0]
-    match = _EXECUTOR_SIDE.search(path)
-    if match:
-        stamps = {
-            "executor_label": match["label"],
-            "block_id": match["block"],
-            "manager_id": match["manager"],
-        }
-        if match["worker"] is not None:
-            stamps["worker_id"] = match["worker"]
-            return "worker", stamps
-        return "manager", stamps
-    match = _INTERCHANGE.search(path)
-    if match:
-        component = "interchange" if stem == "interchange" else "router"
-        return component, {"executor_label": match["label"]}
-    if stem == "parsl":
-        return "parsl", {}
-    if stem == "database_manager":
-        return "dbm", {}
-    if stem.startswith("monitoring_"):
-        return "router", {}
-    return "log", {}
+def _recognised(item: InputFile, source: Source | None, note: str | None) -> InputFile:
+    """`item` as read by `source` (None: not read, with `note`)."""
+    if source is None:
+        item.note = note
+        return item
+    item.source, item.order = source.name, source.order
+    item.component, item.stamps = source.path_info(item.path.replace(MEMBER_SEPARATOR, "/"))
+    return item
 
 
 def find_run_dir(path: Path) -> str | None:
@@ -170,9 +271,14 @@ def _run_dir_of_folder(folder: str) -> str | None:
     return None if parent == folder else _run_dir_of_folder(parent)
 
 
-def _is_sqlite(path: Path) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(16) == b"SQLite format 3\x00"
-    except OSError:
-        return False
+def _run_folder_in(member: str, names: set[str]) -> str | None:
+    """The nearest folder of the archive at or above `member` that holds a DFK log ('' for the
+    archive's top), or None."""
+    folder = PurePosixPath(member).parent
+    while True:
+        prefix = "" if str(folder) == "." else f"{folder}/"
+        if any(f"{prefix}{marker}" in names for marker in RUN_DIR_MARKERS):
+            return prefix.rstrip("/")
+        if str(folder) == ".":
+            return None
+        folder = folder.parent

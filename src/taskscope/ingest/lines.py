@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -47,28 +47,36 @@ class LineChunk:
 
 
 def read_new_lines(
-    path: str, offset: int, lines_before: int, chunk_bytes: int = CHUNK_BYTES
+    path: str, offset: int, lines_before: int, chunk_bytes: int = CHUNK_BYTES,
+    opener: Callable[[], BinaryIO] | None = None, final: bool = False,
 ) -> Iterator[LineChunk]:
-    """Chunks of the complete lines of `path` after byte `offset`.
+    """Chunks of the complete lines of `path` (or of what `opener` opens: a compressed file,
+    an archive member) after byte `offset` of its content.
 
     The file is opened now, so a file that cannot be read raises OSError here rather than
     at the first chunk. A partial last line (no newline yet) is not yielded: it waits for
-    the next ingest.
+    the next ingest, unless the content is `final` (compressed or archived: it will not grow),
+    where it is the last line.
 
     >>> chunks = list(read_new_lines("/etc/hostname", 0, 0))
     """
-    handle = open(path, "rb")
-    handle.seek(offset)
-    return _chunks(handle, offset, lines_before, chunk_bytes)
+    handle = opener() if opener else open(path, "rb")
+    if offset:
+        handle.seek(offset)
+    return _chunks(handle, offset, lines_before, chunk_bytes, final)
 
 
-def _chunks(handle: BinaryIO, offset: int, lines_before: int, chunk_bytes: int) -> Iterator[LineChunk]:
+def _chunks(handle: BinaryIO, offset: int, lines_before: int, chunk_bytes: int, final: bool) -> Iterator[LineChunk]:
     line_no = lines_before
     with handle:
         carry = b""
         while True:
             block = handle.read(chunk_bytes)
             if not block:
+                if final and carry:  # the last line of content that will not grow
+                    chunk = _split_lines(carry + b"\n", line_no + 1)
+                    chunk.end_offset = offset + len(carry)
+                    yield chunk
                 return
             data = carry + block if carry else block
             last_newline = data.rfind(b"\n")

@@ -1,16 +1,30 @@
-"""Input formats. One module per format, each with the same small interface.
+"""Input formats. One module per format, each with the same small interface, registered here.
 
-A line-oriented source exposes ``stage_lines(con, table_name, context) -> StageResult``,
-which reads the new lines of a file from the relation `table_name` (columns `line`, the
-1-based line number, and `txt`, the decoded line without its ending; lines that cannot be
-decoded are already in bad_lines, see `taskscope.ingest.lines`) and inserts its records
-into the staging table.
-A whole-file source (monitoring.db) exposes ``stage_file(con, context) -> StageResult``.
+Each source module declares a module-level ``SOURCE = Source(...)``: its name, how it
+recognises a file (`recognise`, given a `Sample` of the file's name and first bytes), its
+reading order, and how it reads:
+- a line-oriented source has ``stage_lines(con, table_name, context) -> StageResult``, which
+  reads the new lines of a file from the relation `table_name` (columns `line`, the 1-based
+  line number, and `txt`, the decoded line without its ending; lines that cannot be decoded
+  are already in bad_lines, see `taskscope.ingest.lines`) and inserts its records into the
+  staging table;
+- a whole-file source (monitoring.db) has ``stage_file(con, context) -> StageResult`` and is
+  read again whole whenever the file changes.
+The ingest asks the sources in turn (`recognising_source`) and has no branch of its own per
+format. Other packages add sources through the entry point group `taskscope.sources`, each
+entry naming a `Source` (or a module with a `SOURCE`).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import import_module
+from importlib.metadata import entry_points
+from types import ModuleType
+from typing import Any
 
 
 @dataclass
@@ -35,9 +49,156 @@ class StageResult:
     bad_lines: int = 0
     note: str | None = None
     learned_utc_offset: float | None = None
+    values_in_attrs: int = 0  # values that did not fit their typed column (pid: "w-1"), kept in attrs
 
 
 def stamp_columns_sql(stamps: dict[str, str]) -> tuple[str, list[str]]:
     """SQL select-list entries (and their parameters) for the ids a file's path gives."""
     names = sorted(stamps)
     return "".join(f", ?::VARCHAR AS {name}" for name in names), [stamps[n] for n in names]
+
+
+#: how much of a file's start a source sees to recognise it
+SAMPLE_BYTES = 16 << 10
+#: the most lines of that start a `Sample` offers
+SAMPLE_LINES = 100
+
+
+class Sample:
+    """What a source sees of a file to recognise it: its name and its first bytes.
+
+    `name` is the file's name without a compression suffix (`parsl.log` for `parsl.log.gz`);
+    `head` is the start of its content (decompressed); `lines` are the complete lines of that
+    start, decoded (undecodable bytes replaced), without their endings.
+
+    >>> Sample("app.log", b"2026-01-02 03:04:05 start\\npartial").lines
+    ['2026-01-02 03:04:05 start']
+    """
+
+    def __init__(self, name: str, head: bytes, path: str = ""):
+        self.name = name
+        self.head = head
+        self.path = path  # as the user would name it (an archive member: `x.tar.gz!000/parsl.log`)
+        self._lines: list[str] | None = None
+
+    @property
+    def lines(self) -> list[str]:
+        if self._lines is None:
+            complete = self.head[: self.head.rfind(b"\n") + 1]
+            text = complete.decode("utf-8", errors="replace")
+            self._lines = [line.rstrip("\r") for line in text.split("\n")[:SAMPLE_LINES] if line.strip()]
+        return self._lines
+
+    @property
+    def is_text(self) -> bool:
+        """True when its start has at least one complete line and no NUL byte."""
+        return bool(self.lines) and b"\x00" not in self.head
+
+
+def share_matching(lines: list[str], pattern: re.Pattern[str]) -> float:
+    """The share of `lines` that `pattern` matches at their start (0.0 for no lines).
+
+    >>> share_matching(["a1", "b2", "a3"], re.compile("a"))
+    0.6666666666666666
+    """
+    return sum(1 for line in lines if pattern.match(line)) / len(lines) if lines else 0.0
+
+
+PathInfo = Callable[[str], tuple[str | None, dict[str, str]]]
+
+
+def no_path_info(path: str) -> tuple[str | None, dict[str, str]]:
+    """A `Source.from_path` for sources whose files' location says nothing."""
+    return None, {}
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input format, as the ingest sees it.
+
+    - `name`: what `ingested_files.source` records (by convention the module's name);
+    - `recognise(sample) -> bool`: whether a file is of this format, from its name and start;
+    - `order`: reading order, lower first (logs with epoch times teach the UTC offset to those
+      with naive local times; monitoring.db, whole and re-read on change, comes last);
+    - `stage_lines` or `stage_file`: how it reads (see the module docstring);
+    - `component`: the default `events.source` of its events;
+    - `from_path(path) -> (component, stamps)`: what a file's location says (Parsl's
+      `<label>/block-N/<manager>/worker_M.log`), overriding `component` when not None;
+    - `fallback`: asked only when no other source recognises the file (generic formats).
+
+    >>> Source("csv_events", lambda sample: sample.name.endswith(".csv"), stage_lines=print).reads_whole_file
+    False
+    """
+
+    name: str
+    recognise: Callable[[Sample], bool]
+    order: int = 50
+    stage_lines: Callable[..., StageResult] | None = None
+    stage_file: Callable[..., StageResult] | None = None
+    component: str | None = None
+    from_path: PathInfo = no_path_info
+    fallback: bool = False
+
+    @property
+    def reads_whole_file(self) -> bool:
+        return self.stage_file is not None
+
+    def path_info(self, path: str) -> tuple[str | None, dict[str, str]]:
+        """(events.source, stamps) of the file at `path` (an archive member's `a.tgz!x/y.log`)."""
+        component, stamps = self.from_path(path)
+        return component or self.component, stamps
+
+
+#: the sources taskscope ships, by module name under `taskscope.sources`, in the order they are
+#: asked: Academy's JSON logs (known by content) before Parsl's (any other `*.jsonlog`)
+BUILT_IN = ("academy_jsonlog", "parsl_jsonlog", "parsl_textlog", "jsonlines", "monitoring_db", "timestamped_text")
+ENTRY_POINT_GROUP = "taskscope.sources"
+
+
+class SourceError(Exception):
+    """A registered source cannot be used (its entry point fails to load, or names no Source)."""
+
+
+@lru_cache(maxsize=1)
+def registered_sources() -> tuple[Source, ...]:
+    """Every source: the built-in ones, then those of the `taskscope.sources` entry points,
+    in the order they are asked (specific formats first, fallbacks last).
+
+    >>> [source.name for source in registered_sources()][:3]
+    ['academy_jsonlog', 'parsl_jsonlog', 'parsl_textlog']
+    """
+    found = [_as_source(import_module(f"taskscope.sources.{name}"), name) for name in BUILT_IN]
+    for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        try:
+            loaded = entry.load()
+        except Exception as exc:  # noqa: BLE001 - a broken plug-in is named, not a traceback
+            raise SourceError(f"source {entry.name!r} ({entry.value}) cannot be loaded: {exc}") from exc
+        found.append(_as_source(loaded, entry.name))
+    names = [source.name for source in found]
+    duplicated = {name for name in names if names.count(name) > 1}
+    if duplicated:
+        raise SourceError(f"two sources are named {', '.join(sorted(duplicated))}")
+    return tuple(sorted(found, key=lambda source: source.fallback))  # stable: built-ins first
+
+
+def _as_source(loaded: Any, name: str) -> Source:
+    source = getattr(loaded, "SOURCE", None) if isinstance(loaded, ModuleType) else loaded
+    if not isinstance(source, Source):
+        raise SourceError(f"source {name!r} names no taskscope.sources.Source")
+    if (source.stage_lines is None) == (source.stage_file is None):
+        raise SourceError(f"source {name!r} needs exactly one of stage_lines and stage_file")
+    return source
+
+
+def source_named(name: str) -> Source | None:
+    """The registered source called `name`, or None."""
+    return next((source for source in registered_sources() if source.name == name), None)
+
+
+def recognising_source(sample: Sample) -> Source | None:
+    """The first source that recognises `sample` (specific formats before fallbacks), or None.
+
+    >>> recognising_source(Sample("w.jsonlog", b"")).name
+    'parsl_jsonlog'
+    """
+    return next((source for source in registered_sources() if source.recognise(sample)), None)

@@ -7,10 +7,11 @@ that is not a JSON object, or has no readable time, is kept aside in `bad_lines`
 from __future__ import annotations
 
 import duckdb
+import orjson
 
 from taskscope._sql import scalar
 from taskscope.ingest.staging import insert_staged
-from taskscope.sources import StageContext, StageResult
+from taskscope.sources import Sample, Source, StageContext, StageResult
 from taskscope.sources.json_fields import (
     attrs_patch,
     extract_columns_sql,
@@ -80,3 +81,31 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
         [context.file, context.file_id],
     )
     return StageResult(events=staged, bad_lines=int(bad))
+
+
+def is_json_lines(sample: Sample) -> bool:
+    """JSON lines by name (`*.jsonl`, `*.ndjson`), or by content: most of the first lines are
+    JSON objects, whatever the name (`app.log`).
+
+    >>> is_json_lines(Sample("app.log", b'{"time": 1.5, "msg": "hi"}\\n{"time": 2.5, "msg": "ho"}\\n'))
+    True
+    """
+    if sample.name.endswith((".jsonl", ".ndjson")):
+        return True
+    if not sample.is_text:
+        return False
+    objects = sum(1 for line in sample.lines if _is_json_object(line))
+    return objects * 2 > len(sample.lines)
+
+
+def _is_json_object(line: str) -> bool:
+    line = line.strip()
+    if not (line.startswith("{") and line.endswith("}")):
+        return False
+    try:
+        return isinstance(orjson.loads(line), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+SOURCE = Source(name="jsonlines", recognise=is_json_lines, order=20, stage_lines=stage_lines, component="jsonl")

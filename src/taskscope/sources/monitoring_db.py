@@ -18,7 +18,7 @@ import pandas as pd
 
 from taskscope._sql import registered
 from taskscope.ingest.staging import insert_staged
-from taskscope.sources import StageContext, StageResult
+from taskscope.sources import Sample, Source, StageContext, StageResult
 
 TABLES = ("workflow", "task", "try", "status", "resource", "node", "block")
 
@@ -155,3 +155,17 @@ def _stage_table(con: duckdb.DuckDBPyConnection, table: str, rows: pd.DataFrame,
         return 0
     with registered(con, "mon_rows", rows):
         return insert_staged(con, _select(table, rows), [context.file, context.file_id, context.utc_offset_seconds])
+
+
+def is_monitoring_db(sample: Sample) -> bool:
+    """A `monitoring.db`, or any SQLite file (one that is not Parsl's is noted, not read).
+
+    >>> is_monitoring_db(Sample("results.db", b"SQLite format 3\\x00..."))
+    True
+    """
+    return sample.name == "monitoring.db" or sample.head.startswith(b"SQLite format 3\x00")
+
+
+# last: it is read whole, and its naive local times use the offset the logs taught
+SOURCE = Source(name="monitoring_db", recognise=is_monitoring_db, order=90, stage_file=stage_file,
+                component="monitoring")

@@ -17,7 +17,8 @@ import duckdb
 
 from taskscope._sql import literal, scalar
 from taskscope.ingest.staging import STAGED, insert_staged
-from taskscope.sources import StageContext, StageResult
+from taskscope.sources import Sample, Source, StageContext, StageResult
+from taskscope.sources.parsl_layout import parsl_path_info
 
 _LEVEL = r"(DEBUG|INFO|WARNING|ERROR|CRITICAL)"
 _DATE = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
@@ -110,6 +111,26 @@ def detect_format(sample_lines: list[str]) -> TextFormat | None:
     return best
 
 
+_HEADERS = [re.compile(fmt.pattern) for fmt in FORMATS]
+
+
+def looks_like_parsl_log(sample: Sample) -> bool:
+    """Whether a file's first lines are Parsl log records: its first line starts one, or at
+    least a third of them do (a record's continuation lines, a config dump or a traceback,
+    can outnumber the headers). A Snakemake or Ray log, or any other text, is not.
+
+    >>> looks_like_parsl_log(Sample("x.log", b"2026-11-21 22:36:16.009 dbm:697 [INFO] [MainThread 1] Start\\n"))
+    True
+    >>> looks_like_parsl_log(Sample("x.log", b"Building DAG of jobs...\\nUsing shell: /usr/bin/bash\\n"))
+    False
+    """
+    lines = sample.lines
+    if not sample.is_text:
+        return False
+    headers = [any(regex.match(line) for regex in _HEADERS) for line in lines]
+    return headers[0] or sum(headers) * 3 >= len(headers)
+
+
 def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageContext) -> StageResult:
     """Parse the text log lines of `table_name` into staging, joining multi-line records."""
     sample = [
@@ -126,7 +147,7 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
     context.progress["format"] = fmt.name
 
     _split_records(con, table_name, fmt)
-    continued = _continue_previous_event(con, context)
+    continued = continue_previous_event(con, context)
     orphans = scalar(
         con,
         """INSERT INTO bad_lines SELECT ?, line, 'continuation line before the first record',
@@ -192,7 +213,7 @@ def _headers_sql(fmt: TextFormat, lines_sql: str) -> str:
         FROM cut LEFT JOIN middles USING (middle)"""
 
 
-def _continue_previous_event(con: duckdb.DuckDBPyConnection, context: StageContext) -> bool:
+def continue_previous_event(con: duckdb.DuckDBPyConnection, context: StageContext) -> bool:
     """Append lines that continue a record read before (an earlier ingest, or the previous
     chunk of a big file) to that record's event."""
     if context.lines_before == 0:
@@ -279,3 +300,9 @@ def _all_lines_bad(con: duckdb.DuckDBPyConnection, table_name: str, context: Sta
             FROM {table_name}""",
         [context.file, reason, context.file_id],
     ))
+
+
+SOURCE = Source(
+    name="parsl_textlog", recognise=looks_like_parsl_log, order=10, stage_lines=stage_lines,
+    from_path=parsl_path_info,
+)

@@ -1,0 +1,170 @@
+"""Compressed files and runinfo archives, read in place.
+
+"Send me a tarball of your runinfo" is how runs travel. A `.gz` file is read through gzip;
+a `.tar`, `.tar.gz`/`.tgz` or `.zip` archive is opened and each of its members becomes an
+input of its own, named `<archive>!<member>` (`runinfo.tar.gz!000/parsl.log`). What a file
+is, is told by its first bytes, not its name. A compressed tar is first unpacked to a
+temporary tar file, so that its members can be read in any order without decompressing
+the archive again for each.
+
+>>> packing_of(b"PK\\x03\\x04...")
+'zip'
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import tarfile
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO
+
+#: between an archive's path and a member's name in `events.file` and `ingested_files.path`
+MEMBER_SEPARATOR = "!"
+
+Opener = Callable[[], BinaryIO]
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZIP_MAGIC = b"PK\x03\x04"
+_TAR_MAGIC_OFFSET = 257  # "ustar" in a POSIX tar header
+
+
+def packing_of(head: bytes) -> str | None:
+    """'zip', 'tar', 'tar.gz', 'gz' or None (a plain file), from a file's first bytes (at
+    least 512 for a tar).
+
+    >>> packing_of(b"2026-01-02 03:04:05 hello") is None
+    True
+    """
+    if head.startswith(_ZIP_MAGIC):
+        return "zip"
+    if head.startswith(_GZIP_MAGIC):
+        try:
+            inner = zlib.decompressobj(wbits=31).decompress(head, 1024)
+        except zlib.error:
+            return "gz"  # a damaged or truncated start: reading it reports what is wrong
+        return "tar.gz" if _is_tar(inner) else "gz"
+    return "tar" if _is_tar(head) else None
+
+
+def _is_tar(head: bytes) -> bool:
+    return head[_TAR_MAGIC_OFFSET : _TAR_MAGIC_OFFSET + 5] == b"ustar"
+
+
+def file_opener(path: str, packing: str | None) -> Opener:
+    """A function opening `path` for reading its content (decompressed for 'gz')."""
+    if packing == "gz":
+        return lambda: gzip.open(path, "rb")
+    return lambda: open(path, "rb")
+
+
+def change_marker(path: str) -> int:
+    """A number any write to the file changes: its mtime (µs) plus its size."""
+    stat = os.stat(path)
+    return int(stat.st_mtime_ns // 1000) + stat.st_size
+
+
+@dataclass
+class Member:
+    """A regular file inside an archive."""
+
+    name: str  # its path inside the archive, without a leading `./`
+    size: int  # bytes, as stored (a `.gz` member: compressed)
+
+
+class Archive:
+    """An open tar or zip archive: its members, and a way to read each.
+
+    >>> with Archive("runinfo.tar.gz", "tar.gz") as archive:  # doctest: +SKIP
+    ...     names = [member.name for member in archive.members()]
+    """
+
+    def __init__(self, path: str, packing: str):
+        self.path = path
+        self._spool: BinaryIO | None = None
+        if packing == "zip":
+            self._zip: zipfile.ZipFile | None = zipfile.ZipFile(path)
+            self._tar: tarfile.TarFile | None = None
+            self._infos: dict = {_clean(info.filename): info for info in self._zip.infolist() if not info.is_dir()}
+            return
+        self._zip = None
+        if packing == "tar.gz":
+            self._spool = tempfile.TemporaryFile(prefix="taskscope-archive-")
+            with gzip.open(path, "rb") as packed:
+                shutil.copyfileobj(packed, self._spool, 1 << 20)
+            self._spool.seek(0)
+            self._tar = tarfile.open(fileobj=self._spool, mode="r:")
+        else:
+            self._tar = tarfile.open(path, mode="r:")
+        self._infos = {_clean(info.name): info for info in self._tar.getmembers() if info.isreg()}
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def members(self) -> list[Member]:
+        """The archive's regular files, in the archive's order."""
+        return [Member(name, getattr(info, "file_size", None) or getattr(info, "size", 0))
+                for name, info in self._infos.items()]
+
+    def opener(self, name: str) -> Opener:
+        """A function opening member `name` for reading (through gzip if it is compressed)."""
+        def open_member() -> BinaryIO:
+            raw = self._open_raw(name)
+            if raw.peek(2)[:2] == _GZIP_MAGIC:  # zip's and tar's member files both buffer
+                return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+            return raw
+
+        return open_member
+
+    def _open_raw(self, name: str) -> BinaryIO:
+        if self._zip is not None:
+            return self._zip.open(self._infos[name])  # type: ignore[return-value]
+        assert self._tar is not None
+        handle = self._tar.extractfile(self._infos[name])
+        assert handle is not None  # a regular file always has content
+        return handle  # type: ignore[return-value]
+
+    def close(self) -> None:
+        for handle in (self._zip, self._tar, self._spool):
+            if handle is not None:
+                handle.close()
+
+
+def _clean(name: str) -> str:
+    while name.startswith("./"):
+        name = name[2:]
+    return name.lstrip("/")
+
+
+def read_head(opener: Opener, length: int) -> bytes | None:
+    """The first `length` bytes of what `opener` opens, or None when it cannot be read."""
+    try:
+        with opener() as handle:
+            return handle.read(length)
+    except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError):
+        return None
+
+
+@contextmanager
+def as_local_file(opener: Opener, path: str) -> Iterator[str]:
+    """A path on disk with the content `opener` gives: `path` itself for a plain file, else a
+    temporary copy (a monitoring.db inside an archive, which SQLite can only open as a file)."""
+    if os.path.isfile(path):
+        yield path
+        return
+    handle, temporary = tempfile.mkstemp(prefix="taskscope-member-")
+    try:
+        with os.fdopen(handle, "wb") as out, opener() as member:
+            shutil.copyfileobj(member, out, 1 << 20)
+        yield temporary
+    finally:
+        os.unlink(temporary)
