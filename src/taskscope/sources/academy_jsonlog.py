@@ -28,8 +28,7 @@ from pathlib import PurePath
 import duckdb
 
 from taskscope.ingest.staging import STAGED
-from taskscope.sources import Sample, Source, StageContext, StageResult
-from taskscope.sources import jsonlines
+from taskscope.sources import Sample, Source, StageContext, StageResult, jsonlines
 
 #: what `events.source` says for Academy's records
 COMPONENT = "academy"
