@@ -1,0 +1,313 @@
+"""Every example in README.md and docs/*.md runs, as written, and shows what the docs say.
+
+The convention the pages follow (docs/contributing.md describes it for writers):
+
+- ```console blocks: each line starting with `$ ` is a shell command (a trailing `\\` continues
+  it on the next line); the lines after it, up to the next command, are its output as the page
+  shows it. The command must exit 0, and each shown output line must appear, in order, within
+  the real output (spaces collapsed; a line `...` stands for lines left out).
+- ```python blocks are executed; ```pycon blocks are run as doctests (their output is checked).
+  The Python blocks of one page share one namespace, in page order.
+- A text/data block with a title (```toml title="my_rules.toml"```) is written to that file in
+  the page's folder, for the examples after it to use.
+- A block whose previous non-blank line is `<!-- not run: REASON -->` is not run (servers that
+  run until stopped, the demo's real Parsl run, the test suite itself). The set of such blocks is
+  listed below in NOT_RUN: a block marked without being listed, or listed without being marked,
+  fails the test, so nothing is skipped silently.
+- Shell examples live only in console blocks: a bash/sh/shell block fails the test.
+
+Every page runs in a folder of its own holding `tests/corpus/` (the corpus runs, copied) and,
+except on the pages that ingest it themselves (FRESH_PAGES), `tour.duckdb` with the corpus
+already ingested: the ingest is done once per session and copied.
+"""
+
+from __future__ import annotations
+
+import doctest
+import logging
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+REPO = Path(__file__).resolve().parent.parent
+PAGES = sorted([REPO / "README.md", *(REPO / "docs").rglob("*.md")])
+TOUR_STORE = "tour.duckdb"
+#: pages that start from the corpus alone and make the tour store themselves
+FRESH_PAGES = {"README.md", "docs/getting-started.md"}
+#: languages a fenced block may have; shell examples must be `console` so they run
+RUN_LANGUAGES = {"console", "python", "pycon"}
+SHOWN_LANGUAGES = {"text", "toml", "json", "yaml"}
+#: every block marked `<!-- not run: ... -->`: (page, first line of the block)
+NOT_RUN = {
+    ("README.md", "$ make demo    # set up .venv, run a real Parsl workflow, ingest it, show what taskscope sees"),
+    ("README.md", '$ pip install -e ".[parsl]"    # from a clone; ".[all]" adds the test and docs tools'),
+    ("docs/getting-started.md", "$ make demo"),
+    ("docs/getting-started.md", "$ taskscope ui --store tour.duckdb"),
+    ("docs/contributing.md", "$ make test"),
+    ("docs/contributing.md", "$ python -m pytest -q tests/test_docs.py -k readme"),
+    ("docs/guide/dashboard.md", "$ taskscope ui --store tour.duckdb"),
+    ("docs/guide/fleet-server.md", "$ taskscope fleet serve --store fleet.duckdb --port 8090"),
+    ("docs/guide/fleet-server.md", "$ taskscope fleet upload tests/corpus/parsl-htex-jsonlog --server http://127.0.0.1:8090 --token tsf_..."),
+    ("docs/guide/fleet-server.md", "from taskscope import fleet"),
+    ("docs/guide/dask-plugin.md", "from distributed import Client, LocalCluster"),
+    ("docs/guide/dask-plugin.md", "$ dask scheduler --preload taskscope.fleet.dask --fleet-server http://fleet.example.org:8090 --fleet-token tsf_..."),
+    ("docs/guide/usage-tracking.md", "$ taskscope usage collect --port 50077 --store usage.duckdb --host 0.0.0.0 --retention-days 730"),
+}
+
+
+@dataclass
+class Block:
+    page: str
+    line: int
+    language: str
+    body: str
+    marked_not_run: bool
+    title: str | None = None
+
+    @property
+    def first_line(self) -> str:
+        return self.body.splitlines()[0] if self.body.strip() else ""
+
+
+FENCE = re.compile(r"^```(\S*)")
+TITLE = re.compile(r'title="([^"]+)"')
+NOT_RUN_MARK = re.compile(r"^<!-- not run: .+ -->$")
+
+
+def page_name(path: Path) -> str:
+    return path.relative_to(REPO).as_posix()
+
+
+def blocks_of(path: Path) -> list[Block]:
+    """The fenced blocks of a Markdown page, in order. Fences are unindented (the pages' rule)."""
+    found: list[Block] = []
+    lines = path.read_text().splitlines()
+    index = 0
+    while index < len(lines):
+        opened = FENCE.match(lines[index])
+        if not opened:
+            index += 1
+            continue
+        before = [line for line in lines[:index] if line.strip()]
+        marked = bool(before) and bool(NOT_RUN_MARK.match(before[-1].strip()))
+        end = index + 1
+        while end < len(lines) and not lines[end].startswith("```"):
+            end += 1
+        if end == len(lines):
+            pytest.fail(f"{page_name(path)}:{index + 1}: a code fence is never closed")
+        title = TITLE.search(lines[index])
+        found.append(Block(page_name(path), index + 1, opened.group(1), "\n".join(lines[index + 1:end]) + "\n",
+                           marked, title.group(1) if title else None))
+        index = end + 1
+    return found
+
+
+@dataclass
+class Command:
+    text: str
+    shown_output: list[str]
+
+
+def commands_of(block: Block) -> list[Command]:
+    """The `$ ` commands of a console block with the output lines the page shows for each."""
+    commands: list[Command] = []
+    pending = ""
+    for line in block.body.splitlines():
+        if pending:
+            pending += "\n" + line
+        elif line.startswith("$ "):
+            pending = line[2:]
+        else:
+            if not commands:
+                if line.strip():
+                    pytest.fail(f"{block.page}:{block.line}: output before any `$ ` command: {line!r}")
+                continue
+            commands[-1].shown_output.append(line)
+            continue
+        if pending.endswith("\\"):
+            pending = pending[:-1]
+            continue
+        commands.append(Command(pending, []))
+        pending = ""
+    if not commands:
+        pytest.fail(f"{block.page}:{block.line}: a console block without a `$ ` command")
+    return commands
+
+
+def squeezed(text: str) -> str:
+    return " ".join(text.split())
+
+
+def assert_output_shown(command: Command, output: str, where: str) -> None:
+    """Each shown line appears within a line of the real output, in the same order."""
+    real = [squeezed(line) for line in output.splitlines()]
+    position = 0
+    for shown in command.shown_output:
+        wanted = squeezed(shown)
+        if not wanted or wanted == "...":
+            continue
+        while position < len(real) and wanted not in real[position]:
+            position += 1
+        if position == len(real):
+            pytest.fail(f"{where}: `{command.text}` did not print (in this order):\n  {shown}\n"
+                        f"its output was:\n{output}")
+        position += 1
+
+
+QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+SHELL_SYNTAX = re.compile(r"[|&;<>()$*?\[\]~`\\]")
+
+
+def in_process_argv(text: str) -> list[str] | None:
+    """The arguments of a plain `taskscope ...` command (no pipes, redirections, variables or
+    globs), which runs in this process through Typer's runner; None for anything else."""
+    argv = shlex.split(text, comments=True)
+    if not argv or argv[0] != "taskscope" or SHELL_SYNTAX.search(QUOTED.sub("", text.split(" #")[0])):
+        return None
+    return argv[1:]
+
+
+def run_command(text: str, folder: Path) -> tuple[int, str]:
+    """Run one command as the page shows it: exit code and output (stdout and stderr)."""
+    argv = in_process_argv(text)
+    if argv is not None:
+        from taskscope.cli import app
+
+        result = CliRunner().invoke(app, argv, prog_name="taskscope", env={"NO_COLOR": "1"})
+        error = "".join(traceback.format_exception(*result.exc_info)) if result.exc_info and result.exit_code else ""
+        return result.exit_code, result.output + error
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+               NO_COLOR="1")
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", text], cwd=folder, env=env,
+                          capture_output=True, text=True, timeout=300)
+    return done.returncode, done.stdout + done.stderr
+
+
+def run_console(block: Block, folder: Path) -> None:
+    for command in commands_of(block):
+        code, output = run_command(command.text, folder)
+        where = f"{block.page}:{block.line}"
+        assert code == 0, f"{where}: `{command.text}` exited {code}; its output:\n{output}"
+        assert_output_shown(command, output, where)
+
+
+def run_python(block: Block, namespace: dict) -> None:
+    code = compile(block.body, f"{block.page}:{block.line}", "exec")
+    exec(code, namespace)  # noqa: S102 - the page's own example
+
+
+def run_pycon(block: Block, namespace: dict) -> None:
+    parser = doctest.DocTestParser()
+    test = parser.get_doctest(block.body, namespace, f"{block.page}:{block.line}", block.page, block.line)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    runner.run(test, clear_globs=False)
+    failed = runner.summarize(verbose=False).failed
+    assert failed == 0, f"{block.page}:{block.line}: {failed} doctest example(s) failed (details above)"
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> Path:
+    """A copy of tests/corpus (writable, so no example can change the repository's), which every
+    page's folder links to as tests/corpus: one real path, as the store records real paths."""
+    copy = tmp_path_factory.mktemp("docs_corpus") / "corpus"
+    shutil.copytree(REPO / "tests" / "corpus", copy)
+    for path in copy.rglob("*"):
+        path.chmod(path.stat().st_mode | 0o200)
+    return copy
+
+
+@pytest.fixture(scope="session")
+def tour_store(corpus, tmp_path_factory) -> Path:
+    """tour.duckdb with the corpus ingested: ingested once per session, copied per page."""
+    import taskscope
+
+    path = tmp_path_factory.mktemp("docs_tour") / TOUR_STORE
+    with taskscope.open(path) as store:
+        store.ingest(corpus)
+    return path
+
+
+def test_pages_exist():
+    assert (REPO / "README.md") in PAGES and len(PAGES) > 20, PAGES
+
+
+def test_readme_starts_with_the_two_commands():
+    first = blocks_of(REPO / "README.md")[0]
+    assert first.language == "console" and [line.split("#")[0].strip() for line in first.body.splitlines()] == ["$ make demo", "$ make test"], first.body
+    assert len((REPO / "README.md").read_text().splitlines()) <= 150
+
+
+def test_every_block_has_a_known_language():
+    unknown = [(block.page, block.line, block.language) for path in PAGES for block in blocks_of(path)
+               if block.language not in RUN_LANGUAGES | SHOWN_LANGUAGES]
+    assert not unknown, f"blocks that neither run nor are plain text/data (use console/python/pycon): {unknown}"
+    shell_in_text = [(block.page, block.line) for path in PAGES for block in blocks_of(path)
+                     if block.language == "text" and block.first_line.startswith("$ ")]
+    assert not shell_in_text, f"commands in text blocks would not run; use console: {shell_in_text}"
+
+
+def test_not_run_blocks_are_exactly_the_listed_ones():
+    marked = {(block.page, block.first_line) for path in PAGES for block in blocks_of(path) if block.marked_not_run}
+    assert marked == NOT_RUN, f"marked but not listed: {marked - NOT_RUN}; listed but not marked: {NOT_RUN - marked}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", [page_name(path) for path in PAGES])
+def test_examples_run(page, corpus, tour_store, tmp_path, monkeypatch):
+    """Run every example of `page` in order, in a folder of its own."""
+    folder = tmp_path / "work"
+    (folder / "tests").mkdir(parents=True)
+    (folder / "tests" / "corpus").symlink_to(corpus, target_is_directory=True)
+    if page not in FRESH_PAGES:
+        shutil.copy(tour_store, folder / TOUR_STORE)
+    monkeypatch.chdir(folder)
+    namespace: dict = {"__name__": "__docs__"}
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        run_page(page, folder, namespace)
+    finally:
+        for handler in set(root.handlers) - set(handlers):  # the page's own logging setup
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(level)
+        close = getattr(namespace.get("store"), "close", None)
+        if close:
+            close()
+
+
+def run_page(page: str, folder: Path, namespace: dict) -> None:
+    for block in blocks_of(REPO / page):
+        if block.marked_not_run:
+            continue
+        if block.title:
+            (folder / block.title).write_text(block.body)
+        elif block.language == "console":
+            run_console(block, folder)
+        elif block.language == "python":
+            run_python(block, namespace)
+        elif block.language == "pycon":
+            run_pycon(block, namespace)
+
+
+def test_cli_reference_covers_nested_commands():
+    """The reference page's hook renders every command, subcommands of subcommands too (the
+    strict `mkdocs build` itself runs in `make docs`, which `make test` runs)."""
+    sys.path.insert(0, str(REPO / "docs" / "_hooks"))
+    try:
+        import cli_reference
+    finally:
+        sys.path.remove(str(REPO / "docs" / "_hooks"))
+    page = cli_reference.cli_reference()
+    for title in ("taskscope", "taskscope ingest", "taskscope usage collect", "taskscope fleet token revoke"):
+        assert f"## `{title}`\n" in page
+    assert "Usage: taskscope fleet token revoke" in page
