@@ -309,13 +309,20 @@ def test_this_python_builds_the_records_its_logrecord_builds():
 
 @pytest.mark.parametrize("offset", [0, 123_456_789, 999_000_000, 999_999_999, 999_999_900, 500_000_001])
 def test_record_times_are_the_ones_logrecord_computes(monkeypatch, offset):
-    # one clock reading given to both: LogRecord reads logging.time, record_times is given it
+    # one clock reading for all (999_999_900 ns is 3.13's rounding case): LogRecord reads
+    # logging.time, the fast records taskscope's `records.clock`
     reading_ns = 1_677_903_920_000_000_000 + offset
     reading = reading_ns if records.CLOCK_IN_NS else reading_ns / 1e9
-    fixed_clock = types.SimpleNamespace(time=lambda: reading, time_ns=lambda: reading)
-    monkeypatch.setattr(logging, "time", fixed_clock)
+    monkeypatch.setattr(logging, "time", types.SimpleNamespace(time=lambda: reading, time_ns=lambda: reading))
+    monkeypatch.setattr(records, "clock", lambda: reading)
     record = logging.LogRecord("n", logging.INFO, "/x.py", 1, "m", (), None)
-    assert records.record_times(reading) == (record.created, record.msecs, record.relativeCreated)
+    expected = (record.created, record.msecs, record.relativeCreated)
+    fields = records.record_fields("n", logging.INFO, "/x.py", 1, "m", (), None)
+    line, _ = records.encode_moment(b"", b"", "m", (), None)
+    moment = json.loads(b"{" + line)
+    assert records.record_times(reading) == expected
+    assert (fields["created"], fields["msecs"], fields["relativeCreated"]) == expected
+    assert (moment["created"], moment["msecs"], moment["relativeCreated"]) == expected
 
 
 def test_asyncio_task_names_are_written_as_stdlib_writes_them(wide_logger, tmp_path, monkeypatch):

@@ -382,16 +382,23 @@ def encode_moment(site: bytes, thread: bytes, msg: Any, args: Any,
     >>> message, orjson.loads(b"{" + line)["args"]
     ('took 4 s', {'s': 4})
     """
-    created, msecs, relative = record_times(clock())
+    ct = clock()
     if args and len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
         args = args[0]
     moment = dict(extra) if extra else {}
     moment["message"] = message = formatted_message(msg, args)
     moment["msg"] = msg
     moment["args"] = args
-    moment["created"] = created
-    moment["msecs"] = msecs
-    moment["relativeCreated"] = relative
+    # record_times(ct), inlined: a call costs ~0.1 µs, 3% of this path (tests compare both with LogRecord)
+    if CLOCK_IN_NS:
+        moment["created"] = created = ct / 1e9
+        msecs = (ct % 1_000_000_000) // 1_000_000 + 0.0
+        moment["msecs"] = 0.0 if msecs == 999.0 and int(created) != ct // 1_000_000_000 else msecs
+        moment["relativeCreated"] = (ct - _start_time) / 1e6
+    else:
+        moment["created"] = ct
+        moment["msecs"] = int((ct - int(ct)) * 1000) + 0.0
+        moment["relativeCreated"] = (ct - _start_time) * 1000
     if HAS_TASK_NAME:
         moment["taskName"] = task_name()
     try:
