@@ -1,4 +1,4 @@
-"""Usage tracking: the client, the Parsl adapter with real Parsl runs, the collector, the queries."""
+"""Usage tracking: the client, the Parsl adapter with real Parsl runs, the collector, the reports."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import pytest
 
 from conftest import parsl_env
 import taskscope
-from taskscope.usage import UsageTracker, protocol, queries
+from taskscope.usage import UsageTracker, protocol, reports
 from taskscope.usage.collector import Collector, stored_counts
 from taskscope.usage.spool import SpoolWriter
 from taskscope.usage.spool import record as spool_record
@@ -139,7 +139,7 @@ def test_real_parsl_runs_at_levels_1_2_3_are_delivered_and_joined(collector, tmp
             assert "parsl.launchers.launchers.SingleNodeLauncher" in names
 
     # start and end of the level-3 run are one run with the task counts of the end message
-    by_correlator = queries.usage_runs(store).set_index("correlator")
+    by_correlator = reports.usage_runs(store).set_index("correlator")
     assert set(by_correlator.index) == {run["correlator"] for run in runs.values()}
     level3 = by_correlator.loc[runs[3]["correlator"]]
     assert bool(level3.has_start) and bool(level3.has_end)
@@ -147,7 +147,7 @@ def test_real_parsl_runs_at_levels_1_2_3_are_delivered_and_joined(collector, tmp
     assert level3.version == parsl.__version__ and level3.tracking_level == 3
     assert not by_correlator.loc[runs[1]["correlator"]].has_end
 
-    board = queries.leaderboard(store)
+    board = reports.leaderboard(store)
     assert board.project_name.tolist() == [PROJECT]
     assert int(board.points[0]) == sum(2 if level == 3 else 1 for level in runs)
     assert int(board.runs[0]) == len(runs)
@@ -188,7 +188,7 @@ def test_client_levels_and_correlated_end(collector):
                 tracker.record_task(failed=failed)
         sent[tracker.correlator] = tracker.messages
     store = stop_and_open(collector)
-    runs = queries.usage_runs(store).set_index("correlator")
+    runs = reports.usage_runs(store).set_index("correlator")
     for correlator, messages in sent.items():
         level = messages[0]["tracking_level"]
         assert len(messages) == (2 if level == 3 else 1)
@@ -197,7 +197,7 @@ def test_client_levels_and_correlated_end(collector):
         assert (run["product"], run["version"], run["tracking_level"]) == ("mytool", "1.2", level)
         if level == 3:
             assert (run.task_count, run.failures) == (3, 1)
-    assert int(queries.leaderboard(store).points[0]) == 1 + 1 + 2
+    assert int(reports.leaderboard(store).points[0]) == 1 + 1 + 2
     store.close()
 
 
@@ -665,27 +665,27 @@ def synthetic():
 def test_queries_counts_shares_and_leaderboard(synthetic):
     runs, store = synthetic
     seen = [r for r in runs]  # every run has a start or an end
-    python = queries.python_versions(store).set_index("python_version").runs.to_dict()
+    python = reports.python_versions(store).set_index("python_version").runs.to_dict()
     assert python == Counter(r["python_v"].rsplit(".", 1)[0] for r in seen if r["lose"] != "start")
-    assert queries.platforms(store).set_index("platform").runs.to_dict() == Counter(
+    assert reports.platforms(store).set_index("platform").runs.to_dict() == Counter(
         r["platform"] for r in seen if r["lose"] != "start")
-    assert queries.levels(store).set_index("tracking_level").runs.to_dict() == Counter(r["level"] for r in seen)
-    assert queries.levels(store).share.sum() == pytest.approx(1.0)
-    versions = queries.product_versions(store).set_index(["product", "version"]).runs.to_dict()
+    assert reports.levels(store).set_index("tracking_level").runs.to_dict() == Counter(r["level"] for r in seen)
+    assert reports.levels(store).share.sum() == pytest.approx(1.0)
+    versions = reports.product_versions(store).set_index(["product", "version"]).runs.to_dict()
     assert versions == Counter((r["product"], r["version"]) for r in seen if r["lose"] != "start")
 
     points = Counter()
     for r in seen:
         if r["project"]:
             points[r["project"]] += 2 if r["level"] == 3 else 1
-    board = queries.leaderboard(store)
+    board = reports.leaderboard(store)
     assert board.set_index("project_name").points.to_dict() == points
     assert board.points.is_monotonic_decreasing
-    assert queries.leaderboard(store, product="mytool").set_index("project_name").runs.to_dict() == Counter(
+    assert reports.leaderboard(store, product="mytool").set_index("project_name").runs.to_dict() == Counter(
         r["project"] for r in seen if r["project"] and r["product"] == "mytool")
 
     used = Counter(c for r in seen if r["level"] >= 2 for c in r["components"])
-    table = queries.components(store).set_index("component")
+    table = reports.components(store).set_index("component")
     assert table.runs.to_dict() == used
     assert table.kind.to_dict()["x.executors.A"] == "executor" and table.kind.to_dict()["x.Config"] == "other"
 
@@ -693,13 +693,13 @@ def test_queries_counts_shares_and_leaderboard(synthetic):
 def test_queries_level3_distributions_and_failures(synthetic):
     runs, store = synthetic
     ended = [r for r in runs if r["level"] == 3 and r["lose"] != "end"]
-    times = queries.execution_times(store)
+    times = reports.execution_times(store)
     assert times.runs.sum() == len(ended)
     assert times.set_index("bucket").runs.to_dict()[">= 1 day"] == sum(r["duration"] >= 86400 for r in ended)
     assert times.set_index("bucket").runs.to_dict()["< 1 s"] == sum(r["duration"] < 1 for r in ended)
-    counts = queries.task_counts(store).set_index("lower_tasks").runs.to_dict()
+    counts = reports.task_counts(store).set_index("lower_tasks").runs.to_dict()
     assert counts == Counter(0 if r["tasks"] == 0 else 10 ** (len(str(r["tasks"])) - 1) for r in ended)
-    rates = queries.failure_rates(store)
+    rates = reports.failure_rates(store)
     assert rates.runs.sum() == len(ended)
     for row in rates.dropna(subset=["version"]).itertuples():  # a run whose start was lost has no version
         product, version = row.product, row.version
@@ -716,22 +716,22 @@ def test_queries_over_time_age_and_adoption(synthetic):
     def seen_at(r):  # a run whose start was lost is seen when its end arrives
         return r["ts"] if r["lose"] != "start" else r["ts"] + r["duration"]
 
-    per_day = queries.runs_over_time(store, period="day")
+    per_day = reports.runs_over_time(store, period="day")
     assert per_day.runs.sum() == len(runs)
     assert per_day.groupby("product").runs.sum().to_dict() == Counter(r["product"] for r in runs)
     with pytest.raises(ValueError):
-        queries.runs_over_time(store, period="fortnight")
+        reports.runs_over_time(store, period="fortnight")
 
     first_seen = {}
     for r in started:
         key = (r["product"], r["version"])
         first_seen[key] = min(first_seen.get(key, r["ts"]), r["ts"])
     ages = [(r["ts"] - first_seen[(r["product"], r["version"])]) / 86400 for r in started]
-    age = queries.installation_age(store).set_index("bucket").runs.to_dict()
+    age = reports.installation_age(store).set_index("bucket").runs.to_dict()
     assert sum(age.values()) == len(started)
     assert age["< 1 week"] == sum(a < 7 for a in ages) and age["1-4 weeks"] == sum(7 <= a < 28 for a in ages)
 
-    adoption = queries.version_adoption(store, product="parsl", weeks=4)
+    adoption = reports.version_adoption(store, product="parsl", weeks=4)
     row = adoption[(adoption.version == "2026.2.1") & (adoption.week == 1)].iloc[0]
     start = first_seen[("parsl", "2026.2.1")] + 7 * 86400
     window = [r for r in runs if r["product"] == "parsl" and start <= seen_at(r) < start + 7 * 86400]
@@ -748,8 +748,8 @@ def test_queries_since_keeps_later_runs_but_first_seen_counts_all(synthetic):
 
     later = [r for r in runs if seen_at(r) >= since]
     assert 0 < len(later) < len(runs)
-    assert queries.runs_over_time(store, since=since).runs.sum() == len(later)
-    assert queries.leaderboard(store, since=since).set_index("project_name").runs.to_dict() == Counter(
+    assert reports.runs_over_time(store, since=since).runs.sum() == len(later)
+    assert reports.leaderboard(store, since=since).set_index("project_name").runs.to_dict() == Counter(
         r["project"] for r in later if r["project"])
     first_seen = {}
     for r in runs:
@@ -757,13 +757,13 @@ def test_queries_since_keeps_later_runs_but_first_seen_counts_all(synthetic):
             key = (r["product"], r["version"])
             first_seen[key] = min(first_seen.get(key, r["ts"]), r["ts"])
     ages = [(r["ts"] - first_seen[(r["product"], r["version"])]) / 86400 for r in later if r["lose"] != "start"]
-    age = queries.installation_age(store, since=since).set_index("bucket").runs.to_dict()
+    age = reports.installation_age(store, since=since).set_index("bucket").runs.to_dict()
     assert age["< 1 week"] == sum(a < 7 for a in ages) and sum(age.values()) == len(ages)
-    adopted = set(map(tuple, queries.version_adoption(store, since=since)[["product", "version"]].values))
+    adopted = set(map(tuple, reports.version_adoption(store, since=since)[["product", "version"]].values))
     assert adopted == {key for key, first in first_seen.items() if first >= since}
-    assert queries.parse_since("2026-06-01") == queries.parse_since("2026-06-01T00:00:00+00:00") == 1780272000.0
+    assert reports.parse_since("2026-06-01") == reports.parse_since("2026-06-01T00:00:00+00:00") == 1780272000.0
     with pytest.raises(ValueError, match="since must be"):
-        queries.parse_since("last tuesday")
+        reports.parse_since("last tuesday")
 
 
 def test_cli_report_matches_the_query(synthetic, tmp_path):
@@ -777,4 +777,4 @@ def test_cli_report_matches_the_query(synthetic, tmp_path):
                            "--format", "json"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     printed = {row["project_name"]: row["points"] for row in json.loads(done.stdout)}
-    assert printed == queries.leaderboard(store).set_index("project_name").points.to_dict()
+    assert printed == reports.leaderboard(store).set_index("project_name").points.to_dict()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import taskscope
-from taskscope.usage import UsageTracker, queries
+from taskscope.usage import UsageTracker, reports
 from taskscope.usage.collector import Collector
 from taskscope.web.dashboard import Dashboard, open_dashboard
 from test_usage import PROJECT, endpoint_of, run_parsl
@@ -76,7 +76,7 @@ def table_rows(page, selector: str) -> list[list[str]]:
 
 
 def expected_leaderboard(store, **filters) -> list[list[str]]:
-    board = queries.leaderboard(store, **filters)
+    board = reports.leaderboard(store, **filters)
     return [[str(v) for v in row] for row in board[["rank", "project_name", "runs", "level3_runs", "points"]]
             .itertuples(index=False)]
 
@@ -98,11 +98,11 @@ def test_usage_page_shows_what_the_queries_compute(server, watched):
     points = {row[1]: int(row[4]) for row in shown}
     assert points == {PROJECT: 1 + 1 + 2, SCRIPT: 1 + 1 + 2, IMG: 2, "beta-project": 1}
 
-    runs = queries.usage_runs(store)
+    runs = reports.usage_runs(store)
     assert int(page.locator("#total-runs").inner_text()) == len(runs) == 3 + len(CLIENT_RUNS)
     assert int(page.locator("#total-level3").inner_text()) == int(runs.has_end.sum()) == 4
     assert int(page.locator("#total-rejected").inner_text()) == 1
-    versions = queries.product_versions(store)
+    versions = reports.product_versions(store)
     assert [row[:3] for row in table_rows(page, "#versions")] == [
         [row.product, row.version, str(row.runs)] for row in versions.itertuples()]
     failures = table_rows(page, "#failures")
@@ -126,7 +126,7 @@ def test_usage_filters_product_and_since(server, watched):
     page.locator("form.filters button").click()
     page.wait_for_load_state("networkidle")
     assert "product=mytool" in page.url and not watched.problems, watched.problems
-    mine = queries.usage_runs(store, product="mytool")
+    mine = reports.usage_runs(store, product="mytool")
     assert int(page.locator("#total-runs").inner_text()) == len(mine) == 4
     assert table_rows(page, "#leaderboard") == expected_leaderboard(store, product="mytool")
     assert [r["project_name"] for r in server.json("/api/usage/leaderboard?product=mytool")["rows"]] == [
@@ -139,7 +139,7 @@ def test_usage_filters_product_and_since(server, watched):
     assert table_rows(page, "#leaderboard") == []
     assert server.json(f"/api/usage?since={tomorrow}")["summary"]["runs"] == 0
     yesterday = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
-    assert server.json(f"/api/usage?since={yesterday}")["summary"]["runs"] == len(queries.usage_runs(store))
+    assert server.json(f"/api/usage?since={yesterday}")["summary"]["runs"] == len(reports.usage_runs(store))
 
 
 @pytest.mark.parametrize("query", ["since=last+tuesday", "period=fortnight", "weeks=0"])

@@ -166,14 +166,14 @@ def report(
 
       taskscope usage report over-time --period week --product parsl --format csv
     """
-    from taskscope.usage import queries
+    from taskscope.usage import reports
 
     with taskscope.open(store, read_only=True) as opened:
         if not _has_usage_events(opened):
             fail(f"{store} holds no usage messages (collect them with `taskscope usage collect --store {store}`)")
         try:
-            frame = queries.report(opened, what.value, product=product, period=period, weeks=weeks,
-                                   since=queries.parse_since(since) if since else None)
+            frame = reports.report(opened, what.value, product=product, period=period, weeks=weeks,
+                                   since=reports.parse_since(since) if since else None)
         except ValueError as exc:
             fail(str(exc))
     emit(frame, fmt, f"usage: {what.value}")

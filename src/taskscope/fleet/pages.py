@@ -2,7 +2,7 @@
 
 A visitor logs in with an API token; the token goes into an HttpOnly, SameSite=Strict cookie and is
 hashed and looked up again on every request (the server never stores it in clear). Every page reads
-only the logged-in account, through `taskscope.fleet.queries`. Text from clusters (code, tracebacks,
+only the logged-in account, through `taskscope.fleet.reads`. Text from clusters (code, tracebacks,
 event messages) reaches a page only through Jinja2 autoescaping; chart labels through `plot_text`.
 """
 
@@ -17,7 +17,7 @@ import pandas as pd
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from taskscope.fleet import queries
+from taskscope.fleet import reads
 from taskscope.fleet.auth import SESSION_COOKIE, Caller, page_caller
 from taskscope.web.app import mount_static
 from taskscope.web.figures import bar_figure, gantt_figure, plot_text, steps_figure
@@ -91,7 +91,7 @@ def logout():
 def overview(request: Request, since: str = DEFAULT_SINCE, caller: Caller = Depends(page_caller)):
     db = request.app.state.db
     since_ts = _since_or_none(since)
-    weeks = queries.team_weeks(db, caller.account, since=since_ts)
+    weeks = reads.team_weeks(db, caller.account, since=since_ts)
     members = weeks.groupby("user_name", as_index=False)[["clusters", "cluster_hours", "compute_hours", "cost"]].sum() \
         if not weeks.empty else weeks
     weeks, members = with_durations(weeks), with_durations(members)
@@ -110,7 +110,7 @@ def overview(request: Request, since: str = DEFAULT_SINCE, caller: Caller = Depe
 @router.get("/clusters", include_in_schema=False)
 def clusters_page(request: Request, since: str = DEFAULT_SINCE, user: str | None = None,
                   caller: Caller = Depends(page_caller)):
-    table = queries.clusters(request.app.state.db, caller.account, since=_since_or_none(since), user=user or None)
+    table = reads.clusters(request.app.state.db, caller.account, since=_since_or_none(since), user=user or None)
     return page("fleet_clusters.html", {"title": "Clusters", "caller": caller, "since": since, "user": user or "",
                                         "clusters": records(table), "charts": None})
 
@@ -119,12 +119,12 @@ def clusters_page(request: Request, since: str = DEFAULT_SINCE, user: str | None
 def cluster_page(request: Request, cluster_id: str, caller: Caller = Depends(page_caller)):
     db, account = request.app.state.db, caller.account
     try:
-        found = queries.cluster(db, account, cluster_id)
+        found = reads.cluster(db, account, cluster_id)
     except LookupError as exc:
         return page("fleet_error.html", {"title": "Not found", "caller": caller, "message": str(exc)}, 404)
-    computations = queries.computations(db, account, cluster_id)
-    idle = queries.idle_intervals(db, account, cluster_id)
-    samples = queries.worker_samples(db, account, cluster_id)
+    computations = reads.computations(db, account, cluster_id)
+    idle = reads.idle_intervals(db, account, cluster_id)
+    samples = reads.worker_samples(db, account, cluster_id)
     samples = held_until(samples, found["stopped"]).astype("float64")
     samples[["memory_used", "memory_total"]] /= 2**30
     samples = samples.astype(object).where(samples.notna(), None)  # a missing value is a gap, never NaN in JSON
@@ -137,11 +137,11 @@ def cluster_page(request: Request, cluster_id: str, caller: Caller = Depends(pag
     return page("fleet_cluster.html", {
         "title": f"{found['kind']} cluster {found['name'] or cluster_id}", "caller": caller, "cluster": found,
         "computations": computations, "shared_groups": shared_groups(computations), "idle": idle, "charts": charts,
-        "exceptions": queries.exceptions(db, account, cluster_id=cluster_id),
-        "events": queries.events(db, account, cluster_id),
-        "changes": queries.worker_changes(db, account, cluster_id),
-        "mismatches": queries.version_mismatches(db, account, cluster_id),
-        "parsl_run": queries.parsl_run(db, account, cluster_id),
+        "exceptions": reads.exceptions(db, account, cluster_id=cluster_id),
+        "events": reads.events(db, account, cluster_id),
+        "changes": reads.worker_changes(db, account, cluster_id),
+        "mismatches": reads.version_mismatches(db, account, cluster_id),
+        "parsl_run": reads.parsl_run(db, account, cluster_id),
     })
 
 
@@ -242,9 +242,9 @@ def timeline_figure(computations: list[dict], idle: list[dict], found: dict) -> 
 
 def _since_or_none(since: str) -> float | None:
     try:
-        return queries.parse_since(since)
+        return reads.parse_since(since)
     except ValueError:
-        return queries.parse_since(DEFAULT_SINCE)
+        return reads.parse_since(DEFAULT_SINCE)
 
 
 def _values(frame: pd.DataFrame, column: str) -> list:

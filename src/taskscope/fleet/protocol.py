@@ -77,7 +77,7 @@ Cost: the server estimates cluster cost as
 
 from __future__ import annotations
 
-from taskscope.since import EARLIEST_TIME, LATEST_TIME
+from taskscope.time_bounds import EARLIEST_TIME, LATEST_TIME
 
 PROTOCOL_VERSION = 1
 INGEST_PATH = "/api/v1/ingest"

@@ -1,7 +1,7 @@
 """The read API (`/api/v1/...`): Coiled-style list calls, each scoped to the token's account.
 
 Every route takes the caller from its bearer token and passes only that account to
-`taskscope.fleet.queries`; a cluster of another account is answered 404, like one that does not exist.
+`taskscope.fleet.reads`; a cluster of another account is answered 404, like one that does not exist.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Optional
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel
 
-from taskscope.fleet import queries
+from taskscope.fleet import reads
 from taskscope.fleet.auth import Caller, api_caller
 from taskscope.web.render import json_response
 
@@ -20,14 +20,14 @@ router = APIRouter(prefix="/api/v1")
 
 def _since(since: Optional[str]) -> float | None:
     try:
-        return queries.parse_since(since)
+        return reads.parse_since(since)
     except ValueError as exc:
         raise HTTPException(400, str(exc))
 
 
 def _known_cluster(request: Request, caller: Caller, cluster_id: str) -> dict:
     try:
-        return queries.cluster(request.app.state.db, caller.account, cluster_id)
+        return reads.cluster(request.app.state.db, caller.account, cluster_id)
     except LookupError as exc:
         raise HTTPException(404, str(exc))
 
@@ -77,7 +77,7 @@ def whoami(caller: Caller = Depends(api_caller)):
 def list_clusters(request: Request, since: Optional[str] = "7 days", user: Optional[str] = None,
                   caller: Caller = Depends(api_caller)):
     """Clusters active since `since` ("7 days", "2026-01-31", epoch s; empty for all), optionally of one user."""
-    table = queries.clusters(request.app.state.db, caller.account, since=_since(since), user=user)
+    table = reads.clusters(request.app.state.db, caller.account, since=_since(since), user=user)
     return json_response({"clusters": table})
 
 
@@ -85,7 +85,7 @@ def list_clusters(request: Request, since: Optional[str] = "7 days", user: Optio
 def get_cluster(request: Request, cluster_id: str, caller: Caller = Depends(api_caller)):
     """One cluster with its versions, config, cost and (for Parsl) the run summary."""
     found = _known_cluster(request, caller, cluster_id)
-    found["parsl_run"] = queries.parsl_run(request.app.state.db, caller.account, cluster_id)
+    found["parsl_run"] = reads.parsl_run(request.app.state.db, caller.account, cluster_id)
     return json_response(found)
 
 
@@ -93,14 +93,14 @@ def get_cluster(request: Request, cluster_id: str, caller: Caller = Depends(api_
 def list_computations(request: Request, cluster_id: str, caller: Caller = Depends(api_caller)):
     """The cluster's computations with code and task groups."""
     _known_cluster(request, caller, cluster_id)
-    return json_response({"computations": queries.computations(request.app.state.db, caller.account, cluster_id)})
+    return json_response({"computations": reads.computations(request.app.state.db, caller.account, cluster_id)})
 
 
 @router.get("/clusters/{cluster_id}/events")
 def list_events(request: Request, cluster_id: str, caller: Caller = Depends(api_caller)):
     """The cluster's events (the topics its plugin was allowed to send)."""
     _known_cluster(request, caller, cluster_id)
-    return json_response({"events": queries.events(request.app.state.db, caller.account, cluster_id)})
+    return json_response({"events": reads.events(request.app.state.db, caller.account, cluster_id)})
 
 
 @router.get("/clusters/{cluster_id}/workers")
@@ -108,22 +108,22 @@ def list_workers(request: Request, cluster_id: str, caller: Caller = Depends(api
     """Worker samples over time, workers added/removed, version mismatches and idle intervals."""
     _known_cluster(request, caller, cluster_id)
     db, account = request.app.state.db, caller.account
-    return json_response({"samples": queries.worker_samples(db, account, cluster_id),
-                          "changes": queries.worker_changes(db, account, cluster_id),
-                          "version_mismatches": queries.version_mismatches(db, account, cluster_id),
-                          "idle": queries.idle_intervals(db, account, cluster_id)})
+    return json_response({"samples": reads.worker_samples(db, account, cluster_id),
+                          "changes": reads.worker_changes(db, account, cluster_id),
+                          "version_mismatches": reads.version_mismatches(db, account, cluster_id),
+                          "idle": reads.idle_intervals(db, account, cluster_id)})
 
 
 @router.get("/rejected")
 def list_rejected(request: Request, caller: Caller = Depends(api_caller)):
     """Batches of this account the server refused (400, 413), newest first, with the start of each body."""
-    return json_response({"rejected": queries.rejected(request.app.state.db, caller.account)})
+    return json_response({"rejected": reads.rejected(request.app.state.db, caller.account)})
 
 
 @router.get("/exceptions")
 def list_exceptions(request: Request, since: Optional[str] = "7 days", user: Optional[str] = None,
                     cluster_id: Optional[str] = None, caller: Caller = Depends(api_caller)):
     """Task exceptions with tracebacks, newest first."""
-    found = queries.exceptions(request.app.state.db, caller.account, since=_since(since), user=user,
+    found = reads.exceptions(request.app.state.db, caller.account, since=_since(since), user=user,
                                cluster_id=cluster_id)
     return json_response({"exceptions": found})

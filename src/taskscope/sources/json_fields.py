@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from taskscope._sql import literal
-from taskscope.since import EARLIEST_TIME, LATEST_TIME
+from taskscope.time_bounds import EARLIEST_TIME, LATEST_TIME
 
 
 # column -> candidate keys, in priority order

@@ -1,11 +1,11 @@
-"""Opt-in usage tracking: a client, its wire format, a self-hosted collector, aggregate queries.
+"""Opt-in usage tracking: a client, its wire format, a self-hosted collector, aggregate reports.
 
 >>> from taskscope.usage import UsageTracker
 >>> with UsageTracker("mytool", "1.2", level=1, endpoint="usage.example.org:50077"):
 ...     pass                                                  # doctest: +SKIP
 
 Only the client is imported here (standard library only); the collector (`taskscope.usage.collector`)
-and the queries (`taskscope.usage.queries`) need DuckDB and pandas.
+and the reports (`taskscope.usage.reports`) need DuckDB and pandas.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Usage: who runs which versions where, from the messages `taskscope usage collect` stored
 (events with `source = 'usage'`).
 
-Every number on the page comes from a `taskscope.usage.queries` report; `/api/usage` returns
-them all and `/api/usage/{report}` one of them (the names of `queries.REPORTS`), with the same
+Every number on the page comes from a `taskscope.usage.reports` report; `/api/usage` returns
+them all and `/api/usage/{report}` one of them (the names of `usage_reports.REPORTS`), with the same
 query parameters as the page: `product`, `since` (a UTC date), `period` (of runs over time),
 `weeks` (of adoption).
 """
@@ -16,7 +16,7 @@ import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from taskscope._sql import scalar
-from taskscope.usage import queries
+from taskscope.usage import reports as usage_reports
 from taskscope.web.dashboard import Dashboard, read_connection
 from taskscope.web.figures import bar_figure, lines_figure
 from taskscope.web.render import json_response, records, render
@@ -24,7 +24,7 @@ from taskscope.web.render import json_response, records, render
 router = APIRouter()
 
 #: the reports the page shows (every one but the list of runs, which `/api/usage/runs` gives)
-PAGE_REPORTS = [name for name in queries.REPORTS if name != "runs"]
+PAGE_REPORTS = [name for name in usage_reports.REPORTS if name != "runs"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class UsageSelection:
     @property
     def since_ts(self) -> float | None:
         """`since` as epoch seconds."""
-        return queries.parse_since(self.since) if self.since else None
+        return usage_reports.parse_since(self.since) if self.since else None
 
 
 def usage_selection(product: str | None = None, since: str | None = None, period: str = "week",
@@ -47,8 +47,8 @@ def usage_selection(product: str | None = None, since: str | None = None, period
     """FastAPI dependency: `product` (e.g. parsl), `since` (2026-01-31), `period` of runs over
     time (hour, day, week, month, quarter, year), `weeks` of adoption (1-104); 400 when invalid."""
     selection = UsageSelection(product or None, since or None, period, weeks)
-    if period not in queries.PERIODS:
-        raise HTTPException(400, f"period must be one of {', '.join(queries.PERIODS)}, not {period!r}")
+    if period not in usage_reports.PERIODS:
+        raise HTTPException(400, f"period must be one of {', '.join(usage_reports.PERIODS)}, not {period!r}")
     try:
         selection.since_ts
     except ValueError as exc:
@@ -58,12 +58,12 @@ def usage_selection(product: str | None = None, since: str | None = None, period
 
 def cached_report(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, name: str,
                   selection: UsageSelection) -> pd.DataFrame:
-    """`queries.report` under `selection`, computed once per store state.
+    """`usage_reports.report` under `selection`, computed once per store state.
 
     >>> cached_report(con, dashboard, "leaderboard", UsageSelection("parsl", None, "week", 12))  # doctest: +SKIP
     """
     key = ("usage", name, selection)
-    return dashboard.cached(key, lambda: queries.report(
+    return dashboard.cached(key, lambda: usage_reports.report(
         con, name, product=selection.product, since=selection.since_ts, period=selection.period,
         weeks=selection.weeks), size=64)
 
@@ -135,7 +135,7 @@ def charts(reports: dict[str, pd.DataFrame], selection: UsageSelection) -> dict:
 
 @router.get("/api/usage")
 def usage_json(request: Request, selection: UsageSelection = Depends(usage_selection), con=Depends(read_connection)):
-    """Every usage report (all of `queries.REPORTS` but the run list), with the overall counts."""
+    """Every usage report (all of `usage_reports.REPORTS` but the run list), with the overall counts."""
     data = usage_data(con, request.app.state.dashboard, selection)
     return json_response({"filters": asdict(selection), "collected": data["collected"], "summary": data["summary"],
                           "reports": {name: records(frame) for name, frame in data["reports"].items()}})
@@ -155,7 +155,7 @@ def usage_page(request: Request, selection: UsageSelection = Depends(usage_selec
     data = usage_data(con, request.app.state.dashboard, selection)
     reports = data["reports"]
     return render(request, "usage.html", {
-        "title": "Usage", "selection": selection, "periods": queries.PERIODS, "collected": data["collected"],
+        "title": "Usage", "selection": selection, "periods": usage_reports.PERIODS, "collected": data["collected"],
         "summary": data["summary"], "charts": charts(reports, selection) if data["collected"]["messages"] else {},
         "tables": {name: frame.to_dict("records") for name, frame in reports.items()},
         "api_url": "/api/usage" + (f"?{request.url.query}" if request.url.query else ""),

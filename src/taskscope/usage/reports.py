@@ -9,8 +9,8 @@ Parsl's messages have no `product` field: a `parsl_v` field (or any `<name>_v` b
 `python_v`) names it.
 
 >>> import taskscope
->>> from taskscope.usage import queries
->>> queries.leaderboard(taskscope.open("usage.duckdb"))      # doctest: +SKIP
+>>> from taskscope.usage import reports
+>>> reports.leaderboard(taskscope.open("usage.duckdb"))      # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import pandas as pd
 
 from taskscope._sql import connection_of
-from taskscope.since import epoch_since
+from taskscope.time_bounds import epoch_since
 
 #: the periods `runs_over_time` counts by
 PERIODS = ("hour", "day", "week", "month", "quarter", "year")

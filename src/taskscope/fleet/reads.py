@@ -15,7 +15,7 @@ import time
 import pandas as pd
 
 from taskscope.fleet.db import FleetDB
-from taskscope.since import epoch_since
+from taskscope.time_bounds import epoch_since
 from taskscope.web.render import records
 
 _SINCE_UNITS = {"s": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400,

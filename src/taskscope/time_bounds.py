@@ -2,7 +2,7 @@
 date, a date and time, or epoch seconds).
 
 The usage dashboard and the fleet server both filter by `since`; the fleet also takes durations
-("7 days") on top (`taskscope.fleet.queries.parse_since`).
+("7 days") on top (`taskscope.fleet.reads.parse_since`).
 """
 
 from __future__ import annotations
