@@ -433,13 +433,13 @@ def test_cli_json_output_and_plots(tmp_path):
 
 
 def test_step_plots_span_the_whole_run(corpus_store):
-    from taskscope.commands.analyses_time import _step_figure
+    from taskscope.presenters.figures import run_steps_figure
 
     with opened(corpus_store[0]) as store:
         curve = states(store)
     span = curve.ts.max() - curve.ts.min()
-    figure = _step_figure(curve, "tasks", "state", "tasks per state", "tasks")
-    lines = {trace.name: (list(trace.x), list(trace.y)) for trace in figure.data}
+    figure = run_steps_figure(curve, "tasks", "state", "tasks per state", "tasks")
+    lines = {trace["name"]: (list(trace["x"]), list(trace["y"])) for trace in figure["data"]}
     assert {"pending", "exec_done"} <= set(lines)
     for name, (x, y) in lines.items():
         assert x[0] == 0 and x[-1] == pytest.approx(span), name  # from the run's start to its end

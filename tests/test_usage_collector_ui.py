@@ -21,7 +21,7 @@ import pytest
 
 import taskscope
 from taskscope.usage import UsageTracker
-from taskscope.web.render import percent
+from taskscope.presenters.format import percent
 from test_usage import free_udp_port, wait_until
 from test_usage_web import CLIENT_RUNS, expected_leaderboard, table_rows, watched  # noqa: F401 (watched is a fixture)
 from test_web import browser, free_port  # noqa: F401 (browser is a fixture)

@@ -11,17 +11,21 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import pandas as pd
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 import taskscope
 from taskscope import commands
+from taskscope.analyses.runs import FINAL_STATES
 from taskscope.commands.common import (
-    FormatOption, OutputFormat, StoreOption, cell, clock, console, emit, err_console, fail, user_errors,
+    TABLE_ROWS, FormatOption, OutputFormat, StoreOption, WideOption, console, err_console, fail, print_frame,
+    run_option, user_errors,
 )
 from taskscope.ingest import IngestReport, MissingInputError, interrupt_message
 from taskscope.analyses.tasks import latest_run_with_task
 from taskscope.rules import load_rules
+from taskscope.presenters.format import UNFINISHED, cell, clock, with_unfinished
 
 app = typer.Typer(
     help="Observability for Python workflow systems: ingest Parsl runs, then ask what happened.\n\n"
@@ -134,9 +138,18 @@ def ingest_attention(report: IngestReport) -> str | None:
     return f"note: {partial}" if partial else None
 
 
+#: what `runs` shows in a table without --wide (JSON and CSV have every column)
+RUN_COLUMNS = ["run_id", "workflow_name", "start", "duration_s", "status", "tasks", "tasks_failed", "events"]
+#: what `tasks` shows in a table without --wide, and the shorter headers it uses
+TASK_COLUMNS = ["run_id", "task_id", "app_name", "final_state", "tries", "submit_ts", "duration_s",
+                "executor_label", "exception_type"]
+TASK_HEADERS = {"task_id": "task", "app_name": "app", "final_state": "state", "submit_ts": "submitted",
+                "executor_label": "executor", "exception_type": "exception"}
+
+
 @app.command()
 @user_errors
-def runs(store: str = StoreOption, fmt: OutputFormat = FormatOption) -> None:
+def runs(store: str = StoreOption, wide: bool = WideOption, fmt: OutputFormat = FormatOption) -> None:
     """List the runs in the store.
 
     Example: taskscope runs --format json
@@ -144,18 +157,22 @@ def runs(store: str = StoreOption, fmt: OutputFormat = FormatOption) -> None:
     with taskscope.open(store, read_only=True) as opened:
         frame = opened.runs()
     if fmt is OutputFormat.table:
-        frame = frame.assign(run_id=frame.run_id.str[:8])[["run_id", "workflow_name", "user", "start", "duration_s", "status", "tasks",
-                       "tasks_done", "tasks_failed", "events", "sources"]]
-    emit(frame, fmt, "runs")
+        frame = frame.assign(run_id=frame.run_id.str[:8])
+        frame = frame if wide else frame[RUN_COLUMNS]
+    print_frame(frame, fmt, "runs", max_rows=None if wide else TABLE_ROWS,
+                see_all="--wide shows every column, --format csv every row")
 
 
 @app.command()
 @user_errors
 def tasks(
-    run: Optional[str] = typer.Option(None, "--run", "-r", help="Run id, unique prefix, or run folder name."),
-    state: Optional[str] = typer.Option(None, "--state", help="Only tasks whose final state is this."),
+    run: Optional[str] = run_option("every run"),
+    state: Optional[str] = typer.Option(None, "--state", help="Only tasks whose final state is this "
+                                        f"({', '.join(FINAL_STATES)} or {UNFINISHED})."),
     app_name: Optional[str] = typer.Option(None, "--app", help="Only tasks of this app."),
-    limit: int = typer.Option(0, "--limit", min=0, help="Show at most this many (0: all)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=0, help=f"Show at most this many (0: all; default: "
+                                        f"all, but a table shows the first {TABLE_ROWS})."),
+    wide: bool = WideOption,
     store: str = StoreOption,
     fmt: OutputFormat = FormatOption,
 ) -> None:
@@ -164,24 +181,40 @@ def tasks(
     Example: taskscope tasks --run 3f2a --state failed
     """
     with taskscope.open(store, read_only=True) as opened:
-        frame = opened.tasks(run)
+        run_id = opened.resolve_run(run)
+        frame = with_unfinished(opened.tasks(run_id))
+    scope = f"run {run_id}" if run_id else "the store"
     if state:
+        _check_value("state", state, set(FINAL_STATES) | {UNFINISHED} | set(frame.final_state), frame.final_state, scope)
         frame = frame[frame.final_state == state]
     if app_name:
+        _check_value("app", app_name, set(frame.app_name.dropna()), frame.app_name, scope)
         frame = frame[frame.app_name == app_name]
     if limit:
         frame = frame.head(limit)
     if fmt is OutputFormat.table:
-        frame = frame.drop(columns=["launch_ts", "worker_start_ts", "end_ts"]).rename(columns={"submit_ts": "submitted"})
-        frame = frame.assign(run_id=frame.run_id.str[:8])
-    emit(frame, fmt, "tasks")
+        if not wide:
+            several_runs = frame.run_id.nunique() > 1
+            frame = frame[[c for c in TASK_COLUMNS if c != "run_id" or several_runs]]
+        frame = frame.assign(run_id=frame.run_id.str[:8]) if "run_id" in frame else frame
+    title = f"tasks of run {run_id[:8]}" if run_id else "tasks"
+    print_frame(frame, fmt, title, max_rows=TABLE_ROWS if limit is None else None, headers=TASK_HEADERS,
+                see_all="--limit 0 shows every row, --wide every column, --format csv both")
+
+
+def _check_value(option: str, value: str, known: set[str], present: pd.Series, scope: str) -> None:
+    """Fail in one line, naming the values that exist, when `value` of `--option` is none of `known`."""
+    if value not in known:
+        values = sorted(present.dropna().astype(str).unique())
+        listed = ", ".join(values[:30]) + (f" and {len(values) - 30} more" if len(values) > 30 else "")
+        fail(f"no task in {scope} has {option} {value!r}; the {option}s there are: {listed or 'none'}")
 
 
 @app.command()
 @user_errors
 def timeline(
     task: int = typer.Option(..., "--task", "-t", help="Parsl (DFK) task id."),
-    run: Optional[str] = typer.Option(None, "--run", "-r", help="Run id, prefix or folder (default: latest run with the task)."),
+    run: Optional[str] = run_option("the latest run with the task"),
     store: str = StoreOption,
     fmt: OutputFormat = FormatOption,
 ) -> None:
@@ -200,7 +233,7 @@ def timeline(
     if frame.empty:
         fail(f"no events for task {task}" + (f" in run {run_id}" if run_id else ""))
     if fmt is not OutputFormat.table:
-        emit(frame, fmt)
+        print_frame(frame, fmt)
         return
     print(f"=== About task {task} ===")
     print(f"run {run_id}" + (f"  {note}" if note else ""))
@@ -216,15 +249,23 @@ def sql(
     store: str = StoreOption,
     fmt: OutputFormat = FormatOption,
 ) -> None:
-    """Run SQL over the store (read-only).
+    """Run SQL over the store (read-only); several statements (separated by ;) each print their result.
 
     Example: taskscope sql "SELECT source, count(*) FROM events GROUP BY 1"
     """
-    if not query.strip():
-        fail("the query is empty")
     with taskscope.open(store, read_only=True) as opened:
-        frame = opened.sql(query)
-    emit(frame, fmt)
+        statements = [statement.query.strip() for statement in opened.con.extract_statements(query)]
+        if not statements:
+            fail("the query is empty")
+        if len(statements) > 1 and fmt is not OutputFormat.table:
+            fail(f"the query holds {len(statements)} statements and --format {fmt.value} prints one result: "
+                 "run them one at a time (the table format shows each)")
+        results = [opened.sql(statement) for statement in statements]
+    for number, (statement, frame) in enumerate(zip(statements, results), 1):
+        if len(statements) > 1:
+            console.print(f"{'' if number == 1 else chr(10)}-- {number}/{len(statements)}: {statement}",
+                          highlight=False, soft_wrap=True)
+        print_frame(frame, fmt, short_times=False)  # SQL is for exact answers: whole times
 
 
 commands.register_all(app)

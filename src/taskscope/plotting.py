@@ -24,17 +24,34 @@ def check_plot_path(path: str | Path) -> None:
         raise PlotError(f"cannot write a plot to {path}: use a .html or .png file name")
     if not Path(path).absolute().parent.is_dir():
         raise PlotError(f"cannot write a plot to {path}: folder {Path(path).absolute().parent} does not exist")
+    if Path(path).suffix.lower() == ".png":
+        _require_kaleido()
+
+
+def _require_kaleido() -> None:
+    """Fail with the command that installs it when kaleido (Plotly's PNG writer, the `png`
+    extra) is missing, rather than with Plotly's error after the work is done."""
+    try:
+        import kaleido  # noqa: F401  (imported here only: PNG output is optional)
+    except ImportError:
+        raise PlotError("a PNG plot needs kaleido, which is not installed: pip install 'taskscope[png]' "
+                        "(or write the plot to a .html file)") from None
 
 
 def save_figure(figure, path: str | Path) -> Path:
-    """Write `figure` to `path`; the suffix picks the format (.html or .png).
+    """Write `figure` (a Plotly figure, or its dict as `taskscope.presenters.figures` builds
+    them) to `path`; the suffix picks the format (.html or .png).
 
     HTML embeds plotly.js, so the file opens without network access (clusters are often offline).
 
-    >>> save_figure(plotly.express.line(x=[0, 1], y=[1, 2]), "states.html")  # doctest: +SKIP
+    >>> save_figure({"data": [{"type": "bar", "x": [1], "y": [2]}]}, "bars.html")  # doctest: +SKIP
     """
+    import plotly.graph_objects as go  # imported here: plotly is only needed when a plot is written
+
     path = Path(path)
     check_plot_path(path)
+    if isinstance(figure, dict):
+        figure = go.Figure(figure)
     if path.suffix.lower() == ".png":
         _require_browser()
         figure.write_image(path, format="png", width=1200, height=600)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -14,22 +12,20 @@ import taskscope
 from taskscope.analyses.bottlenecks import Bottlenecks, bottlenecks
 from taskscope.analyses.common_path import CommonPath, common_path
 from taskscope.analyses.compare import compare
+from taskscope.presenters.figures import bottlenecks_figure, compare_figure, path_figure
 from taskscope.commands.common import (
     FormatOption,
     OutputFormat,
     PlotOption,
     RunOption,
     StoreOption,
-    emit,
     fail,
+    print_frame,
+    print_json,
+    run_option,
     save_plot,
     user_errors,
 )
-
-#: colours of the stages in every plot of this module
-STAGE_COLOURS = {"parsl": "#1f77b4", "interchange": "#ff7f0e", "manager": "#2ca02c", "worker": "#d62728",
-                 "monitoring": "#9467bd"}
-
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
@@ -64,16 +60,16 @@ def common_path_command(
         fail(f"no variant {variant}: there are {len(path.variants)} (see the variants table)")
     steps = path.variant_steps(variant)
     if plot is not None:
-        save_plot(path_figure(path, variant), plot)
+        save_plot(path_figure(steps, variant), plot)
     if fmt is OutputFormat.json:
-        _write_json({"variants": _records(path.variants), "steps": _records(steps)})
+        print_json({"variants": path.variants, "steps": steps})
     elif fmt is OutputFormat.csv:
-        emit(steps, fmt)
+        print_frame(steps, fmt)
     else:
         _print_average_task(path, variant)
         shown = path.variants if top <= 0 else path.variants.head(top)
-        emit(_short_runs(_as_text(shown, ["duration_mean", "duration_median", "duration_p95"])), fmt,
-             f"variants ({len(path.variants)}; {len(shown)} shown)")
+        print_frame(_short_runs(_as_text(shown, ["duration_mean", "duration_median", "duration_p95"])), fmt,
+             f"variants ({len(path.variants)}; {len(shown)} shown)", max_rows=None)
 
 
 def _print_average_task(path: CommonPath, variant: int) -> None:
@@ -89,34 +85,12 @@ def _print_average_task(path: CommonPath, variant: int) -> None:
         print(f"{step.since_first_mean:.6f}: {template}  ({step.source}{previous})")
 
 
-def path_figure(path: CommonPath, variant: int = 1):
-    """A Gantt-like chart of a variant's average task: one bar per step, from its mean time
-    since the first event to the next step's."""
-    import plotly.graph_objects as go
-
-    steps = path.variant_steps(variant)
-    starts = steps["since_first_mean"]
-    ends = starts.shift(-1).fillna(starts)
-    figure = go.Figure()
-    for source, group in steps.groupby("source", sort=False):
-        figure.add_trace(go.Bar(
-            y=group["label"], x=(ends - starts)[group.index], base=starts[group.index], orientation="h",
-            name=source, marker_color=STAGE_COLOURS.get(source),
-            hovertemplate="%{y}<br>from %{base:.6f} s for %{x:.6f} s<extra></extra>",
-        ))
-    figure.update_yaxes(categoryorder="array", categoryarray=list(steps["label"])[::-1], automargin=True)
-    figure.update_layout(title=f"Average task of variant {variant} ({int(steps['tasks'].max())} tasks)",
-                         xaxis_title="seconds since the task's first event", barmode="overlay",
-                         height=max(400, 28 * len(steps) + 150))
-    return figure
-
-
 # ---------------------------------------------------------------------------------------------
 # bottlenecks
 
 
 def bottlenecks_command(
-    run: Optional[str] = typer.Option(None, "--run", "-r", help="Run id, prefix or folder (default: the latest run)."),
+    run: Optional[str] = run_option("the latest run"),
     store: str = StoreOption,
     fmt: OutputFormat = FormatOption,
     plot: Optional[Path] = PlotOption,
@@ -132,22 +106,22 @@ def bottlenecks_command(
     if found.steps.empty:
         fail("no task events" + (f" in run {run}" if run else "") + " (see `taskscope runs`)")
     if plot is not None:
-        save_plot(bottlenecks_figure(found), plot)
+        save_plot(bottlenecks_figure(found.steps, found.run_id), plot)
     if fmt is OutputFormat.json:
-        _write_json({
+        print_json({
             "run_id": found.run_id, "slowest_stage": found.slowest_stage,
             "workers_idle_while_waiting": found.workers_idle_while_waiting,
-            "steps": _records(found.steps), "stages": _records(found.stages), "workers": _records(found.workers),
+            "steps": found.steps, "stages": found.stages, "workers": found.workers,
         })
         return
     if fmt is OutputFormat.csv:
-        emit(found.steps, fmt)
+        print_frame(found.steps, fmt)
         return
     shown = found.steps[["rank", "stage", "wait_total_s", "wait_share", "wait_mean_s", "wait_median_s",
                          "wait_p95_s", "tasks", "label"]]
-    emit(_as_text(shown, ["wait_mean_s", "wait_median_s", "wait_p95_s"]), fmt,
+    print_frame(_as_text(shown, ["wait_mean_s", "wait_median_s", "wait_p95_s"]), fmt,
          f"time tasks wait in each step, run {found.run_id}")
-    emit(found.stages, fmt, "by stage")
+    print_frame(found.stages, fmt, "by stage")
     print(_verdict(found))
 
 
@@ -167,21 +141,6 @@ def _verdict(found: Bottlenecks) -> str:
             lines.append(f"No worker slot sat idle while tasks waited upstream ({int(w.slots)} slots, "
                          f"utilisation {100 * w.utilisation:.1f}%).")
     return "\n".join(lines)
-
-
-def bottlenecks_figure(found: Bottlenecks):
-    """Horizontal bars: total time tasks waited in each step, longest on top, coloured by stage."""
-    import plotly.graph_objects as go
-
-    steps = found.steps
-    figure = go.Figure()
-    for source, group in steps.groupby("source", sort=False):
-        figure.add_trace(go.Bar(y=group["label"], x=group["wait_total_s"], orientation="h",
-                                name=group["stage"].iloc[0], marker_color=STAGE_COLOURS.get(source)))
-    figure.update_yaxes(categoryorder="array", categoryarray=list(steps["label"])[::-1], automargin=True)
-    figure.update_layout(title=f"Time tasks wait in each step (run {found.run_id})",
-                         xaxis_title="seconds, summed over tasks", height=max(400, 28 * len(steps) + 150))
-    return figure
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,42 +166,18 @@ def compare_command(
     if plot is not None:
         save_plot(compare_figure(frame, run_a, run_b), plot)
     if fmt is not OutputFormat.table:
-        emit(frame, fmt)
+        print_frame(frame, fmt)
         return
     shown = frame[["position", "step", "unit", "median_a", "median_b", "change_median", "change_pct",
                    "p25_a", "p75_a", "direction"]]
-    emit(_as_text(shown, ["median_a", "median_b", "change_median", "p25_a", "p75_a"]), fmt,
+    print_frame(_as_text(shown, ["median_a", "median_b", "change_median", "p25_a", "p75_a"]), fmt,
          f"{run_b} against {run_a} (medians)")
     changed = frame[frame["significant"]]
     print(f"{len(changed)} of {len(frame)} rows changed by more than run A's spread.")
 
 
-def compare_figure(frame: pd.DataFrame, run_a: str, run_b: str):
-    """Before/after bars of the median time in each step and of the task duration (log scale)."""
-    import plotly.graph_objects as go
-
-    latency = frame[frame["unit"] == "s"]
-    figure = go.Figure([
-        go.Bar(y=latency["step"], x=latency["median_a"], orientation="h", name=f"A: {run_a}"),
-        go.Bar(y=latency["step"], x=latency["median_b"], orientation="h", name=f"B: {run_b}"),
-    ])
-    figure.update_yaxes(categoryorder="array", categoryarray=list(latency["step"])[::-1], automargin=True)
-    figure.update_xaxes(type="log")
-    figure.update_layout(barmode="group", title="Median time in step, before (A) and after (B)",
-                         xaxis_title="seconds (log scale)", height=max(400, 40 * len(latency) + 150))
-    return figure
-
-
 # ---------------------------------------------------------------------------------------------
 # output helpers
-
-
-def _records(frame: pd.DataFrame) -> list[dict]:
-    return json.loads(frame.to_json(orient="records", date_format="iso", default_handler=str))
-
-
-def _write_json(document: dict) -> None:
-    sys.stdout.write(json.dumps(document) + "\n")
 
 
 def _as_text(frame: pd.DataFrame, seconds_columns: list[str]) -> pd.DataFrame:

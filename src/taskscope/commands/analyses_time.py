@@ -7,8 +7,6 @@ shown at evenly spaced instants with a note saying so. `--plot FILE.html|FILE.pn
 
 from __future__ import annotations
 
-import json
-import sys
 from functools import wraps
 from pathlib import Path
 from typing import Callable, Optional
@@ -22,12 +20,15 @@ from taskscope.analyses.latency import latency, latency_histogram, stats_of
 from taskscope.analyses.selectors import SelectorError
 from taskscope.analyses.series import FieldError, series
 from taskscope.analyses.states import sample_steps, states, states_from_monitoring, states_wide
-from taskscope.analyses.summary import summary
+from taskscope.analyses.summary import STATE_COLUMNS, summary
 from taskscope.commands.common import (
-    FormatOption, OutputFormat, PlotOption, RunOption, StoreOption, clock, emit, err_console, fail, save_plot,
+    FormatOption, OutputFormat, PlotOption, RunOption, StoreOption, err_console, fail, print_frame, print_json, save_plot,
     user_errors,
 )
 from taskscope.plotting import PlotError, check_plot_path
+from taskscope.presenters.figures import (
+    elapsed, run_lines_figure, run_steps_figure, summary_figure, values_histogram_figure,
+)
 
 #: a step function with more rows than this is shown resampled in a table
 TABLE_ROWS = 40
@@ -74,22 +75,8 @@ def _plural(per: str) -> str:
     return {"try": "tries"}.get(per, f"{per}s")
 
 
-def _write_json(parts: dict[str, pd.DataFrame]) -> None:
-    """One JSON object whose values are the record lists of `parts`."""
-    sys.stdout.write(json.dumps({name: _records(frame) for name, frame in parts.items()}) + "\n")
-
-
-def _records(frame: pd.DataFrame) -> list[dict]:
-    return json.loads(frame.to_json(orient="records", default_handler=str))
-
-
 def _note(text: str) -> None:
     err_console.print(text, highlight=False, soft_wrap=True)
-
-
-def _elapsed(frame: pd.DataFrame, column: str = "ts") -> pd.Series:
-    """Seconds since each run's first row (so that runs overlay in one plot)."""
-    return frame[column] - frame.groupby("run_id")[column].transform("min")
 
 
 def _readable_steps(wide: pd.DataFrame, points: int) -> tuple[pd.DataFrame, str | None]:
@@ -101,37 +88,8 @@ def _readable_steps(wide: pd.DataFrame, points: int) -> tuple[pd.DataFrame, str 
         shown = sample_steps(wide, points)
         note = (f"{len(wide):,} changes: showing the values in effect at {points} evenly spaced instants "
                 "(peaks between them can be missed; --format csv or json gives every change)")
-    shown = shown.assign(elapsed_s=_elapsed(shown).round(6), ts=shown.ts.map(clock),
-                         run_id=shown.run_id.str[:8])
+    shown = shown.assign(elapsed_s=elapsed(shown).round(6), run_id=shown.run_id.str[:8])
     return shown[["run_id", "ts", "elapsed_s"] + [c for c in shown.columns if c not in ("run_id", "ts", "elapsed_s")]], note
-
-
-def _step_figure(frame: pd.DataFrame, y: str, color: str | None, title: str, y_title: str):
-    """Step lines (the value holds until the next change) over seconds since each run's start."""
-    import plotly.express as px
-
-    whole = _whole_run_steps(frame[["run_id", "ts", y] + ([color] if color else [])], y, color)
-    data = whole.assign(elapsed_s=_elapsed(whole), run=whole.run_id.str[:8])
-    several_runs = data.run.nunique() > 1
-    figure = px.line(data, x="elapsed_s", y=y, color=color, line_dash="run" if several_runs else None,
-                     line_shape="hv", title=title)
-    figure.update_layout(xaxis_title="seconds since the run's first change", yaxis_title=y_title)
-    return figure
-
-
-def _whole_run_steps(frame: pd.DataFrame, y: str, color: str | None) -> pd.DataFrame:
-    """The change rows of each line, plus a 0 at its run's first change (before its own first
-    change nothing was in it) and its last value held to the run's last change, so that every
-    line spans the run instead of starting and stopping at its own changes."""
-    keys = ["run_id"] + ([color] if color else [])
-    ordered = frame.sort_values("ts", kind="stable")
-    span = ordered.groupby("run_id").ts.agg(["min", "max"])
-    starts = ordered.groupby(keys, sort=False).head(1)
-    starts = starts[starts.ts > starts.run_id.map(span["min"])]
-    starts = starts.assign(ts=starts.run_id.map(span["min"]), **{y: 0})
-    ends = ordered.groupby(keys, sort=False).tail(1)
-    ends = ends.assign(ts=ends.run_id.map(span["max"]))
-    return pd.concat([starts, ordered, ends], ignore_index=True).sort_values("ts", kind="stable")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,12 +118,12 @@ def states_command(
     if curve.empty:
         fail(f"no task state changes in the {source}" + (f" of run {run}" if run else "") + " (see `taskscope runs`)")
     if plot is not None:
-        save_plot(_step_figure(curve, "tasks", "state", f"tasks per state (from {source})", "tasks"), plot)
+        save_plot(run_steps_figure(curve, "tasks", "state", f"tasks per state (from {source})", "tasks"), plot)
     if fmt is not OutputFormat.table:
-        emit(curve, fmt)
+        print_frame(curve, fmt)
         return
     shown, note = _readable_steps(states_wide(curve).drop(columns=["step"]), points)
-    emit(shown, fmt, f"tasks per state (from {source})")
+    print_frame(shown, fmt, f"tasks per state (from {source})", max_rows=None)
     peaks = curve.groupby("state", sort=False)["tasks"].max()
     _note("peak: " + ", ".join(f"{state} {count}" for state, count in peaks.items()))
     if note:
@@ -200,12 +158,12 @@ def between_command(
         fail(f"no {per} passes {event_a!r} and then {event_b!r}" + (f" in run {run}" if run else ""))
     title = f"{_plural(per)} between {event_a} and {event_b}"
     if plot is not None:
-        save_plot(_step_figure(curve, "count", None, title, _plural(per)), plot)
+        save_plot(run_steps_figure(curve, "count", None, title, _plural(per)), plot)
     if fmt is not OutputFormat.table:
-        emit(curve, fmt)
+        print_frame(curve, fmt)
         return
     shown, note = _readable_steps(curve, points)
-    emit(shown, fmt, title)
+    print_frame(shown, fmt, title, max_rows=None)
     ends = curve.groupby("run_id")["count"].last()
     _note(f"peak: {curve['count'].max()}; at the end: " + ", ".join(f"{run_id[:8]} {count}" for run_id, count in ends.items()))
     if note:
@@ -234,15 +192,15 @@ def queues_command(
         fail("none of the standard queues' events are in the store: " + "; ".join(
             f"{name}: {a} to {b}" for name, (a, b) in STANDARD_QUEUES.items()))
     if plot is not None:
-        save_plot(_step_figure(curves, "count", "queue", f"{_plural(per)} in each queue", _plural(per)), plot)
+        save_plot(run_steps_figure(curves, "count", "queue", f"{_plural(per)} in each queue", _plural(per)), plot)
     if fmt is not OutputFormat.table:
-        emit(curves, fmt)
+        print_frame(curves, fmt)
         return
     wide = (curves.pivot_table(index=["run_id", "ts"], columns="queue", values="count", aggfunc="last")
             .groupby(level="run_id").ffill().fillna(0).astype("int64"))
     wide.columns.name = None
     shown, note = _readable_steps(wide.reset_index(), points)
-    emit(shown, fmt, f"{_plural(per)} in each queue")
+    print_frame(shown, fmt, f"{_plural(per)} in each queue", max_rows=None)
     _note("peak: " + ", ".join(f"{queue} {count}" for queue, count in curves.groupby("queue")["count"].max().items()))
     if note:
         _note(note)
@@ -271,31 +229,21 @@ def series_command(
     with taskscope.open(store, read_only=True) as opened:
         values = series(opened, field, run, group_by=by, where=where)
     if plot is not None:
-        save_plot(_series_figure(values, field, by), plot)
+        save_plot(run_lines_figure(values, "value", by, field + (f" by {by}" if by else ""),
+                                   "seconds since the run's first value", field), plot)
     if fmt is not OutputFormat.table:
-        emit(values, fmt)
+        print_frame(values, fmt)
         return
     if len(values) <= TABLE_ROWS:
-        emit(values.assign(ts=values.ts.map(clock), run_id=values.run_id.str[:8]), fmt, field)
+        print_frame(values.assign(run_id=values.run_id.str[:8]), fmt, field, max_rows=None)
         return
     groups = ["run_id", "event"] + ([by] if by else [])
     table = values.groupby(groups, dropna=False).agg(
-        count=("value", "size"), first=("ts", "min"), last=("ts", "max"), min=("value", "min"),
+        count=("value", "size"), first_ts=("ts", "min"), last_ts=("ts", "max"), min=("value", "min"),
         mean=("value", "mean"), max=("value", "max"), last_value=("value", "last"),
     ).reset_index()
-    emit(table.assign(run_id=table.run_id.str[:8], first=table["first"].map(clock), last=table["last"].map(clock)),
-         fmt, f"{field}: {len(values):,} values")
+    print_frame(table.assign(run_id=table.run_id.str[:8]), fmt, f"{field}: {len(values):,} values")
     _note(f"{len(values):,} values summarised per {' and '.join(groups)} (--format csv or json gives every value)")
-
-
-def _series_figure(values: pd.DataFrame, field: str, by: Optional[str]):
-    import plotly.express as px
-
-    data = values.assign(elapsed_s=_elapsed(values), run=values.run_id.str[:8])
-    figure = px.line(data, x="elapsed_s", y="value", color=by, line_dash="run" if data.run.nunique() > 1 else None,
-                     markers=True, title=field + (f" by {by}" if by else ""))
-    figure.update_layout(xaxis_title="seconds since the run's first value", yaxis_title=field)
-    return figure
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,25 +276,17 @@ def latency_command(
     stats = stats_of(latencies, by)
     histogram = latency_histogram(latencies, bins)
     if plot is not None:
-        save_plot(_latency_figure(latencies, event_a, event_b, bins, by), plot)
+        save_plot(values_histogram_figure(latencies, "latency_s", by, bins, f"seconds from {event_a} to {event_b}",
+                                          "seconds"), plot)
     if fmt is OutputFormat.json:
-        _write_json({"stats": stats, "histogram": histogram, "latencies": latencies})
+        print_json({"stats": stats, "histogram": histogram, "latencies": latencies})
         return
     if fmt is OutputFormat.csv:
-        emit(latencies, fmt)
+        print_frame(latencies, fmt)
         return
-    emit(stats.assign(run_id=stats.run_id.str[:8]), fmt, f"seconds from {event_a} to {event_b}, per {per}")
+    print_frame(stats.assign(run_id=stats.run_id.str[:8]), fmt, f"seconds from {event_a} to {event_b}, per {per}")
     widest = max(int(histogram["count"].max()), 1) if not histogram.empty else 1
-    emit(histogram.assign(bar=histogram["count"].map(lambda n: "█" * round(40 * n / widest))), fmt, "histogram")
-
-
-def _latency_figure(latencies: pd.DataFrame, event_a: str, event_b: str, bins: int, by: Optional[str]):
-    import plotly.express as px
-
-    figure = px.histogram(latencies.dropna(subset=["latency_s"]), x="latency_s", color=by, nbins=bins,
-                          title=f"seconds from {event_a} to {event_b}")
-    figure.update_layout(xaxis_title="seconds", yaxis_title="count", bargap=0.05)
-    return figure
+    print_frame(histogram.assign(bar=histogram["count"].map(lambda n: "█" * round(40 * n / widest))), fmt, "histogram", max_rows=None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,16 +318,16 @@ def summary_command(
     if result.runs.empty:
         fail("no tasks" + (f" in run {run}" if run else "") + " (see `taskscope runs`)")
     if plot is not None:
-        save_plot(_summary_figure(result), plot)
+        save_plot(summary_figure(result.apps, result.throughput, result.runs, [*STATE_COLUMNS, "unfinished"]), plot)
     parts = {name: getattr(result, name) for name in SUMMARY_PARTS}
     if fmt is OutputFormat.json:
         if part:
-            emit(parts[part], fmt)
+            print_frame(parts[part], fmt)
         else:
-            _write_json(parts)
+            print_json(parts)
         return
     if fmt is OutputFormat.csv:
-        emit(parts[part or "apps"], fmt)
+        print_frame(parts[part or "apps"], fmt)
         return
     for name in [part] if part else ["runs", "apps", "failures"]:
         frame = parts[name]
@@ -395,28 +335,4 @@ def summary_command(
             _note(f"{name}: none")
             continue
         frame = frame.assign(run_id=frame.run_id.str[:8])
-        emit(frame, fmt, name)
-
-
-def _summary_figure(result):
-    """Bars: tasks per app by final state (top); tasks completed per second over time (bottom)."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    from taskscope.analyses.summary import STATE_COLUMNS
-
-    several_runs = result.apps.run_id.nunique() > 1
-    labels = (result.apps.run_id.str[:8] + " " if several_runs else "") + result.apps.app_name
-    figure = make_subplots(rows=2, cols=1, subplot_titles=("tasks per app by final state", "tasks completed per second"))
-    for state in [*STATE_COLUMNS, "unfinished"]:
-        if result.apps[state].any():
-            figure.add_trace(go.Bar(x=labels, y=result.apps[state], name=state), row=1, col=1)
-    throughput = result.throughput
-    if not throughput.empty:
-        start = throughput.run_id.map(result.runs.set_index("run_id").first_submit_ts)
-        for (run_id, app), rows in throughput.assign(elapsed_s=throughput.bin_start_ts - start).groupby(["run_id", "app_name"]):
-            figure.add_trace(go.Bar(x=rows.elapsed_s + rows.bin_s / 2, y=rows.per_s, width=rows.bin_s,
-                                    name=(f"{run_id[:8]} " if several_runs else "") + f"{app} completed"), row=2, col=1)
-    figure.update_layout(barmode="stack", title="summary")
-    figure.update_xaxes(title_text="seconds since the run's first submit", row=2, col=1)
-    return figure
+        print_frame(frame, fmt, name)

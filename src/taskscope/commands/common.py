@@ -5,9 +5,10 @@ A command module defines `register(app)` and is listed in `taskscope.commands.MO
 
 from __future__ import annotations
 
-import math
+import importlib
+import os
+import shutil
 import sys
-from datetime import datetime, timezone
 from enum import Enum
 from functools import wraps
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Callable, Optional
 import duckdb
 import pandas as pd
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -24,6 +26,7 @@ from taskscope.analyses.selectors import SelectorError
 from taskscope.analyses.series import FieldError
 from taskscope.ingest import MissingInputError
 from taskscope.plotting import PlotError
+from taskscope.presenters.format import cell, clock, json_bytes, short_clocks
 from taskscope.analyses.runs import RunNotFound
 from taskscope.rules import RuleError
 from taskscope.store import DEFAULT_STORE, StoreError
@@ -63,45 +66,154 @@ def user_errors(command: Callable) -> Callable:
             fail(str(exc))
         except duckdb.Error as exc:  # bad SQL from `taskscope sql`, a locked store, ...
             fail(str(exc).splitlines()[0])
+        except ImportError as exc:
+            if exc.name not in OPTIONAL_MODULES:
+                raise
+            fail(missing_extra(exc.name))
 
     return wrapper
 
 
-def emit(frame: pd.DataFrame, fmt: OutputFormat, title: str | None = None) -> None:
-    """Print `frame` as a Rich table, JSON records or CSV."""
+#: a table shows at most this many rows unless asked for more (`--limit`, `--format csv`)
+TABLE_ROWS = 20
+#: the width of a table written to a pipe without $COLUMNS: wide rows rather than folded ones
+PIPE_WIDTH = 250
+#: a column may be narrowed to this many characters (text wrapped at spaces) to fit beside others
+NARROWEST_COLUMN = 16
+
+
+def table_width() -> int:
+    """Columns a table may take: the terminal's (or $COLUMNS), else `PIPE_WIDTH` for a pipe."""
+    if os.environ.get("COLUMNS", "").isdigit() or sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return PIPE_WIDTH
+
+
+#: modules a command may need that only an extra installs: module -> extra
+OPTIONAL_MODULES = {"httpx": "fleet", "distributed": "fleet", "kaleido": "png", "parsl": "parsl"}
+
+
+def missing_extra(module: str) -> str:
+    """The one line saying which extra installs `module`.
+
+    >>> missing_extra("httpx")
+    "this needs httpx, which is not installed: pip install 'taskscope[fleet]'"
+    """
+    return f"this needs {module}, which is not installed: pip install 'taskscope[{OPTIONAL_MODULES[module]}]'"
+
+
+def require(module: str) -> None:
+    """Fail in one line naming the extra to install when `module` cannot be imported: before
+    the slow part of a command, not after it."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        fail(missing_extra(module))
+
+
+def print_frame(frame: pd.DataFrame, fmt: OutputFormat, title: str | None = None, *,
+                max_rows: int | None = TABLE_ROWS, headers: dict[str, str] | None = None,
+                short_times: bool = True, see_all: str = "--format csv gives every row and column") -> None:
+    """Print `frame`: JSON records or CSV (all of it), or a Rich table for a person.
+
+    The table shows the first `max_rows` rows (None: all), its times shortened (see
+    `short_clocks`) unless `short_times` is False, and the columns that fit `table_width()`,
+    under their `headers` names; one line on stderr says what was left out, ending with
+    `see_all` (how to see it).
+    """
     if fmt is OutputFormat.json:
-        sys.stdout.write(frame.to_json(orient="records", date_format="iso", default_handler=str) + "\n")
+        print_json(frame)
     elif fmt is OutputFormat.csv:
         sys.stdout.write(frame.to_csv(index=False))
     else:
-        console.print(rich_table(frame, title))
+        width = table_width()
+        shown = frame if max_rows is None else frame.head(max_rows)
+        table, hidden = text_table(shown, title, width, headers or {}, short_times)
+        Console(width=width, markup=False).print(table)
+        left_out = []
+        if len(shown) < len(frame):
+            left_out.append(f"showing {len(shown):,} of {len(frame):,} rows")
+        if hidden:
+            left_out.append(f"{len(hidden)} columns left out to fit {width} columns ({', '.join(hidden)})")
+        if left_out:
+            err_console.print("; ".join(left_out) + f": {see_all}", highlight=False, soft_wrap=True)
 
 
-def cell(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
-        return ""
-    if isinstance(value, float):
-        if abs(value) < 1e9:
-            return f"{value:.3f}"
-        # epoch seconds of 2001-2099 read as times; anything larger (1e300, inf) stays a number
-        return clock(value) if value < 4.1e9 else f"{value:g}"
-    return str(value)
+def print_json(document) -> None:
+    """Print `document` (a DataFrame, or dicts and lists holding them) as one line of JSON:
+    the rows the web's `/api/...` gives for the same question (see `taskscope.presenters.format`)."""
+    sys.stdout.write(json_bytes(document).decode() + "\n")
 
 
-def clock(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+#: floats in this range read as epoch seconds (years 2001 to 2099) in a table
+EPOCH_RANGE = (1e9, 4.1e9)
 
 
-def rich_table(frame: pd.DataFrame, title: str | None) -> Table:
-    table = Table(title=title, show_lines=False, header_style="bold")
+def is_time_column(name: str, values: pd.Series) -> bool:
+    """True for a column of times: datetimes, epoch seconds named `ts` or `..._ts`, or floats
+    that are all epoch seconds of this century (what `taskscope sql` selects from `events.ts`)."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return True
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return False
+    if name == "ts" or name.endswith("_ts"):
+        return True
+    present = values.dropna()
+    return (pd.api.types.is_float_dtype(values) and not present.empty
+            and bool(present.between(*EPOCH_RANGE, inclusive="left").all()))
+
+
+def text_table(frame: pd.DataFrame, title: str | None, width: int, headers: dict[str, str],
+               short_times: bool = True) -> tuple[Table, list[str]]:
+    """`frame` as a Rich table at most `width` characters wide, and the headers of the columns
+    left out because they did not fit. Cells wrap at spaces, never inside a word."""
+    texts: dict[str, pd.Series] = {}
+    days: set[str] = set()
     for column in frame.columns:
-        table.add_column(str(column), overflow="fold")
-    for row in frame.itertuples(index=False):
-        table.add_row(*(cell(v) for v in row))
-    return table
+        if is_time_column(str(column), frame[column]) and short_times:
+            texts[column], day = short_clocks(frame[column])
+            days.update([day] if day else [])
+        elif is_time_column(str(column), frame[column]):
+            texts[column] = frame[column].map(clock)
+        else:
+            texts[column] = frame[column].map(cell)
+    if days:
+        title = f"{title or ''} (UTC, {', '.join(sorted(days))})".strip()
+    kept, hidden, used = [], [], 0
+    for column, values in texts.items():
+        header = headers.get(column, str(column))
+        natural = max([len(header), *(len(text) for text in values)])
+        needed = min(natural, max(NARROWEST_COLUMN, len(header))) + (2 if kept else 0)
+        if used + needed <= width:
+            kept.append((column, header))
+            used += needed
+        else:
+            hidden.append(header)
+    table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, show_edge=False,
+                  pad_edge=False, collapse_padding=True)
+    for _, header in kept:
+        table.add_column(header, overflow="ellipsis")
+    for row in zip(*(texts[column] for column, _ in kept)):
+        table.add_row(*row)
+    return table, hidden
 
 
-RunOption = typer.Option(None, "--run", "-r", help="Run id, unique prefix, or run folder name (default: every run).")
+def _run_given(value: Optional[str]) -> Optional[str]:
+    """An empty `--run ''` is a mistake (an unset variable, say), not "every run"."""
+    if value is not None and not value.strip():
+        fail("--run is empty: give a run id, a unique prefix of one or a run folder name (see `taskscope runs`), "
+             "or leave --run out")
+    return value
+
+
+def run_option(default_meaning: str) -> typer.models.OptionInfo:
+    """The `--run` option; `default_meaning` says what leaving it out means ("every run")."""
+    return typer.Option(None, "--run", "-r", callback=_run_given,
+                        help=f"Run id, unique prefix, or run folder name (default: {default_meaning}).")
+
+
+RunOption = run_option("every run")
+WideOption = typer.Option(False, "--wide", "-w", help="Table: every column, not only those that fit 100 columns.")
 PlotOption = typer.Option(None, "--plot", help="Also write a Plotly chart to FILE.html or FILE.png.")
 
 

@@ -40,7 +40,8 @@ def export_command(
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder (parquet) or file (perfetto, otlp) to write."),
     run: Optional[str] = RunOption,
-    overwrite: bool = typer.Option(False, "--overwrite", help="parquet: replace an earlier export in --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier export in --out (parquet) or "
+                                   "the file --out (perfetto, otlp)."),
     batch: int = typer.Option(1000, "--batch", min=1, help="otlp: log records per LogsData line."),
     store: str = StoreOption,
     json_summary: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -55,6 +56,8 @@ def export_command(
 
       taskscope export --format otlp --out run.otlp.jsonl --run 3f2a
     """
+    if export_format is not ExportFormat.parquet and out.exists() and not overwrite:
+        fail(f"{out} already exists: pass --overwrite to replace it, or choose another file")
     try:
         with taskscope.open(store, read_only=True) as opened, _progress(json_summary) as progress:
             bar = progress.add_task(f"exporting {export_format.value}", total=None)

@@ -9,7 +9,9 @@ from typing import Optional
 
 import typer
 
-from taskscope.commands.common import FormatOption, OutputFormat, console, err_console, fail, user_errors
+from taskscope.commands.common import (
+    FormatOption, OutputFormat, console, err_console, fail, print_frame, require, user_errors,
+)
 
 DEFAULT_FLEET_STORE = "fleet.duckdb"
 
@@ -198,6 +200,7 @@ def upload(
 
     Example: taskscope fleet upload runinfo/ --server https://fleet.example.org:8443 --token tsf_...
     """
+    require("httpx")  # before the ingest, not after it
     from taskscope.fleet.api import FleetAPIError
     from taskscope.fleet.upload import UploadError, upload_runs
 
@@ -212,6 +215,4 @@ def upload(
         fail(str(exc))
     import pandas as pd
 
-    from taskscope.commands.common import emit
-
-    emit(pd.DataFrame(sent), fmt, "uploaded runs")
+    print_frame(pd.DataFrame(sent), fmt, "uploaded runs")

@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 import taskscope
-from taskscope.commands.common import FormatOption, OutputFormat, StoreOption, console, emit, err_console, fail, user_errors
+from taskscope.commands.common import FormatOption, OutputFormat, StoreOption, console, print_frame, err_console, fail, user_errors
 from taskscope.usage import protocol
 
 usage_app = typer.Typer(
@@ -176,7 +176,7 @@ def report(
                                    since=reports.parse_since(since) if since else None)
         except ValueError as exc:
             fail(str(exc))
-    emit(frame, fmt, f"usage: {what.value}")
+    print_frame(frame, fmt, f"usage: {what.value}")
 
 
 def _has_usage_events(store) -> bool:

@@ -20,8 +20,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from taskscope.fleet import reads
 from taskscope.fleet.auth import SESSION_COOKIE, Caller, page_caller
 from taskscope.web.app import mount_static
-from taskscope.web.figures import bar_figure, gantt_figure, plot_text, steps_figure
-from taskscope.web.render import WEB_DIR, cell, clock, missing, records, seconds
+from taskscope.presenters.figures import bar_figure, gantt_figure, plot_text, steps_figure
+from taskscope.presenters.format import cell, clock, missing, records, seconds
+from taskscope.web.render import WEB_DIR
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 #: how far back the overview and the clusters list look unless asked otherwise

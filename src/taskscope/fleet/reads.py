@@ -16,7 +16,7 @@ import pandas as pd
 
 from taskscope.fleet.db import FleetDB
 from taskscope.time_bounds import epoch_since
-from taskscope.web.render import records
+from taskscope.presenters.format import records
 
 _SINCE_UNITS = {"s": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400,
                 "w": 604800, "week": 604800}

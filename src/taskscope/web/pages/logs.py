@@ -10,7 +10,8 @@ from fastapi import APIRouter, Depends, Request
 
 from taskscope.schema import EVENT_COLUMNS
 from taskscope.web.dashboard import read_connection
-from taskscope.web.render import json_response, records, render
+from taskscope.presenters.format import records
+from taskscope.web.render import json_response, render
 
 router = APIRouter()
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from taskscope.analyses.runs import resolve_run
 from taskscope.digests import section
 from taskscope.web.dashboard import Dashboard, read_connection
-from taskscope.web.figures import histogram_figure, steps_figure
+from taskscope.presenters.figures import histogram_figure, steps_figure
 from taskscope.web.pages.runs import run_row
 from taskscope.web.render import json_response, render
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from taskscope.analyses.runs import resolve_run
 from taskscope.digests import section
 from taskscope.web.dashboard import Dashboard, read_connection
-from taskscope.web.figures import bar_figure, iso, steps_figure, time_layout, waterfall_figure
+from taskscope.presenters.figures import bar_figure, iso, steps_figure, time_layout, waterfall_figure
 from taskscope.web.pages.runs import run_row
 from taskscope.web.render import json_response, render
 

@@ -11,7 +11,7 @@ from taskscope.analyses.runs import resolve_run
 from taskscope.analyses.tasks import task_detail
 from taskscope.digests import section
 from taskscope.web.dashboard import Dashboard, read_connection
-from taskscope.web.figures import gantt_figure, iso, time_layout
+from taskscope.presenters.figures import gantt_figure, iso, time_layout
 from taskscope.web.pages.runs import run_row
 from taskscope.web.render import json_response, render
 

@@ -13,7 +13,8 @@ from taskscope.analyses.runs import resolve_run
 from taskscope.digests import section
 from taskscope.web.dashboard import Dashboard, read_connection
 from taskscope.web.pages.runs import run_row
-from taskscope.web.render import json_response, records, render
+from taskscope.presenters.format import records, with_unfinished
+from taskscope.web.render import json_response, render
 
 router = APIRouter()
 
@@ -29,9 +30,7 @@ def all_tasks(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str)
     """`taskscope.analyses.tasks.tasks` of one run, from its digest or computed, kept until an ingest
     adds events (`unfinished` as the final state of tasks that have none yet)."""
     def compute() -> pd.DataFrame:
-        frame = section(con, run_id, "tasks")["tasks"]
-        frame["final_state"] = frame["final_state"].fillna("unfinished")
-        return frame
+        return with_unfinished(section(con, run_id, "tasks")["tasks"])
 
     return dashboard.cached(("tasks", run_id), compute)
 

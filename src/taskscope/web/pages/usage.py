@@ -18,8 +18,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from taskscope._sql import scalar
 from taskscope.usage import reports as usage_reports
 from taskscope.web.dashboard import Dashboard, read_connection
-from taskscope.web.figures import bar_figure, lines_figure
-from taskscope.web.render import json_response, records, render
+from taskscope.presenters.figures import bar_figure, lines_figure
+from taskscope.presenters.format import records
+from taskscope.web.render import json_response, render
 
 router = APIRouter()
 

@@ -1,0 +1,150 @@
+"""How values read, as text and as JSON: one vocabulary for the CLI and the web.
+
+The CLI's `--format json` and the web's `/api/...` both serialise rows with `records` and
+`json_bytes`, so the same question gives the same JSON; tables (Rich in a terminal, HTML in a
+page) show values with `cell`, `clock`, `seconds` and `percent`.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+
+import numpy as np
+import orjson
+import pandas as pd
+
+#: what a task without a final state (still running, or the run was killed) is listed as
+UNFINISHED = "unfinished"
+
+
+def missing(value) -> bool:
+    """True for None, NaN, NaT and pandas NA.
+
+    >>> missing(float("nan")), missing(pd.NaT), missing(0)
+    (True, True, False)
+    """
+    if value is None or value is pd.NaT or value is pd.NA:
+        return True
+    return isinstance(value, float) and math.isnan(value)
+
+
+def epoch_seconds(value) -> float:
+    """A time (epoch seconds, a pandas Timestamp or a datetime) as seconds since the epoch.
+
+    >>> epoch_seconds(pd.Timestamp("2026-01-02 03:04:05", tz="UTC"))
+    1767323045.0
+    """
+    if isinstance(value, (pd.Timestamp, datetime)):
+        return value.timestamp()
+    return float(value)
+
+
+def clock(ts) -> str:
+    """A time as `YYYY-MM-DD HH:MM:SS.mmm` (UTC); empty when missing.
+
+    >>> clock(1767323045.25)
+    '2026-01-02 03:04:05.250'
+    """
+    if missing(ts):
+        return ""
+    return datetime.fromtimestamp(epoch_seconds(ts), timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def short_clocks(values: pd.Series) -> tuple[pd.Series, str | None]:
+    """Times shortened for a narrow table: `HH:MM:SS.mmm` and the day they share when they all
+    fall on one UTC day, else `YYYY-MM-DD HH:MM:SS`; missing ones empty.
+
+    >>> texts, day = short_clocks(pd.Series([1767323045.25, None]))
+    >>> texts.tolist(), day
+    (['03:04:05.250', ''], '2026-01-02')
+    """
+    present = values.dropna()
+    days = {clock(value)[:10] for value in present}
+    if len(days) <= 1:
+        return values.map(lambda value: clock(value)[11:]), next(iter(days), None)
+    return values.map(lambda value: clock(value)[:19]), None
+
+
+def seconds(value, digits: int = 3) -> str:
+    """A duration in seconds, readable: `0.012 s`, `4.5 min`, `2.1 h`; empty when missing.
+
+    >>> seconds(0.0123), seconds(270), seconds(7560)
+    ('0.012 s', '4.5 min', '2.1 h')
+    """
+    if missing(value):
+        return ""
+    value = float(value)
+    if abs(value) >= 7200:
+        return f"{value / 3600:.1f} h"
+    if abs(value) >= 120:
+        return f"{value / 60:.1f} min"
+    return f"{value:.{digits}f} s"
+
+
+def cell(value) -> str:
+    """Any table value as text: empty for missing, integers without `.0`, other numbers with
+    6 significant digits.
+
+    >>> cell(None), cell(3.0), cell(6.294867), cell("inc")
+    ('', '3', '6.29487', 'inc')
+    """
+    if missing(value):
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:.6g}"
+    return str(value)
+
+
+def percent(fraction) -> str:
+    """A fraction as a percentage with 3 significant digits; empty when missing.
+
+    >>> percent(0.307692)
+    '30.8 %'
+    """
+    if missing(fraction):
+        return ""
+    return f"{float(fraction) * 100:.3g} %"
+
+
+def with_unfinished(tasks: pd.DataFrame) -> pd.DataFrame:
+    """`tasks` (a `taskscope.analyses.tasks.tasks` frame) with `UNFINISHED` as the final state
+    of tasks that have none yet, as every presenter lists them."""
+    return tasks.assign(final_state=tasks["final_state"].fillna(UNFINISHED))
+
+
+def records(frame: pd.DataFrame) -> list[dict]:
+    """A DataFrame as JSON-ready rows (missing values as None).
+
+    >>> records(pd.DataFrame({"task_id": ["1"], "tries": [float("nan")]}))
+    [{'task_id': '1', 'tries': None}]
+    """
+    if frame.empty:
+        return []
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+
+
+def json_default(value):
+    """What `orjson` cannot serialise itself, as JSON: times as ISO text, numpy scalars as
+    numbers, missing as null, DataFrames as `records`, anything else as its text."""
+    if isinstance(value, (pd.Timestamp, datetime)):
+        return value.isoformat()
+    if isinstance(value, np.generic):
+        return value.item()
+    if missing(value):
+        return None
+    if isinstance(value, pd.DataFrame):
+        return records(value)
+    return str(value)
+
+
+def json_bytes(data) -> bytes:
+    """`data` (dicts, lists, DataFrames, numpy values) as JSON: what both `--format json` and
+    the web's `/api/...` send (NaN and infinities as null).
+
+    >>> json_bytes({"rows": pd.DataFrame({"a": [1.5, None]})})
+    b'{"rows":[{"a":1.5},{"a":null}]}'
+    """
+    if isinstance(data, pd.DataFrame):
+        data = records(data)
+    return orjson.dumps(data, default=json_default, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
