@@ -311,3 +311,12 @@ def test_cli_reference_covers_nested_commands():
     for title in ("taskscope", "taskscope ingest", "taskscope usage collect", "taskscope fleet token revoke"):
         assert f"## `{title}`\n" in page
     assert "Usage: taskscope fleet token revoke" in page
+
+
+def test_events_page_lists_the_events_contract():
+    """The events page's column table is the store's `events` contract: names, order and types."""
+    from taskscope.schema import EVENT_COLUMNS
+
+    rows = re.findall(r"^\| `(\w+)` \| (\w+) \|", (REPO / "docs" / "guide" / "events.md").read_text(), re.M)
+    public = [(name, sql_type) for name, sql_type in EVENT_COLUMNS if name != "file_id"]
+    assert rows == public, f"docs/guide/events.md lists {rows}; the store has {public}"
