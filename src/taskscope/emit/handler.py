@@ -202,13 +202,14 @@ class WideEventHandler(logging.Handler):
 
     def _before_fork(self) -> None:
         """Write what is queued and end the flusher, so that the process forks without a thread
-        of ours. Bounded: a write stuck on a hung filesystem is waited for FORK_FLUSH_TIMEOUT,
-        and its thread then left running."""
+        of ours. Bounded: in all at most FORK_FLUSH_TIMEOUT (a write stuck on a hung filesystem
+        is then left running, in its thread)."""
+        deadline = time.monotonic() + FORK_FLUSH_TIMEOUT
         flusher = self._end_flusher()
         if self._flush_queue(FORK_FLUSH_TIMEOUT) and flusher is not None:
-            flusher.join(FORK_FLUSH_TIMEOUT)
+            flusher.join(max(0.0, deadline - time.monotonic()))
             if not flusher.is_alive():
-                _wait_until_thread_is_gone(flusher)
+                _wait_until_thread_is_gone(flusher, min(0.5, max(0.0, deadline - time.monotonic())))
 
     def _write_queued(self) -> None:
         queue = self._queue
