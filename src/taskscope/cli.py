@@ -159,8 +159,7 @@ def runs(store: str = StoreOption, wide: bool = WideOption, fmt: OutputFormat = 
     if fmt is OutputFormat.table:
         frame = frame.assign(run_id=frame.run_id.str[:8])
         frame = frame if wide else frame[RUN_COLUMNS]
-    print_frame(frame, fmt, "runs", max_rows=None if wide else TABLE_ROWS,
-                see_all="--wide shows every column, --format csv every row")
+    print_frame(frame, fmt, "runs", wide=wide, see_all="--wide shows every column, --format csv every row")
 
 
 @app.command()
@@ -199,7 +198,7 @@ def tasks(
         frame = frame.assign(run_id=frame.run_id.str[:8]) if "run_id" in frame else frame
     title = f"tasks of run {run_id[:8]}" if run_id else "tasks"
     print_frame(frame, fmt, title, max_rows=TABLE_ROWS if limit is None else None, headers=TASK_HEADERS,
-                see_all="--limit 0 shows every row, --wide every column, --format csv both")
+                wide=wide, see_all="--limit 0 shows every row, --wide every column, --format csv both")
 
 
 def _check_value(option: str, value: str, known: set[str], present: pd.Series, scope: str) -> None:

@@ -113,23 +113,24 @@ def require(module: str) -> None:
 
 def print_frame(frame: pd.DataFrame, fmt: OutputFormat, title: str | None = None, *,
                 max_rows: int | None = TABLE_ROWS, headers: dict[str, str] | None = None,
-                short_times: bool = True, see_all: str = "--format csv gives every row and column") -> None:
+                short_times: bool = True, wide: bool = False,
+                see_all: str = "--format csv gives every row and column") -> None:
     """Print `frame`: JSON records or CSV (all of it), or a Rich table for a person.
 
     The table shows the first `max_rows` rows (None: all), its times shortened (see
-    `short_clocks`) unless `short_times` is False, and the columns that fit `table_width()`,
-    under their `headers` names; one line on stderr says what was left out, ending with
-    `see_all` (how to see it).
+    `short_clocks`) unless `short_times` is False, and the columns that fit `table_width()`
+    (`wide`: every column, as wide as they need), under their `headers` names; one line on
+    stderr says what was left out, ending with `see_all` (how to see it).
     """
     if fmt is OutputFormat.json:
         print_json(frame)
     elif fmt is OutputFormat.csv:
         sys.stdout.write(frame.to_csv(index=False))
     else:
-        width = table_width()
         shown = frame if max_rows is None else frame.head(max_rows)
-        table, hidden = text_table(shown, title, width, headers or {}, short_times)
-        Console(width=width, markup=False).print(table)
+        width = table_width()
+        table, hidden, natural_width = text_table(shown, title, None if wide else width, headers or {}, short_times)
+        Console(width=max(width, natural_width), markup=False).print(table)
         left_out = []
         if len(shown) < len(frame):
             left_out.append(f"showing {len(shown):,} of {len(frame):,} rows")
@@ -163,10 +164,11 @@ def is_time_column(name: str, values: pd.Series) -> bool:
             and bool(present.between(*EPOCH_RANGE, inclusive="left").all()))
 
 
-def text_table(frame: pd.DataFrame, title: str | None, width: int, headers: dict[str, str],
-               short_times: bool = True) -> tuple[Table, list[str]]:
-    """`frame` as a Rich table at most `width` characters wide, and the headers of the columns
-    left out because they did not fit. Cells wrap at spaces, never inside a word."""
+def text_table(frame: pd.DataFrame, title: str | None, width: int | None, headers: dict[str, str],
+               short_times: bool = True) -> tuple[Table, list[str], int]:
+    """`frame` as a Rich table at most `width` characters wide (None: every column, as wide as
+    it needs), the headers of the columns left out because they did not fit, and the width the
+    kept columns take. Cells wrap at spaces, never inside a word."""
     texts: dict[str, pd.Series] = {}
     days: set[str] = set()
     for column in frame.columns:
@@ -183,8 +185,8 @@ def text_table(frame: pd.DataFrame, title: str | None, width: int, headers: dict
     for column, values in texts.items():
         header = headers.get(column, str(column))
         natural = max([len(header), *(len(text) for text in values)])
-        needed = min(natural, max(NARROWEST_COLUMN, len(header))) + (2 if kept else 0)
-        if used + needed <= width:
+        needed = (natural if width is None else min(natural, max(NARROWEST_COLUMN, len(header)))) + (2 if kept else 0)
+        if width is None or used + needed <= width:
             kept.append((column, header))
             used += needed
         else:
@@ -195,7 +197,7 @@ def text_table(frame: pd.DataFrame, title: str | None, width: int, headers: dict
         table.add_column(header, overflow="ellipsis")
     for row in zip(*(texts[column] for column, _ in kept)):
         table.add_row(*row)
-    return table, hidden
+    return table, hidden, used
 
 
 def _run_given(value: Optional[str]) -> Optional[str]:
@@ -213,7 +215,8 @@ def run_option(default_meaning: str) -> typer.models.OptionInfo:
 
 
 RunOption = run_option("every run")
-WideOption = typer.Option(False, "--wide", "-w", help="Table: every column, not only those that fit 100 columns.")
+WideOption = typer.Option(False, "--wide", "-w", help="Table: every column, each as wide as it needs "
+                          "(not only those that fit the terminal).")
 PlotOption = typer.Option(None, "--plot", help="Also write a Plotly chart to FILE.html or FILE.png.")
 
 
