@@ -24,6 +24,7 @@ from taskscope.commands.common import (
 )
 from taskscope.ingest import IngestReport, MissingInputError, interrupt_message
 from taskscope.analyses.tasks import latest_run_with_task
+from taskscope.relations import load_relations
 from taskscope.rules import load_rules
 from taskscope.presenters.format import UNFINISHED, cell, clock, with_unfinished
 
@@ -41,7 +42,12 @@ app = typer.Typer(
 def ingest(
     paths: list[Path] = typer.Argument(..., help="runinfo folders, run folders, log files or monitoring.db files."),
     store: str = StoreOption,
-    rules: Optional[list[Path]] = typer.Option(None, "--rules", help="Extra rules TOML file (repeatable)."),
+    rules: Optional[list[Path]] = typer.Option(
+        None, "--rules", help="Extra rules TOML file (repeatable); on a store with events, applied again to all of them."
+    ),
+    relations: Optional[list[Path]] = typer.Option(
+        None, "--relations", help="Extra relations TOML file (repeatable); on a store with events, related again."
+    ),
     utc_offset_hours: Optional[float] = typer.Option(
         None, "--utc-offset", help="Hours local time was ahead of UTC where the run logged naive local "
         "times (default: learned from the run's own logs, else this machine's)."
@@ -56,9 +62,10 @@ def ingest(
     missing = [str(path) for path in paths if not path.exists()]
     if missing:
         raise MissingInputError(f"no such file or folder: {', '.join(missing)}")
-    load_rules(rules)  # a bad rules file is an error before the store is created
+    load_rules(rules)  # a bad rules or relations file is an error before the store is created
+    load_relations(relations)
     try:
-        report = _ingest_with_progress(store, paths, rules, utc_offset_hours, fmt)
+        report = _ingest_with_progress(store, paths, rules, relations, utc_offset_hours, fmt)
     except BaseException as exc:  # Ctrl-C: one line and 130 (what was committed is kept), never a traceback
         message = interrupt_message(exc)
         if message is None:
@@ -69,7 +76,7 @@ def ingest(
 
 
 def _ingest_with_progress(store: str, paths: list[Path], rules: Optional[list[Path]],
-                          utc_offset_hours: Optional[float], fmt: OutputFormat) -> IngestReport:
+                          relations: Optional[list[Path]], utc_offset_hours: Optional[float], fmt: OutputFormat) -> IngestReport:
     """Ingest with a progress bar on a terminal."""
     with taskscope.open(store) as opened:
         progress = Progress(
@@ -87,7 +94,7 @@ def _ingest_with_progress(store: str, paths: list[Path], rules: Optional[list[Pa
 
         with progress:
             return opened.ingest(
-                *paths, rules_files=rules, on_progress=on_progress,
+                *paths, rules_files=rules, relations_files=relations, on_progress=on_progress,
                 utc_offset_seconds=None if utc_offset_hours is None else utc_offset_hours * 3600,
             )
 
@@ -102,7 +109,8 @@ def _print_ingest_report(report: IngestReport, fmt: OutputFormat, verbose: bool 
     joined = "no executor-side task events" if share is None else f"{share:.1%} of executor-side task events joined to a task"
     console.print(
         f"ingested {report.files_read} files ({report.files_unchanged} unchanged, {report.files_skipped} "
-        f"skipped as not logs): {report.events:,} events from {report.lines:,} lines; {joined}",
+        f"skipped as not logs): {report.events:,} events from {report.lines:,} lines; {joined}"
+        f"{reapplied_summary(report)}",
         highlight=False,
     )
     attention = ingest_attention(report)
@@ -111,6 +119,23 @@ def _print_ingest_report(report: IngestReport, fmt: OutputFormat, verbose: bool 
     if verbose:
         for note in report.notes:
             err_console.print(f"note: {note}", highlight=False)
+
+
+def reapplied_summary(report: IngestReport) -> str:
+    """The end of the summary line: rules and relations applied again to the stored events,
+    and groups a relation left alone because they hold two values.
+
+    >>> reapplied_summary(IngestReport(reapplied=True, reapplied_events=12))
+    '; rules and relations applied again to every stored event (12 events named or given ids by rules)'
+    """
+    text = ""
+    if report.reapplied:
+        text += (f"; rules and relations applied again to every stored event "
+                 f"({report.reapplied_events:,} events named or given ids by rules)")
+    conflicts = report.relate.conflict_count if report.relate else 0
+    if conflicts:
+        text += f"; {conflicts:,} relation conflicts left unchanged"
+    return text
 
 
 def ingest_attention(report: IngestReport) -> str | None:

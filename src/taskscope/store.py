@@ -13,6 +13,7 @@ from taskscope.analyses import runs as run_analyses
 from taskscope.analyses import tasks as task_analyses
 from taskscope.digests import refresh_digests
 from taskscope.ingest import IngestReport, ProgressCallback, ingest
+from taskscope.relations import load_relations
 from taskscope.rules import load_rules
 from taskscope.schema import create_schema
 
@@ -69,16 +70,22 @@ class Store:
         rules_files: list[str | Path] | None = None,
         on_progress: ProgressCallback | None = None,
         utc_offset_seconds: float | None = None,
+        relations_files: list[str | Path] | None = None,
     ) -> IngestReport:
         """Read everything new under `paths` (folders or files) into the store.
 
         Re-ingesting adds nothing; a grown file adds only its new complete lines. Runs that
         ended and changed get their dashboard digest recomputed (see `taskscope.digests`).
+        `rules_files` and `relations_files` add to the shipped rules and relations; given to a
+        store that holds events, they are applied again to every stored event.
         """
         report = ingest(
-            self.con, [str(p) for p in paths], load_rules(rules_files), on_progress, utc_offset_seconds
+            self.con, [str(p) for p in paths], load_rules(rules_files), on_progress, utc_offset_seconds,
+            relations=load_relations(relations_files), reapply=bool(rules_files or relations_files),
         )
-        if report.events:
+        if report.reapplied:  # events may have changed without their counts: every digest is redone
+            self.con.execute("DROP TABLE IF EXISTS run_digests")
+        if report.events or report.reapplied:
             # the run page's analyses take seconds at 100k tasks: done once here, not per request
             refresh_digests(self.con)
         return report
