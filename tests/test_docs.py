@@ -16,7 +16,8 @@ The convention the pages follow (docs/contributing.md describes it for writers):
   fails the test, so nothing is skipped silently.
 - Shell examples live only in console blocks: a bash/sh/shell block fails the test.
 
-Every page runs in a folder of its own holding `tests/corpus/` (the corpus runs, copied) and,
+The strict site build (`mkdocs build --strict`) is not repeated here: `make test` runs
+`make docs` first. Every page runs in a folder of its own holding `tests/corpus/` (the corpus runs, copied) and,
 except on the pages that ingest it themselves (FRESH_PAGES), `tour.duckdb` with the corpus
 already ingested: the ingest is done once per session and copied.
 """
