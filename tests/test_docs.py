@@ -321,3 +321,18 @@ def test_events_page_lists_the_events_contract():
     rows = re.findall(r"^\| `(\w+)` \| (\w+) \|", (REPO / "docs" / "guide" / "events.md").read_text(), re.M)
     public = [(name, sql_type) for name, sql_type in EVENT_COLUMNS if name != "file_id"]
     assert rows == public, f"docs/guide/events.md lists {rows}; the store has {public}"
+
+
+def test_no_example_hides_from_the_harness():
+    """Examples the parser would not see: indented or `~~~` fences, indented code blocks of
+    commands or Python prompts. The pages write every example as an unindented ``` fence."""
+    hidden = []
+    for path in PAGES:
+        in_fence = False
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if line.startswith("```"):
+                in_fence = not in_fence
+            elif not in_fence and (re.match(r"^\s+(```|~~~)|^~~~", line)
+                                   or re.match(r"^(    |\t)\s*(\$ |>>> )", line)):
+                hidden.append(f"{page_name(path)}:{number}: {line.strip()}")
+    assert not hidden, "examples the docs test cannot see:\n" + "\n".join(hidden)
