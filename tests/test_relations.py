@@ -206,6 +206,7 @@ def test_a_relations_file_given_to_the_cli_is_used_and_a_bad_one_is_one_line(tmp
         ('[[relation]]\nkind = "implies"\nkey = ["run_id"]\n', "lacks ['fields']"),
         ('[[relation]]\nkind = "binds"\nfrom = ["a"]\nto = ["b"]\nwhen = "x"\n', "unknown keys ['when']"),
         ("[[relation]\n", "is not valid TOML"),
+        ('[[relation]]\nkind = "implies"\nkey = ["task_id"]\nfields = ["event"]\n', "cannot change: ['event']"),
     ]:
         bad = write_relations(tmp_path / "bad.toml", text)
         with pytest.raises(RelationError, match=words.replace("[", r"\[").replace("]", r"\]")):

@@ -41,6 +41,8 @@ __all__ = ["Binds", "Encloses", "Implies", "Relation", "RelationError", "load_re
 
 #: a field name as it may appear in a relation (an `events` column or an `attrs` key)
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
+#: columns that say what an event is and where it came from: a relation reads them, never writes them
+_READ_ONLY = {"ts", "source", "file", "line", "event", "template", "message", "attrs", "file_id"}
 
 
 class RelationError(ValueError):
@@ -120,6 +122,10 @@ def _make_relation(entry: dict, origin: str) -> Relation:
         raise RelationError(f"{origin}: {kind} relation {entry!r} {problem}")
     name = str(entry.get("name") or _default_name(kind, entry))
     where = f"{origin}: relation {name!r}"
+    written = {"implies": "fields", "binds": "to", "encloses": "key"}[kind]
+    fixed = sorted(_READ_ONLY & set(_names(entry, written, where)))
+    if fixed:
+        raise RelationError(f"{where}: `{written}` names columns a relation cannot change: {fixed}")
     if kind == "implies":
         return Implies(name, _names(entry, "key", where), _names(entry, "fields", where))
     if kind == "binds":
