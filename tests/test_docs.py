@@ -13,7 +13,9 @@ The convention the pages follow (docs/contributing.md describes it for writers):
 - A block whose previous non-blank line is `<!-- not run: REASON -->` is not run (servers that
   run until stopped, the demo's real Parsl run, the test suite itself). The set of such blocks is
   listed below in NOT_RUN: a block marked without being listed, or listed without being marked,
-  fails the test, so nothing is skipped silently.
+  fails the test, so nothing is skipped silently; and what can be checked of them without
+  running them is (their taskscope commands parse, their make targets exist, their Python
+  compiles and its imports resolve).
 - Shell examples live only in console blocks: a bash/sh/shell block fails the test.
 
 The strict site build (`mkdocs build --strict`) is not repeated here: `make test` runs
@@ -24,6 +26,7 @@ already ingested: the ingest is done once per session and copied.
 
 from __future__ import annotations
 
+import ast
 import doctest
 import logging
 import os
@@ -336,3 +339,38 @@ def test_no_example_hides_from_the_harness():
                                    or re.match(r"^(    |\t)\s*(\$ |>>> )", line)):
                 hidden.append(f"{page_name(path)}:{number}: {line.strip()}")
     assert not hidden, "examples the docs test cannot see:\n" + "\n".join(hidden)
+
+
+def parse_taskscope(argv: list[str]) -> None:
+    """Parse `taskscope ARGV` as the CLI would (subcommands, options, their types) without running it."""
+    import typer.main
+
+    from taskscope.cli import app
+
+    command, name = typer.main.get_command(app), "taskscope"
+    while argv and argv[0] in getattr(command, "commands", {}):
+        name, command, argv = argv[0], command.commands[argv[0]], argv[1:]
+    command.make_context(name, list(argv))
+
+
+def test_not_run_examples_still_parse():
+    """What the not-run blocks can be checked for without running them: their taskscope commands
+    parse (a renamed option fails here), their make targets exist, their Python compiles and its
+    imports resolve."""
+    targets = set(re.findall(r"^([\w-]+):", (REPO / "Makefile").read_text(), re.M))
+    for path in PAGES:
+        for block in blocks_of(path):
+            if not block.marked_not_run:
+                continue
+            where = f"{block.page}:{block.line}"
+            if block.language == "python":
+                tree = ast.parse(block.body, where)
+                imports = ast.Module([node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))], [])
+                exec(compile(imports, where, "exec"), {})  # noqa: S102 - the page's own imports
+                continue
+            for command in commands_of(block):
+                argv = shlex.split(command.text, comments=True)
+                if argv[0] == "taskscope":
+                    parse_taskscope(argv[1:])
+                elif argv[0] == "make":
+                    assert set(argv[1:]) <= targets, f"{where}: no such make target in {argv}"
