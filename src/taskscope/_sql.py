@@ -11,6 +11,18 @@ if TYPE_CHECKING:
     import duckdb
 
 
+def of_run(column: str = "run_id") -> str:
+    """The condition "`column` is the run bound as `$run`, or `$run` is NULL (every run)",
+    which most queries over `events` take.
+
+    >>> of_run()
+    '($run IS NULL OR run_id = $run)'
+    >>> of_run("l.run_id")
+    '($run IS NULL OR l.run_id = $run)'
+    """
+    return f"($run IS NULL OR {column} = $run)"
+
+
 def literal(text: str) -> str:
     """`text` as a SQL string literal.
 

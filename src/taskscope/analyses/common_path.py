@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from taskscope._sql import connection_of
+from taskscope._sql import connection_of, of_run
 from taskscope.analyses.runs import resolve_run
 
 #: events that say nothing about where a task is (and vary in number from task to task)
@@ -68,16 +68,16 @@ class CommonPath:
 
 
 # Per task event: its step key, time since the task's first step, and times to its neighbours.
-_TASK_STEPS = """
+_TASK_STEPS = f"""
 WITH direct AS (
     SELECT run_id, task_id, ts, file_id, line, source, event, template FROM events
-    WHERE task_id IS NOT NULL AND run_id IS NOT NULL AND ($run IS NULL OR run_id = $run)
+    WHERE task_id IS NOT NULL AND run_id IS NOT NULL AND {of_run()}
       AND NOT list_contains($excluded, coalesce(event, ''))
 ),
 linked AS (
     SELECT l.run_id, l.task_id, e.ts, e.file_id, e.line, e.source, e.event, e.template
     FROM event_task_links l JOIN events e ON e.file_id = l.file_id AND e.line = l.line
-    WHERE e.task_id IS NULL AND ($run IS NULL OR l.run_id = $run)
+    WHERE e.task_id IS NULL AND {of_run("l.run_id")}
       AND NOT list_contains($excluded, coalesce(e.event, ''))
 ),
 runs_with_logs AS (

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from taskscope._sql import connection_of
+from taskscope._sql import connection_of, of_run
 from taskscope.analyses.between import tagged_events_sql
 from taskscope.analyses.runs import resolve_run
 from taskscope.analyses.selectors import Selector
@@ -46,7 +46,7 @@ def latency(store, event_a: str | Selector, event_b: str | Selector, run: str | 
         apps AS (
             SELECT run_id, task_id, any_value(app_name) AS app_name FROM events
             WHERE app_name IS NOT NULL AND event IN ('task.submitted', 'task.info')
-                  AND ($run IS NULL OR run_id = $run)
+                  AND {of_run()}
             GROUP BY run_id, task_id
         )
         SELECT p.{keys.replace(', ', ', p.')}, apps.app_name, p.a_ts, p.b_ts, p.b_ts - p.a_ts AS latency_s

@@ -10,6 +10,8 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
+from taskscope._sql import of_run
+
 #: DFK states that end a task (Parsl's `parsl.dataflow.states.FINAL_STATES` plus memo_done)
 FINAL_STATES = ("exec_done", "failed", "dep_fail", "memo_done")
 #: states monitoring.db records from workers, not DFK state changes
@@ -71,7 +73,7 @@ def runs(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> pd.DataFr
                    string_agg(DISTINCT source, ',' ORDER BY source) AS sources
             -- usage messages carry their correlator as run_id: they are not workflow runs here
             FROM events WHERE run_id IS NOT NULL AND source IS DISTINCT FROM 'usage'
-                              AND ($run IS NULL OR run_id = $run)
+                              AND {of_run()}
             GROUP BY run_id
         ),
         startup AS (
@@ -81,7 +83,7 @@ def runs(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> pd.DataFr
                        AS workflow_name,
                    any_value(coalesce(attrs->>'user', attrs->>'$."parsl.workflow_info.user"')) AS "user",
                    any_value(host) AS host
-            FROM events WHERE run_id IS NOT NULL AND ($run IS NULL OR run_id = $run)
+            FROM events WHERE run_id IS NOT NULL AND {of_run()}
                               AND event IN ('workflow.start', 'workflow.startup')
             GROUP BY run_id
         ),
@@ -90,7 +92,7 @@ def runs(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> pd.DataFr
             SELECT run_id, count(*) AS tasks,
                    count(*) FILTER (WHERE final_state IN ('exec_done', 'memo_done')) AS tasks_done,
                    count(*) FILTER (WHERE final_state IN ('failed', 'dep_fail')) AS tasks_failed
-            FROM ({TASK_STATES}) WHERE $run IS NULL OR run_id = $run GROUP BY run_id
+            FROM ({TASK_STATES}) WHERE {of_run()} GROUP BY run_id
         )
         SELECT i.run_id, i.workflow_name, i."user", i.host,
                (SELECT any_value(run_dir) FROM run_dirs d WHERE d.run_id = i.run_id) AS run_dir,

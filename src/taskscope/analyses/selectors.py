@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from taskscope._sql import scalar
+from taskscope._sql import of_run, scalar
 
 #: task states a selector may name: Parsl's `States` plus `unsched` (releases before 2023)
 TASK_STATES = (
@@ -182,12 +182,12 @@ def task_events_sql(selectors: dict[str, Selector], per: str = "task") -> tuple[
         parts.append(
             f"""SELECT {tag_sql} AS tag, run_id, task_id, try_id, ts, file_id, line FROM events
                 WHERE ({selector.sql}) AND task_id IS NOT NULL AND run_id IS NOT NULL
-                      AND ($run IS NULL OR run_id = $run)
+                      AND {of_run()}
                 UNION ALL
                 SELECT {tag_sql}, l.run_id, l.task_id, l.try_id, e.ts, e.file_id, e.line
                 FROM events e JOIN event_task_links l ON e.file_id = l.file_id AND e.line = l.line
                 WHERE ({_aliased(selector.sql)}) AND e.task_id IS NULL AND l.task_id IS NOT NULL
-                      AND l.run_id IS NOT NULL AND ($run IS NULL OR l.run_id = $run)"""
+                      AND l.run_id IS NOT NULL AND {of_run("l.run_id")}"""
         )
     sql = "\nUNION ALL\n".join(parts)
     if per == "try":

@@ -14,7 +14,7 @@ import difflib
 import duckdb
 import pandas as pd
 
-from taskscope._sql import connection_of
+from taskscope._sql import connection_of, of_run
 from taskscope.analyses.runs import resolve_run
 from taskscope.analyses.selectors import parse_selector
 from taskscope.schema import EVENT_COLUMNS
@@ -84,7 +84,7 @@ def series(store, field: str, run: str | None = None, group_by: str | None = Non
         SELECT run_id, ts, {'group_value, ' if group_by else ''}event, value FROM (
             SELECT run_id, ts, {group}event, {value} AS value, file_id, line
             FROM events
-            WHERE ({condition}) AND ($run IS NULL OR run_id = $run)
+            WHERE ({condition}) AND {of_run()}
         ) WHERE value IS NOT NULL
         ORDER BY run_id, ts, file_id, line
         """,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from taskscope._sql import connection_of, frame
+from taskscope._sql import connection_of, frame, of_run
 from taskscope.analyses.runs import WORKER_STATES, resolve_run
 
 #: at most this many points per line of a chart: a curve of 100k transitions is drawn from
@@ -37,13 +37,13 @@ _LOG_STATE_CHANGES = f"""
     SELECT run_id, task_id, ts, file_id, line, 0 AS sub, task_state AS state
     FROM events
     WHERE event = 'task.state' AND source <> 'monitoring' AND task_state NOT IN {WORKER_STATES}
-          AND task_id IS NOT NULL AND run_id IS NOT NULL AND ($run IS NULL OR run_id = $run)
+          AND task_id IS NOT NULL AND run_id IS NOT NULL AND {of_run()}
 """
 
 # Runs whose logs never record entering `launched` (Parsl before 2026) but do log launches.
-_LEGACY_RUNS = """
+_LEGACY_RUNS = f"""
     SELECT run_id FROM events
-    WHERE run_id IS NOT NULL AND ($run IS NULL OR run_id = $run) AND source <> 'monitoring'
+    WHERE run_id IS NOT NULL AND {of_run()} AND source <> 'monitoring'
     GROUP BY run_id
     HAVING count(*) FILTER (WHERE event = 'task.launched') > 0
        AND count(*) FILTER (WHERE event = 'task.state' AND task_state = 'launched') = 0
@@ -66,7 +66,7 @@ _MONITORING_STATE_CHANGES = f"""
     SELECT run_id, task_id, ts, file_id, line, 0 AS sub, task_state AS state
     FROM events
     WHERE event = 'task.state' AND source = 'monitoring' AND task_state NOT IN {WORKER_STATES}
-          AND task_id IS NOT NULL AND run_id IS NOT NULL AND ($run IS NULL OR run_id = $run)
+          AND task_id IS NOT NULL AND run_id IS NOT NULL AND {of_run()}
 """
 
 

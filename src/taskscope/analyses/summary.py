@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from taskscope._sql import connection_of
+from taskscope._sql import connection_of, of_run
 from taskscope.analyses.runs import FINAL_STATES, resolve_run
 from taskscope.analyses.tasks import tasks
 
@@ -44,7 +44,7 @@ class Summary:
 
 # One row per failed try, from the DFK's log line (`Task N try M failed with exception of type
 # E`), else from monitoring.db's try row (its fail history, `E('message')`).
-_FAILED_TRIES = r"""
+_FAILED_TRIES = fr"""
     WITH per_try AS (
         SELECT run_id, task_id, try_id,
                min(ts) FILTER (WHERE event = 'task.launched') AS launch_ts,
@@ -56,7 +56,7 @@ _FAILED_TRIES = r"""
                any_value(nullif(attrs->>'task_fail_history', '')) FILTER (WHERE event = 'try.info') AS history
         FROM events
         WHERE event IN ('task.launched', 'task.try_failed', 'try.info') AND task_id IS NOT NULL
-              AND try_id IS NOT NULL AND run_id IS NOT NULL AND ($run IS NULL OR run_id = $run)
+              AND try_id IS NOT NULL AND run_id IS NOT NULL AND {of_run()}
         GROUP BY run_id, task_id, try_id
     )
     SELECT run_id, task_id, try_id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
+from taskscope._sql import of_run
 from taskscope.analyses.runs import FINAL_STATES, STATE_ORDER, TASK_STATES, WORKER_STATES
 
 _TRIES = """
@@ -124,7 +125,7 @@ def tasks(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> pd.DataF
                    arg_max(host, coalesce(try_id, -1)) FILTER (WHERE host IS NOT NULL AND source <> 'parsl') AS host,
                    any_value(attrs->>'exception_type') FILTER (WHERE event = 'task.try_failed') AS exception_type
             FROM events
-            WHERE task_id IS NOT NULL AND run_id IS NOT NULL AND ($run IS NULL OR run_id = $run)
+            WHERE task_id IS NOT NULL AND run_id IS NOT NULL AND {of_run()}
             GROUP BY run_id, task_id
         )
         SELECT p.run_id, p.task_id, p.app_name, s.final_state, p.tries, p.exception_type,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from taskscope._sql import connection_of, scalar
+from taskscope._sql import connection_of, of_run, scalar
 from taskscope.analyses.runs import resolve_run
 from taskscope.export._atomic import write_atomically
 from taskscope.export.summary import ExportSummary, ProgressCallback, report, writable_file
@@ -180,7 +180,7 @@ _RESOURCES_SQL = f"""
                CASE WHEN pid IS NOT NULL
                     THEN {{'key': 'process.pid', 'value': json_object('intValue', CAST(pid AS VARCHAR))}} END
            ], lambda a: a IS NOT NULL)) AS VARCHAR)
-    FROM events WHERE $run IS NULL OR run_id = $run
+    FROM events WHERE {of_run()}
 """
 
 
@@ -202,5 +202,5 @@ def _records_sql() -> str:
                'traceId', CASE WHEN TRY_CAST(run_id AS UUID) IS NOT NULL
                                THEN replace(lower(CAST(TRY_CAST(run_id AS UUID) AS VARCHAR)), '-', '') END,
                'attributes', {_attributes_sql()})) AS VARCHAR) AS record
-    FROM events WHERE $run IS NULL OR run_id = $run
+    FROM events WHERE {of_run()}
     """

@@ -39,7 +39,7 @@ import orjson
 import pandas as pd
 
 from taskscope import __version__
-from taskscope._sql import connection_of, scalar
+from taskscope._sql import connection_of, of_run, scalar
 from taskscope.analyses.runs import FINAL_STATES, resolve_run
 from taskscope.export._atomic import write_atomically
 from taskscope.export.summary import ExportSummary, ProgressCallback, report, writable_file
@@ -95,7 +95,7 @@ def export_perfetto(
         written = _write_trace(cur, path, run_id, on_progress)
         counts["counter_samples"] = len(counters)
         counts["trace_events"] = written
-        events = scalar(cur, "SELECT count(*) FROM events WHERE run_id IS NOT NULL AND ($run IS NULL OR run_id = $run)",
+        events = scalar(cur, f"SELECT count(*) FROM events WHERE run_id IS NOT NULL AND {of_run()}",
                         {"run": run_id})
         runs = scalar(cur, "SELECT count(*) FROM trace_runs")
     finally:
@@ -109,11 +109,11 @@ def _build_tables(cur, run_id: str | None) -> dict[str, int]:
     final = ", ".join(f"'{state}'" for state in FINAL_STATES)
     try_end = ", ".join(f"'{state}'" for state in TRY_END_STATES)
     cur.execute(
-        """
+        f"""
         CREATE TEMP TABLE trace_runs AS
         SELECT run_id, min(ts) AS start_ts, max(ts) AS end_ts,
                row_number() OVER (ORDER BY min(ts), run_id) AS run_index
-        FROM events WHERE run_id IS NOT NULL AND ($run IS NULL OR run_id = $run)
+        FROM events WHERE run_id IS NOT NULL AND {of_run()}
         GROUP BY run_id
         """,
         params,
@@ -122,11 +122,11 @@ def _build_tables(cur, run_id: str | None) -> dict[str, int]:
     cur.execute("CREATE TEMP TABLE trace_states AS SELECT run_id, task_id, ts, state, step FROM trace_state_changes")
     cur.unregister("trace_state_changes")
     cur.execute(
-        """
+        f"""
         CREATE TEMP TABLE trace_apps AS
         SELECT run_id, task_id, any_value(app_name) AS app_name
         FROM events
-        WHERE app_name IS NOT NULL AND task_id IS NOT NULL AND run_id IS NOT NULL AND ($run IS NULL OR run_id = $run)
+        WHERE app_name IS NOT NULL AND task_id IS NOT NULL AND run_id IS NOT NULL AND {of_run()}
         GROUP BY run_id, task_id
         """,
         params,
@@ -167,7 +167,7 @@ def _build_tables(cur, run_id: str | None) -> dict[str, int]:
                    any_value(block_id) AS block_id, any_value(host) AS host
             FROM events
             WHERE event IN ('htex.worker.received', 'htex.worker.completed', 'htex.worker.finished')
-              AND executor_task_id IS NOT NULL AND run_id IS NOT NULL AND ($run IS NULL OR run_id = $run)
+              AND executor_task_id IS NOT NULL AND run_id IS NOT NULL AND {of_run()}
             GROUP BY run_id, executor_label, manager_id, worker_id, executor_task_id
             HAVING start_ts IS NOT NULL
         ),
