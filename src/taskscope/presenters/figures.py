@@ -30,6 +30,29 @@ def time_layout(title: str, y_title: str, **extra) -> dict:
             "yaxis": {"title": {"text": y_title}, "rangemode": "tozero"}, **extra}
 
 
+def throughput_figure(throughput: pd.DataFrame) -> dict:
+    """Stacked bars of tasks completed per second, one colour per app, over time (the
+    `throughput` frame of `taskscope.analyses.summary`)."""
+    data = [{"type": "bar", "name": plot_text(app), "x": iso(rows.bin_start_ts + rows.bin_s / 2),
+             "y": rows.per_s.tolist()}
+            for app, rows in throughput.groupby("app_name")]
+    return {"data": data, "layout": time_layout("throughput: tasks completed per second", "tasks / s",
+                                                barmode="stack", bargap=0)}
+
+
+def resource_samples_figure(samples: pd.DataFrame) -> dict:
+    """A task's resource samples over time: resident memory (MiB, left axis) and CPU user time
+    (seconds, right axis)."""
+    x = iso(samples.ts)
+    data = [{"type": "scatter", "mode": "lines+markers", "name": "resident memory (MiB)", "x": x,
+             "y": samples.memory_resident_mib.tolist()},
+            {"type": "scatter", "mode": "lines+markers", "name": "CPU user time (s)", "x": x,
+             "y": samples.cpu_user_s.tolist(), "yaxis": "y2"}]
+    layout = time_layout("resource samples", "MiB",
+                         yaxis2={"title": {"text": "seconds"}, "overlaying": "y", "side": "right"})
+    return {"data": data, "layout": layout}
+
+
 def steps_figure(wide: pd.DataFrame, title: str, y_title: str) -> dict:
     """Step lines from a wide step function (`ts` and one column per line, the value holding
     until the next row), sampled to `taskscope.analyses.states.MAX_POINTS` instants when longer."""

@@ -10,18 +10,11 @@ from fastapi import APIRouter, Depends, Request
 from taskscope.analyses.runs import resolve_run
 from taskscope.digests import section
 from taskscope.web.dashboard import Dashboard, read_connection
-from taskscope.presenters.figures import bar_figure, iso, steps_figure, time_layout, waterfall_figure
+from taskscope.presenters.figures import bar_figure, steps_figure, throughput_figure, waterfall_figure
 from taskscope.web.pages.runs import run_row
 from taskscope.web.render import json_response, render
 
 router = APIRouter()
-
-
-def _throughput_figure(throughput: pd.DataFrame) -> dict:
-    data = [{"type": "bar", "name": app, "x": iso(rows.bin_start_ts + rows.bin_s / 2), "y": rows.per_s.tolist()}
-            for app, rows in throughput.groupby("app_name")]
-    return {"data": data, "layout": time_layout("throughput: tasks completed per second", "tasks / s",
-                                                barmode="stack", bargap=0)}
 
 
 #: the parts of the digest's "run" section the page draws (the exact curves only go to the JSON)
@@ -70,7 +63,7 @@ def run_page(request: Request, run: str, con=Depends(read_connection)):
                            "tasks per app by final state", "tasks"),
         "states": steps_figure(data["states_sampled"], "tasks in each state", "tasks"),
         "queues": steps_figure(data["queues_sampled"], "queues: tasks waiting, queued, running", "tasks"),
-        "throughput": _throughput_figure(data["throughput"]),
+        "throughput": throughput_figure(data["throughput"]),
         "common_path": waterfall_figure(data["common_path"]),
     }
     path_height = 120 + 22 * len(data["common_path"])

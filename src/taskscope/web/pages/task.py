@@ -11,7 +11,7 @@ from taskscope.analyses.runs import resolve_run
 from taskscope.analyses.tasks import task_detail
 from taskscope.digests import section
 from taskscope.web.dashboard import Dashboard, read_connection
-from taskscope.presenters.figures import gantt_figure, iso, time_layout
+from taskscope.presenters.figures import gantt_figure, resource_samples_figure
 from taskscope.web.pages.runs import run_row
 from taskscope.web.render import json_response, render
 
@@ -30,17 +30,6 @@ def task_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str,
     return task_detail(con, run_id, task_id, edges=run_dependencies(con, dashboard, run_id))
 
 
-def _resource_figure(samples: pd.DataFrame) -> dict:
-    x = iso(samples.ts)
-    data = [{"type": "scatter", "mode": "lines+markers", "name": "resident memory (MiB)", "x": x,
-             "y": samples.memory_resident_mib.tolist()},
-            {"type": "scatter", "mode": "lines+markers", "name": "CPU user time (s)", "x": x,
-             "y": samples.cpu_user_s.tolist(), "yaxis": "y2"}]
-    layout = time_layout("resource samples", "MiB",
-                         yaxis2={"title": {"text": "seconds"}, "overlaying": "y", "side": "right"})
-    return {"data": data, "layout": layout}
-
-
 @router.get("/api/runs/{run}/tasks/{task_id}")
 def task_json(request: Request, run: str, task_id: int, con=Depends(read_connection)):
     """One task: tries, dependencies, stages (intervals), resource samples, stdout/stderr
@@ -57,7 +46,7 @@ def task_page(request: Request, run: str, task_id: int, con=Depends(read_connect
         stages["end_ts"] = stages["end_ts"].fillna(stages["start_ts"])
     charts = {"stages": gantt_figure(stages, "stages")}
     if not data["resources"].empty:
-        charts["resources"] = _resource_figure(data["resources"])
+        charts["resources"] = resource_samples_figure(data["resources"])
     return render(request, "task.html", {
         "title": f"Task {task_id}" + (f" ({data['app_name']})" if data["app_name"] else ""),
         "run": run_row(con, request.app.state.dashboard, run_id), "task": data, "charts": charts,
