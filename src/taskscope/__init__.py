@@ -14,16 +14,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from taskscope.constants import DEFAULT_STORE, MAX_LINE_BYTES
+from taskscope.constants import VERSION as __version__
+
 if TYPE_CHECKING:
     from taskscope.store import Store
 
-__version__ = "0.1.0"
-#: the store file commands use when not given --store (here so `open` needs no store import)
-DEFAULT_STORE = "taskscope.duckdb"
-#: the longest log line taskscope reads (ingest keeps longer ones aside as bad lines) and so the
-#: longest its emitter writes (it cuts a record to fit); here so the light emitter needs no ingest import
-MAX_LINE_BYTES = 1 << 20
-__all__ = ["open", "Store", "StoreError", "DEFAULT_STORE", "__version__"]
+__all__ = ["open", "Store", "StoreError", "DEFAULT_STORE", "MAX_LINE_BYTES", "__version__"]
 
 
 def open(path: str | Path = DEFAULT_STORE, read_only: bool = False) -> "Store":  # noqa: A001 - mirrors duckdb.connect

@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from taskscope import DEFAULT_STORE
+from taskscope.constants import DEFAULT_STORE
 from taskscope.analyses import runs as run_analyses
 from taskscope.analyses import tasks as task_analyses
 from taskscope.digests import refresh_digests

@@ -26,7 +26,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Mapping
 
-from taskscope import MAX_LINE_BYTES
+from taskscope.constants import MAX_LINE_BYTES
 from taskscope.emit.records import RecordEncoder, formatted_message
 
 DEFAULT_FLUSH_INTERVAL = 0.5  # seconds; a SIGKILL loses at most this much

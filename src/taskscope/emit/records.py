@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import orjson
 
-from taskscope import MAX_LINE_BYTES
+from taskscope.constants import MAX_LINE_BYTES
 
 #: attributes every LogRecord has (and `message`/`asctime`, which formatters add); anything else is an `extra`
 STANDARD_ATTRIBUTES = frozenset(

@@ -38,9 +38,9 @@ from pathlib import Path
 import orjson
 import pandas as pd
 
-from taskscope import __version__
 from taskscope._sql import connection_of, of_run, scalar
 from taskscope.analyses.runs import FINAL_STATES, resolve_run
+from taskscope.constants import VERSION
 from taskscope.export._atomic import write_atomically
 from taskscope.export.summary import ExportSummary, ProgressCallback, report, writable_file
 
@@ -400,7 +400,7 @@ def _write_trace(cur, path: Path, run_id: str | None, on_progress: ProgressCallb
     queries = _event_queries()
     total = sum(scalar(cur, f"SELECT count(*) FROM ({sql})") for sql in queries)
     other = {
-        "generator": f"taskscope {__version__}",
+        "generator": f"taskscope {VERSION}",
         "time_unit": "ts and dur are microseconds since the Unix epoch (UTC)",
         "run_id": run_id,
     }

@@ -15,7 +15,7 @@ from typing import BinaryIO, Callable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from taskscope import MAX_LINE_BYTES  # lines longer than this are kept aside in bad_lines
+from taskscope.constants import MAX_LINE_BYTES  # lines longer than this are kept aside in bad_lines
 
 #: how much of a file is read at once; a chunk always ends at a newline
 CHUNK_BYTES = 64 << 20
