@@ -131,6 +131,11 @@ def test_unknown_state_or_app_lists_what_exists(two_runs):
     assert cli("tasks", "--state", "dep_fail", "--store", two_runs).exit_code == 0
     failed = json.loads(cli("tasks", "--state", "failed", "--store", two_runs, "--format", "json").stdout)
     assert {row["app_name"] for row in failed} == {"boom"}
+    # each is checked against every task, not against those the other one left
+    line = one_error_line(cli("tasks", "--state", "failed", "--app", "nosuchapp", "--store", two_runs))
+    assert "add, boom, echo, flaky, inc" in line
+    both = cli("tasks", "--state", "failed", "--app", "inc", "--store", two_runs, "--format", "json")
+    assert both.exit_code == 0 and json.loads(both.stdout) == []
 
 
 @pytest.mark.parametrize("command", [["tasks"], ["states"], ["summary"], ["timeline", "--task", "1"],

@@ -208,11 +208,13 @@ def tasks(
         run_id = opened.resolve_run(run)
         frame = with_unfinished(opened.tasks(run_id))
     scope = f"run {run_id}" if run_id else "the store"
-    if state:
+    if state:  # both checked against every task of the scope, before either filters
         _check_value("state", state, set(FINAL_STATES) | {UNFINISHED} | set(frame.final_state), frame.final_state, scope)
-        frame = frame[frame.final_state == state]
     if app_name:
         _check_value("app", app_name, set(frame.app_name.dropna()), frame.app_name, scope)
+    if state:
+        frame = frame[frame.final_state == state]
+    if app_name:
         frame = frame[frame.app_name == app_name]
     if limit:
         frame = frame.head(limit)

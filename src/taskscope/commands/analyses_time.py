@@ -335,4 +335,4 @@ def summary_command(
             _note(f"{name}: none")
             continue
         frame = frame.assign(run_id=frame.run_id.str[:8])
-        print_frame(frame, fmt, name)
+        print_frame(frame, fmt, name, see_all=f"--part {name} --format csv gives every row and column")
