@@ -21,7 +21,7 @@ from typing import Callable
 import duckdb
 
 from taskscope._sql import registered, scalar
-from taskscope.ingest.archives import as_local_file, change_marker
+from taskscope.ingest.archives import READ_ERRORS, as_local_file, change_marker
 from taskscope.ingest.discover import InputFile, KnownSource, discover
 from taskscope.ingest.lines import bad_lines_sql, file_size, read_new_lines, usable_lines_sql
 from taskscope.ingest.staging import STAGED, create_staging
@@ -120,14 +120,14 @@ def ingest(
     """
     rules = load_rules() if rules is None else rules
     report = IngestReport()
-    reapply = reapply and bool(scalar(con, "SELECT EXISTS (SELECT 1 FROM events)"))  # a new store: nothing to redo
-    con.execute("CREATE TABLE IF NOT EXISTS files_to_relate (file_id INTEGER)")
-    known = _known_files(con)
-    with discover(paths, {path: KnownSource(k.source, k.size, k.note) for path, k in known.items()}) as found:
-        if found.missing:
-            raise MissingInputError(f"no such file or folder: {', '.join(found.missing)}")
-        batch = _Batch(con, rules, report)
-        try:
+    batch = _Batch(con, rules, report)
+    try:
+        reapply = reapply and bool(scalar(con, "SELECT EXISTS (SELECT 1 FROM events)"))  # a new store: nothing to redo
+        con.execute("CREATE TABLE IF NOT EXISTS files_to_relate (file_id INTEGER)")
+        known = _known_files(con)
+        with discover(paths, {path: KnownSource(k.source, k.size, k.note) for path, k in known.items()}) as found:
+            if found.missing:
+                raise MissingInputError(f"no such file or folder: {', '.join(found.missing)}")
             batch.begin()
             create_staging(con)
             offsets = _Offsets(utc_offset_seconds)
@@ -136,11 +136,11 @@ def ingest(
                 batch.commit_if_due()
             batch.commit()
             report.relate = _relate_stored(con, batch.read, relations, rules if reapply else None, report)
-        except BaseException as exc:
-            batch.rollback()
-            if _is_interrupt(exc):
-                raise IngestInterrupted(batch.files_kept, batch.events_kept, related=False) from None
-            raise
+    except BaseException as exc:
+        batch.rollback()
+        if _is_interrupt(exc):
+            raise IngestInterrupted(batch.files_kept, batch.events_kept, related=False) from None
+        raise
     report.nothing_readable = _nothing_readable(paths, found.inputs, report)
     return report
 
@@ -211,14 +211,14 @@ def interrupt_message(exc: BaseException) -> str | None:
     an interrupt): what was kept, and that nothing partial was stored.
 
     >>> interrupt_message(KeyboardInterrupt())
-    'interrupted: the ingest under way was rolled back; nothing partial was stored'
+    'interrupted: kept what earlier commits stored, whole; nothing partial was stored'
     >>> interrupt_message(ValueError("x")) is None
     True
     """
     if isinstance(exc, IngestInterrupted):
         return exc.summary()
     if _is_interrupt(exc):
-        return "interrupted: the ingest under way was rolled back; nothing partial was stored"
+        return "interrupted: kept what earlier commits stored, whole; nothing partial was stored"
     return None
 
 
@@ -343,22 +343,18 @@ def _ingest_one(con, item: InputFile, known: dict[str, _KnownFile], report: Inge
         except OSError as exc:  # readable by stat, not by open (permissions, a vanished file)
             _skip(con, item, seen, size, report, f"cannot be read: {exc.strerror or exc}")
             return
-        for chunk in chunks:
-            learned = _count(reading, _stage_chunk(con, source, chunk, context), report)
-            if learned is not None:
-                offsets.learn(item, learned)
-                context.utc_offset_seconds = learned
-            reading.lines_read += chunk.n_lines
-            context.lines_before = reading.lines_read
-            reading.bytes_read = chunk.end_offset
-            report.lines += chunk.n_lines
-            if on_progress:
-                on_progress(item, reading.bytes_read, max(size, reading.bytes_read))
-            if not whole and _staged_rows(con) >= FLUSH_ROWS:  # a big file: keep what is read so far
-                _record(con, item, seen, source, reading, size, restart, partial=True)
-                reading.events = reading.bad = 0
-                batch.commit()
-                batch.begin()
+        try:
+            for chunk in chunks:
+                _stage_lines_of(con, item, chunk, source, context, reading, report, offsets)
+                if on_progress:
+                    on_progress(item, reading.bytes_read, max(size, reading.bytes_read))
+                if not whole and _staged_rows(con) >= FLUSH_ROWS:  # a big file: keep what is read so far
+                    _record(con, item, seen, source, reading, size, restart, partial=True)
+                    reading.events = reading.bad = 0
+                    batch.commit()
+                    batch.begin()
+        except READ_ERRORS as exc:  # damaged content (a truncated .gz): what came before it is kept
+            reading.notes.append(f"read stopped at line {reading.lines_read + 1}: {exc}")
     pending = 0 if whole else max(0, size - reading.bytes_read)
     report.partial_lines += 1 if pending else 0
     report.files_read += 1
@@ -369,6 +365,19 @@ def _ingest_one(con, item: InputFile, known: dict[str, _KnownFile], report: Inge
     batch.read.add(seen.file_id)
     if on_progress:
         on_progress(item, max(size, reading.bytes_read), max(size, reading.bytes_read))
+
+
+def _stage_lines_of(con, item: InputFile, chunk, source: Source, context: StageContext, reading: _Reading,
+                    report: IngestReport, offsets: _Offsets) -> None:
+    """Stage one chunk of lines and move the file's reading past it."""
+    learned = _count(reading, _stage_chunk(con, source, chunk, context), report)
+    if learned is not None:
+        offsets.learn(item, learned)
+        context.utc_offset_seconds = learned
+    reading.lines_read += chunk.n_lines
+    context.lines_before = reading.lines_read
+    reading.bytes_read = chunk.end_offset
+    report.lines += chunk.n_lines
 
 
 def _count(reading: _Reading, result: StageResult, report: IngestReport) -> float | None:

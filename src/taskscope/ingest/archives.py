@@ -30,6 +30,9 @@ MEMBER_SEPARATOR = "!"
 
 Opener = Callable[[], BinaryIO]
 
+#: what reading damaged content raises (a truncated gzip stream or archive, a bad checksum)
+READ_ERRORS = (OSError, EOFError, zlib.error, zipfile.BadZipFile, tarfile.TarError)
+
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZIP_MAGIC = b"PK\x03\x04"
 _TAR_MAGIC_OFFSET = 257  # "ustar" in a POSIX tar header
@@ -150,7 +153,7 @@ def read_head(opener: Opener, length: int) -> bytes | None:
     try:
         with opener() as handle:
             return handle.read(length)
-    except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError):
+    except READ_ERRORS:
         return None
 
 

@@ -68,10 +68,15 @@ def read_new_lines(
 
 def _chunks(handle: BinaryIO, offset: int, lines_before: int, chunk_bytes: int, final: bool) -> Iterator[LineChunk]:
     line_no = lines_before
+    damage: Exception | None = None
     with handle:
         carry = b""
         while True:
-            block = handle.read(chunk_bytes)
+            if damage is not None:
+                raise damage
+            block, damage = _read_block(handle, chunk_bytes) if final else (handle.read(chunk_bytes), None)
+            if not block and damage is not None:
+                raise damage
             if not block:
                 if final and carry:  # the last line of content that will not grow
                     chunk = _split_lines(carry + b"\n", line_no + 1)
@@ -89,6 +94,27 @@ def _chunks(handle: BinaryIO, offset: int, lines_before: int, chunk_bytes: int, 
             offset += len(complete)
             chunk.end_offset = offset
             yield chunk
+
+
+#: compressed content is read in pieces of this size, so that damage loses only the piece it is in
+_STREAM_PIECE = 64 << 10
+
+
+def _read_block(handle: BinaryIO, size: int) -> tuple[bytes, Exception | None]:
+    """Up to `size` bytes of a compressed stream, and the error that stopped it early, if any
+    (a truncated .gz raises at its end: the lines before the damage are still read)."""
+    pieces: list[bytes] = []
+    total = 0
+    while total < size:
+        try:
+            piece = handle.read(min(_STREAM_PIECE, size - total))
+        except Exception as exc:  # noqa: BLE001 - the caller decides which errors are damage
+            return b"".join(pieces), exc
+        if not piece:
+            break
+        pieces.append(piece)
+        total += len(piece)
+    return b"".join(pieces), None
 
 
 def _split_lines(data: bytes, first_line: int) -> LineChunk:

@@ -1,0 +1,125 @@
+"""Compressed files and runinfo archives are read in place, to the same events as unpacked.
+
+"Send me a tarball of your runinfo": a `.tar.gz` or a `.zip` of a run ingests to the events of
+its folder (each `file` named `<archive>!<member>`), a gzip'd log to those of the plain log,
+and an unchanged archive given again adds nothing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import taskscope
+from conftest import CORPUS_RUNS, corpus_path
+
+#: every public column but `file` (compared apart, without the archive's prefix)
+COMPARED = ("ts, source, line, level, logger, event, template, message, host, pid, thread, run_id, task_id, "
+            "try_id, app_name, task_state, executor_label, executor_task_id, block_id, job_id, manager_id, "
+            "worker_id, attrs")
+
+
+def pack(folder: Path, archive: Path) -> Path:
+    """`folder`'s files in a new archive at `archive` (.tar.gz or .zip), named relative to it."""
+    files = sorted(path for path in folder.rglob("*") if path.is_file())
+    if archive.name.endswith(".zip"):
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as packed:
+            for path in files:
+                packed.write(path, str(path.relative_to(folder)))
+    else:
+        with tarfile.open(archive, "w:gz") as packed:
+            for path in files:
+                packed.add(path, arcname=f"./{path.relative_to(folder)}")
+    return archive
+
+
+def events_of(path: Path, prefix: str = "") -> pd.DataFrame:
+    """The events of `path` ingested into a new store, `prefix` cut from each `file`."""
+    with taskscope.open(":memory:") as store:
+        store.ingest(path)
+        events = store.sql(f"SELECT file, {COMPARED} FROM events ORDER BY file, line")
+    assert events.file.str.startswith(prefix).all(), events.file.head()
+    events["file"] = events.file.str.slice(len(prefix))
+    return events
+
+
+@pytest.mark.parametrize("packing", ["tar.gz", "zip"])
+@pytest.mark.parametrize("name", CORPUS_RUNS)
+def test_an_archive_of_a_run_gives_the_events_of_its_folder(tmp_path, name, packing):
+    run = corpus_path(name)
+    archive = pack(run, tmp_path / f"{name}.{packing}")
+    from_folder = events_of(run)
+    from_archive = events_of(archive, prefix=f"{archive.name}!")
+    assert len(from_folder) > 1000
+    pd.testing.assert_frame_equal(from_archive, from_folder)
+    assert {"000/parsl.log", "000/parsl.jsonlog"} & set(from_archive.file)
+    assert any(file.startswith("monitoring.db#") for file in from_archive.file)
+
+
+def test_an_unchanged_archive_adds_nothing_and_a_changed_one_is_read_again(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(corpus_path("parsl-mixed-textlog"), run)
+    archive = pack(run, tmp_path / "runinfo.tgz")
+    with taskscope.open(str(tmp_path / "s.duckdb")) as store:
+        first = store.ingest(archive)
+        assert first.files_read >= 8 and first.events > 1000
+        again = store.ingest(archive)
+        assert (again.events, again.files_read, again.files_unchanged) == (0, 0, first.files_read)
+        count = "SELECT count(*) AS n FROM events"
+        stored = store.sql(count).n[0]
+
+        worker = next(run.rglob("worker_0.log"))
+        lines = worker.read_text().splitlines(keepends=True)
+        worker.write_text("".join(lines[: len(lines) // 2]))  # the archive is made again, one log shorter
+        pack(run, archive)
+        changed = store.ingest(archive)
+        assert any("changed since it was read" in note for note in changed.notes)
+        assert store.sql(count).n[0] < stored
+        assert store.sql("SELECT count(*) AS n FROM (SELECT file, line FROM events GROUP BY ALL HAVING count(*) > 1)").n[0] == 0
+        pd.testing.assert_frame_equal(
+            store.sql(f"SELECT {COMPARED} FROM events ORDER BY file, line"),
+            events_of(run)[COMPARED.split(", ")],
+        )
+
+
+def test_gzipped_logs_give_the_events_of_the_plain_ones(tmp_path):
+    plain = corpus_path("parsl-mixed-textlog")
+    run = tmp_path / "run"
+    shutil.copytree(plain, run)
+    worker = next(path.relative_to(run) for path in run.rglob("worker_0.log"))
+    for rel in (Path("000/parsl.log"), worker):
+        with open(run / rel, "rb") as source, gzip.open(run / f"{rel}.gz", "wb") as packed:
+            shutil.copyfileobj(source, packed)
+        (run / rel).unlink()
+    gzipped = events_of(run)
+    gzipped["file"] = gzipped.file.str.removesuffix(".gz")
+    pd.testing.assert_frame_equal(gzipped.sort_values(["file", "line"], ignore_index=True), events_of(plain))
+    assert (gzipped.file == "000/parsl.log").sum() > 500
+    assert gzipped.loc[gzipped.file == str(worker), "worker_id"].eq("0").all()
+
+
+def test_a_damaged_archive_is_reported_and_the_rest_read(tmp_path):
+    folder = tmp_path / "in"
+    shutil.copytree(corpus_path("parsl-htex-jsonlog") / "000", folder / "000")
+    good = pack(folder, tmp_path / "good.zip").read_bytes()
+    (folder / "cut.zip").write_bytes(good[: len(good) // 2])
+    (folder / "cut.tar.gz").write_bytes(gzip.compress(b"\0" * 300 + b"ustar" + b"\0" * 300)[:40])
+    parsl_log = (corpus_path("parsl-mixed-textlog") / "000" / "parsl.log").read_bytes()
+    packed_log = gzip.compress(parsl_log)
+    (folder / "000" / "cut.log.gz").write_bytes(packed_log[: len(packed_log) // 2])  # a copy cut short
+    with taskscope.open(":memory:") as store:
+        report = store.ingest(folder)
+        notes = " | ".join(report.notes)
+        assert "cut.zip: cannot be read as a zip archive" in notes
+        assert "000/cut.log.gz: read stopped at line" in notes
+        assert report.files_unreadable >= 1 and report.events > 1000
+        # gzip gives the 40 bytes' start of the tar as content: no format taskscope knows
+        assert "unknown format" in store.sql("SELECT note FROM ingested_files WHERE file = 'cut.tar.gz'").note[0]
+        kept = store.sql("SELECT count(*) AS n FROM events WHERE file = '000/cut.log.gz'").n[0]
+        assert 0 < kept < parsl_log.count(b"\n")

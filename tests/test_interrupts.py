@@ -1,0 +1,100 @@
+"""Ctrl-C during an ingest: one line, exit 130, and a store that kept whole files only.
+
+A real `taskscope ingest` process is sent SIGINT at several moments of an ingest of a runinfo
+of many runs (the corpus runs, copied). Whatever the moment, it prints one line saying what
+was kept, exits 130, and the store holds every file it kept whole with its offsets and nothing
+of the others; the same ingest run again then gives exactly the events of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import taskscope
+from conftest import CORPUS_RUNS, corpus_path, run_cli
+
+COPIES = 3  # of each corpus run: an ingest of some seconds
+#: when to interrupt, as shares of an uninterrupted ingest's time (from the store's creation on)
+MOMENTS = (0.1, 0.45, 0.8)
+EVENTS = ("SELECT file, line, event, run_id, task_id, try_id, app_name, executor_task_id, task_state "
+          "FROM events ORDER BY file, line")
+FILES = "SELECT file, source, bytes_read, lines_read, events FROM ingested_files WHERE source IS NOT NULL"
+
+
+@pytest.fixture(scope="module")
+def runinfo(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("many") / "runinfo"
+    for copy in range(COPIES):
+        for name in CORPUS_RUNS:
+            shutil.copytree(corpus_path(name), folder / f"{name}-{copy}")
+    return folder
+
+
+def ingest_process(runinfo: Path, store: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "taskscope.cli", "ingest", str(runinfo), "--store", str(store)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def started(process: subprocess.Popen, store: Path) -> float:
+    """Wait until the process has created its store (its imports are done, the ingest begins)."""
+    while not store.exists() and process.poll() is None:
+        time.sleep(0.01)
+    return time.monotonic()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_ctrl_c_at_any_moment_keeps_whole_files_and_one_line(runinfo, tmp_path):
+    reference_store = tmp_path / "reference.duckdb"
+    process = ingest_process(runinfo, reference_store)
+    began = started(process, reference_store)
+    out, err = process.communicate()
+    duration = time.monotonic() - began
+    assert process.returncode == 0, err
+    with taskscope.open(str(reference_store), read_only=True) as reference:
+        expected_events = reference.sql(EVENTS)
+        expected_files = reference.sql(FILES).set_index("file")
+    assert len(expected_events) > 20_000
+
+    interrupted = 0
+    for number, share in enumerate(MOMENTS):
+        store = tmp_path / f"interrupted-{number}.duckdb"
+        process = ingest_process(runinfo, store)
+        time.sleep(max(0.0, started(process, store) + share * duration - time.monotonic()))
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate()
+        if process.returncode == 0:  # it ended before the signal came: nothing to check at this moment
+            continue
+        interrupted += 1
+        assert process.returncode == 130, err
+        assert err.count("\n") == 1 and err.startswith("interrupted: ") and "Traceback" not in err, err
+        assert "nothing partial was stored" in err and out == ""
+
+        with taskscope.open(str(store), read_only=True) as opened:
+            kept = opened.sql(f"{FILES} AND size IS NOT NULL").set_index("file")
+            # every file kept is kept whole, with its offsets; no event lacks its file's record
+            if len(kept):
+                pd.testing.assert_frame_equal(kept.sort_index(), expected_files.loc[kept.index].sort_index(),
+                                              check_dtype=False)
+            assert opened.sql("SELECT count(*) AS n FROM events").n[0] == kept.events.sum()
+            said = re.search(r"kept (\d+) files", err)
+            if said:  # an interrupt in the file loop counts what it kept
+                assert int(said[1]) == len(kept), err
+            elif "kept nothing of this ingest" in err:
+                assert kept.empty, err
+
+        again = run_cli("ingest", str(runinfo), "--store", str(store))
+        assert again.returncode == 0, again.stderr
+        with taskscope.open(str(store), read_only=True) as opened:
+            assert opened.sql(EVENTS).equals(expected_events)  # ids related as if never interrupted
+            assert opened.sql("SELECT count(*) AS n FROM files_to_relate").n[0] == 0
+    assert interrupted >= len(MOMENTS) - 1, "the ingest ended before most interrupts: make the input bigger"
