@@ -381,6 +381,6 @@ def test_handler_output_ingests_into_columns(logger_to, tmp_path):
     with taskscope.open(":memory:") as store:
         store.ingest(tmp_path / "out.jsonlog")
         row = store.sql("SELECT *, CAST(attrs->>'elapsed_s' AS DOUBLE) AS elapsed_s FROM events").iloc[0]
-    assert (row.run_id, row.task_id, row.try_id, row.executor_label, row.host) == ("run-x", 5, 0, "htex", "node7")
+    assert (row.run_id, row.task_id, row.try_id, row.executor_label, row.host) == ("run-x", "5", 0, "htex", "node7")
     assert (row.level, row.logger, row.message) == ("WARNING", log.name, "slow step stage_in")
     assert row.elapsed_s == 2.5

@@ -170,7 +170,7 @@ def test_a_record_too_long_for_ingest_is_cut_and_keeps_its_ids(tmp_path, logger_
     assert record["task_id"] == 7 and "taskscope: cut to fit a line" in record["message"]
     with taskscope.open(":memory:") as store:
         report = store.ingest(tmp_path / "big.jsonlog")
-        assert report.bad_lines == 0 and store.sql("SELECT task_id FROM events").task_id.tolist() == [7]
+        assert report.bad_lines == 0 and store.sql("SELECT task_id FROM events").task_id.tolist() == ["7"]
 
 
 @pytest.mark.parametrize("logger_kind", ["stdlib", "fast"])

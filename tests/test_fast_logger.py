@@ -149,7 +149,7 @@ def test_fast_and_stdlib_files_ingest_to_the_same_events(wide_logger, tmp_path):
     assert [{k: v for k, v in r.items() if k != "span_id"} for r in fast_rows] == [
         {k: v for k, v in r.items() if k != "span_id"} for r in slow_rows]
     assert fast_attrs == slow_attrs
-    assert fast_rows[0]["task_id"] == 7 and fast_rows[0]["executor_label"] == "htex"
+    assert fast_rows[0]["task_id"] == "7" and fast_rows[0]["executor_label"] == "htex"
 
 
 def test_another_receiving_handler_gets_a_stdlib_record_with_the_callers_place(wide_logger, tmp_path):
