@@ -1,7 +1,10 @@
-"""Shared fixtures: the corpus runs in tests/corpus and fresh real Parsl runs.
+"""Shared fixtures: the corpus runs in tests/corpus, fresh real Parsl runs, the CLI helpers.
 
 Fresh runs are made once per test session, each in its own Python process (Parsl's DFK is
-process-global), with taskscope's demo workflow (`taskscope.demo.workflow`).
+process-global), with taskscope's demo workflow (`taskscope.demo.workflow`). Under pytest-xdist
+(`make test` runs `-n`), the first worker that needs a run makes it and the others reuse it
+(`shared_once`). Tests that use a fresh run, or are slow by measurement, are marked `slow`
+here (`pytest_collection_modifyitems`), so `make test-fast` leaves them out.
 """
 
 from __future__ import annotations
@@ -10,17 +13,22 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 import taskscope
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "tests" / "corpus"
 CORPUS_RUNS = ["parsl-htex-jsonlog", "parsl-mixed-textlog", "parsl-2025-textlog"]
+
+# the corpus runs' own workflow.py files and the test data are not test modules (nor doctests)
+collect_ignore_glob = ["corpus/*", "data/*"]
 
 
 @contextmanager
@@ -67,6 +75,33 @@ def run_cli(*args: str, cwd: str | Path | None = None, env: dict[str, str] | Non
                           cwd=cwd, env=env, timeout=timeout)
 
 
+def invoke(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`taskscope ARGS` in this process (Typer's CliRunner), answered as `run_cli` answers: returncode,
+    stdout, stderr. An uncaught exception's traceback goes to stderr as the real process would print
+    it, so a test asserting "no traceback" still sees one.
+
+    >>> invoke("--help").returncode
+    0
+    """
+    from typer.testing import CliRunner
+
+    from taskscope.cli import app
+
+    words = [str(arg) for arg in args]
+    result = CliRunner().invoke(app, words, env=env)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "Traceback (most recent call last):\n" + "".join(
+            traceback.format_exception(type(result.exception), result.exception, result.exception.__traceback__))
+    return subprocess.CompletedProcess(["taskscope", *words], result.exit_code, result.stdout, stderr)
+
+
+@pytest.fixture
+def cli_runner() -> Callable[..., subprocess.CompletedProcess]:
+    """`invoke` as a fixture, for tests that prefer fixtures to imports."""
+    return invoke
+
+
 def parsl_env() -> dict[str, str]:
     """This environment with the interpreter's scripts first on PATH: HTEX starts
     `interchange.py` and `process_worker_pool.py` by name."""
@@ -89,28 +124,51 @@ def make_real_run(runinfo: Path, **options) -> Path:
     return Path(done.stdout.strip().splitlines()[-1])
 
 
+def shared_once(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path:
+    """`make(folder)` once per test session, even across pytest-xdist workers; returns `folder`.
+
+    Under xdist every worker has the session's fixtures of its own: the first worker to ask makes
+    the folder under a file lock in the directory the workers share, the others wait and reuse it.
+    A failed `make` leaves no mark, so the next worker that asks tries again (and fails the same way).
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None:  # one process: the session's own temporary directory
+        folder = tmp_path_factory.mktemp(name)
+        make(folder)
+        return folder
+    shared = tmp_path_factory.getbasetemp().parent  # this session's, shared by its workers
+    folder, made = shared / name, shared / f"{name}.made"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not made.exists():
+            folder.mkdir(exist_ok=True)
+            make(folder)
+            made.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def text_run(tmp_path_factory) -> Path:
     """A fresh real run: text logs, HTEX with worker_debug plus a ThreadPoolExecutor, monitoring."""
-    runinfo = tmp_path_factory.mktemp("text_run") / "runinfo"
-    make_real_run(runinfo, n_inputs=12, threads=True)
-    return runinfo
+    folder = shared_once(tmp_path_factory, "text_run",
+                         lambda base: make_real_run(base / "runinfo", n_inputs=12, threads=True))
+    return folder / "runinfo"
 
 
 @pytest.fixture(scope="session")
 def wide_run(tmp_path_factory) -> Path:
     """A fresh real run with taskscope's WideEventLogging: HTEX + threads, monitoring, retries."""
-    runinfo = tmp_path_factory.mktemp("wide_run") / "runinfo"
-    make_real_run(runinfo, n_inputs=12, logs="wide", threads=True)
-    return runinfo
+    folder = shared_once(tmp_path_factory, "wide_run",
+                         lambda base: make_real_run(base / "runinfo", n_inputs=12, logs="wide", threads=True))
+    return folder / "runinfo"
 
 
 @pytest.fixture(scope="session")
 def json_two_htex_run(tmp_path_factory) -> Path:
     """A fresh real run: JSONLogging, two HTEX executors (both number their tasks from 1)."""
-    runinfo = tmp_path_factory.mktemp("json_run") / "runinfo"
-    make_real_run(runinfo, n_inputs=16, logs="json", executor_labels=["htex_a", "htex_b"])
-    return runinfo
+    folder = shared_once(tmp_path_factory, "json_run",
+                         lambda base: make_real_run(base / "runinfo", n_inputs=16, logs="json",
+                                                    executor_labels=["htex_a", "htex_b"]))
+    return folder / "runinfo"
 
 
 PERF_CONFIG = '''
@@ -129,7 +187,10 @@ config = Config(
 @pytest.fixture(scope="session")
 def perf_run(tmp_path_factory) -> Path:
     """A fresh real `parsl-perf --iterate 300` run (text logs, HTEX, worker_debug): one app, many alike tasks."""
-    base = tmp_path_factory.mktemp("perf_run")
+    return shared_once(tmp_path_factory, "perf_run", make_perf_run) / "runinfo"
+
+
+def make_perf_run(base: Path) -> None:
     runinfo = base / "runinfo"
     config = base / "perf_config.py"
     config.write_text(PERF_CONFIG.format(run_dir=str(runinfo)))
@@ -138,4 +199,19 @@ def perf_run(tmp_path_factory) -> Path:
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=base)
     if done.returncode != 0:
         pytest.fail(f"parsl-perf failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    return runinfo
+
+
+#: fixtures that make a fresh real run (Parsl, Academy) or start real Chromium: a test using one
+#: takes seconds of its own or waits for the run, so it is `slow`
+SLOW_FIXTURES = frozenset({
+    "text_run", "wide_run", "json_two_htex_run", "perf_run",                  # this file
+    "retry_run", "sleep_run", "dep_fail_store", "instrumented_run",           # real runs of one module
+    "hostile_run", "failing_run", "academy_run",
+})
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark `slow` every test that uses a fresh-run fixture (see SLOW_FIXTURES)."""
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

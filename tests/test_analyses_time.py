@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import taskscope
-from conftest import CORPUS_RUNS, corpus_path, make_real_run, run_cli
+from conftest import CORPUS_RUNS, corpus_path, invoke, make_real_run, run_cli
 from taskscope.analyses.between import STANDARD_QUEUES, between, standard_queues
 from taskscope.analyses.latency import latency, latency_histogram, latency_stats
 from taskscope.analyses.selectors import SelectorError, parse_selector
@@ -390,10 +390,10 @@ def test_selectors_bind_values_and_name_typos(text_store):
 
 def test_cli_json_output_and_plots(tmp_path):
     store = str(tmp_path / "run.duckdb")
-    assert run_cli("ingest", str(corpus_path("parsl-htex-jsonlog")), "--store", store).returncode == 0
+    assert invoke("ingest", str(corpus_path("parsl-htex-jsonlog")), "--store", store).returncode == 0
     common = ["--store", store, "--run", "000", "--format", "json"]
 
-    done = run_cli("states", *common, "--plot", str(tmp_path / "states.png"))
+    done = invoke("states", *common, "--plot", str(tmp_path / "states.png"))
     assert done.returncode == 0, done.stderr
     with taskscope.open(store, read_only=True) as opened_store:
         expected_states = states(opened_store)
@@ -401,30 +401,30 @@ def test_cli_json_output_and_plots(tmp_path):
         expected_states[["step", "state", "tasks"]])
     assert (tmp_path / "states.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    done = run_cli("between", "htex.interchange.queued", "htex.interchange.sent", *common,
-                   "--plot", str(tmp_path / "between.html"))
+    done = invoke("between", "htex.interchange.queued", "htex.interchange.sent", *common,
+                  "--plot", str(tmp_path / "between.html"))
     assert done.returncode == 0, done.stderr
     curve = json.loads(done.stdout)
     assert curve[-1]["count"] == 0 and min(row["count"] for row in curve) >= 0
     html = (tmp_path / "between.html").read_text()
     assert html.lower().startswith("<!doctype html>") and "Plotly.newPlot" in html
 
-    done = run_cli("queues", *common)
+    done = invoke("queues", *common)
     assert {row["queue"] for row in json.loads(done.stdout)} == set(STANDARD_QUEUES)
 
-    done = run_cli("latency", "task.launched", "htex.worker.received", *common, "--by", "app_name",
-                   "--plot", str(tmp_path / "latency.png"))
+    done = invoke("latency", "task.launched", "htex.worker.received", *common, "--by", "app_name",
+                  "--plot", str(tmp_path / "latency.png"))
     assert done.returncode == 0, done.stderr
     parsed = json.loads(done.stdout)
     assert set(parsed) == {"stats", "histogram", "latencies"}
     assert sum(row["count"] for row in parsed["stats"]) == len([r for r in parsed["latencies"] if r["latency_s"] is not None])
     assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    done = run_cli("series", "psutil_process_memory_resident", "--by", "task_id", *common)
+    done = invoke("series", "psutil_process_memory_resident", "--by", "task_id", *common)
     assert done.returncode == 0, done.stderr
     assert all(row["value"] > 0 for row in json.loads(done.stdout))
 
-    done = run_cli("summary", *common, "--plot", str(tmp_path / "summary.html"))
+    done = invoke("summary", *common, "--plot", str(tmp_path / "summary.html"))
     assert done.returncode == 0, done.stderr
     parsed = json.loads(done.stdout)
     assert {app["app_name"]: app["failed"] for app in parsed["apps"]} == {"boom": 2, "inc": 0}
@@ -449,16 +449,16 @@ def test_step_plots_span_the_whole_run(corpus_store):
 
 def test_cli_tables_and_errors(tmp_path):
     store = str(tmp_path / "run.duckdb")
-    run_cli("ingest", str(corpus_path("parsl-mixed-textlog")), "--store", store)
-    table = run_cli("states", "--store", store, "--points", "12")
+    invoke("ingest", str(corpus_path("parsl-mixed-textlog")), "--store", store)
+    table = invoke("states", "--store", store, "--points", "12")
     assert table.returncode == 0, table.stderr
     assert "evenly spaced instants" in table.stderr and "exec_done" in table.stdout
-    assert run_cli("summary", "--store", store).returncode == 0
-    csv = run_cli("latency", "state:pending", "task.launched", "--store", store, "--format", "csv")
+    assert invoke("summary", "--store", store).returncode == 0
+    csv = invoke("latency", "state:pending", "task.launched", "--store", store, "--format", "csv")
     assert pd.read_csv(pd.io.common.StringIO(csv.stdout)).latency_s.notna().all()
     for args in (["between", "task.lanched", "state:exec_done"], ["latency", "state:nope", "task.launched"],
                  ["series", "no_such_field"], ["states", "--plot", str(tmp_path / "x.svg")],
                  ["between", "a:b", "task.launched"]):
-        done = run_cli(*args, "--store", store)
+        done = invoke(*args, "--store", store)
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         assert done.stderr.startswith("error:") and len(done.stderr.strip().splitlines()) == 1, done.stderr

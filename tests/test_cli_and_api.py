@@ -9,7 +9,7 @@ import sys
 import pandas as pd
 
 import taskscope
-from conftest import corpus_path, run_cli
+from conftest import corpus_path, invoke, run_cli
 
 JSON_RUN = corpus_path("parsl-htex-jsonlog")
 
@@ -49,7 +49,7 @@ def test_cli_user_errors_are_one_line_and_exit_2(tmp_path):
     not_a_store.write_bytes(b"this is not a database" * 100)
     bad_rules = tmp_path / "bad.toml"
     bad_rules.write_text("[[rule]\nevent = ")
-    run_cli("ingest", str(JSON_RUN), "--store", str(store))
+    invoke("ingest", str(JSON_RUN), "--store", str(store))
     cases = [
         ("ingest", str(tmp_path / "missing"), "--store", str(store)),
         ("runs", "--store", str(tmp_path / "nowhere.duckdb")),
@@ -63,24 +63,24 @@ def test_cli_user_errors_are_one_line_and_exit_2(tmp_path):
         ("ingest", str(JSON_RUN), "--store", str(tmp_path / "new.duckdb"), "--rules", str(bad_rules)),
     ]
     for args in cases:
-        done = run_cli(*args)
+        done = invoke(*args)
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         assert "Traceback" not in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
         assert done.stderr.startswith("error:")
     assert not (tmp_path / "new.duckdb").exists()  # a bad rules file stops the ingest before the store
-    assert run_cli("tasks", "--limit", "-1", "--store", str(store)).returncode == 2
+    assert invoke("tasks", "--limit", "-1", "--store", str(store)).returncode == 2
 
 
 def test_cli_shows_any_number_sql_returns(tmp_path):
     store = str(tmp_path / "s.duckdb")
-    run_cli("ingest", str(JSON_RUN), "--store", store)
-    done = run_cli("sql", "SELECT 1e300 AS big, 'inf'::DOUBLE AS endless, 1.7e9 AS epoch, 12.5 AS small",
-                   "--store", store)
+    invoke("ingest", str(JSON_RUN), "--store", store)
+    done = invoke("sql", "SELECT 1e300 AS big, 'inf'::DOUBLE AS endless, 1.7e9 AS epoch, 12.5 AS small",
+                  "--store", store)
     assert done.returncode == 0, done.stderr
     assert "1e+300" in done.stdout and "inf" in done.stdout and "2023-11-14 22:13:20.000" in done.stdout
     # text is data, not Rich markup: it is shown as it is and never crashes the table
-    done = run_cli("sql", "SELECT 'x [/]' AS a, 'done [/tmp]' AS b, '[red]kept[/red] [true]' AS c", "--store", store)
+    done = invoke("sql", "SELECT 'x [/]' AS a, 'done [/tmp]' AS b, '[red]kept[/red] [true]' AS c", "--store", store)
     assert done.returncode == 0, done.stderr
     assert all(text in done.stdout for text in ("x [/]", "done [/tmp]", "[red]kept[/red] [true]"))
 
@@ -88,13 +88,13 @@ def test_cli_shows_any_number_sql_returns(tmp_path):
 def test_port_options_refuse_ports_that_do_not_exist(tmp_path):
     for args in (("ui", "--store", str(tmp_path / "s.duckdb"), "--port", "70000"),
                  ("usage", "collect", "--store", str(tmp_path / "u.duckdb"), "--port", "70000")):
-        done = run_cli(*args)
+        done = invoke(*args)
         assert done.returncode == 2 and "Traceback" not in done.stderr and "65535" in done.stderr, done.stderr
 
 
 def test_every_command_has_help_with_an_example():
     for command in ("ingest", "runs", "tasks", "timeline", "sql"):
-        done = run_cli(command, "--help")
+        done = invoke(command, "--help")
         assert done.returncode == 0 and "Example: taskscope" in done.stdout, command
 
 

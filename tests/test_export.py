@@ -17,7 +17,7 @@ from urllib.parse import quote
 import pytest
 
 import taskscope
-from conftest import CORPUS_RUNS, corpus_path, run_cli, tiny_filesystem
+from conftest import CORPUS_RUNS, corpus_path, invoke, run_cli, tiny_filesystem
 from taskscope.export.otlp import export_otlp
 from taskscope.export.parquet import export_parquet
 from taskscope.export.perfetto import export_perfetto
@@ -425,7 +425,7 @@ def test_otlp_types_the_attrs_of_a_generic_app(mixed_store, tmp_path):
 @pytest.fixture(scope="module")
 def store_file(tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("cli") / "run.duckdb")
-    done = run_cli("ingest", str(corpus_path("parsl-2025-textlog")), "--store", path)
+    done = invoke("ingest", str(corpus_path("parsl-2025-textlog")), "--store", path)
     assert done.returncode == 0, done.stderr
     return path
 
@@ -435,27 +435,27 @@ def test_cli_exports_each_format(store_file, tmp_path):
     count = events.con.execute("SELECT count(*) FROM events").fetchall()[0][0]
     events.close()
     for fmt, out in (("parquet", tmp_path / "pq"), ("perfetto", tmp_path / "t.json"), ("otlp", tmp_path / "l.jsonl")):
-        done = run_cli("export", "--format", fmt, "--out", str(out), "--run", "000", "--store", store_file)
+        done = invoke("export", "--format", fmt, "--out", str(out), "--run", "000", "--store", store_file)
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith(f"wrote {fmt} to {out}: {count:,} events of 1 run"), done.stdout
         assert out.exists()
     load_trace(tmp_path / "t.json")
-    summary = json.loads(run_cli("export", "-f", "otlp", "-o", str(tmp_path / "m.jsonl"), "--batch", "100",
-                                 "--json", "-s", store_file).stdout)
+    summary = json.loads(invoke("export", "-f", "otlp", "-o", str(tmp_path / "m.jsonl"), "--batch", "100",
+                                "--json", "-s", store_file).stdout)
     assert summary["events"] == count and summary["lines"] == math.ceil(count / 100)
 
 
 def test_cli_export_errors_are_clean(store_file, tmp_path):
-    bad_format = run_cli("export", "--format", "xml", "--out", str(tmp_path / "x"), "--store", store_file)
+    bad_format = invoke("export", "--format", "xml", "--out", str(tmp_path / "x"), "--store", store_file)
     assert bad_format.returncode == 2 and "parquet" in bad_format.stderr and "Traceback" not in bad_format.stderr
     for out in (tmp_path / "missing" / "t.json", Path("/proc/taskscope-trace.json")):
-        done = run_cli("export", "--format", "perfetto", "--out", str(out), "--store", store_file)
+        done = invoke("export", "--format", "perfetto", "--out", str(out), "--store", store_file)
         assert done.returncode == 2, done.stdout
         assert done.stderr.startswith("error: cannot write") and len(done.stderr.strip().splitlines()) == 1
-    assert run_cli("export", "-f", "parquet", "-o", str(tmp_path / "pq"), "-s", store_file).returncode == 0
-    again = run_cli("export", "-f", "parquet", "-o", str(tmp_path / "pq"), "-s", store_file)
+    assert invoke("export", "-f", "parquet", "-o", str(tmp_path / "pq"), "-s", store_file).returncode == 0
+    again = invoke("export", "-f", "parquet", "-o", str(tmp_path / "pq"), "-s", store_file)
     assert again.returncode == 2 and "--overwrite" in again.stderr
-    unknown_run = run_cli("export", "-f", "otlp", "-o", str(tmp_path / "l.jsonl"), "--run", "nope", "-s", store_file)
+    unknown_run = invoke("export", "-f", "otlp", "-o", str(tmp_path / "l.jsonl"), "--run", "nope", "-s", store_file)
     assert unknown_run.returncode == 2 and "no run matches" in unknown_run.stderr
 
 
