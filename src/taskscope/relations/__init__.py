@@ -127,7 +127,10 @@ def _make_relation(entry: dict, origin: str) -> Relation:
     if fixed:
         raise RelationError(f"{where}: `{written}` names columns a relation cannot change: {fixed}")
     if kind == "implies":
-        return Implies(name, _names(entry, "key", where), _names(entry, "fields", where))
+        key, fields = _names(entry, "key", where), _names(entry, "fields", where)
+        if set(key) & set(fields):
+            raise RelationError(f"{where}: `key` and `fields` share {sorted(set(key) & set(fields))}")
+        return Implies(name, key, fields)
     if kind == "binds":
         on = entry.get("on")
         if on is not None and not isinstance(on, str):
@@ -139,7 +142,10 @@ def _make_relation(entry: dict, origin: str) -> Relation:
     for bound in ("start", "end"):
         if not isinstance(entry[bound], str):
             raise RelationError(f"{where}: `{bound}` must be an event name (a string)")
-    return Encloses(name, entry["start"], entry["end"], _names(entry, "key", where), _names(entry, "within", where))
+    key, within = _names(entry, "key", where), _names(entry, "within", where)
+    if set(key) & set(within):
+        raise RelationError(f"{where}: `key` and `within` share {sorted(set(key) & set(within))}")
+    return Encloses(name, entry["start"], entry["end"], key, within)
 
 
 def _names(entry: dict, key: str, where: str) -> tuple[str, ...]:

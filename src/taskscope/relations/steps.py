@@ -124,8 +124,7 @@ def _implies_step(relation: Implies, field: str, table: str, fields: Fields) -> 
         WHERE NOT r.conflict AND {fields.missing(field)} AND {_all(matches)} AND {{scope}}"""
     name = relation.name if len(relation.fields) == 1 else f"{relation.name}: {field}"
     return Step(name, learn, (update,), f"SELECT count(*) FROM {table} WHERE conflict",
-                fields.touched((*relation.key, field)), fields.touched((field,)),
-                idempotent=field not in relation.key)
+                fields.touched((*relation.key, field)), fields.touched((field,)))
 
 
 def _binds_step(relation: Binds, table: str, fields: Fields) -> Step:
