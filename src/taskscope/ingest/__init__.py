@@ -2,7 +2,7 @@
 read only what is new, let its source stage its records, name them with the rules, move them
 to `events`, then relate ids.
 
-Work is committed in batches: after a file once a batch has run about a second or holds
+Work is committed in batches: after a file once a batch has run two seconds or holds
 `FLUSH_ROWS` staged rows, and inside a big file every `FLUSH_ROWS` rows. A file's events and
 its offsets in `ingested_files` are always committed together, so an interrupted ingest keeps
 every file (or part of a big file) it committed, exactly, and the next ingest goes on from
@@ -33,7 +33,7 @@ from taskscope.sources import Source, StageContext, StageResult, source_named
 #: staged rows are moved to `events` (and committed) once there are this many, to bound memory
 FLUSH_ROWS = 2_000_000
 #: a batch of small files is committed once it has been open this long
-COMMIT_SECONDS = 1.0
+COMMIT_SECONDS = 2.0
 
 ProgressCallback = Callable[[InputFile, int, int], None]
 
