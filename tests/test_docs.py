@@ -19,9 +19,10 @@ The convention the pages follow (docs/contributing.md describes it for writers):
 - Shell examples live only in console blocks: a bash/sh/shell block fails the test.
 
 The strict site build (`mkdocs build --strict`) is not repeated here: `make test` runs
-`make docs` first. Every page runs in a folder of its own holding `tests/corpus/` (the corpus runs, copied) and,
-except on the pages that ingest it themselves (FRESH_PAGES), `tour.duckdb` with the corpus
-already ingested: the ingest is done once per session and copied.
+`make docs` first. Every page runs in a folder of its own holding `tests/corpus/` (the corpus
+runs, copied) and, except on the pages that ingest it themselves (FRESH_PAGES), `tour.duckdb`
+with the corpus already ingested: the ingest is done once per session and copied. Plain
+`taskscope ...` commands run in this process (conftest.invoke); the others through bash.
 """
 
 from __future__ import annotations
@@ -29,18 +30,16 @@ from __future__ import annotations
 import ast
 import doctest
 import logging
-import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from conftest import invoke, parsl_env
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = sorted([REPO / "README.md", *(REPO / "docs").rglob("*.md")])
@@ -167,6 +166,8 @@ def assert_output_shown(command: Command, output: str, where: str) -> None:
         position += 1
 
 
+#: the terminal the pages' outputs were taken in: 100 columns (tables fit what the terminal has)
+TERMINAL = {"COLUMNS": "100", "NO_COLOR": "1"}
 QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 SHELL_SYNTAX = re.compile(r"[|&;<>()$*?\[\]~`\\]")
 
@@ -184,15 +185,10 @@ def run_command(text: str, folder: Path) -> tuple[int, str]:
     """Run one command as the page shows it: exit code and output (stdout and stderr)."""
     argv = in_process_argv(text)
     if argv is not None:
-        from taskscope.cli import app
-
-        result = CliRunner().invoke(app, argv, prog_name="taskscope", env={"NO_COLOR": "1"})
-        error = "".join(traceback.format_exception(*result.exc_info)) if result.exc_info and result.exit_code else ""
-        return result.exit_code, result.output + error
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
-               NO_COLOR="1")
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", text], cwd=folder, env=env,
-                          capture_output=True, text=True, timeout=300)
+        done = invoke(*argv, env=TERMINAL)
+    else:
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c", text], cwd=folder, env=dict(parsl_env(), **TERMINAL),
+                              capture_output=True, text=True, timeout=300, check=False)
     return done.returncode, done.stdout + done.stderr
 
 
@@ -321,7 +317,7 @@ def test_events_page_lists_the_events_contract():
     """The events page's column table is the store's `events` contract: names, order and types."""
     from taskscope.schema import EVENT_COLUMNS
 
-    rows = re.findall(r"^\| `(\w+)` \| (\w+) \|", (REPO / "docs" / "guide" / "events.md").read_text(), re.M)
+    rows = re.findall(r"^\| `(\w+)` \| (\w+) \|", (REPO / "docs" / "guide" / "events.md").read_text(), re.MULTILINE)
     public = [(name, sql_type) for name, sql_type in EVENT_COLUMNS if name != "file_id"]
     assert rows == public, f"docs/guide/events.md lists {rows}; the store has {public}"
 
@@ -357,7 +353,7 @@ def test_not_run_examples_still_parse():
     """What the not-run blocks can be checked for without running them: their taskscope commands
     parse (a renamed option fails here), their make targets exist, their Python compiles and its
     imports resolve."""
-    targets = set(re.findall(r"^([\w-]+):", (REPO / "Makefile").read_text(), re.M))
+    targets = set(re.findall(r"^([\w-]+):", (REPO / "Makefile").read_text(), re.MULTILINE))
     for path in PAGES:
         for block in blocks_of(path):
             if not block.marked_not_run:
