@@ -25,6 +25,7 @@ __all__ = ["open", "Store", "StoreError", "DEFAULT_STORE", "MAX_LINE_BYTES", "__
 
 def open(path: str | Path = DEFAULT_STORE, read_only: bool = False) -> "Store":  # noqa: A001 - mirrors duckdb.connect
     """Open (creating if needed) the store at `path`; `":memory:"` for a throw-away one."""
+    # imported on first use: the emitter and the Parsl adapter, in every worker, import this package
     from taskscope.store import Store
 
     return Store(path, read_only=read_only)

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    import duckdb
+import duckdb
 
 
 def of_run(column: str = "run_id") -> str:
@@ -33,7 +32,7 @@ def literal(text: str) -> str:
 
 
 @contextmanager
-def registered(con: "duckdb.DuckDBPyConnection", name: str, table: Any) -> Iterator[None]:
+def registered(con: duckdb.DuckDBPyConnection, name: str, table: Any) -> Iterator[None]:
     """`table` (a DataFrame or an Arrow table) registered on `con` as `name` for the block.
 
     When the block fails inside a transaction, DuckDB refuses every later statement, the
@@ -45,8 +44,6 @@ def registered(con: "duckdb.DuckDBPyConnection", name: str, table: Any) -> Itera
     ...     scalar(con, "SELECT sum(x) FROM t")
     3
     """
-    import duckdb
-
     con.register(name, table)
     try:
         yield
@@ -57,7 +54,7 @@ def registered(con: "duckdb.DuckDBPyConnection", name: str, table: Any) -> Itera
     con.unregister(name)
 
 
-def scalar(con: "duckdb.DuckDBPyConnection", sql: str, params: list | dict | None = None):
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | dict | None = None):
     """The single value a statement returns (a count, an aggregate, an INSERT's row count).
 
     Reads the whole result: DuckDB keeps a half-read result open (after `fetchone`), and an

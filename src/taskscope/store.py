@@ -8,10 +8,21 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from taskscope.constants import DEFAULT_STORE
 from taskscope.analyses import runs as run_analyses
+from taskscope.analyses import states as state_analyses
 from taskscope.analyses import tasks as task_analyses
+from taskscope.analyses.between import between
+from taskscope.analyses.bottlenecks import bottlenecks
+from taskscope.analyses.common_path import common_path
+from taskscope.analyses.compare import compare
+from taskscope.analyses.latency import latency
+from taskscope.analyses.series import series
+from taskscope.analyses.summary import summary
+from taskscope.constants import DEFAULT_STORE
 from taskscope.digests import refresh_digests
+from taskscope.export.otlp import export_otlp
+from taskscope.export.parquet import export_parquet
+from taskscope.export.perfetto import export_perfetto
 from taskscope.ingest import IngestReport, ProgressCallback, ingest
 from taskscope.relations import load_relations
 from taskscope.rules import load_rules
@@ -110,71 +121,49 @@ class Store:
 
     def states(self, run: str | None = None, source: str = "logs") -> pd.DataFrame:
         """Tasks per DFK state over time (see `taskscope.analyses.states`); source "logs" or "monitoring"."""
-        from taskscope.analyses import states as module
-
-        return (module.states if source == "logs" else module.states_from_monitoring)(self.con, run)
+        return (state_analyses.states if source == "logs" else state_analyses.states_from_monitoring)(self.con, run)
 
     def between(self, event_a: str, event_b: str, run: str | None = None, per: str = "task") -> pd.DataFrame:
         """Tasks (or tries) past event A but not yet B, over time (see `taskscope.analyses.between`)."""
-        from taskscope.analyses.between import between
-
         return between(self.con, event_a, event_b, run, per)
 
     def series(self, field: str, run: str | None = None, group_by: str | None = None,
                where: str | None = None) -> pd.DataFrame:
         """Any numeric field over time (see `taskscope.analyses.series`)."""
-        from taskscope.analyses.series import series
-
         return series(self.con, field, run, group_by, where)
 
     def latency(self, event_a: str, event_b: str, run: str | None = None, per: str = "task") -> pd.DataFrame:
         """Per-task time from A to the following B (see `taskscope.analyses.latency`)."""
-        from taskscope.analyses.latency import latency
-
         return latency(self.con, event_a, event_b, run, per)
 
     def summary(self, run: str | None = None):
         """Per-app outcomes, tries, failures, badput, makespan, throughput (see `taskscope.analyses.summary`)."""
-        from taskscope.analyses.summary import summary
-
         return summary(self.con, run)
 
     def common_path(self, run: str | None = None):
         """Variants of the task path and per-step timing (see `taskscope.analyses.common_path`)."""
-        from taskscope.analyses.common_path import common_path
-
         return common_path(self, run)
 
     def bottlenecks(self, run: str | None = None):
         """Steps ranked by waiting time, slowest stage, idle workers (see `taskscope.analyses.bottlenecks`)."""
-        from taskscope.analyses.bottlenecks import bottlenecks
-
         return bottlenecks(self, run)
 
     def compare(self, run_a: str, run_b: str, min_change_s: float = 0.001) -> pd.DataFrame:
         """Latency per step and throughput of run B against run A (see `taskscope.analyses.compare`)."""
-        from taskscope.analyses.compare import compare
-
         return compare(self, run_a, run_b, min_change_s)
 
     # ---- exports (see taskscope.export) -----------------------------------------------------
 
     def export_parquet(self, folder: str | Path, run: str | None = None, overwrite: bool = False):
         """Events (and side tables) as Parquet partitioned by run; see `taskscope.export.parquet`."""
-        from taskscope.export.parquet import export_parquet
-
         return export_parquet(self, folder, run, overwrite=overwrite)
 
     def export_perfetto(self, path: str | Path, run: str | None = None):
         """A Chrome/Perfetto trace JSON for ui.perfetto.dev; see `taskscope.export.perfetto`."""
-        from taskscope.export.perfetto import export_perfetto
-
         return export_perfetto(self, path, run)
 
     def export_otlp(self, path: str | Path, run: str | None = None, batch: int = 1000):
         """OTLP/JSON logs (JSON Lines of LogsData); see `taskscope.export.otlp`."""
-        from taskscope.export.otlp import export_otlp
-
         return export_otlp(self, path, run, batch=batch)
 
     def sql(self, query: str, params: list | dict | None = None) -> pd.DataFrame:

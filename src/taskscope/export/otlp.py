@@ -26,6 +26,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+
 from taskscope._sql import connection_of, of_run, scalar
 from taskscope.analyses.runs import resolve_run
 from taskscope.export._atomic import write_atomically
@@ -109,8 +112,6 @@ def export_otlp(
 
 def _chunks(reader, size: int):
     """Arrow batches of any size re-cut into tables of `size` rows (the last may be shorter)."""
-    import pyarrow as pa
-
     pending: list = []
     pending_rows = 0
     for record_batch in reader:
@@ -131,8 +132,6 @@ def _logs_data_line(chunk, resources: dict[int, str]) -> bytes:
     `scopeLogs` entry of one `resourceLogs` entry (events of one file are stored together, so
     runs are long). The cut points are found with numpy; Python only joins text.
     """
-    import numpy as np
-
     resource_keys = chunk.column("resource_key").to_numpy()
     scopes = chunk.column("scope").to_pylist()
     records = chunk.column("record").to_pylist()

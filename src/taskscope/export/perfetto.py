@@ -39,7 +39,9 @@ import orjson
 import pandas as pd
 
 from taskscope._sql import connection_of, of_run, scalar
+from taskscope.analyses.between import standard_queues
 from taskscope.analyses.runs import FINAL_STATES, resolve_run
+from taskscope.analyses.states import states, states_from_monitoring
 from taskscope.constants import VERSION
 from taskscope.export._atomic import write_atomically
 from taskscope.export.summary import ExportSummary, ProgressCallback, report, writable_file
@@ -283,8 +285,6 @@ def _state_changes(con, run_id: str | None) -> pd.DataFrame:
     """Every DFK state each task entered (run_id, task_id, ts, state, step), as `states` finds
     them in the logs (inferring what releases before 2026 did not log); for runs without state
     changes in their logs, as monitoring.db recorded them."""
-    from taskscope.analyses.states import states, states_from_monitoring
-
     columns = ["run_id", "task_id", "ts", "state", "step"]
     logged = states(con, run_id)
     logged = logged[logged.change > 0][columns]
@@ -295,8 +295,6 @@ def _state_changes(con, run_id: str | None) -> pd.DataFrame:
 
 def _counter_frame(con, run_id: str | None) -> pd.DataFrame:
     """The standard queue lengths (run_id, queue, ts, count) to draw as counter tracks."""
-    from taskscope.analyses.between import standard_queues
-
     return standard_queues(con, run_id)[["run_id", "queue", "ts", "count"]]
 
 

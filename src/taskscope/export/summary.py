@@ -3,6 +3,7 @@ user can fix (an existing output, an unwritable path)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -49,8 +50,6 @@ class ExportSummary:
 def writable_file(path: str | Path) -> Path:
     """`path` as a Path, after checking its folder exists and is writable (so an export fails
     before any work, with a message that says why)."""
-    import os
-
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():

@@ -11,7 +11,11 @@ The server and token come from the arguments, else from the environment variable
 from __future__ import annotations
 
 import os
+import ssl
 from typing import Any
+from urllib.parse import quote
+
+import pandas as pd
 
 SERVER_ENV = "TASKSCOPE_FLEET_SERVER"
 TOKEN_ENV = "TASKSCOPE_FLEET_TOKEN"
@@ -77,8 +81,6 @@ def connection(server: str | None, token: str | None) -> tuple[str, str]:
 def tls_verification(verify: bool | str):
     """What httpx takes as `verify`: True/False, or a CA bundle path turned into an SSL context."""
     if isinstance(verify, str):
-        import ssl
-
         try:
             return ssl.create_default_context(cafile=verify)
         except OSError as exc:  # no such file, or no certificate in it (ssl.SSLError is an OSError)
@@ -134,14 +136,10 @@ def _error_text(reply) -> str:
 
 
 def _segment(cluster_id: str) -> str:
-    from urllib.parse import quote
-
     return quote(str(cluster_id), safe="")
 
 
 def _shaped(rows: list[dict], as_frame: bool) -> Any:
     if not as_frame:
         return rows
-    import pandas as pd
-
     return pd.DataFrame(rows)

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from taskscope.fleet import reads
 from taskscope.fleet.auth import Caller, api_caller
+from taskscope.fleet.db import AccountError
 from taskscope.web.render import json_response
 
 router = APIRouter(prefix="/api/v1")
@@ -50,8 +51,6 @@ def _admin(caller: Caller = Depends(api_caller)) -> Caller:
 @router.post("/tokens")
 def create_token(request: Request, new: NewToken, caller: Caller = Depends(_admin)):
     """A new token for a user of the caller's account (admin tokens only); shown in this reply only."""
-    from taskscope.fleet.db import AccountError
-
     try:
         token = request.app.state.db.create_token(caller.account, new.user, admin=new.admin)
     except AccountError as exc:

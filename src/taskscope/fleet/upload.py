@@ -23,6 +23,7 @@ from taskscope.analyses.resources import capacity
 from taskscope.analyses.runs import runs as run_table
 from taskscope.analyses.summary import summary
 from taskscope.analyses.tasks import tasks
+from taskscope.fleet.api import call, connection
 from taskscope.fleet.protocol import DEFAULT_PRICE_PER_CORE_HOUR, INGEST_PATH, PROTOCOL_VERSION
 
 #: cluster ids of uploaded runs are uuid5(this, run_id): stable across uploads of the same run
@@ -85,8 +86,6 @@ def upload_runs(runinfo: str | Path, server: str | None = None, token: str | Non
 
     Returns one dict per run: run_id, cluster_id, tasks, tasks_failed, cost.
     """
-    from taskscope.fleet.api import call, connection
-
     connection(server, token)  # no server or token: say so before ingesting
     with tempfile.TemporaryDirectory(prefix="taskscope-upload-") as scratch:
         opened = taskscope.open(store or str(Path(scratch) / "upload.duckdb"))

@@ -30,9 +30,9 @@ import re
 import select
 import socket
 import sys
-from collections import Counter
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +41,7 @@ import numpy as np
 import pyarrow as pa
 
 import taskscope
-from taskscope._sql import scalar
+from taskscope._sql import connection_of, scalar
 from taskscope.usage import protocol, spool
 from taskscope.usage.receive import batch_receiver, pause_after_partial_batch
 
@@ -756,8 +756,6 @@ def stored_counts(store) -> dict[str, int]:
     >>> stored_counts(taskscope.open("usage.duckdb"))          # doctest: +SKIP
     {'events': 12, 'rejected': 3, 'spooled_parsed': 12, 'spooled_rejected': 3}
     """
-    from taskscope._sql import connection_of
-
     con = connection_of(store)
     create_usage_tables(con)
     return {

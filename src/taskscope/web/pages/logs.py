@@ -8,9 +8,10 @@ import math
 import duckdb
 from fastapi import APIRouter, Depends, Request
 
+from taskscope.presenters.format import records
 from taskscope.schema import EVENT_COLUMNS
 from taskscope.web.dashboard import read_connection
-from taskscope.presenters.format import records
+from taskscope.web.pages.runs import run_table
 from taskscope.web.render import json_response, render
 
 router = APIRouter()
@@ -93,8 +94,6 @@ def logs_page(request: Request, con=Depends(read_connection)):
         result = search(con, filters, text, page, per_page, newest_first)
     run = None
     if "run_id" in filters:
-        from taskscope.web.pages.runs import run_table
-
         table = run_table(con, request.app.state.dashboard)
         matches = table[table.run_id == filters["run_id"]]
         run = matches.iloc[0].to_dict() if not matches.empty else None
