@@ -99,7 +99,7 @@ def call(method: str, path: str, *, server: str | None = None, token: str | None
 
     >>> call("POST", "/api/v1/tokens", json={"user": "carol"}, token=admin_token)["token"]  # doctest: +SKIP
     """
-    import httpx
+    import httpx  # the `fleet` extra: imported here so that the rest of taskscope works without it
 
     base, token = connection(server, token)
     try:

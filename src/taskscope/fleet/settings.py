@@ -93,6 +93,7 @@ class FleetSettings:
         Use it where the config is the user's: on the client in `register()`, on the scheduler for
         ``--preload``.
         """
+        # Dask is the `fleet` extra: importing taskscope.fleet must not need it
         import dask.config
         from dask.utils import parse_timedelta
 
