@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ast
 import doctest
+import importlib
 import logging
 import re
 import shlex
@@ -351,8 +352,8 @@ def parse_taskscope(argv: list[str]) -> None:
 
 def test_not_run_examples_still_parse():
     """What the not-run blocks can be checked for without running them: their taskscope commands
-    parse (a renamed option fails here), their make targets exist, their Python compiles and its
-    imports resolve."""
+    parse (a renamed option fails here), their make targets exist, the Dask preload takes their
+    options, their Python compiles and its imports resolve."""
     targets = set(re.findall(r"^([\w-]+):", (REPO / "Makefile").read_text(), re.MULTILINE))
     for path in PAGES:
         for block in blocks_of(path):
@@ -370,3 +371,8 @@ def test_not_run_examples_still_parse():
                     parse_taskscope(argv[1:])
                 elif argv[0] == "make":
                     assert set(argv[1:]) <= targets, f"{where}: no such make target in {argv}"
+                elif argv[:2] == ["dask", "scheduler"]:
+                    preload = importlib.import_module(argv[argv.index("--preload") + 1])
+                    known = {"--preload"} | {opt for param in preload.dask_setup.params for opt in param.opts}
+                    used = {word for word in argv[2:] if word.startswith("--")}
+                    assert used <= known, f"{where}: {preload.__name__}.dask_setup has no {used - known}"
