@@ -8,6 +8,7 @@ and an unchanged archive given again adds nothing.
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import tarfile
 import zipfile
@@ -71,6 +72,15 @@ def test_an_unchanged_archive_adds_nothing_and_a_changed_one_is_read_again(tmp_p
         assert first.files_read >= 8 and first.events > 1000
         again = store.ingest(archive)
         assert (again.events, again.files_read, again.files_unchanged) == (0, 0, first.files_read)
+        note = store.sql("SELECT note FROM ingested_files WHERE file = 'runinfo.tgz'").note[0]
+        assert note.startswith("archive of ") and note.endswith("read as runinfo.tgz!<file>")
+        # an archive whose size and time are those it had is not even opened again
+        packed, stat = archive.read_bytes(), archive.stat()
+        archive.write_bytes(b"\0" * len(packed))
+        os.utime(archive, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        untouched = store.ingest(archive)
+        assert (untouched.files_unchanged, untouched.files_unreadable, untouched.notes) == (first.files_read, 0, [])
+        archive.write_bytes(packed)
         count = "SELECT count(*) AS n FROM events"
         stored = store.sql(count).n[0]
 

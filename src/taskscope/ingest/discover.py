@@ -27,6 +27,9 @@ from taskscope.sources import SAMPLE_BYTES, Sample, Source, recognising_source, 
 #: a folder holding one of these is a Parsl run folder (a run's other files belong to its run)
 RUN_DIR_MARKERS = ("parsl.log", "parsl.jsonlog", "parsl.log.gz", "parsl.jsonlog.gz")
 
+#: how `ingested_files.note` of an archive read to its end begins
+ARCHIVE_NOTE = "archive"
+
 #: the reading order of files no source recognises (they are only listed)
 _UNREAD_ORDER = 1_000
 
@@ -120,6 +123,7 @@ class _Finder:
     def __init__(self, known: Mapping[str, KnownSource]):
         self.known = known
         self.archives: list[Archive] = []
+        self._members_known: dict[str, list[tuple[str, KnownSource]]] | None = None  # by archive path
 
     def walk(self, root: Path) -> Iterator[InputFile]:
         """Every file below `root`, following symbolic links to folders (a runinfo on scratch
@@ -163,6 +167,11 @@ class _Finder:
     def file(self, path: Path, rel: str) -> Iterator[InputFile]:
         item = InputFile(path=str(path), rel=rel, source=None, run_dir=find_run_dir(path))
         known = self.known.get(item.path)
+        if known is not None and (known.note or "").startswith(ARCHIVE_NOTE):
+            members = self.unchanged_members(item, known)
+            if members is not None:  # read whole before and unchanged since: not opened again
+                yield from members
+                return
         if known is not None and not path.name.endswith(".gz") and _still_known(known, path):
             yield _recognised(item, source_named(known.source) if known.source else None, known.note)
             return
@@ -182,8 +191,31 @@ class _Finder:
             head = read_head(item.open, SAMPLE_BYTES)
         yield _sniffed(item, head)
 
+    def unchanged_members(self, item: InputFile, known: KnownSource) -> list[InputFile] | None:
+        """The members of an archive an earlier ingest read whole, as it recorded them, if the
+        archive has not changed since (None if it has, or was not read to its end)."""
+        marker = change_marker(item.path)
+        if self._members_known is None:
+            self._members_known = {}
+            for path, seen in self.known.items():
+                archive, separator, name = path.partition(MEMBER_SEPARATOR)
+                if separator:
+                    self._members_known.setdefault(archive, []).append((name, seen))
+        members = self._members_known.get(item.path, [])
+        if known.size != marker or any(seen.size != marker for _, seen in members):
+            return None
+        found = [_recognised(InputFile(path=f"{item.path}{MEMBER_SEPARATOR}{name}",
+                                       rel=f"{item.rel}{MEMBER_SEPARATOR}{name}", source=None, marker=marker),
+                             source_named(seen.source) if seen.source else None, seen.note)
+                 for name, seen in members]
+        if any(member.source is None and seen.source for member, (_, seen) in zip(found, members)):
+            return None  # a plug-in that read a member is gone: look again
+        item.marker, item.note = marker, known.note
+        return [*found, item]
+
     def archive(self, item: InputFile, packing: str) -> Iterator[InputFile]:
-        """Each member of the archive at `item.path` as an input of its own."""
+        """Each member of the archive at `item.path` as an input of its own, then the archive
+        itself (recorded last, so that a record of it says every member before was read)."""
         try:
             archive = Archive(item.path, packing)
         except (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile) as exc:
@@ -212,6 +244,8 @@ class _Finder:
                 yield child
                 continue
             yield _sniffed(child, head)
+        item.marker, item.note = marker, f"{ARCHIVE_NOTE} of {len(members)} files, read as {item.rel}{MEMBER_SEPARATOR}<file>"
+        yield item
 
 
 def _still_known(known: KnownSource, path: Path) -> bool:
