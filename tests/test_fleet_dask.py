@@ -415,3 +415,21 @@ def test_sender_resends_once_the_server_is_back(server, tmp_path):
     assert server.cluster_named("patient")["stopped"] is not None
     # the restarted server kept everything it had acknowledged
     assert known < {c["cluster_id"] for c in api.list_clusters(since=None, server=server.url, token=server.token)}
+
+
+# ---- who a cluster belongs to ------------------------------------------------------------------
+def test_a_cluster_is_its_tokens_user_whatever_user_the_client_claims(server, tmp_path):
+    with LocalCluster(processes=True, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        register(client, server=server.url, token=server.token, user="mallory", spool_directory=str(tmp_path), **FAST)
+        scheduler_id = client.scheduler_info()["id"]
+        assert dask.bag.from_sequence(range(10), npartitions=2).sum().compute() == 45
+    found = server.cluster_named(scheduler_id)
+    assert (found["user_name"], found["claimed_user"]) == ("alice", "mallory")
+    mine = api.list_clusters(since=None, user="alice", server=server.url, token=server.token)
+    assert found["cluster_id"] in [c["cluster_id"] for c in mine]
+    assert api.list_clusters(since=None, user="mallory", server=server.url, token=server.token) == []
+    team = httpx.get(server.url + "/?since=", headers=server.headers, timeout=30)
+    assert team.status_code == 200 and ">alice<" in team.text and "mallory" not in team.text
+    page = httpx.get(server.url + f"/clusters/{found['cluster_id']}", headers=server.headers, timeout=30).text
+    assert "alice" in page and "sender says mallory" in page

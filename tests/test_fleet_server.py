@@ -488,7 +488,8 @@ def test_fleet_upload_shows_a_parsl_run_with_its_counts(fleet, run_name, has_fai
                 if c["kind"] == "parsl"}
     for run_id, run in expected.iterrows():
         assert (clusters[run_id]["tasks"], clusters[run_id]["tasks_failed"]) == (run.tasks, run.tasks_failed)
-        assert clusters[run_id]["user_name"] == (run.user or "bob")  # no user in the run: the token's
+        # the token's user, whoever the run says ran it (kept as claimed_user)
+        assert (clusters[run_id]["user_name"], clusters[run_id]["claimed_user"]) == ("bob", run.user)
         assert clusters[run_id]["compute_s"] > 0 and clusters[run_id]["cost"] > 0
     assert expected.tasks.sum() > 0 and (expected.tasks_failed.sum() > 0) == has_failures
     # uploading again replaces the summary: still one cluster per run
@@ -602,3 +603,26 @@ def test_an_admin_token_manages_its_own_accounts_tokens_while_the_server_runs(fl
     locked = cli("fleet", "token", "create", "--account", "team-a", "--user", "x", "--store", str(server.store),
                  check=False)
     assert locked.returncode == 2 and "in use by another process" in locked.stderr
+
+
+def test_an_older_store_is_migrated_to_the_tokens_user_in_place(tmp_path):
+    from taskscope.fleet import db as fleet_db
+
+    store = tmp_path / "old.duckdb"
+    old_schema = fleet_db.SCHEMA.replace(" claimed_user VARCHAR,", "")
+    assert old_schema != fleet_db.SCHEMA
+    with duckdb.connect(str(store)) as con:
+        con.execute(old_schema)
+        con.execute("INSERT INTO clusters (account, cluster_id, kind, user_name) VALUES ('lab', 'c1', 'dask', 'root')")
+        con.execute("INSERT INTO batches (account, batch_id, cluster_id, token_user, received) VALUES "
+                    "('lab', 'b2', 'c1', 'bob', 2.0), ('lab', 'b1', 'c1', 'alice', 1.0)")
+    migrated = fleet_db.FleetDB(str(store))
+    try:
+        assert migrated.query("SELECT user_name, claimed_user FROM clusters").values.tolist() == [["alice", "root"]]
+    finally:
+        migrated.close()
+    reopened = fleet_db.FleetDB(str(store))  # a second open changes nothing
+    try:
+        assert reopened.query("SELECT user_name, claimed_user FROM clusters").values.tolist() == [["alice", "root"]]
+    finally:
+        reopened.close()

@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS clusters (
     account VARCHAR, cluster_id VARCHAR, kind VARCHAR, name VARCHAR, user_name VARCHAR, host VARCHAR,
     address VARCHAR, scheduler_id VARCHAR, dashboard_link VARCHAR, started DOUBLE, stopped DOUBLE,
     first_seen DOUBLE, last_seen DOUBLE, python VARCHAR, platform VARCHAR, versions JSON, config JSON,
-    price_per_core_hour DOUBLE, price_per_gb_hour DOUBLE, PRIMARY KEY (account, cluster_id));
+    price_per_core_hour DOUBLE, price_per_gb_hour DOUBLE, claimed_user VARCHAR, PRIMARY KEY (account, cluster_id));
 CREATE TABLE IF NOT EXISTS computations (
     account VARCHAR, cluster_id VARCHAR, computation_id VARCHAR, ts DOUBLE, start DOUBLE, stop DOUBLE,
     code JSON, span_name JSON, PRIMARY KEY (account, cluster_id, computation_id));
@@ -172,6 +172,7 @@ class FleetDB:
         self._lock = threading.Lock()
         self.con.execute(SCHEMA)
         self.con.execute("SET TimeZone = 'UTC'")
+        _migrate(self.con)
 
     def close(self) -> None:
         """Checkpoint and close the file."""
@@ -306,13 +307,35 @@ class _BatchWriter:
         self.pending.clear()
 
 
+def _migrate(con: duckdb.DuckDBPyConnection) -> None:
+    """Bring a store written by an older server to this schema, in place.
+
+    Stores from before ``claimed_user`` kept the sender's claimed ``user`` as the cluster's user:
+    that claim moves to ``claimed_user`` and the user becomes the token's (of the cluster's first batch).
+    """
+    columns = {row[0] for row in con.execute("SELECT column_name FROM information_schema.columns "
+                                             "WHERE table_name = 'clusters'").fetchall()}
+    if "claimed_user" in columns:
+        return
+    con.execute("BEGIN TRANSACTION")
+    con.execute("ALTER TABLE clusters ADD COLUMN claimed_user VARCHAR")
+    con.execute("UPDATE clusters SET claimed_user = user_name, user_name = coalesce(("
+                "SELECT arg_min(b.token_user, b.received) FROM batches b WHERE b.account = clusters.account "
+                "AND b.cluster_id = clusters.cluster_id), user_name)")
+    con.execute("COMMIT")
+
+
 def _upsert_cluster(con: duckdb.DuckDBPyConnection, account: str, cluster: dict, token_user: str, now: float) -> None:
-    identity = [_text(cluster.get("kind")), _text(cluster.get("name")), _text(cluster.get("user")) or token_user,
+    """Insert or refresh a cluster's identity. Its user is the token's user of its first batch; the
+    ``user`` a sender claims is kept only as ``claimed_user`` (shown, never used to attribute or group)."""
+    identity = [_text(cluster.get("kind")), _text(cluster.get("name")), token_user, _text(cluster.get("user")),
                 _text(cluster.get("host")), _text(cluster.get("address"))]
-    con.execute("INSERT INTO clusters (account, cluster_id, kind, name, user_name, host, address, first_seen, "
-                "last_seen, price_per_core_hour, price_per_gb_hour) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    con.execute("INSERT INTO clusters (account, cluster_id, kind, name, user_name, claimed_user, host, address, "
+                "first_seen, last_seen, price_per_core_hour, price_per_gb_hour) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT DO UPDATE SET kind = excluded.kind, name = coalesce(excluded.name, clusters.name), "
-                "user_name = excluded.user_name, host = coalesce(excluded.host, clusters.host), "
+                "claimed_user = coalesce(excluded.claimed_user, clusters.claimed_user), "
+                "host = coalesce(excluded.host, clusters.host), "
                 "address = coalesce(excluded.address, clusters.address), "
                 "last_seen = greatest(clusters.last_seen, excluded.last_seen)",
                 [account, cluster["cluster_id"], *identity, now, now, DEFAULT_PRICE_PER_CORE_HOUR,

@@ -16,7 +16,8 @@ Transport
         "cluster_id": "<uuid4 hex>",    # chosen by the sender, stable for one scheduler lifetime
         "kind": "dask",                 # "dask" | "parsl"
         "name": "Scheduler-<uuid>",     # Dask scheduler id, or the Parsl run id
-        "user": "alice",                # who created it (plugin arg, else getpass.getuser())
+        "user": "alice",                # a claim only (plugin arg, else getpass.getuser()): the server
+                                        # attributes the cluster to the token's user, keeps this as claimed_user
         "host": "node01",
         "address": "tcp://10.0.0.1:8786"   # optional
       },

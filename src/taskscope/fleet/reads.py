@@ -44,7 +44,7 @@ groups AS (
            sum(compute_s) AS compute_s
     FROM task_groups WHERE account = $account GROUP BY cluster_id),
 errors AS (SELECT cluster_id, count(*) AS exceptions FROM exceptions WHERE account = $account GROUP BY cluster_id)
-SELECT m.cluster_id, m.kind, m.name, m.user_name, m.host, m.address, m.dashboard_link,
+SELECT m.cluster_id, m.kind, m.name, m.user_name, m.claimed_user, m.host, m.address, m.dashboard_link,
        coalesce(m.started, m.first_seen) AS started, m.stopped,
        coalesce(m.stopped, m.last_seen) - coalesce(m.started, m.first_seen) AS duration_s,
        coalesce(u.max_workers, p.workers) AS workers, coalesce(u.max_threads, p.cores) AS threads,
