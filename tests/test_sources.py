@@ -175,6 +175,18 @@ def test_a_third_party_source_registered_by_entry_point(tmp_path):
     assert json.loads(without.stdout)["events"] == 0  # the format is the plug-in's, not taskscope's
 
 
+def test_a_broken_third_party_source_is_one_error_line(tmp_path):
+    dist_info = tmp_path / "broken_source-0.1.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-source\nVersion: 0.1\n")
+    (dist_info / "entry_points.txt").write_text("[taskscope.sources]\nbroken = no_such_module:SOURCE\n")
+    (tmp_path / "app.log").write_text(RAY_LOG)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]))
+    done = run_cli("ingest", str(tmp_path / "app.log"), "--store", str(tmp_path / "s.duckdb"), env=env)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: source 'broken' (no_such_module:SOURCE) cannot be loaded")
+
+
 def test_sources_declare_what_the_ingest_needs():
     from taskscope.sources import registered_sources
 

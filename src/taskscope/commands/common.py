@@ -30,6 +30,7 @@ from taskscope.presenters.format import cell, clock, json_bytes, short_clocks
 from taskscope.analyses.runs import RunNotFound
 from taskscope.relations import RelationError
 from taskscope.rules import RuleError
+from taskscope.sources import SourceError
 from taskscope.store import DEFAULT_STORE, StoreError
 
 # a pipe gets wide lines rather than a table folded to 80 columns
@@ -63,8 +64,8 @@ def user_errors(command: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (StoreError, MissingInputError, RunNotFound, RuleError, RelationError, SelectorError, FieldError,
-                PlotError) as exc:
+        except (StoreError, MissingInputError, RunNotFound, RuleError, RelationError, SourceError, SelectorError,
+                FieldError, PlotError) as exc:
             fail(str(exc))
         except duckdb.Error as exc:  # bad SQL from `taskscope sql`, a locked store, ...
             fail(str(exc).splitlines()[0])
