@@ -5,12 +5,18 @@
 #                   build, the whole suite, then the Python 3.12/3.13 checks
 #   make test-fast  the suite without the tests marked slow (the inner loop)
 #   make docs       the documentation site, built strictly into site/
+# test and test-fast run the suite on PYTEST_WORKERS pytest-xdist workers: most tests wait (real
+# runs, servers, a browser) rather than compute, so even 2 cores gain; PYTEST_WORKERS=0 runs it in
+# one process.
 VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip install -q --disable-pip-version-check
 # Parsl starts interchange.py / process_worker_pool.py by name: use the virtualenv's
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+PYTEST_WORKERS ?= 4
+PYTEST  := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
 
 # the tests that also run on every other supported Python (see tests/pythons.sh)
 PYTHONS_TESTS ?= tests/test_emit.py tests/test_emit_robustness.py tests/test_emit_spans.py \
@@ -46,11 +52,11 @@ docs: $(VENV)/.installed-test
 	$(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 
 test: $(VENV)/.installed-test /usr/bin/chromium docs
-	$(PY) -m pytest -q
+	$(PYTEST)
 	@$(MAKE) --no-print-directory test-pythons
 
 test-fast: $(VENV)/.installed-test /usr/bin/chromium
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 test-pythons: $(VENV)/.installed-test
 	@bash tests/pythons.sh $(PYTHONS_TESTS)

@@ -59,6 +59,31 @@ def corpus_run(request) -> Path:
     return corpus_path(request.param)
 
 
+@pytest.fixture(scope="session")
+def corpus_store_file(tmp_path_factory) -> Callable[[str], Path]:
+    """`corpus_store_file(name)`: a DuckDB store of that corpus run, ingested once per session (and
+    shared by the xdist workers), for tests that only read it (open it with `read_only=True`)."""
+    made: dict[str, Path] = {}
+
+    def ingest_into(base: Path, name: str) -> None:
+        with taskscope.open(base / "store.duckdb") as opened:
+            opened.ingest(corpus_path(name))
+
+    def store_file(name: str) -> Path:
+        if name not in made:
+            made[name] = shared_once(tmp_path_factory, f"corpus-{name}", lambda base: ingest_into(base, name))
+        return made[name] / "store.duckdb"
+
+    return store_file
+
+
+@pytest.fixture
+def ingested_corpus_run(corpus_run: Path, corpus_store_file) -> Iterator[tuple[taskscope.Store, Path]]:
+    """Each corpus run, ingested once per session: (a read-only store of it, the run folder)."""
+    with taskscope.open(corpus_store_file(corpus_run.name), read_only=True) as opened:
+        yield opened, corpus_run
+
+
 @pytest.fixture
 def store():
     """A fresh in-memory store."""
@@ -211,7 +236,20 @@ SLOW_FIXTURES = frozenset({
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Mark `slow` every test that uses a fresh-run fixture (see SLOW_FIXTURES)."""
+    """Mark `slow` every test that uses a fresh-run fixture (SLOW_FIXTURES); put the tests of a
+    module that share a costly module fixture (GROUPED_FIXTURES) in one xdist group."""
     for item in items:
-        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SLOW_FIXTURES:
             item.add_marker(pytest.mark.slow)
+        if fixtures & GROUPED_FIXTURES:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+
+
+#: module-scoped fixtures that take seconds to make (a run, a server, an ingest): under
+#: `--dist loadgroup` the tests of one module that use one stay on one worker, so it is made once
+GROUPED_FIXTURES = frozenset({
+    "retry_run", "sleep_run", "two_run_store", "perf_store", "dep_fail_store", "instrumented_run",
+    "hostile_run", "failing_run", "academy_run", "fleet", "usage_store", "server", "mixed_store",
+    "store_file", "two_runs", "web", "json_run_baseline", "runinfo", "corpus", "tour_store",
+})

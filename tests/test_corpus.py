@@ -19,13 +19,13 @@ def test_every_executor_side_task_event_is_joined(store, corpus_run):
     assert report.bad_lines == 0
 
 
-def test_tasks_have_monitoring_db_final_states(store, corpus_run):
-    store.ingest(corpus_run)
+def test_tasks_have_monitoring_db_final_states(ingested_corpus_run):
+    store, corpus_run = ingested_corpus_run
     assert_tasks_match_monitoring(store, corpus_run / "monitoring.db")
 
 
-def test_every_event_of_a_run_folder_has_the_run_id(store, corpus_run):
-    store.ingest(corpus_run)
+def test_every_event_of_a_run_folder_has_the_run_id(ingested_corpus_run):
+    store, corpus_run = ingested_corpus_run
     without = store.sql("SELECT file, count(*) AS n FROM events WHERE run_id IS NULL GROUP BY 1")
     assert without.empty, without
 
@@ -43,9 +43,9 @@ def test_debug_timeline_spans_dfk_interchange_and_worker(store, name):
     assert int(launch.executor_task_id.iloc[0]) == int(received.executor_task_id.iloc[0])
 
 
-def test_monitoring_times_are_converted_to_utc(store, corpus_run):
+def test_monitoring_times_are_converted_to_utc(ingested_corpus_run):
     """monitoring.db's naive local times line up with the logs' epoch times (same task, same state)."""
-    store.ingest(corpus_run)
+    store, corpus_run = ingested_corpus_run
     gaps = store.sql(
         """SELECT abs(l.ts - m.ts) AS gap FROM
              (SELECT run_id, task_id, min(ts) AS ts FROM events WHERE source = 'parsl' AND event = 'task.state'
@@ -82,8 +82,8 @@ def test_old_2025_formats_are_parsed_with_ids_from_the_path(store):
     assert set(workers.block_id) == {"0"} and set(workers.manager_id) == {"b2e01b97597d"}
 
 
-def test_launch_binding_matches_monitoring_tries(store, corpus_run):
-    store.ingest(corpus_run)
+def test_launch_binding_matches_monitoring_tries(ingested_corpus_run):
+    store, corpus_run = ingested_corpus_run
     with sqlite3.connect(corpus_run / "monitoring.db") as con:
         tries = con.execute("SELECT count(*) FROM try").fetchone()[0]
     launched = store.sql("SELECT count(*) AS n FROM events WHERE event = 'task.launched'").n[0]
