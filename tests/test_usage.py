@@ -23,7 +23,8 @@ import pytest
 from conftest import parsl_env
 import taskscope
 from taskscope.usage import UsageTracker, protocol, reports
-from taskscope.usage.collector import Collector, stored_counts
+from taskscope.usage.collector import Collector
+from taskscope.usage.storage import stored_counts
 from taskscope.usage.spool import SpoolWriter
 from taskscope.usage.spool import record as spool_record
 
@@ -370,7 +371,7 @@ def test_a_burst_is_stored_whole_with_its_text_compressed(tmp_path):
 def test_an_older_store_format_keeps_duckdbs_own_compression(tmp_path):
     """ZSTD for text needs storage v1.2: on an older file forcing it would store text uncompressed."""
     import duckdb
-    from taskscope.usage.collector import storage_compression
+    from taskscope.usage.storage import storage_compression
 
     con = duckdb.connect()
     con.execute(f"ATTACH '{tmp_path / 'old.duckdb'}' AS old (STORAGE_VERSION 'v0.10.2')")
