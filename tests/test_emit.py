@@ -210,6 +210,30 @@ def test_exits_lose_nothing(tmp_path, mode, returncode, logger):
     assert messages == [f"early {i}" for i in range(1000)] + [f"last {i}" for i in range(1000)]
 
 
+LOGS_AT_EXIT = textwrap.dedent(
+    """
+    import atexit, sys
+    atexit.register(lambda: print(handler.written_records, handler.dropped_records))  # runs last
+    import logging
+    atexit.register(lambda: log.info("logged at exit"))  # runs after taskscope's exit flush
+    from taskscope.emit import WideEventHandler, get_logger
+    handler = WideEventHandler(sys.argv[1])
+    root = logging.getLogger(); root.addHandler(handler); root.setLevel(logging.INFO)
+    log = get_logger("late") if sys.argv[2] == "fast" else logging.getLogger("late")
+    """
+)
+
+
+@pytest.mark.parametrize("logger", LOGGERS)
+def test_a_record_logged_after_the_exit_flush_is_written_once_and_not_counted_dropped(tmp_path, logger):
+    # no flusher runs yet, and Python 3.12+ starts no thread at exit: logging.shutdown's flush writes it
+    path = tmp_path / "late.jsonlog"
+    done = subprocess.run([sys.executable, "-c", LOGS_AT_EXIT, str(path), logger], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout.split() == ["1", "0"], done.stderr
+    assert [e["message"] for e in read_events(path)] == ["logged at exit"]
+
+
 @pytest.mark.parametrize("logger", LOGGERS)
 def test_sigterm_flushes_then_dies_of_sigterm(tmp_path, logger):
     script = tmp_path / "term.py"

@@ -105,10 +105,11 @@ class WideEventHandler(logging.Handler):
             return
         try:
             self._queue.append(self._encoder.encode(fields, message))
-            if self._flusher is None:
-                self._start_flusher()
         except Exception:  # noqa: BLE001 - never into the caller
             self.dropped_records += 1
+            return
+        if self._flusher is None:
+            self._start_flusher()
 
     def handle_body(self, body: bytes, extra: Mapping[str, Any] | None = None) -> bool:
         """Queue one line given without its stamps (see `records.encode_moment`); return False,
@@ -124,11 +125,12 @@ class WideEventHandler(logging.Handler):
             return True
         try:
             self._queue.append(encoder.prefix + body)
-            self.fast_path_records += 1
-            if self._flusher is None:
-                self._start_flusher()
         except Exception:  # noqa: BLE001 - never into the caller
             self.dropped_records += 1
+            return True
+        self.fast_path_records += 1
+        if self._flusher is None:
+            self._start_flusher()
         return True
 
     def _drop_after_close(self) -> None:
@@ -178,13 +180,18 @@ class WideEventHandler(logging.Handler):
         super().close()
 
     def _start_flusher(self) -> None:
+        """Start the background thread (never raises: a record it cannot start for stays queued
+        for `flush()`, `close()` and the flushes at exit)."""
         with self._flusher_lock:
             if self._flusher is not None or self._closed or _forking:
                 return  # a fork in progress: the parent starts it again after (`_after_fork_in_parent`)
-            self._stop_flusher = stop = threading.Event()
-            self._flusher = threading.Thread(target=self._flush_loop, args=(stop,), name="taskscope-flusher",
-                                             daemon=True)
-            self._flusher.start()
+            stop = threading.Event()
+            flusher = threading.Thread(target=self._flush_loop, args=(stop,), name="taskscope-flusher", daemon=True)
+            try:
+                flusher.start()
+            except RuntimeError:  # no new thread (Python 3.12+ at interpreter shutdown, or none left)
+                return
+            self._stop_flusher, self._flusher = stop, flusher
 
     def _flush_loop(self, stop: threading.Event) -> None:
         while not stop.wait(self.flush_interval):
