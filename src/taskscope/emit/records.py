@@ -375,8 +375,9 @@ def encode_moment(site: bytes, thread: bytes, msg: Any, args: Any,
 
     `site` and `thread` are `site_json`'s and `thread_json`'s; what changes per call (the
     formatted `message`, the template and arguments, the time and, from 3.12, the asyncio task:
-    the attributes LogRecord would give) and the `extra` fields (which must not name a LogRecord attribute) go through one
-    dict, started from `extra` (merging later costs a resize), and one orjson call.
+    the attributes LogRecord would give) and the `extra` fields (which must not name a
+    LogRecord attribute) go through one dict, started from `extra` (merging later costs a
+    resize), and one orjson call.
 
     >>> line, message = encode_moment(b'"name":"app",', b'"process":1,', "took %(s)d s", ({"s": 4},), {"task_id": 7})
     >>> message, orjson.loads(b"{" + line)["args"]
