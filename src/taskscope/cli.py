@@ -62,9 +62,9 @@ def ingest(
     missing = [str(path) for path in paths if not path.exists()]
     if missing:
         raise MissingInputError(f"no such file or folder: {', '.join(missing)}")
-    load_rules(rules)  # a bad rules or relations file is an error before the store is created
-    load_relations(relations)
     try:
+        load_rules(rules)  # a bad rules or relations file is an error before the store is created
+        load_relations(relations)
         report = _ingest_with_progress(store, paths, rules, relations, utc_offset_hours, fmt)
     except BaseException as exc:  # Ctrl-C: one line and 130 (what was committed is kept), never a traceback
         message = interrupt_message(exc)

@@ -201,8 +201,11 @@ def _relate_stored(con: duckdb.DuckDBPyConnection, read: set[int], relations: li
 
 def _is_interrupt(exc: BaseException) -> bool:
     """Ctrl-C, as Python raises it or as DuckDB does when it arrives inside a query."""
+    # DuckDB reports a Ctrl-C that arrives while it reads a registered Arrow table as an error
+    # of its own that names the KeyboardInterrupt
+    text = str(exc)
     return isinstance(exc, (KeyboardInterrupt, duckdb.InterruptException)) or (
-        isinstance(exc, RuntimeError) and "interrupted" in str(exc).lower()
+        isinstance(exc, (RuntimeError, duckdb.Error)) and ("KeyboardInterrupt" in text or "interrupted" in text.lower())
     )
 
 
