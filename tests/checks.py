@@ -10,16 +10,16 @@ from taskscope import Store
 WORKER_STATES = ("running", "running_ended")
 
 
-def monitoring_final_states(db: Path) -> dict[tuple[str, int], str]:
-    """(run_id, task_id) -> final DFK state, read straight from monitoring.db's status table."""
+def monitoring_final_states(db: Path) -> dict[tuple[str, str], str]:
+    """(run_id, task_id as text) -> final DFK state, read straight from monitoring.db's status table."""
     with sqlite3.connect(db) as con:
         rows = con.execute(
             f"""SELECT run_id, task_id, task_status_name, timestamp FROM status
                 WHERE task_status_name NOT IN {WORKER_STATES} ORDER BY timestamp, rowid"""
         ).fetchall()
-    final: dict[tuple[str, int], str] = {}
+    final: dict[tuple[str, str], str] = {}
     for run_id, task_id, state, _ in rows:
-        final[(run_id, task_id)] = state
+        final[(run_id, str(task_id))] = state
     return final
 
 
@@ -43,7 +43,7 @@ def assert_tasks_match_monitoring(store: Store, db: Path) -> None:
     expected = monitoring_final_states(db)
     assert expected, "monitoring.db has no task states"
     tasks = store.tasks()
-    got = {(r.run_id, int(r.task_id)): r.final_state for r in tasks.itertuples()}
+    got = {(r.run_id, r.task_id): r.final_state for r in tasks.itertuples()}
     missing = set(expected) - set(got)
     assert not missing, f"tasks of monitoring.db missing from tasks(): {sorted(missing)[:5]}"
     differ = {key: (expected[key], got[key]) for key in expected if expected[key] != got[key]}

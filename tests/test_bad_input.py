@@ -162,7 +162,7 @@ def test_generic_json_lines_with_any_time_field(tmp_path):
     store.ingest(path)
     events = store.sql("SELECT ts, source, event, message, task_id, attrs FROM events ORDER BY line")
     assert events.ts.round(3).tolist() == [1795294503.5, 1795294503.5, 1795294503.25]
-    assert set(events.source) == {"jsonl"} and events.task_id[0] == 3
+    assert set(events.source) == {"jsonl"} and events.task_id[0] == "3"
     assert events.event[2] == "custom.thing"
     assert json.loads(events["attrs"][0]) == {"stage": "load"}
     assert json.loads(events["attrs"][2]) == {"nested": {"a": [1, 2]}}

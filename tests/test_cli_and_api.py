@@ -102,7 +102,7 @@ def test_python_api(tmp_path):
     store = taskscope.open(tmp_path / "run.duckdb")
     store.ingest(JSON_RUN)
     timeline = store.timeline(task_id=3)
-    assert isinstance(timeline, pd.DataFrame) and timeline.task_id.eq(3).all() | timeline.task_id.isna().any()
+    assert isinstance(timeline, pd.DataFrame) and timeline.task_id.eq("3").all() | timeline.task_id.isna().any()
     assert store.con.execute("SELECT count(*) FROM events").fetchone()[0] > 3000
     assert list(store.runs().run_id) == ["f8b4b588-852e-474f-b8d3-a08a9b790dad"]
     columns = store.sql("DESCRIBE events").column_name.tolist()

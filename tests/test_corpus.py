@@ -40,7 +40,7 @@ def test_debug_timeline_spans_dfk_interchange_and_worker(store, name):
     assert timeline.since_first_s.iloc[0] == 0.0
     launch = timeline[timeline.event == "task.launched"]
     received = timeline[timeline.event == "htex.worker.received"]
-    assert int(launch.executor_task_id.iloc[0]) == int(received.executor_task_id.iloc[0])
+    assert launch.executor_task_id.iloc[0] == received.executor_task_id.iloc[0]
 
 
 def test_monitoring_times_are_converted_to_utc(ingested_corpus_run):

@@ -152,6 +152,8 @@ def ingest_attention(report: IngestReport) -> str | None:
         problems.append(f'{report.bad_lines:,} bad lines kept aside (taskscope sql "SELECT * FROM bad_lines")')
     if report.files_unreadable:
         problems.append(f"{report.files_unreadable} files or folders could not be read")
+    if report.values_in_attrs:
+        problems.append(f"{report.values_in_attrs:,} values kept in attrs: did not fit their column")
     odd = len(report.notes) - report.files_unreadable
     if odd > 0:
         problems.append(f"{odd} files with a note")
@@ -239,7 +241,7 @@ def _check_value(option: str, value: str, known: set[str], present: pd.Series, s
 @app.command()
 @user_errors
 def timeline(
-    task: int = typer.Option(..., "--task", "-t", help="Parsl (DFK) task id."),
+    task: str = typer.Option(..., "--task", "-t", help="Task id, as the workflow system names it (Parsl's DFK task id: 358)."),
     run: Optional[str] = run_option("the latest run with the task"),
     store: str = StoreOption,
     fmt: OutputFormat = FormatOption,

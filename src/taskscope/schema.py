@@ -6,12 +6,20 @@ Besides `events` the store keeps:
 - `bad_lines`: lines that could not be parsed, kept with file, line, reason and their first 200 bytes;
 - `run_dirs`: which run folder belongs to which Parsl run id;
 - `event_task_links`: events that name several tasks at once (the interchange's
-  "Sent tasks: [4, 5] to manager ..."), one row per (event, task).
+  "Sent tasks: [4, 5] to manager ..."), one row per (event, task);
+- `taskscope_meta`: the store's schema version (see `taskscope.store_format`).
+
+Task ids are text (`'358'`, `'sample-A'`, a UUID): ids are names. Where tasks are listed they
+are ordered with the `natural_key` macro (`'9'` before `'10'`, see `NATURAL_KEY_MACRO`).
 """
 
 from __future__ import annotations
 
+import re
+
 import duckdb
+
+from taskscope.store_format import migrate
 
 # (name, SQL type) in contract order. Internal columns come after the public ones.
 EVENT_COLUMNS: list[tuple[str, str]] = [
@@ -28,12 +36,12 @@ EVENT_COLUMNS: list[tuple[str, str]] = [
     ("pid", "BIGINT"),
     ("thread", "VARCHAR"),
     ("run_id", "VARCHAR"),
-    ("task_id", "BIGINT"),
+    ("task_id", "VARCHAR"),
     ("try_id", "BIGINT"),
     ("app_name", "VARCHAR"),
     ("task_state", "VARCHAR"),
     ("executor_label", "VARCHAR"),
-    ("executor_task_id", "BIGINT"),
+    ("executor_task_id", "VARCHAR"),
     ("block_id", "VARCHAR"),
     ("job_id", "VARCHAR"),
     ("manager_id", "VARCHAR"),
@@ -74,13 +82,52 @@ CREATE TABLE IF NOT EXISTS run_dirs (
 );
 CREATE TABLE IF NOT EXISTS event_task_links (
     file_id INTEGER, line BIGINT, run_id VARCHAR, executor_label VARCHAR,
-    executor_task_id BIGINT, task_id BIGINT, try_id BIGINT
+    executor_task_id VARCHAR, task_id VARCHAR, try_id BIGINT
 );
 """
 
 
+# A task id's sort key: each run of digits becomes its length (3 digits) and its digits without
+# leading zeros, so that numbers order by value inside any text ('9' < '10', 'sample-2' <
+# 'sample-10') and text orders as text. `natural_sort_key` is the same in Python.
+NATURAL_KEY_MACRO = r"""
+CREATE OR REPLACE MACRO natural_key(t) AS array_to_string(list_transform(
+    regexp_extract_all(CAST(t AS VARCHAR), '[0-9]+|[^0-9]+'),
+    lambda x: CASE WHEN regexp_matches(x, '^[0-9]')
+              THEN lpad(CAST(length(ltrim(x, '0')) AS VARCHAR), 3, '0') || ltrim(x, '0') ELSE x END), '')
+"""
+
+_DIGIT_RUNS = re.compile(r"[0-9]+|[^0-9]+")
+
+
+def natural_sort_key(text: object) -> str:
+    """The `natural_key` macro's value, in Python (for the few lists sorted outside SQL).
+
+    >>> sorted(["10", "9", "sample-10", "sample-2"], key=natural_sort_key)
+    ['9', '10', 'sample-2', 'sample-10']
+    """
+    parts = _DIGIT_RUNS.findall(str(text))
+    return "".join(f"{len(p.lstrip('0')):03d}{p.lstrip('0')}" if p[0].isdigit() else p for p in parts)
+
+
+def define_macros(con: duckdb.DuckDBPyConnection) -> None:
+    """Define the macros taskscope's SQL uses (`natural_key`) in the store behind `con`.
+
+    They are stored in the file, not temporary: DuckDB's temporary objects belong to one
+    connection, and the analyses often run on a cursor of it (or a read-only connection).
+    Made once per store (a changed definition needs a new schema version, see store_format).
+    """
+    present = con.execute("SELECT count(*) FROM duckdb_functions() "
+                          "WHERE function_name = 'natural_key' AND schema_name = 'main'").fetchall()[0][0]
+    if not present:
+        con.execute(NATURAL_KEY_MACRO)
+
+
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create every table of the store if it does not exist yet (idempotent)."""
+    """Create every table of the store if it does not exist yet, migrating a store made by an
+    older release first (idempotent)."""
+    migrate(con)
     con.execute(_DDL)
+    define_macros(con)
     # stores made before `head` existed gain it (NULL: those files are not checked until read again)
     con.execute("ALTER TABLE ingested_files ADD COLUMN IF NOT EXISTS head BLOB")

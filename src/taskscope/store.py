@@ -27,6 +27,7 @@ from taskscope.ingest import IngestReport, ProgressCallback, ingest
 from taskscope.relations import load_relations
 from taskscope.rules import load_rules
 from taskscope.schema import create_schema
+from taskscope.store_format import NotAStoreError, check_store_file, needs_migration
 
 __all__ = ["DEFAULT_STORE", "Store", "StoreError", "StoreLocked"]
 
@@ -60,20 +61,34 @@ class Store:
         if read_only and self.path != ":memory:" and not Path(self.path).exists():
             raise StoreError(f"no store at {self.path} (run `taskscope ingest PATH --store {self.path}` first)")
         try:
-            self.con = duckdb.connect(self.path, read_only=read_only)
-        except duckdb.Error as exc:
-            if "Could not set lock" in str(exc):
-                raise StoreLocked(self.path, str(exc)) from None
-            raise StoreError(f"cannot open store {self.path}: {exc}") from None
-        self.con.execute("SET TimeZone = 'UTC'")
+            check_store_file(self.path)  # before DuckDB: it would take a SQLite file for one to attach
+        except NotAStoreError as exc:
+            raise StoreError(str(exc)) from None
+        self.con = self._connect(read_only)
         if read_only:
             missing = {"events", "ingested_files"} - {
                 row[0] for row in self.con.execute("SELECT table_name FROM information_schema.tables").fetchall()
             }
             if missing:
                 raise StoreError(f"{self.path} is not a taskscope store (no {', '.join(sorted(missing))} table)")
+            if needs_migration(self.con):  # an older release's store: migrated in place once, then read
+                self.con.close()
+                self.con = self._connect(False)
+                create_schema(self.con)
+                self.con.close()
+                self.con = self._connect(True)
         else:
             create_schema(self.con)
+
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        try:
+            con = duckdb.connect(self.path, read_only=read_only)
+        except duckdb.Error as exc:
+            if "Could not set lock" in str(exc):
+                raise StoreLocked(self.path, str(exc)) from None
+            raise StoreError(f"cannot open store {self.path}: {exc}") from None
+        con.execute("SET TimeZone = 'UTC'")
+        return con
 
     def ingest(
         self,
@@ -109,7 +124,7 @@ class Store:
         """One row per task of `run` (id, prefix or folder name), or of every run."""
         return task_analyses.tasks(self.con, run_analyses.resolve_run(self.con, run))
 
-    def timeline(self, task_id: int, run_id: str | None = None) -> pd.DataFrame:
+    def timeline(self, task_id: str | int, run_id: str | None = None) -> pd.DataFrame:
         """Every event of one task across all logs, in order (see `taskscope.analyses.tasks.timeline`)."""
         return task_analyses.timeline(self.con, task_id, run_analyses.resolve_run(self.con, run_id))
 

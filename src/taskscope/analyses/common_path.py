@@ -89,9 +89,6 @@ kept AS (
                THEN source <> 'monitoring' OR run_id NOT IN (SELECT run_id FROM runs_with_logs)
                ELSE list_contains($sources, source) END
 ),
-run_numbers AS (
-    SELECT run_id, row_number() OVER (ORDER BY run_id) AS run_number FROM (SELECT DISTINCT run_id FROM kept)
-),
 step_ids AS (
     SELECT source, step_text, any_value(event) AS event, any_value(template) AS template,
            row_number() OVER (ORDER BY source, step_text) AS step_id
@@ -99,15 +96,14 @@ step_ids AS (
     GROUP BY source, step_text
 ),
 task_steps AS (
-    -- tasks keyed by one integer (run number, task id): sorting on it is much cheaper than on run_id text
-    SELECT (r.run_number << 32) + k.task_id AS task_key, k.run_id, k.task_id, k.ts, s.step_id,
+    -- tasks keyed by one integer (a hash of run and task id): sorting on it is much cheaper than on text
+    SELECT hash(k.run_id, k.task_id) AS task_key, k.run_id, k.task_id, k.ts, s.step_id,
            row_number() OVER in_time AS position,
            k.ts - first_value(k.ts) OVER in_time AS since_first,
-           row_number() OVER (PARTITION BY (r.run_number << 32) + k.task_id, s.step_id ORDER BY k.ts, k.file_id, k.line)
+           row_number() OVER (PARTITION BY hash(k.run_id, k.task_id), s.step_id ORDER BY k.ts, k.file_id, k.line)
                AS occurrence
-    FROM kept k JOIN run_numbers r USING (run_id)
-         JOIN step_ids s ON s.source = k.source AND s.step_text = coalesce(k.template, k.event, '')
-    WINDOW in_time AS (PARTITION BY (r.run_number << 32) + k.task_id ORDER BY k.ts, k.file_id, k.line)
+    FROM kept k JOIN step_ids s ON s.source = k.source AND s.step_text = coalesce(k.template, k.event, '')
+    WINDOW in_time AS (PARTITION BY hash(k.run_id, k.task_id) ORDER BY k.ts, k.file_id, k.line)
 ),
 task_variants AS (
     SELECT task_key, any_value(run_id) AS run_id, any_value(task_id) AS task_id,
@@ -121,8 +117,9 @@ variants AS (
            count(DISTINCT ordering) AS orderings, count(DISTINCT run_id) AS runs,
            avg(duration) AS duration_mean, median(duration) AS duration_median,
            quantile_cont(duration, 0.95) AS duration_p95,
-           arg_min(run_id, task_id) AS example_run_id, min(task_id) AS example_task_id,
-           row_number() OVER (ORDER BY count(*) DESC, min(run_id), min(task_id)) AS variant
+           arg_min(run_id, (run_id, natural_key(task_id))) AS example_run_id,
+           arg_min(task_id, (run_id, natural_key(task_id))) AS example_task_id,
+           row_number() OVER (ORDER BY count(*) DESC, min((run_id, natural_key(task_id)))) AS variant
     FROM task_variants tv GROUP BY signature
 )
 """

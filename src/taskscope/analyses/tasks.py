@@ -11,6 +11,7 @@ import pandas as pd
 
 from taskscope._sql import of_run
 from taskscope.analyses.runs import FINAL_STATES, STATE_ORDER, TASK_STATES, WORKER_STATES
+from taskscope.schema import natural_sort_key
 
 _TRIES = """
     SELECT try_id,
@@ -30,15 +31,15 @@ _TRIES = """
 # dependencies from the DFK's "Task N has dependency task M" lines and monitoring's task_depends
 _DEPENDENCIES = """
     WITH edges AS (
-        SELECT task_id, TRY_CAST(attrs->>'dependency_task_id' AS BIGINT) AS depends_on
+        SELECT task_id, attrs->>'dependency_task_id' AS depends_on
         FROM events WHERE run_id = $run AND event = 'task.dependency'
         UNION
-        SELECT task_id, TRY_CAST(trim(d) AS BIGINT) FROM (
+        SELECT task_id, nullif(trim(d), '') FROM (
             SELECT task_id, unnest(string_split(attrs->>'task_depends', ',')) AS d
             FROM events WHERE run_id = $run AND event = 'task.info' AND coalesce(attrs->>'task_depends', '') <> '')
     )
     SELECT DISTINCT task_id, depends_on FROM edges WHERE depends_on IS NOT NULL
-    ORDER BY task_id, depends_on  -- the same order every time: the digest stores it, pages compare it
+    ORDER BY natural_key(task_id), natural_key(depends_on)  -- the same order every time: the digest stores it, pages compare it
 """
 
 # DFK states (logs, else monitoring) and executor-side stages of one task, as intervals
@@ -133,23 +134,23 @@ def tasks(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> pd.DataF
                round(p.end_ts - p.submit_ts, 6) AS duration_s,
                p.executor_label, p.block_id, p.manager_id, p.worker_id, p.host
         FROM per_task p LEFT JOIN states s USING (run_id, task_id)
-        ORDER BY p.run_id, p.task_id
+        ORDER BY p.run_id, natural_key(p.task_id)
         """,
         {"run": run_id},
     ).df()
 
 
-def latest_run_with_task(con: duckdb.DuckDBPyConnection, task_id: int) -> tuple[str | None, int]:
+def latest_run_with_task(con: duckdb.DuckDBPyConnection, task_id: str | int) -> tuple[str | None, int]:
     """(the most recent run that has `task_id`, how many runs have it)."""
     rows = con.execute(
         """SELECT run_id FROM events WHERE task_id = ? AND run_id IS NOT NULL
            GROUP BY run_id ORDER BY max(ts) DESC""",
-        [task_id],
+        [str(task_id)],
     ).fetchall()
     return (rows[0][0] if rows else None), len(rows)
 
 
-def timeline(con: duckdb.DuckDBPyConnection, task_id: int, run_id: str | None = None) -> pd.DataFrame:
+def timeline(con: duckdb.DuckDBPyConnection, task_id: str | int, run_id: str | None = None) -> pd.DataFrame:
     """Every event of one task across all sources, in time order, with time since the first.
 
     Without `run_id`, the most recent run that has the task is used.
@@ -172,7 +173,7 @@ def timeline(con: duckdb.DuckDBPyConnection, task_id: int, run_id: str | None = 
                block_id, manager_id, worker_id
         FROM hits ORDER BY ts, file, line
         """,
-        {"run": run_id, "task": task_id},
+        {"run": run_id, "task": str(task_id)},
     ).df()
 
 
@@ -185,18 +186,19 @@ def dependency_edges(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFram
     return con.execute(_DEPENDENCIES, {"run": run_id}).df()
 
 
-def dependencies(edges: pd.DataFrame, task_id: int) -> dict[str, list[int]]:
+def dependencies(edges: pd.DataFrame, task_id: str | int) -> dict[str, list[str]]:
     """`depends_on` (tasks this one waited for) and `dependents` (tasks that waited for it),
-    from the run's `edges` (see `dependency_edges`).
+    from the run's `edges` (see `dependency_edges`), in natural order.
 
-    >>> dependencies(pd.DataFrame({"task_id": [2, 3], "depends_on": [1, 2]}), 2)
-    {'depends_on': [1], 'dependents': [3]}
+    >>> dependencies(pd.DataFrame({"task_id": ["2", "3", "3"], "depends_on": ["1", "2", "10"]}), "3")
+    {'depends_on': ['2', '10'], 'dependents': []}
     """
-    return {"depends_on": sorted(int(d) for d in set(edges.depends_on[edges.task_id == task_id])),
-            "dependents": sorted(int(t) for t in set(edges.task_id[edges.depends_on == task_id]))}
+    task_id = str(task_id)
+    return {"depends_on": sorted(set(edges.depends_on[edges.task_id == task_id]), key=natural_sort_key),
+            "dependents": sorted(set(edges.task_id[edges.depends_on == task_id]), key=natural_sort_key)}
 
 
-def task_detail(con: duckdb.DuckDBPyConnection, run_id: str, task_id: int,
+def task_detail(con: duckdb.DuckDBPyConnection, run_id: str, task_id: str | int,
                 edges: pd.DataFrame | None = None) -> dict:
     """Everything known about one task of `run_id` (a full id): `app_name`, `final_state`,
     `tries`, `dependencies`, `stages` (intervals), `resources` (monitoring's samples), `streams`
@@ -225,13 +227,13 @@ def task_detail(con: duckdb.DuckDBPyConnection, run_id: str, task_id: int,
     }
 
 
-def _app_name(con: duckdb.DuckDBPyConnection, run_id: str, task_id: int) -> str | None:
+def _app_name(con: duckdb.DuckDBPyConnection, run_id: str, task_id: str) -> str | None:
     rows = con.execute("SELECT any_value(app_name) FROM events WHERE run_id = ? AND task_id = ?",
                        [run_id, task_id]).fetchall()
     return rows[0][0] if rows else None
 
 
-def _final_state(con: duckdb.DuckDBPyConnection, run_id: str, task_id: int) -> str:
+def _final_state(con: duckdb.DuckDBPyConnection, run_id: str, task_id: str) -> str:
     rows = con.execute(
         f"""SELECT arg_max(task_state, {STATE_ORDER}) FROM events WHERE run_id = ? AND task_id = ?
             AND task_state IS NOT NULL AND task_state NOT IN {WORKER_STATES}""",

@@ -41,8 +41,10 @@ COLUMN_KEYS: dict[str, list[str]] = {
 # msecs/created, ...) or are always empty in JSON (exc_info): left out of attrs
 REDUNDANT_KEYS = ("levelno", "filename", "module", "msecs", "relativeCreated", "exc_info")
 
-# columns of type BIGINT (`thread` is the thread name; the numeric thread id stays in attrs)
-INTEGER_COLUMNS = {"pid", "task_id", "try_id", "executor_task_id"}
+# columns of type BIGINT (`thread` is the thread name; the numeric thread id stays in attrs).
+# Ids (`task_id`, `executor_task_id`) are text. A value of an integer column that is not an
+# integer ("w-1") fills nothing: its key stays in attrs and is counted (`unfit_values_sql`).
+INTEGER_COLUMNS = {"pid", "try_id"}
 
 #: every candidate key once, in COLUMN_KEYS order (bit p of a used-keys mask is key p, from 1)
 ALL_KEYS: list[str] = [key for keys in COLUMN_KEYS.values() for key in keys]
@@ -67,10 +69,30 @@ def extract_columns_sql(text_column: str, values_alias: str = "v",
     for column, keys in COLUMN_KEYS.items():
         if column == "ts":
             continue
-        value = f"coalesce({', '.join(_value(values_alias, key) for key in keys)})"
-        columns[column] = f"try_cast({value} AS BIGINT)" if column in INTEGER_COLUMNS else value
+        columns[column] = f"coalesce({', '.join(_fitting(column, _value(values_alias, key)) for key in keys)})"
     structure = json.dumps({key: "VARCHAR" for key in [*ALL_KEYS, *extra_keys]})
     return f"json_transform({text_column}, {literal(structure)})", columns
+
+
+def _fitting(column: str, value: str) -> str:
+    """SQL: the value a candidate key gives `column`, NULL where it does not fit the column's
+    type (an integer column takes only an integer written as one: not "w-1", "3.5" or "1e3")."""
+    if column not in INTEGER_COLUMNS:
+        return value
+    return f"CASE WHEN regexp_full_match({value}, '\\s*[-+]?[0-9]{{1,18}}\\s*') THEN CAST({value} AS BIGINT) END"
+
+
+def unfit_values_sql(values_alias: str = "v") -> str:
+    """SQL counting a record's values that did not fit their integer column (kept in attrs).
+
+    >>> "regexp_full_match" in unfit_values_sql()
+    True
+    """
+    terms = [
+        f"({_value(values_alias, key)} IS NOT NULL AND {_fitting(column, _value(values_alias, key))} IS NULL)::INTEGER"
+        for column in sorted(INTEGER_COLUMNS) for key in COLUMN_KEYS[column]
+    ]
+    return f"({' + '.join(terms)})"
 
 
 def ts_candidates_sql(values_alias: str = "v") -> str:
@@ -87,11 +109,11 @@ def used_keys_mask_sql(values_alias: str = "v") -> str:
     """
     bits = []
     position = 0
-    for keys in COLUMN_KEYS.values():
+    for column, keys in COLUMN_KEYS.items():
         cases = []
         for key in keys:
             position += 1
-            cases.append(f"WHEN {_value(values_alias, key)} IS NOT NULL THEN {1 << position}")
+            cases.append(f"WHEN {_fitting(column, _value(values_alias, key))} IS NOT NULL THEN {1 << position}")
         bits.append(f"CASE {' '.join(cases)} ELSE 0 END")
     bits.append(f"CASE WHEN strpos({_value(values_alias, 'msg')}, '%') = 0 THEN 1 ELSE 0 END")
     return f"({' + '.join(f'{bit}::BIGINT' for bit in bits)})"

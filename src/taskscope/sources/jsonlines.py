@@ -18,6 +18,7 @@ from taskscope.sources.json_fields import (
     parse_time_sql,
     time_in_range_sql,
     ts_candidates_sql,
+    unfit_values_sql,
     used_keys_mask_sql,
 )
 
@@ -46,7 +47,8 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE json_parsed AS
         SELECT line, txt, ok, CASE WHEN ok THEN {time_sql} END AS ts,
-               CASE WHEN ok THEN {used_keys_mask_sql()} END AS used_keys, {select_list},
+               CASE WHEN ok THEN {used_keys_mask_sql()} END AS used_keys,
+               CASE WHEN ok THEN {unfit_values_sql()} END AS values_in_attrs, {select_list},
                {'v."component"' if generic else 'NULL::VARCHAR'} AS record_source FROM (
             SELECT line, txt, ok, CASE WHEN ok THEN {extraction} END AS v FROM (
                 -- valid JSON whose first character is `{{` is an object (cheaper than json_type)
@@ -68,6 +70,7 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
             FROM json_parsed WHERE ok AND {good_time}""",
         [context.component, context.file, *patch_params, context.file_id],
     )
+    in_attrs = scalar(con, f"SELECT coalesce(sum(values_in_attrs), 0) FROM json_parsed WHERE ok AND {good_time}")
     bad = scalar(
         con,
         f"""INSERT INTO bad_lines
@@ -80,7 +83,7 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
         FROM json_parsed WHERE NOT ok OR ts IS NULL OR NOT {good_time}""",
         [context.file, context.file_id],
     )
-    return StageResult(events=staged, bad_lines=int(bad))
+    return StageResult(events=staged, bad_lines=int(bad), values_in_attrs=int(in_attrs))
 
 
 def is_json_lines(sample: Sample) -> bool:
