@@ -73,7 +73,7 @@ def sleep_run(tmp_path_factory) -> Path:
     return runinfo
 
 
-def raw_task_events(store, run_id: str, task_id: int) -> pd.DataFrame:
+def raw_task_events(store, run_id: str, task_id: str) -> pd.DataFrame:
     """One task's events straight from its timeline, without what common_path leaves out: the
     noise events, and monitoring.db's copies (these runs have logs)."""
     events = store.timeline(task_id, run_id)
@@ -123,7 +123,7 @@ def test_step_times_agree_with_raw_timestamps(perf_store):
     key = ["source", "template", "occurrence"]
     per_task = []
     for task_id in perf_store.tasks(run_id)["task_id"]:
-        events = raw_task_events(perf_store, run_id, int(task_id))
+        events = raw_task_events(perf_store, run_id, task_id)
         events["occurrence"] = events.groupby(["source", "template"]).cumcount() + 1
         events["since_first"] = events["ts"] - events["ts"].min()
         if len(events) == len(dominant) and sorted(map(tuple, events[key].values)) == sorted(map(tuple, dominant[key].values)):
@@ -136,8 +136,8 @@ def test_step_times_agree_with_raw_timestamps(perf_store):
     assert (merged["since_first_median"] - merged["median"]).abs().max() < 1e-6
 
     # one sampled task, step by step: time since the previous step in the variant's order
-    task_id = random.Random(4).choice([int(t["task_id"].iloc[0]) for t in per_task])
-    sampled = next(t for t in per_task if int(t["task_id"].iloc[0]) == task_id).merge(dominant[key + ["position"]], on=key)
+    task_id = random.Random(4).choice([t["task_id"].iloc[0] for t in per_task])
+    sampled = next(t for t in per_task if t["task_id"].iloc[0] == task_id).merge(dominant[key + ["position"]], on=key)
     sampled = sampled.sort_values("position")
     gaps = sampled["ts"].diff().iloc[1:]
     assert gaps.min() > -0.05, "steps in the variant's order go back in time by more than a race"
@@ -151,7 +151,7 @@ def test_retries_and_failures_are_separate_variants(retry_run):
                                  count(*) FILTER (WHERE event = 'task.launched') AS launches
                           FROM events WHERE app_name = 'always_fails' AND source = 'parsl' GROUP BY task_id""")
     assert len(failed) == 1 and failed.failed_tries[0] == 3 and failed.launches[0] == 3
-    failing_task = int(failed.task_id[0])
+    failing_task = failed.task_id[0]
 
     path = common_path(store)  # never raises on tasks that differ
     assert len(path.variants) >= 2

@@ -257,7 +257,9 @@ def test_latency_agrees_with_pandas_over_raw_events():
     pairs = pairs[pairs.b_ts >= pairs.a_ts].groupby("task_id").agg(a_ts=("a_ts", "first"), b_ts=("b_ts", "min"))
     seconds = (pairs.b_ts - pairs.a_ts).sort_index()
 
-    got = found.dropna(subset=["latency_s"]).set_index("task_id").latency_s.sort_index()
+    got = found.dropna(subset=["latency_s"]).set_index("task_id").latency_s
+    got.index = got.index.astype("int64")  # task ids are text; the expected ones were parsed as numbers
+    got = got.sort_index()
     assert got.index.tolist() == seconds.index.tolist()
     assert np.allclose(got.to_numpy(), seconds.to_numpy())
     row = stats.iloc[0]
@@ -328,7 +330,8 @@ def test_series_returns_the_monitoring_resource_values(corpus_store):
     with opened(store_file) as store:
         values = series(store, "psutil_process_memory_resident", group_by="task_id", where="task.resource")
     with sqlite3.connect(path / "monitoring.db") as sqlite:
-        rows = pd.read_sql_query("SELECT task_id, psutil_process_memory_resident AS value FROM resource", sqlite)
+        rows = pd.read_sql_query("SELECT CAST(task_id AS TEXT) AS task_id, psutil_process_memory_resident AS value "
+                                 "FROM resource", sqlite)
     assert sorted(values.value) == sorted(rows.value.astype(float))
     assert values.groupby("task_id").size().to_dict() == rows.groupby("task_id").size().to_dict()
     assert set(values.event) == {"task.resource"} and values.ts.is_monotonic_increasing

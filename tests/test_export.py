@@ -248,15 +248,15 @@ def test_perfetto_try_duration_is_microseconds_of_the_logged_times(corpus_store,
 def test_perfetto_dfk_phases_follow_the_logged_states(corpus_store, tmp_path):
     export_perfetto(corpus_store, tmp_path / "run.json")
     trace = load_trace(tmp_path / "run.json")
-    drawn: dict[int, list[str]] = defaultdict(list)
+    drawn: dict[str, list[str]] = defaultdict(list)
     for event in trace["traceEvents"]:
         if event["ph"] == "b" and event["cat"] == "dfk" and "state" in event["args"]:
             drawn[event["args"]["task_id"]].append(event["name"])
     curve = states(corpus_store)  # the DFK state changes the states analysis finds in the logs
     entered = curve[curve.change > 0].sort_values("step")
-    expected: dict[int, list[str]] = defaultdict(list)
+    expected: dict[str, list[str]] = defaultdict(list)
     for task_id, state in zip(entered.task_id, entered.state):
-        expected[int(task_id)].append(state)
+        expected[task_id].append(state)
     # every state but the final one is a phase (all these runs completed)
     assert drawn == {task: sequence[:-1] for task, sequence in expected.items()}
 

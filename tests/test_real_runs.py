@@ -19,7 +19,7 @@ def test_text_run_is_fully_joined_and_matches_monitoring(store, text_run):
 def test_text_run_timeline_crosses_every_component(store, text_run):
     store.ingest(text_run)
     htex_tasks = store.tasks().query("executor_label == 'htex_local'")
-    task = int(htex_tasks.task_id.iloc[-1])
+    task = htex_tasks.task_id.iloc[-1]
     timeline = store.timeline(task_id=task)
     assert {"parsl", "interchange", "manager", "worker", "monitoring"} <= set(timeline.source)
     assert timeline.ts.is_monotonic_increasing
@@ -37,7 +37,7 @@ def test_two_htex_executors_are_never_confused(store, json_two_htex_run):
     )
     assert set(bindings.executor_label) == {"htex_a", "htex_b"}
     for label in ("htex_a", "htex_b"):
-        assert 1 in set(bindings[bindings.executor_label == label].executor_task_id)
+        assert "1" in set(bindings[bindings.executor_label == label].executor_task_id)
     # every worker event's (task, try) is the one the DFK bound to that label and executor task id
     mismatched = store.sql(
         """SELECT w.file, w.line FROM events w

@@ -21,6 +21,7 @@ import uvicorn
 
 from conftest import CORPUS, parsl_env
 import taskscope
+from taskscope.schema import natural_sort_key
 from taskscope.web.app import create_app
 from taskscope.web.dashboard import Dashboard, open_dashboard
 from taskscope.web.server import is_loopback
@@ -210,14 +211,14 @@ def page_urls(server: Server, store) -> list[str]:
         urls.append(f"/compare?a={runs[0]}&b={runs[-1]}")
     for run_id in runs:
         tasks = store.tasks(run=run_id)
-        chosen = {int(tasks.task_id.iloc[0]), int(tasks.task_id.iloc[-1])}
+        chosen = {tasks.task_id.iloc[0], tasks.task_id.iloc[-1]}
         failed = tasks[tasks.final_state == "failed"]
         if not failed.empty:
-            chosen.add(int(failed.task_id.iloc[0]))
+            chosen.add(failed.task_id.iloc[0])
         urls += [f"/runs/{run_id}", f"/runs/{run_id}/tasks", f"/runs/{run_id}/tasks?sort=duration_s&desc=true",
                  f"/runs/{run_id}/dag", f"/runs/{run_id}/dag?level=app", f"/runs/{run_id}/resources",
                  f"/logs?run_id={run_id}", f"/logs?run_id={run_id}&q=task&page=2"]
-        urls += [f"/runs/{run_id}/tasks/{task_id}" for task_id in sorted(chosen)]
+        urls += [f"/runs/{run_id}/tasks/{task_id}" for task_id in sorted(chosen, key=natural_sort_key)]
     return urls
 
 
@@ -311,7 +312,7 @@ def test_log_text_is_shown_as_text_and_never_runs(hostile_run, browser):
     hostile = store.sql("SELECT run_id, task_id FROM events WHERE message LIKE '%<script>alert(1)</script>%' "
                         "AND task_id IS NOT NULL ORDER BY ts")
     assert not hostile.empty, "the run did not log the payloads"
-    run_id, task_id = hostile.run_id.iloc[0], int(hostile.task_id.iloc[0])
+    run_id, task_id = hostile.run_id.iloc[0], hostile.task_id.iloc[0]
     server = Server(Dashboard(store))
     watched = Watched(browser)
     page = watched.page
@@ -369,7 +370,7 @@ def test_tasks_page_paginates_sorts_and_filters_on_the_server(browser):
     tasks = store.tasks(run=run_id)
     page_one = server.json(f"/api/runs/{run_id}/tasks?per_page=7&sort=task_id&desc=true")
     assert page_one["total"] == len(tasks) and page_one["pages"] == -(-len(tasks) // 7)
-    assert [r["task_id"] for r in page_one["rows"]] == sorted(tasks.task_id, reverse=True)[:7]
+    assert [r["task_id"] for r in page_one["rows"]] == sorted(tasks.task_id, key=natural_sort_key, reverse=True)[:7]
     app = tasks.app_name.mode().iloc[0]
     filtered = server.json(f"/api/runs/{run_id}/tasks?app={app}&per_page=1000")
     assert filtered["total"] == int((tasks.app_name == app).sum())
@@ -380,7 +381,8 @@ def test_tasks_page_paginates_sorts_and_filters_on_the_server(browser):
         watched.page.locator("#next-page").click()
         watched.page.wait_for_load_state("networkidle")
         first = watched.page.locator("#tasks tbody tr td a.task-link").first.inner_text()
-        assert int(first) == sorted(tasks.task_id)[7]
+        assert first == sorted(tasks.task_id, key=natural_sort_key)[7]  # '9' before '10'
+        assert tasks.task_id.tolist() == sorted(tasks.task_id, key=natural_sort_key)
     finally:
         watched.close()
 
@@ -521,7 +523,7 @@ def test_dag_of_a_big_app_pages_through_its_tasks(corpus_run, browser, monkeypat
     run_id = store.runs().run_id.iloc[0]
     tasks = store.tasks(run=run_id)
     app = tasks.app_name.mode().iloc[0]
-    of_app = sorted(tasks.task_id[tasks.app_name == app])
+    of_app = sorted(tasks.task_id[tasks.app_name == app], key=natural_sort_key)
     limit = max(1, len(of_app) // 3)  # stands for the 2,000 of a real big run: three pages or more
     monkeypatch.setattr(dag, "TASK_LEVEL_LIMIT", limit)
     whole = server.json(f"/api/runs/{run_id}/dag")
@@ -614,7 +616,8 @@ def test_run_page_failure_counts_match_the_task_lists_they_link_to(failing_run, 
 def test_bad_urls_get_the_html_error_page_and_api_urls_json(browser):
     server = corpus_server(CORPUS / "parsl-htex-jsonlog")
     run_id = server.dashboard.store.runs().run_id.iloc[0]
-    pages = {f"/runs/{run_id}/tasks/abc": 400, "/tasks/1.5": 404, f"/runs/{run_id}/tasks?page=0": 400,
+    # task ids are text: "abc" is a task this run does not have
+    pages = {f"/runs/{run_id}/tasks/abc": 404, "/tasks/1.5": 404, f"/runs/{run_id}/tasks?page=0": 400,
              f"/runs/{run_id}/tasks?page=-1": 400, f"/runs/{run_id}/tasks?page=abc": 400,
              f"/runs/{run_id}/tasks?desc=maybe": 400, f"/runs/{run_id}/dag?page=abc": 400,
              "/runs": 404, "/runs/": 404, "/nope": 404, "/usage/nope": 404, "/runs/no-such-run": 404}
@@ -622,7 +625,7 @@ def test_bad_urls_get_the_html_error_page_and_api_urls_json(browser):
         status, content_type, body = fetch(server.url + path)
         assert (status, content_type) == (expected, "text/html"), path
         assert '<p class="error">' in body and "detail" not in body, path
-    apis = {"/api/nope": 404, f"/api/runs/{run_id}/tasks?page=0": 422, f"/api/runs/{run_id}/tasks/abc": 422}
+    apis = {"/api/nope": 404, f"/api/runs/{run_id}/tasks?page=0": 422, f"/api/runs/{run_id}/tasks/abc": 404}
     for path, expected in apis.items():
         status, content_type, body = fetch(server.url + path)
         assert (status, content_type) == (expected, "application/json"), path
@@ -643,9 +646,9 @@ def test_bad_urls_get_the_html_error_page_and_api_urls_json(browser):
 def test_log_messages_keep_a_readable_width_and_the_page_fits_the_window(corpus_run, browser):
     server = corpus_server(corpus_run)
     run_id = server.dashboard.store.runs().run_id.iloc[0]
-    task_id = int(server.dashboard.store.sql(
+    task_id = server.dashboard.store.sql(
         "SELECT task_id FROM events WHERE run_id = ? AND task_id IS NOT NULL "
-        "ORDER BY length(message) DESC, task_id LIMIT 1", [run_id]).task_id.iloc[0])
+        "ORDER BY length(message) DESC, natural_key(task_id) LIMIT 1", [run_id]).task_id.iloc[0]
     watched = Watched(browser, viewport={"width": 1400, "height": 900})
     try:
         for path in (f"/runs/{run_id}/tasks/{task_id}", f"/logs?run_id={run_id}&task_id={task_id}", "/logs"):

@@ -54,7 +54,7 @@ def test_wide_run_ingests_fully_joined_and_matches_monitoring(store, wide_run):
     assert_tasks_match_monitoring(store, wide_run / "monitoring.db")
     sources = set(store.sql("SELECT DISTINCT source FROM events").source)
     assert {"parsl", "interchange", "manager", "worker", "dbm", "monitoring"} <= sources
-    task = int(store.sql("SELECT min(task_id) AS t FROM events WHERE source = 'worker'").t[0])
+    task = store.sql("SELECT min(task_id) AS t FROM events WHERE source = 'worker'").t[0]
     journey = store.timeline(task)
     assert {"parsl", "interchange", "manager", "worker"} <= set(journey.source)
 

@@ -142,7 +142,7 @@ task_end AS (
 ),
 dependencies_done AS (
     SELECT d.task_id, max(e.end_ts) AS ready_ts
-    FROM (SELECT task_id, TRY_CAST(attrs->>'dependency_task_id' AS BIGINT) AS dependency_task_id
+    FROM (SELECT task_id, attrs->>'dependency_task_id' AS dependency_task_id
           FROM run_events WHERE event = 'task.dependency') d
     JOIN task_end e ON e.task_id = d.dependency_task_id
     GROUP BY d.task_id

@@ -39,10 +39,10 @@ from taskscope.schema import EVENT_COLUMN_NAMES
 SEVERITY_NUMBERS = {"TRACE": 1, "DEBUG": 5, "INFO": 9, "WARN": 13, "WARNING": 13, "ERROR": 17, "FATAL": 21, "CRITICAL": 21}
 #: columns that become attributes, and the AnyValue field for their type
 STRING_ATTRIBUTE_COLUMNS = (
-    "event", "template", "file", "thread", "run_id", "app_name", "task_state", "executor_label",
-    "block_id", "job_id", "manager_id", "worker_id",
+    "event", "template", "file", "thread", "run_id", "task_id", "app_name", "task_state", "executor_label",
+    "executor_task_id", "block_id", "job_id", "manager_id", "worker_id",
 )
-INT_ATTRIBUTE_COLUMNS = ("line", "task_id", "try_id", "executor_task_id")
+INT_ATTRIBUTE_COLUMNS = ("line", "try_id")
 #: rows fetched from DuckDB per write (each row is one LogsData line)
 BATCH_LINES = 64
 

@@ -58,7 +58,7 @@ def export_parquet(
     )
     report(on_progress, "writing side tables")
     links = _copy_partitioned(
-        con, f"SELECT * FROM event_task_links {where} ORDER BY run_id, task_id, file_id, line", params,
+        con, f"SELECT * FROM event_task_links {where} ORDER BY run_id, natural_key(task_id), file_id, line", params,
         folder / "event_task_links",
     )
     con.execute(

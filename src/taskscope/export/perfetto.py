@@ -329,7 +329,7 @@ def _event_queries() -> list[str]:
                              'id2', json_object('local', task_id), 'args', {_no_nulls('args')})
             ELSE json_object('name', name, 'cat', 'dfk', 'ph', ph, 'ts', ts_us, 'pid', pid, 'tid', {DFK_TASKS_TID},
                              'id2', json_object('local', task_id)) END AS VARCHAR)
-        FROM slices ORDER BY pid, task_id, seq"""
+        FROM slices ORDER BY pid, natural_key(task_id), seq"""
     tries = f"""
         SELECT CAST(json_object(
             'name', CASE WHEN task_id IS NULL THEN 'executor task ' || executor_task_id

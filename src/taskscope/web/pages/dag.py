@@ -15,6 +15,7 @@ import pandas as pd
 from fastapi import APIRouter, Depends, Query, Request
 
 from taskscope.analyses.runs import resolve_run
+from taskscope.schema import natural_sort_key
 from taskscope.web.dashboard import Dashboard, read_connection
 from taskscope.web.pages.runs import run_row
 from taskscope.web.pages.task import run_dependencies
@@ -42,7 +43,7 @@ def dag_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str, 
     edges = run_dependencies(con, dashboard, run_id)
     paging = {"page": 1, "pages": 1, "app_tasks": None}
     if app:
-        of_app = tasks.task_id[tasks.app_name == app].sort_values()
+        of_app = tasks.task_id[tasks.app_name == app].sort_values(key=lambda ids: ids.map(natural_sort_key))
         pages = max(1, math.ceil(len(of_app) / TASK_LEVEL_LIMIT))
         page = max(1, min(page, pages))
         chosen = set(of_app.iloc[(page - 1) * TASK_LEVEL_LIMIT: page * TASK_LEVEL_LIMIT])
@@ -52,8 +53,8 @@ def dag_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str, 
     level = level or ("task" if len(tasks) <= TASK_LEVEL_LIMIT or app else "app")
     if level == "task" and len(tasks) <= TASK_LEVEL_LIMIT * 5:
         return {"level": "task", "tasks": len(tasks), "app": app, **paging,
-                "nodes": [{"id": int(t), "app": a, "state": s} for t, a, s in tasks.itertuples(index=False)],
-                "edges": [[int(d), int(t)] for t, d in edges.itertuples(index=False)]}
+                "nodes": [{"id": t, "app": a, "state": s} for t, a, s in tasks.itertuples(index=False)],
+                "edges": [[d, t] for t, d in edges.itertuples(index=False)]}
     return {**_app_level(tasks, edges, app), **paging}
 
 

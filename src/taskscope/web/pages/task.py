@@ -24,21 +24,21 @@ def run_dependencies(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_i
     return dashboard.cached(("dag", run_id), lambda: section(con, run_id, "dag")["edges"])
 
 
-def task_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str, task_id: int) -> dict:
+def task_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str, task_id: str) -> dict:
     """Everything the task page shows (and `/api/runs/{run}/tasks/{task_id}` returns): see
     `taskscope.analyses.tasks.task_detail`; the run's dependencies come from its digest."""
     return task_detail(con, run_id, task_id, edges=run_dependencies(con, dashboard, run_id))
 
 
 @router.get("/api/runs/{run}/tasks/{task_id}")
-def task_json(request: Request, run: str, task_id: int, con=Depends(read_connection)):
+def task_json(request: Request, run: str, task_id: str, con=Depends(read_connection)):
     """One task: tries, dependencies, stages (intervals), resource samples, stdout/stderr
     paths and its whole cross-log timeline."""
     return json_response(task_data(con, request.app.state.dashboard, resolve_run(con, run), task_id))
 
 
 @router.get("/runs/{run}/tasks/{task_id}")
-def task_page(request: Request, run: str, task_id: int, con=Depends(read_connection)):
+def task_page(request: Request, run: str, task_id: str, con=Depends(read_connection)):
     run_id = resolve_run(con, run)
     data = task_data(con, request.app.state.dashboard, run_id, task_id)
     stages = data["stages"].copy()

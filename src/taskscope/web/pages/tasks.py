@@ -10,6 +10,7 @@ import pandas as pd
 from fastapi import APIRouter, Depends, Query, Request
 
 from taskscope.analyses.runs import resolve_run
+from taskscope.schema import natural_sort_key
 from taskscope.digests import section
 from taskscope.web.dashboard import Dashboard, read_connection
 from taskscope.web.pages.runs import run_row
@@ -45,7 +46,9 @@ def task_page(frame: pd.DataFrame, filters: dict[str, str | None], sort: str = "
         if value not in (None, ""):
             frame = frame[frame[FILTERS[name]].astype(str) == value]
     sort = sort if sort in SORTABLE else "task_id"
-    frame = frame.sort_values([sort, "task_id"], ascending=[not descending, True], kind="stable", na_position="last")
+    frame = frame.sort_values([sort, "task_id"], ascending=[not descending, True], kind="stable", na_position="last",
+                              key=lambda column: column.map(natural_sort_key, na_action="ignore")
+                              if column.name == "task_id" else column)
     per_page = max(1, min(per_page, MAX_PER_PAGE))
     pages = max(1, math.ceil(len(frame) / per_page))
     page = max(1, min(page, pages))
