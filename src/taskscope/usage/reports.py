@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from taskscope._sql import connection_of
+from taskscope._sql import connection_of, scalar
 from taskscope.time_bounds import epoch_since
 
 #: the periods `runs_over_time` counts by
@@ -331,3 +331,16 @@ def report(store, name: str, product: str | None = None, since: float | None = N
 __all__ = ["REPORTS", "PERIODS", "report", "parse_since", "usage_runs", "runs_over_time", "python_versions", "product_versions", "platforms", "components",
            "levels", "execution_times", "task_counts", "failure_rates", "leaderboard", "installation_age",
            "version_adoption"]
+
+
+def stored_messages(store) -> dict:
+    """How many usage messages the store holds (`messages`) and how many datagrams the collector
+    rejected (`rejected`; None when no collector wrote the store).
+
+    >>> stored_messages(taskscope.open("usage.duckdb"))      # doctest: +SKIP
+    {'messages': 12, 'rejected': 3}
+    """
+    con = connection_of(store)
+    has_rejected = scalar(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'usage_rejected'")
+    return {"messages": scalar(con, "SELECT count(*) FROM events WHERE source = 'usage'"),
+            "rejected": scalar(con, "SELECT count(*) FROM usage_rejected") if has_rejected else None}

@@ -1,65 +1,19 @@
-"""Logs: every event of the store, filtered on any column, searched, paginated on the server.
-Every value shown is a link that adds `column = value` to the filters."""
+"""Logs: every event of the store, filtered on any column, searched, paginated on the server
+(`taskscope.analyses.logs`). Every value shown is a link that adds `column = value` to the filters."""
 
 from __future__ import annotations
 
-import math
-
-import duckdb
 from fastapi import APIRouter, Depends, Request
 
+from taskscope.analyses.logs import FILTERABLE, SHOWN, search
 from taskscope.presenters.format import records
-from taskscope.schema import EVENT_COLUMNS
 from taskscope.web.dashboard import read_connection
 from taskscope.web.pages.runs import run_table
 from taskscope.web.render import json_response, render
 
 router = APIRouter()
 
-#: columns a filter may name, with their SQL type (user values are cast, never pasted)
-FILTERABLE: dict[str, str] = {name: sql_type for name, sql_type in EVENT_COLUMNS
-                              if name not in ("ts", "attrs", "file_id")}
-#: what the table shows, in this order
-SHOWN = ["ts", "source", "level", "event", "message", "run_id", "task_id", "try_id", "app_name", "task_state",
-         "executor_label", "executor_task_id", "block_id", "manager_id", "worker_id", "host", "pid", "thread",
-         "logger", "file", "line"]
-MAX_PER_PAGE = 1000
 _CONTROL = {"q", "page", "per_page", "desc"}
-
-
-def where_clause(filters: dict[str, str], text: str | None) -> tuple[str, list]:
-    """SQL condition and parameters for `filters` (column -> value, exact) and `text` (a
-    case-insensitive substring of the message)."""
-    conditions, params = [], []
-    for column, value in filters.items():
-        if column not in FILTERABLE:
-            raise ValueError(f"cannot filter on {column!r}; columns: {', '.join(FILTERABLE)}")
-        conditions.append(f'"{column}" = TRY_CAST(? AS {FILTERABLE[column]})')
-        params.append(value)
-    if text:
-        conditions.append("contains(lower(message), lower(?))")
-        params.append(text)
-    return (" AND ".join(conditions) or "true"), params
-
-
-def search(con: duckdb.DuckDBPyConnection, filters: dict[str, str], text: str | None = None,
-           page: int = 1, per_page: int = 100, newest_first: bool = False) -> dict:
-    """One page of matching events in time order: `rows`, `total`, `page`, `pages`.
-
-    >>> search(con, {"manager_id": "36094ce03926"}, "Sent tasks")["total"]  # doctest: +SKIP
-    """
-    where, params = where_clause(filters, text)
-    total = con.execute(f"SELECT count(*) FROM events WHERE {where}", params).fetchall()[0][0]
-    per_page = max(1, min(per_page, MAX_PER_PAGE))
-    pages = max(1, math.ceil(total / per_page))
-    page = max(1, min(page, pages))
-    order = "DESC" if newest_first else "ASC"
-    rows = con.execute(
-        f"""SELECT {", ".join(f'"{c}"' for c in SHOWN)}, attrs FROM events WHERE {where}
-            ORDER BY ts {order}, file {order}, line {order} LIMIT ? OFFSET ?""",
-        [*params, per_page, (page - 1) * per_page],
-    ).df()
-    return {"rows": rows, "total": int(total), "page": page, "pages": pages, "per_page": per_page}
 
 
 def _split(request: Request) -> tuple[dict[str, str], str | None, int, int, bool]:

@@ -15,7 +15,6 @@ import duckdb
 import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
-from taskscope._sql import scalar
 from taskscope.usage import reports as usage_reports
 from taskscope.web.dashboard import Dashboard, read_connection
 from taskscope.presenters.figures import bar_figure, lines_figure
@@ -72,10 +71,8 @@ def cached_report(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, name: st
 def collected(con: duckdb.DuckDBPyConnection, dashboard: Dashboard) -> dict:
     """What the store holds overall: usage `messages`, `rejected` datagrams (when the collector
     wrote the store), and the `products` seen."""
-    has_rejected = scalar(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'usage_rejected'")
     every_run = cached_report(con, dashboard, "over-time", UsageSelection(None, None, "year", 12))
-    return {"messages": scalar(con, "SELECT count(*) FROM events WHERE source = 'usage'"),
-            "rejected": scalar(con, "SELECT count(*) FROM usage_rejected") if has_rejected else None,
+    return {**usage_reports.stored_messages(con),
             "products": sorted(every_run["product"].dropna().unique().tolist())}
 
 
