@@ -433,3 +433,99 @@ def test_a_cluster_is_its_tokens_user_whatever_user_the_client_claims(server, tm
     assert team.status_code == 200 and ">alice<" in team.text and "mallory" not in team.text
     page = httpx.get(server.url + f"/clusters/{found['cluster_id']}", headers=server.headers, timeout=30).text
     assert "alice" in page and "sender says mallory" in page
+
+
+# ---- a scheduler that dies without a word ------------------------------------------------------
+def wait_for(found, what: str, attempts: int = 600):
+    """Poll `found()` until it returns something true (at most about two minutes)."""
+    for _ in range(attempts):
+        value = found()
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"never saw {what}")
+
+
+def cluster_state(server: FleetServer, cluster_id: str) -> dict:
+    return server.get(f"/api/v1/clusters/{cluster_id}")
+
+
+def test_a_killed_scheduler_is_lost_and_a_stopped_one_never_is(server, tmp_path):
+    with LocalCluster(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        register(client, server=server.url, token=server.token, spool_directory=str(tmp_path / "a"), **FAST)
+        scheduler_id = client.scheduler_info()["id"]
+    stopped = server.cluster_named(scheduler_id)
+    interval = 2.0
+    port = free_port()
+    scheduler = subprocess.Popen(
+        ["dask", "scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0",
+         "--preload", "taskscope.fleet.dask", "--fleet-server", server.url, "--fleet-token", server.token],
+        env=_env(DASK_TASKSCOPE__FLEET__INTERVAL=f"{interval}s",
+                 DASK_TASKSCOPE__FLEET__SPOOL__DIRECTORY=str(tmp_path / "b")),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(["dask", "worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1", "--no-dashboard"],
+                              env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = Client(f"tcp://127.0.0.1:{port}", timeout=60)
+        client.wait_for_workers(1, timeout=120)
+        killed_name = client.scheduler_info()["id"]
+        sleeping = client.submit(time.sleep, 600)  # still processing when the scheduler dies
+        killed = wait_for(lambda: server.cluster_named(killed_name), "the cluster on the server")
+        wait_for(lambda: [c for c in api.list_computations(killed["cluster_id"], server=server.url, token=server.token)
+                          if c["state"] == "running" and c["groups"]], "a running computation")
+        assert cluster_state(server, killed["cluster_id"])["state"] == "running"
+        scheduler.kill()
+        killed_at = time.time()
+        scheduler.wait()
+    finally:
+        for process in (worker, scheduler):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    del sleeping
+    client.close(timeout=5)
+    # nothing can have arrived after the kill: four intervals later the silence is longer than three
+    time.sleep(max(0.0, killed_at + 4 * interval - time.time()))
+    lost = cluster_state(server, killed["cluster_id"])
+    assert lost["state"] == "lost" and lost["stopped"] is None and lost["last_seen"] <= killed_at
+    assert lost["duration_s"] == pytest.approx(lost["last_seen"] - lost["started"])
+    computations = api.list_computations(killed["cluster_id"], server=server.url, token=server.token)
+    assert [c["state"] for c in computations if c["stop"] is None] == ["interrupted"]
+    page = httpx.get(server.url + f"/clusters/{killed['cluster_id']}", headers=server.headers, timeout=30).text
+    assert "lost" in page and "last seen" in page and "interrupted" in page
+    time.sleep(interval)
+    assert cluster_state(server, killed["cluster_id"])["cost"] == lost["cost"]  # cost stopped at the last sample
+    assert cluster_state(server, stopped["cluster_id"])["state"] == "stopped"  # long silent, but it said stop
+
+    # a later message brings it back
+    sender = Sender(server.url, server.token, {"cluster_id": killed["cluster_id"], "kind": "dask"}, spool_dir=tmp_path)
+    sender.submit([{"kind": "workers", "ts": time.time(), "n_workers": 1, "n_threads": 1}])
+    assert sender.close(timeout=60)
+    back = cluster_state(server, killed["cluster_id"])
+    assert back["state"] == "running" and back["last_seen"] > lost["last_seen"]
+
+
+# ---- errors the scheduler raises itself ----------------------------------------------------------
+def kills_its_worker(x):
+    os._exit(1)
+
+
+def test_a_killed_worker_keeps_its_text_worker_and_allowed_failures(server, tmp_path):
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            LocalCluster(processes=True, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        register(client, server=server.url, token=server.token, spool_directory=str(tmp_path), **FAST)
+        scheduler_id = client.scheduler_info()["id"]
+        [worker] = client.scheduler_info()["workers"]
+        with pytest.raises(Exception, match="KilledWorker|workers died") as raised:
+            client.submit(kills_its_worker, 1, key="dies-1").result()
+        assert type(raised.value).__name__ == "KilledWorker"
+    cluster = server.cluster_named(scheduler_id)
+    [exception] = api.list_exceptions(since=None, cluster_id=cluster["cluster_id"], server=server.url,
+                                      token=server.token)
+    assert exception["key"] == "dies-1" and exception["exception_text"].startswith("KilledWorker('dies-1'")
+    assert worker in exception["exception_text"]
+    assert (exception["worker"], exception["allowed_failures"]) == (worker, 0)
+    page = httpx.get(server.url + f"/clusters/{cluster['cluster_id']}", headers=server.headers, timeout=30).text
+    assert "KilledWorker(&#39;dies-1&#39;" in page and "allows 0 such failures" in page

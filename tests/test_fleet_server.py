@@ -609,7 +609,8 @@ def test_an_older_store_is_migrated_to_the_tokens_user_in_place(tmp_path):
     from taskscope.fleet import db as fleet_db
 
     store = tmp_path / "old.duckdb"
-    old_schema = fleet_db.SCHEMA.replace(" claimed_user VARCHAR,", "")
+    old_schema = fleet_db.SCHEMA.replace(" claimed_user VARCHAR, send_interval DOUBLE,", "").replace(
+        ", allowed_failures BIGINT", "")
     assert old_schema != fleet_db.SCHEMA
     with duckdb.connect(str(store)) as con:
         con.execute(old_schema)
@@ -619,6 +620,7 @@ def test_an_older_store_is_migrated_to_the_tokens_user_in_place(tmp_path):
     migrated = fleet_db.FleetDB(str(store))
     try:
         assert migrated.query("SELECT user_name, claimed_user FROM clusters").values.tolist() == [["alice", "root"]]
+        assert migrated.query("SELECT count(allowed_failures) FROM exceptions").values.tolist() == [[0]]
     finally:
         migrated.close()
     reopened = fleet_db.FleetDB(str(store))  # a second open changes nothing

@@ -39,6 +39,7 @@ import click
 import dask.config
 from distributed import get_client
 from distributed.diagnostics.plugin import SchedulerPlugin
+from distributed.protocol import pickle
 from distributed.versions import get_versions
 from tornado.ioloop import PeriodicCallback
 
@@ -214,7 +215,7 @@ class FleetPlugin(SchedulerPlugin):
                 "platform": f"{platform.system()} {platform.release()} {platform.machine()}",
                 "versions": self._scheduler_versions, "config": self.settings.privacy(),
                 "price_per_core_hour": self.settings.price_per_core_hour,
-                "price_per_gb_hour": self.settings.price_per_gb_hour}
+                "price_per_gb_hour": self.settings.price_per_gb_hour, "interval": self.settings.interval}
 
     def _seed(self) -> None:
         """Workers, clients and exceptions that were there before the plugin."""
@@ -255,9 +256,25 @@ class FleetPlugin(SchedulerPlugin):
             self._exceptions_dropped += 1
             return
         owner = next((c for c in reversed(self.scheduler.computations) if ts is not None and ts.group in c.groups), None)
-        self._queue("exception", key=str(key), task_group=group, exception_text=kwargs.get("exception_text"),
+        text = kwargs.get("exception_text") or self._scheduler_exception_text(kwargs.get("exception"))
+        self._queue("exception", key=str(key), task_group=group, exception_text=text,
                     traceback_text=kwargs.get("traceback_text"), worker=kwargs.get("worker"),
-                    computation_id=str(owner.id) if owner is not None else None)
+                    computation_id=str(owner.id) if owner is not None else None,
+                    allowed_failures=self.scheduler.allowed_failures)
+
+    @staticmethod
+    def _scheduler_exception_text(exception) -> str | None:
+        """The repr of an exception the scheduler raised itself (a `KilledWorker`: it gives no text).
+
+        Only such exceptions come without ``exception_text`` (a task's own error carries its text from
+        the worker), and the scheduler pickled them itself: loading them runs nothing from a worker.
+        """
+        if not isinstance(exception, bytes):
+            return None
+        try:
+            return repr(pickle.loads(exception))
+        except Exception:
+            return None
 
     # ---- periodic --------------------------------------------------------------------------
     def _tick(self, now: float | None = None, closing: bool = False) -> None:

@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS clusters (
     account VARCHAR, cluster_id VARCHAR, kind VARCHAR, name VARCHAR, user_name VARCHAR, host VARCHAR,
     address VARCHAR, scheduler_id VARCHAR, dashboard_link VARCHAR, started DOUBLE, stopped DOUBLE,
     first_seen DOUBLE, last_seen DOUBLE, python VARCHAR, platform VARCHAR, versions JSON, config JSON,
-    price_per_core_hour DOUBLE, price_per_gb_hour DOUBLE, claimed_user VARCHAR, PRIMARY KEY (account, cluster_id));
+    price_per_core_hour DOUBLE, price_per_gb_hour DOUBLE, claimed_user VARCHAR, send_interval DOUBLE,
+    PRIMARY KEY (account, cluster_id));
 CREATE TABLE IF NOT EXISTS computations (
     account VARCHAR, cluster_id VARCHAR, computation_id VARCHAR, ts DOUBLE, start DOUBLE, stop DOUBLE,
     code JSON, span_name JSON, PRIMARY KEY (account, cluster_id, computation_id));
@@ -54,7 +55,7 @@ CREATE TABLE IF NOT EXISTS task_groups (
     start DOUBLE, stop DOUBLE, dependencies JSON);
 CREATE TABLE IF NOT EXISTS exceptions (
     account VARCHAR, cluster_id VARCHAR, ts DOUBLE, key VARCHAR, task_group VARCHAR,
-    exception_text VARCHAR, traceback_text VARCHAR, worker VARCHAR, computation_id VARCHAR);
+    exception_text VARCHAR, traceback_text VARCHAR, worker VARCHAR, computation_id VARCHAR, allowed_failures BIGINT);
 CREATE TABLE IF NOT EXISTS cluster_events (account VARCHAR, cluster_id VARCHAR, ts DOUBLE, topic VARCHAR, msg JSON);
 CREATE TABLE IF NOT EXISTS worker_samples (
     account VARCHAR, cluster_id VARCHAR, ts DOUBLE, n_workers BIGINT, n_threads BIGINT,
@@ -77,6 +78,10 @@ CREATE TABLE IF NOT EXISTS rejected_batches (
 CREATE TABLE IF NOT EXISTS unknown_messages (account VARCHAR, cluster_id VARCHAR, ts DOUBLE, kind VARCHAR, body JSON);
 """
 
+
+#: (table, column, type) added after the tables' first release, in order (`_migrate` adds them to older stores)
+_ADDED_COLUMNS = (("clusters", "claimed_user", "VARCHAR"), ("clusters", "send_interval", "DOUBLE"),
+                  ("exceptions", "allowed_failures", "BIGINT"))
 
 #: how much of a refused body is kept aside (enough to see what a broken sender sent)
 MAX_REJECTED_BYTES = 64 * 1024
@@ -113,6 +118,11 @@ def _number(value) -> float | None:
     except OverflowError:
         return None
     return number if math.isfinite(number) else None
+
+
+def _positive(value) -> float | None:
+    number = _number(value)
+    return number if number is not None and number > 0 else None
 
 
 def _integer(value) -> int | None:
@@ -308,20 +318,22 @@ class _BatchWriter:
 
 
 def _migrate(con: duckdb.DuckDBPyConnection) -> None:
-    """Bring a store written by an older server to this schema, in place.
+    """Bring a store written by an older server to this schema, in place (columns are only added).
 
     Stores from before ``claimed_user`` kept the sender's claimed ``user`` as the cluster's user:
     that claim moves to ``claimed_user`` and the user becomes the token's (of the cluster's first batch).
     """
-    columns = {row[0] for row in con.execute("SELECT column_name FROM information_schema.columns "
-                                             "WHERE table_name = 'clusters'").fetchall()}
-    if "claimed_user" in columns:
+    columns = set(con.execute("SELECT table_name, column_name FROM information_schema.columns").fetchall())
+    missing = [(table, name, kind) for table, name, kind in _ADDED_COLUMNS if (table, name) not in columns]
+    if not missing:
         return
     con.execute("BEGIN TRANSACTION")
-    con.execute("ALTER TABLE clusters ADD COLUMN claimed_user VARCHAR")
-    con.execute("UPDATE clusters SET claimed_user = user_name, user_name = coalesce(("
-                "SELECT arg_min(b.token_user, b.received) FROM batches b WHERE b.account = clusters.account "
-                "AND b.cluster_id = clusters.cluster_id), user_name)")
+    for table, name, kind in missing:  # names and types from `_ADDED_COLUMNS`, never input
+        con.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+    if ("clusters", "claimed_user") not in columns:
+        con.execute("UPDATE clusters SET claimed_user = user_name, user_name = coalesce(("
+                    "SELECT arg_min(b.token_user, b.received) FROM batches b WHERE b.account = clusters.account "
+                    "AND b.cluster_id = clusters.cluster_id), user_name)")
     con.execute("COMMIT")
 
 
@@ -347,11 +359,12 @@ def _store_cluster_start(con: "_BatchWriter", account: str, cluster_id: str, m: 
         "UPDATE clusters SET scheduler_id = coalesce(?, scheduler_id), address = coalesce(?, address), "
         "dashboard_link = coalesce(?, dashboard_link), started = ?, python = ?, platform = ?, versions = ?, "
         "config = ?, price_per_core_hour = coalesce(?, price_per_core_hour), "
-        "price_per_gb_hour = coalesce(?, price_per_gb_hour) WHERE account = ? AND cluster_id = ?",
+        "price_per_gb_hour = coalesce(?, price_per_gb_hour), send_interval = coalesce(?, send_interval) "
+        "WHERE account = ? AND cluster_id = ?",
         [_text(m.get("scheduler_id")), _text(m.get("address")), _text(m.get("dashboard_link")),
          _number(m.get("started")) or m["ts"], _text(m.get("python")), _text(m.get("platform")),
          _mapping(m.get("versions")), _mapping(m.get("config")), _number(m.get("price_per_core_hour")),
-         _number(m.get("price_per_gb_hour")), account, cluster_id])
+         _number(m.get("price_per_gb_hour")), _positive(m.get("interval")), account, cluster_id])
 
 
 def _store_cluster_stop(con: "_BatchWriter", account: str, cluster_id: str, m: dict) -> None:
@@ -400,7 +413,8 @@ def _store_computation(con: "_BatchWriter", account: str, cluster_id: str, m: di
 def _store_exception(con: "_BatchWriter", account: str, cluster_id: str, m: dict) -> None:
     con.append("exceptions",
                [account, cluster_id, m["ts"], *(_text(m.get(k)) for k in (
-                   "key", "task_group", "exception_text", "traceback_text", "worker", "computation_id"))])
+                   "key", "task_group", "exception_text", "traceback_text", "worker", "computation_id")),
+                _integer(m.get("allowed_failures"))])
 
 
 def _store_event(con: "_BatchWriter", account: str, cluster_id: str, m: dict) -> None:

@@ -35,7 +35,8 @@ Message kinds (every message has ``kind`` and ``ts``; other fields may be absent
 ---------------------------------------------------------------------------------
 ``cluster.start``      scheduler_id, address, dashboard_link, started (epoch), python, platform,
                        versions: {package: version} of the scheduler, config: {privacy settings in force},
-                       price_per_core_hour, price_per_gb_hour
+                       price_per_core_hour, price_per_gb_hour, interval (seconds between two sends:
+                       a cluster silent for more than `LOST_AFTER_INTERVALS` of them is shown as lost)
 ``cluster.stop``       stopped (epoch)
 ``workers``            a sample: n_workers, n_threads, memory_used (bytes), memory_total (bytes),
                        tasks_processing, tasks_ready
@@ -55,7 +56,9 @@ Message kinds (every message has ``kind`` and ``ts``; other fields may be absent
                        ``no-worker`` not finished yet (as Dask has them), ``released`` ended without
                        running (cancelled, or finished before the plugin was installed). States with
                        0 tasks are left out. A finished computation's group is ``{"memory": n_tasks}``.
-``exception``          key, task_group, exception_text, traceback_text, worker, computation_id
+``exception``          key, task_group, exception_text (the exception's repr; for an error the scheduler
+                       raises itself, such as ``KilledWorker``, its repr there), traceback_text, worker,
+                       computation_id, allowed_failures (the scheduler's ``allowed-failures``)
 ``event``              topic, msg (JSON-safe; only topics allowed by events.allow)
 ``idle``               start, stop (an interval with no task processing; stop null while idle)
 ``profile``            computation_id (optional), start, stop, data (Dask profile tree, bounded)
@@ -88,6 +91,9 @@ MAX_BATCH_BYTES = 4 * 1024 * 1024
 MAX_MESSAGE_BYTES = 256 * 1024
 #: seconds between two sends of the Dask plugin
 DEFAULT_SEND_INTERVAL_S = 10.0
+#: a Dask cluster that has sent nothing for more than this many send intervals, and has not
+#: stopped, is shown as lost (its scheduler was killed or cut off); its next batch brings it back
+LOST_AFTER_INTERVALS = 3
 DEFAULT_PRICE_PER_CORE_HOUR = 0.05
 DEFAULT_PRICE_PER_GB_HOUR = 0.005
 

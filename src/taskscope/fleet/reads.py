@@ -15,6 +15,7 @@ import time
 import pandas as pd
 
 from taskscope.fleet.db import FleetDB
+from taskscope.fleet.protocol import DEFAULT_SEND_INTERVAL_S, LOST_AFTER_INTERVALS
 from taskscope.time_bounds import epoch_since
 from taskscope.presenters.format import records
 
@@ -45,7 +46,11 @@ groups AS (
     FROM task_groups WHERE account = $account GROUP BY cluster_id),
 errors AS (SELECT cluster_id, count(*) AS exceptions FROM exceptions WHERE account = $account GROUP BY cluster_id)
 SELECT m.cluster_id, m.kind, m.name, m.user_name, m.claimed_user, m.host, m.address, m.dashboard_link,
-       coalesce(m.started, m.first_seen) AS started, m.stopped,
+       coalesce(m.started, m.first_seen) AS started, m.stopped, m.last_seen,
+       CASE WHEN m.stopped IS NOT NULL THEN 'stopped'
+            WHEN m.kind = 'dask' AND $now - m.last_seen
+                 > {LOST_AFTER_INTERVALS} * coalesce(m.send_interval, {DEFAULT_SEND_INTERVAL_S}) THEN 'lost'
+            ELSE 'running' END AS state,
        coalesce(m.stopped, m.last_seen) - coalesce(m.started, m.first_seen) AS duration_s,
        coalesce(u.max_workers, p.workers) AS workers, coalesce(u.max_threads, p.cores) AS threads,
        coalesce(w.computations, 0) AS computations,
@@ -87,7 +92,8 @@ def clusters(db: FleetDB, account: str, since: float | None = None, user: str | 
     sql = (f"SELECT * FROM ({CLUSTER_TABLE_SQL}) WHERE ($since IS NULL OR coalesce(stopped, started + duration_s) >= $since)"
            " AND ($user IS NULL OR user_name = $user) AND ($cluster_id IS NULL OR cluster_id = $cluster_id)"
            " ORDER BY started DESC")
-    return db.query(sql, {"account": account, "since": since, "user": user, "cluster_id": cluster_id})
+    return db.query(sql, {"account": account, "since": since, "user": user, "cluster_id": cluster_id,
+                          "now": time.time()})
 
 
 def cluster(db: FleetDB, account: str, cluster_id: str) -> dict:
@@ -101,7 +107,10 @@ def cluster(db: FleetDB, account: str, cluster_id: str) -> dict:
 
 
 def computations(db: FleetDB, account: str, cluster_id: str) -> list[dict]:
-    """The cluster's computations, oldest first, each with its code and task groups."""
+    """The cluster's computations, oldest first, each with its code, task groups and ``state``:
+    ``finished``, ``running``, or ``interrupted`` (no stop, and its cluster stopped or was lost)."""
+    table = clusters(db, account, cluster_id=cluster_id)
+    cluster_ended = not table.empty and table.state.iloc[0] != "running"
     found = records(db.query("SELECT computation_id, start, stop, stop - start AS duration_s, code, span_name "
                               "FROM computations WHERE account = ? AND cluster_id = ? ORDER BY start NULLS LAST, ts",
                               [account, cluster_id]))
@@ -114,6 +123,8 @@ def computations(db: FleetDB, account: str, cluster_id: str) -> list[dict]:
     for computation in found:
         _decoded(computation, ("code", "span_name"))
         computation["groups"] = by_computation.get(computation["computation_id"], [])
+        computation["state"] = ("finished" if computation["stop"] is not None
+                                else "interrupted" if cluster_ended else "running")
     return found
 
 
@@ -128,7 +139,7 @@ def exceptions(db: FleetDB, account: str, since: float | None = None, user: str 
                cluster_id: str | None = None) -> list[dict]:
     """The account's task exceptions with tracebacks, newest first (filters optional)."""
     sql = ("SELECT x.cluster_id, c.user_name, x.ts, x.key, x.task_group, x.exception_text, x.traceback_text, "
-           "x.worker, x.computation_id FROM exceptions x JOIN clusters c ON c.account = x.account "
+           "x.worker, x.computation_id, x.allowed_failures FROM exceptions x JOIN clusters c ON c.account = x.account "
            "AND c.cluster_id = x.cluster_id WHERE x.account = $account AND ($since IS NULL OR x.ts >= $since) "
            "AND ($user IS NULL OR c.user_name = $user) AND ($cluster_id IS NULL OR x.cluster_id = $cluster_id) "
            "ORDER BY x.ts DESC")
@@ -183,7 +194,7 @@ def team_weeks(db: FleetDB, account: str, since: float | None = None) -> pd.Data
            f"count(*) AS clusters, sum(duration_s) / 3600 AS cluster_hours, sum(compute_s) / 3600 AS compute_hours, "
            f"sum(cost) AS cost FROM ({CLUSTER_TABLE_SQL}) WHERE $since IS NULL OR started >= $since "
            f"GROUP BY ALL ORDER BY week, user_name")
-    return db.query(sql, {"account": account, "since": since})
+    return db.query(sql, {"account": account, "since": since, "now": time.time()})
 
 
 def _decoded(row: dict, columns: tuple[str, ...]) -> dict:
