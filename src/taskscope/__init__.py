@@ -33,7 +33,7 @@ def open(path: str | Path = DEFAULT_STORE, read_only: bool = False) -> "Store": 
 
 def __getattr__(name: str) -> Any:
     if name in ("Store", "StoreError"):
-        from taskscope import store
+        from taskscope import store  # on first use, as in `open`
 
         return getattr(store, name)
     raise AttributeError(f"module 'taskscope' has no attribute {name!r}")
