@@ -3,7 +3,9 @@ on loopback, over the corpus runs and fresh real Parsl runs."""
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import shutil
 import socket
 import sqlite3
@@ -681,3 +683,27 @@ def test_cli_reports_a_port_in_use_in_one_line(tmp_path):
     assert done.stderr.strip() == (f"error: port {port} on 127.0.0.1 is in use: stop what listens there "
                                    "or choose another port with --port")
     assert "http://" not in done.stdout + done.stderr
+
+
+def test_text_task_ids_are_listed_naturally_and_each_link_opens_its_task(tmp_path):
+    """Ids of any system (a Dask key may hold a slash, a space, a '#' or a '?') reach their page."""
+    ids = ["sample-10", "sample #1/a b?", "sample-2", "9", "10"]
+    events = tmp_path / "app.jsonl"
+    events.write_text("".join(json.dumps({"ts": 1_700_000_000.0 + n, "message": f"working on {task}",
+                                          "run_id": "text-ids", "task_id": task, "app_name": "f"}) + "\n"
+                              for n, task in enumerate(ids)))
+    store = taskscope.open(":memory:")
+    store.ingest(events)
+    server = Server(Dashboard(store))
+    try:
+        status, _, body = fetch(f"{server.url}/runs/text-ids/tasks")
+        assert status == 200
+        links = re.findall(r'class="task-link" href="([^"]*)">([^<]*)</a>', body)
+        assert [html.unescape(text) for _, text in links] == ["9", "10", "sample #1/a b?", "sample-2", "sample-10"]
+        for href, text in links:
+            status, _, page = fetch(server.url + href)
+            assert status == 200 and f"working on {html.unescape(text)}" in html.unescape(page), href
+            detail = server.json(href.replace("/runs/", "/api/runs/", 1))
+            assert detail["task_id"] == html.unescape(text)
+    finally:
+        server.stop()

@@ -30,14 +30,14 @@ def task_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str,
     return task_detail(con, run_id, task_id, edges=run_dependencies(con, dashboard, run_id))
 
 
-@router.get("/api/runs/{run}/tasks/{task_id}")
+@router.get("/api/runs/{run}/tasks/{task_id:path}")  # ids are text: a Dask key may hold a slash
 def task_json(request: Request, run: str, task_id: str, con=Depends(read_connection)):
     """One task: tries, dependencies, stages (intervals), resource samples, stdout/stderr
     paths and its whole cross-log timeline."""
     return json_response(task_data(con, request.app.state.dashboard, resolve_run(con, run), task_id))
 
 
-@router.get("/runs/{run}/tasks/{task_id}")
+@router.get("/runs/{run}/tasks/{task_id:path}")
 def task_page(request: Request, run: str, task_id: str, con=Depends(read_connection)):
     run_id = resolve_run(con, run)
     data = task_data(con, request.app.state.dashboard, run_id, task_id)
