@@ -21,6 +21,7 @@ from pathlib import Path
 
 import duckdb
 import httpx
+import markupsafe
 import pytest
 
 import taskscope
@@ -491,6 +492,7 @@ def test_fleet_upload_shows_a_parsl_run_with_its_counts(fleet, run_name, has_fai
         # the token's user, whoever the run says ran it (kept as claimed_user)
         assert (clusters[run_id]["user_name"], clusters[run_id]["claimed_user"]) == ("bob", run.user)
         assert clusters[run_id]["compute_s"] > 0 and clusters[run_id]["cost"] > 0
+        check_parsl_failures(server, tokens["bob"], clusters[run_id])
     assert expected.tasks.sum() > 0 and (expected.tasks_failed.sum() > 0) == has_failures
     # uploading again replaces the summary: still one cluster per run
     cli("fleet", "upload", str(runinfo), "--server", server.url, "--token", tokens["bob"], "--store", str(event_store))
@@ -498,6 +500,27 @@ def test_fleet_upload_shows_a_parsl_run_with_its_counts(fleet, run_name, has_fai
     assert sorted(n for n in names if n in expected.index) == sorted(expected.index)
     assert not any(c["name"] in expected.index for c in api.list_clusters(since=None, server=server.url,
                                                                           token=tokens["alice"]))
+    for run_id in expected.index:  # the failures were replaced, not added again
+        [cluster] = [c for c in api.list_clusters(since=None, server=server.url, token=tokens["bob"])
+                     if c["name"] == run_id]
+        check_parsl_failures(server, tokens["bob"], cluster)
+
+
+def check_parsl_failures(server: FleetServer, token: str, cluster: dict) -> None:
+    """The cluster list's exception count is what list_exceptions returns, each with its message,
+    and the run's failures by type carry the message of their first failure, shown on the page."""
+    found = api.list_exceptions(since=None, cluster_id=cluster["cluster_id"], server=server.url, token=token)
+    assert cluster["exceptions"] == len(found)
+    run = api.call("GET", f"/api/v1/clusters/{cluster['cluster_id']}", server=server.url, token=token)["parsl_run"]
+    assert sum(failure["count"] for failure in run["failures"]) == len(found)
+    page = server.get(f"/clusters/{cluster['cluster_id']}", token).text
+    for failure in run["failures"]:
+        texts = [x["exception_text"] for x in found if x["exception_text"].startswith(failure["exception_type"])]
+        assert texts and failure["message"] in texts
+        assert failure["message"] != failure["exception_type"]  # the message, not only the type
+        assert str(markupsafe.escape(failure["message"])) in page
+    for exception in found:
+        assert "\n" not in exception["exception_text"] and len(exception["exception_text"]) <= 300
 
 
 def test_cli_errors_are_one_line_with_exit_2(tmp_path):

@@ -88,7 +88,7 @@ MAX_REJECTED_BYTES = 64 * 1024
 
 #: the fields kept of a parsl.run message's apps and failures (what the pages show)
 _APP_FIELDS = ("app_name", "tasks", "failed", "mean_duration_s")
-_FAILURE_FIELDS = ("exception_type", "count", "tasks")
+FAILURE_FIELDS = ("exception_type", "count", "tasks", "message")
 
 
 class AccountError(ValueError):
@@ -439,10 +439,12 @@ def _store_profile(con: "_BatchWriter", account: str, cluster_id: str, m: dict) 
 def _store_parsl_run(con: "_BatchWriter", account: str, cluster_id: str, m: dict) -> None:
     start, stop = _number(m.get("start")), _number(m.get("stop"))
     con.execute("DELETE FROM parsl_runs WHERE account = ? AND cluster_id = ?", [account, cluster_id])
+    # the run's failed tries follow it in the same batch: an upload again replaces them too
+    con.execute("DELETE FROM exceptions WHERE account = ? AND cluster_id = ?", [account, cluster_id])
     con.execute("INSERT INTO parsl_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [account, cluster_id, _text(m.get("run_id")), _text(m.get("workflow_name")), start, stop,
                  _integer(m.get("tasks")), _integer(m.get("tasks_failed")), _records_of(m.get("apps"), _APP_FIELDS),
-                 _records_of(m.get("failures"), _FAILURE_FIELDS), _integer(m.get("workers")), _integer(m.get("cores")),
+                 _records_of(m.get("failures"), FAILURE_FIELDS), _integer(m.get("workers")), _integer(m.get("cores")),
                  _number(m.get("wall_s")), _number(m.get("core_seconds")), _number(m.get("compute_s")),
                  _number(m.get("cost"))])
     # a Parsl run is its own cluster: its start and stop are the run's

@@ -14,7 +14,7 @@ import time
 
 import pandas as pd
 
-from taskscope.fleet.db import FleetDB
+from taskscope.fleet.db import FAILURE_FIELDS, FleetDB
 from taskscope.fleet.protocol import DEFAULT_SEND_INTERVAL_S, LOST_AFTER_INTERVALS
 from taskscope.time_bounds import epoch_since
 from taskscope.presenters.format import records
@@ -55,7 +55,7 @@ SELECT m.cluster_id, m.kind, m.name, m.user_name, m.claimed_user, m.host, m.addr
        coalesce(u.max_workers, p.workers) AS workers, coalesce(u.max_threads, p.cores) AS threads,
        coalesce(w.computations, 0) AS computations,
        coalesce(g.tasks, p.tasks) AS tasks, coalesce(g.tasks_failed, p.tasks_failed) AS tasks_failed,
-       coalesce(e.exceptions, 0) + coalesce(p.tasks_failed, 0) AS exceptions,
+       coalesce(e.exceptions, 0) AS exceptions,
        coalesce(g.compute_s, p.compute_s) AS compute_s,
        coalesce(u.core_seconds, p.core_seconds) AS core_seconds,
        coalesce(p.cost, coalesce(u.core_seconds, p.core_seconds, 0) / 3600 * m.price_per_core_hour
@@ -176,7 +176,12 @@ def parsl_run(db: FleetDB, account: str, cluster_id: str) -> dict | None:
     """The Parsl run summary of a `kind: parsl` cluster, else None."""
     rows = records(db.query("SELECT * EXCLUDE (account, cluster_id) FROM parsl_runs WHERE account = ? "
                              "AND cluster_id = ?", [account, cluster_id]))
-    return _decoded(rows[0], ("apps", "failures")) if rows else None
+    if not rows:
+        return None
+    run = _decoded(rows[0], ("apps", "failures"))
+    # runs stored before a field existed lack it: every failure has every field, None when unknown
+    run["failures"] = [{field: failure.get(field) for field in FAILURE_FIELDS} for failure in run["failures"] or []]
+    return run
 
 
 def rejected(db: FleetDB, account: str, limit: int = 100) -> list[dict]:

@@ -26,6 +26,23 @@ from taskscope.analyses.tasks import tasks
 from taskscope.fleet.api import call, connection
 from taskscope.fleet.protocol import DEFAULT_PRICE_PER_CORE_HOUR, INGEST_PATH, PROTOCOL_VERSION
 
+#: failed tries sent as ``exception`` messages per run (their count is in the run's ``failures``)
+MAX_FAILURES_SENT = 1000
+#: characters kept of a failure's message (its first line)
+MAX_FAILURE_TEXT = 300
+#: each failed try of a run: when, task, try, app, exception type and monitoring's fail history
+_FAILED_TRIES_SQL = """
+    SELECT min(ts) AS ts, task_id, try_id, any_value(app_name) AS app_name,
+           any_value(attrs->>'exception_type') FILTER (WHERE event = 'task.try_failed') AS exception_type,
+           any_value(nullif(attrs->>'task_fail_history', '')) FILTER (WHERE event = 'try.info') AS history
+    FROM events
+    WHERE run_id = ? AND task_id IS NOT NULL AND try_id IS NOT NULL
+      AND (event = 'task.try_failed' OR (event = 'try.info' AND nullif(attrs->>'task_fail_history', '') IS NOT NULL))
+    GROUP BY task_id, try_id
+    ORDER BY ts, task_id, try_id
+    LIMIT ?
+"""
+
 #: cluster ids of uploaded runs are uuid5(this, run_id): stable across uploads of the same run
 RUN_NAMESPACE = uuid.UUID("4b0b1a5e-6f0c-4d39-9a57-7a1f0e5d2c11")
 
@@ -35,7 +52,8 @@ class UploadError(RuntimeError):
 
 
 def run_messages(store, price_per_core_hour: float = DEFAULT_PRICE_PER_CORE_HOUR) -> list[dict]:
-    """One `parsl.run` message per run in `store` (tasks, apps, failures, workers, wall time, cost).
+    """One `parsl.run` message per run in `store` (tasks, apps, failures, workers, wall time, cost), each
+    followed by its failed tries as ``exception`` messages (`failure_messages`).
 
     Cores are the run's CPU cores where monitoring or the interchange reported them, else its worker
     slots; core-seconds are those cores held for the run's wall time (first to last event);
@@ -65,18 +83,50 @@ def run_messages(store, price_per_core_hour: float = DEFAULT_PRICE_PER_CORE_HOUR
             "compute_s": _float(task_run_s.sum()) if task_run_s.notna().any() else None,
             "cost": core_seconds / 3600 * price_per_core_hour if core_seconds is not None else None,
         })
+        failed = failure_messages(store.con, run_id)
+        for failure in messages[-1]["failures"]:  # each type with the message of its first failure
+            failure["message"] = next((m["exception_text"] for m in failed
+                                       if m["exception_type"] == failure["exception_type"]), None)
+        messages.extend(failed)
     return messages
 
 
-def batch_for(message: dict) -> dict:
-    """The protocol batch carrying one `parsl.run` message, under its run's cluster."""
+def failure_messages(con, run_id: str) -> list[dict]:
+    """One ``exception`` message per failed try of `run_id` (at most `MAX_FAILURES_SENT`), oldest first:
+    the task id as key, the app as task group, and as text the failure's message (``ValueError('bad 0')``,
+    from monitoring's fail history, its first line, at most `MAX_FAILURE_TEXT` characters), else its type.
+
+    >>> failure_messages(taskscope.open("run.duckdb").con, "0")[0]["exception_text"]  # doctest: +SKIP
+    "ValueError('bad 0')"
+    """
+    rows = con.execute(_FAILED_TRIES_SQL, [run_id, MAX_FAILURES_SENT]).fetchall()
+    return [{"kind": "exception", "ts": ts, "key": str(task_id), "task_group": app_name,
+             "exception_text": failure_text(history, exception_type), "exception_type": exception_type or "unknown",
+             "traceback_text": None, "worker": None,
+             "computation_id": None, "run_id": run_id, "try_id": try_id}
+            for ts, task_id, try_id, app_name, exception_type, history in rows]
+
+
+def failure_text(history: str | None, exception_type: str | None) -> str:
+    """What a failed try says: the first line of its fail history (bounded), else its type.
+
+    >>> failure_text("ValueError('bad 0')\\nmore", "ValueError"), failure_text(None, None)
+    ("ValueError('bad 0')", 'unknown')
+    """
+    text = (history or "").strip().splitlines()[0].strip() if (history or "").strip() else ""
+    text = text or exception_type or "unknown"
+    return text if len(text) <= MAX_FAILURE_TEXT else text[:MAX_FAILURE_TEXT - 1] + "…"
+
+
+def batch_for(message: dict, failures: list[dict] = ()) -> dict:
+    """The protocol batch carrying one `parsl.run` message and its failed tries, under its run's cluster."""
     return {
         "protocol": PROTOCOL_VERSION, "batch_id": uuid.uuid4().hex, "sent_at": time.time(),
         # no user recorded in the run: the server takes the token's user
         "cluster": {"cluster_id": uuid.uuid5(RUN_NAMESPACE, message["run_id"]).hex, "kind": "parsl",
                     "name": message["run_id"], "user": message["user"],
                     "host": message["host"] or socket.gethostname()},
-        "messages": [message],
+        "messages": [message, *failures],
     }
 
 
@@ -97,8 +147,10 @@ def upload_runs(runinfo: str | Path, server: str | None = None, token: str | Non
     if not messages:
         raise UploadError(f"no Parsl run found in {runinfo}")
     sent = []
-    for message in messages:
-        batch = batch_for(message)
+    runs = [message for message in messages if message["kind"] == "parsl.run"]
+    for message in runs:
+        failed = [m for m in messages if m["kind"] == "exception" and m["run_id"] == message["run_id"]]
+        batch = batch_for(message, failed)
         call("POST", INGEST_PATH, json=batch, server=server, token=token, verify=verify, timeout_s=60.0)
         sent.append({"run_id": message["run_id"], "cluster_id": batch["cluster"]["cluster_id"],
                      "tasks": message["tasks"], "tasks_failed": message["tasks_failed"], "cost": message["cost"]})
