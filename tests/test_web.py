@@ -627,11 +627,14 @@ def test_bad_urls_get_the_html_error_page_and_api_urls_json(browser):
         status, content_type, body = fetch(server.url + path)
         assert (status, content_type) == (expected, "text/html"), path
         assert '<p class="error">' in body and "detail" not in body, path
-    apis = {"/api/nope": 404, f"/api/runs/{run_id}/tasks?page=0": 422, f"/api/runs/{run_id}/tasks/abc": 404}
+    apis = {"/api/nope": 404, f"/api/runs/{run_id}/tasks?page=0": 422}
     for path, expected in apis.items():
         status, content_type, body = fetch(server.url + path)
         assert (status, content_type) == (expected, "application/json"), path
         assert json.loads(body)["detail"], path
+    status, content_type, body = fetch(f"{server.url}/api/runs/{run_id}/tasks/abc")  # not found, like a run
+    assert (status, content_type) == (404, "application/json")
+    assert json.loads(body) == {"error": f"run {run_id} has no task abc"}
     status, content_type, _ = fetch(server.url + "/favicon.ico")
     assert status == 200 and content_type.startswith("image/")
     watched = Watched(browser)
