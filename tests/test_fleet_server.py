@@ -453,11 +453,17 @@ def test_a_revoked_token_is_refused(tmp_path):
         server.stop()
 
 
-def test_https_with_a_self_signed_certificate(tmp_path):
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by itself (its own CA bundle) and its key, made by openssl."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
                     "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True)
+    return cert, key
+
+
+def test_https_with_a_self_signed_certificate(tmp_path):
+    cert, key = self_signed_certificate(tmp_path)
     store = tmp_path / "fleet.duckdb"
     token = make_token(store, "team-a", "alice")
     server = FleetServer(store, tls=(cert, key))
@@ -651,3 +657,42 @@ def test_an_older_store_is_migrated_to_the_tokens_user_in_place(tmp_path):
         assert reopened.query("SELECT user_name, claimed_user FROM clusters").values.tolist() == [["alice", "root"]]
     finally:
         reopened.close()
+
+
+def test_the_dask_plugin_delivers_over_tls_to_a_private_ca_given_verify(tmp_path, caplog):
+    pytest.importorskip("distributed")
+    import dask.bag
+    from distributed import Client, LocalCluster
+
+    from taskscope.fleet.dask import register
+    from taskscope.fleet.sender import Sender
+
+    cert, key = self_signed_certificate(tmp_path)
+    store = tmp_path / "fleet.duckdb"
+    token = make_token(store, "team-a", "alice")
+    server = FleetServer(store, tls=(cert, key))
+    try:
+        with LocalCluster(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \
+                Client(cluster) as client:
+            register(client, server=server.url, token=token, verify=str(cert), spool_directory=str(tmp_path / "a"),
+                     interval=0.5)
+            scheduler_id = client.scheduler_info()["id"]
+            assert dask.bag.from_sequence(range(10), npartitions=2).sum().compute() == 45
+        [found] = api.list_clusters(since=None, server=server.url, token=token, verify=str(cert))
+        assert found["name"] == scheduler_id and found["stopped"] is not None and found["tasks"] > 0
+        with pytest.raises(ValueError, match="CA bundle"):
+            register(server=server.url, token=token, verify=str(tmp_path / "missing.pem"))
+
+        # without the CA: refused, kept in the spool, and said once as a WARNING however often it retries
+        caplog.set_level("INFO", logger="taskscope.fleet.sender")
+        sender = Sender(server.url, token, {"cluster_id": uuid.uuid4().hex, "kind": "dask"}, spool_dir=tmp_path / "b",
+                        retry_max_s=0.2)
+        sender.submit([{"kind": "workers", "ts": time.time(), "n_workers": 1}])
+        assert not sender.flush(timeout=30) and not sender.flush(timeout=30)
+        assert not sender.close(timeout=30)
+        refusals = [r for r in caplog.records if r.name == "taskscope.fleet.sender" and "TLS" in r.getMessage()]
+        assert [r.levelname for r in refusals] == ["WARNING"] and "CERTIFICATE_VERIFY_FAILED" in refusals[0].getMessage()
+        assert sender.stats.send_failures >= 3 and sender.stats.batches_sent == 0
+        assert len(api.list_clusters(since=None, server=server.url, token=token, verify=str(cert))) == 1
+    finally:
+        server.stop()

@@ -44,7 +44,7 @@ from distributed.versions import get_versions
 from tornado.ioloop import PeriodicCallback
 
 from taskscope.fleet.protocol import MAX_NESTING
-from taskscope.fleet.sender import Sender, encoded_size
+from taskscope.fleet.sender import Sender, encoded_size, tls_verification
 from taskscope.fleet.settings import DEFAULTS, FleetSettings
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class FleetPlugin(SchedulerPlugin):
         self.cluster_id = uuid.uuid4().hex
         self.sender = Sender(self.settings.server, self.settings.token, self._cluster_identity(),
                              spool_dir=self.settings.spool_directory, max_spool_bytes=self.settings.spool_max_bytes,
-                             retry_max_s=self.settings.retry_max)
+                             retry_max_s=self.settings.retry_max, verify=self.settings.verify)
         self._reset_state()
         self._queue("cluster.start", **self._start_record())
         self._seed()
@@ -455,6 +455,10 @@ def register(client=None, server: str | None = None, token: str | None = None, u
         return None
     if not settings.server or not settings.token:
         raise ValueError("taskscope fleet: give server= and token= (or set taskscope.fleet.server and .token)")
+    try:
+        tls_verification(settings.verify)
+    except OSError as exc:  # no such file, or no certificate in it
+        raise ValueError(f"taskscope fleet: cannot use {settings.verify} as a CA bundle: {exc}") from exc
     client = client or get_client()
     if settings.code_transmit and not dask.config.get("distributed.diagnostics.computations.nframes", 0):
         dask.config.set({"distributed.diagnostics.computations.nframes": CODE_FRAMES})
@@ -466,9 +470,12 @@ def register(client=None, server: str | None = None, token: str | None = None, u
 @click.option("--fleet-server", default=None, help="fleet server URL (else taskscope.fleet.server)")
 @click.option("--fleet-token", default=None, help="API token (else taskscope.fleet.token)")
 @click.option("--fleet-user", default=None, help="who runs this cluster (else taskscope.fleet.user, else the login)")
-async def dask_setup(scheduler, fleet_server: str | None, fleet_token: str | None, fleet_user: str | None) -> None:
-    """``dask scheduler --preload taskscope.fleet.dask [--fleet-server URL --fleet-token T]``."""
-    settings = FleetSettings.from_config(server=fleet_server, token=fleet_token, user=fleet_user)
+@click.option("--fleet-verify", default=None,
+              help="TLS: a CA bundle path, or false (else taskscope.fleet.verify, else the system's CAs)")
+async def dask_setup(scheduler, fleet_server: str | None, fleet_token: str | None, fleet_user: str | None,
+                     fleet_verify: str | None) -> None:
+    """``dask scheduler --preload taskscope.fleet.dask [--fleet-server URL --fleet-token T --fleet-verify ca.pem]``."""
+    settings = FleetSettings.from_config(server=fleet_server, token=fleet_token, user=fleet_user, verify=fleet_verify)
     if settings.disabled or PLUGIN_NAME in scheduler.plugins:
         return
     if not settings.server or not settings.token:

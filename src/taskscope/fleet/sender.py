@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import queue
+import ssl
 import threading
 import time
 import uuid
@@ -266,6 +267,31 @@ def _unsent_batches(path: Path) -> list[dict]:
     return list(batches.values())
 
 
+def tls_verification(verify: bool | str) -> bool | ssl.SSLContext:
+    """What httpx takes as `verify`: True (the system's CAs), False (no check), or for a CA bundle
+    path an SSL context trusting it (OSError when the file is missing or holds no certificate).
+    The strings "true"/"false" (from an environment variable) count as the booleans.
+
+    >>> tls_verification("false"), tls_verification(True)
+    (False, True)
+    """
+    if isinstance(verify, str) and verify.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
+        return verify.strip().lower() in ("true", "yes", "1")
+    if isinstance(verify, str):
+        return ssl.create_default_context(cafile=os.path.expanduser(verify))
+    return bool(verify)
+
+
+def refused_tls(error: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind a failed request (an untrusted certificate, a refused handshake), if any."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 class Sender:
     """Send messages about one cluster to a fleet server, from a background thread.
 
@@ -278,12 +304,14 @@ class Sender:
 
     def __init__(self, server: str, token: str, cluster: dict, *, spool_dir: Path | str | None = None,
                  max_spool_bytes: int = DEFAULT_MAX_SPOOL_BYTES, timeout: float = 5.0,
-                 retry_max_s: float = RETRY_MAX_S):
+                 retry_max_s: float = RETRY_MAX_S, verify: bool | str = True):
         self.server = server.rstrip("/")
         self.cluster = dict(cluster)
         self.stats = SenderStats()
         self._headers = {"Authorization": f"Bearer {token}"}
         self._timeout = timeout
+        self._verify = tls_verification(verify)  # a bad CA bundle fails here, in the caller, not later
+        self._tls_refusal_logged = False
         self._retry_max_s = retry_max_s
         self._spool = Spool(Path(spool_dir) if spool_dir else DEFAULT_SPOOL_DIR, self.server, token, max_spool_bytes)
         self._queue: queue.Queue = queue.Queue()
@@ -314,7 +342,7 @@ class Sender:
         return delivered
 
     def _run(self) -> None:
-        with httpx.Client(headers=self._headers, timeout=self._timeout) as http:
+        with httpx.Client(headers=self._headers, timeout=self._timeout, verify=self._verify) as http:
             self._loop(http)
 
     def _loop(self, http: httpx.Client) -> None:
@@ -358,6 +386,17 @@ class Sender:
                 self.stats.messages_dropped += len(chunk)
                 logger.warning("taskscope fleet: spool full, dropped a batch of %d messages", len(chunk))
 
+    def _log_send_failure(self, error: httpx.HTTPError) -> None:
+        """A refused TLS handshake is a setup error: a WARNING, once; an unreachable server is INFO."""
+        tls = refused_tls(error)
+        if tls is None:
+            logger.info("taskscope fleet: %s unreachable (%s); batch kept in the spool", self.server, error)
+        elif not self._tls_refusal_logged:
+            self._tls_refusal_logged = True
+            logger.warning("taskscope fleet: TLS with %s failed (%s); batches are kept in the spool. For a private "
+                           "CA set taskscope.fleet.verify to its CA bundle (verify=... in register())",
+                           self.server, tls)
+
     def _send_pending(self, http: httpx.Client) -> bool:
         """POST every pending batch in order; True when none is left."""
         for batch in self._spool.pending():
@@ -365,7 +404,7 @@ class Sender:
                 response = http.post(self.server + protocol.INGEST_PATH, **encoded_body({**batch, "sent_at": time.time()}))
             except httpx.HTTPError as error:
                 self.stats.send_failures += 1
-                logger.info("taskscope fleet: %s unreachable (%s); batch kept in the spool", self.server, error)
+                self._log_send_failure(error)
                 return False
             if response.status_code == 200:
                 self._spool.mark_sent(batch["batch_id"])

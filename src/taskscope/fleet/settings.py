@@ -9,6 +9,7 @@ Defaults (registered with ``dask.config.update_defaults`` when `taskscope.fleet.
         disabled: false            # true: the plugin sends nothing at all
         server: null               # e.g. http://fleet.example.org:8090
         token: null                # from `taskscope fleet token create`
+        verify: true               # TLS: true (system CAs), a CA bundle path (private CA), or false
         user: null                 # default: the login name where register()/the scheduler runs
         interval: 10s              # between two sends
         price-per-core-hour: 0.05
@@ -40,6 +41,7 @@ DEFAULTS = {"taskscope": {"fleet": {
     "disabled": False,
     "server": None,
     "token": None,
+    "verify": True,
     "user": None,
     "interval": f"{protocol.DEFAULT_SEND_INTERVAL_S:g}s",
     "price-per-core-hour": protocol.DEFAULT_PRICE_PER_CORE_HOUR,
@@ -52,7 +54,8 @@ DEFAULTS = {"taskscope": {"fleet": {
 
 #: FleetSettings field -> Dask config key (under taskscope.fleet)
 CONFIG_KEYS = {
-    "disabled": "disabled", "server": "server", "token": "token", "user": "user", "interval": "interval",
+    "disabled": "disabled", "server": "server", "token": "token", "verify": "verify", "user": "user",
+    "interval": "interval",
     "price_per_core_hour": "price-per-core-hour", "price_per_gb_hour": "price-per-gb-hour",
     "code_transmit": "code.transmit", "profile_transmit": "profile.transmit",
     "profile_interval": "profile.interval", "profile_max_bytes": "profile.max-bytes",
@@ -72,6 +75,7 @@ class FleetSettings:
 
     server: str | None = None
     token: str | None = None
+    verify: bool | str = True
     user: str | None = None
     disabled: bool = False
     interval: float = protocol.DEFAULT_SEND_INTERVAL_S
