@@ -53,8 +53,8 @@ def make_token(store: Path, account: str, user: str, *options: str) -> str:
 class FleetServer:
     """`taskscope fleet serve` in a child process; `restart()` kills it hard (SIGKILL) and starts it again."""
 
-    def __init__(self, store: Path, tls: tuple[Path, Path] | None = None):
-        self.store, self.tls = store, tls
+    def __init__(self, store: Path, tls: tuple[Path, Path] | None = None, env: dict[str, str] | None = None):
+        self.store, self.tls, self.env = store, tls, env or {}
         self.port = free_port()
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -65,7 +65,7 @@ class FleetServer:
                 "--port", str(self.port)]
         if self.tls:
             args += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
-        self.process = subprocess.Popen(args, env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
+        self.process = subprocess.Popen(args, env=dict(os.environ, PYTHONPATH=str(REPO / "src"), **self.env),
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -696,3 +696,38 @@ def test_the_dask_plugin_delivers_over_tls_to_a_private_ca_given_verify(tmp_path
         assert len(api.list_clusters(since=None, server=server.url, token=token, verify=str(cert))) == 1
     finally:
         server.stop()
+
+
+def page_figure(page: str, chart_id: str) -> dict:
+    """The Plotly figure a page draws in the element `chart_id`."""
+    found = re.search(r'<script type="application/json" class="figure" data-target="' + chart_id + r'">(.*?)</script>',
+                      page, re.S)
+    assert found, chart_id
+    return json.loads(found.group(1))
+
+
+def test_the_team_chart_compares_core_hours_and_costs_say_their_currency(fleet, tmp_path):
+    server, tokens, clusters = fleet
+    overview = server.get("/?since=", tokens["alice"]).text
+    figure = page_figure(overview, "chart-time")
+    assert figure["layout"]["yaxis"]["title"]["text"] == "core-hours"
+    held, computing = ({trace["name"].split(" (")[0]: trace for trace in figure["data"]}[name]
+                       for name in ("core-hours held", "core-hours computing"))
+    alice = held["x"].index("alice")
+    # dask_batch: 4 threads for 60 s then 2 threads for 60 s; task groups computing 12.5 s + 2.5 s
+    assert held["y"][alice] == pytest.approx((4 * 60 + 2 * 60) / 3600, abs=1e-4)
+    assert computing["y"][alice] == pytest.approx(15 / 3600, abs=1e-4)
+    assert "estimated cost (USD)" in overview and "(USD) per member per week" in overview
+    assert api.call("GET", "/api/v1/clusters?since=", server=server.url, token=tokens["alice"])["currency"] == "USD"
+    page = server.get(f"/clusters/{clusters['alice']}", tokens["alice"]).text
+    assert "USD per core-hour" in page and "USD per GiB-hour" in page and "GB-hour" not in page
+
+    store = tmp_path / "fleet.duckdb"
+    token = make_token(store, "team-a", "alice")
+    euros = FleetServer(store, env={"TASKSCOPE_FLEET_CURRENCY": "EUR"})
+    try:
+        assert euros.post(token, dask_batch(uuid.uuid4().hex, "alice")).status_code == 200
+        assert api.call("GET", "/api/v1/clusters?since=", server=euros.url, token=token)["currency"] == "EUR"
+        assert "estimated cost (EUR)" in euros.get("/clusters?since=", token).text
+    finally:
+        euros.stop()

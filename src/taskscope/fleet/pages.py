@@ -93,17 +93,18 @@ def overview(request: Request, since: str = DEFAULT_SINCE, caller: Caller = Depe
     db = request.app.state.db
     since_ts = _since_or_none(since)
     weeks = reads.team_weeks(db, caller.account, since=since_ts)
-    members = weeks.groupby("user_name", as_index=False)[["clusters", "cluster_hours", "compute_hours", "cost"]].sum() \
-        if not weeks.empty else weeks
+    members = weeks.groupby("user_name", as_index=False)[
+        ["clusters", "cluster_hours", "core_hours", "compute_hours", "cost"]].sum() if not weeks.empty else weeks
     weeks, members = with_durations(weeks), with_durations(members)
     charts = {
         "time": bar_figure(members.user_name.tolist() if not members.empty else [],
-                           {"cluster hours": _values(members, "cluster_hours"),
-                            "compute hours": _values(members, "compute_hours")},
-                           "cluster time against compute time, per member", "hours", stacked=False),
-        "cost": cost_heatmap(weeks),
+                           {"core-hours held (threads × wall time)": _values(members, "core_hours"),
+                            "core-hours computing (task compute time)": _values(members, "compute_hours")},
+                           "core-hours held against core-hours computing, per member", "core-hours", stacked=False),
+        "cost": cost_heatmap(weeks, request.app.state.currency),
     }
     return page("fleet_overview.html", {"title": f"Team overview ({caller.account})", "caller": caller,
+                                        "currency": request.app.state.currency,
                                         "since": since, "members": records(members), "weeks": records(weeks),
                                         "charts": charts})
 
@@ -113,6 +114,7 @@ def clusters_page(request: Request, since: str = DEFAULT_SINCE, user: str | None
                   caller: Caller = Depends(page_caller)):
     table = reads.clusters(request.app.state.db, caller.account, since=_since_or_none(since), user=user or None)
     return page("fleet_clusters.html", {"title": "Clusters", "caller": caller, "since": since, "user": user or "",
+                                        "currency": request.app.state.currency,
                                         "clusters": records(table), "charts": None})
 
 
@@ -137,6 +139,7 @@ def cluster_page(request: Request, cluster_id: str, caller: Caller = Depends(pag
     } if not samples.empty or computations or idle else {}
     return page("fleet_cluster.html", {
         "title": f"{found['kind']} cluster {found['name'] or cluster_id}", "caller": caller, "cluster": found,
+        "currency": request.app.state.currency,
         "computations": computations, "shared_groups": shared_groups(computations), "idle": idle, "charts": charts,
         "exceptions": reads.exceptions(db, account, cluster_id=cluster_id),
         "events": reads.events(db, account, cluster_id),
@@ -205,6 +208,7 @@ def with_durations(frame: pd.DataFrame) -> pd.DataFrame:
     """`frame` as the overview's tables show it: hours also in seconds (``cluster_s``, ``compute_s``) for
     the `seconds` filter, the cost to 4 decimals as on the clusters page."""
     return frame.assign(cluster_s=frame.get("cluster_hours", 0.0) * 3600.0,
+                        core_s=frame.get("core_hours", 0.0) * 3600.0,
                         compute_s=frame.get("compute_hours", 0.0) * 3600.0, cost=frame.get("cost", 0.0).round(4))
 
 
@@ -215,9 +219,9 @@ def held_until(samples: pd.DataFrame, stopped: float | None) -> pd.DataFrame:
     return pd.concat([samples, samples.tail(1).assign(ts=stopped)], ignore_index=True)
 
 
-def cost_heatmap(weeks: pd.DataFrame) -> dict:
-    """Cost per member (rows) per week (columns) as a Plotly heat map."""
-    layout = {"title": {"text": "estimated cost per member per week"},
+def cost_heatmap(weeks: pd.DataFrame, currency: str = "USD") -> dict:
+    """Cost per member (rows) per week (columns), in `currency`, as a Plotly heat map."""
+    layout = {"title": {"text": f"estimated cost ({plot_text(currency)}) per member per week"},
               "xaxis": {"title": {"text": "week starting (UTC)"}, "type": "category"},
               "yaxis": {"automargin": True}}
     if weeks.empty:

@@ -35,8 +35,9 @@ Message kinds (every message has ``kind`` and ``ts``; other fields may be absent
 ---------------------------------------------------------------------------------
 ``cluster.start``      scheduler_id, address, dashboard_link, started (epoch), python, platform,
                        versions: {package: version} of the scheduler, config: {privacy settings in force},
-                       price_per_core_hour, price_per_gb_hour, interval (seconds between two sends:
-                       a cluster silent for more than `LOST_AFTER_INTERVALS` of them is shown as lost)
+                       price_per_core_hour, price_per_gb_hour (per GiB-hour of memory; both in the
+                       server's currency), interval (seconds between two sends: a cluster silent for
+                       more than `LOST_AFTER_INTERVALS` of them is shown as lost)
 ``cluster.stop``       stopped (epoch)
 ``workers``            a sample: n_workers, n_threads, memory_used (bytes), memory_total (bytes),
                        tasks_processing, tasks_ready

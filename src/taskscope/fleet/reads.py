@@ -21,7 +21,8 @@ from taskscope.presenters.format import records
 
 _SINCE_UNITS = {"s": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400,
                 "w": 604800, "week": 604800}
-_BYTES_PER_GB = 2**30
+#: memory is priced per GiB-hour (the protocol's ``price_per_gb_hour``; every page says GiB)
+_BYTES_PER_GIB = 2**30
 
 #: one row per cluster of the account with its cost (workers samples integrated as a step function)
 CLUSTER_TABLE_SQL = f"""
@@ -34,7 +35,7 @@ held AS (
     FROM worker_samples s JOIN mine m USING (cluster_id) WHERE s.account = $account),
 usage AS (
     SELECT cluster_id, max(n_workers) AS max_workers, max(n_threads) AS max_threads,
-           sum(n_threads * held_s) AS core_seconds, sum(memory_total / {_BYTES_PER_GB} * held_s) AS gb_seconds
+           sum(n_threads * held_s) AS core_seconds, sum(memory_total / {_BYTES_PER_GIB} * held_s) AS gb_seconds
     FROM held GROUP BY cluster_id),
 work AS (
     SELECT cluster_id, count(DISTINCT computation_id) AS computations FROM computations
@@ -194,9 +195,12 @@ def rejected(db: FleetDB, account: str, limit: int = 100) -> list[dict]:
 
 
 def team_weeks(db: FleetDB, account: str, since: float | None = None) -> pd.DataFrame:
-    """Per member and week (of each cluster's start, UTC): cluster hours, compute hours, cost, clusters."""
+    """Per member and week (of each cluster's start, UTC): cluster (wall-clock) hours, core-hours held
+    (worker threads × time, a Parsl run's cores × wall time), compute hours (task compute time summed
+    over threads: core-hours too), cost, clusters."""
     sql = (f"SELECT user_name, strftime(date_trunc('week', to_timestamp(started)), '%Y-%m-%d') AS week, "
-           f"count(*) AS clusters, sum(duration_s) / 3600 AS cluster_hours, sum(compute_s) / 3600 AS compute_hours, "
+           f"count(*) AS clusters, sum(duration_s) / 3600 AS cluster_hours, sum(core_seconds) / 3600 AS core_hours, "
+           f"sum(compute_s) / 3600 AS compute_hours, "
            f"sum(cost) AS cost FROM ({CLUSTER_TABLE_SQL}) WHERE $since IS NULL OR started >= $since "
            f"GROUP BY ALL ORDER BY week, user_name")
     return db.query(sql, {"account": account, "since": since, "now": time.time()})

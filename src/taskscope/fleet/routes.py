@@ -77,7 +77,7 @@ def list_clusters(request: Request, since: Optional[str] = "7 days", user: Optio
                   caller: Caller = Depends(api_caller)):
     """Clusters active since `since` ("7 days", "2026-01-31", epoch s; empty for all), optionally of one user."""
     table = reads.clusters(request.app.state.db, caller.account, since=_since(since), user=user)
-    return json_response({"clusters": table})
+    return json_response({"clusters": table, "currency": request.app.state.currency})
 
 
 @router.get("/clusters/{cluster_id}")
@@ -85,6 +85,7 @@ def get_cluster(request: Request, cluster_id: str, caller: Caller = Depends(api_
     """One cluster with its versions, config, cost and (for Parsl) the run summary."""
     found = _known_cluster(request, caller, cluster_id)
     found["parsl_run"] = reads.parsl_run(request.app.state.db, caller.account, cluster_id)
+    found["currency"] = request.app.state.currency
     return json_response(found)
 
 

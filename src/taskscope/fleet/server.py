@@ -10,6 +10,7 @@ another account's rows. A batch is answered 200 only once it is committed.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import zlib
 
@@ -24,6 +25,12 @@ from taskscope.fleet.auth import Caller, NotAuthenticated, api_caller
 from taskscope.fleet.db import FleetDB
 from taskscope.fleet.protocol import INGEST_PATH, MAX_BATCH_BYTES, TOO_DEEP, ProtocolError, validate_batch
 from taskscope.web.server import is_loopback
+
+
+#: the unit of costs on the pages and in the API unless the server is told otherwise
+DEFAULT_CURRENCY = "USD"
+#: environment variable naming the currency of costs (e.g. EUR) for `taskscope fleet serve`
+CURRENCY_ENV = "TASKSCOPE_FLEET_CURRENCY"
 
 
 class RejectedBatch(Exception):
@@ -71,13 +78,15 @@ def _gunzip_bounded(body: bytes) -> bytes:
     return plain
 
 
-def create_app(db: FleetDB) -> FastAPI:
-    """The FastAPI app over `db`: ingest, the `/api/v1/...` reads and the pages.
+def create_app(db: FleetDB, currency: str = DEFAULT_CURRENCY) -> FastAPI:
+    """The FastAPI app over `db`: ingest, the `/api/v1/...` reads and the pages; costs are said to be
+    in `currency` (the prices the plugins send are taken to be in it).
 
-    >>> app = create_app(FleetDB("fleet.duckdb"))  # doctest: +SKIP
+    >>> app = create_app(FleetDB("fleet.duckdb"), currency="EUR")  # doctest: +SKIP
     """
     app = FastAPI(title="taskscope fleet", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
     app.state.db = db
+    app.state.currency = currency
 
     @app.exception_handler(NotAuthenticated)
     def not_authenticated(request: Request, exc: NotAuthenticated):
@@ -126,8 +135,10 @@ def _refuse(request: Request):
 
 
 def serve(store: str, host: str = "127.0.0.1", port: int = 8090,
-          tls_cert: str | None = None, tls_key: str | None = None) -> None:
+          tls_cert: str | None = None, tls_key: str | None = None, currency: str | None = None) -> None:
     """Run the fleet server with uvicorn until interrupted (warns when `host` is not loopback).
+
+    `currency` names the unit of costs (default: the environment variable `CURRENCY_ENV`, else USD).
 
     >>> serve("fleet.duckdb", host="0.0.0.0", port=8443, tls_cert="cert.pem", tls_key="key.pem")  # doctest: +SKIP
     """
@@ -136,7 +147,7 @@ def serve(store: str, host: str = "127.0.0.1", port: int = 8090,
         print(f"warning: listening on {host}, not a loopback address{plain}", file=sys.stderr)
     db = FleetDB(store)
     try:
-        uvicorn.run(create_app(db), host=host, port=port, log_level="warning",
-                    ssl_certfile=tls_cert, ssl_keyfile=tls_key)
+        app = create_app(db, currency or os.environ.get(CURRENCY_ENV) or DEFAULT_CURRENCY)
+        uvicorn.run(app, host=host, port=port, log_level="warning", ssl_certfile=tls_cert, ssl_keyfile=tls_key)
     finally:
         db.close()
