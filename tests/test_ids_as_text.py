@@ -197,3 +197,14 @@ def test_a_file_that_is_not_duckdb_is_refused_as_a_store(tmp_path, content):
     assert len(done.stderr.strip().splitlines()) == 1
     assert "is not a taskscope store" in done.stderr
     assert path.read_bytes() == content
+
+
+def test_a_sqlite_file_is_refused_as_the_fleet_store(tmp_path):
+    database = tmp_path / "fleet.sqlite"
+    with sqlite3.connect(database) as con:
+        con.execute("CREATE TABLE accounts (account TEXT)")
+    content = database.read_bytes()
+    done = run_cli("fleet", "serve", "--store", str(database), "--port", "1", timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"error: {database} is a SQLite database, not a fleet store"]
+    assert database.read_bytes() == content

@@ -38,9 +38,14 @@ class NotAStoreError(ValueError):
     """A file given as a store that is not a DuckDB file (a SQLite database, a log, ...)."""
 
 
-def check_store_file(path: str | Path) -> None:
+#: what the refusal of a SQLite file suggests instead, for taskscope's own store
+MONITORING_DB_HINT = "to read a Parsl monitoring.db, ingest it: taskscope ingest monitoring.db"
+
+
+def check_store_file(path: str | Path, what: str = "taskscope store",
+                     sqlite_hint: str | None = MONITORING_DB_HINT) -> None:
     """Raise NotAStoreError when `path` exists and is not a DuckDB file; a missing path (a
-    store still to be made) and ":memory:" pass.
+    store still to be made) and ":memory:" pass. `what` names the kind of store in the message.
 
     >>> check_store_file("/etc/hostname")  # doctest: +SKIP
     Traceback (most recent call last):
@@ -58,11 +63,11 @@ def check_store_file(path: str | Path) -> None:
     except OSError as exc:
         raise NotAStoreError(f"{path} cannot be read: {exc.strerror or exc}") from None
     if head.startswith(_SQLITE_MAGIC):
-        raise NotAStoreError(f"{path} is a SQLite database, not a taskscope store "
-                             "(to read a Parsl monitoring.db, ingest it: taskscope ingest monitoring.db)")
+        hint = f" ({sqlite_hint})" if sqlite_hint else ""
+        raise NotAStoreError(f"{path} is a SQLite database, not a {what}{hint}")
     if head[_DUCKDB_MAGIC_OFFSET:_DUCKDB_MAGIC_OFFSET + len(DUCKDB_MAGIC)] != DUCKDB_MAGIC:
-        what = "an empty file" if not head else "not a DuckDB file"
-        raise NotAStoreError(f"{path} is not a taskscope store ({what})")
+        problem = "an empty file" if not head else "not a DuckDB file"
+        raise NotAStoreError(f"{path} is not a {what} ({problem})")
 
 
 def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:

@@ -32,6 +32,7 @@ from taskscope.relations import RelationError
 from taskscope.rules import RuleError
 from taskscope.sources import SourceError
 from taskscope.store import DEFAULT_STORE, StoreError
+from taskscope.store_format import NotAStoreError
 
 # a pipe gets wide lines rather than a table folded to 80 columns
 # markup off: what these print is data (file names, log text, app names) in which `[/tmp]` or
@@ -65,7 +66,7 @@ def user_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except (StoreError, MissingInputError, RunNotFound, RuleError, RelationError, SourceError, SelectorError,
-                FieldError, PlotError) as exc:
+                FieldError, PlotError, NotAStoreError) as exc:
             fail(str(exc))
         except duckdb.Error as exc:  # bad SQL from `taskscope sql`, a locked store, ...
             fail(str(exc).splitlines()[0])

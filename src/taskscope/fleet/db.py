@@ -27,6 +27,7 @@ import duckdb
 import pandas as pd
 
 from taskscope.fleet.protocol import DEFAULT_PRICE_PER_CORE_HOUR, DEFAULT_PRICE_PER_GB_HOUR
+from taskscope.store_format import check_store_file
 
 #: every token starts with this, so a leaked one is recognisable in logs and secret scanners
 TOKEN_PREFIX = "tsf_"
@@ -178,6 +179,7 @@ class FleetDB:
 
     def __init__(self, path: str):
         self.path = path
+        check_store_file(path, "fleet store", sqlite_hint=None)  # before DuckDB, which would try to attach it
         self.con = duckdb.connect(path)
         self._lock = threading.Lock()
         self.con.execute(SCHEMA)
