@@ -25,7 +25,7 @@ from rich.text import Text
 from taskscope.analyses.selectors import SelectorError
 from taskscope.analyses.series import FieldError
 from taskscope.ingest import MissingInputError
-from taskscope.plotting import PlotError
+from taskscope.plotting import PlotError, save_figure
 from taskscope.presenters.format import cell, clock, json_bytes, short_clocks
 from taskscope.analyses.runs import RunNotFound
 from taskscope.relations import RelationError
@@ -228,7 +228,5 @@ def save_plot(figure, path: Optional[Path]) -> None:
     """Write a Plotly figure to `path` (.html, self-contained; or .png) and say where."""
     if path is None:
         return
-    from taskscope.plotting import save_figure
-
     save_figure(figure, path)
     err_console.print(f"wrote {path}", highlight=False)

@@ -17,6 +17,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 import taskscope
 from taskscope.commands.common import RunOption, StoreOption, console, err_console, fail, user_errors
+from taskscope.export.otlp import export_otlp
+from taskscope.export.parquet import export_parquet
+from taskscope.export.perfetto import export_perfetto
 from taskscope.export.summary import ExportError, ExportSummary
 
 
@@ -74,10 +77,6 @@ def export_command(
 
 
 def _export(store, export_format: ExportFormat, out: Path, run, overwrite: bool, batch: int, on_progress) -> ExportSummary:
-    from taskscope.export.otlp import export_otlp
-    from taskscope.export.parquet import export_parquet
-    from taskscope.export.perfetto import export_perfetto
-
     if export_format is ExportFormat.parquet:
         return export_parquet(store, out, run, overwrite=overwrite, on_progress=on_progress)
     if export_format is ExportFormat.perfetto:

@@ -7,11 +7,17 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import duckdb
+import pandas as pd
 import typer
 
 from taskscope.commands.common import (
     FormatOption, OutputFormat, console, err_console, fail, print_frame, require, user_errors,
 )
+from taskscope.fleet import api
+from taskscope.fleet.api import FleetAPIError
+from taskscope.fleet.db import AccountError, FleetDB
+from taskscope.fleet.upload import UploadError, upload_runs
 
 DEFAULT_FLEET_STORE = "fleet.duckdb"
 
@@ -38,10 +44,6 @@ def register(app: typer.Typer) -> None:
 
 
 def _open_db(store: str):
-    import duckdb
-
-    from taskscope.fleet.db import FleetDB
-
     try:
         return FleetDB(store)
     except duckdb.Error as exc:
@@ -65,6 +67,7 @@ def serve(
 
     Example: taskscope fleet serve --store fleet.duckdb --host 0.0.0.0 --port 8443 --tls-cert cert.pem --tls-key key.pem
     """
+    # the fleet server and uvicorn take a second to import: only this command needs them
     from taskscope.fleet import server
 
     if (tls_cert is None) != (tls_key is None):
@@ -165,8 +168,6 @@ def token_revoke(
 
 
 def _in_store(store: str, change):
-    from taskscope.fleet.db import AccountError
-
     db = _open_db(store)
     try:
         return change(db)
@@ -177,8 +178,6 @@ def _in_store(store: str, change):
 
 
 def _through_server(request):
-    from taskscope.fleet import api
-
     try:
         return request(api)
     except api.FleetAPIError as exc:
@@ -201,9 +200,6 @@ def upload(
     Example: taskscope fleet upload runinfo/ --server https://fleet.example.org:8443 --token tsf_...
     """
     require("httpx")  # before the ingest, not after it
-    from taskscope.fleet.api import FleetAPIError
-    from taskscope.fleet.upload import UploadError, upload_runs
-
     if not runinfo.exists():
         fail(f"no such folder: {runinfo}")
     if ca_bundle is not None and not ca_bundle.is_file():
@@ -213,6 +209,4 @@ def upload(
                            verify=str(ca_bundle) if ca_bundle else True)
     except (UploadError, FleetAPIError) as exc:
         fail(str(exc))
-    import pandas as pd
-
     print_frame(pd.DataFrame(sent), fmt, "uploaded runs")

@@ -32,6 +32,7 @@ def ui(
 
     Example: taskscope ui runinfo/ --port 8080   (then open http://127.0.0.1:8080)
     """
+    # the web app and uvicorn take a second to import: only this command needs them
     from taskscope.web.dashboard import open_dashboard
     from taskscope.web.server import CannotListen, listen, serve
 

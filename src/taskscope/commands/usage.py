@@ -13,8 +13,10 @@ from typing import Optional
 import typer
 
 import taskscope
+from taskscope._sql import scalar
 from taskscope.commands.common import FormatOption, OutputFormat, StoreOption, console, print_frame, err_console, fail, user_errors
-from taskscope.usage import protocol
+from taskscope.usage import protocol, reports
+from taskscope.usage.collector import Collector
 
 usage_app = typer.Typer(
     help="Opt-in usage tracking: collect Parsl's (or any UsageTracker's) UDP messages, then report on them.\n\n"
@@ -76,8 +78,6 @@ def collect(
 
     Example: taskscope usage collect --store usage.duckdb --ui-port 8080   (then http://127.0.0.1:8080/usage)
     """
-    from taskscope.usage.collector import Collector
-
     # handlers first: a signal that comes while the store opens still stops the collector cleanly
     stop_requested = threading.Event()
     running: list[Collector] = []
@@ -115,7 +115,7 @@ def collect(
 
 
 def _listen_for_dashboard(host: str, port: int):
-    from taskscope.web.server import listen_tcp
+    from taskscope.web.server import listen_tcp  # a second to import (uvicorn): only for --ui-port
 
     try:
         return listen_tcp(host, port)
@@ -125,7 +125,7 @@ def _listen_for_dashboard(host: str, port: int):
 
 def _serve_dashboard(collector, sock) -> str:
     """Serve the web app from this process over the collector's store; return its /usage URL."""
-    from taskscope.web.server import serve_beside_collector
+    from taskscope.web.server import serve_beside_collector  # a second to import: only for --ui-port
 
     host, port = serve_beside_collector(collector, sock).address
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/usage"
@@ -166,8 +166,6 @@ def report(
 
       taskscope usage report over-time --period week --product parsl --format csv
     """
-    from taskscope.usage import reports
-
     with taskscope.open(store, read_only=True) as opened:
         if not _has_usage_events(opened):
             fail(f"{store} holds no usage messages (collect them with `taskscope usage collect --store {store}`)")
@@ -180,6 +178,4 @@ def report(
 
 
 def _has_usage_events(store) -> bool:
-    from taskscope._sql import scalar
-
     return bool(scalar(store.con, "SELECT count(*) FROM events WHERE source = 'usage'"))
