@@ -97,6 +97,27 @@ def test_a_log_is_recognised_once_it_has_lines(tmp_path):
         assert store.sql("SELECT source FROM ingested_files").source[0] == "parsl_textlog"
 
 
+def test_a_log_replaced_by_another_format_is_read_as_that_format(tmp_path):
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    log = folder / "app.log"
+    parsl_log = (corpus_path("parsl-2025-textlog") / "000" / "database_manager.log").read_text()
+    log.write_text(parsl_log)
+    with taskscope.open(str(tmp_path / "s.duckdb")) as store:
+        first = store.ingest(folder)
+        assert first.events == 8 and store.sql("SELECT DISTINCT source FROM ingested_files").source.tolist() == ["parsl_textlog"]
+        log.write_text(RAY_LOG * 20)  # another program's log under the same name
+        second = store.ingest(folder)
+        assert any("now read as timestamped_text" in note for note in second.notes)
+        assert set(store.sql("SELECT DISTINCT source FROM events").source) == {"text"}
+        assert store.sql("SELECT count(*) AS n FROM events").n[0] == 80
+        log.write_text(SNAKEMAKE_LOG * 20)
+        third = store.ingest(folder)
+        assert store.sql("SELECT count(*) AS n FROM events").n[0] == 0 and third.bad_lines == 0
+        row = store.sql("SELECT source, note FROM ingested_files")
+        assert row.source.isna().all() and row.note[0] == "unknown format"
+
+
 def test_a_path_with_nothing_readable_is_one_warning_and_exit_0(tmp_path):
     folder = tmp_path / "results"
     folder.mkdir()

@@ -22,7 +22,7 @@ import duckdb
 
 from taskscope._sql import registered, scalar
 from taskscope.ingest.archives import READ_ERRORS, as_local_file, change_marker
-from taskscope.ingest.discover import InputFile, KnownSource, discover
+from taskscope.ingest.discover import InputFile, KnownSource, discover, recognised_again
 from taskscope.ingest.lines import bad_lines_sql, file_size, read_new_lines, usable_lines_sql
 from taskscope.ingest.staging import STAGED, create_staging
 from taskscope.relate import RelateReport, Relation, relate
@@ -325,6 +325,18 @@ def _ingest_one(con, item: InputFile, known: dict[str, _KnownFile], report: Inge
         return
     reading = _Reading(seen.bytes_read, seen.lines_read)
     restart = _why_read_again(item, size, seen, source, whole)
+    if restart and not whole:  # another file took its name: what it is now is told by its content
+        fresh = recognised_again(item)
+        if fresh.source != source.name:
+            _forget_file(con, seen.file_id)
+            con.execute("UPDATE ingested_files SET source = NULL, bytes_read = 0, lines_read = 0, head = NULL "
+                        "WHERE file_id = ?", [seen.file_id])
+            fresh_source = source_named(fresh.source) if fresh.source else None
+            if fresh_source is None:
+                _skip(con, fresh, seen, size, report)
+                return
+            item, source = fresh, fresh_source
+            restart = f"{restart}, now read as {source.name}"
     if restart:
         reading.notes.append(f"{restart}: read again from the start")
     if whole or restart:

@@ -248,6 +248,16 @@ class _Finder:
         yield item
 
 
+def recognised_again(item: InputFile) -> InputFile:
+    """A plain file's input as its content says now (another file took its name).
+
+    >>> recognised_again(InputFile(path="/no/such.log", rel="such.log", source="parsl_textlog")).unreadable
+    True
+    """
+    fresh = InputFile(path=item.path, rel=item.rel, source=None, run_dir=item.run_dir)
+    return _sniffed(fresh, read_head(fresh.open, SAMPLE_BYTES))
+
+
 def _still_known(known: KnownSource, path: Path) -> bool:
     """Whether what an earlier ingest recognised still holds without reading the file again:
     a recognised file stays what it was (one replaced by another is found out when read); an
