@@ -231,7 +231,7 @@ def make_perf_run(base: Path) -> None:
 SLOW_FIXTURES = frozenset({
     "text_run", "wide_run", "json_two_htex_run", "perf_run",                  # this file
     "retry_run", "sleep_run", "dep_fail_store", "instrumented_run",           # real runs of one module
-    "hostile_run", "failing_run", "academy_run",
+    "hostile_run", "failing_run", "academy_run", "truth_run",
 })
 
 
@@ -251,5 +251,5 @@ def pytest_collection_modifyitems(config, items) -> None:
 GROUPED_FIXTURES = frozenset({
     "retry_run", "sleep_run", "two_run_store", "perf_store", "dep_fail_store", "instrumented_run",
     "hostile_run", "failing_run", "academy_run", "fleet", "usage_store", "server", "mixed_store",
-    "store_file", "two_runs", "web", "json_run_baseline", "runinfo", "corpus", "tour_store",
+    "store_file", "two_runs", "web", "json_run_baseline", "runinfo", "corpus", "tour_store", "truth_stores",
 })

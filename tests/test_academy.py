@@ -250,10 +250,11 @@ def test_a_tarball_of_the_logs_gives_the_same_events(academy_run, tmp_path):
     assert packed["task_id"].nunique() == len(_actions(academy_run))
 
 
-def test_the_run_is_listed_completed_with_its_actions(academy_run):
+def test_the_run_is_listed_ended_with_its_actions(academy_run):
     actions = _actions(academy_run)
     failed = sum(1 for rs in academy_run.records.values() for r in rs if r.get("academy.action_state") == "exception")
     with taskscope.open(academy_run.store, read_only=True) as store:
         runs = store.runs()
     assert runs[["run_id", "status", "tasks", "tasks_failed", "events"]].values.tolist() == [
-        [academy_run.pool, "completed", len(actions), failed, sum(len(rs) for rs in academy_run.records.values())]]
+        [academy_run.pool, "failed" if failed else "completed", len(actions), failed,
+         sum(len(rs) for rs in academy_run.records.values())]]

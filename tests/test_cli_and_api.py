@@ -22,7 +22,7 @@ def test_cli_ingest_runs_tasks_timeline_sql(tmp_path):
 
     runs = json.loads(run_cli("runs", "--store", store, "--format", "json").stdout)
     assert [r["run_id"] for r in runs] == ["f8b4b588-852e-474f-b8d3-a08a9b790dad"]
-    assert runs[0]["tasks_done"] == 25 and runs[0]["tasks_failed"] == 2 and runs[0]["status"] == "completed"
+    assert runs[0]["tasks_done"] == 25 and runs[0]["tasks_failed"] == 2 and runs[0]["status"] == "failed"
 
     tasks = json.loads(run_cli("tasks", "--run", "f8b4", "--store", store, "--format", "json").stdout)
     assert len(tasks) == 27

@@ -345,10 +345,11 @@ def test_log_text_is_shown_as_text_and_never_runs(hostile_run, browser):
 def test_monitoring_db_totals_are_per_manager_not_per_row(corpus_run, browser):
     server = corpus_server(corpus_run, only_monitoring=True)
     with sqlite3.connect(corpus_run / "monitoring.db") as db:
-        last = db.execute("""SELECT uid, worker_count, cpu_count FROM node
+        last = db.execute("""SELECT uid, worker_count, cpu_count, hostname FROM node
                              WHERE rowid IN (SELECT max(rowid) FROM node GROUP BY uid)""").fetchall()
         summed_rows = db.execute("SELECT sum(worker_count) FROM node").fetchall()[0][0]
-    workers, cpus = sum(r[1] for r in last), sum(r[2] for r in last)
+    # worker slots per manager, cores per host (each host once, however many managers it runs)
+    workers, cpus = sum(r[1] for r in last), sum({r[3]: r[2] for r in last}.values())
     run_id = server.dashboard.store.runs().run_id.iloc[0]
     watched = Watched(browser)
     try:

@@ -166,7 +166,7 @@ def ingest_attention(report: IngestReport) -> str | None:
 
 
 #: what `runs` shows in a table without --wide (JSON and CSV have every column)
-RUN_COLUMNS = ["run_id", "workflow_name", "start", "duration_s", "status", "tasks", "tasks_failed", "events"]
+RUN_COLUMNS = ["run_id", "workflow_name", "start_ts", "duration_s", "status", "tasks", "tasks_failed", "events"]
 #: what `tasks` shows in a table without --wide, and the shorter headers it uses
 TASK_COLUMNS = ["run_id", "task_id", "app_name", "final_state", "tries", "submit_ts", "duration_s",
                 "executor_label", "exception_type"]
@@ -186,7 +186,8 @@ def runs(store: str = StoreOption, wide: bool = WideOption, fmt: OutputFormat = 
     if fmt is OutputFormat.table:
         frame = frame.assign(run_id=frame.run_id.str[:8])
         frame = frame if wide else frame[RUN_COLUMNS]
-    print_frame(frame, fmt, "runs", wide=wide, see_all="--wide shows every column, --format csv every row")
+    print_frame(frame, fmt, "runs", wide=wide, headers={"start_ts": "start", "end_ts": "end"},
+                see_all="--wide shows every column, --format csv every row")
 
 
 @app.command()

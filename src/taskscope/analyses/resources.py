@@ -1,9 +1,15 @@
-"""Resources: worker slots (total and busy) over time, counted per manager, and CPU / memory
-per task where monitoring sampled it.
+"""Resources: worker slots (total and busy) over time, the hosts' capacity, and CPU / memory
+per task try where monitoring sampled it.
 
-Totals count each manager once, with its last known worker count, CPU count and memory:
-parsl-visualize sums `node.worker_count` over every row of the node table, and monitoring
-writes a node row per manager status message, so 2 workers show as 110 (Parsl #4050).
+Capacity counts each host once: a host's cores and memory are its own however many managers
+(blocks) run on it, and each manager's last report counts once. parsl-visualize sums
+`node.worker_count` and `node.cpu_count` over every row of the node table, and monitoring
+writes a node row per manager status message, so 2 workers show as 110 (Parsl #4050); two
+managers on one 2-core host would show 4 cores even with one row each.
+
+Parsl's resource samples are cumulative for the worker process (and its children), which runs
+many tasks one after another: a try's CPU time is the difference between its first and last
+sample, unknown when the try has fewer than two samples.
 """
 
 from __future__ import annotations
@@ -65,14 +71,22 @@ _SLOTS = """
     FROM changes GROUP BY ts ORDER BY ts
 """
 
-# per task try: peak CPU time and mean / peak resident memory of its monitored process
+# per task try: CPU time between its first and last sample (samples are the worker process's
+# running totals, user + system, of it and its children) and mean / peak resident memory
 _PER_TRY = """
-    SELECT task_id, try_id,
-           max(TRY_CAST(attrs->>'psutil_process_time_user' AS DOUBLE)
-               + coalesce(TRY_CAST(attrs->>'psutil_process_time_system' AS DOUBLE), 0)) AS cpu_s,
-           avg(TRY_CAST(attrs->>'psutil_process_memory_resident' AS DOUBLE)) / 1048576 AS memory_mean_mib,
-           max(TRY_CAST(attrs->>'psutil_process_memory_resident' AS DOUBLE)) / 1048576 AS memory_max_mib
-    FROM events WHERE run_id = $run AND event = 'task.resource'
+    WITH samples AS (
+        SELECT task_id, try_id, ts,
+               TRY_CAST(attrs->>'psutil_process_time_user' AS DOUBLE)
+                   + coalesce(TRY_CAST(attrs->>'psutil_process_time_system' AS DOUBLE), 0) AS cpu_total_s,
+               TRY_CAST(attrs->>'psutil_process_memory_resident' AS DOUBLE) AS resident
+        FROM events WHERE run_id = $run AND event = 'task.resource'
+    )
+    SELECT task_id, try_id, count(cpu_total_s) AS samples,
+           CASE WHEN count(cpu_total_s) >= 2
+                THEN greatest(arg_max(cpu_total_s, ts) - arg_min(cpu_total_s, ts), 0) END AS cpu_s,
+           avg(resident) / 1048576 AS memory_mean_mib,
+           max(resident) / 1048576 AS memory_max_mib
+    FROM samples
     GROUP BY task_id, try_id
 """
 
@@ -86,19 +100,40 @@ def managers(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
     return con.execute(_MANAGERS, {"run": run_id}).df()
 
 
-def capacity(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
-    """Run totals, each manager counted once: `managers`, `workers`, `cpu_cores`, `memory_bytes`.
+def hosts(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    """One row per host: `host`, `managers`, `workers` (the sum of its managers' worker slots),
+    `cpu_cores` and `memory_bytes` (the host's own, counted once however many managers it
+    runs), `origin`. A manager whose host is unknown is a host of its own.
 
-    >>> capacity(con, run_id)["workers"]  # doctest: +SKIP
-    2
+    >>> hosts(con, run_id)[["host", "managers", "cpu_cores"]]  # doctest: +SKIP
     """
     rows = managers(con, run_id)
+    columns = ["host", "managers", "workers", "cpu_cores", "memory_bytes", "origin"]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    rows = rows.assign(host=rows.host.fillna("manager " + rows.manager_id.astype(str)))
+    per_host = rows.groupby("host", sort=False).agg(
+        managers=("manager_id", "size"), workers=("workers", lambda v: v.sum(min_count=1)),
+        cpu_cores=("cpu_cores", "max"), memory_bytes=("memory_bytes", "max"),
+        origin=("origin", lambda v: ",".join(sorted(set(v)))))
+    return per_host.reset_index()[columns]
+
+
+def capacity(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
+    """Run totals: `hosts`, `managers`, `workers` (each manager's last report once), `cpu_cores`
+    and `memory_bytes` (each host once, however many managers or blocks it runs), `origin`.
+
+    >>> capacity(con, run_id)["cpu_cores"]  # doctest: +SKIP
+    2
+    """
+    per_host = hosts(con, run_id)
 
     def total(column: str):
-        return int(rows[column].sum()) if rows[column].notna().any() else None
+        return int(per_host[column].sum()) if per_host[column].notna().any() else None
 
-    return {"managers": len(rows), "workers": total("workers"), "cpu_cores": total("cpu_cores"),
-            "memory_bytes": total("memory_bytes"), "origin": ",".join(sorted(set(rows.origin)))}
+    origins = sorted({origin for text in per_host.origin for origin in text.split(",")})
+    return {"hosts": len(per_host), "managers": int(per_host.managers.sum()), "workers": total("workers"),
+            "cpu_cores": total("cpu_cores"), "memory_bytes": total("memory_bytes"), "origin": ",".join(origins)}
 
 
 def slots(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
@@ -124,7 +159,11 @@ def _busy(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
 
 
 def per_task(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
-    """Per monitored try: `cpu_s` (user + system), `memory_mean_mib`, `memory_max_mib`."""
+    """Per monitored try: `samples`, `cpu_s` (user + system between its first and last sample;
+    NaN when it has fewer than two samples), `memory_mean_mib`, `memory_max_mib`.
+
+    >>> per_task(con, run_id)[["task_id", "try_id", "samples", "cpu_s"]]  # doctest: +SKIP
+    """
     return con.execute(_PER_TRY, {"run": run_id}).df()
 
 
@@ -143,16 +182,18 @@ def bins(con: duckdb.DuckDBPyConnection, run_id: str, column: str, count: int = 
 
 
 def resources(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pd.DataFrame]:
-    """A run's resources as DataFrames: `capacity` (one row, with `monitored_tries`),
-    `managers`, `slots` and CPU / memory histograms (`cpu_bins`, `memory_mean_bins`,
+    """A run's resources as DataFrames: `capacity` (one row, with `monitored_tries` and
+    `cpu_measured_tries`, the tries with two samples or more), `hosts`, `managers`, `slots` and CPU / memory histograms (`cpu_bins`, `memory_mean_bins`,
     `memory_max_bins`); what the resources page shows (kept in the run's digest).
 
     >>> resources(con, run_id)["capacity"].workers.iloc[0]  # doctest: +SKIP
     2
     """
-    monitored = int(con.execute(f"SELECT count(*) FROM ({_PER_TRY})", {"run": run_id}).fetchall()[0][0])
+    monitored, measured = con.execute(f"SELECT count(*), count(cpu_s) FROM ({_PER_TRY})", {"run": run_id}).fetchall()[0]
     return {
-        "capacity": pd.DataFrame([{**capacity(con, run_id), "monitored_tries": monitored}]),
+        "capacity": pd.DataFrame([{**capacity(con, run_id), "monitored_tries": int(monitored),
+                                   "cpu_measured_tries": int(measured)}]),
+        "hosts": hosts(con, run_id),
         "managers": managers(con, run_id),
         "slots": slots(con, run_id),
         "cpu_bins": bins(con, run_id, "cpu_s"),
@@ -161,7 +202,10 @@ def resources(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pd.DataF
     }
 
 
-_INFRASTRUCTURE = """
+#: the executor Parsl's DFK adds for its own work (not one the user configured)
+INTERNAL_EXECUTOR = "_parsl_internal"
+
+_INFRASTRUCTURE = f"""
     WITH block_ids AS (
         SELECT DISTINCT executor_label, block_id FROM events WHERE run_id = $run AND block_id IS NOT NULL
     ),
@@ -172,12 +216,13 @@ _INFRASTRUCTURE = """
         WHERE executor_label IS NOT NULL
            OR NOT EXISTS (SELECT 1 FROM block_ids l WHERE l.block_id = b.block_id AND l.executor_label IS NOT NULL)
     )
-    SELECT count(DISTINCT executor_label) AS executors,
+    SELECT count(DISTINCT executor_label) FILTER (WHERE executor_label <> '{INTERNAL_EXECUTOR}') AS executors,
            (SELECT blocks FROM blocks) AS blocks,
            count(DISTINCT manager_id) AS managers_seen,
            count(DISTINCT (manager_id, worker_id)) FILTER (WHERE worker_id IS NOT NULL) AS workers_seen,
            count(DISTINCT host) FILTER (WHERE source <> 'parsl') AS hosts,
-           string_agg(DISTINCT executor_label, ', ' ORDER BY executor_label) AS executor_labels
+           string_agg(DISTINCT executor_label, ', ' ORDER BY executor_label)
+               FILTER (WHERE executor_label <> '{INTERNAL_EXECUTOR}') AS executor_labels
     FROM events WHERE run_id = $run
 """
 

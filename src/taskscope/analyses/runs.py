@@ -1,11 +1,16 @@
 """Runs: which runs a store holds, how a run is named on the command line, and each run's
-outcome (start, end, status, tasks by final state).
+outcome (start, end, duration, status, tasks by final state).
+
+`runs` is the one definition of a run's status, start, end and duration, and its columns are
+the fields everything shows (`taskscope runs --format json` and `/api/runs` give the same rows).
 
 Each is a function of a DuckDB connection returning a pandas DataFrame; `Store` exposes
 them as methods. The work is SQL; Python only picks parameters.
 """
 
 from __future__ import annotations
+
+import time
 
 import duckdb
 import pandas as pd
@@ -58,9 +63,19 @@ TASK_STATES = f"""
 """
 
 
+#: run statuses: ended with every task done; ended with failed tasks; not ended and still
+#: logging while a live ingest reads it; not ended (still running elsewhere, killed or abandoned)
+RUN_STATUSES = ("completed", "failed", "live", "unfinished")
+#: a run that logged nothing for this long is no longer live, only unfinished
+LIVE_QUIET_S = 120.0
+
+
 def runs(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> pd.DataFrame:
-    """One row per run (or only the row of `run_id`, a full id): name, user, host, folder,
-    start, end, duration, tasks by outcome.
+    """One row per run (or only the row of `run_id`, a full id): `run_id`, `workflow_name`,
+    `user`, `host`, `run_dir` (the run folder, else the one monitoring.db recorded), `start_ts`,
+    `end_ts` (the run's first and last event, epoch seconds), `duration_s` (end - start),
+    `status` (`completed`, `failed` = ended with failed tasks, or `unfinished`; see
+    `mark_live` for `live`), `tasks`, `tasks_done`, `tasks_failed`, `events`, `sources`.
 
     >>> runs(con).columns[:3].tolist()  # doctest: +SKIP
     ['run_id', 'workflow_name', 'user']
@@ -82,7 +97,8 @@ def runs(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> pd.DataFr
                    any_value(coalesce(attrs->>'workflow_name', attrs->>'$."parsl.workflow_info.workflow_name"'))
                        AS workflow_name,
                    any_value(coalesce(attrs->>'user', attrs->>'$."parsl.workflow_info.user"')) AS "user",
-                   any_value(host) AS host
+                   any_value(host) AS host,
+                   any_value(attrs->>'rundir') FILTER (WHERE source = 'monitoring') AS monitoring_run_dir
             FROM events WHERE run_id IS NOT NULL AND {of_run()}
                               AND event IN ('workflow.start', 'workflow.startup')
             GROUP BY run_id
@@ -95,10 +111,11 @@ def runs(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> pd.DataFr
             FROM ({TASK_STATES}) WHERE {of_run()} GROUP BY run_id
         )
         SELECT i.run_id, i.workflow_name, i."user", i.host,
-               (SELECT any_value(run_dir) FROM run_dirs d WHERE d.run_id = i.run_id) AS run_dir,
-               to_timestamp(i.start_ts) AS start, to_timestamp(i.end_ts) AS "end",
-               round(i.end_ts - i.start_ts, 3) AS duration_s,
-               CASE WHEN i.ended THEN 'completed' ELSE 'unfinished' END AS status,
+               coalesce((SELECT any_value(run_dir) FROM run_dirs d WHERE d.run_id = i.run_id),
+                        i.monitoring_run_dir) AS run_dir,
+               i.start_ts, i.end_ts, round(i.end_ts - i.start_ts, 3) AS duration_s,
+               CASE WHEN NOT i.ended THEN 'unfinished'
+                    WHEN coalesce(o.tasks_failed, 0) > 0 THEN 'failed' ELSE 'completed' END AS status,
                coalesce(o.tasks, 0) AS tasks, coalesce(o.tasks_done, 0) AS tasks_done,
                coalesce(o.tasks_failed, 0) AS tasks_failed, i.events, i.sources
         FROM info i LEFT JOIN outcome o USING (run_id)
@@ -108,3 +125,17 @@ def runs(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> pd.DataFr
     ).df()
 
 
+
+
+def mark_live(table: pd.DataFrame, ingesting: bool, now: float | None = None) -> pd.DataFrame:
+    """`table` (rows of `runs`) with `status` `live` for the unfinished runs that logged within
+    `LIVE_QUIET_S` while `ingesting` (a live ingest reads their folders); a copy.
+
+    >>> mark_live(runs(con), ingesting=True).status.tolist()  # doctest: +SKIP
+    ['completed', 'live']
+    """
+    table = table.copy()
+    if ingesting and not table.empty:
+        recent = ((now if now is not None else time.time()) - table.end_ts) < LIVE_QUIET_S
+        table.loc[(table.status == "unfinished") & recent, "status"] = "live"
+    return table

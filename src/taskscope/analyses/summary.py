@@ -23,12 +23,15 @@ class Summary:
     """What `summary` returns: four DataFrames, every one with a `run_id` column.
 
     - `runs`: one row per run: `tasks`, `done` (exec_done + memo_done), `failed` (failed +
-      dep_fail), `unfinished`, `tries`, `failed_tries`, `badput_s`, `first_submit_ts`,
+      dep_fail), `unfinished`, `tries`, `failed_tries`, `badput_s` (the time failed tries ran),
+      `badput_measured_by` (how many failed tries each way measured it: "worker 2, launch 1";
+      see `_FAILED_TRIES`), `first_submit_ts`,
       `last_end_ts`, `makespan_s` (first submit to last end), `throughput_per_s` (done / makespan).
     - `apps`: one row per run and app: `tasks`, a count per final state (`exec_done`,
       `memo_done`, `failed`, `dep_fail`, `unfinished`: no final state yet), `tries`,
-      `retried_tasks` (tasks that needed more than one try), `failed_tries`, `badput_s` (wall
-      time of failed tries, launch to failure), `makespan_s` (the app's first submit to its
+      `retried_tasks` (tasks that needed more than one try), `failed_tries`, `badput_s` (the time
+      failed tries ran: worker received to finished, else monitoring's running to running_ended,
+      else launch to failure), `badput_measured_by`, `makespan_s` (the app's first submit to its
       last end), `mean_duration_s` (submit to end, per task).
     - `failures`: one row per run, app and exception type: `failed_tries`, `tasks` (distinct
       tasks with such a try), `tasks_failed` (of those, how many ended failed).
@@ -43,7 +46,10 @@ class Summary:
 
 
 # One row per failed try, from the DFK's log line (`Task N try M failed with exception of type
-# E`), else from monitoring.db's try row (its fail history, `E('message')`).
+# E`), else from monitoring.db's try row (its fail history, `E('message')`). Its running time
+# (`wall_s`, what badput adds up) is measured by the first of: the worker's receive to finish
+# lines, monitoring's `running` to `running_ended` rows, the DFK's launch to failure (which
+# includes the time the try waited for a worker); `measured_by` says which.
 _FAILED_TRIES = fr"""
     WITH per_try AS (
         SELECT run_id, task_id, try_id,
@@ -53,18 +59,37 @@ _FAILED_TRIES = fr"""
                min(ts) FILTER (WHERE event = 'try.info') AS monitoring_launch_ts,
                any_value(TRY_CAST(attrs->>'task_try_time_returned' AS DOUBLE)) FILTER (WHERE event = 'try.info')
                    AS monitoring_return_ts,
-               any_value(nullif(attrs->>'task_fail_history', '')) FILTER (WHERE event = 'try.info') AS history
+               any_value(nullif(attrs->>'task_fail_history', '')) FILTER (WHERE event = 'try.info') AS history,
+               min(ts) FILTER (WHERE event = 'htex.worker.received') AS worker_start_ts,
+               max(ts) FILTER (WHERE event = 'htex.worker.finished') AS worker_end_ts,
+               min(ts) FILTER (WHERE event = 'task.state' AND task_state = 'running' AND source = 'monitoring')
+                   AS running_ts,
+               max(ts) FILTER (WHERE event = 'task.state' AND task_state = 'running_ended' AND source = 'monitoring')
+                   AS running_ended_ts
         FROM events
-        WHERE event IN ('task.launched', 'task.try_failed', 'try.info') AND task_id IS NOT NULL
-              AND try_id IS NOT NULL AND run_id IS NOT NULL AND {of_run()}
+        WHERE event IN ('task.launched', 'task.try_failed', 'try.info', 'htex.worker.received',
+                        'htex.worker.finished', 'task.state')
+              AND task_id IS NOT NULL AND try_id IS NOT NULL AND run_id IS NOT NULL AND {of_run()}
         GROUP BY run_id, task_id, try_id
+    ),
+    spans AS (
+        SELECT *,
+               CASE WHEN worker_end_ts >= worker_start_ts THEN 'worker'
+                    WHEN running_ended_ts >= running_ts THEN 'monitoring'
+                    WHEN fail_ts >= launch_ts OR monitoring_return_ts >= monitoring_launch_ts THEN 'launch'
+               END AS measured_by
+        FROM per_try
+        WHERE fail_ts IS NOT NULL OR history IS NOT NULL
     )
     SELECT run_id, task_id, try_id,
            coalesce(log_exception, nullif(regexp_extract(history, '^\W*([A-Za-z_][\w.]*)\(', 1), ''), 'unknown')
                AS exception_type,
-           coalesce(fail_ts - launch_ts, monitoring_return_ts - monitoring_launch_ts) AS wall_s
-    FROM per_try
-    WHERE fail_ts IS NOT NULL OR history IS NOT NULL
+           CASE measured_by WHEN 'worker' THEN worker_end_ts - worker_start_ts
+                            WHEN 'monitoring' THEN running_ended_ts - running_ts
+                            ELSE coalesce(fail_ts - launch_ts, monitoring_return_ts - monitoring_launch_ts)
+           END AS wall_s,
+           measured_by
+    FROM spans
 """
 
 
@@ -108,12 +133,12 @@ def _apps(task_rows: pd.DataFrame, failed_tries: pd.DataFrame) -> pd.DataFrame:
     outcomes = pd.crosstab([rows.run_id, rows.app_name], rows.outcome)
     outcomes = outcomes.reindex(columns=[*STATE_COLUMNS, "unfinished"], fill_value=0)
     badput = failed_tries.assign(app_name=failed_tries.app_name.fillna("(unknown)")).groupby(keys).agg(
-        failed_tries=("try_id", "size"), badput_s=("wall_s", "sum"))
+        failed_tries=("try_id", "size"), badput_s=("wall_s", "sum"), badput_measured_by=("measured_by", _measures))
     apps = apps.join(outcomes).join(badput).reset_index()
-    apps = apps.fillna({"failed_tries": 0, "badput_s": 0.0})
+    apps = apps.fillna({"failed_tries": 0, "badput_s": 0.0, "badput_measured_by": ""})
     apps["makespan_s"] = apps.last_end_ts - apps.first_submit_ts
     columns = ["run_id", "app_name", "tasks", *STATE_COLUMNS, "unfinished", "tries", "retried_tasks",
-               "failed_tries", "badput_s", "makespan_s", "mean_duration_s"]
+               "failed_tries", "badput_s", "badput_measured_by", "makespan_s", "mean_duration_s"]
     return apps[columns].astype({c: "int64" for c in ["tasks", *STATE_COLUMNS, "unfinished", "tries",
                                                       "retried_tasks", "failed_tries"]})
 
@@ -128,13 +153,20 @@ def _runs(task_rows: pd.DataFrame, failed_tries: pd.DataFrame) -> pd.DataFrame:
         tasks=("task_id", "size"), done=("done", "sum"), failed=("failed", "sum"), unfinished=("unfinished", "sum"),
         tries=("tries", "sum"), first_submit_ts=("submit_ts", "min"), last_end_ts=("end_ts", "max"),
     )
-    badput = failed_tries.groupby("run_id").agg(failed_tries=("try_id", "size"), badput_s=("wall_s", "sum"))
-    runs = runs.join(badput).fillna({"failed_tries": 0, "badput_s": 0.0}).reset_index()
+    badput = failed_tries.groupby("run_id").agg(failed_tries=("try_id", "size"), badput_s=("wall_s", "sum"),
+                                                badput_measured_by=("measured_by", _measures))
+    runs = runs.join(badput).fillna({"failed_tries": 0, "badput_s": 0.0, "badput_measured_by": ""}).reset_index()
     runs["makespan_s"] = runs.last_end_ts - runs.first_submit_ts
     runs["throughput_per_s"] = runs.done / runs.makespan_s.where(runs.makespan_s > 0)
     columns = ["run_id", "tasks", "done", "failed", "unfinished", "tries", "failed_tries", "badput_s",
-               "first_submit_ts", "last_end_ts", "makespan_s", "throughput_per_s"]
+               "badput_measured_by", "first_submit_ts", "last_end_ts", "makespan_s", "throughput_per_s"]
     return runs[columns].astype({c: "int64" for c in ["tasks", "done", "failed", "unfinished", "tries", "failed_tries"]})
+
+
+def _measures(measured_by: pd.Series) -> str:
+    """How the failed tries' running times were measured: "worker 2, launch 1"."""
+    counts = measured_by.fillna("unmeasured").value_counts()
+    return ", ".join(f"{name} {count}" for name, count in counts.items())
 
 
 def _failures(failed_tries: pd.DataFrame) -> pd.DataFrame:

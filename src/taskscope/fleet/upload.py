@@ -73,7 +73,7 @@ def run_messages(store, price_per_core_hour: float = DEFAULT_PRICE_PER_CORE_HOUR
         cores = held["cpu_cores"] or held["workers"]
         wall_s = _float(run["duration_s"])
         core_seconds = cores * wall_s if cores and wall_s is not None else None
-        start, stop = _epoch(run["start"]), _epoch(run["end"])
+        start, stop = _float(run["start_ts"]), _float(run["end_ts"])
         messages.append({
             "kind": "parsl.run", "ts": stop or start or time.time(), "run_id": run_id,
             "workflow_name": _text(run["workflow_name"]), "user": _text(run["user"]), "host": _text(run["host"]),
@@ -168,10 +168,6 @@ def _failures(failures: pd.DataFrame) -> list[dict]:
     per_type = failures.groupby("exception_type").agg(count=("failed_tries", "sum"), tasks=("tasks", "sum"))
     return [{"exception_type": name, "count": int(row["count"]), "tasks": int(row["tasks"])}
             for name, row in per_type.iterrows()]
-
-
-def _epoch(value) -> float | None:
-    return None if pd.isna(value) else pd.Timestamp(value).timestamp()
 
 
 def _float(value) -> float | None:

@@ -22,8 +22,9 @@ def resources_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id:
     parts = dashboard.cached(("resources", run_id), lambda: section(con, run_id, "resources"))
     totals = parts["capacity"].iloc[0].to_dict()
     monitored = int(totals.pop("monitored_tries"))
+    measured = int(totals.pop("cpu_measured_tries"))
     return {"capacity": totals, **{name: frame for name, frame in parts.items() if name != "capacity"},
-            "monitored_tries": monitored}
+            "monitored_tries": monitored, "cpu_measured_tries": measured}
 
 
 @router.get("/api/runs/{run}/resources")
@@ -38,12 +39,13 @@ def resources_page(request: Request, run: str, con=Depends(read_connection)):
     data = resources_data(con, request.app.state.dashboard, run_id)
     charts = {
         "slots": steps_figure(data["slots"], "worker slots: total (from managers) and busy", "slots"),
-        "cpu": histogram_figure(data["cpu_bins"], "CPU time per task try (user + system, peak)", "seconds"),
+        "cpu": histogram_figure(data["cpu_bins"], "CPU time per task try (user + system, last sample minus first)", "seconds"),
         "memory_mean": histogram_figure(data["memory_mean_bins"], "resident memory per task try (mean)", "MiB"),
         "memory_max": histogram_figure(data["memory_max_bins"], "resident memory per task try (peak)", "MiB"),
     }
     return render(request, "resources.html", {
         "title": "Resources", "run": run_row(con, request.app.state.dashboard, run_id),
-        "capacity": data["capacity"], "managers": data["managers"].to_dict("records"),
-        "monitored_tries": data["monitored_tries"], "charts": charts,
+        "capacity": data["capacity"], "hosts": data["hosts"].to_dict("records"),
+        "managers": data["managers"].to_dict("records"),
+        "monitored_tries": data["monitored_tries"], "cpu_measured_tries": data["cpu_measured_tries"], "charts": charts,
     })

@@ -1,0 +1,211 @@
+"""What the analyses and the dashboard say about a run is true: capacity per host, CPU time per
+task try, badput, one run status and one set of run fields, no internal executor counted.
+
+Real runs: the corpus, and a fresh Parsl run (`truth_workflow.py`) with two managers on this
+one host, a task that burns a known amount of CPU and a task that fails on every try.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import CORPUS_RUNS, corpus_path, invoke, parsl_env, shared_once
+from truth_workflow import BURN_CPU_S, SHORT_CPU_S
+
+import taskscope
+from taskscope.analyses.resources import capacity, infrastructure, per_task
+from taskscope.analyses.summary import summary
+from taskscope.analyses.tasks import tasks
+from taskscope.web.dashboard import Dashboard
+from taskscope.web.server import BackgroundServer, listen_tcp
+
+WORKFLOW = Path(__file__).parent / "truth_workflow.py"
+
+
+def make_truth_run(base: Path) -> None:
+    done = subprocess.run([sys.executable, str(WORKFLOW), str(base / "runinfo")], capture_output=True, text=True,
+                          timeout=300, env=parsl_env(), cwd=base, check=False)
+    if done.returncode != 0:
+        pytest.fail(f"real Parsl run failed:\n{done.stdout}\n{done.stderr}")
+
+
+@pytest.fixture(scope="module")
+def truth_run(tmp_path_factory) -> Path:
+    """The runinfo folder of a fresh `truth_workflow.py` run."""
+    return shared_once(tmp_path_factory, "truth_run", make_truth_run) / "runinfo"
+
+
+@pytest.fixture(scope="module")
+def truth_stores(truth_run, tmp_path_factory):
+    """The truth run ingested three ways: `all` (logs and monitoring.db), `logs` (the run folder
+    only) and `monitoring` (monitoring.db alone)."""
+    base = tmp_path_factory.mktemp("truth_stores")
+    shutil.copy(truth_run / "monitoring.db", base / "monitoring.db")
+    inputs = {"all": truth_run, "logs": truth_run / "000", "monitoring": base / "monitoring.db"}
+    stores = {}
+    for name, path in inputs.items():
+        stores[name] = taskscope.open(":memory:")
+        stores[name].ingest(path)
+    yield stores
+    for store in stores.values():
+        store.close()
+
+
+def only_run(store) -> str:
+    run_ids = store.runs().run_id.tolist()
+    assert len(run_ids) == 1, run_ids
+    return run_ids[0]
+
+
+def total_memory_bytes() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no MemTotal in /proc/meminfo")
+
+
+class Served:
+    """A store served by the real dashboard on a free loopback port."""
+
+    def __init__(self, store):
+        self.server = BackgroundServer(Dashboard(store), listen_tcp("127.0.0.1", 0)).start()
+        self.url = f"http://127.0.0.1:{self.server.address[1]}"
+
+    def get(self, path: str) -> bytes:
+        with urllib.request.urlopen(self.url + path, timeout=60) as response:
+            return response.read()
+
+    def json(self, path: str):
+        return json.loads(self.get(path))
+
+    def __enter__(self) -> Served:  # noqa: PYI034 (a test helper, never subclassed)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.stop()
+
+
+# 1. capacity
+
+def test_a_hosts_cores_and_memory_count_once_however_many_managers_it_runs(truth_stores):
+    for name in ("all", "logs", "monitoring"):
+        store = truth_stores[name]
+        held = capacity(store.con, only_run(store))
+        assert held["managers"] == 2 and held["hosts"] == 1, (name, held)
+        assert held["cpu_cores"] == os.cpu_count(), (name, held)
+        assert held["memory_bytes"] == total_memory_bytes(), (name, held)
+    store = truth_stores["monitoring"]
+    run_id = only_run(store)
+    with Served(store) as served:
+        data = served.json(f"/api/runs/{run_id}/resources")
+        page = served.get(f"/runs/{run_id}/resources").decode()
+    assert data["capacity"]["cpu_cores"] == os.cpu_count()
+    assert data["capacity"]["memory_bytes"] == total_memory_bytes()
+    assert [(h["managers"], h["cpu_cores"]) for h in data["hosts"]] == [(2, os.cpu_count())]
+    assert f'id="total-cpus">{os.cpu_count()}<' in page and 'id="hosts"' in page
+
+
+# 2. CPU time per task try
+
+def test_cpu_time_per_try_is_the_difference_of_its_first_and_last_sample(truth_stores):
+    store = truth_stores["all"]
+    run_id = only_run(store)
+    tries = per_task(store.con, run_id).merge(tasks(store.con, run_id)[["task_id", "app_name"]], on="task_id")
+    burns = tries[tries.app_name == "burn"].assign(order=lambda t: t.task_id.astype(int)).sort_values("order")
+    # the workflow submits the four 20 ms burns first, then the 0.5 s one
+    short, long = burns.iloc[:4], burns.iloc[4]
+    assert long.samples >= 2 and abs(long.cpu_s - BURN_CPU_S) <= 0.2 * BURN_CPU_S, long.to_dict()
+    assert (short.samples >= 2).all(), short
+    assert (short.cpu_s < 0.1).all() and (short.cpu_s >= 0).all(), short[["task_id", "samples", "cpu_s"]]
+    assert SHORT_CPU_S < 0.1
+    few = tries[tries.samples < 2]
+    assert few.cpu_s.isna().all(), few  # unknown, not a running total
+
+
+# 3. badput
+
+def failed_tries_worker_time(store, run_id: str) -> float:
+    """The failed tries' time on a worker, straight from the events: received to finished."""
+    return store.con.execute("""
+        WITH failed AS (SELECT DISTINCT task_id, try_id FROM events
+                        WHERE run_id = $run AND event = 'task.try_failed')
+        SELECT sum(finished - received) FROM (
+            SELECT task_id, try_id, min(ts) FILTER (WHERE event = 'htex.worker.received') AS received,
+                   max(ts) FILTER (WHERE event = 'htex.worker.finished') AS finished
+            FROM events WHERE run_id = $run GROUP BY task_id, try_id) JOIN failed USING (task_id, try_id)
+    """, {"run": run_id}).fetchall()[0][0]
+
+
+def test_badput_is_the_time_failed_tries_ran(truth_stores):
+    store = truth_stores["all"]
+    run_id = only_run(store)
+    row = summary(store, run_id).runs.iloc[0]
+    assert row.failed_tries == 2 and row.badput_measured_by == "worker 2"
+    assert row.badput_s == pytest.approx(failed_tries_worker_time(store, run_id), abs=1e-6)
+    assert 0 < row.badput_s <= row.makespan_s
+    alone = summary(truth_stores["monitoring"], only_run(truth_stores["monitoring"])).runs.iloc[0]
+    assert alone.badput_measured_by == "monitoring 2"
+    assert 0 < alone.badput_s <= alone.makespan_s
+    # each failed try sleeps 0.2 s before it raises: what ran, not what waited for a worker
+    assert alone.badput_s == pytest.approx(row.badput_s, abs=0.2)
+
+
+@pytest.mark.parametrize("name", CORPUS_RUNS)
+def test_badput_is_within_the_makespan_on_every_corpus_run(name, corpus_store_file):
+    with taskscope.open(corpus_store_file(name), read_only=True) as store:
+        runs = summary(store).runs
+    assert not runs.empty
+    assert (runs.badput_s <= runs.makespan_s).all(), runs[["badput_s", "makespan_s"]]
+    assert runs.badput_measured_by.str.startswith("worker").all(), runs.badput_measured_by
+
+
+# 4. one run status, one set of fields
+
+def run_rows_agree(store_path: Path) -> list[dict]:
+    """`taskscope runs --format json` and `/api/runs` on one store: the rows, checked equal."""
+    done = invoke("runs", "--store", store_path, "--format", "json")
+    assert done.returncode == 0, done.stderr
+    cli_rows = json.loads(done.stdout)
+    with taskscope.open(str(store_path), read_only=True) as store, Served(store) as served:
+        api_rows = served.json("/api/runs")["runs"]
+    assert cli_rows == api_rows
+    return cli_rows
+
+
+@pytest.mark.parametrize("name", CORPUS_RUNS)
+def test_cli_and_api_give_the_same_run_rows(name, corpus_store_file, tmp_path):
+    rows = run_rows_agree(corpus_store_file(name))
+    monitoring_only = tmp_path / "monitoring.duckdb"
+    with taskscope.open(str(monitoring_only)) as store:
+        store.ingest(corpus_path(name) / "monitoring.db")
+    rows_of_db = run_rows_agree(monitoring_only)
+    for row in rows + rows_of_db:
+        assert set(row) >= {"status", "start_ts", "end_ts", "duration_s", "run_dir"}
+        assert "start" not in row and "end" not in row
+        assert row["status"] == ("failed" if row["tasks_failed"] else "completed"), row
+        assert row["duration_s"] == pytest.approx(row["end_ts"] - row["start_ts"], abs=1e-3)
+        assert row["run_dir"], row  # from the folder, else from monitoring.db's workflow row
+
+
+# 6. Parsl's internal executor
+
+def test_parsls_internal_executor_is_not_a_user_executor(truth_stores):
+    for store in truth_stores.values():
+        found = infrastructure(store.con, only_run(store))
+        assert found["executors"] == 1 and found["executor_labels"] == "htex_local", found
+
+
+def test_corpus_runs_count_only_configured_executors(corpus_store_file):
+    for name in CORPUS_RUNS:
+        with taskscope.open(corpus_store_file(name), read_only=True) as store:
+            for run_id in store.runs().run_id:
+                found = infrastructure(store.con, run_id)
+                labels = found["executor_labels"].split(", ")
+                assert "_parsl_internal" not in labels and found["executors"] == len(labels), found
