@@ -27,7 +27,7 @@ from distributed import Client, LocalCluster, get_worker, span  # noqa: E402
 from distributed.scheduler import key_split_group  # noqa: E402
 
 from conftest import REPO, run_cli  # noqa: E402
-from taskscope.fleet import api, protocol  # noqa: E402
+from taskscope.fleet import api, profiles, protocol  # noqa: E402
 from taskscope.fleet.dask import PLUGIN_NAME, prune_profile, register  # noqa: E402
 from taskscope.fleet.sender import TRUNCATION_MARK, Sender  # noqa: E402
 
@@ -529,3 +529,41 @@ def test_a_killed_worker_keeps_its_text_worker_and_allowed_failures(server, tmp_
     assert (exception["worker"], exception["allowed_failures"]) == (worker, 0)
     page = httpx.get(server.url + f"/clusters/{cluster['cluster_id']}", headers=server.headers, timeout=30).text
     assert "KilledWorker(&#39;dies-1&#39;" in page and "allows 0 such failures" in page
+
+
+# ---- profiles ---------------------------------------------------------------------------------------
+def burn(seconds: float) -> int:
+    """A task spending its time in its own loop (the line the profile should point at)."""
+    end, total = time.time() + seconds, 0
+    while time.time() < end:
+        for i in range(1000):
+            total += i * i % 7
+    return total
+
+
+def test_a_profiled_computation_shows_its_hottest_function_with_file_and_line(server, tmp_path):
+    with LocalCluster(processes=True, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        register(client, server=server.url, token=server.token, spool_directory=str(tmp_path), profile_transmit=True,
+                 **FAST)
+        scheduler_id = client.scheduler_info()["id"]
+        assert all(client.gather(client.map(burn, [1.0, 1.0, 1.0])))
+        time.sleep(3 * FAST["interval"] + 1.5)  # its profile is asked for once the workers filed the samples
+        expected = profiles.hottest(profiles.flat_nodes(client.profile()))[0]  # the scheduler's own, whole run
+    cluster = server.cluster_named(scheduler_id)
+    [computation] = [c for c in api.list_computations(cluster["cluster_id"], server=server.url, token=server.token)
+                     if any(group["prefix"] == "burn" for group in c["groups"])]
+    tree = server.get(f"/api/v1/clusters/{cluster['cluster_id']}/profile?computation_id={computation['computation_id']}")
+    assert tree["profiles"] == 1 and tree["nodes"][0]["count"] > 0
+    hottest = tree["hottest"][0]
+    assert (hottest["function"], hottest["where"]) == (expected["function"], expected["where"])
+    assert hottest["where"] == f"{hottest['filename']}:{hottest['line_number']}" and hottest["line_number"] > 0
+    assert api.list_profiles(cluster["cluster_id"], computation["computation_id"], server=server.url,
+                             token=server.token) == tree["nodes"]
+    page = httpx.get(server.url + f"/clusters/{cluster['cluster_id']}/profile",
+                     params={"computation_id": computation["computation_id"]}, headers=server.headers, timeout=30).text
+    first_row = page.split('id="hottest"')[1].split("</tr>")[1]
+    assert f'<td class="function">{hottest["function"]}</td>' in first_row
+    assert f'<td class="where">{hottest["where"]}</td>' in first_row
+    cluster_page = httpx.get(server.url + f"/clusters/{cluster['cluster_id']}", headers=server.headers, timeout=30).text
+    assert f"/profile?computation_id={computation['computation_id']}" in cluster_page

@@ -67,6 +67,18 @@ def list_exceptions(since: str | float | None = "7 days", user: str | None = Non
     return _shaped(_get("/api/v1/exceptions", params, server, token, verify)["exceptions"], as_frame)
 
 
+def list_profiles(cluster_id: str, computation_id: str | None = None, *, server: str | None = None,
+                  token: str | None = None, verify: bool | str = True) -> list[dict]:
+    """The frames of a cluster's statistical profile (or one computation's), parents first, each with
+    function, filename, line_number, count and self_count (samples with it on top).
+
+    >>> max(list_profiles("3f2a..."), key=lambda frame: frame["self_count"])["function"]  # doctest: +SKIP
+    'hot_loop'
+    """
+    params = {"computation_id": computation_id} if computation_id is not None else {}
+    return _get(f"/api/v1/clusters/{_segment(cluster_id)}/profile", params, server, token, verify)["nodes"]
+
+
 def connection(server: str | None, token: str | None) -> tuple[str, str]:
     """The server URL and token to use: the arguments, else the environment (FleetAPIError if neither)."""
     server = server or os.environ.get(SERVER_ENV)

@@ -62,6 +62,9 @@ MAX_PROFILE_FRAMES = (MAX_NESTING - 10) // 2
 ACTION_TOPIC = "all"
 #: what a ``nframes`` of 0 becomes on the client when code is transmitted (Coiled uses 2 as well)
 CODE_FRAMES = 2
+#: seconds after a computation's stop before its profile is asked for: workers file their samples
+#: once per ``distributed.worker.profile.cycle`` (1 s by default)
+PROFILE_SETTLE_S = 1.5
 #: task states that are neither an outcome nor released: reported as Dask has them
 ACTIVE_STATES = ("waiting", "queued", "processing", "no-worker")
 
@@ -132,6 +135,9 @@ class FleetPlugin(SchedulerPlugin):
         self._exceptions_dropped = 0
         self._idle_start: float | None = None
         self._last_idle_start: float | None = None
+        # ended computations whose profile is still to be sent: id -> (start, stop)
+        self._profiles_due: dict[str, tuple[float, float]] = {}
+        self._profiled: set[str] = set()
         self._allow = frozenset(self.settings.events_allow)
 
     async def before_close(self) -> None:
@@ -145,6 +151,8 @@ class FleetPlugin(SchedulerPlugin):
             await self._send_profile()
         now = time.time()
         self._tick(now=now, closing=True)
+        if self.settings.profile_transmit:
+            await self._send_computation_profiles(list(self._profiles_due))
         stats = self.sender.stats
         self._queue("cluster.stop", stopped=now, exceptions_not_sent=self._exceptions_dropped,
                     messages_dropped=stats.messages_dropped, messages_truncated=stats.messages_truncated)
@@ -284,6 +292,9 @@ class FleetPlugin(SchedulerPlugin):
             self._sample_workers(now)
             self._follow_idleness(now, closing)
             self._snapshot_computations(now)
+            settled = [cid for cid, (_, stop) in self._profiles_due.items() if stop < now - PROFILE_SETTLE_S]
+            if settled and not closing:
+                asyncio.get_running_loop().create_task(self._send_computation_profiles(settled))
         except Exception:  # a scheduler internal changed: keep the plugin (and the scheduler) alive
             logger.exception("taskscope fleet: snapshot failed")
         if not closing:
@@ -327,6 +338,8 @@ class FleetPlugin(SchedulerPlugin):
             if self._computations_sent.get(computation_id) == signature:
                 continue
             self._computations_sent[computation_id] = signature
+            if stop is not None and self.settings.profile_transmit and computation_id not in self._profiled:
+                self._profiles_due[computation_id] = (computation.start, stop)
             self._queue("computation", computation_id=computation_id, start=computation.start, stop=stop,
                         code=self._code(computation), span_name=self._span_name(computation), groups=groups)
         for counts in (*self._reached.values(), self._failed_at):  # groups of computations Dask no longer keeps
@@ -373,17 +386,31 @@ class FleetPlugin(SchedulerPlugin):
                 return list(span.name)
         return None
 
+    async def _send_computation_profiles(self, computation_ids: list[str]) -> None:
+        """Each ended computation's own profile (samples between its start and stop), sent once."""
+        for computation_id in computation_ids:
+            if computation_id not in self._profiles_due:
+                continue
+            start, stop = self._profiles_due.pop(computation_id)
+            self._profiled.add(computation_id)
+            await self._queue_profile(start, stop, computation_id=computation_id)
+
     async def _send_profile(self) -> None:
-        """The statistical profile since the last one, cut to ``profile.max-bytes``."""
+        """The statistical profile since the last one."""
         start, stop = self._profile_since, time.time()
         self._profile_since = stop
+        await self._queue_profile(start, stop)
+
+    async def _queue_profile(self, start: float, stop: float, **fields) -> None:
+        """Queue the workers' profile between `start` and `stop`, cut to ``profile.max-bytes`` (none if empty)."""
         try:
             tree = await self.scheduler.get_profile(start=start, stop=stop)
         except Exception:
             logger.info("taskscope fleet: no profile from the workers", exc_info=True)
             return
         if tree.get("count"):
-            self._queue("profile", start=start, stop=stop, data=prune_profile(tree, self.settings.profile_max_bytes))
+            self._queue("profile", start=start, stop=stop, data=prune_profile(tree, self.settings.profile_max_bytes),
+                        **fields)
 
 
 def outcome_states(dask_states: dict[str, int], reached_memory: int, reached_erred: int) -> dict[str, int]:

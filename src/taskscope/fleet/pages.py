@@ -17,7 +17,7 @@ import pandas as pd
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from taskscope.fleet import reads
+from taskscope.fleet import profiles, reads
 from taskscope.fleet.auth import SESSION_COOKIE, Caller, page_caller
 from taskscope.web.app import mount_static
 from taskscope.presenters.figures import bar_figure, gantt_figure, plot_text, steps_figure
@@ -146,7 +146,23 @@ def cluster_page(request: Request, cluster_id: str, caller: Caller = Depends(pag
         "changes": reads.worker_changes(db, account, cluster_id),
         "mismatches": reads.version_mismatches(db, account, cluster_id),
         "parsl_run": reads.parsl_run(db, account, cluster_id),
+        "profiled": reads.profiled_computations(db, account, cluster_id),
     })
+
+
+@router.get("/clusters/{cluster_id}/profile", include_in_schema=False)
+def profile_page(request: Request, cluster_id: str, computation_id: str | None = None,
+                 caller: Caller = Depends(page_caller)):
+    db, account = request.app.state.db, caller.account
+    try:
+        found = reads.cluster(db, account, cluster_id)
+    except LookupError as exc:
+        return page("fleet_error.html", {"title": "Not found", "caller": caller, "message": str(exc)}, 404)
+    profile = reads.profile(db, account, cluster_id, computation_id or None)
+    subject = f"computation {computation_id}" if computation_id else f"cluster {found['name'] or cluster_id}"
+    return page("fleet_profile.html", {
+        "title": f"Profile of {subject}", "caller": caller, "cluster": found, "profile": profile,
+        "figure": profiles.icicle_figure(profile["nodes"], "samples per frame (callers above callees)")})
 
 
 def group_outcomes(states: dict[str, int] | None) -> dict:

@@ -14,6 +14,7 @@ import time
 
 import pandas as pd
 
+from taskscope.fleet import profiles
 from taskscope.fleet.db import FAILURE_FIELDS, FleetDB
 from taskscope.fleet.protocol import DEFAULT_SEND_INTERVAL_S, LOST_AFTER_INTERVALS
 from taskscope.time_bounds import epoch_since
@@ -171,6 +172,30 @@ def idle_intervals(db: FleetDB, account: str, cluster_id: str) -> list[dict]:
     """Intervals with no task processing (stop None while still idle)."""
     return records(db.query("SELECT start, stop, stop - start AS duration_s FROM idle_intervals WHERE account = ? "
                              "AND cluster_id = ? ORDER BY start", [account, cluster_id]))
+
+
+def profile(db: FleetDB, account: str, cluster_id: str, computation_id: str | None = None) -> dict:
+    """The cluster's statistical profile, or one computation's, merged into one tree of frames:
+    ``{"computation_id", "profiles" (trees merged), "nodes" (see `profiles.flat_nodes`), "hottest"}``.
+
+    A computation's profile is the one the plugin sent for it; the cluster's is its periodic profiles,
+    else (none sent) its computations' summed.
+    """
+    rows = db.query("SELECT computation_id, data FROM profiles WHERE account = ? AND cluster_id = ? "
+                    "AND ((? IS NULL) OR computation_id = ?) ORDER BY start",
+                    [account, cluster_id, computation_id, computation_id])
+    if computation_id is None and rows.computation_id.isna().any():
+        rows = rows[rows.computation_id.isna()]
+    nodes = profiles.flat_nodes(profiles.merged_tree([json.loads(data) for data in rows.data if data]))
+    return {"computation_id": computation_id, "profiles": len(rows), "nodes": nodes,
+            "hottest": profiles.hottest(nodes)}
+
+
+def profiled_computations(db: FleetDB, account: str, cluster_id: str) -> set[str | None]:
+    """Computation ids with a profile of their own (None: the cluster has periodic profiles)."""
+    found = db.query("SELECT DISTINCT computation_id FROM profiles WHERE account = ? AND cluster_id = ?",
+                     [account, cluster_id])
+    return {None if pd.isna(value) else value for value in found.computation_id}
 
 
 def parsl_run(db: FleetDB, account: str, cluster_id: str) -> dict | None:

@@ -114,6 +114,15 @@ def list_workers(request: Request, cluster_id: str, caller: Caller = Depends(api
                           "idle": reads.idle_intervals(db, account, cluster_id)})
 
 
+@router.get("/clusters/{cluster_id}/profile")
+def get_profile(request: Request, cluster_id: str, computation_id: Optional[str] = None,
+                caller: Caller = Depends(api_caller)):
+    """The cluster's statistical profile (or one computation's) as a tree of frames, hottest first in
+    ``hottest`` (needs ``taskscope.fleet.profile.transmit`` on the cluster)."""
+    _known_cluster(request, caller, cluster_id)
+    return json_response(reads.profile(request.app.state.db, caller.account, cluster_id, computation_id))
+
+
 @router.get("/rejected")
 def list_rejected(request: Request, caller: Caller = Depends(api_caller)):
     """Batches of this account the server refused (400, 413), newest first, with the start of each body."""
