@@ -731,3 +731,16 @@ def test_the_team_chart_compares_core_hours_and_costs_say_their_currency(fleet, 
         assert "estimated cost (EUR)" in euros.get("/clusters?since=", token).text
     finally:
         euros.stop()
+
+
+def test_a_cluster_page_says_why_no_code_arrived(fleet):
+    server, tokens, clusters = fleet
+    assert 'id="no-code"' not in server.get(f"/clusters/{clusters['alice']}", tokens["alice"]).text  # it has code
+    batch = dask_batch(uuid.uuid4().hex, "alice")
+    for message in batch["messages"]:
+        if message["kind"] == "computation":
+            message["code"] = []  # a client that did not set distributed.diagnostics.computations.nframes
+    assert server.post(tokens["alice"], batch).status_code == 200
+    page = server.get(f"/clusters/{batch['cluster']['cluster_id']}", tokens["alice"]).text
+    hint = page.split('id="no-code">')[1].split("</p>")[0]
+    assert "distributed.diagnostics.computations.nframes" in hint and "--preload" in hint
