@@ -744,3 +744,55 @@ def test_a_cluster_page_says_why_no_code_arrived(fleet):
     page = server.get(f"/clusters/{batch['cluster']['cluster_id']}", tokens["alice"]).text
     hint = page.split('id="no-code">')[1].split("</p>")[0]
     assert "distributed.diagnostics.computations.nframes" in hint and "--preload" in hint
+
+
+def check_security_headers(reply: httpx.Response) -> None:
+    """Every response: nosniff and same-origin referrers; an HTML one also a CSP with no inline script and no framing."""
+    assert reply.headers["x-content-type-options"] == "nosniff", reply.url
+    assert reply.headers["referrer-policy"] == "same-origin", reply.url
+    if reply.headers["content-type"].startswith("text/html"):
+        policy = dict(part.strip().split(" ", 1) for part in reply.headers["content-security-policy"].split(";"))
+        assert "unsafe-inline" not in policy["script-src"] and "unsafe-eval" not in policy["script-src"]
+        assert policy["frame-ancestors"] == "'none'" and reply.headers["x-frame-options"] == "DENY"
+        assert not re.search(r"<script(?![^>]*\b(src=|type=\"application/json\"))", reply.text), reply.url
+
+
+def test_every_response_carries_security_headers(fleet):
+    server, tokens, clusters = fleet
+    alice = tokens["alice"]
+    pages = ["/", "/?since=", "/clusters", f"/clusters/{clusters['alice']}", f"/clusters/{clusters['alice']}/profile",
+             "/clusters/no-such-cluster"]
+    api_paths = ["/api/v1/whoami", "/api/v1/clusters?since=", f"/api/v1/clusters/{clusters['alice']}",
+                 f"/api/v1/clusters/{clusters['alice']}/profile", "/api/v1/clusters/no-such-cluster"]
+    replies = [server.get(path, alice) for path in pages + api_paths]
+    replies += [server.get(path, None) for path in pages + api_paths + ["/login", "/api/openapi.json"]]
+    replies += [server.post(alice, dask_batch(uuid.uuid4().hex, "alice")), server.post(None, b"{}"),
+                server.post(alice, b"not json")]
+    assert {reply.status_code for reply in replies} >= {200, 400, 401, 404}
+    for reply in replies:
+        check_security_headers(reply)
+    assert any("content-security-policy" in reply.headers for reply in replies)
+
+
+def test_login_refuses_other_sites_and_slows_repeated_failures_but_never_a_valid_token(tmp_path):
+    store = tmp_path / "fleet.duckdb"
+    token = make_token(store, "team-a", "alice")
+    server = FleetServer(store)
+    try:
+        def login(value: str, **headers) -> httpx.Response:
+            return httpx.post(server.url + "/login", data={"token": value}, headers=headers, timeout=30,
+                              follow_redirects=False)
+
+        forged = login(token, origin="https://evil.example")
+        assert forged.status_code == 403 and "set-cookie" not in forged.headers
+        assert login(token, referer="https://evil.example/page").status_code == 403
+        assert login(token, origin=server.url).status_code == 303
+        assert [login("tsf_wrong").status_code for _ in range(10)] == [401] * 10
+        slowed = login("tsf_wrong", origin=server.url)
+        assert slowed.status_code == 429 and int(slowed.headers["retry-after"]) >= 1
+        check_security_headers(slowed)
+        welcome = login(token)  # still accepted while this client is slowed
+        assert welcome.status_code == 303 and "taskscope_fleet_token=" in welcome.headers["set-cookie"]
+        assert httpx.post(server.url + "/logout", headers={"origin": "https://evil.example"}, timeout=30).status_code == 403
+    finally:
+        server.stop()

@@ -14,17 +14,20 @@ from urllib.parse import parse_qs
 
 import jinja2
 import pandas as pd
-from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
 from taskscope.fleet import profiles, reads
 from taskscope.fleet.auth import SESSION_COOKIE, Caller, page_caller
+from taskscope.fleet.security import same_origin
 from taskscope.web.app import mount_static
 from taskscope.presenters.figures import bar_figure, gantt_figure, plot_text, steps_figure
 from taskscope.presenters.format import cell, clock, missing, records, seconds
 from taskscope.web.render import WEB_DIR
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
+STATIC_DIR = Path(__file__).parent / "static"
+FLEET_SCRIPTS = frozenset({"cluster.js"})
 #: how far back the overview and the clusters list look unless asked otherwise
 DEFAULT_SINCE = "90 days"
 #: a login form posts a token and nothing else: anything longer is not one
@@ -47,15 +50,24 @@ _environment.globals.update(missing=missing)
 router = APIRouter()
 
 
-def page(template: str, context: dict, status_code: int = 200) -> HTMLResponse:
+def page(template: str, context: dict, status_code: int = 200, headers: dict | None = None) -> HTMLResponse:
     """An HTML page from a fleet template."""
-    return HTMLResponse(_environment.get_template(template).render(**context), status_code=status_code)
+    return HTMLResponse(_environment.get_template(template).render(**context), status_code=status_code,
+                        headers=headers)
 
 
 def install(app: FastAPI) -> None:
-    """Add the pages, the login form and the shared static files (style, Plotly) to `app`."""
+    """Add the pages, the login form, the fleet's scripts and the shared static files (style, Plotly) to `app`."""
     app.include_router(router)
     mount_static(app)
+
+
+@router.get("/fleet-static/{name}", include_in_schema=False)
+def fleet_script(name: str) -> FileResponse:
+    # the fleet pages' own scripts, files rather than inline (the Content-Security-Policy allows no inline script)
+    if name not in FLEET_SCRIPTS:
+        raise HTTPException(404, "no such file")
+    return FileResponse(STATIC_DIR / name, media_type="text/javascript", headers={"Cache-Control": "max-age=3600"})
 
 
 def login_refusal(request: Request) -> HTMLResponse:
@@ -70,9 +82,20 @@ def login_form():
 
 @router.post("/login", include_in_schema=False)
 async def login(request: Request):
+    """Log in with a token from this site's form; past `security.MAX_FAILED_LOGINS` failures a minute
+    from one client, further failures are answered 429 (a valid token is always accepted)."""
+    if not same_origin(request.headers, request.url):
+        return page("fleet_login.html", {"title": "Log in", "caller": None,
+                                         "error": "log in from this server's own login form"}, status_code=403)
     body = await request.body()
     token = (parse_qs(body[:MAX_LOGIN_BYTES].decode("utf-8", "replace")).get("token") or [""])[0].strip()
     if request.app.state.db.account_for_token(token) is None:
+        failures, client = request.app.state.failed_logins, request.client.host if request.client else "?"
+        if failures.limited(client):
+            return page("fleet_login.html", {"title": "Log in", "caller": None,
+                                             "error": "too many failed logins from here: wait a minute"},
+                        status_code=429, headers={"Retry-After": str(failures.retry_after(client))})
+        failures.add(client)
         return page("fleet_login.html", {"title": "Log in", "caller": None, "error": "unknown or revoked token"},
                     status_code=401)
     response = RedirectResponse("/", status_code=303)
@@ -82,7 +105,10 @@ async def login(request: Request):
 
 
 @router.post("/logout", include_in_schema=False)
-def logout():
+def logout(request: Request):
+    if not same_origin(request.headers, request.url):
+        return page("fleet_error.html", {"title": "Refused", "caller": None,
+                                         "message": "log out from this server's own pages"}, 403)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE)
     return response
