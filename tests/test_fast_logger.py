@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 
 import taskscope
-from taskscope.emit import WideEventHandler, WideEventLogger, bind, get_logger, make_fast_record_factory, span
+from taskscope.emit import (
+    FastPathLogger, WideEventHandler, WideEventLogger, bind, get_logger, make_fast_record_factory, span, use_fast_path,
+)
 from taskscope.emit import records
 
 TIMING = {"created", "msecs", "relativeCreated"}
@@ -365,3 +367,88 @@ def test_the_benchmarks_fast_logger_row_takes_the_fast_path(tmp_path):
     (setup,) = [s for s in emit_bench.SETUPS if s.fast_logger]
     emit_bench.run_once(setup, tmp_path, calls=50, round_no=0)
     assert setup.fast_path_records == [50]
+
+
+# ---- FastPathLogger: stdlib loggers made by code that does not know taskscope (Parsl's) ----
+
+def log_everything_stdlib(logger: logging.Logger) -> None:
+    """The same stdlib calls, from the same lines, for both paths (as Parsl's module loggers make them)."""
+    logger.debug("task %d launched on %s", 7, "htex", extra=EXTRA)
+    logger.info("no arguments")
+    logger.warning("%(a)s and %(b)s", {"a": 1, "b": [2]})
+    logger.info(AN_OBJECT)
+    logger.info("two %d %d", 1)
+    logger.error("thing %s", Unprintable(), extra={"blob": {1, 2}, "big": 2**80, "host": "from the call"})
+    logger.log(25, "custom level %s", "x")
+    logging.LoggerAdapter(logger, {"adapted": True}).info("through an adapter %s", "a")
+    with bind(stage="a", task_id=1):
+        logger.info("bound %s", "here", extra={"task_id": 4})
+    try:
+        raise KeyError("missing")
+    except KeyError:
+        logger.exception("lookup failed")
+    logger.info("with stack", stack_info=True)
+    logger.info("deeper", stacklevel=2)
+
+
+def test_a_switched_stdlib_logger_writes_what_stdlib_writes_line_by_line(wide_logger, tmp_path):
+    get_logger("test.fast.installs.context")  # bound fields reach stdlib records (as under WideEventLogging)
+    fast_path, slow_path = tmp_path / "fast" / "out.jsonlog", tmp_path / "stdlib" / "out.jsonlog"
+    logger, fast = wide_logger(fast_path, stamps={"host": "h1", "component": "unit"})
+    restore = use_fast_path(lambda name: name == logger.name)
+    try:
+        assert type(logger) is FastPathLogger and logging.getLogger(logger.name) is logger
+        log_everything_stdlib(logger)
+    finally:
+        restore()
+    assert type(logger) is logging.Logger
+    fast.flush()
+    logger.removeHandler(fast)
+    slow = WideEventHandler(slow_path, flush_interval=60, stamps={"host": "h1", "component": "unit"})
+    logger.addHandler(slow)
+    log_everything_stdlib(logger)
+    slow.flush()
+    slow.close()
+    fast_events, slow_events = comparable(fast_path), comparable(slow_path)
+    assert len(fast_events) == len(slow_events) == 12
+    for event in fast_events + slow_events:  # the stack's outer frames are this test's two calls: their lines differ
+        if event["stack_info"]:
+            event["stack_info"] = event["stack_info"].splitlines()[-2:]
+    fast_events[-1].pop("lineno"), slow_events[-1].pop("lineno")  # stacklevel=2: the test's two calls
+    for fast_event, slow_event in zip(fast_events, slow_events):
+        assert fast_event == slow_event
+    # all but the exception, stack_info and stacklevel calls (stdlib) and the 2**80 one (the careful path)
+    assert fast.fast_path_records == 8 and slow.fast_path_records == 0
+    assert [e["funcName"] for e in fast_events[:-1]] == ["log_everything_stdlib"] * 11
+    assert fast_events[-1]["funcName"] == "test_a_switched_stdlib_logger_writes_what_stdlib_writes_line_by_line"
+    adapted = next(e for e in fast_events if e["message"] == "through an adapter a")
+    assert adapted["adapted"] is True and adapted["pathname"] == __file__
+    bound = next(e for e in fast_events if e["message"] == "bound here")
+    assert (bound["stage"], bound["task_id"]) == ("a", 4)
+
+
+def test_a_switched_logger_leaves_other_handlers_filters_and_disabling_to_stdlib(wide_logger, tmp_path):
+    logger, wide = wide_logger(tmp_path / "out.jsonlog")
+    restore = use_fast_path(lambda name: name == logger.name)
+    collect = Collect()
+    try:
+        logger.info("fast")
+        logger.addHandler(collect)
+        logger.info("seen by both")
+        logger.removeHandler(collect)
+        logger.disabled = True
+        logger.info("disabled")
+        logger.disabled = False
+        logger.addFilter(lambda record: record.getMessage() != "filtered")
+        logger.info("filtered")
+        logger.filters.clear()
+        logging.disable(logging.INFO)
+        logger.info("below logging.disable")
+        logging.disable(logging.NOTSET)
+    finally:
+        restore()
+    wide.flush()
+    assert [e["message"] for e in comparable(tmp_path / "out.jsonlog")] == ["fast", "seen by both"]
+    assert [r.getMessage() for r in collect.records] == ["seen by both"]
+    assert collect.records[0].funcName == "test_a_switched_logger_leaves_other_handlers_filters_and_disabling_to_stdlib"
+    assert wide.fast_path_records == 1

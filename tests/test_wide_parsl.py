@@ -95,3 +95,75 @@ def test_log_config_pickle_loads_in_a_fresh_interpreter(wide_run):
     module, name, run_id = done.stdout.split()
     assert (module, name) == ("taskscope.parsl.logconfig", "WideEventLogging")
     assert [run_id] == run_ids(wide_run)
+
+
+# ---- Parsl's own loggers on the fast path (FastPathLogger), in every process -------------------
+
+SMALL_RUN = '''
+import logging, sys
+import parsl
+from parsl.config import Config
+from parsl.executors import HighThroughputExecutor
+from parsl.providers import LocalProvider
+from taskscope.parsl import WideEventLogging
+
+run_dir, stats_dir, fast = sys.argv[1], sys.argv[2], sys.argv[3] == "fast"
+config = Config(
+    executors=[HighThroughputExecutor(label="htex_local", worker_debug=True, cores_per_worker=1, max_workers_per_node=2,
+                                      heartbeat_period=1, provider=LocalProvider(init_blocks=1, max_blocks=1))],
+    strategy="none", run_dir=run_dir,
+    initialize_logging=WideEventLogging(level=logging.DEBUG, fast_loggers=fast, stats_dir=stats_dir),
+)
+
+@parsl.python_app
+def double(x):
+    return 2 * x
+
+with parsl.load(config):
+    assert [double(i).result() for i in range(20)] == [2 * i for i in range(20)]
+'''
+
+
+def small_wide_run(base: Path, fast: bool) -> tuple[Path, dict[str, list[dict]]]:
+    """A real HTEX run of 20 tasks under WideEventLogging; its runinfo and each process's handler counters."""
+    run_dir, stats_dir = base / "runinfo", base / "stats"
+    base.mkdir(parents=True)
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    done = subprocess.run([sys.executable, "-c", SMALL_RUN, str(run_dir), str(stats_dir), "fast" if fast else "stdlib"],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=base)
+    assert done.returncode == 0, done.stderr[-3000:]
+    stats: dict[str, list[dict]] = {}
+    for path in stats_dir.glob("*.json"):
+        component = path.name.rsplit("-", 1)[0]
+        stats.setdefault("worker" if component.startswith("worker_") else component, []).append(
+            json.loads(path.read_text()))
+    return run_dir, stats
+
+
+def task_events(store) -> list[tuple]:
+    """What the run's events say about its tasks, in a form two runs of the same workflow share."""
+    return sorted(store.sql(
+        """SELECT source, logger, level, template, task_id, executor_task_id, count(*) AS n FROM events
+           WHERE source IN ('parsl', 'interchange', 'manager', 'worker')
+             AND (task_id IS NOT NULL OR executor_task_id IS NOT NULL)
+           GROUP BY ALL""").itertuples(index=False))
+
+
+def test_parsls_own_records_take_the_fast_path_in_every_process_with_the_same_events(tmp_path):
+    fast_run, fast_stats = small_wide_run(tmp_path / "fast", fast=True)
+    slow_run, slow_stats = small_wide_run(tmp_path / "stdlib", fast=False)
+    assert set(fast_stats) >= {"parsl", "interchange", "manager", "worker"}
+    for component in ("parsl", "interchange", "manager", "worker"):
+        for counters in fast_stats[component]:
+            # all but the DFK's lines held until its run id is known, and exceptions (stdlib's path)
+            assert counters["fast_path_records"] >= 0.9 * counters["written_records"] > 0, (component, counters)
+            assert counters["dropped_records"] == 0
+        for counters in slow_stats[component]:
+            assert counters["fast_path_records"] == 0 < counters["written_records"], (component, counters)
+    by_run = []
+    for run_dir in (fast_run, slow_run):
+        with taskscope.open(":memory:") as store:
+            assert store.ingest(run_dir).bad_lines == 0
+            assert store.sql("SELECT count(*) AS n FROM events WHERE message IS NULL OR message = ''").n[0] == 0
+            by_run.append(task_events(store))
+    assert len(by_run[0]) > 100 and by_run[0] == by_run[1]

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from taskscope.emit.context import bind, current_fields, span
 from taskscope.emit.handler import DEFAULT_FLUSH_INTERVAL, WideEventHandler, flush_all, flush_on_sigterm
-from taskscope.emit.logger import WideEventLogger, get_logger
+from taskscope.emit.logger import FastPathLogger, WideEventLogger, get_logger, use_fast_path
 from taskscope.emit.records import make_fast_record_factory
 
 BoundLogger = WideEventLogger  # the name get_logger's loggers had before the fast path
 
 __all__ = [
     "WideEventHandler", "bind", "span", "get_logger", "current_fields", "WideEventLogger", "BoundLogger", "flush_all", "flush_on_sigterm",
-    "make_fast_record_factory", "DEFAULT_FLUSH_INTERVAL",
+    "make_fast_record_factory", "DEFAULT_FLUSH_INTERVAL", "FastPathLogger", "use_fast_path",
 ]

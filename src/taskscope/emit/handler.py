@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import json
 import logging
 import os
 import signal
@@ -66,6 +67,9 @@ class WideEventHandler(logging.Handler):
         self.written_records = 0
         #: records that came by the fast logger's path (`handle_body`: no LogRecord was made)
         self.fast_path_records = 0
+        #: where each flush writes `stats()` as JSON (None: nowhere); for tests and benchmarks of
+        #: processes that cannot be asked (Parsl's interchange, managers, workers)
+        self.stats_path: Path | None = None
         self._queue: deque = deque()
         self._write_lock = threading.Lock()  # one writer at a time: the flusher, flush(), close()
         self._file = None
@@ -229,6 +233,25 @@ class WideEventHandler(logging.Handler):
                 break
         if lines:
             self._write(b"".join(lines), len(lines))
+            if self.stats_path is not None:
+                self._write_stats()
+
+    def stats(self) -> dict[str, Any]:
+        """The handler's counters: records written, dropped, and come by the fast path.
+
+        >>> sorted(WideEventHandler("x.jsonlog").stats())
+        ['dropped_records', 'fast_path_records', 'path', 'pid', 'written_records']
+        """
+        return {"path": str(self.path), "pid": os.getpid(), "written_records": self.written_records,
+                "dropped_records": self.dropped_records, "fast_path_records": self.fast_path_records}
+
+    def _write_stats(self) -> None:
+        try:
+            temporary = self.stats_path.with_name(f"{self.stats_path.name}.{os.getpid()}.tmp")
+            temporary.write_text(json.dumps(self.stats()))
+            os.replace(temporary, self.stats_path)
+        except Exception:  # noqa: BLE001 - counters are a diagnostic: never into the program
+            pass
 
     def _write(self, data: bytes, records: int) -> None:
         # every flush tries again after a failure (space freed, folder made): a failed open or

@@ -28,7 +28,8 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from typing import Any, Mapping
+from types import FrameType
+from typing import Any, Callable, Mapping
 
 from taskscope.emit import context
 from taskscope.emit.handler import WideEventHandler
@@ -38,7 +39,7 @@ from taskscope.emit.records import (
 )
 
 _WIDE_HANDLE = WideEventHandler.handle
-_STOCK_LOGGERS = (logging.Logger, logging.RootLogger)
+_STOCK_LOGGERS: tuple[type, ...] = (logging.Logger, logging.RootLogger)  # FastPathLogger is added below
 _FACTORIES = (logging.LogRecord, make_fast_record_factory())
 _NO_FIELDS: Mapping[str, Any] = {}
 _current_thread = threading.current_thread
@@ -46,13 +47,13 @@ _current_thread = threading.current_thread
 
 def wide_receivers(logger: logging.Logger, level: int) -> list[WideEventHandler] | None:
     """The handlers a record of `level` from `logger` would reach, if all are plain
-    WideEventHandlers; None when stdlib must handle the record (another handler, a filter, no
+    WideEventHandlers (or plain NullHandlers, which are left out); None when stdlib must handle the record (another handler, a filter, no
     handler at all: stdlib then uses `logging.lastResort`).
 
     >>> wide_receivers(logging.getLogger("nobody.listens"), logging.INFO) is None  # doctest: +SKIP
     True
     """
-    if logger.filters or type(logger) not in _STOCK_LOGGERS:
+    if logger.filters or logger.disabled or type(logger) not in _STOCK_LOGGERS:
         return None
     receivers = []
     found = False
@@ -61,11 +62,51 @@ def wide_receivers(logger: logging.Logger, level: int) -> list[WideEventHandler]
         for handler in current.handlers:
             found = True
             if level >= handler.level:
+                if type(handler) is logging.NullHandler and not handler.filters:
+                    continue  # does nothing with a record (Parsl puts one on "parsl"); it still counts as found
                 if handler.filters or (type(handler).handle is not _WIDE_HANDLE and not _switched_to_plain(handler)):
                     return None
                 receivers.append(handler)
         current = current.parent if current.propagate else None
     return receivers if found else None
+
+
+def log_fast(logger: logging.Logger, level: int, msg: Any, args: tuple, extra: Mapping[str, Any] | None,
+             frame: FrameType | None) -> bool:
+    """Write one record of `logger` (called from `frame`) without a LogRecord, when only plain
+    WideEventHandlers would receive it and stdlib's record making can be reproduced; False,
+    having written nothing, when stdlib must make it (the caller then calls stdlib's `_log`).
+    `extra` already holds any bound fields. The fast path of `WideEventLogger` and `FastPathLogger`.
+
+    >>> log_fast(logging.getLogger("nobody.listens"), logging.INFO, "hi", (), None, None)  # doctest: +SKIP
+    False
+    """
+    if (not FAST_RECORDS_MATCH
+            or logging._logRecordFactory not in _FACTORIES  # noqa: SLF001 - getLogRecordFactory() is a call
+            or logging.Logger.makeRecord not in context.STOCK_MAKE_RECORDS
+            or not (logging.logThreads and logging.logProcesses and logging.logMultiprocessing)):
+        return False  # only stdlib's own record making can be reproduced without a LogRecord
+    receivers = wide_receivers(logger, level)
+    if receivers is None:
+        return False
+    if not receivers:
+        return True
+    if extra and not STANDARD_ATTRIBUTES.isdisjoint(extra):  # stdlib raises its KeyError to the caller
+        return False
+    try:
+        name = logger.name
+        thread = thread_json(_current_thread())
+        body, message = encode_moment(site_json(name, level, frame), thread, msg, args, extra)
+    except Exception:  # noqa: BLE001 - an odd frame or args: stdlib decides, the caller sees what it would
+        return False
+    for handler in receivers:
+        if body is None or not handler.handle_body(body, extra):
+            # the careful path: a value orjson refuses, or a field that overrides a stamp
+            fn, lno, func = caller_of(frame)
+            fields = record_fields(name, level, fn, lno, msg, args, None, func, None)
+            fields.update(extra or _NO_FIELDS)
+            handler.handle_fields(fields, message)
+    return True
 
 
 def _switched_to_plain(handler: logging.Handler) -> bool:
@@ -149,38 +190,15 @@ class WideEventLogger:
              extra: Mapping[str, Any] | None) -> None:
         # the hot path (4.3-4.9 µs of CPU a call on the 2-core test machine, Python 3.11-3.13,
         # benchmarks/emit_bench.py): checks first, cheapest first
-        if (exc_info is not None or stack_info or stacklevel != 1 or not FAST_RECORDS_MATCH
-                or logging._logRecordFactory not in _FACTORIES  # noqa: SLF001 - getLogRecordFactory() is a call
-                or logging.Logger.makeRecord not in context.STOCK_MAKE_RECORDS
-                or not (logging.logThreads and logging.logProcesses and logging.logMultiprocessing)):
-            # only stdlib's own record making can be reproduced without a LogRecord
+        if exc_info is not None or stack_info or stacklevel != 1:
             return self._stdlib_log(level, msg, args, exc_info, stack_info, stacklevel, extra)
-        receivers = wide_receivers(self.logger, level)
-        if receivers is None:
-            return self._stdlib_log(level, msg, args, exc_info, stack_info, stacklevel, extra)
-        if not receivers:
-            return None
         bound = context._fields.get()  # noqa: SLF001 - the same ContextVar bind() sets
         if bound or self.fields:
             # the order stdlib gives: bound fields, then the logger's, then the call's (each wins over the previous)
             extra = {**(bound or _NO_FIELDS), **self.fields, **(extra or _NO_FIELDS)}
-        if extra and not STANDARD_ATTRIBUTES.isdisjoint(extra):  # stdlib raises its KeyError to the caller
-            return self._stdlib_log(level, msg, args, exc_info, stack_info, stacklevel, extra)
-        try:
-            # the caller: frame 0 is this, 1 debug/info/..., 2 the caller; stdlib's switch turns it off
-            frame = sys._getframe(2) if logging._srcfile else None  # noqa: SLF001
-            name = self.logger.name
-            thread = thread_json(_current_thread())
-            body, message = encode_moment(site_json(name, level, frame), thread, msg, args, extra)
-        except Exception:  # noqa: BLE001 - an odd frame or args: stdlib decides, the caller sees what it would
-            return self._stdlib_log(level, msg, args, exc_info, stack_info, stacklevel, extra)
-        for handler in receivers:
-            if body is None or not handler.handle_body(body, extra):
-                # the careful path: a value orjson refuses, or a field that overrides a stamp
-                fn, lno, func = caller_of(frame)
-                fields = record_fields(name, level, fn, lno, msg, args, None, func, None)
-                fields.update(extra or _NO_FIELDS)
-                handler.handle_fields(fields, message)
+        # the caller: frame 0 is this, 1 debug/info/..., 2 the caller; stdlib's switch turns it off
+        if not log_fast(self.logger, level, msg, args, extra, sys._getframe(2) if logging._srcfile else None):  # noqa: SLF001
+            self._stdlib_log(level, msg, args, exc_info, stack_info, stacklevel, extra)
         return None
 
     def _stdlib_log(self, level: int, msg: Any, args: tuple, exc_info: Any, stack_info: bool, stacklevel: int,
@@ -206,3 +224,64 @@ def get_logger(name: str | None = None, **fields: Any) -> WideEventLogger:
     """
     context.check_names(fields)
     return WideEventLogger(logging.getLogger(name), fields)
+
+
+class FastPathLogger(logging.Logger):
+    """A stdlib `logging.Logger` whose records take `WideEventLogger`'s fast path (`log_fast`)
+    when only plain WideEventHandlers would receive them, and stdlib's `_log` otherwise: the
+    same lines either way, at about half the cost of a stdlib call.
+
+    For loggers made by code that does not know taskscope (Parsl's, made at import with
+    `logging.getLogger(__name__)`): `use_fast_path` switches existing loggers to this class.
+
+    >>> restore = use_fast_path(lambda name: name.startswith("parsl"))   # doctest: +SKIP
+    """
+
+    def _log(self, level, msg, args, exc_info=None, extra=None, stack_info=False, stacklevel=1):  # type: ignore[override]
+        if exc_info is None and not stack_info and stacklevel == 1:
+            if logging.Logger.makeRecord is context._make_record_with_context:  # noqa: SLF001 - bound fields, as it adds them
+                bound = context._fields.get()  # noqa: SLF001
+                if bound:
+                    extra = {**bound, **extra} if extra else bound
+            if log_fast(self, level, msg, args, extra, _caller_frame() if logging._srcfile else None):  # noqa: SLF001
+                return
+        # stdlib's findCaller skips logging's frames, not this one: one more level
+        super()._log(level, msg, args, exc_info, extra, stack_info, stacklevel + 1)
+
+
+_STOCK_LOGGERS += (FastPathLogger,)
+
+
+def _caller_frame() -> FrameType | None:
+    """The frame stdlib's `findCaller` (stacklevel 1) names, seen from `FastPathLogger._log`: the
+    first frame above it that is not logging's own (nor importlib's bootstrap)."""
+    frame = sys._getframe(2)  # noqa: SLF001 - 0 is this, 1 FastPathLogger._log
+    srcfile = logging._srcfile  # noqa: SLF001
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if filename != srcfile and not ("importlib" in filename and "_bootstrap" in filename):
+            return frame
+        frame = frame.f_back
+    return None
+
+
+def use_fast_path(wanted: Callable[[str], bool]) -> Callable[[], None]:
+    """Switch every existing stock `logging.Logger` whose name `wanted` accepts to
+    `FastPathLogger` (the same object, so every reference to it gets the fast path); return how
+    to switch them back. Loggers of other classes are left alone.
+
+    >>> undo = use_fast_path(lambda name: name == "myapp.hot")
+    >>> undo()
+    """
+    switched = []
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if type(logger) is logging.Logger and wanted(name):
+            logger.__class__ = FastPathLogger
+            switched.append(logger)
+
+    def restore() -> None:
+        for logger in switched:
+            if type(logger) is FastPathLogger:
+                logger.__class__ = logging.Logger
+
+    return restore

@@ -14,6 +14,7 @@ attributes): live handlers are kept in a module-level table keyed by the config'
 from __future__ import annotations
 
 import logging
+import os
 import pathlib
 import re
 import socket
@@ -25,6 +26,7 @@ from typing import Any, Callable
 from parsl.logconfigs.base import LogConfig
 
 from taskscope.emit.handler import DEFAULT_FLUSH_INTERVAL, WideEventHandler, flush_on_sigterm
+from taskscope.emit.logger import use_fast_path
 from taskscope.emit.records import make_fast_record_factory
 
 _WORKER_NAME = re.compile(r"worker_(\d+)$")
@@ -71,15 +73,21 @@ class WideEventLogging(LogConfig):
 
     `level` applies in every process (it replaces `worker_debug` / `monitoring_debug`);
     `flush_interval` bounds what a killed process can lose; `fast_records` installs a cheaper
-    but equivalent LogRecord factory in each Parsl process.
+    but equivalent LogRecord factory in each Parsl process; `fast_loggers` switches Parsl's own
+    loggers (`parsl.*`) to `FastPathLogger`, so that their records skip stdlib's LogRecord
+    machinery while only the wide handler receives them (the same lines either way);
+    `stats_dir`, when given, is where each process writes its handler's counters
+    (`<log_name>-<pid>.json`: records written, dropped, and come by the fast path) at each flush.
     """
 
     def __init__(self, *, level: int = logging.DEBUG, flush_interval: float = DEFAULT_FLUSH_INTERVAL,
-                 fast_records: bool = True) -> None:
+                 fast_records: bool = True, fast_loggers: bool = True, stats_dir: str | None = None) -> None:
         super().__init__()
         self.level = level
         self.flush_interval = flush_interval
         self.fast_records = fast_records
+        self.fast_loggers = fast_loggers
+        self.stats_dir = stats_dir
         self.run_id: str | None = None  # learned in the DFK, then carried to other processes by pickling
 
     def initialize_logging(self, *, log_dir: pathlib.Path, log_name: str) -> Callable[[], None]:
@@ -94,10 +102,14 @@ class WideEventLogging(LogConfig):
         )
         if isinstance(handler, _RunIdLearningHandler):
             handler.config = self
+        if getattr(self, "stats_dir", None):  # getattr: a config pickled before these options existed
+            handler.stats_path = pathlib.Path(self.stats_dir) / f"{log_name}-{os.getpid()}.json"
+            handler.stats_path.parent.mkdir(parents=True, exist_ok=True)
         root = logging.getLogger()
         root.setLevel(self.level if root.level == logging.NOTSET else min(root.level, self.level))
         root.addHandler(handler)
         restore_factory = _install_fast_records() if self.fast_records else None
+        restore_loggers = use_fast_path(_is_parsl_logger) if getattr(self, "fast_loggers", True) else None
         flush_on_sigterm()  # Parsl stops the interchange and workers with SIGTERM
 
         def uninitialize() -> None:
@@ -105,6 +117,8 @@ class WideEventLogging(LogConfig):
             handler.close()
             if restore_factory:
                 restore_factory()
+            if restore_loggers:
+                restore_loggers()
 
         return uninitialize
 
@@ -178,6 +192,10 @@ class _RunIdLearningHandler(WideEventHandler):
             if old != new and line.startswith(old) and b'"run_id"' not in line:
                 line = new + line[len(old):]
             self._queue.append(line)
+
+
+def _is_parsl_logger(name: str) -> bool:
+    return name == "parsl" or name.startswith("parsl.")
 
 
 def _run_id_of_dfk_being_built() -> str | None:
