@@ -69,6 +69,21 @@ def test_cli_summary_counts_values_kept_in_attrs_once(tmp_path):
     assert "=== About task sample-A ===" in shown.stdout and "start" in shown.stdout
 
 
+def test_timeline_of_a_task_whose_events_name_no_run(tmp_path):
+    events = write_jsonl(tmp_path / "events.jsonl", [
+        {"ts": 1_700_000_000.0, "message": "load", "task_id": "sample-A"},
+        {"ts": 1_700_000_001.0, "message": "other task", "task_id": "sample-B"},
+        {"ts": 1_700_000_002.0, "message": "save", "task_id": "sample-A"},
+    ])
+    store = str(tmp_path / "s.duckdb")
+    assert run_cli("ingest", str(events), "--store", store).returncode == 0
+    shown = run_cli("timeline", "--task", "sample-A", "--store", store)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[:2] == ["=== About task sample-A ===", "run (none: its events name no run)"]
+    assert [line.split("  ")[-2] for line in lines[2:]] == ["load", "save"]
+
+
 def test_emit_bind_with_a_text_task_id(tmp_path, store):
     path = tmp_path / "app.jsonlog"
     handler = WideEventHandler(path)

@@ -265,7 +265,7 @@ def timeline(
         print_frame(frame, fmt)
         return
     print(f"=== About task {task} ===")
-    print(f"run {run_id}" + (f"  {note}" if note else ""))
+    print(f"run {run_id or '(none: its events name no run)'}" + (f"  {note}" if note else ""))
     for row in frame.itertuples(index=False):
         where = f"{cell(row.process) or '-'}/{cell(row.thread) or '-'}"
         print(f"{clock(row.ts)}  +{row.since_first_s:9.6f}  {where}  {row.message}  ({row.source})")

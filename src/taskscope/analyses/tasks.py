@@ -153,19 +153,22 @@ def latest_run_with_task(con: duckdb.DuckDBPyConnection, task_id: str | int) -> 
 def timeline(con: duckdb.DuckDBPyConnection, task_id: str | int, run_id: str | None = None) -> pd.DataFrame:
     """Every event of one task across all sources, in time order, with time since the first.
 
-    Without `run_id`, the most recent run that has the task is used.
+    Without `run_id`, the most recent run that has the task is used; when no run has it, its
+    events that name no run (generic JSON lines, a program's own `bind(task_id=...)`).
 
     >>> timeline(con, task_id=358)[["since_first_s", "source", "message"]]  # doctest: +SKIP
     """
     if run_id is None:
         run_id, _ = latest_run_with_task(con, task_id)
+    # the run's events (`= $run`: a filter DuckDB pushes into the scan), else those naming no run
+    in_run = "{}run_id = $run" if run_id is not None else "{}run_id IS NULL AND $run IS NULL"
     return con.execute(
-        """
+        f"""
         WITH hits AS (
-            SELECT * FROM events WHERE run_id = $run AND task_id = $task
+            SELECT * FROM events WHERE {in_run.format('')} AND task_id = $task
             UNION ALL
             SELECT e.* FROM event_task_links l JOIN events e ON e.file_id = l.file_id AND e.line = l.line
-            WHERE l.run_id = $run AND l.task_id = $task AND e.task_id IS NULL
+            WHERE {in_run.format('l.')} AND l.task_id = $task AND e.task_id IS NULL
         )
         SELECT ts, ts - min(ts) OVER () AS since_first_s, source, file, line, level, event, message,
                coalesce(attrs->>'process_name', attrs->>'processName', CAST(pid AS VARCHAR)) AS process,
