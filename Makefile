@@ -2,12 +2,13 @@
 # registries: they create the virtualenv and install what each needs first.
 #   make demo       what the demo needs (taskscope + Parsl), then the demo
 #   make test       everything the suite needs (test tools, docs tools, Chromium), the docs
-#                   build, the whole suite, then the Python 3.12/3.13 checks
+#                   build, the whole suite and beside it the Python 3.12/3.13 checks
 #   make test-fast  the suite without the tests marked slow (the inner loop)
 #   make docs       the documentation site, built strictly into site/
 # test and test-fast run the suite on PYTEST_WORKERS pytest-xdist workers: most tests wait (real
 # runs, servers, a browser) rather than compute, so even 2 cores gain; PYTEST_WORKERS=0 runs it in
-# one process.
+# one process. Each test file stays on one worker (--dist loadfile), so a module's fixtures are made
+# once; the fresh runs that several files share are made once for all workers (tests/conftest.py).
 VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python
@@ -16,7 +17,7 @@ PIP     := $(PY) -m pip install -q --disable-pip-version-check
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 PYTEST_WORKERS ?= 4
-PYTEST  := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
+PYTEST  := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 # the tests that also run on every other supported Python (see tests/pythons.sh)
 PYTHONS_TESTS ?= tests/test_emit.py tests/test_emit_robustness.py tests/test_emit_spans.py \
@@ -51,9 +52,12 @@ demo: $(VENV)/.installed-demo
 docs: $(VENV)/.installed-test
 	$(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 
+# the 3.12/3.13 checks run beside the main suite (both mostly wait); their output follows the suite's
 test: $(VENV)/.installed-test /usr/bin/chromium docs
-	$(PYTEST)
-	@$(MAKE) --no-print-directory test-pythons
+	@log=$$(mktemp); bash tests/pythons.sh $(PYTHONS_TESTS) > $$log 2>&1 & pythons=$$!; \
+	echo "$(PYTEST)"; $(PYTEST); suite=$$?; \
+	wait $$pythons; others=$$?; cat $$log; rm -f $$log; \
+	[ $$suite = 0 ] && [ $$others = 0 ]
 
 test-fast: $(VENV)/.installed-test /usr/bin/chromium
 	$(PYTEST) -m "not slow"

@@ -226,30 +226,33 @@ def make_perf_run(base: Path) -> None:
         pytest.fail(f"parsl-perf failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
 
 
-#: fixtures that make a fresh real run (Parsl, Academy) or start real Chromium: a test using one
-#: takes seconds of its own or waits for the run, so it is `slow`
+#: what makes a test `slow` (seconds of its own on a quiet 2-core machine, measured with
+#: `pytest --durations=0`): a fresh real run (Parsl, Academy), real Chromium, a real fleet
+#: server or Dask cluster in another process
 SLOW_FIXTURES = frozenset({
     "text_run", "wide_run", "json_two_htex_run", "perf_run",                  # this file
     "retry_run", "sleep_run", "dep_fail_store", "instrumented_run",           # real runs of one module
     "hostile_run", "failing_run", "academy_run", "truth_run",
+    "browser", "watched",                                                     # Chromium
+})
+#: modules whose every test starts real servers or clusters in other processes
+SLOW_MODULES = frozenset({"test_academy", "test_fleet_dask", "test_fleet_server", "test_usage_collector_ui",
+                          "test_usage_web", "test_interrupts"})
+#: single tests measured at more than about 5 s of their own (real Parsl runs, subprocess CLIs over
+#: copies of the corpus, reading in many chunks)
+SLOW_TESTS = frozenset({
+    "test_real_parsl_runs_at_levels_1_2_3_are_delivered_and_joined",
+    "test_cli_warns_once_and_exits_zero_on_bad_input", "test_a_file_that_becomes_unreadable_loses_nothing",
+    "test_unreadable_file_and_folder_are_reported_and_the_rest_read",
+    "test_cli_ingest_runs_tasks_timeline_sql", "test_a_file_read_in_many_chunks_gives_the_same_events",
+    "test_ingesting_another_run_keeps_the_digest_of_the_first",
+    "test_digest_is_recomputed_when_an_ingest_adds_events_to_the_run",
 })
 
 
-def pytest_collection_modifyitems(config, items) -> None:
-    """Mark `slow` every test that uses a fresh-run fixture (SLOW_FIXTURES); put the tests of a
-    module that share a costly module fixture (GROUPED_FIXTURES) in one xdist group."""
-    for item in items:
-        fixtures = set(getattr(item, "fixturenames", ()))
-        if fixtures & SLOW_FIXTURES:
-            item.add_marker(pytest.mark.slow)
-        if fixtures & GROUPED_FIXTURES:
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
-
-
-#: module-scoped fixtures that take seconds to make (a run, a server, an ingest): under
-#: `--dist loadgroup` the tests of one module that use one stay on one worker, so it is made once
-GROUPED_FIXTURES = frozenset({
-    "retry_run", "sleep_run", "two_run_store", "perf_store", "dep_fail_store", "instrumented_run",
-    "hostile_run", "failing_run", "academy_run", "fleet", "usage_store", "server", "mixed_store",
-    "store_file", "two_runs", "web", "json_run_baseline", "runinfo", "corpus", "tour_store", "truth_stores",
-})
+def pytest_itemcollected(item) -> None:
+    """Mark `slow` the tests that SLOW_FIXTURES, SLOW_MODULES and SLOW_TESTS name."""
+    fixtures = set(getattr(item, "fixturenames", ()))
+    name = getattr(item, "originalname", item.name)
+    if fixtures & SLOW_FIXTURES or item.path.stem in SLOW_MODULES or name in SLOW_TESTS:
+        item.add_marker(pytest.mark.slow)

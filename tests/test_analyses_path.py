@@ -16,7 +16,7 @@ import taskscope
 from taskscope.analyses.bottlenecks import STAGES, bottlenecks
 from taskscope.analyses.common_path import NOISE_EVENTS, common_path
 from taskscope.analyses.compare import compare
-from conftest import corpus_path, make_real_run, parsl_env, run_cli
+from conftest import corpus_path, invoke, make_real_run, parsl_env, run_cli
 
 SLEEP_SECONDS = 0.1
 
@@ -263,22 +263,22 @@ def test_cli_commands_with_json_and_plots(two_run_store, perf_run, tmp_path, suf
         run_ids = list(store.runs().run_id)
         perf_id = store.resolve_run(str(perf_run / "000"))
 
-    done = run_cli("common-path", "--store", two_run_store, "--format", "json", "--plot", str(tmp_path / f"path{suffix}"))
+    done = invoke("common-path", "--store", two_run_store, "--format", "json", "--plot", str(tmp_path / f"path{suffix}"))
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
     assert document["variants"][0]["variant"] == 1 and document["steps"][0]["since_first_mean"] == 0.0
     assert (tmp_path / f"path{suffix}").stat().st_size > 1000
 
-    done = run_cli("bottlenecks", "--store", two_run_store, "--run", perf_id, "--format", "json",
-                   "--plot", str(tmp_path / f"waits{suffix}"))
+    done = invoke("bottlenecks", "--store", two_run_store, "--run", perf_id, "--format", "json",
+                  "--plot", str(tmp_path / f"waits{suffix}"))
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
     assert document["run_id"] == perf_id and document["slowest_stage"] in STAGES.values()
     assert document["steps"][0]["rank"] == 1 and document["workers"][0]["slots"] == 2
     assert (tmp_path / f"waits{suffix}").stat().st_size > 1000
 
-    done = run_cli("compare", run_ids[0][:8], run_ids[1][:8], "--store", two_run_store, "--format", "json",
-                   "--plot", str(tmp_path / f"compare{suffix}"))
+    done = invoke("compare", run_ids[0][:8], run_ids[1][:8], "--store", two_run_store, "--format", "json",
+                  "--plot", str(tmp_path / f"compare{suffix}"))
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
     assert rows[-1]["metric"] == "throughput" and all("significant" in row for row in rows)
@@ -286,14 +286,14 @@ def test_cli_commands_with_json_and_plots(two_run_store, perf_run, tmp_path, suf
 
 
 def test_cli_table_output_and_errors(two_run_store):
-    done = run_cli("common-path", "--store", two_run_store, "--variant", "2")
+    done = invoke("common-path", "--store", two_run_store, "--variant", "2")
     assert done.returncode == 0, done.stderr
     assert "=== variant 2 of" in done.stdout and "0.000000: " in done.stdout
-    done = run_cli("common-path", "--store", two_run_store, "--variant", "999")
+    done = invoke("common-path", "--store", two_run_store, "--variant", "999")
     assert done.returncode == 2 and "no variant 999" in done.stderr
-    done = run_cli("bottlenecks", "--store", two_run_store)
+    done = invoke("bottlenecks", "--store", two_run_store)
     assert done.returncode == 0 and "Tasks wait longest in the" in done.stdout
-    done = run_cli("compare", "nosuchrun", "000", "--store", two_run_store)
+    done = invoke("compare", "nosuchrun", "000", "--store", two_run_store)
     assert done.returncode == 2 and "error:" in done.stderr
     for command in ("common-path", "bottlenecks", "compare"):
-        assert "Example: taskscope " + command in run_cli(command, "--help").stdout
+        assert "Example: taskscope " + command in invoke(command, "--help").stdout
