@@ -50,7 +50,7 @@ demo: $(VENV)/.installed-demo
 	$(PY) -m taskscope.demo --workdir demo-run
 
 docs: $(VENV)/.installed-test
-	$(VENV)/bin/mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 
 # the 3.12/3.13 checks run beside the main suite (both mostly wait); their output follows the suite's
 test: $(VENV)/.installed-test /usr/bin/chromium docs
