@@ -41,6 +41,10 @@ class Report(str, Enum):
     leaderboard = "leaderboard"
     installation_age = "installation-age"
     adoption = "adoption"
+    adoption_summary = "adoption-summary"
+    totals = "totals"
+    unfinished = "unfinished"
+    invalid = "invalid"
 
 
 def register(app: typer.Typer) -> None:
@@ -155,26 +159,76 @@ def report(
     product: Optional[str] = typer.Option(None, "--product", help="Only this product (e.g. parsl)."),
     period: str = typer.Option("day", "--period", help="over-time: hour, day, week, month, quarter or year."),
     weeks: int = typer.Option(12, "--weeks", min=1, help="adoption: weeks after each version first appeared."),
-    since: Optional[str] = typer.Option(None, "--since", help="Only runs seen from this UTC date (2026-01-31) on."),
+    since: Optional[str] = typer.Option(None, "--since", help="Only runs dated from this UTC date (2026-01-31) on."),
+    until: Optional[str] = typer.Option(None, "--until", help="Only runs dated before this UTC date (2026-07-01)."),
+    releases: Optional[Path] = typer.Option(
+        None, "--releases", help="Release dates of products whose versions are not dates (Parsl's are): a CSV of "
+        "product,version,released (a UTC date), for installation ages, adoption and flagging impossible times "
+        "(default: the file TASKSCOPE_USAGE_RELEASES names)."),
+    source: Optional[str] = typer.Option(
+        None, "--from", help="Fetch the report from a running collector's dashboard (its --ui-port), e.g. "
+        "http://127.0.0.1:8080, instead of reading --store."),
     fmt: OutputFormat = FormatOption,
 ) -> None:
-    """Aggregates of the usage messages in the store: runs, versions, platforms, leaderboard, ...
+    """Aggregates of the usage messages in the store: runs, versions, platforms, leaderboard, totals, ...
 
     Examples:
 
       taskscope usage report leaderboard --store usage.duckdb
 
-      taskscope usage report over-time --period week --product parsl --format csv
+      taskscope usage report over-time --period month --since 2025-07-01 --until 2026-07-01 --format csv
+
+      taskscope usage report totals --from http://127.0.0.1:8080   (while `usage collect --ui-port 8080` runs)
     """
+    if source is not None:
+        _report_from(source, what.value, fmt, {"product": product, "period": period, "weeks": weeks,
+                                               "since": since, "until": until})
+        return
+    try:
+        bounds = {name: reports.parse_since(text) if text else None for name, text in (("since", since), ("until", until))}
+        release_table = reports.release_dates(releases)
+    except ValueError as exc:
+        fail(str(exc))
     with taskscope.open(store, read_only=True) as opened:
         if not _has_usage_events(opened):
             fail(f"{store} holds no usage messages (collect them with `taskscope usage collect --store {store}`)")
         try:
             frame = reports.report(opened, what.value, product=product, period=period, weeks=weeks,
-                                   since=reports.parse_since(since) if since else None)
+                                   releases=release_table, **bounds)
         except ValueError as exc:
             fail(str(exc))
     print_frame(frame, fmt, f"usage: {what.value}")
+
+
+def _report_from(base_url: str, name: str, fmt: OutputFormat, options: dict) -> None:
+    """Print the report `name` as a running collector's dashboard at `base_url` serves it."""
+    import io
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    import pandas as pd
+
+    query = urllib.parse.urlencode({key: value for key, value in options.items() if value is not None})
+    url = f"{base_url.rstrip('/')}/api/usage/{name}.csv?{query}"
+    if not url.startswith(("http://", "https://")):
+        fail(f"--from must be an http:// or https:// address, not {base_url!r}")
+    try:
+        with urllib.request.urlopen(url, timeout=120) as response:
+            text = response.read().decode()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        try:
+            detail = json.loads(detail).get("detail", detail)
+        except ValueError:
+            pass
+        fail(f"{base_url} refused the report {name}: {exc.code} {detail}")
+    except (urllib.error.URLError, OSError) as exc:
+        fail(f"cannot reach {base_url}: {getattr(exc, 'reason', exc)}")
+    if fmt is OutputFormat.csv:
+        sys.stdout.write(text)
+    else:
+        print_frame(pd.read_csv(io.StringIO(text)) if text.strip() else pd.DataFrame(), fmt, f"usage: {name}")
 
 
 def _has_usage_events(store) -> bool:

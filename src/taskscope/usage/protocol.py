@@ -13,7 +13,9 @@ A run sends a *start* message and, at level 3, an *end* message with the same `c
 
 Parsl's own messages have the same shape without `"product"` (its version key is `parsl_v`, its
 first end component is the DataFlowKernel). The collector validates datagrams in DuckDB (see
-`taskscope.usage.collector`); `decode` here is the same rule set in Python, for tools and tests.
+`taskscope.usage.storage`); `decode` here is the same rule set in Python, for tools and tests.
+A key given twice keeps its first value in both. The fields' values (levels, versions, times,
+counts) are checked where they are read, by `taskscope.usage.reports`.
 """
 
 from __future__ import annotations
@@ -98,7 +100,9 @@ def decode(datagram: bytes, max_bytes: int = MAX_DATAGRAM_BYTES) -> UsageMessage
     except UnicodeDecodeError:
         raise MalformedDatagram(NOT_UTF8) from None
     try:
-        fields = json.loads(text)  # NaN and Infinity pass, as in Parsl's json.dumps and DuckDB's json_valid
+        # NaN and Infinity pass, as in Parsl's json.dumps and DuckDB's json_valid; a key given
+        # twice keeps its first value, as DuckDB reads it (the reports flag it "duplicate key")
+        fields = json.loads(text, object_pairs_hook=_first_of_duplicates)
     except ValueError:
         raise MalformedDatagram(BAD_JSON) from None
     if not isinstance(fields, dict):
@@ -107,6 +111,18 @@ def decode(datagram: bytes, max_bytes: int = MAX_DATAGRAM_BYTES) -> UsageMessage
     if not isinstance(correlator, str) or not 0 < len(correlator) <= MAX_CORRELATOR_CHARS:
         raise MalformedDatagram(NO_CORRELATOR)
     return UsageMessage("end" if "end" in fields else "start", correlator, fields, protocol)
+
+
+def _first_of_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's pairs as a dict, a duplicated key keeping its first value.
+
+    >>> _first_of_duplicates([("a", 1), ("b", 2), ("a", 3)])
+    {'a': 1, 'b': 2}
+    """
+    fields: dict[str, Any] = {}
+    for key, value in pairs:
+        fields.setdefault(key, value)
+    return fields
 
 
 def check_level(level: int | bool) -> int:

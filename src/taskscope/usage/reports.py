@@ -1,10 +1,17 @@
 """Aggregates over usage messages in a store, for the usage dashboard, reports and notebooks.
 
 Every function takes a `taskscope.Store` or a DuckDB connection (filled by `taskscope usage
-collect`), an optional `product` ("parsl", or the `product` a `UsageTracker` names) and an
-optional `since` (epoch seconds: only runs seen from then on; a version's "first seen" still
-counts every run), and returns a pandas DataFrame. A *run* is one correlator: its start message
-(levels 1-3) and, at level 3, its end message; either may be missing (UDP loses datagrams).
+collect`), an optional `product` ("parsl", or the `product` a `UsageTracker` names) and
+optional `since` and `until` (epoch seconds: only runs dated from `since` and before `until`; a
+version's "first seen" still counts every run), and returns a pandas DataFrame. A *run* is one
+correlator: its start message (levels 1-3) and, at level 3, its end message; either may be
+missing (UDP loses datagrams). A run is dated by its start message's `start`, else its end
+message's `end` (epoch seconds, as Parsl sends), else by when it arrived; a time more than a
+day after its arrival, or before its version's release (or the product's first), is flagged
+and not used. Every field is checked against the protocol (levels 1-3 as integers, versions
+that parse, counts as non-negative integers, ...): an invalid value is no value on any report
+and is counted, with its reason, by `invalid_fields`. A message with a key twice is read by its
+first value (as DuckDB and `taskscope.usage.protocol.decode` do) and flagged "duplicate key".
 Parsl's messages have no `product` field: a `parsl_v` field (or any `<name>_v` besides
 `python_v`) names it.
 
@@ -15,6 +22,9 @@ Parsl's messages have no `product` field: a `parsl_v` field (or any `<name>_v` b
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pandas as pd
 
 from taskscope._sql import connection_of, scalar
@@ -23,60 +33,181 @@ from taskscope.time_bounds import epoch_since
 #: the periods `runs_over_time` counts by
 PERIODS = ("hour", "day", "week", "month", "quarter", "year")
 
-# One row per run (correlator). Later queries select from `usage_runs`.
+# Field checks: a JSON value's type, and text that must be a version.
+_INTEGER = "json_type({0}) IN ('UBIGINT', 'BIGINT')"
+_NUMBER = "(json_type({0}) IN ('UBIGINT', 'BIGINT', 'DOUBLE') AND isfinite(TRY_CAST({0}->>'$' AS DOUBLE)))"
+#: what a product version must look like (PEP 440-like: 1.3.0-dev, 2025.06.02, 0.9.0rc1)
+VERSION_PATTERN = r"\d+(\.\d+)+([.+-]?[0-9A-Za-z][0-9A-Za-z.+-]*)?"
+#: what a Python version must look like (3.12.2, 3.13.0rc1, 3.14t)
+PYTHON_PATTERN = r"\d\.\d{1,2}(\.\d{1,3})?[0-9A-Za-z.+]*"
+#: a time this much after its message arrived, or before its version's release, is flagged (clock skew, time zones)
+TIME_TOLERANCE_SECONDS = 86400
+#: no Parsl run predates this (2016-01-01, before Parsl's first release): earlier times are flagged
+PARSL_BORN = 1451606400.0
+
+# One row per run (correlator), every field checked against the protocol: a value that breaks
+# it is NULL in the row and named in `invalid` (a list of {field, reason}), so it is counted
+# (report "invalid") but never shown as a value. A run is dated (`ts`) by its start message's
+# `start`, else its end message's `end` (epoch seconds, as Parsl sends), else when it arrived;
+# `dated_by` says which. Later queries select from `usage_runs`.
 _RUNS = r"""
 WITH messages AS (
     SELECT ts, event, run_id AS correlator, attrs FROM events
     WHERE source = 'usage' AND run_id IS NOT NULL AND event IN ('usage.start', 'usage.end')
 ), starts AS (
-    SELECT correlator, arg_min(attrs, ts) AS s, min(ts) AS start_ts FROM messages
+    SELECT correlator, arg_min(attrs, ts) AS s, min(ts) AS start_arrived FROM messages
     WHERE event = 'usage.start' GROUP BY correlator
 ), ends AS (
-    SELECT correlator, arg_max(attrs, ts) AS e, max(ts) AS end_ts FROM messages
+    SELECT correlator, arg_max(attrs, ts) AS e, max(ts) AS end_arrived FROM messages
     WHERE event = 'usage.end' GROUP BY correlator
 ), joined AS (
-    SELECT coalesce(starts.correlator, ends.correlator) AS correlator, s, e, start_ts, end_ts,
+    SELECT coalesce(starts.correlator, ends.correlator) AS correlator, s, e, start_arrived, end_arrived,
            list_filter(json_keys(s), lambda k: k LIKE '%\_v' ESCAPE '\' AND k <> 'python_v')[1] AS version_key
     FROM starts FULL OUTER JOIN ends USING (correlator)
 ), described AS (
-    SELECT correlator, coalesce(start_ts, end_ts) AS ts, start_ts, end_ts,
+    SELECT *,
         coalesce(s->>'product', e->>'product', regexp_extract(version_key, '^(.*)_v$', 1),
                  split_part(json_extract_string(e, '$.components[0].c'), '.', 1)) AS product,
-        s, e
+        list_filter(json_extract(e, '$.components[*]'), lambda c: json_exists(c, '$.app_count'))[1] AS counts
     FROM joined
+), raw AS (
+    SELECT *, s->(product || '_v') AS version_j, s->'tracking_level' AS level_j, s->'python_v' AS python_j,
+        coalesce(s->'$."platform.system"', s->'os') AS platform_j,
+        coalesce(s->'project_name', e->'project_name') AS project_j, s->'start' AS start_j, e->'end' AS end_j,
+        coalesce(e->'execution_time', e->'c_time') AS time_j, coalesce(counts->'app_count', e->'t_apps') AS tasks_j,
+        coalesce(counts->'app_fails', e->'failed') AS fails_j
+    FROM described
+), release_table AS (
+    SELECT unnest($release_products::VARCHAR[]) AS product, unnest($release_versions::VARCHAR[]) AS version,
+           unnest($release_dates::DOUBLE[]) AS released
+), released AS (
+    -- the version's release date: Parsl's versions are dates (YYYY.MM.DD), other products' come from the table
+    SELECT raw.*, coalesce(
+        CASE WHEN raw.product = 'parsl' THEN epoch(try(make_date(
+            TRY_CAST(regexp_extract(version_j->>'$', '^(\d{4})\.(\d{1,2})\.(\d{1,2})', 1) AS INTEGER),
+            TRY_CAST(regexp_extract(version_j->>'$', '^(\d{4})\.(\d{1,2})\.(\d{1,2})', 2) AS INTEGER),
+            TRY_CAST(regexp_extract(version_j->>'$', '^(\d{4})\.(\d{1,2})\.(\d{1,2})', 3) AS INTEGER)))) END,
+        t.released) AS version_released,
+        coalesce((SELECT min(released) FROM release_table r WHERE r.product = raw.product),
+                 CASE WHEN raw.product = 'parsl' THEN $parsl_born END) AS product_born
+    FROM raw LEFT JOIN release_table t ON t.product = raw.product AND t.version = version_j->>'$'
+), checked AS (
+    SELECT *,
+        CASE WHEN s IS NOT NULL AND level_j IS NULL THEN 'missing'
+             WHEN level_j IS NULL THEN NULL
+             WHEN NOT """ + _INTEGER.format("level_j") + r""" THEN 'not an integer'
+             WHEN (level_j->>'$')::HUGEINT NOT BETWEEN 1 AND 3 THEN 'not 1, 2 or 3' END AS level_bad,
+        CASE WHEN version_j IS NULL THEN NULL WHEN json_type(version_j) <> 'VARCHAR' THEN 'not a string'
+             WHEN NOT regexp_full_match(version_j->>'$', '""" + VERSION_PATTERN + r"""') THEN 'not a version'
+             WHEN product = 'parsl' AND regexp_matches(version_j->>'$', '^\d{4}\.') AND version_released IS NULL
+                  THEN 'not a release date' END AS version_bad,
+        CASE WHEN python_j IS NULL THEN NULL WHEN json_type(python_j) <> 'VARCHAR' THEN 'not a string'
+             WHEN NOT regexp_full_match(python_j->>'$', '""" + PYTHON_PATTERN + r"""') THEN 'not a version' END AS python_bad,
+        CASE WHEN platform_j IS NOT NULL AND json_type(platform_j) <> 'VARCHAR' THEN 'not a string' END AS platform_bad,
+        CASE WHEN project_j IS NOT NULL AND json_type(project_j) <> 'VARCHAR' THEN 'not a string' END AS project_bad,
+        CASE WHEN time_j IS NULL THEN NULL WHEN NOT """ + _NUMBER.format("time_j") + r""" THEN 'not a number'
+             WHEN (time_j->>'$')::DOUBLE < 0 THEN 'negative' END AS time_bad,
+        CASE WHEN tasks_j IS NULL THEN NULL WHEN NOT """ + _INTEGER.format("tasks_j") + r""" THEN 'not an integer'
+             WHEN (tasks_j->>'$')::HUGEINT < 0 THEN 'negative' END AS tasks_bad,
+        CASE WHEN fails_j IS NULL THEN NULL WHEN NOT """ + _INTEGER.format("fails_j") + r""" THEN 'not an integer'
+             WHEN (fails_j->>'$')::HUGEINT < 0 THEN 'negative' END AS fails_bad,
+        CASE WHEN len(json_keys(s)) > len(list_distinct(json_keys(s)))
+               OR len(json_keys(e)) > len(list_distinct(json_keys(e))) THEN 'duplicate key' END AS keys_bad
+    FROM released
+), timed AS (
+    SELECT *, """ + "\n".join(
+    f"""CASE WHEN {j} IS NULL THEN NULL WHEN NOT {_NUMBER.format(j)} THEN 'not a number'
+             WHEN ({j}->>'$')::DOUBLE > {arrived} + $tolerance THEN 'more than a day in the future'
+             WHEN ({j}->>'$')::DOUBLE < product_born - $tolerance THEN 'before the product existed'
+             WHEN version_bad IS NULL AND ({j}->>'$')::DOUBLE < version_released - $tolerance
+                  THEN 'before its version was released' END AS {name},"""
+    for j, arrived, name in [("start_j", "start_arrived", "start_bad"), ("end_j", "end_arrived", "end_bad")]) + r"""
+    FROM checked
+), kept AS (
+    SELECT *,
+        CASE WHEN start_bad IS NULL THEN (start_j->>'$')::DOUBLE END AS sent_start,
+        CASE WHEN end_bad IS NULL THEN (end_j->>'$')::DOUBLE END AS sent_end
+    FROM timed
 )
-SELECT correlator, ts, start_ts, end_ts, product,
-    s->>(product || '_v') AS version,
-    s->>'python_v' AS python_version,
-    regexp_extract(s->>'python_v', '^(\d+\.\d+)') AS python_minor,
-    coalesce(s->>'$."platform.system"', s->>'os') AS platform,
-    coalesce(TRY_CAST(s->>'tracking_level' AS INTEGER), CASE WHEN e IS NOT NULL THEN 3 END) AS tracking_level,
-    coalesce(s->>'project_name', e->>'project_name') AS project_name,
+SELECT correlator, coalesce(sent_start, sent_end, start_arrived, end_arrived) AS ts,
+    CASE WHEN sent_start IS NOT NULL THEN 'start' WHEN sent_end IS NOT NULL THEN 'end' ELSE 'arrival' END AS dated_by,
+    sent_start AS start_ts, sent_end AS end_ts, coalesce(start_arrived, end_arrived) AS arrived, product,
+    CASE WHEN version_bad IS NULL THEN version_j->>'$' END AS version,
+    CASE WHEN version_bad IS NULL THEN version_released END AS version_released,
+    CASE WHEN python_bad IS NULL THEN python_j->>'$' END AS python_version,
+    CASE WHEN python_bad IS NULL THEN regexp_extract(python_j->>'$', '^(\d+\.\d+)') END AS python_minor,
+    CASE WHEN platform_bad IS NULL THEN platform_j->>'$' END AS platform,
+    CASE WHEN level_bad IS NOT NULL THEN NULL WHEN level_j IS NOT NULL THEN (level_j->>'$')::INTEGER
+         WHEN e IS NOT NULL THEN 3 END AS tracking_level,
+    CASE WHEN project_bad IS NULL THEN project_j->>'$' END AS project_name,
     -- from the end message when the start was lost, less its first entry (the task counts)
     coalesce(json_extract(s, '$.components[*]'),
              list_filter(json_extract(e, '$.components[*]'), lambda c: NOT json_exists(c, '$.app_count')))
         AS components,
-    TRY_CAST(coalesce(e->>'execution_time', e->>'c_time') AS DOUBLE) AS execution_time,
-    TRY_CAST(coalesce(list_filter(json_extract(e, '$.components[*]'),
-                                  lambda c: json_exists(c, '$.app_count'))[1]->>'app_count', e->>'t_apps') AS BIGINT)
-        AS task_count,
-    TRY_CAST(coalesce(list_filter(json_extract(e, '$.components[*]'),
-                                  lambda c: json_exists(c, '$.app_fails'))[1]->>'app_fails', e->>'failed') AS BIGINT)
-        AS failures,
-    s IS NOT NULL AS has_start, e IS NOT NULL AS has_end
-FROM described
+    CASE WHEN time_bad IS NULL THEN (time_j->>'$')::DOUBLE END AS execution_time,
+    CASE WHEN tasks_bad IS NULL THEN (tasks_j->>'$')::BIGINT END AS task_count,
+    CASE WHEN fails_bad IS NULL THEN (fails_j->>'$')::BIGINT END AS failures,
+    s IS NOT NULL AS has_start, e IS NOT NULL AS has_end,
+    list_filter([""" + ", ".join(
+    f"{{'field': '{field}', 'reason': {column}}}" for field, column in [
+        ("tracking_level", "level_bad"), ("version", "version_bad"), ("python_v", "python_bad"),
+        ("platform.system", "platform_bad"), ("project_name", "project_bad"), ("start", "start_bad"),
+        ("end", "end_bad"), ("execution_time", "time_bad"), ("app_count", "tasks_bad"),
+        ("app_fails", "fails_bad"), ("message", "keys_bad")]) + r"""], lambda f: f.reason IS NOT NULL) AS invalid
+FROM kept
 """
 
 
-def _query(store, sql: str, product: str | None, since: float | None = None, **params) -> pd.DataFrame:
+def _release_params(releases: "pd.DataFrame | None") -> dict:
+    table = release_dates() if releases is None else releases
+    return {"release_products": table["product"].astype(str).tolist(),
+            "release_versions": table["version"].astype(str).tolist(),
+            "release_dates": table["released"].astype(float).tolist()}
+
+
+def _query(store, sql: str, product: str | None, since: float | None = None, until: float | None = None,
+           releases: pd.DataFrame | None = None, **params) -> pd.DataFrame:
     con = connection_of(store)
-    # product_runs: every run of the product (for "first seen"); usage_runs: those seen since `since`
+    # product_runs: every run of the product (for "first seen"); usage_runs: those dated in [since, until)
     runs_cte = (f"WITH product_runs AS (SELECT * FROM ({_RUNS}) WHERE $product IS NULL OR product = $product), "
-                "usage_runs AS (SELECT * FROM product_runs WHERE $since IS NULL OR ts >= $since)")
+                "usage_runs AS (SELECT * FROM product_runs WHERE ($since IS NULL OR ts >= $since) "
+                "AND ($until IS NULL OR ts < $until))")
     sql = sql.strip()
     # a query with its own CTEs continues the WITH list
     text = f"{runs_cte}, {sql[5:]}" if sql.startswith("WITH ") else f"{runs_cte} {sql}"
-    return con.execute(text, {"product": product, "since": since, **params}).df()
+    return con.execute(text, {"product": product, "since": since, "until": until,
+                              "tolerance": TIME_TOLERANCE_SECONDS, "parsl_born": PARSL_BORN, **_release_params(releases), **params}).df()
+
+
+#: environment variable naming the release-date table (`release_dates`)
+RELEASES_VARIABLE = "TASKSCOPE_USAGE_RELEASES"
+
+
+def release_dates(path: str | Path | None = None) -> pd.DataFrame:
+    """The maintainer's release-date table: a CSV file with columns `product`, `version`,
+    `released` (a UTC date, 2025-06-02, or epoch seconds), read from `path`, else from the file
+    the environment variable TASKSCOPE_USAGE_RELEASES names, else empty. Parsl needs none: its
+    versions are their release dates. Returns columns product, version, released (epoch seconds).
+
+    >>> release_dates().columns.tolist()
+    ['product', 'version', 'released']
+    """
+    path = path or os.environ.get(RELEASES_VARIABLE) or None
+    if path is None:
+        return pd.DataFrame({"product": [], "version": [], "released": []})
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read the release-date table {path}: {exc}") from None
+    missing = {"product", "version", "released"} - set(table.columns)
+    if missing:
+        raise ValueError(f"the release-date table {path} lacks the column(s) {', '.join(sorted(missing))}")
+    try:
+        released = [parse_since(text.strip()) for text in table["released"]]
+    except ValueError as exc:
+        raise ValueError(f"the release-date table {path}: {exc}".replace("since must be", "released must be")) from None
+    return pd.DataFrame({"product": table["product"].str.strip(), "version": table["version"].str.strip(),
+                         "released": released})
 
 
 def parse_since(text: str) -> float:
@@ -88,16 +219,20 @@ def parse_since(text: str) -> float:
     return epoch_since(text, "a date (2026-01-31), a date and time or epoch seconds")
 
 
-def usage_runs(store, product: str | None = None, since: float | None = None) -> pd.DataFrame:
+def usage_runs(store, product: str | None = None, since: float | None = None,
+        until: float | None = None,
+        releases: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per run: correlator, when seen, product, version, Python, platform, level,
     project_name, components, execution_time, task_count, failures, has_start, has_end.
 
     >>> usage_runs(store, product="parsl")[["version", "tracking_level"]]   # doctest: +SKIP
     """
-    return _query(store, "SELECT * FROM usage_runs ORDER BY ts, correlator", product, since)
+    return _query(store, "SELECT * FROM usage_runs ORDER BY ts, correlator", product, since, until, releases)
 
 
-def runs_over_time(store, product: str | None = None, period: str = "day", since: float | None = None) -> pd.DataFrame:
+def runs_over_time(store, product: str | None = None, period: str = "day", since: float | None = None,
+        until: float | None = None,
+        releases: pd.DataFrame | None = None) -> pd.DataFrame:
     """Runs per `period` (hour, day, week, month, quarter, year) and product, oldest first.
 
     >>> runs_over_time(store, period="week")                   # doctest: +SKIP
@@ -106,42 +241,51 @@ def runs_over_time(store, product: str | None = None, period: str = "day", since
         raise ValueError(f"period must be one of {', '.join(PERIODS)}, not {period!r}")
     return _query(store, """
         SELECT date_trunc($period, to_timestamp(ts)) AS period, product, count(*) AS runs
-        FROM usage_runs GROUP BY ALL ORDER BY period, product""", product, since, period=period)
+        FROM usage_runs GROUP BY ALL ORDER BY period, product""", product, since, until, releases, period=period)
 
 
-def _shares(store, column: str, product: str | None, name: str, since: float | None) -> pd.DataFrame:
+def _shares(store, column: str, product: str | None, name: str, since: float | None,
+            until: float | None, releases: pd.DataFrame | None) -> pd.DataFrame:
     # `column` is one of this module's fixed expressions, never user text
     return _query(store, f"""
         SELECT {column} AS {name}, count(*) AS runs, count(*) / sum(count(*)) OVER () AS share
-        FROM usage_runs WHERE {column} IS NOT NULL GROUP BY ALL ORDER BY runs DESC, {name}""", product, since)
+        FROM usage_runs WHERE {column} IS NOT NULL GROUP BY ALL ORDER BY runs DESC, {name}""", product, since, until, releases)
 
 
-def python_versions(store, product: str | None = None, since: float | None = None) -> pd.DataFrame:
+def python_versions(store, product: str | None = None, since: float | None = None,
+        until: float | None = None,
+        releases: pd.DataFrame | None = None) -> pd.DataFrame:
     """Runs per Python version (major.minor), most used first, with their share (of runs whose
     start message arrived: the same holds for platforms).
 
     >>> python_versions(store)                                 # doctest: +SKIP
     """
-    return _shares(store, "python_minor", product, "python_version", since)
+    return _shares(store, "python_minor", product, "python_version", since, until, releases)
 
 
-def platforms(store, product: str | None = None, since: float | None = None) -> pd.DataFrame:
+def platforms(store, product: str | None = None, since: float | None = None,
+        until: float | None = None,
+        releases: pd.DataFrame | None = None) -> pd.DataFrame:
     """Runs per platform (`platform.system()`: Linux, Darwin, Windows), with their share.
 
     >>> platforms(store)                                       # doctest: +SKIP
     """
-    return _shares(store, "platform", product, "platform", since)
+    return _shares(store, "platform", product, "platform", since, until, releases)
 
 
-def levels(store, product: str | None = None, since: float | None = None) -> pd.DataFrame:
+def levels(store, product: str | None = None, since: float | None = None,
+        until: float | None = None,
+        releases: pd.DataFrame | None = None) -> pd.DataFrame:
     """Runs per tracking level (an end message without its start counts as level 3).
 
     >>> levels(store)                                          # doctest: +SKIP
     """
-    return _shares(store, "tracking_level", product, "tracking_level", since)
+    return _shares(store, "tracking_level", product, "tracking_level", since, until, releases)
 
 
-def product_versions(store, product: str | None = None, since: float | None = None) -> pd.DataFrame:
+def product_versions(store, product: str | None = None, since: float | None = None,
+        until: float | None = None,
+        releases: pd.DataFrame | None = None) -> pd.DataFrame:
     """Runs per product version, with its share of that product's runs and when first/last seen
     (runs whose start message was lost have no version and are left out).
 
@@ -152,10 +296,12 @@ def product_versions(store, product: str | None = None, since: float | None = No
                count(*) / sum(count(*)) OVER (PARTITION BY product) AS share,
                to_timestamp(min(ts)) AS first_seen, to_timestamp(max(ts)) AS last_seen
         FROM usage_runs WHERE version IS NOT NULL GROUP BY product, version ORDER BY product, runs DESC, version""",
-        product, since)
+        product, since, until, releases)
 
 
-def components(store, product: str | None = None, since: float | None = None) -> pd.DataFrame:
+def components(store, product: str | None = None, since: float | None = None,
+        until: float | None = None,
+        releases: pd.DataFrame | None = None) -> pd.DataFrame:
     """Runs using each component (executor, provider, launcher, ...), from level 2 and 3 messages.
 
     `kind` comes from the class's module path (`parsl.executors.*` is an executor); `share` is
@@ -178,14 +324,16 @@ def components(store, product: str | None = None, since: float | None = None) ->
                     ELSE 'other' END AS kind,
                count(*) AS runs, count(*) / any_value(reporting.n) AS share
         FROM used, reporting WHERE component IS NOT NULL
-        GROUP BY ALL ORDER BY runs DESC, component""", product, since)
+        GROUP BY ALL ORDER BY runs DESC, component""", product, since, until, releases)
 
 
 _EXECUTION_BUCKETS = [(0, "< 1 s"), (1, "1-10 s"), (10, "10 s-1 min"), (60, "1-10 min"), (600, "10 min-1 h"),
                       (3600, "1-6 h"), (6 * 3600, "6-24 h"), (86400, ">= 1 day")]
 
 
-def execution_times(store, product: str | None = None, since: float | None = None) -> pd.DataFrame:
+def execution_times(store, product: str | None = None, since: float | None = None,
+        until: float | None = None,
+        releases: pd.DataFrame | None = None) -> pd.DataFrame:
     """How many level-3 runs took how long (execution_time of the end message), in fixed buckets.
 
     Every bucket is listed, empty ones with 0 runs.
@@ -202,10 +350,12 @@ def execution_times(store, product: str | None = None, since: float | None = Non
                (SELECT count(*) FROM timed WHERE execution_time >= b.lower_seconds
                   AND (next_lower IS NULL OR execution_time < next_lower)) AS runs
         FROM (SELECT *, lead(lower_seconds) OVER (ORDER BY position) AS next_lower FROM buckets) b
-        ORDER BY position""", product, since, bounds=bounds, labels=labels)
+        ORDER BY position""", product, since, until, releases, bounds=bounds, labels=labels)
 
 
-def task_counts(store, product: str | None = None, since: float | None = None) -> pd.DataFrame:
+def task_counts(store, product: str | None = None, since: float | None = None,
+        until: float | None = None,
+        releases: pd.DataFrame | None = None) -> pd.DataFrame:
     """How many level-3 runs ran how many tasks, in powers of ten (0, 1-9, 10-99, ...).
 
     >>> task_counts(store)                                     # doctest: +SKIP
@@ -220,10 +370,12 @@ def task_counts(store, product: str | None = None, since: float | None = None) -
                    AS bucket,
                CASE WHEN magnitude < 0 THEN 0 ELSE (10 ** magnitude)::BIGINT END AS lower_tasks,
                count(*) AS runs
-        FROM counted GROUP BY ALL ORDER BY lower_tasks""", product, since)
+        FROM counted GROUP BY ALL ORDER BY lower_tasks""", product, since, until, releases)
 
 
-def failure_rates(store, product: str | None = None, since: float | None = None) -> pd.DataFrame:
+def failure_rates(store, product: str | None = None, since: float | None = None,
+        until: float | None = None,
+        releases: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per product version, over level-3 runs: tasks, failed tasks, their rate, and runs with any failure.
 
     >>> failure_rates(store, product="parsl")                  # doctest: +SKIP
@@ -234,10 +386,12 @@ def failure_rates(store, product: str | None = None, since: float | None = None)
                count(*) FILTER (WHERE failures > 0) AS runs_with_failures,
                count(*) FILTER (WHERE failures > 0) / count(*) AS share_runs_with_failures
         FROM usage_runs WHERE task_count IS NOT NULL
-        GROUP BY ALL ORDER BY product, version""", product, since)
+        GROUP BY ALL ORDER BY product, version""", product, since, until, releases)
 
 
-def leaderboard(store, product: str | None = None, since: float | None = None) -> pd.DataFrame:
+def leaderboard(store, product: str | None = None, since: float | None = None,
+        until: float | None = None,
+        releases: pd.DataFrame | None = None) -> pd.DataFrame:
     """Projects (`project_name`) by points: 1 per level 1 or 2 run, 2 per level 3 run (Parsl's rule).
 
     Runs without a project name are anonymous and not listed.
@@ -250,38 +404,93 @@ def leaderboard(store, product: str | None = None, since: float | None = None) -
                    sum(CASE WHEN tracking_level = 3 THEN 2 ELSE 1 END)::BIGINT AS points
             FROM usage_runs WHERE project_name IS NOT NULL AND tracking_level BETWEEN 1 AND 3
             GROUP BY project_name)
-        ORDER BY rank, project_name""", product, since)
+        ORDER BY rank, project_name""", product, since, until, releases)
 
 
 _AGE_BUCKETS = [(0, "< 1 week"), (7, "1-4 weeks"), (28, "1-3 months"), (91, "3-6 months"), (182, "6-12 months"),
                 (365, "1-2 years"), (730, ">= 2 years")]
 
 
-def installation_age(store, product: str | None = None, since: float | None = None) -> pd.DataFrame:
-    """How old installations are: per run, days since its version was first seen by any run, bucketed.
+def installation_age(store, product: str | None = None, since: float | None = None,
+        until: float | None = None, releases: pd.DataFrame | None = None) -> pd.DataFrame:
+    """How old installations are: per run, its time minus its version's release date, bucketed.
 
-    (First seen in this store: retention moves it later.) Every bucket is listed.
+    Parsl's versions are their release dates (YYYY.MM.DD); other products' come from `releases`
+    (`release_dates()`: the maintainer's table, by default the file TASKSCOPE_USAGE_RELEASES
+    names). A version with no release date falls back to when it was first seen in this store
+    (retention moves that later): `runs_first_seen` says how many of a bucket's runs were aged so.
+    Every bucket is listed; runs without a valid version are left out.
 
     >>> installation_age(store, product="parsl")               # doctest: +SKIP
     """
     return _query(store, """
         WITH aged AS (
-            SELECT (ts - first_seen) / 86400 AS age_days
+            SELECT greatest(ts - coalesce(version_released, first_seen), 0) / 86400 AS age_days,
+                   version_released IS NULL AS by_first_seen
             FROM usage_runs JOIN (SELECT product, version, min(ts) AS first_seen FROM product_runs GROUP BY ALL)
                  USING (product, version)
         ), buckets AS (SELECT unnest($bounds) AS lower_days, unnest($labels) AS bucket,
                               generate_subscripts($bounds, 1) AS position),
-        ranged AS (SELECT *, lead(lower_days) OVER (ORDER BY position) AS next_lower FROM buckets)
-        SELECT bucket, lower_days, runs, runs / nullif(sum(runs) OVER (), 0) AS share FROM (
-            SELECT position, bucket, lower_days,
-                   (SELECT count(*) FROM aged WHERE age_days >= r.lower_days
-                      AND (next_lower IS NULL OR age_days < next_lower)) AS runs
-            FROM ranged r)
-        ORDER BY position""", product, since,
+        ranged AS (SELECT *, lead(lower_days) OVER (ORDER BY position) AS next_lower FROM buckets),
+        counted AS (
+            SELECT position, bucket, lower_days, count(a.age_days) AS runs,
+                   count(a.age_days) FILTER (WHERE a.by_first_seen) AS runs_first_seen
+            FROM ranged r LEFT JOIN aged a ON a.age_days >= r.lower_days AND (r.next_lower IS NULL OR a.age_days < r.next_lower)
+            GROUP BY ALL)
+        SELECT bucket, lower_days, runs, runs / nullif(sum(runs) OVER (), 0) AS share, runs_first_seen
+        FROM counted ORDER BY position""", product, since, until, releases,
         bounds=[low for low, _ in _AGE_BUCKETS], labels=[label for _, label in _AGE_BUCKETS])
 
 
-def version_adoption(store, product: str | None = None, weeks: int = 12, since: float | None = None) -> pd.DataFrame:
+def totals(store, product: str | None = None, since: float | None = None,
+           until: float | None = None,
+        releases: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row of totals: runs, level-3 runs, those of them that started but never ended, tasks,
+    failures, execution hours (of level-3 runs), distinct projects, runs with an invalid field.
+
+    >>> totals(store, since=parse_since("2026-01-01")).iloc[0].runs   # doctest: +SKIP
+    """
+    return _query(store, """
+        SELECT count(*) AS runs, count(*) FILTER (WHERE tracking_level = 3) AS level3_runs,
+               count(*) FILTER (WHERE tracking_level = 3 AND has_start AND NOT has_end) AS level3_unfinished,
+               coalesce(sum(task_count), 0)::BIGINT AS tasks, coalesce(sum(failures), 0)::BIGINT AS failures,
+               coalesce(sum(execution_time), 0) / 3600 AS execution_hours,
+               count(DISTINCT project_name) AS projects,
+               count(*) FILTER (WHERE len(invalid) > 0) AS runs_with_invalid_fields
+        FROM usage_runs""", product, since, until, releases)
+
+
+def unfinished_runs(store, product: str | None = None, since: float | None = None,
+                    until: float | None = None,
+        releases: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Level-3 runs whose start message arrived but whose end message never did (a crash, a kill,
+    a lost datagram, or still running), oldest first.
+
+    >>> unfinished_runs(store, product="parsl")                # doctest: +SKIP
+    """
+    return _query(store, """
+        SELECT correlator, to_timestamp(ts) AS started, product, version, project_name
+        FROM usage_runs WHERE tracking_level = 3 AND has_start AND NOT has_end
+        ORDER BY ts, correlator""", product, since, until, releases)
+
+
+def invalid_fields(store, product: str | None = None, since: float | None = None,
+                   until: float | None = None,
+        releases: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Fields that break the protocol, per field and reason, with how many runs had one. Such a
+    value is never a value on any report (its column is empty for that run); the run still counts.
+
+    >>> invalid_fields(store)                                  # doctest: +SKIP
+    """
+    return _query(store, """
+        SELECT problem.field AS field, problem.reason AS reason, count(*) AS runs
+        FROM (SELECT unnest(invalid) AS problem FROM usage_runs)
+        GROUP BY ALL ORDER BY runs DESC, field, reason""", product, since, until, releases)
+
+
+def version_adoption(store, product: str | None = None, weeks: int = 12, since: float | None = None,
+        until: float | None = None,
+        releases: pd.DataFrame | None = None) -> pd.DataFrame:
     """How fast each version is taken up: for each of the first `weeks` weeks after a version was
     first seen, its share of all that product's runs in that week.
 
@@ -303,7 +512,45 @@ def version_adoption(store, product: str | None = None, weeks: int = 12, since: 
         FROM windows w LEFT JOIN product_runs r
           ON r.product = w.product AND r.ts >= w.week_start AND r.ts < w.week_end
         WHERE w.week_start <= (SELECT max(ts) FROM product_runs)
-        GROUP BY ALL ORDER BY w.product, first_seen, w.version, w.week""", product, since, weeks=weeks)
+        GROUP BY ALL ORDER BY w.product, first_seen, w.version, w.week""", product, since, until, releases, weeks=weeks)
+
+
+#: the shares of runs `adoption_summary` gives the weeks to
+ADOPTION_SHARES = (0.25, 0.5, 0.75)
+
+
+def adoption_summary(store, product: str | None = None, since: float | None = None,
+                     until: float | None = None, releases: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per release: weeks from its release until 25, 50 and 75 % of the product's runs in a week
+    used it or a newer release (week 0 is the release's first seven days; empty when never reached).
+
+    A release's date is its version's (Parsl: the version itself; others: the release-date table),
+    else when it was first seen (`released_by` says which); "newer" means released later.
+
+    >>> adoption_summary(store, product="parsl")             # doctest: +SKIP
+    """
+    return _query(store, """
+        WITH versions AS (
+            SELECT product, version, coalesce(any_value(version_released), min(ts)) AS released,
+                   CASE WHEN any_value(version_released) IS NULL THEN 'first seen' ELSE 'release date' END AS released_by
+            FROM product_runs WHERE version IS NOT NULL GROUP BY product, version
+        ), dated AS (
+            SELECT r.product, r.ts, v.released AS run_released
+            FROM usage_runs r JOIN versions v USING (product, version)
+        ), weekly AS (
+            SELECT v.product, v.version, floor((d.ts - v.released) / 604800)::BIGINT AS week,
+                   count(*) FILTER (WHERE d.run_released >= v.released) / count(*) AS share
+            FROM versions v JOIN dated d ON d.product = v.product AND d.ts >= v.released
+            GROUP BY ALL
+        )
+        SELECT v.product, v.version, to_timestamp(v.released) AS released, v.released_by,
+               min(w.week) FILTER (WHERE w.share >= $share_1) AS weeks_to_25,
+               min(w.week) FILTER (WHERE w.share >= $share_2) AS weeks_to_50,
+               min(w.week) FILTER (WHERE w.share >= $share_3) AS weeks_to_75
+        FROM versions v LEFT JOIN weekly w USING (product, version)
+        GROUP BY v.product, v.version, v.released, v.released_by
+        ORDER BY v.product, v.released, v.version""", product, since, until, releases,
+        share_1=ADOPTION_SHARES[0], share_2=ADOPTION_SHARES[1], share_3=ADOPTION_SHARES[2])
 
 
 #: report name (as `taskscope usage report` and the `/api/usage/{name}` endpoints call it) -> function
@@ -311,26 +558,30 @@ REPORTS = {
     "runs": usage_runs, "over-time": runs_over_time, "python": python_versions, "versions": product_versions,
     "platforms": platforms, "components": components, "levels": levels, "execution-times": execution_times,
     "task-counts": task_counts, "failures": failure_rates, "leaderboard": leaderboard,
-    "installation-age": installation_age, "adoption": version_adoption,
+    "installation-age": installation_age, "adoption": version_adoption, "adoption-summary": adoption_summary,
+    "totals": totals,
+    "unfinished": unfinished_runs, "invalid": invalid_fields,
 }
 
 
 
 def report(store, name: str, product: str | None = None, since: float | None = None, period: str = "day",
-           weeks: int = 12) -> pd.DataFrame:
-    """The report `name` of `REPORTS` (`period` is for over-time, `weeks` for adoption).
+           weeks: int = 12, until: float | None = None, releases: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The report `name` of `REPORTS` over runs dated in [`since`, `until`) (`period` is for
+    over-time, `weeks` for adoption; `releases` is the release-date table, `release_dates()`
+    when None: it dates versions for installation ages and for flagging impossible times).
 
     >>> report(store, "over-time", product="parsl", period="week")   # doctest: +SKIP
     """
     if name not in REPORTS:
         raise LookupError(f"no usage report {name!r}: one of {', '.join(REPORTS)}")
     options = {"period": period} if name == "over-time" else {"weeks": weeks} if name == "adoption" else {}
-    return REPORTS[name](store, product=product, since=since, **options)
+    return REPORTS[name](store, product=product, since=since, until=until, releases=releases, **options)
 
 
 __all__ = ["REPORTS", "PERIODS", "report", "parse_since", "usage_runs", "runs_over_time", "python_versions", "product_versions", "platforms", "components",
            "levels", "execution_times", "task_counts", "failure_rates", "leaderboard", "installation_age",
-           "version_adoption"]
+           "version_adoption", "totals", "unfinished_runs", "invalid_fields", "release_dates", "stored_messages", "adoption_summary"]
 
 
 def stored_messages(store) -> dict:

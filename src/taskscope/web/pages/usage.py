@@ -2,9 +2,11 @@
 (events with `source = 'usage'`).
 
 Every number on the page comes from a `taskscope.usage.reports` report; `/api/usage` returns
-them all and `/api/usage/{report}` one of them (the names of `usage_reports.REPORTS`), with the same
-query parameters as the page: `product`, `since` (a UTC date), `period` (of runs over time),
-`weeks` (of adoption).
+them all and `/api/usage/{report}` one of them (the names of `usage_reports.REPORTS`; `.json` or
+`.csv` after the name for that format, the CSV as `taskscope usage report --format csv` prints it),
+with the same query parameters as the page: `product`, `since` and `until` (UTC dates), `period`
+(of runs over time), `weeks` (of adoption). Installation ages use the release-date table the
+environment variable TASKSCOPE_USAGE_RELEASES names (see `usage_reports.release_dates`).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from dataclasses import asdict, dataclass
 import duckdb
 import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import Response
 
 from taskscope.usage import reports as usage_reports
 from taskscope.web.dashboard import Dashboard, read_connection
-from taskscope.presenters.figures import bar_figure, lines_figure
+from taskscope.presenters.figures import bar_figure
 from taskscope.presenters.format import records
 from taskscope.web.render import json_response, render
 
@@ -35,24 +38,31 @@ class UsageSelection:
     since: str | None
     period: str
     weeks: int
+    until: str | None = None
 
     @property
     def since_ts(self) -> float | None:
         """`since` as epoch seconds."""
         return usage_reports.parse_since(self.since) if self.since else None
 
+    @property
+    def until_ts(self) -> float | None:
+        """`until` as epoch seconds."""
+        return usage_reports.parse_since(self.until) if self.until else None
+
 
 def usage_selection(product: str | None = None, since: str | None = None, period: str = "week",
-                    weeks: int = Query(12, ge=1, le=104)) -> UsageSelection:
-    """FastAPI dependency: `product` (e.g. parsl), `since` (2026-01-31), `period` of runs over
-    time (hour, day, week, month, quarter, year), `weeks` of adoption (1-104); 400 when invalid."""
-    selection = UsageSelection(product or None, since or None, period, weeks)
+                    weeks: int = Query(12, ge=1, le=104), until: str | None = None) -> UsageSelection:
+    """FastAPI dependency: `product` (e.g. parsl), `since` and `until` (2026-01-31: runs dated
+    from `since` and before `until`), `period` of runs over time (hour, day, week, month,
+    quarter, year), `weeks` of adoption (1-104); 400 when invalid."""
+    selection = UsageSelection(product or None, since or None, period, weeks, until or None)
     if period not in usage_reports.PERIODS:
         raise HTTPException(400, f"period must be one of {', '.join(usage_reports.PERIODS)}, not {period!r}")
     try:
-        selection.since_ts
+        selection.since_ts, selection.until_ts
     except ValueError as exc:
-        raise HTTPException(400, str(exc)) from None
+        raise HTTPException(400, str(exc).replace("since must", "since and until must")) from None
     return selection
 
 
@@ -64,8 +74,8 @@ def cached_report(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, name: st
     """
     key = ("usage", name, selection)
     return dashboard.cached(key, lambda: usage_reports.report(
-        con, name, product=selection.product, since=selection.since_ts, period=selection.period,
-        weeks=selection.weeks), size=64)
+        con, name, product=selection.product, since=selection.since_ts, until=selection.until_ts,
+        period=selection.period, weeks=selection.weeks), size=64)
 
 
 def collected(con: duckdb.DuckDBPyConnection, dashboard: Dashboard) -> dict:
@@ -80,10 +90,13 @@ def usage_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, selection: 
     """Everything the page shows (and `/api/usage` returns): `collected`, `summary`, `reports`."""
     reports = {name: cached_report(con, dashboard, name, selection) for name in PAGE_REPORTS}
     over_time = reports["over-time"]
-    summary = {"runs": int(over_time.runs.sum()) if not over_time.empty else 0,
-               "projects": len(reports["leaderboard"]),
+    totals = reports["totals"].iloc[0]
+    summary = {"runs": int(totals.runs), "projects": len(reports["leaderboard"]),
                "points": int(reports["leaderboard"].points.sum()) if not reports["leaderboard"].empty else 0,
-               "level3_runs": int(reports["failures"].runs.sum()) if not reports["failures"].empty else 0}
+               "level3_runs": int(totals.level3_runs), "level3_unfinished": int(totals.level3_unfinished),
+               "tasks": int(totals.tasks), "failures": int(totals.failures),
+               "execution_hours": float(totals.execution_hours),
+               "runs_with_invalid_fields": int(totals.runs_with_invalid_fields)}
     return {"collected": collected(con, dashboard), "summary": summary, "reports": reports}
 
 
@@ -104,13 +117,6 @@ def _over_time(frame: pd.DataFrame, period: str) -> dict:
     return figure
 
 
-def _adoption(frame: pd.DataFrame) -> dict:
-    lines = {f"{row_product} {version}": (rows.week.tolist(), rows.share.fillna(0).tolist())
-             for (row_product, version), rows in frame.groupby(["product", "version"], sort=False)}
-    return lines_figure(lines, "share of the product's runs, by week since the version was first seen",
-                        "weeks since first seen", "share of runs")
-
-
 def charts(reports: dict[str, pd.DataFrame], selection: UsageSelection) -> dict:
     """The page's Plotly figures, from `usage_data`'s reports."""
     components = reports["components"].head(30)
@@ -126,8 +132,7 @@ def charts(reports: dict[str, pd.DataFrame], selection: UsageSelection) -> dict:
         "execution_times": _bars(reports["execution-times"], "bucket", "execution time of level-3 runs"),
         "task_counts": _bars(reports["task-counts"], "bucket", "tasks per level-3 run"),
         "installation_age": _bars(reports["installation-age"], "bucket",
-                                  "age of installations: time since the run's version was first seen"),
-        "adoption": _adoption(reports["adoption"]),
+                                  "age of installations: run time minus its version's release date"),
     }
 
 
@@ -143,8 +148,12 @@ def usage_json(request: Request, selection: UsageSelection = Depends(usage_selec
 def usage_report_json(request: Request, name: str, selection: UsageSelection = Depends(usage_selection),
                       con=Depends(read_connection)):
     """One usage report by name (runs, over-time, python, versions, platforms, components, levels,
-    execution-times, task-counts, failures, leaderboard, installation-age, adoption)."""
+    execution-times, task-counts, failures, leaderboard, installation-age, adoption, totals,
+    unfinished, invalid), as JSON; `NAME.csv` gives it as CSV, `NAME.json` as JSON."""
+    name, _, suffix = name.partition(".") if name.endswith((".csv", ".json")) else (name, "", "json")
     frame = cached_report(con, request.app.state.dashboard, name, selection)
+    if suffix == "csv":
+        return Response(frame.to_csv(index=False), media_type="text/csv")
     return json_response({"filters": asdict(selection), "report": name, "rows": records(frame)})
 
 
