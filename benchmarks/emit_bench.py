@@ -1,8 +1,8 @@
 """Cost of one logging call through taskscope's WideEventHandler, against the usual JSON set-ups.
 
 Each configuration logs `--calls` times `logger.debug("task %d launched on %s", i, label,
-extra=<8 fields>)` (through a stdlib logger, or through `taskscope.emit.get_logger`'s fast
-logger in the last row) to a real file in a temporary folder. Configurations run interleaved, several
+extra=<8 fields>)` (through a stdlib logger, through `taskscope.emit.get_logger`'s fast
+logger, or through a stdlib logger switched to `FastPathLogger` as Parsl's are under WideEventLogging) to a real file in a temporary folder. Configurations run interleaved, several
 rounds, in this one process; the table shows the median µs per call on the calling thread
 ("caller"), the µs per record until it is on disk ("end to end": includes the final flush), and
 each one's ratio to the anchor (stdlib logging + a json.dumps formatter on a FileHandler).
@@ -11,7 +11,7 @@ each one's ratio to the anchor (stdlib logging + a json.dumps formatter on a Fil
 
 Run it with each supported Python's interpreter to measure that Python (tests/pythons.sh makes
 .venv-py3.12 and .venv-py3.13): `.venv-py3.13/bin/python benchmarks/emit_bench.py`. The fast
-logger's row stops the benchmark if its records did not all come by the fast path
+loggers' rows stop the benchmark if their records did not all come by the fast path
 (`WideEventHandler.fast_path_records`), so its figure is never a stdlib call's in disguise.
 
 Target (issue #3): ≤ 4 µs per call through the handler (anchor measured at 8-12 µs).
@@ -35,7 +35,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from taskscope.emit import WideEventHandler, get_logger
+from taskscope.emit import WideEventHandler, get_logger, use_fast_path
 from taskscope.emit.records import make_fast_record_factory
 
 TARGET_US = 4.0
@@ -80,6 +80,7 @@ class Setup:
     make_handler: Callable[[Path], logging.Handler]
     fast_records: bool = False
     fast_logger: bool = False  # log through taskscope.emit.get_logger (WideEventLogger) instead of the stdlib logger
+    fast_path_logger: bool = False  # the stdlib logger switched to FastPathLogger (as Parsl's under WideEventLogging)
     caller_us: list[float] = field(default_factory=list)
     caller_cpu_us: list[float] = field(default_factory=list)
     e2e_us: list[float] = field(default_factory=list)
@@ -103,6 +104,8 @@ SETUPS = [
           fast_records=True),
     Setup("taskscope get_logger (WideEventLogger fast path) + WideEventHandler", lambda path: WideEventHandler(path),
           fast_logger=True),
+    Setup("taskscope stdlib logger switched to FastPathLogger (Parsl's, as WideEventLogging) + WideEventHandler",
+          lambda path: WideEventHandler(path), fast_records=True, fast_path_logger=True),
 ]
 
 
@@ -116,6 +119,7 @@ def run_once(setup: Setup, folder: Path, calls: int, round_no: int) -> None:
     factory = make_fast_record_factory() if setup.fast_records else None
     if factory:
         logging.setLogRecordFactory(factory)
+    restore_logger = use_fast_path(lambda name: name == logger.name) if setup.fast_path_logger else None
     try:
         debug = get_logger(logger.name).debug if setup.fast_logger else logger.debug
         started, started_cpu = time.perf_counter(), time.thread_time()
@@ -128,11 +132,13 @@ def run_once(setup: Setup, folder: Path, calls: int, round_no: int) -> None:
     finally:
         logging.setLogRecordFactory(logging.LogRecord)
         logger.removeHandler(handler)
+        if restore_logger:
+            restore_logger()
     lines = handler.calls if isinstance(handler, NullHandler) else sum(1 for _ in path.open("rb"))
     if lines != calls:
         raise SystemExit(f"{setup.name}: wrote {lines} lines for {calls} calls")
     setup.fast_path_records.append(getattr(handler, "fast_path_records", 0))
-    if setup.fast_logger and setup.fast_path_records[-1] != calls:
+    if (setup.fast_logger or setup.fast_path_logger) and setup.fast_path_records[-1] != calls:
         raise SystemExit(f"{setup.name}: only {setup.fast_path_records[-1]} of {calls} records took the fast path")
     setup.caller_us.append((called - started) / calls * 1e6)
     setup.caller_cpu_us.append((called_cpu - started_cpu) / calls * 1e6)

@@ -152,6 +152,55 @@ def sample_cpu(proc: subprocess.Popen, workdir: Path) -> dict[str, float]:
 
 
 KINDS = ("DFK", "interchange", "manager", "worker")
+#: logging stages, by the first matching frame from the innermost out (py-spy sees Python frames:
+#: orjson's C time is inside the frame that calls it)
+STAGES = (
+    ("write (flusher thread)", ("_flush_loop", "_flush_queue", "_write_queued", "(handler.py")),
+    ("encode: message formatting", ("formatted_message",)),
+    ("encode: site and thread", ("site_json", "thread_json", "caller_of", "_caller_frame", "_process_name")),
+    ("encode: moment dict + orjson", ("encode_moment", "task_name", "_dumps_plain_first", "encode (records.py")),
+    ("queue (handle_body/handle)", ("handle_body", "handle_fields", "handle (handler.py")),
+    ("stdlib record path", ("findCaller", "makeRecord", "record_fields", "_fast_record", "callHandlers",
+                            "handle (__init__.py")),
+    ("call: level check, receivers", ("log_fast", "wide_receivers", "_log (logger.py", "_log (__init__.py",
+                                      "isEnabledFor", "debug (__init__.py", "info (__init__.py")),
+)
+
+
+def profile_summary(path: Path) -> dict[str, dict[str, float]]:
+    """Per process kind: total samples and the share of them in each logging stage (py-spy raw)."""
+    result: dict[str, dict[str, float]] = {}
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        head = frames[0]
+        kind = ("interchange" if "interchange" in head else "manager" if "process_worker_pool" in head
+                else "worker" if "multiprocessing" in head else "DFK" if "parsl.benchmark" in head else "other")
+        row = result.setdefault(kind, {"samples": 0.0})
+        row["samples"] += int(count)
+        for frame in reversed(frames):
+            stage = next((name for name, marks in STAGES if any(mark in frame for mark in marks)), None)
+            if stage:
+                row[stage] = row.get(stage, 0.0) + int(count)
+                break
+    return result
+
+
+def print_profiles(profile_dir: Path, console: Console) -> None:
+    table = Table(title="py-spy samples in logging, % of each process's samples")
+    table.add_column("run")
+    table.add_column("process")
+    table.add_column("samples")
+    for name, _ in STAGES:
+        table.add_column(name)
+    for path in sorted(profile_dir.glob("*.txt")):
+        for kind, row in sorted(profile_summary(path).items()):
+            if kind == "other":
+                continue
+            total = row["samples"] or 1
+            table.add_row(path.stem, kind, f"{row['samples']:.0f}",
+                          *(f"{100 * row.get(name, 0) / total:.1f}" for name, _ in STAGES))
+    console.print(table)
 
 
 def against_noop(options: argparse.Namespace, console: Console) -> None:
@@ -186,6 +235,8 @@ def against_noop(options: argparse.Namespace, console: Console) -> None:
     console.print(f"ratios {', '.join(f'{r:.2f}' for r in ratios)}; spread {min(ratios):.2f}-{max(ratios):.2f}")
     console.print(f"median WideEventLogging ÷ NoopLogging {median:.2f} (target ≥ {target}): "
                   f"{'met' if median >= target else 'missed'}")
+    if options.profile:
+        print_profiles(options.profile_dir, console)
 
 
 def main() -> None:
@@ -199,8 +250,11 @@ def main() -> None:
                         help="HTEX worker_debug (default true); false also logs WideEventLogging at INFO")
     parser.add_argument("--profile", action="store_true", help="record each run with py-spy (raw stacks)")
     parser.add_argument("--profile-dir", type=Path, default=Path("parsl-logging-profiles"))
+    parser.add_argument("--summarize", action="store_true", help="only summarize the profiles in --profile-dir")
     options = parser.parse_args()
-    console = Console(width=150)
+    console = Console(width=190)
+    if options.summarize:
+        return print_profiles(options.profile_dir, console)
     if options.against == "noop":
         return against_noop(options, console)
     rates: dict[str, list[float]] = {name: [] for name in SETUPS}
