@@ -104,7 +104,7 @@ def test_dashboard_follows_the_running_collector(collector, watched, tmp_path):
     assert wait_until(lambda: collector.json("/api/usage")["collected"]["messages"] == sent, 30)
     watched.visit(collector.url + "/usage")
     assert shown_counts(page) == (len(FIRST), sent) == (3, 4)
-    assert page.locator("div.chart.js-plotly-plot").count() == 10
+    assert page.locator("div.chart.js-plotly-plot").count() == 9
     with urllib.request.urlopen(collector.url + "/usage", timeout=60) as response:
         assert f'id="total-runs">{len(FIRST)}<' in response.read().decode()
 

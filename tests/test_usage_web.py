@@ -207,3 +207,36 @@ def test_cli_ui_serves_the_collector_store(usage_store):
     finally:
         server.terminate()
         server.communicate(timeout=30)
+
+
+def test_a_10000_character_project_name_stays_within_the_viewport(tmp_path, watched):
+    """Names come from senders and can be any length: the page shortens them (the whole text on
+    hover) and stays as wide as the window, in Chromium."""
+    from taskscope.usage import protocol
+
+    long_name = "p" * 9_990 + "-the-end"
+    long_component = "parsl.executors." + "sub." * 40 + "VeryLongExecutorName"
+    with Collector(tmp_path / "usage.duckdb", port=0, commit_interval=0.1) as collector:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for number in range(2):
+                sock.sendto(protocol.encode({
+                    "correlator": f"long-{number}", "parsl_v": "2026.10.26", "python_v": "3.12.2",
+                    "platform.system": "Linux", "tracking_level": 2, "project_name": long_name,
+                    "components": [long_component]}), collector.address)
+        deadline = time.monotonic() + 30
+        while collector.stats.parsed < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert collector.stats.parsed == 2
+    server = Server(open_dashboard(str(tmp_path / "usage.duckdb")))
+    try:
+        watched.visit(server.url + "/usage")
+        page = watched.page
+        assert not watched.problems, watched.problems
+        widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert widths[0] <= widths[1], widths
+        cell = page.locator("#leaderboard tbody td span.short")
+        assert cell.get_attribute("title") == long_name
+        assert len(cell.inner_text()) <= 40
+        assert server.json("/api/usage/leaderboard")["rows"][0]["project_name"] == long_name  # the data is whole
+    finally:
+        server.stop()

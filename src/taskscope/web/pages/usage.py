@@ -20,7 +20,7 @@ from fastapi.responses import Response
 
 from taskscope.usage import reports as usage_reports
 from taskscope.web.dashboard import Dashboard, read_connection
-from taskscope.presenters.figures import bar_figure
+from taskscope.presenters.figures import bar_figure, plot_text
 from taskscope.presenters.format import records
 from taskscope.web.render import json_response, render
 
@@ -100,21 +100,47 @@ def usage_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, selection: 
     return {"collected": collected(con, dashboard), "summary": summary, "reports": reports}
 
 
-def _bars(frame: pd.DataFrame, x: str, title: str, y: str = "runs") -> dict:
-    figure = bar_figure(frame[x].astype(str).tolist(), {y: frame[y].tolist()}, title, y)
-    figure["layout"]["xaxis"] = {"type": "category"}  # "3.10" and level "1" are labels, not numbers
+#: characters of a label a chart shows; the whole label is in its hover text
+LABEL_CHARS = 28
+
+
+def short_label(text: str, limit: int = LABEL_CHARS) -> str:
+    """`text` cut to `limit` characters, keeping its end (a class name, a version), marked with "…".
+
+    >>> short_label("parsl.executors.high_throughput.executor.HighThroughputExecutor")
+    '…utor.HighThroughputExecutor'
+    """
+    return text if len(text) <= limit else "…" + text[-(limit - 1):]
+
+
+def _category_axis(figure: dict, labels: list[str], title: str | None = None) -> dict:
+    """A category x axis whose ticks show `labels` shortened (the bars keep the whole text for hover)."""
+    figure["layout"]["xaxis"] = {"type": "category", "automargin": True,
+                                 "tickvals": [plot_text(label) for label in labels],  # as bar_figure sends x
+                                 "ticktext": [plot_text(short_label(label)) for label in labels]}
+    if title:
+        figure["layout"]["xaxis"]["title"] = {"text": title}
     return figure
+
+
+def _bars(frame: pd.DataFrame, x: str, title: str, y: str = "runs") -> dict:
+    labels = frame[x].astype(str).tolist()  # "3.10" and level "1" are labels, not numbers
+    return _category_axis(bar_figure(labels, {y: frame[y].tolist()}, title, y), labels)
+
+
+_PERIOD_FORMATS = {"hour": "%Y-%m-%d %H:00", "day": "%Y-%m-%d", "week": "%Y-%m-%d", "month": "%Y-%m",
+                   "quarter": "%Y-%m", "year": "%Y"}
 
 
 def _over_time(frame: pd.DataFrame, period: str) -> dict:
     if frame.empty:
         return bar_figure([], {}, f"runs per {period}", "runs")
     wide = frame.pivot_table(index="period", columns="product", values="runs", aggfunc="sum", fill_value=0)
-    x = [stamp.strftime("%Y-%m-%d %H:%M") for stamp in wide.index]
+    # periods as labels: a date axis with one or two periods draws ticks like 23:59:59.9996
+    x = [stamp.strftime(_PERIOD_FORMATS[period]) for stamp in wide.index]
     figure = bar_figure(x, {str(product): wide[product].tolist() for product in wide.columns}, f"runs per {period}",
                         "runs")
-    figure["layout"]["xaxis"] = {"type": "date", "title": {"text": f"{period} starting (UTC)"}}
-    return figure
+    return _category_axis(figure, x, f"{period} starting (UTC)")
 
 
 def charts(reports: dict[str, pd.DataFrame], selection: UsageSelection) -> dict:
@@ -123,12 +149,11 @@ def charts(reports: dict[str, pd.DataFrame], selection: UsageSelection) -> dict:
     return {
         "over_time": _over_time(reports["over-time"], selection.period),
         "python": _bars(reports["python"], "python_version", "Python versions"),
-        "versions": bar_figure((reports["versions"]["product"] + " " + reports["versions"]["version"]).tolist(),
-                               {"runs": reports["versions"].runs.tolist()}, "product versions", "runs"),
+        "versions": _bars(reports["versions"].assign(label=reports["versions"]["product"] + " "
+                                                    + reports["versions"]["version"]), "label", "product versions"),
         "platforms": _bars(reports["platforms"], "platform", "platforms"),
         "levels": _bars(reports["levels"], "tracking_level", "tracking levels"),
-        "components": bar_figure(components.component.tolist(), {"runs": components.runs.tolist()},
-                                 "components (executors, providers, launchers, ...)", "runs"),
+        "components": _bars(components, "component", "components (executors, providers, launchers, ...)"),
         "execution_times": _bars(reports["execution-times"], "bucket", "execution time of level-3 runs"),
         "task_counts": _bars(reports["task-counts"], "bucket", "tasks per level-3 run"),
         "installation_age": _bars(reports["installation-age"], "bucket",
