@@ -103,7 +103,7 @@ def run_cli(*args: str, cwd: str | Path | None = None, env: dict[str, str] | Non
 def invoke(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`taskscope ARGS` in this process (Typer's CliRunner), answered as `run_cli` answers: returncode,
     stdout, stderr. An uncaught exception's traceback goes to stderr as the real process would print
-    it, so a test asserting "no traceback" still sees one.
+    it, so a test asserting "no traceback" still sees one. A PNG plot runs in its own process.
 
     >>> invoke("--help").returncode
     0
@@ -113,6 +113,10 @@ def invoke(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.C
     from taskscope.cli import app
 
     words = [str(arg) for arg in args]
+    if any(word.endswith(".png") for word in words):
+        # a PNG plot loads kaleido, whose logging (logistro) sets the process's logger class: that
+        # would change the loggers of every later test here (the fast logger's among them)
+        return run_cli(*words, env=None if env is None else dict(os.environ, **env))
     result = CliRunner().invoke(app, words, env=env)
     stderr = result.stderr
     if result.exception is not None and not isinstance(result.exception, SystemExit):
