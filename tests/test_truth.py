@@ -1,5 +1,6 @@
 """What the analyses and the dashboard say about a run is true: capacity per host, CPU time per
-task try, badput, one run status and one set of run fields, no internal executor counted.
+task try, badput, one run status and one set of run fields, no negative wait, no internal
+executor counted.
 
 Real runs: the corpus, and a fresh Parsl run (`truth_workflow.py`) with two managers on this
 one host, a task that burns a known amount of CPU and a task that fails on every try.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +22,9 @@ from conftest import CORPUS_RUNS, corpus_path, invoke, parsl_env, shared_once
 from truth_workflow import BURN_CPU_S, SHORT_CPU_S
 
 import taskscope
+from taskscope.analyses.bottlenecks import bottlenecks
+from taskscope.analyses.common_path import common_path
+from taskscope.analyses.compare import compare
 from taskscope.analyses.resources import capacity, infrastructure, per_task
 from taskscope.analyses.summary import summary
 from taskscope.analyses.tasks import tasks
@@ -209,3 +214,67 @@ def test_corpus_runs_count_only_configured_executors(corpus_store_file):
                 found = infrastructure(store.con, run_id)
                 labels = found["executor_labels"].split(", ")
                 assert "_parsl_internal" not in labels and found["executors"] == len(labels), found
+
+
+# 5. no negative waits
+
+def assert_no_negative_time(store, run_id: str) -> None:
+    """common-path, bottlenecks and compare of one run: every wait and step time at least zero,
+    each variant's steps in time order, and what the CLI prints in fixed notation."""
+    path = common_path(store, run=run_id)
+    times = [c for c in path.steps.columns if c.startswith(("since_", "until_next", "stage_wait"))]
+    assert (path.steps[times].fillna(0) >= 0).all().all(), path.steps[times].min()
+    for _, steps in path.steps.groupby("variant"):
+        assert steps.sort_values("position").since_first_mean.is_monotonic_increasing, steps.label.tolist()
+    found = bottlenecks(store, run=run_id)
+    waits = [c for c in found.steps.columns if c.startswith("wait_")]
+    assert (found.steps[waits].fillna(0) >= 0).all().all() and (found.stages.wait_total_s >= 0).all()
+    compared = compare(store, run_id, run_id)
+    latency = compared[compared.unit == "s"]
+    assert (latency[["mean_a", "median_a", "p25_a", "p75_a"]].fillna(0) >= 0).all().all()
+    assert (compared.direction == "same").all(), compared[["step", "direction"]]
+
+
+def assert_cli_prints_fixed_notation(store_path: Path, run_id: str) -> None:
+    for command in ("common-path", "bottlenecks"):
+        done = invoke(command, "--run", run_id, "--store", store_path)
+        assert done.returncode == 0, done.stderr
+        assert "-0.000" not in done.stdout and not re.search(r"\b\d+(\.\d+)?e[-+]\d+\b", done.stdout), done.stdout
+    done = invoke("compare", run_id, run_id, "--store", store_path)
+    assert done.returncode == 0 and not re.search(r"\b\d+(\.\d+)?e[-+]\d+\b", done.stdout), done.stdout
+
+
+@pytest.mark.parametrize("name", CORPUS_RUNS)
+def test_no_negative_wait_on_corpus_runs(name, corpus_store_file):
+    path = corpus_store_file(name)
+    with taskscope.open(str(path), read_only=True) as store:
+        run_id = only_run(store)
+        assert_no_negative_time(store, run_id)
+    assert_cli_prints_fixed_notation(path, run_id)
+
+
+def test_no_negative_wait_on_a_parsl_perf_run(perf_run, tmp_path):
+    path = tmp_path / "perf.duckdb"
+    with taskscope.open(str(path)) as store:
+        store.ingest(perf_run)
+        run_id = only_run(store)
+        assert_no_negative_time(store, run_id)
+    assert_cli_prints_fixed_notation(path, run_id)
+
+
+def test_steps_logged_in_either_order_by_two_processes_compare_as_one_stage(tmp_path):
+    """Every pair of corpus runs of one store: the interchange's "Sent tasks" and the manager's
+    "Got executor tasks" are one stage, so compare never gives one a huge rise and the other a
+    100 % fall; no percentage of a time the clock cannot resolve."""
+    path = tmp_path / "corpus.duckdb"
+    with taskscope.open(str(path)) as store:
+        for name in CORPUS_RUNS:
+            store.ingest(corpus_path(name))
+        run_ids = store.runs().run_id.tolist()
+        for a in run_ids:
+            for b in run_ids:
+                compared = compare(store, a, b)
+                stages = compared[compared.unit == "s"]
+                sent = stages[stages.step.str.contains("Sent tasks")]
+                assert (sent.step.str.contains("Got executor tasks") | sent.direction.str.startswith("only")).all()
+                assert stages[stages.median_a < 0.001].change_pct.isna().all(), stages

@@ -35,6 +35,9 @@ from taskscope.analyses.runs import resolve_run
 
 #: events that say nothing about where a task is (and vary in number from task to task)
 NOISE_EVENTS: tuple[str, ...] = ("task.stdout", "task.stderr", "task.resource")
+#: how close two steps logged by different processes can be and still be told apart: Parsl's
+#: text logs have millisecond times, and two processes' clocks agree no better
+CLOCK_RESOLUTION_S = 0.001
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,13 @@ class CommonPath:
     the mean/median/p95 of `since_first` (since the task's first step), `since_previous` (since
     the task's own previous step, in time order) and `until_next` (to the task's next step:
     the time tasks wait in this step), plus `until_next_p25`/`until_next_p75` and
-    `until_next_total` (the sum over the variant's tasks).
+    `until_next_total` (the sum over the variant's tasks). A task's time at a step is never
+    before its time at the step the order puts ahead of it: a step logged earlier than that
+    (by another process, within the clock's resolution) counts as reached with it, so no time
+    is negative. `stage` numbers the variant's stages: a step reached within
+    `resolution_s` (median) of the step before it is in that step's stage; `stage_wait_mean`,
+    `_median`, `_p25`, `_p75`, `_p95`, `_total` are the time from the stage's first step to the
+    next stage's (the same on every step of the stage).
     """
 
     variants: pd.DataFrame
@@ -137,12 +146,21 @@ step_order AS (
            row_number() OVER (PARTITION BY variant ORDER BY avg(position), avg(since_first), step_id) AS canonical
     FROM variant_steps GROUP BY variant, step_id, occurrence
 ),
-canonical_steps AS (
-    SELECT vs.*, so.canonical,
-           vs.ts - lag(vs.ts) OVER in_order AS since_previous,
-           lead(vs.ts) OVER in_order - vs.ts AS until_next
+ordered_steps AS (
+    -- a task's time at each step of the variant's order: a step logged before the step the
+    -- order puts ahead of it (another process, within the clock's resolution) is reached
+    -- with it, so no wait is negative
+    SELECT vs.*, so.canonical, vs.ts - vs.since_first AS first_ts,
+           max(vs.ts) OVER (PARTITION BY vs.task_key ORDER BY so.canonical
+                            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS reached_ts
     FROM variant_steps vs JOIN step_order so USING (variant, step_id, occurrence)
-    WINDOW in_order AS (PARTITION BY vs.task_key ORDER BY so.canonical)
+),
+canonical_steps AS (
+    SELECT * REPLACE (reached_ts - first_ts AS since_first),
+           reached_ts - lag(reached_ts) OVER in_order AS since_previous,
+           lead(reached_ts) OVER in_order - reached_ts AS until_next
+    FROM ordered_steps
+    WINDOW in_order AS (PARTITION BY task_key ORDER BY canonical)
 ),
 step_stats AS (
     SELECT variant, step_id, occurrence, any_value(canonical) AS position, count(*) AS tasks,
@@ -156,8 +174,31 @@ step_stats AS (
     FROM canonical_steps
     GROUP BY variant, step_id, occurrence
 ),
+step_stages AS (
+    -- a step reached within the clock's resolution of the step before it (median over the
+    -- variant's tasks) is part of that step's stage
+    SELECT variant, step_id, occurrence,
+           CAST(sum(CASE WHEN since_previous_median IS NULL OR since_previous_median > $resolution THEN 1 ELSE 0 END)
+                OVER (PARTITION BY variant ORDER BY position) AS BIGINT) AS stage
+    FROM step_stats
+),
+task_stage_waits AS (
+    -- per task: from the stage's first step to the next stage's first step
+    SELECT cs.task_key, st.variant, st.stage, sum(cs.until_next) AS wait
+    FROM canonical_steps cs JOIN step_stages st USING (variant, step_id, occurrence)
+    GROUP BY cs.task_key, st.variant, st.stage
+),
+stage_stats AS (
+    SELECT variant, stage, avg(wait) AS stage_wait_mean, median(wait) AS stage_wait_median,
+           quantile_cont(wait, [0.25, 0.75, 0.95]) AS stage_wait_quartiles, sum(wait) AS stage_wait_total
+    FROM task_stage_waits GROUP BY variant, stage
+),
 named_stats AS (
-    SELECT st.*, si.source, si.event, si.template FROM step_stats st JOIN step_ids si USING (step_id)
+    SELECT st.*, si.source, si.event, si.template, sg.stage, ss.stage_wait_mean, ss.stage_wait_median,
+           ss.stage_wait_quartiles, ss.stage_wait_total
+    FROM step_stats st JOIN step_ids si USING (step_id)
+    JOIN step_stages sg USING (variant, step_id, occurrence)
+    JOIN stage_stats ss USING (variant, stage)
 )
 SELECT s.variant, s.position,
        s.source, s.event, s.template, s.occurrence,
@@ -169,6 +210,9 @@ SELECT s.variant, s.position,
        s.until_next_mean, s.until_next_median,
        s.until_next_quartiles[1] AS until_next_p25, s.until_next_quartiles[2] AS until_next_p75,
        s.until_next_quartiles[3] AS until_next_p95, s.until_next_total,
+       s.stage, s.stage_wait_mean, s.stage_wait_median,
+       s.stage_wait_quartiles[1] AS stage_wait_p25, s.stage_wait_quartiles[2] AS stage_wait_p75,
+       s.stage_wait_quartiles[3] AS stage_wait_p95, s.stage_wait_total,
        v.tasks AS variant_tasks, v.share AS variant_share,
        v.steps AS variant_steps, v.orderings, v.runs,
        v.duration_mean, v.duration_median, v.duration_p95, v.example_run_id, v.example_task_id
@@ -190,6 +234,7 @@ def common_path(
     run: str | None = None,
     exclude_events: Sequence[str] = NOISE_EVENTS,
     sources: Sequence[str] | None = None,
+    resolution_s: float = CLOCK_RESOLUTION_S,
 ) -> CommonPath:
     """The variants of the task path and, per variant, the timing of every step.
 
@@ -199,7 +244,8 @@ def common_path(
     steps are templates, so runs of the same workflow share variants). `exclude_events`
     are canonical event names left out; `sources` (e.g. `["parsl", "interchange"]`)
     keeps only those sources (default: every source, monitoring.db only where there are
-    no logs).
+    no logs). `resolution_s` is the clock's resolution: steps reached within it of each
+    other form one stage.
 
     >>> path = common_path(store, run="000")                          # doctest: +SKIP
     >>> path.variants[["variant", "tasks", "share", "steps"]]         # doctest: +SKIP
@@ -210,6 +256,7 @@ def common_path(
         "run": resolve_run(con, run),
         "excluded": list(exclude_events),
         "sources": None if sources is None else list(sources),
+        "resolution": resolution_s,
     }
     rows = con.execute(_VARIANTS_AND_STEPS, params).df()
     variant_level = list(_VARIANT_COLUMNS)

@@ -4,10 +4,14 @@ spread.
 
 Rows:
 
-- one per step of run A's common path (its dominant variant), matched to the step of run B's
-  common path with the same source, template and occurrence: the *time in step* (from the
-  step to the task's next step, `until_next` of `common_path`), mean and median over tasks;
-  steps only one run has are kept with the other side empty;
+- one per stage of run A's common path (its dominant variant; a stage is a step and the steps
+  reached within the clock's resolution after it, see `common_path`), matched to the stage of
+  run B's common path that holds its first step B has (same source, template and occurrence):
+  the *time in stage* (from the stage's first step to the next stage's, `stage_wait_*` of
+  `common_path`), mean and median over tasks; stages only one run has are kept with the other
+  side empty. Two processes that log within microseconds of each other come in either order
+  from run to run: compared step by step, one step would look thousands of percent slower and
+  the next 100 % faster;
 - `task duration`: first to last event of every task of the run (all variants);
 - `throughput`: tasks that reached a final state per second, from the first submission to
   the last completion.
@@ -19,7 +23,8 @@ to where only a quarter of A's tasks were; a bootstrap interval of A's median wa
 candidate, but with thousands of tasks it is so narrow that any two runs of unchanged code
 differ "significantly" (runs differ from each other more than tasks within a run sample).
 `min_change_s` (default 1 ms) keeps microsecond jitter between two adjacent log lines from
-counting. For throughput (one number per run), A's band is its overall rate scaled by the
+counting, and `change_pct` is left empty when A's median is below it (a percentage of a time
+the clock cannot tell from zero means nothing). For throughput (one number per run), A's band is its overall rate scaled by the
 relative IQR (p25/median, p75/median) of its rate over ten equal-count slices of its
 completions.
 """
@@ -56,25 +61,47 @@ def compare(store, run_a: str, run_b: str, min_change_s: float = 0.001) -> pd.Da
     return pd.concat([steps, pd.DataFrame(overall)], ignore_index=True)[COLUMNS]
 
 
+def _stages(dominant: pd.DataFrame) -> pd.DataFrame:
+    """One row per stage of a dominant variant: `position` (of its first step), `label` (its
+    steps' labels joined by " + "), `keys` (its steps' keys, in order), `tasks` and the
+    `stage_wait_*` numbers."""
+    if dominant.empty:
+        return pd.DataFrame(columns=["stage", "position", "label", "keys", "tasks",
+                                     "stage_wait_mean", "stage_wait_median", "stage_wait_p25", "stage_wait_p75"])
+    keyed = dominant.assign(key=list(zip(*(dominant[c] for c in _STEP_KEY))))
+    return keyed.sort_values("position").groupby("stage", as_index=False).agg(
+        position=("position", "first"), label=("label", " + ".join), keys=("key", tuple),
+        tasks=("tasks", "first"),
+        stage_wait_mean=("stage_wait_mean", "first"), stage_wait_median=("stage_wait_median", "first"),
+        stage_wait_p25=("stage_wait_p25", "first"), stage_wait_p75=("stage_wait_p75", "first"))
+
+
 def _step_rows(con, run_a: str, run_b: str, min_change_s: float) -> pd.DataFrame:
-    a = common_path(con, run=run_a).dominant
-    b = common_path(con, run=run_b).dominant
-    merged = a.merge(b, on=_STEP_KEY, how="outer", suffixes=("_a", "_b"))
-    merged = merged[merged["until_next_mean_a"].notna() | merged["until_next_mean_b"].notna()]
+    a = _stages(common_path(con, run=run_a, resolution_s=min_change_s).dominant)
+    b = _stages(common_path(con, run=run_b, resolution_s=min_change_s).dominant)
+    a = a[a["stage_wait_mean"].notna()]
+    b = b[b["stage_wait_mean"].notna()]
+    b_of_key = {key: index for index, keys in b["keys"].items() for key in keys}
+    # A's stage is matched to B's stage holding its first step that B has
+    matched = a["keys"].map(lambda keys: next((b_of_key[key] for key in keys if key in b_of_key), None))
+    paired = b.reindex(matched.dropna().astype(int).tolist()).set_axis(matched.dropna().index)
+    only_b = b.drop(index=set(matched.dropna().astype(int)))
     rows = pd.DataFrame({
-        "position": merged["position_a"].fillna(merged["position_b"] + 1000),
-        "step": merged["label_a"].fillna(merged["label_b"]),
-        "metric": "time in step",
+        "position": pd.concat([a["position"], only_b["position"] + 1000]),
+        "step": pd.concat([a["label"], only_b["label"]]),
+        "metric": "time in stage",
         "unit": "s",
-        "tasks_a": merged["tasks_a"], "tasks_b": merged["tasks_b"],
-        "mean_a": merged["until_next_mean_a"], "mean_b": merged["until_next_mean_b"],
-        "median_a": merged["until_next_median_a"], "median_b": merged["until_next_median_b"],
-        "p25_a": merged["until_next_p25_a"], "p75_a": merged["until_next_p75_a"],
-    })
+        "tasks_a": pd.concat([a["tasks"], only_b["tasks"] * pd.NA]),
+        "tasks_b": pd.concat([paired["tasks"].reindex(a.index), only_b["tasks"]]),
+        **{f"{name}_a": pd.concat([a[f"stage_wait_{name}"], only_b[f"stage_wait_{name}"] * float("nan")])
+           for name in ("mean", "median", "p25", "p75")},
+        **{f"{name}_b": pd.concat([paired[f"stage_wait_{name}"].reindex(a.index), only_b[f"stage_wait_{name}"]])
+           for name in ("mean", "median")},
+    }).reset_index(drop=True)
     rows = _judge(rows, min_change_s, ("slower", "faster"))
     rows.loc[rows["mean_b"].isna(), "direction"] = "only in A"
     rows.loc[rows["mean_a"].isna(), "direction"] = "only in B"
-    rows[["tasks_a", "tasks_b"]] = rows[["tasks_a", "tasks_b"]].astype("Int64")
+    rows[["tasks_a", "tasks_b"]] = rows[["tasks_a", "tasks_b"]].astype("Float64").astype("Int64")
     rows = rows.sort_values("position").reset_index(drop=True)
     rows["position"] = rows["position"].where(rows["position"] < 1000).astype("Int64")
     return rows
@@ -83,7 +110,7 @@ def _step_rows(con, run_a: str, run_b: str, min_change_s: float) -> pd.DataFrame
 def _judge(rows: pd.DataFrame, min_change: float, words: tuple[str, str]) -> pd.DataFrame:
     rows = rows.copy()
     rows["change_median"] = rows["median_b"] - rows["median_a"]
-    rows["change_pct"] = 100 * rows["change_median"] / rows["median_a"].where(rows["median_a"] != 0)
+    rows["change_pct"] = 100 * rows["change_median"] / rows["median_a"].where((rows["median_a"].abs() >= min_change) & (rows["median_a"] != 0))
     outside = (rows["median_b"] < rows["p25_a"]) | (rows["median_b"] > rows["p75_a"])
     rows["significant"] = (outside & (rows["change_median"].abs() >= min_change)).fillna(False).astype(bool)
     up, down = words

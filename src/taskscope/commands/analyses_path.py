@@ -77,12 +77,12 @@ def _print_average_task(path: CommonPath, variant: int) -> None:
     print(f"=== variant {variant} of {len(path.variants)}: {info.tasks} tasks ({100 * info.share:.1f}%), "
           f"{info.steps} steps, {info.orderings} orderings; e.g. task {info.example_task_id} "
           f"of run {str(info.example_run_id)[:8]} ===")
-    print("mean s since first event: step  (source; median / p95 s since previous step)")
+    print("mean time since the first event: step  (source; median / p95 since the previous step)")
     for step in path.variant_steps(variant).itertuples(index=False):
         previous = "" if pd.isna(step.since_previous_median) else (
-            f"; {step.since_previous_median:.6f} / {step.since_previous_p95:.6f}")
+            f"; {step.since_previous_median:.6f} s / {step.since_previous_p95:.6f} s")
         template = step.template if step.occurrence == 1 else f"{step.template} (#{step.occurrence})"
-        print(f"{step.since_first_mean:.6f}: {template}  ({step.source}{previous})")
+        print(f"{step.since_first_mean:.6f} s: {template}  ({step.source}{previous})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,9 +119,9 @@ def bottlenecks_command(
         return
     shown = found.steps[["rank", "stage", "wait_total_s", "wait_share", "wait_mean_s", "wait_median_s",
                          "wait_p95_s", "tasks", "label"]]
-    print_frame(_as_text(shown, ["wait_mean_s", "wait_median_s", "wait_p95_s"]), fmt,
-         f"time tasks wait in each step, run {found.run_id}")
-    print_frame(found.stages, fmt, "by stage")
+    print_frame(_as_percent(_as_text(shown, ["wait_total_s", "wait_mean_s", "wait_median_s", "wait_p95_s"]),
+                            ["wait_share"]), fmt, f"time tasks wait in each step, run {found.run_id}")
+    print_frame(_as_percent(_as_text(found.stages, ["wait_total_s"]), ["wait_share"]), fmt, "by stage")
     print(_verdict(found))
 
 
@@ -170,8 +170,11 @@ def compare_command(
         return
     shown = frame[["position", "step", "unit", "median_a", "median_b", "change_median", "change_pct",
                    "p25_a", "p75_a", "direction"]]
-    print_frame(_as_text(shown, ["median_a", "median_b", "change_median", "p25_a", "p75_a"]), fmt,
-         f"{run_b} against {run_a} (medians)")
+    seconds = shown["unit"] == "s"
+    as_seconds = _as_text(shown[seconds], ["median_a", "median_b", "change_median", "p25_a", "p75_a"])
+    as_rates = _as_text(shown[~seconds], ["median_a", "median_b", "change_median", "p25_a", "p75_a"], unit=" tasks/s")
+    shown = _as_percent(pd.concat([as_seconds, as_rates]).loc[shown.index], ["change_pct"], signed=True)
+    print_frame(shown.drop(columns=["unit"]), fmt, f"{run_b} against {run_a} (medians)")
     changed = frame[frame["significant"]]
     print(f"{len(changed)} of {len(frame)} rows changed by more than run A's spread.")
 
@@ -180,11 +183,22 @@ def compare_command(
 # output helpers
 
 
-def _as_text(frame: pd.DataFrame, seconds_columns: list[str]) -> pd.DataFrame:
-    """Seconds columns as text with microsecond digits (tables otherwise show 3 decimals)."""
+def _as_text(frame: pd.DataFrame, seconds_columns: list[str], unit: str = " s") -> pd.DataFrame:
+    """Seconds columns as fixed-point text with microsecond digits and their unit (tables
+    otherwise show 3 decimals, or powers of ten)."""
     frame = frame.copy()
     for column in seconds_columns:
-        frame[column] = frame[column].map(lambda v: "" if pd.isna(v) else f"{v:.6f}")
+        frame[column] = frame[column].map(lambda v: "" if pd.isna(v) else f"{v:.6f}{unit}")
+    return frame
+
+
+def _as_percent(frame: pd.DataFrame, columns: list[str], signed: bool = False) -> pd.DataFrame:
+    """Fractions (`wait_share`) or percentages (`change_pct`, `signed`) as fixed-point text with %."""
+    frame = frame.copy()
+    for column in columns:
+        scale = 1 if signed else 100
+        pattern = "{:+,.1f} %" if signed else "{:.1f} %"
+        frame[column] = frame[column].map(lambda v: "" if pd.isna(v) else pattern.format(scale * v))
     return frame
 
 

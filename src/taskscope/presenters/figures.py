@@ -256,7 +256,7 @@ def bottlenecks_figure(steps: pd.DataFrame, run_id: str) -> dict:
 
 
 def compare_figure(frame: pd.DataFrame, run_a: str, run_b: str) -> dict:
-    """Before/after bars of the median time in each step and of the task duration (log scale),
+    """Before/after bars of the median time in each stage and of the task duration (log scale),
     from `taskscope.analyses.compare.compare`."""
     latency = frame[frame["unit"] == "s"]
     steps = [plot_text(step) for step in latency["step"]]
@@ -264,7 +264,7 @@ def compare_figure(frame: pd.DataFrame, run_a: str, run_b: str) -> dict:
              "name": plot_text(f"A: {run_a}")},
             {"type": "bar", "orientation": "h", "y": steps, "x": latency["median_b"].tolist(),
              "name": plot_text(f"B: {run_b}")}]
-    layout = {"title": {"text": "Median time in step, before (A) and after (B)"}, "barmode": "group",
+    layout = {"title": {"text": "Median time in stage, before (A) and after (B)"}, "barmode": "group",
               "xaxis": {"type": "log", "title": {"text": "seconds (log scale)"}}, "yaxis": _categories(latency["step"]),
               "height": max(400, 40 * len(latency) + 150)}
     return {"data": data, "layout": layout}
