@@ -709,28 +709,28 @@ def page_figure(page: str, chart_id: str) -> dict:
 def test_the_team_chart_compares_core_hours_and_costs_say_their_currency(fleet, tmp_path):
     server, tokens, clusters = fleet
     overview = server.get("/?since=", tokens["alice"]).text
-    figure = page_figure(overview, "chart-time")
-    assert figure["layout"]["yaxis"]["title"]["text"] == "core-hours"
-    held, computing = ({trace["name"].split(" (")[0]: trace for trace in figure["data"]}[name]
-                       for name in ("core-hours held", "core-hours computing"))
-    alice = held["x"].index("alice")
-    # dask_batch: 4 threads for 60 s then 2 threads for 60 s; task groups computing 12.5 s + 2.5 s
-    assert held["y"][alice] == pytest.approx((4 * 60 + 2 * 60) / 3600, abs=1e-4)
-    assert computing["y"][alice] == pytest.approx(15 / 3600, abs=1e-4)
     assert "estimated cost (USD)" in overview and "(USD) per member per week" in overview
     assert api.call("GET", "/api/v1/clusters?since=", server=server.url, token=tokens["alice"])["currency"] == "USD"
     page = server.get(f"/clusters/{clusters['alice']}", tokens["alice"]).text
     assert "USD per core-hour" in page and "USD per GiB-hour" in page and "GB-hour" not in page
 
-    store = tmp_path / "fleet.duckdb"
+    store = tmp_path / "fleet.duckdb"  # a team with one cluster, on a server counting in euros
     token = make_token(store, "team-a", "alice")
     euros = FleetServer(store, env={"TASKSCOPE_FLEET_CURRENCY": "EUR"})
     try:
         assert euros.post(token, dask_batch(uuid.uuid4().hex, "alice")).status_code == 200
         assert api.call("GET", "/api/v1/clusters?since=", server=euros.url, token=token)["currency"] == "EUR"
         assert "estimated cost (EUR)" in euros.get("/clusters?since=", token).text
+        figure = page_figure(euros.get("/?since=", token).text, "chart-time")
     finally:
         euros.stop()
+    assert figure["layout"]["yaxis"]["title"]["text"] == "core-hours"
+    traces = {trace["name"].split(" (")[0]: trace for trace in figure["data"]}
+    held, computing = traces["core-hours held"], traces["core-hours computing"]
+    assert held["x"] == computing["x"] == ["alice"]
+    # dask_batch: 4 threads for 60 s then 2 threads for 60 s; task groups computing 12.5 s + 2.5 s
+    assert held["y"] == [pytest.approx((4 * 60 + 2 * 60) / 3600, abs=1e-4)]
+    assert computing["y"] == [pytest.approx(15 / 3600, abs=1e-4)]
 
 
 def test_a_cluster_page_says_why_no_code_arrived(fleet):
