@@ -59,7 +59,8 @@ def collect(
     store: str = StoreOption,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; 0.0.0.0 to accept from other machines."),
     retention_days: Optional[float] = typer.Option(
-        None, "--retention-days", min=0, help="Delete usage events, rejected datagrams and spool segments older than this."),
+        None, "--retention-days", min=0, help="Delete usage events, rejected datagrams and spool segments older than this (without it, "
+        "spool segments already in the store are deleted after 7 days; the store keeps everything)."),
     spool: Optional[Path] = typer.Option(None, "--spool", help="Spool folder (default: STORE.spool)."),
     max_bytes: int = typer.Option(protocol.MAX_DATAGRAM_BYTES, "--max-bytes", min=1,
                                   help="Datagrams larger than this are rejected as oversized."),

@@ -140,8 +140,8 @@ class _Sender:
 
     def _send(self, destination: tuple[str, int], payload: bytes, dns_timeout: float) -> str:
         address = self._resolve(destination, dns_timeout)
-        if address is None:
-            return f"not sent: {destination[0]} did not resolve within {dns_timeout:g} s"
+        if isinstance(address, str):
+            return f"not sent: {destination[0]} {address}"
         family, sockaddr = address
         sock = self.sockets.get(family)
         if sock is None:
@@ -158,28 +158,30 @@ class _Sender:
         except ValueError:
             pass
         cached = self.addresses.get(destination)
-        if cached and (cached[0] is not None or time.monotonic() < cached[1]):
+        if cached and (not isinstance(cached[0], str) or time.monotonic() < cached[1]):
             return cached[0]
         address = _resolve_with_timeout(host, port, timeout)
         self.addresses[destination] = (address, time.monotonic() + NEGATIVE_DNS_TTL)
         return address
 
 
-def _resolve_with_timeout(host: str, port: int, timeout: float):
-    """getaddrinfo in a daemon thread, abandoned after `timeout` (getaddrinfo itself has none)."""
+def _resolve_with_timeout(host: str, port: int, timeout: float) -> tuple | str:
+    """getaddrinfo in a daemon thread, abandoned after `timeout` (getaddrinfo itself has none):
+    (family, address), or why not ("did not resolve: <the resolver's error>" when the lookup
+    failed, "did not resolve within N s" when it took too long)."""
     found: list = []
 
     def lookup() -> None:
         try:
             info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
             found.append((info[0][0], info[0][4]))
-        except OSError:
-            pass
+        except OSError as exc:
+            found.append(f"did not resolve: {exc.strerror or exc}")
 
     resolver = threading.Thread(target=lookup, name="taskscope-usage-dns", daemon=True)
     resolver.start()
     resolver.join(timeout)
-    return found[0] if found else None
+    return found[0] if found else f"did not resolve within {timeout:g} s"
 
 
 _sender_lock = threading.Lock()

@@ -52,6 +52,9 @@ HAND_OFF_RECORDS = 4096
 HAND_OFF_SECONDS = 0.05
 RETENTION_CHECK_SECONDS = 3600.0
 REPLAY_CHUNK_RECORDS = 50_000
+#: without `retention_days`, spool segments wholly in the store are deleted once older than this
+#: (the store keeps everything; the spool only needs what a restart might replay)
+DEFAULT_SPOOL_RETENTION_DAYS = 7.0
 #: a commit this large is written straight to the database file (DuckDB's row group size), not the WAL
 COMMIT_ROWS = 122_880
 
@@ -136,7 +139,8 @@ class Collector:
     `commit_rows` datagrams wait; what they store is compressed with ZSTD
     where the store's format has it (`storage_compression`). With `retention_days`, events,
     rejected datagrams and fully parsed spool segments older than that are deleted (at start,
-    then hourly). `use_recvmmsg=False` reads one datagram per system call even where recvmmsg
+    then hourly); without it the store keeps everything and fully parsed spool segments go after
+    `DEFAULT_SPOOL_RETENTION_DAYS`. `use_recvmmsg=False` reads one datagram per system call even where recvmmsg
     exists (for comparison and tests).
 
     >>> collector = Collector("usage.duckdb", host="0.0.0.0", port=50077, retention_days=400)  # doctest: +SKIP
@@ -322,7 +326,7 @@ class Collector:
                     for ticket, batch in jobs:
                         self._commit_until_done(con, batch, ticket)
                 self._checkpoint_if_quiet(con)
-                if number == 0 and self.retention_days is not None and time.monotonic() > retention_due:
+                if number == 0 and time.monotonic() > retention_due:
                     self._apply_retention(con)
                     retention_due = time.monotonic() + RETENTION_CHECK_SECONDS
         finally:
@@ -468,15 +472,22 @@ class Collector:
             logger.info("replayed spool segment %s", path.name)
 
     def _apply_retention(self, con) -> None:
-        if self.retention_days is None:
-            return
-        cutoff = time.time() - self.retention_days * 86400
-        delete_usage_before(con, cutoff)
+        """Delete what is older than `retention_days` (usage events, rejected datagrams, spool
+        segments); without it, only spool segments older than `DEFAULT_SPOOL_RETENTION_DAYS`.
+        A spool segment goes only once the store holds all of it; empty ones (a start and stop
+        without datagrams) go at once."""
+        if self.retention_days is not None:
+            delete_usage_before(con, time.time() - self.retention_days * 86400)
+        days = self.retention_days if self.retention_days is not None else DEFAULT_SPOOL_RETENTION_DAYS
+        cutoff = time.time() - days * 86400
         parsed_to = {segment: offset for segment, (offset, _) in spool_progress(con).items()}
         for path in spool.segments(self.spool_dir):
+            if path.name == self.spool.segment:
+                continue
             stat = path.stat()
+            empty = stat.st_size <= len(spool.MAGIC)
             fully_parsed = parsed_to.get(path.name, -1) >= stat.st_size
-            if path.name != self.spool.segment and fully_parsed and stat.st_mtime < cutoff:
+            if empty or (fully_parsed and stat.st_mtime < cutoff):
                 path.unlink()
 
 

@@ -151,10 +151,14 @@ class SpoolWriter:
         os.fsync(self.file.fileno())
 
     def close(self) -> None:
+        """Close the current segment; one that holds no record is deleted (a start and stop
+        without datagrams leaves no file behind)."""
         if self.file is not None:
             self.sync()
             self.file.close()
             self.file = None
+            if self.records == 0:
+                (self.directory / self.segment).unlink(missing_ok=True)
 
 
 def _write_rest(fd: int, buffers: list, written: int) -> None:
