@@ -278,3 +278,18 @@ def test_steps_logged_in_either_order_by_two_processes_compare_as_one_stage(tmp_
                 sent = stages[stages.step.str.contains("Sent tasks")]
                 assert (sent.step.str.contains("Got executor tasks") | sent.direction.str.startswith("only")).all()
                 assert stages[stages.median_a < 0.001].change_pct.isna().all(), stages
+
+
+def test_task_page_shows_each_trys_cpu_time_since_its_first_sample(truth_stores):
+    store = truth_stores["all"]
+    run_id = only_run(store)
+    tries = per_task(store.con, run_id)
+    failing = tries[tries.task_id == tries.task_id.iloc[-1]]  # the task that fails twice, submitted last
+    assert len(failing) == 2
+    with Served(store) as served:
+        samples = served.json(f"/api/runs/{run_id}/tasks/{failing.task_id.iloc[0]}")["resources"]
+        page = served.get(f"/runs/{run_id}/tasks/{failing.task_id.iloc[0]}").decode()
+    for try_id, expected in zip(failing.try_id, failing.cpu_s):
+        of_try = [s["cpu_since_first_s"] for s in samples if s["try_id"] == try_id]
+        assert of_try[0] == 0 and of_try[-1] == pytest.approx(expected, abs=1e-9)
+    assert "try 0: CPU time since first sample" in page and "try 1: CPU time since first sample" in page

@@ -82,7 +82,14 @@ _RESOURCES = """
            TRY_CAST(attrs->>'psutil_process_memory_resident' AS DOUBLE) / 1048576 AS memory_resident_mib,
            TRY_CAST(attrs->>'psutil_process_time_user' AS DOUBLE) AS cpu_user_s,
            TRY_CAST(attrs->>'psutil_process_time_system' AS DOUBLE) AS cpu_system_s,
-           TRY_CAST(attrs->>'psutil_process_cpu_percent' AS DOUBLE) AS cpu_percent
+           TRY_CAST(attrs->>'psutil_process_cpu_percent' AS DOUBLE) AS cpu_percent,
+           -- the samples are the worker process's running totals: the try's CPU time so far is
+           -- the total minus the total at its first sample
+           TRY_CAST(attrs->>'psutil_process_time_user' AS DOUBLE)
+               + coalesce(TRY_CAST(attrs->>'psutil_process_time_system' AS DOUBLE), 0)
+               - first_value(TRY_CAST(attrs->>'psutil_process_time_user' AS DOUBLE)
+                             + coalesce(TRY_CAST(attrs->>'psutil_process_time_system' AS DOUBLE), 0))
+                     OVER (PARTITION BY try_id ORDER BY ts) AS cpu_since_first_s
     FROM events WHERE run_id = $run AND task_id = $task AND event = 'task.resource' ORDER BY ts
 """
 

@@ -41,13 +41,17 @@ def throughput_figure(throughput: pd.DataFrame) -> dict:
 
 
 def resource_samples_figure(samples: pd.DataFrame) -> dict:
-    """A task's resource samples over time: resident memory (MiB, left axis) and CPU user time
-    (seconds, right axis)."""
-    x = iso(samples.ts)
-    data = [{"type": "scatter", "mode": "lines+markers", "name": "resident memory (MiB)", "x": x,
-             "y": samples.memory_resident_mib.tolist()},
-            {"type": "scatter", "mode": "lines+markers", "name": "CPU user time (s)", "x": x,
-             "y": samples.cpu_user_s.tolist(), "yaxis": "y2"}]
+    """A task's resource samples over time, one line per try: resident memory (MiB, left axis)
+    and CPU time (user + system) since the try's first sample (seconds, right axis; Parsl's
+    samples are the worker process's running totals, so the first sample of a try is its zero)."""
+    data = []
+    for try_id, rows in samples.groupby(samples.try_id.fillna(-1), sort=True):
+        name = "" if try_id == -1 else f"try {int(try_id)}: "
+        x = iso(rows.ts)
+        data.append({"type": "scatter", "mode": "lines+markers", "name": f"{name}resident memory (MiB)", "x": x,
+                     "y": rows.memory_resident_mib.tolist()})
+        data.append({"type": "scatter", "mode": "lines+markers", "name": f"{name}CPU time since first sample (s)",
+                     "x": x, "y": rows.cpu_since_first_s.tolist(), "yaxis": "y2"})
     layout = time_layout("resource samples", "MiB",
                          yaxis2={"title": {"text": "seconds"}, "overlaying": "y", "side": "right"})
     return {"data": data, "layout": layout}
