@@ -17,6 +17,12 @@ start messages (one of 1000 pre-built datagrams, ~470 bytes) at 127.0.0.1:
 With `--ui`, one more paced run with the dashboard served by the collector (as `usage collect
 --ui-port` does) while another process loads /usage and /api/usage over and over.
 
+With `--pages RUNS`, only this: a store of RUNS synthetic Parsl runs (levels 1-3 in turn, level 3
+with its end message, dated over two years, 500 projects), then each report and the whole usage
+page's data computed cold (a fresh connection, nothing cached), timed:
+
+    .venv/bin/python benchmarks/usage_bench.py --pages 1000000
+
 Target (issue #6): paced 20k/s with zero loss; flat-out ≥ 50 % of the bare loop's rate.
 """
 
@@ -144,6 +150,53 @@ def collector_run(count: int, rate: float | None, folder: Path,
                 p.stat().st_size for p in Path(str(store) + ".spool").glob("*.spool"))}
 
 
+def build_run_store(path: Path, runs: int) -> None:
+    """`runs` synthetic Parsl runs written straight into the store's events, as the collector stores them."""
+    with taskscope.open(path) as store:
+        store.con.execute("""
+            INSERT INTO events (ts, source, file, line, event, run_id, attrs)
+            SELECT 1800000000 + i, 'usage', 'bench', 2 * i, 'usage.start', 'c' || i, json_object(
+                'correlator', 'c' || i, 'parsl_v', ['2025.06.02', '2025.09.01', '2025.12.01', '2026.03.02'][1 + i % 4],
+                'python_v', ['3.11.9', '3.12.2', '3.13.1'][1 + i % 3], 'platform.system', 'Linux',
+                'tracking_level', 1 + i % 3, 'project_name', 'project-' || (i % 500),
+                'components', ['parsl.executors.HighThroughputExecutor'],
+                'start', 1767225600 + (i * 63072000 // $runs))
+            FROM range($runs) t(i)""", {"runs": runs})
+        store.con.execute("""
+            INSERT INTO events (ts, source, file, line, event, run_id, attrs)
+            SELECT 1800000000 + i, 'usage', 'bench', 2 * i + 1, 'usage.end', 'c' || i, json_object(
+                'correlator', 'c' || i, 'end', 1767225600 + (i * 63072000 // $runs) + 60, 'execution_time', 60,
+                'components', [json_object('c', 'parsl.dataflow.dflow.DataFlowKernel', 'app_count', 10, 'app_fails', 1)])
+            FROM range($runs) t(i) WHERE i % 3 = 2""", {"runs": runs})
+
+
+def time_pages(runs: int, console: Console) -> None:
+    from taskscope.usage import reports
+    from taskscope.web.dashboard import Dashboard
+    from taskscope.web.pages.usage import UsageSelection, usage_data
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "usage.duckdb"
+        started = time.perf_counter()
+        build_run_store(path, runs)
+        console.print(f"built a store of {runs:,} runs in {time.perf_counter() - started:.1f} s")
+        table = Table(title=f"usage reports at {runs:,} runs, cold (seconds)")
+        table.add_column("report")
+        table.add_column("seconds", justify="right")
+        with taskscope.open(path, read_only=True) as store:
+            for name in reports.REPORTS:
+                con = store.con.cursor()
+                started = time.perf_counter()
+                reports.report(con, name, period="week")
+                table.add_row(name, f"{time.perf_counter() - started:.2f}")
+                con.close()
+            dashboard = Dashboard(store)
+            started = time.perf_counter()
+            usage_data(store.con.cursor(), dashboard, UsageSelection(None, None, "week", 12))
+            table.add_row("the whole /usage page's data", f"{time.perf_counter() - started:.2f}")
+        console.print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=200_000, help="datagrams per flat-out run")
@@ -152,8 +205,13 @@ def main() -> None:
     parser.add_argument("--paced-seconds", type=float, default=5)
     parser.add_argument("--ui", action="store_true", help="also a paced run with the dashboard served by the "
                         "collector (--ui-port) and loaded over and over by another process")
+    parser.add_argument("--pages", type=int, metavar="RUNS", help="only time the usage reports and page over a "
+                        "store of RUNS synthetic runs")
     args = parser.parse_args()
     console = Console(width=150)  # the table stays whole when written to a file
+    if args.pages:
+        time_pages(args.pages, console)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -61,26 +61,36 @@ WITH messages AS (
     SELECT correlator, arg_max(attrs, ts) AS e, max(ts) AS end_arrived FROM messages
     WHERE event = 'usage.end' GROUP BY correlator
 ), joined AS (
+    -- each message parsed once: its keys, and the fields read below as one list of JSON values
     SELECT coalesce(starts.correlator, ends.correlator) AS correlator, s, e, start_arrived, end_arrived,
-           list_filter(json_keys(s), lambda k: k LIKE '%\_v' ESCAPE '\' AND k <> 'python_v')[1] AS version_key
+           json_keys(s) AS s_keys, json_keys(e) AS e_keys,
+           json_extract(s, ['$.product', '$.tracking_level', '$.python_v', '$."platform.system"', '$.os',
+                            '$.project_name', '$.start', '$.components']) AS sf,
+           json_extract(e, ['$.product', '$.project_name', '$.end', '$.execution_time', '$.c_time', '$.t_apps',
+                            '$.failed', '$.components']) AS ef
     FROM starts FULL OUTER JOIN ends USING (correlator)
 ), described AS (
     SELECT *,
-        coalesce(s->>'product', e->>'product', regexp_extract(version_key, '^(.*)_v$', 1),
-                 split_part(json_extract_string(e, '$.components[0].c'), '.', 1)) AS product,
-        list_filter(json_extract(e, '$.components[*]'), lambda c: json_exists(c, '$.app_count'))[1] AS counts
+        list_filter(s_keys, lambda k: k LIKE '%\_v' ESCAPE '\' AND k <> 'python_v')[1] AS version_key,
+        json_extract(ef[8], '$[*]') AS end_components,
+        list_filter(json_extract(ef[8], '$[*]'), lambda c: json_exists(c, '$.app_count'))[1] AS counts
     FROM joined
 ), raw AS (
-    SELECT *, s->(product || '_v') AS version_j, s->'tracking_level' AS level_j, s->'python_v' AS python_j,
-        coalesce(s->'$."platform.system"', s->'os') AS platform_j,
-        coalesce(s->'project_name', e->'project_name') AS project_j, s->'start' AS start_j, e->'end' AS end_j,
-        coalesce(e->'execution_time', e->'c_time') AS time_j, coalesce(counts->'app_count', e->'t_apps') AS tasks_j,
-        coalesce(counts->'app_fails', e->'failed') AS fails_j
-    FROM described
+    -- the messages themselves are not carried further: every later step works on the extracts
+    SELECT * EXCLUDE (s, e, s_keys, e_keys, sf, ef), s IS NOT NULL AS has_start, e IS NOT NULL AS has_end,
+        len(s_keys) > len(list_distinct(s_keys)) OR len(e_keys) > len(list_distinct(e_keys)) AS duplicated,
+        sf[8] AS start_components, s->(product || '_v') AS version_j, sf[2] AS level_j, sf[3] AS python_j,
+        coalesce(sf[4], sf[5]) AS platform_j, coalesce(sf[6], ef[2]) AS project_j, sf[7] AS start_j, ef[3] AS end_j,
+        coalesce(ef[4], ef[5]) AS time_j, coalesce(counts->'app_count', ef[6]) AS tasks_j,
+        coalesce(counts->'app_fails', ef[7]) AS fails_j
+    FROM (SELECT *, coalesce(sf[1]->>'$', ef[1]->>'$', regexp_extract(version_key, '^(.*)_v$', 1),
+                             split_part(end_components[1]->>'c', '.', 1)) AS product FROM described)
 ), release_table AS (
     SELECT unnest($release_products::VARCHAR[]) AS product, unnest($release_versions::VARCHAR[]) AS version,
            unnest($release_dates::DOUBLE[]) AS released
-), released AS (
+), born AS (
+    SELECT product, min(released) AS product_born FROM release_table GROUP BY product
+), released AS MATERIALIZED (
     -- the version's release date: Parsl's versions are dates (YYYY.MM.DD), other products' come from the table
     SELECT raw.*, coalesce(
         CASE WHEN raw.product = 'parsl' THEN epoch(try(make_date(
@@ -88,12 +98,12 @@ WITH messages AS (
             TRY_CAST(regexp_extract(version_j->>'$', '^(\d{4})\.(\d{1,2})\.(\d{1,2})', 2) AS INTEGER),
             TRY_CAST(regexp_extract(version_j->>'$', '^(\d{4})\.(\d{1,2})\.(\d{1,2})', 3) AS INTEGER)))) END,
         t.released) AS version_released,
-        coalesce((SELECT min(released) FROM release_table r WHERE r.product = raw.product),
-                 CASE WHEN raw.product = 'parsl' THEN $parsl_born END) AS product_born
+        coalesce(born.product_born, CASE WHEN raw.product = 'parsl' THEN $parsl_born END) AS product_born
     FROM raw LEFT JOIN release_table t ON t.product = raw.product AND t.version = version_j->>'$'
+             LEFT JOIN born ON born.product = raw.product
 ), checked AS (
     SELECT *,
-        CASE WHEN s IS NOT NULL AND level_j IS NULL THEN 'missing'
+        CASE WHEN has_start AND level_j IS NULL THEN 'missing'
              WHEN level_j IS NULL THEN NULL
              WHEN NOT """ + _INTEGER.format("level_j") + r""" THEN 'not an integer'
              WHEN (level_j->>'$')::HUGEINT NOT BETWEEN 1 AND 3 THEN 'not 1, 2 or 3' END AS level_bad,
@@ -111,8 +121,7 @@ WITH messages AS (
              WHEN (tasks_j->>'$')::HUGEINT < 0 THEN 'negative' END AS tasks_bad,
         CASE WHEN fails_j IS NULL THEN NULL WHEN NOT """ + _INTEGER.format("fails_j") + r""" THEN 'not an integer'
              WHEN (fails_j->>'$')::HUGEINT < 0 THEN 'negative' END AS fails_bad,
-        CASE WHEN len(json_keys(s)) > len(list_distinct(json_keys(s)))
-               OR len(json_keys(e)) > len(list_distinct(json_keys(e))) THEN 'duplicate key' END AS keys_bad
+        CASE WHEN duplicated THEN 'duplicate key' END AS keys_bad
     FROM released
 ), timed AS (
     SELECT *, """ + "\n".join(
@@ -138,16 +147,15 @@ SELECT correlator, coalesce(sent_start, sent_end, start_arrived, end_arrived) AS
     CASE WHEN python_bad IS NULL THEN regexp_extract(python_j->>'$', '^(\d+\.\d+)') END AS python_minor,
     CASE WHEN platform_bad IS NULL THEN platform_j->>'$' END AS platform,
     CASE WHEN level_bad IS NOT NULL THEN NULL WHEN level_j IS NOT NULL THEN (level_j->>'$')::INTEGER
-         WHEN e IS NOT NULL THEN 3 END AS tracking_level,
+         WHEN has_end THEN 3 END AS tracking_level,
     CASE WHEN project_bad IS NULL THEN project_j->>'$' END AS project_name,
     -- from the end message when the start was lost, less its first entry (the task counts)
-    coalesce(json_extract(s, '$.components[*]'),
-             list_filter(json_extract(e, '$.components[*]'), lambda c: NOT json_exists(c, '$.app_count')))
+    coalesce(json_extract(start_components, '$[*]'), list_filter(end_components, lambda c: NOT json_exists(c, '$.app_count')))
         AS components,
     CASE WHEN time_bad IS NULL THEN (time_j->>'$')::DOUBLE END AS execution_time,
     CASE WHEN tasks_bad IS NULL THEN (tasks_j->>'$')::BIGINT END AS task_count,
     CASE WHEN fails_bad IS NULL THEN (fails_j->>'$')::BIGINT END AS failures,
-    s IS NOT NULL AS has_start, e IS NOT NULL AS has_end,
+    has_start, has_end,
     list_filter([""" + ", ".join(
     f"{{'field': '{field}', 'reason': {column}}}" for field, column in [
         ("tracking_level", "level_bad"), ("version", "version_bad"), ("python_v", "python_bad"),
