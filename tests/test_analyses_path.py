@@ -16,7 +16,7 @@ import taskscope
 from taskscope.analyses.bottlenecks import STAGES, bottlenecks
 from taskscope.analyses.common_path import NOISE_EVENTS, common_path
 from taskscope.analyses.compare import compare
-from conftest import corpus_path, invoke, make_real_run, parsl_env, run_cli
+from conftest import corpus_path, invoke, make_real_run, parsl_env
 
 SLEEP_SECONDS = 0.1
 

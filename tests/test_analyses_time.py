@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import taskscope
-from conftest import CORPUS_RUNS, corpus_path, invoke, make_real_run, run_cli
+from conftest import CORPUS_RUNS, corpus_path, invoke, make_real_run
 from taskscope.analyses.between import STANDARD_QUEUES, between, standard_queues
 from taskscope.analyses.latency import latency, latency_histogram, latency_stats
 from taskscope.analyses.selectors import SelectorError, parse_selector

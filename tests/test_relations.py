@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import corpus_path, run_cli
+from conftest import corpus_path, invoke
 
 import taskscope
 from taskscope.relations import RelationError, load_relations
@@ -196,7 +196,7 @@ def test_a_relations_file_given_to_the_cli_is_used_and_a_bad_one_is_one_line(tmp
     ])
     good = write_relations(tmp_path / "good.toml", WORK_ENCLOSES)
     store = tmp_path / "s.duckdb"
-    done = run_cli("ingest", str(stream), "--relations", str(good), "--store", str(store))
+    done = invoke("ingest", str(stream), "--relations", str(good), "--store", str(store))
     assert done.returncode == 0, done.stderr
     with taskscope.open(store, read_only=True) as opened:
         assert opened.sql("SELECT task_id FROM events ORDER BY line")["task_id"].tolist() == ["a", "a"]
@@ -211,7 +211,7 @@ def test_a_relations_file_given_to_the_cli_is_used_and_a_bad_one_is_one_line(tmp
         bad = write_relations(tmp_path / "bad.toml", text)
         with pytest.raises(RelationError, match=words.replace("[", r"\[").replace("]", r"\]")):
             load_relations([bad])
-        done = run_cli("ingest", str(stream), "--relations", str(bad), "--store", str(tmp_path / "other.duckdb"))
+        done = invoke("ingest", str(stream), "--relations", str(bad), "--store", str(tmp_path / "other.duckdb"))
         assert done.returncode == 2
         assert "Traceback" not in done.stderr and words in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "other.duckdb").exists()

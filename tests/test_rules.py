@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import corpus_path, parsl_env, run_cli
+from conftest import corpus_path, invoke, parsl_env
 
 import taskscope
 from taskscope.templates import template_of, with_template_sql
@@ -45,7 +45,7 @@ def test_rules_given_later_are_applied_to_the_stored_events(tmp_path):
         {"ts": 3, "message": "pipeline idle", "run_id": "r1"},
     ]))
     store = tmp_path / "s.duckdb"
-    first = summary_line(run_cli("ingest", str(stream), "--store", str(store)))
+    first = summary_line(invoke("ingest", str(stream), "--store", str(store)))
     assert "applied again" not in first
     rules = tmp_path / "pipeline.toml"
     rules.write_text("""
@@ -53,7 +53,7 @@ def test_rules_given_later_are_applied_to_the_stored_events(tmp_path):
 event = "sample.stage"
 pattern = '^sample (?P<task_id>\\S+) entered stage (?P<stage>\\S+)'
 """)
-    again = summary_line(run_cli("ingest", str(stream), "--rules", str(rules), "--store", str(store)))
+    again = summary_line(invoke("ingest", str(stream), "--rules", str(rules), "--store", str(store)))
     assert "1 unchanged" in again
     assert "rules and relations applied again to every stored event (2 events named or given ids by rules)" in again
     with taskscope.open(store, read_only=True) as opened:
@@ -75,7 +75,7 @@ def test_relations_given_later_relate_the_stored_events_again(tmp_path):
     assert unlabelled > 100
     relations = tmp_path / "labels.toml"
     relations.write_text('[[relation]]\nkind = "implies"\nkey = ["run_id", "task_id"]\nfields = ["executor_label"]\n')
-    again = summary_line(run_cli("ingest", str(run), "--relations", str(relations), "--store", str(store_path)))
+    again = summary_line(invoke("ingest", str(run), "--relations", str(relations), "--store", str(store_path)))
     assert "ingested 0 files" in again and "applied again to every stored event" in again
     with taskscope.open(store_path, read_only=True) as store:
         assert store.sql("SELECT count(*) FROM events WHERE task_id IS NOT NULL AND executor_label IS NULL"
