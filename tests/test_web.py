@@ -711,3 +711,30 @@ def test_text_task_ids_are_listed_naturally_and_each_link_opens_its_task(tmp_pat
             assert detail["task_id"] == html.unescape(text)
     finally:
         server.stop()
+
+
+def test_one_state_palette_on_the_run_page_and_the_dag(corpus_run, browser):
+    """Each state has one colour (colour-blind safe, STATE_COLOURS) on every chart and the DAG, and
+    every legend names the state beside it: failed is never green in one place and red in another."""
+    from taskscope.presenters.figures import STATE_COLOURS
+
+    server = corpus_server(corpus_run)
+    run_id = server.dashboard.store.runs().run_id.iloc[0]
+    watched = Watched(browser)
+    try:
+        watched.visit(f"{server.url}/runs/{run_id}")
+        drawn = watched.page.evaluate("""() => Array.from(document.querySelectorAll('#chart-apps, #chart-states'))
+            .flatMap(chart => chart.data.map(trace => [trace.name, (trace.marker || {}).color || (trace.line || {}).color]))""")
+        states = [(name, colour) for name, colour in drawn if name in STATE_COLOURS]
+        assert states and all(colour == STATE_COLOURS[name] for name, colour in states), drawn
+        apps_states = watched.page.evaluate("() => document.querySelector('#chart-apps').data.map(t => t.name)")
+        legend = watched.page.locator("#chart-apps .legendtext").all_text_contents()
+        assert apps_states and set(apps_states) <= set(legend) and set(apps_states) <= set(STATE_COLOURS)
+        watched.visit(f"{server.url}/runs/{run_id}/dag")
+        watched.page.check("input[name=colour][value=state]")
+        fills = watched.page.evaluate("""() => Array.from(document.querySelectorAll('#dag svg circle'))
+            .map(circle => [circle.querySelector('title').textContent.split(': ').pop(), circle.getAttribute('fill')])""")
+        assert fills and all(fill.lower() == STATE_COLOURS[state].lower() for state, fill in fills if state in STATE_COLOURS)
+        assert {state for state, _ in fills} <= set(watched.page.locator("#dag-legend span").all_inner_texts())
+    finally:
+        watched.close()

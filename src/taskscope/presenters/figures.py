@@ -15,6 +15,25 @@ import pandas as pd
 from taskscope.analyses.states import sampled_steps
 
 
+#: one colour per task state, the same on every chart, the DAG and the badges: the Okabe-Ito
+#: palette, which people with any common colour-vision deficiency tell apart (done green,
+#: failed vermillion, dep_fail purple, unfinished grey); legends name the state beside its colour
+STATE_COLOURS: dict[str, str] = {
+    "exec_done": "#009E73", "memo_done": "#56B4E9", "failed": "#D55E00", "dep_fail": "#CC79A7",
+    "unfinished": "#999999", "pending": "#F0E442", "launched": "#0072B2", "running": "#E69F00",
+    "running_ended": "#000000", "fail_retryable": "#882255", "joining": "#44AA99", "unsched": "#DDDDDD",
+}
+
+
+def coloured(trace: dict, name) -> dict:
+    """`trace` with its state's colour when `name` is a task state (else Plotly's own)."""
+    colour = STATE_COLOURS.get(str(name))
+    if colour is None:
+        return trace
+    key = "line" if trace.get("type") == "scatter" else "marker"
+    return {**trace, key: {**trace.get(key, {}), "color": colour}}
+
+
 def plot_text(text) -> str:
     """`text` safe to show as a Plotly label (its HTML-like markup shown, not interpreted)."""
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -64,14 +83,14 @@ def steps_figure(wide: pd.DataFrame, title: str, y_title: str) -> dict:
         return {"data": [], "layout": time_layout(title, y_title)}
     wide = sampled_steps(wide)
     x = iso(wide.ts)
-    data = [{"type": "scatter", "mode": "lines", "line": {"shape": "hv"}, "name": plot_text(column),
-             "x": x, "y": wide[column].tolist()}
+    data = [coloured({"type": "scatter", "mode": "lines", "line": {"shape": "hv"}, "name": plot_text(column),
+                      "x": x, "y": wide[column].tolist()}, column)
             for column in wide.columns if column not in ("ts", "run_id", "step")]
     return {"data": data, "layout": time_layout(title, y_title)}
 
 
 def bar_figure(x: list, series: dict[str, list], title: str, y_title: str, stacked: bool = True) -> dict:
-    data = [{"type": "bar", "name": plot_text(name), "x": [plot_text(v) for v in x], "y": values}
+    data = [coloured({"type": "bar", "name": plot_text(name), "x": [plot_text(v) for v in x], "y": values}, name)
             for name, values in series.items()]
     return {"data": data, "layout": {"title": {"text": title}, "barmode": "stack" if stacked else "group",
                                      "yaxis": {"title": {"text": y_title}}}}
@@ -156,11 +175,11 @@ def run_lines_figure(frame: pd.DataFrame, y: str, color: str | None, title: str,
     for keys, rows in frame.groupby(["run_id"] + ([color] if color else []), sort=False):
         run_id = keys[0]
         name = keys[1] if color else y
+        line_colour = STATE_COLOURS.get(str(name), LINE_COLOURS[names.index(name) % len(LINE_COLOURS)])
         trace = {"type": "scatter", "mode": "lines" if steps else "lines+markers",
                  "name": plot_text(name if len(runs) == 1 else f"{name} {run_id[:8]}"),
                  "x": rows.elapsed_s.tolist(), "y": rows[y].tolist(),
-                 "line": {"color": LINE_COLOURS[names.index(name) % len(LINE_COLOURS)],
-                          "dash": RUN_DASHES[runs.index(run_id) % len(RUN_DASHES)]}}
+                 "line": {"color": line_colour, "dash": RUN_DASHES[runs.index(run_id) % len(RUN_DASHES)]}}
         if steps:
             trace["line"]["shape"] = "hv"
         data.append(trace)
@@ -207,7 +226,8 @@ def summary_figure(apps: pd.DataFrame, throughput: pd.DataFrame, runs: pd.DataFr
     seconds since each run's first submit (bottom). Frames as `taskscope.analyses.summary` gives."""
     several_runs = apps.run_id.nunique() > 1
     labels = [plot_text(label) for label in (apps.run_id.str[:8] + " " if several_runs else "") + apps.app_name]
-    data = [{"type": "bar", "name": state, "x": labels, "y": apps[state].tolist(), "xaxis": "x", "yaxis": "y"}
+    data = [coloured({"type": "bar", "name": state, "x": labels, "y": apps[state].tolist(), "xaxis": "x", "yaxis": "y"},
+                      state)
             for state in states if state in apps and apps[state].any()]
     if not throughput.empty:
         start = throughput.run_id.map(runs.set_index("run_id").first_submit_ts)

@@ -15,6 +15,7 @@ import pandas as pd
 from fastapi import APIRouter, Depends, Query, Request
 
 from taskscope.analyses.runs import resolve_run
+from taskscope.presenters.figures import STATE_COLOURS
 from taskscope.schema import natural_sort_key
 from taskscope.web.dashboard import Dashboard, read_connection
 from taskscope.web.pages.runs import run_row
@@ -87,4 +88,4 @@ def dag_page(request: Request, run: str, app: str | None = None, level: str | No
     data = dag_data(con, dashboard, run_id, app, level, page)
     return render(request, "dag.html", {"title": "DAG" + (f": {app}" if app else ""),
                                         "run": run_row(con, dashboard, run_id), "dag": data,
-                                        "limit": TASK_LEVEL_LIMIT})
+                                        "limit": TASK_LEVEL_LIMIT, "state_colours": STATE_COLOURS})

@@ -4,8 +4,9 @@
   "use strict";
   var SVG = "http://www.w3.org/2000/svg";
   var PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#b279a2", "#9d755d", "#72b7b2", "#eeca3b", "#ff9da6", "#bab0ac", "#e45756"];
-  var STATE_COLOURS = { exec_done: "#54a24b", memo_done: "#88d27a", failed: "#e45756", dep_fail: "#ff9da6",
-                        unfinished: "#bab0ac", launched: "#4c78a8", pending: "#eeca3b", running: "#72b7b2" };
+  // the state palette every chart uses (taskscope.presenters.figures.STATE_COLOURS), from the page
+  var palette = document.getElementById("state-colours");
+  var STATE_COLOURS = palette ? JSON.parse(palette.textContent) : {};
   var source = document.getElementById("dag-data");
   var holder = document.getElementById("dag");
   if (!source || !holder) { return; }
@@ -53,9 +54,9 @@
     return position;
   }
 
-  function colourMap(values) {
+  function colourMap(values, byState) {
     var map = {};
-    values.forEach(function (v, i) { map[v] = STATE_COLOURS[v] || PALETTE[i % PALETTE.length]; });
+    values.forEach(function (v, i) { map[v] = (byState && STATE_COLOURS[v]) || PALETTE[i % PALETTE.length]; });
     return map;
   }
 
@@ -118,7 +119,7 @@
     var values = [];
     circles.forEach(function (c) { var v = key(c.node); if (values.indexOf(v) < 0) { values.push(v); } });
     values.sort();
-    var map = colourMap(values);
+    var map = colourMap(values, by === "state");
     circles.forEach(function (c) { c.circle.setAttribute("fill", map[key(c.node)]); });
     var legend = document.getElementById("dag-legend");
     legend.textContent = "";
