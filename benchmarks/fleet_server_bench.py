@@ -13,7 +13,9 @@ What it does, side by side in this one script:
    no JSON parsing, no auth): the cost of the storage alone.
 3. Server: starts `taskscope fleet serve` on 127.0.0.1 with its own fresh file and POSTs the same
    batches one after the other over one keep-alive connection, each acknowledged only once committed.
-4. Prints batches/s for both, the ratio server / anchor, how many clusters the server keeps up with
+   The same again with a server whose `SecurityHeaders` middleware is taken out (started with
+   uvicorn by this script), alternating which goes first: the cost of the security headers.
+4. Prints batches/s for all three, the ratio server / anchor, with / without the middleware, how many clusters the server keeps up with
    at the plugin's send interval (one batch per cluster every `DEFAULT_SEND_INTERVAL_S`), and the
    median time of `GET /api/v1/clusters` over all of them. The machine is shared: note the load.
 """
@@ -53,7 +55,19 @@ def anchor_rate(batches: list[dict], folder: Path) -> float:
         db.close()
 
 
-def start_server(store: Path) -> tuple[subprocess.Popen, str, str]:
+#: `taskscope fleet serve` without the SecurityHeaders middleware (argv: store, port)
+BARE_SERVER = """
+import sys, uvicorn
+from taskscope.fleet.db import FleetDB
+from taskscope.fleet.security import SecurityHeaders
+from taskscope.fleet.server import create_app
+app = create_app(FleetDB(sys.argv[1]))
+app.user_middleware = [m for m in app.user_middleware if m.cls is not SecurityHeaders]
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+"""
+
+
+def start_server(store: Path, headers: bool = True) -> tuple[subprocess.Popen, str, str]:
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     command = [sys.executable, "-m", "taskscope.cli", "fleet"]
     subprocess.run([*command, "account", "create", "bench", "--store", str(store)], env=env, check=True,
@@ -62,8 +76,9 @@ def start_server(store: Path) -> tuple[subprocess.Popen, str, str]:
                                        str(store), "-f", "json"], env=env, check=True, capture_output=True,
                                       text=True).stdout)["token"]
     port = free_port()
-    process = subprocess.Popen([*command, "serve", "--store", str(store), "--port", str(port)], env=env,
-                               stderr=subprocess.DEVNULL)
+    serve = [*command, "serve", "--store", str(store), "--port", str(port)] if headers else \
+        [sys.executable, "-c", BARE_SERVER, str(store), str(port)]
+    process = subprocess.Popen(serve, env=env, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -75,8 +90,8 @@ def start_server(store: Path) -> tuple[subprocess.Popen, str, str]:
     raise SystemExit("fleet serve did not start")
 
 
-def server_rates(batches: list[dict], folder: Path) -> tuple[float, float]:
-    process, url, token = start_server(folder / f"server-{uuid.uuid4().hex}.duckdb")
+def server_rates(batches: list[dict], folder: Path, headers: bool = True) -> tuple[float, float]:
+    process, url, token = start_server(folder / f"server-{uuid.uuid4().hex}.duckdb", headers)
     try:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
             bodies = [json.dumps(batch).encode() for batch in batches]
@@ -103,19 +118,25 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="alternating anchor / server rounds; medians reported")
     options = parser.parse_args()
     print(f"load average before: {os.getloadavg()}")
-    anchor, server, reads = [], [], []
+    anchor, server, bare, reads = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as scratch:
-        for _ in range(options.repeat):
+        for round_ in range(options.repeat):
             batches = [dask_batch(uuid.uuid4().hex, f"user{i % 7}") for i in range(options.batches)]
             anchor.append(anchor_rate(batches, Path(scratch)))
-            rate, read_s = server_rates(batches, Path(scratch))
-            server.append(rate)
-            reads.append(read_s)
+            for headers in ((True, False) if round_ % 2 == 0 else (False, True)):
+                rate, read_s = server_rates(batches, Path(scratch), headers)
+                (server if headers else bare).append(rate)
+                if headers:
+                    reads.append(read_s)
     anchor_median, server_median = statistics.median(anchor), statistics.median(server)
     print(f"{options.batches} batches of {len(batches[0]['messages'])} messages, {options.repeat} rounds (medians)")
     print(f"anchor  FleetDB.store_batch in-process: {anchor_median:8.1f} batches/s")
     print(f"server  POST {INGEST_PATH}, committed:   {server_median:8.1f} batches/s "
           f"(ratio server/anchor {server_median / anchor_median:.2f})")
+    bare_median = statistics.median(bare)
+    print(f"server without SecurityHeaders:          {bare_median:8.1f} batches/s "
+          f"(ratio with/without {server_median / bare_median:.3f}; rounds with {[round(r) for r in server]}, "
+          f"without {[round(r) for r in bare]})")
     print(f"clusters kept up with at one batch per {DEFAULT_SEND_INTERVAL_S:.0f} s: "
           f"{server_median * DEFAULT_SEND_INTERVAL_S:.0f}")
     print(f"GET /api/v1/clusters over {options.batches} clusters: {statistics.median(reads) * 1000:.1f} ms")
