@@ -15,7 +15,6 @@ import pytest
 import taskscope
 from taskscope._sql import literal
 from taskscope.ingest.lines import read_new_lines, usable_lines_sql
-from taskscope.sources.json_fields import COLUMN_KEYS, REDUNDANT_KEYS
 from taskscope.sources.parsl_textlog import FORMATS, _headers_sql
 
 DEFAULT_FORMAT = next(fmt for fmt in FORMATS if fmt.name == "parsl_default")
@@ -81,13 +80,13 @@ def test_default_format_split_equals_the_header_regex():
 
 
 JSON_RECORDS = [
-    # Parsl JSONLogging: msg is a %-template (kept in attrs) or not (dropped)
+    # Parsl JSONLogging: msg is a %-template or not
     {"created": 1795294503.5, "process": 1, "processName": "MainProcess", "threadName": "MainThread", "thread": 14,
      "name": "parsl", "lineno": 3, "funcname": "f", "levelname": "DEBUG", "msg": "Task %s done", "formatted": "Task 1 done",
      "parsl.task": 1},
     {"created": 1795294503.6, "process": 1, "processName": "MainProcess", "threadName": "MainThread", "thread": 14,
      "name": "parsl", "lineno": 3, "funcname": "f", "levelname": "DEBUG", "msg": "plain", "formatted": "plain"},
-    # both host and hostname: only the key the column used leaves attrs
+    # both host and hostname: the column takes the first
     {"ts": 1795294503.7, "host": "a", "hostname": "b", "message": "m", "levelno": 10, "extra": {"k": [1, 2]}},
     {"ts": 1795294503.8, "hostname": "b", "message": "m", "nested.key": "v"},
     # a key present with a JSON null does not fill its column, so the next candidate does
@@ -96,19 +95,8 @@ JSON_RECORDS = [
 ]
 
 
-def _expected_attrs(record: dict) -> dict:
-    """The record's keys that no column took (the Python statement of the rule)."""
-    used = {next((key for key in keys if record.get(key) is not None), None) for keys in COLUMN_KEYS.values()}
-    msg = record.get("msg")
-    if isinstance(msg, str) and "%" not in msg:
-        used.add("msg")
-    used.update(REDUNDANT_KEYS)
-    return {key: value for key, value in record.items() if key not in used}
-
-
-def test_json_attrs_hold_exactly_the_keys_no_column_took(tmp_path):
+def test_json_attrs_are_the_record_as_logged(tmp_path):
     lines = [json.dumps(record) for record in JSON_RECORDS]
-    # each shape repeated, so records share a patch
     (tmp_path / "wide.jsonl").write_text("\n".join(lines + lines) + "\n")
     store = taskscope.open(":memory:")
     store.ingest(tmp_path / "wide.jsonl")
@@ -116,4 +104,7 @@ def test_json_attrs_hold_exactly_the_keys_no_column_took(tmp_path):
     assert [line for line, _ in rows] == list(range(1, 2 * len(JSON_RECORDS) + 1))
     for line, attrs in rows:
         record = JSON_RECORDS[(line - 1) % len(JSON_RECORDS)]
-        assert json.loads(attrs) == _expected_attrs(record), record
+        assert json.loads(attrs) == record
+    # the columns took the first candidate key present and not null
+    hosts = [row[0] for row in store.con.execute("SELECT host FROM events ORDER BY line LIMIT 6").fetchall()]
+    assert hosts == [None, None, "a", "b", "c", None]

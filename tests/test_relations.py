@@ -58,9 +58,19 @@ def differences(before: dict, after: dict) -> dict:
     changed = {}
     for key, row in before.items():
         columns = {name: (row[name], after[key][name]) for name in COLUMNS if not _same(row[name], after[key][name])}
+        if "attrs" in columns:
+            columns["attrs"] = _changed_keys(*columns["attrs"])
         if columns:
             changed[key] = columns
     return changed
+
+
+def _changed_keys(before: dict | None, after: dict | None) -> tuple[dict, dict]:
+    """The keys of two `attrs` whose values differ, as (before, after): a JSON record's attrs
+    is the whole record as logged, so only what a relation changed is compared."""
+    before, after = before or {}, after or {}
+    keys = {k for k in before.keys() | after.keys() if before.get(k, _same) != after.get(k, _same)}
+    return {k: before[k] for k in keys if k in before}, {k: after[k] for k in keys if k in after}
 
 
 def _same(a, b) -> bool:
@@ -261,7 +271,7 @@ on = "task.submitted"
     bound = {(row["run_id"], row["task_id"]): row["attrs"]["dependencies"]
              for row in json_run_baseline.values() if row["event"] == "task.submitted"}
     expected = {
-        key: {"attrs": (row["attrs"], {**(row["attrs"] or {}), "dependencies": bound[(row["run_id"], row["task_id"])]})}
+        key: {"attrs": ({}, {"dependencies": bound[(row["run_id"], row["task_id"])]})}
         for key, row in json_run_baseline.items()
         if (row["run_id"], row["task_id"]) in bound and "dependencies" not in (row["attrs"] or {})
     }

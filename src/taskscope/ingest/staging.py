@@ -14,10 +14,14 @@ from taskscope.schema import EVENT_COLUMNS, EVENT_COLUMN_NAMES
 
 STAGED = "staged"
 
+#: staging-only column: how many of a record's values did not fit their typed column (a
+#: `pid` of "w-1"), NULL for none; summed and cleared by `taken_values_in_attrs`
+_VALUES_IN_ATTRS = "values_in_attrs"
+
 
 def create_staging(con: duckdb.DuckDBPyConnection) -> None:
     """(Re)create the empty temporary staging table."""
-    columns = ", ".join(f"{name} {sql_type}" for name, sql_type in EVENT_COLUMNS)
+    columns = ", ".join(f"{name} {sql_type}" for name, sql_type in [*EVENT_COLUMNS, (_VALUES_IN_ATTRS, "INTEGER")])
     con.execute(f"CREATE OR REPLACE TEMP TABLE {STAGED} ({columns})")
 
 
@@ -28,8 +32,21 @@ def insert_staged(con: duckdb.DuckDBPyConnection, select_sql: str, params: list 
     """
     cursor = con.execute(f"SELECT * FROM ({select_sql}) LIMIT 0", params or [])
     produced = [d[0] for d in cursor.description]
-    unknown = set(produced) - set(EVENT_COLUMN_NAMES)
+    unknown = set(produced) - {*EVENT_COLUMN_NAMES, _VALUES_IN_ATTRS}
     if unknown:
         raise ValueError(f"staging select produces unknown columns {sorted(unknown)}")
     names = ", ".join(produced)
     return int(scalar(con, f"INSERT INTO {STAGED} ({names}) SELECT {names} FROM ({select_sql})", params))
+
+
+def taken_values_in_attrs(con: duckdb.DuckDBPyConnection) -> int:
+    """How many values the records staged since the last call kept only in `attrs` (they did not
+    fit their typed column); the count is taken, so each value is counted once.
+
+    >>> taken_values_in_attrs(con)  # doctest: +SKIP
+    2
+    """
+    count = scalar(con, f"SELECT coalesce(sum({_VALUES_IN_ATTRS}), 0) FROM {STAGED} WHERE {_VALUES_IN_ATTRS} > 0")
+    if count:
+        con.execute(f"UPDATE {STAGED} SET {_VALUES_IN_ATTRS} = NULL WHERE {_VALUES_IN_ATTRS} > 0")
+    return int(count)

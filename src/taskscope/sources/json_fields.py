@@ -3,7 +3,7 @@
 Parsl's JSONLogging writes `parsl.task`, `parsl.dfk`, ... (master and 2026.10.26); the
 observability prototype wrote `parsl_task_id`, `htex_task_id`, ...; taskscope's own
 handler and generic JSON lines use the column names themselves. The first key present wins.
-Every key not consumed here is kept in `attrs` under its own name.
+`attrs` is the record as logged, so every key, consumed here or not, is kept there.
 """
 
 from __future__ import annotations
@@ -37,13 +37,9 @@ COLUMN_KEYS: dict[str, list[str]] = {
     "worker_id": ["worker_id"],
 }
 
-# LogRecord attributes that only restate another one (levelno/levelname, filename/pathname,
-# msecs/created, ...) or are always empty in JSON (exc_info): left out of attrs
-REDUNDANT_KEYS = ("levelno", "filename", "module", "msecs", "relativeCreated", "exc_info")
-
 # columns of type BIGINT (`thread` is the thread name; the numeric thread id stays in attrs).
 # Ids (`task_id`, `executor_task_id`) are text. A value of an integer column that is not an
-# integer ("w-1") fills nothing: its key stays in attrs and is counted (`unfit_values_sql`).
+# integer ("w-1") fills nothing: it is only in attrs, and counted (`unfit_values_sql`).
 INTEGER_COLUMNS = {"pid", "try_id"}
 
 #: every candidate key once, in COLUMN_KEYS order (bit p of a used-keys mask is key p, from 1)
@@ -100,41 +96,14 @@ def ts_candidates_sql(values_alias: str = "v") -> str:
     return f"coalesce({', '.join(_value(values_alias, key) for key in COLUMN_KEYS['ts'])})"
 
 
-def used_keys_mask_sql(values_alias: str = "v") -> str:
-    """SQL for a BIGINT naming which keys the columns took: bit p for `ALL_KEYS[p - 1]`.
+def time_keys_structure_sql() -> str:
+    """SQL literal of the `json_transform` structure holding only the candidate time keys
+    (what `ts_candidates_sql` reads), for re-reading the time of a few records.
 
-    Bit 0 says `msg` was dropped (it is not a %-template). Two records with the same mask
-    drop the same keys from attrs, so the attrs patch is built once per mask
-    (`attrs_patch`) rather than once per record.
+    >>> '"created": "VARCHAR"' in time_keys_structure_sql()
+    True
     """
-    bits = []
-    position = 0
-    for column, keys in COLUMN_KEYS.items():
-        cases = []
-        for key in keys:
-            position += 1
-            cases.append(f"WHEN {_fitting(column, _value(values_alias, key))} IS NOT NULL THEN {1 << position}")
-        bits.append(f"CASE {' '.join(cases)} ELSE 0 END")
-    bits.append(f"CASE WHEN strpos({_value(values_alias, 'msg')}, '%') = 0 THEN 1 ELSE 0 END")
-    return f"({' + '.join(f'{bit}::BIGINT' for bit in bits)})"
-
-
-def attrs_patch(used_keys: int) -> str:
-    """The JSON merge-patch that nulls the keys a record with mask `used_keys` gave to columns.
-
-    Only the key a column actually used is left out: a record with both `host` and
-    `hostname` keeps `hostname` in attrs. `msg` is kept only when it is a %-template (bit 0
-    of the mask clear). Built in Python from the mask, once per distinct mask, and bound
-    into the staging SQL as a parameter: joining a table of patches to the records made
-    DuckDB build its hash table on the records (3x slower on a 3000-task run).
-
-    >>> attrs_patch(1 << (ALL_KEYS.index("created") + 1) | 1)[:48]
-    '{"created": null, "msg": null, "levelno": null, '
-    """
-    used = [key for position, key in enumerate(ALL_KEYS, start=1) if used_keys >> position & 1]
-    if used_keys & 1:
-        used.append("msg")
-    return json.dumps(dict.fromkeys([*used, *REDUNDANT_KEYS]))
+    return literal(json.dumps({key: "VARCHAR" for key in COLUMN_KEYS["ts"]}))
 
 
 def parse_time_sql(raw: str) -> str:

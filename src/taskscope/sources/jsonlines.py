@@ -1,6 +1,6 @@
 """Generic JSON lines: one flat JSON object per line with a time field.
 
-Known keys (see `json_fields.COLUMN_KEYS`) become columns, the rest go to `attrs`. A line
+Known keys (see `json_fields.COLUMN_KEYS`) fill columns; `attrs` is the record as logged. A line
 that is not a JSON object, or has no readable time, is kept aside in `bad_lines`.
 """
 
@@ -10,16 +10,15 @@ import duckdb
 import orjson
 
 from taskscope._sql import scalar
-from taskscope.ingest.staging import insert_staged
+from taskscope.ingest.staging import STAGED, insert_staged, taken_values_in_attrs
 from taskscope.sources import Sample, Source, StageContext, StageResult
 from taskscope.sources.json_fields import (
-    attrs_patch,
     extract_columns_sql,
     parse_time_sql,
     time_in_range_sql,
+    time_keys_structure_sql,
     ts_candidates_sql,
     unfit_values_sql,
-    used_keys_mask_sql,
 )
 
 
@@ -34,7 +33,12 @@ GENERIC_SOURCES = ("log", "jsonl")
 
 
 def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageContext) -> StageResult:
-    """Parse the JSON lines of `table_name` into staging; report unparseable ones."""
+    """Parse the JSON lines of `table_name` into staging; report unparseable ones.
+
+    One statement decodes, validates and extracts each record straight into staging (no
+    intermediate table: storing the parsed record costs more than parsing it). `attrs` is the
+    record as logged. Lines that did not reach staging are then the bad ones.
+    """
     generic = context.component in GENERIC_SOURCES
     extraction, columns = extract_columns_sql("txt", extra_keys=("component",) if generic else ())
     # a path stamp fills a column only where the record itself says nothing
@@ -42,46 +46,36 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
         columns[name] = f"coalesce({columns[name]}, ?::VARCHAR)"
     stamp_params = [context.stamps[name] for name in columns if name in context.stamps]
     select_list = ", ".join(f"{expr} AS {name}" for name, expr in columns.items())
-    time_sql = parse_time_sql(ts_candidates_sql())
-    # one pass decodes, validates and extracts; good and bad lines are then taken from it
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE json_parsed AS
-        SELECT line, txt, ok, CASE WHEN ok THEN {time_sql} END AS ts,
-               CASE WHEN ok THEN {used_keys_mask_sql()} END AS used_keys,
-               CASE WHEN ok THEN {unfit_values_sql()} END AS values_in_attrs, {select_list},
-               {'v."component"' if generic else 'NULL::VARCHAR'} AS record_source FROM (
-            SELECT line, txt, ok, CASE WHEN ok THEN {extraction} END AS v FROM (
-                -- valid JSON whose first character is `{{` is an object (cheaper than json_type)
-                SELECT line, txt, json_valid(txt) AND left(ltrim(txt, {_JSON_SPACE}), 1) = '{{' AS ok
-                FROM {table_name}))""",
-        stamp_params,
-    )
-    good_time = time_in_range_sql("ts")
-    # records that give the same keys to columns share one attrs patch, built once
-    masks = [row[0] for row in con.execute(
-        f"SELECT DISTINCT used_keys FROM json_parsed WHERE ok AND {good_time} ORDER BY 1").fetchall()]
-    patch = f"CASE used_keys {' '.join('WHEN ? THEN ?' for _ in masks)} END" if masks else "NULL"
-    patch_params = [value for mask in masks for value in (mask, attrs_patch(mask))]
     names = ", ".join(columns)
     staged = insert_staged(
         con,
         f"""SELECT ts, coalesce(record_source, ?) AS source, ? AS file, line, {names},
-                   json_merge_patch(txt, {patch}) AS attrs, ?::INTEGER AS file_id
-            FROM json_parsed WHERE ok AND {good_time}""",
-        [context.component, context.file, *patch_params, context.file_id],
+                   txt::JSON AS attrs, ?::INTEGER AS file_id, nullif(values_in_attrs, 0) AS values_in_attrs
+            FROM (
+                SELECT line, txt, {parse_time_sql(ts_candidates_sql())} AS ts, {unfit_values_sql()} AS values_in_attrs,
+                       {select_list}, {'v."component"' if generic else 'NULL::VARCHAR'} AS record_source
+                FROM (SELECT line, txt, {extraction} AS v FROM {table_name}
+                      -- valid JSON whose first character is `{{` is an object (cheaper than json_type)
+                      WHERE json_valid(txt) AND left(ltrim(txt, {_JSON_SPACE}), 1) = '{{'))
+            WHERE {time_in_range_sql("ts")}""",
+        [context.component, context.file, context.file_id, *stamp_params],
     )
-    in_attrs = scalar(con, f"SELECT coalesce(sum(values_in_attrs), 0) FROM json_parsed WHERE ok AND {good_time}")
+    in_attrs = taken_values_in_attrs(con)
+    if staged == scalar(con, f"SELECT count(*) FROM {table_name}"):
+        return StageResult(events=staged, values_in_attrs=in_attrs)
+    time_sql = parse_time_sql(ts_candidates_sql(f"(json_transform(txt, {time_keys_structure_sql()}))"))
     bad = scalar(
         con,
         f"""INSERT INTO bad_lines
         SELECT ?, line,
                CASE WHEN NOT json_valid(txt) THEN 'invalid JSON'
                     WHEN json_type(txt) <> 'OBJECT' THEN 'JSON value is not an object'
-                    WHEN ts IS NULL THEN 'no readable time field'
+                    WHEN {time_sql} IS NULL THEN 'no readable time field'
                     ELSE 'time outside years 1-9999' END,
                encode(txt)[1:200], ?::INTEGER
-        FROM json_parsed WHERE NOT ok OR ts IS NULL OR NOT {good_time}""",
-        [context.file, context.file_id],
+        FROM {table_name} ANTI JOIN (SELECT line FROM {STAGED} WHERE file = ? AND file_id IS NOT DISTINCT FROM ?::INTEGER) s
+        USING (line)""",
+        [context.file, context.file_id, context.file, context.file_id],
     )
     return StageResult(events=staged, bad_lines=int(bad), values_in_attrs=int(in_attrs))
 
