@@ -108,7 +108,8 @@ def _step_rows(con, run_a: str, run_b: str, min_change_s: float) -> pd.DataFrame
 
 
 def _judge(rows: pd.DataFrame, min_change: float, words: tuple[str, str]) -> pd.DataFrame:
-    rows = rows.copy()
+    numbers = ["mean_a", "mean_b", "median_a", "median_b", "p25_a", "p75_a"]
+    rows = rows.astype({column: "float64" for column in numbers})  # a side without numbers holds None
     rows["change_median"] = rows["median_b"] - rows["median_a"]
     rows["change_pct"] = 100 * rows["change_median"] / rows["median_a"].where((rows["median_a"].abs() >= min_change) & (rows["median_a"] != 0))
     outside = (rows["median_b"] < rows["p25_a"]) | (rows["median_b"] > rows["p75_a"])
