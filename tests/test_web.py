@@ -738,3 +738,46 @@ def test_one_state_palette_on_the_run_page_and_the_dag(corpus_run, browser):
         assert {state for state, _ in fills} <= set(watched.page.locator("#dag-legend span").all_inner_texts())
     finally:
         watched.close()
+
+
+def test_live_run_page_refreshes_itself_until_the_run_ends(tmp_path, browser):
+    """The run page of a live run shows a rising done count without a reload, then stops
+    refreshing once the run has ended (the run's log lines carry markup: none of it runs)."""
+    script = tmp_path / "hostile.py"
+    script.write_text(HOSTILE_WORKFLOW)
+    runinfo = tmp_path / "runinfo"
+    running = run_parsl_script(script, runinfo, 40, 0.5, wait=False)
+    try:
+        deadline = time.time() + 60
+        while not (runinfo / "000" / "parsl.log").exists():
+            assert time.time() < deadline and running.poll() is None, "the run did not start"
+            time.sleep(0.2)
+        dashboard = open_dashboard(str(tmp_path / "live.duckdb"), [str(runinfo)], interval_s=0.5)
+        server = Server(dashboard)
+        runs = []
+        while not runs or runs[0]["status"] != "live":
+            assert running.poll() is None, "the run ended before the dashboard showed it live"
+            runs = server.json("/api/runs")["runs"]
+            time.sleep(0.2)
+        watched = Watched(browser)
+        try:
+            watched.page.goto(f"{server.url}/runs/{runs[0]['run_id']}", wait_until="load")
+            assert watched.page.evaluate("() => document.body.dataset.live") == "1"
+            first = int(watched.page.locator("#run-done").inner_text() or 0)
+            watched.page.evaluate("() => { window.loadedOnce = true; }")
+            watched.page.wait_for_function("first => Number(document.querySelector('#run-done').textContent) > first",
+                                           arg=first, timeout=120_000)
+            assert watched.page.evaluate("() => window.loadedOnce === true"), "the page was reloaded"
+            assert running.wait(300) == 0, running.stderr.read()
+            watched.page.wait_for_function("() => document.body.dataset.live === '0'", timeout=120_000)
+            assert watched.page.locator("#run-info").inner_text().split("\n")[0].endswith("failed")
+            assert watched.page.locator("#run-done").inner_text() == "26"  # 40 tasks, 14 fail (i % 3 == 0)
+            assert watched.page.evaluate("() => window.loadedOnce === true")
+            assert not watched.problems and not watched.dialogs, (watched.problems, watched.dialogs)
+        finally:
+            watched.close()
+        server.stop()
+        dashboard.store.close()
+    finally:
+        if running.poll() is None:
+            running.kill()

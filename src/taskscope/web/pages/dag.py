@@ -88,4 +88,5 @@ def dag_page(request: Request, run: str, app: str | None = None, level: str | No
     data = dag_data(con, dashboard, run_id, app, level, page)
     return render(request, "dag.html", {"title": "DAG" + (f": {app}" if app else ""),
                                         "run": run_row(con, dashboard, run_id), "dag": data,
-                                        "limit": TASK_LEVEL_LIMIT, "state_colours": STATE_COLOURS})
+                                        "limit": TASK_LEVEL_LIMIT, "state_colours": STATE_COLOURS,
+                                        "refresh_live": False})  # dag.js draws the page as loaded

@@ -54,5 +54,5 @@ def logs_page(request: Request, con=Depends(read_connection)):
     return render(request, "logs.html", {
         "title": "Logs", "run": run, "result": result, "rows": result["rows"].to_dict("records"),
         "filters": filters, "q": text or "", "error": error, "columns": SHOWN, "filterable": list(FILTERABLE),
-        "newest_first": newest_first,
+        "newest_first": newest_first, "refresh_live": False,  # logs.js works on the page as loaded
     })

@@ -12,5 +12,6 @@
       Plotly.newPlot(target, figure.data || [], layout, { responsive: true, displaylogo: false });
     });
   }
+  window.taskscopeDrawCharts = draw;  // live.js redraws after it swaps in a fresh page
   if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", draw); } else { draw(); }
 })();
