@@ -87,7 +87,7 @@ def test_a_run_still_going_gets_no_digest_until_it_ends(tmp_path):
     with log.open("a") as appended:
         appended.write("".join(lines[len(lines) // 2:]))
     store.ingest(tmp_path / "runinfo")
-    assert store.runs().status.iloc[0] == "completed"
+    assert store.runs().status.iloc[0] == "failed"  # ended, with its one failed task
     kept = stored(store.con, run_id)
     assert kept is not None
     assert_same_analyses(kept, computed(store.con, run_id))
