@@ -20,9 +20,9 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from taskscope.fleet import profiles, reads
 from taskscope.fleet.auth import SESSION_COOKIE, Caller, page_caller
 from taskscope.fleet.security import same_origin
-from taskscope.web.app import mount_static
 from taskscope.presenters.figures import bar_figure, gantt_figure, plot_text, steps_figure
 from taskscope.presenters.format import cell, clock, missing, records, seconds
+from taskscope.web.app import mount_static
 from taskscope.web.render import WEB_DIR
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
