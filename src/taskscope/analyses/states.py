@@ -176,7 +176,7 @@ def sample_steps(steps: pd.DataFrame, points: int = 200) -> pd.DataFrame:
     for run_id, rows in steps.groupby("run_id", sort=False):
         start, end = rows.ts.min(), rows.ts.max()
         instants = pd.DataFrame({"ts": [start + (end - start) * i / max(points - 1, 1) for i in range(points)]})
-        values = rows.drop(columns=["run_id"]).sort_values("ts", kind="stable")
+        values = rows.drop(columns=["run_id"]).astype({"ts": "float64"}).sort_values("ts", kind="stable")
         frames.append(pd.merge_asof(instants, values, on="ts", direction="backward").assign(run_id=run_id))
     out = pd.concat(frames, ignore_index=True)
     return out[["run_id", "ts"] + [c for c in out.columns if c not in ("run_id", "ts")]]
