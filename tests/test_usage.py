@@ -816,3 +816,29 @@ def test_cli_report_matches_the_query(synthetic, tmp_path):
     assert done.returncode == 0, done.stderr
     printed = {row["project_name"]: row["points"] for row in json.loads(done.stdout)}
     assert printed == reports.leaderboard(store).set_index("project_name").points.to_dict()
+
+
+def test_segments_rolled_over_during_a_long_replay_are_stored_once(tmp_path):
+    """An earlier run's spool takes a while to replay; meanwhile this run's burst fills and rolls
+    over segments of its own. Those must not be replayed too: each datagram is stored once."""
+    store_path = tmp_path / "usage.duckdb"
+    crashed = SpoolWriter(Path(str(store_path) + ".spool"))
+    orphans = [protocol.encode({"correlator": f"orphan-{i}", "tracking_level": 1}) for i in range(60_000)]
+    crashed.write([spool_record(time.time(), orphan) for orphan in orphans])
+    crashed.close()
+
+    collector = Collector(store_path, port=0, commit_interval=0.05)
+    collector.spool = SpoolWriter(collector.spool_dir, max_bytes=20_000)  # rolls over every ~20 KB
+    collector.start()
+    sent = [protocol.encode({"correlator": f"burst-{i}", "tracking_level": 1, "pad": "x" * 300}) for i in range(2000)]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for number, datagram in enumerate(sent):
+            sock.sendto(datagram, collector.address)
+            if number % 100 == 0:
+                time.sleep(0.01)
+    store = stop_and_open(collector)
+    stats = collector.stats
+    stored = [row[0] for row in store.con.execute("SELECT run_id FROM events WHERE source = 'usage'").fetchall()]
+    store.close()
+    assert stats.replayed == len(orphans)
+    assert len(stored) == len(set(stored)) == stats.received + len(orphans) == stats.parsed

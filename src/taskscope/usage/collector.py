@@ -180,6 +180,7 @@ class Collector:
         self._storing = _BusyCount()  # writers storing batches right now
         self._input_done = False
         self._replayed = threading.Event()
+        self._earlier_segments: list[Path] = []  # spool segments of earlier runs, for `_replay`
         self._receiver: threading.Thread | None = None
         self._done = threading.Event()
         self._store_gave_up = False
@@ -200,6 +201,10 @@ class Collector:
 
     def serve_forever(self) -> None:
         """Receive in this thread until `stop()` (or `request_stop()`, e.g. from a signal handler)."""
+        # what earlier runs left, listed before anything is received: a segment this run fills
+        # and rolls over while the replay is still going must not be replayed too (it would be
+        # stored twice: once replayed, once from the batch that is waiting for the replay)
+        self._earlier_segments = [path for path in spool.segments(self.spool_dir) if path.name != self.spool.segment]
         for writer in self._writers:
             writer.start()
         try:
@@ -454,8 +459,8 @@ class Collector:
     def _replay(self, con) -> None:
         """Store what earlier runs spooled but did not get into the store (a crash, a kill -9)."""
         progress = spool_progress(con)
-        for path in spool.segments(self.spool_dir):
-            if path.name == self.spool.segment:
+        for path in self._earlier_segments:
+            if not path.exists():  # gone since (retention)
                 continue
             offset, records = progress.get(path.name, (0, 0))
             if path.stat().st_size <= max(offset, len(spool.MAGIC)):
