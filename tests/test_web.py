@@ -390,17 +390,26 @@ def test_tasks_page_paginates_sorts_and_filters_on_the_server(browser):
         watched.close()
 
 
-def test_live_run_is_shown_live_then_finished(tmp_path, browser):
+def start_live_hostile_run(tmp_path: Path, tasks: int) -> subprocess.Popen:
+    """Start the hostile workflow with `tasks` tasks in `tmp_path/runinfo` and return once its
+    parsl.log exists (the run is live), for the dashboard to follow."""
     script = tmp_path / "hostile.py"
     script.write_text(HOSTILE_WORKFLOW)
     runinfo = tmp_path / "runinfo"
-    running = run_parsl_script(script, runinfo, 24, 0.5, wait=False)
+    running = run_parsl_script(script, runinfo, tasks, 0.5, wait=False)
+    deadline = time.time() + 60
+    while not (runinfo / "000" / "parsl.log").exists():
+        if time.time() >= deadline or running.poll() is not None:
+            running.kill()
+            pytest.fail("the run did not start")
+        time.sleep(0.2)
+    return running
+
+
+def test_live_run_is_shown_live_then_finished(tmp_path, browser):
+    running = start_live_hostile_run(tmp_path, 24)
     try:
-        deadline = time.time() + 60
-        while not (runinfo / "000" / "parsl.log").exists():
-            assert time.time() < deadline and running.poll() is None, "the run did not start"
-            time.sleep(0.2)
-        dashboard = open_dashboard(str(tmp_path / "live.duckdb"), [str(runinfo)], interval_s=0.5)
+        dashboard = open_dashboard(str(tmp_path / "live.duckdb"), [str(tmp_path / "runinfo")], interval_s=0.5)
         server = Server(dashboard)
         seen_live, tasks_seen = False, set()
         while running.poll() is None:
@@ -743,16 +752,9 @@ def test_one_state_palette_on_the_run_page_and_the_dag(corpus_run, browser):
 def test_live_run_page_refreshes_itself_until_the_run_ends(tmp_path, browser):
     """The run page of a live run shows a rising done count without a reload, then stops
     refreshing once the run has ended (the run's log lines carry markup: none of it runs)."""
-    script = tmp_path / "hostile.py"
-    script.write_text(HOSTILE_WORKFLOW)
-    runinfo = tmp_path / "runinfo"
-    running = run_parsl_script(script, runinfo, 40, 0.5, wait=False)
+    running = start_live_hostile_run(tmp_path, 40)
     try:
-        deadline = time.time() + 60
-        while not (runinfo / "000" / "parsl.log").exists():
-            assert time.time() < deadline and running.poll() is None, "the run did not start"
-            time.sleep(0.2)
-        dashboard = open_dashboard(str(tmp_path / "live.duckdb"), [str(runinfo)], interval_s=0.5)
+        dashboard = open_dashboard(str(tmp_path / "live.duckdb"), [str(tmp_path / "runinfo")], interval_s=0.5)
         server = Server(dashboard)
         runs = []
         while not runs or runs[0]["status"] != "live":
