@@ -62,7 +62,6 @@ import duckdb
 import taskscope
 from taskscope.ingest import IngestReport
 from taskscope.ingest import ingest as ingest_paths
-from taskscope import relate as relate_module
 from taskscope.rules import load_rules
 from taskscope.digests import refresh_digests
 
@@ -479,26 +478,12 @@ _STATEMENT_MARKERS: tuple[tuple[str, str], ...] = (
 
 
 def statement_key(sql: str) -> str:
-    """A short name for a SQL statement: the relate step it is, or what it does."""
+    """A short name for a SQL statement: what it does, or its start."""
     flat = " ".join(sql.split())
-    if flat in _RELATE_NAMES:
-        return _RELATE_NAMES[flat]
     for marker, name in _STATEMENT_MARKERS:
         if marker in flat:
             return name
     return flat[:70]
-
-
-def _relate_statement_names() -> dict[str, str]:
-    """taskscope.relate's statements (private names; empty if they change) by their text."""
-    statements = dict(getattr(relate_module, "_STEPS", {}))
-    for name in ("_RUN_DIRS", "_BINDINGS"):
-        if isinstance(getattr(relate_module, name, None), str):
-            statements[name.strip("_").lower()] = getattr(relate_module, name)
-    return {" ".join(sql.split()): f"relate: {name}" for name, sql in statements.items()}
-
-
-_RELATE_NAMES = _relate_statement_names()
 
 
 def profile_ingest(folder: Path) -> None:

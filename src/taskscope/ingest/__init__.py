@@ -25,7 +25,8 @@ from taskscope.ingest.archives import READ_ERRORS, as_local_file, change_marker
 from taskscope.ingest.discover import InputFile, KnownSource, discover, recognised_again
 from taskscope.ingest.lines import bad_lines_sql, file_size, read_new_lines, usable_lines_sql
 from taskscope.ingest.staging import STAGED, create_staging
-from taskscope.relate import RelateReport, Relation, relate
+from taskscope.relations import Relation
+from taskscope.relations.engine import RelateReport, relate
 from taskscope.rules import Rule, apply_rules_sql, load_rules, reapply_rules
 from taskscope.schema import EVENT_COLUMN_NAMES
 from taskscope.sources import Source, StageContext, StageResult, source_named
