@@ -40,7 +40,7 @@ app = typer.Typer(
 @app.command()
 @user_errors
 def ingest(
-    paths: list[Path] = typer.Argument(..., help="runinfo folders, run folders, log files or monitoring.db files."),
+    paths: list[Path] = typer.Argument(..., help="runinfo folders, run folders, log files, monitoring.db files, or .gz/.tar.gz/.zip archives of them."),
     store: str = StoreOption,
     rules: Optional[list[Path]] = typer.Option(
         None, "--rules", help="Extra rules TOML file (repeatable); on a store with events, applied again to all of them."
@@ -55,9 +55,14 @@ def ingest(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="List every file's note (why it was skipped, what was odd)."),
     fmt: OutputFormat = FormatOption,
 ) -> None:
-    """Read Parsl logs and monitoring.db under PATHS into the store (only what is new).
+    """Read every log taskscope recognises under PATHS into the store (only what is new).
+
+    Inputs are known by their content: Parsl's text and JSON logs, monitoring.db, Academy's JSON
+    logs, JSON lines, timestamped text; archives are read in place.
 
     Example: taskscope ingest runinfo/ --store run.duckdb
+
+    Example: taskscope ingest runinfo.tar.gz --relations mine.toml --store run.duckdb
     """
     missing = [str(path) for path in paths if not path.exists()]
     if missing:
