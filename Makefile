@@ -53,14 +53,18 @@ docs: $(VENV)/.installed-test
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 
 # the 3.12/3.13 checks run beside the main suite (both mostly wait); their output follows the suite's
+# tests marked `alone` measure what a process keeps up with (a receiver beside busy threads):
+# they run first, in one process, with nothing of the suite beside them
 test: $(VENV)/.installed-test /usr/bin/chromium docs
-	@log=$$(mktemp); bash tests/pythons.sh $(PYTHONS_TESTS) > $$log 2>&1 & pythons=$$!; \
-	echo "$(PYTEST)"; $(PYTEST); suite=$$?; \
+	@echo "$(PY) -m pytest -q -n 0 -m alone"; $(PY) -m pytest -q -n 0 -m alone; alone=$$?; \
+	log=$$(mktemp); bash tests/pythons.sh $(PYTHONS_TESTS) > $$log 2>&1 & pythons=$$!; \
+	echo "$(PYTEST) -m 'not alone'"; $(PYTEST) -m "not alone"; suite=$$?; \
 	wait $$pythons; others=$$?; cat $$log; rm -f $$log; \
-	[ $$suite = 0 ] && [ $$others = 0 ]
+	[ $$alone = 0 ] && [ $$suite = 0 ] && [ $$others = 0 ]
 
 test-fast: $(VENV)/.installed-test /usr/bin/chromium
-	$(PYTEST) -m "not slow"
+	$(PY) -m pytest -q -n 0 -m "alone and not slow"
+	$(PYTEST) -m "not slow and not alone"
 
 test-pythons: $(VENV)/.installed-test
 	@bash tests/pythons.sh $(PYTHONS_TESTS)
