@@ -12,23 +12,36 @@ iteration, and prints each run, the medians and the ratios to default file loggi
 Targets: WideEventLogging ≥ 1.00× default file logging (issue #3); against Parsl's NoopLogging
 (issue #23) ≥ 0.8× with every component at DEBUG and ≥ 0.95× at Parsl's default levels. With
 `--against noop` each pair is NoopLogging then WideEventLogging (the order alternating between
-pairs), the ratio is taken within each pair (this machine is shared and noisy: only neighbours in
-time are compared), and the CPU seconds each Parsl process used (DFK, interchange, manager,
-workers: sampled from /proc through psutil) are printed per run, so a slower run can be told
-apart from a run that did more work. `--profile` records the DFK with py-spy (if installed) into
-`--profile-dir`.
+pairs), the ratios are taken within each pair (this machine is shared and noisy: only neighbours in
+time are compared), and three ratios are printed, each the median over pairs:
+
+- wall: tasks/s of WideEventLogging ÷ NoopLogging (what the issue's targets name; sensitive to
+  whatever else the machine runs);
+- CPU: CPU ms per task of NoopLogging ÷ WideEventLogging, summed over every process of the run
+  (DFK, interchange, manager, workers) during the measured iteration, read from /proc when
+  parsl-perf prints that the iteration starts and when it prints its rate. This is the throughput
+  ratio a machine where the run is CPU-bound would give, and hardly moves with other load; the
+  per-process columns say which process pays;
+- whole-run CPU: the same over the whole run (start-up and shut-down included), exactly, from
+  getrusage of the reaped descendants (the bench makes itself their subreaper).
+
+`--profile` records every process with py-spy (if installed) into `--profile-dir` (its CPU is not
+counted, but its sampling slows the run: compare profiles, not figures, of such runs).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -64,42 +77,146 @@ NOOP_SETUPS = {
 WIDE_DEFAULT_LEVELS = ("from taskscope.parsl import WideEventLogging",
                        "\n    initialize_logging=WideEventLogging(level=logging.DEBUG if {worker_debug} else logging.INFO),")
 RATE = re.compile(r"Tasks per second: ([0-9.]+)")
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 
 
 def run_perf(workdir: Path, name: str, setup: tuple[str, str], round_no: int, warmup: int, tasks: int,
-             worker_debug: bool = True, profile_dir: Path | None = None) -> tuple[float, dict[str, float]]:
-    """One parsl-perf run: the tasks/s of its last iteration, and CPU seconds per Parsl process kind."""
+             worker_debug: bool = True, profile_dir: Path | None = None) -> tuple[float, "RunCpu"]:
+    """One parsl-perf run: the tasks/s of its last iteration, and the CPU it cost (`RunCpu`)."""
     imports, logging_line = setup
     slug = name.split()[-1].lower()
     config = workdir / f"config_{slug}_{round_no}.py"
     config.write_text(CONFIG.format(imports=imports, logging=logging_line.format(worker_debug=worker_debug),
                                     worker_debug=worker_debug, run_dir=str(workdir / f"runinfo_{slug}")))
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               PYTHONUNBUFFERED="1")  # parsl-perf's lines as they are printed: they mark the measured iteration
     command = [sys.executable, "-m", "parsl.benchmark.perf", "--config", str(config), "--iterate", f"{warmup},{tasks}"]
     if profile_dir is not None:
         profile_dir.mkdir(parents=True, exist_ok=True)
         command = ["py-spy", "record", "--nonblocking", "--subprocesses", "--format", "raw", "-o",
                    str(profile_dir / f"{slug}_{round_no}.txt"), "--"] + command
-    with open(workdir / "perf.out", "w+") as out, open(workdir / "perf.err", "w+") as err:
-        proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=out, stderr=err, text=True)
-        cpu = sample_cpu(proc, workdir)
-        out.seek(0)
+    become_subreaper()
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(workdir / "perf.err", "w+") as err:
+        proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        stdout, iteration = follow_perf(proc, workdir, tasks)
         err.seek(0)
-        stdout, stderr = out.read(), err.read()
+        stderr = err.read()
+    reap_descendants()
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    whole_run = (children_after.ru_utime + children_after.ru_stime
+                 - children_before.ru_utime - children_before.ru_stime)
     rates = RATE.findall(stdout)
     if proc.returncode != 0 or len(rates) < 2:
         sys.exit(f"parsl-perf failed for {name}:\n{stdout[-2000:]}\n{stderr[-2000:]}")
-    return float(rates[-1]), cpu
+    return float(rates[-1]), RunCpu(iteration=iteration, tasks=tasks, whole_run=whole_run, run_tasks=warmup + tasks)
 
 
-def process_kind(process: psutil.Process, dfk_pid: int) -> str:
-    """Which Parsl process `process` is: DFK, interchange, manager, worker (or other)."""
-    if process.pid == dfk_pid:
+@dataclass
+class RunCpu:
+    """CPU seconds (user + system) of one parsl-perf run.
+
+    `iteration`: per process kind, used during the measured (last) iteration, between parsl-perf
+    printing that it starts and printing its rate: every process of the run read from /proc at both
+    moments (a process started in between counts from zero). `whole_run`: every process of the run,
+    start-up and shut-down included, exactly (getrusage of the reaped descendants: the bench is
+    their subreaper, so the detached HTEX managers and their workers are reaped here too)."""
+
+    iteration: dict[str, float]
+    tasks: int
+    whole_run: float
+    run_tasks: int
+
+    @property
+    def per_task_ms(self) -> float:
+        """CPU ms per task of the measured iteration, all processes."""
+        return 1000 * sum(self.iteration.values()) / self.tasks
+
+
+def become_subreaper() -> None:
+    """Make this process the subreaper of its descendants (Linux): processes that their parent
+    leaves (LocalProvider starts the HTEX managers detached) are re-parented here, so that their
+    CPU reaches RUSAGE_CHILDREN when `reap_descendants` waits for them."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def reap_descendants(timeout: float = 60.0) -> None:
+    """Wait for every remaining child (the run's left processes) to end, at most `timeout` s,
+    then SIGKILL those still left (by pid: only processes of this run are children here)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid:
+            continue
+        if time.monotonic() > deadline:
+            for child in psutil.Process().children():
+                child.kill()
+            deadline = float("inf")
+        time.sleep(0.05)
+
+
+def follow_perf(proc: subprocess.Popen, workdir: Path, tasks: int) -> tuple[str, dict[str, float]]:
+    """Read parsl-perf's output until it ends; snapshot the run's processes' CPU when the
+    measured iteration starts (`Will run <tasks> tasks` after the first iteration) and when its
+    rate is printed. Returns the output and the CPU seconds of that iteration per process kind."""
+    lines, start, end, iterations = [], None, None, 0
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("==== Iteration"):
+            iterations += 1
+        elif iterations >= 2 and start is None and line.startswith(f"Will run {tasks} tasks"):
+            start = cpu_snapshot(proc.pid, workdir)
+        elif start is not None and end is None and RATE.match(line):
+            end = cpu_snapshot(proc.pid, workdir)
+    proc.wait()
+    if start is None or end is None:
+        return "".join(lines), {}
+    totals: dict[str, float] = {}
+    for pid, (kind, seconds) in end.items():
+        totals[kind] = totals.get(kind, 0.0) + seconds - start.get(pid, (kind, 0.0))[1]
+    return "".join(lines), totals
+
+
+def cpu_snapshot(root_pid: int, workdir: Path) -> dict[int, tuple[str, float]]:
+    """pid -> (process kind, user + system CPU seconds) of the run's processes: parsl-perf, its
+    descendants, and the HTEX managers of its run (found by their command line naming `workdir`)
+    with theirs. py-spy (under --profile) is left out."""
+    root = psutil.Process(root_pid)
+    tops = [root]
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or ())
+        if "process_worker_pool" in cmdline and str(workdir) in cmdline:
+            tops.append(process)
+    family: dict[int, psutil.Process] = {}
+    for top in tops:
+        try:
+            family.update((p.pid, p) for p in (top, *top.children(recursive=True)))
+        except psutil.Error:
+            continue
+    dfk_pid = root_pid
+    snapshot: dict[int, tuple[str, float]] = {}
+    for process in family.values():
+        try:
+            cmdline = " ".join(process.cmdline())
+            if process.name().startswith("py-spy"):
+                continue
+            if process.pid != root_pid and process.ppid() == root_pid and "parsl.benchmark" in cmdline:
+                dfk_pid = process.pid  # run under py-spy: the DFK is py-spy's child
+            times = process.cpu_times()
+            snapshot[process.pid] = (cmdline, times.user + times.system)
+        except psutil.Error:
+            continue
+    return {pid: (process_kind_of(cmdline, pid == dfk_pid), seconds) for pid, (cmdline, seconds) in snapshot.items()}
+
+
+def process_kind_of(cmdline: str, is_dfk: bool) -> str:
+    """Which Parsl process a command line is: DFK, interchange, manager, worker (or other)."""
+    if is_dfk:
         return "DFK"
-    try:
-        cmdline = " ".join(process.cmdline())
-    except psutil.Error:
-        return "other"
     if "interchange" in cmdline:
         return "interchange"
     if "process_worker_pool" in cmdline:
@@ -107,48 +224,6 @@ def process_kind(process: psutil.Process, dfk_pid: int) -> str:
     if "multiprocessing" in cmdline and "resource_tracker" not in cmdline:
         return "worker"  # the manager's spawned workers (and its multiprocessing Manager server)
     return "other"
-
-
-def sample_cpu(proc: subprocess.Popen, workdir: Path) -> dict[str, float]:
-    """Wait for `proc`, sampling the user+system CPU seconds of it, its descendants and the HTEX
-    managers of its run (LocalProvider starts them detached: found by their command line naming
-    `workdir`) with their workers, every 0.2 s (a process's last 0.2 s before it exits can be
-    missed); seconds per process kind."""
-    last: dict[int, tuple[str, float]] = {}
-    root = psutil.Process(proc.pid)
-    dfk_pid = proc.pid
-    managers: dict[int, psutil.Process] = {}
-    rounds = 0
-    while proc.poll() is None:
-        if rounds % 5 == 0:
-            for process in psutil.process_iter(["cmdline"]):
-                cmdline = " ".join(process.info["cmdline"] or ())
-                if "process_worker_pool" in cmdline and str(workdir) in cmdline:
-                    managers.setdefault(process.pid, process)
-        rounds += 1
-        family = [root]
-        for top in (root, *managers.values()):
-            try:
-                family += [top, *top.children(recursive=True)]
-            except psutil.Error:
-                continue
-        for process in set(family):
-            try:
-                if process.name().startswith("py-spy"):
-                    continue
-                times = process.cpu_times()
-                if process.pid not in last and process.pid != root.pid and process.ppid() == root.pid \
-                        and "parsl.benchmark" in " ".join(process.cmdline()):
-                    dfk_pid = process.pid  # run under py-spy: the DFK is py-spy's child
-                kind = last[process.pid][0] if process.pid in last else process_kind(process, dfk_pid)
-                last[process.pid] = (kind, times.user + times.system)
-            except psutil.Error:
-                continue
-        time.sleep(0.2)
-    totals: dict[str, float] = {}
-    for kind, seconds in last.values():
-        totals[kind] = totals.get(kind, 0.0) + seconds
-    return totals
 
 
 KINDS = ("DFK", "interchange", "manager", "worker")
@@ -204,11 +279,13 @@ def print_profiles(profile_dir: Path, console: Console) -> None:
 
 
 def against_noop(options: argparse.Namespace, console: Console) -> None:
-    """Alternating pairs NoopLogging / WideEventLogging; the median of the per-pair ratios."""
+    """Alternating pairs NoopLogging / WideEventLogging; the medians of the per-pair ratios of
+    tasks/s (wall clock: load-sensitive) and of CPU per task (noop ÷ wide: what the throughput
+    ratio would be on a machine where the run is CPU-bound, and insensitive to other load)."""
     setups = dict(NOOP_SETUPS)
     if not options.worker_debug:
         setups["taskscope WideEventLogging"] = WIDE_DEFAULT_LEVELS
-    ratios, runs = [], []
+    wall_ratios, cpu_ratios, whole_ratios, runs = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="parsl-logging-bench-") as tmp:
         for pair in range(options.pairs):
             order = list(setups) if pair % 2 == 0 else list(reversed(setups))
@@ -217,24 +294,33 @@ def against_noop(options: argparse.Namespace, console: Console) -> None:
                 rate, cpu = run_perf(Path(tmp), name, setups[name], pair, options.warmup, options.tasks,
                                      options.worker_debug, options.profile_dir if options.profile else None)
                 result[name] = (rate, cpu)
-                runs.append((pair + 1, name, rate, cpu))
-                console.print(f"pair {pair + 1}: {name:28s} {rate:8.1f} tasks/s  CPU s: "
-                              + "  ".join(f"{kind} {cpu.get(kind, 0):.1f}" for kind in KINDS), highlight=False)
-            ratios.append(result["taskscope WideEventLogging"][0] / result["Parsl NoopLogging"][0])
-            console.print(f"pair {pair + 1}: ratio {ratios[-1]:.2f}  (load average {os.getloadavg()[0]:.1f})",
+                runs.append((pair + 1, name, rate, cpu, os.getloadavg()[0]))
+                console.print(f"pair {pair + 1}: {name:28s} {rate:8.1f} tasks/s  CPU ms/task {cpu.per_task_ms:.3f} ("
+                              + "  ".join(f"{kind} {1000 * cpu.iteration.get(kind, 0) / cpu.tasks:.3f}" for kind in KINDS)
+                              + f")  whole run CPU s {cpu.whole_run:.2f}", highlight=False)
+            noop, wide = result["Parsl NoopLogging"], result["taskscope WideEventLogging"]
+            wall_ratios.append(wide[0] / noop[0])
+            cpu_ratios.append(noop[1].per_task_ms / wide[1].per_task_ms)
+            whole_ratios.append(noop[1].whole_run / wide[1].whole_run)
+            console.print(f"pair {pair + 1}: wall ratio {wall_ratios[-1]:.2f}  CPU ratio {cpu_ratios[-1]:.2f}  "
+                          f"whole-run CPU ratio {whole_ratios[-1]:.2f}  (load average {os.getloadavg()[0]:.1f})",
                           highlight=False)
     table = Table(title=f"parsl-perf, HTEX worker_debug={options.worker_debug}, --iterate={options.warmup},"
-                        f"{options.tasks}, {options.pairs} alternating pairs")
-    for column in ("pair", "logging", "tasks/s", *(f"CPU s {kind}" for kind in KINDS)):
+                        f"{options.tasks}, {options.pairs} alternating pairs; CPU ms per task of the measured iteration")
+    for column in ("pair", "logging", "tasks/s", "CPU ms/task", *KINDS, "whole run CPU s", "load 1 min"):
         table.add_column(column)
-    for pair, name, rate, cpu in runs:
-        table.add_row(str(pair), name, f"{rate:.0f}", *(f"{cpu.get(kind, 0):.1f}" for kind in KINDS))
+    for pair, name, rate, cpu, load in runs:
+        table.add_row(str(pair), name, f"{rate:.0f}", f"{cpu.per_task_ms:.3f}",
+                      *(f"{1000 * cpu.iteration.get(kind, 0) / cpu.tasks:.3f}" for kind in KINDS),
+                      f"{cpu.whole_run:.2f}", f"{load:.1f}")
     console.print(table)
-    median = statistics.median(ratios)
     target = 0.8 if options.worker_debug else 0.95
-    console.print(f"ratios {', '.join(f'{r:.2f}' for r in ratios)}; spread {min(ratios):.2f}-{max(ratios):.2f}")
-    console.print(f"median WideEventLogging ÷ NoopLogging {median:.2f} (target ≥ {target}): "
-                  f"{'met' if median >= target else 'missed'}")
+    for label, ratios in (("wall (tasks/s) WideEventLogging ÷ NoopLogging", wall_ratios),
+                          ("CPU per task NoopLogging ÷ WideEventLogging", cpu_ratios),
+                          ("whole-run CPU NoopLogging ÷ WideEventLogging", whole_ratios)):
+        median = statistics.median(ratios)
+        console.print(f"{label}: median {median:.2f} (pairs {', '.join(f'{r:.2f}' for r in ratios)}; "
+                      f"target ≥ {target}: {'met' if median >= target else 'missed'})", highlight=False)
     if options.profile:
         print_profiles(options.profile_dir, console)
 
