@@ -1,5 +1,6 @@
-"""Resources: worker slots (total and busy) over time and CPU / memory per task try (the
-numbers come from `taskscope.analyses.resources`, through the run's digest)."""
+"""Resources: worker slots (total and busy) over time, CPU and memory in use over time per host
+against the hosts' capacity, and CPU / memory per task try (the numbers come from
+`taskscope.analyses.resources`, through the run's digest, and `taskscope.analyses.utilization`)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import duckdb
 from fastapi import APIRouter, Depends, Request
 
 from taskscope.analyses.runs import resolve_run
+from taskscope.analyses.utilization import utilization, utilization_totals
 from taskscope.digests import section
 from taskscope.web.dashboard import Dashboard, read_connection
-from taskscope.presenters.figures import histogram_figure, steps_figure
+from taskscope.presenters.figures import histogram_figure, iso, plot_text, steps_figure, time_layout
 from taskscope.web.pages.runs import run_row
 from taskscope.web.render import json_response, render
 
@@ -25,6 +27,52 @@ def resources_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id:
     measured = int(totals.pop("cpu_measured_tries"))
     return {"capacity": totals, **{name: frame for name, frame in parts.items() if name != "capacity"},
             "monitored_tries": monitored, "cpu_measured_tries": measured}
+
+
+def utilization_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str) -> dict:
+    """CPU and memory in use over time (`/api/runs/{run}/utilization`): `bin_s`, `hosts` (per
+    host per bin) and `total` (per bin, all hosts), kept until an ingest adds events."""
+    def compute() -> dict:
+        per_host = utilization(con, run_id)
+        return {"bin_s": float(per_host.bin_s.iloc[0]) if not per_host.empty else None,
+                "cpu_s": float(per_host.cpu_s.sum()), "hosts": per_host, "total": utilization_totals(per_host)}
+
+    return dashboard.cached(("utilization", run_id), compute)
+
+
+def _use_figure(data: dict, column: str, capacity: str, scale: float, title: str, unit: str) -> dict:
+    """Lines of `column` over time, one per host (and the total when there are several), each
+    with its capacity as a dashed line."""
+    per_host, total = data["hosts"], data["total"]
+    lines = [(str(host), rows) for host, rows in per_host.groupby("host", sort=True)]
+    if len(lines) > 1:
+        lines.append(("all hosts", total))
+    traces = []
+    for name, rows in lines:
+        x = iso(rows.bin_start_ts + rows.bin_s / 2)
+        traces.append({"type": "scatter", "mode": "lines", "line": {"shape": "hv"}, "name": plot_text(f"{name}: in use"),
+                       "x": x, "y": (rows[column] / scale).round(4).tolist()})
+        if rows[capacity].notna().any():
+            traces.append({"type": "scatter", "mode": "lines", "line": {"dash": "dash"},
+                           "name": plot_text(f"{name}: capacity"), "x": x, "y": (rows[capacity] / scale).tolist()})
+    return {"data": traces, "layout": time_layout(title, unit)}
+
+
+def utilization_charts(data: dict) -> dict:
+    """The CPU and memory over time charts of the resources page (empty without samples)."""
+    if data["hosts"].empty:
+        return {}
+    width = data["bin_s"]
+    return {"cpu_use": _use_figure(data, "cpu_cores", "capacity_cpu_cores", 1,
+                                   f"CPU in use by sampled worker processes (mean per {width:g} s)", "cores"),
+            "memory_use": _use_figure(data, "memory_bytes", "capacity_memory_bytes", 1073741824,
+                                      f"resident memory of sampled worker processes (mean per {width:g} s)", "GiB")}
+
+
+@router.get("/api/runs/{run}/utilization")
+def utilization_json(request: Request, run: str, con=Depends(read_connection)):
+    """CPU and memory in use over time per host and in total, with each host's capacity."""
+    return json_response(utilization_data(con, request.app.state.dashboard, resolve_run(con, run)))
 
 
 @router.get("/api/runs/{run}/resources")
@@ -43,9 +91,12 @@ def resources_page(request: Request, run: str, con=Depends(read_connection)):
         "memory_mean": histogram_figure(data["memory_mean_bins"], "resident memory per task try (mean)", "MiB"),
         "memory_max": histogram_figure(data["memory_max_bins"], "resident memory per task try (peak)", "MiB"),
     }
+    use = utilization_data(con, request.app.state.dashboard, run_id)
+    charts.update(utilization_charts(use))
     return render(request, "resources.html", {
         "title": "Resources", "run": run_row(con, request.app.state.dashboard, run_id),
         "capacity": data["capacity"], "hosts": data["hosts"].to_dict("records"),
         "managers": data["managers"].to_dict("records"),
         "monitored_tries": data["monitored_tries"], "cpu_measured_tries": data["cpu_measured_tries"], "charts": charts,
+        "use_bin_s": use["bin_s"], "use_cpu_s": use["cpu_s"],
     })
