@@ -1,6 +1,6 @@
 """One module per page; each defines `router` with an HTML view and its `/api/...` JSON twin."""
 
-from taskscope.web.pages import compare, dag, logs, resources, run, runs, task, tasks, usage
+from taskscope.web.pages import compare, dag, gantt, logs, resources, run, runs, task, tasks, usage
 
-ROUTERS = [runs.router, run.router, tasks.router, task.router, dag.router, resources.router,
+ROUTERS = [runs.router, run.router, tasks.router, task.router, dag.router, gantt.router, resources.router,
            logs.router, compare.router, usage.router]

@@ -41,20 +41,24 @@ def utilization_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_i
 
 
 def _use_figure(data: dict, column: str, capacity: str, scale: float, title: str, unit: str) -> dict:
-    """Lines of `column` over time, one per host (and the total when there are several), each
-    with its capacity as a dashed line."""
+    """Step lines of `column` over time (each bin's value from its start to its end), one per
+    host (and the total when there are several), each with its capacity as a dashed line (shown
+    from the legend only while use stays under a tenth of it, so that the use is readable)."""
     per_host, total = data["hosts"], data["total"]
     lines = [(str(host), rows) for host, rows in per_host.groupby("host", sort=True)]
     if len(lines) > 1:
         lines.append(("all hosts", total))
     traces = []
     for name, rows in lines:
-        x = iso(rows.bin_start_ts + rows.bin_s / 2)
+        x = iso([*rows.bin_start_ts, rows.bin_start_ts.iloc[-1] + rows.bin_s.iloc[-1]])
+        used = (rows[column] / scale).round(4).tolist()
         traces.append({"type": "scatter", "mode": "lines", "line": {"shape": "hv"}, "name": plot_text(f"{name}: in use"),
-                       "x": x, "y": (rows[column] / scale).round(4).tolist()})
+                       "x": x, "y": [*used, used[-1]]})
         if rows[capacity].notna().any():
-            traces.append({"type": "scatter", "mode": "lines", "line": {"dash": "dash"},
-                           "name": plot_text(f"{name}: capacity"), "x": x, "y": (rows[capacity] / scale).tolist()})
+            limit = float(rows[capacity].max()) / scale
+            traces.append({"type": "scatter", "mode": "lines", "line": {"dash": "dash"}, "x": [x[0], x[-1]],
+                           "y": [limit, limit], "name": plot_text(f"{name}: capacity {limit:.4g} {unit}"),
+                           **({} if max(used) >= limit / 10 else {"visible": "legendonly"})})
     return {"data": traces, "layout": time_layout(title, unit)}
 
 

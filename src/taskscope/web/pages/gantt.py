@@ -1,0 +1,55 @@
+"""Gantt: the whole run's tasks over time (`taskscope.analyses.gantt`), drawn in the browser
+(static/gantt.js, SVG): one bar per task with its stages, rows per task or per worker slot; a
+run of more than `TASK_LIMIT` tasks is aggregated per app or per slot, and clicking an app
+shows its tasks, `TASK_LIMIT` to a page."""
+
+from __future__ import annotations
+
+import duckdb
+from fastapi import APIRouter, Depends, Query, Request
+
+from taskscope.analyses.gantt import STAGES, TASK_LIMIT, gantt
+from taskscope.analyses.runs import resolve_run
+from taskscope.presenters.figures import STATE_COLOURS
+from taskscope.web.dashboard import Dashboard, read_connection
+from taskscope.web.pages.runs import run_row
+from taskscope.web.pages.tasks import all_tasks
+from taskscope.web.render import json_response, render
+
+router = APIRouter()
+
+
+def gantt_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str, by: str = "task",
+               app: str | None = None, page: int = 1) -> dict:
+    """The run's Gantt (see `taskscope.analyses.gantt.gantt`) from its task table, kept until
+    an ingest adds events.
+
+    >>> gantt_data(con, dashboard, run_id)["mode"]  # doctest: +SKIP
+    'tasks'
+    """
+    key = ("gantt", run_id, by, app, page)
+    return dashboard.cached(key, lambda: gantt(all_tasks(con, dashboard, run_id), by, app or None, page))
+
+
+@router.get("/api/runs/{run}/gantt")
+def gantt_json(request: Request, run: str, by: str = "task", app: str | None = None,
+               page: int = Query(1, ge=1), con=Depends(read_connection)):
+    """The run's Gantt: `by=task|slot` (rows per task or per worker slot; aggregated per app or
+    per slot above the task limit), `app=NAME` (that app's tasks, `page=N`)."""
+    run_id = resolve_run(con, run)
+    return json_response(gantt_data(con, request.app.state.dashboard, run_id, by, app, page))
+
+
+#: what every Gantt page shows beside its data
+_PAGE = {"stages": [name for name, _ in STAGES], "limit": TASK_LIMIT, "state_colours": STATE_COLOURS,
+         "refresh_live": False}  # gantt.js draws the page as loaded
+
+
+@router.get("/runs/{run}/gantt")
+def gantt_page(request: Request, run: str, by: str = "task", app: str | None = None,
+               page: int = Query(1, ge=1), con=Depends(read_connection)):
+    dashboard = request.app.state.dashboard
+    run_id = resolve_run(con, run)
+    return render(request, "gantt.html", {**_PAGE, "title": "Gantt" + (f": {app}" if app else ""),
+                                          "run": run_row(con, dashboard, run_id),
+                                          "gantt": gantt_data(con, dashboard, run_id, by, app, page)})
