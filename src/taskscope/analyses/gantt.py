@@ -55,18 +55,14 @@ def stage_bounds(frame: pd.DataFrame) -> pd.DataFrame:
     """
     times = frame[[column for _, column in STAGES] + ["end_ts"]].astype("float64").to_numpy()
     horizon = np.nanmax(times) if np.isfinite(times).any() else 0.0
-    ends = np.where(np.isnan(times[:, -1]), horizon, times[:, -1])
-    out = {}
-    following = ends.copy()
+    following = np.where(np.isnan(times[:, -1]), horizon, times[:, -1])
+    out = np.empty((len(frame), 2 * len(STAGES)))
     for index in range(len(STAGES) - 1, -1, -1):  # last stage first: each ends where the next known one starts
-        name = STAGES[index][0]
-        start = times[:, index]
-        start = np.where(start > following, following, start)  # never after what follows
-        out[f"{name}_start"], out[f"{name}_end"] = start, np.where(np.isnan(start), np.nan, following)
+        start = np.where(times[:, index] > following, following, times[:, index])  # never after what follows
+        out[:, 2 * index], out[:, 2 * index + 1] = start, np.where(np.isnan(start), np.nan, following)
         following = np.where(np.isnan(start), following, start)
-    result = pd.DataFrame({key: out[key] for name, _ in STAGES for key in (f"{name}_start", f"{name}_end")},
-                          index=frame.index)
-    return result.assign(open=frame["end_ts"].isna().to_numpy())
+    columns = [f"{name}_{end}" for name, _ in STAGES for end in ("start", "end")]
+    return pd.DataFrame(out, columns=columns, index=frame.index).assign(open=frame["end_ts"].isna().to_numpy())
 
 
 def _rounded(values) -> list:
@@ -110,16 +106,17 @@ def _time_in_bins(group: np.ndarray, start: np.ndarray, end: np.ndarray, groups:
     group, start, end = group[keep], start[keep], end[keep]
     first = np.minimum((start // width).astype(np.int64), bins - 1)
     last = np.minimum((end // width).astype(np.int64), bins - 1)
-    seconds = np.zeros((groups, bins + 1))
+    cells = groups * (bins + 1)
+
+    def add(column: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        return np.bincount(group * (bins + 1) + column, weights, minlength=cells)
+
     same = first == last
-    np.add.at(seconds, (group[same], first[same]), end[same] - start[same])
-    g, f, lst, s, e = group[~same], first[~same], last[~same], start[~same], end[~same]
-    np.add.at(seconds, (g, f), (f + 1) * width - s)
-    np.add.at(seconds, (g, lst), e - lst * width)
-    whole = np.zeros((groups, bins + 1))
-    np.add.at(whole, (g, f + 1), width)
-    np.add.at(whole, (g, lst), -width)
-    return (seconds + np.cumsum(whole, axis=1))[:, :bins]
+    partial = np.where(same, end - start, (first + 1) * width - start)
+    seconds = add(first, partial) + add(last, np.where(same, 0.0, end - last * width))
+    whole = add(np.where(same, first, first + 1), np.where(same, 0.0, width)) - add(last, np.where(same, 0.0, width))
+    held = seconds.reshape(groups, bins + 1) + np.cumsum(whole.reshape(groups, bins + 1), axis=1)
+    return held[:, :bins]
 
 
 def aggregated(frame: pd.DataFrame, by: str = "app", bins: int | None = None) -> dict:
@@ -134,28 +131,27 @@ def aggregated(frame: pd.DataFrame, by: str = "app", bins: int | None = None) ->
     """
     bounds = stage_bounds(frame)
     keys = (frame.app_name.astype("string").fillna("(no app)") if by == "app" else slot_labels(frame)).astype(str)
-    counts = keys.value_counts(sort=False)
-    order = sorted(counts.index, key=lambda k: (-counts[k], k))
+    codes, labels = pd.factorize(keys, sort=True)
+    counts = np.bincount(codes, minlength=len(labels))
+    order = np.lexsort((np.arange(len(labels)), -counts))  # most tasks first, then by label
     shown = order[:GROUP_LIMIT]
     bins = bins or max(20, min(200, CELL_BUDGET // max(1, len(shown))))
     starts = bounds[[f"{name}_start" for name, _ in STAGES]].to_numpy()
     ends = bounds[[f"{name}_end" for name, _ in STAGES]].to_numpy()
-    finite = np.isfinite(starts)
-    first = float(np.nanmin(starts)) if finite.any() else 0.0
+    first = float(np.nanmin(starts)) if np.isfinite(starts).any() else 0.0
     last = float(np.nanmax(ends)) if np.isfinite(ends).any() else first
     width = max(last - first, 1e-6) / bins
-    index = {key: i for i, key in enumerate(order)}
-    group = keys.map(index).to_numpy(dtype=np.int64)
     per_stage, seconds = {}, {}
     for column, (name, _) in enumerate(STAGES):
-        held = _time_in_bins(group, starts[:, column] - first, ends[:, column] - first, len(order), bins, width)
+        held = _time_in_bins(codes, starts[:, column] - first, ends[:, column] - first, len(labels), bins, width)
         seconds[name] = float(held.sum())
-        per_stage[name] = held[:len(shown)] / width
-    states = frame.final_state.astype("string").fillna("unfinished").groupby(keys).value_counts()
-    groups = [{"label": key, "tasks": int(counts[key]),
-               "states": {str(s): int(n) for s, n in states[key].items()},
+        per_stage[name] = held[shown] / width
+    states = pd.DataFrame({"group": codes, "state": frame.final_state.astype("string").fillna("unfinished").to_numpy()})
+    states = states.value_counts().sort_index()
+    groups = [{"label": str(labels[g]), "tasks": int(counts[g]),
+               "states": {str(s): int(n) for s, n in states[g].items()},
                **{name: [round(float(v), 3) for v in per_stage[name][i]] for name, _ in STAGES}}
-              for i, key in enumerate(shown)]
+              for i, g in enumerate(shown)]
     return {"by": by, "start_ts": round(first, 6), "bin_s": width, "bins": bins, "groups": groups,
             "groups_hidden": len(order) - len(shown), "seconds": seconds, "tasks": int(len(frame))}
 
