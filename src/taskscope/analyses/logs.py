@@ -16,11 +16,30 @@ from taskscope.schema import EVENT_COLUMNS
 #: columns a filter may name, with their SQL type (user values are cast, never pasted)
 FILTERABLE: dict[str, str] = {name: sql_type for name, sql_type in EVENT_COLUMNS
                               if name not in ("ts", "attrs", "file_id")}
-#: what the table shows, in this order
+#: what a search returns of each event, in this order
 SHOWN = ["ts", "source", "level", "event", "message", "run_id", "task_id", "try_id", "app_name", "task_state",
-         "executor_label", "executor_task_id", "block_id", "manager_id", "worker_id", "host", "pid", "thread",
-         "logger", "file", "line"]
+         "executor_label", "executor_task_id", "block_id", "job_id", "manager_id", "worker_id", "host", "pid",
+         "thread", "logger", "template", "file", "line"]
+#: the columns a table of events may show, in this order ("file:line" is the two in one)
+COLUMNS = [c for c in SHOWN if c not in ("file", "line")] + ["file:line"]
+#: the columns shown unless others are chosen: readable side by side in a 1366 px window
+DEFAULT_COLUMNS = ["ts", "source", "level", "event", "message", "run_id", "task_id", "file:line"]
 MAX_PER_PAGE = 1000
+
+
+def choose_columns(requested: list[str], filters: dict[str, str]) -> list[str]:
+    """The table's columns, in `COLUMNS` order: `requested` (names, or comma-separated names;
+    unknown ones left out) or else `DEFAULT_COLUMNS` plus the columns filtered on (their value
+    stays in view); always the message.
+
+    >>> choose_columns([], {"manager_id": "36094ce03926"})
+    ['ts', 'source', 'level', 'event', 'message', 'run_id', 'task_id', 'manager_id', 'file:line']
+    >>> choose_columns(["ts,level", "file:line", "nonsense"], {})
+    ['ts', 'level', 'message', 'file:line']
+    """
+    named = {name for value in requested for name in value.split(",")}
+    chosen = named & set(COLUMNS) or set(DEFAULT_COLUMNS) | (set(filters) & set(COLUMNS))
+    return [c for c in COLUMNS if c in chosen | {"message"}]
 
 
 def where_clause(filters: dict[str, str], text: str | None) -> tuple[str, list]:
