@@ -13,7 +13,7 @@ What it does, side by side in this one script:
    no JSON parsing, no auth): the cost of the storage alone.
 3. Server: starts `taskscope fleet serve` on 127.0.0.1 with its own fresh file and POSTs the same
    batches one after the other over one keep-alive connection, each acknowledged only once committed.
-   The same again with a server whose `SecurityHeaders` middleware is taken out (started with
+   The same again with a server whose `SecurityHeaders` middleware (`taskscope.web.security`) is taken out (started with
    uvicorn by this script), alternating which goes first: the cost of the security headers.
 4. Prints batches/s for all three, the ratio server / anchor, with / without the middleware, how many clusters the server keeps up with
    at the plugin's send interval (one batch per cluster every `DEFAULT_SEND_INTERVAL_S`), and the
@@ -59,7 +59,7 @@ def anchor_rate(batches: list[dict], folder: Path) -> float:
 BARE_SERVER = """
 import sys, uvicorn
 from taskscope.fleet.db import FleetDB
-from taskscope.fleet.security import SecurityHeaders
+from taskscope.web.security import SecurityHeaders
 from taskscope.fleet.server import create_app
 app = create_app(FleetDB(sys.argv[1]))
 app.user_middleware = [m for m in app.user_middleware if m.cls is not SecurityHeaders]

@@ -1,13 +1,5 @@
-"""Security for a web app meant to be exposed: response headers, a same-origin check, login slowing.
-
-`SecurityHeaders` is plain ASGI middleware (no per-request task or body copy, so ingest keeps its
-speed) that adds to every response ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy:
-same-origin``, and to every HTML response a Content-Security-Policy without inline scripts,
-``frame-ancestors 'none'`` and ``X-Frame-Options: DENY``. Any Starlette/FastAPI app can use it:
-
->>> from fastapi import FastAPI
->>> app = FastAPI()
->>> app.add_middleware(SecurityHeaders)
+"""Login security for the fleet server: a same-origin check and login slowing (the response
+headers every taskscope web app sends are `taskscope.web.security.SecurityHeaders`).
 
 `same_origin` refuses a form posted from another site (login CSRF); `FailedLogins` counts failed
 logins per client so that, past a limit, further failures are answered 429 (a valid token is
@@ -21,41 +13,9 @@ import time
 from collections import defaultdict, deque
 from urllib.parse import urlsplit
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-#: scripts only from this server (charts.js reads the figures from JSON data blocks); Plotly sets
-#: inline styles, so styles may be inline; images may be data: URIs (Plotly's PNG export)
-CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-                           "img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; "
-                           "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-EVERY_RESPONSE = ((b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin"))
-HTML_RESPONSE = ((b"content-security-policy", CONTENT_SECURITY_POLICY.encode()), (b"x-frame-options", b"DENY"))
 #: failed logins from one client within `LOGIN_WINDOW_S` before further failures are refused with 429
 MAX_FAILED_LOGINS = 10
 LOGIN_WINDOW_S = 60.0
-
-
-class SecurityHeaders:
-    """ASGI middleware adding the security headers (see the module docstring) to every HTTP response."""
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                present = {name.lower() for name, _ in headers}
-                content_type = next((value for name, value in headers if name.lower() == b"content-type"), b"")
-                added = EVERY_RESPONSE + (HTML_RESPONSE if content_type.startswith(b"text/html") else ())
-                message["headers"] = headers + [(name, value) for name, value in added if name not in present]
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
 
 
 def same_origin(headers, url) -> bool:

@@ -23,7 +23,8 @@ from starlette.concurrency import run_in_threadpool
 from taskscope.fleet import pages, routes
 from taskscope.fleet.auth import Caller, NotAuthenticated, api_caller
 from taskscope.fleet.db import FleetDB
-from taskscope.fleet.security import FailedLogins, SecurityHeaders
+from taskscope.fleet.security import FailedLogins
+from taskscope.web.security import SecurityHeaders
 from taskscope.fleet.protocol import INGEST_PATH, MAX_BATCH_BYTES, TOO_DEEP, ProtocolError, validate_batch
 from taskscope.web.server import is_loopback
 
@@ -85,7 +86,8 @@ def create_app(db: FleetDB, currency: str = DEFAULT_CURRENCY) -> FastAPI:
 
     >>> app = create_app(FleetDB("fleet.duckdb"), currency="EUR")  # doctest: +SKIP
     """
-    app = FastAPI(title="taskscope fleet", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
+    # no Swagger page: it needs inline scripts and a CDN, which the Content-Security-Policy forbids
+    app = FastAPI(title="taskscope fleet", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.state.db = db
     app.state.currency = currency
     app.state.failed_logins = FailedLogins()

@@ -18,6 +18,7 @@ from taskscope.analyses.runs import RunNotFound
 from taskscope.web.dashboard import Dashboard
 from taskscope.web.pages import ROUTERS
 from taskscope.web.render import STATIC_DIR, render
+from taskscope.web.security import SecurityHeaders
 
 
 def create_app(dashboard: Dashboard) -> FastAPI:
@@ -25,7 +26,9 @@ def create_app(dashboard: Dashboard) -> FastAPI:
 
     >>> app = create_app(Dashboard(taskscope.open("run.duckdb", read_only=True)))  # doctest: +SKIP
     """
-    app = FastAPI(title="taskscope", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
+    # no Swagger page: it needs inline scripts and a CDN, which the Content-Security-Policy forbids
+    app = FastAPI(title="taskscope", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+    app.add_middleware(SecurityHeaders)
     app.state.dashboard = dashboard
     for router in ROUTERS:
         app.include_router(router)
