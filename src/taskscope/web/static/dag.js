@@ -1,4 +1,5 @@
-// Layered left-to-right layout of the DAG the server embedded (#dag-data), drawn as SVG.
+// Layered left-to-right layout of the DAG the server embedded (#dag-data), drawn as SVG: a
+// task's layer is the length of the longest chain of dependencies before it.
 // Every label goes in through textContent, never as markup.
 (function () {
   "use strict";
@@ -13,8 +14,10 @@
   var dag = JSON.parse(source.textContent);
   var run = source.dataset.run;
   var appLevel = dag.level === "app";
-  var PER_COLUMN = appLevel ? 12 : 60;
-  var DX = appLevel ? 220 : 90, DY = appLevel ? 70 : 16, R = appLevel ? 16 : 5;
+  var DX = appLevel ? 220 : 90, DY = appLevel ? 70 : 16, R = appLevel ? 16 : 5, TOP = 36;
+  var SUB = appLevel ? DX : 3 * R;  // between the sub-columns of a wrapped layer
+  // as many rows as the box shows (it is at most 80 % of the window high)
+  var ROWS = Math.max(appLevel ? 4 : 20, Math.floor((window.innerHeight * 0.8 - TOP - 30) / DY));
 
   function layers(nodes, edges) {
     var parents = {}, children = {}, indegree = {}, layer = {};
@@ -36,22 +39,27 @@
     return { layer: layer, parents: parents };
   }
 
+  // Each layer is one column; a layer taller than the window wraps into sub-columns set close
+  // together (SUB apart, against DX between layers) on a shaded band labelled with its size, so
+  // 250 independent tasks read as one layer, not as a chain of five.
   function place(nodes, edges) {
-    var info = layers(nodes, edges), byLayer = [], position = {}, column = 0;
+    var info = layers(nodes, edges), byLayer = [], position = {}, bands = [], x = 40;
     nodes.forEach(function (n) { (byLayer[info.layer[n.id]] = byLayer[info.layer[n.id]] || []).push(n); });
-    byLayer.forEach(function (members) {
+    byLayer.forEach(function (members, index) {
       if (!members) { return; }
       members.forEach(function (n) {  // barycentre of parents' rows keeps edges short
         var rows = info.parents[n.id].map(function (p) { return position[p] ? position[p].row : 0; });
         n._order = rows.length ? rows.reduce(function (a, b) { return a + b; }, 0) / rows.length : 0;
       });
       members.sort(function (a, b) { return a._order - b._order; });
+      var columns = Math.ceil(members.length / ROWS);
       members.forEach(function (n, i) {
-        position[n.id] = { x: 40 + (column + Math.floor(i / PER_COLUMN)) * DX, y: 30 + (i % PER_COLUMN) * DY, row: i };
+        position[n.id] = { x: x + Math.floor(i / ROWS) * SUB, y: TOP + (i % ROWS) * DY, row: i % ROWS, layer: index };
       });
-      column += Math.ceil(members.length / PER_COLUMN);
+      if (columns > 1) { bands.push({ x: x, width: (columns - 1) * SUB, tasks: members.length, layer: index }); }
+      x += (columns - 1) * SUB + DX;
     });
-    return position;
+    return { position: position, bands: bands };
   }
 
   function colourMap(values, byState) {
@@ -71,12 +79,20 @@
     return Object.keys(n.states).sort(function (a, b) { return n.states[b] - n.states[a]; })[0];
   }
 
-  var position = place(dag.nodes, dag.edges);
+  var layout = place(dag.nodes, dag.edges), position = layout.position;
   var width = 80, height = 80;
   Object.keys(position).forEach(function (k) {
     width = Math.max(width, position[k].x + (appLevel ? 200 : 60)); height = Math.max(height, position[k].y + 40);
   });
   var svg = element("svg", { width: width, height: height, viewBox: "0 0 " + width + " " + height });
+  layout.bands.forEach(function (band) {
+    svg.appendChild(element("rect", { "class": "layer", "data-layer": band.layer, x: band.x - R - 4, y: TOP - R - 6,
+                                      width: band.width + 2 * R + 8, height: height - 40 - TOP + 2 * R + 12,
+                                      rx: 6, fill: "#edf2f7", stroke: "#cbd5e0" }));
+    var label = element("text", { x: band.x - R - 2, y: TOP - R - 10, fill: "#4a5568" });
+    label.textContent = band.tasks + " tasks, one layer";
+    svg.appendChild(label);
+  });
   var edgeGroup = element("g", { stroke: "#a0aec0", "stroke-width": 1, fill: "none" });
   dag.edges.forEach(function (e) {
     var a = position[e[0]], b = position[e[1]];
@@ -96,7 +112,8 @@
     var p = position[n.id];
     var link = element("a", { href: appLevel ? "/runs/" + encodeURIComponent(run) + "/dag?app=" + encodeURIComponent(n.id)
                                              : "/runs/" + encodeURIComponent(run) + "/tasks/" + encodeURIComponent(n.id) });
-    var circle = element("circle", { cx: p.x, cy: p.y, r: R, stroke: "#2d3748", "stroke-width": 0.5 });
+    var circle = element("circle", { cx: p.x, cy: p.y, r: R, stroke: "#2d3748", "stroke-width": 0.5, "data-layer": p.layer });
+    circle.dataset.id = n.id;
     var title = element("title", {});
     title.textContent = appLevel
       ? n.id + ": " + n.tasks + " tasks (" + Object.keys(n.states).map(function (s) { return s + " " + n.states[s]; }).join(", ") + ")"
