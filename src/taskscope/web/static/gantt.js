@@ -132,6 +132,7 @@
       var holder = row;
       if (data.by === "app") {
         holder = el("a", { href: "?app=" + encodeURIComponent(g.label) }, row);
+        el("rect", { x: 0, y: top, width: LABEL - 4, height: h, fill: "transparent" }, holder);  // the whole label clicks
       }
       text(holder, LABEL - 6, top + h * 0.45, label, { "text-anchor": "end", "font-size": 11 });
       text(holder, LABEL - 6, top + h * 0.95, g.tasks + " tasks", { "text-anchor": "end", "font-size": 9, fill: "#666" });

@@ -1,0 +1,236 @@
+"""The whole-run Gantt and CPU / memory in use over time, checked against what they are made of.
+
+Real runs: `truth_workflow.py` (HTEX, two managers on this host, resource monitoring, a task
+that burns a known amount of CPU, a task that fails on every try), its monitoring.db read with
+sqlite3 as the independent truth of CPU use; and real DuckDB stores of 300 and 100,000 tasks
+written with SQL, whose stage times the test knows. Pages load in real Chromium.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import shared_once
+from test_truth import Served, make_truth_run, only_run, total_memory_bytes
+from test_web import Watched, browser  # noqa: F401 (browser is a fixture)
+from truth_workflow import BURN_CPU_S
+
+import taskscope
+from taskscope.analyses.gantt import STAGES, TASK_LIMIT
+from taskscope.analyses.resources import per_task
+from taskscope.analyses.tasks import tasks
+from taskscope.analyses.utilization import utilization, utilization_totals
+
+# a run of `$tasks` tasks in three apps on four slots, each pending -> launched -> running ->
+# exec_done (every 50th failed), times known in closed form
+SYNTHETIC = """
+    INSERT INTO events (ts, source, file, line, file_id, event, run_id, task_id, try_id, app_name, task_state,
+                        executor_label, manager_id, worker_id)
+    WITH t AS (
+        SELECT i, 1.8e9 + i * 0.002 AS submit_ts, 1.8e9 + i * 0.002 + (i % 7) * 0.1 AS launch_ts,
+               1.8e9 + i * 0.002 + (i % 7) * 0.1 + 0.05 + (i % 5) * 0.01 AS start_ts,
+               1.8e9 + i * 0.002 + (i % 7) * 0.1 + 0.25 + (i % 5) * 0.01 + (i % 11) * 0.03 AS end_ts
+        FROM range($tasks) r(i)
+    ),
+    s AS (
+        SELECT i, submit_ts AS ts, 'pending' AS state, 0 AS k FROM t
+        UNION ALL SELECT i, launch_ts, 'launched', 1 FROM t
+        UNION ALL SELECT i, start_ts, 'running', 2 FROM t
+        UNION ALL SELECT i, end_ts, CASE WHEN i % 50 = 7 THEN 'failed' ELSE 'exec_done' END, 3 FROM t
+    )
+    SELECT ts, 'parsl', 'synthetic.log', i * 4 + k + 1, 1, 'task.state', 'synthetic-run', CAST(i AS VARCHAR), 0,
+           'app_' || (i % 3), state, 'htex', 'manager' || (i % 4), CAST(i % 2 AS VARCHAR)
+    FROM s
+"""
+SYNTHETIC_RUN = "synthetic-run"
+
+
+def synthetic_store(base: Path, count: int) -> Path:
+    path = base / f"synthetic{count}.duckdb"
+    with taskscope.open(str(path)) as store:
+        store.con.execute(SYNTHETIC, {"tasks": count})
+    return path
+
+
+@pytest.fixture(scope="module")
+def truth_store(tmp_path_factory):
+    """The truth run ingested (logs and monitoring.db) into a store, and its runinfo folder."""
+    runinfo = shared_once(tmp_path_factory, "truth_run", make_truth_run) / "runinfo"
+    with taskscope.open(":memory:") as store:
+        store.ingest(runinfo)
+        yield store, runinfo
+
+
+@pytest.fixture(scope="module")
+def large_store(tmp_path_factory) -> Path:
+    return synthetic_store(tmp_path_factory.mktemp("gantt_large"), 100_000)
+
+
+def monitoring_cpu_s(database: Path) -> tuple[float, int]:
+    """From monitoring.db's resource table: the sum over worker processes of the rises of their
+    CPU running total (user + system) between consecutive samples, and how many processes."""
+    with sqlite3.connect(database) as db:
+        rows = pd.read_sql("SELECT timestamp, psutil_process_pid AS pid, "
+                           "psutil_process_time_user + psutil_process_time_system AS cpu FROM resource", db)
+    rows = rows.sort_values(["pid", "timestamp", "cpu"])
+    rises = rows.groupby("pid").cpu.diff()
+    return float(rises[rises > 0].sum()), rows.pid.nunique()
+
+
+# item 7: CPU and memory in use over time
+
+def test_cpu_over_time_adds_up_to_each_processes_cpu_and_stays_within_capacity(truth_store):
+    store, runinfo = truth_store
+    run_id = only_run(store)
+    per_host = utilization(store.con, run_id)
+    totals = utilization_totals(per_host)
+    expected, processes = monitoring_cpu_s(runinfo / "monitoring.db")
+    assert per_host.host.nunique() == 1 and processes >= 2
+    assert per_host.cpu_s.sum() == pytest.approx(expected, abs=1e-6)
+    burn = per_task(store.con, run_id).merge(tasks(store.con, run_id), on="task_id").query("app_name == 'burn'")
+    assert burn.cpu_s.max() >= 0.8 * BURN_CPU_S and per_host.cpu_s.sum() >= burn.cpu_s.max()
+    cores, memory = os.cpu_count(), total_memory_bytes()
+    span = totals.bin_s.iloc[0] * len(totals)
+    assert per_host.cpu_s.sum() <= cores * span
+    # psutil's times tick in 0.01 s: a bin may be off by two ticks per process
+    assert (totals.cpu_s <= cores * totals.bin_s + 0.02 * processes).all(), totals
+    assert (totals.capacity_cpu_cores == cores).all() and (totals.capacity_memory_bytes == memory).all()
+    assert (totals.memory_bytes <= memory).all() and totals.memory_bytes.max() > 0
+
+
+def test_cpu_over_time_from_monitoring_db_alone_is_the_same(truth_store, tmp_path):
+    store, runinfo = truth_store
+    database = tmp_path / "monitoring.db"
+    database.write_bytes((runinfo / "monitoring.db").read_bytes())
+    with taskscope.open(":memory:") as alone:
+        alone.ingest(database)
+        per_host = utilization(alone.con, only_run(alone))
+    both = utilization(store.con, only_run(store))
+    assert per_host.cpu_s.sum() == pytest.approx(both.cpu_s.sum(), abs=1e-6)
+    assert per_host.host.tolist() == both.host.tolist()
+
+
+def test_resources_page_draws_use_over_time(truth_store, browser):  # noqa: F811
+    store, _ = truth_store
+    run_id = only_run(store)
+    per_host = utilization(store.con, run_id)
+    with Served(store) as served:
+        data = served.json(f"/api/runs/{run_id}/utilization")
+        watched = Watched(browser)
+        watched.page.goto(f"{served.url}/runs/{run_id}/resources")
+        watched.page.wait_for_selector("#chart-cpu-use .main-svg")
+        watched.page.wait_for_selector("#chart-memory-use .main-svg")
+        shown = watched.page.inner_text("#use-cpu-s")
+        watched.page.close()
+    assert watched.problems == []
+    assert [row["cpu_s"] for row in data["hosts"]] == pytest.approx(per_host.cpu_s.tolist(), abs=1e-9)
+    assert data["cpu_s"] == pytest.approx(per_host.cpu_s.sum()) and shown == f"{per_host.cpu_s.sum():.2f}"
+
+
+# item 8: the Gantt
+
+def gantt_bars(watched: Watched, url: str) -> list[dict]:
+    """The Gantt page's task bars as drawn: task id, state and each stage's bounds."""
+    watched.page.goto(url)
+    watched.page.wait_for_selector("#gantt-svg")
+    return watched.page.eval_on_selector_all("g.task-bar", """bars => bars.map(bar => ({
+        task: bar.dataset.task, state: bar.dataset.state,
+        stages: Object.fromEntries([...bar.querySelectorAll('rect.stage')].map(
+            r => [r.dataset.stage, [Number(r.dataset.start), Number(r.dataset.end)]]))}))""")
+
+
+def assert_bars_match_the_task_table(bars: list[dict], table: pd.DataFrame) -> None:
+    """Each bar's stages start at the task table's times and the last ends at its end; a stage
+    that the table says starts after the next one (two processes logged them within
+    microseconds of each other, in the other order) starts with the next one, lasting 0 s."""
+    by_task = table.set_index(table.task_id.astype(str))
+    for bar in bars:
+        row = by_task.loc[bar["task"]]
+        assert bar["state"] == row.final_state
+        following = row.end_ts
+        for name, column in reversed(STAGES):
+            if pd.isna(row[column]):
+                assert name not in bar["stages"], bar
+                continue
+            start, end = bar["stages"][name]
+            assert start == pytest.approx(min(row[column], following), abs=1e-6), (bar, name)
+            assert end == pytest.approx(following, abs=1e-6) and row[column] - start < 0.001, (bar, name)
+            following = start
+
+
+def test_gantt_draws_one_bar_per_task_with_the_analyses_stage_times(truth_store, browser):  # noqa: F811
+    store, _ = truth_store
+    run_id = only_run(store)
+    (count,), = store.con.execute("SELECT count(DISTINCT task_id) FROM events WHERE run_id = ? "
+                                  "AND task_id IS NOT NULL", [run_id]).fetchall()
+    table = tasks(store.con, run_id)
+    with Served(store) as served:
+        watched = Watched(browser)
+        bars = gantt_bars(watched, f"{served.url}/runs/{run_id}/gantt")
+        slot_bars = gantt_bars(watched, f"{served.url}/runs/{run_id}/gantt?by=slot")
+        slot_rows = watched.page.eval_on_selector_all("text.row-label", "ts => ts.map(t => t.textContent)")
+        watched.page.goto(f"{served.url}/runs/{run_id}")
+        watched.page.click("#run-gantt")
+        watched.page.wait_for_selector("#gantt-svg")
+        watched.page.close()
+    assert watched.problems == []
+    assert len(bars) == count == len(table) and sorted(b["task"] for b in bars) == sorted(table.task_id)
+    assert_bars_match_the_task_table(bars, table)
+    assert {b["state"] for b in bars} == {"exec_done", "failed"}
+    # per slot: each task that ran on a worker, its running time in its manager/worker's row
+    ran = table[table.worker_start_ts.notna()]
+    assert len(slot_bars) == len(ran) and all(list(b["stages"]) == ["running"] for b in slot_bars)
+    assert sorted(slot_rows) == sorted({f"{m}/{w}" for m, w in zip(ran.manager_id, ran.worker_id)})
+
+
+def test_gantt_of_300_tasks_draws_each(tmp_path, browser):  # noqa: F811
+    path = synthetic_store(tmp_path, 300)
+    with taskscope.open(str(path), read_only=True) as store, Served(store) as served:
+        table = tasks(store.con, SYNTHETIC_RUN)
+        data = served.json(f"/api/runs/{SYNTHETIC_RUN}/gantt")
+        watched = Watched(browser)
+        bars = gantt_bars(watched, f"{served.url}/runs/{SYNTHETIC_RUN}/gantt")
+        labels = watched.page.locator("text.row-label").count()
+        watched.page.close()
+    assert watched.problems == []
+    assert data["mode"] == "tasks" and len(bars) == 300 == labels
+    assert_bars_match_the_task_table(bars, table)
+
+
+def test_gantt_of_100k_tasks_is_aggregated_exact_and_small(large_store, browser):  # noqa: F811
+    with taskscope.open(str(large_store), read_only=True) as store, Served(store) as served:
+        truth = store.con.execute("""
+            WITH t AS (
+                SELECT app_name, task_id, max(ts) FILTER (WHERE task_state = 'pending') AS submitted,
+                       max(ts) FILTER (WHERE task_state = 'launched') AS launched,
+                       max(ts) FILTER (WHERE task_state = 'running') AS running,
+                       max(ts) FILTER (WHERE task_state IN ('exec_done', 'failed')) AS ended
+                FROM events WHERE run_id = ? GROUP BY app_name, task_id)
+            SELECT app_name, count(*), sum(launched - submitted), sum(running - launched), sum(ended - running)
+            FROM t GROUP BY app_name ORDER BY app_name""", [SYNTHETIC_RUN]).fetchall()
+        data = served.json(f"/api/runs/{SYNTHETIC_RUN}/gantt")
+        by_slot = served.json(f"/api/runs/{SYNTHETIC_RUN}/gantt?by=slot")
+        page = served.get(f"/runs/{SYNTHETIC_RUN}/gantt")
+        watched = Watched(browser)
+        watched.page.goto(f"{served.url}/runs/{SYNTHETIC_RUN}/gantt")
+        watched.page.wait_for_selector("#gantt-svg")
+        rows = watched.page.eval_on_selector_all("g.group-row", "rows => rows.map(r => [r.dataset.label, "
+                                                 "Number(r.dataset.tasks)])")
+        watched.page.click("g.group-row a >> nth=0")  # an app: its tasks, a page at a time
+        watched.page.wait_for_selector("g.task-bar")
+        app_bars = watched.page.locator("g.task-bar").count()
+        watched.page.close()
+    assert watched.problems == []
+    assert data["mode"] == "aggregated" and len(page) < 2_000_000
+    assert sorted(map(tuple, rows)) == sorted((app, count) for app, count, *_ in truth)
+    seconds = [sum(row[2 + i] for row in truth) for i in range(3)]
+    assert [data["seconds"][name] for name, _ in STAGES] == pytest.approx(seconds, rel=1e-6)
+    in_bins = [sum(sum(g[name]) for g in data["groups"]) * data["bin_s"] for name, _ in STAGES]
+    assert in_bins == pytest.approx(seconds, rel=1e-3)  # the bins' means are rounded to 3 decimals
+    assert sorted((g["label"], g["tasks"]) for g in by_slot["groups"]) == [(f"manager{i}/{i % 2}", 25_000)
+                                                                            for i in range(4)]
+    assert app_bars == TASK_LIMIT
