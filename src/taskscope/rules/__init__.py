@@ -168,13 +168,16 @@ def apply_rules_sql(rules: list[Rule], staged: str = "staged", extra: tuple[str,
     # the derivation needs rule_no first, so it is computed in two steps
     numbered = with_template_sql(f"SELECT first_line, logger, {rule_no} AS rule_no FROM lines", "first_line",
                                  "template_text")
+    # the staged rows are read twice rather than through a shared CTE, which DuckDB would
+    # materialise with every column (attrs included): a copy that cost more than the rules
+    first_line = "split_part(coalesce(message, ''), chr(10), 1)"
     return f"""
-        WITH s AS (SELECT *, split_part(coalesce(message, ''), chr(10), 1) AS first_line FROM {staged}),
-        lines AS (SELECT DISTINCT first_line, logger FROM s),
+        WITH lines AS (SELECT DISTINCT {first_line} AS first_line, logger FROM {staged}),
         numbered AS ({numbered}),
         d AS (SELECT *, {', '.join(derived)} FROM numbered)
         SELECT {', '.join([*selected, *extra])}
-        FROM s LEFT JOIN d ON d.first_line = s.first_line AND d.logger IS NOT DISTINCT FROM s.logger
+        FROM (SELECT *, {first_line} AS first_line FROM {staged}) s
+        LEFT JOIN d ON d.first_line = s.first_line AND d.logger IS NOT DISTINCT FROM s.logger
     """
 
 
