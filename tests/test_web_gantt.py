@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pandas as pd
 import pytest
@@ -43,16 +44,18 @@ SYNTHETIC = """
         UNION ALL SELECT i, end_ts, CASE WHEN i % 50 = 7 THEN 'failed' ELSE 'exec_done' END, 3 FROM t
     )
     SELECT ts, 'parsl', 'synthetic.log', i * 4 + k + 1, 1, 'task.state', 'synthetic-run', CAST(i AS VARCHAR), 0,
-           'app_' || (i % 3), state, 'htex', 'manager' || (i % 4), CAST(i % 2 AS VARCHAR)
+           $app || (i % 3), state, 'htex', $manager || (i % 4), CAST(i % 2 AS VARCHAR)
     FROM s
 """
 SYNTHETIC_RUN = "synthetic-run"
 
 
-def synthetic_store(base: Path, count: int) -> Path:
+def synthetic_store(base: Path, count: int, app: str = "app_", manager: str = "manager") -> Path:
+    """A store of `SYNTHETIC`'s run of `count` tasks, apps and managers named `app` and
+    `manager` followed by a number."""
     path = base / f"synthetic{count}.duckdb"
     with taskscope.open(str(path)) as store:
-        store.con.execute(SYNTHETIC, {"tasks": count})
+        store.con.execute(SYNTHETIC, {"tasks": count, "app": app, "manager": manager})
     return path
 
 
@@ -225,7 +228,7 @@ def test_gantt_of_100k_tasks_is_aggregated_exact_and_small(large_store, browser)
         app_bars = watched.page.locator("g.task-bar").count()
         watched.page.close()
     assert watched.problems == []
-    assert data["mode"] == "aggregated" and len(page) < 2_000_000
+    assert data["mode"] == "aggregated" and len(page) < 2_000_000 and b"so one row per app," in page
     assert sorted(map(tuple, rows)) == sorted((app, count) for app, count, *_ in truth)
     seconds = [sum(row[2 + i] for row in truth) for i in range(3)]
     assert [data["seconds"][name] for name, _ in STAGES] == pytest.approx(seconds, rel=1e-6)
@@ -234,3 +237,27 @@ def test_gantt_of_100k_tasks_is_aggregated_exact_and_small(large_store, browser)
     assert sorted((g["label"], g["tasks"]) for g in by_slot["groups"]) == [(f"manager{i}/{i % 2}", 25_000)
                                                                             for i in range(4)]
     assert app_bars == TASK_LIMIT
+
+
+HOSTILE = """<img src=x onerror=alert(1)>'"&"""
+
+
+def test_gantt_shows_names_from_data_as_text(tmp_path, browser):  # noqa: F811
+    """App and manager names that are markup: shown as text, in the aggregated Gantt, one app's
+    bars and the slot rows; nothing runs."""
+    path = synthetic_store(tmp_path, TASK_LIMIT + 100, app=HOSTILE, manager=HOSTILE)
+    app = HOSTILE + "1"
+    with taskscope.open(str(path), read_only=True) as store, Served(store) as served:
+        watched = Watched(browser)
+        shown = {}
+        for name, query in {"aggregated": "", "one app": "?" + urlencode({"app": app}),
+                            "slots": "?by=slot"}.items():
+            watched.page.goto(f"{served.url}/runs/{SYNTHETIC_RUN}/gantt{query}")
+            watched.page.wait_for_selector("#gantt-svg")
+            shown[name] = watched.page.eval_on_selector_all("#gantt-svg title", "ts => ts.map(t => t.textContent)")
+        images = watched.page.locator("img").count()
+        watched.page.close()
+    assert watched.problems == [] and watched.dialogs == [] and images == 0
+    assert any(text.startswith(app + ": ") for text in shown["aggregated"]), shown["aggregated"][:3]
+    assert all(f"({app})" in text for text in shown["one app"]) and len(shown["one app"]) > 0
+    assert any(text.startswith(HOSTILE + "0/0: ") for text in shown["slots"]), shown["slots"][:3]

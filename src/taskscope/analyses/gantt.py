@@ -120,8 +120,8 @@ def _time_in_bins(group: np.ndarray, start: np.ndarray, end: np.ndarray, groups:
 
 
 def aggregated(frame: pd.DataFrame, by: str = "app", bins: int | None = None) -> dict:
-    """The Gantt of `frame` aggregated per `by` (`app` or `slot`): per group its `label`,
-    `tasks`, task count per final state (`states`), and per stage the mean number of its tasks
+    """The Gantt of `frame` aggregated per `by` (`app` or `slot`, returned as `group_by`): per
+    group its `label`, `tasks`, task count per final state (`states`), and per stage the mean number of its tasks
     in that stage in each of `bins` equal time bins from `start_ts` (width `bin_s`); plus
     `seconds` per stage (the total the bins hold) and `groups_hidden` (groups beyond
     `GROUP_LIMIT`, fewest tasks first).
@@ -152,8 +152,8 @@ def aggregated(frame: pd.DataFrame, by: str = "app", bins: int | None = None) ->
                "states": {str(s): int(n) for s, n in states[g].items()},
                **{name: [round(float(v), 3) for v in per_stage[name][i]] for name, _ in STAGES}}
               for i, g in enumerate(shown)]
-    return {"by": by, "start_ts": round(first, 6), "bin_s": width, "bins": bins, "groups": groups,
-            "groups_hidden": len(order) - len(shown), "seconds": seconds, "tasks": int(len(frame))}
+    return {"group_by": by, "start_ts": round(first, 6), "bin_s": width, "bins": bins, "groups": groups,
+            "groups_hidden": len(order) - len(shown), "seconds": seconds, "tasks": len(frame)}
 
 
 def gantt(frame: pd.DataFrame, by: str = "task", app: str | None = None, page: int = 1,
@@ -175,5 +175,5 @@ def gantt(frame: pd.DataFrame, by: str = "task", app: str | None = None, page: i
     pages = max(1, math.ceil(len(frame) / limit))
     page = max(1, min(page, pages))
     chosen = frame.iloc[(page - 1) * limit: page * limit]
-    return {**base, "mode": "tasks", "page": page, "pages": pages, "matching": int(len(frame)),
+    return {**base, "mode": "tasks", "page": page, "pages": pages, "matching": len(frame),
             **task_rows(chosen, by)}

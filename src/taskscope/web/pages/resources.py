@@ -10,8 +10,14 @@ from fastapi import APIRouter, Depends, Request
 from taskscope.analyses.runs import resolve_run
 from taskscope.analyses.utilization import utilization, utilization_totals
 from taskscope.digests import section
+from taskscope.presenters.figures import (
+    histogram_figure,
+    iso,
+    plot_text,
+    steps_figure,
+    time_layout,
+)
 from taskscope.web.dashboard import Dashboard, read_connection
-from taskscope.presenters.figures import histogram_figure, iso, plot_text, steps_figure, time_layout
 from taskscope.web.pages.runs import run_row
 from taskscope.web.render import json_response, render
 

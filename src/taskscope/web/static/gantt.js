@@ -130,7 +130,7 @@
       var row = el("g", { class: "group-row", "data-label": g.label, "data-tasks": g.tasks }, svg);
       var label = g.label.length > 22 ? g.label.slice(0, 21) + "…" : g.label;
       var holder = row;
-      if (data.by === "app") {
+      if (data.group_by === "app") {
         holder = el("a", { href: "?app=" + encodeURIComponent(g.label) }, row);
         el("rect", { x: 0, y: top, width: LABEL - 4, height: h, fill: "transparent" }, holder);  // the whole label clicks
       }
