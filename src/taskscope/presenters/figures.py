@@ -8,6 +8,7 @@ so `<` and `>` are sent as entities and show as themselves.
 
 from __future__ import annotations
 
+import textwrap
 from datetime import datetime, timezone
 
 import pandas as pd
@@ -37,6 +38,18 @@ def coloured(trace: dict, name) -> dict:
 def plot_text(text) -> str:
     """`text` safe to show as a Plotly label (its HTML-like markup shown, not interpreted)."""
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def wrapped_label(text, width: int = 90, lines: int = 2) -> str:
+    """`text` as a Plotly tick label of at most `lines` lines of about `width` characters, broken
+    at spaces (a word is never cut; what does not fit ends in "…"), safe as `plot_text` makes it.
+
+    >>> wrapped_label("7. parsl: Parsl task <num> try <num> launched on executor htex_local with executor id", 34)
+    '7. parsl: Parsl task &lt;num&gt; try<br>&lt;num&gt; launched on executor …'
+    """
+    parts = textwrap.wrap(str(text), width, max_lines=lines, placeholder=" …", break_long_words=False,
+                          break_on_hyphens=False)
+    return "<br>".join(plot_text(part) for part in parts)
 
 
 def iso(ts_values) -> list[str]:
@@ -72,7 +85,8 @@ def resource_samples_figure(samples: pd.DataFrame) -> dict:
         data.append({"type": "scatter", "mode": "lines+markers", "name": f"{name}CPU time since first sample (s)",
                      "x": x, "y": rows.cpu_since_first_s.tolist(), "yaxis": "y2"})
     layout = time_layout("resource samples", "MiB",
-                         yaxis2={"title": {"text": "seconds"}, "overlaying": "y", "side": "right"})
+                         yaxis2={"title": {"text": "seconds"}, "overlaying": "y", "side": "right",
+                                 "rangemode": "tozero"})
     return {"data": data, "layout": layout}
 
 
@@ -110,12 +124,14 @@ def waterfall_figure(steps: pd.DataFrame) -> dict:
         return {"data": [], "layout": {"title": {"text": "common path"}}}
     since_first = steps.since_first_mean.fillna(0)
     increments = since_first.diff().fillna(since_first.iloc[0]).clip(lower=0)
-    labels = [f"{i}. {plot_text(label)[:90]}" for i, label in zip(steps.position, steps.label)]
+    full = [f"{i}. {label}" for i, label in zip(steps.position, steps.label)]
+    labels = [plot_text(label) for label in full]  # whole, on hover; wrapped on the axis
     data = [{"type": "waterfall", "orientation": "h", "y": labels, "x": increments.tolist(),
              "measure": ["relative"] * len(labels), "connector": {"visible": False},
              "hovertemplate": "%{y}<br>+%{x:.6f} s<extra></extra>"}]
     layout = {"title": {"text": "common path: mean time since the task's first step"},
-              "yaxis": {"autorange": "reversed", "automargin": True, "tickfont": {"size": 10}},
+              "yaxis": {"autorange": "reversed", "automargin": True, "tickfont": {"size": 10},
+                        "tickmode": "array", "tickvals": labels, "ticktext": [wrapped_label(t) for t in full]},
               "xaxis": {"title": {"text": "seconds"}}, "margin": {"l": 20}}
     return {"data": data, "layout": layout}
 
