@@ -15,10 +15,11 @@ What it does:
    folder is reused.
 2. Ingests it (logs + monitoring.db) into a DuckDB store there (cached too).
 3. Serves the store read-only with the real app (uvicorn on 127.0.0.1) and fetches each page
-   (run, its JSON, tasks, resources, DAG, logs, runs) over HTTP: cold (the first request to a
-   server just started for that page alone, on a store opened anew) and the median of
-   `--repeat` more; bytes of each page. The run page reads the digest the ingest stored
-   (`taskscope.digests`); `--no-digest` deletes it first, to time computing it per request.
+   (run, its JSON, tasks, resources, CPU/memory over time JSON, Gantt, DAG, logs, runs)
+   over HTTP: cold (the first request to a server just started for that page alone, on a
+   store opened anew) and the median of `--repeat` more; bytes of each page. The run page
+   reads the digest the ingest stored (`taskscope.digests`); `--no-digest` deletes it first,
+   to time computing it per request.
 4. Installs `parsl[monitoring,visualization]` (same Parsl release) into a virtualenv of its
    own (`<workdir>/../viz-venv`) if missing, and times parsl-visualize's workflow page
    `/workflow/<run_id>/` with Flask's test client on a copy of the same monitoring.db
@@ -151,7 +152,10 @@ def fetch(url: str) -> tuple[float, int]:
 
 PAGES = [("run", "/runs/{run}"), ("run JSON (/api/runs/RUN)", "/api/runs/{run}"), ("tasks", "/runs/{run}/tasks"),
          ("tasks, page 500 sorted by duration", "/runs/{run}/tasks?sort=duration_s&desc=true&page=500"),
-         ("task (one in the middle)", "/runs/{run}/tasks/{middle}"), ("resources", "/runs/{run}/resources"), ("dag (app level)", "/runs/{run}/dag"),
+         ("task (one in the middle)", "/runs/{run}/tasks/{middle}"), ("resources", "/runs/{run}/resources"),
+         ("utilization JSON (/api/runs/RUN/utilization)", "/api/runs/{run}/utilization"),
+         ("gantt (aggregated per app)", "/runs/{run}/gantt"), ("gantt (aggregated per slot)", "/runs/{run}/gantt?by=slot"),
+         ("gantt, app page 1 (2,000 bars)", "/runs/{run}/gantt?app=noop"), ("dag (app level)", "/runs/{run}/dag"),
          ("dag, app page 1", "/runs/{run}/dag?app=noop"), ("logs of the run", "/logs?run_id={run}"),
          ("runs", "/")]
 
