@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import jinja2
+import plotly
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 
@@ -18,6 +19,9 @@ from taskscope.presenters.format import cell, clock, json_bytes, missing, percen
 
 WEB_DIR = Path(__file__).parent
 STATIC_DIR = WEB_DIR / "static"
+#: where pages load plotly.js: named by its version, so browsers may keep it for a year
+#: (served by `taskscope.web.app.mount_static`)
+PLOTLY_JS_URL = f"/static/plotly-{plotly.__version__}.min.js"
 
 _environment = jinja2.Environment(
     loader=jinja2.FileSystemLoader(WEB_DIR / "templates"),
@@ -51,7 +55,8 @@ def url_with(request: Request, **changes) -> str:
 
 
 _environment.filters.update(clock=clock, seconds=seconds, cell=cell, percent=percent)
-_environment.globals.update(logs_url=logs_url, filter_url=filter_url, url_with=url_with, missing=missing)
+_environment.globals.update(logs_url=logs_url, filter_url=filter_url, url_with=url_with, missing=missing,
+                           plotly_js_url=PLOTLY_JS_URL)
 
 
 def render(request: Request, template: str, context: dict, status_code: int = 200) -> HTMLResponse:
