@@ -6,15 +6,97 @@ Every route takes the caller from its bearer token and passes only that account 
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from taskscope.fleet import reads
 from taskscope.fleet.auth import Caller, api_caller
 from taskscope.fleet.db import AccountError
 from taskscope.web.render import json_response
+
+class ErrorReply(BaseModel):
+    """Every refusal of the API: ``{"error": "..."}`` (a refused parameter is FastAPI's 422 ``detail``)."""
+
+    error: str
+
+
+def replies(*statuses: int, ok: type[BaseModel] | None = None) -> dict:
+    """The `responses` of a route: its 200 body `ok` and the refusals it may answer (always 401).
+
+    >>> sorted(replies(404))
+    [401, 404]
+    """
+    declared: dict = {status: {"model": ErrorReply} for status in (401, *statuses)}
+    if ok is not None:
+        declared[200] = {"model": ok}
+    return declared
+
+
+Rows = list[dict[str, Any]]
+
+
+class TokenMade(BaseModel):
+    account: str
+    user: str
+    admin: bool
+    token: str
+
+
+class Revoked(BaseModel):
+    revoked: bool
+
+
+class Whoami(BaseModel):
+    account: str
+    user: str
+    admin: bool
+
+
+class Clusters(BaseModel):
+    clusters: Rows
+    currency: str
+
+
+class Cluster(BaseModel):
+    """A row of the cluster list plus versions, config, the Parsl run summary and the currency."""
+
+    model_config = ConfigDict(extra="allow")
+    cluster_id: str
+    currency: str
+    parsl_run: Optional[dict[str, Any]]
+
+
+class Computations(BaseModel):
+    computations: Rows
+
+
+class Events(BaseModel):
+    events: Rows
+
+
+class Workers(BaseModel):
+    samples: Rows
+    changes: Rows
+    version_mismatches: Rows
+    idle: Rows
+
+
+class Profile(BaseModel):
+    computation_id: Optional[str]
+    profiles: int
+    nodes: Rows
+    hottest: Rows
+
+
+class Rejected(BaseModel):
+    rejected: Rows
+
+
+class Exceptions(BaseModel):
+    exceptions: Rows
+
 
 router = APIRouter(prefix="/api/v1")
 
@@ -48,7 +130,7 @@ def _admin(caller: Caller = Depends(api_caller)) -> Caller:
     return caller
 
 
-@router.post("/tokens")
+@router.post("/tokens", responses=replies(400, 403, ok=TokenMade))
 def create_token(request: Request, new: NewToken, caller: Caller = Depends(_admin)):
     """A new token for a user of the caller's account (admin tokens only); shown in this reply only."""
     try:
@@ -58,7 +140,7 @@ def create_token(request: Request, new: NewToken, caller: Caller = Depends(_admi
     return {"account": caller.account, "user": new.user, "admin": new.admin, "token": token}
 
 
-@router.post("/tokens/revoke")
+@router.post("/tokens/revoke", responses=replies(403, 404, ok=Revoked))
 def revoke_token(request: Request, revoked: TokenToRevoke, caller: Caller = Depends(_admin)):
     """Revoke a token of the caller's account (admin tokens only); 404 for any other token."""
     if not request.app.state.db.revoke_token(revoked.token, account=caller.account):
@@ -66,13 +148,13 @@ def revoke_token(request: Request, revoked: TokenToRevoke, caller: Caller = Depe
     return {"revoked": True}
 
 
-@router.get("/whoami")
+@router.get("/whoami", responses=replies(ok=Whoami))
 def whoami(caller: Caller = Depends(api_caller)):
     """The token's account and user."""
     return {"account": caller.account, "user": caller.user, "admin": caller.admin}
 
 
-@router.get("/clusters")
+@router.get("/clusters", responses=replies(400, ok=Clusters))
 def list_clusters(request: Request, since: Optional[str] = "7 days", user: Optional[str] = None,
                   caller: Caller = Depends(api_caller)):
     """Clusters active since `since` ("7 days", "2026-01-31", epoch s; empty for all), optionally of one user."""
@@ -80,7 +162,7 @@ def list_clusters(request: Request, since: Optional[str] = "7 days", user: Optio
     return json_response({"clusters": table, "currency": request.app.state.currency})
 
 
-@router.get("/clusters/{cluster_id}")
+@router.get("/clusters/{cluster_id}", responses=replies(404, ok=Cluster))
 def get_cluster(request: Request, cluster_id: str, caller: Caller = Depends(api_caller)):
     """One cluster with its versions, config, cost and (for Parsl) the run summary."""
     found = _known_cluster(request, caller, cluster_id)
@@ -89,21 +171,21 @@ def get_cluster(request: Request, cluster_id: str, caller: Caller = Depends(api_
     return json_response(found)
 
 
-@router.get("/clusters/{cluster_id}/computations")
+@router.get("/clusters/{cluster_id}/computations", responses=replies(404, ok=Computations))
 def list_computations(request: Request, cluster_id: str, caller: Caller = Depends(api_caller)):
     """The cluster's computations with code and task groups."""
     _known_cluster(request, caller, cluster_id)
     return json_response({"computations": reads.computations(request.app.state.db, caller.account, cluster_id)})
 
 
-@router.get("/clusters/{cluster_id}/events")
+@router.get("/clusters/{cluster_id}/events", responses=replies(404, ok=Events))
 def list_events(request: Request, cluster_id: str, caller: Caller = Depends(api_caller)):
     """The cluster's events (the topics its plugin was allowed to send)."""
     _known_cluster(request, caller, cluster_id)
     return json_response({"events": reads.events(request.app.state.db, caller.account, cluster_id)})
 
 
-@router.get("/clusters/{cluster_id}/workers")
+@router.get("/clusters/{cluster_id}/workers", responses=replies(404, ok=Workers))
 def list_workers(request: Request, cluster_id: str, caller: Caller = Depends(api_caller)):
     """Worker samples over time, workers added/removed, version mismatches and idle intervals."""
     _known_cluster(request, caller, cluster_id)
@@ -114,7 +196,7 @@ def list_workers(request: Request, cluster_id: str, caller: Caller = Depends(api
                           "idle": reads.idle_intervals(db, account, cluster_id)})
 
 
-@router.get("/clusters/{cluster_id}/profile")
+@router.get("/clusters/{cluster_id}/profile", responses=replies(404, ok=Profile))
 def get_profile(request: Request, cluster_id: str, computation_id: Optional[str] = None,
                 caller: Caller = Depends(api_caller)):
     """The cluster's statistical profile (or one computation's) as a tree of frames, hottest first in
@@ -123,13 +205,13 @@ def get_profile(request: Request, cluster_id: str, computation_id: Optional[str]
     return json_response(reads.profile(request.app.state.db, caller.account, cluster_id, computation_id))
 
 
-@router.get("/rejected")
+@router.get("/rejected", responses=replies(ok=Rejected))
 def list_rejected(request: Request, caller: Caller = Depends(api_caller)):
     """Batches of this account the server refused (400, 413), newest first, with the start of each body."""
     return json_response({"rejected": reads.rejected(request.app.state.db, caller.account)})
 
 
-@router.get("/exceptions")
+@router.get("/exceptions", responses=replies(400, ok=Exceptions))
 def list_exceptions(request: Request, since: Optional[str] = "7 days", user: Optional[str] = None,
                     cluster_id: Optional[str] = None, caller: Caller = Depends(api_caller)):
     """Task exceptions with tracebacks, newest first."""

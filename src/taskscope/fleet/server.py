@@ -18,6 +18,7 @@ import duckdb
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from taskscope.fleet import pages, routes
@@ -80,6 +81,21 @@ def _gunzip_bounded(body: bytes) -> bytes:
     return plain
 
 
+class Accepted(BaseModel):
+    """The reply to a stored batch (`duplicate`: it had been stored before)."""
+
+    accepted: int
+    batch_id: str
+    duplicate: bool
+
+
+#: the ingest body as the schema says it (read by hand: JSON, optionally gzip, see `read_batch`)
+BATCH_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["protocol", "batch_id", "cluster", "messages"],
+    "properties": {"protocol": {"type": "integer"}, "batch_id": {"type": "string"}, "sent_at": {"type": "number"},
+                   "cluster": {"type": "object"}, "messages": {"type": "array", "items": {"type": "object"}}}}}}}}
+
+
 def create_app(db: FleetDB, currency: str = DEFAULT_CURRENCY) -> FastAPI:
     """The FastAPI app over `db`: ingest, the `/api/v1/...` reads and the pages; costs are said to be
     in `currency` (the prices the plugins send are taken to be in it).
@@ -101,7 +117,7 @@ def create_app(db: FleetDB, currency: str = DEFAULT_CURRENCY) -> FastAPI:
     def http_error(request: Request, exc: HTTPException):
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
 
-    @app.post(INGEST_PATH)
+    @app.post(INGEST_PATH, responses=routes.replies(400, 413, ok=Accepted), openapi_extra=BATCH_BODY)
     async def ingest(request: Request, caller: Caller = Depends(api_caller)):
         """Store one batch (idempotent by batch_id); 200 only once it is committed.
 

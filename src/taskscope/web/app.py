@@ -20,6 +20,7 @@ from taskscope.analyses.runs import RunNotFound
 from taskscope.web.dashboard import Dashboard
 from taskscope.web.pages import ROUTERS
 from taskscope.web.render import PLOTLY_JS_URL, STATIC_DIR, render
+from taskscope.web.api_schema import declare_error_replies
 from taskscope.web.security import SecurityHeaders
 
 
@@ -52,6 +53,7 @@ def create_app(dashboard: Dashboard) -> FastAPI:
 
     app.add_exception_handler(RequestValidationError, _bad_parameter)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    declare_error_replies(app)
     return app
 
 
