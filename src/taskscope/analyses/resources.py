@@ -183,12 +183,16 @@ def bins(con: duckdb.DuckDBPyConnection, run_id: str, column: str, count: int = 
 
 def resources(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pd.DataFrame]:
     """A run's resources as DataFrames: `capacity` (one row, with `monitored_tries` and
-    `cpu_measured_tries`, the tries with two samples or more), `hosts`, `managers`, `slots` and CPU / memory histograms (`cpu_bins`, `memory_mean_bins`,
-    `memory_max_bins`); what the resources page shows (kept in the run's digest).
+    `cpu_measured_tries`, the tries with two samples or more), `hosts`, `managers`, `slots`, CPU /
+    memory histograms (`cpu_bins`, `memory_mean_bins`, `memory_max_bins`) and CPU / memory in use
+    over time per host (`utilization`, see `taskscope.analyses.utilization`); what the resources
+    page shows (kept in the run's digest).
 
     >>> resources(con, run_id)["capacity"].workers.iloc[0]  # doctest: +SKIP
     2
     """
+    from taskscope.analyses.utilization import utilization  # it reads `hosts` from here
+
     monitored, measured = con.execute(f"SELECT count(*), count(cpu_s) FROM ({_PER_TRY})", {"run": run_id}).fetchall()[0]
     return {
         "capacity": pd.DataFrame([{**capacity(con, run_id), "monitored_tries": int(monitored),
@@ -199,6 +203,7 @@ def resources(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pd.DataF
         "cpu_bins": bins(con, run_id, "cpu_s"),
         "memory_mean_bins": bins(con, run_id, "memory_mean_mib"),
         "memory_max_bins": bins(con, run_id, "memory_max_mib"),
+        "utilization": utilization(con, run_id),
     }
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
+from taskscope._sql import registered
 from taskscope.analyses.resources import hosts
 
 #: at most this many time bins over the sampled span
@@ -51,15 +52,14 @@ _SAMPLES = """
 
 # per process: the CPU used between consecutive samples (t0 -> t1) and the memory held from
 # each sample to the next; then each spread over the bins its span overlaps
-_BINNED = f"""
-    WITH located AS ({_SAMPLES}),
-    steps AS (
+_BINNED = """
+    WITH steps AS (
         SELECT host, pid, ts,
                lag(ts) OVER w AS prev_ts,
                cpu_total_s - lag(cpu_total_s) OVER w AS cpu_delta,
                resident,
                coalesce(lead(ts) OVER w, ts + coalesce(interval_s, $bin_s)) AS hold_until
-        FROM located
+        FROM utilization_samples
         WINDOW w AS (PARTITION BY host, pid ORDER BY ts, cpu_total_s)
     ),
     cpu_spans AS (
@@ -82,7 +82,7 @@ _BINNED = f"""
     ),
     processes AS (
         SELECT host, CAST(floor((ts - $start) / $bin_s) AS BIGINT) AS b, count(DISTINCT pid) AS processes
-        FROM located GROUP BY ALL
+        FROM utilization_samples GROUP BY ALL
     ),
     joined AS (
         SELECT host, b, sum(cpu_s) AS cpu_s, 0.0 AS memory_bytes FROM cpu_bins GROUP BY ALL
@@ -94,10 +94,6 @@ _BINNED = f"""
     FROM joined j LEFT JOIN processes p USING (host, b)
     WHERE j.b >= 0 AND j.b < $bins
     GROUP BY j.host, j.b
-"""
-
-_SPAN = f"""
-    SELECT min(ts), max(ts), median(interval_s) FROM ({_SAMPLES})
 """
 
 COLUMNS = ["host", "bin_start_ts", "bin_s", "cpu_s", "cpu_cores", "memory_bytes", "processes",
@@ -127,13 +123,16 @@ def utilization(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
 
     >>> utilization(con, run_id).groupby("host").cpu_s.sum()  # doctest: +SKIP
     """
-    first, last, interval = con.execute(_SPAN, {"run": run_id}).fetchone()
-    if first is None:
+    samples = con.execute(_SAMPLES, {"run": run_id}).df()
+    if samples.empty:
         return pd.DataFrame({column: pd.Series(dtype="object" if column == "host" else "float64")
                              for column in COLUMNS})
+    first, last, interval = samples.ts.min(), samples.ts.max(), samples.interval_s.median()
+    interval = None if pd.isna(interval) else float(interval)
     width = float(bin_width(last - first + (interval or 0), interval))
     count = int((last + (interval or width) - first) // width) + 1
-    binned = con.execute(_BINNED, {"run": run_id, "start": first, "bin_s": width, "bins": count}).df()
+    with registered(con, "utilization_samples", samples):  # the JSON fields read once
+        binned = con.execute(_BINNED, {"start": first, "bin_s": width, "bins": count}).df()
     grid = pd.MultiIndex.from_product([sorted(binned.host.unique()), range(count)], names=["host", "b"])
     frame = binned.set_index(["host", "b"]).reindex(grid, fill_value=0).reset_index()
     frame = frame.assign(bin_start_ts=first + frame.b * width, bin_s=width, cpu_cores=frame.cpu_s / width)

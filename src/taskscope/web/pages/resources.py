@@ -24,22 +24,30 @@ from taskscope.web.render import json_response, render
 router = APIRouter()
 
 
+def _parts(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str) -> dict:
+    """`taskscope.analyses.resources.resources` of the run, from its digest or computed, kept
+    until an ingest adds events."""
+    return dashboard.cached(("resources", run_id), lambda: section(con, run_id, "resources"))
+
+
 def resources_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str) -> dict:
-    """Everything the resources page shows (and `/api/runs/{run}/resources` returns), from the
-    run's digest or computed, kept until an ingest adds events."""
-    parts = dashboard.cached(("resources", run_id), lambda: section(con, run_id, "resources"))
+    """Everything the resources page shows (and `/api/runs/{run}/resources` returns) but the
+    use over time (`utilization_data`)."""
+    parts = _parts(con, dashboard, run_id)
     totals = parts["capacity"].iloc[0].to_dict()
     monitored = int(totals.pop("monitored_tries"))
     measured = int(totals.pop("cpu_measured_tries"))
-    return {"capacity": totals, **{name: frame for name, frame in parts.items() if name != "capacity"},
+    return {"capacity": totals, **{name: frame for name, frame in parts.items() if name not in ("capacity", "utilization")},
             "monitored_tries": monitored, "cpu_measured_tries": measured}
 
 
 def utilization_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str) -> dict:
-    """CPU and memory in use over time (`/api/runs/{run}/utilization`): `bin_s`, `hosts` (per
-    host per bin) and `total` (per bin, all hosts), kept until an ingest adds events."""
+    """CPU and memory in use over time (`/api/runs/{run}/utilization`): `bin_s`, `cpu_s` (in
+    all), `hosts` (per host per bin) and `total` (per bin, all hosts), from the run's digest
+    (computed when a digest of an older taskscope lacks it)."""
     def compute() -> dict:
-        per_host = utilization(con, run_id)
+        per_host = _parts(con, dashboard, run_id).get("utilization")
+        per_host = utilization(con, run_id) if per_host is None else per_host
         return {"bin_s": float(per_host.bin_s.iloc[0]) if not per_host.empty else None,
                 "cpu_s": float(per_host.cpu_s.sum()), "hosts": per_host, "total": utilization_totals(per_host)}
 
