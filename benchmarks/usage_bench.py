@@ -19,7 +19,8 @@ With `--ui`, one more paced run with the dashboard served by the collector (as `
 
 With `--pages RUNS`, only this: a store of RUNS synthetic Parsl runs (levels 1-3 in turn, level 3
 with its end message, dated over two years, 500 projects), then each report and the whole usage
-page's data computed cold (a fresh connection, nothing cached), timed:
+page's data (without a filter and with two), each on the store opened afresh (nothing cached),
+timed in wall-clock and CPU seconds; `--store PATH` keeps the store to time it again:
 
     .venv/bin/python benchmarks/usage_bench.py --pages 1000000
 
@@ -170,30 +171,55 @@ def build_run_store(path: Path, runs: int) -> None:
             FROM range($runs) t(i) WHERE i % 3 = 2""", {"runs": runs})
 
 
-def time_pages(runs: int, console: Console) -> None:
+#: the /usage page's filters timed by --pages: none, then ones not asked before (nothing cached)
+PAGE_FILTERS = [(None, None, None), ("parsl", "2026-06-01", "2027-01-01"), (None, "2027-03-15", None)]
+
+
+def _timed(work) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (all of this process's threads) of `work()`."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    work()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def time_pages(runs: int, console: Console, keep: Path | None = None) -> None:
+    """Each report, then the whole /usage page's data under `PAGE_FILTERS`, each on the store
+    opened afresh (read-only, as `taskscope usage report` opens it: nothing cached)."""
     from taskscope.usage import reports
     from taskscope.web.dashboard import Dashboard
     from taskscope.web.pages.usage import UsageSelection, usage_data
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "usage.duckdb"
-        started = time.perf_counter()
-        build_run_store(path, runs)
-        console.print(f"built a store of {runs:,} runs in {time.perf_counter() - started:.1f} s")
-        table = Table(title=f"usage reports at {runs:,} runs, cold (seconds)")
-        table.add_column("report")
-        table.add_column("seconds", justify="right")
-        with taskscope.open(path, read_only=True) as store:
-            for name in reports.REPORTS:
-                con = store.con.cursor()
-                started = time.perf_counter()
-                reports.report(con, name, period="week")
-                table.add_row(name, f"{time.perf_counter() - started:.2f}")
-                con.close()
-            dashboard = Dashboard(store)
+        path = keep or Path(tmp) / "usage.duckdb"
+        if not path.exists():
             started = time.perf_counter()
-            usage_data(store.con.cursor(), dashboard, UsageSelection(None, None, "week", 12))
-            table.add_row("the whole /usage page's data", f"{time.perf_counter() - started:.2f}")
+            build_run_store(path, runs)
+            console.print(f"built a store of {runs:,} runs in {time.perf_counter() - started:.1f} s")
+        try:
+            from taskscope.usage import rollups
+        except ImportError:  # (code before the runs table)
+            rollups = None
+        if rollups is not None:
+            with taskscope.open(path) as store:  # as the collector does at start: build the runs table if missing
+                wall, cpu = _timed(lambda: rollups.refresh(store.con, None))
+            console.print(f"runs table brought up to date (built if missing) in {wall:.1f} s, CPU {cpu:.1f} s")
+        table = Table(title=f"usage reports at {runs:,} runs, cold (seconds)")
+        for column in ("report", "seconds", "CPU seconds"):
+            table.add_column(column, justify="right" if column != "report" else "left")
+
+        def row(label: str, work) -> None:
+            with taskscope.open(path, read_only=True) as store:
+                wall, cpu = _timed(lambda: work(store))
+            table.add_row(label, f"{wall:.2f}", f"{cpu:.2f}")
+            console.print(f"{label}: {wall:.2f} s, CPU {cpu:.2f} s", highlight=False)
+
+        for name in reports.REPORTS:
+            row(name, lambda store: reports.report(store.con.cursor(), name, period="week"))
+        for product, since, until in PAGE_FILTERS:
+            selection = UsageSelection(product, since, "week", 12, until)
+            label = ", ".join(f"{k}={v}" for k, v in (("product", product), ("since", since), ("until", until)) if v)
+            row(f"the whole /usage page's data ({label or 'no filter'})",
+                lambda store: usage_data(store.con.cursor(), Dashboard(store), selection))
         console.print(table)
 
 
@@ -207,10 +233,12 @@ def main() -> None:
                         "collector (--ui-port) and loaded over and over by another process")
     parser.add_argument("--pages", type=int, metavar="RUNS", help="only time the usage reports and page over a "
                         "store of RUNS synthetic runs")
+    parser.add_argument("--store", type=Path, help="with --pages: the store's file, built when absent, kept after "
+                        "(to time the same store again)")
     args = parser.parse_args()
     console = Console(width=150)  # the table stays whole when written to a file
     if args.pages:
-        time_pages(args.pages, console)
+        time_pages(args.pages, console, args.store)
         return
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 
 import taskscope
-from taskscope.usage import protocol, spool
+from taskscope.usage import protocol, reports, rollups, spool
 from taskscope.usage.receive import batch_receiver, pause_after_partial_batch
 from taskscope.usage.storage import (create_usage_tables, delete_usage_before, insert_batch, spool_progress,
                                      storage_compression)
@@ -55,6 +55,8 @@ REPLAY_CHUNK_RECORDS = 50_000
 #: without `retention_days`, spool segments wholly in the store are deleted once older than this
 #: (the store keeps everything; the spool only needs what a restart might replay)
 DEFAULT_SPOOL_RETENTION_DAYS = 7.0
+#: under a steady stream (batches always waiting), the runs table is refreshed at least this often
+RUNS_REFRESH_SECONDS = 30.0
 #: a commit this large is written straight to the database file (DuckDB's row group size), not the WAL
 COMMIT_ROWS = 122_880
 
@@ -140,7 +142,10 @@ class Collector:
     where the store's format has it (`storage_compression`). With `retention_days`, events,
     rejected datagrams and fully parsed spool segments older than that are deleted (at start,
     then hourly); without it the store keeps everything and fully parsed spool segments go after
-    `DEFAULT_SPOOL_RETENTION_DAYS`. `use_recvmmsg=False` reads one datagram per system call even where recvmmsg
+    `DEFAULT_SPOOL_RETENTION_DAYS`. The runs table the reports read (`taskscope.usage.rollups`)
+    is built at start when missing, derived with `releases` (the release-date table,
+    `reports.release_dates()` by default), and refreshed after commits whenever no batch waits
+    (at least every `RUNS_REFRESH_SECONDS` under a steady stream) and at stop. `use_recvmmsg=False` reads one datagram per system call even where recvmmsg
     exists (for comparison and tests).
 
     >>> collector = Collector("usage.duckdb", host="0.0.0.0", port=50077, retention_days=400)  # doctest: +SKIP
@@ -151,7 +156,7 @@ class Collector:
         self, store: str | Path, host: str = "127.0.0.1", port: int = 50077, spool_dir: str | Path | None = None,
         retention_days: float | None = None, max_bytes: int = protocol.MAX_DATAGRAM_BYTES,
         commit_interval: float = 1.0, commit_rows: int = COMMIT_ROWS,
-        use_recvmmsg: bool = True, writers: int = WRITERS,
+        use_recvmmsg: bool = True, writers: int = WRITERS, releases=None,
     ):
         self.store_path = str(store)
         if self.store_path == ":memory:" and spool_dir is None:
@@ -161,6 +166,10 @@ class Collector:
         self.max_bytes = max_bytes
         self.commit_interval = commit_interval
         self.commit_rows = commit_rows
+        #: the release-date table the runs table is derived with (`reports.release_dates()` by default)
+        self.releases = releases if releases is not None else reports.release_dates()
+        self._refreshing = threading.Lock()
+        self._refresh_due = 0.0
         self.stats = CollectorStats()
         self._stopping = threading.Event()
         self._batches: queue.SimpleQueue = queue.SimpleQueue()
@@ -300,6 +309,8 @@ class Collector:
         self._batches.put(None)
         for writer in self._writers:
             writer.join()
+        if not self._store_gave_up:
+            self._refresh_runs(self._store.con, force=True)
         for callback in self._before_close:
             try:
                 callback()
@@ -319,6 +330,7 @@ class Collector:
                 try:
                     self._apply_retention(con)
                     self._replay(con)
+                    self._refresh_runs(con, force=True)  # builds it for a store that has none
                 finally:
                     self._replayed.set()
             self._replayed.wait()
@@ -330,12 +342,26 @@ class Collector:
                 with self._storing:
                     for ticket, batch in jobs:
                         self._commit_until_done(con, batch, ticket)
+                    self._refresh_runs(con)
                 self._checkpoint_if_quiet(con)
                 if number == 0 and time.monotonic() > retention_due:
                     self._apply_retention(con)
                     retention_due = time.monotonic() + RETENTION_CHECK_SECONDS
         finally:
             con.close()
+
+    def _refresh_runs(self, con, force: bool = False) -> None:
+        """Cover the newly stored events in the runs table (`rollups.refresh`), when no batch
+        waits to be stored, when `RUNS_REFRESH_SECONDS` have passed, or when `force`d. A failure
+        is logged, not raised: reports stay exact without it (they derive what it does not cover)."""
+        if not force and not self._batches.empty() and time.monotonic() < self._refresh_due:
+            return
+        with self._refreshing:
+            try:
+                rollups.refresh(con, self.releases)
+            except duckdb.Error as exc:
+                logger.error("refreshing the usage runs table failed (reports derive runs from events meanwhile): %s", exc)
+            self._refresh_due = time.monotonic() + RUNS_REFRESH_SECONDS
 
     def _checkpoint_if_quiet(self, con) -> None:
         """Fold the write-ahead log into the database file, once it holds `QUIET_CHECKPOINT_WAL_BYTES`,
@@ -482,7 +508,7 @@ class Collector:
         A spool segment goes only once the store holds all of it; empty ones (a start and stop
         without datagrams) go at once."""
         if self.retention_days is not None:
-            delete_usage_before(con, time.time() - self.retention_days * 86400)
+            delete_usage_before(con, time.time() - self.retention_days * 86400, self.releases)
         days = self.retention_days if self.retention_days is not None else DEFAULT_SPOOL_RETENTION_DAYS
         cutoff = time.time() - days * 86400
         parsed_to = {segment: offset for segment, (offset, _) in spool_progress(con).items()}

@@ -23,8 +23,10 @@ Parsl's messages have no `product` field: a `parsl_v` field (or any `<name>_v` b
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 
 from taskscope._sql import connection_of, scalar
@@ -53,7 +55,7 @@ PARSL_BORN = 1451606400.0
 _RUNS = r"""
 WITH messages AS (
     SELECT ts, event, run_id AS correlator, attrs FROM events
-    WHERE source = 'usage' AND run_id IS NOT NULL AND event IN ('usage.start', 'usage.end')
+    WHERE source = 'usage' AND run_id IS NOT NULL AND event IN ('usage.start', 'usage.end') /*RUNS_SCOPE*/
 ), starts AS (
     SELECT correlator, arg_min(attrs, ts) AS s, min(ts) AS start_arrived FROM messages
     WHERE event = 'usage.start' GROUP BY correlator
@@ -166,6 +168,10 @@ FROM kept
 """
 
 
+#: where `taskscope.usage.rollups` narrows `_RUNS` to some runs
+RUNS_SCOPE = "/*RUNS_SCOPE*/"
+
+
 def _release_params(releases: "pd.DataFrame | None") -> dict:
     table = release_dates() if releases is None else releases
     return {"release_products": table["product"].astype(str).tolist(),
@@ -175,16 +181,45 @@ def _release_params(releases: "pd.DataFrame | None") -> dict:
 
 def _query(store, sql: str, product: str | None, since: float | None = None, until: float | None = None,
            releases: pd.DataFrame | None = None, **params) -> pd.DataFrame:
+    from taskscope.usage import rollups  # (which reads this module's _RUNS)
+
     con = connection_of(store)
+    with _snapshot(con):  # the runs table's state and the query: one view of the store
+        return _query_in(con, rollups.runs_source(con, releases), sql, product, since, until, releases, **params)
+
+
+class _snapshot:
+    """A read transaction on `con` for the `with` block, unless one is open already (the caller's)."""
+
+    def __init__(self, con) -> None:
+        self.con, self.began = con, False
+
+    def __enter__(self) -> None:
+        try:
+            self.con.execute("BEGIN TRANSACTION")
+            self.began = True
+        except duckdb.TransactionException:  # already inside the caller's transaction
+            pass
+
+    def __exit__(self, *exc_info) -> None:
+        if self.began:
+            self.con.execute("ROLLBACK")  # it only read
+
+
+def _query_in(con, source: str, sql: str, product: str | None, since: float | None, until: float | None,
+              releases: pd.DataFrame | None, **params) -> pd.DataFrame:
     # product_runs: every run of the product (for "first seen"); usage_runs: those dated in [since, until)
-    runs_cte = (f"WITH product_runs AS (SELECT * FROM ({_RUNS}) WHERE $product IS NULL OR product = $product), "
+    runs_cte = (f"WITH product_runs AS (SELECT * FROM ({source}) WHERE $product IS NULL OR product = $product), "
                 "usage_runs AS (SELECT * FROM product_runs WHERE ($since IS NULL OR ts >= $since) "
                 "AND ($until IS NULL OR ts < $until))")
     sql = sql.strip()
     # a query with its own CTEs continues the WITH list
     text = f"{runs_cte}, {sql[5:]}" if sql.startswith("WITH ") else f"{runs_cte} {sql}"
-    return con.execute(text, {"product": product, "since": since, "until": until,
-                              "tolerance": TIME_TOLERANCE_SECONDS, "parsl_born": PARSL_BORN, **_release_params(releases), **params}).df()
+    given = {"product": product, "since": since, "until": until, "tolerance": TIME_TOLERANCE_SECONDS,
+             "parsl_born": PARSL_BORN, **_release_params(releases), **params}
+    # the runs table's source uses none of the derivation's parameters, and DuckDB refuses unused ones
+    return con.execute(text, {key: value for key, value in given.items()
+                              if re.search(rf"\${key}\b", text)}).df()
 
 
 #: environment variable naming the release-date table (`release_dates`)

@@ -168,10 +168,21 @@ def spool_progress(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, int]]
         "SELECT segment, bytes_parsed, records_parsed FROM usage_spool").fetchall()}
 
 
-def delete_usage_before(con: duckdb.DuckDBPyConnection, cutoff: float) -> None:
-    """Delete the usage events and rejected datagrams older than `cutoff` (epoch seconds)."""
-    con.execute("DELETE FROM events WHERE source = 'usage' AND ts < ?", [cutoff])
-    con.execute("DELETE FROM usage_rejected WHERE ts < ?", [cutoff])
+def delete_usage_before(con: duckdb.DuckDBPyConnection, cutoff: float, releases=None) -> None:
+    """Delete the usage events and rejected datagrams older than `cutoff` (epoch seconds), and
+    derive again (under the release-date table `releases`) the runs that lost messages, in one
+    transaction (`taskscope.usage.rollups`)."""
+    from taskscope.usage import rollups  # (pandas: only for the collector's retention)
+
+    con.execute("BEGIN TRANSACTION")
+    try:
+        gone = con.execute("DELETE FROM events WHERE source = 'usage' AND ts < ? RETURNING run_id", [cutoff]).fetchall()
+        con.execute("DELETE FROM usage_rejected WHERE ts < ?", [cutoff])
+        rollups.rederive(con, releases, sorted({row[0] for row in gone if row[0] is not None}))
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 def storage_compression(con: duckdb.DuckDBPyConnection) -> str:

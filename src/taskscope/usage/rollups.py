@@ -1,0 +1,181 @@
+"""The usage runs table: one row per run, as `taskscope.usage.reports` computes it, kept in the store.
+
+Every report is an aggregate over runs (a correlator's start and end messages, each field
+checked, dated and aged), and deriving a run from its JSON messages is nearly all of a report's
+cost: at 1,000,000 runs, tens of seconds per report. So the store keeps the derived runs in the
+table `usage_run_facts` (the columns `reports.usage_runs` returns), and the state it reflects in
+`usage_rollup_state` (the release-date table it was derived with, how many usage events it covers)
+and `usage_rollup_files` (per events `file`, the last `line` covered). The collector refreshes it
+after its commits (`refresh`), and builds it when a store has none (a store written by an older
+collector, or events written by anything else).
+
+A report reads the table only when it gives exactly what deriving every run again would
+(`runs_source`): the same release-date table, and every usage event either covered or newer than
+what is covered (events not yet covered are derived on the fly, with the other messages of their
+runs). Anything else (a table derived with another release-date table, events deleted behind the
+collector's back) and the report derives every run from the events, as without the table.
+
+>>> import duckdb
+>>> con = duckdb.connect(); _ = con.execute("CREATE TABLE events (ts DOUBLE, source VARCHAR, file VARCHAR, "
+...     "line BIGINT, event VARCHAR, run_id VARCHAR, attrs JSON)")
+>>> refresh(con, reports.release_dates())
+0
+"""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import pandas as pd
+
+from taskscope._sql import scalar
+from taskscope.usage import reports
+
+RUNS_TABLE = "usage_run_facts"
+STATE_TABLE = "usage_rollup_state"
+FILES_TABLE = "usage_rollup_files"
+
+# usage events not covered by the table: in a file it does not know, or after the last line it covers
+_UNCOVERED = f"""
+SELECT e.run_id FROM events e LEFT JOIN {FILES_TABLE} f ON f.file IS NOT DISTINCT FROM e.file
+WHERE e.source = 'usage' AND (f.last_line IS NULL OR e.line > f.last_line)
+"""
+
+_COUNTS = f"""
+SELECT (SELECT count(*) FROM events WHERE source = 'usage'),
+       (SELECT count(*) FROM ({_UNCOVERED})),
+       (SELECT events FROM {STATE_TABLE}), (SELECT releases FROM {STATE_TABLE})
+"""
+
+
+def releases_key(releases: pd.DataFrame | None) -> str:
+    """The release-date table as one text, the same for the same table (row order aside).
+
+    >>> releases_key(None)
+    '[]'
+    """
+    params = reports._release_params(releases)
+    rows = sorted(zip(params["release_products"], params["release_versions"], params["release_dates"]))
+    return json.dumps(rows)
+
+
+def _exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    return bool(scalar(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND schema_name = current_schema()",
+                       [table]))
+
+
+def _state(con: duckdb.DuckDBPyConnection) -> tuple[int, int, int | None, str | None] | None:
+    """(usage events, of them not covered, covered by the table, its release key); None without a table."""
+    if not all(_exists(con, table) for table in (RUNS_TABLE, STATE_TABLE, FILES_TABLE)):
+        return None
+    return con.execute(_COUNTS).fetchall()[0]
+
+
+def _runs_sql(scope: str | None) -> str:
+    """`reports._RUNS` over every usage event, or (`scope`: a query of correlators) over those runs only."""
+    if scope is None:
+        return reports._RUNS
+    return reports._RUNS.replace(reports.RUNS_SCOPE, f"AND run_id IN ({scope})")
+
+
+def runs_source(con: duckdb.DuckDBPyConnection, releases: pd.DataFrame | None) -> str:
+    """SQL giving every run as `reports._RUNS` derives it under `releases`, from the runs table
+    when it can say exactly that (see the module's docstring), else from the events.
+
+    >>> runs_source(con, None)                      # doctest: +SKIP
+    'SELECT * FROM usage_run_facts'
+    """
+    state = _state(con)
+    if state is None:
+        return reports._RUNS
+    total, uncovered, covered, key = state
+    if key != releases_key(releases) or covered is None or total != covered + uncovered:
+        return reports._RUNS
+    if uncovered == 0:
+        return f"SELECT * FROM {RUNS_TABLE}"
+    touched = f"SELECT DISTINCT run_id FROM ({_UNCOVERED}) WHERE run_id IS NOT NULL"
+    return (f"SELECT * FROM {RUNS_TABLE} WHERE correlator NOT IN ({touched}) "
+            f"UNION ALL ({_runs_sql(touched)})")
+
+
+def _params(releases: pd.DataFrame | None) -> dict:
+    return {"tolerance": reports.TIME_TOLERANCE_SECONDS, "parsl_born": reports.PARSL_BORN,
+            **reports._release_params(releases)}
+
+
+def _rebuild(con: duckdb.DuckDBPyConnection, releases: pd.DataFrame | None) -> None:
+    con.execute(f"DROP TABLE IF EXISTS {RUNS_TABLE}")
+    con.execute(f"CREATE TABLE {RUNS_TABLE} AS SELECT * FROM ({reports._RUNS}) ORDER BY ts", _params(releases))
+    con.execute(f"CREATE OR REPLACE TABLE {STATE_TABLE} (releases VARCHAR, events BIGINT)")
+    con.execute(f"INSERT INTO {STATE_TABLE} VALUES (?, (SELECT count(*) FROM events WHERE source = 'usage'))",
+                [releases_key(releases)])
+    con.execute(f"CREATE OR REPLACE TABLE {FILES_TABLE} (file VARCHAR, last_line BIGINT)")
+    _cover_files(con)
+
+
+def _extend(con: duckdb.DuckDBPyConnection, releases: pd.DataFrame | None) -> None:
+    """Derive again the runs that have uncovered events (with all their messages), and cover them."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE usage_touched AS SELECT DISTINCT run_id FROM ({_UNCOVERED}) "
+                "WHERE run_id IS NOT NULL")
+    added = scalar(con, f"SELECT count(*) FROM ({_UNCOVERED})")
+    con.execute(f"DELETE FROM {RUNS_TABLE} WHERE correlator IN (SELECT run_id FROM usage_touched)")
+    con.execute(f"INSERT INTO {RUNS_TABLE} SELECT * FROM ({_runs_sql('SELECT run_id FROM usage_touched')})",
+                _params(releases))
+    _cover_files(con)
+    con.execute(f"UPDATE {STATE_TABLE} SET events = events + ?", [added])
+    con.execute("DROP TABLE usage_touched")
+
+
+def _cover_files(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(f"DELETE FROM {FILES_TABLE}")
+    con.execute(f"INSERT INTO {FILES_TABLE} SELECT file, max(line) FROM events WHERE source = 'usage' GROUP BY file")
+
+
+def refresh(con: duckdb.DuckDBPyConnection, releases: pd.DataFrame | None) -> int:
+    """Bring the runs table up to date with the store's usage events under `releases` (the
+    release-date table), in one transaction: build it when missing, derived with other release
+    dates, or not a true account of the events (some were deleted), else derive again the runs
+    with events it does not cover yet. Returns how many events it newly covers.
+
+    >>> refresh(store.con, reports.release_dates())          # doctest: +SKIP
+    0
+    """
+    con.execute("BEGIN TRANSACTION")
+    try:
+        state = _state(con)
+        if state is None or state[3] != releases_key(releases) or state[2] is None or state[0] != state[2] + state[1]:
+            _rebuild(con, releases)
+            added = state[0] if state is not None else scalar(con, "SELECT count(*) FROM events WHERE source = 'usage'")
+        else:
+            added = state[1]
+            if added:
+                _extend(con, releases)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return added
+
+
+def rederive(con: duckdb.DuckDBPyConnection, releases: pd.DataFrame | None, correlators: list[str]) -> None:
+    """Inside the caller's transaction, just after it deleted usage events of `correlators`
+    (retention): their runs derived again from what is left, and the table said to cover every
+    event it did not say was uncovered. Nothing when the store has no runs table.
+
+    >>> rederive(con, None, ["c1"])                  # doctest: +SKIP
+    """
+    state = _state(con)
+    if state is None or not correlators:
+        return
+    con.execute("CREATE OR REPLACE TEMP TABLE usage_touched AS SELECT DISTINCT unnest(?::VARCHAR[]) AS run_id",
+                [correlators])
+    con.execute(f"DELETE FROM {RUNS_TABLE} WHERE correlator IN (SELECT run_id FROM usage_touched)")
+    con.execute(f"INSERT INTO {RUNS_TABLE} SELECT * FROM ({_runs_sql('SELECT run_id FROM usage_touched')})",
+                _params(releases))
+    con.execute("DROP TABLE usage_touched")
+    total, uncovered = state[0], state[1]
+    con.execute(f"UPDATE {STATE_TABLE} SET events = ?", [total - uncovered])
+
+
+__all__ = ["refresh", "rederive", "runs_source", "releases_key", "RUNS_TABLE"]
