@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import json
 import logging
+import re
 import sys
 import threading
 import types
@@ -452,3 +453,75 @@ def test_a_switched_logger_leaves_other_handlers_filters_and_disabling_to_stdlib
     assert [r.getMessage() for r in collect.records] == ["seen by both"]
     assert collect.records[0].funcName == "test_a_switched_logger_leaves_other_handlers_filters_and_disabling_to_stdlib"
     assert wide.fast_path_records == 1
+
+
+def log_scalars(logger: logging.Logger, handler: WideEventHandler) -> None:
+    """Records whose values are all scalars (queued as their parts and encoded by the writer),
+    edge cases among them, mixed with records encoded at the call, and stamps changed midway."""
+    logger.debug("task %d launched on %s", 7, "htex", extra=EXTRA)
+    logger.info("no arguments")
+    logger.info("ratio %s %r %d", 0.1, float("nan"), True)
+    logger.info("two %d %d", 1)  # a bad format: the note in the message
+    logger.info("held %r", [1, 2])  # a list: encoded at the call
+    logger.info("big %s", 2**80)  # beyond 64 bits: the careful way, in the writer
+    logger.info("surrogate %s", "\ud800")  # orjson refuses a lone surrogate: the careful way
+    logger.info("long %s", "x" * (records.MAX_LINE_BYTES + 10))  # cut to the line limit
+    logger.info("string args %s", "a", extra={"host": "from the call"})  # a field over a stamp: the careful way
+    handler.set_stamps(run_id="r-9")  # the records after this take it, those before do not
+    logger.warning("after %s", "stamps")
+
+
+@pytest.mark.parametrize("defer", [True, False])
+def test_deferred_records_are_the_lines_encoding_at_the_call_writes(wide_logger, tmp_path, monkeypatch, defer):
+    from taskscope.emit import logger as fast_logger
+
+    paths = {}
+    for deferred in (defer, not defer):  # both orders: neither run leaves state the other relies on
+        monkeypatch.setattr(fast_logger, "DEFER_ENCODING", deferred)
+        path = tmp_path / f"deferred_{deferred}.jsonlog"
+        logger, handler = wide_logger(path, stamps={"host": "h1", "component": "unit"})
+        restore = use_fast_path(lambda name: name == logger.name)
+        try:
+            log_scalars(logger, handler)
+        finally:
+            restore()
+        queued = list(handler._queue)  # noqa: SLF001 - what the caller left for the writer
+        assert sum(type(item) is tuple for item in queued) == (8 if deferred else 0)
+        handler.flush()
+        assert handler.written_records == 10 and handler.dropped_records == 0
+        paths[deferred] = path
+    deferred_events, at_call_events = comparable(paths[True]), comparable(paths[False])
+    for event in deferred_events + at_call_events:
+        event.pop("name")  # a logger per run
+        # the cut line's note gives the record's size, whose time fields' digits vary by a byte or two
+        event["message"] = re.sub(r"the record was [0-9,]+ bytes", "the record was N bytes", event["message"])
+    assert len(deferred_events) == 10
+    assert deferred_events == at_call_events
+    by_message = {e["message"][:12]: e for e in deferred_events}
+    assert by_message["task 7 launc"]["task_id"] == 7 and by_message["ratio 0.1 na"]["message"] == "ratio 0.1 nan 1"
+    assert "formatting failed" in by_message["two %d %d [t"]["message"]
+    assert by_message["big 12089258"]["message"] == f"big {2**80}"
+    assert "cut to fit a line" in by_message["long xxxxxxx"]["message"]
+    assert by_message["string args "]["host"] == "from the call"
+    assert [e.get("run_id") for e in deferred_events[1:]] == [None] * 8 + ["r-9"]  # the first has its own (EXTRA)
+    lines = paths[True].read_bytes().splitlines()
+    assert all(len(line) + 1 <= records.MAX_LINE_BYTES for line in lines)
+
+
+def test_queued_deferred_records_leave_the_garbage_collectors_generations(wide_logger, tmp_path):
+    import gc
+
+    logger, handler = wide_logger(tmp_path / "gc.jsonlog")
+    restore = use_fast_path(lambda name: name == logger.name)
+    try:
+        for number in range(100):
+            logger.info("task %d on %s", number, "htex", extra={"task_id": number})
+    finally:
+        restore()
+    queued = [item for item in handler._queue if type(item) is tuple]  # noqa: SLF001
+    assert len(queued) == 100
+    gc.collect(0)  # the youngest pass can meet an entry before its inner tuples: it survives into the middle one
+    gc.collect(1)  # whose pass untracks it
+    assert not any(gc.is_tracked(item) for item in queued)  # held records never reach the oldest generation
+    handler.flush()
+    assert handler.written_records == 100

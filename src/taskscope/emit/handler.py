@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from taskscope.constants import MAX_LINE_BYTES
-from taskscope.emit.records import RecordEncoder, formatted_message
+from taskscope.emit.records import RecordEncoder, encode_deferred_batch, formatted_message
 
 DEFAULT_FLUSH_INTERVAL = 0.5  # seconds; a SIGKILL loses at most this much
 #: how long exit and fork wait for a flush in progress: a write stuck on a hung filesystem must
@@ -63,6 +63,9 @@ class WideEventHandler(logging.Handler):
         self.path = Path(path).absolute()  # as FileHandler: a later chdir does not move the file
         self.flush_interval = flush_interval
         self._encoder = RecordEncoder(stamps or {})
+        #: the encoder whose stamps the next deferred records in the queue take (the writer's
+        #: view: `set_stamps` queues each new encoder before the records logged after it)
+        self._writer_encoder = self._encoder
         self.dropped_records = 0
         self.written_records = 0
         #: records that came by the fast logger's path (`handle_body`: no LogRecord was made)
@@ -90,6 +93,7 @@ class WideEventHandler(logging.Handler):
     def set_stamps(self, **stamps: Any) -> None:
         """Add or change stamps for the records logged from now on."""
         self._encoder = RecordEncoder({**self._encoder.stamps, **stamps})
+        self._queue.append(self._encoder)  # deferred records queued from now on take these stamps
 
     # ---- logging thread --------------------------------------------------------------------
 
@@ -124,18 +128,39 @@ class WideEventHandler(logging.Handler):
             return False
         if len(body) + len(encoder.prefix) > MAX_LINE_BYTES:
             return False  # `handle_fields` cuts it to fit
+        self._queue_fast(encoder.prefix + body)
+        return True
+
+    def handle_deferred(self, site: bytes, thread: bytes, msg: str, args: tuple, extra: Mapping[str, Any] | None,
+                        ct: int | float, task: Any) -> bool:
+        """Queue one record as its parts, to be encoded by the writer (`records.encode_deferred`:
+        the same line, with the stamps of now); only for records `records.deferrable` accepts
+        (the values of `extra` are copied: the caller may change its dict after the call).
+        Return False, queueing nothing, when a field of `extra` has a stamp's name (as `handle_body`)."""
+        encoder = self._encoder
+        if extra and encoder.keys and not encoder.keys.isdisjoint(extra):
+            return False
+        # extra as its names and its values: tuples of scalars leave the garbage collector's lists
+        # in its young passes, a dict would keep the entry in them (and carry it to the oldest generation)
+        if extra:
+            self._queue_fast((site, thread, msg, args, tuple(extra), tuple(extra.values()), ct, task))
+        else:
+            self._queue_fast((site, thread, msg, args, None, None, ct, task))
+        return True
+
+    def _queue_fast(self, item: bytes | tuple) -> None:
+        """Queue a fast-path line or deferred record (dropped and counted once closed)."""
         if self._closed:
             self._drop_after_close()
-            return True
+            return
         try:
-            self._queue.append(encoder.prefix + body)
+            self._queue.append(item)
         except Exception:  # noqa: BLE001 - never into the caller
             self.dropped_records += 1
-            return True
+            return
         self.fast_path_records += 1
         if self._flusher is None:
             self._start_flusher()
-        return True
 
     def _drop_after_close(self) -> None:
         # a closed handler still attached to a logger: queued records would never be written
@@ -224,17 +249,40 @@ class WideEventHandler(logging.Handler):
 
     def _write_queued(self) -> None:
         queue = self._queue
-        lines = []
+        lines: list[bytes] = []
+        deferred: list[tuple] = []
         popleft = queue.popleft
         while True:
             try:
-                lines.append(popleft())
+                line = popleft()
             except IndexError:
                 break
+            kind = type(line)
+            if kind is tuple:  # a deferred record (`handle_deferred`): encoded here, in a batch
+                deferred.append(line)
+                continue
+            if deferred:  # keep the queue's order
+                self._encode_deferred(deferred, lines)
+            if kind is bytes:
+                lines.append(line)
+            else:  # the stamps of the deferred records after it (`set_stamps`)
+                self._writer_encoder = line
+        if deferred:
+            self._encode_deferred(deferred, lines)
         if lines:
             self._write(b"".join(lines), len(lines))
             if self.stats_path is not None:
                 self._write_stats()
+
+    def _encode_deferred(self, deferred: list[tuple], lines: list[bytes]) -> None:
+        """Encode `deferred` records onto `lines` and empty `deferred`; one that fails (never
+        expected: encoding falls back to the careful way) is counted as dropped."""
+        before = len(lines)
+        try:
+            encode_deferred_batch(deferred, self._writer_encoder, lines)
+        except Exception:  # noqa: BLE001 - never into the program
+            self.dropped_records += len(deferred) - (len(lines) - before)
+        deferred.clear()
 
     def stats(self) -> dict[str, Any]:
         """The handler's counters: records written, dropped, and come by the fast path.
@@ -292,6 +340,7 @@ class WideEventHandler(logging.Handler):
     def _after_fork_in_child(self) -> None:
         # the parent flushed before forking; whatever is still queued is the parent's to write
         self._queue = deque()
+        self._writer_encoder = self._encoder
         self._write_lock = threading.Lock()
         self._flusher_lock = threading.Lock()
         self._stop_flusher = threading.Event()

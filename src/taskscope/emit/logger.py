@@ -34,8 +34,8 @@ from typing import Any, Callable, Mapping
 from taskscope.emit import context
 from taskscope.emit.handler import WideEventHandler
 from taskscope.emit.records import (
-    FAST_RECORDS_MATCH, STANDARD_ATTRIBUTES, caller_of, encode_moment, make_fast_record_factory,
-    record_fields, site_json, thread_json,
+    FAST_RECORDS_MATCH, HAS_TASK_NAME, STANDARD_ATTRIBUTES, caller_of, clock, deferrable, encode_moment,
+    formatted_message, make_fast_record_factory, record_fields, site_json, task_name, thread_json,
 )
 
 _WIDE_HANDLE = WideEventHandler.handle
@@ -96,7 +96,10 @@ def log_fast(logger: logging.Logger, level: int, msg: Any, args: tuple, extra: M
     try:
         name = logger.name
         thread = thread_json(_current_thread())
-        body, message = encode_moment(site_json(name, level, frame), thread, msg, args, extra)
+        site = site_json(name, level, frame)
+        if DEFER_ENCODING and deferrable(msg, args, extra):
+            return _queue_deferred(receivers, name, level, frame, site, thread, msg, args, extra)
+        body, message = encode_moment(site, thread, msg, args, extra)
     except Exception:  # noqa: BLE001 - an odd frame or args: stdlib decides, the caller sees what it would
         return False
     for handler in receivers:
@@ -106,6 +109,26 @@ def log_fast(logger: logging.Logger, level: int, msg: Any, args: tuple, extra: M
             fields = record_fields(name, level, fn, lno, msg, args, None, func, None)
             fields.update(extra or _NO_FIELDS)
             handler.handle_fields(fields, message)
+    return True
+
+
+#: queue records whose values are all scalars as their parts, for the writer to encode (see
+#: `records.deferrable`); False encodes every record on the caller's thread
+DEFER_ENCODING = True
+
+
+def _queue_deferred(receivers: list[WideEventHandler], name: str, level: int, frame: FrameType | None, site: bytes,
+                    thread: bytes, msg: str, args: tuple, extra: Mapping[str, Any] | None) -> bool:
+    """Queue a deferrable record's parts on each receiver (the writer encodes them); a receiver
+    whose stamps an `extra` field overrides gets the careful encoding now."""
+    ct = clock()
+    task = task_name() if HAS_TASK_NAME else None
+    for handler in receivers:
+        if not handler.handle_deferred(site, thread, msg, args, extra, ct, task):
+            fn, lno, func = caller_of(frame)
+            fields = record_fields(name, level, fn, lno, msg, args, None, func, None)
+            fields.update(extra or _NO_FIELDS)
+            handler.handle_fields(fields, formatted_message(msg, args))
     return True
 
 

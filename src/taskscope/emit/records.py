@@ -292,6 +292,10 @@ def record_fields(name: str, level: int, fn: str, lno: int, msg: Any, args: Any,
 _pid = os.getpid()
 SITE_CACHE: dict[tuple, tuple[Any, bytes]] = {}  # (logger, level, id(code), offset) -> (code, site_json)
 _SITE_CACHE_LIMIT = 50_000  # call sites; a program making more (generated code) re-encodes
+#: call sites (their `site_json`) whose values needed orjson's careful options (an object that is
+#: not JSON, a key that is not a string): their records skip the plain attempt (a raise costs ~1 µs)
+_CAREFUL_SITES: set[bytes] = set()
+_NOW = object()  # encode_moment's default `task`: read the asyncio task now
 
 
 THREAD_CACHE: dict[int, tuple[str, str | None, bytes]] = {}  # thread ident -> (name, process name, thread_json)
@@ -368,8 +372,8 @@ def thread_json(thread: threading.Thread) -> bytes:
     return encoded
 
 
-def encode_moment(site: bytes, thread: bytes, msg: Any, args: Any,
-                  extra: Mapping[str, Any] | None) -> tuple[bytes | None, str]:
+def encode_moment(site: bytes, thread: bytes, msg: Any, args: Any, extra: Mapping[str, Any] | None,
+                  ct: int | float | None = None, task: Any = _NOW) -> tuple[bytes | None, str]:
     """A line without its stamps (`RecordEncoder.prefix + line` is the line) and the formatted
     message. The line is None when a value needs the careful path (`RecordEncoder.encode`).
 
@@ -382,8 +386,12 @@ def encode_moment(site: bytes, thread: bytes, msg: Any, args: Any,
     >>> line, message = encode_moment(b'"name":"app",', b'"process":1,', "took %(s)d s", ({"s": 4},), {"task_id": 7})
     >>> message, orjson.loads(b"{" + line)["args"]
     ('took 4 s', {'s': 4})
+
+    `ct` (a reading of `clock`) and `task` (the asyncio task's name) are the call's, when the
+    record is encoded later (`encode_deferred`); by default they are read now.
     """
-    ct = clock()
+    if ct is None:
+        ct = clock()
     if args and len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
         args = args[0]
     moment = dict(extra) if extra else {}
@@ -401,12 +409,108 @@ def encode_moment(site: bytes, thread: bytes, msg: Any, args: Any,
         moment["msecs"] = int((ct - int(ct)) * 1000) + 0.0
         moment["relativeCreated"] = (ct - _start_time) * 1000
     if HAS_TASK_NAME:
-        moment["taskName"] = task_name()
+        moment["taskName"] = task_name() if task is _NOW else task
     try:
-        encoded = _dumps_plain_first(moment)
+        if site in _CAREFUL_SITES:  # this call site's values needed the careful options before
+            encoded = _dumps(moment, default=_safe_repr, option=_JSON_OPTIONS)
+        else:
+            try:
+                encoded = _dumps(moment, option=_OPT_APPEND_NEWLINE)
+            except TypeError:
+                encoded = _dumps(moment, default=_safe_repr, option=_JSON_OPTIONS)
+                if len(_CAREFUL_SITES) < _SITE_CACHE_LIMIT:
+                    _CAREFUL_SITES.add(site)
     except Exception:  # noqa: BLE001 - an int beyond 64 bits, a lone surrogate...
         return None, message
     return site + thread + encoded[1:], message
+
+
+# ---- deferred records: queued as their parts, encoded by the handler's writer ---------------
+# A record whose arguments and extra values are all immutable scalars (str, int, float, bool,
+# None) encodes later to exactly the line it would give now: the caller queues its parts (the
+# call site's and thread's pre-encoded JSON, template, arguments, time) and the writer formats
+# and encodes a whole batch at each flush, with the code hot in the cache, off the caller's thread.
+
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
+def deferrable(msg: Any, args: tuple, extra: Mapping[str, Any] | None) -> bool:
+    """Whether a record can be encoded later with the same result: a `str` template, and
+    arguments and extra values that are all immutable scalars.
+
+    >>> deferrable("task %d on %s", (3, "htex"), {"task_id": 3}), deferrable("%r", ([1],), None)
+    (True, False)
+    """
+    if type(msg) is not str:
+        return False
+    for value in args:
+        if type(value) not in _SCALARS:
+            return False
+    if extra:
+        for value in extra.values():
+            if type(value) not in _SCALARS:
+                return False
+    return True
+
+
+def encode_deferred(entry: tuple, encoder: RecordEncoder) -> bytes:
+    """The line of a record queued as `(site, thread, msg, args, names, values, ct, task)` (the
+    `extra` fields' names and values) by `WideEventHandler.handle_deferred`, with `encoder`'s stamps: the line the call would have
+    written (cut to the line limit, an unencodable value written the careful way). Never raises.
+
+    The entry holds no container but tuples of scalars, so the garbage collector untracks it
+    within two passes (the young ones): queued records never reach the oldest generation, whose
+    collections would scan them.
+
+    >>> encoder = RecordEncoder({"component": "app"})
+    >>> line = encode_deferred((site_json("app", 20, None), b'"process":1,', "took %d s", (4,), None, None, clock(), None), encoder)
+    >>> orjson.loads(line)["message"]
+    'took 4 s'
+    """
+    site, thread, msg, args, names, values, ct, task = entry
+    extra = dict(zip(names, values)) if names else None
+    body, message = encode_moment(site, thread, msg, args, extra, ct, task)
+    if body is not None and len(body) + len(encoder.prefix) <= MAX_LINE_BYTES:
+        return encoder.prefix + body
+    fields = _fields_of_parts(site, thread, msg, args, ct, task)
+    if extra:
+        fields.update(extra)
+    return encoder.encode(fields, message)
+
+
+def encode_deferred_batch(entries: list[tuple], encoder: RecordEncoder, lines: list[bytes]) -> None:
+    """Append the line of each deferred record in `entries` to `lines`, with `encoder`'s stamps
+    (as `encode_deferred`, the common case without building a line twice). Never raises.
+
+    >>> lines = []
+    >>> encode_deferred_batch([(site_json("app", 20, None), b'"process":1,', "n=%d", (4,), None, None, clock(), None)], RecordEncoder({}), lines)
+    >>> orjson.loads(lines[0])["message"]
+    'n=4'
+    """
+    append, prefix, room = lines.append, encoder.prefix, MAX_LINE_BYTES - len(encoder.prefix)
+    for entry in entries:
+        site, thread, msg, args, names, values, ct, task = entry
+        body, _ = encode_moment(site, thread, msg, args, zip(names, values) if names else None, ct, task)
+        if body is not None and len(body) <= room:
+            append(prefix + body)
+        else:
+            append(encode_deferred(entry, encoder))
+
+
+def _fields_of_parts(site: bytes, thread: bytes, msg: Any, args: Any, ct: int | float, task: Any) -> dict[str, Any]:
+    """A deferred record's attributes in `record_fields`' order (for the careful encoding)."""
+    known = orjson.loads(b"{" + site + thread[:-1] + b"}")
+    created, msecs, relative = record_times(ct)
+    fields = {"name": known["name"], "msg": msg, "args": args}
+    for key in ("levelname", "levelno", "pathname", "filename", "module", "exc_info", "exc_text", "stack_info",
+                "lineno", "funcName"):
+        fields[key] = known[key]
+    fields.update(created=created, msecs=msecs, relativeCreated=relative)
+    for key in ("thread", "threadName", "processName", "process"):
+        fields[key] = known[key]
+    if HAS_TASK_NAME:
+        fields["taskName"] = task
+    return fields
 
 
 def _fast_record(name, level, fn, lno, msg, args, exc_info, func=None, sinfo=None, **kwargs):

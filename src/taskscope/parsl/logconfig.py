@@ -26,6 +26,7 @@ from typing import Any, Callable
 from parsl.logconfigs.base import LogConfig
 
 from taskscope.emit.handler import DEFAULT_FLUSH_INTERVAL, WideEventHandler, flush_on_sigterm
+from taskscope.emit import logger as fast_logger
 from taskscope.emit.logger import use_fast_path
 from taskscope.emit.records import make_fast_record_factory
 
@@ -76,17 +77,21 @@ class WideEventLogging(LogConfig):
     but equivalent LogRecord factory in each Parsl process; `fast_loggers` switches Parsl's own
     loggers (`parsl.*`) to `FastPathLogger`, so that their records skip stdlib's LogRecord
     machinery while only the wide handler receives them (the same lines either way);
+    `defer_encoding` lets the fast path queue a record whose values are all scalars as its parts,
+    formatted and encoded by the handler's writer thread in batches (the same lines either way);
     `stats_dir`, when given, is where each process writes its handler's counters
     (`<log_name>-<pid>.json`: records written, dropped, and come by the fast path) at each flush.
     """
 
     def __init__(self, *, level: int = logging.DEBUG, flush_interval: float = DEFAULT_FLUSH_INTERVAL,
-                 fast_records: bool = True, fast_loggers: bool = True, stats_dir: str | None = None) -> None:
+                 fast_records: bool = True, fast_loggers: bool = True, defer_encoding: bool = True,
+                 stats_dir: str | None = None) -> None:
         super().__init__()
         self.level = level
         self.flush_interval = flush_interval
         self.fast_records = fast_records
         self.fast_loggers = fast_loggers
+        self.defer_encoding = defer_encoding
         self.stats_dir = stats_dir
         self.run_id: str | None = None  # learned in the DFK, then carried to other processes by pickling
 
@@ -110,6 +115,7 @@ class WideEventLogging(LogConfig):
         root.addHandler(handler)
         restore_factory = _install_fast_records() if self.fast_records else None
         restore_loggers = use_fast_path(_is_parsl_logger) if getattr(self, "fast_loggers", True) else None
+        fast_logger.DEFER_ENCODING = getattr(self, "defer_encoding", True)
         flush_on_sigterm()  # Parsl stops the interchange and workers with SIGTERM
 
         def uninitialize() -> None:
