@@ -190,7 +190,7 @@ def test_gantt_draws_one_bar_per_task_with_the_analyses_stage_times(truth_store,
     assert sorted(slot_rows) == sorted({f"{m}/{w}" for m, w in zip(ran.manager_id, ran.worker_id)})
 
 
-def test_gantt_of_300_tasks_draws_each(tmp_path, browser):  # noqa: F811
+def test_gantt_of_300_tasks_draws_each_and_a_run_without_samples_has_no_use_chart(tmp_path, browser):  # noqa: F811
     path = synthetic_store(tmp_path, 300)
     with taskscope.open(str(path), read_only=True) as store, Served(store) as served:
         table = tasks(store.con, SYNTHETIC_RUN)
@@ -198,9 +198,13 @@ def test_gantt_of_300_tasks_draws_each(tmp_path, browser):  # noqa: F811
         watched = Watched(browser)
         bars = gantt_bars(watched, f"{served.url}/runs/{SYNTHETIC_RUN}/gantt")
         labels = watched.page.locator("text.row-label").count()
+        watched.page.goto(f"{served.url}/runs/{SYNTHETIC_RUN}/resources")  # a run without resource samples
+        no_use = watched.page.locator("#no-use-over-time").count()
+        use = served.json(f"/api/runs/{SYNTHETIC_RUN}/utilization")
         watched.page.close()
     assert watched.problems == []
     assert data["mode"] == "tasks" and len(bars) == 300 == labels
+    assert no_use == 1 and use["hosts"] == [] and use["cpu_s"] == 0
     assert_bars_match_the_task_table(bars, table)
 
 
