@@ -112,6 +112,12 @@ def retry_resources_run(tmp_path_factory) -> Path:
                        lambda base: run_workflow(base, RETRY_WORKFLOW)) / "runinfo"
 
 
+def jsonlog_run() -> tuple[Server, str]:
+    """The corpus's JSON-logged HTEX run, served (shared by the tests), and its run id."""
+    server = corpus_server(CORPUS / "parsl-htex-jsonlog")
+    return server, server.dashboard.store.runs().run_id.iloc[0]
+
+
 def served(path: Path) -> Server:
     store = taskscope.open(":memory:")
     store.ingest(path)
@@ -323,8 +329,7 @@ def test_a_layer_of_250_independent_tasks_is_drawn_as_one_layer(wide_dag_run, br
 
 
 def test_plotly_is_served_gzipped_and_cached_for_a_year(browser):
-    server = corpus_server(CORPUS / "parsl-htex-jsonlog")
-    run_id = server.dashboard.store.runs().run_id.iloc[0]
+    server, run_id = jsonlog_run()
     watched = Watched(browser, viewport=VIEWPORT)
     page = watched.page
     responses = []
