@@ -25,6 +25,9 @@ time are compared), and three ratios are printed, each the median over pairs:
 - whole-run CPU: the same over the whole run (start-up and shut-down included), exactly, from
   getrusage of the reaped descendants (the bench makes itself their subreaper).
 
+`--call-cost` has every process of the WideEventLogging runs measure the thread CPU time inside
+each of Parsl's logging calls (WideEventLogging(measure_calls=True)) and prints calls per task,
+µs per call and CPU ms per task in calls, per process: what the calls cost inside a real run.
 `--profile` records every process with py-spy (if installed) into `--profile-dir` (its CPU is not
 counted, but its sampling slows the run: compare profiles, not figures, of such runs).
 """
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import os
 import re
 import resource
@@ -81,10 +85,14 @@ PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 
 
 def run_perf(workdir: Path, name: str, setup: tuple[str, str], round_no: int, warmup: int, tasks: int,
-             worker_debug: bool = True, profile_dir: Path | None = None) -> tuple[float, "RunCpu"]:
+             worker_debug: bool = True, profile_dir: Path | None = None,
+             call_cost_dir: Path | None = None) -> tuple[float, "RunCpu"]:
     """One parsl-perf run: the tasks/s of its last iteration, and the CPU it cost (`RunCpu`)."""
     imports, logging_line = setup
     slug = name.split()[-1].lower()
+    if call_cost_dir is not None:  # each process writes its logging calls' thread CPU (WideEventLogging only)
+        logging_line = logging_line.replace(
+            "WideEventLogging(", f"WideEventLogging(stats_dir={str(call_cost_dir / f'{slug}_{round_no}')!r}, measure_calls=True, ")
     config = workdir / f"config_{slug}_{round_no}.py"
     config.write_text(CONFIG.format(imports=imports, logging=logging_line.format(worker_debug=worker_debug),
                                     worker_debug=worker_debug, run_dir=str(workdir / f"runinfo_{slug}")))
@@ -227,6 +235,35 @@ def process_kind_of(cmdline: str, is_dfk: bool) -> str:
 
 
 KINDS = ("DFK", "interchange", "manager", "worker")
+
+
+def call_costs(stats_dir: Path, tasks: int) -> dict[str, tuple[int, float, float]]:
+    """Per process kind, from the counters WideEventLogging(measure_calls=True) wrote: (logging
+    calls, thread CPU seconds in them, thread CPU seconds of the handler's flushes) over the whole
+    run of `tasks` tasks."""
+    kinds = {"parsl": "DFK", "interchange": "interchange", "manager": "manager"}
+    totals: dict[str, list] = {}
+    for path in stats_dir.glob("*.json"):
+        stats = json.loads(path.read_text())
+        kind = kinds.get(path.stem.rsplit("-", 1)[0], "worker")
+        row = totals.setdefault(kind, [0, 0.0, 0.0])
+        row[0] += stats.get("calls", 0)
+        row[1] += stats.get("call_cpu_ns", 0) / 1e9
+        row[2] += stats.get("writer_cpu_ns", 0) / 1e9
+    return {kind: tuple(row) for kind, row in totals.items()}
+
+
+def print_call_costs(rows: list[tuple[int, dict[str, tuple[int, float, float]]]], tasks: int, console: Console) -> None:
+    table = Table(title="WideEventLogging: Parsl's logging calls in each process, thread CPU measured around each call "
+                        "(a real run: caches are cold, unlike a loop of calls)")
+    for column in ("pair", "process", "calls/task", "µs/call", "CPU ms/task in calls", "CPU ms/task in flushes"):
+        table.add_column(column)
+    for pair, costs in rows:
+        for kind in KINDS:
+            calls, seconds, flushes = costs.get(kind, (0, 0.0, 0.0))
+            table.add_row(str(pair), kind, f"{calls / tasks:.1f}", f"{1e6 * seconds / max(calls, 1):.1f}",
+                          f"{1000 * seconds / tasks:.3f}", f"{1000 * flushes / tasks:.3f}")
+    console.print(table)
 #: logging stages, by the first matching frame from the innermost out (py-spy sees Python frames:
 #: orjson's C time is inside the frame that calls it)
 STAGES = (
@@ -285,15 +322,19 @@ def against_noop(options: argparse.Namespace, console: Console) -> None:
     setups = dict(NOOP_SETUPS)
     if not options.worker_debug:
         setups["taskscope WideEventLogging"] = WIDE_DEFAULT_LEVELS
-    wall_ratios, cpu_ratios, whole_ratios, runs = [], [], [], []
+    wall_ratios, cpu_ratios, whole_ratios, runs, call_rows = [], [], [], [], []
     with tempfile.TemporaryDirectory(prefix="parsl-logging-bench-") as tmp:
         for pair in range(options.pairs):
             order = list(setups) if pair % 2 == 0 else list(reversed(setups))
             result = {}
             for name in order:
                 rate, cpu = run_perf(Path(tmp), name, setups[name], pair, options.warmup, options.tasks,
-                                     options.worker_debug, options.profile_dir if options.profile else None)
+                                     options.worker_debug, options.profile_dir if options.profile else None,
+                                     Path(tmp) / "call-cost" if options.call_cost else None)
                 result[name] = (rate, cpu)
+                if options.call_cost and "WideEventLogging" in name:
+                    call_rows.append((pair + 1, call_costs(Path(tmp) / "call-cost" / f"{name.split()[-1].lower()}_{pair}",
+                                                           options.warmup + options.tasks)))
                 runs.append((pair + 1, name, rate, cpu, os.getloadavg()[0]))
                 console.print(f"pair {pair + 1}: {name:28s} {rate:8.1f} tasks/s  CPU ms/task {cpu.per_task_ms:.3f} ("
                               + "  ".join(f"{kind} {1000 * cpu.iteration.get(kind, 0) / cpu.tasks:.3f}" for kind in KINDS)
@@ -321,6 +362,8 @@ def against_noop(options: argparse.Namespace, console: Console) -> None:
         median = statistics.median(ratios)
         console.print(f"{label}: median {median:.2f} (pairs {', '.join(f'{r:.2f}' for r in ratios)}; "
                       f"target ≥ {target}: {'met' if median >= target else 'missed'})", highlight=False)
+    if options.call_cost:
+        print_call_costs(call_rows, options.warmup + options.tasks, console)
     if options.profile:
         print_profiles(options.profile_dir, console)
 
@@ -335,6 +378,9 @@ def main() -> None:
     parser.add_argument("--worker-debug", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
                         help="HTEX worker_debug (default true); false also logs WideEventLogging at INFO")
     parser.add_argument("--profile", action="store_true", help="record each run with py-spy (raw stacks)")
+    parser.add_argument("--call-cost", action="store_true",
+                        help="with --against noop: measure the thread CPU of each logging call in every process "
+                             "(adds about 1 µs a call to the WideEventLogging runs)")
     parser.add_argument("--profile-dir", type=Path, default=Path("parsl-logging-profiles"))
     parser.add_argument("--summarize", action="store_true", help="only summarize the profiles in --profile-dir")
     options = parser.parse_args()

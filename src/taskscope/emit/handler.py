@@ -25,7 +25,7 @@ import time
 import weakref
 from collections import deque
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from taskscope.constants import MAX_LINE_BYTES
 from taskscope.emit.records import RecordEncoder, encode_deferred_batch, formatted_message
@@ -70,9 +70,13 @@ class WideEventHandler(logging.Handler):
         self.written_records = 0
         #: records that came by the fast logger's path (`handle_body`: no LogRecord was made)
         self.fast_path_records = 0
+        #: thread CPU time spent encoding deferred records and writing (by whichever thread flushed)
+        self.writer_cpu_ns = 0
         #: where each flush writes `stats()` as JSON (None: nowhere); for tests and benchmarks of
         #: processes that cannot be asked (Parsl's interchange, managers, workers)
         self.stats_path: Path | None = None
+        #: more counters for `stats()` (WideEventLogging adds the fast logger's call cost)
+        self.more_stats: Callable[[], dict[str, Any]] | None = None
         self._queue: deque = deque()
         self._write_lock = threading.Lock()  # one writer at a time: the flusher, flush(), close()
         self._file = None
@@ -187,9 +191,11 @@ class WideEventHandler(logging.Handler):
         """Write what is queued; False if a flush in progress did not end within `timeout`."""
         if not self._write_lock.acquire(timeout=timeout):
             return False
+        start = time.thread_time_ns()
         try:
             self._write_queued()
         finally:
+            self.writer_cpu_ns += time.thread_time_ns() - start
             self._write_lock.release()
         return True
 
@@ -285,13 +291,18 @@ class WideEventHandler(logging.Handler):
         deferred.clear()
 
     def stats(self) -> dict[str, Any]:
-        """The handler's counters: records written, dropped, and come by the fast path.
+        """The handler's counters: records written, dropped, and come by the fast path, and the
+        thread CPU time its flushes took (encoding deferred records, writing).
 
         >>> sorted(WideEventHandler("x.jsonlog").stats())
-        ['dropped_records', 'fast_path_records', 'path', 'pid', 'written_records']
+        ['dropped_records', 'fast_path_records', 'path', 'pid', 'writer_cpu_ns', 'written_records']
         """
-        return {"path": str(self.path), "pid": os.getpid(), "written_records": self.written_records,
-                "dropped_records": self.dropped_records, "fast_path_records": self.fast_path_records}
+        stats = {"path": str(self.path), "pid": os.getpid(), "written_records": self.written_records,
+                 "dropped_records": self.dropped_records, "fast_path_records": self.fast_path_records,
+                 "writer_cpu_ns": self.writer_cpu_ns}
+        if self.more_stats is not None:
+            stats.update(self.more_stats())
+        return stats
 
     def _write_stats(self) -> None:
         try:
