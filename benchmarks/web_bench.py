@@ -153,7 +153,7 @@ def fetch(url: str) -> tuple[float, int]:
 PAGES = [("run", "/runs/{run}"), ("run JSON (/api/runs/RUN)", "/api/runs/{run}"), ("tasks", "/runs/{run}/tasks"),
          ("tasks, page 500 sorted by duration", "/runs/{run}/tasks?sort=duration_s&desc=true&page=500"),
          ("task (one in the middle)", "/runs/{run}/tasks/{middle}"), ("resources", "/runs/{run}/resources"),
-         ("utilization JSON (/api/runs/RUN/utilization)", "/api/runs/{run}/utilization"),
+         ("utilization JSON", "/api/runs/{run}/utilization"),
          ("gantt (aggregated per app)", "/runs/{run}/gantt"), ("gantt (aggregated per slot)", "/runs/{run}/gantt?by=slot"),
          ("gantt, app page 1 (2,000 bars)", "/runs/{run}/gantt?app=noop"), ("dag (app level)", "/runs/{run}/dag"),
          ("dag, app page 1", "/runs/{run}/dag?app=noop"), ("logs of the run", "/logs?run_id={run}"),
