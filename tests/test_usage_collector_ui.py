@@ -33,12 +33,12 @@ BULK = 3000  # raw datagrams sent while the pages are being queried
 class CollectorProcess:
     """`taskscope usage collect --ui-port 0` in a subprocess; the dashboard's URL read from stderr."""
 
-    def __init__(self, store: Path):
+    def __init__(self, store: Path, *options: str):
         self.store = store
         self.port = free_udp_port()
         self.endpoint = f"127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "taskscope.cli", "usage", "collect", "--store", str(store),
-                   "--port", str(self.port), "--ui-port", "0", "--format", "json"]
+                   "--port", str(self.port), "--ui-port", "0", "--format", "json", *options]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.stderr: list[str] = []
         self._lines: queue.SimpleQueue = queue.SimpleQueue()

@@ -128,3 +128,47 @@ def test_every_report_through_the_runs_table_equals_the_events(tmp_path):
         assert_equal_to_events(con, releases, table_used=False)
         rollups.refresh(con, releases)  # rebuilt
         assert_equal_to_events(con, releases)
+
+
+@pytest.mark.slow
+def test_collect_releases_dates_the_dashboard_and_the_runs_table(tmp_path):
+    """`usage collect --releases FILE`: the running collector's reports age mytool's versions from the
+    file (only "1.2", absent from it, by first seen), and the runs table it keeps is derived with it."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from test_usage_collector_ui import CollectorProcess
+
+    csv = tmp_path / "releases.csv"
+    csv.write_text("product,version,released\n" + "".join(
+        f"mytool,{version},{date}\n" for version, date in MYTOOL_RELEASES.items()))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("product,version\nmytool,1.0\n")
+    refused = subprocess.run([sys.executable, "-m", "taskscope.cli", "usage", "collect", "--store",
+                              str(tmp_path / "other.duckdb"), "--port", "0", "--releases", str(bad)],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "lacks the column(s) released" in refused.stderr
+
+    store = tmp_path / "usage.duckdb"
+    running = CollectorProcess(store, "--releases", str(csv))
+    try:
+        messages, _ = mytool_runs()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for message in messages:
+                sock.sendto(protocol.encode(message), ("127.0.0.1", running.port))
+        assert wait_until(lambda: running.json("/api/usage/totals.json")["rows"][0]["runs"] == len(messages), 60)
+        ages = running.json("/api/usage/installation-age.json?product=mytool")["rows"]
+    finally:
+        running.stop()
+    assert sum(row["runs"] for row in ages) == len(messages)
+    assert sum(row["runs_first_seen"] for row in ages) == 1  # "1.2" only; without the table all four
+    import taskscope
+
+    with taskscope.open(store, read_only=True) as opened:
+        table = reports.release_dates(csv)
+        assert rollups.runs_source(opened.con, table) == f"SELECT * FROM {rollups.RUNS_TABLE}"
+        assert rollups.runs_source(opened.con, None) == reports._RUNS  # another table: derived from events
+        assert json.loads(reports.installation_age(opened, product="mytool", releases=table).to_json(orient="records")) \
+            == ages

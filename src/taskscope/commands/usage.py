@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -69,6 +70,10 @@ def collect(
         "this process: the store cannot be opened by `taskscope ui` while the collector writes it."),
     ui_host: str = typer.Option("127.0.0.1", "--ui-host", help="Address the dashboard listens on (a warning "
                                 "unless loopback: the dashboard has no login)."),
+    releases: Optional[Path] = typer.Option(
+        None, "--releases", help="Release dates of products whose versions are not dates, as for `usage report "
+        "--releases` (a CSV of product,version,released): the runs table the reports read is derived with it, "
+        "and the dashboard (--ui-port) uses it (default: the file TASKSCOPE_USAGE_RELEASES names)."),
     fmt: OutputFormat = FormatOption,
 ) -> None:
     """Receive usage datagrams until Ctrl-C or SIGTERM: spool each one, then store it (source 'usage').
@@ -82,7 +87,15 @@ def collect(
     Example: taskscope usage collect --port 50077 --store usage.duckdb --host 0.0.0.0 --retention-days 730
 
     Example: taskscope usage collect --store usage.duckdb --ui-port 8080   (then http://127.0.0.1:8080/usage)
+
+    Example: taskscope usage collect --store usage.duckdb --releases releases.csv --ui-port 8080
     """
+    try:
+        release_table = reports.release_dates(releases)
+    except ValueError as exc:
+        fail(str(exc))
+    if releases is not None:  # the dashboard's reports read the same table (reports.release_dates())
+        os.environ[reports.RELEASES_VARIABLE] = str(releases.resolve())
     # handlers first: a signal that comes while the store opens still stops the collector cleanly
     stop_requested = threading.Event()
     running: list[Collector] = []
@@ -97,7 +110,7 @@ def collect(
     ui_socket = _listen_for_dashboard(ui_host, ui_port) if ui_port is not None else None
     try:
         collector = Collector(store, host=host, port=port, spool_dir=spool, retention_days=retention_days,
-                              max_bytes=max_bytes)
+                              max_bytes=max_bytes, releases=release_table)
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
     running.append(collector)

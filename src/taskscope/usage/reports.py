@@ -163,10 +163,18 @@ SELECT correlator, coalesce(sent_start, sent_end, start_arrived, end_arrived) AS
         ("tracking_level", "level_bad"), ("version", "version_bad"), ("python_v", "python_bad"),
         ("platform.system", "platform_bad"), ("project_name", "project_bad"), ("start", "start_bad"),
         ("end", "end_bad"), ("execution_time", "time_bad"), ("app_count", "tasks_bad"),
-        ("app_fails", "fails_bad"), ("message", "keys_bad")]) + r"""], lambda f: f.reason IS NOT NULL) AS invalid
+        ("app_fails", "fails_bad"), ("message", "keys_bad")]) + r"""], lambda f: f.reason IS NOT NULL) AS invalid,
+    -- for the components report (not in the run list): the run's component names, each once
+    list_distinct(list_filter(list_transform(components, lambda c: coalesce(CASE WHEN json_type(c) = 'OBJECT' THEN c->>'c' END,
+                                                                      c->>'$')), lambda name: name IS NOT NULL))
+        AS component_names,
+    coalesce(len(components) > 0, false) AS reports_components
 FROM kept
 """
 
+
+#: columns of `_RUNS` that only reports use (not in `usage_runs`)
+_INTERNAL_COLUMNS = ("component_names", "reports_components")
 
 #: where `taskscope.usage.rollups` narrows `_RUNS` to some runs
 RUNS_SCOPE = "/*RUNS_SCOPE*/"
@@ -270,7 +278,8 @@ def usage_runs(store, product: str | None = None, since: float | None = None,
 
     >>> usage_runs(store, product="parsl")[["version", "tracking_level"]]   # doctest: +SKIP
     """
-    return _query(store, "SELECT * FROM usage_runs ORDER BY ts, correlator", product, since, until, releases)
+    return _query(store, f"SELECT * EXCLUDE ({', '.join(_INTERNAL_COLUMNS)}) FROM usage_runs ORDER BY ts, correlator",
+                  product, since, until, releases)
 
 
 def runs_over_time(store, product: str | None = None, period: str = "day", since: float | None = None,
@@ -283,8 +292,11 @@ def runs_over_time(store, product: str | None = None, period: str = "day", since
     if period not in PERIODS:
         raise ValueError(f"period must be one of {', '.join(PERIODS)}, not {period!r}")
     return _query(store, """
-        SELECT date_trunc($period, to_timestamp(ts)) AS period, product, count(*) AS runs
-        FROM usage_runs GROUP BY ALL ORDER BY period, product""", product, since, until, releases, period=period)
+        WITH quarters AS (  -- counted per quarter-hour first: every time zone's periods are whole quarter-hours
+            SELECT floor(ts / 900) AS quarter, product, count(*) AS runs FROM usage_runs GROUP BY ALL
+        )
+        SELECT date_trunc($period, to_timestamp(quarter * 900)) AS period, product, sum(runs)::BIGINT AS runs
+        FROM quarters GROUP BY ALL ORDER BY period, product""", product, since, until, releases, period=period)
 
 
 def _shares(store, column: str, product: str | None, name: str, since: float | None,
@@ -353,11 +365,8 @@ def components(store, product: str | None = None, since: float | None = None,
     >>> components(store).query("kind == 'executor'")          # doctest: +SKIP
     """
     return _query(store, """
-        WITH used AS (
-            SELECT DISTINCT correlator,
-                   coalesce(CASE WHEN json_type(c) = 'OBJECT' THEN c->>'c' END, c->>'$') AS component
-            FROM (SELECT correlator, unnest(components) AS c FROM usage_runs)
-        ), reporting AS (SELECT count(DISTINCT correlator) AS n FROM used)
+        WITH used AS (SELECT unnest(component_names) AS component FROM usage_runs),
+        reporting AS (SELECT count(*) FILTER (WHERE reports_components) AS n FROM usage_runs)
         SELECT component,
                CASE WHEN component LIKE '%.executors.%' THEN 'executor'
                     WHEN component LIKE '%.providers.%' THEN 'provider'
@@ -366,8 +375,7 @@ def components(store, product: str | None = None, since: float | None = None,
                     WHEN component LIKE '%.channels.%' THEN 'channel'
                     ELSE 'other' END AS kind,
                count(*) AS runs, count(*) / any_value(reporting.n) AS share
-        FROM used, reporting WHERE component IS NOT NULL
-        GROUP BY ALL ORDER BY runs DESC, component""", product, since, until, releases)
+        FROM used, reporting GROUP BY ALL ORDER BY runs DESC, component""", product, since, until, releases)
 
 
 _EXECUTION_BUCKETS = [(0, "< 1 s"), (1, "1-10 s"), (10, "10 s-1 min"), (60, "1-10 min"), (600, "10 min-1 h"),
@@ -385,15 +393,22 @@ def execution_times(store, product: str | None = None, since: float | None = Non
     """
     bounds = [low for low, _ in _EXECUTION_BUCKETS]
     labels = [label for _, label in _EXECUTION_BUCKETS]
-    return _query(store, """
+    return _query(store, f"""
         WITH buckets AS (SELECT unnest($bounds) AS lower_seconds, unnest($labels) AS bucket,
                                 generate_subscripts($bounds, 1) AS position),
-        timed AS (SELECT execution_time FROM usage_runs WHERE execution_time IS NOT NULL)
-        SELECT bucket, lower_seconds,
-               (SELECT count(*) FROM timed WHERE execution_time >= b.lower_seconds
-                  AND (next_lower IS NULL OR execution_time < next_lower)) AS runs
-        FROM (SELECT *, lead(lower_seconds) OVER (ORDER BY position) AS next_lower FROM buckets) b
-        ORDER BY position""", product, since, until, releases, bounds=bounds, labels=labels)
+        counted AS (SELECT {_bucket_position("execution_time", bounds)} AS position, count(*) AS runs
+                    FROM usage_runs WHERE execution_time >= 0 GROUP BY ALL)
+        SELECT bucket, lower_seconds, coalesce(counted.runs, 0) AS runs
+        FROM buckets LEFT JOIN counted USING (position) ORDER BY position""", product, since, until, releases,
+        bounds=bounds, labels=labels)
+
+
+def _bucket_position(value: str, bounds: list) -> str:
+    """SQL giving the 1-based position of the last of `bounds` (ascending numbers, this module's
+    constants) at or below `value` (an expression of this module, never user text)."""
+    cases = " ".join(f"WHEN {value} >= {float(low)!r} THEN {position}"
+                     for position, low in reversed(list(enumerate(bounds, 1))))
+    return f"CASE {cases} END"
 
 
 def task_counts(store, product: str | None = None, since: float | None = None,
@@ -405,14 +420,15 @@ def task_counts(store, product: str | None = None, since: float | None = None,
     """
     return _query(store, """
         WITH counted AS (
-            SELECT CASE WHEN task_count <= 0 THEN -1 ELSE floor(log10(task_count))::INTEGER END AS magnitude
-            FROM usage_runs WHERE task_count IS NOT NULL
+            SELECT CASE WHEN task_count <= 0 THEN -1 ELSE floor(log10(task_count))::INTEGER END AS magnitude,
+                   count(*) AS runs
+            FROM usage_runs WHERE task_count IS NOT NULL GROUP BY ALL
         )
         SELECT CASE WHEN magnitude < 0 THEN '0'
                     ELSE format('{:,}-{:,}', (10 ** magnitude)::BIGINT, (10 ** (magnitude + 1))::BIGINT - 1) END
                    AS bucket,
                CASE WHEN magnitude < 0 THEN 0 ELSE (10 ** magnitude)::BIGINT END AS lower_tasks,
-               count(*) AS runs
+               sum(runs)::BIGINT AS runs
         FROM counted GROUP BY ALL ORDER BY lower_tasks""", product, since, until, releases)
 
 
@@ -466,23 +482,25 @@ def installation_age(store, product: str | None = None, since: float | None = No
 
     >>> installation_age(store, product="parsl")               # doctest: +SKIP
     """
-    return _query(store, """
+    bounds = [low for low, _ in _AGE_BUCKETS]
+    return _query(store, f"""
         WITH aged AS (
             SELECT greatest(ts - coalesce(version_released, first_seen), 0) / 86400 AS age_days,
                    version_released IS NULL AS by_first_seen
-            FROM usage_runs JOIN (SELECT product, version, min(ts) AS first_seen FROM product_runs GROUP BY ALL)
-                 USING (product, version)
+            FROM usage_runs JOIN (SELECT product, version, min(ts) AS first_seen FROM product_runs
+                                  WHERE version IS NOT NULL GROUP BY ALL) USING (product, version)
         ), buckets AS (SELECT unnest($bounds) AS lower_days, unnest($labels) AS bucket,
                               generate_subscripts($bounds, 1) AS position),
-        ranged AS (SELECT *, lead(lower_days) OVER (ORDER BY position) AS next_lower FROM buckets),
+        tallied AS (
+            SELECT {_bucket_position("age_days", bounds)} AS position, count(*) AS runs,
+                   count(*) FILTER (WHERE by_first_seen) AS runs_first_seen
+            FROM aged GROUP BY ALL),
         counted AS (
-            SELECT position, bucket, lower_days, count(a.age_days) AS runs,
-                   count(a.age_days) FILTER (WHERE a.by_first_seen) AS runs_first_seen
-            FROM ranged r LEFT JOIN aged a ON a.age_days >= r.lower_days AND (r.next_lower IS NULL OR a.age_days < r.next_lower)
-            GROUP BY ALL)
+            SELECT position, bucket, lower_days, coalesce(t.runs, 0) AS runs, coalesce(t.runs_first_seen, 0) AS runs_first_seen
+            FROM buckets LEFT JOIN tallied t USING (position))
         SELECT bucket, lower_days, runs, runs / nullif(sum(runs) OVER (), 0) AS share, runs_first_seen
         FROM counted ORDER BY position""", product, since, until, releases,
-        bounds=[low for low, _ in _AGE_BUCKETS], labels=[label for _, label in _AGE_BUCKETS])
+        bounds=bounds, labels=[label for _, label in _AGE_BUCKETS])
 
 
 def totals(store, product: str | None = None, since: float | None = None,
@@ -498,7 +516,8 @@ def totals(store, product: str | None = None, since: float | None = None,
                count(*) FILTER (WHERE tracking_level = 3 AND has_start AND NOT has_end) AS level3_unfinished,
                coalesce(sum(task_count), 0)::BIGINT AS tasks, coalesce(sum(failures), 0)::BIGINT AS failures,
                coalesce(sum(execution_time), 0) / 3600 AS execution_hours,
-               count(DISTINCT project_name) AS projects,
+               -- (a DISTINCT beside the other aggregates would make them all slow)
+               (SELECT count(DISTINCT project_name) FROM usage_runs) AS projects,
                count(*) FILTER (WHERE len(invalid) > 0) AS runs_with_invalid_fields
         FROM usage_runs""", product, since, until, releases)
 
@@ -544,18 +563,27 @@ def version_adoption(store, product: str | None = None, weeks: int = 12, since: 
             SELECT product, version, min(ts) AS first_seen FROM product_runs
             WHERE version IS NOT NULL GROUP BY ALL HAVING $since IS NULL OR min(ts) >= $since
         ), windows AS (
-            SELECT v.product, v.version, v.first_seen, week,
-                   v.first_seen + week * 604800 AS week_start, v.first_seen + (week + 1) * 604800 AS week_end
+            SELECT v.product, v.version, v.first_seen, week, v.first_seen + week * 604800 AS week_start
             FROM versions v, range($weeks) AS w(week)
+        ), placed AS (
+            -- each run in the week of each version of its product it falls in: week k holds
+            -- first_seen + k * 604800 <= ts < first_seen + (k + 1) * 604800, computed as written
+            SELECT v.product, v.version, r.version AS run_version,
+                   floor((r.ts - v.first_seen) / 604800)::BIGINT AS guess, r.ts, v.first_seen
+            FROM versions v JOIN product_runs r ON r.product = v.product
+        ), weekly AS (
+            SELECT product, version, week, count(*) FILTER (WHERE run_version = version) AS runs, count(*) AS product_runs
+            FROM (SELECT *, CASE WHEN ts < first_seen + guess * 604800 THEN guess - 1
+                                 WHEN ts >= first_seen + (guess + 1) * 604800 THEN guess + 1 ELSE guess END AS week
+                  FROM placed WHERE ts >= first_seen AND ts < first_seen + $weeks * 604800)
+            WHERE week BETWEEN 0 AND $weeks - 1 GROUP BY ALL
         )
         SELECT w.product, w.version, to_timestamp(w.first_seen) AS first_seen, w.week,
-               count(r.correlator) FILTER (WHERE r.version = w.version) AS runs,
-               count(r.correlator) AS product_runs,
-               count(r.correlator) FILTER (WHERE r.version = w.version) / nullif(count(r.correlator), 0) AS share
-        FROM windows w LEFT JOIN product_runs r
-          ON r.product = w.product AND r.ts >= w.week_start AND r.ts < w.week_end
+               coalesce(k.runs, 0) AS runs, coalesce(k.product_runs, 0) AS product_runs,
+               coalesce(k.runs, 0) / nullif(coalesce(k.product_runs, 0), 0) AS share
+        FROM windows w LEFT JOIN weekly k USING (product, version, week)
         WHERE w.week_start <= (SELECT max(ts) FROM product_runs)
-        GROUP BY ALL ORDER BY w.product, first_seen, w.version, w.week""", product, since, until, releases, weeks=weeks)
+        ORDER BY w.product, first_seen, w.version, w.week""", product, since, until, releases, weeks=weeks)
 
 
 #: the shares of runs `adoption_summary` gives the weeks to
@@ -581,10 +609,12 @@ def adoption_summary(store, product: str | None = None, since: float | None = No
             SELECT r.product, r.ts, v.released AS run_released
             FROM usage_runs r JOIN versions v USING (product, version)
         ), weekly AS (
-            SELECT v.product, v.version, floor((d.ts - v.released) / 604800)::BIGINT AS week,
-                   count(*) FILTER (WHERE d.run_released >= v.released) / count(*) AS share
-            FROM versions v JOIN dated d ON d.product = v.product AND d.ts >= v.released
-            GROUP BY ALL
+            -- joined on the product alone, then filtered: a hash join (measured faster than a range join)
+            SELECT product, version, week, count(*) FILTER (WHERE newer) / count(*) AS share FROM (
+                SELECT v.product, v.version, floor((d.ts - v.released) / 604800)::BIGINT AS week,
+                       d.run_released >= v.released AS newer, d.ts >= v.released AS after
+                FROM versions v JOIN dated d ON d.product = v.product)
+            WHERE after GROUP BY ALL
         )
         SELECT v.product, v.version, to_timestamp(v.released) AS released, v.released_by,
                min(w.week) FILTER (WHERE w.share >= $share_1) AS weeks_to_25,

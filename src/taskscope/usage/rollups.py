@@ -4,7 +4,7 @@ Every report is an aggregate over runs (a correlator's start and end messages, e
 checked, dated and aged), and deriving a run from its JSON messages is nearly all of a report's
 cost: at 1,000,000 runs, tens of seconds per report. So the store keeps the derived runs in the
 table `usage_run_facts` (the columns `reports.usage_runs` returns), and the state it reflects in
-`usage_rollup_state` (the release-date table it was derived with, how many usage events it covers)
+`usage_rollup_state` (the release-date table it was derived with and the version of its columns, how many usage events it covers)
 and `usage_rollup_files` (per events `file`, the last `line` covered). The collector refreshes it
 after its commits (`refresh`), and builds it when a store has none (a store written by an older
 collector, or events written by anything else).
@@ -35,11 +35,20 @@ from taskscope.usage import reports
 RUNS_TABLE = "usage_run_facts"
 STATE_TABLE = "usage_rollup_state"
 FILES_TABLE = "usage_rollup_files"
+#: the runs table's columns: a table of another version is built again
+TABLE_VERSION = 3
 
 # usage events not covered by the table: in a file it does not know, or after the last line it covers
 _UNCOVERED = f"""
 SELECT e.run_id FROM events e LEFT JOIN {FILES_TABLE} f ON f.file IS NOT DISTINCT FROM e.file
 WHERE e.source = 'usage' AND (f.last_line IS NULL OR e.line > f.last_line)
+"""
+
+# the quick check: as many usage events, with the same sum of lines, as when the table was last brought up to date
+_QUICK = f"""
+SELECT s.releases, (SELECT count(*) FROM events WHERE source = 'usage') = s.events
+       AND (SELECT coalesce(sum(line), 0) FROM events WHERE source = 'usage') = s.line_sum
+FROM {STATE_TABLE} s
 """
 
 _COUNTS = f"""
@@ -53,11 +62,11 @@ def releases_key(releases: pd.DataFrame | None) -> str:
     """The release-date table as one text, the same for the same table (row order aside).
 
     >>> releases_key(None)
-    '[]'
+    '{"columns": 3, "releases": []}'
     """
     params = reports._release_params(releases)
     rows = sorted(zip(params["release_products"], params["release_versions"], params["release_dates"]))
-    return json.dumps(rows)
+    return json.dumps({"columns": TABLE_VERSION, "releases": rows})
 
 
 def _exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
@@ -70,6 +79,16 @@ def _state(con: duckdb.DuckDBPyConnection) -> tuple[int, int, int | None, str | 
     if not all(_exists(con, table) for table in (RUNS_TABLE, STATE_TABLE, FILES_TABLE)):
         return None
     return con.execute(_COUNTS).fetchall()[0]
+
+
+def _unchanged(con: duckdb.DuckDBPyConnection, key: str) -> bool:
+    """Whether the table was derived with the release key `key` and the usage events are, by
+    count and sum of lines, those it was last brought up to date with (the usual case: one cheap
+    scan instead of matching every event against what the table covers)."""
+    if not _exists(con, STATE_TABLE):  # (asked first: an error would abort the caller's transaction)
+        return False
+    rows = con.execute(_QUICK).fetchall()
+    return bool(rows) and rows[0][0] == key and bool(rows[0][1])
 
 
 def _runs_sql(scope: str | None) -> str:
@@ -86,6 +105,8 @@ def runs_source(con: duckdb.DuckDBPyConnection, releases: pd.DataFrame | None) -
     >>> runs_source(con, None)                      # doctest: +SKIP
     'SELECT * FROM usage_run_facts'
     """
+    if _unchanged(con, releases_key(releases)):
+        return f"SELECT * FROM {RUNS_TABLE}"
     state = _state(con)
     if state is None:
         return reports._RUNS
@@ -107,8 +128,8 @@ def _params(releases: pd.DataFrame | None) -> dict:
 def _rebuild(con: duckdb.DuckDBPyConnection, releases: pd.DataFrame | None) -> None:
     con.execute(f"DROP TABLE IF EXISTS {RUNS_TABLE}")
     con.execute(f"CREATE TABLE {RUNS_TABLE} AS SELECT * FROM ({reports._RUNS}) ORDER BY ts", _params(releases))
-    con.execute(f"CREATE OR REPLACE TABLE {STATE_TABLE} (releases VARCHAR, events BIGINT)")
-    con.execute(f"INSERT INTO {STATE_TABLE} VALUES (?, (SELECT count(*) FROM events WHERE source = 'usage'))",
+    con.execute(f"CREATE OR REPLACE TABLE {STATE_TABLE} (releases VARCHAR, events BIGINT, line_sum HUGEINT)")
+    con.execute(f"INSERT INTO {STATE_TABLE} VALUES (?, (SELECT count(*) FROM events WHERE source = 'usage'), 0)",
                 [releases_key(releases)])
     con.execute(f"CREATE OR REPLACE TABLE {FILES_TABLE} (file VARCHAR, last_line BIGINT)")
     _cover_files(con)
@@ -128,6 +149,7 @@ def _extend(con: duckdb.DuckDBPyConnection, releases: pd.DataFrame | None) -> No
 
 
 def _cover_files(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(f"UPDATE {STATE_TABLE} SET line_sum = (SELECT coalesce(sum(line), 0) FROM events WHERE source = 'usage')")
     con.execute(f"DELETE FROM {FILES_TABLE}")
     con.execute(f"INSERT INTO {FILES_TABLE} SELECT file, max(line) FROM events WHERE source = 'usage' GROUP BY file")
 
@@ -176,6 +198,8 @@ def rederive(con: duckdb.DuckDBPyConnection, releases: pd.DataFrame | None, corr
     con.execute("DROP TABLE usage_touched")
     total, uncovered = state[0], state[1]
     con.execute(f"UPDATE {STATE_TABLE} SET events = ?", [total - uncovered])
+    if not uncovered:
+        _cover_files(con)  # (the sum of lines: what the quick check compares)
 
 
 __all__ = ["refresh", "rederive", "runs_source", "releases_key", "RUNS_TABLE"]
