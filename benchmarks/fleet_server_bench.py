@@ -13,10 +13,12 @@ What it does, side by side in this one script:
    no JSON parsing, no auth): the cost of the storage alone.
 3. Server: starts `taskscope fleet serve` on 127.0.0.1 with its own fresh file and POSTs the same
    batches one after the other over one keep-alive connection, each acknowledged only once committed.
-   The same again with a server whose `SecurityHeaders` middleware (`taskscope.web.security`) is taken out (started with
-   uvicorn by this script), alternating which goes first: the cost of the security headers.
-4. Prints batches/s for all three, the ratio server / anchor, with / without the middleware, how many clusters the server keeps up with
-   at the plugin's send interval (one batch per cluster every `DEFAULT_SEND_INTERVAL_S`), and the
+   The same again with a server whose `SecurityHeaders` middleware (`taskscope.web.security`) is
+   taken out (started with uvicorn by this script), alternating which goes first: the cost of the
+   security headers.
+4. Prints batches/s for all three, the ratio server / anchor, with / without the middleware (also
+   as the server process's CPU time per batch, which other load on the machine disturbs less), how
+   many clusters the server keeps up with at the plugin's send interval (one batch per cluster every `DEFAULT_SEND_INTERVAL_S`), and the
    median time of `GET /api/v1/clusters` over all of them. The machine is shared: note the load.
 """
 
@@ -90,23 +92,31 @@ def start_server(store: Path, headers: bool = True) -> tuple[subprocess.Popen, s
     raise SystemExit("fleet serve did not start")
 
 
-def server_rates(batches: list[dict], folder: Path, headers: bool = True) -> tuple[float, float]:
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process `pid` has used so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_rates(batches: list[dict], folder: Path, headers: bool = True) -> tuple[float, float, float]:
+    """Batches/s over HTTP, the server's CPU ms per batch, and the median time of listing the clusters."""
     process, url, token = start_server(folder / f"server-{uuid.uuid4().hex}.duckdb", headers)
     try:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
             bodies = [json.dumps(batch).encode() for batch in batches]
-            started = time.perf_counter()
+            cpu_before, started = cpu_seconds(process.pid), time.perf_counter()
             for body in bodies:
                 reply = client.post(INGEST_PATH, content=body, headers={"Content-Type": "application/json"})
                 assert reply.status_code == 200, reply.text
             rate = len(batches) / (time.perf_counter() - started)
+            cpu_ms = (cpu_seconds(process.pid) - cpu_before) * 1000 / len(batches)
             reads = []
             for _ in range(5):
                 started = time.perf_counter()
                 listed = client.get("/api/v1/clusters", params={"since": ""}).json()["clusters"]
                 reads.append(time.perf_counter() - started)
             assert len(listed) == len(batches)
-        return rate, statistics.median(reads)
+        return rate, cpu_ms, statistics.median(reads)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -119,13 +129,15 @@ def main() -> None:
     options = parser.parse_args()
     print(f"load average before: {os.getloadavg()}")
     anchor, server, bare, reads = [], [], [], []
+    cpu: dict[bool, list[float]] = {True: [], False: []}
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as scratch:
         for round_ in range(options.repeat):
             batches = [dask_batch(uuid.uuid4().hex, f"user{i % 7}") for i in range(options.batches)]
             anchor.append(anchor_rate(batches, Path(scratch)))
             for headers in ((True, False) if round_ % 2 == 0 else (False, True)):
-                rate, read_s = server_rates(batches, Path(scratch), headers)
+                rate, cpu_ms, read_s = server_rates(batches, Path(scratch), headers)
                 (server if headers else bare).append(rate)
+                cpu[headers].append(cpu_ms)
                 if headers:
                     reads.append(read_s)
     anchor_median, server_median = statistics.median(anchor), statistics.median(server)
@@ -137,6 +149,10 @@ def main() -> None:
     print(f"server without SecurityHeaders:          {bare_median:8.1f} batches/s "
           f"(ratio with/without {server_median / bare_median:.3f}; rounds with {[round(r) for r in server]}, "
           f"without {[round(r) for r in bare]})")
+    with_cpu, without_cpu = statistics.median(cpu[True]), statistics.median(cpu[False])
+    print(f"server CPU per batch: {with_cpu:.1f} ms with SecurityHeaders, {without_cpu:.1f} ms without "
+          f"(ratio {with_cpu / without_cpu:.3f}; rounds with {[round(c, 1) for c in cpu[True]]}, "
+          f"without {[round(c, 1) for c in cpu[False]]})")
     print(f"clusters kept up with at one batch per {DEFAULT_SEND_INTERVAL_S:.0f} s: "
           f"{server_median * DEFAULT_SEND_INTERVAL_S:.0f}")
     print(f"GET /api/v1/clusters over {options.batches} clusters: {statistics.median(reads) * 1000:.1f} ms")
