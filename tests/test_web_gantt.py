@@ -22,9 +22,9 @@ from truth_workflow import BURN_CPU_S
 
 import taskscope
 from taskscope.analyses.gantt import STAGES, TASK_LIMIT
-from taskscope.analyses.resources import per_task
+from taskscope.analyses.resources import per_task, utilization
 from taskscope.analyses.tasks import tasks
-from taskscope.analyses.utilization import utilization, utilization_totals
+from taskscope.analyses.utilization import utilization_totals
 
 # a run of `$tasks` tasks in three apps on four slots, each pending -> launched -> running ->
 # exec_done (every 50th failed), times known in closed form

@@ -19,6 +19,7 @@ import pandas as pd
 
 from taskscope.analyses.between import between
 from taskscope.analyses.selectors import SelectorError
+from taskscope.analyses.utilization import sampled_use, with_capacity
 
 # one row per manager: its last reported capacity (monitoring's node rows, else the
 # interchange's registration line, whose text carries cpu_count in releases that send it)
@@ -181,6 +182,16 @@ def bins(con: duckdb.DuckDBPyConnection, run_id: str, column: str, count: int = 
     ).df()
 
 
+def utilization(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    """CPU and memory in use over time per host and time bin, beside each host's capacity
+    (`taskscope.analyses.utilization.sampled_use` with `capacity_cpu_cores` and
+    `capacity_memory_bytes` from `hosts`).
+
+    >>> utilization(con, run_id).groupby("host").cpu_s.sum()  # doctest: +SKIP
+    """
+    return with_capacity(sampled_use(con, run_id), hosts(con, run_id))
+
+
 def resources(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pd.DataFrame]:
     """A run's resources as DataFrames: `capacity` (one row, with `monitored_tries` and
     `cpu_measured_tries`, the tries with two samples or more), `hosts`, `managers`, `slots`, CPU /
@@ -191,8 +202,6 @@ def resources(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pd.DataF
     >>> resources(con, run_id)["capacity"].workers.iloc[0]  # doctest: +SKIP
     2
     """
-    from taskscope.analyses.utilization import utilization  # it reads `hosts` from here
-
     monitored, measured = con.execute(f"SELECT count(*), count(cpu_s) FROM ({_PER_TRY})", {"run": run_id}).fetchall()[0]
     return {
         "capacity": pd.DataFrame([{**capacity(con, run_id), "monitored_tries": int(monitored),

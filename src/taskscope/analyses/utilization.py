@@ -12,6 +12,7 @@ Memory: each sample's resident memory holds until the process's next sample (the
 for one sampling interval); a bin's memory is the time-weighted mean, summed over processes.
 
 A sample's host is the host of its task try (monitoring's try row, else the worker's logs).
+`taskscope.analyses.resources.utilization` adds each host's capacity (`with_capacity`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import duckdb
 import pandas as pd
 
 from taskscope._sql import registered
-from taskscope.analyses.resources import hosts
 
 #: at most this many time bins over the sampled span
 MAX_BINS = 300
@@ -113,20 +113,20 @@ def bin_width(span_s: float, interval_s: float | None = None, max_bins: int = MA
     return next((width for width in BIN_WIDTHS if width >= least), BIN_WIDTHS[-1] * (1 + int(least // BIN_WIDTHS[-1])))
 
 
-def utilization(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+def sampled_use(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
     """CPU and memory the sampled worker processes used, per host and time bin: `host`,
     `bin_start_ts`, `bin_s`, `cpu_s` (CPU-seconds used in the bin), `cpu_cores` (its mean:
-    `cpu_s / bin_s`), `memory_bytes` (time-weighted mean resident memory), `processes`
-    (worker processes sampled in the bin), and the host's `capacity_cpu_cores` and
-    `capacity_memory_bytes` (`taskscope.analyses.resources.hosts`). Every host has every bin;
-    empty when the run has no resource samples.
+    `cpu_s / bin_s`), `memory_bytes` (time-weighted mean resident memory) and `processes`
+    (worker processes sampled in the bin). Every host has every bin; empty when the run has no
+    resource samples.
 
-    >>> utilization(con, run_id).groupby("host").cpu_s.sum()  # doctest: +SKIP
+    >>> sampled_use(con, run_id).groupby("host").cpu_s.sum()  # doctest: +SKIP
     """
+    columns = COLUMNS[:7]
     samples = con.execute(_SAMPLES, {"run": run_id}).df()
     if samples.empty:
         return pd.DataFrame({column: pd.Series(dtype="object" if column == "host" else "float64")
-                             for column in COLUMNS})
+                             for column in columns})
     first, last, interval = samples.ts.min(), samples.ts.max(), samples.interval_s.median()
     interval = None if pd.isna(interval) else float(interval)
     width = float(bin_width(last - first + (interval or 0), interval))
@@ -136,17 +136,25 @@ def utilization(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
     grid = pd.MultiIndex.from_product([sorted(binned.host.unique()), range(count)], names=["host", "b"])
     frame = binned.set_index(["host", "b"]).reindex(grid, fill_value=0).reset_index()
     frame = frame.assign(bin_start_ts=first + frame.b * width, bin_s=width, cpu_cores=frame.cpu_s / width)
-    capacity = hosts(con, run_id)[["host", "cpu_cores", "memory_bytes"]].rename(
+    return frame[columns].astype({"processes": "int64"})
+
+
+def with_capacity(use: pd.DataFrame, hosts: pd.DataFrame) -> pd.DataFrame:
+    """`sampled_use` with each host's `capacity_cpu_cores` and `capacity_memory_bytes` from
+    `hosts` (`taskscope.analyses.resources.hosts`: `host`, `cpu_cores`, `memory_bytes`).
+
+    >>> with_capacity(sampled_use(con, run_id), hosts(con, run_id))  # doctest: +SKIP
+    """
+    capacity = hosts[["host", "cpu_cores", "memory_bytes"]].rename(
         columns={"cpu_cores": "capacity_cpu_cores", "memory_bytes": "capacity_memory_bytes"})
-    frame = frame.merge(capacity, on="host", how="left")
-    return frame[COLUMNS].astype({"processes": "int64"})
+    return use.merge(capacity, on="host", how="left")[COLUMNS]
 
 
 def utilization_totals(per_host: pd.DataFrame) -> pd.DataFrame:
-    """`utilization` summed over hosts per bin: `bin_start_ts`, `bin_s`, `cpu_s`, `cpu_cores`,
+    """`taskscope.analyses.resources.utilization` summed over hosts per bin: `bin_start_ts`, `bin_s`, `cpu_s`, `cpu_cores`,
     `memory_bytes`, `processes`, `capacity_cpu_cores`, `capacity_memory_bytes` (each host once).
 
-    >>> utilization_totals(utilization(con, run_id)).cpu_s.sum()  # doctest: +SKIP
+    >>> utilization_totals(resources.utilization(con, run_id)).cpu_s.sum()  # doctest: +SKIP
     """
     columns = [c for c in COLUMNS if c != "host"]
     if per_host.empty:

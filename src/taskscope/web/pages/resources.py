@@ -7,8 +7,9 @@ from __future__ import annotations
 import duckdb
 from fastapi import APIRouter, Depends, Request
 
+from taskscope.analyses.resources import utilization
 from taskscope.analyses.runs import resolve_run
-from taskscope.analyses.utilization import utilization, utilization_totals
+from taskscope.analyses.utilization import utilization_totals
 from taskscope.digests import section
 from taskscope.presenters.figures import (
     histogram_figure,
