@@ -183,6 +183,10 @@ def follow_perf(proc: subprocess.Popen, workdir: Path, tasks: int) -> tuple[str,
     proc.wait()
     if start is None or end is None:
         return "".join(lines), {}
+    missing = {kind for kind, _ in start.values()} - {kind for kind, _ in end.values()}
+    if missing:
+        print(f"warning: no {', '.join(sorted(missing))} process found at the iteration's end: "
+              "its CPU is missing from this run's figures", file=sys.stderr)
     totals: dict[str, float] = {}
     for pid, (kind, seconds) in end.items():
         totals[kind] = totals.get(kind, 0.0) + seconds - start.get(pid, (kind, 0.0))[1]
@@ -201,10 +205,12 @@ def cpu_snapshot(root_pid: int, workdir: Path) -> dict[int, tuple[str, float]]:
             tops.append(process)
     family: dict[int, psutil.Process] = {}
     for top in tops:
-        try:
-            family.update((p.pid, p) for p in (top, *top.children(recursive=True)))
-        except psutil.Error:
-            continue
+        for _ in range(10):  # a process ending during the walk makes it raise: walk again
+            try:
+                family.update((p.pid, p) for p in (top, *top.children(recursive=True)))
+                break
+            except psutil.Error:
+                continue
     dfk_pid = root_pid
     snapshot: dict[int, tuple[str, float]] = {}
     for process in family.values():
