@@ -124,10 +124,10 @@ def served(path: Path) -> Server:
     return Server(Dashboard(store))
 
 
-# the places where a cell of the events table is broken across lines inside a word (between two
-# letters or digits: "DEB|UG"), leaving out words wider than their whole cell (which only an
-# unbreakable token can be); a line may still end after a hyphen or a slash, as text does
-BROKEN_WORDS = """() => {
+# the places where a cell of a table of events is broken across lines inside a word (between two
+# letters or digits: "DEB|UG"), leaving out a message's words wider than the whole message
+# column; a line may still end after a hyphen or a slash, as text does
+BROKEN_WORDS = """(cells = "#events > tbody > tr.event > td") => {
     const broken = [];
     const top = (node, i) => {
         const range = document.createRange();
@@ -136,7 +136,7 @@ BROKEN_WORDS = """() => {
         const rect = [...range.getClientRects()].find(r => r.width > 0);
         return rect ? Math.round(rect.top) : null;
     };
-    for (const td of document.querySelectorAll("#events > tbody > tr.event > td")) {
+    for (const td of document.querySelectorAll(cells)) {
         const walker = document.createTreeWalker(td, NodeFilter.SHOW_TEXT);
         for (let node = walker.nextNode(); node; node = walker.nextNode()) {
             const re = /\\S+/g;
@@ -144,7 +144,10 @@ BROKEN_WORDS = """() => {
                 const range = document.createRange();
                 range.setStart(node, m.index);
                 range.setEnd(node, m.index + m[0].length);
-                if (range.getBoundingClientRect().width >= td.clientWidth) { continue; }
+                const style = getComputedStyle(td);
+                const room = td.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+                const width = [...range.getClientRects()].reduce((sum, r) => sum + r.width, 0);  // unbroken
+                if (td.classList.contains("msg") && width >= room - 1) { continue; }
                 for (let i = m.index + 1; i < m.index + m[0].length; i++) {
                     const before = node.data[i - 1], after = node.data[i];
                     if (/[A-Za-z0-9]/.test(before) && /[A-Za-z0-9]/.test(after) && top(node, i - 1) !== top(node, i)) {
@@ -208,6 +211,32 @@ def test_log_table_fits_1366_px_and_breaks_no_word(corpus_run, browser):
             lines = messages.iloc[row].split("\n")
             assert text == f"{lines[0]} +{len(lines) - 1} lines"
         assert not watched.problems
+    finally:
+        watched.close()
+
+
+def longest_message_task(store) -> tuple[str, str]:
+    """The first run of `store` and the task of it that logged the longest message."""
+    run_id = store.runs().run_id.iloc[0]
+    return run_id, store.sql("SELECT task_id FROM events WHERE run_id = ? AND task_id IS NOT NULL "
+                             "ORDER BY length(message) DESC, natural_key(task_id) LIMIT 1", [run_id]).task_id.iloc[0]
+
+
+def test_a_task_timeline_fits_1366_px_and_breaks_no_word(corpus_run, browser):
+    server = corpus_server(corpus_run)
+    store = server.dashboard.store
+    run_id, task_id = longest_message_task(store)
+    files = store.sql("SELECT file, line FROM events WHERE run_id = ? AND task_id = ?", [run_id, task_id])
+    watched = Watched(browser, viewport=VIEWPORT)
+    page = watched.page
+    try:
+        watched.visit(f"{server.url}/runs/{run_id}/tasks/{task_id}")
+        assert page.evaluate(BROKEN_WORDS, "#timeline > tbody > tr > td") == []
+        fit = page.evaluate("""() => { const box = document.querySelector("#timeline").parentElement;
+                                      return [box.scrollWidth - box.clientWidth, document.documentElement.scrollWidth]; }""")
+        assert fit[0] <= 0 and fit[1] <= VIEWPORT["width"], fit
+        shown = set(page.locator("#timeline > tbody > tr > td:last-child").all_inner_texts())
+        assert shown == {f"{posixpath.basename(f)}:{int(n)}" for f, n in zip(files.file, files.line)}
     finally:
         watched.close()
 
