@@ -79,8 +79,8 @@ def test_every_dashboard_page_has_the_headers_and_runs_under_the_policy(browser)
     store.ingest(corpus_path("parsl-htex-jsonlog"))
     server = Server(Dashboard(store))
     try:
-        pages = page_urls(server, store) + ["/usage", "/no-such-page", "/runs/no-such-run"]
         run_id = store.runs().run_id.iloc[0]
+        pages = page_urls(server, store) + [f"/runs/{run_id}/gantt", "/usage", "/no-such-page", "/runs/no-such-run"]
         api = ["/api/runs", f"/api/runs/{run_id}", f"/api/runs/{run_id}/tasks", f"/api/runs/{run_id}/tasks?page=abc",
                "/api/runs/no-such-run", "/api/openapi.json", "/static/charts.js", "/static/plotly.min.js"]
         replies = check_every_response(server.url, pages + api)
