@@ -110,7 +110,8 @@ def tasks(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> pd.DataF
     """One row per task: app, final state, tries, the times of its stages, where it ran.
 
     Times are seconds since the epoch (UTC); `duration_s` is submit to end. `executor_label`,
-    `block_id`, `manager_id`, `worker_id` and `host` are those of its last try.
+    `block_id`, `manager_id`, `worker_id` and `host` are those of its last try. Rows are in
+    natural task order (`natural_key`: '9' before '10') within each run: the task pages rely on it.
     """
     return con.execute(
         f"""
