@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -17,7 +19,7 @@ import pandas as pd
 import pytest
 from conftest import shared_once
 from test_truth import Served, make_truth_run, only_run, total_memory_bytes
-from test_web import Watched, browser  # noqa: F401 (browser is a fixture)
+from test_web import Server, Watched, browser, start_live_hostile_run  # noqa: F401 (browser is a fixture)
 from truth_workflow import BURN_CPU_S
 
 import taskscope
@@ -25,6 +27,7 @@ from taskscope.analyses.gantt import STAGES, TASK_LIMIT
 from taskscope.analyses.resources import per_task, utilization
 from taskscope.analyses.tasks import tasks
 from taskscope.analyses.utilization import utilization_totals
+from taskscope.web.dashboard import open_dashboard
 
 # a run of `$tasks` tasks in three apps on four slots, each pending -> launched -> running ->
 # exec_done (every 50th failed), times known in closed form
@@ -265,3 +268,53 @@ def test_gantt_shows_names_from_data_as_text(tmp_path, browser):  # noqa: F811
     assert any(text.startswith(app + ": ") for text in shown["aggregated"]), shown["aggregated"][:3]
     assert all(f"({app})" in text for text in shown["one app"]) and len(shown["one app"]) > 0
     assert any(text.startswith(HOSTILE + "0/0: ") for text in shown["slots"]), shown["slots"][:3]
+
+
+# item 9: live pages refresh themselves (the Gantt, like the run page)
+ENDED_BARS = "() => document.querySelectorAll('#gantt g.task-bar rect.final').length"
+
+
+@contextmanager
+def followed_live(tmp_path: Path, count: int):
+    """A real Parsl run of `count` tasks (test_web's hostile workflow) that a live dashboard
+    follows: yields (the run's process, the served dashboard, the run's id) once the runs
+    table shows it live."""
+    running = start_live_hostile_run(tmp_path, count)
+    with ExitStack() as cleanup:
+        cleanup.callback(lambda: running.poll() is None and running.kill())
+        dashboard = open_dashboard(str(tmp_path / "live.duckdb"), [str(tmp_path / "runinfo")], interval_s=0.5)
+        cleanup.callback(dashboard.store.close)
+        server = Server(dashboard)
+        cleanup.callback(server.stop)
+        shown = []
+        while not [row for row in shown if row["status"] == "live"]:
+            assert running.poll() is None, "the run ended before the dashboard showed it live"
+            time.sleep(0.2)
+            shown = server.json("/api/runs")["runs"]
+        yield running, server, shown[0]["run_id"]
+
+
+def test_live_gantt_draws_each_ended_task_without_a_reload_until_the_run_ends(tmp_path, browser):  # noqa: F811
+    """Opened from the run's navigation while a real Parsl run is live, the Gantt draws the
+    tasks that end as they end (more bars with a final mark, no reload), then stops refreshing
+    once the run has ended, with every task of the workflow (40, 14 failed: i % 3 == 0)."""
+    with followed_live(tmp_path, 40) as (running, server, run_id):
+        watched = Watched(browser)
+        page = watched.page
+        page.goto(f"{server.url}/runs/{run_id}", wait_until="load")
+        page.locator("header nav a", has_text="Gantt").click()
+        page.wait_for_url(f"**/runs/{run_id}/gantt")
+        live_at_first = page.evaluate("() => document.body.dataset.live")
+        first = page.evaluate(ENDED_BARS)
+        page.evaluate("() => { window.loadedOnce = true; }")
+        page.wait_for_function(f"first => ({ENDED_BARS})() > first", arg=first, timeout=120_000)
+        grew_in_place = page.evaluate("() => window.loadedOnce === true")
+        assert running.wait(300) == 0, running.stderr.read()
+        page.wait_for_function("() => document.body.dataset.live === '0'", timeout=120_000)
+        ended, svgs = page.evaluate(ENDED_BARS), page.locator("#gantt-svg").count()
+        failed = page.locator("#gantt g.task-bar[data-state='failed']").count()
+        still_same_page = page.evaluate("() => window.loadedOnce === true")
+        watched.close()
+    assert live_at_first == "1" and grew_in_place and still_same_page, "not refreshed in place"
+    assert not watched.problems and not watched.dialogs, (watched.problems, watched.dialogs)
+    assert (ended, failed, svgs) == (40, 14, 1)

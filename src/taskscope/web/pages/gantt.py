@@ -41,8 +41,8 @@ def gantt_json(request: Request, run: str, by: str = "task", app: str | None = N
 
 
 #: what every Gantt page shows beside its data
-_PAGE = {"stages": [name for name, _ in STAGES], "limit": TASK_LIMIT, "state_colours": STATE_COLOURS,
-         "refresh_live": False}  # gantt.js draws the page as loaded
+_PAGE = {"stages": [name for name, _ in STAGES], "limit": TASK_LIMIT, "state_colours": STATE_COLOURS}
+# while the run is live, live.js swaps in the page anew every ingest and gantt.js draws it again
 
 
 @router.get("/runs/{run}/gantt")

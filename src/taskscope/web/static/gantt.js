@@ -5,13 +5,8 @@
 (function () {
   "use strict";
   var SVG = "http://www.w3.org/2000/svg";
-  var node = document.getElementById("gantt-data");
-  var box = document.getElementById("gantt");
-  if (!node || !box) { return; }
-  var data = JSON.parse(node.textContent);
-  var run = node.dataset.run;
-  var stages = JSON.parse(document.getElementById("gantt-stages").textContent);
-  var colours = JSON.parse(document.getElementById("state-colours").textContent);
+  // read anew at each draw: live.js swaps in the page's fresh <main> while the run is live
+  var node, box, data, run, stages, colours;
   var LABEL = 160, AXIS = 26, RIGHT = 12;
 
   function el(name, attrs, parent) {
@@ -159,5 +154,17 @@
     legend(stages);
   }
 
-  if (data.mode === "aggregated") { drawAggregated(); } else { drawTasks(); }
+  function draw() {
+    node = document.getElementById("gantt-data");
+    box = document.getElementById("gantt");
+    if (!node || !box || box.firstChild) { return; }  // no Gantt, or drawn already
+    data = JSON.parse(node.textContent);
+    run = node.dataset.run;
+    stages = JSON.parse(document.getElementById("gantt-stages").textContent);
+    colours = JSON.parse(document.getElementById("state-colours").textContent);
+    if (data.mode === "aggregated") { drawAggregated(); } else { drawTasks(); }
+  }
+
+  draw();
+  document.addEventListener("taskscope:refreshed", draw);  // see live.js
 })();

@@ -1,6 +1,7 @@
 // While the page shows something live (<body data-live="1">, set by the server while it ingests a
 // run that is still logging), fetch the page again every ingest interval and swap in its <main>
-// and status badge, redrawing the charts; stop once the server says nothing on it is live.
+// and status badge, redrawing the charts and telling the page's own scripts ("taskscope:refreshed",
+// the Gantt draws the fresh data); stop once the server says nothing on it is live.
 // The fetched page is the server's own escaped HTML, parsed inert (its scripts do not run).
 (function () {
   "use strict";
@@ -21,6 +22,8 @@
         swap("main", page);
         swap("header .ingest", page);
         if (window.taskscopeDrawCharts) { window.taskscopeDrawCharts(); }
+        // for the page's own scripts that draw from its data (the Gantt): draw the fresh <main>
+        document.dispatchEvent(new CustomEvent("taskscope:refreshed"));
         body.dataset.live = page.body.dataset.live || "0";
       })
       .catch(function () { /* the server is busy or gone: try again at the next interval */ })
