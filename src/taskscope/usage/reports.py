@@ -22,11 +22,11 @@ Parsl's messages have no `product` field: a `parsl_v` field (or any `<name>_v` b
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 
 from taskscope._sql import connection_of, scalar
@@ -176,12 +176,32 @@ FROM kept
 #: columns of `_RUNS` that only reports use (not in `usage_runs`)
 _INTERNAL_COLUMNS = ("component_names", "reports_components")
 
+#: the runs source that is the runs table alone (`taskscope.usage.rollups.runs_source`)
+RUNS_TABLE_SOURCE = "SELECT * FROM usage_run_facts"
+
 #: where `taskscope.usage.rollups` narrows `_RUNS` to some runs
 RUNS_SCOPE = "/*RUNS_SCOPE*/"
 
 
 def _release_params(releases: "pd.DataFrame | None") -> dict:
-    table = release_dates() if releases is None else releases
+    if releases is None:  # the file the setting names, read again only when it changes
+        path = os.environ.get(RELEASES_VARIABLE) or None
+        if path is None:
+            return {"release_products": [], "release_versions": [], "release_dates": []}
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return _table_params(release_dates(path))  # (which says why it cannot be read)
+        return dict(_file_params(path, stat.st_mtime_ns, stat.st_size))
+    return _table_params(releases)
+
+
+@functools.lru_cache(maxsize=8)
+def _file_params(path: str, mtime_ns: int, size: int) -> tuple:
+    return tuple(_table_params(release_dates(path)).items())
+
+
+def _table_params(table: pd.DataFrame) -> dict:
     return {"release_products": table["product"].astype(str).tolist(),
             "release_versions": table["version"].astype(str).tolist(),
             "release_dates": table["released"].astype(float).tolist()}
@@ -192,22 +212,30 @@ def _query(store, sql: str, product: str | None, since: float | None = None, unt
     from taskscope.usage import rollups  # (which reads this module's _RUNS)
 
     con = connection_of(store)
-    with _snapshot(con):  # the runs table's state and the query: one view of the store
-        return _query_in(con, rollups.runs_source(con, releases), sql, product, since, until, releases, **params)
+    release_params = _release_params(releases)
+    with snapshot(con):  # the runs table's state and the query: one view of the store
+        return _query_in(con, rollups.runs_source(con, release_params), sql, product, since, until, release_params,
+                         **params)
 
 
-class _snapshot:
-    """A read transaction on `con` for the `with` block, unless one is open already (the caller's)."""
+class snapshot:
+    """A read transaction on `con` for the `with` block, unless one is open already (the caller's):
+    reports made inside one see the same store, and check only once that the runs table is current.
+
+    >>> with snapshot(con):                            # doctest: +SKIP
+    ...     runs, totals = report(con, "over-time"), report(con, "totals")
+    """
 
     def __init__(self, con) -> None:
         self.con, self.began = con, False
 
     def __enter__(self) -> None:
-        try:
+        # inside a transaction, two statements share its id; outside, each is a transaction of its
+        # own (a BEGIN inside a transaction would fail, and abort the caller's transaction)
+        ids = [scalar(self.con, "SELECT txid_current()") for _ in range(2)]
+        if ids[0] != ids[1]:
             self.con.execute("BEGIN TRANSACTION")
             self.began = True
-        except duckdb.TransactionException:  # already inside the caller's transaction
-            pass
 
     def __exit__(self, *exc_info) -> None:
         if self.began:
@@ -215,16 +243,21 @@ class _snapshot:
 
 
 def _query_in(con, source: str, sql: str, product: str | None, since: float | None, until: float | None,
-              releases: pd.DataFrame | None, **params) -> pd.DataFrame:
+              release_params: dict, **params) -> pd.DataFrame:
     # product_runs: every run of the product (for "first seen"); usage_runs: those dated in [since, until)
-    runs_cte = (f"WITH product_runs AS (SELECT * FROM ({source}) WHERE $product IS NULL OR product = $product), "
-                "usage_runs AS (SELECT * FROM product_runs WHERE ($since IS NULL OR ts >= $since) "
-                "AND ($until IS NULL OR ts < $until))")
+    # over the runs table, each use of a CTE reads the table itself (only the columns it needs),
+    # rather than a materialised copy of every column; a derivation is made once
+    inline = "NOT MATERIALIZED " if source == RUNS_TABLE_SOURCE else ""
+    bounds = [clause for clause, value in (("ts >= $since", since), ("ts < $until", until)) if value is not None]
+    runs_cte = (f"WITH product_runs AS {inline}(SELECT * FROM ({source})"
+                + (" WHERE product = $product" if product is not None else "") + "), "
+                f"usage_runs AS {inline}(SELECT * FROM product_runs"
+                + (f" WHERE {' AND '.join(bounds)}" if bounds else "") + ")")
     sql = sql.strip()
     # a query with its own CTEs continues the WITH list
     text = f"{runs_cte}, {sql[5:]}" if sql.startswith("WITH ") else f"{runs_cte} {sql}"
     given = {"product": product, "since": since, "until": until, "tolerance": TIME_TOLERANCE_SECONDS,
-             "parsl_born": PARSL_BORN, **_release_params(releases), **params}
+             "parsl_born": PARSL_BORN, **release_params, **params}
     # the runs table's source uses none of the derivation's parameters, and DuckDB refuses unused ones
     return con.execute(text, {key: value for key, value in given.items()
                               if re.search(rf"\${key}\b", text)}).df()

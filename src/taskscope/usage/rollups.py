@@ -33,6 +33,7 @@ from taskscope._sql import scalar
 from taskscope.usage import reports
 
 RUNS_TABLE = "usage_run_facts"
+assert reports.RUNS_TABLE_SOURCE == f"SELECT * FROM {RUNS_TABLE}"
 STATE_TABLE = "usage_rollup_state"
 FILES_TABLE = "usage_rollup_files"
 #: the runs table's columns: a table of another version is built again
@@ -58,13 +59,14 @@ SELECT (SELECT count(*) FROM events WHERE source = 'usage'),
 """
 
 
-def releases_key(releases: pd.DataFrame | None) -> str:
-    """The release-date table as one text, the same for the same table (row order aside).
+def releases_key(releases: "pd.DataFrame | dict | None") -> str:
+    """The release-date table (or its query parameters, `reports._release_params`) as one text,
+    the same for the same table (row order aside), with the version of the runs table's columns.
 
     >>> releases_key(None)
     '{"columns": 3, "releases": []}'
     """
-    params = reports._release_params(releases)
+    params = releases if isinstance(releases, dict) else reports._release_params(releases)
     rows = sorted(zip(params["release_products"], params["release_versions"], params["release_dates"]))
     return json.dumps({"columns": TABLE_VERSION, "releases": rows})
 
@@ -98,20 +100,36 @@ def _runs_sql(scope: str | None) -> str:
     return reports._RUNS.replace(reports.RUNS_SCOPE, f"AND run_id IN ({scope})")
 
 
-def runs_source(con: duckdb.DuckDBPyConnection, releases: pd.DataFrame | None) -> str:
-    """SQL giving every run as `reports._RUNS` derives it under `releases`, from the runs table
-    when it can say exactly that (see the module's docstring), else from the events.
+#: runs_source's answers per (connection, transaction, release key): reports made in one
+#: transaction (`reports.snapshot`) check the table once
+_ANSWERS: dict[tuple, str] = {}
+
+
+def runs_source(con: duckdb.DuckDBPyConnection, releases: "pd.DataFrame | dict | None") -> str:
+    """SQL giving every run as `reports._RUNS` derives it under `releases` (the release-date
+    table or its parameters), from the runs table when it can say exactly that (see the module's
+    docstring), else from the events.
 
     >>> runs_source(con, None)                      # doctest: +SKIP
     'SELECT * FROM usage_run_facts'
     """
-    if _unchanged(con, releases_key(releases)):
+    key = releases_key(releases)
+    asked = (id(con), scalar(con, "SELECT txid_current()"), key)  # a new transaction id per autocommit statement
+    if asked not in _ANSWERS:
+        if len(_ANSWERS) > 64:
+            _ANSWERS.clear()
+        _ANSWERS[asked] = _source(con, key)
+    return _ANSWERS[asked]
+
+
+def _source(con: duckdb.DuckDBPyConnection, wanted: str) -> str:
+    if _unchanged(con, wanted):
         return f"SELECT * FROM {RUNS_TABLE}"
     state = _state(con)
     if state is None:
         return reports._RUNS
     total, uncovered, covered, key = state
-    if key != releases_key(releases) or covered is None or total != covered + uncovered:
+    if key != wanted or covered is None or total != covered + uncovered:
         return reports._RUNS
     if uncovered == 0:
         return f"SELECT * FROM {RUNS_TABLE}"

@@ -67,28 +67,33 @@ def usage_selection(product: str | None = None, since: str | None = None, period
 
 
 def cached_report(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, name: str,
-                  selection: UsageSelection) -> pd.DataFrame:
-    """`usage_reports.report` under `selection`, computed once per store state.
+                  selection: UsageSelection, as_of: int | None = None) -> pd.DataFrame:
+    """`usage_reports.report` under `selection`, computed once per store state. `as_of`: the
+    dashboard's generation read before `con`'s transaction began (part of the cache key, so what
+    a transaction older than the current generation saw is never served as the current state).
 
     >>> cached_report(con, dashboard, "leaderboard", UsageSelection("parsl", None, "week", 12))  # doctest: +SKIP
     """
-    key = ("usage", name, selection)
+    key = ("usage", name, selection, as_of)
     return dashboard.cached(key, lambda: usage_reports.report(
         con, name, product=selection.product, since=selection.since_ts, until=selection.until_ts,
         period=selection.period, weeks=selection.weeks), size=64)
 
 
-def collected(con: duckdb.DuckDBPyConnection, dashboard: Dashboard) -> dict:
+def collected(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, as_of: int | None = None) -> dict:
     """What the store holds overall: usage `messages`, `rejected` datagrams (when the collector
     wrote the store), and the `products` seen."""
-    every_run = cached_report(con, dashboard, "over-time", UsageSelection(None, None, "year", 12))
+    every_run = cached_report(con, dashboard, "over-time", UsageSelection(None, None, "year", 12), as_of)
     return {**usage_reports.stored_messages(con),
             "products": sorted(every_run["product"].dropna().unique().tolist())}
 
 
 def usage_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, selection: UsageSelection) -> dict:
     """Everything the page shows (and `/api/usage` returns): `collected`, `summary`, `reports`."""
-    reports = {name: cached_report(con, dashboard, name, selection) for name in PAGE_REPORTS}
+    as_of = dashboard.generation  # read before the transaction begins: it sees at least this
+    with usage_reports.snapshot(con):  # one view of the store, its runs table checked once
+        reports = {name: cached_report(con, dashboard, name, selection, as_of) for name in PAGE_REPORTS}
+        overall = collected(con, dashboard, as_of)
     over_time = reports["over-time"]
     totals = reports["totals"].iloc[0]
     summary = {"runs": int(totals.runs), "projects": len(reports["leaderboard"]),
@@ -97,7 +102,7 @@ def usage_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, selection: 
                "tasks": int(totals.tasks), "failures": int(totals.failures),
                "execution_hours": float(totals.execution_hours),
                "runs_with_invalid_fields": int(totals.runs_with_invalid_fields)}
-    return {"collected": collected(con, dashboard), "summary": summary, "reports": reports}
+    return {"collected": overall, "summary": summary, "reports": reports}
 
 
 #: characters of a label a chart shows; the whole label is in its hover text
