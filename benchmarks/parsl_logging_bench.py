@@ -180,6 +180,10 @@ def follow_perf(proc: subprocess.Popen, workdir: Path, tasks: int) -> tuple[str,
             start = cpu_snapshot(proc.pid, workdir)
         elif start is not None and end is None and RATE.match(line):
             end = cpu_snapshot(proc.pid, workdir)
+            for _ in range(5):  # a process missed by a walk (it happens under load): walk again at once
+                if {kind for kind, _ in start.values()} <= {kind for kind, _ in end.values()}:
+                    break
+                end = cpu_snapshot(proc.pid, workdir)
     proc.wait()
     if start is None or end is None:
         return "".join(lines), {}
