@@ -3,8 +3,8 @@ for real in its own process on 127.0.0.1 (`taskscope fleet serve` over a store w
 token and a cluster; `taskscope ui` over a corpus run's store).
 
 Every operation is called with up to `EXAMPLES` generated requests (derandomized, so a run is
-repeatable), half of them aimed at data that exists (the real run, task or cluster ids in place
-of generated ones), and each reply must not be a 5xx, must have a status code the schema declares
+repeatable): valid ones, valid ones aimed at data that exists (the real run, task or cluster ids
+in place of generated ones) and, where there are parameters or a body, invalid ones; each reply must not be a 5xx, must have a status code the schema declares
 and a body that conforms to the schema. Without a token (or with a wrong one) every call to an
 account's data must be refused with 401 or 404, and another account's token never reads alice's
 cluster.
@@ -24,6 +24,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
@@ -55,8 +56,8 @@ def aimed_at(known: dict[str, str]):
 def fuzz(schema, base_url: str, headers: dict[str, str], known: dict[str, str],
          expect: Expectation | None = None, examples: int = EXAMPLES) -> tuple[dict[str, str], dict[str, set]]:
     """Call every operation of `schema` on `base_url` with up to `examples` generated requests
-    (half aimed at the `known` ids), with the schema checks and `expect`: the failures by
-    operation, and the status codes each operation answered."""
+    (valid, valid aimed at the `known` ids, invalid), with the schema checks and `expect`: the
+    failures by operation, and the status codes each operation answered."""
     # each reply is judged on its own: no time limit, no example database kept between runs
     fuzz_settings = settings(max_examples=examples, derandomize=True, deadline=None, database=None,
                              suppress_health_check=list(HealthCheck))
@@ -65,7 +66,10 @@ def fuzz(schema, base_url: str, headers: dict[str, str], known: dict[str, str],
     for result in schema.get_all_operations():
         operation = result.ok()
         generated = operation.as_strategy()
-        strategy = st.one_of(generated, generated.map(aimed_at(known)))
+        strategies = [generated, generated.map(aimed_at(known))]
+        if operation.path_parameters or operation.query or operation.body:  # something to get wrong
+            strategies.append(operation.as_strategy(generation_mode=GenerationMode.NEGATIVE))
+        strategy = st.one_of(*strategies)
 
         @fuzz_settings
         @given(case=strategy)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from taskscope.fleet import reads
 from taskscope.fleet.auth import Caller, api_caller
@@ -130,8 +130,32 @@ def _admin(caller: Caller = Depends(api_caller)) -> Caller:
     return caller
 
 
-@router.post("/tokens", responses=replies(400, 403, ok=TokenMade))
-def create_token(request: Request, new: NewToken, caller: Caller = Depends(_admin)):
+def admin_body(model: type[BaseModel]):
+    """FastAPI dependency: the JSON body as `model`, read only once the caller is known to be an
+    admin (so a caller without a valid token is told 401, whatever it sent); 400 if it is not one.
+
+    >>> admin_body(NewToken)  # doctest: +ELLIPSIS
+    <function admin_body.<locals>.parsed at ...>
+    """
+
+    async def parsed(request: Request, caller: Caller = Depends(_admin)) -> BaseModel:
+        try:
+            return model.model_validate_json(await request.body())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "the body"
+            raise HTTPException(400, f"the body is not a valid {model.__name__} ({where}: {first['msg']})")
+
+    return parsed
+
+
+def json_body(model: type[BaseModel]) -> dict:
+    """The `openapi_extra` that declares a route's JSON body as `model` (read by `admin_body`)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+
+@router.post("/tokens", responses=replies(400, 403, ok=TokenMade), openapi_extra=json_body(NewToken))
+def create_token(request: Request, new: NewToken = Depends(admin_body(NewToken)), caller: Caller = Depends(_admin)):
     """A new token for a user of the caller's account (admin tokens only); shown in this reply only."""
     try:
         token = request.app.state.db.create_token(caller.account, new.user, admin=new.admin)
@@ -140,8 +164,9 @@ def create_token(request: Request, new: NewToken, caller: Caller = Depends(_admi
     return {"account": caller.account, "user": new.user, "admin": new.admin, "token": token}
 
 
-@router.post("/tokens/revoke", responses=replies(403, 404, ok=Revoked))
-def revoke_token(request: Request, revoked: TokenToRevoke, caller: Caller = Depends(_admin)):
+@router.post("/tokens/revoke", responses=replies(400, 403, 404, ok=Revoked), openapi_extra=json_body(TokenToRevoke))
+def revoke_token(request: Request, revoked: TokenToRevoke = Depends(admin_body(TokenToRevoke)),
+                 caller: Caller = Depends(_admin)):
     """Revoke a token of the caller's account (admin tokens only); 404 for any other token."""
     if not request.app.state.db.revoke_token(revoked.token, account=caller.account):
         raise HTTPException(404, "no such live token in this account")
