@@ -17,6 +17,12 @@ What it does:
    Cluster start and stop are outside the time.
 3. Prints tasks/s for every run and the ratio with/without of the medians; target >= 0.97.
    Checks the server received the plugged runs' computations (the plugin was really working).
+4. Beside the wall clock, the CPU seconds per 1,000 tasks that the whole cluster spent in the
+   timed section: this process (client, scheduler and nannies: a `LocalCluster` runs them here,
+   and with them the plugin's hooks and its sender thread) plus every worker process below it,
+   sampled with psutil before and after (the fleet server is left out). The CPU ratio
+   without/with is what the tasks/s ratio would be on a quiet CPU-bound machine, and unlike the
+   wall clock it hardly moves with the load other programs put on the machine (printed per pair).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 from distributed import Client, LocalCluster
 
 from taskscope.fleet import api
@@ -62,8 +69,26 @@ def start_server(folder: Path) -> tuple[subprocess.Popen, str, str]:
     raise SystemExit("fleet serve did not start")
 
 
-def timed_run(tasks: int, plugin: dict | None) -> tuple[float, str]:
-    """Seconds for `tasks` tiny tasks on a fresh cluster (with the plugin when `plugin` is given)."""
+def cluster_cpu_seconds(exclude: set[int]) -> float:
+    """User + system CPU seconds of this process and of its live descendants, but `exclude` and theirs."""
+    total = 0.0
+    me = psutil.Process()
+    skipped = set(exclude)
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            if process.pid in skipped or process.ppid() in skipped:
+                skipped.add(process.pid)
+                continue
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:  # a process that ended meanwhile (its CPU is lost to both samples)
+            continue
+        total += times.user + times.system
+    return total
+
+
+def timed_run(tasks: int, plugin: dict | None, exclude: set[int]) -> tuple[float, float, str]:
+    """(wall seconds, cluster CPU seconds, scheduler id) for `tasks` tiny tasks on a fresh cluster
+    (with the plugin when `plugin` is given); see `cluster_cpu_seconds` for the CPU."""
     with LocalCluster(processes=True, n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         if plugin is not None:
@@ -71,12 +96,15 @@ def timed_run(tasks: int, plugin: dict | None) -> tuple[float, str]:
         # a builtin: no function pickled by value per task (this script is __main__)
         client.gather(client.map(abs, range(200), pure=False))  # warm-up: workers and imports ready
         wait_until_forgotten(client)
+        cpu_start = cluster_cpu_seconds(exclude)
         start = time.perf_counter()
         futures = client.map(abs, range(tasks), pure=False)
         assert sum(client.gather(futures)) == tasks * (tasks - 1) // 2
         del futures
         wait_until_forgotten(client)
-        return time.perf_counter() - start, client.scheduler_info()["id"]
+        seconds = time.perf_counter() - start
+        cpu = cluster_cpu_seconds(exclude) - cpu_start
+        return seconds, cpu, client.scheduler_info()["id"]
 
 
 def wait_until_forgotten(client: Client) -> None:
@@ -95,17 +123,23 @@ def main() -> None:
         server, url, token = start_server(Path(scratch))
         plugin = {"server": url, "token": token, "interval": options.interval, "spool_directory": scratch}
         rates: dict[str, list[float]] = {"without": [], "with": []}
+        cpu_per_1000: dict[str, list[float]] = {"without": [], "with": []}
         plugged = []
         try:
             for pair in range(options.pairs):
                 order = ["without", "with"] if pair % 2 == 0 else ["with", "without"]
                 for label in order:
-                    seconds, scheduler_id = timed_run(options.tasks, plugin if label == "with" else None)
+                    seconds, cpu, scheduler_id = timed_run(options.tasks, plugin if label == "with" else None,
+                                                           exclude={server.pid})
                     rates[label].append(options.tasks / seconds)
+                    cpu_per_1000[label].append(cpu / options.tasks * 1000)
                     if label == "with":
                         plugged.append(scheduler_id)
-                    print(f"pair {pair + 1} {label:>7} plugin: {options.tasks / seconds:8.0f} tasks/s ({seconds:.2f} s)",
-                          flush=True)
+                    print(f"pair {pair + 1} {label:>7} plugin: {options.tasks / seconds:8.0f} tasks/s ({seconds:.2f} s),"
+                          f" {cpu_per_1000[label][-1]:.3f} CPU s per 1,000 tasks", flush=True)
+                print(f"pair {pair + 1} ratios: wall {rates['with'][-1] / rates['without'][-1]:.3f},"
+                      f" CPU without/with {cpu_per_1000['without'][-1] / cpu_per_1000['with'][-1]:.3f}"
+                      f"  (load average {' '.join(f'{load:.1f}' for load in os.getloadavg())})", flush=True)
             received = {c["name"]: c for c in api.list_clusters(since=None, server=url, token=token)}
         finally:
             server.terminate()
@@ -117,6 +151,12 @@ def main() -> None:
     print(f"\nmedian without plugin: {without:8.0f} tasks/s")
     print(f"median with plugin:    {with_plugin:8.0f} tasks/s")
     print(f"ratio with/without:    {ratio:.3f}  (target >= {TARGET_RATIO}: {'met' if ratio >= TARGET_RATIO else 'MISSED'})")
+    cpu_without, cpu_with = statistics.median(cpu_per_1000["without"]), statistics.median(cpu_per_1000["with"])
+    cpu_ratio = cpu_without / cpu_with
+    print(f"median CPU without:    {cpu_without:.3f} s per 1,000 tasks (whole cluster and client)")
+    print(f"median CPU with:       {cpu_with:.3f} s per 1,000 tasks")
+    print(f"CPU ratio without/with: {cpu_ratio:.3f}  (target >= {TARGET_RATIO}:"
+          f" {'met' if cpu_ratio >= TARGET_RATIO else 'MISSED'}; the load-insensitive figure)")
     print(f"load average: {os.getloadavg()}")
     if missing:
         raise SystemExit(f"the server lacks the computations of plugged clusters {missing}")
