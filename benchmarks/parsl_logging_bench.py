@@ -19,7 +19,7 @@ time are compared), and three ratios are printed, each the median over pairs:
   whatever else the machine runs);
 - CPU: CPU ms per task of NoopLogging ÷ WideEventLogging, summed over every process of the run
   (DFK, interchange, manager, workers) during the measured iteration, read from /proc when
-  parsl-perf prints that the iteration starts and when it prints its rate. This is the throughput
+  parsl-perf prints that the iteration starts and when it prints its runtime. This is the throughput
   ratio a machine where the run is CPU-bound would give, and hardly moves with other load; the
   per-process columns say which process pays;
 - whole-run CPU: the same over the whole run (start-up and shut-down included), exactly, from
@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import math
 import os
 import re
 import resource
@@ -65,6 +66,22 @@ config = Config(
     strategy="none",
     run_dir={run_dir!r},{logging}
 )
+
+# parsl-perf shuts the run down right after printing an iteration's figures: when the bench asks
+# (TASKSCOPE_BENCH_GO names a file), wait after the "Runtime" line until the bench has read the
+# processes' CPU and made that file (at most 30 s). The module is run twice: wrap print once.
+import builtins, os, time
+if os.environ.get("TASKSCOPE_BENCH_GO") and not getattr(builtins.print, "bench_wrapped", False):
+    def _print_then_wait(*args, _print=builtins.print, **kwargs):
+        _print(*args, **kwargs)
+        if args and str(args[0]).startswith("Runtime: actual"):
+            go, deadline = os.environ["TASKSCOPE_BENCH_GO"], time.monotonic() + 30
+            while not os.path.exists(go) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if os.path.exists(go):
+                os.remove(go)
+    _print_then_wait.bench_wrapped = True
+    builtins.print = _print_then_wait
 '''
 
 SETUPS = {
@@ -82,6 +99,7 @@ WIDE_DEFAULT_LEVELS = ("from taskscope.parsl import WideEventLogging",
                        "\n    initialize_logging=WideEventLogging(level=logging.DEBUG if {worker_debug} else logging.INFO),")
 RATE = re.compile(r"Tasks per second: ([0-9.]+)")
 PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+GO_FILE = "bench-go"  # made when the bench has read an iteration's CPU: parsl-perf goes on
 
 
 def run_perf(workdir: Path, name: str, setup: tuple[str, str], round_no: int, warmup: int, tasks: int,
@@ -97,7 +115,9 @@ def run_perf(workdir: Path, name: str, setup: tuple[str, str], round_no: int, wa
     config.write_text(CONFIG.format(imports=imports, logging=logging_line.format(worker_debug=worker_debug),
                                     worker_debug=worker_debug, run_dir=str(workdir / f"runinfo_{slug}")))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-               PYTHONUNBUFFERED="1")  # parsl-perf's lines as they are printed: they mark the measured iteration
+               PYTHONUNBUFFERED="1",  # parsl-perf's lines as they are printed: they mark the measured iteration
+               TASKSCOPE_BENCH_GO=str(workdir / GO_FILE))
+    (workdir / GO_FILE).unlink(missing_ok=True)
     command = [sys.executable, "-m", "parsl.benchmark.perf", "--config", str(config), "--iterate", f"{warmup},{tasks}"]
     if profile_dir is not None:
         profile_dir.mkdir(parents=True, exist_ok=True)
@@ -125,8 +145,9 @@ class RunCpu:
     """CPU seconds (user + system) of one parsl-perf run.
 
     `iteration`: per process kind, used during the measured (last) iteration, between parsl-perf
-    printing that it starts and printing its rate: every process of the run read from /proc at both
-    moments (a process started in between counts from zero). `whole_run`: every process of the run,
+    printing that it starts and printing its runtime (parsl-perf then waits for the bench before it
+    shuts the run down): every process of the run read from /proc at both moments (a process
+    started in between counts from zero; one gone by the end: no figure). `whole_run`: every process of the run,
     start-up and shut-down included, exactly (getrusage of the reaped descendants: the bench is
     their subreaper, so the detached HTEX managers and their workers are reaped here too)."""
 
@@ -137,8 +158,8 @@ class RunCpu:
 
     @property
     def per_task_ms(self) -> float:
-        """CPU ms per task of the measured iteration, all processes."""
-        return 1000 * sum(self.iteration.values()) / self.tasks
+        """CPU ms per task of the measured iteration, all processes (NaN: not measured)."""
+        return 1000 * sum(self.iteration.values()) / self.tasks if self.iteration else math.nan
 
 
 def become_subreaper() -> None:
@@ -170,7 +191,8 @@ def reap_descendants(timeout: float = 60.0) -> None:
 def follow_perf(proc: subprocess.Popen, workdir: Path, tasks: int) -> tuple[str, dict[str, float]]:
     """Read parsl-perf's output until it ends; snapshot the run's processes' CPU when the
     measured iteration starts (`Will run <tasks> tasks` after the first iteration) and when its
-    rate is printed. Returns the output and the CPU seconds of that iteration per process kind."""
+    runtime is printed. Returns the output and the CPU seconds of that iteration per process kind
+    ({} when a process was gone by then)."""
     lines, start, end, iterations = [], None, None, 0
     for line in proc.stdout:
         lines.append(line)
@@ -178,19 +200,18 @@ def follow_perf(proc: subprocess.Popen, workdir: Path, tasks: int) -> tuple[str,
             iterations += 1
         elif iterations >= 2 and start is None and line.startswith(f"Will run {tasks} tasks"):
             start = cpu_snapshot(proc.pid, workdir)
-        elif start is not None and end is None and RATE.match(line):
-            end = cpu_snapshot(proc.pid, workdir)
-            for _ in range(5):  # a process missed by a walk (it happens under load): walk again at once
-                if {kind for kind, _ in start.values()} <= {kind for kind, _ in end.values()}:
-                    break
+        elif line.startswith("Runtime: actual"):  # parsl-perf waits for the go file (see CONFIG)
+            if start is not None and end is None:
                 end = cpu_snapshot(proc.pid, workdir)
+            (workdir / GO_FILE).touch()
     proc.wait()
     if start is None or end is None:
         return "".join(lines), {}
     missing = {kind for kind, _ in start.values()} - {kind for kind, _ in end.values()}
     if missing:
-        print(f"warning: no {', '.join(sorted(missing))} process found at the iteration's end: "
-              "its CPU is missing from this run's figures", file=sys.stderr)
+        print(f"warning: no {', '.join(sorted(missing))} process left at the iteration's end (read too late): "
+              "this run has no CPU figure for the iteration", file=sys.stderr)
+        return "".join(lines), {}
     totals: dict[str, float] = {}
     for pid, (kind, seconds) in end.items():
         totals[kind] = totals.get(kind, 0.0) + seconds - start.get(pid, (kind, 0.0))[1]
@@ -351,7 +372,7 @@ def against_noop(options: argparse.Namespace, console: Console) -> None:
                               + f")  whole run CPU s {cpu.whole_run:.2f}", highlight=False)
             noop, wide = result["Parsl NoopLogging"], result["taskscope WideEventLogging"]
             wall_ratios.append(wide[0] / noop[0])
-            cpu_ratios.append(noop[1].per_task_ms / wide[1].per_task_ms)
+            cpu_ratios.append(noop[1].per_task_ms / wide[1].per_task_ms)  # NaN: left out of the median
             whole_ratios.append(noop[1].whole_run / wide[1].whole_run)
             console.print(f"pair {pair + 1}: wall ratio {wall_ratios[-1]:.2f}  CPU ratio {cpu_ratios[-1]:.2f}  "
                           f"whole-run CPU ratio {whole_ratios[-1]:.2f}  (load average {os.getloadavg()[0]:.1f})",
@@ -369,6 +390,7 @@ def against_noop(options: argparse.Namespace, console: Console) -> None:
     for label, ratios in (("wall (tasks/s) WideEventLogging ÷ NoopLogging", wall_ratios),
                           ("CPU per task NoopLogging ÷ WideEventLogging", cpu_ratios),
                           ("whole-run CPU NoopLogging ÷ WideEventLogging", whole_ratios)):
+        ratios = [r for r in ratios if not math.isnan(r)] or [math.nan]
         median = statistics.median(ratios)
         console.print(f"{label}: median {median:.2f} (pairs {', '.join(f'{r:.2f}' for r in ratios)}; "
                       f"target ≥ {target}: {'met' if median >= target else 'missed'})", highlight=False)
