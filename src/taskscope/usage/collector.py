@@ -55,7 +55,10 @@ REPLAY_CHUNK_RECORDS = 50_000
 #: without `retention_days`, spool segments wholly in the store are deleted once older than this
 #: (the store keeps everything; the spool only needs what a restart might replay)
 DEFAULT_SPOOL_RETENTION_DAYS = 7.0
-#: under a steady stream (batches always waiting), the runs table is refreshed at least this often
+#: the runs table is refreshed once nothing has arrived for this long (a burst has ended)...
+RUNS_REFRESH_QUIET_SECONDS = 1.0
+#: ...or, under a steady stream, at least this often: deriving runs costs about as much CPU as
+#: storing them, and a flat-out burst stored at half the rate when it was refreshed after each commit
 RUNS_REFRESH_SECONDS = 30.0
 #: a commit this large is written straight to the database file (DuckDB's row group size), not the WAL
 COMMIT_ROWS = 122_880
@@ -144,8 +147,9 @@ class Collector:
     then hourly); without it the store keeps everything and fully parsed spool segments go after
     `DEFAULT_SPOOL_RETENTION_DAYS`. The runs table the reports read (`taskscope.usage.rollups`)
     is built at start when missing, derived with `releases` (the release-date table,
-    `reports.release_dates()` by default), and refreshed after commits whenever no batch waits
-    (at least every `RUNS_REFRESH_SECONDS` under a steady stream) and at stop. `use_recvmmsg=False` reads one datagram per system call even where recvmmsg
+    `reports.release_dates()` by default), and refreshed once a burst has ended
+    (`RUNS_REFRESH_QUIET_SECONDS` without a datagram), at least every `RUNS_REFRESH_SECONDS`
+    under a steady stream, and at stop. `use_recvmmsg=False` reads one datagram per system call even where recvmmsg
     exists (for comparison and tests).
 
     >>> collector = Collector("usage.duckdb", host="0.0.0.0", port=50077, retention_days=400)  # doctest: +SKIP
@@ -352,9 +356,12 @@ class Collector:
 
     def _refresh_runs(self, con, force: bool = False) -> None:
         """Cover the newly stored events in the runs table (`rollups.refresh`), when no batch
-        waits to be stored, when `RUNS_REFRESH_SECONDS` have passed, or when `force`d. A failure
-        is logged, not raised: reports stay exact without it (they derive what it does not cover)."""
-        if not force and not self._batches.empty() and time.monotonic() < self._refresh_due:
+        waits and nothing arrived for `RUNS_REFRESH_QUIET_SECONDS`, when `RUNS_REFRESH_SECONDS`
+        have passed, or when `force`d. A failure is logged, not raised: reports stay exact
+        without it (they derive what it does not cover, more slowly)."""
+        last = self.stats.last_received_at
+        quiet = self._batches.empty() and (last is None or time.time() - last >= RUNS_REFRESH_QUIET_SECONDS)
+        if not force and not quiet and time.monotonic() < self._refresh_due:
             return
         with self._refreshing:
             try:

@@ -13,7 +13,9 @@ A report reads the table only when it gives exactly what deriving every run agai
 (`runs_source`): the same release-date table, and every usage event either covered or newer than
 what is covered (events not yet covered are derived on the fly, with the other messages of their
 runs). Anything else (a table derived with another release-date table, events deleted behind the
-collector's back) and the report derives every run from the events, as without the table.
+collector's back) and the report derives every run from the events, as without the table. An
+event changed in place (an SQL UPDATE) is not noticed: drop `usage_rollup_state` after one, and
+the next `refresh` builds the table again.
 
 >>> import duckdb
 >>> con = duckdb.connect(); _ = con.execute("CREATE TABLE events (ts DOUBLE, source VARCHAR, file VARCHAR, "
