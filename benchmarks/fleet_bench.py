@@ -18,11 +18,11 @@ What it does:
 3. Prints tasks/s for every run and the ratio with/without of the medians; target >= 0.97.
    Checks the server received the plugged runs' computations (the plugin was really working).
 4. Beside the wall clock, the CPU seconds per 1,000 tasks that the whole cluster spent in the
-   timed section: this process (client, scheduler and nannies: a `LocalCluster` runs them here,
-   and with them the plugin's hooks and its sender thread) plus every worker process below it,
-   sampled with psutil before and after (the fleet server is left out). The CPU ratio
-   without/with is what the tasks/s ratio would be on a quiet CPU-bound machine, and unlike the
-   wall clock it hardly moves with the load other programs put on the machine (printed per pair).
+   timed section, sampled with psutil before and after: this process (client, scheduler and
+   nannies: a `LocalCluster` runs them here, and with them the plugin's hooks and its sender
+   thread) and, printed apart, the worker processes below it (the fleet server is left out).
+   The CPU ratio without/with is what the tasks/s ratio would be on a quiet CPU-bound machine,
+   and it moves much less with the load other programs put on the machine (printed per pair).
 """
 
 from __future__ import annotations
@@ -69,10 +69,10 @@ def start_server(folder: Path) -> tuple[subprocess.Popen, str, str]:
     raise SystemExit("fleet serve did not start")
 
 
-def cluster_cpu_seconds(exclude: set[int]) -> float:
-    """User + system CPU seconds of this process and of its live descendants, but `exclude` and theirs."""
-    total = 0.0
+def cluster_cpu_seconds(exclude: set[int]) -> tuple[float, float]:
+    """User + system CPU seconds of (this process, its live descendants but `exclude` and theirs)."""
     me = psutil.Process()
+    totals = [0.0, 0.0]
     skipped = set(exclude)
     for process in [me, *me.children(recursive=True)]:
         try:
@@ -82,12 +82,12 @@ def cluster_cpu_seconds(exclude: set[int]) -> float:
             times = process.cpu_times()
         except psutil.NoSuchProcess:  # a process that ended meanwhile (its CPU is lost to both samples)
             continue
-        total += times.user + times.system
-    return total
+        totals[process.pid != me.pid] += times.user + times.system
+    return totals[0], totals[1]
 
 
-def timed_run(tasks: int, plugin: dict | None, exclude: set[int]) -> tuple[float, float, str]:
-    """(wall seconds, cluster CPU seconds, scheduler id) for `tasks` tiny tasks on a fresh cluster
+def timed_run(tasks: int, plugin: dict | None, exclude: set[int]) -> tuple[float, tuple[float, float], str]:
+    """(wall seconds, CPU seconds (here, workers), scheduler id) for `tasks` tiny tasks on a fresh cluster
     (with the plugin when `plugin` is given); see `cluster_cpu_seconds` for the CPU."""
     with LocalCluster(processes=True, n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
@@ -103,7 +103,8 @@ def timed_run(tasks: int, plugin: dict | None, exclude: set[int]) -> tuple[float
         del futures
         wait_until_forgotten(client)
         seconds = time.perf_counter() - start
-        cpu = cluster_cpu_seconds(exclude) - cpu_start
+        cpu_stop = cluster_cpu_seconds(exclude)
+        cpu = (cpu_stop[0] - cpu_start[0], cpu_stop[1] - cpu_start[1])
         return seconds, cpu, client.scheduler_info()["id"]
 
 
@@ -132,11 +133,13 @@ def main() -> None:
                     seconds, cpu, scheduler_id = timed_run(options.tasks, plugin if label == "with" else None,
                                                            exclude={server.pid})
                     rates[label].append(options.tasks / seconds)
-                    cpu_per_1000[label].append(cpu / options.tasks * 1000)
+                    cpu_per_1000[label].append(sum(cpu) / options.tasks * 1000)
                     if label == "with":
                         plugged.append(scheduler_id)
                     print(f"pair {pair + 1} {label:>7} plugin: {options.tasks / seconds:8.0f} tasks/s ({seconds:.2f} s),"
-                          f" {cpu_per_1000[label][-1]:.3f} CPU s per 1,000 tasks", flush=True)
+                          f" {cpu_per_1000[label][-1]:.3f} CPU s per 1,000 tasks (client, scheduler and nannies"
+                          f" {cpu[0] / options.tasks * 1000:.3f}, workers {cpu[1] / options.tasks * 1000:.3f})",
+                          flush=True)
                 print(f"pair {pair + 1} ratios: wall {rates['with'][-1] / rates['without'][-1]:.3f},"
                       f" CPU without/with {cpu_per_1000['without'][-1] / cpu_per_1000['with'][-1]:.3f}"
                       f"  (load average {' '.join(f'{load:.1f}' for load in os.getloadavg())})", flush=True)
