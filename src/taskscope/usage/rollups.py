@@ -20,7 +20,7 @@ the next `refresh` builds the table again.
 >>> import duckdb
 >>> con = duckdb.connect(); _ = con.execute("CREATE TABLE events (ts DOUBLE, source VARCHAR, file VARCHAR, "
 ...     "line BIGINT, event VARCHAR, run_id VARCHAR, attrs JSON)")
->>> refresh(con, reports.release_dates())
+>>> refresh(con, derivation.release_dates())
 0
 """
 
@@ -32,10 +32,10 @@ import duckdb
 import pandas as pd
 
 from taskscope._sql import scalar
-from taskscope.usage import reports
+from taskscope.usage import derivation
 
 RUNS_TABLE = "usage_run_facts"
-assert reports.RUNS_TABLE_SOURCE == f"SELECT * FROM {RUNS_TABLE}"
+assert derivation.RUNS_TABLE_SOURCE == f"SELECT * FROM {RUNS_TABLE}"
 STATE_TABLE = "usage_rollup_state"
 FILES_TABLE = "usage_rollup_files"
 #: the runs table's columns: a table of another version is built again
@@ -61,14 +61,14 @@ SELECT (SELECT count(*) FROM events WHERE source = 'usage'),
 """
 
 
-def releases_key(releases: "pd.DataFrame | dict | None") -> str:
-    """The release-date table (or its query parameters, `reports._release_params`) as one text,
+def releases_key(releases: pd.DataFrame | dict | None) -> str:
+    """The release-date table (or its query parameters, `derivation._release_params`) as one text,
     the same for the same table (row order aside), with the version of the runs table's columns.
 
     >>> releases_key(None)
     '{"columns": 3, "releases": []}'
     """
-    params = releases if isinstance(releases, dict) else reports._release_params(releases)
+    params = releases if isinstance(releases, dict) else derivation._release_params(releases)
     rows = sorted(zip(params["release_products"], params["release_versions"], params["release_dates"]))
     return json.dumps({"columns": TABLE_VERSION, "releases": rows})
 
@@ -96,10 +96,10 @@ def _unchanged(con: duckdb.DuckDBPyConnection, key: str) -> bool:
 
 
 def _runs_sql(scope: str | None) -> str:
-    """`reports._RUNS` over every usage event, or (`scope`: a query of correlators) over those runs only."""
+    """`derivation._RUNS` over every usage event, or (`scope`: a query of correlators) over those runs only."""
     if scope is None:
-        return reports._RUNS
-    return reports._RUNS.replace(reports.RUNS_SCOPE, f"AND run_id IN ({scope})")
+        return derivation._RUNS
+    return derivation._RUNS.replace(derivation.RUNS_SCOPE, f"AND run_id IN ({scope})")
 
 
 #: runs_source's answers per (connection, transaction, release key): reports made in one
@@ -107,8 +107,8 @@ def _runs_sql(scope: str | None) -> str:
 _ANSWERS: dict[tuple, str] = {}
 
 
-def runs_source(con: duckdb.DuckDBPyConnection, releases: "pd.DataFrame | dict | None") -> str:
-    """SQL giving every run as `reports._RUNS` derives it under `releases` (the release-date
+def runs_source(con: duckdb.DuckDBPyConnection, releases: pd.DataFrame | dict | None) -> str:
+    """SQL giving every run as `derivation._RUNS` derives it under `releases` (the release-date
     table or its parameters), from the runs table when it can say exactly that (see the module's
     docstring), else from the events.
 
@@ -129,10 +129,10 @@ def _source(con: duckdb.DuckDBPyConnection, wanted: str) -> str:
         return f"SELECT * FROM {RUNS_TABLE}"
     state = _state(con)
     if state is None:
-        return reports._RUNS
+        return derivation._RUNS
     total, uncovered, covered, key = state
     if key != wanted or covered is None or total != covered + uncovered:
-        return reports._RUNS
+        return derivation._RUNS
     if uncovered == 0:
         return f"SELECT * FROM {RUNS_TABLE}"
     touched = f"SELECT DISTINCT run_id FROM ({_UNCOVERED}) WHERE run_id IS NOT NULL"
@@ -141,13 +141,13 @@ def _source(con: duckdb.DuckDBPyConnection, wanted: str) -> str:
 
 
 def _params(releases: pd.DataFrame | None) -> dict:
-    return {"tolerance": reports.TIME_TOLERANCE_SECONDS, "parsl_born": reports.PARSL_BORN,
-            **reports._release_params(releases)}
+    return {"tolerance": derivation.TIME_TOLERANCE_SECONDS, "parsl_born": derivation.PARSL_BORN,
+            **derivation._release_params(releases)}
 
 
 def _rebuild(con: duckdb.DuckDBPyConnection, releases: pd.DataFrame | None) -> None:
     con.execute(f"DROP TABLE IF EXISTS {RUNS_TABLE}")
-    con.execute(f"CREATE TABLE {RUNS_TABLE} AS SELECT * FROM ({reports._RUNS}) ORDER BY ts", _params(releases))
+    con.execute(f"CREATE TABLE {RUNS_TABLE} AS SELECT * FROM ({derivation._RUNS}) ORDER BY ts", _params(releases))
     con.execute(f"CREATE OR REPLACE TABLE {STATE_TABLE} (releases VARCHAR, events BIGINT, line_sum HUGEINT)")
     con.execute(f"INSERT INTO {STATE_TABLE} VALUES (?, (SELECT count(*) FROM events WHERE source = 'usage'), 0)",
                 [releases_key(releases)])
@@ -180,7 +180,7 @@ def refresh(con: duckdb.DuckDBPyConnection, releases: pd.DataFrame | None) -> in
     dates, or not a true account of the events (some were deleted), else derive again the runs
     with events it does not cover yet. Returns how many events it newly covers.
 
-    >>> refresh(store.con, reports.release_dates())          # doctest: +SKIP
+    >>> refresh(store.con, derivation.release_dates())          # doctest: +SKIP
     0
     """
     con.execute("BEGIN TRANSACTION")
@@ -222,4 +222,4 @@ def rederive(con: duckdb.DuckDBPyConnection, releases: pd.DataFrame | None, corr
         _cover_files(con)  # (the sum of lines: what the quick check compares)
 
 
-__all__ = ["refresh", "rederive", "runs_source", "releases_key", "RUNS_TABLE"]
+__all__ = ["RUNS_TABLE", "rederive", "refresh", "releases_key", "runs_source"]
