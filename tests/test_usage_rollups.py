@@ -178,3 +178,26 @@ def test_collect_releases_dates_the_dashboard_and_the_runs_table(tmp_path):
         assert rollups.runs_source(opened.con, None) == reports._RUNS  # another table: derived from events
         assert json.loads(reports.installation_age(opened, product="mytool", releases=table).to_json(orient="records")) \
             == ages
+
+
+@pytest.mark.slow
+def test_a_store_without_the_runs_table_gets_it_when_a_collector_starts(tmp_path):
+    """A store an older collector wrote (events, no runs table): reports derive runs from the
+    events until a collector starts on it, which builds the table; the figures are the same."""
+    import taskscope
+
+    path = tmp_path / "usage.duckdb"
+    running = Collector(path, port=0, commit_interval=0.05).start()
+    first, _ = split_history()
+    send(running, first)
+    with stop_and_open(running) as store:
+        for table in (rollups.STATE_TABLE, rollups.FILES_TABLE, rollups.RUNS_TABLE):
+            store.con.execute(f"DROP TABLE {table}")
+    with taskscope.open(path, read_only=True) as store:
+        assert rollups.runs_source(store.con, None) == reports._RUNS
+        before = every_report(store.con, None)
+    Collector(path, port=0).start().stop()
+    with taskscope.open(path, read_only=True) as store:
+        assert rollups.runs_source(store.con, None) == f"SELECT * FROM {rollups.RUNS_TABLE}"
+        assert every_report(store.con, None) == before
+        assert_equal_to_events(store.con, None)

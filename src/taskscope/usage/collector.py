@@ -334,9 +334,10 @@ class Collector:
                 try:
                     self._apply_retention(con)
                     self._replay(con)
-                    self._refresh_runs(con, force=True)  # builds it for a store that has none
                 finally:
                     self._replayed.set()
+                # builds it for a store that has none, while the other writers store what arrives
+                self._refresh_runs(con, force=True)
             self._replayed.wait()
             retention_due = time.monotonic() + RETENTION_CHECK_SECONDS
             while True:
