@@ -36,6 +36,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from datetime import date, timedelta
 from pathlib import Path
 
 from rich.console import Console
@@ -151,18 +152,29 @@ def collector_run(count: int, rate: float | None, folder: Path,
                 p.stat().st_size for p in Path(str(store) + ".spool").glob("*.spool"))}
 
 
-def build_run_store(path: Path, runs: int) -> None:
-    """`runs` synthetic Parsl runs written straight into the store's events, as the collector stores them."""
+def parsl_versions(count: int) -> list[str]:
+    """`count` Parsl versions (release dates), two weeks apart, the last on 2026-03-02.
+
+    >>> parsl_versions(2)
+    ['2026.02.16', '2026.03.02']
+    """
+    last = date(2026, 3, 2)
+    return [(last - timedelta(days=14 * k)).strftime("%Y.%m.%d") for k in reversed(range(count))]
+
+
+def build_run_store(path: Path, runs: int, versions: int = 4) -> None:
+    """`runs` synthetic Parsl runs written straight into the store's events, as the collector stores them,
+    spread evenly over `versions` Parsl releases."""
     with taskscope.open(path) as store:
         store.con.execute("""
             INSERT INTO events (ts, source, file, line, event, run_id, attrs)
             SELECT 1800000000 + i, 'usage', 'bench', 2 * i, 'usage.start', 'c' || i, json_object(
-                'correlator', 'c' || i, 'parsl_v', ['2025.06.02', '2025.09.01', '2025.12.01', '2026.03.02'][1 + i % 4],
+                'correlator', 'c' || i, 'parsl_v', $versions[1 + i % len($versions)],
                 'python_v', ['3.11.9', '3.12.2', '3.13.1'][1 + i % 3], 'platform.system', 'Linux',
                 'tracking_level', 1 + i % 3, 'project_name', 'project-' || (i % 500),
                 'components', ['parsl.executors.HighThroughputExecutor'],
                 'start', 1767225600 + (i * 63072000 // $runs))
-            FROM range($runs) t(i)""", {"runs": runs})
+            FROM range($runs) t(i)""", {"runs": runs, "versions": VERSIONS_OF_4 if versions == 4 else parsl_versions(versions)})
         store.con.execute("""
             INSERT INTO events (ts, source, file, line, event, run_id, attrs)
             SELECT 1800000000 + i, 'usage', 'bench', 2 * i + 1, 'usage.end', 'c' || i, json_object(
@@ -170,6 +182,9 @@ def build_run_store(path: Path, runs: int) -> None:
                 'components', [json_object('c', 'parsl.dataflow.dflow.DataFlowKernel', 'app_count', 10, 'app_fails', 1)])
             FROM range($runs) t(i) WHERE i % 3 = 2""", {"runs": runs})
 
+
+#: the four releases of the default store (as before --versions existed)
+VERSIONS_OF_4 = ["2025.06.02", "2025.09.01", "2025.12.01", "2026.03.02"]
 
 #: the /usage page's filters timed by --pages: none, then ones not asked before (nothing cached)
 PAGE_FILTERS = [(None, None, None), ("parsl", "2026-06-01", "2027-01-01"), (None, "2027-03-15", None)]
@@ -182,7 +197,7 @@ def _timed(work) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def time_pages(runs: int, console: Console, keep: Path | None = None) -> None:
+def time_pages(runs: int, console: Console, keep: Path | None = None, versions: int = 4) -> None:
     """Each report, then the whole /usage page's data under `PAGE_FILTERS`, each on the store
     opened afresh (read-only, as `taskscope usage report` opens it: nothing cached)."""
     from taskscope.usage import reports
@@ -193,8 +208,8 @@ def time_pages(runs: int, console: Console, keep: Path | None = None) -> None:
         path = keep or Path(tmp) / "usage.duckdb"
         if not path.exists():
             started = time.perf_counter()
-            build_run_store(path, runs)
-            console.print(f"built a store of {runs:,} runs in {time.perf_counter() - started:.1f} s")
+            build_run_store(path, runs, versions)
+            console.print(f"built a store of {runs:,} runs of {versions} versions in {time.perf_counter() - started:.1f} s")
         try:
             from taskscope.usage import rollups
         except ImportError:  # (code before the runs table)
@@ -235,10 +250,12 @@ def main() -> None:
                         "store of RUNS synthetic runs")
     parser.add_argument("--store", type=Path, help="with --pages: the store's file, built when absent, kept after "
                         "(to time the same store again)")
+    parser.add_argument("--versions", type=int, default=4, help="with --pages: Parsl releases the runs are "
+                        "spread over (Parsl has had about 50 in two years; adoption reports grow with them)")
     args = parser.parse_args()
     console = Console(width=150)  # the table stays whole when written to a file
     if args.pages:
-        time_pages(args.pages, console, args.store)
+        time_pages(args.pages, console, args.store, args.versions)
         return
 
     with tempfile.TemporaryDirectory() as tmp:

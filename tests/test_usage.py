@@ -18,6 +18,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
 import parsl
 import pytest
 
@@ -775,6 +776,37 @@ def test_queries_over_time_age_and_adoption(synthetic):
     window = [r for r in runs if r["product"] == "parsl" and start <= seen_at(r) < start + 7 * 86400]
     assert row.product_runs == len(window)
     assert row.runs == sum(r["version"] == "2026.2.1" and r["lose"] != "start" for r in window)
+
+
+def test_adoption_summary_equals_a_hand_count_for_release_dates_and_first_seen(synthetic):
+    """Weeks until 25/50/75 % of a week's runs used a release or a newer one, counted by hand: for
+    Parsl's releases (dated at midnight by their version, the per-day path) and for mytool's (first
+    seen at any second of a day, the per-run path)."""
+    runs, store = synthetic
+    started = [r for r in runs if r["lose"] != "start"]  # a run whose start was lost has no version
+    first_seen: dict[tuple, float] = {}
+    for r in started:
+        first_seen[(r["product"], r["version"])] = min(first_seen.get((r["product"], r["version"]), r["ts"]), r["ts"])
+
+    def released(product: str, version: str) -> float:
+        if product != "parsl":
+            return first_seen[(product, version)]
+        return datetime.strptime(version, "%Y.%m.%d").replace(tzinfo=timezone.utc).timestamp()
+
+    summary = reports.adoption_summary(store).set_index(["product", "version"])
+    assert set(summary.index) == set(first_seen)
+    assert any(released(*key) % 86400 for key in first_seen) and any(not released(*key) % 86400 for key in first_seen)
+    for product, version in first_seen:
+        since = released(product, version)
+        weeks: dict[int, list[bool]] = {}
+        for r in started:
+            if r["product"] == product and r["ts"] >= since:
+                weeks.setdefault(int((r["ts"] - since) // (7 * 86400)), []).append(
+                    released(product, r["version"]) >= since)
+        for share, column in zip(reports.ADOPTION_SHARES, ["weeks_to_25", "weeks_to_50", "weeks_to_75"]):
+            reached = [week for week, newer in weeks.items() if sum(newer) / len(newer) >= share]
+            got = summary.loc[(product, version), column]
+            assert (None if pd.isna(got) else int(got)) == (min(reached) if reached else None), (product, version)
 
 
 def test_queries_since_keeps_later_runs_but_first_seen_counts_all(synthetic):

@@ -396,12 +396,20 @@ def version_adoption(store, product: str | None = None, weeks: int = 12, since: 
         ), windows AS (
             SELECT v.product, v.version, v.first_seen, week, v.first_seen + week * 604800 AS week_start
             FROM versions v, range($weeks) AS w(week)
+        ), version_buckets AS (
+            -- the epoch weeks (buckets) a version's first $weeks weeks overlap
+            SELECT product, version, first_seen, bucket
+            FROM versions, range(floor(first_seen / 604800)::BIGINT,
+                                 floor(first_seen / 604800)::BIGINT + $weeks + 1) AS b(bucket)
         ), placed AS (
             -- each run in the week of each version of its product it falls in: week k holds
-            -- first_seen + k * 604800 <= ts < first_seen + (k + 1) * 604800, computed as written
+            -- first_seen + k * 604800 <= ts < first_seen + (k + 1) * 604800, computed as written.
+            -- Joined on the bucket too, so a version meets only the runs of its weeks, not every
+            -- run of the product (49M pairs at 1M runs of 49 releases)
             SELECT v.product, v.version, r.version AS run_version,
                    floor((r.ts - v.first_seen) / 604800)::BIGINT AS guess, r.ts, v.first_seen
-            FROM versions v JOIN product_runs r ON r.product = v.product
+            FROM version_buckets v JOIN product_runs r
+              ON r.product = v.product AND floor(r.ts / 604800)::BIGINT = v.bucket
         ), weekly AS (
             SELECT product, version, week, count(*) FILTER (WHERE run_version = version) AS runs, count(*) AS product_runs
             FROM (SELECT *, CASE WHEN ts < first_seen + guess * 604800 THEN guess - 1
@@ -439,13 +447,25 @@ def adoption_summary(store, product: str | None = None, since: float | None = No
         ), dated AS (
             SELECT r.product, r.ts, v.released AS run_released
             FROM usage_runs r JOIN versions v USING (product, version)
+        ), daily AS (
+            -- runs per day and release: a release dated at a UTC midnight (every Parsl release)
+            -- puts a whole day in one of its weeks, so it needs only these counts, not every run
+            SELECT product, floor(ts / 86400)::BIGINT AS day, run_released, count(*) AS runs
+            FROM dated GROUP BY ALL
+        ), placed AS (
+            SELECT v.product, v.version, (d.day - floor(v.released / 86400)::BIGINT) // 7 AS week,
+                   d.run_released >= v.released AS newer, d.runs
+            FROM versions v JOIN daily d ON d.product = v.product
+            WHERE v.released % 86400 = 0 AND d.day >= floor(v.released / 86400)::BIGINT
+            UNION ALL
+            -- a release known only by when it was first seen: its weeks start at any second
+            SELECT v.product, v.version, floor((d.ts - v.released) / 604800)::BIGINT AS week,
+                   d.run_released >= v.released AS newer, 1 AS runs
+            FROM versions v JOIN dated d ON d.product = v.product
+            WHERE v.released % 86400 <> 0 AND d.ts >= v.released
         ), weekly AS (
-            -- joined on the product alone, then filtered: a hash join (measured faster than a range join)
-            SELECT product, version, week, count(*) FILTER (WHERE newer) / count(*) AS share FROM (
-                SELECT v.product, v.version, floor((d.ts - v.released) / 604800)::BIGINT AS week,
-                       d.run_released >= v.released AS newer, d.ts >= v.released AS after
-                FROM versions v JOIN dated d ON d.product = v.product)
-            WHERE after GROUP BY ALL
+            SELECT product, version, week, coalesce(sum(runs) FILTER (WHERE newer), 0) / sum(runs) AS share
+            FROM placed GROUP BY ALL
         )
         SELECT v.product, v.version, to_timestamp(v.released) AS released, v.released_by,
                min(w.week) FILTER (WHERE w.share >= $share_1) AS weeks_to_25,
