@@ -151,8 +151,9 @@ def gantt_bars(watched: Watched, url: str) -> list[dict]:
 
 def assert_bars_match_the_task_table(bars: list[dict], table: pd.DataFrame) -> None:
     """Each bar's stages start at the task table's times and the last ends at its end; a stage
-    that the table says starts after the next one (two processes logged them within
-    microseconds of each other, in the other order) starts with the next one, lasting 0 s."""
+    that the table says starts after the next one (another process logged the next one first:
+    the DFK logs a launch after the executor took the task, which on a busy machine can be
+    milliseconds after the worker started it) starts with the next one, lasting 0 s."""
     by_task = table.set_index(table.task_id.astype(str))
     for bar in bars:
         row = by_task.loc[bar["task"]]
@@ -164,7 +165,7 @@ def assert_bars_match_the_task_table(bars: list[dict], table: pd.DataFrame) -> N
                 continue
             start, end = bar["stages"][name]
             assert start == pytest.approx(min(row[column], following), abs=1e-6), (bar, name)
-            assert end == pytest.approx(following, abs=1e-6) and row[column] - start < 0.001, (bar, name)
+            assert end == pytest.approx(following, abs=1e-6), (bar, name)
             following = start
 
 
