@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -406,6 +407,26 @@ def start_live_hostile_run(tmp_path: Path, tasks: int) -> subprocess.Popen:
     return running
 
 
+@contextmanager
+def followed_live(tmp_path: Path, count: int):
+    """A real Parsl run of `count` tasks (test_web's hostile workflow) that a live dashboard
+    follows: yields (the run's process, the served dashboard, the run's id) once the runs
+    table shows it live."""
+    running = start_live_hostile_run(tmp_path, count)
+    with ExitStack() as cleanup:
+        cleanup.callback(lambda: running.poll() is None and running.kill())
+        dashboard = open_dashboard(str(tmp_path / "live.duckdb"), [str(tmp_path / "runinfo")], interval_s=0.5)
+        cleanup.callback(dashboard.store.close)
+        server = Server(dashboard)
+        cleanup.callback(server.stop)
+        shown = []
+        while not [row for row in shown if row["status"] == "live"]:
+            assert running.poll() is None, "the run ended before the dashboard showed it live"
+            time.sleep(0.2)
+            shown = server.json("/api/runs")["runs"]
+        yield running, server, shown[0]["run_id"]
+
+
 def test_live_run_is_shown_live_then_finished(tmp_path, browser):
     running = start_live_hostile_run(tmp_path, 24)
     try:
@@ -752,18 +773,10 @@ def test_one_state_palette_on_the_run_page_and_the_dag(corpus_run, browser):
 def test_live_run_page_refreshes_itself_until_the_run_ends(tmp_path, browser):
     """The run page of a live run shows a rising done count without a reload, then stops
     refreshing once the run has ended (the run's log lines carry markup: none of it runs)."""
-    running = start_live_hostile_run(tmp_path, 40)
-    try:
-        dashboard = open_dashboard(str(tmp_path / "live.duckdb"), [str(tmp_path / "runinfo")], interval_s=0.5)
-        server = Server(dashboard)
-        runs = []
-        while not runs or runs[0]["status"] != "live":
-            assert running.poll() is None, "the run ended before the dashboard showed it live"
-            runs = server.json("/api/runs")["runs"]
-            time.sleep(0.2)
+    with followed_live(tmp_path, 40) as (running, server, run_id):
         watched = Watched(browser)
         try:
-            watched.page.goto(f"{server.url}/runs/{runs[0]['run_id']}", wait_until="load")
+            watched.page.goto(f"{server.url}/runs/{run_id}", wait_until="load")
             assert watched.page.evaluate("() => document.body.dataset.live") == "1"
             first = int(watched.page.locator("#run-done").inner_text() or 0)
             watched.page.evaluate("() => { window.loadedOnce = true; }")
@@ -778,8 +791,3 @@ def test_live_run_page_refreshes_itself_until_the_run_ends(tmp_path, browser):
             assert not watched.problems and not watched.dialogs, (watched.problems, watched.dialogs)
         finally:
             watched.close()
-        server.stop()
-        dashboard.store.close()
-    finally:
-        if running.poll() is None:
-            running.kill()

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -19,7 +17,7 @@ import pandas as pd
 import pytest
 from conftest import shared_once
 from test_truth import Served, make_truth_run, only_run, total_memory_bytes
-from test_web import Server, Watched, browser, start_live_hostile_run  # noqa: F401 (browser is a fixture)
+from test_web import Server, Watched, browser, followed_live  # noqa: F401 (browser is a fixture)
 from truth_workflow import BURN_CPU_S
 
 import taskscope
@@ -27,7 +25,6 @@ from taskscope.analyses.gantt import STAGES, TASK_LIMIT
 from taskscope.analyses.resources import per_task, utilization
 from taskscope.analyses.tasks import tasks
 from taskscope.analyses.utilization import utilization_totals
-from taskscope.web.dashboard import open_dashboard
 
 # a run of `$tasks` tasks in three apps on four slots, each pending -> launched -> running ->
 # exec_done (every 50th failed), times known in closed form
@@ -273,26 +270,6 @@ def test_gantt_shows_names_from_data_as_text(tmp_path, browser):  # noqa: F811
 
 # item 9: live pages refresh themselves (the Gantt, like the run page)
 ENDED_BARS = "() => document.querySelectorAll('#gantt g.task-bar rect.final').length"
-
-
-@contextmanager
-def followed_live(tmp_path: Path, count: int):
-    """A real Parsl run of `count` tasks (test_web's hostile workflow) that a live dashboard
-    follows: yields (the run's process, the served dashboard, the run's id) once the runs
-    table shows it live."""
-    running = start_live_hostile_run(tmp_path, count)
-    with ExitStack() as cleanup:
-        cleanup.callback(lambda: running.poll() is None and running.kill())
-        dashboard = open_dashboard(str(tmp_path / "live.duckdb"), [str(tmp_path / "runinfo")], interval_s=0.5)
-        cleanup.callback(dashboard.store.close)
-        server = Server(dashboard)
-        cleanup.callback(server.stop)
-        shown = []
-        while not [row for row in shown if row["status"] == "live"]:
-            assert running.poll() is None, "the run ended before the dashboard showed it live"
-            time.sleep(0.2)
-            shown = server.json("/api/runs")["runs"]
-        yield running, server, shown[0]["run_id"]
 
 
 def test_live_gantt_draws_each_ended_task_without_a_reload_until_the_run_ends(tmp_path, browser):  # noqa: F811
