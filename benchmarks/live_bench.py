@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -29,15 +28,10 @@ import urllib.request
 from pathlib import Path
 
 from ingest_bench import VARIANTS, perf_command, runinfo_dir, write_config
+from web_bench import free_port
 
 TARGET_LAG_S = 10.0
 POLL_S = 0.2
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def runs(port: int) -> list[dict] | None:
