@@ -15,7 +15,7 @@ import pytest
 import taskscope
 from taskscope._sql import literal
 from taskscope.ingest.lines import read_new_lines, usable_lines_sql
-from taskscope.sources.parsl_textlog import FORMATS, _headers_sql
+from taskscope.sources.parsl_textlog import FORMATS, _headers_sql, header_test
 
 DEFAULT_FORMAT = next(fmt for fmt in FORMATS if fmt.name == "parsl_default")
 
@@ -72,11 +72,24 @@ def test_default_format_split_equals_the_header_regex():
         f"""SELECT line, CASE WHEN regexp_matches(txt, {pattern}) THEN regexp_extract(txt, {pattern}, {names}) END
             FROM lines ORDER BY line"""
     ).fetchall()
-    lines_sql = f"SELECT line, txt, regexp_matches(txt, {pattern}) AS is_header FROM lines"
+    lines_sql = f"SELECT line, txt, regexp_matches(txt, {pattern}) AS is_header, 0 AS record FROM lines"
     got = con.execute(f"SELECT line, h FROM ({_headers_sql(DEFAULT_FORMAT, lines_sql)}) ORDER BY line").fetchall()
     assert got == expected
     assert [h is not None for _, h in got] == [True] * 6 + [False] * 3
     assert got[1][1]["thread"] == "Thread-3 (_run)" and got[1][1]["message"] == "hello: world"
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f.name)
+def test_the_header_test_finds_the_lines_the_full_header_regex_matches(fmt):
+    con = duckdb.connect()
+    lines = [*HEADER_LINES, "2026-01-01 00:00:00.123 a:1 [INFO] ", "2026-01-01 00:00:00 a:1 [INFO]  x" + "y" * 5000]
+    found = con.execute(
+        "SELECT list(regexp_matches(t, ?) ORDER BY i), list(regexp_matches(t, ?) ORDER BY i) "
+        "FROM (SELECT unnest(?) AS t, unnest(range(len(?))) AS i)",
+        [header_test(fmt), fmt.pattern, lines, lines],
+    ).fetchall()[0]
+    assert found[0] == found[1]
+    assert header_test(fmt) != fmt.pattern  # the message group was cut off
 
 
 JSON_RECORDS = [

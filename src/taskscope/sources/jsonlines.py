@@ -22,8 +22,9 @@ from taskscope.sources.json_fields import (
 )
 
 
-# the whitespace JSON allows before a value
-_JSON_SPACE = "' ' || chr(9) || chr(10) || chr(13)"
+# valid JSON whose first character other than JSON's whitespace is `{` is an object: cheaper
+# than json_type (a second parse), and than ltrim, which copies every line to look at one byte
+_IS_OBJECT = "(starts_with(txt, '{') OR regexp_matches(txt, '^[ \\t\\n\\r]*\\{'))"
 
 
 # `source` values a file's path gives when it says nothing about the writer: a log copied
@@ -55,8 +56,7 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
                 SELECT line, txt, {parse_time_sql(ts_candidates_sql())} AS ts, {unfit_values_sql()} AS values_in_attrs,
                        {select_list}, {'v."component"' if generic else 'NULL::VARCHAR'} AS record_source
                 FROM (SELECT line, txt, {extraction} AS v FROM {table_name}
-                      -- valid JSON whose first character is `{{` is an object (cheaper than json_type)
-                      WHERE json_valid(txt) AND left(ltrim(txt, {_JSON_SPACE}), 1) = '{{'))
+                      WHERE json_valid(txt) AND {_IS_OBJECT}))
             WHERE {time_in_range_sql("ts")}""",
         [context.component, context.file, context.file_id, *stamp_params],
     )
