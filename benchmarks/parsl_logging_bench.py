@@ -99,12 +99,64 @@ WIDE_DEFAULT_LEVELS = ("from taskscope.parsl import WideEventLogging",
                        "\n    initialize_logging=WideEventLogging(level=logging.DEBUG if {worker_debug} else logging.INFO),")
 RATE = re.compile(r"Tasks per second: ([0-9.]+)")
 PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+PY_SPY_OPTIONS: list[str] = ["--nonblocking"]  # set from --profile-native and --profile-rate
 GO_FILE = "bench-go"  # made when the bench has read an iteration's CPU: parsl-perf goes on
+
+
+#: with --gc-stats, every Python process of a run imports this (as `sitecustomize`, found first on
+#: PYTHONPATH): it counts the garbage collector's passes per generation and the thread CPU they
+#: take, and writes them every 0.2 s to `<TASKSCOPE_BENCH_GC>/<pid>.json`
+GC_SITECUSTOMIZE = """
+import gc, json, os, sys, threading, time
+_dir = os.environ.get("TASKSCOPE_BENCH_GC")
+if _dir:
+    _passes = {0: [0, 0], 1: [0, 0], 2: [0, 0]}
+    _started = [0]
+    def _count(phase, info, clock=time.thread_time_ns):
+        if phase == "start":
+            _started[0] = clock()
+        else:
+            row = _passes[info["generation"]]
+            row[0] += 1
+            row[1] += clock() - _started[0]
+    gc.callbacks.append(_count)
+    def _dump():
+        path = os.path.join(_dir, f"{os.getpid()}.json")
+        while True:
+            time.sleep(0.2)
+            try:
+                with open(path + ".tmp", "w") as file:
+                    json.dump({"cmdline": " ".join(sys.orig_argv), "passes": _passes}, file)
+                os.replace(path + ".tmp", path)
+            except Exception:
+                pass
+    def _start_dumper():
+        threading.Thread(target=_dump, daemon=True).start()
+    _start_dumper()
+    os.register_at_fork(after_in_child=_start_dumper)
+"""
+
+
+def gc_stats(gc_dir: Path, dfk_marker: str) -> dict[str, list[list[float]]]:
+    """Per process kind: [[passes, CPU seconds] per generation 0, 1, 2] over the whole run."""
+    totals: dict[str, list[list[float]]] = {}
+    for path in gc_dir.glob("*.json"):
+        try:
+            stats = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        kind = process_kind_of(stats["cmdline"], dfk_marker in stats["cmdline"] and "parsl.benchmark" in stats["cmdline"])
+        rows = totals.setdefault(kind, [[0, 0.0], [0, 0.0], [0, 0.0]])
+        for generation in range(3):
+            passes, ns = stats["passes"][str(generation)]
+            rows[generation][0] += passes
+            rows[generation][1] += ns / 1e9
+    return totals
 
 
 def run_perf(workdir: Path, name: str, setup: tuple[str, str], round_no: int, warmup: int, tasks: int,
              worker_debug: bool = True, profile_dir: Path | None = None,
-             call_cost_dir: Path | None = None) -> tuple[float, "RunCpu"]:
+             call_cost_dir: Path | None = None, gc_dir: Path | None = None) -> tuple[float, "RunCpu"]:
     """One parsl-perf run: the tasks/s of its last iteration, and the CPU it cost (`RunCpu`)."""
     imports, logging_line = setup
     slug = name.split()[-1].lower()
@@ -118,10 +170,16 @@ def run_perf(workdir: Path, name: str, setup: tuple[str, str], round_no: int, wa
                PYTHONUNBUFFERED="1",  # parsl-perf's lines as they are printed: they mark the measured iteration
                TASKSCOPE_BENCH_GO=str(workdir / GO_FILE))
     (workdir / GO_FILE).unlink(missing_ok=True)
+    if gc_dir is not None:
+        (workdir / "gc-site").mkdir(exist_ok=True)
+        (workdir / "gc-site" / "sitecustomize.py").write_text(GC_SITECUSTOMIZE)
+        gc_dir.mkdir(parents=True, exist_ok=True)
+        env["TASKSCOPE_BENCH_GC"] = str(gc_dir)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(workdir / "gc-site"), env.get("PYTHONPATH"))))
     command = [sys.executable, "-m", "parsl.benchmark.perf", "--config", str(config), "--iterate", f"{warmup},{tasks}"]
     if profile_dir is not None:
         profile_dir.mkdir(parents=True, exist_ok=True)
-        command = ["py-spy", "record", "--nonblocking", "--subprocesses", "--format", "raw", "-o",
+        command = ["py-spy", "record", "--subprocesses", "--format", "raw", *PY_SPY_OPTIONS, "-o",
                    str(profile_dir / f"{slug}_{round_no}.txt"), "--"] + command
     become_subreaper()
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -295,6 +353,22 @@ def print_call_costs(rows: list[tuple[int, dict[str, tuple[int, float, float]]]]
             table.add_row(str(pair), kind, f"{calls / tasks:.1f}", f"{1e6 * seconds / max(calls, 1):.1f}",
                           f"{1000 * seconds / tasks:.3f}", f"{1000 * flushes / tasks:.3f}")
     console.print(table)
+def print_gc_stats(rows: list[tuple[int, str, dict[str, list[list[float]]]]], tasks: int, console: Console) -> None:
+    table = Table(title="The garbage collector over the whole run (start-up included): passes per generation and "
+                        "CPU ms per task in them, per process")
+    for column in ("pair", "logging", "process", "gen 0 passes", "gen 1", "gen 2", "GC CPU ms/task (gen 0/1/2)"):
+        table.add_column(column)
+    for pair, name, kinds in rows:
+        for kind in KINDS:
+            gens = kinds.get(kind)
+            if gens is None:
+                continue
+            table.add_row(str(pair), name, kind, *(str(int(g[0])) for g in gens),
+                          f"{1000 * sum(g[1] for g in gens) / tasks:.3f} ("
+                          + "/".join(f"{1000 * g[1] / tasks:.3f}" for g in gens) + ")")
+    console.print(table)
+
+
 #: logging stages, by the first matching frame from the innermost out (py-spy sees Python frames:
 #: orjson's C time is inside the frame that calls it)
 STAGES = (
@@ -315,6 +389,8 @@ def profile_summary(path: Path) -> dict[str, dict[str, float]]:
     result: dict[str, dict[str, float]] = {}
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue  # a command line with a line break in it
         frames = stack.split(";")
         head = frames[0]
         kind = ("interchange" if "interchange" in head else "manager" if "process_worker_pool" in head
@@ -353,16 +429,19 @@ def against_noop(options: argparse.Namespace, console: Console) -> None:
     setups = dict(NOOP_SETUPS)
     if not options.worker_debug:
         setups["taskscope WideEventLogging"] = WIDE_DEFAULT_LEVELS
-    wall_ratios, cpu_ratios, whole_ratios, runs, call_rows = [], [], [], [], []
+    wall_ratios, cpu_ratios, whole_ratios, runs, call_rows, gc_rows = [], [], [], [], [], []
     with tempfile.TemporaryDirectory(prefix="parsl-logging-bench-") as tmp:
         for pair in range(options.pairs):
             order = list(setups) if pair % 2 == 0 else list(reversed(setups))
             result = {}
             for name in order:
+                gc_dir = Path(tmp) / "gc" / f"{name.split()[-1].lower()}_{pair}" if options.gc_stats else None
                 rate, cpu = run_perf(Path(tmp), name, setups[name], pair, options.warmup, options.tasks,
                                      options.worker_debug, options.profile_dir if options.profile else None,
-                                     Path(tmp) / "call-cost" if options.call_cost else None)
+                                     Path(tmp) / "call-cost" if options.call_cost else None, gc_dir)
                 result[name] = (rate, cpu)
+                if gc_dir is not None:
+                    gc_rows.append((pair + 1, name, gc_stats(gc_dir, f"config_{name.split()[-1].lower()}_{pair}")))
                 if options.call_cost and "WideEventLogging" in name:
                     call_rows.append((pair + 1, call_costs(Path(tmp) / "call-cost" / f"{name.split()[-1].lower()}_{pair}",
                                                            options.warmup + options.tasks)))
@@ -396,6 +475,8 @@ def against_noop(options: argparse.Namespace, console: Console) -> None:
                       f"target ≥ {target}: {'met' if median >= target else 'missed'})", highlight=False)
     if options.call_cost:
         print_call_costs(call_rows, options.warmup + options.tasks, console)
+    if options.gc_stats:
+        print_gc_stats(gc_rows, options.warmup + options.tasks, console)
     if options.profile:
         print_profiles(options.profile_dir, console)
 
@@ -413,10 +494,18 @@ def main() -> None:
     parser.add_argument("--call-cost", action="store_true",
                         help="with --against noop: measure the thread CPU of each logging call in every process "
                              "(adds about 1 µs a call to the WideEventLogging runs)")
+    parser.add_argument("--gc-stats", action="store_true",
+                        help="with --against noop: count the garbage collector's passes and their CPU in every process")
+    parser.add_argument("--profile-native", action="store_true",
+                        help="with --profile: py-spy --native (C frames too: the garbage collector, orjson, syscalls; "
+                             "it pauses the process at each sample, so it slows the run more)")
+    parser.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second (default 100)")
     parser.add_argument("--profile-dir", type=Path, default=Path("parsl-logging-profiles"))
     parser.add_argument("--summarize", action="store_true", help="only summarize the profiles in --profile-dir")
     options = parser.parse_args()
     console = Console(width=190)
+    PY_SPY_OPTIONS[:] = ["--native"] if options.profile_native else ["--nonblocking"]
+    PY_SPY_OPTIONS.extend(["--rate", str(options.profile_rate)])
     if options.summarize:
         return print_profiles(options.profile_dir, console)
     if options.against == "noop":

@@ -525,3 +525,72 @@ def test_queued_deferred_records_leave_the_garbage_collectors_generations(wide_l
     assert not any(gc.is_tracked(item) for item in queued)  # held records never reach the oldest generation
     handler.flush()
     assert handler.written_records == 100
+
+
+def test_a_switched_loggers_remembered_route_follows_every_change_of_handlers(wide_logger, tmp_path):
+    """FastPathLogger keeps which handlers a (logger, level) reaches: a change through logging's
+    API, a switched logger's `propagate`/`handlers`, or the root's handler list changed by hand is
+    seen at the next record; other changes by hand after `routes_changed()`."""
+    from taskscope.emit.logger import routes_changed
+
+    logger, wide = wide_logger(tmp_path / "out.jsonlog")
+    child = logging.getLogger(f"{logger.name}.child")
+    collect, by_hand, at_root = Collect(), Collect(), Collect()
+    restore = use_fast_path(lambda name: name == child.name)
+    saved_root = logging.root.handlers[:]
+    try:
+        child.info("1 fast")
+        logger.addHandler(collect)
+        child.info("2 both")
+        collect.setLevel(logging.ERROR)
+        child.info("3 fast, the other handler's level above")
+        logger.removeHandler(collect)
+        wide.setLevel(logging.WARNING)
+        child.info("4 below every handler")
+        wide.setLevel(logging.NOTSET)
+        child.propagate = False
+        child.info("5 not propagated: no handler")
+        child.propagate = True
+        child.handlers.append(by_hand)
+        routes_changed()
+        child.info("6 both")
+        child.handlers.clear()
+        routes_changed()
+        child.info("7 fast")
+        logging.root.handlers.clear()  # by hand: what the root has now is counted at each record
+        logger.propagate = True
+        routes_changed()
+        child.info("8 fast, up to the root")
+        logging.root.handlers.append(at_root)
+        child.info("9 both, a root handler put there by hand")
+    finally:
+        logging.root.handlers[:] = saved_root
+        logger.propagate = False
+        restore()
+    wide.flush()
+    assert [e["message"][:1] for e in comparable(tmp_path / "out.jsonlog")] == ["1", "2", "3", "6", "7", "8", "9"]
+    assert [r.getMessage()[:1] for r in collect.records] == ["2"]
+    assert [r.getMessage()[:1] for r in by_hand.records] == ["6"]
+    assert [r.getMessage()[:1] for r in at_root.records] == ["9"]
+    assert wide.fast_path_records == 4  # 1, 3, 7 and 8
+
+
+def test_a_queued_deferred_record_is_one_tuple(wide_logger, tmp_path):
+    """A deferred record holds one tuple until the writer's flush (its extra fields' names and
+    values inside it, not in tuples of their own): every live object of a kind the garbage
+    collector tracks brings its next pass nearer."""
+    logger, handler = wide_logger(tmp_path / "one.jsonlog")
+    restore = use_fast_path(lambda name: name == logger.name)
+    try:
+        logger.info("task %d on %s", 3, "htex", extra={"task_id": 3, "state": "launched"})
+        logger.info("no extra")
+    finally:
+        restore()
+    with_extra, without = [item for item in handler._queue if type(item) is tuple]  # noqa: SLF001
+    assert [index for index, value in enumerate(with_extra) if type(value) is tuple] == [3]  # the arguments only
+    assert with_extra[3] == (3, "htex") and with_extra[6:] == ("task_id", "state", 3, "launched")
+    assert len(without) == 6 and without[3] == ()
+    handler.flush()
+    events = comparable(tmp_path / "one.jsonlog")
+    assert (events[0]["message"], events[0]["task_id"], events[0]["state"]) == ("task 3 on htex", 3, "launched")
+    assert "task_id" not in events[1]

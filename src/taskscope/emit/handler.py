@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from taskscope.constants import MAX_LINE_BYTES
-from taskscope.emit.records import RecordEncoder, encode_deferred_batch, formatted_message
+from taskscope.emit.records import RecordEncoder, deferred_entry, encode_deferred_batch, formatted_message
 
 DEFAULT_FLUSH_INTERVAL = 0.5  # seconds; a SIGKILL loses at most this much
 #: how long exit and fork wait for a flush in progress: a write stuck on a hung filesystem must
@@ -144,12 +144,9 @@ class WideEventHandler(logging.Handler):
         encoder = self._encoder
         if extra and encoder.keys and not encoder.keys.isdisjoint(extra):
             return False
-        # extra as its names and its values: tuples of scalars leave the garbage collector's lists
-        # in its young passes, a dict would keep the entry in them (and carry it to the oldest generation)
-        if extra:
-            self._queue_fast((site, thread, msg, args, tuple(extra), tuple(extra.values()), ct, task))
-        else:
-            self._queue_fast((site, thread, msg, args, None, None, ct, task))
+        # one tuple of scalars (`records.deferred_entry`): it leaves the garbage collector's lists
+        # in its young passes, a dict would keep it in them (and carry it to the oldest generation)
+        self._queue_fast(deferred_entry(site, thread, msg, args, extra, ct, task))
         return True
 
     def _queue_fast(self, item: bytes | tuple) -> None:

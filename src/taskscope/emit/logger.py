@@ -25,7 +25,9 @@ stdlib's (or taskscope's equivalents). Anything else (another handler, a filter,
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import sys
 import threading
 import time
@@ -35,9 +37,10 @@ from typing import Any, Callable, Mapping
 from taskscope.emit import context
 from taskscope.emit.handler import WideEventHandler
 from taskscope.emit.records import (
-    FAST_RECORDS_MATCH, HAS_TASK_NAME, STANDARD_ATTRIBUTES, caller_of, clock, deferrable, encode_moment,
+    FAST_RECORDS_MATCH, HAS_TASK_NAME, SITE_CACHE, STANDARD_ATTRIBUTES, caller_of, clock, deferrable, encode_moment,
     formatted_message, make_fast_record_factory, record_fields, site_json, task_name, thread_json,
 )
+from taskscope.emit.records import _SCALARS  # noqa: PLC2701 - deferrable's types, for its copy in _queue_record
 
 _WIDE_HANDLE = WideEventHandler.handle
 _STOCK_LOGGERS: tuple[type, ...] = (logging.Logger, logging.RootLogger)  # FastPathLogger is added below
@@ -45,6 +48,13 @@ _FACTORIES = (logging.LogRecord, make_fast_record_factory())
 _NO_FIELDS: Mapping[str, Any] = {}
 _current_thread = threading.current_thread
 _thread_clock = time.thread_time_ns
+_getframe = sys._getframe  # noqa: SLF001
+_STDLIB_FACTORY = logging.LogRecord
+_FAST_FACTORY = make_fast_record_factory() or logging.LogRecord
+_STDLIB_MAKE_RECORD = context._stdlib_make_record  # noqa: SLF001
+_CONTEXT_MAKE_RECORD = context._make_record_with_context  # noqa: SLF001
+_bound_fields = context._fields  # noqa: SLF001
+_STOCK_MAKE_RECORDS = context.STOCK_MAKE_RECORDS
 
 
 def wide_receivers(logger: logging.Logger, level: int) -> list[WideEventHandler] | None:
@@ -111,6 +121,176 @@ def log_fast(logger: logging.Logger, level: int, msg: Any, args: tuple, extra: M
             fields = record_fields(name, level, fn, lno, msg, args, None, func, None)
             fields.update(extra or _NO_FIELDS)
             handler.handle_fields(fields, message)
+    return True
+
+
+# ---- the routes of FastPathLogger records: which handlers a (logger, level) reaches ---------
+# Walking the logger's parents and their handlers for each record (`wide_receivers`) costs
+# about 1 µs, and more in a real program where that code is out of the caches. A FastPathLogger
+# keeps the result per (logger, level), valid while `_routes_version` is the one it was made
+# with; every change made through logging's API that could change a route (handlers added or
+# removed, filters, handler and logger levels, `logging.disable`, a FastPathLogger's
+# `propagate` or `handlers` set) makes a new version. The root logger's handlers, where most
+# programs attach theirs, are counted at each record too, so that handlers put on its list by
+# hand (`logging.root.handlers.append(...)`) are seen at once.
+
+_ROUTES: dict[tuple[logging.Logger, int], tuple[object, list[WideEventHandler] | None, int]] = {}
+_root = logging.root
+_routes_version = object()
+_ROUTES_LIMIT = 10_000
+
+
+def routes_changed() -> None:
+    """Forget every FastPathLogger's routes (the next record of each walks its handlers again).
+    Called by logging's API wrapped here; call it after changing handlers by hand
+    (`logger.handlers.append(...)`, `handler.level = ...`).
+
+    >>> routes_changed()
+    """
+    global _routes_version
+    _routes_version = object()
+
+
+def _route(logger: logging.Logger, level: int) -> tuple[object, list[WideEventHandler] | None, int]:
+    """Walk the handlers a record of `logger` at `level` reaches, and remember them (the version
+    and root count read first: a change made during the walk leaves the route stale at once)."""
+    version, root_handlers = _routes_version, len(_root.handlers)
+    receivers = wide_receivers(logger, level)
+    if receivers is None and _reaches_wide_subclass(logger):
+        # a WideEventHandler subclass may switch to the plain `handle` at any record (as the
+        # DFK's handler does once it knows the run id): walk again at each record until then
+        return (None, None, -1)
+    route = (version, receivers, root_handlers)
+    if len(_ROUTES) >= _ROUTES_LIMIT:
+        _ROUTES.clear()
+    _ROUTES[(logger, level)] = route
+    return route
+
+
+def _reaches_wide_subclass(logger: logging.Logger) -> bool:
+    """Whether a record of `logger` reaches a WideEventHandler of a subclass that overrides `handle`."""
+    current: logging.Logger | None = logger
+    while current:
+        for handler in current.handlers:
+            if isinstance(handler, WideEventHandler) and type(handler).handle is not _WIDE_HANDLE:
+                return True
+        current = current.parent if current.propagate else None
+    return False
+
+
+def _wrap_to_forget_routes(owner: type, name: str) -> None:
+    method = getattr(owner, name)
+    if getattr(method, "_forgets_routes", False):
+        return
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        finally:
+            routes_changed()
+
+    wrapper._forgets_routes = True  # type: ignore[attr-defined]
+    setattr(owner, name, wrapper)
+
+
+for _owner, _name in ((logging.Logger, "addHandler"), (logging.Logger, "removeHandler"),
+                      (logging.Filterer, "addFilter"), (logging.Filterer, "removeFilter"),
+                      (logging.Handler, "setLevel"), (logging.Manager, "_clear_cache")):
+    _wrap_to_forget_routes(_owner, _name)
+
+
+#: thread ident -> (Thread, process name, thread name, `thread_json`) for `_queue_record`, which
+#: reads the names from the objects' attributes (the `name` properties are each a Python call)
+_THREAD_PARTS: dict[int, tuple[threading.Thread, str | None, str, bytes]] = {}
+_active_threads = threading._active  # noqa: SLF001 - what threading.current_thread() reads
+_get_ident = threading.get_ident
+_modules = sys.modules
+
+
+def _thread_parts(ident: int) -> tuple[threading.Thread | None, Any, Any, bytes]:
+    """The calling thread's entry of `_THREAD_PARTS`, made now (or, for a thread that threading
+    did not start, its `thread_json` with a key that never validates)."""
+    thread = _current_thread()
+    encoded = thread_json(thread)
+    if _active_threads.get(ident) is not thread or not isinstance(getattr(thread, "_name", None), str):
+        return (None, _NEVER, _NEVER, encoded)
+    process = _modules.get("multiprocessing.process")
+    parts = (thread, process._current_process._name if process is not None else "MainProcess", thread._name, encoded)  # noqa: SLF001
+    if len(_THREAD_PARTS) >= 10_000:
+        _THREAD_PARTS.clear()
+    _THREAD_PARTS[ident] = parts
+    return parts
+
+
+_NEVER = object()
+os.register_at_fork(after_in_child=_THREAD_PARTS.clear)
+
+
+def _queue_record(logger: logging.Logger, level: int, msg: Any, args: tuple, extra: Mapping[str, Any] | None,
+                  receivers: list[WideEventHandler]) -> bool:
+    """FastPathLogger's record to `receivers` (its route): queued as its parts for the writer to
+    encode when `deferrable`, else encoded now (`log_fast`); False: stdlib must make it."""
+    srcfile = logging._srcfile  # noqa: SLF001
+    frame: FrameType | None = None
+    if srcfile:
+        frame = _getframe(2)  # 0 is this, 1 FastPathLogger._log: the first frame not logging's (as findCaller)
+        while frame is not None:
+            filename = frame.f_code.co_filename
+            if filename != srcfile and not ("importlib" in filename and "_bootstrap" in filename):
+                break
+            frame = frame.f_back
+    deferred = DEFER_ENCODING and type(msg) is str
+    if deferred:  # records.deferrable, written out
+        for value in args:
+            if type(value) not in _SCALARS:
+                deferred = False
+                break
+        if extra and deferred:
+            for value in extra.values():
+                if type(value) not in _SCALARS:
+                    deferred = False
+                    break
+    if not deferred:
+        return log_fast(logger, level, msg, args, extra, frame)
+    try:
+        name = logger.name
+        if frame is not None:
+            code = frame.f_code
+            cached = SITE_CACHE.get((name, level, id(code), frame.f_lasti))
+            site = cached[1] if cached is not None and cached[0] is code else site_json(name, level, frame)
+        else:
+            site = site_json(name, level, None)
+        ident = _get_ident()
+        process = _modules.get("multiprocessing.process")
+        process_name = process._current_process._name if process is not None else "MainProcess"  # noqa: SLF001
+        parts = _THREAD_PARTS.get(ident)
+        if (parts is None or parts[1] is not process_name or parts[0] is not _active_threads.get(ident)
+                or parts[0]._name is not parts[2]):  # noqa: SLF001
+            parts = _thread_parts(ident)
+        thread = parts[3]
+        ct = clock()
+        task = task_name() if HAS_TASK_NAME else None
+        # records.deferred_entry, written out
+        entry = (site, thread, msg, args, ct, task, *extra, *extra.values()) if extra else (site, thread, msg, args, ct, task)
+    except Exception:  # noqa: BLE001 - an odd frame or args: stdlib decides, the caller sees what it would
+        return False
+    for handler in receivers:
+        if handler._closed or (extra and handler._encoder.keys and not handler._encoder.keys.isdisjoint(extra)):  # noqa: SLF001
+            if not handler.handle_deferred(site, thread, msg, args, extra, ct, task):
+                fn, lno, func = caller_of(frame)
+                fields = record_fields(name, level, fn, lno, msg, args, None, func, None)
+                fields.update(extra or _NO_FIELDS)
+                handler.handle_fields(fields, formatted_message(msg, args))
+            continue
+        try:
+            handler._queue.append(entry)  # noqa: SLF001 - atomic under the GIL
+        except Exception:  # noqa: BLE001 - never into the caller
+            handler.dropped_records += 1
+            continue
+        handler.fast_path_records += 1
+        if handler._flusher is None:  # noqa: SLF001
+            handler._start_flusher()  # noqa: SLF001
     return True
 
 
@@ -263,16 +443,29 @@ class FastPathLogger(logging.Logger):
     """
 
     def _log(self, level, msg, args, exc_info=None, extra=None, stack_info=False, stacklevel=1):  # type: ignore[override]
+        # the hot path, written out in one function: in a real program the logging code is out of
+        # the CPU's caches at each call, and every further Python call and lookup costs a miss
         cost = CALL_COST  # measured here, not by a wrapper: a frame more would move the caller
         start = _thread_clock() if cost is not None else 0
         try:
-            if exc_info is None and not stack_info and stacklevel == 1:
-                if logging.Logger.makeRecord is context._make_record_with_context:  # noqa: SLF001 - bound fields, as it adds them
-                    bound = context._fields.get()  # noqa: SLF001
+            make_record = logging.Logger.makeRecord
+            if (exc_info is None and not stack_info and stacklevel == 1 and FAST_RECORDS_MATCH and not self.filters
+                    and (logging._logRecordFactory is _STDLIB_FACTORY or logging._logRecordFactory is _FAST_FACTORY)  # noqa: SLF001
+                    and logging.logThreads and logging.logProcesses and logging.logMultiprocessing
+                    and make_record in _STOCK_MAKE_RECORDS):
+                if make_record is _CONTEXT_MAKE_RECORD:  # bound fields, as it adds them
+                    bound = _bound_fields.get()
                     if bound:
                         extra = {**bound, **extra} if extra else bound
-                if log_fast(self, level, msg, args, extra, _caller_frame() if logging._srcfile else None):  # noqa: SLF001
-                    return
+                route = _ROUTES.get((self, level))
+                if route is None or route[0] is not _routes_version or route[2] != len(_root.handlers):
+                    route = _route(self, level)
+                receivers = route[1]
+                if receivers is not None and (not extra or STANDARD_ATTRIBUTES.isdisjoint(extra)):
+                    if not receivers:
+                        return None  # only NullHandlers listen
+                    if _queue_record(self, level, msg, args, extra, receivers):
+                        return None
             # stdlib's findCaller skips logging's frames, not this one: one more level
             super()._log(level, msg, args, exc_info, extra, stack_info, stacklevel + 1)
         finally:
@@ -280,6 +473,22 @@ class FastPathLogger(logging.Logger):
                 cost[0] += _thread_clock() - start
                 cost[1] += 1
 
+
+def _watched(name: str) -> property:
+    """A FastPathLogger attribute kept in the instance's dict whose setting forgets the routes."""
+
+    def get(self: logging.Logger) -> Any:
+        return self.__dict__[name]
+
+    def set_(self: logging.Logger, value: Any) -> None:
+        self.__dict__[name] = value
+        routes_changed()
+
+    return property(get, set_, doc=f"The stdlib Logger's `{name}`; setting it forgets the fast path's routes.")
+
+
+FastPathLogger.propagate = _watched("propagate")  # type: ignore[assignment]
+FastPathLogger.handlers = _watched("handlers")  # type: ignore[assignment]
 
 _STOCK_LOGGERS += (FastPathLogger,)
 
@@ -327,10 +536,12 @@ def use_fast_path(wanted: Callable[[str], bool]) -> Callable[[], None]:
         if type(logger) is logging.Logger and wanted(name):
             logger.__class__ = FastPathLogger
             switched.append(logger)
+    routes_changed()
 
     def restore() -> None:
         for logger in switched:
             if type(logger) is FastPathLogger:
                 logger.__class__ = logging.Logger
+        routes_changed()
 
     return restore
