@@ -8,6 +8,8 @@ rounds, in this one process; the table shows the median µs per call on the call
 each one's ratio to the anchor (stdlib logging + a json.dumps formatter on a FileHandler).
 
     .venv/bin/python benchmarks/emit_bench.py [--calls 100000] [--rounds 5]
+    .venv/bin/python benchmarks/emit_bench.py --cold [--rounds 6]   # a Parsl-like call, hot and with cold caches
+    .venv/bin/python benchmarks/emit_bench.py --gc [--calls 100000] # GC passes for DFK-like records
 
 Run it with each supported Python's interpreter to measure that Python (tests/pythons.sh makes
 .venv-py3.12 and .venv-py3.13): `.venv-py3.13/bin/python benchmarks/emit_bench.py`. The fast
@@ -145,11 +147,100 @@ def run_once(setup: Setup, folder: Path, calls: int, round_no: int) -> None:
     setup.e2e_us.append((done - started) / calls * 1e6)
 
 
+def parsl_like_logger(folder: Path, name: str) -> tuple[logging.Logger, WideEventHandler, Callable[[], None]]:
+    """A stdlib logger switched to FastPathLogger, its records reaching a WideEventHandler on the
+    root with Parsl's NullHandler on the way: as Parsl's module loggers are under WideEventLogging."""
+    handler = WideEventHandler(folder / f"{name}.jsonlog", stamps={"component": "parsl", "run_id": "r-1"})
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    logging.getLogger("parsl").addHandler(logging.NullHandler())
+    logger = logging.getLogger(f"parsl.bench.{name}")
+    restore = use_fast_path(lambda logger_name: logger_name == logger.name)
+
+    def undo() -> None:
+        restore()
+        root.removeHandler(handler)
+        handler.close()
+
+    return logger, handler, undo
+
+
+def cold_calls(rounds: int, buffer_mb: int) -> None:
+    """Thread CPU µs of one Parsl-like call (`logger.debug("Task %s try %s launched on executor
+    %s", ...)` through a FastPathLogger) back to back ("hot") and with a `buffer_mb` MB buffer
+    scanned before each call ("cold": the logging code and data out of the CPU's caches, as in a
+    real program, where a call costs 3 to 10 times its cost in a loop), against the same call
+    below the logger's level (what it costs under Parsl's NoopLogging). Medians of interleaved rounds."""
+    buffer = bytearray(os.urandom(1 << 20)) * buffer_mb
+    clock = time.thread_time_ns
+    results: dict[str, tuple[list[float], list[float]]] = {"below the level (as NoopLogging)": ([], []),
+                                                           "FastPathLogger + WideEventHandler": ([], [])}
+    with tempfile.TemporaryDirectory() as tmp:
+        logger, handler, undo = parsl_like_logger(Path(tmp), "cold")
+        try:
+            for _ in range(rounds):
+                for label, (hot, cold) in results.items():
+                    logger.setLevel(logging.INFO if label.startswith("below") else logging.DEBUG)
+                    for samples, calls, scan in ((hot, 2000, False), (cold, 300, True)):
+                        times = []
+                        for number in range(calls):
+                            if scan:
+                                buffer.count(7)
+                            start = clock()
+                            logger.debug("Task %s try %s launched on executor %s", number, 0, "htex_local")
+                            times.append(clock() - start)
+                        samples.append(statistics.median(times) / 1000)
+                    handler.flush()
+        finally:
+            undo()
+    table = Table(title=f"thread CPU µs per Parsl-like call, median of {rounds} rounds, cold: a {buffer_mb} MB scan "
+                        f"before each call, Python {platform.python_version()}")
+    for column in ("configuration", "hot µs", "cold µs"):
+        table.add_column(column)
+    for label, (hot, cold) in results.items():
+        table.add_row(label, f"{statistics.median(hot):.2f}", f"{statistics.median(cold):.2f}")
+    Console(width=170).print(table)
+
+
+def gc_passes(records: int) -> None:
+    """The garbage collector's passes (per generation) while `records` DFK-like records (an
+    f-string message, three `extra` fields) are logged and written, and the process CPU µs per
+    record, end to end (the writer's encoding and the write included)."""
+    import gc
+
+    with tempfile.TemporaryDirectory() as tmp:
+        logger, handler, undo = parsl_like_logger(Path(tmp), "gc")
+        try:
+            gc.collect()
+            before = [generation["collections"] for generation in gc.get_stats()]
+            started = time.process_time()
+            for number in range(records):
+                logger.info(f"Task {number} changing state from pending to launched",
+                            extra={"parsl.dfk": "r-1", "parsl.task": number, "parsl.task_state": "launched"})
+            handler.flush()
+            cpu = time.process_time() - started
+            after = [generation["collections"] for generation in gc.get_stats()]
+        finally:
+            undo()
+    passes = [a - b for a, b in zip(after, before)]
+    Console(width=170).print(f"{records:,} DFK-like records: garbage collector passes per generation "
+                             f"{passes[0]}, {passes[1]}, {passes[2]}; process CPU {1e6 * cpu / records:.2f} µs per "
+                             f"record, end to end (Python {platform.python_version()})", highlight=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--cold", action="store_true", help="only the Parsl-like call, hot and with cold caches")
+    parser.add_argument("--cold-mb", type=int, default=4, help="MB scanned before each cold call (default 4)")
+    parser.add_argument("--gc", action="store_true", help="only the garbage collector's passes for --calls DFK-like records")
     options = parser.parse_args()
+    if options.cold:
+        return cold_calls(options.rounds, options.cold_mb)
+    if options.gc:
+        return gc_passes(options.calls)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         for round_no in range(options.rounds):

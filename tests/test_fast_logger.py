@@ -388,6 +388,7 @@ def log_everything_stdlib(logger: logging.Logger) -> None:
         raise KeyError("missing")
     except KeyError:
         logger.exception("lookup failed")
+        logger.debug("debug with the exception", exc_info=True)  # FastPathLogger.debug's own stdlib path
     logger.info("with stack", stack_info=True)
     logger.info("deeper", stacklevel=2)
 
@@ -411,7 +412,7 @@ def test_a_switched_stdlib_logger_writes_what_stdlib_writes_line_by_line(wide_lo
     slow.flush()
     slow.close()
     fast_events, slow_events = comparable(fast_path), comparable(slow_path)
-    assert len(fast_events) == len(slow_events) == 12
+    assert len(fast_events) == len(slow_events) == 13
     for event in fast_events + slow_events:  # the stack's outer frames are this test's two calls: their lines differ
         if event["stack_info"]:
             event["stack_info"] = event["stack_info"].splitlines()[-2:]
@@ -420,7 +421,7 @@ def test_a_switched_stdlib_logger_writes_what_stdlib_writes_line_by_line(wide_lo
         assert fast_event == slow_event
     # all but the exception, stack_info and stacklevel calls (stdlib) and the 2**80 one (the careful path)
     assert fast.fast_path_records == 8 and slow.fast_path_records == 0
-    assert [e["funcName"] for e in fast_events[:-1]] == ["log_everything_stdlib"] * 11
+    assert [e["funcName"] for e in fast_events[:-1]] == ["log_everything_stdlib"] * 12
     assert fast_events[-1]["funcName"] == "test_a_switched_stdlib_logger_writes_what_stdlib_writes_line_by_line"
     adapted = next(e for e in fast_events if e["message"] == "through an adapter a")
     assert adapted["adapted"] is True and adapted["pathname"] == __file__

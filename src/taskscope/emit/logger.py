@@ -46,6 +46,7 @@ _WIDE_HANDLE = WideEventHandler.handle
 _STOCK_LOGGERS: tuple[type, ...] = (logging.Logger, logging.RootLogger)  # FastPathLogger is added below
 _FACTORIES = (logging.LogRecord, make_fast_record_factory())
 _NO_FIELDS: Mapping[str, Any] = {}
+DEBUG, INFO = logging.DEBUG, logging.INFO
 _current_thread = threading.current_thread
 _thread_clock = time.thread_time_ns
 _getframe = sys._getframe  # noqa: SLF001
@@ -227,14 +228,38 @@ _NEVER = object()
 os.register_at_fork(after_in_child=_THREAD_PARTS.clear)
 
 
-def _queue_record(logger: logging.Logger, level: int, msg: Any, args: tuple, extra: Mapping[str, Any] | None,
-                  receivers: list[WideEventHandler]) -> bool:
-    """FastPathLogger's record to `receivers` (its route): queued as its parts for the writer to
-    encode when `deferrable`, else encoded now (`log_fast`); False: stdlib must make it."""
+def _fast_record(logger: logging.Logger, level: int, msg: Any, args: tuple, extra: Mapping[str, Any] | None,
+                 depth: int) -> bool:
+    """A FastPathLogger record (exc_info, stack_info and stacklevel left as by default) written
+    without a LogRecord when only plain WideEventHandlers would receive it and stdlib's record
+    making can be reproduced: queued as its parts for the writer to encode when `deferrable`,
+    else encoded now (`log_fast`). False, having written nothing: stdlib must make it.
+    `depth` is the frame, counted from this one, from which to look for the caller.
+
+    The hot path, written out in one function: in a real program the logging code is out of the
+    CPU's caches at each call, and every further Python call and lookup costs a miss."""
+    make_record = logging.Logger.makeRecord
+    if not (FAST_RECORDS_MATCH and not logger.filters
+            and (logging._logRecordFactory is _STDLIB_FACTORY or logging._logRecordFactory is _FAST_FACTORY)  # noqa: SLF001
+            and logging.logThreads and logging.logProcesses and logging.logMultiprocessing
+            and make_record in _STOCK_MAKE_RECORDS):
+        return False
+    if make_record is _CONTEXT_MAKE_RECORD:  # bound fields, as it adds them
+        bound = _bound_fields.get()
+        if bound:
+            extra = {**bound, **extra} if extra else bound
+    route = _ROUTES.get((logger, level))
+    if route is None or route[0] is not _routes_version or route[2] != len(_root.handlers):
+        route = _route(logger, level)
+    receivers = route[1]
+    if receivers is None or (extra and not STANDARD_ATTRIBUTES.isdisjoint(extra)):
+        return False
+    if not receivers:
+        return True  # only NullHandlers listen
     srcfile = logging._srcfile  # noqa: SLF001
     frame: FrameType | None = None
     if srcfile:
-        frame = _getframe(2)  # 0 is this, 1 FastPathLogger._log: the first frame not logging's (as findCaller)
+        frame = _getframe(depth)  # the first frame from there that is not logging's (as findCaller)
         while frame is not None:
             filename = frame.f_code.co_filename
             if filename != srcfile and not ("importlib" in filename and "_bootstrap" in filename):
@@ -443,31 +468,65 @@ class FastPathLogger(logging.Logger):
     """
 
     def _log(self, level, msg, args, exc_info=None, extra=None, stack_info=False, stacklevel=1):  # type: ignore[override]
-        # the hot path, written out in one function: in a real program the logging code is out of
-        # the CPU's caches at each call, and every further Python call and lookup costs a miss
         cost = CALL_COST  # measured here, not by a wrapper: a frame more would move the caller
         start = _thread_clock() if cost is not None else 0
         try:
-            make_record = logging.Logger.makeRecord
-            if (exc_info is None and not stack_info and stacklevel == 1 and FAST_RECORDS_MATCH and not self.filters
-                    and (logging._logRecordFactory is _STDLIB_FACTORY or logging._logRecordFactory is _FAST_FACTORY)  # noqa: SLF001
-                    and logging.logThreads and logging.logProcesses and logging.logMultiprocessing
-                    and make_record in _STOCK_MAKE_RECORDS):
-                if make_record is _CONTEXT_MAKE_RECORD:  # bound fields, as it adds them
-                    bound = _bound_fields.get()
-                    if bound:
-                        extra = {**bound, **extra} if extra else bound
-                route = _ROUTES.get((self, level))
-                if route is None or route[0] is not _routes_version or route[2] != len(_root.handlers):
-                    route = _route(self, level)
-                receivers = route[1]
-                if receivers is not None and (not extra or STANDARD_ATTRIBUTES.isdisjoint(extra)):
-                    if not receivers:
-                        return None  # only NullHandlers listen
-                    if _queue_record(self, level, msg, args, extra, receivers):
-                        return None
+            # _fast_record looks for the caller from frame 3: 0 is it, 1 this, 2 debug/info/log...
+            if (exc_info is None and not stack_info and stacklevel == 1
+                    and _fast_record(self, level, msg, args, extra, 3)):
+                return
             # stdlib's findCaller skips logging's frames, not this one: one more level
             super()._log(level, msg, args, exc_info, extra, stack_info, stacklevel + 1)
+        finally:
+            if cost is not None:
+                cost[0] += _thread_clock() - start
+                cost[1] += 1
+
+    # debug and info (most of a program's records) go to the fast path straight from here: two
+    # Python calls fewer a record than through stdlib's debug, isEnabledFor and _log
+    def debug(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        """Log `msg % args` at DEBUG (as `logging.Logger.debug`)."""
+        if self.disabled:
+            return
+        try:
+            enabled = self._cache[DEBUG]
+        except KeyError:
+            enabled = self.isEnabledFor(DEBUG)
+        if not enabled:
+            return
+        cost = CALL_COST
+        start = _thread_clock() if cost is not None else 0
+        try:
+            # _fast_record looks for the caller from frame 2: 0 is it, 1 this
+            if (not kwargs or (len(kwargs) == 1 and "extra" in kwargs)) and _fast_record(
+                    self, DEBUG, msg, args, kwargs.get("extra") if kwargs else None, 2):
+                return
+            # stdlib's own _log (not this class's): its findCaller skips logging's frames, and this one
+            kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
+            logging.Logger._log(self, DEBUG, msg, args, **kwargs)  # noqa: SLF001
+        finally:
+            if cost is not None:
+                cost[0] += _thread_clock() - start
+                cost[1] += 1
+
+    def info(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        """Log `msg % args` at INFO (as `logging.Logger.info`)."""
+        if self.disabled:
+            return
+        try:
+            enabled = self._cache[INFO]
+        except KeyError:
+            enabled = self.isEnabledFor(INFO)
+        if not enabled:
+            return
+        cost = CALL_COST
+        start = _thread_clock() if cost is not None else 0
+        try:
+            if (not kwargs or (len(kwargs) == 1 and "extra" in kwargs)) and _fast_record(
+                    self, INFO, msg, args, kwargs.get("extra") if kwargs else None, 2):
+                return
+            kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
+            logging.Logger._log(self, INFO, msg, args, **kwargs)  # noqa: SLF001
         finally:
             if cost is not None:
                 cost[0] += _thread_clock() - start
