@@ -46,7 +46,6 @@ _WIDE_HANDLE = WideEventHandler.handle
 _STOCK_LOGGERS: tuple[type, ...] = (logging.Logger, logging.RootLogger)  # FastPathLogger is added below
 _FACTORIES = (logging.LogRecord, make_fast_record_factory())
 _NO_FIELDS: Mapping[str, Any] = {}
-DEBUG, INFO = logging.DEBUG, logging.INFO
 _current_thread = threading.current_thread
 _thread_clock = time.thread_time_ns
 _getframe = sys._getframe  # noqa: SLF001
@@ -456,6 +455,40 @@ def get_logger(name: str | None = None, **fields: Any) -> WideEventLogger:
     return WideEventLogger(logging.getLogger(name), fields)
 
 
+def _straight_to_fast_path(level: int, name: str) -> Callable[..., None]:
+    """`logging.Logger.debug`/`info` (by `level`) taking the fast path from its own frame, and
+    stdlib's `_log` (with the caller's place) for anything but `extra=`."""
+
+    def log_at_level(self: logging.Logger, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if self.disabled:
+            return
+        try:
+            enabled = self._cache[level]  # noqa: SLF001 - isEnabledFor's own cache, read as it reads it
+        except KeyError:
+            enabled = self.isEnabledFor(level)
+        if not enabled:
+            return
+        cost = CALL_COST
+        start = _thread_clock() if cost is not None else 0
+        try:
+            # _fast_record looks for the caller from frame 2: 0 is it, 1 this
+            if (not kwargs or (len(kwargs) == 1 and "extra" in kwargs)) and _fast_record(
+                    self, level, msg, args, kwargs.get("extra") if kwargs else None, 2):
+                return
+            # stdlib's own _log (not FastPathLogger's): its findCaller skips logging's frames, and this one
+            kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
+            logging.Logger._log(self, level, msg, args, **kwargs)  # noqa: SLF001
+        finally:
+            if cost is not None:
+                cost[0] += _thread_clock() - start
+                cost[1] += 1
+
+    log_at_level.__name__ = name
+    log_at_level.__qualname__ = f"FastPathLogger.{name}"
+    log_at_level.__doc__ = f"Log `msg % args` at {logging.getLevelName(level)} (as `logging.Logger.{name}`)."
+    return log_at_level
+
+
 class FastPathLogger(logging.Logger):
     """A stdlib `logging.Logger` whose records take `WideEventLogger`'s fast path (`log_fast`)
     when only plain WideEventHandlers would receive them, and stdlib's `_log` otherwise: the
@@ -482,55 +515,10 @@ class FastPathLogger(logging.Logger):
                 cost[0] += _thread_clock() - start
                 cost[1] += 1
 
-    # debug and info (most of a program's records) go to the fast path straight from here: two
-    # Python calls fewer a record than through stdlib's debug, isEnabledFor and _log
-    def debug(self, msg: Any, *args: Any, **kwargs: Any) -> None:
-        """Log `msg % args` at DEBUG (as `logging.Logger.debug`)."""
-        if self.disabled:
-            return
-        try:
-            enabled = self._cache[DEBUG]
-        except KeyError:
-            enabled = self.isEnabledFor(DEBUG)
-        if not enabled:
-            return
-        cost = CALL_COST
-        start = _thread_clock() if cost is not None else 0
-        try:
-            # _fast_record looks for the caller from frame 2: 0 is it, 1 this
-            if (not kwargs or (len(kwargs) == 1 and "extra" in kwargs)) and _fast_record(
-                    self, DEBUG, msg, args, kwargs.get("extra") if kwargs else None, 2):
-                return
-            # stdlib's own _log (not this class's): its findCaller skips logging's frames, and this one
-            kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
-            logging.Logger._log(self, DEBUG, msg, args, **kwargs)  # noqa: SLF001
-        finally:
-            if cost is not None:
-                cost[0] += _thread_clock() - start
-                cost[1] += 1
-
-    def info(self, msg: Any, *args: Any, **kwargs: Any) -> None:
-        """Log `msg % args` at INFO (as `logging.Logger.info`)."""
-        if self.disabled:
-            return
-        try:
-            enabled = self._cache[INFO]
-        except KeyError:
-            enabled = self.isEnabledFor(INFO)
-        if not enabled:
-            return
-        cost = CALL_COST
-        start = _thread_clock() if cost is not None else 0
-        try:
-            if (not kwargs or (len(kwargs) == 1 and "extra" in kwargs)) and _fast_record(
-                    self, INFO, msg, args, kwargs.get("extra") if kwargs else None, 2):
-                return
-            kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
-            logging.Logger._log(self, INFO, msg, args, **kwargs)  # noqa: SLF001
-        finally:
-            if cost is not None:
-                cost[0] += _thread_clock() - start
-                cost[1] += 1
+    # debug and info (most of a program's records) go to the fast path straight from their own
+    # frame: two Python calls fewer a record than through stdlib's debug, isEnabledFor and _log
+    debug = _straight_to_fast_path(logging.DEBUG, "debug")
+    info = _straight_to_fast_path(logging.INFO, "info")
 
 
 def _watched(name: str) -> property:
