@@ -595,3 +595,35 @@ def test_a_queued_deferred_record_is_one_tuple(wide_logger, tmp_path):
     events = comparable(tmp_path / "one.jsonlog")
     assert (events[0]["message"], events[0]["task_id"], events[0]["state"]) == ("task 3 on htex", 3, "launched")
     assert "task_id" not in events[1]
+
+
+def test_a_flush_of_many_records_writes_them_in_chunks_in_their_order(wide_logger, tmp_path, monkeypatch):
+    """A flush encodes and writes about WRITE_CHUNK records at a time (a busy process queues thousands
+    between flushes): every record in the order logged, records encoded at the call and stamps
+    changed midway included, each record counted once."""
+    from taskscope.emit import handler as handler_module
+
+    path = tmp_path / "many.jsonlog"
+    logger, handler = wide_logger(path, stamps={"component": "unit"})
+    writes = []
+    real_write = handler._write  # noqa: SLF001
+    monkeypatch.setattr(handler, "_write", lambda data, count: (writes.append(count), real_write(data, count)))
+    chunk = handler_module.WRITE_CHUNK
+    total = 2 * chunk + 300
+    restore = use_fast_path(lambda name: name == logger.name)
+    try:
+        for number in range(total):
+            if number == chunk + 100:
+                handler.set_stamps(run_id="r-2")
+            if number % 7 == 0:
+                logger.info("number %d as a list %r", number, [number])  # encoded at the call
+            else:
+                logger.info("number %d", number, extra={"seq": number})  # queued as its parts
+    finally:
+        restore()
+    handler.flush()
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [int(e["message"].split()[1]) for e in events] == list(range(total))
+    assert [e.get("run_id") for e in events] == [None] * (chunk + 100) + ["r-2"] * (total - chunk - 100)
+    assert handler.written_records == total and handler.dropped_records == 0
+    assert len(writes) >= 3 and max(writes) < 2 * chunk and sum(writes) == total

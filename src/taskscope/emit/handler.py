@@ -35,6 +35,10 @@ DEFAULT_FLUSH_INTERVAL = 0.5  # seconds; a SIGKILL loses at most this much
 #: not hang the program (what is still queued then is lost, and was never going to be written)
 EXIT_FLUSH_TIMEOUT = 10.0
 FORK_FLUSH_TIMEOUT = 5.0
+#: about how many records a flush encodes and writes at a time: a busy process queues thousands between
+#: flushes, and encoding them all before one write would pass megabytes through the CPU's caches
+#: (evicting the program's own code and data) where a few hundred kilobytes stay in them
+WRITE_CHUNK = 512
 
 _live_handlers: "weakref.WeakSet[WideEventHandler]" = weakref.WeakSet()
 
@@ -251,10 +255,12 @@ class WideEventHandler(logging.Handler):
                 _wait_until_thread_is_gone(flusher, min(0.5, max(0.0, deadline - time.monotonic())))
 
     def _write_queued(self) -> None:
+        """Encode and write what is queued, in order, about `WRITE_CHUNK` records at a time."""
         queue = self._queue
         lines: list[bytes] = []
         deferred: list[tuple] = []
         popleft = queue.popleft
+        wrote = False
         while True:
             try:
                 line = popleft()
@@ -263,19 +269,27 @@ class WideEventHandler(logging.Handler):
             kind = type(line)
             if kind is tuple:  # a deferred record (`handle_deferred`): encoded here, in a batch
                 deferred.append(line)
-                continue
-            if deferred:  # keep the queue's order
+                if len(deferred) < WRITE_CHUNK:
+                    continue
                 self._encode_deferred(deferred, lines)
-            if kind is bytes:
-                lines.append(line)
-            else:  # the stamps of the deferred records after it (`set_stamps`)
-                self._writer_encoder = line
+            else:
+                if deferred:  # keep the queue's order
+                    self._encode_deferred(deferred, lines)
+                if kind is bytes:
+                    lines.append(line)
+                else:  # the stamps of the deferred records after it (`set_stamps`)
+                    self._writer_encoder = line
+            if len(lines) >= WRITE_CHUNK:
+                self._write(b"".join(lines), len(lines))
+                lines.clear()
+                wrote = True
         if deferred:
             self._encode_deferred(deferred, lines)
         if lines:
             self._write(b"".join(lines), len(lines))
-            if self.stats_path is not None:
-                self._write_stats()
+            wrote = True
+        if wrote and self.stats_path is not None:
+            self._write_stats()
 
     def _encode_deferred(self, deferred: list[tuple], lines: list[bytes]) -> None:
         """Encode `deferred` records onto `lines` and empty `deferred`; one that fails (never
