@@ -8,6 +8,8 @@ events are unique per (file, line); the SQL templates equal their Python twin li
 
 from __future__ import annotations
 
+import pytest
+
 from taskscope.templates import template_of, with_template_sql
 
 from conftest import corpus_path
@@ -62,10 +64,13 @@ def test_sql_templates_equal_the_python_twin_on_every_corpus_line(store, corpus_
     assert not differing, list(differing.items())[:5]
 
 
-def test_a_file_read_in_many_chunks_gives_the_same_events(store, monkeypatch):
-    """Large files are read in chunks (64 MiB); a record whose continuation lines (a config
+@pytest.mark.parametrize("move_rows", [None, 7], ids=["staged-until-commit", "moved-every-chunk"])
+def test_a_file_read_in_many_chunks_gives_the_same_events(store, monkeypatch, move_rows):
+    """Large files are read in chunks (16 MiB); a record whose continuation lines (a config
     dump, a traceback) fall in the next chunk must still come out whole. In 3 KB chunks some
-    of this run's multi-line records cross a boundary (their lines were lost before the fix)."""
+    of this run's multi-line records cross a boundary (their lines were lost before the fix).
+    With `move_rows`, staged records are moved to `events` after (almost) every chunk, so a
+    continuation must reach its record there."""
     import functools
 
     import taskscope
@@ -77,6 +82,8 @@ def test_a_file_read_in_many_chunks_gives_the_same_events(store, monkeypatch):
     whole = store.sql("SELECT file, line, event, message, task_id FROM events ORDER BY file, line")
 
     monkeypatch.setattr(ingest_module, "read_new_lines", functools.partial(read_new_lines, chunk_bytes=3000))
+    if move_rows is not None:
+        monkeypatch.setattr(ingest_module, "MOVE_ROWS", move_rows)
     with taskscope.open(":memory:") as chunked_store:
         chunked_store.ingest(corpus_run)
         chunked = chunked_store.sql("SELECT file, line, event, message, task_id FROM events ORDER BY file, line")

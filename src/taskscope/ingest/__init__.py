@@ -3,7 +3,9 @@ read only what is new, let its source stage its records, name them with the rule
 to `events`, then relate ids.
 
 Work is committed in batches: after a file once a batch has run two seconds or holds
-`FLUSH_ROWS` staged rows, and inside a big file every `FLUSH_ROWS` rows. A file's events and
+`FLUSH_ROWS` events, and inside a big file every `FLUSH_ROWS` events. Staged records are named
+and moved to `events` (inside the transaction) every `MOVE_ROWS`, so that staging never holds
+a whole batch beside its events. A file's events and
 its offsets in `ingested_files` are always committed together, so an interrupted ingest keeps
 every file (or part of a big file) it committed, exactly, and the next ingest goes on from
 there. Files whose events are stored but not yet related (the relating comes last) are listed
@@ -31,8 +33,11 @@ from taskscope.rules import Rule, apply_rules_sql, load_rules, reapply_rules
 from taskscope.schema import EVENT_COLUMN_NAMES
 from taskscope.sources import Source, StageContext, StageResult, source_named
 
-#: staged rows are moved to `events` (and committed) once there are this many, to bound memory
+#: a batch is committed once it holds this many events, to bound memory
 FLUSH_ROWS = 2_000_000
+#: staged rows are named and moved to `events` once there are this many (memory: the 9,000-task
+#: JSON run of benchmarks/ingest_bench.py peaked ~100 MiB higher when all 369k waited for the commit)
+MOVE_ROWS = 150_000
 #: a batch of small files is committed once it has been open this long
 COMMIT_SECONDS = 2.0
 
@@ -171,9 +176,17 @@ class _Batch:
         self.files_kept, self.events_kept = self.report.files_read, self.report.events
 
     def commit_if_due(self) -> None:
-        if time.monotonic() - self._opened_at >= COMMIT_SECONDS or _staged_rows(self.con) >= FLUSH_ROWS:
+        if time.monotonic() - self._opened_at >= COMMIT_SECONDS or self.uncommitted_events() >= FLUSH_ROWS:
             self.commit()
             self.begin()
+
+    def move_if_due(self) -> None:
+        """Name the staged records and move them to `events` once there are `MOVE_ROWS`."""
+        if _staged_rows(self.con) >= MOVE_ROWS:
+            self.flush()
+
+    def uncommitted_events(self) -> int:
+        return self.report.events - self.events_kept
 
     def rollback(self) -> None:
         if self._open:
@@ -364,11 +377,13 @@ def _ingest_one(con, item: InputFile, known: dict[str, _KnownFile], report: Inge
                 _stage_lines_of(con, item, chunk, source, context, reading, report, offsets)
                 if on_progress:
                     on_progress(item, reading.bytes_read, max(size, reading.bytes_read))
-                if not whole and _staged_rows(con) >= FLUSH_ROWS:  # a big file: keep what is read so far
+                if not whole and batch.uncommitted_events() >= FLUSH_ROWS:  # a big file: keep what is read so far
                     _record(con, item, seen, source, reading, size, restart, partial=True)
                     reading.events = reading.bad = 0
                     batch.commit()
                     batch.begin()
+                else:
+                    batch.move_if_due()
         except READ_ERRORS as exc:  # damaged content (a truncated .gz): what came before it is kept
             reading.notes.append(f"read stopped at line {reading.lines_read + 1}: {exc}")
     pending = 0 if whole else max(0, size - reading.bytes_read)
