@@ -28,8 +28,11 @@ time are compared), and three ratios are printed, each the median over pairs:
 `--call-cost` has every process of the WideEventLogging runs measure the thread CPU time inside
 each of Parsl's logging calls (WideEventLogging(measure_calls=True)) and prints calls per task,
 µs per call and CPU ms per task in calls, per process: what the calls cost inside a real run.
+`--gc-stats` counts the garbage collector's passes per generation and their thread CPU in every
+process of every run (a `sitecustomize` put first on the runs' PYTHONPATH), over the whole run.
 `--profile` records every process with py-spy (if installed) into `--profile-dir` (its CPU is not
-counted, but its sampling slows the run: compare profiles, not figures, of such runs).
+counted, but its sampling slows the run: compare profiles, not figures, of such runs);
+`--profile-native` adds C frames (the collector's, orjson's), `--profile-rate` sets the samples per second.
 """
 
 from __future__ import annotations
