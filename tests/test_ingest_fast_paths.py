@@ -8,15 +8,13 @@ vs one regex per line, JSON attrs patched once per used-key mask vs per record.
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import duckdb
 import pytest
 
 import taskscope
 from taskscope._sql import literal
-from taskscope.ingest.lines import prefetched, read_new_lines, usable_lines_sql
+from taskscope.ingest.lines import read_new_lines, usable_lines_sql
 from taskscope.sources.parsl_textlog import FORMATS, _headers_sql, header_test
 
 DEFAULT_FORMAT = next(fmt for fmt in FORMATS if fmt.name == "parsl_default")
@@ -123,35 +121,3 @@ def test_json_attrs_are_the_record_as_logged(tmp_path):
     # the columns took the first candidate key present and not null
     hosts = [row[0] for row in store.con.execute("SELECT host FROM events ORDER BY line LIMIT 6").fetchall()]
     assert hosts == [None, None, "a", "b", "c", None]
-
-
-def test_read_ahead_gives_every_chunk_in_order_and_raises_where_the_read_failed():
-    def chunks_then_damage():
-        yield 1
-        yield 2
-        raise EOFError("truncated")
-
-    got = []
-    with pytest.raises(EOFError, match="truncated"):
-        for item in prefetched(chunks_then_damage()):
-            got.append(item)
-    assert got == [1, 2]
-
-
-def test_read_ahead_stops_and_closes_the_file_when_the_ingest_stops(tmp_path):
-    path = tmp_path / "big.log"
-    path.write_bytes(b"x" * 100 + b"\n" * 5000)
-    chunks = read_new_lines(str(path), 0, 0, chunk_bytes=64)
-    reader = prefetched(chunks)
-    first = next(reader)
-    assert first.first_line == 1
-    reader.close()  # what a `for` loop left by an exception or Ctrl-C does
-    def reader_alive() -> bool:
-        return any(t.name == "taskscope-read-ahead" for t in threading.enumerate())
-
-    for _ in range(100):
-        if chunks.gi_frame is None and not reader_alive():
-            break
-        time.sleep(0.05)
-    assert chunks.gi_frame is None  # the generator finished: its `with` closed the file
-    assert not reader_alive()

@@ -25,7 +25,7 @@ import duckdb
 from taskscope._sql import registered, scalar
 from taskscope.ingest.archives import READ_ERRORS, as_local_file, change_marker
 from taskscope.ingest.discover import InputFile, KnownSource, discover, recognised_again
-from taskscope.ingest.lines import bad_lines_sql, file_size, prefetched, read_new_lines, usable_lines_sql
+from taskscope.ingest.lines import bad_lines_sql, file_size, read_new_lines, usable_lines_sql
 from taskscope.ingest.staging import STAGED, create_staging
 from taskscope.relations import Relation
 from taskscope.relations.engine import RelateReport, relate
@@ -373,7 +373,7 @@ def _ingest_one(con, item: InputFile, known: dict[str, _KnownFile], report: Inge
             _skip(con, item, seen, size, report, f"cannot be read: {exc.strerror or exc}")
             return
         try:
-            for chunk in prefetched(chunks):
+            for chunk in chunks:
                 _stage_lines_of(con, item, chunk, source, context, reading, report, offsets)
                 if on_progress:
                     on_progress(item, reading.bytes_read, max(size, reading.bytes_read))

@@ -9,10 +9,8 @@ prototype's method and is ~5x slower (see benchmarks/ingest_bench.py).
 from __future__ import annotations
 
 import os
-import queue
-import threading
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Iterator, TypeVar
+from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +18,7 @@ import pyarrow as pa
 from taskscope.constants import MAX_LINE_BYTES  # lines longer than this are kept aside in bad_lines
 
 #: how much of a file is read at once; a chunk always ends at a newline
-CHUNK_BYTES = 16 << 20
+CHUNK_BYTES = 64 << 20
 #: rows per Arrow record batch of decoded lines: DuckDB scans batches in parallel, one per thread
 BATCH_ROWS = 16_384
 
@@ -171,66 +169,6 @@ def _decoded_lines(data: bytes, newlines: np.ndarray, offsets: np.ndarray, numbe
         return None
     table = pa.table({"line": pa.array(numbers), "txt": txt})
     return pa.Table.from_batches(table.to_batches(max_chunksize=BATCH_ROWS))  # zero-copy slices
-
-
-_Item = TypeVar("_Item")
-
-#: how long the reading thread waits to hand a chunk over before it checks whether the ingest stopped
-_HANDOVER_SECONDS = 0.1
-
-
-def prefetched(items: Iterator[_Item]) -> Iterator[_Item]:
-    """The items of `items`, each read by a background thread while the caller works on the
-    one before: reading and splitting a chunk (file reads and numpy, which release the GIL)
-    then overlaps DuckDB's work on the previous chunk, instead of leaving a core idle.
-
-    At most one item waits ahead. An exception of `items` is raised here, at the item where
-    it happened. If the caller stops early (an error, Ctrl-C), the thread stops after the item
-    it is reading and closes `items` (and so its file).
-
-    >>> list(prefetched(iter([1, 2, 3])))
-    [1, 2, 3]
-    """
-    handover: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
-    done = object()
-
-    def read() -> None:
-        try:
-            for item in items:
-                if not _hand_over(handover, (item, None), stop):
-                    return
-            _hand_over(handover, (done, None), stop)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
-            _hand_over(handover, (done, exc), stop)
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
-
-    reader = threading.Thread(target=read, name="taskscope-read-ahead", daemon=True)
-    reader.start()
-    try:
-        while True:
-            item, error = handover.get()
-            if error is not None:
-                raise error
-            if item is done:
-                return
-            yield item
-    finally:
-        stop.set()
-
-
-def _hand_over(handover: queue.Queue, entry: tuple, stop: threading.Event) -> bool:
-    """Put `entry` for the caller; False if the caller stopped meanwhile."""
-    while not stop.is_set():
-        try:
-            handover.put(entry, timeout=_HANDOVER_SECONDS)
-            return True
-        except queue.Full:
-            continue
-    return False
 
 
 def file_size(path: str) -> int:
