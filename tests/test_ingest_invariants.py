@@ -66,7 +66,7 @@ def test_sql_templates_equal_the_python_twin_on_every_corpus_line(store, corpus_
 
 @pytest.mark.parametrize("move_rows", [None, 7], ids=["staged-until-commit", "moved-every-chunk"])
 def test_a_file_read_in_many_chunks_gives_the_same_events(store, monkeypatch, move_rows):
-    """Large files are read in chunks (16 MiB); a record whose continuation lines (a config
+    """Large files are read in chunks (64 MiB); a record whose continuation lines (a config
     dump, a traceback) fall in the next chunk must still come out whole. In 3 KB chunks some
     of this run's multi-line records cross a boundary (their lines were lost before the fix).
     With `move_rows`, staged records are moved to `events` after (almost) every chunk, so a

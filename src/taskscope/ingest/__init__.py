@@ -36,7 +36,8 @@ from taskscope.sources import Source, StageContext, StageResult, source_named
 #: a batch is committed once it holds this many events, to bound memory
 FLUSH_ROWS = 2_000_000
 #: staged rows are named and moved to `events` once there are this many (memory: the 9,000-task
-#: JSON run of benchmarks/ingest_bench.py peaked ~100 MiB higher when all 369k waited for the commit)
+#: JSON run of benchmarks/ingest_bench.py peaked at ~980 MiB when all 369k waited for the commit,
+#: ~850 MiB this way)
 MOVE_ROWS = 150_000
 #: a batch of small files is committed once it has been open this long
 COMMIT_SECONDS = 2.0
