@@ -141,3 +141,31 @@ def test_final_state_does_not_depend_on_ties_in_time(tmp_path):
     tasks = store.tasks()
     assert len(tasks) == 60
     assert (tasks.final_state == "exec_done").all(), tasks.final_state.value_counts()
+
+
+def test_a_long_query_prints_no_duckdb_progress_bar_into_the_output(tmp_path):
+    """DuckDB draws a progress bar on stdout for queries over two seconds; in `--json > file` it
+    would corrupt the file. Here every connection is made with no wait before the bar, so any
+    query draws it: it does on a plain DuckDB connection, and not on a taskscope store's."""
+    script = (
+        "import duckdb, sys\n"
+        "connect = duckdb.connect\n"
+        "def connect_with_no_wait(*args, **kwargs):\n"
+        "    con = connect(*args, **kwargs)\n"
+        "    con.execute('SET progress_bar_time = 0')\n"
+        "    return con\n"
+        "duckdb.connect = connect_with_no_wait\n"
+        "import taskscope\n"
+        "con = taskscope.open(sys.argv[2]).con if sys.argv[1] == 'store' else duckdb.connect()\n"
+        "print('QUERY', flush=True)\n"
+        "print(con.execute('SELECT sum(hash(i)) FROM range(20000000) t(i)').fetchall())\n"
+    )
+
+    def query_output(kind: str) -> str:
+        done = subprocess.run([sys.executable, "-c", script, kind, str(tmp_path / "s.duckdb")],
+                              capture_output=True, text=True, check=True)
+        return done.stdout.split("QUERY\n", 1)[1]
+
+    assert "\u2595" in query_output("plain duckdb")  # the bar's edge: the setup does draw it
+    store_output = query_output("store")
+    assert store_output.startswith("[(") and store_output.count("\n") == 1, store_output[:300]

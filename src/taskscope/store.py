@@ -88,6 +88,9 @@ class Store:
                 raise StoreLocked(self.path, str(exc)) from None
             raise StoreError(f"cannot open store {self.path}: {exc}") from None
         con.execute("SET TimeZone = 'UTC'")
+        # DuckDB prints a progress bar to stdout for a query over two seconds: into the output of
+        # `taskscope ... --json > file` on a big store. The CLI shows its own progress.
+        con.execute("SET enable_progress_bar = false")
         return con
 
     def ingest(

@@ -184,6 +184,7 @@ class FleetDB:
         self._lock = threading.Lock()
         self.con.execute(SCHEMA)
         self.con.execute("SET TimeZone = 'UTC'")
+        self.con.execute("SET enable_progress_bar = false")  # DuckDB would draw it into the server's output
         _migrate(self.con)
 
     def close(self) -> None:
