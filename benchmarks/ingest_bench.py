@@ -35,6 +35,8 @@ What it does:
 `--replicate N` concatenates every log of the JSON run N times into a bigger copy (for a
 steadier figure); (a) and (b) then read that copy. `--profile` adds one more ingest of
 each run through a connection wrapper that times every SQL statement taskscope issues.
+`--store-ingest RUNINFO` instead times only `Store.ingest` (what the CLI runs, digests included)
+of RUNINFO into a store file in a fresh process: wall, CPU and peak memory.
 `--breakdown` times, alternating with the `json.loads` loop, what DuckDB alone takes for each
 piece a JSON ingest cannot skip (read the lines, parse the keys, rules and templates): any
 piece slower than 1/1.5 of the loop puts the 1.5x target out of reach by itself.
@@ -182,6 +184,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also time each SQL statement of one extra ingest of each run")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time the engine's own pieces of a JSON ingest, each against the loop")
+    parser.add_argument("--store-ingest", type=Path, metavar="RUNINFO",
+                        help="only time Store.ingest of RUNINFO (digests included) into a store file, as the CLI "
+                             "does, in a fresh process: wall, CPU and peak memory (e.g. web_bench's 100k-task run)")
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.replicate < 1 or args.tasks < 1 or args.warmup < 0:
         parser.error("--repeat, --replicate and --tasks must be >= 1, --warmup >= 0")
@@ -400,6 +405,30 @@ def peak_memory(folder: Path) -> int:
     done = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(folder)], capture_output=True, text=True,
                           check=True)
     return int(done.stdout.split()[-1]) * 1024  # VmHWM is in KiB
+
+
+_STORE_INGEST_SCRIPT = """
+import os, sys, tempfile, time
+import taskscope
+with tempfile.TemporaryDirectory() as folder:
+    store = taskscope.open(os.path.join(folder, "store.duckdb"))
+    started, cpu_started = time.perf_counter(), time.process_time()
+    report = store.ingest(sys.argv[1])
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    store.close()
+peak = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(report.events, report.lines, wall, cpu, int(peak) * 1024)
+"""
+
+
+def store_ingest(runinfo: Path) -> None:
+    """Time `Store.ingest` of `runinfo` into a store file in a fresh process, as the CLI runs it."""
+    done = subprocess.run([sys.executable, "-c", _STORE_INGEST_SCRIPT, str(runinfo)], capture_output=True,
+                          text=True, check=True)
+    events, lines, wall, cpu, peak = done.stdout.split()[-5:]
+    print(f"Store.ingest of {runinfo} (digests included), fresh process, store file:")
+    print(f"  {int(events):,} events from {int(lines):,} lines: {float(wall):.1f} s wall, {float(cpu):.1f} CPU-s "
+          f"(all threads), peak memory {int(peak) / (1 << 20):,.0f} MiB")
 
 
 def json_loads_loop(files: list[Path]) -> Sample:
@@ -661,6 +690,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     print_environment(args)
+    if args.store_ingest:
+        store_ingest(args.store_ingest.resolve())
+        return 0
     given = {"json": args.json_run, "text": args.text_run}
     runs = {name: given[name].resolve() if given[name] else ensure_run(workdir, v, args.tasks, args.remake, args.perf_timeout)
             for name, v in VARIANTS.items()}
