@@ -4,11 +4,10 @@ to `events`, then relate ids.
 
 Work is committed in batches: after a file once a batch has run two seconds or holds
 `FLUSH_ROWS` events, and inside a big file every `FLUSH_ROWS` events. Staged records are named
-and moved to `events` (inside the transaction) every `MOVE_ROWS`, so that staging never holds
-a whole batch beside its events. A file's events and
-its offsets in `ingested_files` are always committed together, so an interrupted ingest keeps
-every file (or part of a big file) it committed, exactly, and the next ingest goes on from
-there. Files whose events are stored but not yet related (the relating comes last) are listed
+and moved to `events` (inside the transaction) every `MOVE_ROWS`, so that staging never holds a
+whole batch beside its events. A file's events and its offsets in `ingested_files` are always
+committed together, so an interrupted ingest keeps every file (or part of a big file) it
+committed, exactly, and the next ingest goes on from there. Files whose events are stored but not yet related (the relating comes last) are listed
 in `files_to_relate` until a relating succeeds.
 """
 

@@ -171,8 +171,8 @@ def _split_records(con: duckdb.DuckDBPyConnection, table_name: str, fmt: TextFor
     with a regex match without captures (RE2's fast DFA); its fields come from the format's
     `HeaderSplit` where it has one, else from one regex with captures per line. The running
     count of headers is a window over (line, is_header) alone, joined back by line: a window
-    over the whole rows sorts their text and fields too, which took 1.44 CPU-s of the split's
-    on 369k lines against 0.93 this way (`benchmarks/ingest_bench.py --profile`).
+    over the whole rows sorts their text and fields too (the split of the 369k lines of
+    benchmarks/ingest_bench.py's text run took 1.44 s that way, 0.93 s this way).
     """
     numbered = f"""
         WITH flags AS (SELECT line, regexp_matches(txt, {literal(header_test(fmt))}) AS is_header FROM {table_name}),
