@@ -356,6 +356,8 @@ def print_call_costs(rows: list[tuple[int, dict[str, tuple[int, float, float]]]]
             table.add_row(str(pair), kind, f"{calls / tasks:.1f}", f"{1e6 * seconds / max(calls, 1):.1f}",
                           f"{1000 * seconds / tasks:.3f}", f"{1000 * flushes / tasks:.3f}")
     console.print(table)
+
+
 def print_gc_stats(rows: list[tuple[int, str, dict[str, list[list[float]]]]], tasks: int, console: Console) -> None:
     table = Table(title="The garbage collector over the whole run (start-up included): passes per generation and "
                         "CPU ms per task in them, per process")
@@ -377,7 +379,7 @@ def print_gc_stats(rows: list[tuple[int, str, dict[str, list[list[float]]]]], ta
 STAGES = (
     ("write (flusher thread)", ("_flush_loop", "_flush_queue", "_write_queued", "(handler.py")),
     ("encode: message formatting", ("formatted_message",)),
-    ("encode: site and thread", ("site_json", "thread_json", "caller_of", "_caller_frame", "_process_name")),
+    ("encode: site and thread", ("site_json", "thread_json", "caller_of", "_process_name")),
     ("encode: moment dict + orjson", ("encode_moment", "task_name", "_dumps_plain_first", "encode (records.py")),
     ("queue (handle_body/handle)", ("handle_body", "handle_fields", "handle (handler.py")),
     ("stdlib record path", ("findCaller", "makeRecord", "record_fields", "_fast_record", "callHandlers",

@@ -49,8 +49,6 @@ _NO_FIELDS: Mapping[str, Any] = {}
 _current_thread = threading.current_thread
 _thread_clock = time.thread_time_ns
 _getframe = sys._getframe  # noqa: SLF001
-_STDLIB_FACTORY = logging.LogRecord
-_FAST_FACTORY = make_fast_record_factory() or logging.LogRecord
 _STDLIB_MAKE_RECORD = context._stdlib_make_record  # noqa: SLF001
 _CONTEXT_MAKE_RECORD = context._make_record_with_context  # noqa: SLF001
 _bound_fields = context._fields  # noqa: SLF001
@@ -117,11 +115,17 @@ def log_fast(logger: logging.Logger, level: int, msg: Any, args: tuple, extra: M
     for handler in receivers:
         if body is None or not handler.handle_body(body, extra):
             # the careful path: a value orjson refuses, or a field that overrides a stamp
-            fn, lno, func = caller_of(frame)
-            fields = record_fields(name, level, fn, lno, msg, args, None, func, None)
-            fields.update(extra or _NO_FIELDS)
-            handler.handle_fields(fields, message)
+            _write_carefully(handler, name, level, frame, msg, args, extra, message)
     return True
+
+
+def _write_carefully(handler: WideEventHandler, name: str, level: int, frame: FrameType | None, msg: Any,
+                     args: tuple, extra: Mapping[str, Any] | None, message: str) -> None:
+    """Write one record through the handler's careful encoding (`handle_fields`)."""
+    fn, lno, func = caller_of(frame)
+    fields = record_fields(name, level, fn, lno, msg, args, None, func, None)
+    fields.update(extra or _NO_FIELDS)
+    handler.handle_fields(fields, message)
 
 
 # ---- the routes of FastPathLogger records: which handlers a (logger, level) reaches ---------
@@ -239,7 +243,7 @@ def _fast_record(logger: logging.Logger, level: int, msg: Any, args: tuple, extr
     CPU's caches at each call, and every further Python call and lookup costs a miss."""
     make_record = logging.Logger.makeRecord
     if not (FAST_RECORDS_MATCH and not logger.filters
-            and (logging._logRecordFactory is _STDLIB_FACTORY or logging._logRecordFactory is _FAST_FACTORY)  # noqa: SLF001
+            and logging._logRecordFactory in _FACTORIES  # noqa: SLF001
             and logging.logThreads and logging.logProcesses and logging.logMultiprocessing
             and make_record in _STOCK_MAKE_RECORDS):
         return False
@@ -302,10 +306,7 @@ def _fast_record(logger: logging.Logger, level: int, msg: Any, args: tuple, extr
     for handler in receivers:
         if handler._closed or (extra and handler._encoder.keys and not handler._encoder.keys.isdisjoint(extra)):  # noqa: SLF001
             if not handler.handle_deferred(site, thread, msg, args, extra, ct, task):
-                fn, lno, func = caller_of(frame)
-                fields = record_fields(name, level, fn, lno, msg, args, None, func, None)
-                fields.update(extra or _NO_FIELDS)
-                handler.handle_fields(fields, formatted_message(msg, args))
+                _write_carefully(handler, name, level, frame, msg, args, extra, formatted_message(msg, args))
             continue
         try:
             handler._queue.append(entry)  # noqa: SLF001 - atomic under the GIL
@@ -331,10 +332,7 @@ def _queue_deferred(receivers: list[WideEventHandler], name: str, level: int, fr
     task = task_name() if HAS_TASK_NAME else None
     for handler in receivers:
         if not handler.handle_deferred(site, thread, msg, args, extra, ct, task):
-            fn, lno, func = caller_of(frame)
-            fields = record_fields(name, level, fn, lno, msg, args, None, func, None)
-            fields.update(extra or _NO_FIELDS)
-            handler.handle_fields(fields, formatted_message(msg, args))
+            _write_carefully(handler, name, level, frame, msg, args, extra, formatted_message(msg, args))
     return True
 
 
@@ -555,19 +553,6 @@ def measure_call_cost() -> None:
     global CALL_COST
     if CALL_COST is None:
         CALL_COST = [0, 0]
-
-
-def _caller_frame() -> FrameType | None:
-    """The frame stdlib's `findCaller` (stacklevel 1) names, seen from `FastPathLogger._log`: the
-    first frame above it that is not logging's own (nor importlib's bootstrap)."""
-    frame = sys._getframe(2)  # noqa: SLF001 - 0 is this, 1 FastPathLogger._log
-    srcfile = logging._srcfile  # noqa: SLF001
-    while frame is not None:
-        filename = frame.f_code.co_filename
-        if filename != srcfile and not ("importlib" in filename and "_bootstrap" in filename):
-            return frame
-        frame = frame.f_back
-    return None
 
 
 def use_fast_path(wanted: Callable[[str], bool]) -> Callable[[], None]:

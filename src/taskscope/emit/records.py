@@ -13,7 +13,7 @@ import os
 import sys
 import threading
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from time import time, time_ns
 from types import FrameType
 from typing import Any, Callable
@@ -475,10 +475,13 @@ def deferred_entry(site: bytes, thread: bytes, msg: str, args: tuple, extra: Map
 
 def _extra_of(entry: tuple) -> dict[str, Any] | None:
     """The `extra` fields of a `deferred_entry`."""
-    if len(entry) == 6:
-        return None
+    return None if len(entry) == 6 else dict(_extra_pairs(entry))
+
+
+def _extra_pairs(entry: tuple) -> Iterable[tuple[str, Any]]:
+    """The (name, value) pairs of the `extra` fields of a `deferred_entry` that has some."""
     names = (len(entry) - 6) // 2
-    return dict(zip(entry[6:6 + names], entry[6 + names:]))
+    return zip(entry[6:6 + names], entry[6 + names:])
 
 
 def encode_deferred(entry: tuple, encoder: RecordEncoder) -> bytes:
@@ -518,8 +521,7 @@ def encode_deferred_batch(entries: list[tuple], encoder: RecordEncoder, lines: l
             extra = None
         else:  # the names and values as pairs (encode_moment starts its dict from them)
             site, thread, msg, args, ct, task = entry[:6]
-            names = (len(entry) - 6) // 2
-            extra = zip(entry[6:6 + names], entry[6 + names:])
+            extra = _extra_pairs(entry)
         body, _ = encode_moment(site, thread, msg, args, extra, ct, task)
         if body is not None and len(body) <= room:
             append(prefix + body)
