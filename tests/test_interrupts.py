@@ -111,3 +111,19 @@ def test_ctrl_c_at_any_moment_keeps_whole_files_and_one_line(runinfo, tmp_path):
             assert opened.sql(EVENTS).equals(expected_events)  # ids related as if never interrupted
             assert opened.sql("SELECT count(*) AS n FROM files_to_relate").n[0] == 0
     assert interrupted >= len(MOMENTS) - 1, "the ingest ended before most interrupts: make the input bigger"
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.02, 0.08])
+def test_ctrl_c_after_the_summary_is_printed_changes_nothing(tmp_path, delay):
+    """Python takes a moment to tear down after the summary; a Ctrl-C then must not turn a
+    finished ingest into a death by signal (exit -2) or a traceback."""
+    store = tmp_path / "store.duckdb"
+    process = ingest_process(corpus_path(CORPUS_RUNS[0]), store)
+    summary = process.stdout.readline()
+    assert summary.startswith("ingested "), summary
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate()
+    assert process.returncode == 0 and err == "", (process.returncode, err)
+    with taskscope.open(str(store), read_only=True) as opened:
+        assert opened.sql("SELECT count(*) AS n FROM events").n[0] > 0

@@ -7,6 +7,7 @@ can fix (a missing path, an unreadable store, an unknown run) print one line and
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -307,7 +308,13 @@ commands.register_all(app)
 
 def main() -> None:
     """Entry point of the `taskscope` script."""
-    app()
+    try:
+        app()
+    finally:
+        # The command's work is done and printed; Python still takes some 0.2 s to tear down its
+        # modules, and a Ctrl-C then would kill it with no message (exit -2, or a traceback from
+        # threading's shutdown) after it already said it succeeded.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":
