@@ -219,10 +219,50 @@ def test_bottlenecks_rank_waits_and_measure_idle_workers(perf_store):
 
 
 def test_compare_a_run_with_itself_shows_no_change(perf_store):
-    frame = compare(perf_store, perf_store.runs().run_id[0], perf_store.runs().run_id[0])
+    run_id = perf_store.runs().run_id[0]
+    frame = compare(perf_store, run_id, run_id)
     assert not frame["significant"].any()
     assert (frame["direction"] == "same").all()
     assert {"task duration (first to last event)", "throughput (tasks ended per second: done or failed)"} <= set(frame["step"])
+    # timed from stage to stage, a run against itself gives its common path's stage waits
+    stages = common_path(perf_store, run=run_id).dominant.groupby("stage").first().dropna(subset=["stage_wait_mean"])
+    timed = frame[frame["metric"] == "time in stage"]
+    assert timed["tasks_a"].tolist() == timed["tasks_b"].tolist() == stages["tasks"].tolist()
+    for side in ("a", "b"):
+        assert timed[f"mean_{side}"].tolist() == pytest.approx(stages["stage_wait_mean"].tolist(), rel=1e-9)
+        assert timed[f"median_{side}"].tolist() == pytest.approx(stages["stage_wait_median"].tolist(), rel=1e-9)
+
+
+def write_steps(path: Path, run_id: str, gaps: list[float], tasks: int = 20) -> None:
+    """JSON lines of a run whose tasks each log steps s1, s2, s3, ... `gaps` seconds apart."""
+    with path.open("w") as out:
+        for task in range(tasks):
+            ts = 1_700_000_000.0 + 10 * task
+            for number, gap in enumerate([0.0, *gaps], 1):
+                ts += gap
+                out.write(json.dumps({"ts": ts, "run_id": run_id, "task_id": str(task),
+                                      "event": f"s{number}", "message": f"step s{number}"}) + "\n")
+
+
+def test_compare_times_the_same_span_when_run_b_splits_a_stage_of_run_a(tmp_path):
+    """A's s2 comes 0.1 ms after s1 (one stage: s1 + s2, then 0.5 s to s3); B's comes 0.2 s
+    after (two stages). From s1 to s3, B took 0.7 s against A's 0.5001: slower. Matched to B's
+    first stage alone (s1 to s2, 0.2 s) it would read faster."""
+    write_steps(tmp_path / "a.jsonl", "A", [0.0001, 0.5])
+    write_steps(tmp_path / "b.jsonl", "B", [0.2, 0.5])
+    store = taskscope.open(":memory:")
+    store.ingest(tmp_path / "a.jsonl", tmp_path / "b.jsonl")
+    stages = compare(store, "A", "B").query("metric == 'time in stage'")
+    assert stages["step"].tolist() == ["jsonl: step s1 + jsonl: step s2"]
+    row = stages.iloc[0]
+    assert (row.tasks_a, row.tasks_b) == (20, 20)
+    assert row.median_a == pytest.approx(0.5001, abs=1e-6) and row.median_b == pytest.approx(0.7, abs=1e-6)
+    assert row.direction == "slower"
+    # backwards: B's stages are s1 (0.2 s to s2) and s2 (0.5 s to s3); A took 0.0001 s and 0.5 s
+    backwards = compare(store, "B", "A").query("metric == 'time in stage'")
+    assert backwards["step"].tolist() == ["jsonl: step s1", "jsonl: step s2"]
+    assert backwards["median_b"].tolist() == pytest.approx([0.0001, 0.5], abs=1e-6)
+    assert backwards["direction"].tolist() == ["faster", "same"]
 
 
 def test_compare_against_sleeping_tasks_shows_the_worker_step_slower(perf_run, sleep_run):
@@ -233,8 +273,8 @@ def test_compare_against_sleeping_tasks_shows_the_worker_step_slower(perf_run, s
     perf_id = store.resolve_run(str(perf_run / "000"))
     sleep_id = next(r for r in runs.run_id if r != perf_id)
     frame = compare(store, perf_id, sleep_id)
-    # the worker's "Received executor task" is followed by the app running: + SLEEP_SECONDS
-    # the stage that holds the worker's "Received executor task"
+    # the worker's "Received executor task" is followed by the app running: + SLEEP_SECONDS.
+    # A's stage that holds it is timed to A's next stage in both runs, however B's split
     received = frame[frame["step"].str.contains("worker: Received executor task <num>", regex=False)].iloc[0]
     assert received.median_b - received.median_a >= SLEEP_SECONDS * 0.9
     assert received.significant and received.direction == "slower"

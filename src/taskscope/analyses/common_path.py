@@ -133,7 +133,8 @@ variants AS (
 )
 """
 
-_VARIANTS_AND_STEPS = (
+# Per task of each variant: its time at every step of the variant's order (`reached_ts`).
+_CANONICAL_STEPS = (
     _TASK_STEPS
     + """,
 variant_steps AS (
@@ -161,7 +162,12 @@ canonical_steps AS (
            lead(reached_ts) OVER in_order - reached_ts AS until_next
     FROM ordered_steps
     WINDOW in_order AS (PARTITION BY task_key ORDER BY canonical)
-),
+)"""
+)
+
+_VARIANTS_AND_STEPS = (
+    _CANONICAL_STEPS
+    + """,
 step_stats AS (
     SELECT variant, step_id, occurrence, any_value(canonical) AS position, count(*) AS tasks,
            avg(since_first) AS since_first_mean, median(since_first) AS since_first_median,
@@ -265,3 +271,74 @@ def common_path(
     )
     steps = rows.drop(columns=variant_level)
     return CommonPath(variants=variants, steps=steps.reset_index(drop=True))
+
+
+_SPAN_WAITS = (
+    _CANONICAL_STEPS
+    + """,
+anchors AS (
+    SELECT unnest($anchors, recursive := true)
+),
+dominant_steps AS (
+    SELECT cs.task_key, cs.canonical, cs.reached_ts, si.source, si.step_text, cs.occurrence
+    FROM canonical_steps cs JOIN step_ids si USING (step_id)
+    WHERE cs.variant = 1
+),
+task_ends AS (
+    SELECT task_key, max(reached_ts) AS end_ts FROM dominant_steps GROUP BY task_key
+),
+anchored AS (
+    -- per task: from each anchor to the next anchor it reached, the last one to its last step
+    SELECT a.span, coalesce(lead(d.reached_ts) OVER (PARTITION BY d.task_key ORDER BY d.canonical), e.end_ts)
+                   - d.reached_ts AS wait
+    FROM dominant_steps d
+    JOIN anchors a ON a.source = d.source AND a.step_text = d.step_text AND a.occurrence = d.occurrence
+    JOIN task_ends e USING (task_key)
+)
+SELECT span, count(*) AS tasks, avg(wait) AS mean, median(wait) AS median,
+       quantile_cont(wait, 0.25) AS p25, quantile_cont(wait, 0.75) AS p75
+FROM anchored GROUP BY span ORDER BY span
+"""
+)
+
+
+def step_text(source_row) -> str:
+    """A step's text as steps are keyed: its template, else its event name, else ''.
+
+    >>> step_text({"template": None, "event": "task.state"})
+    'task.state'
+    """
+    for column in ("template", "event"):
+        value = source_row[column]
+        if value is not None and not pd.isna(value):
+            return value
+    return ""
+
+
+def span_waits(
+    store,
+    run: str,
+    anchors: Sequence[tuple[str, str, int]],
+    exclude_events: Sequence[str] = NOISE_EVENTS,
+) -> pd.DataFrame:
+    """Per anchor step, how long the run's common-path tasks took from it to the next anchor
+    they reached (the last anchor: to the task's last step), in seconds.
+
+    `anchors` are step keys `(source, step_text, occurrence)` (`step_text` as `step_text`
+    gives it). Returns one row per anchor the run's common path has, indexed by the anchor's
+    position in `anchors`: `tasks`, `mean`, `median`, `p25`, `p75`. It measures the same span
+    of the path in two runs whose stages split differently, which `compare` needs.
+
+    >>> span_waits(store, "000", [("parsl", "Task <num> submitted for App <name>", 1)])  # doctest: +SKIP
+    """
+    con = connection_of(store)
+    params = {
+        "run": resolve_run(con, run),
+        "excluded": list(exclude_events),
+        "sources": None,
+        "anchors": [{"span": index, "source": source, "step_text": text, "occurrence": occurrence}
+                    for index, (source, text, occurrence) in enumerate(anchors)],
+    }
+    if not anchors:
+        return pd.DataFrame(columns=["tasks", "mean", "median", "p25", "p75"])
+    return con.execute(_SPAN_WAITS, params).df().set_index("span")

@@ -5,11 +5,14 @@ spread.
 Rows:
 
 - one per stage of run A's common path (its dominant variant; a stage is a step and the steps
-  reached within the clock's resolution after it, see `common_path`), matched to the stage of
-  run B's common path that holds its first step B has (same source, template and occurrence):
-  the *time in stage* (from the stage's first step to the next stage's, `stage_wait_*` of
-  `common_path`), mean and median over tasks; stages only one run has are kept with the other
-  side empty. Two processes that log within microseconds of each other come in either order
+  reached within the clock's resolution after it, see `common_path`): the *time in stage*,
+  mean and median over tasks. Each stage is anchored at its first step B also has (same
+  source, template and occurrence), and both runs are timed the same way, from a stage's
+  anchor to the next stage's (`span_waits`), so the row measures the same stretch of the path
+  in both however B's own stages split (B may reach A's one stage in two, when a step that
+  came at once in A waits in B). A's stages none of whose steps B has are `only in A` (their
+  time is in the stage before them on both sides); B's stages none of whose steps A has are
+  `only in B`. Two processes that log within microseconds of each other come in either order
   from run to run: compared step by step, one step would look thousands of percent slower and
   the next 100 % faster;
 - `task duration`: first to last event of every task of the run (all variants);
@@ -34,10 +37,8 @@ from __future__ import annotations
 import pandas as pd
 
 from taskscope._sql import connection_of
-from taskscope.analyses.common_path import common_path
+from taskscope.analyses.common_path import common_path, span_waits, step_text
 from taskscope.analyses.runs import FINAL_STATES, resolve_run
-
-_STEP_KEY = ["source", "template", "occurrence"]
 
 COLUMNS = [
     "position", "step", "metric", "unit", "tasks_a", "tasks_b", "mean_a", "mean_b", "median_a", "median_b",
@@ -63,12 +64,13 @@ def compare(store, run_a: str, run_b: str, min_change_s: float = 0.001) -> pd.Da
 
 def _stages(dominant: pd.DataFrame) -> pd.DataFrame:
     """One row per stage of a dominant variant: `position` (of its first step), `label` (its
-    steps' labels joined by " + "), `keys` (its steps' keys, in order), `tasks` and the
-    `stage_wait_*` numbers."""
+    steps' labels joined by " + "), `keys` (its steps' `(source, step_text, occurrence)`, in
+    order), `tasks` and the `stage_wait_*` numbers."""
     if dominant.empty:
         return pd.DataFrame(columns=["stage", "position", "label", "keys", "tasks",
                                      "stage_wait_mean", "stage_wait_median", "stage_wait_p25", "stage_wait_p75"])
-    keyed = dominant.assign(key=list(zip(*(dominant[c] for c in _STEP_KEY))))
+    keys = [(row.source, step_text(row._asdict()), row.occurrence) for row in dominant.itertuples()]
+    keyed = dominant.assign(key=keys)
     return keyed.sort_values("position").groupby("stage", as_index=False).agg(
         position=("position", "first"), label=("label", " + ".join), keys=("key", tuple),
         tasks=("tasks", "first"),
@@ -81,23 +83,25 @@ def _step_rows(con, run_a: str, run_b: str, min_change_s: float) -> pd.DataFrame
     b = _stages(common_path(con, run=run_b, resolution_s=min_change_s).dominant)
     a = a[a["stage_wait_mean"].notna()]
     b = b[b["stage_wait_mean"].notna()]
-    b_of_key = {key: index for index, keys in b["keys"].items() for key in keys}
-    # A's stage is matched to B's stage holding its first step that B has
-    matched = a["keys"].map(lambda keys: next((b_of_key[key] for key in keys if key in b_of_key), None))
-    paired = b.reindex(matched.dropna().astype(int).tolist()).set_axis(matched.dropna().index)
-    only_b = b.drop(index=set(matched.dropna().astype(int)))
-    rows = pd.DataFrame({
-        "position": pd.concat([a["position"], only_b["position"] + 1000]),
-        "step": pd.concat([a["label"], only_b["label"]]),
-        "metric": "time in stage",
-        "unit": "s",
-        "tasks_a": pd.concat([a["tasks"], only_b["tasks"] * pd.NA]),
-        "tasks_b": pd.concat([paired["tasks"].reindex(a.index), only_b["tasks"]]),
-        **{f"{name}_a": pd.concat([a[f"stage_wait_{name}"], only_b[f"stage_wait_{name}"] * float("nan")])
-           for name in ("mean", "median", "p25", "p75")},
-        **{f"{name}_b": pd.concat([paired[f"stage_wait_{name}"].reindex(a.index), only_b[f"stage_wait_{name}"]])
-           for name in ("mean", "median")},
-    }).reset_index(drop=True)
+    keys_a = {key for keys in a["keys"] for key in keys}
+    keys_b = {key for keys in b["keys"] for key in keys}
+    # A's stage is anchored at its first step B has; both runs are timed from anchor to anchor
+    anchors = a["keys"].map(lambda keys: next((key for key in keys if key in keys_b), None)).dropna()
+    spans_a = _spans(con, run_a, anchors)
+    spans_b = _spans(con, run_b, anchors)
+    only_a = a.drop(index=anchors.index)
+    only_b = b[b["keys"].map(lambda keys: not any(key in keys_a for key in keys))]
+    stats = ("mean", "median", "p25", "p75")
+    rows = pd.concat([
+        pd.DataFrame({"position": a.loc[anchors.index, "position"], "step": a.loc[anchors.index, "label"],
+                      "tasks_a": spans_a["tasks"], "tasks_b": spans_b["tasks"],
+                      **{f"{name}_a": spans_a[name] for name in stats},
+                      "mean_b": spans_b["mean"], "median_b": spans_b["median"]}),
+        pd.DataFrame({"position": only_a["position"], "step": only_a["label"], "tasks_a": only_a["tasks"],
+                      **{f"{name}_a": only_a[f"stage_wait_{name}"] for name in stats}}),
+        pd.DataFrame({"position": only_b["position"] + 1000, "step": only_b["label"], "tasks_b": only_b["tasks"],
+                      "mean_b": only_b["stage_wait_mean"], "median_b": only_b["stage_wait_median"]}),
+    ], ignore_index=True).assign(metric="time in stage", unit="s")
     rows = _judge(rows, min_change_s, ("slower", "faster"))
     rows.loc[rows["mean_b"].isna(), "direction"] = "only in A"
     rows.loc[rows["mean_a"].isna(), "direction"] = "only in B"
@@ -105,6 +109,12 @@ def _step_rows(con, run_a: str, run_b: str, min_change_s: float) -> pd.DataFrame
     rows = rows.sort_values("position").reset_index(drop=True)
     rows["position"] = rows["position"].where(rows["position"] < 1000).astype("Int64")
     return rows
+
+
+def _spans(con, run: str, anchors: pd.Series) -> pd.DataFrame:
+    """`span_waits` of the run from each anchor, indexed as `anchors` is (by A's stage)."""
+    spans = span_waits(con, run, anchors.tolist())
+    return spans.reindex(range(len(anchors))).set_axis(anchors.index)
 
 
 def _judge(rows: pd.DataFrame, min_change: float, words: tuple[str, str]) -> pd.DataFrame:
