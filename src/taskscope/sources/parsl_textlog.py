@@ -185,11 +185,11 @@ def _split_records(con: duckdb.DuckDBPyConnection, table_name: str, fmt: TextFor
 
 
 def header_test(fmt: TextFormat) -> str:
-    """The format's header regex without its trailing message group: a line's header is
+    r"""The format's header regex without its trailing message group: a line's header is
     told by its start, and RE2 then stops there instead of scanning to the line's end.
 
-    >>> header_test(TextFormat("stream", "^(\\S+) (INFO|DEBUG): ?(.*)$", ("logger", "level", "message")))
-    '^(\\\\S+) (INFO|DEBUG): ?'
+    >>> header_test(TextFormat("stream", r"^(\S+) (INFO|DEBUG): ?(.*)$", ("logger", "level", "message")))
+    '^(\\S+) (INFO|DEBUG): ?'
     """
     return fmt.pattern.removesuffix("(.*)$")
 
