@@ -92,7 +92,7 @@ def usage_events(store) -> list[dict]:
     return [{"event": event, "run_id": run_id, "attrs": json.loads(attrs)} for event, run_id, attrs in rows]
 
 
-def wait_until(condition, timeout: float = 10.0) -> bool:
+def wait_until(condition, timeout: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -250,10 +250,10 @@ def test_local_mode_records_and_logs_without_sending(collector, monkeypatch, cap
 
 
 def test_unresolvable_host_never_raises():
-    tracker = UsageTracker("mytool", "1.2", level=3, endpoint="no-such-host.invalid:50077", dns_timeout=5)
+    tracker = UsageTracker("mytool", "1.2", level=3, endpoint="no-such-host.invalid:50077", dns_timeout=60)
     assert tracker.start() is not None
     assert tracker.end(task_count=1) is not None
-    assert tracker.close(timeout=10)
+    assert tracker.close(timeout=70)
     outcomes = [d.outcome for d in tracker.deliveries]
     # the lookup fails at once (.invalid never resolves): the outcome says so, not that it timed out
     assert all("did not resolve: " in outcome and "within" not in outcome for outcome in outcomes), outcomes
@@ -500,10 +500,12 @@ def test_a_burst_across_many_spool_segments_is_stored_whole(tmp_path):
     collector.start()
     sent = [protocol.encode({"correlator": f"seg-{i}", "tracking_level": 1, "pad": "x" * 300}) for i in range(3000)]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for number, datagram in enumerate(sent):
-            sock.sendto(datagram, collector.address)
-            if number % 100 == 0:  # ~100 per receive call: each call's write (~37 KB) starts a new segment
-                time.sleep(0.01)
+        for wave in range(0, len(sent), 100):
+            for datagram in sent[wave:wave + 100]:
+                sock.sendto(datagram, collector.address)
+            # each wave (~37 KB) is read before the next is sent, so it starts a new segment however
+            # much a starved receiver would otherwise drain per call
+            assert wait_until(lambda: collector.stats.received == wave + 100)
     store = stop_and_open(collector)
     stats = collector.stats
     stored = [row[0] for row in store.con.execute(
@@ -527,11 +529,14 @@ def test_storing_yields_the_cpu_to_receiving(tmp_path):
     started_at = os.getpriority(os.PRIO_PROCESS, 0)
     collector = Collector(tmp_path / "usage.duckdb", port=0).start()
     try:
+        expected = {max(started_at, WRITER_NICENESS)}
         assert wait_until(lambda: all(writer.native_id for writer in collector._writers))
-        time.sleep(0.2)  # each writer lowers its own priority as it starts
+        # each writer lowers its own priority as it starts
+        assert wait_until(lambda: {os.getpriority(os.PRIO_PROCESS, writer.native_id)
+                                   for writer in collector._writers} == expected)
         niceness = {int(task): os.getpriority(os.PRIO_PROCESS, int(task)) for task in os.listdir("/proc/self/task")}
         writers = {writer.native_id for writer in collector._writers}
-        assert {niceness[thread] for thread in writers} == {max(started_at, WRITER_NICENESS)}
+        assert {niceness[thread] for thread in writers} == expected
         assert niceness[collector._receiver.native_id] == started_at
         assert os.getpriority(os.PRIO_PROCESS, 0) == started_at  # this thread is untouched
         # DuckDB's worker threads, started when the store was opened, took the lower priority too
