@@ -20,7 +20,7 @@ from taskscope.web.server import listen_tcp, serve_beside_collector
 
 from conftest import corpus_path
 from test_fleet_server import FleetServer, check_security_headers, dask_batch, make_token
-from test_usage import endpoint_of
+from test_usage import endpoint_of, wait_until
 from test_web import Server, browser, page_urls  # noqa: F401 - browser is a fixture
 
 pytestmark = pytest.mark.slow
@@ -45,6 +45,7 @@ class CheckedPage:
 
     def __init__(self, context):
         self.page = context.new_page()
+        self.page.set_default_timeout(120_000)
         self.page.add_init_script(LISTEN_FOR_VIOLATIONS)
         self.problems: list[str] = []
         self.page.on("console", lambda m: m.type == "error" and self.problems.append(f"console: {m.text}"))
@@ -105,12 +106,16 @@ def test_usage_pages_of_a_running_collector_have_the_headers_and_run_under_the_p
     collector = Collector(tmp_path / "usage.duckdb", port=0, commit_interval=0.1).start()
     try:
         server = serve_beside_collector(collector, listen_tcp("127.0.0.1", 0))
+        sent = 0
         for version, level, tasks in (("1.0", 1, 0), ("1.1", 3, 3)):
             with UsageTracker("mytool", version, level=level, project_name="<script>alert(1)</script>",
                               endpoint=endpoint_of(collector)) as tracker:
                 for index in range(tasks):
                     tracker.record_task(failed=index == 0)
-            assert tracker.close(5)
+            assert tracker.close(60)
+            sent += len(tracker.messages)
+        # close() means sent, not stored: the pages must show what the collector committed
+        assert wait_until(lambda: collector.stats.parsed == sent)
         url = "http://%s:%d" % server.address
         pages = ["/usage", "/usage?product=mytool&period=day", "/usage?period=never"]
         replies = check_every_response(url, pages + ["/api/usage", "/api/usage/leaderboard.csv", "/api/usage/nope"])
