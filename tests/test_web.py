@@ -37,28 +37,42 @@ SCRIPT = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(1)>"
 
 # A real Parsl workflow (threads) whose app logs both payloads and raises with them.
+# With a gate folder (argv[4]), tasks after the first OPEN wait for its `release` file and the
+# last task also for its `finish` file (each up to 300 s, then they go on anyway), so a test
+# can look at the live run before it moves on, however slowly the machine runs.
 HOSTILE_WORKFLOW = '''
-import logging, sys
+import logging, os, sys
 import parsl
 from parsl.config import Config
 from parsl.executors import ThreadPoolExecutor
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(1)>"
+OPEN = 4
 
 @parsl.python_app
-def shout(i, pause):
-    import logging, time
+def shout(i, pause, gates):
+    import logging, os, time
+    for gate in gates:
+        deadline = time.time() + 300
+        while not os.path.exists(gate) and time.time() < deadline:
+            time.sleep(0.1)
     time.sleep(pause)
     logging.getLogger("parsl.app.shout").warning("task says %s and %s", SCRIPT, IMG)
     if i % 3 == 0:
         raise ValueError(f"bad input {IMG} {SCRIPT}")
     return i
 
+def gates(i, n):
+    if len(sys.argv) < 5 or i < OPEN:
+        return []
+    release, finish = os.path.join(sys.argv[4], "release"), os.path.join(sys.argv[4], "finish")
+    return [release, finish] if i == n - 1 else [release]
+
 runinfo, n, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 config = Config(executors=[ThreadPoolExecutor(label="threads", max_threads=2)], run_dir=runinfo, strategy="none")
 with parsl.load(config):
-    futures = [shout(i, pause) for i in range(n)]
+    futures = [shout(i, pause, gates(i, n)) for i in range(n)]
     for future in futures:
         try:
             future.result()
@@ -131,9 +145,10 @@ class Server:
             self.dashboard.live.stop()
 
 
-def run_parsl_script(script: Path, runinfo: Path, n: int, pause: float, wait: bool = True):
+def run_parsl_script(script: Path, runinfo: Path, n: int, pause: float, wait: bool = True,
+                     gate: Path | None = None):
     env = parsl_env()
-    command = [sys.executable, str(script), str(runinfo), str(n), str(pause)]
+    command = [sys.executable, str(script), str(runinfo), str(n), str(pause)] + ([str(gate)] if gate else [])
     if not wait:
         return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
@@ -392,12 +407,14 @@ def test_tasks_page_paginates_sorts_and_filters_on_the_server(browser):
 
 
 def start_live_hostile_run(tmp_path: Path, tasks: int) -> subprocess.Popen:
-    """Start the hostile workflow with `tasks` tasks in `tmp_path/runinfo` and return once its
-    parsl.log exists (the run is live), for the dashboard to follow."""
+    """Start the hostile workflow with `tasks` tasks in `tmp_path/runinfo`, gated by the folder
+    `tmp_path/gate`, and return once its parsl.log exists (the run is live), for the dashboard
+    to follow."""
     script = tmp_path / "hostile.py"
     script.write_text(HOSTILE_WORKFLOW)
     runinfo = tmp_path / "runinfo"
-    running = run_parsl_script(script, runinfo, tasks, 0.5, wait=False)
+    (tmp_path / "gate").mkdir()
+    running = run_parsl_script(script, runinfo, tasks, 0.5, wait=False, gate=tmp_path / "gate")
     deadline = time.time() + 60
     while not (runinfo / "000" / "parsl.log").exists():
         if time.time() >= deadline or running.poll() is not None:
@@ -407,11 +424,21 @@ def start_live_hostile_run(tmp_path: Path, tasks: int) -> subprocess.Popen:
     return running
 
 
+def shown_live(server: Server, running: subprocess.Popen) -> dict:
+    """The run's row of the runs table once the dashboard shows it live."""
+    while True:
+        live = [row for row in server.json("/api/runs")["runs"] if row["status"] == "live"]
+        if live:
+            return live[0]
+        assert running.poll() is None, "the run ended before the dashboard showed it live"
+        time.sleep(0.2)
+
+
 @contextmanager
 def followed_live(tmp_path: Path, count: int):
     """A real Parsl run of `count` tasks (test_web's hostile workflow) that a live dashboard
-    follows: yields (the run's process, the served dashboard, the run's id) once the runs
-    table shows it live."""
+    follows: yields (the run's process, the served dashboard, the run's id, release) once the
+    runs table shows it live. Only the first few tasks run until `release()` is called."""
     running = start_live_hostile_run(tmp_path, count)
     with ExitStack() as cleanup:
         cleanup.callback(lambda: running.poll() is None and running.kill())
@@ -419,12 +446,13 @@ def followed_live(tmp_path: Path, count: int):
         cleanup.callback(dashboard.store.close)
         server = Server(dashboard)
         cleanup.callback(server.stop)
-        shown = []
-        while not [row for row in shown if row["status"] == "live"]:
-            assert running.poll() is None, "the run ended before the dashboard showed it live"
-            time.sleep(0.2)
-            shown = server.json("/api/runs")["runs"]
-        yield running, server, shown[0]["run_id"]
+        run_id = shown_live(server, running)["run_id"]
+
+        def release() -> None:
+            (tmp_path / "gate" / "release").touch()
+            (tmp_path / "gate" / "finish").touch()
+
+        yield running, server, run_id, release
 
 
 def test_live_run_is_shown_live_then_finished(tmp_path, browser):
@@ -432,16 +460,16 @@ def test_live_run_is_shown_live_then_finished(tmp_path, browser):
     try:
         dashboard = open_dashboard(str(tmp_path / "live.duckdb"), [str(tmp_path / "runinfo")], interval_s=0.5)
         server = Server(dashboard)
-        seen_live, tasks_seen = False, set()
-        while running.poll() is None:
-            runs = server.json("/api/runs")["runs"]
-            if runs:
-                seen_live |= runs[0]["status"] == "live"
-                tasks_seen.add(runs[0]["tasks_done"])
+        first = shown_live(server, running)["tasks_done"]
+        (tmp_path / "gate" / "release").touch()
+        # the last task waits for `finish`: the run goes on until the count has grown
+        deadline = time.time() + 240
+        while (run := server.json("/api/runs")["runs"][0])["tasks_done"] == first:
+            assert time.time() < deadline and run["status"] == "live", "the done count never grew while the run went on"
             time.sleep(0.3)
-        assert running.returncode == 0, running.stderr.read()
-        assert seen_live, "the run was never shown live"
-        assert len(tasks_seen) > 1, "the done count never grew while the run went on"
+        assert running.poll() is None and run["status"] == "live", run
+        (tmp_path / "gate" / "finish").touch()
+        assert running.wait(300) == 0, running.stderr.read()
         deadline = time.time() + 30
         while server.json("/api/runs")["runs"][0]["status"] == "live":
             assert time.time() < deadline, "the finished run is still shown live"
@@ -773,13 +801,14 @@ def test_one_state_palette_on_the_run_page_and_the_dag(corpus_run, browser):
 def test_live_run_page_refreshes_itself_until_the_run_ends(tmp_path, browser):
     """The run page of a live run shows a rising done count without a reload, then stops
     refreshing once the run has ended (the run's log lines carry markup: none of it runs)."""
-    with followed_live(tmp_path, 40) as (running, server, run_id):
+    with followed_live(tmp_path, 40) as (running, server, run_id, release):
         watched = Watched(browser)
         try:
             watched.page.goto(f"{server.url}/runs/{run_id}", wait_until="load")
             assert watched.page.evaluate("() => document.body.dataset.live") == "1"
             first = int(watched.page.locator("#run-done").inner_text() or 0)
             watched.page.evaluate("() => { window.loadedOnce = true; }")
+            release()
             watched.page.wait_for_function("first => Number(document.querySelector('#run-done').textContent) > first",
                                            arg=first, timeout=120_000)
             assert watched.page.evaluate("() => window.loadedOnce === true"), "the page was reloaded"

@@ -276,7 +276,7 @@ def test_live_gantt_draws_each_ended_task_without_a_reload_until_the_run_ends(tm
     """Opened from the run's navigation while a real Parsl run is live, the Gantt draws the
     tasks that end as they end (more bars with a final mark, no reload), then stops refreshing
     once the run has ended, with every task of the workflow (40, 14 failed: i % 3 == 0)."""
-    with followed_live(tmp_path, 40) as (running, server, run_id):
+    with followed_live(tmp_path, 40) as (running, server, run_id, release):
         watched = Watched(browser)
         page = watched.page
         page.goto(f"{server.url}/runs/{run_id}", wait_until="load")
@@ -285,6 +285,7 @@ def test_live_gantt_draws_each_ended_task_without_a_reload_until_the_run_ends(tm
         live_at_first = page.evaluate("() => document.body.dataset.live")
         first = page.evaluate(ENDED_BARS)
         page.evaluate("() => { window.loadedOnce = true; }")
+        release()
         page.wait_for_function(f"first => ({ENDED_BARS})() > first", arg=first, timeout=120_000)
         grew_in_place = page.evaluate("() => window.loadedOnce === true")
         assert running.wait(300) == 0, running.stderr.read()
