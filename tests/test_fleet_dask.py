@@ -28,6 +28,7 @@ from distributed.scheduler import key_split_group  # noqa: E402
 
 from conftest import REPO, run_cli  # noqa: E402
 from taskscope.fleet import api, profiles, protocol  # noqa: E402
+from taskscope.fleet import dask as fleet_dask  # noqa: E402
 from taskscope.fleet.dask import PLUGIN_NAME, prune_profile, register  # noqa: E402
 from taskscope.fleet.sender import TRUNCATION_MARK, Sender  # noqa: E402
 
@@ -74,14 +75,16 @@ class FleetServer:
         self.process = subprocess.Popen([sys.executable, "-m", "taskscope.cli", "fleet", "serve", "--store",
                                          str(self.store), "--port", str(self.port)], env=_env(),
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        for _ in range(300):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 pytest.fail(f"fleet serve exited: {self.process.stderr.read().decode()}")
             try:
                 if httpx.get(self.url + "/api/v1/whoami", headers=self.headers, timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
-                time.sleep(0.1)
+                pass
+            time.sleep(0.1)
         pytest.fail("fleet serve did not answer")
 
     def stop(self) -> None:
@@ -110,6 +113,17 @@ def server(tmp_path_factory):
     running = FleetServer(tmp_path_factory.mktemp("fleet") / "fleet.duckdb").start()
     yield running
     running.stop()
+
+
+def wait_long_for_the_last_batch(monkeypatch) -> None:
+    """The scheduler's shutdown waits up to 120 s for its last batch (not 5 s): under load the last
+    POST can take longer, and the tests read what it delivered. It returns once delivered."""
+    monkeypatch.setattr(fleet_dask, "CLOSE_FLUSH_TIMEOUT_S", 120.0)
+
+
+@pytest.fixture
+def patient_close(monkeypatch) -> None:
+    wait_long_for_the_last_batch(monkeypatch)
 
 
 # ---- the workload, the same on both kinds of cluster -----------------------------------------
@@ -219,6 +233,7 @@ def check_everything_arrived(server: FleetServer, scheduler_id: str, code_file: 
 
 
 # ---- register() on a LocalCluster with worker processes --------------------------------------
+@pytest.mark.usefixtures("patient_close")
 def test_register_sends_everything_from_a_local_cluster(server, tmp_path):
     with LocalCluster(processes=True, n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
@@ -290,6 +305,7 @@ def test_disabled_sends_nothing(server, tmp_path):
     assert not list(tmp_path.rglob("*.jsonl"))
 
 
+@pytest.mark.usefixtures("patient_close")
 def test_code_transmit_false_sends_no_code(server, tmp_path):
     with LocalCluster(processes=True, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \
             Client(cluster) as client, \
@@ -306,6 +322,7 @@ def test_code_transmit_false_sends_no_code(server, tmp_path):
 
 
 # ---- a computation whose tasks all failed ----------------------------------------------------------
+@pytest.mark.usefixtures("patient_close")
 def test_a_computation_whose_tasks_all_failed_gets_a_stop(server, tmp_path):
     with LocalCluster(processes=True, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
@@ -350,7 +367,7 @@ def spooled_messages(spool: Path) -> list[dict]:
     return [message for batch in batches.values() for message in batch["messages"]]
 
 
-def test_server_down_spools_then_a_later_process_delivers_everything_once(tmp_path):
+def test_server_down_spools_then_a_later_process_delivers_everything_once(tmp_path, monkeypatch):
     down = FleetServer(tmp_path / "fleet.duckdb")  # token made, server not started yet
     spool = tmp_path / "spool"
     with LocalCluster(processes=True, n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, \
@@ -363,6 +380,8 @@ def test_server_down_spools_then_a_later_process_delivers_everything_once(tmp_pa
     kinds = {message["kind"] for message in waiting}
     assert {"cluster.start", "cluster.stop", "workers", "computation", "exception", "event", "idle"} <= kinds
 
+    # only now: with the server down, the first shutdown would wait out the whole timeout
+    wait_long_for_the_last_batch(monkeypatch)
     down.start()
     try:
         # a later scheduler with the same server and token adopts the spool and sends it first
@@ -418,6 +437,7 @@ def test_sender_resends_once_the_server_is_back(server, tmp_path):
 
 
 # ---- who a cluster belongs to ------------------------------------------------------------------
+@pytest.mark.usefixtures("patient_close")
 def test_a_cluster_is_its_tokens_user_whatever_user_the_client_claims(server, tmp_path):
     with LocalCluster(processes=True, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
@@ -450,6 +470,7 @@ def cluster_state(server: FleetServer, cluster_id: str) -> dict:
     return server.get(f"/api/v1/clusters/{cluster_id}")
 
 
+@pytest.mark.usefixtures("patient_close")
 def test_a_killed_scheduler_is_lost_and_a_stopped_one_never_is(server, tmp_path):
     with LocalCluster(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
@@ -511,6 +532,7 @@ def kills_its_worker(x):
     os._exit(1)
 
 
+@pytest.mark.usefixtures("patient_close")
 def test_a_killed_worker_keeps_its_text_worker_and_allowed_failures(server, tmp_path):
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
             LocalCluster(processes=True, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \
@@ -541,6 +563,7 @@ def burn(seconds: float) -> int:
     return total
 
 
+@pytest.mark.usefixtures("patient_close")
 def test_a_profiled_computation_shows_its_hottest_function_with_file_and_line(server, tmp_path):
     with LocalCluster(processes=True, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
