@@ -78,6 +78,7 @@ def ingest(
             raise
         err_console.print(message, highlight=False)
         raise typer.Exit(130) from None
+    _done_with_work()
     _print_ingest_report(report, fmt, verbose)
 
 
@@ -306,15 +307,27 @@ def sql(
 commands.register_all(app)
 
 
+#: set by `main`: this process is the `taskscope` command, so its signal handling is ours
+_running_as_command = False
+
+
+def _done_with_work() -> None:
+    """From here on the command only prints and exits: a Ctrl-C now (while it prints, or in the
+    0.2 s Python takes to tear down its modules) would kill it after it succeeded, with no
+    message (exit -2), click's "Aborted!" or a traceback from threading's shutdown. So the
+    command's process ignores it; a test calling the app in its own process keeps its handler."""
+    if _running_as_command:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def main() -> None:
     """Entry point of the `taskscope` script."""
+    global _running_as_command
+    _running_as_command = True
     try:
         app()
     finally:
-        # The command's work is done and printed; Python still takes some 0.2 s to tear down its
-        # modules, and a Ctrl-C then would kill it with no message (exit -2, or a traceback from
-        # threading's shutdown) after it already said it succeeded.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _done_with_work()
 
 
 if __name__ == "__main__":
