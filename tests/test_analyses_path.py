@@ -276,7 +276,8 @@ def test_compare_against_sleeping_tasks_shows_the_worker_step_slower(perf_run, s
     # the worker's "Received executor task" is followed by the app running: + SLEEP_SECONDS.
     # A's stage that holds it is timed to A's next stage in both runs, however B's split
     received = frame[frame["step"].str.contains("worker: Received executor task <num>", regex=False)].iloc[0]
-    assert received.median_b - received.median_a >= SLEEP_SECONDS * 0.9
+    # the span holds the sleep (to the log's millisecond), whatever the load made of either run's other steps
+    assert received.median_b >= SLEEP_SECONDS - 0.001
     assert received.significant and received.direction == "slower"
     backwards = compare(store, sleep_id, perf_id)
     stage = backwards["step"].str.contains("worker: Received executor task <num>", regex=False)
