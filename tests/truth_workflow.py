@@ -1,7 +1,8 @@
 """A small real Parsl run for the truth tests: one HTEX executor with two blocks (so two
 managers on this one host), resource monitoring every 2 s, a task that burns a known amount of
-CPU, tasks that use 20 ms of CPU (after a 1 s sleep, so that monitoring samples them at least
-twice), instant tasks, and a task that fails on every try (retried once).
+CPU, tasks that use 20 ms of CPU (each burn after a 1 s sleep, so that monitoring samples it at
+least twice and its first sample comes before the CPU is spent), instant tasks, and a task that
+fails on every try (retried once).
 
     python tests/truth_workflow.py RUNINFO
 
@@ -62,7 +63,7 @@ def main(runinfo: str) -> Path:
     config = Config(executors=[executor], run_dir=runinfo, retries=1, strategy="none",
                     monitoring=MonitoringHub(resource_monitoring_interval=2))
     with parsl.load(config) as dfk:
-        futures = [burn(SHORT_CPU_S, sleep_first=1.0) for _ in range(4)] + [burn(BURN_CPU_S)]
+        futures = [burn(SHORT_CPU_S, sleep_first=1.0) for _ in range(4)] + [burn(BURN_CPU_S, sleep_first=1.0)]
         futures += [instant(i) for i in range(4)]
         failing = fails(1)
         for future in futures:
