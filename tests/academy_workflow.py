@@ -17,7 +17,9 @@ import asyncio
 import json
 import multiprocessing
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from academy.agent import Agent, action
@@ -55,9 +57,26 @@ class Coordinator(Agent):
         return sum(squares)
 
 
+async def started(logs: Path, action_name: str) -> None:
+    """Return once an agent's log in `logs` says it began action `action_name`."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for log in logs.glob("*.jsonlog"):
+            for line in log.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:  # a line still being written
+                    continue
+                if record.get("academy.action") == action_name and record.get("academy.action_state") == "execute_start":
+                    return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"no agent began action {action_name} in 60 s")
+
+
 async def run(port: int) -> dict[str, Any]:
     """Launch both agents in a process pool, call their actions, return what happened."""
     log_config = JSONPoolLogging()
+    logs = get_academy_home() / "logs" / log_config.uuid
     spawn = multiprocessing.get_context("spawn")
     with spawn_http_exchange("127.0.0.1", port) as factory, \
             ProcessPoolExecutor(max_workers=2, mp_context=spawn) as pool:
@@ -73,14 +92,18 @@ async def run(port: int) -> dict[str, Any]:
                 refused = False
             except ValueError:
                 refused = True
-            try:  # cancelled by the requester: Academy sends the agent a cancel request
-                await asyncio.wait_for(squarer.wait(600), timeout=1)
+            # cancelled by the requester once the agent runs it: Academy sends the agent a cancel request
+            waiting = asyncio.ensure_future(squarer.wait(600))
+            await started(logs, "wait")
+            waiting.cancel()
+            try:
+                await waiting
                 cancelled = False
-            except TimeoutError:
+            except asyncio.CancelledError:
                 cancelled = True
             agents = {"Square": str(squarer.agent_id), "Coordinator": str(coordinator.agent_id)}
     return {
-        "pool": str(get_academy_home() / "logs" / log_config.uuid),
+        "pool": str(logs),
         "agents": agents,
         "totals": totals,
         "direct": direct,
