@@ -173,6 +173,8 @@ class Watched:
 
     def __init__(self, browser, viewport: dict | None = None):
         self.page = browser.new_page(viewport=viewport)
+        # Playwright's 30 s default for each goto and wait is too short on a loaded machine
+        self.page.set_default_timeout(120_000)
         self.problems: list[str] = []
         self.dialogs: list[str] = []
         self.page.on("console", lambda m: m.type == "error" and self.problems.append(f"console: {m.text}"))
