@@ -57,7 +57,8 @@ if __name__ == "__main__":
 WIDE = 250
 
 # A real Parsl run (HTEX, resource monitoring every 0.5 s): one task whose first try fails after
-# 1.5 s and whose second try (retries=1) succeeds after 1.5 s, so both tries have samples.
+# 3 s and whose second try (retries=1) succeeds after 3 s, so both tries have two samples or more
+# even when the monitor starts late on a loaded machine.
 RETRY_WORKFLOW = '''
 import os, sys
 import parsl
@@ -70,7 +71,7 @@ from parsl.providers import LocalProvider
 @parsl.python_app
 def flaky(marker):
     import os, time
-    time.sleep(1.5)
+    time.sleep(3)
     if not os.path.exists(marker):
         open(marker, "w").close()
         raise ValueError("the first try fails")
