@@ -28,13 +28,14 @@ from distributed.scheduler import key_split_group  # noqa: E402
 
 from conftest import REPO, run_cli  # noqa: E402
 from taskscope.fleet import api, profiles, protocol  # noqa: E402
-from taskscope.fleet import dask as fleet_dask  # noqa: E402
 from taskscope.fleet.dask import PLUGIN_NAME, prune_profile, register  # noqa: E402
 from taskscope.fleet.sender import TRUNCATION_MARK, Sender  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 
 FAST = {"interval": 0.5, "retry_max": 0.5}
+#: the close-timeout of schedulers whose last batch a test reads (it returns once delivered)
+PATIENT_CLOSE = "120s"
 ALLOWED_TOPIC = "scores"
 FORBIDDEN_TOPIC = "private-notes"
 #: a package the scheduler's environment lacks but the `dask worker` subprocess's has (metadata only)
@@ -58,7 +59,8 @@ def _env(**extra: str) -> dict[str, str]:
     # tests/ too: a `dask worker` subprocess unpickles this module's workload functions by reference
     path = os.pathsep.join([str(REPO / "src"), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])
     bin_dir = os.path.dirname(sys.executable)
-    return {**os.environ, "PYTHONPATH": path, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), **extra}
+    return {**os.environ, "PYTHONPATH": path, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+            "DASK_TASKSCOPE__FLEET__CLOSE_TIMEOUT": PATIENT_CLOSE, **extra}
 
 
 class FleetServer:
@@ -118,7 +120,7 @@ def server(tmp_path_factory):
 def wait_long_for_the_last_batch(monkeypatch) -> None:
     """The scheduler's shutdown waits up to 120 s for its last batch (not 5 s): under load the last
     POST can take longer, and the tests read what it delivered. It returns once delivered."""
-    monkeypatch.setattr(fleet_dask, "CLOSE_FLUSH_TIMEOUT_S", 120.0)
+    monkeypatch.setitem(dask.config.config["taskscope"]["fleet"], "close-timeout", PATIENT_CLOSE)
 
 
 @pytest.fixture
@@ -294,6 +296,14 @@ def test_preload_scheduler_sends_everything_and_flags_version_mismatch(server, t
 
 
 # ---- privacy settings ---------------------------------------------------------------------------
+def test_close_timeout_is_a_setting_read_from_dask_config_and_register(monkeypatch):
+    from taskscope.fleet.settings import FleetSettings
+    assert FleetSettings.from_config().close_timeout == 5.0
+    monkeypatch.setitem(dask.config.config["taskscope"]["fleet"], "close-timeout", "2 minutes")
+    assert FleetSettings.from_config().close_timeout == 120.0
+    assert FleetSettings.from_config(close_timeout=30).close_timeout == 30.0
+
+
 def test_disabled_sends_nothing(server, tmp_path):
     with LocalCluster(processes=True, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \
             Client(cluster) as client, dask.config.set({"taskscope.fleet.disabled": True}):

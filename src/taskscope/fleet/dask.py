@@ -51,8 +51,6 @@ logger = logging.getLogger(__name__)
 dask.config.update_defaults(DEFAULTS)
 
 PLUGIN_NAME = "taskscope-fleet"
-#: seconds the scheduler's shutdown waits for the last batch to be delivered (it stays spooled otherwise)
-CLOSE_FLUSH_TIMEOUT_S = 5.0
 #: exceptions sent per task group; more are counted in ``cluster.stop`` (one failing map could send 100k)
 MAX_EXCEPTIONS_PER_GROUP = 100
 #: call-stack frames kept of a profile tree: each takes two levels of nesting (node, children), and
@@ -141,7 +139,7 @@ class FleetPlugin(SchedulerPlugin):
         self._allow = frozenset(self.settings.events_allow)
 
     async def before_close(self) -> None:
-        """Last snapshot, ``cluster.stop``, then deliver (waiting at most `CLOSE_FLUSH_TIMEOUT_S`)."""
+        """Last snapshot, ``cluster.stop``, then deliver (waiting at most the ``close-timeout`` setting)."""
         if not self._active():
             return
         self._closed = True
@@ -157,7 +155,7 @@ class FleetPlugin(SchedulerPlugin):
         self._queue("cluster.stop", stopped=now, exceptions_not_sent=self._exceptions_dropped,
                     messages_dropped=stats.messages_dropped, messages_truncated=stats.messages_truncated)
         self.sender.submit(self._take_outbox())
-        await asyncio.to_thread(self.sender.close, CLOSE_FLUSH_TIMEOUT_S)
+        await asyncio.to_thread(self.sender.close, self.settings.close_timeout)
 
     async def close(self) -> None:
         """Same as `before_close` when the scheduler skipped it (it does nothing the second time)."""

@@ -18,6 +18,7 @@ Defaults (registered with ``dask.config.update_defaults`` when `taskscope.fleet.
         profile: {transmit: false, interval: 60s, max-bytes: 65536}
         events: {allow: [worker-fail-hard, ...]}   # log_event topics (or scheduler actions) sent
         spool: {directory: null, max-bytes: 64 MiB, retry-max: 60s}
+        close-timeout: 5s          # the scheduler's shutdown waits this long for the last batch
 
 Environment variables work as for any Dask key, e.g. ``DASK_TASKSCOPE__FLEET__SERVER``.
 This module imports `dask` only inside `FleetSettings.from_config`.
@@ -37,6 +38,9 @@ DEFAULT_EVENTS_ALLOW = [
     "no-workers-timeout-exceeded", "restart-workers", "retire-workers",
 ]
 
+#: seconds the scheduler's shutdown waits for the last batch to be delivered (it stays spooled otherwise)
+DEFAULT_CLOSE_TIMEOUT_S = 5.0
+
 DEFAULTS = {"taskscope": {"fleet": {
     "disabled": False,
     "server": None,
@@ -50,6 +54,7 @@ DEFAULTS = {"taskscope": {"fleet": {
     "profile": {"transmit": False, "interval": "60s", "max-bytes": 64 * 1024},
     "events": {"allow": DEFAULT_EVENTS_ALLOW},
     "spool": {"directory": None, "max-bytes": 64 * 1024 * 1024, "retry-max": "60s"},
+    "close-timeout": f"{DEFAULT_CLOSE_TIMEOUT_S:g}s",
 }}}
 
 #: FleetSettings field -> Dask config key (under taskscope.fleet)
@@ -60,9 +65,9 @@ CONFIG_KEYS = {
     "code_transmit": "code.transmit", "profile_transmit": "profile.transmit",
     "profile_interval": "profile.interval", "profile_max_bytes": "profile.max-bytes",
     "events_allow": "events.allow", "spool_directory": "spool.directory",
-    "spool_max_bytes": "spool.max-bytes", "retry_max": "spool.retry-max",
+    "spool_max_bytes": "spool.max-bytes", "retry_max": "spool.retry-max", "close_timeout": "close-timeout",
 }
-_DURATIONS = {"interval", "profile_interval", "retry_max"}
+_DURATIONS = {"interval", "profile_interval", "retry_max", "close_timeout"}
 
 
 @dataclass
@@ -89,6 +94,7 @@ class FleetSettings:
     spool_directory: str | None = None
     spool_max_bytes: int = 64 * 1024 * 1024
     retry_max: float = 60.0
+    close_timeout: float = DEFAULT_CLOSE_TIMEOUT_S
 
     @classmethod
     def from_config(cls, **overrides) -> FleetSettings:
