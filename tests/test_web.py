@@ -27,7 +27,7 @@ import taskscope
 from taskscope.schema import natural_sort_key
 from taskscope.web.app import create_app
 from taskscope.web.dashboard import Dashboard, open_dashboard
-from taskscope.web.server import is_loopback
+from taskscope.web.server import is_loopback, listen_tcp
 
 pytest.importorskip("playwright")
 from playwright.sync_api import sync_playwright  # noqa: E402
@@ -123,13 +123,15 @@ class Server:
 
     def __init__(self, dashboard: Dashboard):
         self.dashboard = dashboard
-        self.port = free_port()
+        # bound here, on a port the kernel picks: no other test process can take it in between
+        sock = listen_tcp("127.0.0.1", 0)
+        self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(create_app(dashboard), host="127.0.0.1", port=self.port,
                                                     log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
-        deadline = time.time() + 30
+        deadline = time.time() + 120
         while not self.server.started:
             assert time.time() < deadline, "server did not start"
             time.sleep(0.05)
