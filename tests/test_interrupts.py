@@ -20,6 +20,8 @@ import pandas as pd
 import pytest
 
 import taskscope
+from taskscope.ingest import IngestInterrupted, ingest
+from taskscope.rules import load_rules
 from conftest import CORPUS_RUNS, corpus_path, run_cli
 
 COPIES = 3  # of each corpus run: an ingest of some seconds
@@ -127,3 +129,33 @@ def test_ctrl_c_after_the_summary_is_printed_changes_nothing(tmp_path, delay):
     assert process.returncode == 0 and err == "", (process.returncode, err)
     with taskscope.open(str(store), read_only=True) as opened:
         assert opened.sql("SELECT count(*) AS n FROM events").n[0] > 0
+
+
+class InterruptedAfterCommit:
+    """A real DuckDB connection on which Ctrl-C comes just as the first COMMIT has returned
+    (the moment the signal's check after the call would raise it)."""
+
+    def __init__(self, con):
+        self._con, self._commits = con, 0
+
+    def execute(self, query, *args, **kwargs):
+        done = self._con.execute(query, *args, **kwargs)
+        if isinstance(query, str) and query.strip().upper() == "COMMIT":
+            self._commits += 1
+            if self._commits == 1:
+                raise KeyboardInterrupt
+        return done
+
+    def __getattr__(self, name):
+        return getattr(self._con, name)
+
+
+def test_ctrl_c_as_a_commit_returns_counts_what_that_commit_kept(tmp_path):
+    path = tmp_path / "store.duckdb"
+    with taskscope.open(str(path)) as store:
+        with pytest.raises(IngestInterrupted) as raised:
+            ingest(InterruptedAfterCommit(store.con), [str(corpus_path(CORPUS_RUNS[0]))], rules=load_rules())
+        kept = store.sql(f"{FILES} AND size IS NOT NULL")
+        events = store.sql("SELECT count(*) AS n FROM events").n[0]
+    assert len(kept) > 0 and events > 0
+    assert (raised.value.files_kept, raised.value.events_kept) == (len(kept), events), str(raised.value)

@@ -160,6 +160,8 @@ class _Batch:
         self.files_kept = self.events_kept = 0
         self._opened_at = 0.0
         self._open = False
+        # while a COMMIT is under way: what it keeps, and the store's counts once it has gone through
+        self._committing: tuple[tuple[int, int], tuple[int, int]] | None = None
 
     def begin(self) -> None:
         self.con.execute("BEGIN TRANSACTION")
@@ -171,9 +173,17 @@ class _Batch:
     def commit(self) -> None:
         """Name the staged records, move them to `events` and commit."""
         self.flush()
+        kept = self.report.files_read, self.report.events
+        self._committing = kept, self._store_counts()
         self.con.execute("COMMIT")
+        self.files_kept, self.events_kept = kept
         self._open = False
-        self.files_kept, self.events_kept = self.report.files_read, self.report.events
+        self._committing = None
+
+    def _store_counts(self) -> tuple[int, int]:
+        """Events, and files kept whole, as this connection sees the store."""
+        return self.con.execute("SELECT (SELECT count(*) FROM events), "
+                                "(SELECT count(*) FROM ingested_files WHERE size IS NOT NULL)").fetchone()
 
     def commit_if_due(self) -> None:
         if time.monotonic() - self._opened_at >= COMMIT_SECONDS or self.uncommitted_events() >= FLUSH_ROWS:
@@ -189,9 +199,15 @@ class _Batch:
         return self.report.events - self.events_kept
 
     def rollback(self) -> None:
-        if self._open:
-            self._open = False
-            _quietly(self.con, "ROLLBACK")
+        if not self._open:
+            return
+        self._open = False
+        _quietly(self.con, "ROLLBACK")
+        if self._committing is not None:
+            # a Ctrl-C that came as COMMIT returned: the store says whether it went through
+            (kept, committed_counts), self._committing = self._committing, None
+            if self._store_counts() == committed_counts:
+                self.files_kept, self.events_kept = kept
 
 
 def _relate_stored(con: duckdb.DuckDBPyConnection, read: set[int], relations: list[Relation] | None = None,
