@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from typing import Callable
 
@@ -29,7 +28,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
 from test_fleet_server import REPO, FleetServer, dask_batch, make_token
-from test_web import free_port
+from test_web import announced_url
 
 pytestmark = pytest.mark.slow
 
@@ -141,21 +140,11 @@ def test_fleet_api_refuses_every_call_without_a_valid_token(fleet):
 @pytest.fixture(scope="module")
 def dashboard(corpus_store_file):
     """`taskscope ui` over a corpus run's store (read-only), in its own process."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen([sys.executable, "-m", "taskscope.cli", "ui", "--store",
-                                str(corpus_store_file("parsl-htex-jsonlog")), "--port", str(port)],
+                                str(corpus_store_file("parsl-htex-jsonlog")), "--port", "0"],
                                env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, process.stderr.read()
-        assert time.monotonic() < deadline, "taskscope ui did not answer within 60 s"
-        try:
-            httpx.get(url + "/api/runs", timeout=5)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.2)
+    url = announced_url(process, "taskscope dashboard on ")
     yield url
     process.terminate()
     process.wait(timeout=30)

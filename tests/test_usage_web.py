@@ -20,7 +20,7 @@ from taskscope.usage import UsageTracker, reports
 from taskscope.usage.collector import Collector
 from taskscope.web.dashboard import Dashboard, open_dashboard
 from test_usage import PROJECT, endpoint_of, run_parsl
-from test_web import IMG, SCRIPT, Server, Watched, browser, free_port  # noqa: F401 (browser is a fixture)
+from test_web import IMG, SCRIPT, Server, Watched, announced_url, browser  # noqa: F401 (browser is a fixture)
 
 #: what the client runs send: (product, version, level, project_name, tasks as failed flags)
 CLIENT_RUNS = [
@@ -188,19 +188,13 @@ def test_store_without_usage_shows_an_empty_state(tmp_path, watched):
 
 
 def test_cli_ui_serves_the_collector_store(usage_store):
-    port = free_port()
-    command = [sys.executable, "-m", "taskscope.cli", "ui", "--store", str(usage_store), "--port", str(port)]
+    command = [sys.executable, "-m", "taskscope.cli", "ui", "--store", str(usage_store), "--port", "0"]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline, page = time.time() + 60, None
-        while page is None:
-            assert time.time() < deadline and server.poll() is None, server.stderr.read() if server.poll() else "no answer"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/usage", timeout=5) as response:
-                    page = response.read().decode()
-            except OSError:
-                time.sleep(0.3)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/usage/leaderboard", timeout=5) as response:
+        url = announced_url(server, "taskscope dashboard on ")
+        with urllib.request.urlopen(f"{url}/usage", timeout=60) as response:
+            page = response.read().decode()
+        with urllib.request.urlopen(f"{url}/api/usage/leaderboard", timeout=60) as response:
             board = json.loads(response.read())["rows"]
         assert PROJECT in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page and SCRIPT not in page
         assert {row["project_name"] for row in board} == {PROJECT, SCRIPT, IMG, "beta-project"}

@@ -512,23 +512,35 @@ def test_only_loopback_counts_as_loopback():
     assert not is_loopback("0.0.0.0") and not is_loopback("::")
 
 
-def test_cli_serves_a_monitoring_db(tmp_path):
+def announced_url(server: subprocess.Popen, prefix: str, timeout: float = 120) -> str:
+    """The URL a server subprocess prints on its stderr line starting with `prefix` (read line by line)."""
+    deadline = time.time() + timeout
+    seen = []
+    while time.time() < deadline:
+        line = server.stderr.readline()
+        if not line:  # the server ended before announcing itself
+            break
+        seen.append(line)
+        if line.startswith(prefix):
+            # what the server writes later is read on, so that a full pipe never blocks it
+            threading.Thread(target=server.stderr.read, daemon=True).start()
+            return re.search(r"http://\S+?/", line).group(0).rstrip("/")
+    raise AssertionError(f"no line starting with {prefix!r}: {''.join(seen)}")
+
+
+def test_cli_serves_a_monitoring_db_on_the_port_it_announces(tmp_path):
     corpus = CORPUS / "parsl-2025-textlog"
     database = tmp_path / "monitoring.db"
     shutil.copy(corpus / "monitoring.db", database)
-    port = free_port()
+    # --port 0: the system picks a free port, and the URL line says which
     command = [sys.executable, "-m", "taskscope.cli", "ui", str(database), "--store", str(tmp_path / "ui.duckdb"),
-               "--port", str(port)]
+               "--port", "0"]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline, runs = time.time() + 60, None
-        while runs is None:
-            assert time.time() < deadline and server.poll() is None, server.stderr.read() if server.poll() else "no answer"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/runs", timeout=5) as response:
-                    runs = json.loads(response.read())["runs"]
-            except OSError:
-                time.sleep(0.3)
+        url = announced_url(server, "taskscope dashboard on ")
+        assert not url.endswith(":0")
+        with urllib.request.urlopen(f"{url}/api/runs", timeout=60) as response:
+            runs = json.loads(response.read())["runs"]
         with sqlite3.connect(database) as db:
             expected = db.execute("SELECT run_id FROM workflow").fetchall()
         assert [r["run_id"] for r in runs] == [row[0] for row in expected]

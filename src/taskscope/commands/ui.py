@@ -25,7 +25,8 @@ def ui(
     store: str = typer.Option(DEFAULT_STORE, "--store", "-s",
                               help="DuckDB store file (created if PATH is given; default taskscope.duckdb here)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (a warning unless loopback)."),
-    port: int = typer.Option(8080, "--port", "-p", min=0, max=65535, help="Port to listen on."),
+    port: int = typer.Option(8080, "--port", "-p", min=0, max=65535,
+                             help="Port to listen on (0: any free port, printed in the URL line)."),
     interval: float = typer.Option(3.0, "--interval", help="Seconds between two ingests of PATH."),
 ) -> None:
     """Open the web dashboard: runs, tasks, a task's journey, DAG, resources, logs, compare.
@@ -49,6 +50,8 @@ def ui(
     except StoreLocked as exc:
         fail(f"{exc}. If it is `taskscope usage collect`, serve the dashboard from the collector instead: "
              f"restart it with --ui-port {port}.")
-    err_console.print(f"taskscope dashboard on http://{host}:{port}/  (store {store}"
+    bound_port = sock.getsockname()[1]  # --port 0: the port the system picked
+    shown_host = f"[{host}]" if ":" in host else host  # an IPv6 address is bracketed in a URL
+    err_console.print(f"taskscope dashboard on http://{shown_host}:{bound_port}/  (store {store}"
                       + (f", ingesting {path} every {interval:g} s" if path else ", read-only") + ")", highlight=False)
     serve(dashboard, sock=sock)

@@ -74,13 +74,18 @@ def warn_unless_loopback(host: str) -> None:
 
 
 def listen_tcp(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to `host:port` (port 0: any free port), for `BackgroundServer`; raises
-    OSError at once when the port is taken, before anything else has started."""
+    """A TCP socket listening on `host:port` (port 0: any free port), for `BackgroundServer`; raises
+    OSError at once when the port is taken, before anything else has started.
+
+    It listens at once, so a browser opening the announced URL before uvicorn has started
+    waits in the backlog rather than being refused.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(2048)  # uvicorn's default backlog
     except OSError:
         sock.close()
         raise
