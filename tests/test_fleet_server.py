@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from taskscope.fleet import api
 from taskscope.fleet.protocol import INGEST_PATH, MAX_BATCH_BYTES, PROTOCOL_VERSION
 
 from conftest import corpus_path, run_cli
-from test_web import browser, free_port  # noqa: F401 - browser is a fixture
+from test_web import announced_url, browser, free_port  # noqa: F401 - browser is a fixture
 
 REPO = Path(__file__).resolve().parent.parent
 HOSTILE = "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\">"
@@ -541,8 +542,8 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path):
     assert done.returncode == 2 and done.stderr.strip() == "error: no such live token"
 
 
-def test_a_port_outside_1_to_65535_is_a_usage_error(tmp_path):
-    for port in ("70000", "0", "-1"):
+def test_a_port_outside_0_to_65535_is_a_usage_error(tmp_path):
+    for port in ("70000", "65536", "-1"):
         done = cli("fleet", "serve", "--store", str(tmp_path / "fleet.duckdb"), "--port", port, check=False)
         assert done.returncode == 2 and "Invalid value for '--port'" in done.stderr, done.stderr
         assert "Traceback" not in done.stderr and "fleet server on" not in done.stderr
@@ -579,6 +580,31 @@ def test_serving_beyond_loopback_warns(tmp_path):
         process.terminate()
         process.wait(timeout=30)
     assert "warning: listening on 0.0.0.0, not a loopback address" in warning and "--tls-cert" in warning
+
+
+def test_serve_on_port_0_announces_the_port_it_listens_on(tmp_path):
+    process = subprocess.Popen([sys.executable, "-m", "taskscope.cli", "fleet", "serve", "--store",
+                                str(tmp_path / "fleet.duckdb"), "--port", "0"],
+                               env=dict(os.environ, PYTHONPATH=str(REPO / "src")), stderr=subprocess.PIPE, text=True)
+    try:
+        url = announced_url(process, "fleet server on ")
+        assert not url.endswith(":0")
+        # at once: the port listens from the URL line on
+        assert httpx.get(url + "/login", timeout=60).status_code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_serve_on_a_taken_port_says_so_in_one_line_before_announcing(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_cli("fleet", "serve", "--store", str(tmp_path / "fleet.duckdb"), "--port", str(port), timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"port {port} on 127.0.0.1 is in use" in lines[0], done.stderr
 
 
 def test_oddly_typed_fields_are_stored_without_breaking_the_pages(fleet):

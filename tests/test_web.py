@@ -524,7 +524,7 @@ def announced_url(server: subprocess.Popen, prefix: str, timeout: float = 120) -
         if line.startswith(prefix):
             # what the server writes later is read on, so that a full pipe never blocks it
             threading.Thread(target=server.stderr.read, daemon=True).start()
-            return re.search(r"http://\S+?/", line).group(0).rstrip("/")
+            return re.search(r"https?://[^\s/]+", line).group(0)
     raise AssertionError(f"no line starting with {prefix!r}: {''.join(seen)}")
 
 

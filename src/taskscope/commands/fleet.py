@@ -59,7 +59,8 @@ def _open_db(store: str):
 def serve(
     store: str = FleetStoreOption,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; 0.0.0.0 to accept from other machines."),
-    port: int = typer.Option(8090, "--port", "-p", min=1, max=65535, help="TCP port (1-65535)."),
+    port: int = typer.Option(8090, "--port", "-p", min=0, max=65535,
+                             help="TCP port (0: any free port, printed in the URL line)."),
     tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", help="PEM certificate: serve HTTPS."),
     tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert."),
 ) -> None:
@@ -69,6 +70,7 @@ def serve(
     """
     # the fleet server and uvicorn take a second to import: only this command needs them
     from taskscope.fleet import server
+    from taskscope.web.server import CannotListen, open_listener
 
     if (tls_cert is None) != (tls_key is None):
         fail("give both --tls-cert and --tls-key, or neither")
@@ -76,10 +78,16 @@ def serve(
         if path is not None and not path.is_file():
             fail(f"no such file: {path}")
     _open_db(store).close()  # a locked or broken store fails here, in one line
+    try:
+        sock = open_listener(host, port)  # a taken port fails here, before the URL line
+    except CannotListen as exc:
+        fail(str(exc))
     scheme = "https" if tls_cert else "http"
-    err_console.print(f"fleet server on {scheme}://{host}:{port} storing into {store}; Ctrl-C to stop", highlight=False)
+    shown_host = f"[{host}]" if ":" in host else host  # an IPv6 address is bracketed in a URL
+    err_console.print(f"fleet server on {scheme}://{shown_host}:{sock.getsockname()[1]} storing into {store}; "
+                      "Ctrl-C to stop", highlight=False)
     server.serve(store, host=host, port=port, tls_cert=str(tls_cert) if tls_cert else None,
-                 tls_key=str(tls_key) if tls_key else None)
+                 tls_key=str(tls_key) if tls_key else None, sock=sock)
 
 
 @account_app.command("create")

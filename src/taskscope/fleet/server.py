@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import zlib
 
@@ -27,7 +28,7 @@ from taskscope.fleet.db import FleetDB
 from taskscope.fleet.security import FailedLogins
 from taskscope.web.security import SecurityHeaders
 from taskscope.fleet.protocol import INGEST_PATH, MAX_BATCH_BYTES, TOO_DEEP, ProtocolError, validate_batch
-from taskscope.web.server import is_loopback
+from taskscope.web.server import is_loopback, open_listener
 
 
 #: the unit of costs on the pages and in the API unless the server is told otherwise
@@ -156,8 +157,10 @@ def _refuse(request: Request):
 
 
 def serve(store: str, host: str = "127.0.0.1", port: int = 8090,
-          tls_cert: str | None = None, tls_key: str | None = None, currency: str | None = None) -> None:
-    """Run the fleet server with uvicorn until interrupted (warns when `host` is not loopback).
+          tls_cert: str | None = None, tls_key: str | None = None, currency: str | None = None,
+          sock: socket.socket | None = None) -> None:
+    """Run the fleet server with uvicorn until interrupted (warns when `host` is not loopback),
+    on `sock` (from `taskscope.web.server.open_listener`) or else on `host:port`.
 
     `currency` names the unit of costs (default: the environment variable `CURRENCY_ENV`, else USD).
 
@@ -166,9 +169,12 @@ def serve(store: str, host: str = "127.0.0.1", port: int = 8090,
     if not is_loopback(host):
         plain = "" if tls_cert else " over plain HTTP (tokens travel in clear: give --tls-cert/--tls-key)"
         print(f"warning: listening on {host}, not a loopback address{plain}", file=sys.stderr)
+    sock = sock if sock is not None else open_listener(host, port)
     db = FleetDB(store)
     try:
         app = create_app(db, currency or os.environ.get(CURRENCY_ENV) or DEFAULT_CURRENCY)
-        uvicorn.run(app, host=host, port=port, log_level="warning", ssl_certfile=tls_cert, ssl_keyfile=tls_key)
+        config = uvicorn.Config(app, log_level="warning", ssl_certfile=tls_cert, ssl_keyfile=tls_key)
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
+        sock.close()
         db.close()

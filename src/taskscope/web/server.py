@@ -27,7 +27,7 @@ def is_loopback(host: str) -> bool:
 
 
 class CannotListen(Exception):
-    """The dashboard cannot listen where asked (the port is taken, the address is not this machine's)."""
+    """A server cannot listen where asked (the port is taken, the address is not this machine's)."""
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -37,6 +37,16 @@ def listen(host: str, port: int) -> socket.socket:
     >>> serve(open_dashboard("run.duckdb"), sock=listen("127.0.0.1", 8080))  # doctest: +SKIP
     """
     warn_unless_loopback(host)
+    return open_listener(host, port)
+
+
+def open_listener(host: str, port: int) -> socket.socket:
+    """`listen_tcp`, with why it cannot listen said in one line (`CannotListen`), for a command
+    to report before it announces anything.
+
+    >>> open_listener("127.0.0.1", 0).getsockname()[1] > 0
+    True
+    """
     try:
         return listen_tcp(host, port)
     except OSError as exc:
