@@ -18,7 +18,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 import taskscope
 from taskscope import commands
-from taskscope.analyses.runs import FINAL_STATES
+from taskscope.analyses.runs import FINAL_STATES, NO_RUN_HINT, task_events_without_run
 from taskscope.commands.common import (
     TABLE_ROWS, FormatOption, OutputFormat, StoreOption, WideOption, console, err_console, fail, print_frame,
     run_option, user_errors,
@@ -190,6 +190,7 @@ def runs(store: str = StoreOption, wide: bool = WideOption, fmt: OutputFormat = 
     """
     with taskscope.open(store, read_only=True) as opened:
         frame = opened.runs()
+        _say_if_tasks_have_no_run(opened, frame.empty)
     if fmt is OutputFormat.table:
         frame = frame.assign(run_id=frame.run_id.str[:8])
         frame = frame if wide else frame[RUN_COLUMNS]
@@ -217,6 +218,7 @@ def tasks(
     with taskscope.open(store, read_only=True) as opened:
         run_id = opened.resolve_run(run)
         frame = with_unfinished(opened.tasks(run_id))
+        _say_if_tasks_have_no_run(opened, frame.empty)
     scope = f"run {run_id}" if run_id else "the store"
     if state:  # both checked against every task of the scope, before either filters
         _check_value("state", state, set(FINAL_STATES) | {UNFINISHED} | set(frame.final_state), frame.final_state, scope)
@@ -236,6 +238,14 @@ def tasks(
     title = f"tasks of run {run_id[:8]}" if run_id else "tasks"
     print_frame(frame, fmt, title, max_rows=TABLE_ROWS if limit is None else None, headers=TASK_HEADERS,
                 wide=wide, see_all="--limit 0 shows every row, --wide every column, --format csv both")
+
+
+def _say_if_tasks_have_no_run(opened: taskscope.Store, listed_nothing: bool) -> None:
+    """A note on stderr when a list came out empty while events name tasks with no run."""
+    if listed_nothing:
+        orphans = task_events_without_run(opened.con)
+        if orphans:
+            err_console.print(f"note: {orphans:,} events {NO_RUN_HINT}", highlight=False)
 
 
 def _check_value(option: str, value: str, known: set[str], present: pd.Series, scope: str) -> None:

@@ -105,6 +105,18 @@ CREATE OR REPLACE MACRO natural_key(t) AS CASE
 _DIGIT_RUNS = re.compile(r"[0-9]+|[^0-9]+")
 
 
+def level_name_sql(value: str) -> str:
+    """SQL: a level as the events contract names it (DEBUG, INFO, WARNING, ERROR, CRITICAL) from
+    how loggers write it: structlog's "info", "warn", Java's "FATAL". Other names are kept, upper-cased.
+
+    >>> import duckdb
+    >>> duckdb.execute(f"SELECT {level_name_sql(repr('warn'))}").fetchone()[0]
+    'WARNING'
+    """
+    upper = f"upper({value})"
+    return f"CASE {upper} WHEN 'WARN' THEN 'WARNING' WHEN 'FATAL' THEN 'CRITICAL' ELSE {upper} END"
+
+
 def natural_sort_key(text: object) -> str:
     """The `natural_key` macro's value, in Python (for the few lists sorted outside SQL).
 

@@ -70,6 +70,23 @@ RUN_STATUSES = ("completed", "failed", "live", "unfinished")
 LIVE_QUIET_S = 120.0
 
 
+def task_events_without_run(con: duckdb.DuckDBPyConnection) -> int:
+    """How many events name a task but no run. Tasks are listed per run, so these tasks are in
+    no list: a generic stream whose records carry no `run_id` (the presenters say so).
+
+    >>> task_events_without_run(con)  # doctest: +SKIP
+    6
+    """
+    return int(con.execute(
+        "SELECT count(*) FROM events WHERE task_id IS NOT NULL AND run_id IS NULL AND source IS DISTINCT FROM 'usage'"
+    ).fetchone()[0])
+
+
+#: what to do about `task_events_without_run`, for the presenters
+NO_RUN_HINT = ("name a task but no run, and tasks are listed per run: give the records a `run_id` field "
+               "(or ingest them inside their Parsl run folder)")
+
+
 def runs(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> pd.DataFrame:
     """One row per run (or only the row of `run_id`, a full id): `run_id`, `workflow_name`,
     `user`, `host`, `run_dir` (the run folder, else the one monitoring.db recorded), `start_ts`,
@@ -104,11 +121,16 @@ def runs(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> pd.DataFr
             GROUP BY run_id
         ),
         info AS (SELECT * FROM extent LEFT JOIN startup USING (run_id)),
+        -- every task with an event counts, as `tasks` lists them, whether or not it logged a state
+        -- (a generic stream's tasks may name no state at all)
         outcome AS (
             SELECT run_id, count(*) AS tasks,
                    count(*) FILTER (WHERE final_state IN ('exec_done', 'memo_done')) AS tasks_done,
                    count(*) FILTER (WHERE final_state IN ('failed', 'dep_fail')) AS tasks_failed
-            FROM ({TASK_STATES}) WHERE {of_run()} GROUP BY run_id
+            FROM (SELECT DISTINCT run_id, task_id FROM events
+                  WHERE task_id IS NOT NULL AND run_id IS NOT NULL AND {of_run()})
+                 LEFT JOIN ({TASK_STATES}) USING (run_id, task_id)
+            GROUP BY run_id
         )
         SELECT i.run_id, i.workflow_name, i."user", i.host,
                coalesce((SELECT any_value(run_dir) FROM run_dirs d WHERE d.run_id = i.run_id),

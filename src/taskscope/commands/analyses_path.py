@@ -12,6 +12,7 @@ import taskscope
 from taskscope.analyses.bottlenecks import Bottlenecks, bottlenecks
 from taskscope.analyses.common_path import CommonPath, common_path
 from taskscope.analyses.compare import compare
+from taskscope.analyses.runs import NO_RUN_HINT, task_events_without_run
 from taskscope.presenters.figures import bottlenecks_figure, compare_figure, path_figure
 from taskscope.commands.common import (
     FormatOption,
@@ -54,8 +55,8 @@ def common_path_command(
     """
     with taskscope.open(store, read_only=True) as opened:
         path = common_path(opened, run=run)
-    if path.variants.empty:
-        fail("no task events" + (f" in run {run}" if run else "") + " (see `taskscope runs`)")
+        if path.variants.empty:
+            fail(_no_task_events(opened, run))
     if variant not in set(path.variants["variant"]):
         fail(f"no variant {variant}: there are {len(path.variants)} (see the variants table)")
     steps = path.variant_steps(variant)
@@ -103,8 +104,8 @@ def bottlenecks_command(
     """
     with taskscope.open(store, read_only=True) as opened:
         found = bottlenecks(opened, run=run)
-    if found.steps.empty:
-        fail("no task events" + (f" in run {run}" if run else "") + " (see `taskscope runs`)")
+        if found.steps.empty:
+            fail(_no_task_events(opened, run))
     if plot is not None:
         save_plot(bottlenecks_figure(found.steps, found.run_id), plot)
     if fmt is OutputFormat.json:
@@ -204,3 +205,12 @@ def _as_percent(frame: pd.DataFrame, columns: list[str], signed: bool = False) -
 
 def _short_runs(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(example_run_id=frame["example_run_id"].astype(str).str[:8])
+
+
+def _no_task_events(opened: taskscope.Store, run: str | None) -> str:
+    """Why a path analysis found nothing, and what to do about it."""
+    if run is None:
+        orphans = task_events_without_run(opened.con)
+        if orphans:
+            return f"no task events in any run: {orphans:,} events {NO_RUN_HINT}"
+    return "no task events" + (f" in run {run}" if run else "") + " (see `taskscope runs`)"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from taskscope._sql import literal
+from taskscope.schema import level_name_sql
 from taskscope.time_bounds import EARLIEST_TIME, LATEST_TIME
 
 
@@ -20,7 +21,8 @@ COLUMN_KEYS: dict[str, list[str]] = {
     "level": ["level", "levelname", "severity"],
     "logger": ["logger", "name", "logger_name"],
     "event": ["event"],
-    "message": ["message", "formatted", "msg"],
+    # structlog (and loggers like it) write the human message as "event" and no message
+    "message": ["message", "formatted", "msg", "event"],
     "host": ["host", "hostname", "parsl.workflow_info.host"],
     "pid": ["pid", "process"],
     "thread": ["thread_name", "threadName", "thread"],
@@ -66,6 +68,11 @@ def extract_columns_sql(text_column: str, values_alias: str = "v",
         if column == "ts":
             continue
         columns[column] = f"coalesce({', '.join(_fitting(column, _value(values_alias, key)) for key in keys)})"
+    columns["level"] = level_name_sql(columns["level"])
+    # a record's "event" is its name only beside a message; alone it is the message (structlog's
+    # way), and the record is left unnamed for the rules to name it, as a logged message is
+    written_message = [_value(values_alias, key) for key in COLUMN_KEYS["message"] if key != "event"]
+    columns["event"] = f"CASE WHEN coalesce({', '.join(written_message)}) IS NOT NULL THEN {columns['event']} END"
     structure = json.dumps({key: "VARCHAR" for key in [*ALL_KEYS, *extra_keys]})
     return f"json_transform({text_column}, {literal(structure)})", columns
 

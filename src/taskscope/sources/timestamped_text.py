@@ -19,6 +19,7 @@ import duckdb
 
 from taskscope._sql import literal, scalar
 from taskscope.ingest.staging import insert_staged
+from taskscope.schema import level_name_sql
 from taskscope.sources import Sample, Source, StageContext, StageResult, share_matching
 from taskscope.sources.parsl_textlog import continue_previous_event
 
@@ -57,7 +58,7 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
     staged = insert_staged(
         con,
         f"""SELECT t.ts, ? AS source, ? AS file, t.line,
-                   CASE {level} WHEN 'WARN' THEN 'WARNING' WHEN 'FATAL' THEN 'CRITICAL' ELSE {level} END AS level,
+                   {level_name_sql(level)} AS level,
                    CASE WHEN c.continuation IS NULL THEN t.rest ELSE t.rest || chr(10) || c.continuation END AS message,
                    ?::INTEGER AS file_id
             FROM text_lines t LEFT JOIN (

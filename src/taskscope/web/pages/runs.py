@@ -6,7 +6,7 @@ import duckdb
 import pandas as pd
 from fastapi import APIRouter, Depends, Request
 
-from taskscope.analyses.runs import mark_live, runs
+from taskscope.analyses.runs import NO_RUN_HINT, mark_live, runs, task_events_without_run
 from taskscope.digests import section
 from taskscope.web.dashboard import Dashboard, read_connection
 from taskscope.web.render import json_response, render
@@ -44,4 +44,6 @@ def runs_json(request: Request, con=Depends(read_connection)):
 @router.get("/")
 def runs_page(request: Request, con=Depends(read_connection)):
     table = run_table(con, request.app.state.dashboard)
-    return render(request, "runs.html", {"title": "Runs", "runs": table.to_dict("records")})
+    orphans = task_events_without_run(con) if table.empty else 0
+    return render(request, "runs.html", {"title": "Runs", "runs": table.to_dict("records"),
+                                         "orphan_task_events": orphans, "no_run_hint": NO_RUN_HINT})
