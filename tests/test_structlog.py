@@ -17,7 +17,7 @@ from pathlib import Path
 import taskscope
 from conftest import invoke
 from taskscope.web.dashboard import Dashboard
-from test_web import Server
+from test_web import Server, Watched, browser  # noqa: F401 - browser is a fixture
 
 # a real program: each task logs a few lines through structlog's JSON renderer, into a file
 PROGRAM = r'''
@@ -115,3 +115,43 @@ def test_tasks_that_name_no_run_are_explained_not_silently_missing(tmp_path):
     with_run = tmp_path / "with_run.duckdb"
     assert invoke("ingest", tmp_path / "other.jsonl", "--store", with_run).returncode == 0
     assert "note:" not in invoke("tasks", "--store", with_run).stderr
+
+
+def test_run_page_of_a_small_generic_run_draws_what_it_says(tmp_path, browser):
+    """A run with no user, host or executor and a single completed task: the page shows no
+    stray separators, the throughput bar spans its bin over the run's own time axis, and the
+    common path's two labels have room of their own."""
+    written = run_program(tmp_path / "pipeline.jsonl", run_id="nightly-7")
+    rules = tmp_path / "states.toml"
+    rules.write_text('[[rule]]\nevent = "task.state"\npattern = "^task finished$"\nset = { task_state = "exec_done" }\n'
+                     '[[rule]]\nevent = "task.state"\npattern = "^task submitted$"\nset = { task_state = "pending" }\n')
+    store_file = tmp_path / "s.duckdb"
+    assert invoke("ingest", tmp_path / "pipeline.jsonl", "--rules", rules, "--store", store_file).returncode == 0
+    server = Server(Dashboard(taskscope.open(store_file, read_only=True)))
+    watched = Watched(browser, viewport={"width": 1366, "height": 768})
+    try:
+        run = server.json("/api/runs")["runs"][0]
+        bins = server.json("/api/runs/nightly-7")["throughput"]
+        watched.visit(f"{server.url}/runs/nightly-7")
+        page = watched.page
+        user_host = page.locator("tr:has(th:text-is('user / host')) td").inner_text()
+        assert user_host.strip() == ""  # no user, no host: not a lone "@"
+        assert "executors:" not in page.locator("main").inner_text()
+        drawn = page.evaluate("""() => {
+            const plot = document.querySelector('#chart-throughput .nsewdrag').getBoundingClientRect();
+            const bars = [...document.querySelectorAll('#chart-throughput .bars path')].map(b => b.getBoundingClientRect());
+            const ticks = [...document.querySelectorAll('#chart-common-path .ytick text')].map(t => {
+                const r = t.getBoundingClientRect(); return {top: r.top, bottom: r.bottom}; });
+            return {plot: plot.width, bars: bars.map(b => b.width), ticks};
+        }""")
+    finally:
+        watched.close()
+        server.stop()
+        server.dashboard.store.close()
+    completed = [r for r in written if r["event"] == "task finished"]
+    assert sum(b["completed"] for b in bins) == len(completed) and len(drawn["bars"]) == len(bins)
+    span = run["end_ts"] - run["start_ts"]
+    for bar, row in zip(drawn["bars"], bins):  # each bar as wide as its bin, on the run's time axis
+        assert abs(bar - drawn["plot"] * row["bin_s"] / span) <= 2, (bar, drawn["plot"], row, span)
+    ticks = sorted(drawn["ticks"], key=lambda t: t["top"])
+    assert len(ticks) >= 2 and all(a["bottom"] <= b["top"] for a, b in zip(ticks, ticks[1:])), ticks

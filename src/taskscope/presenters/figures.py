@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 import pandas as pd
 
 from taskscope.analyses.states import sampled_steps
+from taskscope.presenters.format import missing
 
 
 #: one colour per task state, the same on every chart, the DAG and the badges: the Okabe-Ito
@@ -62,14 +63,22 @@ def time_layout(title: str, y_title: str, **extra) -> dict:
             "yaxis": {"title": {"text": y_title}, "rangemode": "tozero"}, **extra}
 
 
-def throughput_figure(throughput: pd.DataFrame) -> dict:
+def throughput_figure(throughput: pd.DataFrame, span: tuple[float, float] | None = None) -> dict:
     """Stacked bars of tasks completed per second, one colour per app, over time (the
-    `throughput` frame of `taskscope.analyses.summary`)."""
+    `throughput` frame of `taskscope.analyses.summary`); `span` (epoch seconds) fixes the time
+    axis, e.g. to the run's, as the charts beside it show it.
+
+    >>> throughput_figure(summary(store).throughput, span=(run.start_ts, run.end_ts))  # doctest: +SKIP
+    """
+    # each bar as wide as its bin (ms on a date axis): Plotly would guess a width from the
+    # spacing of the bars, and a lone bar would get a width of a millisecond
     data = [{"type": "bar", "name": plot_text(app), "x": iso(rows.bin_start_ts + rows.bin_s / 2),
-             "y": rows.per_s.tolist()}
+             "y": rows.per_s.tolist(), "width": (rows.bin_s * 1000).tolist()}
             for app, rows in throughput.groupby("app_name")]
-    return {"data": data, "layout": time_layout("throughput: tasks completed per second", "tasks / s",
-                                                barmode="stack", bargap=0)}
+    layout = time_layout("throughput: tasks completed per second", "tasks / s", barmode="stack", bargap=0)
+    if span is not None and not any(missing(t) for t in span):
+        layout["xaxis"]["range"] = iso(span)
+    return {"data": data, "layout": layout}
 
 
 def resource_samples_figure(samples: pd.DataFrame) -> dict:

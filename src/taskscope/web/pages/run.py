@@ -63,10 +63,10 @@ def run_page(request: Request, run: str, con=Depends(read_connection)):
                            "tasks per app by final state", "tasks"),
         "states": steps_figure(data["states_sampled"], "tasks in each state", "tasks"),
         "queues": steps_figure(data["queues_sampled"], "queues: tasks waiting, queued, running", "tasks"),
-        "throughput": throughput_figure(data["throughput"]),
+        "throughput": throughput_figure(data["throughput"], (data["run"].get("start_ts"), data["run"].get("end_ts"))),
         "common_path": waterfall_figure(data["common_path"]),
     }
-    path_height = 120 + 22 * len(data["common_path"])
+    path_height = max(300, 120 + 22 * len(data["common_path"]))  # a short path still has room for its labels
     return render(request, "run.html", {
         "title": f"Run {data['run'].get('workflow_name') or ''} {run_id}".replace("  ", " "),
         "run": data["run"], "infra": data["infrastructure"],
