@@ -137,6 +137,11 @@ def test_run_page_of_a_small_generic_run_draws_what_it_says(tmp_path, browser):
         user_host = page.locator("tr:has(th:text-is('user / host')) td").inner_text()
         assert user_host.strip() == ""  # no user, no host: not a lone "@"
         assert "executors:" not in page.locator("main").inner_text()
+        watched.visit(f"{server.url}/runs/nightly-7/tasks/sample-10")
+        where = page.locator("table.data >> nth=-1").evaluate(
+            "t => [...t.querySelectorAll('tbody tr')].map(r => r.cells[6].innerText)")
+        assert where == [""] * len([r for r in written if r.get("task_id") == "sample-10"])  # no process or thread: not "/"
+        watched.visit(f"{server.url}/runs/nightly-7")
         drawn = page.evaluate("""() => {
             const plot = document.querySelector('#chart-throughput .nsewdrag').getBoundingClientRect();
             const bars = [...document.querySelectorAll('#chart-throughput .bars path')].map(b => b.getBoundingClientRect());
