@@ -110,8 +110,8 @@ def level_name_sql(value: str) -> str:
     how loggers write it: structlog's "info", "warn", Java's "FATAL". Other names are kept, upper-cased.
 
     >>> import duckdb
-    >>> duckdb.execute(f"SELECT {level_name_sql(repr('warn'))}").fetchone()[0]
-    'WARNING'
+    >>> duckdb.sql(f"SELECT {level_name_sql(repr('warn'))}").fetchall()
+    [('WARNING',)]
     """
     upper = f"upper({value})"
     return f"CASE {upper} WHEN 'WARN' THEN 'WARNING' WHEN 'FATAL' THEN 'CRITICAL' ELSE {upper} END"

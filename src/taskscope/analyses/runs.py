@@ -15,7 +15,7 @@ import time
 import duckdb
 import pandas as pd
 
-from taskscope._sql import of_run
+from taskscope._sql import of_run, scalar
 
 #: DFK states that end a task (Parsl's `parsl.dataflow.states.FINAL_STATES` plus memo_done)
 FINAL_STATES = ("exec_done", "failed", "dep_fail", "memo_done")
@@ -77,9 +77,9 @@ def task_events_without_run(con: duckdb.DuckDBPyConnection) -> int:
     >>> task_events_without_run(con)  # doctest: +SKIP
     6
     """
-    return int(con.execute(
-        "SELECT count(*) FROM events WHERE task_id IS NOT NULL AND run_id IS NULL AND source IS DISTINCT FROM 'usage'"
-    ).fetchone()[0])
+    return int(scalar(
+        con, "SELECT count(*) FROM events WHERE task_id IS NOT NULL AND run_id IS NULL AND source IS DISTINCT FROM 'usage'"
+    ))
 
 
 #: what to do about `task_events_without_run`, for the presenters

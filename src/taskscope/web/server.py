@@ -44,8 +44,10 @@ def open_listener(host: str, port: int) -> socket.socket:
     """`listen_tcp`, with why it cannot listen said in one line (`CannotListen`), for a command
     to report before it announces anything.
 
-    >>> open_listener("127.0.0.1", 0).getsockname()[1] > 0
+    >>> sock = open_listener("127.0.0.1", 0)
+    >>> sock.getsockname()[1] > 0
     True
+    >>> sock.close()
     """
     try:
         return listen_tcp(host, port)
