@@ -235,7 +235,7 @@ def make_perf_run(base: Path) -> None:
 #: server or Dask cluster in another process
 SLOW_FIXTURES = frozenset({
     "text_run", "wide_run", "json_two_htex_run", "perf_run",                  # this file
-    "retry_run", "sleep_run", "dep_fail_store", "instrumented_run",           # real runs of one module
+    "retry_run", "sleep_run", "no_sleep_run", "dep_fail_store", "instrumented_run",  # real runs of one module
     "hostile_run", "failing_run", "academy_run", "truth_run",
     "browser", "watched",                                                     # Chromium
 })
