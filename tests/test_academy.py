@@ -182,6 +182,32 @@ def test_cli_timeline_and_common_path(academy_run):
     assert sum(variant["tasks"] for variant in json.loads(path.stdout)["variants"]) == len(_actions(academy_run))
 
 
+#: what Academy's exchange client logs (`logger.exception(e)`) when the program's shutdown cancels
+#: a request: the text of a CancelledError is empty. Copied from a real run of academy_workflow.py
+#: on a busy machine, where it happens in some runs and not others (the traceback shortened).
+CANCELLED_REQUEST = {
+    "formatted": "\nTraceback (most recent call last):\n  File \"academy/exchange/cloud/client.py\", line 732, "
+                 "in _request_with_retry\n    response = await session.request(\nasyncio.exceptions.CancelledError",
+    "name": "academy.exchange.cloud.client", "msg": "", "args": "()", "levelname": "ERROR", "levelno": "40",
+    "pathname": "academy/exchange/cloud/client.py", "filename": "client.py", "module": "client",
+    "exc_info": "(<class 'asyncio.exceptions.CancelledError'>, CancelledError(), <traceback object>)",
+    "exc_text": "Traceback (most recent call last):\nasyncio.exceptions.CancelledError", "stack_info": "None",
+    "lineno": "738", "funcName": "_request_with_retry", "created": "1796646744.612159", "msecs": "612.0",
+    "relativeCreated": "1714.1923904418945", "thread": "139802573859712", "threadName": "MainThread",
+    "processName": "SpawnProcess-3", "process": "19600", "message": "",
+}
+
+
+def test_an_exception_logged_with_an_empty_text_is_named(tmp_path):
+    log = tmp_path / "pool" / "83f5d2ec-916d-4bea-bf70-f64a97c1a047.jsonlog"
+    log.parent.mkdir()
+    log.write_text(json.dumps(CANCELLED_REQUEST) + "\n")
+    with taskscope.open(tmp_path / "a.duckdb") as store:
+        store.ingest(log.parent)
+        row = store.sql("SELECT source, event, level, message FROM events").iloc[0]
+    assert (row.source, row.event, row.level, row.message) == ("academy", "academy.exception", "ERROR", "")
+
+
 def test_unnamed_records_are_named_by_their_template(academy_run):
     """A record no rule names keeps its template as its name (Academy's %-template here), so a
     rule given later finds it as unnamed."""
