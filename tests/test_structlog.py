@@ -43,6 +43,7 @@ with open(path, "w") as out:
             one.error("task failed", error="boom")
         else:
             one.info("task finished")
+    log.info("pipeline finished")
 '''
 
 
@@ -76,12 +77,15 @@ def test_structlog_records_read_with_their_message_level_and_tasks(tmp_path):
     rules = tmp_path / "states.toml"
     rules.write_text("".join(
         f'[[rule]]\nevent = "task.state"\npattern = "^task {said}$"\nset = {{ task_state = "{state}" }}\n\n'
-        for said, state in [("submitted", "pending"), ("finished", "exec_done"), ("failed", "failed")]))
+        for said, state in [("submitted", "pending"), ("finished", "exec_done"), ("failed", "failed")])
+        + '[[rule]]\nevent = "workflow.end"\npattern = "^pipeline finished$"\n')
     assert invoke("ingest", tmp_path / "pipeline.jsonl", "--rules", rules, "--store", store_file).returncode == 0
     with taskscope.open(store_file, read_only=True) as store:
         states = dict(zip(store.tasks().task_id, store.tasks().final_state))
+        status = store.runs().status.tolist()
     failed = {r["task_id"] for r in written if r["event"] == "task failed"}
     assert states == {task: "failed" if task in failed else "exec_done" for task in task_ids}
+    assert status == ["failed" if failed else "completed"]  # the run ends at the message a rule calls workflow.end
 
     timeline = invoke("timeline", "--task", "sample-10", "--store", store_file)
     said = [r["event"] for r in written if r.get("task_id") == "sample-10"]
