@@ -134,3 +134,26 @@ def test_overlapping_paths_read_each_file_once(store):
         assert store.sql(query).equals(once.sql(query))
     assert report.files_unchanged == 0 and report.files_read == store.sql(
         "SELECT count(*) AS n FROM ingested_files WHERE source IS NOT NULL").n[0]
+
+
+def test_on_commit_is_called_once_each_commit_is_visible_to_other_connections(tmp_path, monkeypatch):
+    """A live dashboard keys what it derives by a generation that grows at each commit: at every
+    call, another connection already sees what that commit kept, and the last call sees it all."""
+    import taskscope
+    import taskscope.ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "COMMIT_SECONDS", 0)  # a commit after every file: many calls
+    store = taskscope.open(tmp_path / "s.duckdb")
+    reader = store.con.cursor()
+    seen: list[tuple[int, int]] = []
+
+    def visible() -> tuple[int, int]:
+        return reader.execute("SELECT count(*), count(run_id) FROM events").fetchall()[0]
+
+    report = store.ingest(corpus_path("parsl-htex-jsonlog"), on_commit=lambda: seen.append(visible()))
+    final = visible()
+    assert len(seen) >= report.files_read + 1  # one per file's batch, then relate and the digests
+    assert seen == sorted(seen) and seen[-1] == final and final[0] == report.events
+    # relate ties the events to their run after the batches: a call after it sees them tied
+    assert final[1] == final[0] and seen[0][1] < seen[0][0]
+    store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -100,23 +101,28 @@ class Store:
         on_progress: ProgressCallback | None = None,
         utc_offset_seconds: float | None = None,
         relations_files: list[str | Path] | None = None,
+        on_commit: Callable[[], None] | None = None,
     ) -> IngestReport:
         """Read everything new under `paths` (folders or files) into the store.
 
         Re-ingesting adds nothing; a grown file adds only its new complete lines. Runs that
         ended and changed get their dashboard digest recomputed (see `taskscope.digests`).
         `rules_files` and `relations_files` add to the shipped rules and relations; given to a
-        store that holds events, they are applied again to every stored event.
+        store that holds events, they are applied again to every stored event. `on_commit` is
+        called after each commit that other connections see (batches, relate, digests).
         """
         report = ingest(
             self.con, [str(p) for p in paths], load_rules(rules_files), on_progress, utc_offset_seconds,
             relations=load_relations(relations_files), reapply=bool(rules_files or relations_files),
+            on_commit=on_commit,
         )
         if report.reapplied:  # events may have changed without their counts: every digest is redone
             self.con.execute("DROP TABLE IF EXISTS run_digests")
         if report.events or report.reapplied:
             # the run page's analyses take seconds at 100k tasks: done once here, not per request
             refresh_digests(self.con)
+            if on_commit is not None:
+                on_commit()
         return report
 
     def runs(self) -> pd.DataFrame:

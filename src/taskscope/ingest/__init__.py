@@ -111,8 +111,12 @@ def ingest(
     utc_offset_seconds: float | None = None,
     relations: list[Relation] | None = None,
     reapply: bool = False,
+    on_commit: Callable[[], None] | None = None,
 ) -> IngestReport:
     """Ingest everything new under `paths` into the store behind `con`.
+
+    `on_commit` is called after each commit that made events visible to other connections (each
+    batch, then relate): a live dashboard drops what it derived from the store before.
 
     `relations` default to the shipped ones; with `reapply` the rules are applied again to the
     stored events no rule named yet and the whole store is related again (for rules or
@@ -126,7 +130,7 @@ def ingest(
     """
     rules = load_rules() if rules is None else rules
     report = IngestReport()
-    batch = _Batch(con, rules, report)
+    batch = _Batch(con, rules, report, on_commit)
     try:
         reapply = reapply and bool(scalar(con, "SELECT EXISTS (SELECT 1 FROM events)"))  # a new store: nothing to redo
         con.execute("CREATE TABLE IF NOT EXISTS files_to_relate (file_id INTEGER)")
@@ -142,6 +146,8 @@ def ingest(
                 batch.commit_if_due()
             batch.commit()
             report.relate = _relate_stored(con, batch.read, relations, rules if reapply else None, report)
+            if on_commit is not None:
+                on_commit()
     except BaseException as exc:
         batch.rollback()
         if _is_interrupt(exc):
@@ -154,8 +160,9 @@ def ingest(
 class _Batch:
     """The transaction under way, and what the committed ones kept."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, rules: list[Rule], report: IngestReport):
-        self.con, self.rules, self.report = con, rules, report
+    def __init__(self, con: duckdb.DuckDBPyConnection, rules: list[Rule], report: IngestReport,
+                 on_commit: Callable[[], None] | None = None):
+        self.con, self.rules, self.report, self.on_commit = con, rules, report, on_commit
         self.read: set[int] = set()  # file_ids read by this ingest
         self.files_kept = self.events_kept = 0
         self._opened_at = 0.0
@@ -179,6 +186,8 @@ class _Batch:
         self.files_kept, self.events_kept = kept
         self._open = False
         self._committing = None
+        if self.on_commit is not None:
+            self.on_commit()
 
     def _store_counts(self) -> tuple[int, int]:
         """Events, and files kept whole, as this connection sees the store."""

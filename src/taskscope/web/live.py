@@ -32,7 +32,9 @@ class LiveIngest(threading.Thread):
     def run(self) -> None:
         while not self._stopping.wait(self.interval_s):
             try:
-                report = self.store.ingest(*self.paths)
+                # the generation grows at each commit, not only once the whole ingest is done: a
+                # page assembled in between would mix what was cached before it with fresh data
+                report = self.store.ingest(*self.paths, on_commit=self._committed)
             except Exception as exc:  # noqa: BLE001 - a live view must survive one bad ingest
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 continue
@@ -40,6 +42,9 @@ class LiveIngest(threading.Thread):
             self.last_ingest_ts = time.time()
             if report.events:
                 self.generation += 1
+
+    def _committed(self) -> None:
+        self.generation += 1
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Ask the thread to stop after its current ingest, and wait for it."""
