@@ -136,7 +136,7 @@ def test_overlapping_paths_read_each_file_once(store):
         "SELECT count(*) AS n FROM ingested_files WHERE source IS NOT NULL").n[0]
 
 
-def test_on_commit_is_called_once_each_commit_is_visible_to_other_connections(tmp_path, monkeypatch):
+def test_on_commit_is_called_once_each_commit_of_new_events_is_visible_to_other_connections(tmp_path, monkeypatch):
     """A live dashboard keys what it derives by a generation that grows at each commit: at every
     call, another connection already sees what that commit kept, and the last call sees it all."""
     import taskscope
@@ -156,4 +156,8 @@ def test_on_commit_is_called_once_each_commit_is_visible_to_other_connections(tm
     assert seen == sorted(seen) and seen[-1] == final and final[0] == report.events
     # relate ties the events to their run after the batches: a call after it sees them tied
     assert final[1] == final[0] and seen[0][1] < seen[0][0]
+    # an ingest that finds nothing new commits nothing new: what a dashboard derived stays good
+    calls = len(seen)
+    assert store.ingest(corpus_path("parsl-htex-jsonlog"), on_commit=lambda: seen.append(visible())).events == 0
+    assert len(seen) == calls
     store.close()

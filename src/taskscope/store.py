@@ -109,7 +109,8 @@ class Store:
         ended and changed get their dashboard digest recomputed (see `taskscope.digests`).
         `rules_files` and `relations_files` add to the shipped rules and relations; given to a
         store that holds events, they are applied again to every stored event. `on_commit` is
-        called after each commit that other connections see (batches, relate, digests).
+        called after each commit of new or changed events that other connections see (batches,
+        relate, digests).
         """
         report = ingest(
             self.con, [str(p) for p in paths], load_rules(rules_files), on_progress, utc_offset_seconds,

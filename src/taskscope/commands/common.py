@@ -51,6 +51,15 @@ StoreOption = typer.Option(DEFAULT_STORE, "--store", "-s", help="DuckDB store fi
 FormatOption = typer.Option(OutputFormat.table, "--format", "-f", help="table, json or csv.")
 
 
+def url_host(host: str) -> str:
+    """`host` as a URL writes it: an IPv6 address in brackets.
+
+    >>> url_host("::1"), url_host("127.0.0.1")
+    ('[::1]', '127.0.0.1')
+    """
+    return f"[{host}]" if ":" in host else host
+
+
 def fail(message: str) -> None:
     """Print `message` as one red line on stderr and exit with status 2."""
     one_line = " ".join(message.split())

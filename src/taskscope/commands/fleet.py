@@ -12,7 +12,7 @@ import pandas as pd
 import typer
 
 from taskscope.commands.common import (
-    FormatOption, OutputFormat, console, err_console, fail, print_frame, require, user_errors,
+    FormatOption, OutputFormat, console, err_console, fail, print_frame, require, url_host, user_errors,
 )
 from taskscope.fleet import api
 from taskscope.fleet.api import FleetAPIError
@@ -83,8 +83,7 @@ def serve(
     except CannotListen as exc:
         fail(str(exc))
     scheme = "https" if tls_cert else "http"
-    shown_host = f"[{host}]" if ":" in host else host  # an IPv6 address is bracketed in a URL
-    err_console.print(f"fleet server on {scheme}://{shown_host}:{sock.getsockname()[1]} storing into {store}; "
+    err_console.print(f"fleet server on {scheme}://{url_host(host)}:{sock.getsockname()[1]} storing into {store}; "
                       "Ctrl-C to stop", highlight=False)
     server.serve(store, host=host, port=port, tls_cert=str(tls_cert) if tls_cert else None,
                  tls_key=str(tls_key) if tls_key else None, sock=sock)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from taskscope.commands.common import err_console, fail, user_errors
+from taskscope.commands.common import err_console, fail, url_host, user_errors
 from taskscope.ingest import MissingInputError
 from taskscope.store import DEFAULT_STORE, StoreLocked
 
@@ -51,7 +51,6 @@ def ui(
         fail(f"{exc}. If it is `taskscope usage collect`, serve the dashboard from the collector instead: "
              f"restart it with --ui-port {port}.")
     bound_port = sock.getsockname()[1]  # --port 0: the port the system picked
-    shown_host = f"[{host}]" if ":" in host else host  # an IPv6 address is bracketed in a URL
-    err_console.print(f"taskscope dashboard on http://{shown_host}:{bound_port}/  (store {store}"
+    err_console.print(f"taskscope dashboard on http://{url_host(host)}:{bound_port}/  (store {store}"
                       + (f", ingesting {path} every {interval:g} s" if path else ", read-only") + ")", highlight=False)
     serve(dashboard, sock=sock)

@@ -15,7 +15,9 @@ import typer
 
 import taskscope
 from taskscope._sql import scalar
-from taskscope.commands.common import FormatOption, OutputFormat, StoreOption, console, print_frame, err_console, fail, user_errors
+from taskscope.commands.common import (
+    FormatOption, OutputFormat, StoreOption, console, err_console, fail, print_frame, url_host, user_errors,
+)
 from taskscope.usage import protocol, reports
 from taskscope.usage.collector import Collector
 
@@ -146,7 +148,7 @@ def _serve_dashboard(collector, sock) -> str:
     from taskscope.web.server import serve_beside_collector  # a second to import: only for --ui-port
 
     host, port = serve_beside_collector(collector, sock).address
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}/usage"
+    return f"http://{url_host(host)}:{port}/usage"
 
 
 def _stats_line(stats: dict) -> str:

@@ -115,8 +115,8 @@ def ingest(
 ) -> IngestReport:
     """Ingest everything new under `paths` into the store behind `con`.
 
-    `on_commit` is called after each commit that made events visible to other connections (each
-    batch, then relate): a live dashboard drops what it derived from the store before.
+    `on_commit` is called after each commit that made new events visible to other connections
+    (each batch that kept events, then relate): a live dashboard drops what it derived before.
 
     `relations` default to the shipped ones; with `reapply` the rules are applied again to the
     stored events no rule named yet and the whole store is related again (for rules or
@@ -146,7 +146,7 @@ def ingest(
                 batch.commit_if_due()
             batch.commit()
             report.relate = _relate_stored(con, batch.read, relations, rules if reapply else None, report)
-            if on_commit is not None:
+            if on_commit is not None and (report.events or reapply):
                 on_commit()
     except BaseException as exc:
         batch.rollback()
@@ -183,10 +183,11 @@ class _Batch:
         kept = self.report.files_read, self.report.events
         self._committing = kept, self._store_counts()
         self.con.execute("COMMIT")
+        kept_new_events = kept[1] > self.events_kept
         self.files_kept, self.events_kept = kept
         self._open = False
         self._committing = None
-        if self.on_commit is not None:
+        if self.on_commit is not None and kept_new_events:
             self.on_commit()
 
     def _store_counts(self) -> tuple[int, int]:

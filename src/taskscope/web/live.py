@@ -34,16 +34,15 @@ class LiveIngest(threading.Thread):
             try:
                 # the generation grows at each commit, not only once the whole ingest is done: a
                 # page assembled in between would mix what was cached before it with fresh data
-                report = self.store.ingest(*self.paths, on_commit=self._committed)
+                self.store.ingest(*self.paths, on_commit=self._committed)
             except Exception as exc:  # noqa: BLE001 - a live view must survive one bad ingest
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 continue
             self.last_error = None
             self.last_ingest_ts = time.time()
-            if report.events:
-                self.generation += 1
 
     def _committed(self) -> None:
+        """An ingest committed new events (called by `Store.ingest`)."""
         self.generation += 1
 
     def stop(self, timeout_s: float = 30.0) -> None:
