@@ -4,6 +4,8 @@ when they ran, age installations from release dates, and keep invalid values out
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import random
 import time
@@ -15,6 +17,7 @@ import pytest
 
 import taskscope
 
+from taskscope.presenters.format import csv_text
 from taskscope.usage import protocol, reports
 from test_usage import collector, stop_and_open, wait_until  # noqa: F401 - the fixture
 
@@ -47,7 +50,7 @@ def history(seed: int = 22) -> tuple[list[dict], dict]:
             version = rng.choice(released[-3:])
             correlator = f"parsl-{year}-{month}-{number}"
             level = 1 + number % 3
-            start = {"correlator": correlator, "parsl_v": version, "python_v": rng.choice(["3.11.9", "3.12.2"]),
+            start = {"correlator": correlator, "parsl_v": version, "python_v": rng.choice(["3.10.4", "3.11.9", "3.12.2"]),
                      "platform.system": "Linux", "tracking_level": level, "project_name": f"p{number % 4}"}
             if level == 3:
                 start["start"] = int(moment)
@@ -206,12 +209,12 @@ def fetch(url: str) -> str:
         return response.read().decode()
 
 
-def cli_report(name: str, *where: str, **env_extra: str) -> str:
+def cli_report(name: str, *where: str, fmt: str = "csv", **env_extra: str) -> str:
     import os
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "taskscope.cli", "usage", "report", name, *where, "--format", "csv",
+    done = subprocess.run([sys.executable, "-m", "taskscope.cli", "usage", "report", name, *where, "--format", fmt,
                            "--period", "month", "--since", "2025-01-01", "--until", "2026-10-01"],
                           capture_output=True, text=True, timeout=120, env={**os.environ, **env_extra})
     assert done.returncode == 0, done.stderr
@@ -247,20 +250,35 @@ def test_reports_from_a_running_collector_equal_those_from_the_stopped_store(tmp
         assert wait_until(lambda: running.json("/api/usage/totals.json")["rows"][0]["runs"] == runs, 60)
         window = "product=&period=month&since=2025-01-01&until=2026-10-01"
         live = {name: fetch(f"{running.url}/api/usage/{name}.csv?{window}") for name in reports.REPORTS}
-        live_cli = {name: cli_report(name, "--from", running.url) for name in ("totals", "over-time")}
+        live_cli = {name: cli_report(name, "--from", running.url) for name in ("totals", "over-time", "runs")}
+        live_cli_json = {name: cli_report(name, "--from", running.url, fmt="json") for name in reports.REPORTS}
         live_json = running.json("/api/usage/installation-age.json?product=mytool")["rows"]
     finally:
         stats = running.stop()
     assert stats["parsed"] == len(datagrams)
     table = reports.release_dates(releases_csv)
     with taskscope.open(store, read_only=True) as opened:
-        stopped = {name: reports.report(opened, name, period="month", since=reports.parse_since("2025-01-01"),
-                                        until=reports.parse_since("2026-10-01"), releases=table).to_csv(index=False)
+        stopped = {name: csv_text(reports.report(opened, name, period="month", since=reports.parse_since("2025-01-01"),
+                                                 until=reports.parse_since("2026-10-01"), releases=table))
                    for name in reports.REPORTS}
+        every_run = csv_text(reports.usage_runs(opened))  # the invalid runs are dated by arrival: after the window
     for name in reports.REPORTS:
         assert live[name] == stopped[name], name
     for name, text in live_cli.items():
         assert text == cli_report(name, "--store", str(store), "--releases", str(releases_csv)) == stopped[name]
+    for name, text in live_cli_json.items():  # typed as the store's report: "3.10" stays "3.10", counts integers
+        assert text == cli_report(name, "--store", str(store), "--releases", str(releases_csv), fmt="json"), name
+    assert "3.10" in {row["python_version"] for row in json.loads(live_cli_json["python"])}
+    assert all(isinstance(row["runs"], int) for row in json.loads(live_cli_json["python"]))
+    # a run's lists (components, invalid fields) are JSON in their CSV cell, one line per run
+    runs_rows = list(csv.DictReader(io.StringIO(live_cli["runs"])))
+    assert len(runs_rows) == len(live_cli["runs"].splitlines()) - 1
+    assert all(isinstance(json.loads(row["components"] or "[]"), list) for row in runs_rows)
+    invalid = {row["correlator"]: json.loads(row["invalid"]) for row in csv.DictReader(io.StringIO(every_run))
+               if row["invalid"] not in ("", "[]")}
+    truth = {f"bad-{number}": (field, reason) for number, (_, field, reason) in enumerate(INVALID)}
+    assert {correlator: (problems[0]["field"], problems[0]["reason"]) for correlator, problems in invalid.items()
+            if correlator in truth} == truth
     assert len(stopped["over-time"].splitlines()) > 12  # months of history, not one month of arrival
     # the collector's dashboard read the release-date table the setting names, as --releases does
     assert sum(row["runs_first_seen"] for row in live_json) == 1

@@ -26,7 +26,7 @@ from taskscope.analyses.selectors import SelectorError
 from taskscope.analyses.series import FieldError
 from taskscope.ingest import MissingInputError
 from taskscope.plotting import PlotError, save_figure
-from taskscope.presenters.format import cell, clock, json_bytes, short_clocks
+from taskscope.presenters.format import cell, clock, csv_text, json_bytes, short_clocks
 from taskscope.analyses.runs import RunNotFound
 from taskscope.relations import RelationError
 from taskscope.rules import RuleError
@@ -138,7 +138,7 @@ def print_frame(frame: pd.DataFrame, fmt: OutputFormat, title: str | None = None
     if fmt is OutputFormat.json:
         print_json(frame)
     elif fmt is OutputFormat.csv:
-        sys.stdout.write(frame.to_csv(index=False))
+        sys.stdout.write(csv_text(frame))
     else:
         shown = frame if max_rows is None else frame.head(max_rows)
         width = table_width()

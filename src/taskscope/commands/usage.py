@@ -16,7 +16,8 @@ import typer
 import taskscope
 from taskscope._sql import scalar
 from taskscope.commands.common import (
-    FormatOption, OutputFormat, StoreOption, console, err_console, fail, print_frame, url_host, user_errors,
+    FormatOption, OutputFormat, StoreOption, console, err_console, fail, print_frame, print_json, url_host,
+    user_errors,
 )
 from taskscope.usage import protocol, reports
 from taskscope.usage.collector import Collector
@@ -218,7 +219,6 @@ def report(
 
 def _report_from(base_url: str, name: str, fmt: OutputFormat, options: dict) -> None:
     """Print the report `name` as a running collector's dashboard at `base_url` serves it."""
-    import io
     import urllib.error
     import urllib.parse
     import urllib.request
@@ -226,7 +226,10 @@ def _report_from(base_url: str, name: str, fmt: OutputFormat, options: dict) -> 
     import pandas as pd
 
     query = urllib.parse.urlencode({key: value for key, value in options.items() if value is not None})
-    url = f"{base_url.rstrip('/')}/api/usage/{name}.csv?{query}"
+    # CSV as the dashboard wrote it, else its JSON rows: typed as the store's report is (a
+    # Python version "3.10" stays text, a count stays an integer), which CSV cannot say
+    suffix = ".csv" if fmt is OutputFormat.csv else ".json"
+    url = f"{base_url.rstrip('/')}/api/usage/{name}{suffix}?{query}"
     if not url.startswith(("http://", "https://")):
         fail(f"--from must be an http:// or https:// address, not {base_url!r}")
     try:
@@ -243,8 +246,15 @@ def _report_from(base_url: str, name: str, fmt: OutputFormat, options: dict) -> 
         fail(f"cannot reach {base_url}: {getattr(exc, 'reason', exc)}")
     if fmt is OutputFormat.csv:
         sys.stdout.write(text)
+        return
+    try:
+        rows = json.loads(text)["rows"]
+    except (ValueError, KeyError, TypeError):
+        fail(f"{base_url} did not answer as a taskscope dashboard: {text[:200]!r}")
+    if fmt is OutputFormat.json:
+        print_json(rows)
     else:
-        print_frame(pd.read_csv(io.StringIO(text)) if text.strip() else pd.DataFrame(), fmt, f"usage: {name}")
+        print_frame(pd.DataFrame(rows, dtype=object), fmt, f"usage: {name}")
 
 
 def _has_usage_events(store) -> bool:

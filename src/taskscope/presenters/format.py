@@ -89,6 +89,8 @@ def cell(value) -> str:
     >>> cell(None), cell(3.0), cell(6.294867), cell("inc")
     ('', '3', '6.29487', 'inc')
     """
+    if isinstance(value, (np.ndarray, list, tuple, dict)):
+        return json_bytes(value).decode()
     if missing(value):
         return ""
     if isinstance(value, (float, np.floating)):
@@ -131,11 +133,29 @@ def json_default(value):
         return value.isoformat()
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, np.ndarray):  # a list column (object dtype, which orjson leaves to us)
+        return value.tolist()
     if missing(value):
         return None
     if isinstance(value, pd.DataFrame):
         return records(value)
     return str(value)
+
+
+def csv_text(frame: pd.DataFrame) -> str:
+    """`frame` as CSV, a list or struct value as JSON text in its cell (not Python's repr,
+    which no tool reads back and which may hold newlines).
+
+    >>> print(csv_text(pd.DataFrame({"run": ["r1"], "components": [["htex", "local"]]})), end="")
+    run,components
+    r1,"[""htex"",""local""]"
+    """
+    nested = [name for name in frame.columns
+              if frame[name].dtype == object and frame[name].map(lambda v: isinstance(v, (np.ndarray, list, dict))).any()]
+    if nested:
+        frame = frame.assign(**{name: frame[name].map(
+            lambda v: json_bytes(v).decode() if isinstance(v, (np.ndarray, list, dict)) else v) for name in nested})
+    return frame.to_csv(index=False)
 
 
 def json_bytes(data) -> bytes:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 
+import orjson
 import pandas as pd
 
 from taskscope._sql import connection_of, scalar
@@ -107,10 +108,18 @@ def usage_runs(store, product: str | None = None, since: float | None = None,
     """One row per run: correlator, when seen, product, version, Python, platform, level,
     project_name, components, execution_time, task_count, failures, has_start, has_end.
 
+    `components` holds each run's components as the message gave them (JSON values) and
+    `invalid` its invalid fields: both lists, JSON in a CSV cell.
+
     >>> usage_runs(store, product="parsl")[["version", "tracking_level"]]   # doctest: +SKIP
     """
-    return _query(store, f"SELECT * EXCLUDE ({', '.join(_INTERNAL_COLUMNS)}) FROM usage_runs ORDER BY ts, correlator",
-                  product, since, until, releases)
+    frame = _query(store, f"SELECT * EXCLUDE ({', '.join(_INTERNAL_COLUMNS)}) FROM usage_runs ORDER BY ts, correlator",
+                   product, since, until, releases)
+    # DuckDB hands a JSON[] over as texts: decoded, the run list's JSON and CSV hold the values themselves
+    frame["components"] = frame["components"].map(lambda items: [orjson.loads(item) for item in items],
+                                                  na_action="ignore")
+    frame["invalid"] = frame["invalid"].map(list, na_action="ignore")
+    return frame
 
 
 def runs_over_time(store, product: str | None = None, period: str = "day", since: float | None = None,

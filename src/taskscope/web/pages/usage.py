@@ -21,7 +21,7 @@ from fastapi.responses import Response
 from taskscope.usage import reports as usage_reports
 from taskscope.web.dashboard import Dashboard, read_connection
 from taskscope.presenters.figures import bar_figure, plot_text
-from taskscope.presenters.format import records
+from taskscope.presenters.format import csv_text, records
 from taskscope.web.render import json_response, render
 
 router = APIRouter()
@@ -183,7 +183,7 @@ def usage_report_json(request: Request, name: str, selection: UsageSelection = D
     name, _, suffix = name.partition(".") if name.endswith((".csv", ".json")) else (name, "", "json")
     frame = cached_report(con, request.app.state.dashboard, name, selection)
     if suffix == "csv":
-        return Response(frame.to_csv(index=False), media_type="text/csv")
+        return Response(csv_text(frame), media_type="text/csv")
     return json_response({"filters": asdict(selection), "report": name, "rows": records(frame)})
 
 
