@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 import taskscope
 from conftest import corpus_path, invoke, run_cli
@@ -169,3 +170,36 @@ def test_a_long_query_prints_no_duckdb_progress_bar_into_the_output(tmp_path):
     assert "\u2595" in query_output("plain duckdb")  # the bar's edge: the setup does draw it
     store_output = query_output("store")
     assert store_output.startswith("[(") and store_output.count("\n") == 1, store_output[:300]
+
+
+def test_an_offset_no_time_zone_has_is_refused_before_the_store(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text("2026-01-02 03:04:05 INFO started\n2026-01-02 03:04:06 INFO done\n")
+    store = tmp_path / "s.duckdb"
+    for hours in ["nan", "inf", "-inf", "15", "-14.5", "1e300"]:
+        done = invoke("ingest", str(log), "--store", str(store), f"--utc-offset={hours}")
+        assert done.returncode == 2, (hours, done.stdout, done.stderr)
+        assert done.stderr.startswith(f"error: --utc-offset {float(hours):g}: give the hours local time was ahead "
+                                      "of UTC, a number from -14 to 14")
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not store.exists()
+    done = invoke("ingest", str(log), "--store", str(store), "--utc-offset=-5.5")
+    assert done.returncode == 0, done.stderr
+    with taskscope.open(store, read_only=True) as opened:  # 03:04:05 at UTC-5:30 is 08:34:05 UTC
+        assert opened.sql("SELECT min(ts) AS ts FROM events").ts[0] == 1767342845.0
+    # the API refuses it too, not with a SQL error
+    with taskscope.open(tmp_path / "api.duckdb") as opened, pytest.raises(ValueError, match="finite number of seconds"):
+        opened.ingest(log, utc_offset_seconds=float("nan"))
+
+
+def test_ingest_format_csv_is_one_row_of_counts(tmp_path):
+    store = str(tmp_path / "s.duckdb")
+    done = invoke("ingest", str(JSON_RUN), "--store", store, "--format", "csv")
+    assert done.returncode == 0, done.stderr
+    frame = pd.read_csv(pd.io.common.StringIO(done.stdout))
+    report = json.loads(invoke("ingest", str(JSON_RUN), "--store", str(tmp_path / "j.duckdb"), "-f", "json").stdout)
+    assert len(frame) == 1
+    row = frame.iloc[0]
+    assert {name: row[name] for name in ("files_read", "events", "lines", "bad_lines")} == {
+        name: report[name] for name in ("files_read", "events", "lines", "bad_lines")}
+    assert row.executor_events_joined == report["relate"]["executor_events_joined"] > 0

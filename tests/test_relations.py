@@ -8,6 +8,7 @@ relations, and compares every stored column of every event.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -214,16 +215,27 @@ def test_a_relations_file_given_to_the_cli_is_used_and_a_bad_one_is_one_line(tmp
     for text, words in [
         ('[[relation]]\nkind = "widens"\nkey = ["a"]\n', "`kind` must be one of implies, binds, encloses"),
         ('[[relation]]\nkind = "implies"\nkey = ["run_id"]\n', "lacks ['fields']"),
-        ('[[relation]]\nkind = "binds"\nfrom = ["a"]\nto = ["b"]\nwhen = "x"\n', "unknown keys ['when']"),
+        ('[[relation]]\nkind = "binds"\nfrom = ["a"]\nto = ["b"]\nwhen = "x"\n', "unknown key `when`"),
+        ('[[relation]]\nkind = "binds"\nfrom = ["a"]\nto = ["b"]\nom = "x"\n', "unknown key `om` (did you mean `from`?)"),
+        ('[[relation]]\nkind = "implies"\nkey = [1]\nfields = ["b"]\n',
+         "relation 1: `key` must be a non-empty list of field names (strings), not [1]"),
+        ('[[relation]]\nkind = ["implies"]\n', "relation 1: `kind` must be one of implies, binds, encloses"),
+        ('[[relation]]\nname = 5\nkind = "implies"\nkey = ["a"]\nfields = ["b"]\n', "`name` must be a string"),
+        ('[[relation]]\nkind = "binds"\nfrom = ["a"]\nto = ["b"]\non = 5\n', "`on` must be an event name (a string)"),
+        ("relation = [1]\n", "relation 1 must be a table ([[relation]] with keys), not an integer"),
+        ('[[rule]]\npattern = "a"\n', "[[rule]] belongs in a rules file (give it to --rules)"),
+        ('[[relations]]\nkind = "implies"\n', "unknown top-level key `relations` (did you mean `relation`?)"),
+        ("", "has no [[relation]] entries"),
         ("[[relation]\n", "is not valid TOML"),
         ('[[relation]]\nkind = "implies"\nkey = ["task_id"]\nfields = ["event"]\n', "cannot change: ['event']"),
     ]:
         bad = write_relations(tmp_path / "bad.toml", text)
-        with pytest.raises(RelationError, match=words.replace("[", r"\[").replace("]", r"\]")):
+        with pytest.raises(RelationError, match=re.escape(words)):
             load_relations([bad])
         done = invoke("ingest", str(stream), "--relations", str(bad), "--store", str(tmp_path / "other.duckdb"))
         assert done.returncode == 2
         assert "Traceback" not in done.stderr and words in done.stderr and len(done.stderr.strip().splitlines()) == 1
+        assert str(bad) in done.stderr
     assert not (tmp_path / "other.duckdb").exists()
 
 

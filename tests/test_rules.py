@@ -5,6 +5,7 @@ lines of an investigation) in a real Parsl run."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from conftest import corpus_path, invoke, parsl_env
 
 import taskscope
+from taskscope.rules import RuleError, load_rules
 from taskscope.templates import template_of, with_template_sql
 
 
@@ -80,6 +82,59 @@ def test_relations_given_later_relate_the_stored_events_again(tmp_path):
     with taskscope.open(store_path, read_only=True) as store:
         assert store.sql("SELECT count(*) FROM events WHERE task_id IS NOT NULL AND executor_label IS NULL"
                          ).iloc[0, 0] == 0
+
+
+# ---- rules files that cannot be used ------------------------------------------------------
+
+GOOD_RULE = '[[rule]]\nevent = "a.one"\npattern = "^one"\n\n'
+
+
+@pytest.mark.parametrize("text, words", [
+    ('[[rule]]\npattern = ["a"]\n', "rule 1: `pattern` must be a regex (a string), not a list"),
+    ('[[rule]]\npattern = "a"\nset = "task_state"\n', "rule 1: `set` must be a table of column = value"),
+    ('[[rule]]\npattern = "a"\nset = { task_state = ["failed"] }\n', "`set.task_state` must be a string or an integer"),
+    ('[[rule]]\npattern = "a"\nset = { state = "failed" }\n', "a column a rule cannot fill: 'state' (did you mean `task_state`?)"),
+    ("rule = 5\n", "`rule` must be an array of tables ([[rule]]), not an integer"),
+    ("rule = [5]\n", "rule 1 must be a table ([[rule]] with keys), not an integer"),
+    ('[[rule]]\npattern = "a"\nlogger = 5\n', "rule 1: `logger` must be a logger name (a string), not an integer"),
+    ('[[rule]]\npattern = "a"\nevent = 5\n', "rule 1: `event` must be an event name (a string), not an integer"),
+    ('[[rule]]\npattern = "a"\nalso = 5\n', "rule 1: `also` must be a list of regexes, not an integer"),
+    (GOOD_RULE + '[[rule]]\nevent = "b.two"\npattern = "(?<=a)b"\n',
+     "rule 2 (event 'b.two'): `pattern`: bad regex '(?<=a)b': RE2 (DuckDB's regex engine) rejects it"),
+    ('[[rule]]\npattern = "a"\nalso = ["(?P<task_id>x)", "(a)\\\\1"]\n', "rule 1: `also[1]`: bad regex '(a)\\\\1': RE2"),
+    ('[[rule]]\nevent = "x"\npattern = "a("\n', "rule 1 (event 'x'): `pattern`: bad regex 'a('"),
+    ('[[rule]]\nevent = "x"\n', "rule 1 (event 'x') lacks `pattern`"),
+    ('[[rules]]\npattern = "a"\n', "unknown top-level key `rules` (did you mean `rule`?)"),
+    ('[[relation]]\nkind = "implies"\nkey = ["a"]\nfields = ["b"]\n',
+     "[[relation]] belongs in a relations file (give it to --relations)"),
+    ('[[rule]]\npattern = "a"\nloger = "x"\n', "rule 1: unknown key `loger` (did you mean `logger`?)"),
+    ("", "has no [[rule]] entries"),
+    ("# my rules, to be written\n", "has no [[rule]] entries"),
+])
+def test_a_bad_rules_file_is_one_line_naming_file_rule_and_key_before_the_store(tmp_path, text, words):
+    rules = tmp_path / "mine.toml"
+    rules.write_text(text)
+    with pytest.raises(RuleError, match=re.escape(f"{rules}")) as raised:
+        load_rules([rules])
+    assert words in str(raised.value)
+    store = tmp_path / "s.duckdb"
+    done = invoke("ingest", str(corpus_path("parsl-htex-jsonlog")), "--rules", str(rules), "--store", str(store))
+    assert done.returncode == 2
+    assert done.stderr.startswith("error:") and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert str(rules) in done.stderr and words in done.stderr
+    assert not store.exists()
+
+
+def test_also_may_be_one_regex_written_without_its_list(tmp_path):
+    stream = tmp_path / "pipeline.jsonl"
+    stream.write_text(json.dumps({"ts": 1, "message": "sample A entered stage align", "run_id": "r1"}) + "\n")
+    rules = tmp_path / "pipeline.toml"
+    rules.write_text('[[rule]]\nevent = "sample.stage"\npattern = "^sample "\nalso = "stage (?P<stage>\\\\S+)"\n')
+    assert load_rules([rules])[0].also == ("stage (?P<stage>\\S+)",)
+    store = tmp_path / "s.duckdb"
+    summary_line(invoke("ingest", str(stream), "--rules", str(rules), "--store", str(store)))
+    with taskscope.open(store, read_only=True) as opened:
+        assert opened.con.execute("SELECT event, attrs->>'stage' FROM events").fetchall() == [("sample.stage", "align")]
 
 
 # ---- a real Parsl run with an investigation's ad-hoc lines ---------------------------------

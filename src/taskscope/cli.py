@@ -7,6 +7,7 @@ can fix (a missing path, an unreadable store, an unknown run) print one line and
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 from pathlib import Path
@@ -38,6 +39,18 @@ app = typer.Typer(
 )
 
 
+#: real time zones are within 14 hours of UTC (UTC-12 to UTC+14)
+UTC_OFFSET_HOURS = 14
+
+
+def _utc_offset_given(hours: Optional[float]) -> Optional[float]:
+    """Refuse an offset no time zone has (nan, inf, 300) before anything is read or created."""
+    if hours is not None and not (math.isfinite(hours) and abs(hours) <= UTC_OFFSET_HOURS):
+        fail(f"--utc-offset {hours:g}: give the hours local time was ahead of UTC, a number from "
+             f"-{UTC_OFFSET_HOURS} to {UTC_OFFSET_HOURS} (e.g. 2, -5 or 5.5)")
+    return hours
+
+
 @app.command()
 @user_errors
 def ingest(
@@ -50,8 +63,8 @@ def ingest(
         None, "--relations", help="Extra relations TOML file (repeatable); on a store with events, related again."
     ),
     utc_offset_hours: Optional[float] = typer.Option(
-        None, "--utc-offset", help="Hours local time was ahead of UTC where the run logged naive local "
-        "times (default: learned from the run's own logs, else this machine's)."
+        None, "--utc-offset", callback=_utc_offset_given, help="Hours (-14 to 14) local time was ahead of UTC "
+        "where the run logged naive local times (default: learned from the run's own logs, else this machine's)."
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="List every file's note (why it was skipped, what was odd)."),
     fmt: OutputFormat = FormatOption,
@@ -109,8 +122,14 @@ def _ingest_with_progress(store: str, paths: list[Path], rules: Optional[list[Pa
 def _print_ingest_report(report: IngestReport, fmt: OutputFormat, verbose: bool = False) -> None:
     """The summary on stdout; on stderr at most one line for everything that needs a look
     (bad lines, unreadable files, odd files), and with --verbose each note."""
-    if fmt is not OutputFormat.table:
+    if fmt is OutputFormat.json:
         sys.stdout.write(json.dumps(report.as_dict(), default=str) + "\n")
+        return
+    if fmt is OutputFormat.csv:
+        print_frame(pd.DataFrame([ingest_counts(report)]), fmt)
+        attention = ingest_attention(report)  # CSV has no room for the notes: say there are some
+        if attention:
+            err_console.print(attention, highlight=False)
         return
     share = report.relate.joined_share if report.relate else None
     joined = "no executor-side task events" if share is None else f"{share:.1%} of executor-side task events joined to a task"
@@ -126,6 +145,23 @@ def _print_ingest_report(report: IngestReport, fmt: OutputFormat, verbose: bool 
     if verbose:
         for note in report.notes:
             err_console.print(f"note: {note}", highlight=False)
+
+
+def ingest_counts(report: IngestReport) -> dict[str, int | bool]:
+    """The report's counts, one row of `--format csv` (`--format json` has the notes and the
+    relate report's details too).
+
+    >>> ingest_counts(IngestReport(events=5))["events"]
+    5
+    """
+    counts = {key: value for key, value in report.as_dict().items()
+              if isinstance(value, int) and key != "relate"}
+    relate = report.relate
+    counts["notes"] = len(report.notes)
+    counts["executor_events"] = relate.executor_events if relate else 0
+    counts["executor_events_joined"] = relate.executor_events_joined if relate else 0
+    counts["relation_conflicts"] = relate.conflict_count if relate else 0
+    return counts
 
 
 def reapplied_summary(report: IngestReport) -> str:

@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from taskscope._toml import read_user_table, shipped_tables
+from taskscope._toml import read_user_entries, shipped_tables, type_name, unknown_key
 
 __all__ = ["Binds", "Encloses", "Implies", "Relation", "RelationError", "load_relations"]
 
@@ -94,58 +94,62 @@ _KEYS = {
 
 def load_relations(extra_files: list[str | Path] | None = None) -> list[Relation]:
     """The shipped relations (every `*.toml` of this package, `parsl.toml` first) followed by
-    those of `extra_files`.
+    those of `extra_files`. A user's file is checked whole (`RelationError`, naming the file,
+    the relation and the key).
 
     >>> [relation.name for relation in load_relations()][:2]
     ['worker intervals', 'executor task to task and try']
     """
-    tables = shipped_tables("taskscope.relations")
-    tables += [(str(path), read_user_table(Path(path), "relations", RelationError)) for path in extra_files or []]
-    relations: list[Relation] = []
-    for origin, table in tables:
-        entries = table.get("relation", [])
-        if not isinstance(entries, list):
-            raise RelationError(f"relations file {origin}: `relation` must be an array of tables ([[relation]])")
-        relations += [_make_relation(entry, origin) for entry in entries]
-    return relations
+    tables = [(origin, table["relation"]) for origin, table in shipped_tables("taskscope.relations")]
+    tables += [(str(path), read_user_entries(Path(path), "relations", RelationError)) for path in extra_files or []]
+    return [_make_relation(entry, f"{origin}: relation {n}")
+            for origin, entries in tables for n, entry in enumerate(entries, start=1)]
 
 
-def _make_relation(entry: dict, origin: str) -> Relation:
-    kind = entry.get("kind")
-    if kind not in _KEYS:
-        raise RelationError(f"{origin}: relation {entry!r}: `kind` must be one of implies, binds, encloses")
-    required, optional = _KEYS[kind]
-    missing = required - set(entry)
-    unknown = set(entry) - required - optional - {"kind", "name"}
-    if missing or unknown:
-        problem = f"lacks {sorted(missing)}" if missing else f"has unknown keys {sorted(unknown)}"
-        raise RelationError(f"{origin}: {kind} relation {entry!r} {problem}")
-    name = str(entry.get("name") or _default_name(kind, entry))
-    where = f"{origin}: relation {name!r}"
+def _make_relation(entry: object, where: str) -> Relation:
+    """The relation of one `[[relation]]` table; `where` names it in errors ("FILE: relation N")."""
+    if not isinstance(entry, dict):
+        raise RelationError(f"{where} must be a table ([[relation]] with keys), not {type_name(entry)}")
+    name = entry.get("name")
+    if name is not None and not isinstance(name, str):
+        raise RelationError(f"{where}: `name` must be a string, not {type_name(name)}")
+    given = f"{where} ({name!r})" if name else where
+    kind = _kind(entry, given)
+    required, _ = _KEYS[kind]
+    names = {key: _names(entry, key, given) for key in required - {"start", "end"}}
+    name = name or _default_name(kind, entry, names)
+    where = f"{where} ({name!r})"
     written = {"implies": "fields", "binds": "to", "encloses": "key"}[kind]
-    fixed = sorted(_READ_ONLY & set(_names(entry, written, where)))
+    fixed = sorted(_READ_ONLY & set(names[written]))
     if fixed:
         raise RelationError(f"{where}: `{written}` names columns a relation cannot change: {fixed}")
+    first, second = {"implies": ("key", "fields"), "binds": ("from", "to"), "encloses": ("key", "within")}[kind]
+    shared = sorted(set(names[first]) & set(names[second]))
+    if shared:
+        raise RelationError(f"{where}: `{first}` and `{second}` share {shared}")
     if kind == "implies":
-        key, fields = _names(entry, "key", where), _names(entry, "fields", where)
-        if set(key) & set(fields):
-            raise RelationError(f"{where}: `key` and `fields` share {sorted(set(key) & set(fields))}")
-        return Implies(name, key, fields)
+        return Implies(name, names["key"], names["fields"])
     if kind == "binds":
-        on = entry.get("on")
-        if on is not None and not isinstance(on, str):
-            raise RelationError(f"{where}: `on` must be an event name (a string)")
-        from_, to = _names(entry, "from", where), _names(entry, "to", where)
-        if set(from_) & set(to):
-            raise RelationError(f"{where}: `from` and `to` share {sorted(set(from_) & set(to))}")
-        return Binds(name, from_, to, on)
-    for bound in ("start", "end"):
-        if not isinstance(entry[bound], str):
-            raise RelationError(f"{where}: `{bound}` must be an event name (a string)")
-    key, within = _names(entry, "key", where), _names(entry, "within", where)
-    if set(key) & set(within):
-        raise RelationError(f"{where}: `key` and `within` share {sorted(set(key) & set(within))}")
-    return Encloses(name, entry["start"], entry["end"], key, within)
+        return Binds(name, names["from"], names["to"], entry.get("on"))
+    return Encloses(name, entry["start"], entry["end"], names["key"], names["within"])
+
+
+def _kind(entry: dict, where: str) -> str:
+    """The relation's kind, once its keys are those of its kind and its event names are strings."""
+    kind = entry.get("kind")
+    if not isinstance(kind, str) or kind not in _KEYS:
+        raise RelationError(f"{where}: `kind` must be one of implies, binds, encloses")
+    required, optional = _KEYS[kind]
+    missing = required - set(entry)
+    if missing:
+        raise RelationError(f"{where}: {kind} relation lacks {sorted(missing)}")
+    problem = unknown_key(entry, ["kind", "name", *sorted(required), *sorted(optional)])
+    if problem:
+        raise RelationError(f"{where}: {kind} relation has {problem}")
+    for key in ("on", "start", "end"):
+        if key in entry and not isinstance(entry[key], str):
+            raise RelationError(f"{where}: `{key}` must be an event name (a string), not {type_name(entry[key])}")
+    return kind
 
 
 def _names(entry: dict, key: str, where: str) -> tuple[str, ...]:
@@ -153,19 +157,19 @@ def _names(entry: dict, key: str, where: str) -> tuple[str, ...]:
     value = entry[key]
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise RelationError(f"{where}: `{key}` must be a non-empty list of field names")
+        raise RelationError(f"{where}: `{key}` must be a non-empty list of field names (strings), not {value!r}")
     odd = [n for n in names if not _FIELD_NAME.match(n)]
     if odd:
         raise RelationError(f"{where}: `{key}` has names that are not field names: {odd}")
     return tuple(names)
 
 
-def _default_name(kind: str, entry: dict) -> str:
-    def joined(value) -> str:
-        return ",".join(value) if isinstance(value, list) else str(value)
+def _default_name(kind: str, entry: dict, names: dict[str, tuple[str, ...]]) -> str:
+    def joined(key: str) -> str:
+        return ",".join(names[key])
 
     if kind == "implies":
-        return f"({joined(entry.get('key'))}) implies {joined(entry.get('fields'))}"
+        return f"({joined('key')}) implies {joined('fields')}"
     if kind == "binds":
-        return f"({joined(entry.get('from'))}) binds ({joined(entry.get('to'))})"
-    return f"{entry.get('start')} .. {entry.get('end')} encloses {joined(entry.get('key'))}"
+        return f"({joined('from')}) binds ({joined('to')})"
+    return f"{entry['start']} .. {entry['end']} encloses {joined('key')}"

@@ -10,15 +10,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import duckdb
 
 from taskscope._sql import literal
-from taskscope._toml import read_user_table, shipped_tables
+from taskscope._toml import did_you_mean, read_user_entries, shipped_tables, type_name, unknown_key
 from taskscope.schema import EVENT_COLUMN_NAMES, EVENT_COLUMNS
 from taskscope.templates import with_template_sql
-
-if TYPE_CHECKING:
-    import duckdb
 
 _COLUMN_TYPES = dict(EVENT_COLUMNS)
 # columns a rule may fill from a named group
@@ -50,41 +48,98 @@ def load_rules(extra_files: list[str | Path] | None = None) -> list[Rule]:
     `parsl.toml` first). The first match wins, so put more specific rules in your own files:
     they are tried first.
 
+    A user's file is checked whole before it is used (`RuleError`, naming the file, the rule
+    and the key): its keys and their types, and each regex as DuckDB's RE2 will run it.
+
     >>> rules = load_rules()
     >>> any(rule.event == "task.launched" for rule in rules)
     True
     """
-    tables = [read_user_table(Path(f), "rules", RuleError) for f in extra_files or []]
-    tables += [table for _, table in shipped_tables("taskscope.rules")]
     rules: list[Rule] = []
-    for table in tables:
-        for entry in table.get("rule", []):
-            rules.append(_make_rule(entry))
+    if extra_files:
+        with duckdb.connect() as re2:
+            for path in extra_files:
+                entries = read_user_entries(Path(path), "rules", RuleError)
+                rules += [_make_rule(entry, f"{path}: rule {n}", re2) for n, entry in enumerate(entries, start=1)]
+    for origin, table in shipped_tables("taskscope.rules"):
+        rules += [_make_rule(entry, f"{origin}: rule {n}") for n, entry in enumerate(table["rule"], start=1)]
     return rules
 
 
-def _make_rule(entry: dict) -> Rule:
-    try:
-        pattern = entry["pattern"]
-    except KeyError as missing:
-        raise RuleError(f"rule {entry!r} lacks {missing}") from None
-    event = entry.get("event")
-    if event is not None and not isinstance(event, str):
-        raise RuleError(f"rule {entry!r}: `event` must be a name (a string)")
-    regexes = [pattern, *entry.get("also", [])]
+def _make_rule(entry: object, where: str, re2: duckdb.DuckDBPyConnection | None = None) -> Rule:
+    """The rule of one `[[rule]]` table; `where` names it in errors ("FILE: rule N"). With `re2`
+    (a connection), each regex is also tried as DuckDB runs it: Python accepts some that RE2 does not."""
+    if not isinstance(entry, dict):
+        raise RuleError(f"{where} must be a table ([[rule]] with keys), not {type_name(entry)}")
+    event = _optional_text(entry, "event", where, "an event name")
+    where = f"{where} (event {event!r})" if event else where
+    problem = unknown_key(entry, _RULE_KEYS)
+    if problem:
+        raise RuleError(f"{where}: {problem}")
+    if "pattern" not in entry:
+        raise RuleError(f"{where} lacks `pattern` (the regex that recognises its message)")
+    pattern = _text(entry["pattern"], "pattern", where, "a regex")
+    also = _also(entry, where)
     groups: dict[str, tuple[int, int]] = {}
-    for index, regex in enumerate(regexes):
-        try:
-            compiled = re.compile(regex)
-        except re.error as exc:
-            raise RuleError(f"rule {event or pattern!r}: bad regex {regex!r}: {exc}") from None
-        for name, number in compiled.groupindex.items():
+    for index, (key, regex) in enumerate([("pattern", pattern), *((f"also[{n}]", r) for n, r in enumerate(also))]):
+        for name, number in _compiled(regex, f"{where}: `{key}`", re2).groupindex.items():
             groups.setdefault(name, (index, number))
-    constants = {str(k): str(v) for k, v in entry.get("set", {}).items()}
-    unknown = set(constants) - RULE_COLUMNS
-    if unknown:
-        raise RuleError(f"rule {event or pattern!r}: `set` names columns a rule cannot fill: {sorted(unknown)}")
-    return Rule(event, pattern, tuple(entry.get("also", [])), entry.get("logger"), groups, constants)
+    logger = _optional_text(entry, "logger", where, "a logger name")
+    return Rule(event, pattern, also, logger, groups, _constants(entry, where))
+
+
+#: the keys of a `[[rule]]`
+_RULE_KEYS = ("event", "pattern", "also", "logger", "set")
+
+
+def _text(value: object, key: str, where: str, meaning: str) -> str:
+    if not isinstance(value, str):
+        raise RuleError(f"{where}: `{key}` must be {meaning} (a string), not {type_name(value)}")
+    return value
+
+
+def _also(entry: dict, where: str) -> tuple[str, ...]:
+    """The `also` regexes: a list, or one regex written without its list."""
+    also = entry.get("also", [])
+    also = [also] if isinstance(also, str) else also
+    if not isinstance(also, list):
+        raise RuleError(f"{where}: `also` must be a list of regexes, not {type_name(also)}")
+    return tuple(_text(regex, f"also[{n}]", where, "a regex") for n, regex in enumerate(also))
+
+
+def _optional_text(entry: dict, key: str, where: str, meaning: str) -> str | None:
+    value = entry.get(key)
+    return None if value is None else _text(value, key, where, meaning)
+
+
+def _compiled(regex: str, where: str, re2: duckdb.DuckDBPyConnection | None) -> re.Pattern:
+    """`regex` compiled by Python (which reads its named groups); with `re2`, first tried as
+    DuckDB's RE2 runs it (no lookbehind, no backreferences, ...)."""
+    if re2 is not None:
+        try:
+            re2.execute("SELECT regexp_matches('', ?)", [regex]).fetchall()
+        except duckdb.Error as exc:
+            reason = str(exc).splitlines()[0].removeprefix("Invalid Input Error: ")
+            raise RuleError(f"{where}: bad regex {regex!r}: RE2 (DuckDB's regex engine) rejects it: {reason}") from None
+    try:
+        return re.compile(regex)
+    except re.error as exc:
+        raise RuleError(f"{where}: bad regex {regex!r}: {exc}") from None
+
+
+def _constants(entry: dict, where: str) -> dict[str, str]:
+    """The `set` table: column -> the text to write there."""
+    constants = entry.get("set", {})
+    if not isinstance(constants, dict):
+        raise RuleError(f"{where}: `set` must be a table of column = value (set = {{ task_state = \"failed\" }}), "
+                        f"not {type_name(constants)}")
+    for column, value in constants.items():
+        if column not in RULE_COLUMNS:
+            raise RuleError(f"{where}: `set` names a column a rule cannot fill: {column!r}"
+                            f"{did_you_mean(column, RULE_COLUMNS)}; it may fill {', '.join(sorted(RULE_COLUMNS))}")
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise RuleError(f"{where}: `set.{column}` must be a string or an integer, not {type_name(value)}")
+    return {column: str(value) for column, value in constants.items()}
 
 
 def _group_value(rule: Rule, name: str) -> str:

@@ -17,6 +17,7 @@ entry naming a `Source` (or a module with a `SOURCE`).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +51,19 @@ class StageResult:
     note: str | None = None
     learned_utc_offset: float | None = None
     values_in_attrs: int = 0  # values that did not fit their typed column (pid: "w-1"), kept in attrs
+
+
+def offset_sql(seconds: float) -> str:
+    """A UTC offset in seconds as a SQL number. Not a parameter as it sits in SQL built in
+    pieces; checked, as `nan` or `inf` would read as a column name.
+
+    >>> offset_sql(-3600)
+    '-3600.0'
+    """
+    value = float(seconds)
+    if not math.isfinite(value):
+        raise ValueError(f"a UTC offset must be a finite number of seconds, not {seconds!r}")
+    return repr(value)
 
 
 def stamp_columns_sql(stamps: dict[str, str]) -> tuple[str, list[str]]:
