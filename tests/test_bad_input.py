@@ -241,6 +241,21 @@ def test_file_replaced_by_another_is_read_again(tmp_path):
         assert store.sql("SELECT events FROM ingested_files WHERE file LIKE '%worker_0.jsonlog'").events[0] == stored.n[0]
 
 
+def test_file_replaced_by_another_of_the_same_size_is_read_again(tmp_path):
+    log = tmp_path / "app.jsonl"
+    lines = [{"ts": 1796090400 + i, "message": f"A{i:03d}"} for i in range(20)]
+    log.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with taskscope.open(str(tmp_path / "s.duckdb")) as store:
+        store.ingest(log)
+        size = log.stat().st_size
+        log.write_text("".join(json.dumps({**line, "message": "B" + line["message"][1:]}) + "\n" for line in lines))
+        assert log.stat().st_size == size  # the same size: only the content tells
+        report = store.ingest(log)
+        assert report.files_unchanged == 0 and any("file was replaced" in note for note in report.notes)
+        assert list(store.sql("SELECT message FROM events ORDER BY line").message) == [
+            "B" + line["message"][1:] for line in lines]
+
+
 def test_a_file_that_becomes_unreadable_loses_nothing(tmp_path):
     run = tmp_path / "run"
     shutil.copytree(CLEAN, run)

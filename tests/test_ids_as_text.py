@@ -56,6 +56,38 @@ def test_text_ids_ingest_and_unfit_values_stay_in_attrs(tmp_path, store):
     assert types["task_id"] == types["executor_task_id"] == "VARCHAR"
 
 
+def test_an_array_object_or_boolean_is_no_id_and_stays_in_attrs(tmp_path, store):
+    events = write_jsonl(tmp_path / "events.jsonl", [
+        {"ts": 1_700_000_000.0, "message": "a", "run_id": ["r"], "task_id": "ok-1"},
+        {"ts": 1_700_000_001.0, "message": "b", "run_id": "r", "parsl.task": [1, 2]},
+        {"ts": 1_700_000_002.0, "message": "c", "task_id": {"a": 1}, "app_name": True},
+        {"ts": 1_700_000_003.0, "message": "d", "task_id": 1.5, "executor_task_id": "[x]", "run_id": "true"},
+        {"ts": 1_700_000_004.0, "message": "e", "task_id": [1], "parsl.task": 7},  # the next candidate key fills it
+    ])
+    report = store.ingest(events)
+    assert report.values_in_attrs == 5  # ["r"], [1, 2], {"a": 1}, true, [1]
+    rows = store.sql("SELECT message, run_id, task_id, app_name, executor_task_id, attrs FROM events ORDER BY ts")
+    got = [tuple(None if value is None or value != value else value for value in row[:5])
+           for row in rows.itertuples(index=False)]
+    assert got == [("a", None, "ok-1", None, None), ("b", "r", None, None, None), ("c", None, None, None, None),
+                   ("d", "true", "1.5", None, "[x]"), ("e", None, "7", None, None)]  # strings that read like JSON stay
+    assert json.loads(rows["attrs"].iloc[2])["task_id"] == {"a": 1}
+
+
+def test_numeric_levels_read_as_python_numbers_them(tmp_path, store):
+    """Python's JSON formatters often write `levelno`: 40 is ERROR (a name beside it wins)."""
+    events = write_jsonl(tmp_path / "events.jsonl", [
+        {"ts": 1_700_000_000.0, "message": "a", "level": 20},
+        {"ts": 1_700_000_001.0, "message": "b", "level": 40, "levelname": "ERROR"},
+        {"ts": 1_700_000_002.0, "message": "c", "levelname": 10},
+        {"ts": 1_700_000_003.0, "message": "d", "level": 25},
+        {"ts": 1_700_000_004.0, "message": "e", "level": 40, "levelname": "Oops"},
+    ])
+    store.ingest(events)
+    assert store.sql("SELECT level FROM events ORDER BY ts").level.tolist() == [
+        "INFO", "ERROR", "DEBUG", "LEVEL 25", "OOPS"]
+
+
 def test_cli_summary_counts_values_kept_in_attrs_once(tmp_path):
     events = write_jsonl(tmp_path / "events.jsonl", [
         {"ts": 1_700_000_000.0, "message": "start", "run_id": "r1", "task_id": "sample-A", "try_id": "x", "pid": "w-1"},

@@ -161,3 +161,31 @@ def test_on_commit_is_called_once_each_commit_of_new_events_is_visible_to_other_
     assert store.ingest(corpus_path("parsl-htex-jsonlog"), on_commit=lambda: seen.append(visible())).events == 0
     assert len(seen) == calls
     store.close()
+
+
+def test_a_text_log_ingested_while_it_grows_gives_the_same_events_as_read_once(tmp_path):
+    """A live run's parsl.log is ingested every few seconds: a record's continuation lines (the
+    config dump at its start) that arrive by a later ingest join that record, and no line is
+    taken for a bad one (they were, with a false note 'not a Parsl text log', once no line of
+    the new part started a record)."""
+    import taskscope
+
+    source = corpus_path("parsl-2025-textlog") / "000" / "parsl.log"
+    content = source.read_bytes()
+    log = tmp_path / "runinfo" / "000" / "parsl.log"
+    log.parent.mkdir(parents=True)
+    log.write_bytes(b"")
+    query = "SELECT file, line, event, message, task_id FROM events ORDER BY file, line"
+    with taskscope.open(str(tmp_path / "grown.duckdb")) as grown:
+        for end in (1000, 1500, 2200, 50_000, 130_000, len(content)):
+            log.write_bytes(content[:end])
+            report = grown.ingest(tmp_path / "runinfo")
+            assert not [note for note in report.notes if "not a Parsl text log" in note]
+        stepped = grown.sql(query)
+        stepped_bad = grown.sql("SELECT count(*) AS n FROM bad_lines").n[0]
+    with taskscope.open(":memory:") as once:
+        once.ingest(tmp_path / "runinfo")
+        whole = once.sql(query)
+        assert stepped_bad == once.sql("SELECT count(*) AS n FROM bad_lines").n[0] == 0
+    assert len(whole) > 100 and whole.message.str.contains("\n", regex=False).any()
+    assert stepped.equals(whole), stepped.compare(whole).head()

@@ -217,3 +217,105 @@ def test_sources_declare_what_the_ingest_needs():
     assert sources["parsl_jsonlog"].order < sources["parsl_textlog"].order < sources["monitoring_db"].order
     assert list(sources)[-1] == "timestamped_text"
     assert Path(taskscope.__file__).parent.joinpath("ingest", "__init__.py").read_text().count("monitoring_db") == 0
+
+
+def test_a_python_log_with_tracebacks_is_read_record_by_record(tmp_path):
+    """Python's logging with `log.exception`: most lines are traceback lines, yet every record
+    is an event, its traceback in its message (such a file was once 'unknown format')."""
+    import logging
+
+    path = tmp_path / "pipeline.log"
+    logger = logging.getLogger("test_sources.pipeline")
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        for number in range(20):
+            logger.warning("task %d started", number)
+            try:
+                {}["missing"]
+            except KeyError:
+                logger.exception("task %d failed", number)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    lines = path.read_text().splitlines()
+    assert sum(1 for line in lines if line.startswith("Traceback")) == 20 and len(lines) > 100  # most lines continue
+    with taskscope.open(":memory:") as store:
+        report = store.ingest(path)
+        events = store.sql("SELECT level, message FROM events ORDER BY line")
+    assert report.bad_lines == 0 and report.lines == len(lines)
+    assert len(events) == 40 and events.level.tolist() == ["WARNING", "ERROR"] * 20
+    failed = events.message[events.level == "ERROR"]
+    assert all("Traceback (most recent call last)" in text and text.endswith("KeyError: 'missing'") for text in failed)
+
+
+def test_a_dask_worker_log_with_a_failed_task_is_read(tmp_path):
+    """A real Dask worker's log in its own format: the multi-line 'Compute Failed' report
+    continues its record."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    path = tmp_path / "dask-worker.log"
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))  # Dask's own
+    dask_logger = logging.getLogger("distributed.worker")
+    dask_logger.addHandler(handler)
+    try:
+        with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
+            futures = client.map(lambda x: 1 / (x - x), range(8))  # each failure's report takes 5 lines
+            assert all(future.exception(timeout=60) is not None for future in futures)
+    finally:
+        dask_logger.removeHandler(handler)
+        handler.close()
+    text = path.read_text()
+    assert "Compute Failed\nKey:" in text  # the report spans lines: most lines continue a record
+    records = sum(1 for line in text.splitlines() if line[:4].isdigit())
+    assert records * 2 < len(text.splitlines())
+    with taskscope.open(":memory:") as store:
+        report = store.ingest(path)
+        failed = store.sql("SELECT message FROM events WHERE message LIKE '%Compute Failed%'").message
+        assert report.bad_lines == 0 and store.sql("SELECT count(*) AS n FROM events").n[0] == records
+    assert len(failed) == 8 and all("ZeroDivisionError" in message for message in failed)
+
+
+def test_a_first_line_longer_than_the_sample_does_not_hide_the_file(tmp_path):
+    """A file's kind is told from its first 16 KiB: a longer first line (a config dump, a
+    big JSON record) must not make it 'unknown format (no complete line yet)'."""
+    line = "2026-12-01 02:00:{:02d},000 INFO app: line {}\n"
+    rest = "".join(line.format(number, number) for number in range(1, 6))
+    (tmp_path / "long.log").write_text(line.format(0, "x" * 20_000) + rest)
+    (tmp_path / "huge.log").write_text(line.format(0, "x" * (2 << 20)) + rest)  # over 1 MiB: kept aside
+    (tmp_path / "alone.log").write_text(line.format(0, "x" * (2 << 20)))
+    records = "".join(json.dumps({"ts": 1796090400 + n, "message": "y" * (20_000 if n == 0 else 5)}) + "\n"
+                      for n in range(6))
+    (tmp_path / "json.log").write_text(records)
+    with taskscope.open(":memory:") as store:
+        report = store.ingest(tmp_path)
+        counts = dict(store.sql("SELECT file, count(*) AS n FROM events GROUP BY file").values)
+        bad = store.sql("SELECT file, reason FROM bad_lines ORDER BY file").values.tolist()
+    assert counts == {"long.log": 6, "huge.log": 5, "json.log": 6}
+    assert bad == [["alone.log", "line longer than 1 MiB"], ["huge.log", "line longer than 1 MiB"]]
+    assert report.files_read == 4
+
+
+def test_a_copytruncate_gap_is_skipped_and_the_replaced_events_are_said(tmp_path):
+    """logrotate's copytruncate under a program that does not append: the program writes on at
+    its old offset, so the truncated file starts with a run of NUL bytes. The lines after the
+    gap are read; the note says the gap was skipped and how many earlier events were replaced."""
+    log = tmp_path / "live.log"
+    log.write_bytes(b"".join(b"2026-12-01 02:00:%02d,000 INFO app: line %d\n" % (n, n) for n in range(30)))
+    with taskscope.open(str(tmp_path / "s.duckdb")) as store:
+        store.ingest(log)
+        size = log.stat().st_size
+        with open(log, "r+b") as handle:
+            handle.truncate(0)
+            handle.seek(size + 100)
+            handle.write(b"".join(b"2026-12-01 03:00:%02d,000 INFO app: after %d\n" % (n, n) for n in range(10)))
+        report = store.ingest(log)
+        messages = store.sql("SELECT message FROM events ORDER BY line").message.tolist()
+    assert messages == [f"INFO app: after {n}" for n in range(10)] and report.bad_lines == 0
+    note = " ".join(report.notes)
+    assert "its 30 earlier events replaced" in note and f"skipped the {size + 100:,} NUL bytes" in note

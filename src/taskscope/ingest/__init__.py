@@ -22,7 +22,7 @@ from typing import Callable
 import duckdb
 
 from taskscope._sql import registered, scalar
-from taskscope.ingest.archives import READ_ERRORS, as_local_file, change_marker
+from taskscope.ingest.archives import READ_ERRORS, as_local_file, change_marker, leading_nul_bytes
 from taskscope.ingest.discover import InputFile, KnownSource, discover, recognised_again
 from taskscope.ingest.lines import bad_lines_sql, file_size, read_new_lines, usable_lines_sql
 from taskscope.ingest.staging import STAGED, create_staging
@@ -360,7 +360,8 @@ def _ingest_one(con, item: InputFile, known: dict[str, _KnownFile], report: Inge
     whole = item.packed or source.reads_whole_file
     # what `ingested_files.size` records: a plain log's bytes, else a marker of any change
     seen_size = item.marker if item.packed else change_marker(item.path) if source.reads_whole_file else size
-    if seen.source == source.name and seen_size == seen.size and (whole or size == seen.bytes_read):
+    if seen.source == source.name and seen_size == seen.size and (whole or (
+            size == seen.bytes_read and not _head_changed(item, seen))):
         report.files_unchanged += 1
         return
     reading = _Reading(seen.bytes_read, seen.lines_read)
@@ -368,20 +369,24 @@ def _ingest_one(con, item: InputFile, known: dict[str, _KnownFile], report: Inge
     if restart and not whole:  # another file took its name: what it is now is told by its content
         fresh = recognised_again(item)
         if fresh.source != source.name:
-            _forget_file(con, seen.file_id)
+            removed = _forget_file(con, seen.file_id)
             con.execute("UPDATE ingested_files SET source = NULL, bytes_read = 0, lines_read = 0, head = NULL "
                         "WHERE file_id = ?", [seen.file_id])
             fresh_source = source_named(fresh.source) if fresh.source else None
             if fresh_source is None:
+                report.notes.append(f"{item.rel}: {restart}, and taskscope cannot read what it holds now "
+                                    f"({fresh.note}): its {removed:,} earlier events were removed from the store")
+                fresh.unexpected = False  # said above
                 _skip(con, fresh, seen, size, report)
                 return
             item, source = fresh, fresh_source
             restart = f"{restart}, now read as {source.name}"
-    if restart:
-        reading.notes.append(f"{restart}: read again from the start")
     if whole or restart:
-        _forget_file(con, seen.file_id)
+        removed = _forget_file(con, seen.file_id)
         reading.bytes_read = reading.lines_read = 0
+        if restart:
+            reading.notes.append(f"{restart}: read again from the start"
+                                 + (f" (its {removed:,} earlier events replaced)" if removed else ""))
     context = StageContext(
         file_id=seen.file_id, file=item.rel, path=item.path, component=item.component, stamps=item.stamps,
         lines_before=reading.lines_read, utc_offset_seconds=offsets.for_item(item),
@@ -392,6 +397,8 @@ def _ingest_one(con, item: InputFile, known: dict[str, _KnownFile], report: Inge
             context.path = local
             _count(reading, source.stage_file(con, context), report)
     else:
+        if reading.bytes_read == 0:
+            _skip_leading_gap(item, reading)
         try:
             chunks = read_new_lines(item.path, reading.bytes_read, reading.lines_read,
                                     opener=item.opener, final=item.packed)
@@ -422,6 +429,16 @@ def _ingest_one(con, item: InputFile, known: dict[str, _KnownFile], report: Inge
     batch.read.add(seen.file_id)
     if on_progress:
         on_progress(item, max(size, reading.bytes_read), max(size, reading.bytes_read))
+
+
+def _skip_leading_gap(item: InputFile, reading: _Reading) -> None:
+    """Start reading after the NUL bytes a file starts with (a copytruncate rotation's gap),
+    saying so: they are no line of the log."""
+    gap = leading_nul_bytes(item.open)
+    if gap:
+        reading.bytes_read = gap
+        reading.notes.append(f"skipped the {gap:,} NUL bytes it starts with (the gap a copytruncate "
+                             "rotation leaves when the program writing the log does not append)")
 
 
 def _stage_lines_of(con, item: InputFile, chunk, source: Source, context: StageContext, reading: _Reading,
@@ -500,11 +517,17 @@ def _why_read_again(item: InputFile, size: int, seen: _KnownFile, source: Source
         return None
     if size < seen.bytes_read:
         return "file shrank (rotated or rewritten)"
-    head = _read_head(item.path, len(seen.head)) if seen.head is not None else None
-    # an unreadable head says nothing: the open that follows reports the file as unreadable
-    if head is not None and head != seen.head:
+    if _head_changed(item, seen):
         return "file was replaced (its first bytes changed)"
     return None
+
+
+def _head_changed(item: InputFile, seen: _KnownFile) -> bool:
+    """True when the first bytes of a plain file differ from those kept when it was read: another
+    file took its name, perhaps of the same size (an unreadable head says nothing: the open that
+    follows reports the file as unreadable)."""
+    head = _read_head(item.path, len(seen.head)) if seen.head is not None else None
+    return head is not None and head != seen.head
 
 
 def _read_head(path: str, length: int = HEAD_BYTES) -> bytes | None:
@@ -560,8 +583,10 @@ def _flush(con, rules: list[Rule]) -> None:
     con.execute(f"DELETE FROM {STAGED}")
 
 
-def _forget_file(con, file_id: int) -> None:
-    """Drop what a file gave before it is read again from its start."""
+def _forget_file(con, file_id: int) -> int:
+    """Drop what a file gave before it is read again from its start; returns how many events."""
+    removed = int(scalar(con, "SELECT count(*) FROM events WHERE file_id = ?", [file_id]))
     for table in ("events", "bad_lines", "event_task_links"):
         con.execute(f"DELETE FROM {table} WHERE file_id = ?", [file_id])
     con.execute("UPDATE ingested_files SET events = 0, bad_lines = 0 WHERE file_id = ?", [file_id])
+    return removed

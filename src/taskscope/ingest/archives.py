@@ -14,6 +14,7 @@ the archive again for each.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import shutil
 import tarfile
@@ -24,6 +25,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
+
+from taskscope.constants import MAX_LINE_BYTES
 
 #: between an archive's path and a member's name in `events.file` and `ingested_files.path`
 MEMBER_SEPARATOR = "!"
@@ -155,6 +158,84 @@ def read_head(opener: Opener, length: int) -> bytes | None:
             return handle.read(length)
     except READ_ERRORS:
         return None
+
+
+#: a recognising sample reads past a first line this long at most, to see the lines after it
+SAMPLE_SCAN_LIMIT = 64 << 20
+
+
+def read_sample(opener: Opener, length: int, first_bytes: bytes | None = None) -> bytes | None:
+    """What recognising a file needs of its start: its first `length` bytes after any run of
+    NUL bytes it starts with (see `leading_nul_bytes`), and, when its first line is longer than
+    that, the whole first line (up to 1 MiB, a line the reader keeps) or else the `length`
+    bytes after it (the start of that line, as a line, when nothing follows it). None when it
+    cannot be read.
+
+    `first_bytes`, the content's first `length` bytes when the caller has them already,
+    saves a read for the usual file (no NUL start, a newline among them).
+    """
+    if first_bytes is not None and not first_bytes.startswith(b"\0") and (
+            len(first_bytes) < length or b"\n" in first_bytes):
+        return first_bytes[:length]
+    try:
+        with opener() as handle:
+            _skip_nul_bytes(handle)
+            head = handle.read(length)
+            if len(head) < length or b"\n" in head:
+                return head
+            kept, scanned = [head], len(head)
+            while scanned < SAMPLE_SCAN_LIMIT:  # a long first line: read on to its end
+                piece = handle.read(1 << 20)
+                if not piece:
+                    return b"".join(kept)
+                newline = piece.find(b"\n")
+                if newline >= 0:
+                    after = piece[newline + 1:] + handle.read(length)
+                    if scanned + newline + 1 > MAX_LINE_BYTES:  # a line kept aside: the lines after it tell,
+                        return after[:length] if after.strip() else head + b"\n"  # or its start if it is alone
+                    return b"".join(kept) + piece[: newline + 1] + after[:length]
+                scanned += len(piece)
+                if scanned <= MAX_LINE_BYTES:
+                    kept.append(piece)
+            return head
+    except READ_ERRORS:
+        return None
+
+
+def leading_nul_bytes(opener: Opener) -> int:
+    """How many NUL bytes the content starts with: the gap a copytruncate rotation leaves when
+    the program writing the log does not append (it goes on writing at its old offset, and the
+    truncated file reads as NULs up to there). 0 when it cannot be read.
+
+    >>> import io
+    >>> leading_nul_bytes(lambda: io.BytesIO(b"\\0\\0\\0line\\n"))
+    3
+    """
+    try:
+        with opener() as handle:
+            return _skip_nul_bytes(handle)
+    except READ_ERRORS:
+        return 0
+
+
+def _skip_nul_bytes(handle: BinaryIO) -> int:
+    """Move `handle` past the NUL bytes it starts at; returns how many there were."""
+    position = 0
+    if type(handle) is io.BufferedReader and isinstance(handle.raw, io.FileIO):
+        try:  # a plain file's hole (a sparse gap) is skipped at once, not read
+            position = os.lseek(handle.fileno(), 0, os.SEEK_DATA)
+        except OSError:  # no data at all (ENXIO), or no SEEK_DATA here: read through
+            position = 0
+        handle.seek(position)
+    size = 4096  # most files start with text: a small first read tells
+    while True:
+        block = handle.read(size)
+        size = 1 << 20
+        kept = block.lstrip(b"\0")
+        position += len(block) - len(kept)
+        if not block or kept:
+            handle.seek(position)
+            return position
 
 
 @contextmanager

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, NamedTuple
 
 from taskscope.ingest.archives import (
-    MEMBER_SEPARATOR, Archive, Opener, change_marker, file_opener, packing_of, read_head,
+    MEMBER_SEPARATOR, Archive, Opener, change_marker, file_opener, packing_of, read_head, read_sample,
 )
 from taskscope.sources import SAMPLE_BYTES, Sample, Source, recognising_source, source_named
 
@@ -276,14 +276,15 @@ def _sniffed(item: InputFile, head: bytes | None) -> InputFile:
         item.unreadable, item.note = True, "cannot be read"
         return item
     name = PurePosixPath(item.path.replace(MEMBER_SEPARATOR, "/")).name
-    sample = Sample(name.removesuffix(".gz") if item.packed else name, head, item.rel)
+    sampled = read_sample(item.open, SAMPLE_BYTES, head) if head else head
+    sample = Sample(name.removesuffix(".gz") if item.packed else name, head if sampled is None else sampled, item.rel)
     source = recognising_source(sample)
     if source is not None:
         return _recognised(item, source, None)
     if not head:
         note = "empty"
     elif not sample.lines:
-        note = "unknown format (no complete line yet)" if b"\x00" not in head else "unknown format (binary)"
+        note = "unknown format (binary)" if b"\x00" in head + sample.head else "unknown format (no complete line yet)"
     else:
         note = "unknown format" if sample.is_text else "unknown format (binary)"
     item.note = note

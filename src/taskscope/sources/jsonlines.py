@@ -15,6 +15,7 @@ from taskscope.sources import Sample, Source, StageContext, StageResult
 from taskscope.sources.json_fields import (
     extract_columns_sql,
     parse_time_sql,
+    refit_staged,
     time_in_range_sql,
     time_keys_structure_sql,
     ts_candidates_sql,
@@ -60,6 +61,7 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
             WHERE {time_in_range_sql("ts")}""",
         [context.component, context.file, context.file_id, *stamp_params],
     )
+    refit_staged(con, STAGED, context.file_id, context.lines_before)
     in_attrs = taken_values_in_attrs(con)
     if staged == scalar(con, f"SELECT count(*) FROM {table_name}"):
         return StageResult(events=staged, values_in_attrs=in_attrs)

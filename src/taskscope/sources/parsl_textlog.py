@@ -17,7 +17,7 @@ import duckdb
 
 from taskscope._sql import literal, scalar
 from taskscope.ingest.staging import STAGED, insert_staged
-from taskscope.sources import Sample, Source, StageContext, StageResult
+from taskscope.sources import Sample, Source, StageContext, StageResult, offset_sql
 from taskscope.sources.parsl_layout import parsl_path_info
 
 _LEVEL = r"(DEBUG|INFO|WARNING|ERROR|CRITICAL)"
@@ -140,7 +140,14 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
         ).fetchall()
     ]
     fmt = context.progress.get("format")
-    fmt = next((f for f in FORMATS if f.name == fmt), None) or detect_format(sample)
+    fmt = (next((f for f in FORMATS if f.name == fmt), None) or detect_format(sample)
+           or _format_of_most_headers(con, table_name))
+    if fmt is None and context.lines_before:
+        # lines a file gained after a record read before (a config dump or a traceback still
+        # being written): no line starts a record in any format, so all of them continue it
+        _continuation_only(con, table_name)
+        continue_previous_event(con, context)
+        return StageResult()
     if fmt is None:
         bad = _all_lines_bad(con, table_name, context, "no Parsl log record header in this file")
         return StageResult(bad_lines=bad, note="not a Parsl text log: no known record header")
@@ -162,6 +169,21 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
     offset = learned if learned is not None else context.utc_offset_seconds
     staged = insert_staged(con, _records_sql(fmt, context, offset), _record_params(context))
     return StageResult(events=staged, bad_lines=int(orphans), learned_utc_offset=learned)
+
+
+def _format_of_most_headers(con: duckdb.DuckDBPyConnection, table_name: str) -> TextFormat | None:
+    """The format whose headers start most lines of the whole table, or None if no line starts
+    a record (the first 200 lines can all continue one record: a long config dump)."""
+    counts = [(scalar(con, f"SELECT count(*) FROM {table_name} WHERE regexp_matches(txt, ?)",
+                      [header_test(fmt)]), index) for index, fmt in enumerate(FORMATS)]
+    count, index = max(counts)
+    return FORMATS[index] if count else None
+
+
+def _continuation_only(con: duckdb.DuckDBPyConnection, table_name: str) -> None:
+    """`text_lines` of a table none of whose lines starts a record (all in record 0)."""
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE text_lines AS
+        SELECT line, txt, false AS is_header, 0 AS record, NULL AS h FROM {table_name}""")
 
 
 def _split_records(con: duckdb.DuckDBPyConnection, table_name: str, fmt: TextFormat) -> None:
@@ -261,10 +283,9 @@ def _learn_utc_offset(con: duckdb.DuckDBPyConnection) -> float | None:
 def _time_sql(fmt: TextFormat, utc_offset: float) -> str:
     if "created" in fmt.fields:
         return "try_cast(first_h.created AS DOUBLE)"
-    # the offset is a number taskscope computed, not input text, so it is written inline
     return (
         "epoch(try_strptime(replace(first_h.asctime, ',', '.'), "
-        f"['%Y-%m-%d %H:%M:%S.%g', '%Y-%m-%d %H:%M:%S'])) - {float(utc_offset)!r}"
+        f"['%Y-%m-%d %H:%M:%S.%g', '%Y-%m-%d %H:%M:%S'])) - {offset_sql(utc_offset)}"
     )
 
 

@@ -20,7 +20,7 @@ import duckdb
 from taskscope._sql import literal, scalar
 from taskscope.ingest.staging import insert_staged
 from taskscope.schema import level_name_sql
-from taskscope.sources import Sample, Source, StageContext, StageResult, share_matching
+from taskscope.sources import Sample, Source, StageContext, StageResult, offset_sql, share_matching
 from taskscope.sources.parsl_textlog import continue_previous_event
 
 # the time at a line's start (optionally in brackets), then a separator, then the message
@@ -31,8 +31,20 @@ _LEVEL = r"(?:^|[^A-Za-z])(DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL|FATAL)(?:[^A-Z
 
 
 def looks_timestamped(sample: Sample) -> bool:
-    """Whether most of a text file's first lines start with a time."""
-    return sample.is_text and share_matching(sample.lines, _LINE) >= 0.5
+    """Whether a text file's first lines are records that start with a time: most of them do,
+    or its first line does and a tenth of them do (records followed by tracebacks, or by a
+    Dask worker's multi-line "Compute Failed" report, outnumber the time stamps).
+
+    >>> looks_timestamped(Sample("app.log", b"2026-01-02 03:04:05,120 ERROR failed\\nTraceback (most recent call last):\\n"
+    ...                                     b'  File "app.py", line 9\\n    work()\\nZeroDivisionError: division by zero\\n'))
+    True
+    >>> looks_timestamped(Sample("notes.txt", b"Minutes\\n2026-01-02 03:04:05 meeting\\n" + b"text\\n" * 20))
+    False
+    """
+    if not sample.is_text:
+        return False
+    share = share_matching(sample.lines, _LINE)
+    return share >= 0.5 or (share >= 0.1 and bool(_LINE.match(sample.lines[0])))
 
 
 def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageContext) -> StageResult:
@@ -74,10 +86,9 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
 def _time_sql(stamp: str, utc_offset: float) -> str:
     """SQL: epoch seconds of the time text `stamp` (local times shifted by `utc_offset`)."""
     iso = f"replace({stamp}, ',', '.')"
-    # the offset is a number taskscope computed, not input text, so it is written inline
     return f"""CASE WHEN regexp_matches({stamp}, '^\\d{{10}}') THEN try_cast({stamp} AS DOUBLE)
                     WHEN regexp_matches({stamp}, '(Z|[+-]\\d\\d:?\\d\\d)$') THEN epoch(try_cast({iso} AS TIMESTAMPTZ))
-                    ELSE epoch(try_cast({iso} AS TIMESTAMP)) - {float(utc_offset)!r} END"""
+                    ELSE epoch(try_cast({iso} AS TIMESTAMP)) - {offset_sql(utc_offset)} END"""
 
 
 # a fallback: asked only when no specific format recognises the file
