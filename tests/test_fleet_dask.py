@@ -600,3 +600,65 @@ def test_a_profiled_computation_shows_its_hottest_function_with_file_and_line(se
     assert f'<td class="where">{hottest["where"]}</td>' in first_row
     cluster_page = httpx.get(server.url + f"/clusters/{cluster['cluster_id']}", headers=server.headers, timeout=30).text
     assert f"/profile?computation_id={computation['computation_id']}" in cluster_page
+
+
+# ---- a computation of results already in memory ----------------------------------------------------
+def inc(x: int) -> int:
+    return x + 1
+
+
+@pytest.mark.usefixtures("patient_close")
+def test_a_computation_of_results_already_in_memory_is_finished_when_it_starts(server, tmp_path):
+    with LocalCluster(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        register(client, server=server.url, token=server.token, spool_directory=str(tmp_path), **FAST)
+        scheduler_id = client.scheduler_info()["id"]
+        x = dask.delayed(inc, pure=True)(1)
+        first = client.compute(x)
+        assert first.result() == 2
+        # once nothing is left to compute, a graph gets a computation of its own: with its key in
+        # memory, Dask keeps that computation with no groups (and no stop)
+        wait_for(lambda: client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.is_idle), "an idle scheduler")
+        assert client.compute(x).result() == 2
+        # (its graph travels on the batched stream: the scheduler may not have it yet)
+        wait_for(lambda: 0 in client.run_on_scheduler(
+            lambda dask_scheduler: [len(c.groups) for c in dask_scheduler.computations]), "a computation without groups")
+    found = server.cluster_named(scheduler_id)
+    computations = api.list_computations(found["cluster_id"], server=server.url, token=server.token)
+    [cached] = [c for c in computations if not c["groups"]]
+    assert (cached["state"], cached["stop"], cached["duration_s"]) == ("finished", cached["start"], 0)
+    assert all(c["state"] == "finished" for c in computations)
+
+
+# ---- shutdown waits at most close-timeout ---------------------------------------------------------
+def test_close_waits_at_most_its_timeout_for_a_server_that_never_answers(tmp_path):
+    """A server that accepts connections but never answers: the send hangs (its own HTTP timeout is
+    far longer), and close() must return after its one wait of `timeout`. Before, it waited the
+    timeout in flush and again for the sender's thread: 2 x 3 s at least, never less. The bound
+    below leaves 2.5 s for a loaded machine on top of the 3 s wait, and stays under the 6 s floor."""
+    timeout = 3.0
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections complete in the backlog; nothing ever accepts or answers them
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        sender = Sender(url, "tok", {"cluster_id": uuid.uuid4().hex, "kind": "dask"}, spool_dir=tmp_path,
+                        timeout=600.0)
+        sender.submit([{"kind": "cluster.stop", "ts": time.time()}])
+        began = time.monotonic()
+        assert sender.close(timeout=timeout) is False
+        waited = time.monotonic() - began
+    assert waited < 2 * timeout - 0.5, waited
+    assert [m["kind"] for m in spooled_messages(tmp_path)] == ["cluster.stop"]  # kept for a later process
+
+
+# ---- a server that is not a URL is refused at once --------------------------------------------------
+@pytest.mark.parametrize("server, reason", [
+    ("http://[::1", "is not a URL"), ("not-a-url", "is not an http:// or https:// URL"),
+    ("ftp://fleet.example.org", "is not an http:// or https:// URL"), ("http://", "names no host"),
+    ("http://fleet.example.org:99999", "is not a URL"),
+])
+def test_register_refuses_a_server_that_is_not_an_http_url(tmp_path, server, reason):
+    with pytest.raises(ValueError, match=reason):
+        register(server=server, token="tsf_x", spool_directory=str(tmp_path))
+    with pytest.raises(ValueError, match=reason):
+        Sender(server, "tsf_x", {"cluster_id": "c", "kind": "dask"}, spool_dir=tmp_path)

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -605,6 +606,7 @@ def test_serve_on_a_taken_port_says_so_in_one_line_before_announcing(tmp_path):
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and f"port {port} on 127.0.0.1 is in use" in lines[0], done.stderr
+    assert not (tmp_path / "fleet.duckdb").exists()  # a server that never ran leaves no store behind
 
 
 def test_oddly_typed_fields_are_stored_without_breaking_the_pages(fleet):
@@ -822,3 +824,117 @@ def test_login_refuses_other_sites_and_slows_repeated_failures_but_never_a_valid
         assert httpx.post(server.url + "/logout", headers={"origin": "https://evil.example"}, timeout=30).status_code == 403
     finally:
         server.stop()
+
+
+# ---- an admin token makes tokens in its own account only ------------------------------------------
+@pytest.mark.parametrize("output", [(), ("--format", "json")])
+def test_an_admin_token_refuses_to_create_a_token_in_another_account(fleet, output):
+    server, tokens, _ = fleet
+    refused = cli("fleet", "token", "create", "--user", "spy", "--account", "team-b", "--server", server.url,
+                  "--token", tokens["lead"], *output, check=False)
+    assert refused.returncode == 2 and refused.stdout == "", refused.stdout
+    [line] = refused.stderr.strip().splitlines()
+    assert "403" in line and "'team-a'" in line and "'team-b'" in line and "Traceback" not in line
+    made = cli("fleet", "token", "create", "--user", "dave", "--account", "team-a", "--server", server.url,
+               "--token", tokens["lead"], "--format", "json")
+    dave = json.loads(made.stdout)
+    assert dave["account"] == "team-a"
+    assert server.get("/api/v1/whoami", dave["token"]).json() == {"account": "team-a", "user": "dave", "admin": False}
+
+
+# ---- a cluster belongs to the user whose token sent it first ----------------------------------------
+def test_a_batch_for_another_members_cluster_is_refused_with_409_and_kept_aside(fleet, tmp_path):
+    from taskscope.fleet.sender import Sender
+
+    server, tokens, clusters = fleet
+    before = server.get(f"/api/v1/clusters/{clusters['alice']}", tokens["alice"]).json()
+    hijack = dask_batch(clusters["alice"], "mallory")  # lead is a member of alice's account, not its sender
+    hijack["cluster"]["name"] = "taken-over"
+    reply = server.post(tokens["lead"], hijack)
+    assert reply.status_code == 409 and "belongs to alice" in reply.json()["error"]
+    kept = server.get("/api/v1/rejected", tokens["lead"]).json()["rejected"][0]
+    assert (kept["status"], kept["token_user"], kept["reason"]) == (409, "lead", reply.json()["error"])
+    after = server.get(f"/api/v1/clusters/{clusters['alice']}", tokens["alice"]).json()
+    for field in ("name", "user_name", "claimed_user", "core_seconds", "cost", "stopped"):
+        assert after[field] == before[field], field
+    # the sender sets such a batch aside (it would be refused again), it does not resend it
+    sender = Sender(server.url, tokens["lead"], hijack["cluster"], spool_dir=tmp_path)
+    sender.submit([{"kind": "workers", "ts": time.time(), "n_workers": 1, "n_threads": 1}])
+    assert sender.close(timeout=60)
+    assert (sender.stats.batches_rejected, sender.stats.batches_sent) == (1, 0)
+    # alice herself still adds to her cluster
+    own = {**dask_batch(clusters["alice"], "alice"), "messages": [{"kind": "event", "ts": time.time(), "topic": "t"}]}
+    assert server.post(tokens["alice"], own).status_code == 200
+
+
+# ---- figures that cannot be true are refused, never summed ------------------------------------------
+def with_messages(batch: dict, change) -> dict:
+    batch["messages"] = change(batch["messages"])
+    return batch
+
+
+@pytest.mark.parametrize("change, reason", [
+    (lambda ms: [{**m, "n_workers": -5} if m["kind"] == "workers" else m for m in ms],
+     "messages[1].n_workers must not be negative"),
+    (lambda ms: [{**m, "n_threads": -5} if m["kind"] == "workers" else m for m in ms],
+     "messages[1].n_threads must not be negative"),
+    (lambda ms: [{**m, "groups": [{**m["groups"][0], "compute_s": -1.0}]} if m["kind"] == "computation" else m
+                 for m in ms], "messages[5].groups[0].compute_s must not be negative"),
+    (lambda ms: [{**m, "stop": m["start"] - 5} if m["kind"] == "computation" else m for m in ms],
+     "is before its start"),
+    (lambda ms: [{**m, "stopped": m["stopped"] - 1000} if m["kind"] == "cluster.stop" else m for m in ms],
+     "would stop"),
+    (lambda ms: [*ms, {"kind": "workers", "ts": ms[-1]["stopped"] + 60, "n_workers": 2, "n_threads": 4,
+                       "memory_total": 2**30}], "after the cluster's stop"),
+])
+def test_impossible_figures_are_refused_with_a_reason_and_kept_aside(fleet, change, reason):
+    server, tokens, _ = fleet
+    batch = with_messages(dask_batch(uuid.uuid4().hex, "alice"), change)
+    reply = server.post(tokens["alice"], batch)
+    assert reply.status_code == 400 and reason in reply.json()["error"], reply.text
+    kept = server.get("/api/v1/rejected", tokens["alice"]).json()["rejected"][0]
+    assert (kept["status"], kept["reason"]) == (400, reply.json()["error"])
+    assert server.get(f"/api/v1/clusters/{batch['cluster']['cluster_id']}", tokens["alice"]).status_code == 404
+
+
+def test_a_later_batch_contradicting_a_stopped_cluster_is_refused_and_its_figures_stay(fleet):
+    server, tokens, _ = fleet
+    batch = dask_batch(uuid.uuid4().hex, "alice")
+    assert server.post(tokens["alice"], batch).status_code == 200
+    cluster_id = batch["cluster"]["cluster_id"]
+    stopped = batch["messages"][-1]["stopped"]
+    before = server.get(f"/api/v1/clusters/{cluster_id}", tokens["alice"]).json()
+    late = {**batch, "batch_id": uuid.uuid4().hex, "messages": [
+        {"kind": "workers", "ts": stopped + 120, "n_workers": 2, "n_threads": 4, "memory_total": 4 * 2**30}]}
+    early_stop = {**batch, "batch_id": uuid.uuid4().hex, "messages": [
+        {"kind": "cluster.stop", "ts": stopped, "stopped": batch["messages"][0]["started"] - 100}]}
+    for refused, reason in ((late, "after the cluster's stop"), (early_stop, "would stop")):
+        reply = server.post(tokens["alice"], refused)
+        assert reply.status_code == 400 and reason in reply.json()["error"], reply.text
+    after = server.get(f"/api/v1/clusters/{cluster_id}", tokens["alice"]).json()
+    assert (after["core_seconds"], after["duration_s"]) == (before["core_seconds"], before["duration_s"]) == (360, 120)
+
+
+# ---- a Parsl run's apps: the mean run time, against monitoring's own record -------------------------
+def test_a_parsl_runs_apps_show_their_mean_run_time_as_monitoring_recorded_it(fleet):
+    server, tokens, _ = fleet
+    runinfo = corpus_path("parsl-htex-jsonlog")
+    cli("fleet", "upload", str(runinfo), "--server", server.url, "--token", tokens["bob"])
+    with sqlite3.connect(runinfo / "monitoring.db") as monitoring:  # each task's last try: running to returned
+        [run_id] = [row[0] for row in monitoring.execute("SELECT run_id FROM workflow")]
+        truth = dict(monitoring.execute(
+            "SELECT t.task_func_name, avg((julianday(r.task_try_time_returned) - julianday(r.task_try_time_running))"
+            " * 86400) FROM task t JOIN try r ON r.run_id = t.run_id AND r.task_id = t.task_id AND r.try_id = "
+            "(SELECT max(try_id) FROM try x WHERE x.run_id = t.run_id AND x.task_id = t.task_id) GROUP BY 1"))
+    [cluster] = [c for c in api.list_clusters(since=None, server=server.url, token=tokens["bob"])
+                 if c["kind"] == "parsl" and c["name"] == run_id]
+    run = server.get(f"/api/v1/clusters/{cluster['cluster_id']}", tokens["bob"]).json()["parsl_run"]
+    apps = {app["app_name"]: app for app in run["apps"]}
+    assert set(apps) == set(truth)
+    for name, seconds in truth.items():
+        assert apps[name]["mean_run_s"] == pytest.approx(seconds, abs=0.02), name
+        assert apps[name]["mean_duration_s"] > 10 * seconds  # submit to end: mostly waiting for a worker
+    page = server.get(f"/clusters/{cluster['cluster_id']}", tokens["bob"]).text
+    assert "<th>mean run time</th>" in page and "<th>mean time from submit to end</th>" in page
+    assert f"{apps['inc']['mean_run_s']:.3f} s" in page
+

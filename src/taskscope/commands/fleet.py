@@ -77,11 +77,15 @@ def serve(
     for path in (tls_cert, tls_key):
         if path is not None and not path.is_file():
             fail(f"no such file: {path}")
-    _open_db(store).close()  # a locked or broken store fails here, in one line
     try:
-        sock = open_listener(host, port)  # a taken port fails here, before the URL line
+        sock = open_listener(host, port)  # a taken port fails here, before the URL line and the store
     except CannotListen as exc:
         fail(str(exc))
+    try:
+        _open_db(store).close()  # a locked or broken store fails here, in one line
+    except BaseException:
+        sock.close()
+        raise
     scheme = "https" if tls_cert else "http"
     err_console.print(f"fleet server on {scheme}://{url_host(host)}:{sock.getsockname()[1]} storing into {store}; "
                       "Ctrl-C to stop", highlight=False)
@@ -118,7 +122,7 @@ TokenOption = typer.Option(None, "--token", envvar="TASKSCOPE_FLEET_TOKEN",
 def token_create(
     user: str = typer.Option(..., "--user", "-u", help="Who the token is for."),
     account: Optional[str] = typer.Option(None, "--account", "-a", help="The account the token reads and writes "
-                                          "(with --store; through a server it is the admin token's)."),
+                                          "(through a server it is the admin token's: another is refused)."),
     admin: bool = typer.Option(False, "--admin", help="The token may also create and revoke tokens of its account."),
     store: str = FleetStoreOption,
     server: Optional[str] = typer.Option(None, "--server", help="Create it through this running server instead of "
@@ -137,8 +141,9 @@ def token_create(
       taskscope fleet token create --user carol --server http://127.0.0.1:8090 --token tsf_<admin token>
     """
     if server:
-        created = _through_server(lambda api: api.create_token(user, admin, server=server, token=token))
-        account = "(the admin token's)"
+        created = _through_server(lambda api: api.create_token(user, admin, account=account, server=server,
+                                                               token=token))
+        account = account or "(the admin token's)"
     else:
         if not account:
             fail("give --account (or --server and an admin --token)")

@@ -48,8 +48,8 @@ def ui(
     try:
         dashboard = open_dashboard(store, [str(path)] if path else None, interval)
     except StoreLocked as exc:
-        fail(f"{exc}. If it is `taskscope usage collect`, serve the dashboard from the collector instead: "
-             f"restart it with --ui-port {port}.")
+        fail(f"{exc}. If it is `taskscope usage collect`, open the dashboard it serves (the URL it printed, "
+             f"if it was started with --ui-port), or restart it with --ui-port {port} to serve one.")
     bound_port = sock.getsockname()[1]  # --port 0: the port the system picked
     err_console.print(f"taskscope dashboard on http://{url_host(host)}:{bound_port}/  (store {store}"
                       + (f", ingesting {path} every {interval:g} s" if path else ", read-only") + ")", highlight=False)

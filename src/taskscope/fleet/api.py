@@ -124,15 +124,16 @@ def call(method: str, path: str, *, server: str | None = None, token: str | None
     return reply.json()
 
 
-def create_token(user: str, admin: bool = False, *, server: str | None = None, token: str | None = None,
-                 verify: bool | str = True) -> str:
+def create_token(user: str, admin: bool = False, *, account: str | None = None, server: str | None = None,
+                 token: str | None = None, verify: bool | str = True) -> str:
     """A new token for `user` of the account of `token`, which must be an admin token (the server may be running).
+    An `account` that is not the admin token's is refused (FleetAPIError, HTTP 403).
 
     >>> create_token("carol", server="http://127.0.0.1:8090", token=admin_token)  # doctest: +SKIP
     'tsf_...'
     """
-    return call("POST", "/api/v1/tokens", json={"user": user, "admin": admin}, server=server, token=token,
-                verify=verify)["token"]
+    body = {"user": user, "admin": admin, **({"account": account} if account is not None else {})}
+    return call("POST", "/api/v1/tokens", json=body, server=server, token=token, verify=verify)["token"]
 
 
 def revoke_token(revoked: str, *, server: str | None = None, token: str | None = None, verify: bool | str = True) -> None:

@@ -44,7 +44,7 @@ from distributed.versions import get_versions
 from tornado.ioloop import PeriodicCallback
 
 from taskscope.fleet.protocol import MAX_NESTING
-from taskscope.fleet.sender import Sender, encoded_size, tls_verification
+from taskscope.fleet.sender import Sender, check_server_url, encoded_size, tls_verification
 from taskscope.fleet.settings import DEFAULTS, FleetSettings
 
 logger = logging.getLogger(__name__)
@@ -348,15 +348,31 @@ class FleetPlugin(SchedulerPlugin):
         """When `computation` ended, or None while a task of it is not finished (waiting, queued, processing).
 
         Its last success (Dask's ``stop``) or last failure, whichever is later; without either (every
-        task released before it ran) the first time the plugin saw it ended.
+        task released before it ran) the first time the plugin saw it ended. Never before its start
+        (its groups' times come from the workers' clocks). A computation without groups: see `_groupless_stop`.
         """
         computation_id = str(computation.id)
-        if not computation.groups or not all(group.done for group in computation.groups):
+        if not computation.groups:
+            return self._groupless_stop(computation)
+        if not all(group.done for group in computation.groups):
             self._ended_at.pop(computation_id, None)  # a lost worker's task to recompute: not ended after all
             return None
         failed = [self._failed_at[group] for group in computation.groups if group in self._failed_at]
         ended = max([computation.stop, *failed])
-        return ended if ended > 0 else self._ended_at.setdefault(computation_id, now)
+        return max(ended if ended > 0 else self._ended_at.setdefault(computation_id, now), computation.start)
+
+    def _groupless_stop(self, computation) -> float | None:
+        """Dask gives a computation only the task groups it creates: none when its results were in
+        memory already, or its tasks joined the groups of an earlier graph. Which tasks it ran is then
+        unknown; it has ended once the scheduler has nothing left to compute, at the latest by the last
+        task end since it started (at its start when it ran nothing). Fixed once found."""
+        computation_id = str(computation.id)
+        if computation_id not in self._ended_at:
+            if not self.scheduler.is_idle:
+                return None
+            ends = [group.stop for group in self.scheduler.task_groups.values()]
+            self._ended_at[computation_id] = max([computation.start, *ends])
+        return self._ended_at[computation_id]
 
     def _group_record(self, group) -> dict:
         durations = group.all_durations
@@ -480,6 +496,7 @@ def register(client=None, server: str | None = None, token: str | None = None, u
         return None
     if not settings.server or not settings.token:
         raise ValueError("taskscope fleet: give server= and token= (or set taskscope.fleet.server and .token)")
+    check_server_url(settings.server)
     try:
         tls_verification(settings.verify)
     except OSError as exc:  # no such file, or no certificate in it
@@ -505,6 +522,11 @@ async def dask_setup(scheduler, fleet_server: str | None, fleet_token: str | Non
         return
     if not settings.server or not settings.token:
         logger.warning("taskscope fleet: no server or token configured; the plugin is not installed")
+        return
+    try:
+        check_server_url(settings.server)
+    except ValueError as exc:
+        logger.warning("%s; the plugin is not installed", exc)
         return
     plugin = FleetPlugin(settings)
     scheduler.add_plugin(plugin, name=PLUGIN_NAME, idempotent=True)

@@ -88,12 +88,22 @@ _ADDED_COLUMNS = (("clusters", "claimed_user", "VARCHAR"), ("clusters", "send_in
 MAX_REJECTED_BYTES = 64 * 1024
 
 #: the fields kept of a parsl.run message's apps and failures (what the pages show)
-_APP_FIELDS = ("app_name", "tasks", "failed", "mean_duration_s")
+_APP_FIELDS = ("app_name", "tasks", "failed", "mean_run_s", "mean_duration_s")
 FAILURE_FIELDS = ("exception_type", "count", "tasks", "message")
 
 
 class AccountError(ValueError):
     """An account, user or token operation that cannot be done (unknown account, empty name...)."""
+
+
+class BatchRefused(ValueError):
+    """A well-formed batch the store cannot take (nothing of it is stored): `status` is the HTTP answer,
+    409 for a cluster of another user, 400 for figures that contradict what is stored (a stop before
+    the start, a worker sample after the stop)."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
 
 
 def hash_token(token: str) -> str:
@@ -268,12 +278,17 @@ class FleetDB:
                          None if body is None else body[:MAX_REJECTED_BYTES]])
 
     def store_batch(self, account: str, token_user: str, batch: dict) -> bool:
-        """Store a validated batch for `account`, committed before this returns; False for a resend."""
+        """Store a validated batch for `account`, committed before this returns; False for a resend.
+
+        `BatchRefused` (nothing stored) for a cluster that another user of the account sent first, or
+        figures that contradict the cluster's (`_check_cluster_figures`).
+        """
         batch = _valid_unicode(batch)
         cluster = batch["cluster"]
         cluster_id = cluster["cluster_id"]
         now = time.time()
         with self._transaction() as con:
+            _check_owner(con, account, cluster_id, token_user)
             stored = con.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING "
                                  "RETURNING batch_id",
                                  [account, batch["batch_id"], cluster_id, token_user, now,
@@ -285,6 +300,7 @@ class FleetDB:
             for message in batch["messages"]:
                 _PROJECTIONS.get(message["kind"], _store_unknown)(writer, account, cluster_id, message)
             writer.flush()
+            _check_cluster_figures(con, account, cluster_id)
         return True
 
 
@@ -338,6 +354,29 @@ def _migrate(con: duckdb.DuckDBPyConnection) -> None:
                     "SELECT arg_min(b.token_user, b.received) FROM batches b WHERE b.account = clusters.account "
                     "AND b.cluster_id = clusters.cluster_id), user_name)")
     con.execute("COMMIT")
+
+
+def _check_owner(con: duckdb.DuckDBPyConnection, account: str, cluster_id: str, token_user: str) -> None:
+    """Refuse (409) a batch for a cluster that another user of the account sent first: a member's token
+    must not rename, re-attribute or add samples to a colleague's cluster."""
+    row = con.execute("SELECT user_name FROM clusters WHERE account = ? AND cluster_id = ?",
+                      [account, cluster_id]).fetchone()
+    if row is not None and row[0] is not None and row[0] != token_user:
+        raise BatchRefused(409, f"cluster {cluster_id} belongs to {row[0]}, not to this token's user {token_user}: "
+                                "a sender picks a new cluster_id for each cluster")
+
+
+def _check_cluster_figures(con: duckdb.DuckDBPyConnection, account: str, cluster_id: str) -> None:
+    """Refuse (400) a batch after which the cluster would stop before it started, or hold a worker
+    sample after its stop: its duration or core time would be negative or counted twice."""
+    started, stopped, late = con.execute(
+        "SELECT c.started, c.stopped, (SELECT max(s.ts) FROM worker_samples s WHERE s.account = c.account "
+        "AND s.cluster_id = c.cluster_id AND s.ts > c.stopped) FROM clusters c "
+        "WHERE c.account = ? AND c.cluster_id = ?", [account, cluster_id]).fetchone()
+    if started is not None and stopped is not None and stopped < started:
+        raise BatchRefused(400, f"the cluster would stop ({stopped}) before it started ({started})")
+    if late is not None:
+        raise BatchRefused(400, f"a workers sample at {late} is after the cluster's stop ({stopped})")
 
 
 def _upsert_cluster(con: duckdb.DuckDBPyConnection, account: str, cluster: dict, token_user: str, now: float) -> None:

@@ -64,7 +64,8 @@ Message kinds (every message has ``kind`` and ``ts``; other fields may be absent
 ``idle``               start, stop (an interval with no task processing; stop null while idle)
 ``profile``            computation_id (optional), start, stop, data (Dask profile tree, bounded)
 ``parsl.run``          (kind "parsl" clusters) run_id, workflow_name, start, stop, tasks, tasks_failed,
-                       apps: [{app_name, tasks, failed, mean_duration_s}], failures: [{exception_type, count}],
+                       apps: [{app_name, tasks, failed, mean_run_s (on a worker, else from launch, to
+                       the end), mean_duration_s (from submit to end)}], failures: [{exception_type, count}],
                        workers, cores, wall_s, core_seconds, cost,
                        compute_s (added by the server side: the tasks' run times summed, like a Dask
                        cluster's task-group compute_s)
@@ -73,6 +74,11 @@ Times (``ts``, ``sent_at``, a cluster's ``started``/``stopped``, the ``start``/`
 their groups, idle intervals, profiles and Parsl runs) are epoch seconds within years 1-9999
 (`EARLIEST_TIME` to `LATEST_TIME`): a batch with a time outside, infinite or NaN is refused (400), as
 is one nesting objects and lists more than `MAX_NESTING` levels deep (the envelope takes three).
+A count, size, duration or price of `NON_NEGATIVE_FIELDS` (and a group's `GROUP_NON_NEGATIVE_FIELDS`)
+that is negative is refused (400), and so is a ``stop`` before its ``start`` in a computation, idle
+interval, profile or Parsl run. The server also refuses a batch after which the cluster would stop
+before it started, or hold a ``workers`` sample after its stop (400), and a batch for a cluster_id
+that another user of the account sent first (409: each cluster belongs to one token's user).
 
 Cost: the server estimates cluster cost as
 ``core_seconds/3600 * price_per_core_hour + gb_seconds/3600 * price_per_gb_hour``, integrating the
@@ -104,6 +110,16 @@ MAX_NESTING = 200
 #: the time fields of each message kind besides ``ts`` (a computation's groups have ``start``/``stop`` too)
 TIME_FIELDS = {"cluster.start": ("started",), "cluster.stop": ("stopped",), "computation": ("start", "stop"),
                "idle": ("start", "stop"), "profile": ("start", "stop"), "parsl.run": ("start", "stop")}
+#: the fields of each message kind that count or price something: a negative number is refused
+NON_NEGATIVE_FIELDS = {
+    "workers": ("n_workers", "n_threads", "memory_used", "memory_total", "tasks_processing", "tasks_ready"),
+    "worker.add": ("nthreads", "memory_limit"),
+    "cluster.start": ("price_per_core_hour", "price_per_gb_hour", "interval"),
+    "parsl.run": ("tasks", "tasks_failed", "workers", "cores", "wall_s", "core_seconds", "compute_s", "cost"),
+}
+GROUP_NON_NEGATIVE_FIELDS = ("n_tasks", "compute_s", "transfer_s", "disk_s", "nbytes")
+#: message kinds whose ``stop`` may not come before their ``start`` (their durations are shown and summed)
+SPANNING_KINDS = frozenset({"computation", "idle", "profile", "parsl.run"})
 TOO_DEEP = f"objects and lists may nest at most {MAX_NESTING} levels deep"
 #: what JSON numbers decode to (bool, a subclass of int, is not one)
 _NUMBER_TYPES = (int, float)
@@ -168,11 +184,29 @@ def _check_message(message: object, position: int) -> None:
         raise ProtocolError(f"messages[{position}] has no numeric ts")
     for field in ("ts", *TIME_FIELDS.get(message["kind"], ())):
         _check_time(message.get(field), "messages[{}].{}", position, field)
+    _check_figures(message, NON_NEGATIVE_FIELDS.get(message["kind"], ()), f"messages[{position}]")
+    if message["kind"] in SPANNING_KINDS:
+        _check_span(message, f"messages[{position}]")
     groups = message.get("groups") if message["kind"] == "computation" else None
     for index, group in enumerate(groups if isinstance(groups, list) else []):
         if isinstance(group, dict):
             _check_time(group.get("start"), "messages[{}].groups[{}].start", position, index)
             _check_time(group.get("stop"), "messages[{}].groups[{}].stop", position, index)
+            _check_figures(group, GROUP_NON_NEGATIVE_FIELDS, f"messages[{position}].groups[{index}]")
+
+
+def _check_figures(record: dict, names: tuple[str, ...], where: str) -> None:
+    # a value that is not a number is left to the store, which keeps it as unknown
+    for name in names:
+        value = record.get(name)
+        if type(value) in _NUMBER_TYPES and value < 0:
+            raise ProtocolError(f"{where}.{name} must not be negative, not {repr(value)[:40]}")
+
+
+def _check_span(message: dict, where: str) -> None:
+    start, stop = message.get("start"), message.get("stop")
+    if type(start) in _NUMBER_TYPES and type(stop) in _NUMBER_TYPES and stop < start:
+        raise ProtocolError(f"{where}.stop ({stop!r}) is before its start ({start!r})")
 
 
 def _check_time(value: object, where: str, *place: object) -> None:

@@ -53,7 +53,8 @@ SELECT m.cluster_id, m.kind, m.name, m.user_name, m.claimed_user, m.host, m.addr
             WHEN m.kind = 'dask' AND $now - m.last_seen
                  > {LOST_AFTER_INTERVALS} * coalesce(m.send_interval, {DEFAULT_SEND_INTERVAL_S}) THEN 'lost'
             ELSE 'running' END AS state,
-       coalesce(m.stopped, m.last_seen) - coalesce(m.started, m.first_seen) AS duration_s,
+       -- a sender clock ahead of the server's (last_seen) must not make a running cluster's duration negative
+       greatest(coalesce(m.stopped, m.last_seen) - coalesce(m.started, m.first_seen), 0) AS duration_s,
        coalesce(u.max_workers, p.workers) AS workers, coalesce(u.max_threads, p.cores) AS threads,
        coalesce(w.computations, 0) AS computations,
        coalesce(g.tasks, p.tasks) AS tasks, coalesce(g.tasks_failed, p.tasks_failed) AS tasks_failed,

@@ -118,6 +118,8 @@ def _known_cluster(request: Request, caller: Caller, cluster_id: str) -> dict:
 class NewToken(BaseModel):
     user: str
     admin: bool = False
+    #: when given it must be the admin token's own account (a token is never made in another)
+    account: Optional[str] = None
 
 
 class TokenToRevoke(BaseModel):
@@ -156,7 +158,11 @@ def json_body(model: type[BaseModel]) -> dict:
 
 @router.post("/tokens", responses=replies(400, 403, ok=TokenMade), openapi_extra=json_body(NewToken))
 def create_token(request: Request, new: NewToken = Depends(admin_body(NewToken)), caller: Caller = Depends(_admin)):
-    """A new token for a user of the caller's account (admin tokens only); shown in this reply only."""
+    """A new token for a user of the caller's account (admin tokens only); shown in this reply only.
+    An `account` other than the caller's is refused (403), never quietly replaced by the caller's."""
+    if new.account is not None and new.account != caller.account:
+        raise HTTPException(403, f"this admin token is of account {caller.account!r}: it cannot create tokens "
+                                 f"in account {new.account!r}")
     try:
         token = request.app.state.db.create_token(caller.account, new.user, admin=new.admin)
     except AccountError as exc:

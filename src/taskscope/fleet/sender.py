@@ -5,8 +5,8 @@ Messages go ``submit()`` -> an in-memory queue -> (background thread) batches of
 -> POSTed to ``{server}/api/v1/ingest`` -> marked sent in the spool on ``200``. A batch the server
 could not take (down, 5xx, timeout, 401) stays in the spool and is resent later, also by a later
 process for the same server and token (it adopts spool files whose owner has exited). A batch the
-server refuses as malformed (400/413) is moved to ``rejected/batches.jsonl`` in the spool folder and
-counted.
+server refuses for good (400 malformed, 409 another user's cluster, 413 too large) is moved to
+``rejected/batches.jsonl`` in the spool folder and counted.
 
 The caller's thread (the scheduler's event loop) only ever does a ``queue.put``: no I/O, no
 exception. The spool is bounded (``max_spool_bytes``); batches beyond it are dropped and counted.
@@ -31,6 +31,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -49,6 +50,9 @@ ENVELOPE_ROOM_BYTES = 16 * 1024
 TRUNCATION_MARK = "... [truncated by taskscope]"
 #: bodies above this are sent gzipped (the server bounds the decompressed size)
 GZIP_ABOVE_BYTES = 64 * 1024
+
+#: answers that refuse a batch for good (malformed, another user's cluster, too large): kept aside, not resent
+SET_ASIDE_STATUSES = (400, 409, 413)
 
 _FLUSH = object()
 
@@ -282,6 +286,28 @@ def tls_verification(verify: bool | str) -> bool | ssl.SSLContext:
     return bool(verify)
 
 
+def check_server_url(server: str) -> str:
+    """`server` if it is an http(s) URL with a host; ValueError saying what is wrong otherwise
+    (a sender given anything else would fail on every send, in a background thread).
+
+    >>> check_server_url("https://fleet.example.org:8443")
+    'https://fleet.example.org:8443'
+    >>> check_server_url("ftp://fleet.example.org")
+    Traceback (most recent call last):
+    ValueError: taskscope fleet: server 'ftp://fleet.example.org' is not an http:// or https:// URL
+    """
+    try:
+        parts = urlsplit(server)
+        parts.port  # noqa: B018 - reading it checks it (a port beyond 65535, or not a number)
+    except ValueError as exc:
+        raise ValueError(f"taskscope fleet: server {server!r} is not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"taskscope fleet: server {server!r} is not an http:// or https:// URL")
+    if not parts.hostname:
+        raise ValueError(f"taskscope fleet: server {server!r} names no host")
+    return server
+
+
 def refused_tls(error: BaseException) -> ssl.SSLError | None:
     """The TLS error behind a failed request (an untrusted certificate, a refused handshake), if any."""
     seen: BaseException | None = error
@@ -305,7 +331,7 @@ class Sender:
     def __init__(self, server: str, token: str, cluster: dict, *, spool_dir: Path | str | None = None,
                  max_spool_bytes: int = DEFAULT_MAX_SPOOL_BYTES, timeout: float = 5.0,
                  retry_max_s: float = RETRY_MAX_S, verify: bool | str = True):
-        self.server = server.rstrip("/")
+        self.server = check_server_url(server).rstrip("/")
         self.cluster = dict(cluster)
         self.stats = SenderStats()
         self._headers = {"Authorization": f"Bearer {token}"}
@@ -334,11 +360,16 @@ class Sender:
         return self._idle.wait(timeout) and self._delivered
 
     def close(self, timeout: float = 5.0) -> bool:
-        """Flush for at most `timeout` seconds, then stop; what is unsent stays in the spool."""
+        """Flush, then stop, within `timeout` seconds in all; what is unsent stays in the spool.
+
+        The thread is given only what is left of `timeout` to finish: one stuck in a send (a server
+        that accepts but never answers) is left behind, as a daemon, with the batch spooled.
+        """
+        deadline = time.monotonic() + timeout
         delivered = self.flush(timeout)
         self._stopping.set()
         self._queue.put(_FLUSH)
-        self._thread.join(timeout=max(timeout, 1.0))
+        self._thread.join(timeout=max(deadline - time.monotonic(), 0.0))
         return delivered
 
     def _run(self) -> None:
@@ -410,7 +441,7 @@ class Sender:
                 self._spool.mark_sent(batch["batch_id"])
                 self.stats.batches_sent += 1
                 self.stats.messages_sent += len(batch["messages"])
-            elif response.status_code in (400, 413):
+            elif response.status_code in SET_ASIDE_STATUSES:
                 self._spool.set_aside(batch, f"{response.status_code}: {response.text[:500]}")
                 self.stats.batches_rejected += 1
             else:

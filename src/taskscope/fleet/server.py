@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from taskscope.fleet import pages, routes
 from taskscope.fleet.auth import Caller, NotAuthenticated, api_caller
-from taskscope.fleet.db import FleetDB
+from taskscope.fleet.db import BatchRefused, FleetDB
 from taskscope.fleet.security import FailedLogins
 from taskscope.web.security import SecurityHeaders
 from taskscope.fleet.protocol import INGEST_PATH, MAX_BATCH_BYTES, TOO_DEEP, ProtocolError, validate_batch
@@ -118,11 +118,12 @@ def create_app(db: FleetDB, currency: str = DEFAULT_CURRENCY) -> FastAPI:
     def http_error(request: Request, exc: HTTPException):
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
 
-    @app.post(INGEST_PATH, responses=routes.replies(400, 413, ok=Accepted), openapi_extra=BATCH_BODY)
+    @app.post(INGEST_PATH, responses=routes.replies(400, 409, 413, ok=Accepted), openapi_extra=BATCH_BODY)
     async def ingest(request: Request, caller: Caller = Depends(api_caller)):
         """Store one batch (idempotent by batch_id); 200 only once it is committed.
 
-        A refused body (400, 413) is counted and kept aside for the account (`/api/v1/rejected`).
+        A refused body (400, 409 for another user's cluster, 413) is counted and kept aside for the
+        account (`/api/v1/rejected`).
         """
         try:
             batch = await read_batch(request)
@@ -132,16 +133,23 @@ def create_app(db: FleetDB, currency: str = DEFAULT_CURRENCY) -> FastAPI:
             return JSONResponse({"error": rejected.reason}, status_code=rejected.status)
         try:
             stored = await run_in_threadpool(db.store_batch, caller.account, caller.user, batch)
+        except BatchRefused as refused:  # another user's cluster (409), figures contradicting the stored (400)
+            return await _keep_aside(db, caller, batch, refused.status, refused.reason)
         # a value the store cannot hold: the body's fault, not the server's
         except (duckdb.ConversionException, duckdb.InvalidInputException) as exc:
             reason = f"a value could not be stored: {str(exc).splitlines()[0][:300]}"
-            body = json.dumps(batch).encode()
-            await run_in_threadpool(db.store_rejected, caller.account, caller.user, 400, reason, len(body), body)
-            return JSONResponse({"error": reason}, status_code=400)
+            return await _keep_aside(db, caller, batch, 400, reason)
         return {"accepted": len(batch["messages"]), "batch_id": batch["batch_id"], "duplicate": not stored}
 
     _add_routes(app)
     return app
+
+
+async def _keep_aside(db: FleetDB, caller: Caller, batch: dict, status: int, reason: str) -> JSONResponse:
+    """Refuse a decoded batch with `status`, keeping it aside for the caller's account."""
+    body = json.dumps(batch).encode()
+    await run_in_threadpool(db.store_rejected, caller.account, caller.user, status, reason, len(body), body)
+    return JSONResponse({"error": reason}, status_code=status)
 
 
 def _add_routes(app: FastAPI) -> None:

@@ -16,8 +16,19 @@ import pandas as pd
 
 from taskscope.time_bounds import epoch_since
 
-# Field checks: a JSON value's type, and text that must be a version.
-_INTEGER = "json_type({0}) IN ('UBIGINT', 'BIGINT')"
+# Field checks: a JSON value's type, and text that must be a version. An integer written out
+# (no fraction, no exponent) beyond BIGINT is "out of range", not "not an integer" (DuckDB types it DOUBLE).
+_INTEGER = "(json_type({0}) IN ('UBIGINT', 'BIGINT') AND TRY_CAST({0}->>'$' AS BIGINT) IS NOT NULL)"
+_INTEGER_TEXT = "regexp_full_match({0}::VARCHAR, '-?[0-9]+')"
+
+
+def _count_check(value: str) -> str:
+    """The SQL saying why the JSON count `value` is invalid (NULL when it is fine or absent)."""
+    return (f"CASE WHEN {value} IS NULL THEN NULL "
+            f"WHEN NOT {_INTEGER.format(value)} AND {_INTEGER_TEXT.format(value)} THEN 'out of range' "
+            f"WHEN NOT {_INTEGER.format(value)} THEN 'not an integer' "
+            f"WHEN ({value}->>'$')::HUGEINT < 0 THEN 'negative' END")
+
 _NUMBER = "(json_type({0}) IN ('UBIGINT', 'BIGINT', 'DOUBLE') AND isfinite(TRY_CAST({0}->>'$' AS DOUBLE)))"
 #: what a product version must look like (PEP 440-like: 1.3.0-dev, 2025.06.02, 0.9.0rc1)
 VERSION_PATTERN = r"\d+(\.\d+)+([.+-]?[0-9A-Za-z][0-9A-Za-z.+-]*)?"
@@ -27,6 +38,8 @@ PYTHON_PATTERN = r"\d\.\d{1,2}(\.\d{1,3})?[0-9A-Za-z.+]*"
 TIME_TOLERANCE_SECONDS = 86400
 #: no Parsl run predates this (2016-01-01, before Parsl's first release): earlier times are flagged
 PARSL_BORN = 1451606400.0
+#: an execution_time may exceed its run's end - start by this much (both are whole seconds in Parsl)
+EXECUTION_TOLERANCE_SECONDS = 60
 
 # One row per run (correlator), every field checked against the protocol: a value that breaks
 # it is NULL in the row and named in `invalid` (a list of {field, reason}), so it is counted
@@ -88,8 +101,10 @@ WITH messages AS (
     SELECT *,
         CASE WHEN has_start AND level_j IS NULL THEN 'missing'
              WHEN level_j IS NULL THEN NULL
-             WHEN NOT """ + _INTEGER.format("level_j") + r""" THEN 'not an integer'
-             WHEN (level_j->>'$')::HUGEINT NOT BETWEEN 1 AND 3 THEN 'not 1, 2 or 3' END AS level_bad,
+             WHEN """ + _INTEGER_TEXT.format("level_j") + r""" AND TRY_CAST(level_j->>'$' AS HUGEINT) BETWEEN 1 AND 3
+                  THEN NULL
+             WHEN """ + _INTEGER_TEXT.format("level_j") + r""" THEN 'not 1, 2 or 3'
+             WHEN NOT """ + _INTEGER.format("level_j") + r""" THEN 'not an integer' END AS level_bad,
         CASE WHEN version_j IS NULL THEN NULL WHEN json_type(version_j) <> 'VARCHAR' THEN 'not a string'
              WHEN NOT regexp_full_match(version_j->>'$', '""" + VERSION_PATTERN + r"""') THEN 'not a version'
              WHEN product = 'parsl' AND regexp_matches(version_j->>'$', '^\d{4}\.') AND version_released IS NULL
@@ -100,10 +115,8 @@ WITH messages AS (
         CASE WHEN project_j IS NOT NULL AND json_type(project_j) <> 'VARCHAR' THEN 'not a string' END AS project_bad,
         CASE WHEN time_j IS NULL THEN NULL WHEN NOT """ + _NUMBER.format("time_j") + r""" THEN 'not a number'
              WHEN (time_j->>'$')::DOUBLE < 0 THEN 'negative' END AS time_bad,
-        CASE WHEN tasks_j IS NULL THEN NULL WHEN NOT """ + _INTEGER.format("tasks_j") + r""" THEN 'not an integer'
-             WHEN (tasks_j->>'$')::HUGEINT < 0 THEN 'negative' END AS tasks_bad,
-        CASE WHEN fails_j IS NULL THEN NULL WHEN NOT """ + _INTEGER.format("fails_j") + r""" THEN 'not an integer'
-             WHEN (fails_j->>'$')::HUGEINT < 0 THEN 'negative' END AS fails_bad,
+        """ + _count_check("tasks_j") + r""" AS tasks_bad,
+        """ + _count_check("fails_j") + r""" AS fails_bad,
         CASE WHEN duplicated THEN 'duplicate key' END AS keys_bad
     FROM released
 ), timed AS (
@@ -115,11 +128,23 @@ WITH messages AS (
                   THEN 'before its version was released' END AS {name},"""
     for j, arrived, name in [("start_j", "start_arrived", "start_bad"), ("end_j", "end_arrived", "end_bad")]) + r"""
     FROM checked
+), spanned AS (
+    SELECT * REPLACE (coalesce(time_bad, CASE
+        -- a run lasts at most from its start to its end, and never longer than its product has existed
+        WHEN time_j IS NULL THEN NULL
+        WHEN start_bad IS NULL AND end_bad IS NULL AND start_j IS NOT NULL AND end_j IS NOT NULL
+             AND (time_j->>'$')::DOUBLE > (end_j->>'$')::DOUBLE - (start_j->>'$')::DOUBLE
+                                          + """ + str(EXECUTION_TOLERANCE_SECONDS) + r"""
+             THEN 'longer than from start to end'
+        WHEN (time_j->>'$')::DOUBLE > coalesce(end_arrived, start_arrived) - coalesce(product_born, $parsl_born)
+                                      + $tolerance
+             THEN 'longer than the product has existed' END) AS time_bad)
+    FROM timed
 ), kept AS (
     SELECT *,
         CASE WHEN start_bad IS NULL THEN (start_j->>'$')::DOUBLE END AS sent_start,
         CASE WHEN end_bad IS NULL THEN (end_j->>'$')::DOUBLE END AS sent_end
-    FROM timed
+    FROM spanned
 )
 SELECT correlator, coalesce(sent_start, sent_end, start_arrived, end_arrived) AS ts,
     CASE WHEN sent_start IS NOT NULL THEN 'start' WHEN sent_end IS NOT NULL THEN 'end' ELSE 'arrival' END AS dated_by,
