@@ -133,3 +133,65 @@ def test_a_damaged_archive_is_reported_and_the_rest_read(tmp_path):
         assert "unknown format" in store.sql("SELECT note FROM ingested_files WHERE file = 'cut.tar.gz'").note[0]
         kept = store.sql("SELECT count(*) AS n FROM events WHERE file = '000/cut.log.gz'").n[0]
         assert 0 < kept < parsl_log.count(b"\n")
+
+
+@pytest.mark.parametrize("packing", ["tar", "tar.gz"])
+def test_a_truncated_tar_gives_the_files_before_the_cut(tmp_path, packing):
+    """A tarball cut short (a download that stopped): its files before the cut are read whole,
+    the file the cut went through up to the cut, and the archive's note says it is damaged."""
+    run = corpus_path("parsl-2025-textlog")
+    whole = tmp_path / "whole.tar"
+    with tarfile.open(whole, "w") as packed:
+        for path in sorted(p for p in run.rglob("*") if p.is_file()):
+            packed.add(path, arcname=str(path.relative_to(run)))
+    content = whole.read_bytes()
+    with tarfile.open(whole) as packed:
+        members = [m for m in packed.getmembers() if m.isreg()]
+    cut_in = max(members, key=lambda m: m.size)  # cut through the biggest file (parsl.log), a third in
+    cut_at = cut_in.offset_data + cut_in.size // 3
+    archive = tmp_path / f"cut.{packing}"
+    archive.write_bytes(content[:cut_at] if packing == "tar" else gzip.compress(content)[: len(gzip.compress(content[:cut_at]))])
+    before = {m.name for m in members if m.offset_data + m.size <= cut_at and m.offset_data < cut_in.offset_data}
+    assert len(before) >= 3
+    from_folder = events_of(run)
+    with taskscope.open(":memory:") as store:
+        report = store.ingest(archive)
+        events = store.sql(f"SELECT file, {COMPARED} FROM events ORDER BY file, line")
+        notes = " | ".join(report.notes)
+    events["file"] = events.file.str.slice(len(f"{archive.name}!"))
+    assert f"{archive.name}: archive of" in notes and "damaged" in notes
+    own = ["file", "line", "ts", "level", "logger", "message", "attrs"]  # the rest is related across files
+    for name in before:  # every file before the cut, whole
+        expected = from_folder.loc[from_folder.file == name, own].reset_index(drop=True)
+        got = events.loc[events.file == name, own].reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    cut_lines = events[events.file == cut_in.name]
+    kept = (run / cut_in.name).read_bytes()[: cut_at - cut_in.offset_data]
+    assert 0 < len(cut_lines) and cut_lines.line.max() <= kept.count(b"\n") + 1
+    assert cut_lines.line.max() >= kept.count(b"\n") - 50  # gzip holds back at most a block
+
+
+def test_links_in_a_tar_are_read_as_their_files_and_others_listed(tmp_path):
+    """GNU tar stores a file's second hard link as a link entry: both names are read. A link to
+    something outside the archive, or a device, is listed with a note, not dropped unsaid."""
+    log = corpus_path("parsl-2025-textlog") / "000" / "htex_old" / "interchange.log"
+    folder = tmp_path / "hl"
+    (folder / "run1").mkdir(parents=True)
+    (folder / "run2").mkdir()
+    shutil.copy(log, folder / "run1" / "interchange.log")
+    os.link(folder / "run1" / "interchange.log", folder / "run2" / "interchange.log")
+    (folder / "run2" / "outside.log").symlink_to("/etc/hostname")
+    archive = tmp_path / "hl.tar.gz"
+    with tarfile.open(archive, "w:gz") as packed:
+        packed.add(folder, arcname="hl")
+    with tarfile.open(archive) as packed:
+        assert packed.getmember("hl/run2/interchange.log").islnk()  # as tar stores it
+    with taskscope.open(":memory:") as store:
+        report = store.ingest(archive)
+        counts = dict(store.sql("SELECT file, count(*) AS n FROM events GROUP BY file").values)
+        notes = dict(store.sql("SELECT file, note FROM ingested_files WHERE source IS NULL").values)
+    lines = log.read_bytes().count(b"\n")
+    assert counts == {"hl.tar.gz!hl/run1/interchange.log": lines, "hl.tar.gz!hl/run2/interchange.log": lines}
+    assert "which is not in the archive" in notes["hl.tar.gz!hl/run2/outside.log"]
+    assert any("outside.log" in note for note in report.notes)
+    assert report.files_skipped == 1  # the link: the archive itself is no file skipped, its files were read

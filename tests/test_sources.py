@@ -319,3 +319,18 @@ def test_a_copytruncate_gap_is_skipped_and_the_replaced_events_are_said(tmp_path
     assert messages == [f"INFO app: after {n}" for n in range(10)] and report.bad_lines == 0
     note = " ".join(report.notes)
     assert "its 30 earlier events replaced" in note and f"skipped the {size + 100:,} NUL bytes" in note
+
+
+def test_utf16_text_is_named_and_verbose_lists_every_file_left(tmp_path):
+    """A UTF-16 log (PowerShell's `>`) is said to be UTF-16, also when named `.jsonl` (it was
+    'a partial line', again at every ingest); `--verbose` lists the files left quietly too."""
+    (tmp_path / "ray.log").write_bytes(RAY_LOG.encode("utf-16"))
+    (tmp_path / "events.jsonl").write_bytes('{"ts": 1796090400, "message": "a"}\n'.encode("utf-16-le"))
+    (tmp_path / "workflow.py").write_text("import parsl\n")
+    (tmp_path / "empty.log").write_text("")
+    done = run_cli("ingest", str(tmp_path), "--store", str(tmp_path / "s.duckdb"), "--verbose")
+    assert done.returncode == 0, done.stderr
+    utf16 = "unknown format (UTF-16 text: taskscope reads UTF-8; convert it with iconv -f UTF-16 -t UTF-8)"
+    assert f"note: ray.log: {utf16}" in done.stderr and f"note: events.jsonl: {utf16}" in done.stderr
+    assert "skipped: workflow.py: unknown format" in done.stderr and "skipped: empty.log: empty" in done.stderr
+    assert "partial line" not in done.stderr

@@ -145,6 +145,8 @@ def _print_ingest_report(report: IngestReport, fmt: OutputFormat, verbose: bool 
     if verbose:
         for note in report.notes:
             err_console.print(f"note: {note}", highlight=False)
+        for note in report.skipped_notes:
+            err_console.print(f"skipped: {note}", highlight=False)
 
 
 def ingest_counts(report: IngestReport) -> dict[str, int | bool]:

@@ -23,7 +23,7 @@ import duckdb
 
 from taskscope._sql import registered, scalar
 from taskscope.ingest.archives import READ_ERRORS, as_local_file, change_marker, leading_nul_bytes
-from taskscope.ingest.discover import InputFile, KnownSource, discover, recognised_again
+from taskscope.ingest.discover import ARCHIVE_NOTE, InputFile, KnownSource, discover, recognised_again
 from taskscope.ingest.lines import bad_lines_sql, file_size, read_new_lines, usable_lines_sql
 from taskscope.ingest.staging import STAGED, create_staging
 from taskscope.relations import Relation
@@ -58,6 +58,8 @@ class IngestReport:
     partial_lines: int = 0
     values_in_attrs: int = 0  # values that did not fit their typed column, kept in attrs
     notes: list[str] = field(default_factory=list)
+    #: why each file not read was left quietly (a script, a CSV, an empty log): `--verbose` lists them
+    skipped_notes: list[str] = field(default_factory=list)
     relate: RelateReport | None = None
     #: rules and relations given to this ingest were applied again to every stored event
     reapplied: bool = False
@@ -495,9 +497,9 @@ def _skip(con, item: InputFile, seen: _KnownFile, size: int, report: IngestRepor
         report.files_unreadable += 1
         report.notes.append(f"{item.rel}: {note}")
     else:
-        report.files_skipped += 1
-        if item.unexpected:
-            report.notes.append(f"{item.rel}: {note}")
+        if not (note or "").startswith(ARCHIVE_NOTE):  # an archive is not skipped: its files are read
+            report.files_skipped += 1
+        (report.notes if item.unexpected else report.skipped_notes).append(f"{item.rel}: {note}")
     size = item.marker if item.packed else size
     if (size, note) != (seen.size, seen.note):
         con.execute("UPDATE ingested_files SET size = ?, note = ? WHERE file_id = ?", [size, note, seen.file_id])

@@ -94,6 +94,10 @@ class Archive:
     def __init__(self, path: str, packing: str):
         self.path = path
         self._spool: BinaryIO | None = None
+        #: what stopped the reading of a damaged archive (the members before it are read)
+        self.damage: str | None = None
+        #: (name, why) of the members that are no regular file and are not read
+        self.skipped: list[tuple[str, str]] = []
         if packing == "zip":
             self._zip: zipfile.ZipFile | None = zipfile.ZipFile(path)
             self._tar: tarfile.TarFile | None = None
@@ -102,13 +106,35 @@ class Archive:
         self._zip = None
         if packing == "tar.gz":
             self._spool = tempfile.TemporaryFile(prefix="taskscope-archive-")
-            with gzip.open(path, "rb") as packed:
-                shutil.copyfileobj(packed, self._spool, 1 << 20)
+            self.damage = _gunzip_until_damage(path, self._spool)
             self._spool.seek(0)
             self._tar = tarfile.open(fileobj=self._spool, mode="r:")
         else:
             self._tar = tarfile.open(path, mode="r:")
-        self._infos = {_clean(info.name): info for info in self._tar.getmembers() if info.isreg()}
+        self._infos = self._tar_members()
+        self._tar_bytes = os.fstat(self._spool.fileno()).st_size if self._spool else os.path.getsize(path)
+
+    def _tar_members(self) -> dict:
+        """The tar's members that have content: regular files, and links to one inside it (a
+        hard link, as GNU tar stores a file's second name). Those read before any damage."""
+        assert self._tar is not None
+        infos: dict = {}
+        try:
+            for info in self._tar:
+                name = _clean(info.name)
+                if info.isreg():
+                    infos[name] = info
+                elif info.islnk() or info.issym():
+                    try:
+                        self._tar._find_link_target(info)  # noqa: SLF001 - what extractfile will follow
+                        infos[name] = info
+                    except KeyError:
+                        self.skipped.append((name, f"a link to {info.linkname}, which is not in the archive: not read"))
+                elif not info.isdir():
+                    self.skipped.append((name, "not a regular file (a device or a pipe): not read"))
+        except tarfile.TarError as exc:  # a truncated tar: its members before the damage are whole
+            self.damage = self.damage or str(exc)
+        return infos
 
     def __enter__(self) -> Archive:
         return self
@@ -135,14 +161,65 @@ class Archive:
         if self._zip is not None:
             return self._zip.open(self._infos[name])  # type: ignore[return-value]
         assert self._tar is not None
-        handle = self._tar.extractfile(self._infos[name])
+        info = self._infos[name]
+        if info.isreg() and not info.sparse and info.offset_data + info.size > self._tar_bytes:
+            # the member a truncated archive cut: what it holds up to the cut (tarfile refuses it whole)
+            return self._cut_member(info)
+        handle = self._tar.extractfile(info)
         assert handle is not None  # a regular file always has content
         return handle  # type: ignore[return-value]
+
+    def _cut_member(self, info: tarfile.TarInfo) -> BinaryIO:
+        raw = os.fdopen(os.dup(self._spool.fileno()), "rb") if self._spool else open(self.path, "rb")
+        raw.seek(info.offset_data)
+        return io.BufferedReader(_Prefix(raw, self._tar_bytes - info.offset_data))  # type: ignore[return-value]
 
     def close(self) -> None:
         for handle in (self._zip, self._tar, self._spool):
             if handle is not None:
                 handle.close()
+
+
+def _gunzip_until_damage(path: str, spool: BinaryIO) -> str | None:
+    """Decompress the gzip file at `path` into `spool`; what stopped it early (a truncated or
+    corrupt .tar.gz), if anything, as text. Everything before the damage is written: zlib,
+    unlike `gzip.GzipFile.read`, gives what it decompressed before an error."""
+    decompressor, fed = zlib.decompressobj(wbits=31), False
+    with open(path, "rb") as packed:
+        while piece := packed.read(1 << 20):
+            while piece:
+                fed = True
+                try:
+                    spool.write(decompressor.decompress(piece))
+                except zlib.error as exc:
+                    return f"corrupt compressed data: {exc}"
+                piece = b""
+                if decompressor.eof:  # gzip members may follow one another; zeros may pad the end
+                    piece = decompressor.unused_data.lstrip(b"\0")
+                    decompressor, fed = zlib.decompressobj(wbits=31), False
+    return "the compressed data ends early (truncated)" if fed else None
+
+
+class _Prefix(io.RawIOBase):
+    """The first `length` bytes of an open binary file, from where it stands."""
+
+    def __init__(self, raw: BinaryIO, length: int):
+        self._raw, self._left = raw, length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self._left <= 0:
+            return 0
+        data = self._raw.read(min(len(buffer), self._left))
+        buffer[: len(data)] = data
+        self._left -= len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 def _clean(name: str) -> str:

@@ -244,7 +244,13 @@ class _Finder:
                 yield child
                 continue
             yield _sniffed(child, head)
-        item.marker, item.note = marker, f"{ARCHIVE_NOTE} of {len(members)} files, read as {item.rel}{MEMBER_SEPARATOR}<file>"
+        for name, why in archive.skipped:
+            yield InputFile(path=f"{item.path}{MEMBER_SEPARATOR}{name}", rel=f"{item.rel}{MEMBER_SEPARATOR}{name}",
+                            source=None, marker=marker, note=why, unexpected=True)
+        damage = f"; damaged ({archive.damage}): the files before the damage are read" if archive.damage else ""
+        item.marker = marker
+        item.note = f"{ARCHIVE_NOTE} of {len(members)} files, read as {item.rel}{MEMBER_SEPARATOR}<file>{damage}"
+        item.unexpected = bool(damage)
         yield item
 
 
@@ -283,6 +289,8 @@ def _sniffed(item: InputFile, head: bytes | None) -> InputFile:
         return _recognised(item, source, None)
     if not head:
         note = "empty"
+    elif sample.is_utf16:
+        note = "unknown format (UTF-16 text: taskscope reads UTF-8; convert it with iconv -f UTF-16 -t UTF-8)"
     elif not sample.lines:
         note = "unknown format (binary)" if b"\x00" in head + sample.head else "unknown format (no complete line yet)"
     else:

@@ -108,6 +108,20 @@ class Sample:
         """True when its start has at least one complete line and no NUL byte."""
         return bool(self.lines) and b"\x00" not in self.head
 
+    @property
+    def is_utf16(self) -> bool:
+        """True for text in UTF-16 (a byte-order mark, or a NUL byte beside each ASCII one), which
+        taskscope does not read: a Windows program's log, PowerShell's `>` redirection.
+
+        >>> Sample("app.log", "2026-01-02 start\\n".encode("utf-16")).is_utf16
+        True
+        """
+        head = self.head[:512]
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+            return True
+        pairs = len(head) // 2
+        return pairs >= 8 and max(head[0::2].count(0), head[1::2].count(0)) >= pairs * 0.9
+
 
 def share_matching(lines: list[str], pattern: re.Pattern[str]) -> float:
     """The share of `lines` that `pattern` matches at their start (0.0 for no lines).

@@ -90,7 +90,7 @@ def is_json_lines(sample: Sample) -> bool:
     True
     """
     if sample.name.endswith((".jsonl", ".ndjson")):
-        return True
+        return not sample.is_utf16  # told apart, so that the user is told why it is not read
     if not sample.is_text:
         return False
     objects = sum(1 for line in sample.lines if _is_json_object(line))
