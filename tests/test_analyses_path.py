@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import taskscope
-from taskscope.analyses.bottlenecks import STAGES, bottlenecks
+from taskscope.analyses.bottlenecks import HANDED_ON, STAGES, bottlenecks
 from taskscope.analyses.common_path import NOISE_EVENTS, common_path
 from taskscope.analyses.compare import compare
 from conftest import corpus_path, invoke, make_real_run, parsl_env
@@ -197,7 +197,7 @@ def test_bottlenecks_rank_waits_and_measure_idle_workers(perf_store):
     found = bottlenecks(perf_store)
     steps = found.steps
     assert steps["wait_total_s"].is_monotonic_decreasing and list(steps["rank"]) == list(range(1, len(steps) + 1))
-    assert set(steps["stage"]) <= set(STAGES.values())
+    assert set(steps["stage"]) <= set(STAGES.values()) | set(HANDED_ON.values())
     assert found.slowest_stage == found.stages.stage.iloc[0]
     assert found.stages.wait_total_s.sum() == pytest.approx(steps.wait_total_s.sum())
 
@@ -334,7 +334,7 @@ def test_cli_commands_with_json_and_plots(two_run_store, perf_run, tmp_path, suf
                   "--plot", str(tmp_path / f"waits{suffix}"))
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
-    assert document["run_id"] == perf_id and document["slowest_stage"] in STAGES.values()
+    assert document["run_id"] == perf_id and document["slowest_stage"] in {*STAGES.values(), *HANDED_ON.values()}
     assert document["steps"][0]["rank"] == 1 and document["workers"][0]["slots"] == 2
     assert (tmp_path / f"waits{suffix}").stat().st_size > 1000
 
@@ -358,3 +358,22 @@ def test_cli_table_output_and_errors(two_run_store):
     assert done.returncode == 2 and "error:" in done.stderr
     for command in ("common-path", "bottlenecks", "compare"):
         assert "Example: taskscope " + command in invoke(command, "--help").stdout
+
+
+def test_min_change_judges_rows_but_never_changes_them(tmp_path):
+    store = str(tmp_path / "two.duckdb")
+    for name in ("parsl-htex-jsonlog", "parsl-mixed-textlog"):
+        assert invoke("ingest", str(corpus_path(name)), "--store", store).returncode == 0
+    frames = {}
+    for min_change in ("0", "0.0001", "0.001", "1"):
+        done = invoke("compare", "f8b4", "eb1d", "--min-change", min_change, "--store", store, "--format", "json")
+        assert done.returncode == 0, done.stderr
+        frames[min_change] = pd.DataFrame(json.loads(done.stdout))
+    steps = {key: frame.step.tolist() for key, frame in frames.items()}
+    assert len({tuple(rows) for rows in steps.values()}) == 1, steps
+    significant = {key: int(frame.significant.sum()) for key, frame in frames.items()}
+    assert significant["0"] >= significant["0.001"] >= significant["1"], significant
+    negative = invoke("compare", "f8b4", "eb1d", "--min-change", "-0.001", "--store", store)
+    assert negative.returncode == 2 and "--min-change" in negative.stderr and "Traceback" not in negative.stderr
+    with taskscope.open(store, read_only=True) as opened, pytest.raises(ValueError, match="at least 0"):
+        compare(opened, "f8b4", "eb1d", min_change_s=-1)

@@ -15,7 +15,7 @@ import pytest
 
 import taskscope
 from conftest import CORPUS_RUNS, corpus_path, invoke, make_real_run
-from taskscope.analyses.between import STANDARD_QUEUES, between, standard_queues
+from taskscope.analyses.between import STANDARD_QUEUES, WHY_MISSING, between, standard_queues
 from taskscope.analyses.latency import latency, latency_histogram, latency_stats
 from taskscope.analyses.selectors import SelectorError, parse_selector
 from taskscope.analyses.series import FieldError, series
@@ -424,7 +424,8 @@ def test_cli_json_output_and_plots(tmp_path):
     assert html.lower().startswith("<!doctype html>") and "Plotly.newPlot" in html
 
     done = invoke("queues", *common)
-    assert {row["queue"] for row in json.loads(done.stdout)} == set(STANDARD_QUEUES)
+    parsed = json.loads(done.stdout)
+    assert {row["queue"] for row in parsed["queues"]} == set(STANDARD_QUEUES) and parsed["missing"] == {}
 
     done = invoke("latency", "task.launched", "htex.worker.received", *common, "--by", "app_name",
                   "--plot", str(tmp_path / "latency.png"))
@@ -476,3 +477,67 @@ def test_cli_tables_and_errors(tmp_path):
         done = invoke(*args, "--store", store)
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         assert done.stderr.startswith("error:") and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_series_by_a_name_of_its_own_columns_gets_a_by_column(tmp_path):
+    store = str(tmp_path / "run.duckdb")
+    assert invoke("ingest", str(corpus_path("parsl-htex-jsonlog")), "--store", store).returncode == 0
+    field = "psutil_process_memory_resident"
+    with opened(Path(store)) as opened_store:
+        plain = series(opened_store, field)
+    for by in ("run_id", "event", "ts"):
+        for fmt in ("table", "csv", "json"):
+            done = invoke("series", field, "--by", by, "--store", store, "--format", fmt)
+            assert done.returncode == 0 and "Traceback" not in done.stderr, (by, fmt, done.stderr)
+        rows = pd.DataFrame(json.loads(invoke("series", field, "--by", by, "--store", store, "--format", "json").stdout))
+        assert list(rows.columns) == ["run_id", "ts", f"by_{by}", "event", "value"]
+        assert rows[f"by_{by}"].tolist() == plain[by].tolist() and rows.value.tolist() == plain.value.tolist()
+        header = invoke("series", field, "--by", by, "--store", store, "--format", "csv").stdout.splitlines()[0]
+        assert header == f"run_id,ts,by_{by},event,value"
+
+
+def test_a_by_field_no_event_has_is_refused(tmp_path):
+    store = str(tmp_path / "run.duckdb")
+    assert invoke("ingest", str(corpus_path("parsl-htex-jsonlog")), "--store", store).returncode == 0
+    for by in ("tsk_id", "value"):
+        done = invoke("series", "worker_count", "--by", by, "--store", store)
+        assert done.returncode == 2, (by, done.stdout)
+        assert done.stderr.startswith(f"error: no event has a field '{by}' to group by"), done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "did you mean task_id" in invoke("series", "worker_count", "--by", "tsk_id", "--store", store).stderr
+    # a column, or a key some events' attrs have, is a group even where the value's events lack it
+    with opened(Path(store)) as opened_store:
+        for by in ("task_id", "psutil_process_memory_resident"):
+            grouped = series(opened_store, "worker_count", group_by=by)
+            assert grouped[by].isna().all() and len(grouped) == len(series(opened_store, "worker_count"))
+
+
+def test_latency_by_run_id_is_per_run(tmp_path):
+    store = str(tmp_path / "runs.duckdb")
+    for name in CORPUS_RUNS:
+        assert invoke("ingest", str(corpus_path(name)), "--store", store).returncode == 0
+    for fmt in ("table", "json"):
+        done = invoke("latency", "task.launched", "htex.worker.received", "--by", "run_id", "--store", store,
+                      "--format", fmt)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    stats = pd.DataFrame(json.loads(done.stdout)["stats"])
+    with opened(Path(store)) as opened_store:
+        per_run = latency(opened_store, "task.launched", "htex.worker.received")
+    assert list(stats.columns[:2]) == ["run_id", "count"] and len(stats) == 3
+    assert stats.set_index("run_id")["count"].to_dict() == per_run.dropna().groupby("run_id").size().to_dict()
+
+
+def test_queues_say_which_queue_is_left_out_and_why(tmp_path):
+    store = str(tmp_path / "run.duckdb")
+    # the mixed run logs at Parsl's default levels: the interchange logs no line per task
+    assert invoke("ingest", str(corpus_path("parsl-mixed-textlog")), "--store", store).returncode == 0
+    table = invoke("queues", "--store", store)
+    assert table.returncode == 0, table.stderr
+    note = [line for line in table.stderr.splitlines() if line.startswith("note:")]
+    assert note == ["note: 'queued in interchange' left out: no htex.interchange.queued nor htex.interchange.sent "
+                    "events: " + WHY_MISSING["queued in interchange"]], table.stderr
+    csv = invoke("queues", "--store", store, "--format", "csv")
+    assert csv.stderr == table.stderr.split("peak:")[0] and csv.stdout.startswith("run_id,queue,ts,count")
+    parsed = json.loads(invoke("queues", "--store", store, "--format", "json").stdout)
+    assert set(parsed["missing"]) == {"queued in interchange"}
+    assert {row["queue"] for row in parsed["queues"]} == {"waiting in DFK", "running on worker"}

@@ -14,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from urllib.parse import quote
 
+import duckdb
 import pytest
 
 import taskscope
@@ -510,3 +511,29 @@ def test_export_replaces_a_file_whole(store_file, tmp_path):
         load_trace(tmp_path / "t.json")
     finally:
         store.close()
+
+
+def test_an_existing_folder_given_as_a_file_is_named_a_folder_first(store_file, tmp_path):
+    folder = tmp_path / "pq"
+    folder.mkdir()
+    for fmt in ("perfetto", "otlp"):
+        for extra in ([], ["--overwrite"]):
+            done = invoke("export", "-f", fmt, "-o", str(folder), *extra, "-s", store_file)
+            assert done.returncode == 2, done.stdout
+            assert done.stderr == f"error: {folder} is a folder: give a file name\n", (fmt, extra, done.stderr)
+
+
+def test_parquet_of_an_empty_store_reads_back_as_an_empty_table_with_every_column(tmp_path):
+    empty = tmp_path / "empty.duckdb"
+    taskscope.open(str(empty)).close()
+    done = invoke("export", "-f", "parquet", "-o", str(tmp_path / "pq"), "-s", str(empty))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"wrote parquet to {tmp_path / 'pq'}: 0 events of 0 runs"), done.stdout
+    con = duckdb.connect()
+    for table, store_table in (("events", "events"), ("event_task_links", "event_task_links")):
+        read = con.execute(f"SELECT * FROM read_parquet('{tmp_path / 'pq' / table}/**/*.parquet', "
+                           "hive_partitioning = true)")
+        assert read.fetchall() == [], table
+        with taskscope.open(str(empty), read_only=True) as store:
+            expected = store.con.execute(f"SELECT * FROM {store_table} LIMIT 0").description
+        assert [c[0] for c in read.description] == [c[0] for c in expected], table

@@ -26,6 +26,7 @@ import taskscope
 from taskscope.analyses.bottlenecks import bottlenecks
 from taskscope.analyses.common_path import common_path
 from taskscope.analyses.compare import compare
+from taskscope.analyses.latency import latency
 from taskscope.analyses.resources import capacity, infrastructure, per_task
 from taskscope.analyses.summary import summary
 from taskscope.analyses.tasks import tasks
@@ -35,11 +36,16 @@ from taskscope.web.server import BackgroundServer, listen_tcp
 WORKFLOW = Path(__file__).parent / "truth_workflow.py"
 
 
-def make_truth_run(base: Path) -> None:
-    done = subprocess.run([sys.executable, str(WORKFLOW), str(base / "runinfo")], capture_output=True, text=True,
+def run_workflow(script: Path, base: Path, *args: Path) -> None:
+    """Run a real Parsl workflow script in `base`; the test fails with its output if it does."""
+    done = subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True,
                           timeout=300, env=parsl_env(), cwd=base, check=False)
     if done.returncode != 0:
         pytest.fail(f"real Parsl run failed:\n{done.stdout}\n{done.stderr}")
+
+
+def make_truth_run(base: Path) -> None:
+    run_workflow(WORKFLOW, base, base / "runinfo")
 
 
 @pytest.fixture(scope="module")
@@ -312,3 +318,191 @@ def test_task_page_shows_each_trys_cpu_time_since_its_first_sample(truth_stores)
         of_try = [s["cpu_since_first_s"] for s in samples if s["try_id"] == try_id]
         assert of_try[0] == 0 and of_try[-1] == pytest.approx(expected, abs=1e-9)
     assert "try 0: CPU time since first sample" in page and "try 1: CPU time since first sample" in page
+
+
+# 7. the exception of a task is its last try's; failure rows sum true
+
+#: a real run whose tries fail in different ways: `mixed` fails with RuntimeError, then KeyError,
+#: then ValueError (retries=2, so it ends failed); `flaky` fails once, then succeeds
+MIXED_FAILURES_WORKFLOW = '''
+import os, sys
+import parsl
+from parsl.config import Config
+from parsl.executors import HighThroughputExecutor
+from parsl.monitoring.monitoring import MonitoringHub
+from parsl.providers import LocalProvider
+
+
+@parsl.python_app
+def mixed(marker):
+    import os
+    tries = os.path.getsize(marker) if os.path.exists(marker) else 0
+    with open(marker, "a") as out:
+        out.write("x")
+    raise [RuntimeError, KeyError, ValueError][min(tries, 2)]("try failed")
+
+
+@parsl.python_app
+def flaky(marker):
+    import os
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise RuntimeError("first try fails")
+    return 1
+
+
+if __name__ == "__main__":
+    runinfo, markers = sys.argv[1], sys.argv[2]
+    executor = HighThroughputExecutor(label="htex_local", max_workers_per_node=2, encrypted=False,
+                                      provider=LocalProvider(init_blocks=1, max_blocks=1))
+    config = Config(executors=[executor], run_dir=runinfo, retries=2, strategy="none",
+                    monitoring=MonitoringHub(resource_monitoring_interval=0))
+    with parsl.load(config) as dfk:
+        futures = [mixed(os.path.join(markers, f"mixed{i}")) for i in range(2)]
+        futures += [flaky(os.path.join(markers, f"flaky{i}")) for i in range(2)]
+        for future in futures:
+            try:
+                future.result()
+            except Exception:
+                pass
+        print(dfk.run_dir)
+    parsl.clear()
+'''
+
+
+def make_failing_run(base: Path) -> None:
+    (base / "markers").mkdir()
+    script = base / "mixed_failures.py"
+    script.write_text(MIXED_FAILURES_WORKFLOW)
+    run_workflow(script, base, base / "runinfo", base / "markers")
+
+
+@pytest.fixture(scope="module")
+def failing_run(tmp_path_factory) -> Path:
+    """The runinfo folder of a fresh run of MIXED_FAILURES_WORKFLOW."""
+    return shared_once(tmp_path_factory, "mixed_failures_run", make_failing_run) / "runinfo"
+
+
+@pytest.fixture(scope="module")
+def failing_stores(failing_run, tmp_path_factory):
+    """The failing run ingested as `truth_stores` ingests the truth run: all, logs, monitoring."""
+    base = tmp_path_factory.mktemp("failing_stores")
+    shutil.copy(failing_run / "monitoring.db", base / "monitoring.db")
+    inputs = {"all": failing_run, "logs": failing_run / "000", "monitoring": base / "monitoring.db"}
+    stores = {name: taskscope.open(":memory:") for name in inputs}
+    for name, path in inputs.items():
+        stores[name].ingest(path)
+    yield stores
+    for store in stores.values():
+        store.close()
+
+
+def exceptions_per_try(monitoring_db: Path) -> dict[str, list[str | None]]:
+    """Per task, the exception type of each try in try order (None: the try did not fail), read
+    with sqlite3 from monitoring.db's try table (`task_fail_history` is `Type('message')`)."""
+    with sqlite3.connect(monitoring_db) as db:
+        rows = db.execute("SELECT task_id, try_id, task_fail_history FROM try ORDER BY task_id, try_id").fetchall()
+    tries: dict[str, list[str | None]] = {}
+    for task_id, _, history in rows:
+        tries.setdefault(str(task_id), []).append(history.split("(")[0] if history else None)
+    return tries
+
+
+def test_a_tasks_exception_is_its_last_trys_and_earlier_ones_are_listed(failing_run, failing_stores):
+    expected = exceptions_per_try(failing_run / "monitoring.db")
+    assert sorted(map(tuple, expected.values()), key=len) == [("RuntimeError", None)] * 2 + [("RuntimeError", "KeyError", "ValueError")] * 2
+    for name, store in failing_stores.items():
+        rows = tasks(store.con, only_run(store)).set_index("task_id")
+        for task_id, per_try in expected.items():
+            row = rows.loc[task_id]
+            assert row.tries == len(per_try), (name, task_id)
+            assert (row.exception_type if isinstance(row.exception_type, str) else None) == per_try[-1], (name, row)
+            earlier = ", ".join(e for e in per_try[:-1] if e) or None
+            assert (row.earlier_exceptions if isinstance(row.earlier_exceptions, str) else None) == earlier, (name, row)
+            assert row.final_state == ("failed" if per_try[-1] else "exec_done"), (name, row)
+
+
+def test_failure_rows_count_failed_tries_and_each_failed_task_once(failing_run, failing_stores):
+    expected = exceptions_per_try(failing_run / "monitoring.db")
+    failed_tries: dict[str, int] = {}
+    for per_try in expected.values():
+        for exception in filter(None, per_try):
+            failed_tries[exception] = failed_tries.get(exception, 0) + 1
+    failed_by = {per_try[-1] for per_try in expected.values() if per_try[-1]}
+    assert failed_tries == {"RuntimeError": 4, "KeyError": 2, "ValueError": 2} and failed_by == {"ValueError"}
+    for name, store in failing_stores.items():
+        result = summary(store, only_run(store))
+        rows = result.failures.groupby("exception_type")[["failed_tries", "tasks_failed"]].sum()
+        assert rows.failed_tries.to_dict() == failed_tries, (name, result.failures)
+        assert rows.tasks_failed.to_dict() == {"RuntimeError": 0, "KeyError": 0, "ValueError": 2}, (name, result.failures)
+        assert rows.tasks_failed.sum() == result.runs.failed.iloc[0] == 2
+        assert rows.failed_tries.sum() == result.runs.failed_tries.iloc[0] == 8
+
+
+# 8. the wait after a launch is the executor's
+
+def dominant_tasks(store, run_id: str) -> set[str]:
+    """The tasks of the run's most common set of steps (source and template, with repeats; the
+    tasks' own events and those that name several tasks), computed here from the events."""
+    rows = store.con.execute("""
+        WITH steps AS (
+            SELECT task_id, source, coalesce(template, event, '') AS step FROM events
+            WHERE run_id = $run AND task_id IS NOT NULL AND source <> 'monitoring'
+                  AND coalesce(event, '') NOT IN ('task.stdout', 'task.stderr', 'task.resource')
+            UNION ALL
+            SELECT l.task_id, e.source, coalesce(e.template, e.event, '') FROM event_task_links l
+            JOIN events e ON e.file_id = l.file_id AND e.line = l.line
+            WHERE l.run_id = $run AND e.task_id IS NULL AND e.source <> 'monitoring'
+        )
+        SELECT task_id, list(source || ': ' || step ORDER BY source, step) AS signature FROM steps GROUP BY task_id
+    """, {"run": run_id}).df()
+    signatures = rows.signature.map(tuple)
+    return set(rows.task_id[signatures == signatures.value_counts().index[0]])
+
+
+def assert_launch_to_worker_is_the_executors(store, run_id: str) -> None:
+    """The DFK's stage is pending to launch; from the launch to the worker's receipt the wait is
+    the executor's (and the interchange's and manager's where they log a step between): checked
+    against `latency` of those two events over the same tasks."""
+    found = bottlenecks(store, run=run_id)
+    members = dominant_tasks(store, run_id)
+    steps = found.steps.sort_values("position")
+    assert set(steps.tasks) == {len(members)}, (len(members), steps[["label", "tasks"]])
+    launched = steps[steps.event == "task.launched"].iloc[0]
+    received = steps[steps.event == "htex.worker.received"].iloc[0]
+    assert launched.stage == "executor", launched
+    handed_on = steps[(steps.position >= launched.position) & (steps.position < received.position)]
+    assert set(handed_on.stage) <= {"executor", "interchange", "manager"}, handed_on[["stage", "label"]]
+    to_worker = latency(store, "task.launched", "htex.worker.received", run_id)
+    to_worker = to_worker[to_worker.task_id.isin(members)].latency_s.sum()
+    # within the clock's resolution per task: a step another process logged a little before the
+    # step ahead of it counts as reached with it (no negative wait)
+    assert handed_on.wait_total_s.sum() == pytest.approx(to_worker, abs=1e-3 * len(members)), handed_on
+    # the DFK holds a task from its first step to its launch: pending to launched, plus the
+    # microseconds from submission to pending
+    before_launch = steps[steps.position < launched.position]
+    assert set(before_launch.stage) == {"DFK"}, before_launch[["stage", "label"]]
+    pending = latency(store, "state:pending", "task.launched", run_id)
+    pending = pending[pending.task_id.isin(members)].latency_s.sum()
+    dfk = found.stages.set_index("stage").wait_total_s
+    assert 0 <= dfk["DFK"] - before_launch.wait_total_s.sum() < 0.01 * len(members)  # the steps after the worker's
+    assert 0 <= before_launch.wait_total_s.sum() - pending < 0.01 * len(members), (before_launch.wait_total_s.sum(), pending)
+
+
+@pytest.mark.parametrize("name", CORPUS_RUNS)
+def test_bottlenecks_file_the_wait_after_launch_under_the_executor_on_corpus_runs(name, corpus_store_file):
+    with taskscope.open(corpus_store_file(name), read_only=True) as store:
+        assert_launch_to_worker_is_the_executors(store, only_run(store))
+
+
+def test_bottlenecks_file_the_wait_after_launch_under_the_executor_at_default_levels(truth_stores):
+    """The truth run logs at Parsl's default levels: the interchange logs no line per task, so the
+    whole wait from launch to the worker is one step, the executor's; the queues say the same."""
+    store = truth_stores["logs"]
+    run_id = only_run(store)
+    assert_launch_to_worker_is_the_executors(store, run_id)
+    found = bottlenecks(store, run=run_id)
+    launched = found.steps[found.steps.event == "task.launched"].iloc[0]
+    steps = found.steps.sort_values("position").reset_index(drop=True)
+    assert steps.event[steps.index[steps.event == "task.launched"][0] + 1] == "htex.worker.received"
+    assert launched.wait_total_s > found.stages.set_index("stage").wait_total_s["DFK"]

@@ -23,6 +23,13 @@ STANDARD_QUEUES: dict[str, tuple[str, str]] = {
     "queued in interchange": ("htex.interchange.queued", "htex.interchange.sent"),
     "running on worker": ("htex.worker.received", "htex.worker.finished"),
 }
+#: why a standard queue's events may be missing from a run, for the note that it was left out
+WHY_MISSING: dict[str, str] = {
+    "waiting in DFK": "the DFK's log (parsl.log) has no state changes or launches for it",
+    "queued in interchange": "the interchange logs each task it queues only at DEBUG level, which "
+                             "Parsl's default text log leaves out (JSONLogging keeps it)",
+    "running on worker": "no HTEX worker logs (another executor, or the worker logs were not ingested)",
+}
 
 
 def _selectors(event_a: str | Selector, event_b: str | Selector) -> dict[str, Selector]:
@@ -114,13 +121,27 @@ def standard_queues(store, run: str | None = None, per: str = "task") -> pd.Data
     """
     con = connection_of(store)
     run_id = resolve_run(con, run)
-    frames = []
-    for queue, (event_a, event_b) in STANDARD_QUEUES.items():
-        selectors = _selectors(event_a, event_b)
-        if not all(selector.count(con, run_id) for selector in selectors.values()):
-            continue
-        frames.append(between(con, event_a, event_b, run_id, per).assign(queue=queue))
+    missing = missing_queues(con, run_id)
+    frames = [between(con, event_a, event_b, run_id, per).assign(queue=queue)
+              for queue, (event_a, event_b) in STANDARD_QUEUES.items() if queue not in missing]
     if not frames:
         return pd.DataFrame({"run_id": pd.Series(dtype="str"), "queue": pd.Series(dtype="str"),
                              "ts": pd.Series(dtype="float64"), "count": pd.Series(dtype="int64")})
     return pd.concat(frames, ignore_index=True)[["run_id", "queue", "ts", "count"]]
+
+
+def missing_queues(store, run: str | None = None) -> dict[str, str]:
+    """The standard queues `standard_queues` leaves out, each with why: which of its events the
+    run (or, without `run`, the store) lacks, and what usually causes that.
+
+    >>> missing_queues(store, run="000")   # doctest: +SKIP
+    {'queued in interchange': 'no htex.interchange.queued events: the interchange logs ...'}
+    """
+    con = connection_of(store)
+    run_id = resolve_run(con, run)
+    missing = {}
+    for queue, (event_a, event_b) in STANDARD_QUEUES.items():
+        absent = [selector.text for selector in _selectors(event_a, event_b).values() if not selector.count(con, run_id)]
+        if absent:
+            missing[queue] = f"no {' nor '.join(absent)} events: {WHY_MISSING[queue]}"
+    return missing

@@ -3,10 +3,16 @@ meanwhile.
 
 The time a task *waits in* a step is the time from that step's event to the task's next event
 (`until_next` of `taskscope.analyses.common_path`); summed over the tasks of the dominant
-variant it ranks the steps. Each step belongs to the stage that logged it (its `source`): the
-DFK (`parsl`), the interchange, the manager or the worker. The wait after "interchange: Put
-task onto pending_task_queue" is time queued in the interchange; the wait after "parsl:
-initializing state to pending" is time in the DFK before launch.
+variant it ranks the steps. A step's wait belongs to the stage that logged the step (its
+`source`): the DFK (`parsl`), the interchange, the manager or the worker; the wait after
+"interchange: Put task onto pending_task_queue" is time queued in the interchange, the wait
+after "parsl: initializing state to pending" time in the DFK before launch. One exception: the
+wait after the DFK's "Parsl task N try M launched on executor" line (`task.launched`) is the
+`executor`'s, though the DFK logged the line: the task has left the DFK, and until the next
+step it travels to the interchange, queues there and waits for a worker (or a block to start).
+At Parsl's default log levels the interchange logs no line per task, so that whole wait, from
+the launch to the worker receiving the task, is the executor's; the DFK's stage ends at the
+launch.
 
 Idle workers: worker slots are the distinct (manager_id, worker_id) pairs seen in the run; a
 slot is busy from `htex.worker.received` to `htex.worker.finished` of a task. A try is waiting
@@ -35,6 +41,9 @@ STAGES: dict[str, str] = {
     "worker": "worker",
     "monitoring": "monitoring",
 }
+#: steps whose wait belongs to another stage than the process that logged them: a launched
+#: task is the executor's until the next step, whoever logs that
+HANDED_ON: dict[str, str] = {"task.launched": "executor"}
 
 
 @dataclass(frozen=True)
@@ -107,7 +116,7 @@ def _ranked_steps(dominant: pd.DataFrame) -> pd.DataFrame:
         "until_next_median": "wait_median_s", "until_next_p95": "wait_p95_s",
     })
     waits = waits.sort_values(["wait_total_s", "position"], ascending=[False, True]).reset_index(drop=True)
-    waits["stage"] = waits["source"].map(STAGES).fillna(waits["source"])
+    waits["stage"] = waits["event"].map(HANDED_ON).fillna(waits["source"].map(STAGES)).fillna(waits["source"])
     waits["wait_share"] = waits["wait_total_s"] / waits["wait_total_s"].sum()
     waits["rank"] = range(1, len(waits) + 1)
     return waits[columns]

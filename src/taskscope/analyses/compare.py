@@ -37,7 +37,7 @@ from __future__ import annotations
 import pandas as pd
 
 from taskscope._sql import connection_of
-from taskscope.analyses.common_path import common_path, span_waits, step_text
+from taskscope.analyses.common_path import CLOCK_RESOLUTION_S, common_path, span_waits, step_text
 from taskscope.analyses.runs import FINAL_STATES, resolve_run
 
 COLUMNS = [
@@ -49,12 +49,18 @@ COLUMNS = [
 def compare(store, run_a: str, run_b: str, min_change_s: float = 0.001) -> pd.DataFrame:
     """Per step of the common path and overall: latency and throughput of run B against run A.
 
+    `min_change_s` (at least 0; raises ValueError otherwise) only decides which rows count as
+    changed: the rows (stages) are the same whatever it is, steps within the clock's resolution
+    (`CLOCK_RESOLUTION_S`) of each other forming one stage.
+
     `direction` is `slower` / `faster` (latency) or `lower` / `higher` (throughput) when the
     change is significant, else `same`; `only in A` / `only in B` for steps one path lacks. See the module docstring for how significance is
     decided.
 
     >>> compare(store, "000", "001")[["step", "median_a", "median_b", "direction"]]  # doctest: +SKIP
     """
+    if not min_change_s >= 0:
+        raise ValueError(f"min_change_s must be at least 0, not {min_change_s}")
     con = connection_of(store)
     ids = resolve_run(con, run_a), resolve_run(con, run_b)
     steps = _step_rows(con, *ids, min_change_s)
@@ -79,8 +85,9 @@ def _stages(dominant: pd.DataFrame) -> pd.DataFrame:
 
 
 def _step_rows(con, run_a: str, run_b: str, min_change_s: float) -> pd.DataFrame:
-    a = _stages(common_path(con, run=run_a, resolution_s=min_change_s).dominant)
-    b = _stages(common_path(con, run=run_b, resolution_s=min_change_s).dominant)
+    # stages are what the clock can order, whatever change counts: --min-change judges rows only
+    a = _stages(common_path(con, run=run_a, resolution_s=CLOCK_RESOLUTION_S).dominant)
+    b = _stages(common_path(con, run=run_b, resolution_s=CLOCK_RESOLUTION_S).dominant)
     a = a[a["stage_wait_mean"].notna()]
     b = b[b["stage_wait_mean"].notna()]
     keys_a = {key for keys in a["keys"] for key in keys}

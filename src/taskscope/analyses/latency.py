@@ -60,11 +60,13 @@ def latency(store, event_a: str | Selector, event_b: str | Selector, run: str | 
 def stats_of(frame: pd.DataFrame, by: str | list[str] | None = None) -> pd.DataFrame:
     """Statistics of a `latency` frame: `count` (pairs with a B), `without_b`, `mean`, `min`,
     `p50`, `p90`, `p99` (linear interpolation, pandas' default), `max`, all in seconds; one row
-    per run, or per run and `by` (e.g. "app_name").
+    per run, or per run and `by` (e.g. "app_name"; `run_id` is always a group, so `by="run_id"`
+    is per run).
 
     >>> stats_of(latency(store, "state:pending", "state:exec_done"), by="app_name")  # doctest: +SKIP
     """
-    groups = ["run_id"] + ([by] if isinstance(by, str) else list(by or []))
+    extra = [by] if isinstance(by, str) else list(by or [])
+    groups = list(dict.fromkeys(["run_id", *extra]))  # each once, in order
 
     def one(values: pd.Series) -> pd.Series:
         done = values.dropna()

@@ -44,6 +44,21 @@ def _label_sql(field: str, param: str) -> str:
     return f"json_extract_string(attrs, ${param})"
 
 
+#: the columns `series` always returns; a `group_by` of one of these names gets `by_` before it
+OUTPUT_COLUMNS = ("run_id", "ts", "event", "value")
+
+
+def group_column(group_by: str) -> str:
+    """The name of the column that holds `group_by`'s values in a `series` frame: the field's own
+    name, or `by_FIELD` when that is one of the frame's own columns (`--by event` groups by the
+    event's name, `--by value` by an attrs key `value`, not by the number the series holds).
+
+    >>> group_column("task_id"), group_column("run_id")
+    ('task_id', 'by_run_id')
+    """
+    return f"by_{group_by}" if group_by in OUTPUT_COLUMNS else group_by
+
+
 def _json_path(key: str) -> str:
     return '$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -51,11 +66,12 @@ def _json_path(key: str) -> str:
 def series(store, field: str, run: str | None = None, group_by: str | None = None,
            where: str | None = None) -> pd.DataFrame:
     """Every value of the numeric `field` over time: `run_id`, `ts`, (`group_by`'s value in a
-    column named after it), `event` (which kind of event carried it), `value`.
+    column named after it, see `group_column`), `event` (which kind of event carried it), `value`.
 
     `where` is an event selector (e.g. "task.resource", "template:ready workers%") that
     restricts which events count. Raises `FieldError` if no selected event carries a numeric
-    `field` (with close field names as hints), `SelectorError` for a bad `where`.
+    `field`, or if `group_by` is neither a column of `events` nor a key of any event's attrs in
+    the run (both with close field names as hints), `SelectorError` for a bad `where`.
 
     >>> series(store, "psutil_process_memory_resident", run="000", group_by="task_id")  # doctest: +SKIP
     >>> series(store, "worker_count", where="manager.status@monitoring")                 # doctest: +SKIP
@@ -94,15 +110,31 @@ def series(store, field: str, run: str | None = None, group_by: str | None = Non
         raise FieldError(f"no events carry a numeric field {field!r}" + (f" among {where!r}" if where else "")
                          + (f" in run {run_id}" if run_id else "") + _field_hint(con, field))
     if group_by:
-        frame = frame.rename(columns={"group_value": group_by})
+        if frame["group_value"].isna().all():
+            _check_group_field(con, group_by, run_id)
+        frame = frame.rename(columns={"group_value": group_column(group_by)})
     return frame
 
 
-def _field_hint(con: duckdb.DuckDBPyConnection, field: str) -> str:
-    """Close numeric field names, for the error message (scans the attrs keys, so only on error)."""
+def _check_group_field(con: duckdb.DuckDBPyConnection, group_by: str, run_id: str | None) -> None:
+    """Raise `FieldError` when `group_by` is neither a column of `events` nor a key of any attrs of
+    the run: a misspelt --by would otherwise give one empty group (checked only then: it scans)."""
+    if group_by in _COLUMN_TYPES:
+        return
+    found = con.execute(
+        f"SELECT count(*) FROM (SELECT 1 FROM events WHERE {of_run()} AND json_exists(attrs, $path) LIMIT 1)",
+        {"run": run_id, "path": _json_path(group_by)},
+    ).fetchall()[0][0]
+    if not found:
+        raise FieldError(f"no event has a field {group_by!r} to group by" + (f" in run {run_id}" if run_id else "")
+                         + _field_hint(con, group_by, numeric=False))
+
+
+def _field_hint(con: duckdb.DuckDBPyConnection, field: str, numeric: bool = True) -> str:
+    """Close (numeric) field names, for the error message (scans the attrs keys, so only on error)."""
     keys = [row[0] for row in con.execute(
         "SELECT DISTINCT unnest(json_keys(attrs)) FROM events WHERE attrs IS NOT NULL"
     ).fetchall()]
-    numeric_columns = [name for name, kind in EVENT_COLUMNS if kind in _NUMERIC_TYPES]
-    close = difflib.get_close_matches(field, keys + numeric_columns, n=3, cutoff=0.6)
+    columns = [name for name, kind in EVENT_COLUMNS if (kind in _NUMERIC_TYPES or not numeric) and name != "attrs"]
+    close = difflib.get_close_matches(field, keys + columns, n=3, cutoff=0.6)
     return f" (did you mean {' or '.join(close)}?)" if close else ""

@@ -12,7 +12,7 @@ import pandas as pd
 
 from taskscope._sql import connection_of, of_run
 from taskscope.analyses.runs import FINAL_STATES, resolve_run
-from taskscope.analyses.tasks import tasks
+from taskscope.analyses.tasks import FAILED_TRY_EXCEPTIONS, tasks
 
 #: final-state columns of `Summary.apps`, in this order, plus `unfinished`
 STATE_COLUMNS = ("exec_done", "memo_done", "failed", "dep_fail")
@@ -33,8 +33,11 @@ class Summary:
       failed tries ran: worker received to finished, else monitoring's running to running_ended,
       else launch to failure), `badput_measured_by`, `makespan_s` (the app's first submit to its
       last end), `mean_duration_s` (submit to end, per task).
-    - `failures`: one row per run, app and exception type: `failed_tries`, `tasks` (distinct
-      tasks with such a try), `tasks_failed` (of those, how many ended failed).
+    - `failures`: one row per run, app and exception type: `failed_tries` (tries that failed
+      with it), `tasks` (distinct tasks with at least one such try: a task whose tries failed
+      in different ways counts in each of their rows), `tasks_failed` (tasks that ended failed
+      with it, their last try's exception: each failed task counts in one row only, so the
+      column sums to the failed tasks). `failed_tries` and `tasks_failed` sum true over rows.
     - `throughput`: tasks completed per time bin, per run and app: `bin_start_ts`, `bin_s`,
       `completed`, `per_s`.
     """
@@ -45,21 +48,18 @@ class Summary:
     throughput: pd.DataFrame
 
 
-# One row per failed try, from the DFK's log line (`Task N try M failed with exception of type
-# E`), else from monitoring.db's try row (its fail history, `E('message')`). Its running time
-# (`wall_s`, what badput adds up) is measured by the first of: the worker's receive to finish
-# lines, monitoring's `running` to `running_ended` rows, the DFK's launch to failure (which
-# includes the time the try waited for a worker); `measured_by` says which.
-_FAILED_TRIES = fr"""
+# One row per failed try (`FAILED_TRY_EXCEPTIONS`: which tries failed, with what). Its running
+# time (`wall_s`, what badput adds up) is measured by the first of: the worker's receive to
+# finish lines, monitoring's `running` to `running_ended` rows, the DFK's launch to failure
+# (which includes the time the try waited for a worker); `measured_by` says which.
+_FAILED_TRIES = f"""
     WITH per_try AS (
         SELECT run_id, task_id, try_id,
                min(ts) FILTER (WHERE event = 'task.launched') AS launch_ts,
                min(ts) FILTER (WHERE event = 'task.try_failed') AS fail_ts,
-               any_value(attrs->>'exception_type') FILTER (WHERE event = 'task.try_failed') AS log_exception,
                min(ts) FILTER (WHERE event = 'try.info') AS monitoring_launch_ts,
                any_value(TRY_CAST(attrs->>'task_try_time_returned' AS DOUBLE)) FILTER (WHERE event = 'try.info')
                    AS monitoring_return_ts,
-               any_value(nullif(attrs->>'task_fail_history', '')) FILTER (WHERE event = 'try.info') AS history,
                min(ts) FILTER (WHERE event = 'htex.worker.received') AS worker_start_ts,
                max(ts) FILTER (WHERE event = 'htex.worker.finished') AS worker_end_ts,
                min(ts) FILTER (WHERE event = 'task.state' AND task_state = 'running' AND source = 'monitoring')
@@ -73,17 +73,14 @@ _FAILED_TRIES = fr"""
         GROUP BY run_id, task_id, try_id
     ),
     spans AS (
-        SELECT *,
+        SELECT p.*, f.exception_type,
                CASE WHEN worker_end_ts >= worker_start_ts THEN 'worker'
                     WHEN running_ended_ts >= running_ts THEN 'monitoring'
                     WHEN fail_ts >= launch_ts OR monitoring_return_ts >= monitoring_launch_ts THEN 'launch'
                END AS measured_by
-        FROM per_try
-        WHERE fail_ts IS NOT NULL OR history IS NOT NULL
+        FROM per_try p JOIN ({FAILED_TRY_EXCEPTIONS}) f USING (run_id, task_id, try_id)
     )
-    SELECT run_id, task_id, try_id,
-           coalesce(log_exception, nullif(regexp_extract(history, '^\W*([A-Za-z_][\w.]*)\(', 1), ''), 'unknown')
-               AS exception_type,
+    SELECT run_id, task_id, try_id, exception_type,
            CASE measured_by WHEN 'worker' THEN worker_end_ts - worker_start_ts
                             WHEN 'monitoring' THEN running_ended_ts - running_ts
                             ELSE coalesce(fail_ts - launch_ts, monitoring_return_ts - monitoring_launch_ts)
@@ -106,7 +103,7 @@ def summary(store, run: str | None = None, bin_s: float | None = None) -> Summar
     run_id = resolve_run(con, run)
     task_rows = tasks(con, run_id)
     failed_tries = con.execute(_FAILED_TRIES, {"run": run_id}).df()
-    failed_tries = failed_tries.merge(task_rows[["run_id", "task_id", "app_name", "final_state"]],
+    failed_tries = failed_tries.merge(task_rows[["run_id", "task_id", "app_name", "final_state", "tries"]],
                                       on=["run_id", "task_id"], how="left")
     apps = _apps(task_rows, failed_tries)
     return Summary(
@@ -175,7 +172,9 @@ def _failures(failed_tries: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
     rows = failed_tries.assign(
         app_name=failed_tries.app_name.fillna("(unknown)"),
-        failed_task=failed_tries.task_id.where(failed_tries.final_state.isin(["failed", "dep_fail"])),
+        # a failed task is counted once, under the exception of its last try (the one that failed it)
+        failed_task=failed_tries.task_id.where(failed_tries.final_state.isin(["failed", "dep_fail"])
+                                               & (failed_tries.try_id == failed_tries.tries - 1)),
     )
     failures = rows.groupby(["run_id", "app_name", "exception_type"]).agg(
         failed_tries=("try_id", "size"), tasks=("task_id", "nunique"), tasks_failed=("failed_task", "nunique"),

@@ -28,6 +28,26 @@ _TRIES = """
     GROUP BY try_id ORDER BY try_id
 """
 
+# One row per failed try: its exception from the DFK's log line ("Task N try M failed with
+# exception of type E"), else from the head of monitoring.db's fail history ("E('message')").
+# A try of a task whose log has no such line and whose history is empty did not fail.
+FAILED_TRY_EXCEPTIONS = fr"""
+    SELECT run_id, task_id, try_id,
+           coalesce(log_exception, nullif(regexp_extract(history, '^\W*([A-Za-z_][\w.]*)\(', 1), ''), 'unknown')
+               AS exception_type
+    FROM (
+        SELECT run_id, task_id, try_id,
+               bool_or(event = 'task.try_failed') AS failure_logged,
+               any_value(attrs->>'exception_type') FILTER (WHERE event = 'task.try_failed') AS log_exception,
+               any_value(nullif(attrs->>'task_fail_history', '')) FILTER (WHERE event = 'try.info') AS history
+        FROM events
+        WHERE event IN ('task.try_failed', 'try.info')
+              AND task_id IS NOT NULL AND try_id IS NOT NULL AND run_id IS NOT NULL AND {of_run()}
+        GROUP BY run_id, task_id, try_id
+    )
+    WHERE failure_logged OR history IS NOT NULL
+"""
+
 # dependencies from the DFK's "Task N has dependency task M" lines and monitoring's task_depends
 _DEPENDENCIES = """
     WITH edges AS (
@@ -107,8 +127,13 @@ _STREAMS = r"""
 
 
 def tasks(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> pd.DataFrame:
-    """One row per task: app, final state, tries, the times of its stages, where it ran.
+    """One row per task: app, final state, tries, why it failed, the times of its stages, where it ran.
 
+    `exception_type` is the exception of the task's last try (the one that decided its fate),
+    empty when that try did not fail: a task that failed and then succeeded on a retry has
+    none. `earlier_exceptions` lists the exceptions of its failed tries before the last, in try
+    order ("RuntimeError, KeyError"). Both come from the DFK's "failed with exception of type"
+    lines, else monitoring.db's fail history (`unknown` when neither names the type).
     Times are seconds since the epoch (UTC); `duration_s` is submit to end. `executor_label`,
     `block_id`, `manager_id`, `worker_id` and `host` are those of its last try. Rows are in
     natural task order (`natural_key`: '9' before '10') within each run: the task pages rely on it.
@@ -131,17 +156,26 @@ def tasks(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> pd.DataF
                    arg_max(block_id, coalesce(try_id, -1)) FILTER (WHERE block_id IS NOT NULL) AS block_id,
                    arg_max(manager_id, coalesce(try_id, -1)) FILTER (WHERE manager_id IS NOT NULL) AS manager_id,
                    arg_max(worker_id, coalesce(try_id, -1)) FILTER (WHERE worker_id IS NOT NULL) AS worker_id,
-                   arg_max(host, coalesce(try_id, -1)) FILTER (WHERE host IS NOT NULL AND source <> 'parsl') AS host,
-                   any_value(attrs->>'exception_type') FILTER (WHERE event = 'task.try_failed') AS exception_type
+                   arg_max(host, coalesce(try_id, -1)) FILTER (WHERE host IS NOT NULL AND source <> 'parsl') AS host
             FROM events
             WHERE task_id IS NOT NULL AND run_id IS NOT NULL AND {of_run()}
             GROUP BY run_id, task_id
+        ),
+        failures AS (
+            SELECT f.run_id, f.task_id,
+                   -- the last try's exception: none when the last try did not fail (a retry succeeded)
+                   any_value(f.exception_type) FILTER (WHERE f.try_id = p.tries - 1) AS exception_type,
+                   string_agg(f.exception_type, ', ' ORDER BY f.try_id) FILTER (WHERE f.try_id < p.tries - 1)
+                       AS earlier_exceptions
+            FROM ({FAILED_TRY_EXCEPTIONS}) f JOIN per_task p USING (run_id, task_id)
+            GROUP BY f.run_id, f.task_id
         )
-        SELECT p.run_id, p.task_id, p.app_name, s.final_state, p.tries, p.exception_type,
+        SELECT p.run_id, p.task_id, p.app_name, s.final_state, p.tries, f.exception_type, f.earlier_exceptions,
                p.submit_ts, p.launch_ts, p.worker_start_ts, p.end_ts,
                round(p.end_ts - p.submit_ts, 6) AS duration_s,
                p.executor_label, p.block_id, p.manager_id, p.worker_id, p.host
         FROM per_task p LEFT JOIN states s USING (run_id, task_id)
+        LEFT JOIN failures f USING (run_id, task_id)
         ORDER BY p.run_id, natural_key(p.task_id)
         """,
         {"run": run_id},

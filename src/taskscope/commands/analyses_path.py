@@ -151,14 +151,15 @@ def _verdict(found: Bottlenecks) -> str:
 def compare_command(
     run_a: str = typer.Argument(..., help="The run before (id, prefix or folder name)."),
     run_b: str = typer.Argument(..., help="The run after."),
-    min_change: float = typer.Option(0.001, "--min-change", help="Smallest change in seconds that can count."),
+    min_change: float = typer.Option(0.001, "--min-change", min=0.0,
+                                     help="Smallest change in seconds that can count as significant (at least 0)."),
     store: str = StoreOption,
     fmt: OutputFormat = FormatOption,
     plot: Optional[Path] = PlotOption,
 ) -> None:
     """Compare two runs: time in each step of the common path, task duration and throughput.
 
-    A change is marked significant when run B's median is outside run A's interquartile range and moves by at least --min-change seconds.
+    A change is marked significant when run B's median is outside run A's interquartile range and moves by at least --min-change seconds. --min-change changes only which rows count as changed, never the rows: a stage is a step and the steps reached within the clock's resolution (1 ms) after it.
 
     Example: taskscope compare 000 001 --plot compare.html
     """

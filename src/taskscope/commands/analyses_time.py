@@ -15,10 +15,10 @@ import pandas as pd
 import typer
 
 import taskscope
-from taskscope.analyses.between import STANDARD_QUEUES, between, standard_queues
+from taskscope.analyses.between import STANDARD_QUEUES, between, missing_queues, standard_queues
 from taskscope.analyses.latency import latency, latency_histogram, stats_of
 from taskscope.analyses.selectors import SelectorError
-from taskscope.analyses.series import FieldError, series
+from taskscope.analyses.series import FieldError, group_column, series
 from taskscope.analyses.states import sample_steps, states, states_from_monitoring, states_wide
 from taskscope.analyses.summary import STATE_COLUMNS, summary
 from taskscope.commands.common import (
@@ -180,7 +180,7 @@ def queues_command(
 ) -> None:
     """The implicit queues of a Parsl run with HTEX, over time: tasks waiting in the DFK (state:pending to task.launched), queued in the interchange (htex.interchange.queued to htex.interchange.sent) and running on workers (htex.worker.received to htex.worker.finished).
 
-    Queues whose events the logs lack (no interchange debug lines, say) are left out. JSON and CSV give every change (run_id, queue, ts, count).
+    A queue whose events the logs lack (at Parsl's default log levels the interchange logs no line per task) is left out, with a note on stderr saying which and why. JSON gives {"queues": [every change: run_id, queue, ts, count], "missing": {queue: why}}; CSV every change.
 
     Example: taskscope queues --run 000 --plot queues.html
     """
@@ -188,12 +188,18 @@ def queues_command(
     _check_per(per)
     with taskscope.open(store, read_only=True) as opened:
         curves = standard_queues(opened, run, per)
+        missing = missing_queues(opened, run)
     if curves.empty:
         fail("none of the standard queues' events are in the store: " + "; ".join(
             f"{name}: {a} to {b}" for name, (a, b) in STANDARD_QUEUES.items()))
     if plot is not None:
         save_plot(run_steps_figure(curves, "count", "queue", f"{_plural(per)} in each queue", _plural(per)), plot)
-    if fmt is not OutputFormat.table:
+    if fmt is OutputFormat.json:
+        print_json({"queues": curves, "missing": missing})
+        return
+    for queue, why in missing.items():
+        _note(f"note: {queue!r} left out: {why}")
+    if fmt is OutputFormat.csv:
         print_frame(curves, fmt)
         return
     wide = (curves.pivot_table(index=["run_id", "ts"], columns="queue", values="count", aggfunc="last")
@@ -221,15 +227,16 @@ def series_command(
 ) -> None:
     """Any numeric field over time, from every event that carries it, optionally per group.
 
-    The table shows every value when there are few, else per group: count, min, mean, max and the last value. JSON and CSV give every value (run_id, ts, the --by column if given, event, value).
+    The table shows every value when there are few, else per group: count, min, mean, max and the last value. JSON and CSV give every value (run_id, ts, the --by column if given, event, value); the --by column is named after the field, or by_FIELD for run_id, ts, event and value. A --by field that no event has is an error.
 
     Example: taskscope series psutil_process_memory_resident --by task_id --plot memory.html
     """
     _check_plot_path(plot)
     with taskscope.open(store, read_only=True) as opened:
         values = series(opened, field, run, group_by=by, where=where)
+    group = group_column(by) if by else None
     if plot is not None:
-        save_plot(run_lines_figure(values, "value", by, field + (f" by {by}" if by else ""),
+        save_plot(run_lines_figure(values, "value", group, field + (f" by {by}" if by else ""),
                                    "seconds since the run's first value", field), plot)
     if fmt is not OutputFormat.table:
         print_frame(values, fmt)
@@ -237,7 +244,7 @@ def series_command(
     if len(values) <= TABLE_ROWS:
         print_frame(values.assign(run_id=values.run_id.str[:8]), fmt, field, max_rows=None)
         return
-    groups = ["run_id", "event"] + ([by] if by else [])
+    groups = ["run_id", "event"] + ([group] if group else [])
     table = values.groupby(groups, dropna=False).agg(
         count=("value", "size"), first_ts=("ts", "min"), last_ts=("ts", "max"), min=("value", "min"),
         mean=("value", "mean"), max=("value", "max"), last_value=("value", "last"),
@@ -294,6 +301,10 @@ def latency_command(
 
 
 SUMMARY_PARTS = ("runs", "apps", "failures", "throughput")
+#: the failures table's headers say what each count counts (a task whose tries failed in
+#: different ways has a row per exception, but is failed by one: its last try's)
+FAILURE_HEADERS = {"failed_tries": "failed tries", "tasks": "tasks with such a try",
+                   "tasks_failed": "tasks failed by it (last try)"}
 
 
 def summary_command(
@@ -335,4 +346,5 @@ def summary_command(
             _note(f"{name}: none")
             continue
         frame = frame.assign(run_id=frame.run_id.str[:8])
-        print_frame(frame, fmt, name, see_all=f"--part {name} --format csv gives every row and column")
+        print_frame(frame, fmt, name, see_all=f"--part {name} --format csv gives every row and column",
+                    headers=FAILURE_HEADERS if name == "failures" else None)

@@ -20,7 +20,7 @@ from taskscope.commands.common import RunOption, StoreOption, console, err_conso
 from taskscope.export.otlp import export_otlp
 from taskscope.export.parquet import export_parquet
 from taskscope.export.perfetto import export_perfetto
-from taskscope.export.summary import ExportError, ExportSummary
+from taskscope.export.summary import ExportError, ExportSummary, writable_file
 
 
 class ExportFormat(str, Enum):
@@ -59,8 +59,13 @@ def export_command(
 
       taskscope export --format otlp --out run.otlp.jsonl --run 3f2a
     """
-    if export_format is not ExportFormat.parquet and out.exists() and not overwrite:
-        fail(f"{out} already exists: pass --overwrite to replace it, or choose another file")
+    if export_format is not ExportFormat.parquet:
+        try:  # a folder, a missing folder or no permission first: --overwrite would not help
+            writable_file(out)
+        except ExportError as exc:
+            fail(str(exc))
+        if out.exists() and not overwrite:
+            fail(f"{out} already exists: pass --overwrite to replace it, or choose another file")
     try:
         with taskscope.open(store, read_only=True) as opened, _progress(json_summary) as progress:
             bar = progress.add_task(f"exporting {export_format.value}", total=None)

@@ -8,6 +8,10 @@ Layout of the export folder (Hive style, so any engine reads the run as a column
       event_task_links/run_id=<run id>/...            one row per (event, task) for events naming several tasks
       run_dirs.parquet                                which run folder holds which run id
 
+A table with no rows to write (an empty store or run, no event naming several tasks) is one
+schema-only file, `events/empty.parquet` (`event_task_links/empty.parquet`): the read below
+still finds the folder, every column with its type, and no rows.
+
 `run_id` is also written inside the files (not only in the folder name), so its type and value
 survive exactly even when a reader does not use Hive partitioning, and a run id that looks like a
 number stays a string. Read it back with::
@@ -72,8 +76,12 @@ def export_parquet(
 
 
 def _copy_partitioned(con, select_sql: str, params: list, target: Path) -> int:
-    """COPY the rows of `select_sql` to `target`, one Hive partition per run; the row count."""
+    """COPY the rows of `select_sql` to `target`, one Hive partition per run; the row count.
+    No rows: a schema-only `target/empty.parquet`, so that reading `target/**/*.parquet` gives
+    an empty table with every column rather than "no files found"."""
     if not scalar(con, f"SELECT count(*) FROM ({select_sql})", params):
+        target.mkdir(parents=True, exist_ok=True)
+        con.execute(f"COPY ({select_sql} LIMIT 0) TO {literal(str(target / 'empty.parquet'))} (FORMAT parquet)", params)
         return 0
     return scalar(
         con,
