@@ -229,6 +229,28 @@ def test_bottlenecks_rank_waits_and_measure_idle_workers(perf_store):
 # compare
 
 
+def test_compare_throughput_counts_every_task_that_ended_as_tasks_does(tmp_path):
+    """Each corpus run's throughput row counts its tasks that ended (done or failed) as `tasks`
+    lists them, and its rate is that count over first event to last end, by hand. A 2025 run's
+    failed task ends on 'Task 13 failed after 1 retry attempts' (no state line): it was left out."""
+    with taskscope.open(str(tmp_path / "corpus.duckdb")) as store:
+        store.ingest(corpus_path(""))
+        runs = store.runs().run_id.tolist()
+        for run_a, run_b in zip(runs, runs[1:] + runs[:1]):
+            row = compare(store, run_a, run_b).set_index("metric").loc["throughput"]
+            for run_id, counted, rate in ((run_a, row.tasks_a, row.mean_a), (run_b, row.tasks_b, row.mean_b)):
+                ended = store.tasks(run=run_id).query("final_state in ['exec_done', 'failed', 'dep_fail', 'memo_done']")
+                assert counted == len(ended) > 0, run_id
+                events = store.sql(f"SELECT task_id, ts, source, task_state FROM events WHERE run_id = '{run_id}' "
+                                   "AND task_id IS NOT NULL")
+                logged = events[events.source != "monitoring"]
+                final = events[events.task_state.isin(["exec_done", "failed", "dep_fail", "memo_done"])]
+                # a task's end is its last final state in the logs, else in monitoring.db
+                last = max(group[group.source != "monitoring"].ts.max() if (group.source != "monitoring").any()
+                           else group.ts.max() for _, group in final.groupby("task_id"))
+                assert rate == pytest.approx(len(ended) / (last - logged.ts.min()), rel=1e-9), run_id
+
+
 def test_compare_a_run_with_itself_shows_no_change(perf_store):
     run_id = perf_store.runs().run_id[0]
     frame = compare(perf_store, run_id, run_id)

@@ -162,9 +162,9 @@ def _duration_row(con, run_a: str, run_b: str, min_change_s: float) -> dict:
 
 
 _THROUGHPUT = f"""
-WITH ends AS (
-    SELECT task_id, max(ts) AS end_ts FROM events
-    WHERE run_id = $run AND event = 'task.state' AND task_state IN {FINAL_STATES} AND source <> 'monitoring'
+WITH ends AS (  -- every task with a final state (as `tasks` counts them), ended as its logs say if they do
+    SELECT task_id, coalesce(max(ts) FILTER (WHERE source <> 'monitoring'), max(ts)) AS end_ts FROM events
+    WHERE run_id = $run AND task_id IS NOT NULL AND task_state IN {FINAL_STATES}
     GROUP BY task_id
 ),
 span AS (
