@@ -23,7 +23,8 @@ from taskscope.fleet.security import same_origin
 from taskscope.presenters.figures import bar_figure, gantt_figure, plot_text, steps_figure
 from taskscope.presenters.format import cell, clock, missing, records, seconds
 from taskscope.web.app import mount_static
-from taskscope.web.render import WEB_DIR
+from taskscope.web.ids import url_id
+from taskscope.web.render import WEB_DIR, figure_title, has_points
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -45,7 +46,9 @@ _environment = jinja2.Environment(
 _environment.filters.update(clock=clock, seconds=seconds, cell=cell, json_text=lambda value: json.dumps(value),
                             outcomes=lambda states: group_outcomes(states), size=lambda n: byte_size(n),
                             code_lines=lambda frame: code_lines(frame))
-_environment.globals.update(missing=missing)
+# the dashboard's base template and macros, which these pages share, use these too
+_environment.filters.update(url_id=url_id)
+_environment.globals.update(missing=missing, has_points=has_points, figure_title=figure_title)
 
 router = APIRouter()
 

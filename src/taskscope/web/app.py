@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from taskscope.analyses.runs import RunNotFound
 from taskscope.web.dashboard import Dashboard
+from taskscope.web.ids import RawRunSegment
 from taskscope.web.pages import ROUTERS
 from taskscope.web.render import PLOTLY_JS_URL, STATIC_DIR, render
 from taskscope.web.api_schema import declare_error_replies
@@ -32,6 +33,7 @@ def create_app(dashboard: Dashboard) -> FastAPI:
     # no Swagger page: it needs inline scripts and a CDN, which the Content-Security-Policy forbids
     app = FastAPI(title="taskscope", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(RawRunSegment)  # a run id may hold a slash: route on its segment as sent
     app.state.dashboard = dashboard
     for router in ROUTERS:
         app.include_router(router)

@@ -90,7 +90,9 @@ class _Reader:
 
 
 def read_connection(request: Request) -> Iterator[duckdb.DuckDBPyConnection]:
-    """FastAPI dependency: a read connection for this request."""
+    """FastAPI dependency: a read connection for this request (noting, first, the generation it
+    sees at least: `request.state.generation`)."""
+    request.state.generation = request.app.state.dashboard.generation
     with request.app.state.dashboard.reader() as con:
         yield con
 

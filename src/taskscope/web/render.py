@@ -16,6 +16,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 
 from taskscope.presenters.format import cell, clock, json_bytes, missing, percent, seconds
+from taskscope.web.ids import url_id
 
 WEB_DIR = Path(__file__).parent
 STATIC_DIR = WEB_DIR / "static"
@@ -54,16 +55,34 @@ def url_with(request: Request, **changes) -> str:
     return request.url.path + ("?" + urlencode(params) if params else "")
 
 
-_environment.filters.update(clock=clock, seconds=seconds, cell=cell, percent=percent)
+def has_points(figure: dict) -> bool:
+    """True if one of the Plotly `figure`'s traces has a point to draw.
+
+    >>> has_points({"data": [{"type": "bar", "x": [], "y": []}]}), has_points({"data": [{"x": [1], "y": [2]}]})
+    (False, True)
+    """
+    return any(len(trace.get("x") or trace.get("y") or ()) for trace in figure.get("data", ()))
+
+
+def figure_title(figure: dict) -> str:
+    """The title text of a Plotly `figure` ("chart" without one)."""
+    title = figure.get("layout", {}).get("title") or {}
+    return (title.get("text") if isinstance(title, dict) else str(title)) or "chart"
+
+
+_environment.filters.update(clock=clock, seconds=seconds, cell=cell, percent=percent, url_id=url_id)
 _environment.globals.update(logs_url=logs_url, filter_url=filter_url, url_with=url_with, missing=missing,
-                           plotly_js_url=PLOTLY_JS_URL)
+                           plotly_js_url=PLOTLY_JS_URL, has_points=has_points, figure_title=figure_title)
 
 
 def render(request: Request, template: str, context: dict, status_code: int = 200) -> HTMLResponse:
     """An HTML page from `template` with `context` (plus `request` and the dashboard's state)."""
     dashboard = request.app.state.dashboard
+    # the generation read before the request read anything (`read_connection`): the page holds at
+    # least what it says, so live.js swaps in the next one when an ingest adds more
+    generation = getattr(request.state, "generation", dashboard.generation)
     page = _environment.get_template(template).render(
-        request=request, watching=dashboard.watching, live=dashboard.live, **context
+        request=request, watching=dashboard.watching, live=dashboard.live, generation=generation, **context
     )
     return HTMLResponse(page, status_code=status_code)
 

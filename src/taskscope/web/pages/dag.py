@@ -9,6 +9,7 @@ direct dependencies, `TASK_LEVEL_LIMIT` tasks of the app per page.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import duckdb
 import pandas as pd
@@ -71,8 +72,8 @@ def _app_level(tasks: pd.DataFrame, edges: pd.DataFrame, app: str | None) -> dic
             "edges": [[s, t, int(n)] for (s, t), n in pair_counts.items()]}
 
 
-@router.get("/api/runs/{run}/dag")
-def dag_json(request: Request, run: str, app: str | None = None, level: str | None = None,
+@router.get("/api/runs/{run:run_id}/dag")
+def dag_json(request: Request, run: str, app: str | None = None, level: Literal["task", "app"] | None = None,
              page: int = Query(1, ge=1), con=Depends(read_connection)):
     """The run's DAG (see `dag_data`): `level=task|app`, `app=NAME` for one app's neighbourhood
     (`page=N`: its tasks by the thousands)."""
@@ -80,13 +81,13 @@ def dag_json(request: Request, run: str, app: str | None = None, level: str | No
     return json_response(dag_data(con, request.app.state.dashboard, run_id, app, level, page))
 
 
-@router.get("/runs/{run}/dag")
-def dag_page(request: Request, run: str, app: str | None = None, level: str | None = None,
+@router.get("/runs/{run:run_id}/dag")
+def dag_page(request: Request, run: str, app: str | None = None, level: Literal["task", "app"] | None = None,
              page: int = Query(1, ge=1), con=Depends(read_connection)):
     run_id = resolve_run(con, run)
     dashboard = request.app.state.dashboard
     data = dag_data(con, dashboard, run_id, app, level, page)
     return render(request, "dag.html", {"title": "DAG" + (f": {app}" if app else ""),
                                         "run": run_row(con, dashboard, run_id), "dag": data,
-                                        "limit": TASK_LEVEL_LIMIT, "state_colours": STATE_COLOURS,
+                                        "limit": TASK_LEVEL_LIMIT, "asked_level": level, "state_colours": STATE_COLOURS,
                                         "refresh_live": False})  # dag.js draws the page as loaded

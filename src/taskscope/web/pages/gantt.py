@@ -5,6 +5,8 @@ shows its tasks, `TASK_LIMIT` to a page."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import duckdb
 from fastapi import APIRouter, Depends, Query, Request
 
@@ -31,8 +33,8 @@ def gantt_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str
     return dashboard.cached(key, lambda: gantt(all_tasks(con, dashboard, run_id), by, app or None, page))
 
 
-@router.get("/api/runs/{run}/gantt")
-def gantt_json(request: Request, run: str, by: str = "task", app: str | None = None,
+@router.get("/api/runs/{run:run_id}/gantt")
+def gantt_json(request: Request, run: str, by: Literal["task", "slot"] = "task", app: str | None = None,
                page: int = Query(1, ge=1), con=Depends(read_connection)):
     """The run's Gantt: `by=task|slot` (rows per task or per worker slot; aggregated per app or
     per slot above the task limit), `app=NAME` (that app's tasks, `page=N`)."""
@@ -45,8 +47,8 @@ _PAGE = {"stages": [name for name, _ in STAGES], "limit": TASK_LIMIT, "state_col
 # while the run is live, live.js swaps in the page anew every ingest and gantt.js draws it again
 
 
-@router.get("/runs/{run}/gantt")
-def gantt_page(request: Request, run: str, by: str = "task", app: str | None = None,
+@router.get("/runs/{run:run_id}/gantt")
+def gantt_page(request: Request, run: str, by: Literal["task", "slot"] = "task", app: str | None = None,
                page: int = Query(1, ge=1), con=Depends(read_connection)):
     dashboard = request.app.state.dashboard
     run_id = resolve_run(con, run)

@@ -110,11 +110,13 @@ def _kept(filters: dict[str, str], text: str | None, columns: list[str], per_pag
 @router.get("/logs")
 def logs_page(request: Request, con=Depends(read_connection)):
     filters, text, page, per_page, newest_first = _split(request)
-    error = None
+    error, status_code = None, 200
     try:
         result = search(con, filters, text, page, per_page, newest_first)
     except ValueError as exc:
-        error, filters = str(exc), {k: v for k, v in filters.items() if k in FILTERABLE}
+        # a bad parameter: 400, as /api/logs answers, with the page of the valid filters
+        error, status_code = str(exc), 400
+        filters = {k: v for k, v in filters.items() if k in FILTERABLE}
         result = search(con, filters, text, page, per_page, newest_first)
     columns = choose_columns(request.query_params.getlist("cols"), filters)
     run = None
@@ -130,4 +132,4 @@ def logs_page(request: Request, con=Depends(read_connection)):
         "table_min_width": sum(widths.values()) + MESSAGE_MIN_WIDTH, "filterable": list(FILTERABLE),
         "kept": _kept(filters, text, columns, result["per_page"], newest_first),
         "newest_first": newest_first, "refresh_live": False,  # logs.js works on the page as loaded
-    })
+    }, status_code=status_code)

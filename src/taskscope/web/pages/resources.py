@@ -88,19 +88,19 @@ def utilization_charts(data: dict) -> dict:
                                       f"resident memory of sampled worker processes (mean per {width:g} s)", "GiB")}
 
 
-@router.get("/api/runs/{run}/utilization")
+@router.get("/api/runs/{run:run_id}/utilization")
 def utilization_json(request: Request, run: str, con=Depends(read_connection)):
     """CPU and memory in use over time per host and in total, with each host's capacity."""
     return json_response(utilization_data(con, request.app.state.dashboard, resolve_run(con, run)))
 
 
-@router.get("/api/runs/{run}/resources")
+@router.get("/api/runs/{run:run_id}/resources")
 def resources_json(request: Request, run: str, con=Depends(read_connection)):
     """Capacity totals, managers, slots over time, CPU / memory histograms of one run."""
     return json_response(resources_data(con, request.app.state.dashboard, resolve_run(con, run)))
 
 
-@router.get("/runs/{run}/resources")
+@router.get("/runs/{run:run_id}/resources")
 def resources_page(request: Request, run: str, con=Depends(read_connection)):
     run_id = resolve_run(con, run)
     data = resources_data(con, request.app.state.dashboard, run_id)

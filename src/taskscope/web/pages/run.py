@@ -7,6 +7,7 @@ import duckdb
 import pandas as pd
 from fastapi import APIRouter, Depends, Request
 
+from taskscope.analyses.between import missing_queues
 from taskscope.analyses.runs import resolve_run
 from taskscope.digests import section
 from taskscope.web.dashboard import Dashboard, read_connection
@@ -15,6 +16,10 @@ from taskscope.web.pages.runs import run_row
 from taskscope.web.render import json_response, render
 
 router = APIRouter()
+
+#: steps of the common path the run page draws (a task logging thousands of lines makes a path
+#: of thousands of steps); the JSON has them all
+COMMON_PATH_STEPS = 60
 
 
 #: the parts of the digest's "run" section the page draws (the exact curves only go to the JSON)
@@ -39,7 +44,7 @@ def run_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str,
     }
 
 
-@router.get("/api/runs/{run}")
+@router.get("/api/runs/{run:run_id}")
 def run_json(request: Request, run: str, con=Depends(read_connection)):
     """One run: status, infrastructure, per-app outcomes, failures, throughput, states and
     queues over time (exact step functions), path variants and the common path's steps."""
@@ -52,7 +57,7 @@ def ended_counts(apps: pd.DataFrame) -> dict[str, int]:
     return {state: int(apps[state].sum()) if state in apps else 0 for state in ("failed", "dep_fail")}
 
 
-@router.get("/runs/{run}")
+@router.get("/runs/{run:run_id}")
 def run_page(request: Request, run: str, con=Depends(read_connection)):
     run_id = resolve_run(con, run)
     data = run_data(con, request.app.state.dashboard, run_id, PAGE_PARTS)
@@ -64,9 +69,10 @@ def run_page(request: Request, run: str, con=Depends(read_connection)):
         "states": steps_figure(data["states_sampled"], "tasks in each state", "tasks"),
         "queues": steps_figure(data["queues_sampled"], "queues: tasks waiting, queued, running", "tasks"),
         "throughput": throughput_figure(data["throughput"], (data["run"].get("start_ts"), data["run"].get("end_ts"))),
-        "common_path": waterfall_figure(data["common_path"]),
+        "common_path": waterfall_figure(data["common_path"].head(COMMON_PATH_STEPS)),
     }
-    path_height = max(300, 120 + 22 * len(data["common_path"]))  # a short path still has room for its labels
+    drawn_steps = min(len(data["common_path"]), COMMON_PATH_STEPS)
+    path_height = max(300, 120 + 22 * drawn_steps)  # a short path still has room for its labels
     return render(request, "run.html", {
         "title": f"Run {data['run'].get('workflow_name') or ''} {run_id}".replace("  ", " "),
         "run": data["run"], "infra": data["infrastructure"],
@@ -74,4 +80,7 @@ def run_page(request: Request, run: str, con=Depends(read_connection)):
         "apps": apps.to_dict("records"), "failures": data["failures"].to_dict("records"),
         "ended": ended_counts(apps),
         "variants": data["variants"].to_dict("records"), "charts": charts, "path_height": path_height,
+        "path_steps": len(data["common_path"]), "drawn_steps": drawn_steps,
+        "missing_queues": request.app.state.dashboard.cached(("missing queues", run_id),
+                                                             lambda: missing_queues(con, run_id)),
     })

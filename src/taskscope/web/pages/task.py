@@ -17,6 +17,9 @@ from taskscope.web.render import json_response, render
 
 router = APIRouter()
 
+#: timeline rows the task page lists; the log explorer pages through the rest
+TIMELINE_ROWS = 1000
+
 
 def run_dependencies(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str) -> pd.DataFrame:
     """Every dependency of the run (`task_id` waited for `depends_on`), from its digest or
@@ -30,14 +33,14 @@ def task_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str,
     return task_detail(con, run_id, task_id, edges=run_dependencies(con, dashboard, run_id))
 
 
-@router.get("/api/runs/{run}/tasks/{task_id:path}")  # ids are text: a Dask key may hold a slash
+@router.get("/api/runs/{run:run_id}/tasks/{task_id:path}")  # ids are text: a Dask key may hold a slash
 def task_json(request: Request, run: str, task_id: str, con=Depends(read_connection)):
     """One task: tries, dependencies, stages (intervals), resource samples, stdout/stderr
     paths and its whole cross-log timeline."""
     return json_response(task_data(con, request.app.state.dashboard, resolve_run(con, run), task_id))
 
 
-@router.get("/runs/{run}/tasks/{task_id:path}")
+@router.get("/runs/{run:run_id}/tasks/{task_id:path}")
 def task_page(request: Request, run: str, task_id: str, con=Depends(read_connection)):
     run_id = resolve_run(con, run)
     data = task_data(con, request.app.state.dashboard, run_id, task_id)
@@ -50,7 +53,8 @@ def task_page(request: Request, run: str, task_id: str, con=Depends(read_connect
     return render(request, "task.html", {
         "title": f"Task {task_id}" + (f" ({data['app_name']})" if data["app_name"] else ""),
         "run": run_row(con, request.app.state.dashboard, run_id), "task": data, "charts": charts,
-        "tries": data["tries"].to_dict("records"), "timeline": data["timeline"].to_dict("records"),
+        "tries": data["tries"].to_dict("records"),
+        "timeline": data["timeline"].head(TIMELINE_ROWS).to_dict("records"), "timeline_events": len(data["timeline"]),
         "streams": data["streams"].to_dict("records"),
         "gantt_height": 140 + 26 * len(stages),
     })

@@ -100,7 +100,7 @@ def task_query(app: str | None = None, state: str | None = None, executor: str |
     return TaskQuery(filters, sort, desc, page, per_page)
 
 
-@router.get("/api/runs/{run}/tasks")
+@router.get("/api/runs/{run:run_id}/tasks")
 def tasks_json(request: Request, run: str, query: TaskQuery = Depends(task_query), con=Depends(read_connection)):
     """A page of a run's tasks. Filters: app, state (a final state or `unfinished`), executor,
     host, manager, block, exception; `sort` (a column), `desc`, `page`, `per_page` (≤ 1000)."""
@@ -109,7 +109,7 @@ def tasks_json(request: Request, run: str, query: TaskQuery = Depends(task_query
     return json_response({**result, "rows": records(result["rows"]), "run_id": run_id})
 
 
-@router.get("/runs/{run}/tasks")
+@router.get("/runs/{run:run_id}/tasks")
 def tasks_page(request: Request, run: str, query: TaskQuery = Depends(task_query), con=Depends(read_connection)):
     run_id = resolve_run(con, run)
     dashboard = request.app.state.dashboard

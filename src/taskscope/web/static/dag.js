@@ -142,6 +142,7 @@
     legend.textContent = "";
     values.forEach(function (v) {
       var item = document.createElement("span"), dot = document.createElement("i");
+      item.title = v;  // a long name is cut short on the line
       dot.style.background = map[v];
       item.appendChild(dot);
       item.appendChild(document.createTextNode(v));
