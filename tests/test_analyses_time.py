@@ -126,6 +126,29 @@ def test_states_from_logs_equal_monitoring_fresh_runs(text_store, json_store):
         assert_same_curve(from_logs, from_monitoring)
 
 
+def test_states_of_a_stream_whose_records_carry_their_task_state(tmp_path):
+    """A program's JSON lines with `task_state` on its records (named by their messages, with no
+    DFK state line): the curve follows each record's state, `running` included (it was empty)."""
+    records = [(0.0, "a", "pending"), (1.0, "b", "pending"), (2.0, "a", "running"), (3.0, "b", "running"),
+               (4.0, "a", "exec_done"), (5.0, "a", "exec_done"), (6.0, "b", "failed")]
+    path = tmp_path / "stream.jsonl"
+    path.write_text("".join(json.dumps({"ts": 1_796_090_400 + at, "run_id": "r1", "task_id": task, "task_state": state,
+                                        "message": f"task {task} is {state}"}) + "\n" for at, task, state in records))
+    with taskscope.open(":memory:") as store:
+        store.ingest(path)
+        wide = states_wide(states(store, run="r1"))
+    counts = wide.drop(columns=["run_id", "step"]).assign(ts=lambda f: f.ts - 1_796_090_400)
+    # by hand: each step is a change of one task's state (the repeated exec_done is none)
+    assert counts.to_dict("records") == [
+        {"ts": 0.0, "pending": 1, "running": 0, "exec_done": 0, "failed": 0},
+        {"ts": 1.0, "pending": 2, "running": 0, "exec_done": 0, "failed": 0},
+        {"ts": 2.0, "pending": 1, "running": 1, "exec_done": 0, "failed": 0},
+        {"ts": 3.0, "pending": 0, "running": 2, "exec_done": 0, "failed": 0},
+        {"ts": 4.0, "pending": 0, "running": 1, "exec_done": 1, "failed": 0},
+        {"ts": 6.0, "pending": 0, "running": 0, "exec_done": 1, "failed": 1},
+    ]
+
+
 def test_states_curve_is_a_consistent_step_function(text_store):
     curve = states(text_store)
     tasks = text_store.tasks()
@@ -541,3 +564,17 @@ def test_queues_say_which_queue_is_left_out_and_why(tmp_path):
     parsed = json.loads(invoke("queues", "--store", store, "--format", "json").stdout)
     assert set(parsed["missing"]) == {"queued in interchange"}
     assert {row["queue"] for row in parsed["queues"]} == {"waiting in DFK", "running on worker"}
+
+
+def test_a_run_without_an_interchange_log_is_told_so(tmp_path):
+    """A run with no interchange at all (a program's own stream, another executor) is not told
+    that the interchange logged too little."""
+    from taskscope.analyses.between import WHY_NO_LOG, missing_queues
+
+    path = tmp_path / "stream.jsonl"
+    path.write_text(json.dumps({"ts": 1_796_090_400, "run_id": "r1", "task_id": "a", "task_state": "pending",
+                                "message": "a is pending"}) + "\n")
+    with taskscope.open(":memory:") as store:
+        store.ingest(path)
+        why = missing_queues(store, run="r1")["queued in interchange"]
+    assert why.endswith(WHY_NO_LOG["queued in interchange"][1]) and "DEBUG" not in why

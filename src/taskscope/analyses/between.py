@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from taskscope._sql import connection_of
+from taskscope._sql import connection_of, of_run
 from taskscope.analyses.runs import resolve_run
 from taskscope.analyses.selectors import Selector, parse_selector, task_events_sql
 
@@ -29,6 +29,11 @@ WHY_MISSING: dict[str, str] = {
     "queued in interchange": "the interchange logs each task it queues only at DEBUG level, which "
                              "Parsl's default text log leaves out (JSONLogging keeps it)",
     "running on worker": "no HTEX worker logs (another executor, or the worker logs were not ingested)",
+}
+#: why a queue is missing when the run has no log at all of the process that holds it
+WHY_NO_LOG: dict[str, tuple[str, str]] = {
+    "queued in interchange": ("interchange", "the run has no interchange log (an executor other than HTEX, "
+                                             "or the interchange's log was not ingested)"),
 }
 
 
@@ -143,5 +148,15 @@ def missing_queues(store, run: str | None = None) -> dict[str, str]:
     for queue, (event_a, event_b) in STANDARD_QUEUES.items():
         absent = [selector.text for selector in _selectors(event_a, event_b).values() if not selector.count(con, run_id)]
         if absent:
-            missing[queue] = f"no {' nor '.join(absent)} events: {WHY_MISSING[queue]}"
+            missing[queue] = f"no {' nor '.join(absent)} events: {_why_missing(con, run_id, queue)}"
     return missing
+
+
+def _why_missing(con, run_id: str | None, queue: str) -> str:
+    if queue in WHY_NO_LOG:
+        source, why = WHY_NO_LOG[queue]
+        logged = con.execute(f"SELECT count(*) FROM events WHERE source = $source AND {of_run()}",
+                             {"source": source, "run": run_id}).fetchall()[0][0]
+        if not logged:
+            return why
+    return WHY_MISSING[queue]

@@ -92,7 +92,8 @@ def runs(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> pd.DataFr
     `user`, `host`, `run_dir` (the run folder, else the one monitoring.db recorded), `start_ts`,
     `end_ts` (the run's first and last event, epoch seconds), `duration_s` (end - start),
     `status` (`completed`, `failed` = ended with failed tasks, or `unfinished`; see
-    `mark_live` for `live`), `tasks`, `tasks_done`, `tasks_failed`, `events`, `sources`.
+    `mark_live` for `live`), `tasks`, `tasks_done` (exec_done or memo_done), `tasks_failed` (failed or
+    dep_fail), `events`, `sources`.
 
     >>> runs(con).columns[:3].tolist()  # doctest: +SKIP
     ['run_id', 'workflow_name', 'user']

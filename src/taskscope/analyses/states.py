@@ -62,6 +62,23 @@ _INFERRED_STATE_CHANGES = f"""
           AND e.run_id IN ({_LEGACY_RUNS})
 """
 
+# Runs of a generic stream: no DFK state line at all, its records carry `task_state` themselves
+# (a JSON-lines program's `{"task_state": "running", ...}`), whatever each record is named.
+_STREAM_RUNS = f"""
+    SELECT run_id FROM events
+    WHERE run_id IS NOT NULL AND {of_run()} AND source <> 'monitoring'
+    GROUP BY run_id
+    HAVING count(*) FILTER (WHERE event IN ('task.state', 'task.launched')) = 0
+       AND count(*) FILTER (WHERE task_state IS NOT NULL) > 0
+"""
+
+_STREAM_STATE_CHANGES = f"""
+    SELECT run_id, task_id, ts, file_id, line, 0 AS sub, task_state AS state
+    FROM events
+    WHERE task_state IS NOT NULL AND source <> 'monitoring'  -- its own states: `running` too
+          AND task_id IS NOT NULL AND run_id IN ({_STREAM_RUNS})
+"""
+
 _MONITORING_STATE_CHANGES = f"""
     SELECT run_id, task_id, ts, file_id, line, 0 AS sub, task_state AS state
     FROM events
@@ -106,7 +123,8 @@ def _curve_sql(changes: str) -> str:
 
 
 def states(store, run: str | None = None) -> pd.DataFrame:
-    """Tasks in each DFK state over time, from the state changes in the run's logs.
+    """Tasks in each DFK state over time, from the state changes in the run's logs (a generic
+    stream with no DFK state lines: each record's own `task_state`).
 
     One row per state whose count changes at a transition: `run_id`, `step` (the transition's
     number in its run, 1, 2, ...), `ts` (seconds since the epoch, UTC), `task_id` (the task
@@ -119,7 +137,7 @@ def states(store, run: str | None = None) -> pd.DataFrame:
     >>> curve[curve.state == "launched"].tasks.max()          # peak of tasks launched at once  # doctest: +SKIP
     """
     con = connection_of(store)
-    changes = f"{_LOG_STATE_CHANGES} UNION ALL {_INFERRED_STATE_CHANGES}"
+    changes = f"{_LOG_STATE_CHANGES} UNION ALL {_INFERRED_STATE_CHANGES} UNION ALL {_STREAM_STATE_CHANGES}"
     return frame(con, _curve_sql(changes), {"run": resolve_run(con, run)})
 
 
