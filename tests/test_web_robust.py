@@ -155,7 +155,11 @@ def test_a_300_character_app_name_never_makes_a_page_scroll_sideways(tmp_path, b
 
 
 def test_a_chart_without_data_says_so_instead_of_drawing_empty_axes(tmp_path):
-    server = served_log(jsonl_log(tmp_path / "plain.jsonl", {"plain": ["1", "2"]}))
+    # a program's tasks that log no state: no state, queue or worker slot to draw
+    log = tmp_path / "plain.jsonl"
+    log.write_text("".join(json.dumps({"ts": 1_700_000_000.0 + n, "run_id": "plain", "task_id": task,
+                                       "message": f"working on {task}"}) + "\n" for n, task in enumerate("12")))
+    server = served_log(log)
     try:
         _, _, run_page = fetch(f"{server.url}/runs/plain")
         _, _, resources = fetch(f"{server.url}/runs/plain/resources")
@@ -166,6 +170,11 @@ def test_a_chart_without_data_says_so_instead_of_drawing_empty_axes(tmp_path):
         assert cards and all(value.strip() for value in cards), cards  # "—" where the logs say nothing
     finally:
         server.stop()
+    stated = served_log(jsonl_log(tmp_path / "stated.jsonl", {"stated": ["1", "2"]}))  # records with task_state
+    try:
+        assert 'data-target="chart-states"' in fetch(f"{stated.url}/runs/stated")[2]
+    finally:
+        stated.stop()
 
 
 def test_the_run_page_says_why_a_queue_is_not_drawn():
