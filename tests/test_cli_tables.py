@@ -7,6 +7,8 @@ run `taskscope` in a fresh interpreter where the module is blocked.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import subprocess
@@ -220,3 +222,20 @@ def test_cli_json_rows_equal_the_web_api_rows(two_runs, web):
     a, b = run_ids(two_runs)
     cli_compare = json.loads(cli("compare", a, b, "--store", two_runs, "--format", "json").stdout)
     assert cli_compare == web.get("/api/compare", params={"a": a, "b": b}).json()["rows"]
+
+
+def test_a_bad_lines_head_reads_as_text_in_every_format(tmp_path):
+    """`bad_lines.head` holds a line's first bytes: each format shows them as text, escapes where
+    they are not UTF-8 (it printed Python's `bytearray(b'...')`)."""
+    log = tmp_path / "app.jsonl"
+    log.write_bytes(b'{"ts": 1796090400, "message": "ok"}\nnot json \xff\n')
+    store = str(tmp_path / "s.duckdb")
+    with taskscope.open(store) as opened:
+        opened.ingest(log)
+    query = "SELECT head FROM bad_lines"
+    head = "not json \\xff\n"  # the line's bytes as read, its newline too
+    assert json.loads(cli("sql", query, "--store", store, "--format", "json").stdout) == [{"head": head}]
+    assert list(csv.reader(io.StringIO(cli("sql", query, "--store", store, "--format", "csv").stdout))) == [
+        ["head"], [head]]
+    table = cli("sql", query, "--store", store).stdout
+    assert "not json \\xff" in table and "bytearray" not in table

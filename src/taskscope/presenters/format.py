@@ -82,6 +82,15 @@ def seconds(value, digits: int = 3) -> str:
     return f"{value:.{digits}f} s"
 
 
+def bytes_text(value: bytes | bytearray) -> str:
+    """Bytes (a bad line's head) as text: UTF-8 where they are, escapes where not.
+
+    >>> bytes_text(bytearray(b"ts,\\xff\\x00 id"))
+    'ts,\\\\xff\\\\x00 id'
+    """
+    return bytes(value).decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+
+
 def cell(value) -> str:
     """Any table value as text: empty for missing, integers without `.0`, other numbers with
     6 significant digits.
@@ -91,6 +100,8 @@ def cell(value) -> str:
     """
     if isinstance(value, (np.ndarray, list, tuple, dict)):
         return json_bytes(value).decode()
+    if isinstance(value, (bytes, bytearray)):
+        return bytes_text(value)
     if missing(value):
         return ""
     if isinstance(value, (float, np.floating)):
@@ -135,6 +146,8 @@ def json_default(value):
         return value.item()
     if isinstance(value, np.ndarray):  # a list column (object dtype, which orjson leaves to us)
         return value.tolist()
+    if isinstance(value, (bytes, bytearray)):
+        return bytes_text(value)
     if missing(value):
         return None
     if isinstance(value, pd.DataFrame):
@@ -144,17 +157,21 @@ def json_default(value):
 
 def csv_text(frame: pd.DataFrame) -> str:
     """`frame` as CSV, a list or struct value as JSON text in its cell (not Python's repr,
-    which no tool reads back and which may hold newlines).
+    which no tool reads back and which may hold newlines), bytes as text (see `bytes_text`).
 
     >>> print(csv_text(pd.DataFrame({"run": ["r1"], "components": [["htex", "local"]]})), end="")
     run,components
     r1,"[""htex"",""local""]"
     """
-    nested = [name for name in frame.columns
-              if frame[name].dtype == object and frame[name].map(lambda v: isinstance(v, (np.ndarray, list, dict))).any()]
+    def text(value):
+        if isinstance(value, (np.ndarray, list, dict)):
+            return json_bytes(value).decode()
+        return bytes_text(value) if isinstance(value, (bytes, bytearray)) else value
+
+    nested = [name for name in frame.columns if frame[name].dtype == object
+              and frame[name].map(lambda v: isinstance(v, (np.ndarray, list, dict, bytes, bytearray))).any()]
     if nested:
-        frame = frame.assign(**{name: frame[name].map(
-            lambda v: json_bytes(v).decode() if isinstance(v, (np.ndarray, list, dict)) else v) for name in nested})
+        frame = frame.assign(**{name: frame[name].map(text) for name in nested})
     return frame.to_csv(index=False)
 
 
