@@ -15,6 +15,8 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,15 @@ ALLOWED_TOPIC = "scores"
 FORBIDDEN_TOPIC = "private-notes"
 #: a package the scheduler's environment lacks but the `dask worker` subprocess's has (metadata only)
 ODD_PACKAGE, ODD_VERSION = "lz4", "0.0.1"
+
+
+@contextmanager
+def registered_cluster(server, spool: Path, processes: bool = True) -> Iterator[tuple[Client, str]]:
+    """A one-worker LocalCluster whose plugin sends to `server`: its client and scheduler id."""
+    with LocalCluster(processes=processes, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        register(client, server=server.url, token=server.token, spool_directory=str(spool), **FAST)
+        yield client, client.scheduler_info()["id"]
 
 
 # ---- a real server ---------------------------------------------------------------------------
@@ -317,12 +328,9 @@ def test_disabled_sends_nothing(server, tmp_path):
 
 @pytest.mark.usefixtures("patient_close")
 def test_code_transmit_false_sends_no_code(server, tmp_path):
-    with LocalCluster(processes=True, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \
-            Client(cluster) as client, \
-            dask.config.set({"taskscope.fleet.code.transmit": False,
-                             "distributed.diagnostics.computations.nframes": 2}):  # the client captures code
-        register(client, server=server.url, token=server.token, spool_directory=str(tmp_path), **FAST)
-        scheduler_id = client.scheduler_info()["id"]
+    with dask.config.set({"taskscope.fleet.code.transmit": False,
+                          "distributed.diagnostics.computations.nframes": 2}), \
+            registered_cluster(server, tmp_path) as (client, scheduler_id):  # the client captures code
         assert dask.bag.from_sequence(range(10), npartitions=2).sum().compute() == 45
         assert client.run_on_scheduler(lambda dask_scheduler: any(c.code for c in dask_scheduler.computations))
     cluster = server.cluster_named(scheduler_id)
@@ -334,10 +342,7 @@ def test_code_transmit_false_sends_no_code(server, tmp_path):
 # ---- a computation whose tasks all failed ----------------------------------------------------------
 @pytest.mark.usefixtures("patient_close")
 def test_a_computation_whose_tasks_all_failed_gets_a_stop(server, tmp_path):
-    with LocalCluster(processes=True, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \
-            Client(cluster) as client:
-        register(client, server=server.url, token=server.token, spool_directory=str(tmp_path), **FAST)
-        scheduler_id = client.scheduler_info()["id"]
+    with registered_cluster(server, tmp_path) as (client, scheduler_id):
         with pytest.raises(ValueError, match="always fails on 1"):
             client.submit(always_fails, 1).result()
     cluster = server.cluster_named(scheduler_id)
@@ -545,10 +550,7 @@ def kills_its_worker(x):
 @pytest.mark.usefixtures("patient_close")
 def test_a_killed_worker_keeps_its_text_worker_and_allowed_failures(server, tmp_path):
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
-            LocalCluster(processes=True, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \
-            Client(cluster) as client:
-        register(client, server=server.url, token=server.token, spool_directory=str(tmp_path), **FAST)
-        scheduler_id = client.scheduler_info()["id"]
+            registered_cluster(server, tmp_path) as (client, scheduler_id):
         [worker] = client.scheduler_info()["workers"]
         with pytest.raises(Exception, match="KilledWorker|workers died") as raised:
             client.submit(kills_its_worker, 1, key="dies-1").result()
@@ -609,10 +611,7 @@ def inc(x: int) -> int:
 
 @pytest.mark.usefixtures("patient_close")
 def test_a_computation_of_results_already_in_memory_is_finished_when_it_starts(server, tmp_path):
-    with LocalCluster(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \
-            Client(cluster) as client:
-        register(client, server=server.url, token=server.token, spool_directory=str(tmp_path), **FAST)
-        scheduler_id = client.scheduler_info()["id"]
+    with registered_cluster(server, tmp_path, processes=False) as (client, scheduler_id):
         x = dask.delayed(inc, pure=True)(1)
         first = client.compute(x)
         assert first.result() == 2

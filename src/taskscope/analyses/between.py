@@ -126,9 +126,9 @@ def standard_queues(store, run: str | None = None, per: str = "task") -> pd.Data
     """
     con = connection_of(store)
     run_id = resolve_run(con, run)
-    missing = missing_queues(con, run_id)
+    absent = _absent_events(con, run_id)
     frames = [between(con, event_a, event_b, run_id, per).assign(queue=queue)
-              for queue, (event_a, event_b) in STANDARD_QUEUES.items() if queue not in missing]
+              for queue, (event_a, event_b) in STANDARD_QUEUES.items() if queue not in absent]
     if not frames:
         return pd.DataFrame({"run_id": pd.Series(dtype="str"), "queue": pd.Series(dtype="str"),
                              "ts": pd.Series(dtype="float64"), "count": pd.Series(dtype="int64")})
@@ -144,12 +144,18 @@ def missing_queues(store, run: str | None = None) -> dict[str, str]:
     """
     con = connection_of(store)
     run_id = resolve_run(con, run)
-    missing = {}
+    return {queue: f"no {' nor '.join(events)} events: {_why_missing(con, run_id, queue)}"
+            for queue, events in _absent_events(con, run_id).items()}
+
+
+def _absent_events(con, run_id: str | None) -> dict[str, list[str]]:
+    """The standard queues whose events the run lacks, each with the selectors of those events."""
+    absent = {}
     for queue, (event_a, event_b) in STANDARD_QUEUES.items():
-        absent = [selector.text for selector in _selectors(event_a, event_b).values() if not selector.count(con, run_id)]
-        if absent:
-            missing[queue] = f"no {' nor '.join(absent)} events: {_why_missing(con, run_id, queue)}"
-    return missing
+        events = [selector.text for selector in _selectors(event_a, event_b).values() if not selector.count(con, run_id)]
+        if events:
+            absent[queue] = events
+    return absent
 
 
 def _why_missing(con, run_id: str | None, queue: str) -> str:

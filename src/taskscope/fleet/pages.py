@@ -21,10 +21,9 @@ from taskscope.fleet import profiles, reads
 from taskscope.fleet.auth import SESSION_COOKIE, Caller, page_caller
 from taskscope.fleet.security import same_origin
 from taskscope.presenters.figures import bar_figure, gantt_figure, plot_text, steps_figure
-from taskscope.presenters.format import cell, clock, missing, records, seconds
+from taskscope.presenters.format import missing, records
 from taskscope.web.app import mount_static
-from taskscope.web.ids import url_id
-from taskscope.web.render import WEB_DIR, figure_title, has_points
+from taskscope.web.render import SHARED_FILTERS, SHARED_GLOBALS, WEB_DIR
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -43,12 +42,11 @@ _environment = jinja2.Environment(
     loader=jinja2.ChoiceLoader([jinja2.FileSystemLoader(TEMPLATES_DIR), jinja2.FileSystemLoader(WEB_DIR / "templates")]),
     autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
 )
-_environment.filters.update(clock=clock, seconds=seconds, cell=cell, json_text=lambda value: json.dumps(value),
+# the dashboard's base template and macros, which these pages extend, need theirs too
+_environment.filters.update(SHARED_FILTERS, json_text=lambda value: json.dumps(value),
                             outcomes=lambda states: group_outcomes(states), size=lambda n: byte_size(n),
                             code_lines=lambda frame: code_lines(frame))
-# the dashboard's base template and macros, which these pages share, use these too
-_environment.filters.update(url_id=url_id)
-_environment.globals.update(missing=missing, has_points=has_points, figure_title=figure_title)
+_environment.globals.update(SHARED_GLOBALS)
 
 router = APIRouter()
 

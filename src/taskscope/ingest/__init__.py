@@ -587,8 +587,8 @@ def _flush(con, rules: list[Rule]) -> None:
 
 def _forget_file(con, file_id: int) -> int:
     """Drop what a file gave before it is read again from its start; returns how many events."""
-    removed = int(scalar(con, "SELECT count(*) FROM events WHERE file_id = ?", [file_id]))
-    for table in ("events", "bad_lines", "event_task_links"):
+    removed = int(scalar(con, "DELETE FROM events WHERE file_id = ?", [file_id]))  # a DELETE returns its count
+    for table in ("bad_lines", "event_task_links"):
         con.execute(f"DELETE FROM {table} WHERE file_id = ?", [file_id])
     con.execute("UPDATE ingested_files SET events = 0, bad_lines = 0 WHERE file_id = ?", [file_id])
     return removed

@@ -70,9 +70,14 @@ def figure_title(figure: dict) -> str:
     return (title.get("text") if isinstance(title, dict) else str(title)) or "chart"
 
 
-_environment.filters.update(clock=clock, seconds=seconds, cell=cell, percent=percent, url_id=url_id)
-_environment.globals.update(logs_url=logs_url, filter_url=filter_url, url_with=url_with, missing=missing,
-                           plotly_js_url=PLOTLY_JS_URL, has_points=has_points, figure_title=figure_title)
+#: what the shared templates (`base.html`, `_macros.html`) use: every environment rendering them
+#: installs these (the fleet pages' too, which extend them)
+SHARED_FILTERS = {"clock": clock, "seconds": seconds, "cell": cell, "percent": percent, "url_id": url_id}
+SHARED_GLOBALS = {"missing": missing, "has_points": has_points, "figure_title": figure_title}
+
+_environment.filters.update(SHARED_FILTERS)
+_environment.globals.update(SHARED_GLOBALS, logs_url=logs_url, filter_url=filter_url, url_with=url_with,
+                            plotly_js_url=PLOTLY_JS_URL)
 
 
 def render(request: Request, template: str, context: dict, status_code: int = 200) -> HTMLResponse:
