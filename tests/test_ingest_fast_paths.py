@@ -29,14 +29,17 @@ def _chunk(tmp_path, data: bytes):
 
 
 def test_decoded_chunk_equals_the_sql_decoding(tmp_path):
-    data = "ab\r\ncd\n\r\n\nx\r\r\nmid\rdle\né ünïcødé 日本\n  lead and trail  \n".encode()
+    # lines of up to 12 bytes are held inside their Arrow string view, longer ones by reference:
+    # both sides of that edge, and a character across it
+    data = "ab\r\ncd\n\r\n\nx\r\r\nmid\rdle\né ünïcødé 日本\n  lead and trail  \nexactly12byt\nthirteen byte\r\nabcdefghijkl日\n".encode()
     chunk = _chunk(tmp_path, data)
     assert chunk.text is not None
     con = duckdb.connect()
     con.register("chunk_lines", chunk.table)
     by_sql = con.execute(f"SELECT line, txt FROM ({usable_lines_sql('chunk_lines')}) ORDER BY line").fetchall()
     assert list(zip(chunk.text.column("line").to_pylist(), chunk.text.column("txt").to_pylist())) == by_sql
-    assert [txt for _, txt in by_sql] == ["ab", "cd", "", "", "x\r", "mid\rdle", "é ünïcødé 日本", "  lead and trail  "]
+    assert [txt for _, txt in by_sql] == ["ab", "cd", "", "", "x\r", "mid\rdle", "é ünïcødé 日本", "  lead and trail  ",
+                                       "exactly12byt", "thirteen byte", "abcdefghijkl日"]
 
 
 @pytest.mark.parametrize("bad", [b"\xff\xfe not utf-8\n", b"nul \x00 byte\n", b"\xed\xa0\x80 surrogate\n"])

@@ -1,7 +1,7 @@
 """Read the complete lines a file has gained since the last ingest, as an Arrow table.
 
-Lines are found with numpy (one vectorised pass for the newlines) and handed to DuckDB as a
-zero-copy Arrow binary column, so that decoding, validation and parsing happen in DuckDB's
+Lines are found with numpy (one vectorised pass for the newlines) and handed to DuckDB as
+zero-copy Arrow columns (binary, and string views where every line is good text), so that decoding, validation and parsing happen in DuckDB's
 vectorised engine rather than in a Python loop per line. A Python loop over lines was the
 prototype's method and is ~5x slower (see benchmarks/ingest_bench.py).
 """
@@ -88,10 +88,12 @@ def _chunks(handle: BinaryIO, offset: int, lines_before: int, chunk_bytes: int, 
             if last_newline < 0:
                 carry = data
                 continue
-            complete, carry = data[: last_newline + 1], data[last_newline + 1 :]
-            chunk = _split_lines(complete, line_no + 1)
+            # the chunk's lines stay in `data` (slicing them out would copy them all); only
+            # the partial last line is carried to the next block
+            chunk = _split_lines(data, line_no + 1, end=last_newline + 1)
+            carry = data[last_newline + 1 :]
             line_no += chunk.n_lines
-            offset += len(complete)
+            offset += last_newline + 1
             chunk.end_offset = offset
             yield chunk
 
@@ -117,14 +119,15 @@ def _read_block(handle: BinaryIO, size: int) -> tuple[bytes, Exception | None]:
     return b"".join(pieces), None
 
 
-def _split_lines(data: bytes, first_line: int) -> LineChunk:
-    """Split `data` (ending in a newline) into lines without copying them.
+def _split_lines(data: bytes, first_line: int, end: int | None = None) -> LineChunk:
+    """Split `data[:end]` (ending in a newline) into lines without copying them.
 
     Each Arrow value keeps its trailing newline (the offsets are simply the positions after
     each newline); the SQL that reads the table strips it. Lines over MAX_LINE_BYTES stay in
     the table but are listed in `overlong` so the reader can skip them.
     """
-    newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+    end = len(data) if end is None else end
+    newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8, count=end) == 10)
     offsets = np.empty(len(newlines) + 1, dtype=np.int64)
     offsets[0] = 0
     offsets[1:] = newlines + 1
@@ -145,23 +148,24 @@ def _decoded_lines(data: bytes, newlines: np.ndarray, offsets: np.ndarray, numbe
     """(line, txt) of `data` with each line's ending (LF or CRLF) removed, or None if a line
     is not valid UTF-8 or holds a NUL byte (those take the checked path in SQL).
 
-    The line endings are cut out in one numpy copy, so the strings are contiguous and
-    Arrow can hold them as an ordinary string column; Arrow checks the UTF-8.
+    `txt` is an Arrow string-view column: each value is a 16-byte view (length, and either the
+    string itself when it is 12 bytes or shorter, or its first 4 bytes and its place in `data`),
+    so the lines stay where they are in `data`, line endings and all. Cutting the endings out
+    into a contiguous copy, as an ordinary string column needs, cost more than all of the rest
+    of reading a file. Arrow checks the UTF-8.
     """
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    if len(newlines) == 0 or (buffer == 0).any():
+    end = int(offsets[-1])
+    if len(newlines) == 0 or data.find(b"\0", 0, end) >= 0:
         return None
+    buffer = np.frombuffer(data, dtype=np.uint8, count=end)
+    starts = offsets[:-1]
     before = newlines - 1
     has_cr = np.zeros(len(newlines), dtype=bool)
-    has_cr[before >= 0] = buffer[before[before >= 0]] == 13
-    keep = np.ones(len(buffer), dtype=bool)
-    keep[newlines] = False
-    keep[before[has_cr]] = False
-    lengths = np.diff(offsets) - 1 - has_cr
-    text_offsets = np.zeros(len(newlines) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=text_offsets[1:])
+    not_empty = before >= starts
+    has_cr[not_empty] = buffer[before[not_empty]] == 13
+    lengths = newlines - starts - has_cr
     txt = pa.Array.from_buffers(
-        pa.large_string(), len(newlines), [None, pa.py_buffer(text_offsets), pa.py_buffer(buffer[keep])]
+        pa.string_view(), len(newlines), [None, pa.py_buffer(_string_views(buffer, starts, lengths)), pa.py_buffer(data)]
     )
     try:
         txt.validate(full=True)
@@ -169,6 +173,28 @@ def _decoded_lines(data: bytes, newlines: np.ndarray, offsets: np.ndarray, numbe
         return None
     table = pa.table({"line": pa.array(numbers), "txt": txt})
     return pa.Table.from_batches(table.to_batches(max_chunksize=BATCH_ROWS))  # zero-copy slices
+
+
+#: Arrow's string views hold a string of up to this many bytes inline, a longer one by reference
+_INLINE_BYTES = 12
+
+
+def _string_views(buffer: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The 16-byte Arrow string views of the strings at `starts` (with `lengths`) in `buffer`,
+    which is the views' only data buffer (number 0)."""
+    views = np.zeros((len(starts), 16), dtype=np.uint8)
+    inline = lengths <= _INLINE_BYTES
+    shown = np.where(inline, lengths, 4)  # bytes copied into the view: all, or the prefix
+    last = len(buffer) - 1
+    for k in range(_INLINE_BYTES):
+        byte = buffer[np.minimum(starts + k, last)]
+        views[:, 4 + k] = np.where(k < shown, byte, 0)
+    words = views.view("<i4")  # (n, 4): length, prefix, buffer index, offset
+    words[:, 0] = lengths
+    by_reference = ~inline
+    words[by_reference, 2] = 0
+    words[by_reference, 3] = starts[by_reference]
+    return views
 
 
 def file_size(path: str) -> int:
