@@ -9,6 +9,7 @@ written with SQL, whose stage times the test knows. Pages load in real Chromium.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from pathlib import Path
 from urllib.parse import urlencode
@@ -21,9 +22,9 @@ from test_web import Server, Watched, browser, followed_live  # noqa: F401 (brow
 from truth_workflow import BURN_CPU_S
 
 import taskscope
-from taskscope.analyses.gantt import STAGES, TASK_LIMIT
+from taskscope.analyses.gantt import STAGES, TASK_LIMIT, aggregated
 from taskscope.analyses.resources import per_task, utilization
-from taskscope.analyses.tasks import tasks
+from taskscope.analyses.tasks import earlier_tries, tasks
 from taskscope.analyses.utilization import utilization_totals
 
 # a run of `$tasks` tasks in three apps on four slots, each pending -> launched -> running ->
@@ -142,8 +143,20 @@ def gantt_bars(watched: Watched, url: str) -> list[dict]:
     watched.page.wait_for_selector("#gantt-svg")
     return watched.page.eval_on_selector_all("g.task-bar", """bars => bars.map(bar => ({
         task: bar.dataset.task, state: bar.dataset.state,
-        stages: Object.fromEntries([...bar.querySelectorAll('rect.stage')].map(
-            r => [r.dataset.stage, [Number(r.dataset.start), Number(r.dataset.end)]]))}))""")
+        stages: Object.fromEntries([...bar.querySelectorAll(':scope > rect.stage')].map(
+            r => [r.dataset.stage, [Number(r.dataset.start), Number(r.dataset.end)]])),
+        tries: [...bar.querySelectorAll('g.try-bar')].map(g => ({try: Number(g.dataset.try),
+            stages: Object.fromEntries([...g.querySelectorAll('rect.stage')].map(
+                r => [r.dataset.stage, [Number(r.dataset.start), Number(r.dataset.end)]]))}))}))""")
+
+
+def slot_try_bars(watched: Watched) -> list[dict]:
+    """The per-slot Gantt's bars of earlier tries (it is open in `watched`): task, try, row, bounds."""
+    return watched.page.eval_on_selector_all("a > g.try-bar", """bars => bars.map(g => {
+        const r = g.querySelector('rect.stage');
+        return {task: g.dataset.task, try: Number(g.dataset.try), y: Number(r.getAttribute('y')),
+                stage: r.dataset.stage, bounds: [Number(r.dataset.start), Number(r.dataset.end)]};
+    })""")
 
 
 def assert_bars_match_the_task_table(bars: list[dict], table: pd.DataFrame) -> None:
@@ -177,6 +190,7 @@ def test_gantt_draws_one_bar_per_task_with_the_analyses_stage_times(truth_store,
         bars = gantt_bars(watched, f"{served.url}/runs/{run_id}/gantt")
         slot_bars = gantt_bars(watched, f"{served.url}/runs/{run_id}/gantt?by=slot")
         slot_rows = watched.page.eval_on_selector_all("text.row-label", "ts => ts.map(t => t.textContent)")
+        slot_tries = slot_try_bars(watched)
         watched.page.goto(f"{served.url}/runs/{run_id}")
         watched.page.click("#run-gantt")
         watched.page.wait_for_selector("#gantt-svg")
@@ -185,10 +199,78 @@ def test_gantt_draws_one_bar_per_task_with_the_analyses_stage_times(truth_store,
     assert len(bars) == count == len(table) and sorted(b["task"] for b in bars) == sorted(table.task_id)
     assert_bars_match_the_task_table(bars, table)
     assert {b["state"] for b in bars} == {"exec_done", "failed"}
-    # per slot: each task that ran on a worker, its running time in its manager/worker's row
+    # per slot: each task that ran on a worker, its running time in its manager/worker's row, and
+    # the earlier try of the task that failed on every try in the row of the slot it ran in
     ran = table[table.worker_start_ts.notna()]
+    earlier = earlier_tries(store.con, run_id, table.task_id[table.tries > 1].tolist())
     assert len(slot_bars) == len(ran) and all(list(b["stages"]) == ["running"] for b in slot_bars)
-    assert sorted(slot_rows) == sorted({f"{m}/{w}" for m, w in zip(ran.manager_id, ran.worker_id)})
+    slots = {f"{m}/{w}" for m, w in zip(ran.manager_id, ran.worker_id)}
+    slots |= {f"{m}/{w}" for m, w in zip(earlier.manager_id, earlier.worker_id)}
+    assert sorted(slot_rows) == sorted(slots)
+    assert [(b["task"], b["try"], b["stage"]) for b in slot_tries] == [
+        (t, int(k), "running") for t, k in zip(earlier.task_id, earlier.try_id)]
+
+
+def parsl_log_times(runinfo: Path, pattern: str) -> dict[tuple[str, int], float]:
+    """(task, try) -> the time (Parsl's `created`, the line's first field) of each DFK log line
+    matching `pattern` (groups: task, try): read from the run's parsl.log, not from the store."""
+    found = {}
+    for log in runinfo.glob("*/parsl.log"):
+        for line in log.read_text().splitlines():
+            match = re.search(pattern, line)
+            if match:
+                found[(match.group(1), int(match.group(2)))] = float(line.split(" ", 1)[0])
+    return found
+
+
+def test_gantt_draws_a_retried_tasks_earlier_try_inside_its_wait(truth_store, browser):  # noqa: F811
+    store, runinfo = truth_store
+    run_id = only_run(store)
+    table = tasks(store.con, run_id)
+    retried = table[table.tries > 1]
+    earlier = earlier_tries(store.con, run_id, retried.task_id.tolist())
+    # the truth run's failing task, retried once: one earlier try, try 0, whose launch and failure
+    # are the DFK's own log lines (monitoring may note the launch a moment earlier, and the try's
+    # end, its last mark, a moment after the DFK's line)
+    launched = parsl_log_times(runinfo, r"Parsl task (\d+) try (\d+) launched on executor")
+    failed = parsl_log_times(runinfo, r"Task (\d+) try (\d+) failed with exception")
+    assert len(retried) == 1 and earlier[["task_id", "try_id"]].values.tolist() == [[retried.task_id.iloc[0], 0]]
+    one = earlier.iloc[0]
+    key = (one.task_id, 0)
+    assert one.launch_ts == pytest.approx(launched[key], abs=0.5) and one.launch_ts <= launched[key]
+    assert one.end_ts == pytest.approx(failed[key], abs=0.5) and one.end_ts >= failed[key]
+    assert one.launch_ts < one.worker_start_ts < one.end_ts <= launched[(one.task_id, 1)]
+    with Served(store) as served:
+        data = served.json(f"/api/runs/{run_id}/gantt")
+        watched = Watched(browser)
+        bars = gantt_bars(watched, f"{served.url}/runs/{run_id}/gantt")
+        title = watched.page.text_content(f'g.task-bar[data-task="{one.task_id}"] > title')
+        watched.page.close()
+    assert watched.problems == []
+    tries = data["tries"]
+    row = data["tasks"]["task_id"].index(one.task_id)
+    assert tries["task"] == [row] and tries["try_id"] == [0] and tries["row"] == [row]
+    assert tries["launched_start"] == [pytest.approx(one.launch_ts, abs=1e-6)]
+    assert tries["running_start"] == [pytest.approx(one.worker_start_ts, abs=1e-6)]
+    assert tries["launched_end"] == tries["running_start"] and tries["running_end"] == [pytest.approx(one.end_ts, abs=1e-6)]
+    bar = next(b for b in bars if b["task"] == one.task_id)
+    assert bar["tries"] == [{"try": 0, "stages": {
+        "launched": [tries["launched_start"][0], tries["launched_end"][0]],
+        "running": [tries["running_start"][0], tries["running_end"][0]]}}]
+    # inside the task's wait, which is pending only outside the try
+    pending_start, pending_end = bar["stages"]["pending"]
+    assert pending_start <= tries["launched_start"][0] and tries["running_end"][0] <= pending_end
+    pending = (pending_end - pending_start) - (tries["running_end"][0] - tries["launched_start"][0])
+    assert f"pending {pending:.3f} s" in title or f"pending {pending * 1000:.1f} ms" in title, title
+    assert "try 0 (retried" in title
+    # aggregated, the try's time moves from the wait to the try's stages, and nothing else changes
+    retried_table = table.assign(app_name="all")
+    plain, with_tries = aggregated(retried_table, bins=40), aggregated(retried_table, bins=40, tries=earlier)
+    launched_s, running_s = (one.worker_start_ts - one.launch_ts), (one.end_ts - one.worker_start_ts)
+    assert with_tries["seconds"]["launched"] == pytest.approx(plain["seconds"]["launched"] + launched_s, abs=1e-6)
+    assert with_tries["seconds"]["running"] == pytest.approx(plain["seconds"]["running"] + running_s, abs=1e-6)
+    assert with_tries["seconds"]["pending"] == pytest.approx(
+        plain["seconds"]["pending"] - launched_s - running_s, abs=1e-6)
 
 
 def test_gantt_of_300_tasks_draws_each_and_a_run_without_samples_has_no_use_chart(tmp_path, browser):  # noqa: F811

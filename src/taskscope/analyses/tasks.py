@@ -8,24 +8,42 @@ from __future__ import annotations
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
-from taskscope._sql import of_run
+from taskscope._sql import of_run, registered
 from taskscope.analyses.runs import FINAL_STATES, STATE_ORDER, TASK_STATES, WORKER_STATES
 from taskscope.schema import natural_sort_key
 
-_TRIES = """
-    SELECT try_id,
+# one try's times and place, over the events of one task (`_TRIES`) or of some tasks (`_EARLIER_TRIES`)
+_TRY_COLUMNS = """
            min(ts) FILTER (WHERE event IN ('task.launched', 'try.info')) AS launch_ts,
            min(ts) FILTER (WHERE event = 'htex.worker.received' OR task_state = 'running') AS worker_start_ts,
            max(ts) FILTER (WHERE event IN ('htex.worker.finished', 'task.try_failed')
                            OR task_state IN ('running_ended', 'exec_done', 'failed')) AS end_ts,
            any_value(executor_label) AS executor_label, any_value(executor_task_id) AS executor_task_id,
            any_value(block_id) AS block_id, any_value(manager_id) AS manager_id,
-           any_value(worker_id) AS worker_id, any_value(host) FILTER (WHERE source <> 'parsl') AS host,
+           any_value(worker_id) AS worker_id, any_value(host) FILTER (WHERE source <> 'parsl') AS host
+"""
+
+_TRIES = f"""
+    SELECT try_id, {_TRY_COLUMNS},
            any_value(attrs->>'exception_type') FILTER (WHERE event = 'task.try_failed') AS exception_type,
            any_value(nullif(attrs->>'task_fail_history', '')) FILTER (WHERE event = 'try.info') AS fail_history
     FROM events WHERE run_id = $run AND task_id = $task AND try_id IS NOT NULL
     GROUP BY try_id ORDER BY try_id
+"""
+
+# every try but the last of the tasks in `retried` (task_id): what a Gantt draws inside their wait
+_EARLIER_TRIES = f"""
+    WITH tries AS (
+        SELECT task_id, try_id, {_TRY_COLUMNS}
+        FROM events SEMI JOIN retried USING (task_id)
+        WHERE run_id = $run AND try_id IS NOT NULL
+        GROUP BY task_id, try_id
+    )
+    SELECT * FROM tries
+    WHERE try_id < (SELECT max(try_id) FROM tries last WHERE last.task_id = tries.task_id)
+    ORDER BY natural_key(task_id), try_id
 """
 
 # One row per failed try: its exception from the DFK's log line ("Task N try M failed with
@@ -180,6 +198,19 @@ def tasks(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> pd.DataF
         """,
         {"run": run_id},
     ).df()
+
+
+def earlier_tries(con: duckdb.DuckDBPyConnection, run_id: str, task_ids: list[str]) -> pd.DataFrame:
+    """Every try but the last of the tasks `task_ids` of `run_id` (those with more than one try):
+    `task_id`, `try_id`, its `launch_ts`, `worker_start_ts` and `end_ts` (the worker's finish or
+    the DFK's note of the failure), and where it ran (`executor_label`, `block_id`, `manager_id`,
+    `worker_id`, `host`), in natural task order, then by try.
+
+    >>> earlier_tries(con, run_id, ["12"])[["task_id", "try_id"]].values.tolist()  # doctest: +SKIP
+    [['12', 0]]
+    """
+    with registered(con, "retried", pa.table({"task_id": pa.array([str(t) for t in task_ids], pa.string())})):
+        return con.execute(_EARLIER_TRIES, {"run": run_id}).df()
 
 
 def latest_run_with_task(con: duckdb.DuckDBPyConnection, task_id: str | int) -> tuple[str | None, int]:

@@ -1,5 +1,6 @@
 """Gantt: the whole run's tasks over time (`taskscope.analyses.gantt`), drawn in the browser
-(static/gantt.js, SVG): one bar per task with its stages, rows per task or per worker slot; a
+(static/gantt.js, SVG): one bar per task with its stages (a retried task's earlier tries inside
+its wait), rows per task or per worker slot; a
 run of more than `TASK_LIMIT` tasks is aggregated per app or per slot, and clicking an app
 shows its tasks, `TASK_LIMIT` to a page."""
 
@@ -12,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from taskscope.analyses.gantt import STAGES, TASK_LIMIT, gantt
 from taskscope.analyses.runs import resolve_run
+from taskscope.analyses.tasks import earlier_tries
 from taskscope.presenters.figures import STATE_COLOURS
 from taskscope.web.dashboard import Dashboard, read_connection
 from taskscope.web.pages.runs import run_row
@@ -29,8 +31,12 @@ def gantt_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str
     >>> gantt_data(con, dashboard, run_id)["mode"]  # doctest: +SKIP
     'tasks'
     """
-    key = ("gantt", run_id, by, app, page)
-    return dashboard.cached(key, lambda: gantt(all_tasks(con, dashboard, run_id), by, app or None, page))
+    def compute() -> dict:
+        frame = all_tasks(con, dashboard, run_id)
+        retried = frame.task_id[frame.tries > 1].astype(str).tolist()
+        return gantt(frame, by, app or None, page, tries=earlier_tries(con, run_id, retried) if retried else None)
+
+    return dashboard.cached(("gantt", run_id, by, app, page), compute)
 
 
 @router.get("/api/runs/{run:run_id}/gantt")

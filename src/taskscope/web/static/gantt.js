@@ -6,7 +6,7 @@
   "use strict";
   var SVG = "http://www.w3.org/2000/svg";
   // read anew at each draw: live.js swaps in the page's fresh <main> while the run is live
-  var node, box, data, run, stages, colours;
+  var node, box, data, run, stages, tryStages, colours;
   var LABEL = 160, AXIS = 26, RIGHT = 12;
 
   function el(name, attrs, parent) {
@@ -56,15 +56,27 @@
     return function (t) { return LABEL + (t - t0) / span * inner; };
   }
 
+  // a retried task's earlier tries, per task: [{try_id, row, slot, <stage>_start, <stage>_end}]
+  function earlierTries() {
+    var e = data.tries || { task: [] }, byTask = {};
+    for (var k = 0; k < e.task.length; k++) {
+      var one = { try_id: e.try_id[k], row: e.row[k], slot: e.slot[k] };
+      tryStages.forEach(function (s) { one[s + "_start"] = e[s + "_start"][k]; one[s + "_end"] = e[s + "_end"][k]; });
+      (byTask[e.task[k]] = byTask[e.task[k]] || []).push(one);
+    }
+    return byTask;
+  }
+
   function drawTasks() {
     var t = data.tasks, n = t.task_id.length, rows = data.rows;
     var bySlot = data.by === "slot";
     var drawn = bySlot ? ["running"] : stages;
+    var tries = earlierTries();
     var t0 = Infinity, t1 = -Infinity;
+    function widen(a, b) { if (a !== null) { t0 = Math.min(t0, a); t1 = Math.max(t1, b); } }
     for (var i = 0; i < n; i++) {
-      drawn.forEach(function (s) {
-        if (t[s + "_start"][i] !== null) { t0 = Math.min(t0, t[s + "_start"][i]); t1 = Math.max(t1, t[s + "_end"][i]); }
-      });
+      drawn.forEach(function (s) { widen(t[s + "_start"][i], t[s + "_end"][i]); });
+      (tries[i] || []).forEach(function (one) { widen(one.running_start, one.running_end); });
     }
     if (!isFinite(t0)) { box.textContent = "No task has a known time."; return; }
     var rowH = rows.length <= 300 ? 16 : Math.max(3, Math.floor(4800 / rows.length));
@@ -79,29 +91,65 @@
       });
     }
     var states = {};
+    function rect(parent, s, a, b, y, h, fill, extra) {
+      el("rect", Object.assign({ x: x(a), y: y, width: Math.max(1, x(b) - x(a)), height: h, fill: fill, class: "stage",
+                                 "data-stage": s, "data-start": a, "data-end": b }, extra || {}), parent);
+    }
+    function link(i) {
+      return el("a", { href: "/runs/" + encodeURIComponent(run) + "/tasks/" + encodeURIComponent(t.task_id[i]) }, null);
+    }
     for (i = 0; i < n; i++) {
-      var y = AXIS + t.row[i] * rowH + 1, h = Math.max(1, rowH - 2), parts = [];
-      var link = el("a", { href: "/runs/" + encodeURIComponent(run) + "/tasks/" + encodeURIComponent(t.task_id[i]) }, null);
-      var bar = el("g", { class: "task-bar", "data-task": t.task_id[i], "data-state": t.state[i] }, link);
+      var y = AXIS + t.row[i] * rowH + 1, h = Math.max(1, rowH - 2), parts = [], retried = 0;
+      var anchor = link(i);
+      var bar = el("g", { class: "task-bar", "data-task": t.task_id[i], "data-state": t.state[i] }, anchor);
       var end = null;
       drawn.forEach(function (s) {
         var a = t[s + "_start"][i], b = t[s + "_end"][i];
         if (a === null) { return; }
-        var fill = bySlot ? colour(t.state[i]) : colour(s);
-        el("rect", { x: x(a), y: y, width: Math.max(1, x(b) - x(a)), height: h, fill: fill, class: "stage",
-                     "data-stage": s, "data-start": a, "data-end": b }, bar);
+        rect(bar, s, a, b, y, h, bySlot ? colour(t.state[i]) : colour(s));
         parts.push(s + " " + seconds(b - a));
         end = b;
+      });
+      (tries[i] || []).forEach(function (one) {
+        var held = [], first = null, last = null;
+        tryStages.forEach(function (s) {
+          var a = one[s + "_start"], b = one[s + "_end"];
+          if (a === null) { return; }
+          first = first === null ? a : first;
+          last = b;
+          held.push(s + " " + seconds(b - a));
+        });
+        if (first === null) { return; }
+        retried += last - first;
+        var label = "try " + one.try_id + " (retried, slot " + one.slot + "): " + held.join(", ");
+        if (bySlot) {  // its running time in the slot it ran in, coloured as the failure it was
+          if (one.running_start === null) { return; }
+          var own = el("g", { class: "try-bar", "data-task": t.task_id[i], "data-try": one.try_id }, link(i));
+          rect(own, "running", one.running_start, one.running_end, AXIS + one.row * rowH + 1, h, colour("failed"));
+          el("title", {}, own).textContent = "task " + t.task_id[i] + " " + label;
+          svg.appendChild(own.parentNode);
+          states.failed = true;
+          return;
+        }
+        var group = el("g", { class: "try-bar", "data-try": one.try_id }, bar);
+        tryStages.forEach(function (s) {
+          if (one[s + "_start"] !== null) { rect(group, s, one[s + "_start"], one[s + "_end"], y, h, colour(s)); }
+        });
+        el("rect", { x: x(last) - 1, y: y, width: 3, height: h, fill: colour("failed"), class: "try-end" }, group);
+        parts.push(label);
       });
       if (end === null) { continue; }  // per slot: the task never ran on a worker
       if (!t.open[i] && !bySlot) {
         el("rect", { x: x(end) - 1, y: y, width: 3, height: h, fill: colour(t.state[i]), class: "final" }, bar);
       }
+      if (retried > 0 && !bySlot && t.pending_start[i] !== null) {  // the wait is pending only outside the tries
+        parts[0] = "pending " + seconds(t.pending_end[i] - t.pending_start[i] - retried);
+      }
       states[t.state[i]] = true;
       var title = el("title", {}, bar);
       title.textContent = "task " + t.task_id[i] + (t.app[i] ? " (" + t.app[i] + ")" : "") + ", " + t.state[i] +
         (t.open[i] ? " (not ended)" : "") + ", slot " + t.slot[i] + ": " + parts.join(", ");
-      svg.appendChild(link);
+      svg.appendChild(anchor);
     }
     box.appendChild(svg);
     legend((bySlot ? [] : drawn).concat(Object.keys(states).sort()));
@@ -161,6 +209,7 @@
     data = JSON.parse(node.textContent);
     run = node.dataset.run;
     stages = JSON.parse(document.getElementById("gantt-stages").textContent);
+    tryStages = stages.slice(1);  // an earlier try: launched and running (see analyses/gantt.py TRY_STAGES)
     colours = JSON.parse(document.getElementById("state-colours").textContent);
     if (data.mode === "aggregated") { drawAggregated(); } else { drawTasks(); }
   }
