@@ -124,6 +124,29 @@ def test_a_long_table_shows_its_first_rows_and_says_how_to_see_all(two_runs):
 # options that name something that is not there
 
 
+def test_run_ids_that_are_not_uuids_are_shown_whole(tmp_path):
+    # Parsl's run ids (UUIDs) read by their first 8 characters; `nightly-7` and `nightly-8` must
+    # not both read `nightly-`, in any table that names runs
+    log = tmp_path / "runs.jsonl"
+    log.write_text("".join(
+        json.dumps({"run_id": run, "task_id": "t1", "task_state": state, "event": "task.state",
+                    "message": f"t1 {state}", "ts": 1.8e9 + i + 10 * n}) + "\n"
+        for n, run in enumerate(["nightly-7", "nightly-8"]) for i, state in enumerate(["pending", "exec_done"])))
+    store = str(tmp_path / "runs.duckdb")
+    assert cli("ingest", str(log), "--store", store).exit_code == 0
+    for args in (["runs"], ["states"], ["summary", "--part", "runs"], ["latency", "state:pending", "state:exec_done"]):
+        shown = cli(*args, "--store", store, columns=160)
+        assert shown.exit_code == 0, shown.stdout
+        assert "nightly-7" in shown.stdout and "nightly-8" in shown.stdout, (args, shown.stdout)
+    tasks = cli("tasks", "--run", "nightly-8", "--store", store, columns=160)
+    assert "tasks of run nightly-8" in tasks.stdout
+    parsl_store = str(tmp_path / "parsl.duckdb")
+    assert cli("ingest", str(corpus_path("parsl-htex-jsonlog")), "--store", parsl_store).exit_code == 0
+    (run_id,) = run_ids(parsl_store)
+    shown = cli("runs", "--store", parsl_store, columns=160).stdout
+    assert run_id[:8] in shown and run_id[:9] not in shown
+
+
 def test_unknown_state_or_app_lists_what_exists(two_runs):
     line = one_error_line(cli("tasks", "--state", "bogus", "--store", two_runs))
     assert "'bogus'" in line and "exec_done, failed" in line

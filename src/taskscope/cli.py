@@ -28,7 +28,7 @@ from taskscope.ingest import IngestReport, MissingInputError, interrupt_message
 from taskscope.analyses.tasks import latest_run_with_task
 from taskscope.relations import load_relations
 from taskscope.rules import load_rules
-from taskscope.presenters.format import UNFINISHED, cell, clock, with_unfinished
+from taskscope.presenters.format import UNFINISHED, cell, clock, short_run_id, short_run_ids, with_unfinished
 
 app = typer.Typer(
     help="Observability for Python workflow systems: ingest Parsl runs, then ask what happened.\n\n"
@@ -230,7 +230,7 @@ def runs(store: str = StoreOption, wide: bool = WideOption, fmt: OutputFormat = 
         frame = opened.runs()
         _say_if_tasks_have_no_run(opened, frame.empty)
     if fmt is OutputFormat.table:
-        frame = frame.assign(run_id=frame.run_id.str[:8])
+        frame = frame.assign(run_id=short_run_ids(frame.run_id))
         frame = frame if wide else frame[RUN_COLUMNS]
     print_frame(frame, fmt, "runs", wide=wide, headers={"start_ts": "start", "end_ts": "end"},
                 see_all="--wide shows every column, --format csv every row")
@@ -272,8 +272,8 @@ def tasks(
         if not wide:
             several_runs = frame.run_id.nunique() > 1
             frame = frame[[c for c in TASK_COLUMNS if c != "run_id" or several_runs]]
-        frame = frame.assign(run_id=frame.run_id.str[:8]) if "run_id" in frame else frame
-    title = f"tasks of run {run_id[:8]}" if run_id else "tasks"
+        frame = frame.assign(run_id=short_run_ids(frame.run_id)) if "run_id" in frame else frame
+    title = f"tasks of run {short_run_id(run_id)}" if run_id else "tasks"
     print_frame(frame, fmt, title, max_rows=TABLE_ROWS if limit is None else None, headers=TASK_HEADERS,
                 wide=wide, see_all="--limit 0 shows every row, --wide every column, --format csv both")
 

@@ -14,6 +14,7 @@ from taskscope.analyses.common_path import CommonPath, common_path
 from taskscope.analyses.compare import compare
 from taskscope.analyses.runs import NO_RUN_HINT, task_events_without_run
 from taskscope.presenters.figures import bottlenecks_figure, compare_figure, path_figure
+from taskscope.presenters.format import short_run_id, short_run_ids
 from taskscope.commands.common import (
     FormatOption,
     OutputFormat,
@@ -77,7 +78,7 @@ def _print_average_task(path: CommonPath, variant: int) -> None:
     info = path.variants[path.variants["variant"] == variant].iloc[0]
     print(f"=== variant {variant} of {len(path.variants)}: {info.tasks} tasks ({100 * info.share:.1f}%), "
           f"{info.steps} steps, {info.orderings} orderings; e.g. task {info.example_task_id} "
-          f"of run {str(info.example_run_id)[:8]} ===")
+          f"of run {short_run_id(info.example_run_id)} ===")
     print("mean time since the first event: step  (source; median / p95 since the previous step)")
     for step in path.variant_steps(variant).itertuples(index=False):
         previous = "" if pd.isna(step.since_previous_median) else (
@@ -205,7 +206,7 @@ def _as_percent(frame: pd.DataFrame, columns: list[str], signed: bool = False) -
 
 
 def _short_runs(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.assign(example_run_id=frame["example_run_id"].astype(str).str[:8])
+    return frame.assign(example_run_id=short_run_ids(frame["example_run_id"]))
 
 
 def _no_task_events(opened: taskscope.Store, run: str | None) -> str:

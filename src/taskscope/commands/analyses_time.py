@@ -26,6 +26,7 @@ from taskscope.commands.common import (
     user_errors,
 )
 from taskscope.plotting import PlotError, check_plot_path
+from taskscope.presenters.format import short_run_id, short_run_ids
 from taskscope.presenters.figures import (
     elapsed, run_lines_figure, run_steps_figure, summary_figure, values_histogram_figure,
 )
@@ -88,7 +89,7 @@ def _readable_steps(wide: pd.DataFrame, points: int) -> tuple[pd.DataFrame, str 
         shown = sample_steps(wide, points)
         note = (f"{len(wide):,} changes: showing the values in effect at {points} evenly spaced instants "
                 "(peaks between them can be missed; --format csv or json gives every change)")
-    shown = shown.assign(elapsed_s=elapsed(shown).round(6), run_id=shown.run_id.str[:8])
+    shown = shown.assign(elapsed_s=elapsed(shown).round(6), run_id=short_run_ids(shown.run_id))
     return shown[["run_id", "ts", "elapsed_s"] + [c for c in shown.columns if c not in ("run_id", "ts", "elapsed_s")]], note
 
 
@@ -165,7 +166,7 @@ def between_command(
     shown, note = _readable_steps(curve, points)
     print_frame(shown, fmt, title, max_rows=None)
     ends = curve.groupby("run_id")["count"].last()
-    _note(f"peak: {curve['count'].max()}; at the end: " + ", ".join(f"{run_id[:8]} {count}" for run_id, count in ends.items()))
+    _note(f"peak: {curve['count'].max()}; at the end: " + ", ".join(f"{short_run_id(run_id)} {count}" for run_id, count in ends.items()))
     if note:
         _note(note)
 
@@ -242,14 +243,14 @@ def series_command(
         print_frame(values, fmt)
         return
     if len(values) <= TABLE_ROWS:
-        print_frame(values.assign(run_id=values.run_id.str[:8]), fmt, field, max_rows=None)
+        print_frame(values.assign(run_id=short_run_ids(values.run_id)), fmt, field, max_rows=None)
         return
     groups = ["run_id", "event"] + ([group] if group else [])
     table = values.groupby(groups, dropna=False).agg(
         count=("value", "size"), first_ts=("ts", "min"), last_ts=("ts", "max"), min=("value", "min"),
         mean=("value", "mean"), max=("value", "max"), last_value=("value", "last"),
     ).reset_index()
-    print_frame(table.assign(run_id=table.run_id.str[:8]), fmt, f"{field}: {len(values):,} values")
+    print_frame(table.assign(run_id=short_run_ids(table.run_id)), fmt, f"{field}: {len(values):,} values")
     _note(f"{len(values):,} values summarised per {' and '.join(groups)} (--format csv or json gives every value)")
 
 
@@ -291,7 +292,7 @@ def latency_command(
     if fmt is OutputFormat.csv:
         print_frame(latencies, fmt)
         return
-    print_frame(stats.assign(run_id=stats.run_id.str[:8]), fmt, f"seconds from {event_a} to {event_b}, per {per}")
+    print_frame(stats.assign(run_id=short_run_ids(stats.run_id)), fmt, f"seconds from {event_a} to {event_b}, per {per}")
     widest = max(int(histogram["count"].max()), 1) if not histogram.empty else 1
     print_frame(histogram.assign(bar=histogram["count"].map(lambda n: "█" * round(40 * n / widest))), fmt, "histogram", max_rows=None)
 
@@ -345,6 +346,6 @@ def summary_command(
         if frame.empty:
             _note(f"{name}: none")
             continue
-        frame = frame.assign(run_id=frame.run_id.str[:8])
+        frame = frame.assign(run_id=short_run_ids(frame.run_id))
         print_frame(frame, fmt, name, see_all=f"--part {name} --format csv gives every row and column",
                     headers=FAILURE_HEADERS if name == "failures" else None)

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 import pandas as pd
 
 from taskscope.analyses.states import sampled_steps
-from taskscope.presenters.format import missing
+from taskscope.presenters.format import missing, short_run_id, short_run_ids
 
 
 #: one colour per task state, the same on every chart, the DAG and the badges: the Okabe-Ito
@@ -202,7 +202,7 @@ def run_lines_figure(frame: pd.DataFrame, y: str, color: str | None, title: str,
         name = keys[1] if color else y
         line_colour = STATE_COLOURS.get(str(name), LINE_COLOURS[names.index(name) % len(LINE_COLOURS)])
         trace = {"type": "scatter", "mode": "lines" if steps else "lines+markers",
-                 "name": plot_text(name if len(runs) == 1 else f"{name} {run_id[:8]}"),
+                 "name": plot_text(name if len(runs) == 1 else f"{name} {short_run_id(run_id)}"),
                  "x": rows.elapsed_s.tolist(), "y": rows[y].tolist(),
                  "line": {"color": line_colour, "dash": RUN_DASHES[runs.index(run_id) % len(RUN_DASHES)]}}
         if steps:
@@ -250,7 +250,7 @@ def summary_figure(apps: pd.DataFrame, throughput: pd.DataFrame, runs: pd.DataFr
     """Two charts: tasks per app by final state (top); tasks completed per second over
     seconds since each run's first submit (bottom). Frames as `taskscope.analyses.summary` gives."""
     several_runs = apps.run_id.nunique() > 1
-    labels = [plot_text(label) for label in (apps.run_id.str[:8] + " " if several_runs else "") + apps.app_name]
+    labels = [plot_text(label) for label in (short_run_ids(apps.run_id) + " " if several_runs else "") + apps.app_name]
     data = [coloured({"type": "bar", "name": state, "x": labels, "y": apps[state].tolist(), "xaxis": "x", "yaxis": "y"},
                       state)
             for state in states if state in apps and apps[state].any()]
@@ -260,7 +260,7 @@ def summary_figure(apps: pd.DataFrame, throughput: pd.DataFrame, runs: pd.DataFr
         for (run_id, app), rows in with_elapsed.groupby(["run_id", "app_name"]):
             data.append({"type": "bar", "x": (rows.elapsed_s + rows.bin_s / 2).tolist(), "y": rows.per_s.tolist(),
                          "width": rows.bin_s.tolist(), "xaxis": "x2", "yaxis": "y2",
-                         "name": plot_text((f"{run_id[:8]} " if several_runs else "") + f"{app} completed")})
+                         "name": plot_text((f"{short_run_id(run_id)} " if several_runs else "") + f"{app} completed")})
     layout = {"title": {"text": "summary"}, "barmode": "stack",
               "xaxis": {"anchor": "y"}, "yaxis": {"domain": [0.575, 1.0], "anchor": "x"},
               "xaxis2": {"anchor": "y2", "title": {"text": "seconds since the run's first submit"}},

@@ -8,6 +8,7 @@ page) show values with `cell`, `clock`, `seconds` and `percent`.
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime, timezone
 
 import numpy as np
@@ -16,6 +17,31 @@ import pandas as pd
 
 #: what a task without a final state (still running, or the run was killed) is listed as
 UNFINISHED = "unfinished"
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+
+
+def short_run_id(run_id) -> str:
+    """A run id as tables show it: a UUID (Parsl's run ids) by its first 8 characters, any other
+    id whole (`nightly-7` and `nightly-8` must not both read `nightly-`). `--run` takes either.
+
+    >>> short_run_id("dcac2105-9269-48ef-a3c3-6f2012b00d3c"), short_run_id("nightly-7")
+    ('dcac2105', 'nightly-7')
+    """
+    if missing(run_id):
+        return ""
+    text = str(run_id)
+    return text[:8] if _UUID.fullmatch(text) else text
+
+
+def short_run_ids(values: pd.Series) -> pd.Series:
+    """`short_run_id` of each value of a column.
+
+    >>> short_run_ids(pd.Series(["dcac2105-9269-48ef-a3c3-6f2012b00d3c", "nightly-7"])).tolist()
+    ['dcac2105', 'nightly-7']
+    """
+    return values.map(short_run_id)
 
 
 def missing(value) -> bool:

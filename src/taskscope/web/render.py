@@ -15,7 +15,7 @@ import plotly
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 
-from taskscope.presenters.format import cell, clock, json_bytes, missing, percent, seconds
+from taskscope.presenters.format import cell, clock, json_bytes, missing, percent, seconds, short_run_id
 from taskscope.web.ids import url_id
 
 WEB_DIR = Path(__file__).parent
@@ -72,7 +72,8 @@ def figure_title(figure: dict) -> str:
 
 #: what the shared templates (`base.html`, `_macros.html`) use: every environment rendering them
 #: installs these (the fleet pages' too, which extend them)
-SHARED_FILTERS = {"clock": clock, "seconds": seconds, "cell": cell, "percent": percent, "url_id": url_id}
+SHARED_FILTERS = {"clock": clock, "seconds": seconds, "cell": cell, "percent": percent, "url_id": url_id,
+                  "short_run": short_run_id}
 SHARED_GLOBALS = {"missing": missing, "has_points": has_points, "figure_title": figure_title}
 
 _environment.filters.update(SHARED_FILTERS)

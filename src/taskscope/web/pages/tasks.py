@@ -11,7 +11,6 @@ import pandas as pd
 from fastapi import APIRouter, Depends, Query, Request
 
 from taskscope.analyses.runs import resolve_run
-from taskscope.schema import natural_sort_key
 from taskscope.digests import section
 from taskscope.web.dashboard import Dashboard, read_connection
 from taskscope.web.pages.runs import run_row

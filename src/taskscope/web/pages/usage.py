@@ -94,7 +94,6 @@ def usage_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, selection: 
     with usage_reports.snapshot(con):  # one view of the store, its runs table checked once
         reports = {name: cached_report(con, dashboard, name, selection, as_of) for name in PAGE_REPORTS}
         overall = collected(con, dashboard, as_of)
-    over_time = reports["over-time"]
     totals = reports["totals"].iloc[0]
     summary = {"runs": int(totals.runs), "projects": len(reports["leaderboard"]),
                "points": int(reports["leaderboard"].points.sum()) if not reports["leaderboard"].empty else 0,
