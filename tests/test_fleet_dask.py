@@ -650,6 +650,37 @@ def test_close_waits_at_most_its_timeout_for_a_server_that_never_answers(tmp_pat
     assert [m["kind"] for m in spooled_messages(tmp_path)] == ["cluster.stop"]  # kept for a later process
 
 
+#: the docs' example as a whole script that ends without closing its cluster: Dask closes it at exit
+SCRIPT_LEAVING_ITS_CLUSTER_OPEN = """
+import sys
+
+from distributed import Client, LocalCluster
+
+from taskscope.fleet.dask import register
+
+if __name__ == "__main__":
+    server, token, spool = sys.argv[1:]
+    client = Client(LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0"))
+    register(client, server=server, token=token, spool_directory=spool)
+    print(client.submit(sum, [1, 2]).result(), client.scheduler_info()["id"])
+"""
+
+
+def test_a_cluster_left_open_at_exit_is_stopped_without_an_error(server, tmp_path):
+    """Dask closes a cluster left open from its ``atexit`` hook, when asyncio's executor takes no new
+    work: the plugin closed its sender through it and logged "Plugin call failed during
+    scheduler.close" with a traceback. Now it says nothing and the server still hears the stop."""
+    script = tmp_path / "left_open.py"
+    script.write_text(SCRIPT_LEAVING_ITS_CLUSTER_OPEN)
+    done = subprocess.run([sys.executable, str(script), server.url, server.token, str(tmp_path / "spool")],
+                          env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert "ERROR" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    result, scheduler_id = done.stdout.split()
+    assert result == "3"
+    assert server.cluster_named(scheduler_id)["state"] == "stopped"
+
+
 # ---- a server that is not a URL is refused at once --------------------------------------------------
 @pytest.mark.parametrize("server, reason", [
     ("http://[::1", "is not a URL"), ("not-a-url", "is not an http:// or https:// URL"),

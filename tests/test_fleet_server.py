@@ -455,6 +455,44 @@ def test_a_revoked_token_is_refused(tmp_path):
         server.stop()
 
 
+def test_the_python_calls_the_json_api_and_the_pages_look_back_90_days_unless_told(tmp_path):
+    """One default `since` everywhere (before: 7 days for the Python calls and the JSON API, 90 for
+    the pages, so a run uploaded a month after it ran was on the page and in no list)."""
+    store = tmp_path / "fleet.duckdb"
+    token = make_token(store, "team-a", "alice")
+    server = FleetServer(store)
+    try:
+        clusters = {}
+        for days_ago in (1, 30, 180):
+            batch = dask_batch(uuid.uuid4().hex, "alice", started=time.time() - days_ago * 86400)
+            assert server.post(token, batch).status_code == 200
+            clusters[days_ago] = batch["cluster"]
+        recent, everything = {clusters[1]["cluster_id"], clusters[30]["cluster_id"]}, \
+            {c["cluster_id"] for c in clusters.values()}
+
+        def ids(rows: list[dict]) -> set[str]:
+            return {row["cluster_id"] for row in rows}
+
+        def on_page(path: str) -> set[str]:
+            page = server.get(path, token).text
+            return {c["cluster_id"] for c in clusters.values() if f'href="/clusters/{c["cluster_id"]}"' in page}
+
+        assert ids(api.list_clusters(server=server.url, token=token)) == recent
+        assert ids(server.get("/api/v1/clusters", token).json()["clusters"]) == recent
+        assert on_page("/clusters") == recent
+        assert 'value="90 days"' in server.get("/clusters", token).text
+        assert 'value="90 days"' in server.get("/", token).text
+        assert ids(api.list_exceptions(server=server.url, token=token)) == recent
+        assert ids(server.get("/api/v1/exceptions", token).json()["exceptions"]) == recent
+        # and all of them when asked
+        assert ids(api.list_clusters(since=None, server=server.url, token=token)) == everything
+        assert ids(server.get("/api/v1/clusters?since=", token).json()["clusters"]) == everything
+        assert on_page("/clusters?since=") == everything
+        assert ids(api.list_exceptions(since=None, server=server.url, token=token)) == everything
+    finally:
+        server.stop()
+
+
 def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 signed by itself (its own CA bundle) and its key, made by openssl."""
     cert, key = folder / "cert.pem", folder / "key.pem"

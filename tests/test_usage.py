@@ -9,6 +9,7 @@ import os
 import pickle
 import platform
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -22,7 +23,7 @@ import pandas as pd
 import parsl
 import pytest
 
-from conftest import parsl_env
+from conftest import invoke, parsl_env
 import taskscope
 from taskscope.usage import UsageTracker, protocol, reports
 from taskscope.usage.collector import Collector
@@ -853,6 +854,41 @@ def test_cli_report_matches_the_query(synthetic, tmp_path):
     assert done.returncode == 0, done.stderr
     printed = {row["project_name"]: row["points"] for row in json.loads(done.stdout)}
     assert printed == reports.leaderboard(store).set_index("project_name").points.to_dict()
+
+
+def test_report_tables_show_dates_as_dates(collector, tmp_path):
+    """A release date and a period of days are dates: a table shows `2025-06-02`, not `00:00:00.000`
+    with the day only in its title; JSON and CSV keep them as they were."""
+    releases = tmp_path / "releases.csv"
+    releases.write_text("product,version,released\nmytool,1.2.0,2025-06-02\n")
+    with UsageTracker("mytool", "1.2.0", level=3, endpoint=endpoint_of(collector)) as tracker:
+        tracker.record_task()
+    stop_and_open(collector).close()
+    store = str(collector.store_path)
+
+    def report(*args: str) -> str:
+        done = invoke("usage", "report", *args, "--store", store, "--releases", releases, env={"COLUMNS": "250"})
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def column(table: str, header: str) -> list[str]:
+        lines = table.splitlines()
+        [head] = [number for number, line in enumerate(lines) if re.search(rf"\b{header}\b", line)]
+        start = lines[head].index(header)
+        return [line[start:].split("  ")[0].strip() for line in lines[head + 2:] if line.strip()]
+
+    json_runs = json.loads(report("runs", "--format", "json"))
+    day = datetime.fromtimestamp(json_runs[0]["ts"], timezone.utc).strftime("%Y-%m-%d")
+    assert json_runs[0]["version_released"] == datetime(2025, 6, 2, tzinfo=timezone.utc).timestamp()
+    assert column(report("runs"), "version_released") == ["2025-06-02"]
+    assert column(report("adoption-summary"), "released") == ["2025-06-02"]
+    for period in ("day", "month"):
+        start = day if period == "day" else day[:8] + "01"
+        assert column(report("over-time", "--period", period), "period") == [start]
+        assert json.loads(report("over-time", "--period", period, "--format", "json"))[0]["period"] == \
+            f"{start}T00:00:00+00:00"
+        assert report("over-time", "--period", period, "--format", "csv").splitlines()[1].startswith(
+            f"{start} 00:00:00+00:00,mytool,1")
 
 
 def test_segments_rolled_over_during_a_long_replay_are_stored_once(tmp_path):

@@ -17,6 +17,8 @@ from urllib.parse import quote
 
 import pandas as pd
 
+from taskscope.fleet.protocol import DEFAULT_SINCE
+
 SERVER_ENV = "TASKSCOPE_FLEET_SERVER"
 TOKEN_ENV = "TASKSCOPE_FLEET_TOKEN"
 TIMEOUT_S = 30.0
@@ -26,9 +28,10 @@ class FleetAPIError(RuntimeError):
     """The server refused the call (bad token, unknown cluster, bad argument) or could not be reached."""
 
 
-def list_clusters(since: str | float | None = "7 days", user: str | None = None, *, server: str | None = None,
+def list_clusters(since: str | float | None = DEFAULT_SINCE, user: str | None = None, *, server: str | None = None,
                   token: str | None = None, as_frame: bool = False, verify: bool | str = True):
-    """Clusters (Dask and Parsl runs) active since `since` ("7 days", "2026-01-31", epoch s; None for all).
+    """Clusters (Dask and Parsl runs) active since `since` ("7 days", "2026-01-31", epoch s; None for all),
+    newest first. `since` defaults to `DEFAULT_SINCE` ("90 days"), as the JSON API and the pages do.
 
     >>> list_clusters(since="30 days", user="alice", as_frame=True)  # doctest: +SKIP
     """
@@ -56,10 +59,10 @@ def list_events(cluster_id: str, *, server: str | None = None, token: str | None
     return _shaped(found["events"], as_frame)
 
 
-def list_exceptions(since: str | float | None = "7 days", user: str | None = None, cluster_id: str | None = None, *,
+def list_exceptions(since: str | float | None = DEFAULT_SINCE, user: str | None = None, cluster_id: str | None = None, *,
                     server: str | None = None, token: str | None = None, as_frame: bool = False,
                     verify: bool | str = True):
-    """Task exceptions with their tracebacks, newest first.
+    """Task exceptions with their tracebacks, newest first, since `since` (default "90 days"; None for all).
 
     >>> list_exceptions(cluster_id="3f2a...")[0]["exception_text"]  # doctest: +SKIP
     """

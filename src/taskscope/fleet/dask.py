@@ -155,7 +155,21 @@ class FleetPlugin(SchedulerPlugin):
         self._queue("cluster.stop", stopped=now, exceptions_not_sent=self._exceptions_dropped,
                     messages_dropped=stats.messages_dropped, messages_truncated=stats.messages_truncated)
         self.sender.submit(self._take_outbox())
-        await asyncio.to_thread(self.sender.close, self.settings.close_timeout)
+        await self._close_sender()
+
+    async def _close_sender(self) -> None:
+        """Deliver what is queued and stop the sender, waiting at most ``close-timeout``, off the event loop.
+
+        A cluster left open when the script ends is closed by Dask's ``atexit`` hook, after asyncio's
+        executor stopped taking work (and, on Python 3.12, when no new thread may start): the sender,
+        whose own thread still runs, is then closed from the event loop, blocking it that long at most.
+        """
+        try:
+            closing = asyncio.get_running_loop().run_in_executor(None, self.sender.close, self.settings.close_timeout)
+        except RuntimeError:  # "cannot schedule new futures after interpreter shutdown"
+            self.sender.close(self.settings.close_timeout)
+            return
+        await closing
 
     async def close(self) -> None:
         """Same as `before_close` when the scheduler skipped it (it does nothing the second time)."""

@@ -19,6 +19,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
 from taskscope.fleet import profiles, reads
 from taskscope.fleet.auth import SESSION_COOKIE, Caller, page_caller
+from taskscope.fleet.protocol import DEFAULT_SINCE
 from taskscope.fleet.security import same_origin
 from taskscope.presenters.figures import bar_figure, gantt_figure, plot_text, steps_figure
 from taskscope.presenters.format import missing, records
@@ -28,8 +29,6 @@ from taskscope.web.render import SHARED_FILTERS, SHARED_GLOBALS, WEB_DIR
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
 FLEET_SCRIPTS = frozenset({"cluster.js"})
-#: how far back the overview and the clusters list look unless asked otherwise
-DEFAULT_SINCE = "90 days"
 #: a login form posts a token and nothing else: anything longer is not one
 MAX_LOGIN_BYTES = 4096
 #: the worker samples' columns as the charts' legends name them

@@ -101,6 +101,9 @@ DEFAULT_SEND_INTERVAL_S = 10.0
 #: a Dask cluster that has sent nothing for more than this many send intervals, and has not
 #: stopped, is shown as lost (its scheduler was killed or cut off); its next batch brings it back
 LOST_AFTER_INTERVALS = 3
+#: how far back the reads look unless told otherwise: `taskscope.fleet.api`'s list calls, the JSON API's
+#: ``since`` (``/api/v1/clusters``, ``/api/v1/exceptions``) and the pages' (``/``, ``/clusters``) alike
+DEFAULT_SINCE = "90 days"
 DEFAULT_PRICE_PER_CORE_HOUR = 0.05
 DEFAULT_PRICE_PER_GB_HOUR = 0.005
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from taskscope.fleet import reads
 from taskscope.fleet.auth import Caller, api_caller
 from taskscope.fleet.db import AccountError
+from taskscope.fleet.protocol import DEFAULT_SINCE
 from taskscope.web.render import json_response
 
 class ErrorReply(BaseModel):
@@ -186,9 +187,10 @@ def whoami(caller: Caller = Depends(api_caller)):
 
 
 @router.get("/clusters", responses=replies(400, ok=Clusters))
-def list_clusters(request: Request, since: Optional[str] = "7 days", user: Optional[str] = None,
+def list_clusters(request: Request, since: Optional[str] = DEFAULT_SINCE, user: Optional[str] = None,
                   caller: Caller = Depends(api_caller)):
-    """Clusters active since `since` ("7 days", "2026-01-31", epoch s; empty for all), optionally of one user."""
+    """Clusters active since `since` ("7 days", "2026-01-31", epoch s; default "90 days", empty for all),
+    optionally of one user."""
     table = reads.clusters(request.app.state.db, caller.account, since=_since(since), user=user)
     return json_response({"clusters": table, "currency": request.app.state.currency})
 
@@ -243,9 +245,9 @@ def list_rejected(request: Request, caller: Caller = Depends(api_caller)):
 
 
 @router.get("/exceptions", responses=replies(400, ok=Exceptions))
-def list_exceptions(request: Request, since: Optional[str] = "7 days", user: Optional[str] = None,
+def list_exceptions(request: Request, since: Optional[str] = DEFAULT_SINCE, user: Optional[str] = None,
                     cluster_id: Optional[str] = None, caller: Caller = Depends(api_caller)):
-    """Task exceptions with tracebacks, newest first."""
+    """Task exceptions with tracebacks, newest first, since `since` (default "90 days", empty for all)."""
     found = reads.exceptions(request.app.state.db, caller.account, since=_since(since), user=user,
                                cluster_id=cluster_id)
     return json_response({"exceptions": found})

@@ -79,13 +79,18 @@ def clock(ts) -> str:
 
 def short_clocks(values: pd.Series) -> tuple[pd.Series, str | None]:
     """Times shortened for a narrow table: `HH:MM:SS.mmm` and the day they share when they all
-    fall on one UTC day, else `YYYY-MM-DD HH:MM:SS`; missing ones empty.
+    fall on one UTC day, else `YYYY-MM-DD HH:MM:SS`; dates (every time a UTC midnight: a DATE
+    column, a release date, a period of days) as `YYYY-MM-DD`; missing ones empty.
 
     >>> texts, day = short_clocks(pd.Series([1767323045.25, None]))
     >>> texts.tolist(), day
     (['03:04:05.250', ''], '2026-01-02')
+    >>> short_clocks(pd.Series([1767225600.0, None]))[0].tolist()
+    ['2026-01-01', '']
     """
     present = values.dropna()
+    if not present.empty and all(epoch_seconds(value) % 86400 == 0 for value in present):
+        return values.map(lambda value: clock(value)[:10]), None
     days = {clock(value)[:10] for value in present}
     if len(days) <= 1:
         return values.map(lambda value: clock(value)[11:]), next(iter(days), None)
