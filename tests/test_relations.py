@@ -17,6 +17,7 @@ from conftest import corpus_path, invoke
 
 import taskscope
 from taskscope.relations import RelationError, load_relations
+from taskscope.relations.notes import user_relation_notes
 
 COLUMNS = ["run_id", "task_id", "try_id", "app_name", "executor_label", "executor_task_id", "block_id",
            "manager_id", "worker_id", "host", "pid", "event", "template", "message", "attrs"]
@@ -169,6 +170,40 @@ def test_encloses_ties_the_events_between_start_and_end_of_the_same_process(tmp_
     }
 
 
+def test_an_end_carrying_part_of_the_key_closes_the_interval_it_agrees_with(tmp_path):
+    line = {"run_id": "r", "worker": "w1"}
+    stream = write_stream(tmp_path / "work.jsonl", [
+        {"ts": 1, "message": "begin", "task_id": "t1", "try_id": 0, **line},
+        {"ts": 2, "message": "working", **line},
+        {"ts": 3, "message": "end", "task_id": "t1", **line},  # names the task, not the try: closes t1's
+        {"ts": 4, "message": "idle heartbeat", **line},
+        {"ts": 5, "message": "begin", "task_id": "t2", "try_id": 0, **line},
+        {"ts": 6, "message": "end", "task_id": "t9", **line},  # another task's end closes nothing
+        {"ts": 7, "message": "working", **line},
+        {"ts": 8, "message": "end", "try_id": 0, **line},  # agrees on the one field it has: closes t2's
+        {"ts": 9, "message": "idle heartbeat", **line},
+        {"ts": 10, "message": "begin", "task_id": "t3", "try_id": 1, **line},
+        {"ts": 11, "message": "end", **line},  # names no field of the key: closes nothing, is enclosed
+        {"ts": 12, "message": "working", **line},
+    ])
+    relations = write_relations(tmp_path / "mine.toml", """
+[[relation]]
+kind = "encloses"
+start = "begin"
+end = "end"
+key = ["task_id", "try_id"]
+within = ["run_id", "worker"]
+""")
+    before, _ = stored(tmp_path, "before", stream)
+    after, _ = stored(tmp_path, "after", stream, [relations])
+    assert by_line(differences(before, after)) == {
+        2: {"task_id": (None, "t1"), "try_id": (None, 0)},
+        7: {"task_id": (None, "t2"), "try_id": (None, 0)},
+        11: {"task_id": (None, "t3"), "try_id": (None, 1)},
+        12: {"task_id": (None, "t3"), "try_id": (None, 1)},
+    }
+
+
 def test_conflicts_are_counted_and_leave_their_group_unchanged(tmp_path):
     stream = write_stream(tmp_path / "conflicts.jsonl", [
         {"ts": 1, "message": "job queued", "run_id": "r1", "task_id": "A", "queue": "gpu"},
@@ -215,6 +250,7 @@ def test_a_relations_file_given_to_the_cli_is_used_and_a_bad_one_is_one_line(tmp
     for text, words in [
         ('[[relation]]\nkind = "widens"\nkey = ["a"]\n', "`kind` must be one of implies, binds, encloses"),
         ('[[relation]]\nkind = "implies"\nkey = ["run_id"]\n', "lacks ['fields']"),
+        ('[[relation]]\nkind = "implies"\nkeys = ["run_id"]\nfields = ["b"]\n', "unknown key `keys` (did you mean `key`?)"),
         ('[[relation]]\nkind = "binds"\nfrom = ["a"]\nto = ["b"]\nwhen = "x"\n', "unknown key `when`"),
         ('[[relation]]\nkind = "binds"\nfrom = ["a"]\nto = ["b"]\nom = "x"\n', "unknown key `om` (did you mean `from`?)"),
         ('[[relation]]\nkind = "implies"\nkey = [1]\nfields = ["b"]\n',
@@ -237,6 +273,107 @@ def test_a_relations_file_given_to_the_cli_is_used_and_a_bad_one_is_one_line(tmp
         assert "Traceback" not in done.stderr and words in done.stderr and len(done.stderr.strip().splitlines()) == 1
         assert str(bad) in done.stderr
     assert not (tmp_path / "other.duckdb").exists()
+
+
+# ---- what a user's relations did ---------------------------------------------------------------
+
+NOTED_STREAM = [
+    {"ts": 1, "message": "task queued", "run_id": "r", "task_id": "A"},
+    {"ts": 2, "message": "task dispatched", "run_id": "r", "task_id": "A", "try_id": 0, "job": "j-1"},
+    {"ts": 3, "message": "job started", "run_id": "r", "job": "j-1", "worker": "w1"},
+    {"ts": 4, "message": "job finished", "run_id": "r", "job": "j-1", "worker": "w1", "status": "ok"},
+    {"ts": 5, "message": "task moved", "run_id": "r", "task_id": "A", "queue": "gpu"},
+    {"ts": 6, "message": "task moved", "run_id": "r", "task_id": "A", "queue": "cpu"},
+]
+
+NOTED_RELATIONS = """
+[[relation]]
+name = "job to task"
+kind = "binds"
+from = ["run_id", "job"]
+to = ["task_id", "try_id"]
+on = "task dispatched"
+
+[[relation]]
+kind = "binds"
+from = ["run_id", "jobb"]
+to = ["task_id", "try_id"]
+
+[[relation]]
+kind = "implies"
+key = ["run_id", "task_idd"]
+fields = ["stauts"]
+
+[[relation]]
+name = "tie jobs"
+kind = "binds"
+from = ["run_id", "job"]
+to = ["task_id"]
+on = "task dispached"
+
+[[relation]]
+kind = "encloses"
+start = "job startd"
+end = "job finished"
+key = ["task_id"]
+within = ["run_id", "worker"]
+
+[[relation]]
+name = "queue"
+kind = "implies"
+key = ["run_id", "task_id"]
+fields = ["queue"]
+
+[[relation]]
+name = "status of a worker"
+kind = "binds"
+from = ["run_id", "worker"]
+to = ["status"]
+on = "job started"
+
+[[relation]]
+name = "job of a worker"
+kind = "implies"
+key = ["run_id", "worker"]
+fields = ["job"]
+
+[[relation]]
+name = "job spans"
+kind = "encloses"
+start = "job started"
+end = "job finishd"
+key = ["job"]
+within = ["run_id"]
+"""
+
+
+def test_relations_of_a_users_file_that_change_nothing_are_noted(tmp_path):
+    stream = write_stream(tmp_path / "jobs.jsonl", NOTED_STREAM)
+    mine = write_relations(tmp_path / "mine.toml", NOTED_RELATIONS)
+    with taskscope.open(tmp_path / "s.duckdb") as store:
+        report = store.ingest(stream, relations_files=[mine])
+        notes = user_relation_notes(store.con, load_relations([mine]), report.relate)
+        assert store.sql("SELECT count(*) FROM events WHERE task_id = 'A'").iloc[0, 0] == 6  # "job to task" tied
+        again = store.ingest(stream, relations_files=[mine])
+        notes_again = user_relation_notes(store.con, load_relations([mine]), again.relate)
+    assert notes == [
+        (f'relation 2 of {mine} ("(run_id,jobb) binds (task_id,try_id)", binds) names fields that no event has: '
+         "jobb (did you mean `job`?)"),
+        (f'relation 3 of {mine} ("(run_id,task_idd) implies stauts", implies) names fields that no event has: '
+         "task_idd (did you mean `task_id`?), stauts (did you mean `status`?)"),
+        (f'relation 4 of {mine} ("tie jobs", binds) tied nothing: no event is named \'task dispached\' '
+         "(did you mean `task dispatched`?)"),
+        (f'relation 5 of {mine} ("job startd .. job finished encloses task_id", encloses) enclosed nothing: '
+         "no event is named 'job startd' (did you mean `job started`?)"),
+        f'relation 6 of {mine} ("queue", implies) copied nothing: each group it found holds two values (1 left unchanged)',
+        (f'relation 7 of {mine} ("status of a worker", binds) tied nothing: no \'job started\' event has both '
+         "(run_id, worker) and (status)"),
+        # it enclosed the task's moves, as its intervals never end
+        (f'relation 9 of {mine} ("job spans", encloses) closes no interval: no event is named \'job finishd\' '
+         "(did you mean `job finished`?), so each runs to the next start"),
+    ]
+    # given again, "job to task" finds its work done: that is no mistake, and says nothing
+    assert notes_again == notes
 
 
 # ---- a real run ------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 from conftest import corpus_path, invoke, parsl_env
 
 import taskscope
-from taskscope.rules import RuleError, load_rules
+from taskscope.rules import RuleError, load_rules, user_rule_notes
 from taskscope.templates import template_of, with_template_sql
 
 
@@ -94,6 +94,8 @@ GOOD_RULE = '[[rule]]\nevent = "a.one"\npattern = "^one"\n\n'
     ('[[rule]]\npattern = "a"\nset = "task_state"\n', "rule 1: `set` must be a table of column = value"),
     ('[[rule]]\npattern = "a"\nset = { task_state = ["failed"] }\n', "`set.task_state` must be a string or an integer"),
     ('[[rule]]\npattern = "a"\nset = { state = "failed" }\n', "a column a rule cannot fill: 'state' (did you mean `task_state`?)"),
+    ('[[rule]]\npattern = "a"\nset = { try_id = "first" }\n',
+     "rule 1: `set.try_id` must be an integer (try_id is a column of integers), not 'first'"),
     ("rule = 5\n", "`rule` must be an array of tables ([[rule]]), not an integer"),
     ("rule = [5]\n", "rule 1 must be a table ([[rule]] with keys), not an integer"),
     ('[[rule]]\npattern = "a"\nlogger = 5\n', "rule 1: `logger` must be a logger name (a string), not an integer"),
@@ -135,6 +137,118 @@ def test_also_may_be_one_regex_written_without_its_list(tmp_path):
     summary_line(invoke("ingest", str(stream), "--rules", str(rules), "--store", str(store)))
     with taskscope.open(store, read_only=True) as opened:
         assert opened.con.execute("SELECT event, attrs->>'stage' FROM events").fetchall() == [("sample.stage", "align")]
+
+
+def test_also_reads_the_whole_message_of_a_record_of_several_lines(tmp_path):
+    # Dask's worker logs a failed task as one record of several lines; its key is on the second
+    log = tmp_path / "worker.log"
+    log.write_text(
+        "2026-03-01 10:00:00,000 - distributed.worker - ERROR - Compute Failed\n"
+        "Key:       sample-5/boom\n"
+        "Exception: 'ValueError(\"boom\")'\n"
+        "2026-03-01 10:00:01,000 - distributed.worker - ERROR - Compute Failed Key: sample-6 Exception: 'KeyError()'\n"
+        "2026-03-01 10:00:02,000 - distributed.worker - INFO - done sample-7\n"
+        "Key:       sample-8\n"
+    )
+    rules = tmp_path / "dask.toml"
+    rules.write_text("""
+[[rule]]
+event = "dask.compute_failed"
+pattern = 'Compute Failed'
+also = ['Key:\\s+(?P<task_id>\\S+)', '''Exception:\\s+'(?P<exception_type>\\w+)''']
+
+[[rule]]
+event = "dask.done"
+pattern = 'done (?P<task_id>\\S+)$'
+also = '(?m)^Key:\\s+(?P<key>\\S+)$'
+""")
+    with taskscope.open(tmp_path / "s.duckdb") as store:
+        store.ingest(log, rules_files=[rules])
+        rows = store.con.execute(
+            "SELECT event, task_id, attrs->>'exception_type', attrs->>'key' FROM events ORDER BY line").fetchall()
+    assert rows == [
+        ("dask.compute_failed", "sample-5/boom", "ValueError", None),
+        ("dask.compute_failed", "sample-6", "KeyError", None),
+        # the pattern reads the first line (its `$` is that line's end); `also` the whole message
+        ("dask.done", "sample-7", None, "sample-8"),
+    ]
+
+
+# ---- what a user's rules did ---------------------------------------------------------------
+
+
+def test_rules_of_a_users_file_that_name_nothing_are_noted(tmp_path):
+    stream = write_stream(tmp_path / "runner.jsonl", [
+        {"ts": 1, "message": "task sample-A submitted", "logger": "app.runner"},
+        {"ts": 2, "message": "task sample-B submitted", "logger": "app.runner"},
+        {"ts": 3, "message": "task sample-A started"},
+        {"ts": 4, "message": "Parsl task 3 try 0 launched on executor htex with executor id 4"},  # named by Parsl's rules
+    ])
+    rules = tmp_path / "mine.toml"
+    rules.write_text("""
+[[rule]]
+event = "task.any"
+pattern = '^task (?P<task_id>\\S+) (submitted|started)$'
+
+[[rule]]
+event = "task.submitted"
+pattern = '^task (?P<task_id>\\S+) submitted$'
+
+[[rule]]
+event = "task.queued"
+pattern = '^task queued now$'
+
+[[rule]]
+pattern = '^job (?P<job_id>\\S+)'
+
+[[rule]]
+event = "runner.started"
+pattern = 'started$'
+logger = "runner"
+
+[[rule]]
+event = "runner.submitted"
+pattern = 'submitted$'
+logger = "runner"
+""")
+    with taskscope.open(tmp_path / "s.duckdb") as store:
+        store.ingest(stream, rules_files=[rules])
+        notes = user_rule_notes(store.con, load_rules([rules]))
+    assert notes == [
+        (f'rule 2 of {rules} ("task.submitted") named no event: rule 1 of {rules} ("task.any") comes first and '
+         "takes every message it matches (2)"),
+        (f'rule 3 of {rules} ("task.queued") named no event: no message matched \'^task queued now$\' '
+         "(a pattern reads a message's first line)"),
+        f"rule 4 of {rules} read nothing: no message matched '^job (?P<job_id>\\\\S+)' (a pattern reads a message's first line)",
+        (f'rule 5 of {rules} ("runner.started") named no event: its pattern matches 1 message, none from a logger '
+         "starting with 'runner' (they have no logger)"),
+        (f'rule 6 of {rules} ("runner.submitted") named no event: its pattern matches 2 messages, none from a logger '
+         "starting with 'runner' (theirs: 'app.runner') (did you mean `app.runner`?)"),
+    ]
+    # the rule that named events, and the shipped ones (Parsl's name nothing here), have no note
+
+
+def test_a_value_a_group_reads_that_does_not_fit_its_column_is_kept_in_attrs(tmp_path):
+    stream = write_stream(tmp_path / "tries.jsonl", [
+        {"ts": 1, "message": "abc try", "task_id": "t"},
+        {"ts": 2, "message": "7 try", "task_id": "t"},
+        {"ts": 3, "message": "def try", "task_id": "t", "try_id": 2},  # its own try is kept
+        {"ts": 4, "message": "ghi try", "task_id": "t", "try_id": "x"},  # its own field is kept
+    ])
+    rules = tmp_path / "tries.toml"
+    rules.write_text('[[rule]]\nevent = "x"\npattern = "^(?P<try_id>\\\\w+) try"\n')
+    with taskscope.open(tmp_path / "s.duckdb") as store:
+        store.ingest(stream, rules_files=[rules])
+        rows = store.con.execute("SELECT try_id, attrs->>'try_id' FROM events ORDER BY line").fetchall()
+        notes = user_rule_notes(store.con, load_rules([rules]))
+    assert rows == [(None, "abc"), (7, None), (2, "2"), (None, "x")]
+    kept = f"rule 1 of {rules} (\"x\") read a try_id that is no integer on 2 events (e.g. 'abc'): kept in attrs as try_id"
+    assert notes == [kept]
+
+
+def write_stream(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return path
 
 
 # ---- a real Parsl run with an investigation's ad-hoc lines ---------------------------------

@@ -5,12 +5,33 @@ from __future__ import annotations
 import difflib
 import tomllib
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from importlib import resources
 from pathlib import Path
 
 #: the array of tables each kind of file holds, and the option that takes such a file
 _ENTRIES = {"rules": ("rule", "--rules"), "relations": ("relation", "--relations")}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Declared:
+    """Where a rule or a relation was declared: its file (a user's, as given, or the name of a
+    shipped one) and its number there, from 1. The notes on entries that did nothing after an
+    ingest are for a user's entries only: a shipped one finding nothing in another system's
+    logs is normal.
+
+    >>> Declared(origin="mine.toml", number=2).from_user, Declared(origin="parsl.toml", shipped=True).from_user
+    (True, False)
+    """
+
+    origin: str = ""
+    number: int = 0
+    shipped: bool = False
+
+    @property
+    def from_user(self) -> bool:
+        return bool(self.origin) and not self.shipped
 
 
 def shipped_tables(package: str) -> list[tuple[str, dict]]:

@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from taskscope._toml import read_user_entries, shipped_tables, type_name, unknown_key
+from taskscope._toml import Declared, read_user_entries, shipped_tables, type_name, unknown_key
 
 __all__ = ["Binds", "Encloses", "Implies", "Relation", "RelationError", "load_relations"]
 
@@ -49,8 +49,23 @@ class RelationError(ValueError):
     """A relations file that cannot be used (bad TOML, unknown kind, missing or odd keys)."""
 
 
+class _Declared(Declared):
+    """What every kind of relation has besides its fields: where it was declared."""
+
+    name: str
+
+    @property
+    def label(self) -> str:
+        """How a note names it.
+
+        >>> Binds("tie jobs", ("job",), ("task_id",), origin="mine.toml", number=1).label
+        'relation 1 of mine.toml ("tie jobs", binds)'
+        """
+        return f'relation {self.number} of {self.origin} ("{self.name}", {type(self).__name__.lower()})'
+
+
 @dataclass(frozen=True)
-class Implies:
+class Implies(_Declared):
     """Within events sharing `key`, the value of each of `fields` one of them has is copied to
     the others (the prototype's `widen_by_implication`). Two values in one group: a conflict,
     that group is left as it is."""
@@ -61,7 +76,7 @@ class Implies:
 
 
 @dataclass(frozen=True)
-class Binds:
+class Binds(_Declared):
     """Events (named `on`, if given) carrying both `from_` and `to` bind them; every event that
     has `from_` but lacks `to` gets it. A `from_` bound to two different `to`s: a conflict."""
 
@@ -72,9 +87,11 @@ class Binds:
 
 
 @dataclass(frozen=True)
-class Encloses:
-    """Events of one `within` group after a `start` event, up to the first `end` event with the
-    same key (or the next start), belong to the start's `key`."""
+class Encloses(_Declared):
+    """Events of one `within` group after a `start` event, up to the first `end` event that
+    agrees with the start's key (or the next start), belong to the start's `key`. An end agrees
+    when it carries some of the key's fields and each is the start's: an end naming only the
+    task of a (task, try) key closes that task's interval; one naming none closes nothing."""
 
     name: str
     start: str
@@ -100,14 +117,17 @@ def load_relations(extra_files: list[str | Path] | None = None) -> list[Relation
     >>> [relation.name for relation in load_relations()][:2]
     ['worker intervals', 'executor task to task and try']
     """
-    tables = [(origin, table["relation"]) for origin, table in shipped_tables("taskscope.relations")]
-    tables += [(str(path), read_user_entries(Path(path), "relations", RelationError)) for path in extra_files or []]
-    return [_make_relation(entry, f"{origin}: relation {n}")
-            for origin, entries in tables for n, entry in enumerate(entries, start=1)]
+    tables = [(origin, table["relation"], True) for origin, table in shipped_tables("taskscope.relations")]
+    tables += [(str(path), read_user_entries(Path(path), "relations", RelationError), False)
+               for path in extra_files or []]
+    return [_make_relation(entry, Declared(origin=origin, number=n, shipped=shipped))
+            for origin, entries, shipped in tables for n, entry in enumerate(entries, start=1)]
 
 
-def _make_relation(entry: object, where: str) -> Relation:
-    """The relation of one `[[relation]]` table; `where` names it in errors ("FILE: relation N")."""
+def _make_relation(entry: object, declared: Declared) -> Relation:
+    """The relation of one `[[relation]]` table, declared where `declared` says (errors name it
+    "FILE: relation N")."""
+    where = f"{declared.origin}: relation {declared.number}"
     if not isinstance(entry, dict):
         raise RelationError(f"{where} must be a table ([[relation]] with keys), not {type_name(entry)}")
     name = entry.get("name")
@@ -127,11 +147,12 @@ def _make_relation(entry: object, where: str) -> Relation:
     shared = sorted(set(names[first]) & set(names[second]))
     if shared:
         raise RelationError(f"{where}: `{first}` and `{second}` share {shared}")
+    at = {"origin": declared.origin, "number": declared.number, "shipped": declared.shipped}
     if kind == "implies":
-        return Implies(name, names["key"], names["fields"])
+        return Implies(name, names["key"], names["fields"], **at)
     if kind == "binds":
-        return Binds(name, names["from"], names["to"], entry.get("on"))
-    return Encloses(name, entry["start"], entry["end"], names["key"], names["within"])
+        return Binds(name, names["from"], names["to"], entry.get("on"), **at)
+    return Encloses(name, entry["start"], entry["end"], names["key"], names["within"], **at)
 
 
 def _kind(entry: dict, where: str) -> str:
@@ -140,12 +161,13 @@ def _kind(entry: dict, where: str) -> str:
     if not isinstance(kind, str) or kind not in _KEYS:
         raise RelationError(f"{where}: `kind` must be one of implies, binds, encloses")
     required, optional = _KEYS[kind]
-    missing = required - set(entry)
-    if missing:
-        raise RelationError(f"{where}: {kind} relation lacks {sorted(missing)}")
+    # an unknown key first: a misspelt one (`keys`) is why a required one seems missing
     problem = unknown_key(entry, ["kind", "name", *sorted(required), *sorted(optional)])
     if problem:
         raise RelationError(f"{where}: {kind} relation has {problem}")
+    missing = required - set(entry)
+    if missing:
+        raise RelationError(f"{where}: {kind} relation lacks {sorted(missing)}")
     for key in ("on", "start", "end"):
         if key in entry and not isinstance(entry[key], str):
             raise RelationError(f"{where}: `{key}` must be an event name (a string), not {type_name(entry[key])}")

@@ -102,7 +102,8 @@ def _file_ids(con: duckdb.DuckDBPyConnection, sql: str, file_ids: set[int]) -> s
     return {row[0] for row in con.execute(sql, {"files": sorted(file_ids)}).fetchall()}
 
 
-def _column_types(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
+def column_types(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
+    """Column name -> SQL type of `table` in the store behind `con`."""
     rows = con.execute(
         "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
         "AND table_schema = 'main'", [table]
@@ -135,8 +136,8 @@ class RelateReport:
 
 def compile_steps(con: duckdb.DuckDBPyConnection, relations: list[Relation]) -> list[Step]:
     """The built-in steps then those of `relations`, as SQL for the store behind `con`."""
-    types = _column_types(con, "events")
-    link_types = _column_types(con, "event_task_links")
+    types = column_types(con, "events")
+    link_types = column_types(con, "event_task_links")
     steps = _task_list_steps(types.get("executor_task_id", "VARCHAR"), link_types.get("executor_task_id", "VARCHAR"))
     fields = Fields(types)
     for number, relation in enumerate(relations, start=1):

@@ -97,19 +97,31 @@ def _all(conditions: list[str]) -> str:
     return " AND ".join(conditions)
 
 
+def step_names(relation: Relation) -> list[str]:
+    """The names of the steps of `relation`, as the relate report counts what each changed: an
+    `implies` of several fields is one step per field.
+
+    >>> step_names(Implies("app", ("task_id",), ("app_name", "host")))
+    ['app: app_name', 'app: host']
+    """
+    if isinstance(relation, Implies) and len(relation.fields) > 1:
+        return [f"{relation.name}: {field}" for field in relation.fields]
+    return [relation.name]
+
+
 def compile_relation(relation: Relation, number: int, fields: Fields) -> list[Step]:
     """The steps of one relation; `number` keeps its temporary tables apart from the others'."""
     if isinstance(relation, Implies):
         return [
-            _implies_step(relation, field, f"rel_{number}_{index}", fields)
-            for index, field in enumerate(relation.fields)
+            _implies_step(relation, field, name, f"rel_{number}_{index}", fields)
+            for index, (field, name) in enumerate(zip(relation.fields, step_names(relation)))
         ]
     if isinstance(relation, Binds):
         return [_binds_step(relation, f"rel_{number}", fields)]
     return [_encloses_step(relation, f"rel_{number}", fields)]
 
 
-def _implies_step(relation: Implies, field: str, table: str, fields: Fields) -> Step:
+def _implies_step(relation: Implies, field: str, name: str, table: str, fields: Fields) -> Step:
     keys = [f"{fields.key(name)} AS k_{i}" for i, name in enumerate(relation.key)]
     present = [f"{fields.key(name)} IS NOT NULL" for name in relation.key]
     matches = [f"{fields.key(name)} = r.k_{i}" for i, name in enumerate(relation.key)]
@@ -122,7 +134,6 @@ def _implies_step(relation: Implies, field: str, table: str, fields: Fields) -> 
     update = f"""
         UPDATE events SET {fields.assignments({field: 'r.v'})} FROM {table} r
         WHERE NOT r.conflict AND {fields.missing(field)} AND {_all(matches)} AND {{scope}}"""
-    name = relation.name if len(relation.fields) == 1 else f"{relation.name}: {field}"
     return Step(name, learn, (update,), f"SELECT count(*) FROM {table} WHERE conflict",
                 fields.touched((*relation.key, field)), fields.touched((field,)))
 
@@ -179,8 +190,11 @@ def _encloses_step(relation: Encloses, table: str, fields: Fields) -> Step:
     groups = ", ".join(f"w_{i}" for i in range(len(within)))
     order = "ORDER BY ts, file_id, line"
     # events in order within their group (time, then file and line); the starts number the
-    # intervals; an event is enclosed when no end with its interval's key came before it in
-    # its interval (an end with another key does not close it)
+    # intervals; an event is enclosed when no end that agrees with its interval's key came
+    # before it in its interval: an end agrees when it has some of the key's fields and each
+    # it has equals the start's (an end that says another key, or no key at all, closes nothing)
+    carried = " OR ".join(f"k_{i} IS NOT NULL" for i in range(len(relation.key)))
+    agrees = _all([f"(k_{i} IS NULL OR k_{i} = open_key.k_{i})" for i in range(len(relation.key))])
     learn = f"""
         CREATE OR REPLACE TEMP TABLE {table} AS
         WITH members AS (
@@ -195,7 +209,7 @@ def _encloses_step(relation: Encloses, table: str, fields: Fields) -> Step:
                    last_value(CASE WHEN is_start THEN {key_struct} END IGNORE NULLS) OVER running AS open_key
             FROM members WINDOW running AS (PARTITION BY {groups} {order} ROWS UNBOUNDED PRECEDING)),
         closed AS (
-            SELECT *, bool_or(is_end AND {key_struct} = open_key) OVER (
+            SELECT *, bool_or(is_end AND ({carried}) AND {agrees}) OVER (
                           PARTITION BY {groups}, interval {order}
                           ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS closed_before
             FROM opened)
