@@ -159,3 +159,46 @@ def test_ctrl_c_as_a_commit_returns_counts_what_that_commit_kept(tmp_path):
         events = store.sql("SELECT count(*) AS n FROM events").n[0]
     assert len(kept) > 0 and events > 0
     assert (raised.value.files_kept, raised.value.events_kept) == (len(kept), events), str(raised.value)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_dashboards_first_ingest_says_what_was_kept(runinfo, tmp_path):
+    for attempt, delay in enumerate((0.8, 0.4, 0.2, 0.1)):
+        store = tmp_path / f"ui-{attempt}.duckdb"
+        process = subprocess.Popen([sys.executable, "-m", "taskscope.cli", "ui", str(runinfo), "--store", str(store),
+                                    "--port", str(free_port())], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(max(0.0, started(process, store) + delay - time.monotonic()))
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+        if "taskscope dashboard on" not in err:  # interrupted before it served
+            break
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and re.search(r"^interrupted: .*nothing partial was stored", err, re.M), err
+
+
+def test_a_store_another_process_holds_names_that_process(tmp_path):
+    store = tmp_path / "held.duckdb"
+    assert run_cli("ingest", str(corpus_path("parsl-htex-jsonlog")), "--store", str(store)).returncode == 0
+    holder = subprocess.Popen([sys.executable, "-m", "taskscope.cli", "ui", str(corpus_path("parsl-htex-jsonlog")),
+                               "--store", str(store), "--port", str(free_port())],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        while "taskscope dashboard on" not in holder.stderr.readline():
+            assert holder.poll() is None, "the dashboard did not start"
+        refused = run_cli("runs", "--store", str(store))
+        second = run_cli("ui", "--store", str(store), "--port", str(free_port()))
+    finally:
+        holder.terminate()
+        holder.wait(timeout=60)
+    for answer in (refused, second):
+        assert answer.returncode == 2 and answer.stderr.count("\n") == 1, answer.stderr
+        assert f"(PID {holder.pid}: taskscope ui " in answer.stderr, answer.stderr
+        assert "usage collect" not in answer.stderr and "--ui-port" not in answer.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -334,3 +335,66 @@ def test_utf16_text_is_named_and_verbose_lists_every_file_left(tmp_path):
     assert f"note: ray.log: {utf16}" in done.stderr and f"note: events.jsonl: {utf16}" in done.stderr
     assert "skipped: workflow.py: unknown format" in done.stderr and "skipped: empty.log: empty" in done.stderr
     assert "partial line" not in done.stderr
+
+
+def test_naive_local_times_are_read_in_the_zone_at_their_own_date(tmp_path):
+    # a log written in New York in May (daylight saving, UTC-4) and in December (UTC-5), read on a
+    # machine in that zone in any season: each time shifted by the offset at its own date; with
+    # --utc-offset, every time by that one offset
+    log = tmp_path / "runner.log"
+    log.write_text("2026-05-01 12:00:00,000 INFO start a\n2026-12-01 12:00:00,250 INFO start b\n")
+    env = {**os.environ, "TZ": "America/New_York"}
+    expected = {"INFO start a": 1777651200.0, "INFO start b": 1796144400.25}  # 16:00 and 17:00 UTC
+    for store, extra, shift in (("zone.duckdb", [], {}), ("fixed.duckdb", ["--utc-offset", "-5"],
+                                                          {"INFO start a": 3600.0})):
+        done = run_cli("ingest", str(log), "--store", str(tmp_path / store), *extra, env=env)
+        assert done.returncode == 0, done.stderr
+        with taskscope.open(str(tmp_path / store), read_only=True) as opened:
+            got = dict(opened.con.execute("SELECT message, ts FROM events").fetchall())
+        assert got == {message: ts + shift.get(message, 0.0) for message, ts in expected.items()}, (store, got)
+
+
+def test_a_log_renamed_away_by_rotation_is_read_on_not_again(tmp_path):
+    # logrotate without copytruncate (or RotatingFileHandler) renames interchange.log to
+    # interchange.log.1 after part of it was read: the store ends as one ingest of the final
+    # files, each event once, and the renamed log keeps its component and executor
+    run = tmp_path / "000"
+    shutil.copytree(corpus_path("parsl-mixed-textlog") / "000", run)
+    log = run / "htex_local" / "interchange.log"
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[: len(lines) // 2]))
+    store = str(tmp_path / "incremental.duckdb")
+    with taskscope.open(store) as opened:
+        opened.ingest(run)
+        log.write_text("".join(lines))
+        log.rename(run / "htex_local" / "interchange.log.1")
+        report = opened.ingest(run)
+        incremental = opened.con.execute(
+            "SELECT file, line, event, source, executor_label, task_id FROM events ORDER BY file, line").fetchall()
+    assert any("renamed away" in note for note in report.notes), report.notes
+    with taskscope.open(str(tmp_path / "fresh.duckdb")) as fresh:
+        fresh.ingest(run)
+        whole = fresh.con.execute(
+            "SELECT file, line, event, source, executor_label, task_id FROM events ORDER BY file, line").fetchall()
+    assert incremental == whole
+    rotated = [row for row in whole if row[0].endswith("interchange.log.1")]
+    assert rotated and {row[3] for row in rotated} == {"interchange"} and {row[4] for row in rotated} == {"htex_local"}
+
+
+def test_a_logging_records_own_time_level_and_logger_win_over_extras_of_those_names(tmp_path):
+    # what WideEventHandler (or any JSON formatter of Python's logging) writes: the record's
+    # created/levelname/name, beside a program's extras that happen to be called ts, level, logger
+    log = tmp_path / "app.jsonlog"
+    records = [
+        {"created": 1796664970.418, "levelname": "INFO", "name": "app", "message": "sample measured", "ts": 12},
+        {"created": 1796664971.0, "levelname": "WARNING", "name": "app", "message": "risk computed", "level": "high"},
+        {"created": 1796664972.0, "levelname": "INFO", "name": "app", "message": "message parsed", "logger": "kafka-7"},
+        # a record not from logging keeps reading `ts`, `level` and `logger` first, and `name` is no logger
+        {"ts": 1796664973.0, "level": "error", "logger": "svc", "name": "sample-A", "message": "done"},
+    ]
+    log.write_text("".join(json.dumps(record) + "\n" for record in records))
+    with taskscope.open(":memory:") as store:
+        store.ingest(log)
+        rows = store.con.execute("SELECT ts, level, logger, attrs->>'ts', attrs->>'level' FROM events ORDER BY line").fetchall()
+    assert rows == [(1796664970.418, "INFO", "app", "12", None), (1796664971.0, "WARNING", "app", None, "high"),
+                    (1796664972.0, "INFO", "app", None, None), (1796664973.0, "ERROR", "svc", "1796664973.0", "error")]

@@ -39,6 +39,22 @@ app = typer.Typer(
 )
 
 
+def _version_asked(asked: bool) -> None:
+    """`taskscope --version`: print the version and exit, before any command runs."""
+    if asked:
+        print(f"taskscope {taskscope.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_version_asked, is_eager=True,
+                                 help="Print taskscope's version and exit."),
+) -> None:
+    # options of `taskscope` itself, before the command; the help is the app's
+    pass
+
+
 #: real time zones are within 14 hours of UTC (UTC-12 to UTC+14)
 UTC_OFFSET_HOURS = 14
 
@@ -57,10 +73,16 @@ def ingest(
     paths: list[Path] = typer.Argument(..., help="runinfo folders, run folders, log files, monitoring.db files, or .gz/.tar.gz/.zip archives of them."),
     store: str = StoreOption,
     rules: Optional[list[Path]] = typer.Option(
-        None, "--rules", help="Extra rules TOML file (repeatable); on a store with events, applied again to all of them."
+        None, "--rules", help="Extra rules TOML file (repeatable); on a store with events, applied again to all of "
+        "them. The store keeps it: later ingests (and `taskscope ui PATH`) read with it too."
     ),
     relations: Optional[list[Path]] = typer.Option(
-        None, "--relations", help="Extra relations TOML file (repeatable); on a store with events, related again."
+        None, "--relations", help="Extra relations TOML file (repeatable); on a store with events, related again. "
+        "The store keeps it, as --rules."
+    ),
+    forget_rules: bool = typer.Option(
+        False, "--forget-rules", help="Forget the rules and relations files the store kept (events they named "
+        "keep their names), before this ingest reads anything."
     ),
     utc_offset_hours: Optional[float] = typer.Option(
         None, "--utc-offset", callback=_utc_offset_given, help="Hours (-14 to 14) local time was ahead of UTC "
@@ -84,6 +106,11 @@ def ingest(
     try:
         load_rules(rules)  # a bad rules or relations file is an error before the store is created
         load_relations(relations)
+        if forget_rules:
+            with taskscope.open(store) as opened:
+                forgotten = opened.forget_rules()
+            err_console.print(f"forgot the rules and relations files {', '.join(forgotten)}" if forgotten
+                              else "the store kept no rules or relations files", highlight=False)
         report = _ingest_with_progress(store, paths, rules, relations, utc_offset_hours, fmt)
     except BaseException as exc:  # Ctrl-C: one line and 130 (what was committed is kept), never a traceback
         message = interrupt_message(exc)
@@ -137,11 +164,13 @@ def _print_ingest_report(report: IngestReport, fmt: OutputFormat, verbose: bool 
         f"ingested {report.files_read} files ({report.files_unchanged} unchanged, {report.files_skipped} "
         f"skipped as not logs): {report.events:,} events from {report.lines:,} lines; {joined}"
         f"{reapplied_summary(report)}",
-        highlight=False,
+        highlight=False, soft_wrap=True,  # one line, however long: the terminal wraps it, scripts read it whole
     )
     attention = ingest_attention(report)
     if attention:
         err_console.print(attention, highlight=False)
+    for note in report.config_notes:  # a user's own rules and relations: always said
+        err_console.print(f"note: {note}", highlight=False)
     if verbose:
         for note in report.notes:
             err_console.print(f"note: {note}", highlight=False)
@@ -167,13 +196,16 @@ def ingest_counts(report: IngestReport) -> dict[str, int | bool]:
 
 
 def reapplied_summary(report: IngestReport) -> str:
-    """The end of the summary line: rules and relations applied again to the stored events,
-    and groups a relation left alone because they hold two values.
+    """The end of the summary line: the rules and relations files the store kept that this
+    ingest read with, those applied again to the stored events, and groups a relation left
+    alone because they hold two values.
 
     >>> reapplied_summary(IngestReport(reapplied=True, reapplied_events=12))
     '; rules and relations applied again to every stored event (12 events named or given ids by rules)'
     """
     text = ""
+    if report.remembered_files:
+        text += f"; read with the rules and relations this store keeps ({', '.join(report.remembered_files)})"
     if report.reapplied:
         text += (f"; rules and relations applied again to every stored event "
                  f"({report.reapplied_events:,} events named or given ids by rules)")
@@ -329,7 +361,9 @@ def timeline(
 @app.command()
 @user_errors
 def sql(
-    query: str = typer.Argument(..., help="SQL over the tables events, ingested_files, bad_lines, run_dirs."),
+    query: str = typer.Argument(..., help="SQL over the store's tables: events, ingested_files, bad_lines, "
+                                "run_dirs, event_task_links, files_to_relate, run_digests, taskscope_meta, "
+                                "user_files."),
     store: str = StoreOption,
     fmt: OutputFormat = FormatOption,
 ) -> None:

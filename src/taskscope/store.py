@@ -26,6 +26,7 @@ from taskscope.export.parquet import export_parquet
 from taskscope.export.perfetto import export_perfetto
 from taskscope.ingest import IngestReport, ProgressCallback, ingest
 from taskscope.relations import load_relations
+from taskscope.remembered import forget, remembered_files
 from taskscope.rules import load_rules
 from taskscope.schema import create_schema
 from taskscope.store_format import NotAStoreError, check_store_file, needs_migration
@@ -43,8 +44,25 @@ class StoreLocked(StoreError):
     def __init__(self, path: str, detail: str):
         holder = re.search(r"PID (\d+)", detail)
         self.pid = int(holder.group(1)) if holder else None
-        by = f" (PID {self.pid})" if self.pid else ""
-        super().__init__(f"{path} is open in another process{by}, which DuckDB lets no other process open")
+        self.holder_command = _command_of(self.pid)
+        by = f" (PID {self.pid}{': ' + self.holder_command if self.holder_command else ''})" if self.pid else ""
+        super().__init__(f"{path} is open in another process{by}: DuckDB lets no other process open a store "
+                         "a process writes to, and none write to a store another process has open")
+
+
+def _command_of(pid: int | None) -> str | None:
+    """The command line of process `pid` (`taskscope ui runinfo/`), shortened, or None."""
+    try:
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, TypeError):
+        return None
+    words = [w.decode(errors="replace") for w in words if w]
+    if len(words) > 2 and words[1] == "-m":  # python -m taskscope.cli ...
+        words = [words[2].split(".")[0], *words[3:]]
+    elif words and Path(words[0]).name.startswith("python") and len(words) > 1:
+        words = words[1:]
+    text = " ".join([Path(words[0]).name, *words[1:]]) if words else ""
+    return (text[:77] + "...") if len(text) > 80 else text or None
 
 
 class Store:
@@ -66,6 +84,14 @@ class Store:
         except NotAStoreError as exc:
             raise StoreError(str(exc)) from None
         self.con = self._connect(read_only)
+        """The store's DuckDB connection, for any SQL of your own over its tables (`events` and the
+        others: see the events contract). Closed by `close`.
+
+        >>> import taskscope
+        >>> with taskscope.open(":memory:") as store:
+        ...     store.con.execute("SELECT count(*) FROM events").fetchone()
+        (0,)
+        """
         if read_only:
             missing = {"events", "ingested_files"} - {
                 row[0] for row in self.con.execute("SELECT table_name FROM information_schema.tables").fetchall()
@@ -108,15 +134,21 @@ class Store:
         Re-ingesting adds nothing; a grown file adds only its new complete lines. Runs that
         ended and changed get their dashboard digest recomputed (see `taskscope.digests`).
         `rules_files` and `relations_files` add to the shipped rules and relations; given to a
-        store that holds events, they are applied again to every stored event. `on_commit` is
+        store that holds events, they are applied again to every stored event. The store keeps
+        them (their text): every later ingest reads with them too, until `forget_rules`. `on_commit` is
         called after each commit of new or changed events that other connections see (batches,
         relate, digests).
         """
-        report = ingest(
-            self.con, [str(p) for p in paths], load_rules(rules_files), on_progress, utc_offset_seconds,
-            relations=load_relations(relations_files), reapply=bool(rules_files or relations_files),
-            on_commit=on_commit,
-        )
+        load_rules(rules_files)  # a bad file is refused before the store keeps it
+        load_relations(relations_files)
+        with remembered_files(self.con, {"rules": rules_files, "relations": relations_files}) as files:
+            report = ingest(
+                self.con, [str(p) for p in paths], load_rules(files.rules), on_progress, utc_offset_seconds,
+                relations=load_relations(files.relations), reapply=bool(rules_files or relations_files),
+                on_commit=on_commit,
+            )
+        report.remembered_files = files.remembered_names
+        report.config_notes = [files.as_given(note) for note in report.config_notes]
         if report.reapplied:  # events may have changed without their counts: every digest is redone
             self.con.execute("DROP TABLE IF EXISTS run_digests")
         if report.events or report.reapplied:
@@ -125,6 +157,15 @@ class Store:
             if on_commit is not None:
                 on_commit()
         return report
+
+    def forget_rules(self) -> list[str]:
+        """Forget the rules and relations files this store kept from earlier ingests (events they
+        named keep their names); returns the files' names.
+
+        >>> store.forget_rules()  # doctest: +SKIP
+        ['mine.toml']
+        """
+        return forget(self.con)
 
     def runs(self) -> pd.DataFrame:
         """One row per run (see `taskscope.analyses.runs.runs`)."""
@@ -198,6 +239,20 @@ class Store:
         return result.df() if result is not None and result.description is not None else pd.DataFrame()
 
     def close(self) -> None:
+        """Close the store: its DuckDB connection, and so the file, which another process may then
+        open for writing (DuckDB lets one process write a file, and none other open it meanwhile).
+        Closing twice does nothing; after closing, the store answers no more queries. Leaving a
+        `with taskscope.open(...) as store:` block closes it.
+
+        >>> import taskscope
+        >>> store = taskscope.open(":memory:")
+        >>> store.sql("SELECT 42 AS answer")["answer"].tolist()
+        [42]
+        >>> store.close()
+        >>> with taskscope.open(":memory:") as store:  # closed on leaving the block
+        ...     int(store.sql("SELECT count(*) AS n FROM events")["n"][0])
+        0
+        """
         self.con.close()
 
     def __enter__(self) -> "Store":

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from taskscope.commands.common import err_console, fail, url_host, user_errors
-from taskscope.ingest import MissingInputError
+from taskscope.ingest import IngestInterrupted, MissingInputError
 from taskscope.store import DEFAULT_STORE, StoreLocked
 
 
@@ -48,8 +48,12 @@ def ui(
     try:
         dashboard = open_dashboard(store, [str(path)] if path else None, interval)
     except StoreLocked as exc:
-        fail(f"{exc}. If it is `taskscope usage collect`, open the dashboard it serves (the URL it printed, "
-             f"if it was started with --ui-port), or restart it with --ui-port {port} to serve one.")
+        collector = "usage collect" in (exc.holder_command or "")
+        fail(f"{exc}" + (f". Open the dashboard the collector serves (the URL it printed, if it was started "
+                         f"with --ui-port), or restart it with --ui-port {port} to serve one." if collector else ""))
+    except IngestInterrupted as exc:  # Ctrl-C during the first ingest: say what was kept, as ingest does
+        err_console.print(exc.summary(), highlight=False)
+        raise typer.Exit(130) from None
     bound_port = sock.getsockname()[1]  # --port 0: the port the system picked
     err_console.print(f"taskscope dashboard on http://{url_host(host)}:{bound_port}/  (store {store}"
                       + (f", ingesting {path} every {interval:g} s" if path else ", read-only") + ")", highlight=False)

@@ -13,22 +13,25 @@ in `files_to_relate` until a relating succeeds.
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Callable
 
 import duckdb
 
 from taskscope._sql import registered, scalar
 from taskscope.ingest.archives import READ_ERRORS, as_local_file, change_marker, leading_nul_bytes
+from taskscope.ingest.archives import MEMBER_SEPARATOR
 from taskscope.ingest.discover import ARCHIVE_NOTE, InputFile, KnownSource, discover, recognised_again
 from taskscope.ingest.lines import bad_lines_sql, file_size, read_new_lines, usable_lines_sql
 from taskscope.ingest.staging import STAGED, create_staging
 from taskscope.relations import Relation
 from taskscope.relations.engine import RelateReport, relate
-from taskscope.rules import Rule, apply_rules_sql, load_rules, reapply_rules
+from taskscope.relations.notes import user_relation_notes
+from taskscope.rules import Rule, apply_rules_sql, load_rules, reapply_rules, user_rule_notes
+from taskscope.local_time import local_utc_offset_seconds, local_zone_name
 from taskscope.schema import EVENT_COLUMN_NAMES
 from taskscope.sources import Source, StageContext, StageResult, source_named
 
@@ -64,6 +67,10 @@ class IngestReport:
     #: rules and relations given to this ingest were applied again to every stored event
     reapplied: bool = False
     reapplied_events: int = 0  # stored events the re-applied rules named or gave ids
+    #: rules and relations files the store kept from an earlier ingest, read by this one too
+    remembered_files: list[str] = field(default_factory=list)
+    #: a user's rules and relations that did nothing (or kept values aside), one line each
+    config_notes: list[str] = field(default_factory=list)
     #: when nothing under the paths can be read: one line saying what was found there
     nothing_readable: str | None = None
 
@@ -97,12 +104,6 @@ class IngestInterrupted(KeyboardInterrupt):
 
     def __str__(self) -> str:
         return self.summary()
-
-
-def local_utc_offset_seconds() -> float:
-    """This machine's current offset of local time from UTC, in seconds."""
-    offset = datetime.now().astimezone().utcoffset()
-    return offset.total_seconds() if offset else 0.0
 
 
 def ingest(
@@ -148,6 +149,8 @@ def ingest(
                 batch.commit_if_due()
             batch.commit()
             report.relate = _relate_stored(con, batch.read, relations, rules if reapply else None, report)
+            if report.events or reapply:  # a live folder is ingested every few seconds, mostly for nothing
+                report.config_notes = user_rule_notes(con, rules) + user_relation_notes(con, relations or [], report.relate)
             if on_commit is not None and (report.events or reapply):
                 on_commit()
     except BaseException as exc:
@@ -294,6 +297,12 @@ class _Offsets:
             return self.by_run_dir[item.run_dir]
         return self.last_learned if self.last_learned is not None else local_utc_offset_seconds()
 
+    def zone_for_item(self, item: InputFile) -> str | None:
+        """The machine's zone, when its naive times are read in it (no offset given or learned)."""
+        if self.forced is not None or item.run_dir in self.by_run_dir or self.last_learned is not None:
+            return None
+        return local_zone_name()
+
     def learn(self, item: InputFile, offset: float) -> None:
         self.by_run_dir[item.run_dir] = offset
         self.last_learned = offset
@@ -328,15 +337,42 @@ def _known_files(con: duckdb.DuckDBPyConnection) -> dict[str, _KnownFile]:
     return {row[0]: _KnownFile(*row[1:]) for row in rows}
 
 
-def _file_row(con: duckdb.DuckDBPyConnection, item: InputFile, known: dict[str, _KnownFile]) -> _KnownFile:
+def _file_row(con: duckdb.DuckDBPyConnection, item: InputFile, known: dict[str, _KnownFile],
+              notes: list[str]) -> _KnownFile:
     if item.path in known:
         return known[item.path]
+    renamed = _renamed_from(item, known)
+    if renamed is not None:  # rotation moved it (parsl.log -> parsl.log.1): read on where it was
+        seen = known.pop(renamed)
+        con.execute("UPDATE ingested_files SET path = ?, file = ?, run_dir = ? WHERE file_id = ?",
+                    [item.path, item.rel, item.run_dir, seen.file_id])
+        for table in ("events", "bad_lines"):
+            con.execute(f"UPDATE {table} SET file = ? WHERE file_id = ?", [item.rel, seen.file_id])
+        notes.append(f"{item.rel}: the file read before as {renamed} (renamed away, as rotation does): "
+                     f"its {seen.lines_read:,} lines read then are not read again")
+        known[item.path] = seen
+        return seen
     # fetchall, not fetchone: DuckDB keeps a half-read result open, which blocks register()
     return _KnownFile(*con.execute(
         f"""INSERT INTO ingested_files (path, file, source, run_dir) VALUES (?, ?, ?, ?)
             RETURNING {_FILE_COLUMNS}""",
         [item.path, item.rel, item.source, item.run_dir],
     ).fetchall()[0])
+
+
+def _renamed_from(item: InputFile, known: dict[str, _KnownFile]) -> str | None:
+    """The path of the one file read before that `item` (a plain file new to the store) is,
+    renamed: that path is gone, `item` begins with the first bytes kept of it and holds at least
+    what was read of it. None for a new file (or when two gone files would fit)."""
+    # only a regular file taskscope reads (opening a FIFO would block the ingest)
+    head = None if item.packed or item.source is None or not os.path.isfile(item.path) else _read_head(item.path)
+    if not head:
+        return None
+    size = file_size(item.path)
+    fits = [path for path, seen in known.items()  # the stat last: only for a file whose head fits
+            if seen.head and seen.bytes_read and size >= seen.bytes_read and head.startswith(seen.head)
+            and MEMBER_SEPARATOR not in path and not os.path.exists(path)]
+    return fits[0] if len(fits) == 1 else None
 
 
 @dataclass
@@ -353,7 +389,7 @@ class _Reading:
 def _ingest_one(con, item: InputFile, known: dict[str, _KnownFile], report: IngestReport, offsets: _Offsets,
                 batch: _Batch, on_progress: ProgressCallback | None) -> None:
     """Read what is new in `item` with its source and record how far it was read."""
-    seen = _file_row(con, item, known)
+    seen = _file_row(con, item, known, report.notes)
     source = source_named(item.source) if item.source else None
     size = -1 if item.packed else file_size(item.path)
     if source is None or (size < 0 and not item.packed):
@@ -392,6 +428,7 @@ def _ingest_one(con, item: InputFile, known: dict[str, _KnownFile], report: Inge
     context = StageContext(
         file_id=seen.file_id, file=item.rel, path=item.path, component=item.component, stamps=item.stamps,
         lines_before=reading.lines_read, utc_offset_seconds=offsets.for_item(item),
+        local_zone=offsets.zone_for_item(item),
     )
     if source.stage_file is not None:
         batch.flush()

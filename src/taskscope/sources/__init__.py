@@ -40,6 +40,24 @@ class StageContext:
     lines_before: int = 0  # lines of this file already ingested
     utc_offset_seconds: float = 0.0  # for formats that log naive local time
     progress: dict = field(default_factory=dict)  # per-source resume state (monitoring.db rowids)
+    #: the machine's zone (`Europe/Paris`) when naive local times are read in it at their own
+    #: date (no offset given or learned: see `taskscope.local_time`), else None
+    local_zone: str | None = None
+
+    def local_epoch_sql(self, timestamp_sql: str, learned_offset: float | None = None) -> str:
+        """SQL: epoch seconds of a naive local TIMESTAMP expression: in `local_zone` at its own
+        date (daylight saving included), else shifted by a fixed offset (`learned_offset`, or
+        `utc_offset_seconds`).
+
+        >>> StageContext(1, "f", "/f", None, utc_offset_seconds=3600).local_epoch_sql("t")
+        '(epoch(t) - 3600.0)'
+        >>> StageContext(1, "f", "/f", None, local_zone="Europe/Paris").local_epoch_sql("t")
+        "epoch(timezone('Europe/Paris', t))"
+        """
+        if learned_offset is None and self.local_zone:
+            return f"epoch(timezone('{self.local_zone.replace(chr(39), chr(39) * 2)}', {timestamp_sql}))"
+        offset = self.utc_offset_seconds if learned_offset is None else learned_offset
+        return f"(epoch({timestamp_sql}) - {offset_sql(offset)})"
 
 
 @dataclass

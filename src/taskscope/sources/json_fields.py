@@ -17,10 +17,12 @@ from taskscope.schema import level_name_sql
 from taskscope.time_bounds import EARLIEST_TIME, LATEST_TIME
 
 
-# column -> candidate keys, in priority order
+# column -> candidate keys, in priority order. A record Python's logging wrote (`created`,
+# `levelname`, `name`) is timed, levelled and named by those: a program's own `extra={"ts": ...}`
+# or `{"level": "high"}` is data, kept in attrs (see `_LOGGING_NAME` for `name`)
 COLUMN_KEYS: dict[str, list[str]] = {
-    "ts": ["ts", "created", "time", "timestamp", "@timestamp", "t"],
-    "level": ["level", "levelname", "severity"],
+    "ts": ["created", "ts", "time", "timestamp", "@timestamp", "t"],
+    "level": ["levelname", "level", "severity"],
     "logger": ["logger", "name", "logger_name"],
     "event": ["event"],
     # structlog (and loggers like it) write the human message as "event" and no message
@@ -71,6 +73,11 @@ def extract_columns_sql(text_column: str, values_alias: str = "v",
             continue
         columns[column] = f"coalesce({', '.join(_fitting(column, _value(values_alias, key)) for key in keys)})"
     columns["level"] = level_name_sql(columns["level"])
+    # `name` is the logger only beside `levelname` (Python's logging wrote the record); elsewhere a
+    # `logger` key comes first, as `name` is as likely a thing's name as a logger's
+    logging_record = f"{_value(values_alias, 'levelname')} IS NOT NULL"
+    columns["logger"] = (f"CASE WHEN {logging_record} THEN coalesce({_value(values_alias, 'name')}, {columns['logger']}) "
+                         f"ELSE {columns['logger']} END")
     # a record's "event" is its name only beside a message; alone it is the message (structlog's
     # way), and the record is left unnamed for the rules to name it, as a logged message is
     written_message = [_value(values_alias, key) for key in COLUMN_KEYS["message"] if key != "event"]

@@ -23,9 +23,13 @@ from taskscope.sources import Sample, Source, StageContext, StageResult
 TABLES = ("workflow", "task", "try", "status", "resource", "node", "block")
 
 
+#: a temporary macro, made for each file read (`_stage_table`): its naive local times as UTC
+_LOCAL_EPOCH = "taskscope_local_epoch"
+
+
 def _local(column: str) -> str:
     """SQL: a naive local time string of monitoring.db as UTC epoch seconds."""
-    return f"(epoch(try_cast({column} AS TIMESTAMP)) - $offset)"
+    return f"{_LOCAL_EPOCH}(try_cast({column} AS TIMESTAMP))"
 
 
 # table -> SELECT over a DataFrame registered as `mon_rows` (with its `rowid`)
@@ -133,7 +137,8 @@ def _foreign_columns(con: duckdb.DuckDBPyConnection, table: str, rows: pd.DataFr
     probe = con.cursor()
     try:
         probe.register("mon_rows", rows.head(0))
-        probe.execute(f"DESCRIBE {_select(table, rows)}", [None, None, 0.0])
+        probe.execute(f"CREATE OR REPLACE TEMP MACRO {_LOCAL_EPOCH}(t) AS epoch(t)")  # a cursor's own
+        probe.execute(f"DESCRIBE {_select(table, rows)}", [None, None])
     except duckdb.Error as exc:
         return str(exc).splitlines()[0]
     finally:
@@ -142,10 +147,10 @@ def _foreign_columns(con: duckdb.DuckDBPyConnection, table: str, rows: pd.DataFr
 
 
 def _select(table: str, rows: pd.DataFrame) -> str:
-    """The staging SELECT of `table` over `mon_rows` (parameters: file, file_id, utc offset)."""
+    """The staging SELECT of `table` over `mon_rows` (parameters: file, file_id)."""
     psutil = [c for c in rows.columns if c.startswith("psutil_") or c == "resource_monitoring_interval"]
     psutil_attrs = "json_object(" + ", ".join(f"'{c}', \"{c}\"" for c in psutil) + ")"
-    select = _SELECTS[table].replace("$offset", "$3").replace("$psutil_attrs", psutil_attrs)
+    select = _SELECTS[table].replace("$psutil_attrs", psutil_attrs)
     return f"""SELECT *, 'monitoring' AS source, $1 || '#{table}' AS file, $2::INTEGER AS file_id
                FROM ({select}) WHERE ts IS NOT NULL"""
 
@@ -153,8 +158,9 @@ def _select(table: str, rows: pd.DataFrame) -> str:
 def _stage_table(con: duckdb.DuckDBPyConnection, table: str, rows: pd.DataFrame, context: StageContext) -> int:
     if rows.empty:
         return 0
+    con.execute(f"CREATE OR REPLACE TEMP MACRO {_LOCAL_EPOCH}(t) AS {context.local_epoch_sql('t')}")
     with registered(con, "mon_rows", rows):
-        return insert_staged(con, _select(table, rows), [context.file, context.file_id, context.utc_offset_seconds])
+        return insert_staged(con, _select(table, rows), [context.file, context.file_id])
 
 
 def is_monitoring_db(sample: Sample) -> bool:

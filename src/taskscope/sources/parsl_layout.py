@@ -15,11 +15,30 @@ _EXECUTOR_SIDE = re.compile(
     r"(?:manager|worker_(?P<worker>\d+))\.(?:log|jsonlog)$"
 )
 _INTERCHANGE = re.compile(r"(?:^|/)(?P<label>[^/]+)/(?:interchange|monitoring_zmq_router)\.(?:log|jsonlog)$")
+# what rotation appends to a log's name: `parsl.log.1` (RotatingFileHandler, logrotate),
+# `parsl.log.2026-12-07` or `.2026-12-07_10` (TimedRotatingFileHandler, dateext), `.old`
+_ROTATION = re.compile(r"\.(?:\d{1,4}|\d{4}-?\d\d-?\d\d(?:[-_T]\d\d(?:-?\d\d){0,2})?|old|bak)$")
+
+
+def _without_rotation(path: str) -> str:
+    """`path` without the suffixes rotation appended to a log's name (`x.log.3.old` -> `x.log`);
+    a name that does not then end in `.log` or `.jsonlog` is left as it is."""
+    stripped = path
+    while _ROTATION.search(stripped):
+        stripped = _ROTATION.sub("", stripped)
+        if stripped.endswith((".log", ".jsonlog")):
+            return stripped
+    return path
 
 
 def parsl_path_info(path: str) -> tuple[str, dict[str, str]]:
-    """(component, stamps) of a Parsl log at `path` (a compression suffix is ignored)."""
-    path = path.removesuffix(".gz")
+    """(component, stamps) of a Parsl log at `path` (a compression suffix and what rotation
+    appends to a name are ignored).
+
+    >>> parsl_path_info("runinfo/000/htex/interchange.log.1.gz"), parsl_path_info("000/parsl.log.2026-12-07")
+    (('interchange', {'executor_label': 'htex'}), ('parsl', {}))
+    """
+    path = _without_rotation(path.removesuffix(".gz"))
     stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     match = _EXECUTOR_SIDE.search(path)
     if match:

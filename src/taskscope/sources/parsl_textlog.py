@@ -17,7 +17,7 @@ import duckdb
 
 from taskscope._sql import literal, scalar
 from taskscope.ingest.staging import STAGED, insert_staged
-from taskscope.sources import Sample, Source, StageContext, StageResult, offset_sql
+from taskscope.sources import Sample, Source, StageContext, StageResult
 from taskscope.sources.parsl_layout import parsl_path_info
 
 _LEVEL = r"(DEBUG|INFO|WARNING|ERROR|CRITICAL)"
@@ -166,8 +166,7 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
     learned = None
     if "created" in fmt.fields:
         learned = _learn_utc_offset(con)
-    offset = learned if learned is not None else context.utc_offset_seconds
-    staged = insert_staged(con, _records_sql(fmt, context, offset), _record_params(context))
+    staged = insert_staged(con, _records_sql(fmt, context, learned), _record_params(context))
     return StageResult(events=staged, bad_lines=int(orphans), learned_utc_offset=learned)
 
 
@@ -280,16 +279,14 @@ def _learn_utc_offset(con: duckdb.DuckDBPyConnection) -> float | None:
     return None if value is None else round(value / 900.0) * 900.0
 
 
-def _time_sql(fmt: TextFormat, utc_offset: float) -> str:
+def _time_sql(fmt: TextFormat, context: StageContext, learned_offset: float | None) -> str:
     if "created" in fmt.fields:
         return "try_cast(first_h.created AS DOUBLE)"
-    return (
-        "epoch(try_strptime(replace(first_h.asctime, ',', '.'), "
-        f"['%Y-%m-%d %H:%M:%S.%g', '%Y-%m-%d %H:%M:%S'])) - {offset_sql(utc_offset)}"
-    )
+    local = "try_strptime(replace(first_h.asctime, ',', '.'), ['%Y-%m-%d %H:%M:%S.%g', '%Y-%m-%d %H:%M:%S'])"
+    return context.local_epoch_sql(local, learned_offset)
 
 
-def _records_sql(fmt: TextFormat, context: StageContext, utc_offset: float) -> str:
+def _records_sql(fmt: TextFormat, context: StageContext, learned_offset: float | None) -> str:
     def field(name: str, cast: str = "") -> str:
         if name not in fmt.fields:
             return "NULL"
@@ -304,7 +301,7 @@ def _records_sql(fmt: TextFormat, context: StageContext, utc_offset: float) -> s
         if name in fmt.fields
     )
     return f"""
-        SELECT {_time_sql(fmt, utc_offset)} AS ts, $1 AS source, $2 AS file, first_line AS line,
+        SELECT {_time_sql(fmt, context, learned_offset)} AS ts, $1 AS source, $2 AS file, first_line AS line,
                {field('level')} AS level, {field('logger')} AS logger,
                CASE WHEN continuation IS NULL THEN first_h.message
                     ELSE first_h.message || chr(10) || continuation END AS message,

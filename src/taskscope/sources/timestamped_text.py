@@ -20,7 +20,7 @@ import duckdb
 from taskscope._sql import literal, scalar
 from taskscope.ingest.staging import insert_staged
 from taskscope.schema import level_name_sql
-from taskscope.sources import Sample, Source, StageContext, StageResult, offset_sql, share_matching
+from taskscope.sources import Sample, Source, StageContext, StageResult, share_matching
 from taskscope.sources.parsl_textlog import continue_previous_event
 
 # the time at a line's start (optionally in brackets), then a separator, then the message
@@ -55,7 +55,7 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
         SELECT line, txt, ts, rest, ts IS NOT NULL AS is_header,
                sum((ts IS NOT NULL)::INTEGER) OVER (ORDER BY line) AS record
         FROM (SELECT line, txt, regexp_extract(txt, {pattern}, 2) AS rest,
-                     {_time_sql(f"nullif(regexp_extract(txt, {pattern}, 1), '')", context.utc_offset_seconds)} AS ts
+                     {_time_sql(f"nullif(regexp_extract(txt, {pattern}, 1), '')", context)} AS ts
               FROM {table_name})"""
     )
     continued = continue_previous_event(con, context)
@@ -83,12 +83,12 @@ def stage_lines(con: duckdb.DuckDBPyConnection, table_name: str, context: StageC
     return StageResult(events=staged, bad_lines=orphans)
 
 
-def _time_sql(stamp: str, utc_offset: float) -> str:
-    """SQL: epoch seconds of the time text `stamp` (local times shifted by `utc_offset`)."""
+def _time_sql(stamp: str, context: StageContext) -> str:
+    """SQL: epoch seconds of the time text `stamp` (naive local times as `context` reads them)."""
     iso = f"replace({stamp}, ',', '.')"
     return f"""CASE WHEN regexp_matches({stamp}, '^\\d{{10}}') THEN try_cast({stamp} AS DOUBLE)
                     WHEN regexp_matches({stamp}, '(Z|[+-]\\d\\d:?\\d\\d)$') THEN epoch(try_cast({iso} AS TIMESTAMPTZ))
-                    ELSE epoch(try_cast({iso} AS TIMESTAMP)) - {offset_sql(utc_offset)} END"""
+                    ELSE {context.local_epoch_sql(f"try_cast({iso} AS TIMESTAMP)")} END"""
 
 
 # a fallback: asked only when no specific format recognises the file
