@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -284,3 +285,27 @@ def test_the_run_is_listed_ended_with_its_actions(academy_run):
     assert runs[["run_id", "status", "tasks", "tasks_failed", "events"]].values.tolist() == [
         [academy_run.pool, "failed" if failed else "completed", len(actions), failed,
          sum(len(rs) for rs in academy_run.records.values())]]
+
+
+def test_a_failed_action_fails_with_the_exception_its_agent_logged(academy_run):
+    """The action that raised (`square(-1)`) is a failed task with one failed try, under the
+    exception the handling agent logged with its traceback; its type is read here from the
+    record's `exc_info` (`(<class 'ValueError'>, ...)`), a field taskscope does not read. The
+    failure rows add up to the run's failed tries and failed tasks."""
+    records = [r for rs in academy_run.records.values() for r in rs]
+    raised = {r["academy.action_tag"]: re.match(r"\(<class '(?:builtins\.)?([\w.]+)'>", r["exc_info"]).group(1)
+              for r in records if r.get("academy.action_state") == "execute_exception"}
+    failed = {r["academy.action_tag"] for r in records if r.get("academy.action_state") == "exception"}
+    assert academy_run.result["refused"] and set(raised) == failed and set(raised.values()) == {"ValueError"}
+    actions = _actions(academy_run)
+    with taskscope.open(academy_run.store, read_only=True) as store:
+        result = store.summary(academy_run.pool)
+        rows = store.tasks(run=academy_run.pool).set_index("task_id")
+    expected = Counter((actions[tag], kind) for tag, kind in raised.items())
+    assert {(row.app_name, row.exception_type): (row.failed_tries, row.tasks, row.tasks_failed)
+            for row in result.failures.itertuples()} == {key: (n, n, n) for key, n in expected.items()}
+    run = result.runs.iloc[0]
+    assert run.failed_tries == run.failed == result.failures.tasks_failed.sum() == len(failed)
+    for tag, kind in raised.items():
+        assert (rows.loc[tag, "final_state"], rows.loc[tag, "tries"], rows.loc[tag, "exception_type"]) == ("failed", 1, kind)
+    assert rows.exception_type.notna().sum() == len(failed)

@@ -225,22 +225,59 @@ def test_bottlenecks_rank_waits_and_measure_idle_workers(perf_store):
     assert found.workers_idle_while_waiting == (workers.idle_while_waiting_slot_s > 0)
 
 
+def test_bottlenecks_of_a_stream_without_stages_names_the_step(tmp_path):
+    """A generic stream's steps all have its source (`jsonl`) as stage: the verdict names the
+    step tasks wait longest after, found here by hand from the timestamps as written, and says
+    the stage is only the source, instead of "Tasks wait longest in the jsonl (100.0%)"."""
+    steps = {"queued": 0.0, "started": 0.5, "finished": 0.75}  # each task's steps, seconds after its queueing
+    starts = [0.0, 0.25, 2.0]
+    path = tmp_path / "stream.jsonl"
+    path.write_text("".join(
+        json.dumps({"ts": 1_796_090_400 + start + offset, "run_id": "nightly-3", "task_id": f"t{n}", "message": step}) + "\n"
+        for n, start in enumerate(starts) for step, offset in steps.items()))
+    names, offsets = list(steps), list(steps.values())
+    waits = {name: len(starts) * (offsets[i + 1] - offsets[i]) for i, name in enumerate(names[:-1])}
+    longest = max(waits, key=waits.get)
+    store = str(tmp_path / "stream.duckdb")
+    assert invoke("ingest", str(path), "--store", store).returncode == 0
+    with taskscope.open(store, read_only=True) as opened:
+        found = bottlenecks(opened)
+    assert found.stages_are_sources and found.slowest_stage == "jsonl"
+    assert found.steps.wait_total_s.tolist() == pytest.approx(sorted(waits.values(), reverse=True))
+    done = invoke("bottlenecks", "--store", store)
+    assert done.returncode == 0, done.stderr
+    share = 100 * waits[longest] / sum(waits.values())
+    assert f"Tasks wait longest after 'jsonl: {longest}' ({share:.1f}% of their waiting time)." in done.stdout
+    assert "Every step is logged by the jsonl source" in done.stdout and "in the jsonl" not in done.stdout
+    # a Parsl run's stages are the workflow's own
+    with taskscope.open(":memory:") as parsl_store:
+        parsl_store.ingest(corpus_path("parsl-htex-jsonlog"))
+        assert not bottlenecks(parsl_store).stages_are_sources
+
+
 # ---------------------------------------------------------------------------------------------
 # compare
 
 
-def test_compare_throughput_counts_every_task_that_ended_as_tasks_does(tmp_path):
-    """Each corpus run's throughput row counts its tasks that ended (done or failed) as `tasks`
+def test_compare_end_rate_counts_every_task_that_ended_as_tasks_does(tmp_path):
+    """Each corpus run's end rate row counts its tasks that ended (done or failed) as `tasks`
     lists them, and its rate is that count over first event to last end, by hand. A 2025 run's
-    failed task ends on 'Task 13 failed after 1 retry attempts' (no state line): it was left out."""
+    failed task ends on 'Task 13 failed after 1 retry attempts' (no state line): it was left out.
+    It is named apart from summary's throughput, which counts the tasks done only."""
     with taskscope.open(str(tmp_path / "corpus.duckdb")) as store:
         store.ingest(corpus_path(""))
         runs = store.runs().run_id.tolist()
         for run_a, run_b in zip(runs, runs[1:] + runs[:1]):
-            row = compare(store, run_a, run_b).set_index("metric").loc["throughput"]
+            frame = compare(store, run_a, run_b)
+            assert "throughput" not in set(frame.metric) and not frame.step.str.contains("throughput").any()
+            row = frame.set_index("metric").loc["end rate"]
             for run_id, counted, rate in ((run_a, row.tasks_a, row.mean_a), (run_b, row.tasks_b, row.mean_b)):
-                ended = store.tasks(run=run_id).query("final_state in ['exec_done', 'failed', 'dep_fail', 'memo_done']")
+                tasks = store.tasks(run=run_id)
+                ended = tasks.query("final_state in ['exec_done', 'failed', 'dep_fail', 'memo_done']")
                 assert counted == len(ended) > 0, run_id
+                done = tasks.final_state.isin(["exec_done", "memo_done"]).sum()
+                totals = store.summary(run_id).runs.iloc[0]
+                assert totals.throughput_per_s == pytest.approx(done / (tasks.end_ts.max() - tasks.submit_ts.min()))
                 events = store.sql(f"SELECT task_id, ts, source, task_state FROM events WHERE run_id = '{run_id}' "
                                    "AND task_id IS NOT NULL")
                 logged = events[events.source != "monitoring"]
@@ -256,7 +293,7 @@ def test_compare_a_run_with_itself_shows_no_change(perf_store):
     frame = compare(perf_store, run_id, run_id)
     assert not frame["significant"].any()
     assert (frame["direction"] == "same").all()
-    assert {"task duration (first to last event)", "throughput (tasks ended per second: done or failed)"} <= set(frame["step"])
+    assert {"task duration (first to last event)", "end rate (tasks ended per second: done or failed)"} <= set(frame["step"])
     # timed from stage to stage, a run against itself gives its common path's stage waits
     stages = common_path(perf_store, run=run_id).dominant.groupby("stage").first().dropna(subset=["stage_wait_mean"])
     timed = frame[frame["metric"] == "time in stage"]
@@ -319,12 +356,12 @@ def test_compare_against_sleeping_tasks_shows_the_worker_step_slower(no_sleep_ru
     backwards = compare(store, sleep_id, nap_id)
     stage = backwards["step"].str.contains("worker: Received executor task <num>", regex=False)
     assert backwards[stage].direction.iloc[0] == "faster"
-    # throughput: 2 workers, 0.1 s per task cannot exceed 20 tasks/s; how fast the tasks without
+    # end rate: 2 workers, 0.1 s per task cannot end more than 20 tasks/s; how fast the tasks without
     # a sleep went depends on the machine's load, so only the direction's agreement with the means is checked
-    throughput = frame[frame["metric"] == "throughput"].iloc[0]
-    assert throughput.mean_b < 2 / SLEEP_SECONDS
-    expected = "lower" if throughput.mean_b < throughput.mean_a else "higher"
-    assert throughput.direction == (expected if throughput.significant else "same")
+    end_rate = frame[frame["metric"] == "end rate"].iloc[0]
+    assert end_rate.mean_b < 2 / SLEEP_SECONDS
+    expected = "lower" if end_rate.mean_b < end_rate.mean_a else "higher"
+    assert end_rate.direction == (expected if end_rate.significant else "same")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,7 +401,7 @@ def test_cli_commands_with_json_and_plots(two_run_store, perf_run, tmp_path, suf
                   "--plot", str(tmp_path / f"compare{suffix}"))
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
-    assert rows[-1]["metric"] == "throughput" and all("significant" in row for row in rows)
+    assert rows[-1]["metric"] == "end rate" and all("significant" in row for row in rows)
     assert (tmp_path / f"compare{suffix}").stat().st_size > 1000
 
 

@@ -307,6 +307,35 @@ def test_latency_agrees_with_pandas_over_raw_events():
     assert histogram["count"].sum() == len(seconds) and len(histogram) == 7
 
 
+def test_latency_is_to_the_microsecond_in_every_format(tmp_path):
+    """Timestamps are microseconds: a latency is their difference to the microsecond (0.1, not
+    the 0.09999990463256836 two epoch-seconds doubles differ by), in JSON, CSV and the table,
+    checked against the differences of the timestamps as written, in decimal."""
+    from decimal import Decimal
+
+    written = {"a": ("10:00:02.450000", "10:00:02.550000"), "b": ("10:00:07.700000", "10:00:08.000000"),
+               "c": ("10:00:01.000001", "10:00:01.000013")}
+    path = tmp_path / "stream.jsonl"
+    path.write_text("".join(
+        json.dumps({"ts": f"2026-03-01T{ts}Z", "run_id": "r1", "task_id": task, "message": message}) + "\n"
+        for task, pair in written.items() for ts, message in zip(pair, ("job started", "job finished"))))
+    expected = {task: float(Decimal(end[6:]) - Decimal(start[6:])) for task, (start, end) in written.items()}
+    store = str(tmp_path / "run.duckdb")
+    assert invoke("ingest", str(path), "--store", store).returncode == 0
+    args = ("latency", "job started", "job finished", "--store", store)
+    document = json.loads(invoke(*args, "--format", "json").stdout)
+    assert {row["task_id"]: row["latency_s"] for row in document["latencies"]} == expected
+    stats = document["stats"][0]
+    assert (stats["min"], stats["p50"], stats["max"]) == (min(expected.values()), 0.1, max(expected.values()))
+    csv = pd.read_csv(pd.io.common.StringIO(invoke(*args, "--format", "csv").stdout), dtype={"task_id": str})
+    assert dict(zip(csv.task_id, csv.latency_s)) == expected
+    table = invoke(*args, env={"COLUMNS": "120"}).stdout
+    header = next(line for line in table.splitlines() if line.startswith("run_id"))
+    row = next(line for line in table.splitlines() if line.startswith("r1 "))
+    shown = dict(zip(header.split(), row.split()))
+    assert (shown["min"], shown["p50"], shown["max"]) == ("0.000012", "0.100000", "0.300000"), table
+
+
 def test_latency_keeps_tasks_that_never_reach_b(text_store):
     found = latency(text_store, "state:pending", "state:exec_done", per="task")
     tasks = text_store.tasks()
@@ -355,6 +384,136 @@ def test_summary_agrees_with_tasks_and_monitoring(corpus_store):
     assert result.failures.failed_tries.sum() == run.failed_tries > 0
 
 
+class Boom(RuntimeError):
+    """An exception of this module: a traceback names it with its module (`test_analyses_time.Boom`)."""
+
+
+def raised(make) -> tuple[str, str]:
+    """(the traceback Python's logging writes as `exc_text` for the exception `make()` raises, its
+    type as a traceback names it: the qualified name, with the module unless it is a builtin)."""
+    import traceback
+
+    try:
+        make()
+    except Exception as exc:  # noqa: BLE001 - any exception is the point
+        kind = type(exc)
+        name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        return traceback.format_exc().rstrip("\n"), name
+    raise AssertionError("nothing raised")
+
+
+def chained() -> None:
+    try:
+        {}["missing"]
+    except KeyError as exc:
+        raise Boom("lookup failed\n  indented second line") from exc
+
+
+#: what each try of a task did, in try order: "ok"; an exception type (a `task.try_failed` record
+#: names it, without a try id); "quiet" (no record: only the task's final state says it failed);
+#: or ("traceback", make) (no record, but an event of the task logs the traceback of what `make`
+#: raises, as `logger.exception` does)
+FAILURE_PLAN = {
+    "sample-A": ["ok"],
+    "sample-B": ["ValueError", "ok"],
+    "sample-C": ["ValueError", "KeyError", "quiet"],
+    "sample-D": ["RuntimeError"],
+    "sample-E": ["KeyError", "ValueError", "ok"],
+    "sample-F": ["KeyError", ("traceback", chained)],
+    "sample-G": [("traceback", lambda: int("multi\nline: message"))],
+    "sample-H": ["quiet"],
+}
+#: the plan without try ids: a task's failure records are its tries, so a last try the final
+#: state alone says failed can only be told apart when it is the task's only try
+NO_TRY_IDS_PLAN = {task: tries for task, tries in FAILURE_PLAN.items() if task not in ("sample-C", "sample-F")}
+NO_TRY_IDS_PLAN["sample-C"] = ["ValueError", "KeyError"]
+
+
+def failure_stream(path: Path, plan: dict, try_ids: bool) -> dict[str, list[str | None]]:
+    """Write `plan` as a JSON-lines run "r-7" (the try's start carries its try id when `try_ids`;
+    failures never do; a try's failure and the next try's start share a timestamp, in line
+    order) and return the truth: per task, the exception of each try (None: it did not fail)."""
+    records, truth, ts = [], {}, 1_796_090_400.0
+
+    def record(task_id: str, message: str, **fields) -> None:
+        records.append({"ts": round(ts, 6), "run_id": "r-7", "task_id": task_id, "message": message, **fields})
+
+    for task_id, tries in plan.items():
+        record(task_id, "submitted", event="task.state", task_state="pending")
+        truth[task_id] = []
+        for try_id, outcome in enumerate(tries):
+            record(task_id, "started", event="task.started", **({"try_id": try_id} if try_ids else {}))
+            ts += 0.25
+            last = try_id == len(tries) - 1
+            if outcome == "ok":
+                record(task_id, "finished", event="task.state", task_state="exec_done")
+                truth[task_id].append(None)
+                continue
+            if isinstance(outcome, tuple):
+                text, name = raised(outcome[1])
+                record(task_id, "error in task", event="task.error", exc_text=text)
+                truth[task_id].append(name)
+            elif outcome == "quiet":
+                truth[task_id].append("unknown")
+            else:
+                # an error traceback logged before the record: not the exception of a later try
+                record(task_id, "error in task", event="task.error", exc_text=raised(lambda: Path("/nonexistent/x").stat())[0])
+                record(task_id, f"failed: {outcome}", event="task.try_failed", exception_type=outcome)
+                truth[task_id].append(outcome)
+            if last:
+                record(task_id, "gave up", event="task.state", task_state="failed")
+        ts += 1.0
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return truth
+
+
+@pytest.mark.parametrize("try_ids", [True, False], ids=["tries-with-ids", "no-try-ids"])
+def test_failures_without_try_ids_add_up_to_the_failed_tries_and_tasks(tmp_path, try_ids):
+    """Failures whose records carry no try id count as failed tries of their task, and a failed
+    task whose last try no record names fails under its own traceback's exception, else
+    `unknown`: the failure rows add up to the run's failed tries and failed tasks, checked against
+    the plan the stream was written from (see NO_TRY_IDS_PLAN for what a stream without try ids
+    cannot tell)."""
+    truth = failure_stream(tmp_path / "run.jsonl", FAILURE_PLAN if try_ids else NO_TRY_IDS_PLAN, try_ids)
+    with taskscope.open(":memory:") as store:
+        store.ingest(tmp_path / "run.jsonl")
+        result = summary(store, "r-7")
+        rows = store.tasks(run="r-7").set_index("task_id")
+    failed = [e for per_try in truth.values() for e in per_try if e]
+    failed_tasks = [per_try[-1] for per_try in truth.values() if per_try[-1]]
+    run = result.runs.iloc[0]
+    assert (run.tasks, run.tries, run.failed_tries, run.failed) == (
+        len(truth), sum(map(len, truth.values())), len(failed), len(failed_tasks))
+    by_exception = result.failures.set_index("exception_type")
+    assert by_exception.failed_tries.to_dict() == pd.Series(failed).value_counts().to_dict()
+    assert by_exception.tasks_failed[by_exception.tasks_failed > 0].to_dict() == pd.Series(failed_tasks).value_counts().to_dict()
+    assert by_exception.failed_tries.sum() == run.failed_tries and by_exception.tasks_failed.sum() == run.failed
+    assert (result.apps.failed_tries.sum(), result.apps.tries.sum()) == (run.failed_tries, run.tries)
+    for task_id, per_try in truth.items():
+        row = rows.loc[task_id]
+        assert row.tries == len(per_try), (task_id, row)
+        assert (row.exception_type if isinstance(row.exception_type, str) else None) == per_try[-1], (task_id, row)
+        earlier = ", ".join(e for e in per_try[:-1] if e) or None
+        assert (row.earlier_exceptions if isinstance(row.earlier_exceptions, str) else None) == earlier, (task_id, row)
+
+
+def test_summary_table_shows_all_four_parts(tmp_path):
+    """Without --part, the table output shows the runs, apps, failures and throughput tables (the
+    docs say four); throughput counts the tasks done, as `tasks` lists them."""
+    store = str(tmp_path / "run.duckdb")
+    assert invoke("ingest", str(corpus_path("parsl-htex-jsonlog")), "--store", store).returncode == 0
+    shown = invoke("summary", "--store", store, env={"COLUMNS": "150"})
+    assert shown.returncode == 0, shown.stderr
+    titles = [line.strip() for line in shown.stdout.splitlines()
+              if line.strip().split(" (")[0] in ("runs", "apps", "failures", "throughput")]
+    assert [title.split(" (")[0] for title in titles] == ["runs", "apps", "failures", "throughput"], shown.stdout
+    assert "throughput (tasks done per bin" in shown.stdout
+    with opened(Path(store)) as opened_store:
+        done = opened_store.tasks().final_state.isin(["exec_done", "memo_done"]).sum()
+    parsed = json.loads(invoke("summary", "--store", store, "--part", "throughput", "--format", "json").stdout)
+    assert sum(row["completed"] for row in parsed) == done > 0
+
+
 # ---------------------------------------------------------------------------------------------
 # series
 
@@ -397,6 +556,18 @@ def test_series_rejects_unknown_and_text_fields(text_store):
         series(text_store, "psutil_process_memory_resdent")
     with pytest.raises(FieldError, match="not numeric"):
         series(text_store, "host")
+
+
+def test_a_field_that_is_a_column_and_an_attrs_key_is_suggested_once(tmp_path):
+    """A JSON record's own `try_id` is kept in attrs (the record as logged) and fills the column:
+    a misspelt `tryid` suggests it once."""
+    path = tmp_path / "stream.jsonl"
+    path.write_text(json.dumps({"ts": 1_796_090_400, "run_id": "r1", "task_id": "a", "try_id": 0,
+                                "message": "a started"}) + "\n")
+    store = str(tmp_path / "run.duckdb")
+    assert invoke("ingest", str(path), "--store", store).returncode == 0
+    done = invoke("series", "tryid", "--store", store)
+    assert done.returncode == 2 and done.stderr.strip().endswith("(did you mean try_id?)"), done.stderr
 
 
 # ---------------------------------------------------------------------------------------------

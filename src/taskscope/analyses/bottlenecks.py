@@ -4,7 +4,8 @@ meanwhile.
 The time a task *waits in* a step is the time from that step's event to the task's next event
 (`until_next` of `taskscope.analyses.common_path`); summed over the tasks of the dominant
 variant it ranks the steps. A step's wait belongs to the stage that logged the step (its
-`source`): the DFK (`parsl`), the interchange, the manager or the worker; the wait after
+`source`): the DFK (`parsl`), the interchange, the manager or the worker (a source of another
+system is its own stage: the stages of a `jsonl` stream are just `jsonl`); the wait after
 "interchange: Put task onto pending_task_queue" is time queued in the interchange, the wait
 after "parsl: initializing state to pending" time in the DFK before launch. One exception: the
 wait after the DFK's "Parsl task N try M launched on executor" line (`task.launched`) is the
@@ -44,6 +45,9 @@ STAGES: dict[str, str] = {
 #: steps whose wait belongs to another stage than the process that logged them: a launched
 #: task is the executor's until the next step, whoever logs that
 HANDED_ON: dict[str, str] = {"task.launched": "executor"}
+#: the stages of a workflow system taskscope knows; a step any other source logged has that
+#: source as its stage (`jsonl`, `text`, `academy`): where it was logged, not a stage of the system
+KNOWN_STAGES = frozenset(STAGES.values()) | frozenset(HANDED_ON.values())
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,13 @@ class Bottlenecks:
     def slowest_stage(self) -> str | None:
         """The stage where tasks wait longest in total."""
         return None if self.stages.empty else str(self.stages["stage"].iloc[0])
+
+    @property
+    def stages_are_sources(self) -> bool:
+        """True when no step belongs to a known stage (DFK, executor, interchange, manager,
+        worker): the stages are only the sources that logged the steps (a generic stream's
+        `jsonl`, Academy's `academy`), and the steps say more than the stages."""
+        return not self.stages.empty and not self.stages["stage"].isin(KNOWN_STAGES).any()
 
     @property
     def workers_idle_while_waiting(self) -> bool | None:

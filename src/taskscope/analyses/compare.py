@@ -1,6 +1,6 @@
 """Compare two runs (before/after a code or config change): per step of the common path and
-overall, how latency and throughput changed, and whether the change is larger than run A's own
-spread.
+overall, how latency and the rate tasks ended at changed, and whether the change is larger than
+run A's own spread.
 
 Rows:
 
@@ -16,8 +16,9 @@ Rows:
   from run to run: compared step by step, one step would look thousands of percent slower and
   the next 100 % faster;
 - `task duration`: first to last event of every task of the run (all variants);
-- `throughput`: tasks that reached a final state per second, from the first submission to
-  the last completion.
+- `end rate`: tasks that reached a final state (done or failed) per second, from the first
+  task event to the last end. Not `summary`'s throughput, which counts done tasks only: a run
+  whose tasks fail fast ends them at a high rate and completes none.
 
 Significance (the `significant` column): a change counts when run B's median lies outside
 run A's interquartile range (p25-p75 over A's tasks) *and* moves by at least `min_change_s`
@@ -27,7 +28,7 @@ candidate, but with thousands of tasks it is so narrow that any two runs of unch
 differ "significantly" (runs differ from each other more than tasks within a run sample).
 `min_change_s` (default 1 ms) keeps microsecond jitter between two adjacent log lines from
 counting, and `change_pct` is left empty when A's median is below it (a percentage of a time
-the clock cannot tell from zero means nothing). For throughput (one number per run), A's band is its overall rate scaled by the
+the clock cannot tell from zero means nothing). For the end rate (one number per run), A's band is its overall rate scaled by the
 relative IQR (p25/median, p75/median) of its rate over ten equal-count slices of its
 completions.
 """
@@ -47,13 +48,13 @@ COLUMNS = [
 
 
 def compare(store, run_a: str, run_b: str, min_change_s: float = 0.001) -> pd.DataFrame:
-    """Per step of the common path and overall: latency and throughput of run B against run A.
+    """Per step of the common path and overall: latency and end rate of run B against run A.
 
     `min_change_s` (at least 0; raises ValueError otherwise) only decides which rows count as
     changed: the rows (stages) are the same whatever it is, steps within the clock's resolution
     (`CLOCK_RESOLUTION_S`) of each other forming one stage.
 
-    `direction` is `slower` / `faster` (latency) or `lower` / `higher` (throughput) when the
+    `direction` is `slower` / `faster` (latency) or `lower` / `higher` (end rate) when the
     change is significant, else `same`; `only in A` / `only in B` for steps one path lacks. See the module docstring for how significance is
     decided.
 
@@ -64,7 +65,7 @@ def compare(store, run_a: str, run_b: str, min_change_s: float = 0.001) -> pd.Da
     con = connection_of(store)
     ids = resolve_run(con, run_a), resolve_run(con, run_b)
     steps = _step_rows(con, *ids, min_change_s)
-    overall = [_duration_row(con, *ids, min_change_s), _throughput_row(con, *ids)]
+    overall = [_duration_row(con, *ids, min_change_s), _end_rate_row(con, *ids)]
     return pd.concat([steps, pd.DataFrame(overall)], ignore_index=True)[COLUMNS]
 
 
@@ -161,7 +162,7 @@ def _duration_row(con, run_a: str, run_b: str, min_change_s: float) -> dict:
     return _judge(row, min_change_s, ("slower", "faster")).iloc[0].to_dict()
 
 
-_THROUGHPUT = f"""
+_END_RATE = f"""
 WITH ends AS (  -- every task with a final state (as `tasks` counts them), ended as its logs say if they do
     SELECT task_id, coalesce(max(ts) FILTER (WHERE source <> 'monitoring'), max(ts)) AS end_ts FROM events
     WHERE run_id = $run AND task_id IS NOT NULL AND task_state IN {FINAL_STATES}
@@ -185,12 +186,12 @@ SELECT (SELECT count(*) FROM ends) AS tasks,
 """
 
 
-def _throughput_row(con, run_a: str, run_b: str) -> dict:
-    (n_a, rate_a, p25_relative, p75_relative), = con.execute(_THROUGHPUT, {"run": run_a}).fetchall()
+def _end_rate_row(con, run_a: str, run_b: str) -> dict:
+    (n_a, rate_a, p25_relative, p75_relative), = con.execute(_END_RATE, {"run": run_a}).fetchall()
     p25_a, p75_a = (None, None) if rate_a is None or p25_relative is None else (rate_a * p25_relative, rate_a * p75_relative)
-    (n_b, rate_b, _, _), = con.execute(_THROUGHPUT, {"run": run_b}).fetchall()
+    (n_b, rate_b, _, _), = con.execute(_END_RATE, {"run": run_b}).fetchall()
     row = pd.DataFrame([{
-        "position": pd.NA, "step": "throughput (tasks ended per second: done or failed)", "metric": "throughput",
+        "position": pd.NA, "step": "end rate (tasks ended per second: done or failed)", "metric": "end rate",
         "unit": "tasks/s", "tasks_a": n_a, "tasks_b": n_b, "mean_a": rate_a, "mean_b": rate_b,
         "median_a": rate_a, "median_b": rate_b, "p25_a": p25_a, "p75_a": p75_a,
     }])

@@ -22,8 +22,9 @@ def latency(store, event_a: str | Selector, event_b: str | Selector, run: str | 
     """Per task (or try), the time from its first `event_a` to the first `event_b` at or after it.
 
     Columns: `run_id`, `task_id`, (`try_id` with `per="try"`), `app_name`, `a_ts`, `b_ts`,
-    `latency_s`. Entities that reached A but not (yet) B are kept with `b_ts` and `latency_s`
-    empty (NaN), so a stuck stage shows rather than vanishes. Events are selectors (see
+    `latency_s` (rounded to the microsecond, the precision of `ts`: 0.1, not the 0.0999999
+    two epoch-seconds doubles differ by). Entities that reached A but not (yet) B are kept
+    with `b_ts` and `latency_s` empty (NaN), so a stuck stage shows rather than vanishes. Events are selectors (see
     `taskscope.analyses.selectors`); raises `SelectorError` if one matches no event.
 
     >>> latency(store, "task.launched", "htex.worker.received", run="000").latency_s.median()  # doctest: +SKIP
@@ -49,7 +50,7 @@ def latency(store, event_a: str | Selector, event_b: str | Selector, run: str | 
                   AND {of_run()}
             GROUP BY run_id, task_id
         )
-        SELECT p.{keys.replace(', ', ', p.')}, apps.app_name, p.a_ts, p.b_ts, p.b_ts - p.a_ts AS latency_s
+        SELECT p.{keys.replace(', ', ', p.')}, apps.app_name, p.a_ts, p.b_ts, round(p.b_ts - p.a_ts, 6) AS latency_s
         FROM paired p LEFT JOIN apps USING (run_id, task_id)
         ORDER BY p.{keys.replace(', ', ', p.')}
         """,

@@ -136,5 +136,6 @@ def _field_hint(con: duckdb.DuckDBPyConnection, field: str, numeric: bool = True
         "SELECT DISTINCT unnest(json_keys(attrs)) FROM events WHERE attrs IS NOT NULL"
     ).fetchall()]
     columns = [name for name, kind in EVENT_COLUMNS if (kind in _NUMERIC_TYPES or not numeric) and name != "attrs"]
-    close = difflib.get_close_matches(field, keys + columns, n=3, cutoff=0.6)
+    # a name that is both an attrs key and a column (a JSON record's own `try_id`) is offered once
+    close = difflib.get_close_matches(field, list(dict.fromkeys(keys + columns)), n=3, cutoff=0.6)
     return f" (did you mean {' or '.join(close)}?)" if close else ""

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from taskscope._sql import connection_of, of_run
+from taskscope._sql import connection_of, of_run, registered
 from taskscope.analyses.runs import FINAL_STATES, resolve_run
-from taskscope.analyses.tasks import FAILED_TRY_EXCEPTIONS, tasks
+from taskscope.analyses.tasks import FAILED_TRIES, FAILURE_RECORDS, tasks
 
 #: final-state columns of `Summary.apps`, in this order, plus `unfinished`
 STATE_COLUMNS = ("exec_done", "memo_done", "failed", "dep_fail")
@@ -26,7 +26,8 @@ class Summary:
       dep_fail), `unfinished`, `tries`, `failed_tries`, `badput_s` (the time failed tries ran),
       `badput_measured_by` (how many failed tries each way measured it: "worker 2, launch 1";
       see `_FAILED_TRIES`), `first_submit_ts`,
-      `last_end_ts`, `makespan_s` (first submit to last end), `throughput_per_s` (done / makespan).
+      `last_end_ts`, `makespan_s` (first submit to last end), `throughput_per_s` (done / makespan:
+      tasks done, not failed; `compare`'s end rate counts both).
     - `apps`: one row per run and app: `tasks`, a count per final state (`exec_done`,
       `memo_done`, `failed`, `dep_fail`, `unfinished`: no final state yet), `tries`,
       `retried_tasks` (tasks that needed more than one try), `failed_tries`, `badput_s` (the time
@@ -37,8 +38,9 @@ class Summary:
       with it), `tasks` (distinct tasks with at least one such try: a task whose tries failed
       in different ways counts in each of their rows), `tasks_failed` (tasks that ended failed
       with it, their last try's exception: each failed task counts in one row only, so the
-      column sums to the failed tasks). `failed_tries` and `tasks_failed` sum true over rows.
-    - `throughput`: tasks completed per time bin, per run and app: `bin_start_ts`, `bin_s`,
+      column sums to the tasks that ended `failed`). `failed_tries` and `tasks_failed` sum true
+      over rows, for any stream: see `taskscope.analyses.tasks.FAILED_TRIES`.
+    - `throughput`: tasks completed (done) per time bin, per run and app: `bin_start_ts`, `bin_s`,
       `completed`, `per_s`.
     """
 
@@ -48,15 +50,16 @@ class Summary:
     throughput: pd.DataFrame
 
 
-# One row per failed try (`FAILED_TRY_EXCEPTIONS`: which tries failed, with what). Its running
-# time (`wall_s`, what badput adds up) is measured by the first of: the worker's receive to
-# finish lines, monitoring's `running` to `running_ended` rows, the DFK's launch to failure
-# (which includes the time the try waited for a worker); `measured_by` says which.
+# One row per failed try (`FAILED_TRIES`: which tries failed, with what; `task_rows` is the
+# registered frame of `tasks`). Its running time (`wall_s`, what badput adds up) is measured by
+# the first of: the worker's receive to finish lines, monitoring's `running` to `running_ended`
+# rows, the DFK's launch to failure (which includes the time the try waited for a worker);
+# `measured_by` says which, NULL for a try none of them timed (one whose events carry no try id).
 _FAILED_TRIES = f"""
-    WITH per_try AS (
+    WITH {FAILURE_RECORDS}, {FAILED_TRIES},
+    per_try AS (
         SELECT run_id, task_id, try_id,
                min(ts) FILTER (WHERE event = 'task.launched') AS launch_ts,
-               min(ts) FILTER (WHERE event = 'task.try_failed') AS fail_ts,
                min(ts) FILTER (WHERE event = 'try.info') AS monitoring_launch_ts,
                any_value(TRY_CAST(attrs->>'task_try_time_returned' AS DOUBLE)) FILTER (WHERE event = 'try.info')
                    AS monitoring_return_ts,
@@ -66,19 +69,18 @@ _FAILED_TRIES = f"""
                    AS running_ts,
                max(ts) FILTER (WHERE event = 'task.state' AND task_state = 'running_ended' AND source = 'monitoring')
                    AS running_ended_ts
-        FROM events
-        WHERE event IN ('task.launched', 'task.try_failed', 'try.info', 'htex.worker.received',
-                        'htex.worker.finished', 'task.state')
+        FROM events SEMI JOIN failed_tries USING (run_id, task_id, try_id)  -- the failed tries' events only
+        WHERE event IN ('task.launched', 'try.info', 'htex.worker.received', 'htex.worker.finished', 'task.state')
               AND task_id IS NOT NULL AND try_id IS NOT NULL AND run_id IS NOT NULL AND {of_run()}
         GROUP BY run_id, task_id, try_id
     ),
     spans AS (
-        SELECT p.*, f.exception_type,
+        SELECT f.run_id, f.task_id, f.try_id, f.exception_type, f.fail_ts, p.* EXCLUDE (run_id, task_id, try_id),
                CASE WHEN worker_end_ts >= worker_start_ts THEN 'worker'
                     WHEN running_ended_ts >= running_ts THEN 'monitoring'
                     WHEN fail_ts >= launch_ts OR monitoring_return_ts >= monitoring_launch_ts THEN 'launch'
                END AS measured_by
-        FROM per_try p JOIN ({FAILED_TRY_EXCEPTIONS}) f USING (run_id, task_id, try_id)
+        FROM failed_tries f LEFT JOIN per_try p USING (run_id, task_id, try_id)
     )
     SELECT run_id, task_id, try_id, exception_type,
            CASE measured_by WHEN 'worker' THEN worker_end_ts - worker_start_ts
@@ -102,7 +104,8 @@ def summary(store, run: str | None = None, bin_s: float | None = None) -> Summar
     con = connection_of(store)
     run_id = resolve_run(con, run)
     task_rows = tasks(con, run_id)
-    failed_tries = con.execute(_FAILED_TRIES, {"run": run_id}).df()
+    with registered(con, "task_rows", task_rows[["run_id", "task_id", "final_state", "tries"]]):
+        failed_tries = con.execute(_FAILED_TRIES, {"run": run_id}).df()
     failed_tries = failed_tries.merge(task_rows[["run_id", "task_id", "app_name", "final_state", "tries"]],
                                       on=["run_id", "task_id"], how="left")
     apps = _apps(task_rows, failed_tries)

@@ -46,25 +46,112 @@ _EARLIER_TRIES = f"""
     ORDER BY natural_key(task_id), try_id
 """
 
-# One row per failed try: its exception from the DFK's log line ("Task N try M failed with
-# exception of type E"), else from the head of monitoring.db's fail history ("E('message')").
-# A try of a task whose log has no such line and whose history is empty did not fail.
-FAILED_TRY_EXCEPTIONS = fr"""
-    SELECT run_id, task_id, try_id,
-           coalesce(log_exception, nullif(regexp_extract(history, '^\W*([A-Za-z_][\w.]*)\(', 1), ''), 'unknown')
-               AS exception_type
-    FROM (
-        SELECT run_id, task_id, try_id,
-               bool_or(event = 'task.try_failed') AS failure_logged,
-               any_value(attrs->>'exception_type') FILTER (WHERE event = 'task.try_failed') AS log_exception,
-               any_value(nullif(attrs->>'task_fail_history', '')) FILTER (WHERE event = 'try.info') AS history
-        FROM events
-        WHERE event IN ('task.try_failed', 'try.info')
-              AND task_id IS NOT NULL AND try_id IS NOT NULL AND run_id IS NOT NULL AND {of_run()}
-        GROUP BY run_id, task_id, try_id
-    )
-    WHERE failure_logged OR history IS NOT NULL
+# The exception a record names: the field a rule or the record itself gives it (`exception_type`,
+# `exc_type`), else the type on the exception line of the Python traceback in its `exc_text`
+# (what `logger.exception` writes: "RuntimeError: step broke"); an `exc_text` that is no
+# traceback ("None") names none. The exception line is the first after the last frame ("  File
+# ..." and its indented lines), not the last line: a message may have several lines. A traceback
+# without frames ("Traceback ...:\nasyncio.exceptions.CancelledError") names its last line's type.
+EXCEPTION_NAMED = r"""
+    coalesce(nullif(attrs->>'exception_type', ''), nullif(attrs->>'exc_type', ''),
+             CASE WHEN attrs->>'exc_text' LIKE 'Traceback (most recent call last):%' THEN coalesce(
+                 nullif(regexp_extract(attrs->>'exc_text',
+                                       '(?s)^.*\n  File [^\n]*\n(?:[ \t][^\n]*\n)*([A-Za-z_][\w.]*)(?::|\n|$)', 1), ''),
+                 nullif(regexp_extract(attrs->>'exc_text', '\n([A-Za-z_][\w.]*)(?::[^\n]*)?\s*$', 1), ''))
+             END)
 """
+
+# CTEs ending in `failure_records`: one row per record of a failed try, from any stream: a
+# `task.try_failed` event (the DFK's "Task N try M failed with exception of type E", or a rule's)
+# or a monitoring.db `try` row with a fail history ("E('message')"), with the `exception_type`
+# it names (NULL: none) and `logged` (true for the event). A record without a try id is a
+# failure of the try its task was in: the try of the task's latest event before it that has one
+# (its first try when none came before); when no event of the task has a try id, its records are
+# its tries, numbered 0, 1, ... in time order.
+FAILURE_RECORDS = fr"""
+    failure_events AS (
+        SELECT run_id, task_id, try_id, ts, file_id, line, event = 'task.try_failed' AS logged,
+               CASE WHEN event = 'task.try_failed' THEN {EXCEPTION_NAMED}
+                    ELSE nullif(regexp_extract(attrs->>'task_fail_history', '^\W*([A-Za-z_][\w.]*)\(', 1), '')
+               END AS exception_type
+        FROM events
+        WHERE event IN ('task.try_failed', 'try.info')  -- a filter the scan takes; attrs are read after it
+              AND (event = 'task.try_failed' OR nullif(attrs->>'task_fail_history', '') IS NOT NULL)
+              AND task_id IS NOT NULL AND run_id IS NOT NULL AND {of_run()}
+    ),
+    tasks_with_unplaced_failures AS (
+        SELECT DISTINCT run_id, task_id FROM failure_events WHERE try_id IS NULL
+    ),
+    placed_failures AS (
+        SELECT run_id, task_id, ts, logged, exception_type, coalesce(
+                   last_value(try_id IGNORE NULLS) OVER (in_time ROWS UNBOUNDED PRECEDING),
+                   min(try_id) OVER (PARTITION BY run_id, task_id),
+                   CAST(sum(CAST(is_record AS INTEGER)) OVER (in_time ROWS UNBOUNDED PRECEDING) - 1 AS BIGINT))
+                   AS try_id,
+               is_record
+        FROM (
+            SELECT run_id, task_id, try_id, ts, file_id, line, false AS is_record, NULL AS logged,
+                   NULL AS exception_type
+            FROM events SEMI JOIN tasks_with_unplaced_failures USING (run_id, task_id)
+            WHERE try_id IS NOT NULL AND {of_run()}
+            UNION ALL
+            SELECT run_id, task_id, NULL, ts, file_id, line, true, logged, exception_type
+            FROM failure_events WHERE try_id IS NULL
+        )
+        WINDOW in_time AS (PARTITION BY run_id, task_id ORDER BY ts, file_id, line)
+    ),
+    failure_records AS (
+        SELECT run_id, task_id, try_id, ts, logged, exception_type FROM failure_events WHERE try_id IS NOT NULL
+        UNION ALL
+        SELECT run_id, task_id, try_id, ts, logged, exception_type FROM placed_failures WHERE is_record
+    )
+"""
+
+# CTEs ending in `failed_tries`, after `FAILURE_RECORDS` and given `task_rows` (run_id, task_id,
+# final_state, tries): one row per failed try (run_id, task_id, try_id, exception_type, fail_ts).
+# Its exception is the one its logged record names, else its fail history's, else `unknown`;
+# `fail_ts` is when it was logged failing. A task that ended `failed` whose last try has no record
+# (a stream that logs only the final state, Academy's action that raised) has that try failed
+# too, with the exception its own events' tracebacks name last (`unknown` when none does), so
+# every failed task has exactly one failed last try. A `dep_fail` task never ran: none.
+FAILED_TRIES = f"""
+    unrecorded_failures AS (
+        SELECT t.run_id, t.task_id, t.tries - 1 AS try_id,
+               (SELECT max(f.ts) FROM failure_records f WHERE f.run_id = t.run_id AND f.task_id = t.task_id)
+                   AS earlier_failure_ts
+        FROM task_rows t
+        WHERE t.final_state = 'failed' AND NOT EXISTS (
+            SELECT 1 FROM failure_records f
+            WHERE f.run_id = t.run_id AND f.task_id = t.task_id AND f.try_id = t.tries - 1)
+    ),
+    -- the last try's events: those with its try id, and those with none since the task's
+    -- earlier tries' failures (not these failures themselves). Materialized, so that the
+    -- exception is read from these few events' attrs only, not pushed down to every event's.
+    last_try_events AS MATERIALIZED (
+        SELECT e.run_id, e.task_id, e.ts, e.file_id, e.line, e.attrs
+        FROM events e JOIN unrecorded_failures u ON e.run_id = u.run_id AND e.task_id = u.task_id
+        WHERE e.attrs IS NOT NULL AND e.event IS DISTINCT FROM 'task.try_failed' AND {of_run("e.run_id")}
+              AND (e.try_id = u.try_id
+                   OR (e.try_id IS NULL AND (u.earlier_failure_ts IS NULL OR e.ts > u.earlier_failure_ts)))
+    ),
+    exceptions_in_task_events AS (
+        SELECT run_id, task_id, arg_max(exception_type, (ts, file_id, line)) AS exception_type
+        FROM (SELECT run_id, task_id, ts, file_id, line, {EXCEPTION_NAMED} AS exception_type FROM last_try_events)
+        WHERE exception_type IS NOT NULL
+        GROUP BY run_id, task_id
+    ),
+    failed_tries AS (
+        SELECT run_id, task_id, try_id,
+               coalesce(any_value(exception_type) FILTER (WHERE logged), any_value(exception_type), 'unknown')
+                   AS exception_type,
+               min(ts) FILTER (WHERE logged) AS fail_ts
+        FROM failure_records GROUP BY run_id, task_id, try_id
+        UNION ALL
+        SELECT u.run_id, u.task_id, u.try_id, coalesce(x.exception_type, 'unknown'), NULL
+        FROM unrecorded_failures u LEFT JOIN exceptions_in_task_events x USING (run_id, task_id)
+    )
+"""
+
 
 # dependencies from the DFK's "Task N has dependency task M" lines and monitoring's task_depends
 _DEPENDENCIES = """
@@ -149,9 +236,13 @@ def tasks(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> pd.DataF
 
     `exception_type` is the exception of the task's last try (the one that decided its fate),
     empty when that try did not fail: a task that failed and then succeeded on a retry has
-    none. `earlier_exceptions` lists the exceptions of its failed tries before the last, in try
-    order ("RuntimeError, KeyError"). Both come from the DFK's "failed with exception of type"
-    lines, else monitoring.db's fail history (`unknown` when neither names the type).
+    none, a task that ended `failed` always has one. `earlier_exceptions` lists the exceptions
+    of its failed tries before the last, in try order ("RuntimeError, KeyError"). Both come
+    from `task.try_failed` events (the DFK's "failed with exception of type" lines), else
+    monitoring.db's fail history, else, for a failed last try nothing recorded, the traceback
+    in the task's own events (`exc_text`); `unknown` when none names the type (see
+    `FAILURE_RECORDS` and `FAILED_TRIES`). `tries` is the last try id + 1; a task whose
+    events carry no try id has its failure records as tries, plus one if it ended done.
     Times are seconds since the epoch (UTC); `duration_s` is submit to end. `executor_label`,
     `block_id`, `manager_id`, `worker_id` and `host` are those of its last try. Rows are in
     natural task order (`natural_key`: '9' before '10') within each run: the task pages rely on it.
@@ -162,7 +253,7 @@ def tasks(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> pd.DataF
         per_task AS (
             SELECT run_id, task_id,
                    any_value(app_name) AS app_name,
-                   greatest(max(try_id) + 1, 1) AS tries,
+                   max(try_id) AS last_try_id,
                    min(ts) FILTER (WHERE event IN ('task.submitted', 'task.info')
                                    OR task_state IN ('unsched', 'pending')) AS submit_ts,
                    max(ts) FILTER (WHERE event IN ('task.launched', 'try.info')
@@ -179,22 +270,36 @@ def tasks(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> pd.DataF
             WHERE task_id IS NOT NULL AND run_id IS NOT NULL AND {of_run()}
             GROUP BY run_id, task_id
         ),
+        {FAILURE_RECORDS},
+        task_rows AS (
+            -- tries: the last try id + 1; without try ids, the failed tries numbered from the
+            -- failure records, plus the try that succeeded when the task ended done
+            SELECT p.run_id, p.task_id, s.final_state,
+                   CASE WHEN p.last_try_id IS NOT NULL THEN greatest(p.last_try_id + 1, 1)
+                        ELSE greatest(coalesce(r.failed, 0)
+                                      + CASE WHEN s.final_state IN ('exec_done', 'memo_done') THEN 1 ELSE 0 END, 1)
+                   END AS tries
+            FROM per_task p LEFT JOIN states s USING (run_id, task_id)
+            LEFT JOIN (SELECT run_id, task_id, count(DISTINCT try_id) AS failed FROM failure_records GROUP BY ALL) r
+                USING (run_id, task_id)
+        ),
+        {FAILED_TRIES},
         failures AS (
             SELECT f.run_id, f.task_id,
                    -- the last try's exception: none when the last try did not fail (a retry succeeded)
-                   any_value(f.exception_type) FILTER (WHERE f.try_id = p.tries - 1) AS exception_type,
-                   string_agg(f.exception_type, ', ' ORDER BY f.try_id) FILTER (WHERE f.try_id < p.tries - 1)
+                   any_value(f.exception_type) FILTER (WHERE f.try_id = t.tries - 1) AS exception_type,
+                   string_agg(f.exception_type, ', ' ORDER BY f.try_id) FILTER (WHERE f.try_id < t.tries - 1)
                        AS earlier_exceptions
-            FROM ({FAILED_TRY_EXCEPTIONS}) f JOIN per_task p USING (run_id, task_id)
+            FROM failed_tries f JOIN task_rows t USING (run_id, task_id)
             GROUP BY f.run_id, f.task_id
         )
-        SELECT p.run_id, p.task_id, p.app_name, s.final_state, p.tries, f.exception_type, f.earlier_exceptions,
+        SELECT p.run_id, p.task_id, p.app_name, t.final_state, t.tries, f.exception_type, f.earlier_exceptions,
                p.submit_ts, p.launch_ts, p.worker_start_ts, p.end_ts,
                round(p.end_ts - p.submit_ts, 6) AS duration_s,
                p.executor_label, p.block_id, p.manager_id, p.worker_id, p.host
-        FROM per_task p LEFT JOIN states s USING (run_id, task_id)
+        FROM per_task p JOIN task_rows t USING (run_id, task_id)
         LEFT JOIN failures f USING (run_id, task_id)
-        ORDER BY p.run_id, natural_key(p.task_id)
+        ORDER BY p.run_id, natural_key(p.task_id), p.task_id  -- a tie ("7", "007") in one order every time
         """,
         {"run": run_id},
     ).df()

@@ -9,7 +9,7 @@ import pandas as pd
 import typer
 
 import taskscope
-from taskscope.analyses.bottlenecks import Bottlenecks, bottlenecks
+from taskscope.analyses.bottlenecks import KNOWN_STAGES, Bottlenecks, bottlenecks
 from taskscope.analyses.common_path import CommonPath, common_path
 from taskscope.analyses.compare import compare
 from taskscope.analyses.runs import NO_RUN_HINT, task_events_without_run
@@ -99,7 +99,7 @@ def bottlenecks_command(
 ) -> None:
     """Rank the steps of the common path by the time tasks wait in them.
 
-    Names the stage (DFK, interchange, manager, worker) that holds tasks longest, and says whether worker slots sat idle while tasks waited upstream. JSON gives one object with steps, stages and workers; CSV the ranked steps.
+    Names the stage (DFK, interchange, manager, worker) that holds tasks longest, or, when no step is one of those (another workflow system), the step, and says whether worker slots sat idle while tasks waited upstream. JSON gives one object with steps, stages and workers; CSV the ranked steps.
 
     Example: taskscope bottlenecks --run 000 --plot waits.png
     """
@@ -129,7 +129,20 @@ def bottlenecks_command(
 
 def _verdict(found: Bottlenecks) -> str:
     stage = found.stages.iloc[0]
-    lines = [f"Tasks wait longest in the {stage.stage} ({100 * stage.wait_share:.1f}% of their waiting time)."]
+    if stage.stage in KNOWN_STAGES:
+        lines = [f"Tasks wait longest in the {stage.stage} ({100 * stage.wait_share:.1f}% of their waiting time)."]
+    elif not found.stages_are_sources:  # a source of its own beside the known stages
+        share = 100 * stage.wait_share
+        lines = [f"Tasks wait longest in steps the {stage.stage} source logged ({share:.1f}% of their waiting time)."]
+    else:  # no stage of a known workflow system: name the step, and the source as a source
+        step = found.steps.iloc[0]
+        lines = [f"Tasks wait longest after {step.label!r} ({100 * step.wait_share:.1f}% of their waiting time)."]
+        if len(found.stages) == 1:
+            lines.append(f"Every step is logged by the {stage.stage} source: no workflow stages to rank "
+                         "(the stage column names the source).")
+        else:
+            lines.append(f"Steps the {stage.stage} source logged hold {100 * stage.wait_share:.1f}% of the waiting "
+                         "(the stage column names the source that logged each step).")
     if found.workers.empty:
         lines.append("No HTEX worker events: worker idleness not measured.")
     else:
@@ -158,7 +171,7 @@ def compare_command(
     fmt: OutputFormat = FormatOption,
     plot: Optional[Path] = PlotOption,
 ) -> None:
-    """Compare two runs: time in each step of the common path, task duration and throughput.
+    """Compare two runs: time in each step of the common path, task duration and end rate (tasks that ended, done or failed, per second).
 
     A change is marked significant when run B's median is outside run A's interquartile range and moves by at least --min-change seconds. --min-change changes only which rows count as changed, never the rows: a stage is a step and the steps reached within the clock's resolution (1 ms) after it.
 

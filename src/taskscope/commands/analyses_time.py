@@ -16,7 +16,7 @@ import typer
 
 import taskscope
 from taskscope.analyses.between import STANDARD_QUEUES, between, missing_queues, standard_queues
-from taskscope.analyses.latency import latency, latency_histogram, stats_of
+from taskscope.analyses.latency import QUANTILES, latency, latency_histogram, stats_of
 from taskscope.analyses.selectors import SelectorError
 from taskscope.analyses.series import FieldError, group_column, series
 from taskscope.analyses.states import sample_steps, states, states_from_monitoring, states_wide
@@ -271,7 +271,7 @@ def latency_command(
 ) -> None:
     """Time from event A to the following event B, per task (or try): statistics and histogram.
 
-    The table shows count, mean, p50/p90/p99 and max, and the histogram. JSON gives {"stats": [...], "histogram": [...], "latencies": [...]} (one latency per task); CSV the latencies.
+    The table shows count, mean, min, p50/p90/p99 and max, and the histogram, in seconds to the microsecond. JSON gives {"stats": [...], "histogram": [...], "latencies": [...]} (one latency per task); CSV the latencies.
 
     Example: taskscope latency task.launched htex.worker.received --by app_name --plot latency.png
     """
@@ -292,9 +292,18 @@ def latency_command(
     if fmt is OutputFormat.csv:
         print_frame(latencies, fmt)
         return
+    stats = _fixed_seconds(stats, ["mean", "min", *QUANTILES, "max"])
     print_frame(stats.assign(run_id=short_run_ids(stats.run_id)), fmt, f"seconds from {event_a} to {event_b}, per {per}")
     widest = max(int(histogram["count"].max()), 1) if not histogram.empty else 1
-    print_frame(histogram.assign(bar=histogram["count"].map(lambda n: "█" * round(40 * n / widest))), fmt, "histogram", max_rows=None)
+    histogram = _fixed_seconds(histogram, ["bin_start", "bin_end"])
+    print_frame(histogram.assign(bar=histogram["count"].map(lambda n: "█" * round(40 * n / widest))), fmt, "histogram (seconds)", max_rows=None)
+
+
+def _fixed_seconds(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Seconds as fixed-point text to the microsecond, as the path analyses print them
+    (`0.100000`, never `0.0999999` or `1e-05`); the table's title says they are seconds."""
+    return frame.assign(**{column: frame[column].map(lambda v: "" if pd.isna(v) else f"{v:.6f}")
+                           for column in columns})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,6 +315,8 @@ SUMMARY_PARTS = ("runs", "apps", "failures", "throughput")
 #: different ways has a row per exception, but is failed by one: its last try's)
 FAILURE_HEADERS = {"failed_tries": "failed tries", "tasks": "tasks with such a try",
                    "tasks_failed": "tasks failed by it (last try)"}
+#: table titles that say what a part counts (the others are their names)
+SUMMARY_TITLES = {"throughput": "throughput (tasks done per bin)"}
 
 
 def summary_command(
@@ -318,7 +329,7 @@ def summary_command(
 ) -> None:
     """Per app: tasks by final state, tries, failure causes, badput, makespan and throughput.
 
-    The table shows runs, apps and failures. JSON gives {"runs", "apps", "failures", "throughput"} (or one list with --part); CSV one table (--part, default apps).
+    The table shows runs, apps, failures and throughput (done tasks per time bin; its first rows). JSON gives {"runs", "apps", "failures", "throughput"} (or one list with --part); CSV one table (--part, default apps).
 
     Example: taskscope summary --run 000 --plot summary.html
     """
@@ -341,11 +352,11 @@ def summary_command(
     if fmt is OutputFormat.csv:
         print_frame(parts[part or "apps"], fmt)
         return
-    for name in [part] if part else ["runs", "apps", "failures"]:
+    for name in [part] if part else SUMMARY_PARTS:
         frame = parts[name]
         if frame.empty:
             _note(f"{name}: none")
             continue
         frame = frame.assign(run_id=short_run_ids(frame.run_id))
-        print_frame(frame, fmt, name, see_all=f"--part {name} --format csv gives every row and column",
+        print_frame(frame, fmt, SUMMARY_TITLES.get(name, name), see_all=f"--part {name} --format csv gives every row and column",
                     headers=FAILURE_HEADERS if name == "failures" else None)

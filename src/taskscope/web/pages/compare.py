@@ -16,7 +16,7 @@ router = APIRouter()
 @router.get("/api/compare")
 def compare_json(a: str, b: str, con=Depends(read_connection)):
     """Run `b` against run `a` (ids, prefixes or folder names): one row per common-path step,
-    then task duration and throughput, with medians, A's spread and whether it changed."""
+    then task duration and the end rate (tasks ended per second), with medians, A's spread and whether it changed."""
     run_a, run_b = resolve_run(con, a), resolve_run(con, b)
     return json_response({"a": run_a, "b": run_b, "rows": compare(con, run_a, run_b)})
 
