@@ -7,7 +7,6 @@ The convention the pages follow (docs/contributing.md describes it for writers):
   shows it. The command must exit 0, and the shown output must be the real output, whole lines
   in the same order (runs of spaces collapsed), with a line `...` (or `…`) wherever lines are left
   out (assert_output_shown). A command shown with no output line at all has its output unshown.
-  The pages of LOOSE_OUTPUT_PAGES are still on the older, looser check.
 - ```python blocks are executed; ```pycon blocks are run as doctests (their output is checked).
   The Python blocks of one page share one namespace, in page order.
 - A text/data block with a title (```toml title="my_rules.toml"```) is written to that file in
@@ -155,18 +154,6 @@ def squeezed(text: str) -> str:
 
 #: a shown output line that stands for one or more real lines left out
 LEFT_OUT = {"...", "\u2026"}
-#: pages still on the older, loose check (each shown line found within some output line, in
-#: order; `...` optional) until their examples show whole lines and mark with `...` what they
-#: leave out. To be emptied: a listed page that passes the whole-line check fails, so that it
-#: is taken off the list.
-LOOSE_OUTPUT_PAGES = {
-    "docs/analyses/between.md",
-    "docs/analyses/queues.md",
-    "docs/analyses/series.md",
-    "docs/analyses/states.md",
-}
-
-
 def assert_output_shown(command: Command, output: str, where: str) -> None:
     """The shown output is the real output, with lines left out only where a shown line is `...`
     (or `\u2026`), each standing for one line or more. Every other shown line is a whole line of
@@ -215,22 +202,6 @@ def fail_shown(command: Command, output: str, where: str, what: str) -> None:
                 f"its output was:\n{output}")
 
 
-def assert_output_within(command: Command, output: str, where: str) -> None:
-    """The loose check: each shown line appears within a line of the real output, in order."""
-    real = [squeezed(line) for line in output.splitlines()]
-    position = 0
-    for shown in command.shown_output:
-        wanted = squeezed(shown)
-        if not wanted or wanted in LEFT_OUT:
-            continue
-        while position < len(real) and wanted not in real[position]:
-            position += 1
-        if position == len(real):
-            pytest.fail(f"{where}: `{command.text}` did not print (in this order):\n  {shown}\n"
-                        f"its output was:\n{output}")
-        position += 1
-
-
 #: the terminal the pages' outputs were taken in: 100 columns (tables fit what the terminal has)
 TERMINAL = {"COLUMNS": "100", "NO_COLOR": "1"}
 QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
@@ -257,21 +228,13 @@ def run_command(text: str, folder: Path) -> tuple[int, str]:
     return done.returncode, done.stdout + done.stderr
 
 
-def run_console(block: Block, folder: Path, loose_misses: list[str] | None = None) -> None:
-    """Run a console block's commands and check their output; on a page of LOOSE_OUTPUT_PAGES
-    (`loose_misses` given), with the loose check, noting where the whole-line check fails."""
+def run_console(block: Block, folder: Path) -> None:
+    """Run a console block's commands and check their output."""
     for command in commands_of(block):
         code, output = run_command(command.text, folder)
         where = f"{block.page}:{block.line}"
         assert code == 0, f"{where}: `{command.text}` exited {code}; its output:\n{output}"
-        if loose_misses is None:
-            assert_output_shown(command, output, where)
-            continue
-        assert_output_within(command, output, where)
-        try:
-            assert_output_shown(command, output, where)
-        except pytest.fail.Exception as missed:
-            loose_misses.append(str(missed))
+        assert_output_shown(command, output, where)
 
 
 def run_python(block: Block, namespace: dict) -> None:
@@ -367,20 +330,17 @@ def all_loggers() -> list[logging.Logger]:
 
 
 def run_page(page: str, folder: Path, namespace: dict) -> None:
-    loose_misses: list[str] | None = [] if page in LOOSE_OUTPUT_PAGES else None
     for block in blocks_of(REPO / page):
         if block.marked_not_run:
             continue
         if block.title:
             (folder / block.title).write_text(block.body)
         elif block.language == "console":
-            run_console(block, folder, loose_misses)
+            run_console(block, folder)
         elif block.language == "python":
             run_python(block, namespace)
         elif block.language == "pycon":
             run_pycon(block, namespace)
-    if loose_misses is not None:
-        assert loose_misses, f"{page} now shows whole output lines: take it out of LOOSE_OUTPUT_PAGES"
 
 
 SHOWN_OUTPUT_CASES = [
@@ -411,11 +371,6 @@ def test_shown_output_is_whole_lines_in_order(shown, passes):
     else:
         with pytest.raises(pytest.fail.Exception):
             assert_output_shown(command, output, "case")
-
-
-def test_loose_output_pages_exist():
-    """LOOSE_OUTPUT_PAGES names pages that exist (it is to be emptied, not to go stale)."""
-    assert LOOSE_OUTPUT_PAGES <= {page_name(path) for path in PAGES}, LOOSE_OUTPUT_PAGES
 
 
 def test_version_option_prints_the_package_version():
