@@ -9,12 +9,6 @@ started again by the next record: forking a process that runs threads can deadlo
 and Python 3.12+ warns about it. Nothing here raises into the program that logs:
 an unserializable value becomes its repr, a bad `%` format becomes a note in the message, and a
 file that cannot be written gives one warning on stderr and a count of dropped records.
-
-Nothing here blocks the program without a bound either: `flush()`, `close()`, the flushes at exit,
-before a fork and on SIGTERM wait a bounded time for the write lock, and a pipe or FIFO (whose
-reader may stop reading) is written without blocking, waiting for room at most as long: what it
-did not take stays for the next flush. Every record logged is, at any moment, written, dropped
-(counted), queued, or in flight (taken by a flush that has not finished writing it).
 """
 
 from __future__ import annotations
@@ -24,9 +18,7 @@ import fcntl
 import json
 import logging
 import os
-import select
 import signal
-import stat
 import sys
 import threading
 import time
@@ -43,15 +35,6 @@ DEFAULT_FLUSH_INTERVAL = 0.5  # seconds; a SIGKILL loses at most this much
 #: not hang the program (what is still queued then is lost, and was never going to be written)
 EXIT_FLUSH_TIMEOUT = 10.0
 FORK_FLUSH_TIMEOUT = 5.0
-#: how long `flush()` waits at most by default (stdlib's `logging.shutdown` calls it without a timeout)
-FLUSH_TIMEOUT = EXIT_FLUSH_TIMEOUT
-#: how long, from SIGTERM's arrival, `flush_on_sigterm`'s handler flushes before the process dies of it
-SIGTERM_FLUSH_TIMEOUT = 5.0
-#: how long the background thread waits for room in a pipe before leaving the rest for its next flush
-PIPE_WAIT = 1.0
-#: the longest single wait for a lock or for room in a pipe: the waits are cut into these to see a
-#: SIGTERM's deadline, which a signal arriving during a wait can bring forward
-_WAIT_SLICE = 0.25
 #: about how many records a flush encodes and writes at a time: a busy process queues thousands between
 #: flushes, and encoding them all before one write would pass megabytes through the CPU's caches
 #: (evicting the program's own code and data) where a few hundred kilobytes stay in them
@@ -89,10 +72,6 @@ class WideEventHandler(logging.Handler):
         self._writer_encoder = self._encoder
         self.dropped_records = 0
         self.written_records = 0
-        #: records taken from the queue by a flush that has not yet written (or dropped) them, such as
-        #: the lines of a write to a pipe that its reader has not taken: written + dropped + queued
-        #: (`queued_records`) + in flight = every record logged
-        self.in_flight_records = 0
         #: records that came by the fast logger's path (`handle_body`: no LogRecord was made)
         self.fast_path_records = 0
         #: thread CPU time spent encoding deferred records and writing (by whichever thread flushed)
@@ -103,14 +82,9 @@ class WideEventHandler(logging.Handler):
         #: more counters for `stats()` (WideEventLogging adds the fast logger's call cost)
         self.more_stats: Callable[[], dict[str, Any]] | None = None
         self._queue: deque = deque()
-        self._queued_stamps = 0  # `set_stamps` markers in the queue (not records)
         self._write_lock = threading.Lock()  # one writer at a time: the flusher, flush(), close()
-        self._lock_owner: int | None = None  # the thread holding `_write_lock` (a signal handler may run inside it)
-        #: the open file: its descriptor and its (device, inode), to see the path name another file
-        self._file: tuple[int, tuple[int, int]] | None = None
-        #: the rest of a write a pipe did not take in time (it may start inside a line), and its records
-        self._unfinished: tuple[bytes, int] | None = None
-        self._warned: set[str] = set()  # the kinds of problem already warned about (each warns once)
+        self._file = None
+        self._warned = False
         self._closed = False
         # the flusher is started by the first record (again after a fork) and ends when its
         # event is set; this lock guards starting and stopping it and is never held during I/O
@@ -118,12 +92,6 @@ class WideEventHandler(logging.Handler):
         self._flusher: threading.Thread | None = None
         self._stop_flusher = threading.Event()
         _live_handlers.add(self)
-        _flush_when_this_multiprocessing_child_ends()
-
-    @property
-    def queued_records(self) -> int:
-        """How many records wait in the queue for the next flush."""
-        return max(0, len(self._queue) - self._queued_stamps)
 
     @property
     def stamps(self) -> dict[str, Any]:
@@ -133,7 +101,6 @@ class WideEventHandler(logging.Handler):
     def set_stamps(self, **stamps: Any) -> None:
         """Add or change stamps for the records logged from now on."""
         self._encoder = RecordEncoder({**self._encoder.stamps, **stamps})
-        self._queued_stamps += 1
         self._queue.append(self._encoder)  # deferred records queued from now on take these stamps
 
     # ---- logging thread --------------------------------------------------------------------
@@ -203,13 +170,12 @@ class WideEventHandler(logging.Handler):
     def _drop_after_close(self) -> None:
         # a closed handler still attached to a logger: queued records would never be written
         self.dropped_records += 1
-        self._warn_once("closed", f"taskscope: records logged to {self.path} after its handler was closed are "
-                                  "dropped and counted (handler.dropped_records)")
+        self._warn_once(f"taskscope: records logged to {self.path} after its handler was closed are "
+                        "dropped and counted (handler.dropped_records)")
 
-    def _warn_once(self, kind: str, message: str) -> None:
-        """Warn on stderr, once per handler and `kind` of problem."""
-        if kind not in self._warned:
-            self._warned.add(kind)
+    def _warn_once(self, message: str) -> None:
+        if not self._warned:
+            self._warned = True
             _warn(message)
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -218,105 +184,36 @@ class WideEventHandler(logging.Handler):
 
     # ---- flushing --------------------------------------------------------------------------
 
-    def flush(self, timeout: float | None = None) -> None:
-        """Write every queued record now, waiting at most `timeout` seconds (None or negative:
-        `FLUSH_TIMEOUT`) for a flush in progress and for a pipe to take the lines; what is not
-        written by then stays queued for the next flush. At exit, all flushes share one deadline."""
-        self._flush_queue(_wait_for(timeout))
+    def flush(self, timeout: float = -1) -> None:
+        """Write every queued record now (waiting at most `timeout` seconds for a flush in progress)."""
+        self._flush_queue(timeout)
 
-    def _flush_queue(self, timeout: float | None) -> bool:
-        """Write what is queued; False if it did not get through within `timeout` seconds (None:
-        the background thread's flush, which waits for the lock as long as it takes and for a
-        pipe at most PIPE_WAIT)."""
-        ident = _get_ident()
-        depth = _flushing.get(ident, 0)
-        _flushing[ident] = depth + 1  # before taking the lock: a SIGTERM from here on waits for this flush
+    def _flush_queue(self, timeout: float = -1) -> bool:
+        """Write what is queued; False if a flush in progress did not end within `timeout`."""
+        if not self._write_lock.acquire(timeout=timeout):
+            return False
+        start = time.thread_time_ns()
         try:
-            if self._lock_owner == ident:
-                return False  # a signal handler inside this thread's own flush of this handler
-            deadline = None if timeout is None else time.monotonic() + timeout
-            if deadline is None:
-                self._write_lock.acquire()
-            elif not _acquire(self._write_lock, deadline):
-                return False
-            self._lock_owner = ident
-            start = time.thread_time_ns()
-            try:
-                return self._write_queued(deadline)
-            finally:
-                self.writer_cpu_ns += time.thread_time_ns() - start
-                if self._closed and self._file is not None and self._unfinished is None:
-                    self._close_file()  # closed while this flush ran
-                self._lock_owner = None
-                self._write_lock.release()
+            self._write_queued()
         finally:
-            if depth:
-                _flushing[ident] = depth
-            else:
-                _flushing.pop(ident, None)
-                if _pending_sigterm is not None and _pending_sigterm[1] == ident:
-                    _terminate(_pending_sigterm[0])  # a SIGTERM arrived inside this flush: it is done
+            self.writer_cpu_ns += time.thread_time_ns() - start
+            self._write_lock.release()
+        return True
 
     def close(self) -> None:
-        """Write what is queued (waiting at most EXIT_FLUSH_TIMEOUT), stop the flusher and close the
-        file; what could not be written by then is dropped and counted."""
+        """Write what is queued, stop the flusher and close the file."""
         if self._closed:
             return
         self._closed = True
         self._end_flusher()
-        self._flush_before_end("before its handler was closed")
-        if _acquire(self._write_lock, time.monotonic() + _wait_for(0.0)):
-            self._lock_owner = _get_ident()
+        self.flush(EXIT_FLUSH_TIMEOUT)
+        if self._write_lock.acquire(timeout=EXIT_FLUSH_TIMEOUT):
             try:
                 self._close_file()
             finally:
-                self._lock_owner = None
                 self._write_lock.release()
-        # else: a write stuck in another thread holds the file; its flush closes it when it ends
         _live_handlers.discard(self)
         super().close()
-
-    def _flush_before_end(self, when: str, *, count_in_flight: bool = False) -> None:
-        """Flush (bounded by the deadline of exit or of SIGTERM), then drop and count what is left,
-        with one warning: the process or the handler is ending. `count_in_flight`: the process is
-        about to die, so the records a stuck write of another thread holds are lost too."""
-        try:
-            self.flush(_wait_for(None))  # a number: subclasses pass it on to their own waits
-        finally:
-            lost = self._take_queued()
-            if self._lock_owner is None and self._write_lock.acquire(blocking=False):
-                try:
-                    if self._unfinished is not None:
-                        lost += self._unfinished[1]
-                        self.in_flight_records -= self._unfinished[1]
-                        self._unfinished = None
-                finally:
-                    self._write_lock.release()
-            elif count_in_flight:
-                lost += self.in_flight_records
-                self.in_flight_records = 0
-            if lost:
-                self.dropped_records += lost
-                self._warn_once("lost", f"taskscope: {lost} records for {self.path} could not be written {when} "
-                                        "(a write did not end in time); they are dropped and counted "
-                                        "(handler.dropped_records)")
-                if self.stats_path is not None:
-                    self._write_stats()
-
-    def _take_queued(self) -> int:
-        """Empty the queue; return how many records it held."""
-        taken = 0
-        popleft = self._queue.popleft
-        while True:
-            try:
-                item = popleft()
-            except IndexError:
-                return taken
-            if type(item) is tuple or type(item) is bytes:
-                taken += 1
-            else:
-                self._queued_stamps -= 1
-                self._writer_encoder = item
 
     def _start_flusher(self) -> None:
         """Start the background thread (never raises: a record it cannot start for stays queued
@@ -335,7 +232,7 @@ class WideEventHandler(logging.Handler):
     def _flush_loop(self, stop: threading.Event) -> None:
         while not stop.wait(self.flush_interval):
             try:
-                self._flush_queue(None)
+                self._flush_queue()
             except Exception:  # noqa: BLE001 - the flusher must not die
                 pass
 
@@ -357,21 +254,13 @@ class WideEventHandler(logging.Handler):
             if not flusher.is_alive():
                 _wait_until_thread_is_gone(flusher, min(0.5, max(0.0, deadline - time.monotonic())))
 
-    def _write_queued(self, deadline: float | None) -> bool:
-        """Encode and write what is queued, in order, about `WRITE_CHUNK` records at a time; False
-        when it stopped early (a pipe that did not take the lines by `deadline`, or SIGTERM's
-        deadline passed): the rest stays for the next flush."""
-        if self._unfinished is not None and not self._write_unfinished(deadline):
-            return False
+    def _write_queued(self) -> None:
+        """Encode and write what is queued, in order, about `WRITE_CHUNK` records at a time."""
         queue = self._queue
-        if not queue:
-            return True
-        self._reopen_if_replaced()
         lines: list[bytes] = []
         deferred: list[tuple] = []
         popleft = queue.popleft
         wrote = False
-        complete = True
         while True:
             try:
                 line = popleft()
@@ -379,7 +268,6 @@ class WideEventHandler(logging.Handler):
                 break
             kind = type(line)
             if kind is tuple:  # a deferred record (`handle_deferred`): encoded here, in a batch
-                self.in_flight_records += 1
                 deferred.append(line)
                 if len(deferred) < WRITE_CHUNK:
                     continue
@@ -388,27 +276,20 @@ class WideEventHandler(logging.Handler):
                 if deferred:  # keep the queue's order
                     self._encode_deferred(deferred, lines)
                 if kind is bytes:
-                    self.in_flight_records += 1
                     lines.append(line)
                 else:  # the stamps of the deferred records after it (`set_stamps`)
-                    self._queued_stamps -= 1
                     self._writer_encoder = line
             if len(lines) >= WRITE_CHUNK:
-                wrote = True
-                data, count = b"".join(lines), len(lines)
+                self._write(b"".join(lines), len(lines))
                 lines.clear()
-                if not self._write(data, count, deadline) or _sigterm_deadline_passed():
-                    complete = False
-                    break
-        if complete:
-            if deferred:
-                self._encode_deferred(deferred, lines)
-            if lines:
                 wrote = True
-                complete = self._write(b"".join(lines), len(lines), deadline)
+        if deferred:
+            self._encode_deferred(deferred, lines)
+        if lines:
+            self._write(b"".join(lines), len(lines))
+            wrote = True
         if wrote and self.stats_path is not None:
             self._write_stats()
-        return complete
 
     def _encode_deferred(self, deferred: list[tuple], lines: list[bytes]) -> None:
         """Encode `deferred` records onto `lines` and empty `deferred`; one that fails (never
@@ -417,22 +298,18 @@ class WideEventHandler(logging.Handler):
         try:
             encode_deferred_batch(deferred, self._writer_encoder, lines)
         except Exception:  # noqa: BLE001 - never into the program
-            failed = len(deferred) - (len(lines) - before)
-            self.dropped_records += failed
-            self.in_flight_records -= failed
+            self.dropped_records += len(deferred) - (len(lines) - before)
         deferred.clear()
 
     def stats(self) -> dict[str, Any]:
-        """The handler's counters: records written, dropped, queued, in flight and come by the fast
-        path, and the thread CPU time its flushes took (encoding deferred records, writing).
+        """The handler's counters: records written, dropped, and come by the fast path, and the
+        thread CPU time its flushes took (encoding deferred records, writing).
 
-        >>> sorted(WideEventHandler("x.jsonlog").stats())  # doctest: +NORMALIZE_WHITESPACE
-        ['dropped_records', 'fast_path_records', 'in_flight_records', 'path', 'pid', 'queued_records',
-         'writer_cpu_ns', 'written_records']
+        >>> sorted(WideEventHandler("x.jsonlog").stats())
+        ['dropped_records', 'fast_path_records', 'path', 'pid', 'writer_cpu_ns', 'written_records']
         """
         stats = {"path": str(self.path), "pid": os.getpid(), "written_records": self.written_records,
-                 "dropped_records": self.dropped_records, "queued_records": self.queued_records,
-                 "in_flight_records": self.in_flight_records, "fast_path_records": self.fast_path_records,
+                 "dropped_records": self.dropped_records, "fast_path_records": self.fast_path_records,
                  "writer_cpu_ns": self.writer_cpu_ns}
         if self.more_stats is not None:
             stats.update(self.more_stats())
@@ -446,89 +323,47 @@ class WideEventHandler(logging.Handler):
         except Exception:  # noqa: BLE001 - counters are a diagnostic: never into the program
             pass
 
-    def _write_unfinished(self, deadline: float | None) -> bool:
-        """Write the rest of a write a pipe did not take in time (its records are in flight)."""
-        (data, records), self._unfinished = self._unfinished, None
-        return self._write(data, records, deadline)
-
-    def _write(self, data: bytes, records: int, deadline: float | None) -> bool:
-        """Write `data`, whose lines are `records` records in flight (the first may be the rest of
-        one begun earlier); False when a pipe did not take it all by `deadline` (None: within
-        PIPE_WAIT): the rest is kept, in flight, for the next flush."""
+    def _write(self, data: bytes, records: int) -> None:
         # every flush tries again after a failure (space freed, folder made): a failed open or
         # write every flush interval costs nothing next to the records it saves
         view, done = memoryview(data), 0
         try:
-            fd = self._file[0] if self._file is not None else self._open()
+            if self._file is None:
+                self._file = self._open()
+                if _ends_inside_a_line(self.path):
+                    self._file.write(b"\n")  # a cut last line (a killed writer, a full disk) stays alone on its line
             while done < len(data):
-                try:
-                    done += os.write(fd, view[done:])
-                except BlockingIOError:  # a pipe whose reader does not keep up
-                    if not _wait_writable(fd, deadline if deadline is not None else time.monotonic() + PIPE_WAIT):
-                        whole = data.count(b"\n", 0, done)
-                        self.written_records += whole
-                        self.in_flight_records -= whole
-                        self._unfinished = (data[done:], records - whole)
-                        return False
+                done += self._file.write(view[done:])
             self.written_records += records
-            self.in_flight_records -= records
         except OSError as exc:
             written = data.count(b"\n", 0, done)  # whole lines that reached the file before the error
             self.written_records += written
             self.dropped_records += records - written
-            self.in_flight_records -= records
             self._close_file()  # reopened (and its cut line ended) at the next try
-            self._warn_once("write", f"taskscope: cannot write {self.path} ({exc.strerror or exc}); records are "
-                                     "dropped and counted (handler.dropped_records) until a write succeeds")
-        return True
+            self._warn_once(f"taskscope: cannot write {self.path} ({exc.strerror or exc}); records are "
+                            "dropped and counted (handler.dropped_records) until a write succeeds")
 
-    def _open(self) -> int:
+    def _open(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # O_NONBLOCK: a FIFO with no reader fails at once (ENXIO) rather than blocking the flush,
-        # which exit and fork wait for; it stays set on a pipe (a reader may stop reading: `_write`
-        # then waits for room with a deadline) and is cleared on a regular file
+        # which exit and fork wait for; it is cleared again for the writes
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666)
-        try:
-            status = os.fstat(fd)
-            if stat.S_ISREG(status.st_mode):
-                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-                if _ends_inside_a_line(self.path):
-                    os.write(fd, b"\n")  # a cut last line (a killed writer, a full disk) stays alone on its line
-        except OSError:
-            os.close(fd)
-            raise
-        self._file = (fd, (status.st_dev, status.st_ino))
-        return fd
-
-    def _reopen_if_replaced(self) -> None:
-        """Close the file when the path no longer names it (deleted, or renamed away by a log
-        rotation): the next write opens the path again. One `stat` a flush that writes."""
-        if self._file is None:
-            return
-        try:
-            status = os.stat(self.path)
-            if (status.st_dev, status.st_ino) == self._file[1]:
-                return
-        except OSError:
-            pass
-        self._close_file()
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return open(fd, "ab", buffering=0)  # noqa: SIM115 - kept open across flushes
 
     def _close_file(self) -> None:
         if self._file is not None:
-            fd, self._file = self._file[0], None
             try:
-                os.close(fd)
+                self._file.close()
             except OSError:
                 pass
+            self._file = None
 
     def _after_fork_in_child(self) -> None:
-        # the parent flushed before forking; whatever is still queued or in flight is the parent's
+        # the parent flushed before forking; whatever is still queued is the parent's to write
         self._queue = deque()
-        self._queued_stamps = 0
-        self._unfinished, self.in_flight_records = None, 0
         self._writer_encoder = self._encoder
         self._write_lock = threading.Lock()
-        self._lock_owner = None
         self._flusher_lock = threading.Lock()
         self._stop_flusher = threading.Event()
         self._flusher = None
@@ -537,25 +372,16 @@ class WideEventHandler(logging.Handler):
         return f"<WideEventHandler {self.path} ({logging.getLevelName(self.level)})>"
 
 
-def _ends_inside_a_line(path: Path, looks: int = 3) -> bool:
-    """Whether an existing file ends without a newline (a writer was killed mid-write).
-
-    A line another process is appending at this moment can look so too (a write that crosses a
-    page boundary shows its first page first), and a newline written after it would leave an
-    empty line: the end must look cut `looks` times, 10 ms apart."""
-    for look in range(looks):
-        if look:
-            time.sleep(0.01)
-        try:
-            with open(path, "rb") as file:
-                if file.seek(0, os.SEEK_END) == 0:
-                    return False
-                file.seek(-1, os.SEEK_END)
-                if file.read(1) == b"\n":
-                    return False
-        except OSError:  # missing, or not readable: nothing to repair
-            return False
-    return True
+def _ends_inside_a_line(path: Path) -> bool:
+    """Whether an existing file ends without a newline (a writer was killed mid-write)."""
+    try:
+        with open(path, "rb") as file:
+            if file.seek(0, os.SEEK_END) == 0:
+                return False
+            file.seek(-1, os.SEEK_END)
+            return file.read(1) != b"\n"
+    except OSError:  # missing, or not readable: nothing to repair
+        return False
 
 
 def _warn(message: str) -> None:
@@ -565,91 +391,15 @@ def _warn(message: str) -> None:
         pass
 
 
-# ---- bounded waits -------------------------------------------------------------------------
-
-_get_ident = threading.get_ident
-#: thread ident -> how many of our flushes it is inside (a signal handler runs inside them, on the main thread)
-_flushing: dict[int, int] = {}
-_exit_deadline: float | None = None  # set when the exit flush starts: every later flush shares it
-_sigterm_deadline: float | None = None  # set when SIGTERM arrives (`flush_on_sigterm`)
-#: (signal, thread ident): a SIGTERM that arrived inside a flush on that thread, acted on when it ends
-_pending_sigterm: tuple[int, int] | None = None
-_terminating = False
-
-
-def _wait_for(timeout: float | None) -> float:
-    """How long a flush may wait: `timeout` (None or negative: FLUSH_TIMEOUT), and no later
-    than the deadline of the exit flush or of a SIGTERM, once one has begun."""
-    wait = FLUSH_TIMEOUT if timeout is None or timeout < 0 else timeout
-    now = time.monotonic()
-    for deadline in (_exit_deadline, _sigterm_deadline):
-        if deadline is not None:
-            wait = min(wait, max(0.0, deadline - now))
-    return wait
-
-
-def _sigterm_deadline_passed() -> bool:
-    """Whether a SIGTERM's deadline has passed: a flush then stops between chunks (the deadlines of
-    exit, fork and `flush(timeout)` bound waits, not a flush that goes on writing a regular file)."""
-    return _sigterm_deadline is not None and time.monotonic() >= _sigterm_deadline
-
-
-def _remaining(deadline: float) -> float:
-    """Seconds left until `deadline`, or until a SIGTERM's deadline if earlier."""
-    if _sigterm_deadline is not None:
-        deadline = min(deadline, _sigterm_deadline)
-    return deadline - time.monotonic()
-
-
-def _acquire(lock: threading.Lock, deadline: float) -> bool:
-    """Take `lock` by `deadline` (or a SIGTERM's, which may come during the wait)."""
-    if lock.acquire(blocking=False):
-        return True
-    while True:
-        remaining = _remaining(deadline)
-        if remaining <= 0:
-            return False
-        if lock.acquire(timeout=min(remaining, _WAIT_SLICE)):
-            return True
-
-
-def _wait_writable(fd: int, deadline: float) -> bool:
-    """Wait until the pipe `fd` has room (or an error to report), at most until `deadline`."""
-    poller = select.poll()
-    poller.register(fd, select.POLLOUT)
-    while True:
-        remaining = _remaining(deadline)
-        if remaining <= 0:
-            return False
-        if poller.poll(min(remaining, _WAIT_SLICE) * 1000):
-            return True
-
-
-def flush_all(timeout: float | None = None) -> None:
-    """Flush every live WideEventHandler, each waiting at most `timeout` seconds (None:
-    FLUSH_TIMEOUT).
+def flush_all(timeout: float = -1) -> None:
+    """Flush every live WideEventHandler (as at exit).
 
     >>> flush_all(timeout=1.0)
     """
     for handler in list(_live_handlers):
         try:
-            handler.flush(_wait_for(timeout))  # a number: subclasses pass it on to their own waits
+            handler.flush(timeout)
         except Exception:  # noqa: BLE001
-            pass
-
-
-def _flush_at_exit() -> None:
-    """The exit flush (atexit; multiprocessing's finalizers in its children): every handler's
-    queue is written, waiting at most EXIT_FLUSH_TIMEOUT in all (logging.shutdown's flushes after
-    it included) for the write lock and for room in a pipe; what is left then is dropped, counted
-    and warned about."""
-    global _exit_deadline
-    if _exit_deadline is None:
-        _exit_deadline = time.monotonic() + EXIT_FLUSH_TIMEOUT
-    for handler in list(_live_handlers):
-        try:
-            handler._flush_before_end("before the process exited")  # noqa: SLF001
-        except Exception:  # noqa: BLE001 - never into the exiting program
             pass
 
 
@@ -660,11 +410,6 @@ def flush_on_sigterm() -> bool:
     last flush interval of a process that is stopped with `terminate()` (Parsl stops its
     interchange and workers that way). Installed only over the default action and only from the
     main thread; returns whether it was installed.
-
-    The flush takes at most SIGTERM_FLUSH_TIMEOUT from the signal's arrival; what it cannot write
-    by then is dropped, counted and warned about. A SIGTERM that arrives inside a flush on the
-    main thread (the exit flush, say, when `Pool.terminate()` stops a worker that is ending)
-    lets that flush finish first.
 
     >>> flush_on_sigterm()   # doctest: +SKIP
     True
@@ -681,29 +426,7 @@ def flush_on_sigterm() -> bool:
 
 
 def _flush_then_terminate(signum: int, frame: Any) -> None:
-    global _sigterm_deadline, _pending_sigterm
-    if _sigterm_deadline is None:
-        _sigterm_deadline = time.monotonic() + SIGTERM_FLUSH_TIMEOUT
-    ident = _get_ident()
-    if _flushing.get(ident):
-        # the signal interrupted one of our flushes on this thread, which may hold the write lock
-        # and records taken from the queue: it finishes (by the deadline), then `_terminate` runs
-        _pending_sigterm = (signum, ident)
-        return
-    _terminate(signum)
-
-
-def _terminate(signum: int) -> None:
-    """Flush every handler (by SIGTERM's deadline), count what is left as dropped, then die of `signum`."""
-    global _terminating
-    if _terminating:
-        return
-    _terminating = True
-    for handler in list(_live_handlers):
-        try:
-            handler._flush_before_end("before SIGTERM ended the process", count_in_flight=True)  # noqa: SLF001
-        except Exception:  # noqa: BLE001
-            pass
+    flush_all(timeout=1.0)  # a flush already running on this thread must not deadlock us
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
 
@@ -732,11 +455,8 @@ def _after_fork_in_parent() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _forking, _exit_deadline, _sigterm_deadline, _pending_sigterm, _terminating
+    global _forking
     _forking = False
-    _flushing.clear()
-    _exit_deadline = _sigterm_deadline = _pending_sigterm = None
-    _terminating = False
     for handler in list(_live_handlers):
         handler._after_fork_in_child()  # noqa: SLF001
 
@@ -753,15 +473,12 @@ def _wait_until_thread_is_gone(thread: threading.Thread, timeout: float = 0.5) -
         time.sleep(0.0001)
 
 
-# ---- multiprocessing children: they end with os._exit, without atexit ---------------------
-
 class _ExitFlush:
     """Registered with multiprocessing so that its forked children flush when they end."""
 
 
 _EXIT_FLUSH = _ExitFlush()
 _registered_with_multiprocessing = False
-_exit_flush_registered_in: int | None = None  # the pid whose multiprocessing finalizers hold the exit flush
 
 
 def _flush_when_multiprocessing_children_exit() -> None:
@@ -777,26 +494,11 @@ def _flush_when_multiprocessing_children_exit() -> None:
         _registered_with_multiprocessing = True  # the registry, and this flag, pass on to children
 
 
-def _flush_when_this_multiprocessing_child_ends() -> None:
-    """Register the exit flush with multiprocessing's finalizers when a handler is made in a
-    multiprocessing child that was not forked from a process with handlers: a `forkserver` child
-    (Python 3.14's default on Linux) ends with `os._exit`, and no fork of ours registered it."""
-    process = sys.modules.get("multiprocessing.process")
-    if process is None or _exit_flush_registered_in == os.getpid() or process.parent_process() is None:
-        return
-    try:
-        _register_exit_flush(_EXIT_FLUSH)
-    except Exception:  # noqa: BLE001 - never into the program
-        pass
-
-
 def _register_exit_flush(_: _ExitFlush) -> None:
-    global _exit_flush_registered_in
     import multiprocessing.util
 
-    multiprocessing.util.Finalize(None, _flush_at_exit, exitpriority=0)
-    _exit_flush_registered_in = os.getpid()
+    multiprocessing.util.Finalize(None, flush_all, args=(EXIT_FLUSH_TIMEOUT,), exitpriority=0)
 
 
-atexit.register(_flush_at_exit)
+atexit.register(flush_all, EXIT_FLUSH_TIMEOUT)
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
