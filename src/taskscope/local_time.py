@@ -9,6 +9,7 @@ where it cannot be found, the machine's offset now is used for every time.
 from __future__ import annotations
 
 import os
+from contextlib import suppress
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -36,22 +37,12 @@ def _zone_name_for(tz_env: str | None) -> str | None:
         localtime = Path("/etc/localtime")
         if localtime.is_symlink() and "zoneinfo/" in str(localtime.readlink()):
             candidates.append(str(localtime.readlink()).split("zoneinfo/", 1)[1])
-        with _quietly():
+        with suppress(OSError):  # no /etc/timezone: nothing to read
             candidates.append(Path("/etc/timezone").read_text().strip())
     for name in candidates:
         if name and _usable(name):
             return name
     return None
-
-
-class _quietly:
-    """Ignore an OSError (a file that is not there) in the block."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, value, traceback) -> bool:
-        return kind is not None and issubclass(kind, OSError)
 
 
 def _usable(name: str) -> bool:
