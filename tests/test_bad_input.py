@@ -113,6 +113,29 @@ def test_cli_warns_once_and_exits_zero_on_bad_input(messy_run, tmp_path):
     assert any("000/results.db" in note for note in notes) and any("résumé.log" in note for note in notes)
 
 
+def test_a_cut_last_line_is_said_once_and_a_files_note_outlives_its_growth(tmp_path):
+    """A killed program's log ends in a partial line: the next ingests, with nothing new, call
+    it unchanged instead of warning again. A note stored for a file (read again from the start
+    after a copytruncate) stays when the file then grows (it was wiped by the next read)."""
+    lines = (CLEAN / "000" / "parsl.jsonlog").read_bytes().splitlines(keepends=True)
+    log = tmp_path / "000" / "parsl.jsonlog"
+    log.parent.mkdir()
+    log.write_bytes(b"".join(lines[:40]) + lines[40][:25])
+    with taskscope.open(str(tmp_path / "s.duckdb")) as store:
+        assert store.ingest(tmp_path).partial_lines == 1
+        again = store.ingest(tmp_path)
+        assert (again.partial_lines, again.files_unchanged, again.files_read) == (0, 1, 0)
+        log.write_bytes(b"".join(lines[:10]))  # truncated in place, shorter than what was read
+        restarted = store.ingest(tmp_path)
+        assert any("read again from the start" in note for note in restarted.notes), restarted.notes
+        stored_note = "SELECT note FROM ingested_files WHERE file = '000/parsl.jsonlog'"
+        assert "read again from the start" in store.sql(stored_note).note[0]
+        with open(log, "ab") as handle:
+            handle.write(b"".join(lines[10:20]))
+        assert store.ingest(tmp_path).lines == 10
+        assert "read again from the start" in store.sql(stored_note).note[0]
+
+
 def test_growing_file_adds_only_new_complete_lines(tmp_path):
     source = (CLEAN / "000" / "parsl.jsonlog").read_bytes()
     lines = source.splitlines(keepends=True)

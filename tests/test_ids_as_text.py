@@ -74,6 +74,26 @@ def test_an_array_object_or_boolean_is_no_id_and_stays_in_attrs(tmp_path, store)
     assert json.loads(rows["attrs"].iloc[2])["task_id"] == {"a": 1}
 
 
+def test_a_whole_number_written_as_a_float_is_the_same_id(tmp_path, store):
+    """`11.0` and `1e3` (a JavaScript or pandas writer's integers) name tasks `11` and `1000`, as
+    `11` does; a fraction, a string and the record as logged stay as written."""
+    events = write_jsonl(tmp_path / "events.jsonl", [
+        {"ts": 1_700_000_000.0, "message": "a", "task_id": 11},
+        {"ts": 1_700_000_001.0, "message": "b", "task_id": 11.0, "executor_task_id": -4.0},
+        {"ts": 1_700_000_002.0, "message": "c", "parsl.task": 1e3},
+        {"ts": 1_700_000_003.0, "message": "d", "task_id": "11.0"},
+        {"ts": 1_700_000_004.0, "message": "e", "task_id": 11.5, "worker_id": 2.0},
+    ])
+    report = store.ingest(events)
+    assert report.values_in_attrs == 0
+    rows = store.sql("SELECT task_id, executor_task_id, worker_id, attrs FROM events ORDER BY ts")
+    assert rows.task_id.tolist() == ["11", "11", "1000", "11.0", "11.5"]
+    assert rows.executor_task_id.tolist()[1] == "-4"
+    assert rows.worker_id.tolist()[4] == "2"
+    assert json.loads(rows["attrs"].iloc[1])["task_id"] == 11.0  # the record as logged
+    assert store.sql("SELECT count(DISTINCT task_id) AS n FROM events WHERE task_id LIKE '11%'").n.iloc[0] == 3
+
+
 def test_numeric_levels_read_as_python_numbers_them(tmp_path, store):
     """Python's JSON formatters often write `levelno`: 40 is ERROR (a name beside it wins)."""
     events = write_jsonl(tmp_path / "events.jsonl", [

@@ -8,11 +8,15 @@ events are unique per (file, line); the SQL templates equal their Python twin li
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
+
 import pytest
 
+import taskscope
 from taskscope.templates import template_of, with_template_sql
 
-from conftest import corpus_path
+from conftest import corpus_path, run_cli
 
 
 def test_every_line_of_a_log_file_is_in_one_event_or_bad_line(store, corpus_run):
@@ -189,3 +193,23 @@ def test_a_text_log_ingested_while_it_grows_gives_the_same_events_as_read_once(t
         assert stepped_bad == once.sql("SELECT count(*) AS n FROM bad_lines").n[0] == 0
     assert len(whole) > 100 and whole.message.str.contains("\n", regex=False).any()
     assert stepped.equals(whole), stepped.compare(whole).head()
+
+
+def test_a_changed_monitoring_db_counts_only_its_new_events_as_new(tmp_path):
+    """A live run's monitoring.db is read whole again when it changes: the summary line tells its
+    new events from those read again (it said "301 events" for one new status row)."""
+    runinfo = shutil.copytree(corpus_path("parsl-htex-jsonlog"), tmp_path / "runinfo")
+    store = str(tmp_path / "s.duckdb")
+    assert run_cli("ingest", str(runinfo), "--store", store).returncode == 0
+    with sqlite3.connect(runinfo / "monitoring.db") as db:
+        run_id, = db.execute("SELECT run_id FROM workflow").fetchone()
+        db.execute("INSERT INTO status VALUES (0, 'running', '2030-01-01 00:00:00.000000', ?, 0)", [run_id])
+    with taskscope.open(store) as before:
+        stored = before.sql("SELECT count(*) AS n FROM events").n[0]
+    done = run_cli("ingest", str(runinfo), "--store", store)
+    assert done.returncode == 0, done.stderr
+    with taskscope.open(store) as after:
+        added = after.sql("SELECT count(*) AS n FROM events").n[0] - stored
+        monitoring = after.sql("SELECT count(*) AS n FROM events WHERE source = 'monitoring'").n[0]
+    assert added == 1
+    assert f"1 new event and {monitoring - 1:,} read again (monitoring.db changed) from 0 lines" in done.stdout

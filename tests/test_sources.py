@@ -335,6 +335,10 @@ def test_utf16_text_is_named_and_verbose_lists_every_file_left(tmp_path):
     assert f"note: ray.log: {utf16}" in done.stderr and f"note: events.jsonl: {utf16}" in done.stderr
     assert "skipped: workflow.py: unknown format" in done.stderr and "skipped: empty.log: empty" in done.stderr
     assert "partial line" not in done.stderr
+    again = run_cli("ingest", str(tmp_path), "--store", str(tmp_path / "s.duckdb"), "--verbose")
+    # the store kept in the folder it reads is named for what it is (it was "UTF-16 text")
+    assert "skipped: s.duckdb: unknown format (a DuckDB database: a store is not read as an input)" in again.stderr
+    assert "s.duckdb: unknown format (UTF-16" not in again.stderr
 
 
 def test_naive_local_times_are_read_in_the_zone_at_their_own_date(tmp_path):

@@ -162,7 +162,7 @@ def _print_ingest_report(report: IngestReport, fmt: OutputFormat, verbose: bool 
     joined = "no executor-side task events" if share is None else f"{share:.1%} of executor-side task events joined to a task"
     console.print(
         f"ingested {report.files_read} files ({report.files_unchanged} unchanged, {report.files_skipped} "
-        f"skipped as not logs): {report.events:,} events from {report.lines:,} lines; {joined}"
+        f"skipped as not logs): {events_summary(report)} from {report.lines:,} lines; {joined}"
         f"{reapplied_summary(report)}",
         highlight=False, soft_wrap=True,  # one line, however long: the terminal wraps it, scripts read it whole
     )
@@ -176,6 +176,21 @@ def _print_ingest_report(report: IngestReport, fmt: OutputFormat, verbose: bool 
             err_console.print(f"note: {note}", highlight=False)
         for note in report.skipped_notes:
             err_console.print(f"skipped: {note}", highlight=False)
+
+
+def events_summary(report: IngestReport) -> str:
+    """The summary line's events: new ones apart from those a changed file read whole gave again.
+
+    >>> events_summary(IngestReport(events=301, events_read_again=300, files_read_again=["monitoring.db"]))
+    '1 new event and 300 read again (monitoring.db changed)'
+    """
+    if not report.events_read_again:
+        return f"{report.events:,} events"
+    new = report.events - report.events_read_again
+    files = report.files_read_again
+    named = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    return (f"{new:,} new event{'' if new == 1 else 's'} and {report.events_read_again:,} read again "
+            f"({named} changed)")
 
 
 def ingest_counts(report: IngestReport) -> dict[str, int | bool]:

@@ -60,6 +60,10 @@ class IngestReport:
     bad_lines: int = 0
     partial_lines: int = 0
     values_in_attrs: int = 0  # values that did not fit their typed column, kept in attrs
+    #: of `events`, those that replaced a changed whole-read file's earlier ones (monitoring.db
+    #: is read whole again when it changes): not new to the store
+    events_read_again: int = 0
+    files_read_again: list[str] = field(default_factory=list)  # those files, as named in the summary
     notes: list[str] = field(default_factory=list)
     #: why each file not read was left quietly (a script, a CSV, an empty log): `--verbose` lists them
     skipped_notes: list[str] = field(default_factory=list)
@@ -398,8 +402,10 @@ def _ingest_one(con, item: InputFile, known: dict[str, _KnownFile], report: Inge
     whole = item.packed or source.reads_whole_file
     # what `ingested_files.size` records: a plain log's bytes, else a marker of any change
     seen_size = item.marker if item.packed else change_marker(item.path) if source.reads_whole_file else size
+    # a log whose last line was cut (a killed program) is unchanged while its size is: its
+    # partial line was said once, not at every ingest
     if seen.source == source.name and seen_size == seen.size and (whole or (
-            size == seen.bytes_read and not _head_changed(item, seen))):
+            size == seen.bytes_read + seen.pending_bytes and not _head_changed(item, seen))):
         report.files_unchanged += 1
         return
     reading = _Reading(seen.bytes_read, seen.lines_read)
@@ -419,8 +425,10 @@ def _ingest_one(con, item: InputFile, known: dict[str, _KnownFile], report: Inge
                 return
             item, source = fresh, fresh_source
             restart = f"{restart}, now read as {source.name}"
+    replaced = 0  # earlier events of a changed whole-read file, which its new read replaces
     if whole or restart:
         removed = _forget_file(con, seen.file_id)
+        replaced = 0 if restart else removed
         reading.bytes_read = reading.lines_read = 0
         if restart:
             reading.notes.append(f"{restart}: read again from the start"
@@ -461,6 +469,9 @@ def _ingest_one(con, item: InputFile, known: dict[str, _KnownFile], report: Inge
     pending = 0 if whole else max(0, size - reading.bytes_read)
     report.partial_lines += 1 if pending else 0
     report.files_read += 1
+    if replaced:
+        report.events_read_again += min(replaced, reading.events)
+        report.files_read_again.append(item.rel)
     note = "; ".join(reading.notes) or None
     if note:
         report.notes.append(f"{item.rel}: {note}")
@@ -513,13 +524,16 @@ def _record(con, item: InputFile, seen: _KnownFile, source: Source, reading: _Re
     whole = item.packed or source.reads_whole_file
     head = None if whole else seen.head if keep_head else _read_head(item.path)
     note = None if partial else "; ".join(reading.notes) or None
+    # a file read from its start has only this read's note; one that grew keeps what an earlier
+    # read noted (a rotation, skipped NUL bytes) until something new is to be said
+    from_start = whole or restart is not None
     con.execute(
         """UPDATE ingested_files SET source = ?, run_dir = ?, size = ?, bytes_read = ?, lines_read = ?,
-                  events = events + ?, bad_lines = bad_lines + ?, pending_bytes = ?, note = ?, head = ?,
-                  ingested_at = current_timestamp
+                  events = events + ?, bad_lines = bad_lines + ?, pending_bytes = ?,
+                  note = CASE WHEN ? THEN ? ELSE coalesce(?, note) END, head = ?, ingested_at = current_timestamp
            WHERE file_id = ?""",
         [source.name, item.run_dir, size, reading.bytes_read, reading.lines_read, reading.events, reading.bad,
-         pending, note, head, seen.file_id],
+         pending, from_start, note, note, head, seen.file_id],
     )
     con.execute("INSERT INTO files_to_relate VALUES (?)", [seen.file_id])
 

@@ -276,6 +276,10 @@ def _still_known(known: KnownSource, path: Path) -> bool:
         return False
 
 
+#: what a DuckDB database file (a taskscope store among them) holds at byte 8
+DUCKDB_MAGIC = b"DUCK"
+
+
 def _sniffed(item: InputFile, head: bytes | None) -> InputFile:
     """`item` recognised from its first bytes (`head`, None if it could not be read)."""
     if head is None:
@@ -289,6 +293,8 @@ def _sniffed(item: InputFile, head: bytes | None) -> InputFile:
         return _recognised(item, source, None)
     if not head:
         note = "empty"
+    elif head[8:12] == DUCKDB_MAGIC:
+        note = "unknown format (a DuckDB database: a store is not read as an input)"
     elif sample.is_utf16:
         note = "unknown format (UTF-16 text: taskscope reads UTF-8; convert it with iconv -f UTF-16 -t UTF-8)"
     elif not sample.lines:
