@@ -15,13 +15,7 @@ from typing import Iterator
 
 import duckdb
 
-_TABLE = "user_files"
-_DDL = f"""CREATE TABLE IF NOT EXISTS {_TABLE} (
-    kind VARCHAR NOT NULL,      -- 'rules' or 'relations'
-    path VARCHAR NOT NULL,      -- the absolute path it was given as (its key)
-    text VARCHAR NOT NULL,      -- its content when last given
-    added BIGINT NOT NULL,      -- the order files were first given in (their rules are tried in it)
-    PRIMARY KEY (kind, path))"""
+_TABLE = "user_files"  # made with the other tables (`taskscope.schema`)
 KINDS = ("rules", "relations")
 
 
@@ -50,7 +44,6 @@ def remember(con: duckdb.DuckDBPyConnection, kind: str, paths: list[str | Path] 
 
     >>> remember(store.con, "rules", ["mine.toml"])  # doctest: +SKIP
     """
-    con.execute(_DDL)
     for path in paths or []:
         key = str(Path(path).resolve())
         text = Path(path).read_text(encoding="utf-8")
@@ -68,7 +61,6 @@ def forget(con: duckdb.DuckDBPyConnection) -> list[str]:
     >>> forget(store.con)  # doctest: +SKIP
     ['mine.toml']
     """
-    con.execute(_DDL)
     names = [Path(path).name for (path,) in con.execute(f"SELECT path FROM {_TABLE} ORDER BY added").fetchall()]
     con.execute(f"DELETE FROM {_TABLE}")
     return names
@@ -76,7 +68,6 @@ def forget(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 def remembered(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
     """(kind, path, text) of every file the store keeps, in the order they were first given."""
-    con.execute(_DDL)
     return [tuple(row) for row in con.execute(f"SELECT kind, path, text FROM {_TABLE} ORDER BY added").fetchall()]
 
 

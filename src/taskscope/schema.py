@@ -7,6 +7,8 @@ Besides `events` the store keeps:
 - `run_dirs`: which run folder belongs to which Parsl run id;
 - `event_task_links`: events that name several tasks at once (the interchange's
   "Sent tasks: [4, 5] to manager ..."), one row per (event, task);
+- `user_files`: the rules and relations files a user gave, which every later ingest reads too
+  (see `taskscope.remembered`);
 - `taskscope_meta`: the store's schema version (see `taskscope.store_format`).
 
 Task ids are text (`'358'`, `'sample-A'`, a UUID): ids are names. Where tasks are listed they
@@ -83,6 +85,13 @@ CREATE TABLE IF NOT EXISTS run_dirs (
 CREATE TABLE IF NOT EXISTS event_task_links (
     file_id INTEGER, line BIGINT, run_id VARCHAR, executor_label VARCHAR,
     executor_task_id VARCHAR, task_id VARCHAR, try_id BIGINT
+);
+CREATE TABLE IF NOT EXISTS user_files (
+    kind VARCHAR NOT NULL,      -- 'rules' or 'relations'
+    path VARCHAR NOT NULL,      -- the absolute path it was given as (its key)
+    text VARCHAR NOT NULL,      -- its content when last given
+    added BIGINT NOT NULL,      -- the order files were first given in (their rules are tried in it)
+    PRIMARY KEY (kind, path)
 );
 """
 
