@@ -14,6 +14,7 @@ import typer
 from taskscope.commands.common import (
     FormatOption, OutputFormat, console, err_console, fail, print_frame, require, url_host, user_errors,
 )
+from taskscope.commands.usage import print_csv_records
 from taskscope.fleet import api
 from taskscope.fleet.api import FleetAPIError
 from taskscope.fleet.db import AccountError, FleetDB
@@ -105,8 +106,8 @@ def account_create(
     Example: taskscope fleet account create physics --store fleet.duckdb
     """
     created = _in_store(store, lambda db: db.create_account(account))
-    if fmt is OutputFormat.json:
-        sys.stdout.write(json.dumps({"account": account, "created": created}) + "\n")
+    if fmt is not OutputFormat.table:
+        _print_record({"account": account, "created": created}, fmt)
     else:
         console.print(f"account {account} {'created' if created else 'already exists'}", highlight=False)
 
@@ -141,15 +142,14 @@ def token_create(
       taskscope fleet token create --user carol --server http://127.0.0.1:8090 --token tsf_<admin token>
     """
     if server:
-        created = _through_server(lambda api: api.create_token(user, admin, account=account, server=server,
-                                                               token=token))
-        account = account or "(the admin token's)"
+        made = _through_server(lambda api: api.token_made(user, admin, account=account, server=server, token=token))
+        created, account = made["token"], made["account"]
     else:
         if not account:
             fail("give --account (or --server and an admin --token)")
         created = _in_store(store, lambda db: db.create_token(account, user, admin=admin))
-    if fmt is OutputFormat.json:
-        sys.stdout.write(json.dumps({"account": account, "user": user, "admin": admin, "token": created}) + "\n")
+    if fmt is not OutputFormat.table:
+        _print_record({"account": account, "user": user, "admin": admin, "token": created}, fmt)
     else:
         sys.stdout.write(created + "\n")
         err_console.print("store it now: it is not kept and cannot be shown again", highlight=False)
@@ -177,6 +177,14 @@ def token_revoke(
     elif not _in_store(store, lambda db: db.revoke_token(revoked)):
         fail("no such live token")
     console.print("token revoked", highlight=False)
+
+
+def _print_record(record: dict, fmt: OutputFormat) -> None:
+    """One record as one JSON object, or as CSV: a header row and one row."""
+    if fmt is OutputFormat.json:
+        sys.stdout.write(json.dumps(record) + "\n")
+    else:
+        print_csv_records([record])
 
 
 def _in_store(store: str, change):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from taskscope.commands.common import (
     FormatOption, OutputFormat, StoreOption, console, err_console, fail, print_frame, print_json, url_host,
     user_errors,
 )
+from taskscope.presenters.format import json_bytes
 from taskscope.usage import protocol, reports
 from taskscope.usage.collector import Collector
 
@@ -129,10 +131,29 @@ def collect(
         threading.Thread(target=_report_progress, args=(collector,), daemon=True).start()
     collector.serve_forever()
     stats = collector.stats.as_dict()
-    if quiet:
+    if fmt is OutputFormat.json:
         sys.stdout.write(json.dumps(stats) + "\n")
+    elif fmt is OutputFormat.csv:
+        print_csv_records([stats])
     else:
         console.print(_stats_line(stats), highlight=False)
+
+
+def print_csv_records(rows: list[dict]) -> None:
+    """`rows` as CSV on stdout (Python's csv module): a header row of the first row's keys, then one
+    row per record; a list or dict value as its JSON text in one cell, as in every CSV taskscope prints.
+
+    >>> print_csv_records([{"received": 2, "reasons": {"oversized": 1}}])
+    received,reasons
+    2,"{""oversized"":1}"
+    """
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({key: _csv_cell(value) for key, value in row.items()} for row in rows)
+
+
+def _csv_cell(value):
+    return json_bytes(value).decode() if isinstance(value, (dict, list)) else value
 
 
 def _listen_for_dashboard(host: str, port: int):
@@ -197,12 +218,16 @@ def report(
 
       taskscope usage report totals --from http://127.0.0.1:8080   (while `usage collect --ui-port 8080` runs)
     """
+    try:  # checked here also for --from: the error names the option, as without it
+        bounds = {name: reports.parse_since(text, f"--{name}") if text else None
+                  for name, text in (("since", since), ("until", until))}
+    except ValueError as exc:
+        fail(str(exc))
     if source is not None:
         _report_from(source, what.value, fmt, {"product": product, "period": period, "weeks": weeks,
                                                "since": since, "until": until})
         return
     try:
-        bounds = {name: reports.parse_since(text) if text else None for name, text in (("since", since), ("until", until))}
         release_table = reports.release_dates(releases)
     except ValueError as exc:
         fail(str(exc))

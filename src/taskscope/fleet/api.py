@@ -135,8 +135,18 @@ def create_token(user: str, admin: bool = False, *, account: str | None = None, 
     >>> create_token("carol", server="http://127.0.0.1:8090", token=admin_token)  # doctest: +SKIP
     'tsf_...'
     """
+    return token_made(user, admin, account=account, server=server, token=token, verify=verify)["token"]
+
+
+def token_made(user: str, admin: bool = False, *, account: str | None = None, server: str | None = None,
+               token: str | None = None, verify: bool | str = True) -> dict:
+    """`create_token`, answered with the server's whole reply: the account it was made in, user, admin, token.
+
+    >>> token_made("carol", server="http://127.0.0.1:8090", token=admin_token)["account"]  # doctest: +SKIP
+    'physics'
+    """
     body = {"user": user, "admin": admin, **({"account": account} if account is not None else {})}
-    return call("POST", "/api/v1/tokens", json=body, server=server, token=token, verify=verify)["token"]
+    return call("POST", "/api/v1/tokens", json=body, server=server, token=token, verify=verify)
 
 
 def revoke_token(revoked: str, *, server: str | None = None, token: str | None = None, verify: bool | str = True) -> None:

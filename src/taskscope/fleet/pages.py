@@ -117,7 +117,10 @@ def logout(request: Request):
 @router.get("/", include_in_schema=False)
 def overview(request: Request, since: str = DEFAULT_SINCE, caller: Caller = Depends(page_caller)):
     db = request.app.state.db
-    since_ts = _since_or_none(since)
+    try:
+        since_ts = reads.parse_since(since)
+    except ValueError as exc:
+        return since_refusal(caller, exc)
     weeks = reads.team_weeks(db, caller.account, since=since_ts)
     members = weeks.groupby("user_name", as_index=False)[
         ["clusters", "cluster_hours", "core_hours", "compute_hours", "cost"]].sum() if not weeks.empty else weeks
@@ -138,7 +141,11 @@ def overview(request: Request, since: str = DEFAULT_SINCE, caller: Caller = Depe
 @router.get("/clusters", include_in_schema=False)
 def clusters_page(request: Request, since: str = DEFAULT_SINCE, user: str | None = None,
                   caller: Caller = Depends(page_caller)):
-    table = reads.clusters(request.app.state.db, caller.account, since=_since_or_none(since), user=user or None)
+    try:
+        since_ts = reads.parse_since(since)
+    except ValueError as exc:
+        return since_refusal(caller, exc)
+    table = reads.clusters(request.app.state.db, caller.account, since=since_ts, user=user or None)
     return page("fleet_clusters.html", {"title": "Clusters", "caller": caller, "since": since, "user": user or "",
                                         "currency": request.app.state.currency,
                                         "clusters": records(table), "charts": None})
@@ -287,11 +294,9 @@ def timeline_figure(computations: list[dict], idle: list[dict], found: dict) -> 
     return gantt_figure(stages.astype({"start_ts": "float64", "end_ts": "float64"}), "computations and idle time")
 
 
-def _since_or_none(since: str) -> float | None:
-    try:
-        return reads.parse_since(since)
-    except ValueError:
-        return reads.parse_since(DEFAULT_SINCE)
+def since_refusal(caller: Caller, refused: ValueError) -> HTMLResponse:
+    """The page for a `since` it cannot read (400): what `since` takes, never another period's data."""
+    return page("fleet_error.html", {"title": "Bad since", "caller": caller, "message": str(refused)}, 400)
 
 
 def _values(frame: pd.DataFrame, column: str) -> list:

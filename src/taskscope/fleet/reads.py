@@ -9,6 +9,7 @@ pages call these and nothing else.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 
@@ -17,11 +18,14 @@ import pandas as pd
 from taskscope.fleet import profiles
 from taskscope.fleet.db import FAILURE_FIELDS, FleetDB
 from taskscope.fleet.protocol import DEFAULT_SEND_INTERVAL_S, LOST_AFTER_INTERVALS
-from taskscope.time_bounds import epoch_since
+from taskscope.time_bounds import LATEST_TIME, epoch_since
 from taskscope.presenters.format import records
 
 _SINCE_UNITS = {"s": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400,
                 "w": 604800, "week": 604800}
+#: what `since` takes, as a refusal names it
+SINCE_FORMS = ("like '7 days', '12 hours', '2 weeks', '2026-01-31' (UTC) or epoch seconds (0 or more), "
+               "or empty for everything")
 #: memory is priced per GiB-hour (the protocol's ``price_per_gb_hour``; every page says GiB)
 _BYTES_PER_GIB = 2**30
 
@@ -71,22 +75,45 @@ LEFT JOIN parsl_runs p ON p.account = $account AND p.cluster_id = m.cluster_id
 
 
 def parse_since(text: str | float | None, now: float | None = None) -> float | None:
-    """`"7 days"`, `"12h"`, `"2 weeks"`, an ISO date/time (UTC) or epoch seconds, as epoch seconds.
+    """`"7 days"`, `"12h"`, `"2 weeks"`, an ISO date/time (UTC) or epoch seconds (0 or more), as epoch
+    seconds; None or empty for everything. Anything else raises ValueError naming `since` and the forms
+    it takes: a page or the API must refuse it, never read another period instead.
 
     >>> parse_since("2 days", now=200000.0)
     27200.0
     >>> parse_since("1970-01-02")
     86400.0
+    >>> parse_since("-5")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: since must be like '7 days', '12 hours', ... or empty for everything, not '-5'
     """
-    if text is None or text == "":
+    if text is None or (isinstance(text, str) and not text.strip()):
         return None
     if isinstance(text, (int, float)):
-        return float(text)
+        return _epoch_seconds(float(text), str(text))
     now = time.time() if now is None else now
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+?)s?\s*", text.lower())
     if match and match.group(2) in _SINCE_UNITS:
         return now - float(match.group(1)) * _SINCE_UNITS[match.group(2)]
-    return epoch_since(text.strip(), "like '7 days', '12 hours', '2026-01-31' or epoch seconds")
+    number = _number(text)
+    if number is not None:
+        return _epoch_seconds(number, text)
+    return epoch_since(text.strip(), SINCE_FORMS)  # a date, else ValueError
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _epoch_seconds(value: float, text: str) -> float:
+    """`value` when it is epoch seconds `since` takes (finite, 0 to `LATEST_TIME`); else ValueError."""
+    if not math.isfinite(value) or not 0 <= value <= LATEST_TIME:
+        raise ValueError(f"since must be {SINCE_FORMS}, not {text!r}")
+    return value
 
 
 def clusters(db: FleetDB, account: str, since: float | None = None, user: str | None = None,

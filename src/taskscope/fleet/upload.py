@@ -19,10 +19,11 @@ from pathlib import Path
 import pandas as pd
 
 import taskscope
+from taskscope._sql import registered
 from taskscope.analyses.resources import capacity
 from taskscope.analyses.runs import runs as run_table
 from taskscope.analyses.summary import summary
-from taskscope.analyses.tasks import tasks
+from taskscope.analyses.tasks import FAILED_TRIES, FAILURE_RECORDS, tasks
 from taskscope.fleet.api import call, connection
 from taskscope.fleet.protocol import DEFAULT_PRICE_PER_CORE_HOUR, INGEST_PATH, PROTOCOL_VERSION
 
@@ -30,17 +31,27 @@ from taskscope.fleet.protocol import DEFAULT_PRICE_PER_CORE_HOUR, INGEST_PATH, P
 MAX_FAILURES_SENT = 1000
 #: characters kept of a failure's message (its first line)
 MAX_FAILURE_TEXT = 300
-#: each failed try of a run: when, task, try, app, exception type and monitoring's fail history
-_FAILED_TRIES_SQL = """
-    SELECT min(ts) AS ts, task_id, try_id, any_value(app_name) AS app_name,
-           any_value(attrs->>'exception_type') FILTER (WHERE event = 'task.try_failed') AS exception_type,
-           any_value(nullif(attrs->>'task_fail_history', '')) FILTER (WHERE event = 'try.info') AS history
-    FROM events
-    WHERE run_id = ? AND task_id IS NOT NULL AND try_id IS NOT NULL
-      AND (event = 'task.try_failed' OR (event = 'try.info' AND nullif(attrs->>'task_fail_history', '') IS NOT NULL))
-    GROUP BY task_id, try_id
-    ORDER BY ts, task_id, try_id
-    LIMIT ?
+#: each failed try of a run, as `taskscope.analyses.summary` counts them for any stream (`FAILURE_RECORDS`,
+#: `FAILED_TRIES`: records without a try id placed in their task's tries, a failed task's last try
+#: without a record failed under its traceback's exception, else `unknown`), given `task_rows`: when it
+#: failed (its logged failure, else its first record, else its task's end), task, try, app, exception
+#: type and monitoring's fail history
+_FAILED_TRIES_SQL = f"""
+    WITH {FAILURE_RECORDS}, {FAILED_TRIES},
+    recorded AS (SELECT run_id, task_id, try_id, min(ts) AS ts FROM failure_records GROUP BY ALL),
+    histories AS (
+        SELECT run_id, task_id, try_id, any_value(nullif(attrs->>'task_fail_history', '')) AS history
+        FROM events
+        WHERE run_id = $run AND event = 'try.info' AND task_id IS NOT NULL AND try_id IS NOT NULL
+          AND nullif(attrs->>'task_fail_history', '') IS NOT NULL
+        GROUP BY ALL)
+    SELECT coalesce(f.fail_ts, r.ts, t.end_ts) AS ts, f.task_id, f.try_id, t.app_name, f.exception_type, h.history
+    FROM failed_tries f
+    LEFT JOIN recorded r USING (run_id, task_id, try_id)
+    LEFT JOIN histories h USING (run_id, task_id, try_id)
+    LEFT JOIN task_rows t USING (run_id, task_id)
+    ORDER BY ts NULLS LAST, f.task_id, f.try_id
+    LIMIT $limit
 """
 
 #: cluster ids of uploaded runs are uuid5(this, run_id): stable across uploads of the same run
@@ -83,7 +94,7 @@ def run_messages(store, price_per_core_hour: float = DEFAULT_PRICE_PER_CORE_HOUR
             "compute_s": _float(task_run_s.sum()) if task_run_s.notna().any() else None,
             "cost": core_seconds / 3600 * price_per_core_hour if core_seconds is not None else None,
         })
-        failed = failure_messages(store.con, run_id)
+        failed = failure_messages(store.con, run_id, task_rows)
         for failure in messages[-1]["failures"]:  # each type with the message of its first failure
             failure["message"] = next((m["exception_text"] for m in failed
                                        if m["exception_type"] == failure["exception_type"]), None)
@@ -91,19 +102,24 @@ def run_messages(store, price_per_core_hour: float = DEFAULT_PRICE_PER_CORE_HOUR
     return messages
 
 
-def failure_messages(con, run_id: str) -> list[dict]:
-    """One ``exception`` message per failed try of `run_id` (at most `MAX_FAILURES_SENT`), oldest first:
-    the task id as key, the app as task group, and as text the failure's message (``ValueError('bad 0')``,
-    from monitoring's fail history, its first line, at most `MAX_FAILURE_TEXT` characters), else its type.
+def failure_messages(con, run_id: str, task_rows: pd.DataFrame | None = None) -> list[dict]:
+    """One ``exception`` message per failed try of `run_id` (at most `MAX_FAILURES_SENT`), oldest first,
+    the tries `taskscope.analyses.summary` counts (also of a stream without try ids): the task id as key,
+    the app as task group, and as text the failure's message (``ValueError('bad 0')``, from monitoring's
+    fail history, its first line, at most `MAX_FAILURE_TEXT` characters), else its exception type.
+    `task_rows`: the run's `taskscope.analyses.tasks.tasks`, when the caller has them.
 
     >>> failure_messages(taskscope.open("run.duckdb").con, "0")[0]["exception_text"]  # doctest: +SKIP
     "ValueError('bad 0')"
     """
-    rows = con.execute(_FAILED_TRIES_SQL, [run_id, MAX_FAILURES_SENT]).fetchall()
-    return [{"kind": "exception", "ts": ts, "key": str(task_id), "task_group": app_name,
+    task_rows = tasks(con, run_id) if task_rows is None else task_rows
+    columns = task_rows[["run_id", "task_id", "final_state", "tries", "app_name", "end_ts"]]
+    with registered(con, "task_rows", columns):
+        rows = con.execute(_FAILED_TRIES_SQL, {"run": run_id, "limit": MAX_FAILURES_SENT}).fetchall()
+    return [{"kind": "exception", "ts": ts, "key": str(task_id), "task_group": _text(app_name),
              "exception_text": failure_text(history, exception_type), "exception_type": exception_type or "unknown",
              "traceback_text": None, "worker": None,
-             "computation_id": None, "run_id": run_id, "try_id": try_id}
+             "computation_id": None, "run_id": run_id, "try_id": int(try_id)}
             for ts, task_id, try_id, app_name, exception_type, history in rows]
 
 

@@ -9,12 +9,13 @@ gives; `taskscope.usage.rollups` keeps it in the store.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from pathlib import Path
 
 import pandas as pd
 
-from taskscope.time_bounds import epoch_since
+from taskscope.time_bounds import EARLIEST_TIME, LATEST_TIME, epoch_since
 
 # Field checks: a JSON value's type, and text that must be a version. An integer written out
 # (no fraction, no exponent) beyond BIGINT is "out of range", not "not an integer" (DuckDB types it DOUBLE).
@@ -36,6 +37,8 @@ VERSION_PATTERN = r"\d+(\.\d+)+([.+-]?[0-9A-Za-z][0-9A-Za-z.+-]*)?"
 PYTHON_PATTERN = r"\d\.\d{1,2}(\.\d{1,3})?[0-9A-Za-z.+]*"
 #: a time this much after its message arrived, or before its version's release, is flagged (clock skew, time zones)
 TIME_TOLERANCE_SECONDS = 86400
+#: what a `since` or `until` filter takes, as a refusal names it
+SINCE_FORMS = "a date (2026-01-31), a date and time or epoch seconds (0 or more)"
 #: no Parsl run predates this (2016-01-01, before Parsl's first release): earlier times are flagged
 PARSL_BORN = 1451606400.0
 #: an execution_time may exceed its run's end - start by this much (both are whole seconds in Parsl)
@@ -237,17 +240,38 @@ def release_dates(path: str | Path | None = None) -> pd.DataFrame:
     if missing:
         raise ValueError(f"the release-date table {path} lacks the column(s) {', '.join(sorted(missing))}")
     try:
-        released = [parse_since(text.strip()) for text in table["released"]]
+        released = [parse_since(text.strip(), "released") for text in table["released"]]
     except ValueError as exc:
-        raise ValueError(f"the release-date table {path}: {exc}".replace("since must be", "released must be")) from None
+        raise ValueError(f"the release-date table {path}: {exc}") from None
     return pd.DataFrame({"product": table["product"].str.strip(), "version": table["version"].str.strip(),
                          "released": released})
 
 
-def parse_since(text: str) -> float:
-    """A `since` filter as epoch seconds, from a UTC date, an ISO date and time, or epoch seconds.
+def parse_since(text: str, name: str = "since") -> float:
+    """A `since` filter (or the bound `name`) as epoch seconds, from a UTC date, an ISO date and time,
+    or epoch seconds (0 or more); anything else, NaN and infinities included, raises ValueError naming
+    `name` and the forms it takes (a report must refuse it, never cover another period instead).
 
     >>> parse_since("2026-01-01")
     1767225600.0
+    >>> parse_since("nan", "until")
+    Traceback (most recent call last):
+    ...
+    ValueError: until must be a date (2026-01-31), a date and time or epoch seconds (0 or more), not 'nan'
     """
-    return epoch_since(text, "a date (2026-01-31), a date and time or epoch seconds")
+    refusal = ValueError(f"{name} must be {SINCE_FORMS}, not {text!r}")
+    try:
+        moment = epoch_since(text, SINCE_FORMS)
+    except ValueError:
+        raise refusal from None
+    if not math.isfinite(moment) or not EARLIEST_TIME <= moment <= LATEST_TIME or (moment < 0 and _is_number(text)):
+        raise refusal
+    return moment
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
