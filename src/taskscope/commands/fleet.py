@@ -14,7 +14,6 @@ import typer
 from taskscope.commands.common import (
     FormatOption, OutputFormat, console, err_console, fail, print_frame, require, url_host, user_errors,
 )
-from taskscope.commands.usage import print_csv_records
 from taskscope.fleet import api
 from taskscope.fleet.api import FleetAPIError
 from taskscope.fleet.db import AccountError, FleetDB
@@ -184,7 +183,7 @@ def _print_record(record: dict, fmt: OutputFormat) -> None:
     if fmt is OutputFormat.json:
         sys.stdout.write(json.dumps(record) + "\n")
     else:
-        print_csv_records([record])
+        print_frame(pd.DataFrame([record]), fmt)
 
 
 def _in_store(store: str, change):

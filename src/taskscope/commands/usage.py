@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -20,7 +19,6 @@ from taskscope.commands.common import (
     FormatOption, OutputFormat, StoreOption, console, err_console, fail, print_frame, print_json, url_host,
     user_errors,
 )
-from taskscope.presenters.format import json_bytes
 from taskscope.usage import protocol, reports
 from taskscope.usage.collector import Collector
 
@@ -134,26 +132,11 @@ def collect(
     if fmt is OutputFormat.json:
         sys.stdout.write(json.dumps(stats) + "\n")
     elif fmt is OutputFormat.csv:
-        print_csv_records([stats])
+        import pandas as pd  # not imported for the collector's own work
+
+        print_frame(pd.DataFrame([stats]), fmt)  # a dict value (reasons) as JSON text in its cell
     else:
         console.print(_stats_line(stats), highlight=False)
-
-
-def print_csv_records(rows: list[dict]) -> None:
-    """`rows` as CSV on stdout (Python's csv module): a header row of the first row's keys, then one
-    row per record; a list or dict value as its JSON text in one cell, as in every CSV taskscope prints.
-
-    >>> print_csv_records([{"received": 2, "reasons": {"oversized": 1}}])
-    received,reasons
-    2,"{""oversized"":1}"
-    """
-    writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({key: _csv_cell(value) for key, value in row.items()} for row in rows)
-
-
-def _csv_cell(value):
-    return json_bytes(value).decode() if isinstance(value, (dict, list)) else value
 
 
 def _listen_for_dashboard(host: str, port: int):
