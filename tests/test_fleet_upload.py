@@ -103,3 +103,5 @@ def test_an_uploaded_stream_reports_every_failed_try(served, tmp_path, try_ids):
     # what the stream does not say (workflow, cores, task time: no worker times) is left out, not shown empty
     assert re.search(r'<p id="parsl-summary">6 tasks, 4 failed; wall time [0-9.]+ s\.</p>', page), page
     assert "core time not known;" in page
+    # nor is its cost: unknown, not 0 (the cluster table's sum leaves it out)
+    assert '<td id="cost">not known (core time not known;' in page and cluster["cost"] is None

@@ -65,8 +65,10 @@ SELECT m.cluster_id, m.kind, m.name, m.user_name, m.claimed_user, m.host, m.addr
        coalesce(e.exceptions, 0) AS exceptions,
        coalesce(g.compute_s, p.compute_s) AS compute_s,
        coalesce(u.core_seconds, p.core_seconds) AS core_seconds,
-       coalesce(p.cost, coalesce(u.core_seconds, p.core_seconds, 0) / 3600 * m.price_per_core_hour
-                        + coalesce(u.gb_seconds, 0) / 3600 * m.price_per_gb_hour) AS cost,
+       -- an uploaded run that does not know its core time has no cost (NULL), rather than 0
+       coalesce(p.cost, CASE WHEN p.run_id IS NULL OR coalesce(u.core_seconds, p.core_seconds) IS NOT NULL THEN
+                coalesce(u.core_seconds, p.core_seconds, 0) / 3600 * m.price_per_core_hour
+                + coalesce(u.gb_seconds, 0) / 3600 * m.price_per_gb_hour END) AS cost,
        m.price_per_core_hour, m.price_per_gb_hour, p.run_id, p.workflow_name
 FROM mine m LEFT JOIN usage u USING (cluster_id) LEFT JOIN work w USING (cluster_id)
 LEFT JOIN groups g USING (cluster_id) LEFT JOIN errors e USING (cluster_id)
