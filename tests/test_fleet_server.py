@@ -506,6 +506,7 @@ def test_https_with_a_self_signed_certificate(tmp_path):
     cert, key = self_signed_certificate(tmp_path)
     store = tmp_path / "fleet.duckdb"
     token = make_token(store, "team-a", "alice")
+    admin = make_token(store, "team-a", "lead", "--admin")
     server = FleetServer(store, tls=(cert, key))
     try:
         batch = dask_batch(uuid.uuid4().hex, "alice")
@@ -516,6 +517,17 @@ def test_https_with_a_self_signed_certificate(tmp_path):
         assert [c["cluster_id"] for c in seen] == [batch["cluster"]["cluster_id"]]
         with pytest.raises(api.FleetAPIError, match="cannot reach"):  # an unknown certificate is not trusted
             api.list_clusters(server=server.url, token=token)
+        # an admin makes and revokes tokens through the HTTPS server, trusting its CA
+        untrusted = cli("fleet", "token", "create", "--user", "carol", "--server", server.url, "--token", admin,
+                        check=False)
+        assert untrusted.returncode == 2 and "cannot reach" in untrusted.stderr
+        made = cli("fleet", "token", "create", "--user", "carol", "--server", server.url, "--token", admin,
+                   "--ca-bundle", str(cert), "--format", "json")
+        carol = json.loads(made.stdout)["token"]
+        assert api.list_clusters(since=None, server=server.url, token=carol, verify=str(cert)) is not None
+        cli("fleet", "token", "revoke", carol, "--server", server.url, "--token", admin, "--ca-bundle", str(cert))
+        with pytest.raises(api.FleetAPIError, match="401"):
+            api.list_clusters(server=server.url, token=carol, verify=str(cert))
     finally:
         server.stop()
 
@@ -736,6 +748,7 @@ def test_the_dask_plugin_delivers_over_tls_to_a_private_ca_given_verify(tmp_path
     cert, key = self_signed_certificate(tmp_path)
     store = tmp_path / "fleet.duckdb"
     token = make_token(store, "team-a", "alice")
+    admin = make_token(store, "team-a", "lead", "--admin")
     server = FleetServer(store, tls=(cert, key))
     try:
         with LocalCluster(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \

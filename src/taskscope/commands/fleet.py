@@ -115,6 +115,7 @@ ServerOption = typer.Option(None, "--server", envvar="TASKSCOPE_FLEET_SERVER",
                             help="Fleet server URL (default: $TASKSCOPE_FLEET_SERVER).")
 TokenOption = typer.Option(None, "--token", envvar="TASKSCOPE_FLEET_TOKEN",
                            help="API token (default: $TASKSCOPE_FLEET_TOKEN).")
+CaBundleOption = typer.Option(None, "--ca-bundle", help="CA certificate(s) to trust for an HTTPS server.")
 
 
 @token_app.command("create")
@@ -128,6 +129,7 @@ def token_create(
     server: Optional[str] = typer.Option(None, "--server", help="Create it through this running server instead of "
                                          "in --store (needs an admin --token)."),
     token: Optional[str] = typer.Option(None, "--token", help="With --server: an admin token of the account."),
+    ca_bundle: Optional[Path] = CaBundleOption,
     fmt: OutputFormat = FormatOption,
 ) -> None:
     """Create an API token and print it once (only its SHA-256 hash is stored).
@@ -141,7 +143,9 @@ def token_create(
       taskscope fleet token create --user carol --server http://127.0.0.1:8090 --token tsf_<admin token>
     """
     if server:
-        made = _through_server(lambda api: api.token_made(user, admin, account=account, server=server, token=token))
+        verify = _verify(ca_bundle)
+        made = _through_server(lambda api: api.token_made(user, admin, account=account, server=server, token=token,
+                                                          verify=verify))
         created, account = made["token"], made["account"]
     else:
         if not account:
@@ -162,6 +166,7 @@ def token_revoke(
     server: Optional[str] = typer.Option(None, "--server", help="Revoke it through this running server (needs an "
                                          "admin --token of the same account)."),
     token: Optional[str] = typer.Option(None, "--token", help="With --server: an admin token of the account."),
+    ca_bundle: Optional[Path] = CaBundleOption,
 ) -> None:
     """Revoke a token: requests with it are refused from now on.
 
@@ -172,10 +177,18 @@ def token_revoke(
       taskscope fleet token revoke tsf_abc... --server http://127.0.0.1:8090 --token tsf_<admin token>
     """
     if server:
-        _through_server(lambda api: api.revoke_token(revoked, server=server, token=token))
+        verify = _verify(ca_bundle)
+        _through_server(lambda api: api.revoke_token(revoked, server=server, token=token, verify=verify))
     elif not _in_store(store, lambda db: db.revoke_token(revoked)):
         fail("no such live token")
     console.print("token revoked", highlight=False)
+
+
+def _verify(ca_bundle: Path | None) -> bool | str:
+    """What to verify an HTTPS server's certificate with: `ca_bundle`, else the system's CAs."""
+    if ca_bundle is not None and not ca_bundle.is_file():
+        fail(f"no such file: {ca_bundle} (--ca-bundle)")
+    return str(ca_bundle) if ca_bundle else True
 
 
 def _print_record(record: dict, fmt: OutputFormat) -> None:
@@ -211,7 +224,7 @@ def upload(
     token: Optional[str] = TokenOption,
     store: Optional[str] = typer.Option(None, "--store", "-s", help="Event store to ingest into (default: a temporary one)."),
     price_per_core_hour: float = typer.Option(0.05, "--price-per-core-hour", min=0, help="For the cost estimate."),
-    ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle", help="CA certificate(s) to trust for an HTTPS server."),
+    ca_bundle: Optional[Path] = CaBundleOption,
     fmt: OutputFormat = FormatOption,
 ) -> None:
     """Send each Parsl run's summary (tasks, apps, failures, workers, wall time, cost) to a fleet server.
@@ -221,11 +234,10 @@ def upload(
     require("httpx")  # before the ingest, not after it
     if not runinfo.exists():
         fail(f"no such folder: {runinfo}")
-    if ca_bundle is not None and not ca_bundle.is_file():
-        fail(f"no such file: {ca_bundle} (--ca-bundle)")
+    verify = _verify(ca_bundle)
     try:
         sent = upload_runs(runinfo, server=server, token=token, store=store, price_per_core_hour=price_per_core_hour,
-                           verify=str(ca_bundle) if ca_bundle else True)
+                           verify=verify)
     except (UploadError, FleetAPIError) as exc:
         fail(str(exc))
     print_frame(pd.DataFrame(sent), fmt, "uploaded runs")
