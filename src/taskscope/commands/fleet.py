@@ -219,7 +219,7 @@ def _through_server(request):
 @fleet_app.command("upload")
 @user_errors
 def upload(
-    runinfo: Path = typer.Argument(..., help="A Parsl runinfo folder (or one run's folder)."),
+    runinfo: Path = typer.Argument(..., help="A Parsl runinfo folder, one run's folder, or any logs taskscope ingests."),
     server: Optional[str] = ServerOption,
     token: Optional[str] = TokenOption,
     store: Optional[str] = typer.Option(None, "--store", "-s", help="Event store to ingest into (default: a temporary one)."),
