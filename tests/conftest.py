@@ -246,6 +246,7 @@ SLOW_MODULES = frozenset({"test_academy", "test_fleet_dask", "test_fleet_server"
 #: copies of the corpus, reading in many chunks)
 SLOW_TESTS = frozenset({
     "test_real_parsl_runs_at_levels_1_2_3_are_delivered_and_joined",
+    "test_every_answer_during_a_live_ingest_is_one_state_of_the_store",
     "test_cli_warns_once_and_exits_zero_on_bad_input", "test_a_file_that_becomes_unreadable_loses_nothing",
     "test_unreadable_file_and_folder_are_reported_and_the_rest_read",
     "test_cli_ingest_runs_tasks_timeline_sql", "test_a_file_read_in_many_chunks_gives_the_same_events",

@@ -830,7 +830,7 @@ def test_live_run_page_refreshes_itself_until_the_run_ends(tmp_path, browser):
             assert watched.page.evaluate("() => window.loadedOnce === true"), "the page was reloaded"
             assert running.wait(300) == 0, running.stderr.read()
             watched.page.wait_for_function("() => document.body.dataset.live === '0'", timeout=120_000)
-            assert watched.page.locator("#run-info").inner_text().split("\n")[0].endswith("failed")
+            assert watched.page.locator("#run-status .badge").inner_text() == "failed"
             assert watched.page.locator("#run-done").inner_text() == "26"  # 40 tasks, 14 fail (i % 3 == 0)
             assert watched.page.evaluate("() => window.loadedOnce === true")
             assert not watched.problems and not watched.dialogs, (watched.problems, watched.dialogs)

@@ -106,7 +106,8 @@ def _rounded(values) -> list:
 
 def task_rows(frame: pd.DataFrame, by: str = "task", tries: pd.DataFrame | None = None) -> dict:
     """The per-task Gantt of `frame` (a task table): columns of equal length, `task_id`, `app`,
-    `state`, `slot`, `row` (the row each task is drawn in: its own, or its slot's) and each
+    `state`, `slot`, `row` (the row each task is drawn in: its own, or its slot's; per slot, None
+    for a task that never ran on a worker, as a dep_fail task, and no row is its) and each
     stage's start and end in seconds since the epoch, plus `rows` (the row labels) and `tries`:
     the earlier tries (`try_bounds` of `tries`) as columns `task` (a position in the task
     columns), `try_id`, `slot`, `row` and their stages' starts and ends. A task's `pending`
@@ -118,11 +119,12 @@ def task_rows(frame: pd.DataFrame, by: str = "task", tries: pd.DataFrame | None 
     bounds = stage_bounds(frame)
     slots = slot_labels(frame)
     earlier = try_bounds(frame, tries)
-    if by == "slot":
-        labels = sorted(set(slots.unique().tolist()) | set(earlier.slot.tolist()))
+    if by == "slot":  # a slot's row holds what ran in it: a try that never ran (dep_fail) is in none
+        ran, try_ran = bounds.running_start.notna().tolist(), earlier.running_start.notna().tolist()
+        labels = sorted({s for s, r in zip(slots, ran) if r} | {s for s, r in zip(earlier.slot, try_ran) if r})
         position = {label: i for i, label in enumerate(labels)}
-        row = [position[s] for s in slots]
-        try_row = [position[s] for s in earlier.slot]
+        row = [position[s] if r else None for s, r in zip(slots, ran)]
+        try_row = [position[s] if r else None for s, r in zip(earlier.slot, try_ran)]
     else:
         labels = frame.task_id.astype(str).tolist()
         row = list(range(len(frame)))
@@ -169,12 +171,15 @@ def aggregated(frame: pd.DataFrame, by: str = "app", bins: int | None = None,
     group its `label`, `tasks`, task count per final state (`states`), and per stage the mean number of its tasks
     in that stage in each of `bins` equal time bins from `start_ts` (width `bin_s`); plus
     `seconds` per stage (the total the bins hold) and `groups_hidden` (groups beyond
-    `GROUP_LIMIT`, fewest tasks first). Earlier tries (`tries`, see `try_bounds`) count in their
+    `GROUP_LIMIT`, fewest tasks first); per slot, a task that never ran on a worker (a dep_fail
+    task) is in no group. Earlier tries (`tries`, see `try_bounds`) count in their
     launched and running stages (per slot: in the slot they ran in), and not in their task's wait.
 
     >>> aggregated(tasks(con, run_id), by="app")["groups"][0]["label"]  # doctest: +SKIP
     'noop'
     """
+    if by == "slot":  # a slot holds the tasks that ran in it: one that never ran on a worker is in none
+        frame = frame[stage_bounds(frame).running_start.notna().to_numpy()]
     bounds = stage_bounds(frame)
     earlier = try_bounds(frame, tries)
     keys = (frame.app_name.astype("string").fillna("(no app)") if by == "app" else slot_labels(frame)).astype(str)

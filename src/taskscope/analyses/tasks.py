@@ -25,14 +25,6 @@ _TRY_COLUMNS = """
            any_value(worker_id) AS worker_id, any_value(host) FILTER (WHERE source <> 'parsl') AS host
 """
 
-_TRIES = f"""
-    SELECT try_id, {_TRY_COLUMNS},
-           any_value(attrs->>'exception_type') FILTER (WHERE event = 'task.try_failed') AS exception_type,
-           any_value(nullif(attrs->>'task_fail_history', '')) FILTER (WHERE event = 'try.info') AS fail_history
-    FROM events WHERE run_id = $run AND task_id = $task AND try_id IS NOT NULL
-    GROUP BY try_id ORDER BY try_id
-"""
-
 # every try but the last of the tasks in `retried` (task_id): what a Gantt draws inside their wait
 _EARLIER_TRIES = f"""
     WITH tries AS (
@@ -68,7 +60,15 @@ EXCEPTION_NAMED = r"""
 # failure of the try its task was in: the try of the task's latest event before it that has one
 # (its first try when none came before); when no event of the task has a try id, its records are
 # its tries, numbered 0, 1, ... in time order.
-FAILURE_RECORDS = fr"""
+def failure_records_sql(scope: str | None = None) -> str:
+    """`FAILURE_RECORDS` over the events that `scope` (a condition on the columns of `events`)
+    selects, by default `of_run()`: a task's page reads its own failures, not its whole run's.
+
+    >>> "task_id = $task" in failure_records_sql(of_run() + " AND task_id = $task")
+    True
+    """
+    scope = scope or of_run()
+    return fr"""
     failure_events AS (
         SELECT run_id, task_id, try_id, ts, file_id, line, event = 'task.try_failed' AS logged,
                CASE WHEN event = 'task.try_failed' THEN {EXCEPTION_NAMED}
@@ -77,7 +77,7 @@ FAILURE_RECORDS = fr"""
         FROM events
         WHERE event IN ('task.try_failed', 'try.info')  -- a filter the scan takes; attrs are read after it
               AND (event = 'task.try_failed' OR nullif(attrs->>'task_fail_history', '') IS NOT NULL)
-              AND task_id IS NOT NULL AND run_id IS NOT NULL AND {of_run()}
+              AND task_id IS NOT NULL AND run_id IS NOT NULL AND {scope}
     ),
     tasks_with_unplaced_failures AS (
         SELECT DISTINCT run_id, task_id FROM failure_events WHERE try_id IS NULL
@@ -93,7 +93,7 @@ FAILURE_RECORDS = fr"""
             SELECT run_id, task_id, try_id, ts, file_id, line, false AS is_record, NULL AS logged,
                    NULL AS exception_type
             FROM events SEMI JOIN tasks_with_unplaced_failures USING (run_id, task_id)
-            WHERE try_id IS NOT NULL AND {of_run()}
+            WHERE try_id IS NOT NULL AND {scope}
             UNION ALL
             SELECT run_id, task_id, NULL, ts, file_id, line, true, logged, exception_type
             FROM failure_events WHERE try_id IS NULL
@@ -106,6 +106,9 @@ FAILURE_RECORDS = fr"""
         SELECT run_id, task_id, try_id, ts, logged, exception_type FROM placed_failures WHERE is_record
     )
 """
+
+
+FAILURE_RECORDS = failure_records_sql()
 
 # CTEs ending in `failed_tries`, after `FAILURE_RECORDS` and given `task_rows` (run_id, task_id,
 # final_state, tries): one row per failed try (run_id, task_id, try_id, exception_type, fail_ts).
@@ -152,6 +155,47 @@ FAILED_TRIES = f"""
     )
 """
 
+# `task_rows` (run_id, task_id, final_state, tries), after `FAILURE_RECORDS` and given `per_task`
+# (run_id, task_id, last_try_id) and `states` (run_id, task_id, final_state): `tries` is the last
+# try id + 1; without try ids, the failed tries numbered from the failure records, plus the try
+# that succeeded when the task ended done
+TASK_ROWS = """
+    task_rows AS (
+        SELECT p.run_id, p.task_id, s.final_state,
+               CASE WHEN p.last_try_id IS NOT NULL THEN greatest(p.last_try_id + 1, 1)
+                    ELSE greatest(coalesce(r.failed, 0)
+                                  + CASE WHEN s.final_state IN ('exec_done', 'memo_done') THEN 1 ELSE 0 END, 1)
+               END AS tries
+        FROM per_task p LEFT JOIN states s USING (run_id, task_id)
+        LEFT JOIN (SELECT run_id, task_id, count(DISTINCT try_id) AS failed FROM failure_records GROUP BY ALL) r
+            USING (run_id, task_id)
+    )
+"""
+
+# One task's tries ($run, $task, its final state $state), for any stream: every try `tasks`
+# counts (0 .. tries - 1), with its times and place where its events carry its try id, and each
+# failed try's exception as `tasks` and `summary` name it (`FAILED_TRIES`: a failure logged
+# without a try id is its task's try's; a failed last try nothing recorded is `unknown` when no
+# event names its exception)
+_TRIES = f"""
+    WITH per_task AS (
+        SELECT $run AS run_id, $task AS task_id,
+               (SELECT max(try_id) FROM events WHERE run_id = $run AND task_id = $task) AS last_try_id
+    ),
+    states AS (SELECT $run AS run_id, $task AS task_id, $state AS final_state),
+    {failure_records_sql(of_run() + " AND task_id = $task")}, {TASK_ROWS}, {FAILED_TRIES},
+    numbered AS (SELECT unnest(range(tries)) AS try_id FROM task_rows),
+    placed AS (
+        SELECT try_id, {_TRY_COLUMNS},
+               any_value(nullif(attrs->>'task_fail_history', '')) FILTER (WHERE event = 'try.info') AS fail_history
+        FROM events WHERE run_id = $run AND task_id = $task AND try_id IS NOT NULL
+        GROUP BY try_id
+    ),
+    failed AS (SELECT try_id, exception_type FROM failed_tries WHERE run_id = $run AND task_id = $task)
+    SELECT try_id, p.* EXCLUDE (try_id, fail_history), f.exception_type, p.fail_history
+    FROM numbered LEFT JOIN placed p USING (try_id) LEFT JOIN failed f USING (try_id)
+    ORDER BY try_id
+"""
 
 # dependencies from the DFK's "Task N has dependency task M" lines and monitoring's task_depends
 _DEPENDENCIES = """
@@ -270,20 +314,7 @@ def tasks(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> pd.DataF
             WHERE task_id IS NOT NULL AND run_id IS NOT NULL AND {of_run()}
             GROUP BY run_id, task_id
         ),
-        {FAILURE_RECORDS},
-        task_rows AS (
-            -- tries: the last try id + 1; without try ids, the failed tries numbered from the
-            -- failure records, plus the try that succeeded when the task ended done
-            SELECT p.run_id, p.task_id, s.final_state,
-                   CASE WHEN p.last_try_id IS NOT NULL THEN greatest(p.last_try_id + 1, 1)
-                        ELSE greatest(coalesce(r.failed, 0)
-                                      + CASE WHEN s.final_state IN ('exec_done', 'memo_done') THEN 1 ELSE 0 END, 1)
-                   END AS tries
-            FROM per_task p LEFT JOIN states s USING (run_id, task_id)
-            LEFT JOIN (SELECT run_id, task_id, count(DISTINCT try_id) AS failed FROM failure_records GROUP BY ALL) r
-                USING (run_id, task_id)
-        ),
-        {FAILED_TRIES},
+        {FAILURE_RECORDS}, {TASK_ROWS}, {FAILED_TRIES},
         failures AS (
             SELECT f.run_id, f.task_id,
                    -- the last try's exception: none when the last try did not fail (a retry succeeded)
@@ -382,7 +413,8 @@ def dependencies(edges: pd.DataFrame, task_id: str | int) -> dict[str, list[str]
 def task_detail(con: duckdb.DuckDBPyConnection, run_id: str, task_id: str | int,
                 edges: pd.DataFrame | None = None) -> dict:
     """Everything known about one task of `run_id` (a full id): `app_name`, `final_state`,
-    `tries`, `dependencies`, `stages` (intervals), `resources` (monitoring's samples), `streams`
+    `tries` (each try `tasks` counts, with its exception if it failed: see `_TRIES`),
+    `dependencies`, `stages` (intervals), `resources` (monitoring's samples), `streams`
     (stdout/stderr paths) and its `timeline`. `edges`: the run's `dependency_edges` when the
     caller already has them. Raises LookupError when the run has no such task.
 
@@ -395,11 +427,12 @@ def task_detail(con: duckdb.DuckDBPyConnection, run_id: str, task_id: str | int,
     if events.empty:
         raise LookupError(f"run {run_id} has no task {task_id}")
     streams = con.execute(_STREAMS, params).df().dropna().drop_duplicates()
+    final_state = _final_state(con, run_id, task_id)
     return {
         "run_id": run_id, "task_id": task_id,
         "app_name": _app_name(con, run_id, task_id),
-        "final_state": _final_state(con, run_id, task_id),
-        "tries": con.execute(_TRIES, params).df(),
+        "final_state": final_state,
+        "tries": con.execute(_TRIES, {**params, "state": final_state}).df(),
         "dependencies": dependencies(dependency_edges(con, run_id) if edges is None else edges, task_id),
         "stages": con.execute(_STAGES, params).df(),
         "resources": con.execute(_RESOURCES, params).df(),

@@ -1,20 +1,127 @@
-"""Live ingest: read what a running workflow appends to its logs, every few seconds."""
+"""Live ingest: read what a running workflow appends to its logs, every few seconds, while
+pages read only what whole ingests committed.
+
+An ingest commits in steps: its batches of events, then the relating of their ids, then the
+run digests (see `taskscope.ingest` and `Store.ingest`). A page that read between two steps, or
+read one step's result beside another's, would show a mix (a run `failed` beside no failed
+task). So every read goes through a `View`: one read transaction, begun at a point where the
+store is as a whole ingest left it, and `generation` (how many ingests added events) says
+which point that is. While an ingest runs (and after one failed, until one succeeds), readers
+share a view held from before it began; between ingests each reader begins its own.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+
+import duckdb
 
 from taskscope.store import Store
 
+#: cursor() of one connection is not safe to call from two threads at once
+_CURSOR_LOCK = threading.Lock()
+
+
+def pinned_cursor(store: Store) -> duckdb.DuckDBPyConnection:
+    """A connection of its own on `store` inside a read transaction that already sees the store
+    (DuckDB takes a transaction's snapshot at its first read, not at BEGIN)."""
+    with _CURSOR_LOCK:
+        con = store.con.cursor()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("BEGIN TRANSACTION")
+    con.execute("SELECT 1 FROM events LIMIT 1").fetchall()
+    return con
+
+
+class View:
+    """A read connection (`con`) whose every query sees one state of the store, the one of
+    `generation`; `close()` when done.
+
+    >>> with live.try_view() as view: view.con.execute("SELECT count(*) FROM events").fetchall()  # doctest: +SKIP
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, generation: int,
+                 release: Callable[[], None] | None = None):
+        self.con, self.generation = con, generation
+        self._release = release
+
+    def close(self) -> None:
+        if self._release is not None:  # a held view: others use the connection after us
+            self._release()
+            return
+        self.con.execute("ROLLBACK")  # it only read
+        self.con.close()
+
+    def __enter__(self) -> "View":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class HeldView:
+    """The store as the last complete ingest left it, held while the next one runs: one pinned
+    connection that readers take in turn, closed once retired and no reader has it, or once a
+    reader's query failed (DuckDB then refuses every query of the transaction: `broken`)."""
+
+    def __init__(self, store: Store, generation: int):
+        self.con, self.generation = pinned_cursor(store), generation
+        self._turn = threading.Lock()   # one reader at a time
+        self._state = threading.Lock()  # guards the flags below
+        self._retired = self._closed = self.broken = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def try_enter(self) -> View | None:
+        """This view for one reader, or None while another reader has it or once it is `closed`."""
+        if not self._turn.acquire(blocking=False):
+            return None
+        with self._state:
+            if self._closed:
+                self._turn.release()
+                return None
+        return View(self.con, self.generation, release=self._leave)
+
+    def _leave(self) -> None:
+        with self._state:
+            if not self._closed and not self._usable():
+                self.broken = True
+            if self._retired or self.broken:
+                self._close()
+            self._turn.release()
+
+    def _usable(self) -> bool:
+        try:
+            self.con.execute("SELECT 1").fetchall()
+        except duckdb.Error:
+            return False
+        return True
+
+    def retire(self) -> None:
+        """No new reader will ask for it: close it now, or when its reader is done."""
+        with self._state:
+            self._retired = True
+            if self._turn.acquire(blocking=False):
+                self._close()
+                self._turn.release()
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.con.close()
+
 
 class LiveIngest(threading.Thread):
-    """A daemon thread calling `store.ingest(*paths)` every `interval_s` seconds.
+    """A daemon thread calling `store.ingest(*paths)` every `interval_s` seconds, and handing
+    out read views of what complete ingests stored (`try_view()`).
 
-    It writes through `store.con`; readers use cursors of that connection (see
-    `taskscope.web.dashboard`). `generation` grows whenever an ingest added events, `last_ingest_ts`
-    is the time of the last finished ingest and `last_error` the last failure (the thread keeps
-    going: a log rotated mid-read is read again next time).
+    It writes through `store.con`; views are cursors of it. `generation` grows whenever an ingest
+    added events, `last_ingest_ts` is the time of the last finished ingest and `last_error` the
+    last failure (the thread keeps going: a log rotated mid-read is read again next time).
 
     >>> live = LiveIngest(store, ["runinfo/"], interval_s=3); live.start()  # doctest: +SKIP
     """
@@ -28,25 +135,73 @@ class LiveIngest(threading.Thread):
         self.last_ingest_ts: float | None = time.time()
         self.last_error: str | None = None
         self._stopping = threading.Event()
+        self._lock = threading.Lock()  # guards `generation` and the two below
+        # odd from just before an ingest may commit until one has completed: a view begun
+        # meanwhile could see part of it
+        self._ingests_begun_and_done = 0
+        self._held: HeldView | None = None
 
     def run(self) -> None:
         while not self._stopping.wait(self.interval_s):
-            try:
-                # the generation grows at each commit, not only once the whole ingest is done: a
-                # page assembled in between would mix what was cached before it with fresh data
-                self.store.ingest(*self.paths, on_commit=self._committed)
-            except Exception as exc:  # noqa: BLE001 - a live view must survive one bad ingest
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                continue
-            self.last_error = None
-            self.last_ingest_ts = time.time()
+            self.ingest_once()
 
-    def _committed(self) -> None:
-        """An ingest committed new events (called by `Store.ingest`)."""
-        self.generation += 1
+    def ingest_once(self) -> None:
+        """One ingest of `paths`; readers see its result once all of it is committed."""
+        try:
+            self._hold()
+            report = self.store.ingest(*self.paths)
+        except Exception as exc:  # noqa: BLE001 - a live view must survive one bad ingest
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            if self._held is not None and self._held.broken:
+                self._completed(True)  # no view of the last complete ingest is left: read what there is
+            return  # readers keep the view of the last complete ingest
+        self._completed(bool(report.events or report.reapplied))
+        self.last_error = None
+        self.last_ingest_ts = time.time()
+
+    def _hold(self) -> None:
+        """Before an ingest commits anything: hold the store's current state for the readers
+        (unless a failed ingest left one held: the store may hold part of that one)."""
+        with self._lock:
+            if self._held is None:
+                self._held = HeldView(self.store, self.generation)
+                self._ingests_begun_and_done += 1
+
+    def _completed(self, added_events: bool) -> None:
+        with self._lock:
+            if added_events:
+                self.generation += 1
+            self._ingests_begun_and_done += 1
+            held, self._held = self._held, None
+        if held is not None:
+            held.retire()
+
+    def try_view(self) -> View | None:
+        """A read view of the store as the last complete ingest left it (close it when done), or
+        None while that state's one view is another reader's (ask again shortly)."""
+        while True:
+            with self._lock:
+                held, count, generation = self._held, self._ingests_begun_and_done, self.generation
+            if held is not None:
+                view = held.try_enter()
+                if view is not None or not held.closed or held.broken:
+                    return view  # None: busy, or broken (no view of that state is left until the ingest completes)
+                continue  # retired meanwhile: the next one is current
+            con = pinned_cursor(self.store)
+            with self._lock:
+                unchanged = self._ingests_begun_and_done == count
+            if unchanged:  # no ingest began before the transaction saw the store
+                return View(con, generation)
+            con.execute("ROLLBACK")
+            con.close()
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Ask the thread to stop after its current ingest, and wait for it."""
+        """Ask the thread to stop after its current ingest, and wait for it (a held view is
+        closed once its reader is done, so the store's file can be opened again)."""
         self._stopping.set()
         if self.is_alive():
             self.join(timeout_s)
+        with self._lock:
+            held, self._held = self._held, None
+        if held is not None:
+            held.retire()

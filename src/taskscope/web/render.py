@@ -23,6 +23,14 @@ STATIC_DIR = WEB_DIR / "static"
 #: where pages load plotly.js: named by its version, so browsers may keep it for a year
 #: (served by `taskscope.web.app.mount_static`)
 PLOTLY_JS_URL = f"/static/plotly-{plotly.__version__}.min.js"
+#: what each run status (`taskscope.analyses.runs.RUN_STATUSES`) says, as the pages explain it:
+#: `failed` counts dep_fail tasks too, as the runs table's "failed or dep_fail" column does
+RUN_STATUS_MEANINGS = {
+    "completed": "ended, no task failed or dep_fail",
+    "failed": "ended with tasks failed or dep_fail",
+    "live": "not ended and still logging",
+    "unfinished": "not ended: killed, abandoned or running where this dashboard does not ingest",
+}
 
 _environment = jinja2.Environment(
     loader=jinja2.FileSystemLoader(WEB_DIR / "templates"),
@@ -78,14 +86,14 @@ SHARED_GLOBALS = {"missing": missing, "has_points": has_points, "figure_title": 
 
 _environment.filters.update(SHARED_FILTERS)
 _environment.globals.update(SHARED_GLOBALS, logs_url=logs_url, filter_url=filter_url, url_with=url_with,
-                            plotly_js_url=PLOTLY_JS_URL)
+                            plotly_js_url=PLOTLY_JS_URL, run_status_meanings=RUN_STATUS_MEANINGS)
 
 
 def render(request: Request, template: str, context: dict, status_code: int = 200) -> HTMLResponse:
     """An HTML page from `template` with `context` (plus `request` and the dashboard's state)."""
     dashboard = request.app.state.dashboard
-    # the generation read before the request read anything (`read_connection`): the page holds at
-    # least what it says, so live.js swaps in the next one when an ingest adds more
+    # the generation of the store state the request read (`read_connection`): live.js swaps in
+    # the next page when an ingest adds more
     generation = getattr(request.state, "generation", dashboard.generation)
     page = _environment.get_template(template).render(
         request=request, watching=dashboard.watching, live=dashboard.live, generation=generation, **context

@@ -36,7 +36,7 @@ def gantt_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str
         retried = frame.task_id[frame.tries > 1].astype(str).tolist()
         return gantt(frame, by, app or None, page, tries=earlier_tries(con, run_id, retried) if retried else None)
 
-    return dashboard.cached(("gantt", run_id, by, app, page), compute)
+    return dashboard.cached(con, ("gantt", run_id, by, app, page), compute)
 
 
 @router.get("/api/runs/{run:run_id}/gantt")

@@ -28,7 +28,7 @@ router = APIRouter()
 def _parts(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str) -> dict:
     """`taskscope.analyses.resources.resources` of the run, from its digest or computed, kept
     until an ingest adds events."""
-    return dashboard.cached(("resources", run_id), lambda: section(con, run_id, "resources"))
+    return dashboard.cached(con, ("resources", run_id), lambda: section(con, run_id, "resources"))
 
 
 def resources_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str) -> dict:
@@ -52,7 +52,7 @@ def utilization_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_i
         return {"bin_s": float(per_host.bin_s.iloc[0]) if not per_host.empty else None,
                 "cpu_s": float(per_host.cpu_s.sum()), "hosts": per_host, "total": utilization_totals(per_host)}
 
-    return dashboard.cached(("utilization", run_id), compute)
+    return dashboard.cached(con, ("utilization", run_id), compute)
 
 
 def _use_figure(data: dict, column: str, capacity: str, scale: float, title: str, unit: str) -> dict:

@@ -36,7 +36,7 @@ def run_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str,
     The analyses come from the run's stored digest when it is current (see
     `taskscope.digests`), and are kept in memory until an ingest adds events.
     """
-    frames = dashboard.cached(("run", run_id, parts), lambda: section(con, run_id, "run", parts))
+    frames = dashboard.cached(con, ("run", run_id, parts), lambda: section(con, run_id, "run", parts))
     return {
         "run": run_row(con, dashboard, run_id),
         "infrastructure": frames["infrastructure"].iloc[0].to_dict(),
@@ -81,6 +81,6 @@ def run_page(request: Request, run: str, con=Depends(read_connection)):
         "ended": ended_counts(apps),
         "variants": data["variants"].to_dict("records"), "charts": charts, "path_height": path_height,
         "path_steps": len(data["common_path"]), "drawn_steps": drawn_steps,
-        "missing_queues": request.app.state.dashboard.cached(("missing queues", run_id),
+        "missing_queues": request.app.state.dashboard.cached(con, ("missing queues", run_id),
                                                              lambda: missing_queues(con, run_id)),
     })

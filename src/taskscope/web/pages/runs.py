@@ -22,12 +22,12 @@ def run_table(con: duckdb.DuckDBPyConnection, dashboard: Dashboard) -> pd.DataFr
     """
     # the per-run aggregate is cached until an ingest adds events; `live` (which depends on
     # the clock) is decided on every call
-    return mark_live(dashboard.cached(("runs",), lambda: runs(con)), dashboard.watching)
+    return mark_live(dashboard.cached(con, ("runs",), lambda: runs(con)), dashboard.watching)
 
 
 def run_row(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str) -> dict:
     """The `run_table` row of one run (a full id) as a dict, from the run's digest when current."""
-    rows = mark_live(dashboard.cached(("run row", run_id), lambda: section(con, run_id, "row")["row"]),
+    rows = mark_live(dashboard.cached(con, ("run row", run_id), lambda: section(con, run_id, "row")["row"]),
                      dashboard.watching)
     if rows.empty:
         raise LookupError(f"no run {run_id}")

@@ -24,7 +24,7 @@ TIMELINE_ROWS = 1000
 def run_dependencies(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str) -> pd.DataFrame:
     """Every dependency of the run (`task_id` waited for `depends_on`), from its digest or
     computed, kept until an ingest adds events."""
-    return dashboard.cached(("dag", run_id), lambda: section(con, run_id, "dag")["edges"])
+    return dashboard.cached(con, ("dag", run_id), lambda: section(con, run_id, "dag")["edges"])
 
 
 def task_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str, task_id: str) -> dict:

@@ -33,7 +33,7 @@ def all_tasks(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, run_id: str)
     def compute() -> pd.DataFrame:
         return with_unfinished(section(con, run_id, "tasks")["tasks"])
 
-    return dashboard.cached(("tasks", run_id), compute)
+    return dashboard.cached(con, ("tasks", run_id), compute)
 
 
 def task_page(frame: pd.DataFrame, filters: dict[str, str | None], sort: str = "task_id", descending: bool = False,

@@ -67,33 +67,31 @@ def usage_selection(product: str | None = None, since: str | None = None, period
 
 
 def cached_report(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, name: str,
-                  selection: UsageSelection, as_of: int | None = None) -> pd.DataFrame:
-    """`usage_reports.report` under `selection`, computed once per store state. `as_of`: the
-    dashboard's generation read before `con`'s transaction began (part of the cache key, so what
-    a transaction older than the current generation saw is never served as the current state).
+                  selection: UsageSelection) -> pd.DataFrame:
+    """`usage_reports.report` under `selection`, computed once per state of the store (the one
+    `con`, a reader's connection, sees: see `Dashboard.cached`).
 
     >>> cached_report(con, dashboard, "leaderboard", UsageSelection("parsl", None, "week", 12))  # doctest: +SKIP
     """
-    key = ("usage", name, selection, as_of)
-    return dashboard.cached(key, lambda: usage_reports.report(
+    key = ("usage", name, selection)
+    return dashboard.cached(con, key, lambda: usage_reports.report(
         con, name, product=selection.product, since=selection.since_ts, until=selection.until_ts,
         period=selection.period, weeks=selection.weeks), size=64)
 
 
-def collected(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, as_of: int | None = None) -> dict:
+def collected(con: duckdb.DuckDBPyConnection, dashboard: Dashboard) -> dict:
     """What the store holds overall: usage `messages`, `rejected` datagrams (when the collector
     wrote the store), and the `products` seen."""
-    every_run = cached_report(con, dashboard, "over-time", UsageSelection(None, None, "year", 12), as_of)
+    every_run = cached_report(con, dashboard, "over-time", UsageSelection(None, None, "year", 12))
     return {**usage_reports.stored_messages(con),
             "products": sorted(every_run["product"].dropna().unique().tolist())}
 
 
 def usage_data(con: duckdb.DuckDBPyConnection, dashboard: Dashboard, selection: UsageSelection) -> dict:
     """Everything the page shows (and `/api/usage` returns): `collected`, `summary`, `reports`."""
-    as_of = dashboard.generation  # read before the transaction begins: it sees at least this
     with usage_reports.snapshot(con):  # one view of the store, its runs table checked once
-        reports = {name: cached_report(con, dashboard, name, selection, as_of) for name in PAGE_REPORTS}
-        overall = collected(con, dashboard, as_of)
+        reports = {name: cached_report(con, dashboard, name, selection) for name in PAGE_REPORTS}
+        overall = collected(con, dashboard)
     totals = reports["totals"].iloc[0]
     summary = {"runs": int(totals.runs), "projects": len(reports["leaderboard"]),
                "points": int(reports["leaderboard"].points.sum()) if not reports["leaderboard"].empty else 0,

@@ -105,7 +105,7 @@
       var end = null;
       drawn.forEach(function (s) {
         var a = t[s + "_start"][i], b = t[s + "_end"][i];
-        if (a === null) { return; }
+        if (a === null || t.row[i] === null) { return; }  // per slot: no row for a task that never ran on a worker
         rect(bar, s, a, b, y, h, bySlot ? colour(t.state[i]) : colour(s));
         parts.push(s + " " + seconds(b - a));
         end = b;
@@ -123,7 +123,7 @@
         retried += last - first;
         var label = "try " + one.try_id + " (retried, slot " + one.slot + "): " + held.join(", ");
         if (bySlot) {  // its running time in the slot it ran in, coloured as the failure it was
-          if (one.running_start === null) { return; }
+          if (one.running_start === null || one.row === null) { return; }
           var own = el("g", { class: "try-bar", "data-task": t.task_id[i], "data-try": one.try_id }, link(i));
           rect(own, "running", one.running_start, one.running_end, AXIS + one.row * rowH + 1, h, colour("failed"));
           el("title", {}, own).textContent = "task " + t.task_id[i] + " " + label;
