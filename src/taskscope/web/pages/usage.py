@@ -48,7 +48,7 @@ class UsageSelection:
     @property
     def until_ts(self) -> float | None:
         """`until` as epoch seconds."""
-        return usage_reports.parse_since(self.until) if self.until else None
+        return usage_reports.parse_since(self.until, "until") if self.until else None
 
 
 def usage_selection(product: str | None = None, since: str | None = None, period: str = "week",
@@ -62,7 +62,7 @@ def usage_selection(product: str | None = None, since: str | None = None, period
     try:
         selection.since_ts, selection.until_ts
     except ValueError as exc:
-        raise HTTPException(400, str(exc).replace("since must", "since and until must")) from None
+        raise HTTPException(400, str(exc)) from None  # it names the bound it refuses
     return selection
 
 
