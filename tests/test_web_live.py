@@ -165,3 +165,30 @@ def test_a_held_view_whose_query_failed_is_given_to_no_other_reader(tmp_path):
             view.con.execute("SELECT * FROM no_such_table")
         assert held.broken and held.closed and held.try_enter() is None
         held.retire()
+
+
+def test_a_view_beside_the_usage_collector_has_the_generation_of_the_commits_it_sees(tmp_path):
+    """Beside the usage collector a page is cached under the count of its commits. The count is
+    read inside the page's own transaction: read before it began, a commit landing in between
+    left the page showing the state before that commit, cached as the state after it (until
+    the next commit, or for good on a collector that had nothing more to store)."""
+    from taskscope.usage.storage import create_usage_tables
+    from taskscope.web.dashboard import Dashboard
+    from taskscope.web.server import committed_batches
+
+    store = taskscope.open(str(tmp_path / "usage.duckdb"))
+    create_usage_tables(store.con)
+    collector = store.con.cursor()
+
+    def a_commit_lands_as_the_count_is_read(con):
+        seen = committed_batches(con)
+        collector.execute("INSERT INTO usage_spool_commits (segment, parsed) VALUES ('s', 1)")  # committed
+        return seen
+
+    dashboard = Dashboard(store, committed=a_commit_lands_as_the_count_is_read)
+    for expected in range(3):
+        with dashboard.reader() as con:
+            assert dashboard.generation_of(con) == committed_batches(con) == expected
+    with dashboard.reader() as con:  # each commit is seen by the next view, under its own count
+        assert committed_batches(con) == 3
+    store.close()

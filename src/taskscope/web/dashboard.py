@@ -42,9 +42,12 @@ class Dashboard:
     >>> with dashboard.reader() as con: con.execute("SELECT count(*) FROM events").fetchall()  # doctest: +SKIP
     """
 
-    def __init__(self, store: Store, live: LiveIngest | None = None, committed: Callable[[], int] | None = None):
+    def __init__(self, store: Store, live: LiveIngest | None = None,
+                 committed: Callable[[duckdb.DuckDBPyConnection], int] | None = None):
         """`committed`, when another writer of this process (the usage collector) shares `store`:
-        a count that grows with each of its commits, so cached pages follow what it stored."""
+        a count that grows with each of its commits, read through the given connection inside
+        its transaction (so it is the count of the commits that connection sees), so cached
+        pages follow what was stored."""
         self.store = store
         self.live = live
         self._committed = committed
@@ -63,7 +66,10 @@ class Dashboard:
         anything derived)."""
         if self.live:
             return self.live.generation
-        return self._committed() if self._committed else 0
+        if self._committed is None:
+            return 0
+        with self.reader() as con:
+            return self.generation_of(con)
 
     def generation_of(self, con: duckdb.DuckDBPyConnection) -> int | None:
         """The generation of the store state `con` (a `reader` or `read_connection` connection)
@@ -94,8 +100,10 @@ class Dashboard:
         ingest left), or None while that state's one view is another reader's."""
         if self.live:
             return self.live.try_view()
-        generation = self.generation  # read before the transaction begins: it sees at least this
-        return View(pinned_cursor(self.store), generation)
+        con = pinned_cursor(self.store)
+        # read inside the transaction: a count read before it began could be older than what it
+        # sees (a commit in between), and a page cached under it would stay until the next commit
+        return View(con, self._committed(con) if self._committed else 0)
 
     async def view(self) -> View:
         """`try_view()` until it gives a view, waiting in the event loop, not in a worker thread

@@ -137,6 +137,12 @@ class BackgroundServer:
         self.sock.close()
 
 
+def committed_batches(con) -> int:
+    """How many batches the usage collector committed, as `con`'s transaction sees the store (each
+    commit adds its row to `usage_spool_commits` in the same transaction)."""
+    return con.execute("SELECT count(*) FROM usage_spool_commits").fetchall()[0][0]
+
+
 def serve_beside_collector(collector, sock: socket.socket) -> BackgroundServer:
     """Serve the web app over a running `taskscope.usage.collector.Collector`'s store, from its process.
 
@@ -146,7 +152,7 @@ def serve_beside_collector(collector, sock: socket.socket) -> BackgroundServer:
 
     >>> server = serve_beside_collector(collector, listen_tcp("127.0.0.1", 8080))  # doctest: +SKIP
     """
-    dashboard = Dashboard(collector.store, committed=lambda: collector.stats.commits)
+    dashboard = Dashboard(collector.store, committed=committed_batches)
     server = BackgroundServer(dashboard, sock).start()
     collector.before_close(server.stop)
     return server
