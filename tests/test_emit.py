@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -410,3 +411,24 @@ def test_handler_output_ingests_into_columns(logger_to, tmp_path):
     assert (row.run_id, row.task_id, row.try_id, row.executor_label, row.host) == ("run-x", "5", 0, "htex", "node7")
     assert (row.level, row.logger, row.message) == ("WARNING", log.name, "slow step stage_in")
     assert row.elapsed_s == 2.5
+
+
+def test_nan_and_infinities_are_written_by_name_and_read_back_as_numbers(logger_to, tmp_path):
+    """JSON has no NaN: they were written as null, so a diverged metric looked missing after ingest."""
+    log, handler = logger_to()
+    nan, inf = float("nan"), float("inf")
+    log.info("loss %s", nan, extra={"loss": nan, "grad": inf, "step": -inf, "missing": None, "lr": 0.5})
+    log.info("fine", extra={"loss": 0.25})
+    handler.flush()
+    first, second = read_events(tmp_path / "out.jsonlog")
+    assert (first["loss"], first["grad"], first["step"], first["missing"]) == ("NaN", "Infinity", "-Infinity", None)
+    assert first["args"] == ["NaN"] and first["message"] == "loss nan" and second["loss"] == 0.25
+    with taskscope.open(":memory:") as store:
+        store.ingest(tmp_path / "out.jsonlog")
+        rows = store.sql("""SELECT attrs->>'loss' AS loss, TRY_CAST(attrs->>'loss' AS DOUBLE) AS loss_value,
+                                   TRY_CAST(attrs->>'grad' AS DOUBLE) AS grad, TRY_CAST(attrs->>'step' AS DOUBLE) AS step,
+                                   attrs->>'missing' AS missing, TRY_CAST(attrs->>'lr' AS DOUBLE) AS lr
+                            FROM events ORDER BY ts""")
+    assert rows.loss.tolist() == ["NaN", "0.25"] and rows.missing.isna().all()
+    assert math.isnan(rows.loss_value[0]) and rows.loss_value[1] == 0.25
+    assert (rows.grad[0], rows.step[0], rows.lr[0]) == (math.inf, -math.inf, 0.5)

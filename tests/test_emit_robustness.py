@@ -17,7 +17,7 @@ import pytest
 import taskscope
 from conftest import tiny_filesystem
 from taskscope import MAX_LINE_BYTES
-from taskscope.emit import WideEventHandler, get_logger
+from taskscope.emit import WideEventHandler, bind, get_logger
 
 
 def attached(path: Path, name: str) -> tuple[logging.Logger, WideEventHandler]:
@@ -206,3 +206,105 @@ def test_sigterm_flush_does_not_wait_forever_for_the_held_lines_lock(tmp_path):
         handler.flush(timeout=0.5)  # returns (before the fix: waited forever, and the timeout failed the test)
     logging.getLogger("test.robust.held").removeHandler(handler)
     handler.close()
+
+
+@pytest.mark.parametrize("logger_kind", ["stdlib", "fast"])
+def test_a_record_too_long_because_of_its_extras_cuts_them_and_keeps_its_ids_and_other_fields(tmp_path, logger_kind):
+    """The biggest values are cut (each marked), not every field but the time, level and logger."""
+    log, handler = attached(tmp_path / "extra.jsonlog", f"extra{logger_kind}")
+    if logger_kind == "fast":
+        log = get_logger(log.name)
+    with bind(run_id="r1", task_id="t7", try_id=0):
+        log.info("uploaded %s", "result", extra={"executor_label": "htex", "result": "x" * (2 << 20),
+                                                   "rows": list(range(300_000))})
+    handler.close()
+    line = (tmp_path / "extra.jsonlog").read_bytes()
+    assert len(line) <= MAX_LINE_BYTES and handler.written_records == 1
+    record = json.loads(line)
+    assert (record["message"], record["executor_label"], record["funcName"]) == (
+        "uploaded result", "htex", "test_a_record_too_long_because_of_its_extras_cuts_them_and_keeps_its_ids_and_other_fields")
+    assert record["result"].startswith("xxx") and record["result"].endswith("bytes]")
+    assert "taskscope: cut to fit a line" in record["result"] and "taskscope: cut to fit a line" in record["rows"]
+    with taskscope.open(":memory:") as store:
+        assert store.ingest(tmp_path / "extra.jsonlog").bad_lines == 0
+        row = store.sql("SELECT run_id, task_id, try_id, executor_label FROM events").iloc[0]
+    assert (row.run_id, row.task_id, row.try_id, row.executor_label) == ("r1", "t7", 0, "htex")
+
+
+@pytest.mark.parametrize("change", ["removed", "renamed"])
+def test_a_log_file_removed_or_rotated_away_is_made_again_at_its_path(tmp_path, change):
+    """A deleted file took every later record with it, silently; a logrotate-style rename kept
+    them going to the renamed file."""
+    path = tmp_path / "app.jsonlog"
+    log, handler = attached(path, f"rotate{change}")
+    log.info("before")
+    handler.flush()
+    if change == "removed":
+        path.unlink()
+    else:
+        path.rename(tmp_path / "app.jsonlog.1")
+    log.info("after")
+    handler.close()
+    assert [json.loads(line)["message"] for line in path.read_text().splitlines()] == ["after"]
+    if change == "renamed":
+        assert [json.loads(line)["message"] for line in (tmp_path / "app.jsonlog.1").read_text().splitlines()] == ["before"]
+    assert (handler.written_records, handler.dropped_records) == (2, 0)
+
+
+@pytest.mark.parametrize("logger_kind", ["stdlib", "fast"])
+def test_a_lone_surrogate_costs_its_character_not_the_message(tmp_path, logger_kind):
+    log, handler = attached(tmp_path / "surrogate.jsonlog", f"surrogate{logger_kind}")
+    if logger_kind == "fast":
+        log = get_logger(log.name)
+    log.info("surrogate in the message \ud800 and %s", "x", extra={"value": "a\udc00b", "pair": "\ud83c\udf89"})
+    handler.close()
+    record = json.loads((tmp_path / "surrogate.jsonlog").read_text())
+    assert record["message"] == "surrogate in the message \ufffd and x"
+    assert (record["value"], record["pair"]) == ("a\ufffdb", "\U0001f389")
+
+
+def test_each_kind_of_problem_warns_once(tmp_path, capfd):
+    """A full disk's warning used to silence the later one about records logged after close."""
+    log, handler = attached(Path("/dev/full"), "full")
+    log.info("nowhere to go")
+    handler.flush()
+    handler.close()
+    log.info("after close")
+    log.info("after close again")
+    assert handler.dropped_records == 3
+    err = capfd.readouterr().err
+    assert err.count("taskscope: cannot write /dev/full") == 1
+    assert err.count("after its handler was closed") == 1
+
+
+APPENDING_PROCESSES = textwrap.dedent("""
+    import logging, multiprocessing, os, sys
+    from taskscope.emit import WideEventHandler
+
+    def append(path, count):  # each record through a new handler: each opens the file while others append
+        log = logging.getLogger("append"); log.setLevel(logging.INFO); log.propagate = False
+        for i in range(count):
+            handler = WideEventHandler(path, flush_interval=60)
+            log.addHandler(handler)
+            log.info("process %d line %d %s", os.getpid(), i, "x" * 700)  # lines that cross page boundaries
+            handler.close()
+            log.removeHandler(handler)
+
+    children = [multiprocessing.get_context("fork").Process(target=append, args=(sys.argv[1], 300)) for _ in range(8)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(120)
+    print(*[child.exitcode for child in children])
+""")
+
+
+def test_processes_opening_a_file_others_append_to_leave_no_empty_line(tmp_path):
+    """Opening a file whose last line looks cut ends that line first; a line another process was
+    appending at that moment looked cut too, and got an empty line after it."""
+    path = tmp_path / "shared.jsonlog"
+    done = run_clean(APPENDING_PROCESSES, str(path))
+    assert done.stdout.split() == ["0"] * 8, done.stderr
+    lines = path.read_bytes().split(b"\n")
+    assert lines.pop() == b"" and b"" not in lines
+    assert len(lines) == 8 * 300 and all(json.loads(line)["message"].startswith("process ") for line in lines)

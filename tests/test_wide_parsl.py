@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import taskscope
 from checks import assert_executor_events_joined, assert_tasks_match_monitoring
 
@@ -167,3 +169,48 @@ def test_parsls_own_records_take_the_fast_path_in_every_process_with_the_same_ev
             assert store.sql("SELECT count(*) AS n FROM events WHERE message IS NULL OR message = ''").n[0] == 0
             by_run.append(task_events(store))
     assert len(by_run[0]) > 100 and by_run[0] == by_run[1]
+
+
+# ---- the program's own logging is left as it was -------------------------------------------
+
+CONSOLE_PROGRAM = '''
+import logging, sys
+logging.basicConfig(level=logging.WARNING)  # the program's console shows warnings and above
+import parsl
+from parsl.config import Config
+from parsl.executors import ThreadPoolExecutor
+from taskscope.parsl import WideEventLogging
+
+@parsl.python_app
+def double(x):
+    return 2 * x
+
+config = Config(executors=[ThreadPoolExecutor(label="threads", max_threads=2)], run_dir=sys.argv[1],
+                initialize_logging=WideEventLogging())
+with parsl.load(config):
+    assert sum(future.result() for future in [double(i) for i in range(10)]) == 90
+    logging.getLogger("parsl.dataflow.test").warning("a warning of Parsl's")
+parsl_logger = logging.getLogger("parsl")
+print(logging.getLevelName(logging.getLogger().level), logging.getLevelName(parsl_logger.level),
+      parsl_logger.propagate, [type(handler).__name__ for handler in parsl_logger.handlers])
+logging.getLogger("myapp").info("an INFO record of the program's own, below its console's level")
+'''
+
+
+@pytest.mark.slow
+def test_wide_event_logging_leaves_the_programs_console_as_it_was(tmp_path):
+    """Parsl's DEBUG and INFO records reach the wide-event file, not a console the program set to
+    WARNING (they did, 250 lines of them, when the root logger was lowered to DEBUG), and the
+    levels are as they were once the DFK is closed."""
+    done = subprocess.run([sys.executable, "-c", CONSOLE_PROGRAM, str(tmp_path / "runinfo")], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.splitlines() == ["WARNING:parsl.dataflow.test:a warning of Parsl's"]
+    assert done.stdout.split("\n", 1)[0] == "WARNING NOTSET True ['NullHandler']"
+    events = [json.loads(line) for line in (tmp_path / "runinfo" / "000" / "parsl.jsonlog").read_text().splitlines()]
+    levels = {event["levelname"] for event in events if event["name"].startswith("parsl.dataflow")}
+    assert {"DEBUG", "INFO", "WARNING"} <= levels
+    with taskscope.open(":memory:") as store:
+        store.ingest(tmp_path / "runinfo")
+        done_tasks = store.sql("SELECT count(DISTINCT task_id) AS n FROM events WHERE task_state = 'exec_done'").n[0]
+    assert done_tasks == 10

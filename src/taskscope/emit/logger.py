@@ -38,9 +38,9 @@ from taskscope.emit import context
 from taskscope.emit.handler import WideEventHandler
 from taskscope.emit.records import (
     FAST_RECORDS_MATCH, HAS_TASK_NAME, SITE_CACHE, STANDARD_ATTRIBUTES, caller_of, clock, deferrable, encode_moment,
-    formatted_message, make_fast_record_factory, record_fields, site_json, task_name, thread_json,
+    formatted_message, has_nonfinite, make_fast_record_factory, record_fields, site_json, task_name, thread_json,
 )
-from taskscope.emit.records import _SCALARS  # noqa: PLC2701 - deferrable's types, for its copy in _queue_record
+from taskscope.emit.records import _PLAIN_SCALARS  # noqa: PLC2701 - deferrable's types, for its copy in _fast_record
 
 _WIDE_HANDLE = WideEventHandler.handle
 _STOCK_LOGGERS: tuple[type, ...] = (logging.Logger, logging.RootLogger)  # FastPathLogger is added below
@@ -110,6 +110,8 @@ def log_fast(logger: logging.Logger, level: int, msg: Any, args: tuple, extra: M
         if DEFER_ENCODING and deferrable(msg, args, extra):
             return _queue_deferred(receivers, name, level, frame, site, thread, msg, args, extra)
         body, message = encode_moment(site, thread, msg, args, extra)
+        if body is not None and (has_nonfinite(args) or (extra and has_nonfinite(extra.values()))):
+            body = None  # a NaN or an infinity, which the careful encoding writes by name
     except Exception:  # noqa: BLE001 - an odd frame or args: stdlib decides, the caller sees what it would
         return False
     for handler in receivers:
@@ -271,12 +273,12 @@ def _fast_record(logger: logging.Logger, level: int, msg: Any, args: tuple, extr
     deferred = DEFER_ENCODING and type(msg) is str
     if deferred:  # records.deferrable, written out
         for value in args:
-            if type(value) not in _SCALARS:
+            if type(value) not in _PLAIN_SCALARS and (type(value) is not float or value - value):
                 deferred = False
                 break
         if extra and deferred:
             for value in extra.values():
-                if type(value) not in _SCALARS:
+                if type(value) not in _PLAIN_SCALARS and (type(value) is not float or value - value):
                     deferred = False
                     break
     if not deferred:

@@ -14,6 +14,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Iterable, Mapping
+from itertools import islice
 from time import time, time_ns
 from types import FrameType
 from typing import Any, Callable
@@ -27,8 +28,15 @@ STANDARD_ATTRIBUTES = frozenset(
     vars(logging.LogRecord("n", logging.INFO, "p", 1, "m", None, None, "f", None))
 ) | {"message", "asctime", "taskName"}
 
+#: how many attributes LogRecord.__init__ sets: the keys of a record's `__dict__` after them are its extras
+_RECORD_KEYS = len(vars(logging.LogRecord("n", logging.INFO, "p", 1, "m", None, None, "f", None)))
+
 #: a record longer than MAX_LINE_BYTES (ingest would keep it aside) has its texts longer than this cut
 CUT_CHARS = 64 * 1024
+
+#: how a NaN or infinite float is written (JSON has no such number and orjson writes `null`): as
+#: JavaScript and DuckDB name them, so that `TRY_CAST(attrs->>'loss' AS DOUBLE)` reads them back
+NONFINITE_NAMES = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
 _OPT_APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
@@ -100,22 +108,44 @@ class RecordEncoder:
         return line if len(line) <= MAX_LINE_BYTES else self._cut(fields, message, len(line))
 
     def _cut(self, fields: dict[str, Any], message: str, size: int) -> bytes:
-        """The record with its long texts (message, template, traceback) cut, or if its other
-        fields are too long still, only its time, level, logger and cut message."""
+        """The record with its biggest values cut, biggest first, until it fits a line: each cut
+        value ends with a note (a value that is not a string becomes its JSON text, cut; the
+        arguments, which the message repeats, are left out), and every other field (the ids,
+        the stamps, the small extras) stays whole."""
         note = f" [taskscope: cut to fit a line; the record was {size:,} bytes]"
         event = event_of(fields, message, self.stamps)
-        for key in ("message", "msg", "exc_text"):
-            if isinstance(event.get(key), str) and len(event[key]) > CUT_CHARS:
-                event[key] = event[key][:CUT_CHARS] + note
-        event.pop("args", None)
-        line = dumps_event(event)
-        if len(line) <= MAX_LINE_BYTES:
-            return line
-        kept = {key: event.get(key) for key in ("created", "levelname", "name", "process", "threadName")}
-        return dumps_event({**self.stamps, **kept, "message": event["message"][:CUT_CHARS] + note})
+        sizes = {key: _encoded_size(value) for key, value in event.items()}
+        total = size
+        for limit in (CUT_CHARS, 4096, 256):
+            for key in sorted(sizes, key=sizes.__getitem__, reverse=True):
+                if total <= MAX_LINE_BYTES or sizes[key] <= limit + len(note):
+                    break  # it fits, or the values left are small
+                if key == "args":
+                    del event[key]
+                    total -= sizes.pop(key) + len(key) + 4
+                    continue
+                event[key] = _cut_value(event[key], limit, note)
+                cut_size = _encoded_size(event[key])
+                total += cut_size - sizes[key]
+                sizes[key] = cut_size
+            if total <= MAX_LINE_BYTES:
+                line = dumps_event(event)
+                if len(line) <= MAX_LINE_BYTES:
+                    return line
+                total = len(line)
+        # thousands of fields: the stamps, the record's time, level, logger and cut message, then
+        # whatever small fields still fit
+        kept = {**self.stamps, **{key: event.get(key) for key in ("created", "levelname", "name", "process", "threadName")},
+                "message": _cut_value(message, 256, note)}
+        room = MAX_LINE_BYTES - len(dumps_event(kept))
+        for key, value in event.items():
+            if key not in kept and sizes.get(key, room) + len(key) + 4 < room:
+                kept[key] = value
+                room -= sizes[key] + len(key) + 4
+        return dumps_event(kept)
 
     def _encode(self, fields: dict[str, Any], message: str) -> bytes:
-        if fields["exc_info"] is None and fields.keys().isdisjoint(self.keys):
+        if fields["exc_info"] is None and fields.keys().isdisjoint(self.keys) and not _nonfinite_in_record(fields):
             # the common record, serialized straight from its attributes and joined to the
             # pre-serialized stamps: half the cost of building a new dict per record
             try:
@@ -150,13 +180,73 @@ def event_of(fields: dict[str, Any], message: str, stamps: dict[str, Any]) -> di
     return event
 
 
+def has_nonfinite(values: Iterable[Any]) -> bool:
+    """Whether any of `values` is a NaN or infinite float.
+
+    >>> has_nonfinite([1.5, "x"]), has_nonfinite([float("nan")])
+    (False, True)
+    """
+    for value in values:
+        if type(value) is float and value - value:  # x - x is 0.0, but NaN for NaN and the infinities
+            return True
+    return False
+
+
+def _nonfinite_in_record(fields: dict[str, Any]) -> bool:
+    """Whether a record's arguments or extras (the keys after LogRecord's own) hold a NaN or
+    infinite float (`has_nonfinite`, written out: every stdlib-path record pays for it)."""
+    args = fields["args"]
+    if type(args) is tuple:
+        for value in args:
+            if type(value) is float and value - value:
+                return True
+    elif args and isinstance(args, Mapping) and has_nonfinite(args.values()):
+        return True
+    extras = len(fields) - _RECORD_KEYS
+    if extras > 0:
+        for value in islice(reversed(fields.values()), extras):
+            if type(value) is float and value - value:
+                return True
+    return False
+
+
+def _finite(value: Any) -> Any:
+    """A NaN or infinite float as its name (NONFINITE_NAMES); any other value as it is."""
+    return NONFINITE_NAMES[repr(value)] if type(value) is float and value - value else value
+
+
+def _with_finite_floats(event: dict[str, Any]) -> dict[str, Any]:
+    """`event` with its NaN and infinite floats, and those among its arguments, written as names."""
+    args = event.get("args")
+    if type(args) is tuple and has_nonfinite(args):
+        event = {**event, "args": tuple(_finite(value) for value in args)}
+    elif isinstance(args, Mapping) and has_nonfinite(args.values()):
+        event = {**event, "args": {key: _finite(value) for key, value in args.items()}}
+    if has_nonfinite(event.values()):
+        return {key: _finite(value) for key, value in event.items()}
+    return event
+
+
 def dumps_event(event: dict[str, Any]) -> bytes:
-    """One JSON line (with its newline). Unserializable values become their repr; never raises."""
+    """One JSON line (with its newline). Unserializable values become their repr, NaN and the
+    infinities their names; never raises."""
+    event = _with_finite_floats(event)
     try:
         return orjson.dumps(event, default=_safe_repr, option=_JSON_OPTIONS)
     except Exception:  # noqa: BLE001 - e.g. an int beyond 64 bits, a dict with odd keys: go value by value
-        safe = {str(key): _json_safe(value) for key, value in event.items()}
+        safe = {_without_surrogates(str(key)): _json_safe(value) for key, value in event.items()}
         return orjson.dumps(safe, default=_safe_repr, option=_JSON_OPTIONS)
+
+
+def _encoded_size(value: Any) -> int:
+    """The bytes of `value` in a line (never raises)."""
+    return len(dumps_event({"": value})) - 6  # without `{"":` and `}\n`
+
+
+def _cut_value(value: Any, chars: int, note: str) -> str:
+    """`value` (its JSON text if not a string) cut to `chars` characters, with `note` after."""
+    text = value if isinstance(value, str) else dumps_event({"": value})[4:-2].decode("utf-8", "replace")
+    return text[:chars] + note if len(text) > chars else text
 
 
 def _json_safe(value: Any) -> Any:
@@ -165,7 +255,41 @@ def _json_safe(value: Any) -> Any:
     try:
         return orjson.Fragment(orjson.dumps(value, default=_safe_repr, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS))
     except Exception:  # noqa: BLE001
-        return _safe_repr(value)
+        pass
+    cleaned = _without_surrogates(value)
+    if cleaned is not value:  # text with a lone surrogate (orjson writes only valid UTF-8): the rest of it kept
+        try:
+            return orjson.Fragment(orjson.dumps(cleaned, default=_safe_repr,
+                                                option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS))
+        except Exception:  # noqa: BLE001
+            pass
+    return _safe_repr(value)
+
+
+def _without_surrogates(value: Any, depth: int = 0) -> Any:
+    """`value` with each lone surrogate in its text (in lists, tuples and dicts too) replaced by
+    U+FFFD, a pair of surrogates joined into its character; `value` itself when it has none.
+
+    >>> _without_surrogates("loss \\ud800 high")
+    'loss \ufffd high'
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if depth > 20:
+        return value
+    if isinstance(value, (list, tuple)):
+        cleaned = [_without_surrogates(item, depth + 1) for item in value]
+        return value if all(a is b for a, b in zip(cleaned, value)) else cleaned
+    if isinstance(value, dict):
+        pairs = [(_without_surrogates(key, depth + 1), _without_surrogates(item, depth + 1)) for key, item in value.items()]
+        if all(k is key and v is item for (k, v), (key, item) in zip(pairs, value.items())):
+            return value
+        return dict(pairs)
+    return value
 
 
 # ---- LogRecord attributes, made fast -------------------------------------------------------
@@ -431,12 +555,15 @@ def encode_moment(site: bytes, thread: bytes, msg: Any, args: Any, extra: Mappin
 # call site's and thread's pre-encoded JSON, template, arguments, time) and the writer formats
 # and encodes a whole batch at each flush, with the code hot in the cache, off the caller's thread.
 
-_SCALARS = frozenset((str, int, float, bool, type(None)))
+#: the immutable scalars but floats, which are deferrable when finite (a NaN or an infinity is
+#: written by name, which the careful encoding does): checked as `type(v) not in _PLAIN_SCALARS and
+#: (type(v) is not float or v - v)`, which costs a value of another type one set look-up, as before
+_PLAIN_SCALARS = frozenset((str, int, bool, type(None)))
 
 
 def deferrable(msg: Any, args: tuple, extra: Mapping[str, Any] | None) -> bool:
     """Whether a record can be encoded later with the same result: a `str` template, and
-    arguments and extra values that are all immutable scalars.
+    arguments and extra values that are all immutable scalars (floats finite).
 
     >>> deferrable("task %d on %s", (3, "htex"), {"task_id": 3}), deferrable("%r", ([1],), None)
     (True, False)
@@ -444,11 +571,11 @@ def deferrable(msg: Any, args: tuple, extra: Mapping[str, Any] | None) -> bool:
     if type(msg) is not str:
         return False
     for value in args:
-        if type(value) not in _SCALARS:
+        if type(value) not in _PLAIN_SCALARS and (type(value) is not float or value - value):
             return False
     if extra:
         for value in extra.values():
-            if type(value) not in _SCALARS:
+            if type(value) not in _PLAIN_SCALARS and (type(value) is not float or value - value):
                 return False
     return True
 

@@ -117,8 +117,13 @@ class WideEventLogging(LogConfig):
                 fast_logger.measure_call_cost()
                 handler.more_stats = _call_cost_stats
         root = logging.getLogger()
-        root.setLevel(self.level if root.level == logging.NOTSET else min(root.level, self.level))
         root.addHandler(handler)
+        if log_name == "parsl":
+            # the DFK runs in the user's program: Parsl's records reach the wide handler at `level`,
+            # and the program's own handlers only those its logging let through before
+            restore_levels = _log_parsl_to(handler, self.level)
+        else:  # a process of Parsl's own (interchange, manager, worker, database manager)
+            restore_levels = _lower_root_level(self.level)
         restore_factory = _install_fast_records() if self.fast_records else None
         restore_loggers = use_fast_path(_is_parsl_logger) if getattr(self, "fast_loggers", True) else None
         fast_logger.DEFER_ENCODING = getattr(self, "defer_encoding", True)
@@ -126,6 +131,7 @@ class WideEventLogging(LogConfig):
 
         def uninitialize() -> None:
             root.removeHandler(handler)
+            restore_levels()
             handler.close()
             if restore_factory:
                 restore_factory()
@@ -184,9 +190,9 @@ class _RunIdLearningHandler(WideEventHandler):
         self._release()
         return super().handle(record)
 
-    def flush(self, timeout: float = -1) -> None:
+    def flush(self, timeout: float = -1) -> bool:
         self._release(timeout)
-        super().flush(timeout)
+        return super().flush(timeout)
 
     def _release(self, timeout: float = -1) -> None:
         """Queue the held lines, re-stamped with what is known now (waiting at most `timeout`
@@ -204,6 +210,62 @@ class _RunIdLearningHandler(WideEventHandler):
             if old != new and line.startswith(old) and b'"run_id"' not in line:
                 line = new + line[len(old):]
             self._queue.append(line)
+
+
+class _ToTheProgramsHandlers(logging.Handler):
+    """On the `parsl` logger, which WideEventLogging lowers to its level and stops propagating:
+    hands the records the program's logging let through before (its level is that level) to the
+    handlers above `parsl`, as propagation did, but for the wide handler, which has them already.
+    Records below its level reach the wide handler alone, by the fast path."""
+
+    def __init__(self, logger: logging.Logger, level: int, wide: logging.Handler) -> None:
+        super().__init__(level)
+        self.logger = logger
+        self.wide = wide
+
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        if self.filters and not self.filter(record):
+            return False
+        current = self.logger.parent
+        while current:  # as Logger.callHandlers walks on from `parsl`
+            for handler in current.handlers:
+                if handler is not self.wide and record.levelno >= handler.level:
+                    handler.handle(record)
+            current = current.parent if current.propagate else None
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.handle(record)
+
+
+def _log_parsl_to(handler: WideEventHandler, level: int) -> Callable[[], None]:
+    """Send the `parsl` loggers' records of `level` and above to `handler`, leaving what the
+    program's handlers receive as it was (the root logger's level untouched); return how to undo it."""
+    parsl_logger = logging.getLogger("parsl")
+    before = (parsl_logger.level, parsl_logger.propagate)
+    to_the_program = _ToTheProgramsHandlers(parsl_logger, parsl_logger.getEffectiveLevel(), handler)
+    parsl_logger.setLevel(level if parsl_logger.level == logging.NOTSET else min(parsl_logger.level, level))
+    parsl_logger.propagate = False
+    parsl_logger.addHandler(handler)
+    parsl_logger.addHandler(to_the_program)
+
+    def restore() -> None:
+        parsl_logger.removeHandler(to_the_program)
+        parsl_logger.removeHandler(handler)
+        parsl_logger.setLevel(before[0])
+        parsl_logger.propagate = before[1]
+        fast_logger.routes_changed()
+
+    return restore
+
+
+def _lower_root_level(level: int) -> Callable[[], None]:
+    """Lower the root logger to `level` (a process of Parsl's own: every record of it is the
+    run's); return how to undo it."""
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(level if before == logging.NOTSET else min(before, level))
+    return lambda: root.setLevel(before)
 
 
 def _call_cost_stats() -> dict[str, int]:
