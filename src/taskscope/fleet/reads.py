@@ -9,7 +9,6 @@ pages call these and nothing else.
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 
@@ -18,7 +17,7 @@ import pandas as pd
 from taskscope.fleet import profiles
 from taskscope.fleet.db import FAILURE_FIELDS, FleetDB
 from taskscope.fleet.protocol import DEFAULT_SEND_INTERVAL_S, LOST_AFTER_INTERVALS
-from taskscope.time_bounds import LATEST_TIME, epoch_since
+from taskscope.time_bounds import epoch_since
 from taskscope.presenters.format import records
 
 _SINCE_UNITS = {"s": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400,
@@ -93,29 +92,12 @@ def parse_since(text: str | float | None, now: float | None = None) -> float | N
     if text is None or (isinstance(text, str) and not text.strip()):
         return None
     if isinstance(text, (int, float)):
-        return _epoch_seconds(float(text), str(text))
+        return epoch_since(str(text), SINCE_FORMS)
     now = time.time() if now is None else now
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+?)s?\s*", text.lower())
     if match and match.group(2) in _SINCE_UNITS:
         return now - float(match.group(1)) * _SINCE_UNITS[match.group(2)]
-    number = _number(text)
-    if number is not None:
-        return _epoch_seconds(number, text)
-    return epoch_since(text.strip(), SINCE_FORMS)  # a date, else ValueError
-
-
-def _number(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
-def _epoch_seconds(value: float, text: str) -> float:
-    """`value` when it is epoch seconds `since` takes (finite, 0 to `LATEST_TIME`); else ValueError."""
-    if not math.isfinite(value) or not 0 <= value <= LATEST_TIME:
-        raise ValueError(f"since must be {SINCE_FORMS}, not {text!r}")
-    return value
+    return epoch_since(text.strip(), SINCE_FORMS)  # epoch seconds or a date, else ValueError
 
 
 def clusters(db: FleetDB, account: str, since: float | None = None, user: str | None = None,

@@ -9,13 +9,12 @@ gives; `taskscope.usage.rollups` keeps it in the store.
 from __future__ import annotations
 
 import functools
-import math
 import os
 from pathlib import Path
 
 import pandas as pd
 
-from taskscope.time_bounds import EARLIEST_TIME, LATEST_TIME, epoch_since
+from taskscope.time_bounds import epoch_since
 
 # Field checks: a JSON value's type, and text that must be a version. An integer written out
 # (no fraction, no exponent) beyond BIGINT is "out of range", not "not an integer" (DuckDB types it DOUBLE).
@@ -259,19 +258,4 @@ def parse_since(text: str, name: str = "since") -> float:
     ...
     ValueError: until must be a date (2026-01-31), a date and time or epoch seconds (0 or more), not 'nan'
     """
-    refusal = ValueError(f"{name} must be {SINCE_FORMS}, not {text!r}")
-    try:
-        moment = epoch_since(text, SINCE_FORMS)
-    except ValueError:
-        raise refusal from None
-    if not math.isfinite(moment) or not EARLIEST_TIME <= moment <= LATEST_TIME or (moment < 0 and _is_number(text)):
-        raise refusal
-    return moment
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    return epoch_since(text, SINCE_FORMS, name)
