@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -41,9 +41,12 @@ def log_lines(run: Path) -> dict[Path, list[tuple[float, bytes]]]:
     return lines
 
 
-def replay(lines: dict[Path, list[tuple[float, bytes]]], runinfo: Path, stop: threading.Event) -> None:
+def replay(lines: dict[Path, list[tuple[float, bytes]]], runinfo: Path, stop: threading.Event,
+           generation: Callable[[], int]) -> None:
     """Append each file's lines to its copy under `runinfo` in time order, as the run's processes
-    wrote them: in `SLICES` slices of about as many lines each, one every `SLICE_PAUSE_S`."""
+    wrote them: in `SLICES` slices of about as many lines each, the next `SLICE_PAUSE_S` after
+    the live ingest stored the one before (`generation()` grew), so that the run goes through
+    as many states however loaded the machine is."""
     times = sorted(ts for rows in lines.values() for ts, _ in rows)
     written = dict.fromkeys(lines, 0)
     for index in range(1, SLICES + 1):
@@ -56,6 +59,10 @@ def replay(lines: dict[Path, list[tuple[float, bytes]]], runinfo: Path, stop: th
                 with target.open("ab") as out:
                     out.write(b"".join(row for _, row in rows[written[name]:upto]))
                 written[name] = upto
+        before, deadline = generation(), time.time() + 60
+        while generation() == before and time.time() < deadline:
+            if stop.wait(0.02):
+                return
         if stop.wait(SLICE_PAUSE_S):
             return
 
@@ -131,7 +138,7 @@ def test_every_answer_during_a_live_ingest_is_one_state_of_the_store(tmp_path):
         # more requests at once than the server has worker threads (40): a reader waiting for
         # the view another reader has must hold none of them
         with polled(f"{server.url}/api/runs/{expected.run_id}") as answers, polled(f"{server.url}/api/runs", 45):
-            replay(lines, runinfo, stop)
+            replay(lines, runinfo, stop, lambda: dashboard.live.generation)
             deadline = time.time() + 60  # until the dashboard has read the whole run
             while not answers or answers[-1]["run"]["tasks_failed"] != expected.tasks_failed \
                     or answers[-1]["run"]["events"] != expected.events:
