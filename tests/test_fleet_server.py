@@ -543,6 +543,7 @@ def test_fleet_upload_shows_a_parsl_run_with_its_counts(fleet, run_name, has_fai
     with taskscope.open(str(event_store), read_only=True) as opened:
         expected = runs(opened.con).set_index("run_id")
     assert {u["run_id"] for u in uploaded} == set(expected.index)
+    assert {u["kind"] for u in uploaded} == {"parsl"}
     clusters = {c["name"]: c for c in api.list_clusters(since=None, user=None, server=server.url, token=tokens["bob"])
                 if c["kind"] == "parsl"}
     for run_id, run in expected.iterrows():
@@ -551,6 +552,7 @@ def test_fleet_upload_shows_a_parsl_run_with_its_counts(fleet, run_name, has_fai
         assert (clusters[run_id]["user_name"], clusters[run_id]["claimed_user"]) == ("bob", run.user)
         assert clusters[run_id]["compute_s"] > 0 and clusters[run_id]["cost"] > 0
         check_parsl_failures(server, tokens["bob"], clusters[run_id])
+        assert "<h2>Parsl run</h2>" in server.get(f"/clusters/{clusters[run_id]['cluster_id']}", tokens["bob"]).text
     assert expected.tasks.sum() > 0 and (expected.tasks_failed.sum() > 0) == has_failures
     # uploading again replaces the summary: still one cluster per run
     cli("fleet", "upload", str(runinfo), "--server", server.url, "--token", tokens["bob"], "--store", str(event_store))

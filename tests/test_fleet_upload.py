@@ -91,6 +91,8 @@ def test_an_uploaded_stream_reports_every_failed_try(served, tmp_path, try_ids):
                                 "--format", "json").stdout)
     assert (uploaded["run_id"], uploaded["tasks"], uploaded["tasks_failed"]) == (RUN_ID, len(PLAN), len(failed_tasks))
     [cluster] = [c for c in api.list_clusters(since=None, server=server.url, token=token) if c["name"] == RUN_ID]
+    # no Parsl component wrote it: another workflow system's run, not labelled a Parsl one
+    assert uploaded["kind"] == cluster["kind"] == "workflow"
     found = api.list_exceptions(since=None, cluster_id=cluster["cluster_id"], server=server.url, token=token)
     assert cluster["exceptions"] == len(found) == len(expected)
     assert Counter((x["key"], x["exception_text"]) for x in found) == Counter(expected)
@@ -99,6 +101,7 @@ def test_an_uploaded_stream_reports_every_failed_try(served, tmp_path, try_ids):
     assert {f["exception_type"]: f["count"] for f in run["failures"]} == Counter(e for _, e in expected)
     assert run["tasks_failed"] == len(failed_tasks)
     page = server.get(f"/clusters/{cluster['cluster_id']}", token).text
+    assert "<h2>Run</h2>" in page and "Parsl" not in page
     assert all(f"<td>{task_id}</td>" in page for task_id, _ in expected)
     # what the stream does not say (workflow, cores, task time: no worker times) is left out, not shown empty
     assert re.search(r'<p id="parsl-summary">6 tasks, 4 failed; wall time [0-9.]+ s\.</p>', page), page

@@ -227,7 +227,7 @@ def upload(
     ca_bundle: Optional[Path] = CaBundleOption,
     fmt: OutputFormat = FormatOption,
 ) -> None:
-    """Send each Parsl run's summary (tasks, apps, failures, workers, wall time, cost) to a fleet server.
+    """Send each run's summary (tasks, apps, failures, workers, wall time, cost) to a fleet server.
 
     Example: taskscope fleet upload runinfo/ --server https://fleet.example.org:8443 --token tsf_...
     """

@@ -14,8 +14,8 @@ Transport
       "sent_at": 1764547200.123,        # sender clock, epoch seconds
       "cluster": {                      # identity, repeated on every batch
         "cluster_id": "<uuid4 hex>",    # chosen by the sender, stable for one scheduler lifetime
-        "kind": "dask",                 # "dask" | "parsl"
-        "name": "Scheduler-<uuid>",     # Dask scheduler id, or the Parsl run id
+        "kind": "dask",                 # "dask" | "parsl" | "workflow" (a run of another system's logs)
+        "name": "Scheduler-<uuid>",     # Dask scheduler id, or the run id
         "user": "alice",                # a claim only (plugin arg, else getpass.getuser()): the server
                                         # attributes the cluster to the token's user, keeps this as claimed_user
         "host": "node01",
@@ -63,7 +63,7 @@ Message kinds (every message has ``kind`` and ``ts``; other fields may be absent
 ``event``              topic, msg (JSON-safe; only topics allowed by events.allow)
 ``idle``               start, stop (an interval with no task processing; stop null while idle)
 ``profile``            computation_id (optional), start, stop, data (Dask profile tree, bounded)
-``parsl.run``          (kind "parsl" clusters) run_id, workflow_name, start, stop, tasks, tasks_failed,
+``parsl.run``          (kind "parsl" and "workflow" clusters: a run's summary) run_id, workflow_name, start, stop, tasks, tasks_failed,
                        apps: [{app_name, tasks, failed, mean_run_s (on a worker, else from launch, to
                        the end), mean_duration_s (from submit to end)}], failures: [{exception_type, count}],
                        workers, cores, wall_s, core_seconds, cost,
@@ -131,7 +131,8 @@ MESSAGE_KINDS = frozenset({
     "cluster.start", "cluster.stop", "workers", "worker.add", "worker.remove", "versions.mismatch",
     "computation", "exception", "event", "idle", "profile", "parsl.run",
 })
-CLUSTER_KINDS = frozenset({"dask", "parsl"})
+#: "workflow": a run uploaded from the logs of a system other than Parsl (Academy, generic JSON lines)
+CLUSTER_KINDS = frozenset({"dask", "parsl", "workflow"})
 
 
 class ProtocolError(ValueError):

@@ -1,4 +1,5 @@
-"""`taskscope fleet upload`: a Parsl run's summary, from the event store, sent as a `kind: parsl` cluster.
+"""`taskscope fleet upload`: a run's summary, from the event store, sent as a `kind: parsl` cluster (a
+`kind: workflow` one for a run no Parsl component wrote: Academy, generic JSON lines).
 
 The runinfo folder is ingested with `taskscope.open(...).ingest(...)` (into a temporary store unless
 one is given); each run becomes one `parsl.run` message, under a cluster id derived from the run id,
@@ -53,6 +54,10 @@ _FAILED_TRIES_SQL = f"""
     ORDER BY ts NULLS LAST, f.task_id, f.try_id
     LIMIT $limit
 """
+
+#: the `events.source` of what Parsl's components write (`taskscope.sources.parsl_layout`, monitoring.db):
+#: a run with events from one of them, or from a `parsl.*` logger, is a Parsl run
+PARSL_SOURCES = ("parsl", "interchange", "manager", "worker", "monitoring", "dbm", "router")
 
 #: cluster ids of uploaded runs are uuid5(this, run_id): stable across uploads of the same run
 RUN_NAMESPACE = uuid.UUID("4b0b1a5e-6f0c-4d39-9a57-7a1f0e5d2c11")
@@ -134,12 +139,26 @@ def failure_text(history: str | None, exception_type: str | None) -> str:
     return text if len(text) <= MAX_FAILURE_TEXT else text[:MAX_FAILURE_TEXT - 1] + "…"
 
 
-def batch_for(message: dict, failures: list[dict] = ()) -> dict:
-    """The protocol batch carrying one `parsl.run` message and its failed tries, under its run's cluster."""
+def parsl_run_ids(con) -> set[str]:
+    """The runs of the store that Parsl wrote (`PARSL_SOURCES`, or a `parsl.*` logger).
+
+    >>> parsl_run_ids(taskscope.open("run.duckdb").con)  # doctest: +SKIP
+    {'4b6b...'}
+    """
+    rows = con.execute(
+        f"""SELECT DISTINCT run_id FROM events WHERE run_id IS NOT NULL
+            AND (source IN ({', '.join('?' for _ in PARSL_SOURCES)}) OR logger = 'parsl' OR starts_with(logger, 'parsl.'))""",
+        list(PARSL_SOURCES)).fetchall()
+    return {row[0] for row in rows}
+
+
+def batch_for(message: dict, failures: list[dict] = (), kind: str = "parsl") -> dict:
+    """The protocol batch carrying one `parsl.run` message and its failed tries, under its run's cluster
+    (of `kind` "parsl", or "workflow" for another system's run)."""
     return {
         "protocol": PROTOCOL_VERSION, "batch_id": uuid.uuid4().hex, "sent_at": time.time(),
         # no user recorded in the run: the server takes the token's user
-        "cluster": {"cluster_id": uuid.uuid5(RUN_NAMESPACE, message["run_id"]).hex, "kind": "parsl",
+        "cluster": {"cluster_id": uuid.uuid5(RUN_NAMESPACE, message["run_id"]).hex, "kind": kind,
                     "name": message["run_id"], "user": message["user"],
                     "host": message["host"] or socket.gethostname()},
         "messages": [message, *failures],
@@ -158,17 +177,18 @@ def upload_runs(runinfo: str | Path, server: str | None = None, token: str | Non
         try:
             opened.ingest(str(runinfo))
             messages = run_messages(opened, price_per_core_hour)
+            by_parsl = parsl_run_ids(opened.con)
         finally:
             opened.close()
     if not messages:
-        raise UploadError(f"no Parsl run found in {runinfo}")
+        raise UploadError(f"no run found in {runinfo}")
     sent = []
     runs = [message for message in messages if message["kind"] == "parsl.run"]
     for message in runs:
         failed = [m for m in messages if m["kind"] == "exception" and m["run_id"] == message["run_id"]]
-        batch = batch_for(message, failed)
+        batch = batch_for(message, failed, "parsl" if message["run_id"] in by_parsl else "workflow")
         call("POST", INGEST_PATH, json=batch, server=server, token=token, verify=verify, timeout_s=60.0)
-        sent.append({"run_id": message["run_id"], "cluster_id": batch["cluster"]["cluster_id"],
+        sent.append({"run_id": message["run_id"], "cluster_id": batch["cluster"]["cluster_id"], "kind": batch["cluster"]["kind"],
                      "tasks": message["tasks"], "tasks_failed": message["tasks_failed"], "cost": message["cost"]})
     return sent
 
