@@ -117,7 +117,16 @@ FAILURE_RECORDS = failure_records_sql()
 # (a stream that logs only the final state, Academy's action that raised) has that try failed
 # too, with the exception its own events' tracebacks name last (`unknown` when none does), so
 # every failed task has exactly one failed last try. A `dep_fail` task never ran: none.
-FAILED_TRIES = f"""
+def failed_tries_sql(scope: str | None = None) -> str:
+    """`FAILED_TRIES` reading the last tries' events among those `scope` (a condition on the
+    columns of `events` as `e`) selects, by default `of_run("e.run_id")`: a task's page reads its
+    own task's events, not its whole run's (a scan of every event of the run, 0.08 s on a 9,000-task run).
+
+    >>> "e.task_id = $task" in failed_tries_sql(of_run("e.run_id") + " AND e.task_id = $task")
+    True
+    """
+    scope = scope or of_run("e.run_id")
+    return f"""
     unrecorded_failures AS (
         SELECT t.run_id, t.task_id, t.tries - 1 AS try_id,
                (SELECT max(f.ts) FROM failure_records f WHERE f.run_id = t.run_id AND f.task_id = t.task_id)
@@ -133,7 +142,7 @@ FAILED_TRIES = f"""
     last_try_events AS MATERIALIZED (
         SELECT e.run_id, e.task_id, e.ts, e.file_id, e.line, e.attrs
         FROM events e JOIN unrecorded_failures u ON e.run_id = u.run_id AND e.task_id = u.task_id
-        WHERE e.attrs IS NOT NULL AND e.event IS DISTINCT FROM 'task.try_failed' AND {of_run("e.run_id")}
+        WHERE e.attrs IS NOT NULL AND e.event IS DISTINCT FROM 'task.try_failed' AND {scope}
               AND (e.try_id = u.try_id
                    OR (e.try_id IS NULL AND (u.earlier_failure_ts IS NULL OR e.ts > u.earlier_failure_ts)))
     ),
@@ -154,6 +163,9 @@ FAILED_TRIES = f"""
         FROM unrecorded_failures u LEFT JOIN exceptions_in_task_events x USING (run_id, task_id)
     )
 """
+
+
+FAILED_TRIES = failed_tries_sql()
 
 # `task_rows` (run_id, task_id, final_state, tries), after `FAILURE_RECORDS` and given `per_task`
 # (run_id, task_id, last_try_id) and `states` (run_id, task_id, final_state): `tries` is the last
@@ -183,7 +195,8 @@ _TRIES = f"""
                (SELECT max(try_id) FROM events WHERE run_id = $run AND task_id = $task) AS last_try_id
     ),
     states AS (SELECT $run AS run_id, $task AS task_id, $state AS final_state),
-    {failure_records_sql(of_run() + " AND task_id = $task")}, {TASK_ROWS}, {FAILED_TRIES},
+    {failure_records_sql(of_run() + " AND task_id = $task")}, {TASK_ROWS},
+    {failed_tries_sql(of_run("e.run_id") + " AND e.task_id = $task")},
     numbered AS (SELECT unnest(range(tries)) AS try_id FROM task_rows),
     placed AS (
         SELECT try_id, {_TRY_COLUMNS},
