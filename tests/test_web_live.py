@@ -158,20 +158,47 @@ def test_every_answer_during_a_live_ingest_is_one_state_of_the_store(tmp_path):
 
 
 def test_a_held_view_whose_query_failed_is_given_to_no_other_reader(tmp_path):
-    """DuckDB refuses every query of a transaction after one failed: a held view in that state
-    is closed, not handed to the next reader."""
+    """DuckDB refuses every query of a transaction after one failed: a held connection in that
+    state is closed, not handed to the next reader; the others go on serving the held state."""
     from taskscope.web.live import HeldView
 
     with taskscope.open(tmp_path / "s.duckdb") as store:
         store.ingest(corpus_path(REPLAYED))
-        held = HeldView(store, generation=1)
+        held = HeldView(store, generation=1, readers=2)
         with held.try_enter() as view:
-            assert held.try_enter() is None, "two readers at once"
+            with held.try_enter() as beside:  # a second reader at once, on a connection of its own
+                assert beside.con is not view.con
+                assert held.try_enter() is None, "three readers on two connections"
             assert view.con.execute("SELECT count(*) FROM events").fetchone()[0] > 0
         with held.try_enter() as view, pytest.raises(duckdb.Error):
             view.con.execute("SELECT * FROM no_such_table")
+        assert not held.broken and not held.closed
+        with held.try_enter() as other:  # the one left
+            assert other.con is not view.con and other.con.execute("SELECT count(*) FROM events").fetchone()[0] > 0
+            with pytest.raises(duckdb.Error):
+                other.con.execute("SELECT * FROM no_such_table")
         assert held.broken and held.closed and held.try_enter() is None
         held.retire()
+
+
+def test_readers_of_a_held_view_see_its_state_side_by_side_while_an_ingest_commits(tmp_path):
+    """Every connection of a held view was begun before the ingest: each reads the state from
+    before it, whatever the ingest commits meanwhile."""
+    from taskscope.web.live import HeldView
+
+    with taskscope.open(tmp_path / "s.duckdb") as store:
+        store.ingest(corpus_path("parsl-htex-jsonlog"))
+        before = store.con.execute("SELECT count(*) FROM events").fetchone()[0]
+        held = HeldView(store, generation=1, readers=3)
+        store.ingest(corpus_path("parsl-mixed-textlog"))
+        after = store.con.execute("SELECT count(*) FROM events").fetchone()[0]
+        views = [held.try_enter() for _ in range(3)]
+        assert after > before and all(views) and len({id(v.con) for v in views}) == 3
+        assert [v.con.execute("SELECT count(*) FROM events").fetchone()[0] for v in views] == [before] * 3
+        for view in views:
+            view.close()
+        held.retire()
+        assert held.closed
 
 
 def test_a_view_beside_the_usage_collector_has_the_generation_of_the_commits_it_sees(tmp_path):

@@ -97,7 +97,7 @@ class Dashboard:
 
     def try_view(self) -> View | None:
         """A read view of one state of the store (with a live ingest, the one the last complete
-        ingest left), or None while that state's one view is another reader's."""
+        ingest left), or None while every view held of that state is another reader's."""
         if self.live:
             return self.live.try_view()
         con = pinned_cursor(self.store)

@@ -7,7 +7,7 @@ read one step's result beside another's, would show a mix (a run `failed` beside
 task). So every read goes through a `View`: one read transaction, begun at a point where the
 store is as a whole ingest left it, and `generation` (how many ingests added events) says
 which point that is. While an ingest runs (and after one failed, until one succeeds), readers
-share a view held from before it began; between ingests each reader begins its own.
+share a few connections held from before it began; between ingests each reader begins its own.
 """
 
 from __future__ import annotations
@@ -61,58 +61,82 @@ class View:
         self.close()
 
 
-class HeldView:
-    """The store as the last complete ingest left it, held while the next one runs: one pinned
-    connection that readers take in turn, closed once retired and no reader has it, or once a
-    reader's query failed (DuckDB then refuses every query of the transaction: `broken`)."""
+#: readers that can read the held state side by side while an ingest runs (each has a connection
+#: of its own, begun before the ingest: DuckDB runs their queries in parallel)
+HELD_READERS = 4
 
-    def __init__(self, store: Store, generation: int):
-        self.con, self.generation = pinned_cursor(store), generation
-        self._turn = threading.Lock()   # one reader at a time
-        self._state = threading.Lock()  # guards the flags below
-        self._retired = self._closed = self.broken = False
+
+class _Slot:
+    """One pinned connection of a `HeldView`, and whether a reader has it."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con = con
+        self.turn = threading.Lock()  # one reader at a time
+        self.closed = self.broken = False
+
+
+class HeldView:
+    """The store as the last complete ingest left it, held while the next one runs: `readers`
+    pinned connections, all begun before the ingest, that readers take in turn. A connection is
+    closed once the view is retired and no reader has it, or once a reader's query failed on it
+    (DuckDB then refuses every query of its transaction). `broken`: every one failed so."""
+
+    def __init__(self, store: Store, generation: int, readers: int = HELD_READERS):
+        self.generation = generation
+        self._slots = [_Slot(pinned_cursor(store)) for _ in range(readers)]
+        self._state = threading.Lock()  # guards the flags
+        self._retired = False
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return all(slot.closed for slot in self._slots)
+
+    @property
+    def broken(self) -> bool:
+        return all(slot.broken for slot in self._slots)
 
     def try_enter(self) -> View | None:
-        """This view for one reader, or None while another reader has it or once it is `closed`."""
-        if not self._turn.acquire(blocking=False):
-            return None
-        with self._state:
-            if self._closed:
-                self._turn.release()
-                return None
-        return View(self.con, self.generation, release=self._leave)
+        """This view for one reader, or None while every connection is another reader's or once
+        it is `closed`."""
+        for slot in self._slots:
+            if not slot.turn.acquire(blocking=False):
+                continue
+            with self._state:
+                if not slot.closed:
+                    return View(slot.con, self.generation, release=lambda slot=slot: self._leave(slot))
+            slot.turn.release()
+        return None
 
-    def _leave(self) -> None:
+    def _leave(self, slot: _Slot) -> None:
         with self._state:
-            if not self._closed and not self._usable():
-                self.broken = True
-            if self._retired or self.broken:
-                self._close()
-            self._turn.release()
-
-    def _usable(self) -> bool:
-        try:
-            self.con.execute("SELECT 1").fetchall()
-        except duckdb.Error:
-            return False
-        return True
+            if not slot.closed and not _usable(slot.con):
+                slot.broken = True
+            if self._retired or slot.broken:
+                _close(slot)
+            slot.turn.release()
 
     def retire(self) -> None:
-        """No new reader will ask for it: close it now, or when its reader is done."""
+        """No new reader will ask for it: close its connections now, or each when its reader is done."""
         with self._state:
             self._retired = True
-            if self._turn.acquire(blocking=False):
-                self._close()
-                self._turn.release()
+            for slot in self._slots:
+                if slot.turn.acquire(blocking=False):
+                    _close(slot)
+                    slot.turn.release()
 
-    def _close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self.con.close()
+
+def _usable(con: duckdb.DuckDBPyConnection) -> bool:
+    try:
+        con.execute("SELECT 1").fetchall()
+    except duckdb.Error:
+        return False
+    return True
+
+
+def _close(slot: _Slot) -> None:
+    if not slot.closed:
+        slot.closed = True
+        slot.con.close()
 
 
 class LiveIngest(threading.Thread):
@@ -178,7 +202,7 @@ class LiveIngest(threading.Thread):
 
     def try_view(self) -> View | None:
         """A read view of the store as the last complete ingest left it (close it when done), or
-        None while that state's one view is another reader's (ask again shortly)."""
+        None while every connection held of that state is another reader's (ask again shortly)."""
         while True:
             with self._lock:
                 held, count, generation = self._held, self._ingests_begun_and_done, self.generation
