@@ -872,6 +872,9 @@ def test_login_refuses_other_sites_and_slows_repeated_failures_but_never_a_valid
         slowed = login("tsf_wrong", origin=server.url)
         assert slowed.status_code == 429 and int(slowed.headers["retry-after"]) >= 1
         check_security_headers(slowed)
+        # the address is the connection's own: a client naming another does not escape the limit
+        assert [login("tsf_wrong", **{"x-forwarded-for": f"203.0.113.{n}"}).status_code
+                for n in range(3)] == [429] * 3
         welcome = login(token)  # still accepted while this client is slowed
         assert welcome.status_code == 303 and "taskscope_fleet_token=" in welcome.headers["set-cookie"]
         assert httpx.post(server.url + "/logout", headers={"origin": "https://evil.example"}, timeout=30).status_code == 403

@@ -181,7 +181,10 @@ def serve(store: str, host: str = "127.0.0.1", port: int = 8090,
     db = FleetDB(store)
     try:
         app = create_app(db, currency or os.environ.get(CURRENCY_ENV) or DEFAULT_CURRENCY)
-        config = uvicorn.Config(app, log_level="warning", ssl_certfile=tls_cert, ssl_keyfile=tls_key)
+        # proxy_headers off: uvicorn otherwise takes any local client's X-Forwarded-For as its
+        # address, and the login limiter would count each made-up address apart
+        config = uvicorn.Config(app, log_level="warning", ssl_certfile=tls_cert, ssl_keyfile=tls_key,
+                                proxy_headers=False)
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()

@@ -66,7 +66,7 @@ def serve(dashboard: Dashboard, host: str = "127.0.0.1", port: int = 8080, sock:
     """
     try:
         sock = sock if sock is not None else listen(host, port)
-        server = uvicorn.Server(uvicorn.Config(create_app(dashboard), log_level="warning"))
+        server = uvicorn.Server(uvicorn.Config(create_app(dashboard), log_level="warning", proxy_headers=False))
         server.run(sockets=[sock])
     except KeyboardInterrupt:
         pass
@@ -116,7 +116,7 @@ class BackgroundServer:
         self.sock = sock
         self.address: tuple[str, int] = sock.getsockname()[:2]
         warn_unless_loopback(self.address[0])
-        self.server = uvicorn.Server(uvicorn.Config(create_app(dashboard), log_level="warning"))
+        self.server = uvicorn.Server(uvicorn.Config(create_app(dashboard), log_level="warning", proxy_headers=False))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
                                        name="taskscope-dashboard", daemon=True)
 
