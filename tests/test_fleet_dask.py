@@ -315,6 +315,15 @@ def test_close_timeout_is_a_setting_read_from_dask_config_and_register(monkeypat
     assert FleetSettings.from_config(close_timeout=30).close_timeout == 30.0
 
 
+@pytest.mark.parametrize("price", [-1, 2e6, float("inf"), "cheap"])
+def test_a_price_the_server_would_refuse_is_refused_where_it_is_set(price):
+    """The server refuses every batch of a cluster priced outside 0..1e6: the plugin says so at once."""
+    from taskscope.fleet.settings import FleetSettings
+    with pytest.raises(ValueError, match="price-per-core-hour must be a number from 0 to 1e\\+06"):
+        FleetSettings.from_config(price_per_core_hour=price)
+    assert FleetSettings.from_config(price_per_core_hour=1e6).price_per_core_hour == 1e6
+
+
 def test_disabled_sends_nothing(server, tmp_path):
     with LocalCluster(processes=True, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \
             Client(cluster) as client, dask.config.set({"taskscope.fleet.disabled": True}):

@@ -317,15 +317,17 @@ def test_a_deeply_nested_body_is_refused_and_kept_aside(fleet, depth):
     assert server.get(f"/api/v1/clusters/{cluster_id}", tokens["alice"]).status_code == 404
 
 
-def test_numbers_no_float_holds_are_stored_as_unknown(fleet):
+@pytest.mark.parametrize("prices, refused", [
+    ('"price_per_core_hour": 1' + "0" * 400, "price_per_core_hour"),  # no float holds it
+    ('"price_per_core_hour": 0.05, "price_per_gb_hour": Infinity', "price_per_gb_hour"),
+])
+def test_prices_no_float_holds_are_refused_and_the_cluster_is_not_stored(fleet, prices, refused):
     server, tokens, _ = fleet
     cluster_id = uuid.uuid4().hex
-    body = impossible_time_batch(cluster_id, '{"kind": "cluster.start", "ts": 1764547200, "price_per_core_hour": 1'
-                                 + "0" * 400 + ', "price_per_gb_hour": Infinity}')
-    assert server.post(tokens["alice"], body).status_code == 200
-    found = server.get(f"/api/v1/clusters/{cluster_id}", tokens["alice"]).json()
-    assert (found["price_per_core_hour"], found["price_per_gb_hour"]) == (0.05, 0.005)  # the defaults
-    assert server.get(f"/clusters/{cluster_id}", tokens["alice"]).status_code == 200
+    body = impossible_time_batch(cluster_id, '{"kind": "cluster.start", "ts": 1764547200, ' + prices + '}')
+    reply = server.post(tokens["alice"], body)
+    assert reply.status_code == 400 and f"{refused} must be a number from 0 to 1e+06" in reply.json()["error"]
+    assert server.get(f"/api/v1/clusters/{cluster_id}", tokens["alice"]).status_code == 404
 
 
 def test_oversized_bodies_are_refused_with_413(fleet):
@@ -671,8 +673,10 @@ def test_oddly_typed_fields_are_stored_without_breaking_the_pages(fleet):
         message.update({key: value for key, value in odd.items() if key in message or key in ("msg", "apps")})
     batch["messages"].append({"kind": "parsl.run", "ts": 1.0, "apps": odd["apps"], "failures": odd["failures"],
                               "tasks": "many"})
-    batch["messages"].append({"kind": "workers", "ts": 2.0, "n_workers": 10**30})  # beyond BIGINT
-    body = json.dumps(batch).encode().replace(b'"ts": 2.0', b'"ts": 2.0, "note": "\\ud800 lone"')
+    sampled = batch["messages"][0]["started"] + 1.5  # inside the cluster's life: the sample is kept
+    batch["messages"].append({"kind": "workers", "ts": sampled, "n_workers": "lots"})
+    stamp = f'"ts": {json.dumps(sampled)}'.encode()
+    body = json.dumps(batch).encode().replace(stamp, stamp + b', "note": "\\ud800 lone"')
     lone = json.dumps({"kind": "exception", "ts": 3.0, "exception_text": "x"}).replace('"x"', '"\\ud800 lone"')
     body = body.replace(b'"messages": [', b'"messages": [' + lone.encode() + b", ")
     assert server.post(tokens["alice"], body).status_code == 200
@@ -931,17 +935,25 @@ def with_messages(batch: dict, change) -> dict:
 
 @pytest.mark.parametrize("change, reason", [
     (lambda ms: [{**m, "n_workers": -5} if m["kind"] == "workers" else m for m in ms],
-     "messages[1].n_workers must not be negative"),
+     "messages[1].n_workers must be a number from 0 to 9e+18, not -5"),
     (lambda ms: [{**m, "n_threads": -5} if m["kind"] == "workers" else m for m in ms],
-     "messages[1].n_threads must not be negative"),
+     "messages[1].n_threads must be a number from 0 to 9e+18, not -5"),
     (lambda ms: [{**m, "groups": [{**m["groups"][0], "compute_s": -1.0}]} if m["kind"] == "computation" else m
-                 for m in ms], "messages[5].groups[0].compute_s must not be negative"),
+                 for m in ms], "messages[5].groups[0].compute_s must be a number from 0"),
     (lambda ms: [{**m, "stop": m["start"] - 5} if m["kind"] == "computation" else m for m in ms],
      "is before its start"),
     (lambda ms: [{**m, "stopped": m["stopped"] - 1000} if m["kind"] == "cluster.stop" else m for m in ms],
      "would stop"),
     (lambda ms: [*ms, {"kind": "workers", "ts": ms[-1]["stopped"] + 60, "n_workers": 2, "n_threads": 4,
                        "memory_total": 2**30}], "after the cluster's stop"),
+    # a sample from before the start would bill time the cluster did not run (1e8 core-seconds of a 10 s cluster)
+    (lambda ms: [*ms, {"kind": "workers", "ts": ms[0]["started"] - 10 * 86400, "n_workers": 1, "n_threads": 100,
+                       "memory_total": 2**30}], "before the cluster's start"),
+    # figures no cluster has: the costs summed from them would be infinite
+    (lambda ms: [{**m, "price_per_core_hour": 1e308} if m["kind"] == "cluster.start" else m for m in ms],
+     "messages[0].price_per_core_hour must be a number from 0 to 1e+06, not 1e+308"),
+    (lambda ms: [{**m, "n_threads": 1e300} if m["kind"] == "workers" else m for m in ms],
+     "messages[1].n_threads must be a number from 0 to 9e+18"),
 ])
 def test_impossible_figures_are_refused_with_a_reason_and_kept_aside(fleet, change, reason):
     server, tokens, _ = fleet

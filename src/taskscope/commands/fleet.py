@@ -223,7 +223,7 @@ def upload(
     server: Optional[str] = ServerOption,
     token: Optional[str] = TokenOption,
     store: Optional[str] = typer.Option(None, "--store", "-s", help="Event store to ingest into (default: a temporary one)."),
-    price_per_core_hour: float = typer.Option(0.05, "--price-per-core-hour", min=0, help="For the cost estimate."),
+    price_per_core_hour: float = typer.Option(0.05, "--price-per-core-hour", min=0, max=1e6, help="For the cost estimate (0 to 1e6)."),
     ca_bundle: Optional[Path] = CaBundleOption,
     fmt: OutputFormat = FormatOption,
 ) -> None:

@@ -368,13 +368,19 @@ def _check_owner(con: duckdb.DuckDBPyConnection, account: str, cluster_id: str, 
 
 def _check_cluster_figures(con: duckdb.DuckDBPyConnection, account: str, cluster_id: str) -> None:
     """Refuse (400) a batch after which the cluster would stop before it started, or hold a worker
-    sample after its stop: its duration or core time would be negative or counted twice."""
-    started, stopped, late = con.execute(
-        "SELECT c.started, c.stopped, (SELECT max(s.ts) FROM worker_samples s WHERE s.account = c.account "
+    sample before its start or after its stop: its duration or core time would be negative, or
+    count time the cluster did not run."""
+    started, stopped, early, late = con.execute(
+        "SELECT c.started, c.stopped, "
+        "(SELECT min(s.ts) FROM worker_samples s WHERE s.account = c.account "
+        "AND s.cluster_id = c.cluster_id AND s.ts < c.started), "
+        "(SELECT max(s.ts) FROM worker_samples s WHERE s.account = c.account "
         "AND s.cluster_id = c.cluster_id AND s.ts > c.stopped) FROM clusters c "
         "WHERE c.account = ? AND c.cluster_id = ?", [account, cluster_id]).fetchone()
     if started is not None and stopped is not None and stopped < started:
         raise BatchRefused(400, f"the cluster would stop ({stopped}) before it started ({started})")
+    if early is not None:
+        raise BatchRefused(400, f"a workers sample at {early} is before the cluster's start ({started})")
     if late is not None:
         raise BatchRefused(400, f"a workers sample at {late} is after the cluster's stop ({stopped})")
 

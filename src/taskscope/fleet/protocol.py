@@ -75,9 +75,10 @@ their groups, idle intervals, profiles and Parsl runs) are epoch seconds within 
 (`EARLIEST_TIME` to `LATEST_TIME`): a batch with a time outside, infinite or NaN is refused (400), as
 is one nesting objects and lists more than `MAX_NESTING` levels deep (the envelope takes three).
 A count, size, duration or price of `NON_NEGATIVE_FIELDS` (and a group's `GROUP_NON_NEGATIVE_FIELDS`)
-that is negative is refused (400), and so is a ``stop`` before its ``start`` in a computation, idle
-interval, profile or Parsl run. The server also refuses a batch after which the cluster would stop
-before it started, or hold a ``workers`` sample after its stop (400), and a batch for a cluster_id
+that is negative, NaN or above `MAX_FIGURE` (a price: above `MAX_PRICE`) is refused (400), and so
+is a ``stop`` before its ``start`` in a computation, idle interval, profile or Parsl run. The server
+also refuses a batch after which the cluster would stop before it started, or hold a ``workers``
+sample before its start or after its stop (400), and a batch for a cluster_id
 that another user of the account sent first (409: each cluster belongs to one token's user).
 
 Cost: the server estimates cluster cost as
@@ -121,6 +122,11 @@ NON_NEGATIVE_FIELDS = {
     "parsl.run": ("tasks", "tasks_failed", "workers", "cores", "wall_s", "core_seconds", "compute_s", "cost"),
 }
 GROUP_NON_NEGATIVE_FIELDS = ("n_tasks", "compute_s", "transfer_s", "disk_s", "nbytes")
+#: the largest count, size or duration taken (a BIGINT's range: a cost summed from such figures stays finite)
+MAX_FIGURE = 9e18
+#: the largest price per core-hour or per GiB-hour taken: a price of 1e308 made every cost infinite
+MAX_PRICE = 1e6
+PRICE_FIELDS = ("price_per_core_hour", "price_per_gb_hour")
 #: message kinds whose ``stop`` may not come before their ``start`` (their durations are shown and summed)
 SPANNING_KINDS = frozenset({"computation", "idle", "profile", "parsl.run"})
 TOO_DEEP = f"objects and lists may nest at most {MAX_NESTING} levels deep"
@@ -200,11 +206,14 @@ def _check_message(message: object, position: int) -> None:
 
 
 def _check_figures(record: dict, names: tuple[str, ...], where: str) -> None:
-    # a value that is not a number is left to the store, which keeps it as unknown
+    # a value that is not a number is left to the store, which keeps it as unknown; NaN compares false
     for name in names:
         value = record.get(name)
-        if type(value) in _NUMBER_TYPES and value < 0:
-            raise ProtocolError(f"{where}.{name} must not be negative, not {repr(value)[:40]}")
+        if type(value) not in _NUMBER_TYPES:
+            continue
+        highest = MAX_PRICE if name in PRICE_FIELDS else MAX_FIGURE
+        if not 0 <= value <= highest:
+            raise ProtocolError(f"{where}.{name} must be a number from 0 to {highest:g}, not {repr(value)[:40]}")
 
 
 def _check_span(message: dict, where: str) -> None:

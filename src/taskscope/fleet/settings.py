@@ -121,6 +121,11 @@ class FleetSettings:
             values[name] = value
         values["user"] = values["user"] or getpass.getuser()
         values["events_allow"] = list(values["events_allow"] or [])
+        for name in protocol.PRICE_FIELDS:  # the server refuses every batch of a cluster priced outside
+            price = values[name]
+            if not isinstance(price, (int, float)) or isinstance(price, bool) or not 0 <= price <= protocol.MAX_PRICE:
+                raise ValueError(f"taskscope.fleet {CONFIG_KEYS[name]} must be a number from 0 to "
+                                 f"{protocol.MAX_PRICE:g}, not {price!r}")
         return cls(**values)
 
     def privacy(self) -> dict:
