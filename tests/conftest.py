@@ -137,8 +137,9 @@ def parsl_env() -> dict[str, str]:
     return dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
 
 
-def make_real_run(runinfo: Path, **options) -> Path:
-    """Run the demo workflow with `options` in a fresh Python process; return the run folder."""
+def make_real_run(runinfo: Path, *, zone: str | None = None, **options) -> Path:
+    """Run the demo workflow with `options` in a fresh Python process (in time `zone`, such as
+    "Asia/Kolkata", when given); return the run folder."""
     code = (
         "import json, sys\n"
         "from taskscope.demo.workflow import run_workflow\n"
@@ -146,7 +147,7 @@ def make_real_run(runinfo: Path, **options) -> Path:
         "if 'executor_labels' in options: options['executor_labels'] = tuple(options['executor_labels'])\n"
         f"print(run_workflow({str(runinfo)!r}, **options))\n"
     )
-    env = parsl_env()
+    env = parsl_env() if zone is None else {**parsl_env(), "TZ": zone}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     if done.returncode != 0:
         pytest.fail(f"real Parsl run failed:\n{done.stdout}\n{done.stderr}")

@@ -15,7 +15,7 @@ import textwrap
 from pathlib import Path
 
 import taskscope
-from conftest import corpus_path, run_cli
+from conftest import corpus_path, make_real_run, run_cli
 from taskscope.sources import Sample, recognising_source
 
 SNAKEMAKE_LOG = """\
@@ -356,6 +356,26 @@ def test_naive_local_times_are_read_in_the_zone_at_their_own_date(tmp_path):
         with taskscope.open(str(tmp_path / store), read_only=True) as opened:
             got = dict(opened.con.execute("SELECT message, ts FROM events").fetchall())
         assert got == {message: ts + shift.get(message, 0.0) for message, ts in expected.items()}, (store, got)
+
+
+def test_two_runinfos_made_in_two_zones_and_ingested_together_each_keep_their_own_offset(text_run, tmp_path):
+    """A runinfo's monitoring.db holds naive local times. Its run folders' text logs teach their
+    offset (`created` is UTC beside the local `asctime`); ingested in one go beside a runinfo made
+    in another zone, each monitoring.db once took the offset the other had taught last (5.5 hours:
+    a 16 s run lasted 19,816 s). The truth: each run's monitoring events lie within its own logs'
+    first and last UTC times (`created`, written by Python's logging, whatever the zone)."""
+    kolkata = make_real_run(tmp_path / "runinfo", zone="Asia/Kolkata", n_inputs=4).parent
+    store = str(tmp_path / "both.duckdb")
+    with taskscope.open(store) as opened:
+        opened.ingest(text_run, kolkata)
+        spans = opened.con.execute(
+            """SELECT run_id, min(ts) FILTER (WHERE source = 'monitoring'), max(ts) FILTER (WHERE source = 'monitoring'),
+                      min(ts) FILTER (WHERE source = 'parsl'), max(ts) FILTER (WHERE source = 'parsl')
+               FROM events WHERE run_id IS NOT NULL GROUP BY run_id""").fetchall()
+    assert len(spans) == 2, spans
+    for run_id, first_seen, last_seen, first_logged, last_logged in spans:
+        assert first_seen is not None and first_logged is not None, run_id
+        assert first_logged - 5 <= first_seen and last_seen <= last_logged + 5, (run_id, first_seen - first_logged)
 
 
 def test_a_log_renamed_away_by_rotation_is_read_on_not_again(tmp_path):

@@ -287,7 +287,8 @@ def _nothing_readable(paths: list[str], inputs: list[InputFile], report: IngestR
 
 
 class _Offsets:
-    """UTC offsets for naive local times: forced, learned per run folder, or the machine's."""
+    """UTC offsets for naive local times: forced, learned per run folder (a file outside any, such
+    as a runinfo's `monitoring.db`, takes what its sibling run folders taught), or the machine's."""
 
     def __init__(self, forced: float | None):
         self.forced = forced
@@ -297,15 +298,25 @@ class _Offsets:
     def for_item(self, item: InputFile) -> float:
         if self.forced is not None:
             return self.forced
-        if item.run_dir in self.by_run_dir:
-            return self.by_run_dir[item.run_dir]
-        return self.last_learned if self.last_learned is not None else local_utc_offset_seconds()
+        learned = self._learned_for(item)
+        return learned if learned is not None else local_utc_offset_seconds()
 
     def zone_for_item(self, item: InputFile) -> str | None:
         """The machine's zone, when its naive times are read in it (no offset given or learned)."""
-        if self.forced is not None or item.run_dir in self.by_run_dir or self.last_learned is not None:
+        if self.forced is not None or self._learned_for(item) is not None:
             return None
         return local_zone_name()
+
+    def _learned_for(self, item: InputFile) -> float | None:
+        """The offset its own run folder taught, else the last one its sibling run folders taught
+        (two runinfos made in two zones and ingested together each keep their own), else the
+        last one any taught."""
+        if item.run_dir in self.by_run_dir:
+            return self.by_run_dir[item.run_dir]
+        folder = os.path.dirname(item.path)
+        siblings = [offset for run_dir, offset in self.by_run_dir.items()
+                    if run_dir is not None and os.path.dirname(run_dir) == folder]
+        return siblings[-1] if siblings else self.last_learned
 
     def learn(self, item: InputFile, offset: float) -> None:
         self.by_run_dir[item.run_dir] = offset
