@@ -34,8 +34,8 @@ DATAGRAMS = [protocol.encode({"correlator": "run-1", "tracking_level": 1, "parsl
 MAX_BYTES = 200
 
 
-def collect(store: Path, fmt: str, *options: str) -> tuple[str, str]:
-    """Run `usage collect --format FMT` on a free port, send `DATAGRAMS`, stop it with SIGINT: (stdout, stderr)."""
+def collect(store: Path, fmt: str, *options: str, datagrams: list[bytes] = DATAGRAMS) -> tuple[str, str]:
+    """Run `usage collect --format FMT` on a free port, send `datagrams`, stop it with SIGINT: (stdout, stderr)."""
     port = free_udp_port()
     spool = Path(str(store) + ".spool")
     process = subprocess.Popen([sys.executable, "-m", "taskscope.cli", "usage", "collect", "--port", str(port),
@@ -46,7 +46,7 @@ def collect(store: Path, fmt: str, *options: str) -> tuple[str, str]:
         assert wait_until(lambda: any(spool.glob("*.spool")) or process.poll() is not None, 60)
         assert process.poll() is None, process.stderr.read()
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            for datagram in DATAGRAMS:
+            for datagram in datagrams:
                 sock.sendto(datagram, ("127.0.0.1", port))
         time.sleep(0.5)
         process.send_signal(signal.SIGINT)
@@ -71,6 +71,24 @@ def test_collect_format_csv_prints_the_counts_as_csv(tmp_path):
     assert row == {key: json.dumps(value, separators=(",", ":")) if isinstance(value, dict) else str(value)
                    for key, value in as_json.items()}
     assert "collecting usage datagrams" not in err  # machine-readable: only the data, as with json
+
+
+def test_a_project_name_a_spreadsheet_would_run_is_written_as_text_in_csv(tmp_path):
+    """Usage datagrams are anyone's: a project named `=HYPERLINK(...)` must not become a live formula
+    in the CSV a maintainer opens in a spreadsheet (a leading `'` makes it text there)."""
+    names = ['=HYPERLINK("http://e.x")', "+cmd|' /C calc'!A0", "@SUM(1+1)", "-2+3", "plain"]
+    datagrams = [protocol.encode({"correlator": f"run-{n}", "tracking_level": 3, "parsl_v": "2025.06.02",
+                                  "python_v": "3.12.1", "platform.system": "Linux", "start": 1_780_000_000 + n,
+                                  "project_name": name}) for n, name in enumerate(names)]
+    store = tmp_path / "hostile.duckdb"
+    collect(store, "json", datagrams=datagrams)
+    done = run_cli("usage", "report", "leaderboard", "--store", str(store), "--format", "csv")
+    assert done.returncode == 0, done.stderr
+    header, *rows = list(csv.reader(io.StringIO(done.stdout)))
+    shown = sorted(dict(zip(header, row))["project_name"] for row in rows)
+    assert shown == sorted(["'" + name for name in names[:-1]] + ["plain"]), done.stdout
+    as_json = json.loads(run_cli("usage", "report", "leaderboard", "--store", str(store), "--format", "json").stdout)
+    assert sorted(row["project_name"] for row in as_json) == sorted(names)  # JSON keeps them as sent
 
 
 def test_collect_format_table_says_the_counts_in_one_line(tmp_path):

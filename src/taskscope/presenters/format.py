@@ -186,23 +186,37 @@ def json_default(value):
     return str(value)
 
 
+#: what a spreadsheet runs as a formula when a cell starts with it (OWASP's "CSV injection")
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 def csv_text(frame: pd.DataFrame) -> str:
     """`frame` as CSV, a list or struct value as JSON text in its cell (not Python's repr,
     which no tool reads back and which may hold newlines), bytes as text (see `bytes_text`).
+    A text that a spreadsheet would run as a formula (`=HYPERLINK(...)`, from a log or a usage
+    message) gets a leading `'`, which spreadsheets show as text; a number written as text stays.
 
     >>> print(csv_text(pd.DataFrame({"run": ["r1"], "components": [["htex", "local"]]})), end="")
     run,components
     r1,"[""htex"",""local""]"
+    >>> print(csv_text(pd.DataFrame({"project": ['=HYPERLINK("x")', "-1"]})), end="")
+    project
+    "'=HYPERLINK(""x"")"
+    -1
     """
     def text(value):
         if isinstance(value, (np.ndarray, list, dict)):
-            return json_bytes(value).decode()
-        return bytes_text(value) if isinstance(value, (bytes, bytearray)) else value
+            value = json_bytes(value).decode()
+        elif isinstance(value, (bytes, bytearray)):
+            value = bytes_text(value)
+        if isinstance(value, str) and value.startswith(_FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(value):
+            return "'" + value
+        return value
 
-    nested = [name for name in frame.columns if frame[name].dtype == object
-              and frame[name].map(lambda v: isinstance(v, (np.ndarray, list, dict, bytes, bytearray))).any()]
-    if nested:
-        frame = frame.assign(**{name: frame[name].map(text) for name in nested})
+    texts = [name for name in frame.columns if frame[name].dtype == object or pd.api.types.is_string_dtype(frame[name])]
+    if texts:
+        frame = frame.assign(**{name: frame[name].map(text) for name in texts})
     return frame.to_csv(index=False)
 
 
