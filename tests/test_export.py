@@ -86,6 +86,20 @@ def test_parquet_reads_back_as_the_events(corpus_store, tmp_path):
     assert summary.events == read_events(corpus_store).fetchall().__len__()
 
 
+def test_parquet_reads_in_pandas_and_pyarrow_as_the_docs_say(mixed_store, tmp_path):
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    export_parquet(mixed_store, tmp_path / "export")
+    stored = mixed_store.con.execute("SELECT run_id, count(*) FROM events GROUP BY ALL").fetchall()
+    frame = pd.read_parquet(tmp_path / "export" / "events", partitioning=None)
+    assert list(frame.columns) == EVENT_COLUMN_NAMES
+    read = frame.groupby("run_id").size().to_dict() | {None: int(frame.run_id.isna().sum())}
+    assert read == dict(stored)
+    table = pq.read_table(tmp_path / "export" / "events", partitioning=None)
+    assert table.num_rows == len(frame) and str(table.schema.field("run_id").type) == "string"
+
+
 def test_parquet_has_one_partition_per_run_and_one_for_no_run(mixed_store, tmp_path):
     export_parquet(mixed_store, tmp_path / "export")
     assert_parquet_equals_events(mixed_store, tmp_path / "export")
