@@ -544,6 +544,19 @@ def test_cli_serves_a_monitoring_db_on_the_port_it_announces(tmp_path):
         with sqlite3.connect(database) as db:
             expected = db.execute("SELECT run_id FROM workflow").fetchall()
         assert [r["run_id"] for r in runs] == [row[0] for row in expected]
+        # a page of another site pointing its own name at 127.0.0.1 (DNS rebinding) names its host:
+        # refused; the loopback names of this machine are served
+        port = url.rsplit(":", 1)[1]
+        for host, status in ((f"evil.example:{port}", 403), ("evil.example", 403), (f"localhost:{port}", 200),
+                             (f"127.0.0.1:{port}", 200), (f"[::1]:{port}", 200)):
+            request = urllib.request.Request(f"{url}/api/runs", headers={"Host": host})
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    got, body = response.status, response.read()
+            except urllib.error.HTTPError as refused:
+                got, body = refused.code, refused.read()
+            assert got == status, (host, got)
+            assert (b"run_id" in body) == (status == 200), (host, body[:200])
     finally:
         server.terminate()
         server.communicate(timeout=30)

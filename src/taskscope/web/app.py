@@ -22,11 +22,13 @@ from taskscope.web.ids import RawRunSegment
 from taskscope.web.pages import ROUTERS
 from taskscope.web.render import PLOTLY_JS_URL, STATIC_DIR, render
 from taskscope.web.api_schema import declare_error_replies
-from taskscope.web.security import SecurityHeaders
+from taskscope.web.security import LoopbackHostsOnly, SecurityHeaders
 
 
-def create_app(dashboard: Dashboard) -> FastAPI:
-    """The FastAPI app over `dashboard`: every page and its `/api/...` JSON twin.
+def create_app(dashboard: Dashboard, loopback_only: bool = False) -> FastAPI:
+    """The FastAPI app over `dashboard`: every page and its `/api/...` JSON twin. `loopback_only`
+    (for a server listening on a loopback address) refuses requests naming another host
+    (`LoopbackHostsOnly`).
 
     >>> app = create_app(Dashboard(taskscope.open("run.duckdb", read_only=True)))  # doctest: +SKIP
     """
@@ -34,6 +36,8 @@ def create_app(dashboard: Dashboard) -> FastAPI:
     app = FastAPI(title="taskscope", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RawRunSegment)  # a run id may hold a slash: route on its segment as sent
+    if loopback_only:
+        app.add_middleware(LoopbackHostsOnly)
     app.state.dashboard = dashboard
     for router in ROUTERS:
         app.include_router(router)

@@ -66,7 +66,8 @@ def serve(dashboard: Dashboard, host: str = "127.0.0.1", port: int = 8080, sock:
     """
     try:
         sock = sock if sock is not None else listen(host, port)
-        server = uvicorn.Server(uvicorn.Config(create_app(dashboard), log_level="warning", proxy_headers=False))
+        app = create_app(dashboard, loopback_only=is_loopback(sock.getsockname()[0]))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", proxy_headers=False))
         server.run(sockets=[sock])
     except KeyboardInterrupt:
         pass
@@ -116,7 +117,8 @@ class BackgroundServer:
         self.sock = sock
         self.address: tuple[str, int] = sock.getsockname()[:2]
         warn_unless_loopback(self.address[0])
-        self.server = uvicorn.Server(uvicorn.Config(create_app(dashboard), log_level="warning", proxy_headers=False))
+        app = create_app(dashboard, loopback_only=is_loopback(self.address[0]))
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", proxy_headers=False))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
                                        name="taskscope-dashboard", daemon=True)
 
