@@ -262,3 +262,33 @@ def test_a_bad_lines_head_reads_as_text_in_every_format(tmp_path):
         ["head"], [head]]
     table = cli("sql", query, "--store", store).stdout
     assert "not json \\xff" in table and "bytearray" not in table
+
+
+# ---------------------------------------------------------------------------------------------
+# a run killed half way: its tasks that reached no final state are `unfinished` everywhere
+
+FINAL = {"exec_done", "memo_done", "failed", "dep_fail"}
+
+
+def test_tasks_left_on_the_way_by_a_killed_run_are_unfinished_as_summary_counts_them(tmp_path):
+    import shutil
+
+    run = tmp_path / "runinfo" / "000"
+    run.mkdir(parents=True)
+    lines = (corpus_path("parsl-htex-jsonlog") / "000" / "parsl.jsonlog").read_text().splitlines(keepends=True)
+    (run / "parsl.jsonlog").write_text("".join(lines[: 3 * len(lines) // 4]))  # the DFK's log as a SIGKILL left it
+    shutil.copytree(corpus_path("parsl-htex-jsonlog") / "000" / "htex_local", run / "htex_local")
+    records = [json.loads(line) for line in lines[: 3 * len(lines) // 4]]
+    states: dict[str, set] = {}
+    for record in records:
+        if record.get("parsl.task") is not None and record.get("parsl.task_state"):
+            states.setdefault(str(record["parsl.task"]), set()).add(record["parsl.task_state"])
+    truth = sorted((task for task, seen in states.items() if not seen & FINAL), key=int)
+    assert truth and len(truth) < len(states), states  # the half run has both kinds
+    store = str(tmp_path / "killed.duckdb")
+    assert cli("ingest", str(tmp_path / "runinfo"), "--store", store).exit_code == 0
+    listed = json.loads(cli("tasks", "--state", "unfinished", "--store", store, "--format", "json").stdout)
+    assert [task["task_id"] for task in listed] == truth
+    assert {task["final_state"] for task in listed} == {"unfinished"}
+    summary = json.loads(cli("summary", "--store", store, "--format", "json").stdout)
+    assert summary["runs"][0]["unfinished"] == len(truth)

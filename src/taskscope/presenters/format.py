@@ -15,6 +15,8 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from taskscope.analyses.runs import FINAL_STATES
+
 #: what a task without a final state (still running, or the run was killed) is listed as
 UNFINISHED = "unfinished"
 
@@ -153,8 +155,14 @@ def percent(fraction) -> str:
 
 def with_unfinished(tasks: pd.DataFrame) -> pd.DataFrame:
     """`tasks` (a `taskscope.analyses.tasks.tasks` frame) with `UNFINISHED` as the final state
-    of tasks that have none yet, as every presenter lists them."""
-    return tasks.assign(final_state=tasks["final_state"].fillna(UNFINISHED))
+    of tasks that have none yet (no state, or only one on the way: `launched` in a killed run),
+    as every presenter lists them and as `summary` counts them.
+
+    >>> with_unfinished(pd.DataFrame({"final_state": ["exec_done", "launched", None]})).final_state.tolist()
+    ['exec_done', 'unfinished', 'unfinished']
+    """
+    final = tasks["final_state"].isin(FINAL_STATES)
+    return tasks.assign(final_state=tasks["final_state"].where(final, UNFINISHED))
 
 
 def records(frame: pd.DataFrame) -> list[dict]:
