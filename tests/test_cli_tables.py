@@ -292,3 +292,21 @@ def test_tasks_left_on_the_way_by_a_killed_run_are_unfinished_as_summary_counts_
     assert {task["final_state"] for task in listed} == {"unfinished"}
     summary = json.loads(cli("summary", "--store", store, "--format", "json").stdout)
     assert summary["runs"][0]["unfinished"] == len(truth)
+
+
+def test_task_ids_are_in_natural_order_in_latency_and_series(two_runs):
+    """Task 9 before task 10 wherever tasks are listed: latency's rows (every format) and the
+    series table's groups."""
+    def natural(ids):
+        return sorted(ids, key=int)
+
+    rows = json.loads(cli("latency", "task.launched", "state:exec_done", "--store", two_runs,
+                          "--format", "json").stdout)
+    per_run: dict[str, list[str]] = {}
+    for row in rows["latencies"]:
+        per_run.setdefault(row["run_id"], []).append(row["task_id"])
+    assert per_run and all(len(ids) > 10 and ids == natural(ids) for ids in per_run.values()), per_run
+    table = cli("series", "psutil_process_memory_resident", "--by", "task_id", "--store", two_runs,
+                "--format", "table", columns=200).stdout
+    shown = re.findall(r"^\S+\s+task\.resource\s+(\d+)\s", table, re.M)
+    assert len(shown) > 10 and shown == natural(shown), table

@@ -220,7 +220,7 @@ def test_cli_and_api_give_the_same_run_rows(name, corpus_store_file, tmp_path):
         assert set(row) >= {"status", "start_ts", "end_ts", "duration_s", "run_dir"}
         assert "start" not in row and "end" not in row
         assert row["status"] == ("failed" if row["tasks_failed"] else "completed"), row
-        assert row["duration_s"] == pytest.approx(row["end_ts"] - row["start_ts"], abs=1e-3)
+        assert row["duration_s"] == pytest.approx(row["end_ts"] - row["start_ts"], abs=1e-6)
         assert row["run_dir"], row  # from the folder, else from monitoring.db's workflow row
 
 

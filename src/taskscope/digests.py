@@ -34,7 +34,7 @@ from taskscope.analyses.summary import summary
 from taskscope.analyses.tasks import dependency_edges, tasks
 
 #: grows whenever what a section holds changes: digests of another version are stale
-DIGEST_VERSION = 7
+DIGEST_VERSION = 8
 
 _TABLE_DDL = """
 CREATE TABLE IF NOT EXISTS run_digests (

@@ -52,7 +52,7 @@ def latency(store, event_a: str | Selector, event_b: str | Selector, run: str | 
         )
         SELECT p.{keys.replace(', ', ', p.')}, apps.app_name, p.a_ts, p.b_ts, round(p.b_ts - p.a_ts, 6) AS latency_s
         FROM paired p LEFT JOIN apps USING (run_id, task_id)
-        ORDER BY p.{keys.replace(', ', ', p.')}
+        ORDER BY {', '.join('natural_key(p.task_id)' if key == 'task_id' else f'p.{key}' for key in entity)}
         """,
         {**params, "run": run_id},
     ).df()

@@ -136,7 +136,7 @@ def runs(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> pd.DataFr
         SELECT i.run_id, i.workflow_name, i."user", i.host,
                coalesce((SELECT any_value(run_dir) FROM run_dirs d WHERE d.run_id = i.run_id),
                         i.monitoring_run_dir) AS run_dir,
-               i.start_ts, i.end_ts, round(i.end_ts - i.start_ts, 3) AS duration_s,
+               i.start_ts, i.end_ts, round(i.end_ts - i.start_ts, 6) AS duration_s,
                CASE WHEN NOT i.ended THEN 'unfinished'
                     WHEN coalesce(o.tasks_failed, 0) > 0 THEN 'failed' ELSE 'completed' END AS status,
                coalesce(o.tasks, 0) AS tasks, coalesce(o.tasks_done, 0) AS tasks_done,

@@ -27,6 +27,7 @@ from taskscope.commands.common import (
 )
 from taskscope.plotting import PlotError, check_plot_path
 from taskscope.presenters.format import short_run_id, short_run_ids
+from taskscope.schema import natural_sort_key
 from taskscope.presenters.figures import (
     elapsed, run_lines_figure, run_steps_figure, summary_figure, values_histogram_figure,
 )
@@ -250,6 +251,9 @@ def series_command(
         count=("value", "size"), first_ts=("ts", "min"), last_ts=("ts", "max"), min=("value", "min"),
         mean=("value", "mean"), max=("value", "max"), last_value=("value", "last"),
     ).reset_index()
+    if group:  # task 9 before task 10
+        table = table.sort_values(groups, key=lambda column: column.map(natural_sort_key) if column.name == group
+                                  else column, kind="stable", ignore_index=True)
     print_frame(table.assign(run_id=short_run_ids(table.run_id)), fmt, f"{field}: {len(values):,} values")
     _note(f"{len(values):,} values summarised per {' and '.join(groups)} (--format csv or json gives every value)")
 
