@@ -24,6 +24,7 @@ from test_web import Server, Watched, browser  # noqa: F401 (browser is a fixtur
 
 import taskscope
 from taskscope.analyses.gantt import aggregated
+from taskscope.analyses.tasks import task_detail
 from taskscope.web.dashboard import Dashboard
 
 DONE = ("exec_done", "memo_done")
@@ -192,3 +193,21 @@ def test_the_per_slot_gantt_has_a_row_only_for_slots_that_ran_something(dep_fail
     assert sorted(group["label"] for group in groups) == slots
     assert sum(group["tasks"] for group in groups) == sum(ran.values())
     store.close()
+
+
+def test_from_monitoring_db_alone_every_failed_try_counts_the_dep_fail_tasks_too(dep_fail_run, tmp_path):
+    """A dep_fail task's try Parsl never launched has only a return time and its DependencyError
+    in monitoring.db's `try` table; read from monitoring.db alone it was dropped (no launch time),
+    and the run had fewer failed tries than monitoring.db. The truth: its `try` rows."""
+    tasks = monitoring_tasks(dep_fail_run / "monitoring.db")
+    with taskscope.open(str(tmp_path / "monitoring-only.duckdb")) as store:
+        store.ingest(dep_fail_run / "monitoring.db")
+        result = store.summary()
+        run_id = tasks.run_id.iloc[0]
+        [dep_fail_task] = tasks.task_id[tasks.state == "dep_fail"]
+        tries = task_detail(store.con, run_id, dep_fail_task)["tries"]
+        launched = store.tasks(run_id).set_index("task_id").launch_ts
+    [run] = result.runs.to_dict("records")
+    assert (run["tries"], run["failed_tries"]) == (int(tasks.tries.sum()), int(tasks.failed_tries.sum()))
+    assert tries.exception_type.tolist() == ["DependencyError"]
+    assert pd.isna(launched[dep_fail_task])  # never launched: no launch time read from its try

@@ -75,7 +75,7 @@ def failure_records_sql(scope: str | None = None) -> str:
                     ELSE nullif(regexp_extract(attrs->>'task_fail_history', '^\W*([A-Za-z_][\w.]*)\(', 1), '')
                END AS exception_type
         FROM events
-        WHERE event IN ('task.try_failed', 'try.info')  -- a filter the scan takes; attrs are read after it
+        WHERE event IN ('task.try_failed', 'try.info', 'try.not_launched')  -- a filter the scan takes; attrs after it
               AND (event = 'task.try_failed' OR nullif(attrs->>'task_fail_history', '') IS NOT NULL)
               AND task_id IS NOT NULL AND run_id IS NOT NULL AND {scope}
     ),
@@ -200,7 +200,8 @@ _TRIES = f"""
     numbered AS (SELECT unnest(range(tries)) AS try_id FROM task_rows),
     placed AS (
         SELECT try_id, {_TRY_COLUMNS},
-               any_value(nullif(attrs->>'task_fail_history', '')) FILTER (WHERE event = 'try.info') AS fail_history
+               any_value(nullif(attrs->>'task_fail_history', '')) FILTER (WHERE event IN ('try.info', 'try.not_launched'))
+                   AS fail_history
         FROM events WHERE run_id = $run AND task_id = $task AND try_id IS NOT NULL
         GROUP BY try_id
     ),

@@ -43,7 +43,7 @@ _FAILED_TRIES_SQL = f"""
     histories AS (
         SELECT run_id, task_id, try_id, any_value(nullif(attrs->>'task_fail_history', '')) AS history
         FROM events
-        WHERE run_id = $run AND event = 'try.info' AND task_id IS NOT NULL AND try_id IS NOT NULL
+        WHERE run_id = $run AND event IN ('try.info', 'try.not_launched') AND task_id IS NOT NULL AND try_id IS NOT NULL
           AND nullif(attrs->>'task_fail_history', '') IS NOT NULL
         GROUP BY ALL)
     SELECT coalesce(f.fail_ts, r.ts, t.end_ts) AS ts, f.task_id, f.try_id, t.app_name, f.exception_type, h.history

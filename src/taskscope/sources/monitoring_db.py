@@ -57,10 +57,16 @@ _SELECTS: dict[str, str] = {
                            'task_fail_count', task_fail_count, 'task_fail_cost', task_fail_cost,
                            'task_hashsum', task_hashsum) AS attrs
         FROM mon_rows""",
+    # a try Parsl never launched (its task dep_fail) has only its return time, and its fail history
+    # (DependencyError): it is `try.not_launched`, timed at its return, so that no launch time is
+    # read from it and its failure still counts
     "try": f"""
-        SELECT {_local('task_try_time_launched')} AS ts, 'try.info' AS event, rowid AS line, run_id, task_id,
+        SELECT coalesce({_local('task_try_time_launched')}, {_local('task_try_time_returned')}) AS ts,
+               CASE WHEN task_try_time_launched IS NULL THEN 'try.not_launched' ELSE 'try.info' END AS event,
+               rowid AS line, run_id, task_id,
                try_id, block_id, hostname AS host, task_executor AS executor_label,
-               'task ' || task_id || ' try ' || try_id || ' launched on ' || task_executor AS message,
+               'task ' || task_id || ' try ' || try_id || CASE WHEN task_try_time_launched IS NULL
+                   THEN ' ended without being launched' ELSE ' launched on ' || task_executor END AS message,
                json_object('task_try_time_running', {_local('task_try_time_running')},
                            'task_try_time_returned', {_local('task_try_time_returned')},
                            'task_fail_history', task_fail_history) AS attrs
