@@ -336,6 +336,23 @@ def test_latency_is_to_the_microsecond_in_every_format(tmp_path):
     assert (shown["min"], shown["p50"], shown["max"]) == ("0.000012", "0.100000", "0.300000"), table
 
 
+def test_a_b_logged_just_before_its_a_gives_a_negative_latency_not_a_task_without_b(tmp_path):
+    """A worker may log receiving a task before the DFK logs launching it (two processes, 0.8 ms
+    apart): that task reached B. Only a task with no B at all is `without_b`."""
+    events = [("t1", "launched", "10:00:00.100000"), ("t1", "received", "10:00:00.105000"),
+              ("t2", "received", "10:00:01.199200"), ("t2", "launched", "10:00:01.200000"),
+              ("t3", "launched", "10:00:02.000000")]
+    path = tmp_path / "stream.jsonl"
+    path.write_text("".join(json.dumps({"ts": f"2026-03-01T{ts}Z", "run_id": "r1", "task_id": task,
+                                        "message": f"task {what}"}) + "\n" for task, what, ts in events))
+    with taskscope.open(":memory:") as store:
+        store.ingest(path)
+        found = latency(store, "task launched", "task received").set_index("task_id").latency_s
+        stats = latency_stats(store, "task launched", "task received").iloc[0]
+    assert found["t1"] == pytest.approx(0.005) and found["t2"] == pytest.approx(-0.0008) and pd.isna(found["t3"])
+    assert (stats["count"], stats["without_b"]) == (2, 1)
+
+
 def test_latency_keeps_tasks_that_never_reach_b(text_store):
     found = latency(text_store, "state:pending", "state:exec_done", per="task")
     tasks = text_store.tasks()

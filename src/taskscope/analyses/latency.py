@@ -39,9 +39,12 @@ def latency(store, event_a: str | Selector, event_b: str | Selector, run: str | 
         f"""
         WITH tagged AS ({tagged}),
         first_a AS (SELECT {keys}, min(ts) AS a_ts FROM tagged WHERE tag = 'a' GROUP BY {keys}),
+        -- the first B at or after A; when every B of the task was logged before its A (another
+        -- process logged receiving it a millisecond before the DFK logged launching it), the last
+        -- of them: a negative latency, not a task "without B"
         paired AS (
-            SELECT a.*, min(b.ts) AS b_ts
-            FROM first_a a LEFT JOIN tagged b ON {join_keys} AND b.tag = 'b' AND b.ts >= a.a_ts
+            SELECT a.*, coalesce(min(b.ts) FILTER (WHERE b.ts >= a.a_ts), max(b.ts)) AS b_ts
+            FROM first_a a LEFT JOIN tagged b ON {join_keys} AND b.tag = 'b'
             GROUP BY ALL
         ),
         apps AS (
