@@ -789,7 +789,7 @@ def test_text_task_ids_are_listed_naturally_and_each_link_opens_its_task(tmp_pat
     try:
         status, _, body = fetch(f"{server.url}/runs/text-ids/tasks")
         assert status == 200
-        links = re.findall(r'class="task-link" href="([^"]*)">([^<]*)</a>', body)
+        links = re.findall(r'class="task-link" href="([^"]*)"[^>]*>([^<]*)</a>', body)
         assert [html.unescape(text) for _, text in links] == ["9", "10", "sample #1/a b?", "sample-2", "sample-10"]
         for href, text in links:
             status, _, page = fetch(server.url + href)
@@ -849,3 +849,37 @@ def test_live_run_page_refreshes_itself_until_the_run_ends(tmp_path, browser):
             assert not watched.problems and not watched.dialogs, (watched.problems, watched.dialogs)
         finally:
             watched.close()
+
+
+def test_long_names_ids_and_exceptions_from_the_logs_never_make_a_page_scroll_sideways(tmp_path, browser):
+    """A 300-character app name (run page: the throughput legend squeezed the plot to 63 px), a
+    2,000-character exception in monitoring's fail history (task page: 16,531 px wide) and a
+    5,000-character task id (tasks page: 39,899 px wide), from a real monitoring.db and a stream."""
+    database = tmp_path / "monitoring.db"
+    shutil.copy(CORPUS / "parsl-htex-jsonlog" / "monitoring.db", database)
+    app_name, exception = "a" * 300, "ValueError('" + "x" * 2000 + "')"
+    with sqlite3.connect(database) as db:
+        db.execute("UPDATE task SET task_func_name = ? WHERE task_id % 2 = 0", [app_name])  # two apps: a legend
+        run_id, task_id = db.execute("SELECT run_id, task_id FROM try LIMIT 1").fetchone()
+        db.execute("UPDATE try SET task_fail_history = ? WHERE run_id = ? AND task_id = ?", [exception, run_id, task_id])
+    stream = tmp_path / "long.jsonl"
+    long_id = "t" * 5000
+    stream.write_text("".join(json.dumps({"ts": 1_780_000_000 + n, "run_id": "r-long", "task_id": long_id if n == 1 else f"t{n}",
+                                          "app_name": "step", "message": f"step {n}"}) + "\n" for n in range(3)))
+    store = taskscope.open(str(tmp_path / "long.duckdb"))
+    store.ingest(database, stream)
+    server = Server(Dashboard(store))
+    watched = Watched(browser, viewport={"width": 1366, "height": 900})
+    try:
+        for path in (f"/runs/{run_id}", f"/runs/{run_id}/tasks/{task_id}", "/runs/r-long/tasks"):
+            watched.visit(server.url + path)
+            width = watched.page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 1366, (path, width)
+        watched.visit(f"{server.url}/runs/{run_id}")
+        plots = watched.page.evaluate("""() => [...document.querySelectorAll(".nsewdrag")]
+                                                    .map(r => Math.round(r.getBoundingClientRect().width))""")
+        assert plots and min(plots) >= 300, plots  # every plot keeps its room beside its legend
+    finally:
+        watched.close()
+        server.stop()
+        store.close()

@@ -41,6 +41,21 @@ def plot_text(text) -> str:
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+#: characters of a name from the logs (an app) shown in a legend; the whole name is in its tooltip
+LEGEND_NAME_CHARS = 24
+
+
+def legend_name(text) -> str:
+    """`text` cut to `LEGEND_NAME_CHARS` with "…" (a legend entry as wide as a 300-character app
+    name left the plot no room), safe as `plot_text` makes it.
+
+    >>> legend_name("a" * 30)
+    'aaaaaaaaaaaaaaaaaaaaaaa…'
+    """
+    text = str(text)
+    return plot_text(text if len(text) <= LEGEND_NAME_CHARS else text[:LEGEND_NAME_CHARS - 1] + "…")
+
+
 def wrapped_label(text, width: int = 90, lines: int = 2) -> str:
     """`text` as a Plotly tick label of at most `lines` lines of about `width` characters, broken
     at spaces (a word is never cut; what does not fit ends in "…"), safe as `plot_text` makes it.
@@ -72,8 +87,9 @@ def throughput_figure(throughput: pd.DataFrame, span: tuple[float, float] | None
     """
     # each bar as wide as its bin (ms on a date axis): Plotly would guess a width from the
     # spacing of the bars, and a lone bar would get a width of a millisecond
-    data = [{"type": "bar", "name": plot_text(app), "x": iso(rows.bin_start_ts + rows.bin_s / 2),
-             "y": rows.per_s.tolist(), "width": (rows.bin_s * 1000).tolist()}
+    data = [{"type": "bar", "name": legend_name(app), "x": iso(rows.bin_start_ts + rows.bin_s / 2),
+             "y": rows.per_s.tolist(), "width": (rows.bin_s * 1000).tolist(),
+             "hovertemplate": plot_text(app) + "<br>%{x}<br>%{y} tasks/s<extra></extra>"}
             for app, rows in throughput.groupby("app_name")]
     layout = time_layout("throughput: tasks completed per second", "tasks / s", barmode="stack", bargap=0)
     if span is not None and not any(missing(t) for t in span):
