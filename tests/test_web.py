@@ -710,12 +710,13 @@ def test_bad_urls_get_the_html_error_page_and_api_urls_json(browser):
     pages = {f"/runs/{run_id}/tasks/abc": 404, "/tasks/1.5": 404, f"/runs/{run_id}/tasks?page=0": 400,
              f"/runs/{run_id}/tasks?page=-1": 400, f"/runs/{run_id}/tasks?page=abc": 400,
              f"/runs/{run_id}/tasks?desc=maybe": 400, f"/runs/{run_id}/dag?page=abc": 400,
+             f"/runs/{run_id}/tasks?sort=bogus": 400, f"/runs/{run_id}/tasks?sort=(select%201)": 400,
              "/runs": 404, "/runs/": 404, "/nope": 404, "/usage/nope": 404, "/runs/no-such-run": 404}
     for path, expected in pages.items():
         status, content_type, body = fetch(server.url + path)
         assert (status, content_type) == (expected, "text/html"), path
         assert '<p class="error">' in body and "detail" not in body, path
-    apis = {"/api/nope": 404, f"/api/runs/{run_id}/tasks?page=0": 422}
+    apis = {"/api/nope": 404, f"/api/runs/{run_id}/tasks?page=0": 422, f"/api/runs/{run_id}/tasks?sort=bogus": 422}
     for path, expected in apis.items():
         status, content_type, body = fetch(server.url + path)
         assert (status, content_type) == (expected, "application/json"), path

@@ -90,7 +90,10 @@ class TaskQuery:
 
 def task_query(app: str | None = None, state: str | None = None, executor: str | None = None,
                host: str | None = None, manager: str | None = None, block: str | None = None,
-               exception: str | None = None, sort: str = "task_id", desc: bool = False,
+               exception: str | None = None,
+               sort: str = Query("task_id", pattern=f"^({'|'.join(SORTABLE)})$",
+                                 description="a column: " + ", ".join(SORTABLE)),
+               desc: bool = False,
                page: int = Query(1, ge=1), per_page: int = Query(100, ge=1, le=MAX_PER_PAGE)) -> TaskQuery:
     """FastAPI dependency: filters app, state (a final state or `unfinished`), executor, host,
     manager, block, exception; `sort` (a column), `desc`, `page`, `per_page` (≤ 1000)."""
