@@ -211,3 +211,20 @@ def test_from_monitoring_db_alone_every_failed_try_counts_the_dep_fail_tasks_too
     assert (run["tries"], run["failed_tries"]) == (int(tasks.tries.sum()), int(tasks.failed_tries.sum()))
     assert tries.exception_type.tolist() == ["DependencyError"]
     assert pd.isna(launched[dep_fail_task])  # never launched: no launch time read from its try
+
+
+def test_a_parsl_dep_fail_task_has_its_dependency_error_row_and_the_rows_add_up_to_the_runs_failed(dep_fail_run):
+    """Parsl counts a dep_fail task's one try as failed with DependencyError (the DFK logs it,
+    monitoring.db keeps its fail history): the failures table's `tasks_failed` then adds up to the
+    runs table's `failed` (failed plus dep_fail), as docs/analyses/summary.md says."""
+    tasks = monitoring_tasks(dep_fail_run / "monitoring.db")
+    store = taskscope.open(":memory:")
+    store.ingest(dep_fail_run)
+    result = store.summary()
+    [run] = result.runs.to_dict("records")
+    failures = result.failures
+    assert run["failed"] == int(tasks.state.isin(FAILED_OR_DEP_FAIL).sum()) == int(failures.tasks_failed.sum())
+    dependency = failures[failures.exception_type == "DependencyError"]
+    assert int(dependency.tasks_failed.sum()) == int((tasks.state == "dep_fail").sum()) == 1
+    assert int(failures.failed_tries.sum()) == int(tasks.failed_tries.sum())  # monitoring.db's try rows
+    store.close()
