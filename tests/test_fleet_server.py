@@ -251,6 +251,9 @@ def test_a_resent_batch_is_stored_once(fleet):
      "cluster.kind"),
     (json.dumps({"protocol": 1, "batch_id": "x", "cluster": {"cluster_id": "c", "kind": "dask"},
                  "messages": [{"kind": "workers"}]}).encode(), "numeric ts"),
+    # a slash made a cluster that no page or API URL could reach
+    (json.dumps({"protocol": 1, "batch_id": "x", "cluster": {"cluster_id": "team/a/ac2d", "kind": "dask"},
+                 "messages": []}).encode(), "cluster.cluster_id must be 1 to 128 letters"),
 ])
 def test_malformed_bodies_are_refused_with_400(fleet, body, reason):
     server, tokens, _ = fleet

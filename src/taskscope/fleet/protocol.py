@@ -14,6 +14,7 @@ Transport
       "sent_at": 1764547200.123,        # sender clock, epoch seconds
       "cluster": {                      # identity, repeated on every batch
         "cluster_id": "<uuid4 hex>",    # chosen by the sender, stable for one scheduler lifetime
+                                        # (1-128 of A-Z a-z 0-9 . _ : ~ -: it is part of a URL)
         "kind": "dask",                 # "dask" | "parsl" | "workflow" (a run of another system's logs)
         "name": "Scheduler-<uuid>",     # Dask scheduler id, or the run id
         "user": "alice",                # a claim only (plugin arg, else getpass.getuser()): the server
@@ -89,6 +90,8 @@ Cost: the server estimates cluster cost as
 
 from __future__ import annotations
 
+import re
+
 from taskscope.time_bounds import EARLIEST_TIME, LATEST_TIME
 
 PROTOCOL_VERSION = 1
@@ -139,6 +142,8 @@ MESSAGE_KINDS = frozenset({
 })
 #: "workflow": a run uploaded from the logs of a system other than Parsl (Academy, generic JSON lines)
 CLUSTER_KINDS = frozenset({"dask", "parsl", "workflow"})
+#: what a cluster_id may hold: it is a segment of the cluster's URL (a "/" made a cluster no page could reach)
+CLUSTER_ID = re.compile(r"[A-Za-z0-9._:~-]{1,128}")
 
 
 class ProtocolError(ValueError):
@@ -180,6 +185,9 @@ def _check_envelope(batch: dict) -> None:
     cluster = batch.get("cluster")
     if not isinstance(cluster, dict) or not isinstance(cluster.get("cluster_id"), str) or not cluster["cluster_id"]:
         raise ProtocolError("cluster.cluster_id must be a non-empty string")
+    if not CLUSTER_ID.fullmatch(cluster["cluster_id"]):
+        raise ProtocolError("cluster.cluster_id must be 1 to 128 letters, digits and ._:~- (it is part of the "
+                            f"cluster's URL), not {cluster['cluster_id'][:60]!r}")
     if cluster.get("kind") not in CLUSTER_KINDS:
         raise ProtocolError(f"cluster.kind must be one of {sorted(CLUSTER_KINDS)}")
     if not isinstance(batch.get("messages"), list):
