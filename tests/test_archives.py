@@ -195,3 +195,37 @@ def test_links_in_a_tar_are_read_as_their_files_and_others_listed(tmp_path):
     assert "which is not in the archive" in notes["hl.tar.gz!hl/run2/outside.log"]
     assert any("outside.log" in note for note in report.notes)
     assert report.files_skipped == 1  # the link: the archive itself is no file skipped, its files were read
+
+
+def test_a_copy_or_an_archive_of_a_run_read_before_is_not_stored_twice(tmp_path):
+    """The same run folder ingested again as a tarball or a copy (in the same ingest or a later
+    one) once stored every event twice, and the run's figures counted them twice (a utilisation of
+    190 %). Each file with the bytes of one read before is said and not read; a copy that then
+    grows has what it gains read."""
+    run = tmp_path / "runinfo"
+    shutil.copytree(corpus_path("parsl-mixed-textlog"), run)
+    archive = pack(run, tmp_path / "runinfo.tar.gz")
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    alone = events_of(run)
+    with taskscope.open(str(tmp_path / "s.duckdb")) as store:
+        store.ingest(run)
+        later = store.ingest(archive)
+        both = store.ingest(copy)
+        again = store.ingest(run, archive, copy)
+        events = store.sql("SELECT count(*) AS n FROM events").n.iloc[0]
+        log = copy / "000" / "parsl.log"
+        before = log.stat().st_size
+        with log.open("a") as appended:  # the copy goes on: it is its own file from here
+            appended.write(log.read_text().splitlines(keepends=True)[-1])
+        grown = store.ingest(copy)
+        gained = store.sql("SELECT count(*) AS n FROM events WHERE file = '000/parsl.log' AND file_id = "
+                           "(SELECT file_id FROM ingested_files WHERE path = ?)", [str(log)]).n.iloc[0]
+    files = sum(1 for path in run.rglob("*") if path.name.endswith((".log", ".db")))
+    assert events == len(alone)
+    for report in (later, both):
+        assert report.events == 0 and report.files_read == 0
+        copied = [note for note in report.notes if "the same bytes as" in note]
+        assert len(copied) == files and all("not read again" in note for note in copied), report.notes
+    assert again.files_read == 0 and again.notes == []  # said once
+    assert log.stat().st_size > before and grown.files_read == 1 and gained == grown.events == 1

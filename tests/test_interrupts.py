@@ -8,8 +8,10 @@ of the others; the same ingest run again then gives exactly the events of an uni
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import sqlite3
 import signal
 import subprocess
 import sys
@@ -38,7 +40,23 @@ def runinfo(tmp_path_factory) -> Path:
     for copy in range(COPIES):
         for name in CORPUS_RUNS:
             shutil.copytree(corpus_path(name), folder / f"{name}-{copy}")
+            made_distinct(folder / f"{name}-{copy}", copy)
     return folder
+
+
+def made_distinct(folder: Path, copy: int) -> None:
+    """Each copy's files end differently: a file with the same bytes as one read before is not
+    read again (its events would be stored twice), and this test needs every copy's events."""
+    for log in folder.rglob("*.log"):
+        with log.open("a") as appended:
+            appended.write(f"copy {copy}\n")  # continues the last record
+    for log in folder.rglob("*.jsonlog"):
+        with log.open("a") as appended:
+            appended.write(json.dumps({"created": 1_795_294_600.0 + copy, "name": "copy", "levelname": "INFO",
+                                       "msg": f"copy {copy}", "formatted": f"copy {copy}"}) + "\n")
+    for database in folder.rglob("monitoring.db"):
+        with sqlite3.connect(database) as db:
+            db.execute("UPDATE workflow SET workflow_name = workflow_name || ?", [f" copy {copy}"])
 
 
 def ingest_process(runinfo: Path, store: Path) -> subprocess.Popen:

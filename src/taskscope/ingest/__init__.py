@@ -25,6 +25,7 @@ from taskscope._sql import registered, scalar
 from taskscope.ingest.archives import READ_ERRORS, as_local_file, change_marker, leading_nul_bytes
 from taskscope.ingest.archives import MEMBER_SEPARATOR
 from taskscope.ingest.discover import ARCHIVE_NOTE, InputFile, KnownSource, discover, recognised_again
+from taskscope.ingest.duplicates import same_content_as
 from taskscope.ingest.lines import bad_lines_sql, file_size, read_new_lines, usable_lines_sql
 from taskscope.ingest.staging import STAGED, create_staging
 from taskscope.relations import Relation
@@ -419,6 +420,12 @@ def _ingest_one(con, item: InputFile, known: dict[str, _KnownFile], report: Inge
             size == seen.bytes_read + seen.pending_bytes and not _head_changed(item, seen))):
         report.files_unchanged += 1
         return
+    if seen.size is None and not seen.bytes_read and not seen.lines_read:  # new to the store
+        copied = same_content_as(item.open, None if item.packed else size, source.name,
+                                 [(path, k.source, k.head) for path, k in known.items() if path != item.path])
+        if copied is not None:
+            _record_copy(con, item, seen, source, seen_size, size, copied, report)
+            return
     reading = _Reading(seen.bytes_read, seen.lines_read)
     restart = _why_read_again(item, size, seen, source, whole)
     if restart and not whole:  # another file took its name: what it is now is told by its content
@@ -486,7 +493,10 @@ def _ingest_one(con, item: InputFile, known: dict[str, _KnownFile], report: Inge
     note = "; ".join(reading.notes) or None
     if note:
         report.notes.append(f"{item.rel}: {note}")
-    _record(con, item, seen, source, reading, seen_size, restart, pending=pending)
+    head = _record(con, item, seen, source, reading, seen_size, restart, pending=pending)
+    # what a copy of it read later in this ingest is compared with
+    known[item.path] = _KnownFile(seen.file_id, source.name, seen_size, reading.bytes_read, reading.lines_read,
+                                  pending, note, head)
     batch.read.add(seen.file_id)
     if on_progress:
         on_progress(item, max(size, reading.bytes_read), max(size, reading.bytes_read))
@@ -529,11 +539,13 @@ def _count(reading: _Reading, result: StageResult, report: IngestReport) -> floa
 
 
 def _record(con, item: InputFile, seen: _KnownFile, source: Source, reading: _Reading, size: int,
-            restart: str | None, pending: int = 0, partial: bool = False) -> None:
-    """Write how far `item` was read, in the transaction that holds its events."""
+            restart: str | None, pending: int = 0, partial: bool = False) -> bytes | None:
+    """Write how far `item` was read, in the transaction that holds its events; returns the first
+    bytes kept of it."""
     keep_head = seen.head is not None and len(seen.head) == HEAD_BYTES and not restart
     whole = item.packed or source.reads_whole_file
-    head = None if whole else seen.head if keep_head else _read_head(item.path)
+    # a whole-read plain file's first bytes too: a copy of it is told by them (`same_content_as`)
+    head = None if item.packed else seen.head if keep_head and not whole else _read_head(item.path)
     note = None if partial else "; ".join(reading.notes) or None
     # a file read from its start has only this read's note; one that grew keeps what an earlier
     # read noted (a rotation, skipped NUL bytes) until something new is to be said
@@ -547,6 +559,23 @@ def _record(con, item: InputFile, seen: _KnownFile, source: Source, reading: _Re
          pending, from_start, note, note, head, seen.file_id],
     )
     con.execute("INSERT INTO files_to_relate VALUES (?)", [seen.file_id])
+    return head
+
+
+def _record_copy(con, item: InputFile, seen: _KnownFile, source: Source, seen_size: int, size: int, copied: str,
+                 report: IngestReport) -> None:
+    """Keep `item`, whose bytes are those of `copied` (read before), as read, without reading it:
+    its events are stored already. Said once; should the copy grow, what it gains is read."""
+    first, lines = con.execute("SELECT file, lines_read FROM ingested_files WHERE path = ?", [copied]).fetchall()[0]
+    note = f"the same bytes as {first}, read before: not read again (its events would be stored twice)"
+    report.notes.append(f"{item.rel}: {note}")
+    report.files_unchanged += 1
+    packed = item.packed
+    con.execute(
+        """UPDATE ingested_files SET source = ?, run_dir = ?, size = ?, bytes_read = ?, lines_read = ?, pending_bytes = 0,
+                  note = ?, head = ?, ingested_at = current_timestamp WHERE file_id = ?""",
+        [source.name, item.run_dir, seen_size, 0 if packed else size, 0 if packed else lines, note,
+         None if packed else _read_head(item.path), seen.file_id])
 
 
 def _skip(con, item: InputFile, seen: _KnownFile, size: int, report: IngestReport, note: str | None = None) -> None:
