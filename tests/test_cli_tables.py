@@ -310,3 +310,17 @@ def test_task_ids_are_in_natural_order_in_latency_and_series(two_runs):
                 "--format", "table", columns=200).stdout
     shown = re.findall(r"^\S+\s+task\.resource\s+(\d+)\s", table, re.M)
     assert len(shown) > 10 and shown == natural(shown), table
+
+
+def test_the_tasks_page_counts_in_words_and_the_resource_histograms_say_they_count_tries(two_runs, web, tmp_path):
+    run = run_ids(two_runs)[0]
+    listed = json.loads(cli("tasks", "--run", run, "--store", two_runs, "--format", "json").stdout)
+    assert f'<span id="task-count">{len(listed)} tasks</span>' in web.get(f"/runs/{run}/tasks").text
+    stream = tmp_path / "one.jsonl"  # a run of one task: "1 task"
+    stream.write_text(json.dumps({"ts": 1_780_000_000, "run_id": "r1", "task_id": "t1", "message": "hi"}) + "\n")
+    with taskscope.open(str(tmp_path / "one.duckdb")) as store:
+        store.ingest(stream)
+        with TestClient(create_app(Dashboard(store))) as client:
+            assert '<span id="task-count">1 task</span>' in client.get("/runs/r1/tasks").text
+    figures = web.get(f"/runs/{run}/resources").text
+    assert figures.count('"text": "task tries"') + figures.count('"text":"task tries"') >= 3, figures[:500]

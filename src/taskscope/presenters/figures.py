@@ -135,12 +135,12 @@ def bar_figure(x: list, series: dict[str, list], title: str, y_title: str, stack
                                      "yaxis": {"title": {"text": y_title}}}}
 
 
-def histogram_figure(bins: pd.DataFrame, title: str, x_title: str) -> dict:
-    """Bars from server-side bins (`low`, `high`, `count`)."""
+def histogram_figure(bins: pd.DataFrame, title: str, x_title: str, counted: str = "tasks") -> dict:
+    """Bars from server-side bins (`low`, `high`, `count`); `counted` names what a bar counts."""
     data = [{"type": "bar", "x": ((bins.low + bins.high) / 2).tolist(), "y": bins["count"].tolist(),
-             "width": (bins.high - bins.low).tolist(), "name": "tasks"}] if not bins.empty else []
+             "width": (bins.high - bins.low).tolist(), "name": counted}] if not bins.empty else []
     return {"data": data, "layout": {"title": {"text": title}, "bargap": 0.02,
-                                     "xaxis": {"title": {"text": x_title}}, "yaxis": {"title": {"text": "tasks"}}}}
+                                     "xaxis": {"title": {"text": x_title}}, "yaxis": {"title": {"text": counted}}}}
 
 
 def waterfall_figure(steps: pd.DataFrame) -> dict:

@@ -106,9 +106,10 @@ def resources_page(request: Request, run: str, con=Depends(read_connection)):
     data = resources_data(con, request.app.state.dashboard, run_id)
     charts = {
         "slots": steps_figure(data["slots"], "worker slots: total (from managers) and busy", "slots"),
-        "cpu": histogram_figure(data["cpu_bins"], "CPU time per task try (user + system, last sample minus first)", "seconds"),
-        "memory_mean": histogram_figure(data["memory_mean_bins"], "resident memory per task try (mean)", "MiB"),
-        "memory_max": histogram_figure(data["memory_max_bins"], "resident memory per task try (peak)", "MiB"),
+        "cpu": histogram_figure(data["cpu_bins"], "CPU time per task try (user + system, last sample minus first)", "seconds",
+                                "task tries"),
+        "memory_mean": histogram_figure(data["memory_mean_bins"], "resident memory per task try (mean)", "MiB", "task tries"),
+        "memory_max": histogram_figure(data["memory_max_bins"], "resident memory per task try (peak)", "MiB", "task tries"),
     }
     use = utilization_data(con, request.app.state.dashboard, run_id)
     charts.update(utilization_charts(use))
