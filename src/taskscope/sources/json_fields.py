@@ -200,15 +200,16 @@ def parse_time_sql(raw: str) -> str:
     """Seconds since the epoch from a JSON time value: epoch seconds, ms, µs or ISO 8601.
 
     Numbers above 1e11 are read as milliseconds and above 1e14 as microseconds; strings
-    without a zone are taken as UTC.
+    without a zone are taken as UTC. Rounded to the microsecond, the precision of `events.ts`
+    (Python's `created` is a double: 1796686992.7558203).
     """
-    return f"""CASE
+    return f"""round(CASE
         WHEN try_cast({raw} AS DOUBLE) IS NOT NULL THEN
             CASE WHEN try_cast({raw} AS DOUBLE) > 1e14 THEN try_cast({raw} AS DOUBLE) / 1e6
                  WHEN try_cast({raw} AS DOUBLE) > 1e11 THEN try_cast({raw} AS DOUBLE) / 1e3
                  ELSE try_cast({raw} AS DOUBLE) END
         ELSE epoch(try_cast({raw} AS TIMESTAMPTZ))
-    END"""
+    END, 6)"""
 
 
 def time_in_range_sql(ts: str) -> str:
