@@ -19,6 +19,7 @@ import urllib.request
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import markupsafe
 import pytest
 import uvicorn
 
@@ -721,6 +722,16 @@ def test_bad_urls_get_the_html_error_page_and_api_urls_json(browser):
         status, content_type, body = fetch(server.url + path)
         assert (status, content_type) == (expected, "application/json"), path
         assert json.loads(body)["detail"], path
+    # the log explorer's paging is refused as the tasks' is (it quietly took per_page=0 as 1, -5 as 100)
+    for query, message in (("per_page=0", "per_page must be a whole number from 1 to 1000, not '0'"),
+                           ("per_page=-5", "per_page must be a whole number from 1 to 1000, not '-5'"),
+                           ("per_page=5000", "per_page must be a whole number from 1 to 1000, not '5000'"),
+                           ("page=-1", "page must be a whole number from 1, not '-1'"),
+                           ("page=abc", "page must be a whole number from 1, not 'abc'")):
+        status, content_type, body = fetch(f"{server.url}/api/logs?{query}")
+        assert (status, content_type, json.loads(body)) == (400, "application/json", {"error": message}), query
+        status, content_type, body = fetch(f"{server.url}/logs?{query}")  # the page: its first page, and why
+        assert (status, content_type) == (400, "text/html") and str(markupsafe.escape(message)) in body, query
     status, content_type, body = fetch(f"{server.url}/api/runs/{run_id}/tasks/abc")  # not found, like a run
     assert (status, content_type) == (404, "application/json")
     assert json.loads(body) == {"error": f"run {run_id} has no task abc"}

@@ -12,7 +12,7 @@ import posixpath
 import pandas as pd
 from fastapi import APIRouter, Depends, Request
 
-from taskscope.analyses.logs import COLUMNS, DEFAULT_COLUMNS, FILTERABLE, choose_columns, search
+from taskscope.analyses.logs import COLUMNS, DEFAULT_COLUMNS, FILTERABLE, MAX_PER_PAGE, choose_columns, search
 from taskscope.presenters.format import cell, clock, missing, records
 from taskscope.web.dashboard import read_connection
 from taskscope.web.pages.runs import run_table
@@ -28,12 +28,33 @@ OTHER_WIDTH = 6.5
 MESSAGE_MIN_WIDTH = 28
 
 
-def _split(request: Request) -> tuple[dict[str, str], str | None, int, int, bool]:
+def _split(request: Request) -> tuple[dict[str, str], str | None, bool]:
+    """The query's filters, text and order (newest first)."""
     query = request.query_params
     filters = {k: v for k, v in query.items() if k not in _CONTROL and v != ""}
-    page = int(query.get("page") or 1) if (query.get("page") or "1").isdigit() else 1
-    per_page = int(query.get("per_page") or 100) if (query.get("per_page") or "100").isdigit() else 100
-    return filters, (query.get("q") or None), page, per_page, query.get("desc") in ("1", "true")
+    return filters, (query.get("q") or None), query.get("desc") in ("1", "true")
+
+
+def _paging(request: Request) -> tuple[int, int]:
+    """The query's page and page size; raises ValueError for one that is not a whole number in
+    range (it was quietly taken as another: `per_page=0` as 1, `-5` as 100)."""
+    query = request.query_params
+    return (_whole_number(query.get("page"), "page", 1),
+            _whole_number(query.get("per_page"), "per_page", 100, MAX_PER_PAGE))
+
+
+def _whole_number(text: str | None, name: str, default: int, highest: int | None = None) -> int:
+    """`text` as a whole number from 1 (to `highest`), `default` when not given.
+
+    >>> _whole_number(None, "page", 1), _whole_number("7", "page", 1)
+    (1, 7)
+    """
+    if text in (None, ""):
+        return default
+    if not text.isdigit() or int(text) < 1 or (highest is not None and int(text) > highest):
+        limits = f"from 1 to {highest}" if highest is not None else "from 1"
+        raise ValueError(f"{name} must be a whole number {limits}, not {text!r}")
+    return int(text)
 
 
 @router.get("/api/logs")
@@ -41,8 +62,9 @@ def logs_json(request: Request, con=Depends(read_connection)):
     """Events matching every `COLUMN=VALUE` parameter (any events column but ts and attrs) and
     `q` (substring of the message, any case); `page`, `per_page` (≤ 1000), `desc=true` for
     newest first."""
-    filters, text, page, per_page, newest_first = _split(request)
+    filters, text, newest_first = _split(request)
     try:
+        page, per_page = _paging(request)
         result = search(con, filters, text, page, per_page, newest_first)
     except ValueError as exc:
         return json_response({"error": str(exc)}, status_code=400)
@@ -109,8 +131,12 @@ def _kept(filters: dict[str, str], text: str | None, columns: list[str], per_pag
 
 @router.get("/logs")
 def logs_page(request: Request, con=Depends(read_connection)):
-    filters, text, page, per_page, newest_first = _split(request)
     error, status_code = None, 200
+    filters, text, newest_first = _split(request)
+    try:
+        page, per_page = _paging(request)
+    except ValueError as exc:  # a bad page or page size: 400, as /api/logs answers, with the first page
+        (error, status_code), (page, per_page) = (str(exc), 400), (1, 100)
     try:
         result = search(con, filters, text, page, per_page, newest_first)
     except ValueError as exc:
