@@ -215,17 +215,35 @@ def csv_text(frame: pd.DataFrame) -> str:
     """
     def text(value):
         if isinstance(value, (np.ndarray, list, dict)):
-            value = json_bytes(value).decode()
-        elif isinstance(value, (bytes, bytearray)):
-            value = bytes_text(value)
-        if isinstance(value, str) and value.startswith(_FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(value):
-            return "'" + value
-        return value
+            return json_bytes(value).decode()
+        return bytes_text(value) if isinstance(value, (bytes, bytearray)) else value
 
+    nested = [name for name in frame.columns if frame[name].dtype == object
+              and frame[name].map(lambda v: isinstance(v, (np.ndarray, list, dict, bytes, bytearray))).any()]
+    if nested:
+        frame = frame.assign(**{name: frame[name].map(text) for name in nested})
     texts = [name for name in frame.columns if frame[name].dtype == object or pd.api.types.is_string_dtype(frame[name])]
     if texts:
-        frame = frame.assign(**{name: frame[name].map(text) for name in texts})
+        frame = frame.assign(**{name: _as_spreadsheet_text(frame[name]) for name in texts})
     return frame.to_csv(index=False)
+
+
+def _as_spreadsheet_text(column: pd.Series) -> pd.Series:
+    """`column` with a leading `'` on each text a spreadsheet would run as a formula (see `csv_text`).
+    Vectorised: a Python test per cell doubled the time of a 370k-event CSV."""
+    try:
+        starts = column.str.startswith(_FORMULA_STARTS, na=False)
+    except AttributeError:  # no text in it (numbers kept in an object column)
+        return column
+    if not starts.any():
+        return column
+    positions = np.flatnonzero(starts.to_numpy())
+    positions = positions[~column.iloc[positions].str.fullmatch(_PLAIN_NUMBER.pattern, na=False).to_numpy(dtype=bool)]
+    if not len(positions):
+        return column
+    column = column.copy()
+    column.iloc[positions] = "'" + column.iloc[positions]
+    return column
 
 
 def json_bytes(data) -> bytes:
